@@ -1,0 +1,399 @@
+//! One-shot commands: start, feed stdin, capture output, enforce the timeout, kill the tree.
+//!
+//! Each command gets a cgroup of its own inside the sandbox's delegated cgroup (or, on hosts
+//! without cgroup v2, a process group of its own). When the command's first process exits, or
+//! its timeout passes, everything left in that cgroup is killed at once: a command never leaves
+//! processes behind, whatever it forked or however it detached.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use hutch_api::limits::{
+    COMMAND_ARGV_MAX_ENTRIES, COMMAND_MAX_BYTES, COMMAND_OUTPUT_MAX_BYTES, COMMAND_STDIN_MAX_BYTES,
+    COMMAND_TIMEOUT_DEFAULT_SECS, COMMAND_TIMEOUT_MAX_SECS, ENV_MAX_ENTRIES, ENV_MAX_KEY_BYTES,
+    ENV_MAX_VALUE_BYTES, PATH_MAX_BYTES,
+};
+use hutch_api::{CommandRequest, CommandResult};
+use hutch_sandbox::process::{ProcessSpec, SpawnError, find_program};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+
+use crate::Agent;
+use crate::error::AgentError;
+
+/// Default working directory of commands.
+pub(crate) const DEFAULT_CWD: &str = "/workspace";
+
+/// How long output may keep flowing after the command's processes are gone (a pipe held by
+/// something that escaped the kill) before the agent stops waiting for it.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// A validated command, ready to spawn.
+struct Plan {
+    program: String,
+    args: Vec<String>,
+    cwd: String,
+    env: Vec<(String, String)>,
+    timeout: Duration,
+    stdin: Option<Vec<u8>>,
+}
+
+fn validate(agent: &Agent, req: CommandRequest) -> Result<Plan, AgentError> {
+    let (program, args) = match (req.command, req.argv) {
+        (Some(_), Some(_)) => {
+            return Err(AgentError::invalid(
+                "command",
+                "give either command or argv, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(AgentError::invalid(
+                "command",
+                "command or argv is required",
+            ));
+        }
+        (Some(command), None) => {
+            if command.len() > COMMAND_MAX_BYTES {
+                return Err(AgentError::invalid(
+                    "command",
+                    format!("command is longer than {COMMAND_MAX_BYTES} bytes"),
+                ));
+            }
+            ("/bin/sh".to_owned(), vec!["-c".to_owned(), command])
+        }
+        (None, Some(mut argv)) => {
+            if argv.is_empty() {
+                return Err(AgentError::invalid("argv", "argv must name a program"));
+            }
+            if argv.len() > COMMAND_ARGV_MAX_ENTRIES
+                || argv.iter().map(String::len).sum::<usize>() > COMMAND_MAX_BYTES
+            {
+                return Err(AgentError::invalid(
+                    "argv",
+                    format!(
+                        "argv is over {COMMAND_ARGV_MAX_ENTRIES} entries or {COMMAND_MAX_BYTES} bytes"
+                    ),
+                ));
+            }
+            let program = argv.remove(0);
+            (program, argv)
+        }
+    };
+    if program.is_empty() || program.contains('\0') || args.iter().any(|a| a.contains('\0')) {
+        return Err(AgentError::invalid(
+            "argv",
+            "arguments may not be empty programs or contain NUL",
+        ));
+    }
+    let cwd = req.cwd.unwrap_or_else(|| DEFAULT_CWD.to_owned());
+    if !cwd.starts_with('/') || cwd.len() > PATH_MAX_BYTES || cwd.contains('\0') {
+        return Err(AgentError::invalid("cwd", "cwd must be an absolute path"));
+    }
+    let timeout = req.timeout.unwrap_or(COMMAND_TIMEOUT_DEFAULT_SECS);
+    if !(timeout > 0.0 && timeout <= COMMAND_TIMEOUT_MAX_SECS) {
+        return Err(AgentError::invalid(
+            "timeout",
+            format!("timeout must be in (0, {COMMAND_TIMEOUT_MAX_SECS}] seconds"),
+        ));
+    }
+    let extra = req.env.unwrap_or_default();
+    if extra.len() > ENV_MAX_ENTRIES {
+        return Err(AgentError::invalid(
+            "env",
+            format!("at most {ENV_MAX_ENTRIES} environment variables"),
+        ));
+    }
+    for (key, value) in &extra {
+        if key.is_empty()
+            || key.len() > ENV_MAX_KEY_BYTES
+            || key.contains(['=', '\0'])
+            || value.len() > ENV_MAX_VALUE_BYTES
+            || value.contains('\0')
+        {
+            return Err(AgentError::invalid(
+                "env",
+                format!("invalid environment variable {key:?}"),
+            ));
+        }
+    }
+    let mut env: std::collections::BTreeMap<String, String> = agent.base_env.clone();
+    env.extend(extra);
+    let stdin = req.stdin.map(String::into_bytes);
+    if stdin
+        .as_ref()
+        .is_some_and(|s| s.len() > COMMAND_STDIN_MAX_BYTES)
+    {
+        return Err(AgentError::invalid(
+            "stdin",
+            format!("stdin is larger than {COMMAND_STDIN_MAX_BYTES} bytes"),
+        ));
+    }
+    Ok(Plan {
+        program,
+        args,
+        cwd,
+        env: env.into_iter().collect(),
+        timeout: Duration::from_secs_f64(timeout),
+        stdin,
+    })
+}
+
+/// A command's cgroup, removed when dropped.
+struct CommandCgroup {
+    /// The sandbox's cgroup directory (the parent).
+    dir: RawFd,
+    name: CString,
+    /// The command's own cgroup directory, which its first process starts in.
+    own: OwnedFd,
+}
+
+impl CommandCgroup {
+    fn create(dir: &OwnedFd, id: u64) -> Result<CommandCgroup, AgentError> {
+        let cg = |op| move |source| AgentError::Cgroup { op, source };
+        let name =
+            CString::new(format!("cmd-{id}")).map_err(|e| cg("name")(io::Error::other(e)))?;
+        // SAFETY: dir is an open directory descriptor; name is NUL-terminated.
+        if unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) } != 0 {
+            return Err(cg("mkdir")(io::Error::last_os_error()));
+        }
+        // SAFETY: as above.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            let err = io::Error::last_os_error();
+            // SAFETY: removing the directory just made.
+            unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) };
+            return Err(cg("open")(err));
+        }
+        // SAFETY: fd was just returned by openat and is owned by nobody else.
+        let own = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(CommandCgroup {
+            dir: dir.as_raw_fd(),
+            name,
+            own,
+        })
+    }
+
+    /// Kills every process in the cgroup.
+    fn kill(&self) {
+        let Ok(path) = CString::new(format!("{}/cgroup.kill", self.name.to_string_lossy())) else {
+            return;
+        };
+        // SAFETY: dir is the sandbox's cgroup directory, open for the agent's lifetime.
+        let fd = unsafe { libc::openat(self.dir, path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+        if fd >= 0 {
+            // SAFETY: fd is the cgroup.kill file just opened; closed right after.
+            unsafe {
+                libc::write(fd, b"1".as_ptr().cast(), 1);
+                libc::close(fd);
+            }
+        }
+    }
+
+    fn try_remove(&self) -> bool {
+        // SAFETY: removing our own child cgroup directory by name.
+        unsafe { libc::unlinkat(self.dir, self.name.as_ptr(), libc::AT_REMOVEDIR) == 0 }
+    }
+}
+
+impl Drop for CommandCgroup {
+    fn drop(&mut self) {
+        // A cgroup is busy until its last killed member is gone; retry briefly off-thread.
+        if self.try_remove() {
+            return;
+        }
+        let (dir, name) = (self.dir, self.name.clone());
+        std::thread::spawn(move || {
+            for _ in 0..200 {
+                std::thread::sleep(Duration::from_millis(10));
+                // SAFETY: as in try_remove.
+                if unsafe { libc::unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR) } == 0 {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Runs a command to completion.
+pub(crate) async fn run(agent: &Agent, req: CommandRequest) -> Result<CommandResult, AgentError> {
+    let plan = validate(agent, req)?;
+    let id = agent.next_command.fetch_add(1, Ordering::Relaxed);
+    let cgroup = agent
+        .cgroup_dir
+        .as_ref()
+        .map(|dir| CommandCgroup::create(dir, id))
+        .transpose()?;
+
+    let path = plan
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map_or("", |(_, v)| v.as_str());
+    let program = find_program(&plan.program, path).ok_or_else(|| {
+        AgentError::Spawn(SpawnError::Exec {
+            program: plan.program.clone(),
+            source: io::Error::new(io::ErrorKind::NotFound, "not found on PATH"),
+        })
+    })?;
+    let mut argv = Vec::with_capacity(plan.args.len() + 1);
+    argv.push(plan.program.clone());
+    argv.extend(plan.args.iter().cloned());
+    let (stdin_r, stdin_w) = match &plan.stdin {
+        Some(_) => {
+            let (r, w) = pipe_pair()?;
+            (r, Some(w))
+        }
+        None => (open_dev_null()?, None),
+    };
+    let (stdout_r, stdout_w) = pipe_pair()?;
+    let (stderr_r, stderr_w) = pipe_pair()?;
+    let spec = ProcessSpec {
+        program: &program,
+        argv: &argv,
+        env: &plan.env,
+        cwd: std::path::Path::new(&plan.cwd),
+        stdio: [stdin_r.as_fd(), stdout_w.as_fd(), stderr_w.as_fd()],
+        cgroup: cgroup.as_ref().map(|c| c.own.as_fd()),
+    };
+    let started = Instant::now();
+    let (process, exited) = agent.reaper.spawn(&spec)?;
+    drop((stdin_r, stdout_w, stderr_w));
+    let killer = Killer {
+        cgroup: cgroup.as_ref(),
+        pgid: process.pid,
+    };
+
+    let stdin_task = match (stdin_w, plan.stdin) {
+        (Some(w), Some(data)) => {
+            let mut tx = pipe::Sender::from_owned_fd(w).map_err(AgentError::Runtime)?;
+            Some(tokio::spawn(async move {
+                // A command that exits without reading its input is not an error.
+                let _ = tx.write_all(&data).await;
+            }))
+        }
+        _ => None,
+    };
+    let stdout = Some(pipe::Receiver::from_owned_fd(stdout_r).map_err(AgentError::Runtime)?);
+    let stderr = Some(pipe::Receiver::from_owned_fd(stderr_r).map_err(AgentError::Runtime)?);
+    let stdout_task = tokio::spawn(capture(stdout));
+    let stderr_task = tokio::spawn(capture(stderr));
+
+    let mut exited = exited;
+    let (exit, timed_out) = tokio::select! {
+        exit = &mut exited => (exit.ok(), false),
+        () = tokio::time::sleep(plan.timeout) => (None, true),
+    };
+    // Whatever the command left running (or everything, on timeout) dies now.
+    killer.kill();
+    let exit = match exit {
+        Some(exit) => exit,
+        None => {
+            // The leader was killed above; its status arrives once the reaper sees it.
+            exited
+                .await
+                .unwrap_or(crate::reaper::Exit::Signal(libc::SIGKILL))
+        }
+    };
+    let duration_ms = started.elapsed().as_millis() as u64;
+    if let Some(task) = stdin_task {
+        task.abort();
+    }
+    let drained = async { (stdout_task.await, stderr_task.await) };
+    let (out, err) = match tokio::time::timeout(DRAIN_GRACE, drained).await {
+        Ok((Ok(out), Ok(err))) => (out, err),
+        _ => (Captured::default(), Captured::default()),
+    };
+    drop(cgroup);
+    Ok(CommandResult {
+        exit_code: exit.code(),
+        truncated: out.truncated || err.truncated,
+        stdout: out.text(),
+        stderr: err.text(),
+        duration_ms,
+        timed_out,
+    })
+}
+
+/// Kills a command's whole tree: its cgroup, or its process group.
+struct Killer<'a> {
+    cgroup: Option<&'a CommandCgroup>,
+    pgid: i32,
+}
+
+impl Killer<'_> {
+    fn kill(&self) {
+        match self.cgroup {
+            Some(cgroup) => cgroup.kill(),
+            None => {
+                // SAFETY: kill takes integers only; the group is the command's own (setsid).
+                unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// Output captured from one stream, cut at the limit.
+#[derive(Default)]
+struct Captured {
+    bytes: Vec<u8>,
+    truncated: bool,
+}
+
+impl Captured {
+    fn text(self) -> String {
+        let mut text = String::from_utf8_lossy(&self.bytes).into_owned();
+        if self.truncated {
+            text.push_str(&format!(
+                "\n[hutch: output truncated at {COMMAND_OUTPUT_MAX_BYTES} bytes]\n"
+            ));
+        }
+        text
+    }
+}
+
+async fn capture(stream: Option<pipe::Receiver>) -> Captured {
+    let mut captured = Captured::default();
+    let Some(mut stream) = stream else {
+        return captured;
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return captured,
+            Ok(n) => {
+                let room = COMMAND_OUTPUT_MAX_BYTES - captured.bytes.len();
+                if n > room {
+                    captured.truncated = true;
+                }
+                // Past the limit keep reading, so the writer never blocks, but keep nothing.
+                captured.bytes.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+}
+
+/// A pipe, both ends close-on-exec: `(read, write)`.
+fn pipe_pair() -> Result<(OwnedFd, OwnedFd), AgentError> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: fds has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(AgentError::Runtime(io::Error::last_os_error()));
+    }
+    // SAFETY: both were just returned by pipe2 and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn open_dev_null() -> Result<OwnedFd, AgentError> {
+    std::fs::File::open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(AgentError::Runtime)
+}

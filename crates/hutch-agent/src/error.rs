@@ -1,0 +1,76 @@
+//! Errors of the agent's API, each mapped to a stable code of the public error envelope.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use hutch_api::{ErrorBody, ErrorCode};
+
+/// Why an agent request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The request is malformed or out of range; the message names the field.
+    #[error("{message}")]
+    Invalid {
+        /// What is wrong.
+        message: String,
+        /// The offending field.
+        field: Option<&'static str>,
+    },
+    /// The program could not be started (not found, not executable, bad cwd).
+    #[error("{0}")]
+    Spawn(#[from] hutch_sandbox::process::SpawnError),
+    /// The agent's own runtime failed (socket, signals, threads).
+    #[error("agent runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// An operation on the command's cgroup failed.
+    #[error("command cgroup {op}: {source}")]
+    Cgroup {
+        /// What was being done.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl AgentError {
+    /// A validation error naming `field`.
+    pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        AgentError::Invalid {
+            message: message.into(),
+            field: Some(field),
+        }
+    }
+
+    fn code(&self) -> ErrorCode {
+        match self {
+            AgentError::Spawn(hutch_sandbox::process::SpawnError::Clone(e))
+                if e.raw_os_error() == Some(libc::EAGAIN) =>
+            {
+                ErrorCode::Conflict
+            }
+            AgentError::Spawn(hutch_sandbox::process::SpawnError::Clone(_)) => ErrorCode::Internal,
+            AgentError::Invalid { .. } | AgentError::Spawn(_) => ErrorCode::InvalidRequest,
+            AgentError::Runtime(_) | AgentError::Cgroup { .. } => ErrorCode::Internal,
+        }
+    }
+}
+
+impl IntoResponse for AgentError {
+    fn into_response(self) -> Response {
+        let code = self.code();
+        if code == ErrorCode::Internal {
+            tracing::error!(error = %self, "agent request failed");
+        }
+        let mut body = ErrorBody::new(code, self.to_string());
+        if let AgentError::Invalid {
+            field: Some(field), ..
+        } = &self
+        {
+            body = body.with_detail("field", *field);
+        }
+        let status =
+            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,81 @@
+//! The agent: PID 1 inside every sandbox, serving the sandbox's API on a unix socket.
+//!
+//! The control plane authenticates a request, finds the session and forwards
+//! `/v1/sessions/{id}/<rest>` here as `/<rest>`. The agent knows nothing of tenants, tokens or
+//! the store; it runs processes (and, in later releases, files and interpreters) inside the
+//! sandbox it is PID 1 of. By the time [`run`] is called the sandbox is already built and
+//! locked down (see `hutch_sandbox::init`).
+//!
+//! As PID 1 the agent also reaps every orphan in the sandbox ([`reaper`]).
+
+mod api;
+mod commands;
+mod error;
+mod reaper;
+
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+pub use error::AgentError;
+
+/// What the agent serves with.
+#[derive(Debug)]
+pub struct AgentConfig {
+    /// The listening unix socket (already bound and listening).
+    pub listener: OwnedFd,
+    /// The sandbox's delegated cgroup v2 directory: each command gets a child cgroup in it so
+    /// that it can be killed whole. Without it commands are killed by process group.
+    pub cgroup_dir: Option<OwnedFd>,
+    /// Environment every process starts with (the session's `env`).
+    pub env: BTreeMap<String, String>,
+    /// The sandbox's host name.
+    pub hostname: String,
+}
+
+/// Shared state of the agent's handlers.
+pub(crate) struct Agent {
+    pub(crate) reaper: Arc<reaper::Reaper>,
+    pub(crate) cgroup_dir: Option<OwnedFd>,
+    pub(crate) base_env: BTreeMap<String, String>,
+    pub(crate) next_command: std::sync::atomic::AtomicU64,
+}
+
+/// Serves the agent API until the process is killed.
+pub fn run(config: AgentConfig) -> Result<(), AgentError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(16)
+        .build()
+        .map_err(AgentError::Runtime)?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: AgentConfig) -> Result<(), AgentError> {
+    let reaper = reaper::Reaper::start().map_err(AgentError::Runtime)?;
+    let mut base_env = BTreeMap::from([
+        (
+            "PATH".to_owned(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+        ),
+        ("HOME".to_owned(), "/root".to_owned()),
+        ("USER".to_owned(), "root".to_owned()),
+        ("LANG".to_owned(), "C.UTF-8".to_owned()),
+        ("HOSTNAME".to_owned(), config.hostname.clone()),
+    ]);
+    base_env.extend(config.env);
+    let agent = Arc::new(Agent {
+        reaper,
+        cgroup_dir: config.cgroup_dir,
+        base_env,
+        next_command: std::sync::atomic::AtomicU64::new(1),
+    });
+    let std_listener = std::os::unix::net::UnixListener::from(config.listener);
+    std_listener
+        .set_nonblocking(true)
+        .map_err(AgentError::Runtime)?;
+    let listener = tokio::net::UnixListener::from_std(std_listener).map_err(AgentError::Runtime)?;
+    axum::serve(listener, api::router(agent))
+        .await
+        .map_err(AgentError::Runtime)
+}

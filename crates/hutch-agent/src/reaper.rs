@@ -1,0 +1,96 @@
+//! PID 1's duty: reap every child, and hand the exit status of the ones the agent started to
+//! whoever waits for them.
+//!
+//! Processes are started through [`Reaper::spawn`], which registers the pid under the same
+//! lock that the reaper holds while it calls `waitpid(-1)`. So a child's status can never be
+//! collected before its waiter is registered, and the reaping of a child whose `exec` failed
+//! never races the reaper. Orphans re-parented to PID 1 are reaped and dropped.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use hutch_sandbox::process::{ChildFilter, Process, ProcessSpec, SpawnError};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::oneshot;
+
+/// How a process ended, as `waitpid` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+}
+
+impl Exit {
+    fn from_status(status: libc::c_int) -> Exit {
+        if libc::WIFSIGNALED(status) {
+            Exit::Signal(libc::WTERMSIG(status))
+        } else {
+            Exit::Code(libc::WEXITSTATUS(status))
+        }
+    }
+
+    /// The exit code a shell would report: `128 + n` for signal `n`.
+    pub(crate) fn code(self) -> i32 {
+        match self {
+            Exit::Code(c) => c,
+            Exit::Signal(s) => 128 + s,
+        }
+    }
+}
+
+/// The registry of waited-for children.
+pub(crate) struct Reaper {
+    waiting: Mutex<HashMap<i32, oneshot::Sender<Exit>>>,
+    filter: ChildFilter,
+}
+
+impl Reaper {
+    /// Installs the SIGCHLD handler and starts the reaping task.
+    pub(crate) fn start() -> io::Result<Arc<Reaper>> {
+        let mut sigchld = signal(SignalKind::child())?;
+        let reaper = Arc::new(Reaper {
+            waiting: Mutex::new(HashMap::new()),
+            filter: ChildFilter::new()?,
+        });
+        let task_reaper = reaper.clone();
+        tokio::spawn(async move {
+            // Orphans may have exited before the handler was installed.
+            task_reaper.reap_all();
+            while sigchld.recv().await.is_some() {
+                task_reaper.reap_all();
+            }
+        });
+        Ok(reaper)
+    }
+
+    /// Starts a confined process and returns it with a receiver of its exit.
+    pub(crate) fn spawn(
+        &self,
+        spec: &ProcessSpec<'_>,
+    ) -> Result<(Process, oneshot::Receiver<Exit>), SpawnError> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let process = hutch_sandbox::process::spawn(spec, &self.filter)?;
+        let (tx, rx) = oneshot::channel();
+        waiting.insert(process.pid, tx);
+        Ok((process, rx))
+    }
+
+    fn reap_all(&self) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid writes only into `status`; WNOHANG keeps it from blocking.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                return;
+            }
+            if let Some(tx) = waiting.remove(&pid) {
+                let _ = tx.send(Exit::from_status(status));
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The error envelope every failed request answers with, and its stable codes.
+//!
+//! The body is always `{"error": {"code": "...", "message": "...", "details": {...}}}`. Codes
+//! are stable identifiers clients may match on; messages are for people and may change.
+
+use serde::{Deserialize, Serialize};
+
+/// A stable, machine-readable error code. Each maps to exactly one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request is malformed or a field is out of range (400).
+    InvalidRequest,
+    /// The bearer token is missing, malformed, expired or wrongly signed (401).
+    Unauthorized,
+    /// The token is valid but may not do this (403).
+    Forbidden,
+    /// No such route (404).
+    NotFound,
+    /// No session with this id belongs to the caller (404).
+    SessionNotFound,
+    /// The operation conflicts with the resource's current state (409).
+    Conflict,
+    /// The request body is larger than the server accepts (413).
+    PayloadTooLarge,
+    /// Too many requests or too many resources in use (429).
+    RateLimited,
+    /// The server is at capacity and cannot start another sandbox (503).
+    Capacity,
+    /// The session's sandbox could not be reached or has failed (502).
+    SandboxUnavailable,
+    /// The session's disk quota is exhausted (507).
+    DiskFull,
+    /// An unexpected fault inside hutch (500). The log has the cause.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status code this error answers with.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidRequest => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::NotFound | ErrorCode::SessionNotFound => 404,
+            ErrorCode::Conflict => 409,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::Internal => 500,
+            ErrorCode::SandboxUnavailable => 502,
+            ErrorCode::Capacity => 503,
+            ErrorCode::DiskFull => 507,
+        }
+    }
+
+    /// The snake_case name as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::SessionNotFound => "session_not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Capacity => "capacity",
+            ErrorCode::SandboxUnavailable => "sandbox_unavailable",
+            ErrorCode::DiskFull => "disk_full",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: a stable code, a message for people, and optional structured details.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable code to match on.
+    pub code: ErrorCode,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Structured context, such as the offending `field`.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ErrorBody {
+    /// An error body with no details.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: message.into(),
+                details: serde_json::Map::new(),
+            },
+        }
+    }
+
+    /// Adds one detail entry.
+    pub fn with_detail(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.error.details.insert(key.to_owned(), value.into());
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_shape_is_stable() {
+        let body = ErrorBody::new(ErrorCode::SessionNotFound, "no session 42")
+            .with_detail("sessionId", "42");
+        let json = serde_json::to_value(&body).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"error": {"code": "session_not_found", "message": "no session 42", "details": {"sessionId": "42"}}})
+        );
+    }
+
+    #[test]
+    fn as_str_matches_serde_name() {
+        for code in [
+            ErrorCode::InvalidRequest,
+            ErrorCode::Unauthorized,
+            ErrorCode::Forbidden,
+            ErrorCode::NotFound,
+            ErrorCode::SessionNotFound,
+            ErrorCode::Conflict,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::RateLimited,
+            ErrorCode::Capacity,
+            ErrorCode::SandboxUnavailable,
+            ErrorCode::DiskFull,
+            ErrorCode::Internal,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
+    }
+}

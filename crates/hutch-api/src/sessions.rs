@@ -1,0 +1,140 @@
+//! Sessions: isolated sandboxes with a time to live (seed 004).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Where a session is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SessionStatus {
+    /// The sandbox is being built; not yet usable.
+    Creating,
+    /// The sandbox is up and accepts work.
+    Running,
+    /// The sandbox is frozen; its processes do not run.
+    Paused,
+    /// The sandbox is being torn down.
+    Deleting,
+}
+
+impl SessionStatus {
+    /// The name stored and sent on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Creating => "CREATING",
+            SessionStatus::Running => "RUNNING",
+            SessionStatus::Paused => "PAUSED",
+            SessionStatus::Deleting => "DELETING",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "CREATING" => SessionStatus::Creating,
+            "RUNNING" => SessionStatus::Running,
+            "PAUSED" => SessionStatus::Paused,
+            "DELETING" => SessionStatus::Deleting,
+            _ => return None,
+        })
+    }
+}
+
+/// Resource limits of a session, as granted.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    /// CPU time per wall-clock second, in CPUs (0.5 = half a core).
+    pub cpus: f64,
+    /// Memory limit in MiB (swap is off).
+    pub memory_mb: u64,
+    /// Most processes and threads alive at once.
+    pub pids: u64,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources {
+            cpus: crate::limits::DEFAULT_CPUS,
+            memory_mb: crate::limits::DEFAULT_MEMORY_MB,
+            pids: crate::limits::DEFAULT_PIDS,
+        }
+    }
+}
+
+/// Resource limits as requested: each omitted field takes its default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourcesRequest {
+    /// CPUs; default 1.
+    pub cpus: Option<f64>,
+    /// Memory in MiB; default 512.
+    pub memory_mb: Option<u64>,
+    /// Process limit; default 512.
+    pub pids: Option<u64>,
+}
+
+/// `POST /v1/sessions`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateSessionRequest {
+    /// Time to live in seconds, 60..=28800; default 300.
+    pub ttl: Option<u64>,
+    /// Image name; default `default`.
+    pub image: Option<String>,
+    /// Free-form string labels, bounded in count and size.
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// Resource limits.
+    pub resources: Option<ResourcesRequest>,
+    /// Environment variables every process in the session starts with.
+    pub env: Option<BTreeMap<String, String>>,
+}
+
+/// `PATCH /v1/sessions/{id}`: each present field replaces the current value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateSessionRequest {
+    /// New time to live in seconds, counted from now.
+    pub ttl: Option<u64>,
+    /// New metadata, replacing the old.
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// A session as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    /// UUID (v7, so ids sort by creation time).
+    pub session_id: Uuid,
+    /// Lifecycle state.
+    pub status: SessionStatus,
+    /// Image the sandbox runs.
+    pub image: String,
+    /// Labels given on create or update.
+    pub metadata: BTreeMap<String, String>,
+    /// Granted resource limits.
+    pub resources: Resources,
+    /// When the session was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When the session expires and is destroyed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// `GET /v1/sessions`: one page of the caller's sessions, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionList {
+    /// The page.
+    pub sessions: Vec<Session>,
+    /// How many sessions the caller has in all.
+    pub total: u64,
+    /// The page size used.
+    pub limit: u32,
+    /// How many sessions were skipped.
+    pub offset: u64,
+}

@@ -1,0 +1,419 @@
+//! The inside of a sandbox: what its first process does before it serves.
+//!
+//! `hutch agent` starts as PID 1 of new user, pid, mount, network, ipc and uts namespaces,
+//! already in the sandbox's cgroups and running as root of its user namespace (see
+//! [`crate::linux`]). [`enter`] then speaks a two-step protocol with the runtime, one JSON line
+//! at a time on [`CONFIG_FD`] and one status line at a time on [`STATUS_FD`]:
+//!
+//! 1. read an [`InitConfig`] and build the root file system:
+//!    make every mount private, so nothing below propagates to the host; mount the overlays of
+//!    the image (root first, then each host system directory); mount a fresh `/proc` (masking
+//!    kernel files as container runtimes do), a minimal `/dev` (null, zero, full, random,
+//!    urandom, tty, a private devpts, shm) and a tmpfs `/tmp`; `pivot_root` into it and detach
+//!    the old root. Report `built`.
+//! 2. wait for a [`Claim`]: the sandbox now belongs to a session (until then it sits in the
+//!    runtime's warm pool). Set the host name, bring `lo` up, enter a new cgroup namespace, drop
+//!    every capability outside a small set, set `no_new_privs` and install the seccomp filter
+//!    of [`crate::seccomp`]. Report `ok`; the agent then serves on [`LISTENER_FD`].
+//!
+//! Any failure is reported as `error: <what failed>` instead. Every process the agent starts
+//! inherits the lock-down.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, BufRead, Write};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::sys;
+
+/// Descriptor the init configuration is read from (a pipe, closed after reading).
+pub const CONFIG_FD: RawFd = 3;
+/// Descriptor the sandbox reports readiness or its setup error on (a pipe).
+pub const STATUS_FD: RawFd = 4;
+/// Descriptor of the listening unix socket the agent serves on.
+pub const LISTENER_FD: RawFd = 5;
+/// Descriptor of the sandbox's delegated cgroup v2 directory, when the host has one.
+pub const CGROUP_FD: RawFd = 6;
+/// Descriptor the first process waits on before it execs (used only before `execve`).
+pub(crate) const GO_FD: RawFd = 7;
+
+/// One overlay mount of the sandbox's root file system.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OverlayMount {
+    /// Where it goes inside the sandbox (`/`, `/usr`, …).
+    pub target: PathBuf,
+    /// Read-only lower directories on the host, topmost first.
+    pub lower: Vec<PathBuf>,
+    /// The session's writable upper directory on the host.
+    pub upper: PathBuf,
+    /// Overlayfs work directory on the host (same file system as `upper`).
+    pub work: PathBuf,
+}
+
+/// Everything the sandbox's first process needs to build its root file system.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitConfig {
+    /// Host directory the new root is assembled on.
+    pub rootfs: PathBuf,
+    /// Overlays, root first.
+    pub overlays: Vec<OverlayMount>,
+    /// Size of `/tmp` and `/dev/shm` together, in MiB (tmpfs pages count against the memory
+    /// limit as well).
+    pub tmpfs_mb: u64,
+    /// Whether [`CGROUP_FD`] holds the sandbox's delegated cgroup v2 directory.
+    pub has_cgroup_dir: bool,
+}
+
+/// What makes a built sandbox a session's: sent when the runtime hands it out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Claim {
+    /// Host name inside the sandbox.
+    pub hostname: String,
+    /// Environment of every process the agent starts.
+    pub env: BTreeMap<String, String>,
+}
+
+/// A sandbox set up and claimed, ready to serve.
+#[derive(Debug)]
+pub struct Sandboxed {
+    /// The listening unix socket.
+    pub listener: OwnedFd,
+    /// The delegated cgroup v2 directory, if any.
+    pub cgroup_dir: Option<OwnedFd>,
+    /// The session's part of the configuration.
+    pub claim: Claim,
+    status: fs::File,
+}
+
+impl Sandboxed {
+    /// Tells the runtime the sandbox is ready; closes the status pipe.
+    pub fn report_ready(mut self) -> (OwnedFd, Option<OwnedFd>, Claim) {
+        let _ = self.status.write_all(b"ok\n");
+        (self.listener, self.cgroup_dir, self.claim)
+    }
+}
+
+/// A setup step that failed, with the step named.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// The process is not the first process of a fresh sandbox (run by hand, say): setting up
+    /// would remount the host.
+    #[error("not started by the hutch runtime as PID 1 of a new sandbox; refusing to set up")]
+    NotInSandbox,
+    /// The configuration could not be read or parsed.
+    #[error("reading init config: {0}")]
+    Config(String),
+    /// A step of the setup failed.
+    #[error("{step}: {source}")]
+    Step {
+        /// The step.
+        step: &'static str,
+        /// The OS error, which names the path or call.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn step(step: &'static str) -> impl FnOnce(io::Error) -> InitError {
+    move |source| InitError::Step { step, source }
+}
+
+/// Reads the configuration and builds the sandbox around the calling process. A failure is
+/// also reported to the server on [`STATUS_FD`].
+///
+/// Must run as PID 1 of the sandbox, single-threaded, before any runtime starts.
+pub fn enter() -> Result<Sandboxed, InitError> {
+    if !in_fresh_sandbox() {
+        return Err(InitError::NotInSandbox);
+    }
+    // SAFETY: the runtime hands these descriptors to the sandbox's first process at these
+    // numbers (see linux::LinuxRuntime); nothing else in this process owns them.
+    let (config_fd, status, listener) = unsafe {
+        (
+            OwnedFd::from_raw_fd(CONFIG_FD),
+            OwnedFd::from_raw_fd(STATUS_FD),
+            OwnedFd::from_raw_fd(LISTENER_FD),
+        )
+    };
+    let mut status = fs::File::from(status);
+    match set_up(config_fd, listener, &mut status) {
+        Ok((listener, cgroup_dir, claim)) => Ok(Sandboxed {
+            listener,
+            cgroup_dir,
+            claim,
+            status,
+        }),
+        Err(error) => {
+            let _ = writeln!(status, "error: {error}");
+            Err(error)
+        }
+    }
+}
+
+fn read_line<T: serde::de::DeserializeOwned>(
+    reader: &mut impl BufRead,
+    what: &str,
+) -> Result<T, InitError> {
+    let mut line = String::new();
+    match reader.read_line(&mut line) {
+        Ok(0) => Err(InitError::Config(format!(
+            "the runtime closed the pipe before sending the {what}"
+        ))),
+        Ok(_) => serde_json::from_str(&line).map_err(|e| InitError::Config(format!("{what}: {e}"))),
+        Err(e) => Err(InitError::Config(format!("{what}: {e}"))),
+    }
+}
+
+fn set_up(
+    config_fd: OwnedFd,
+    listener: OwnedFd,
+    status: &mut fs::File,
+) -> Result<(OwnedFd, Option<OwnedFd>, Claim), InitError> {
+    let mut config_pipe = io::BufReader::new(fs::File::from(config_fd));
+    let config: InitConfig = read_line(&mut config_pipe, "init config")?;
+    let cgroup_dir = config.has_cgroup_dir.then(|| {
+        // SAFETY: as above; present exactly when the config says so.
+        unsafe { OwnedFd::from_raw_fd(CGROUP_FD) }
+    });
+    set_cloexec(&listener).map_err(step("close-on-exec"))?;
+    if let Some(fd) = &cgroup_dir {
+        set_cloexec(fd).map_err(step("close-on-exec"))?;
+    }
+    build_root(&config)?;
+    status.write_all(b"built\n").map_err(step("report built"))?;
+    let claim: Claim = read_line(&mut config_pipe, "claim")?;
+    lock_down(&claim)?;
+    Ok((listener, cgroup_dir, claim))
+}
+
+/// PID 1 of its pid namespace, and in a user namespace that does not map host root.
+fn in_fresh_sandbox() -> bool {
+    // SAFETY: getpid has no arguments and cannot fail.
+    let pid = unsafe { libc::getpid() };
+    let uid_map = fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    let maps_host_root = uid_map.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        matches!(fields.as_slice(), [_, "0", _])
+    });
+    pid == 1 && !uid_map.trim().is_empty() && !maps_host_root
+}
+
+fn set_cloexec(fd: &OwnedFd) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor this process owns.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+        return Err(sys::last_error("fcntl FD_CLOEXEC"));
+    }
+    Ok(())
+}
+
+fn inside(rootfs: &Path, target: &Path) -> PathBuf {
+    rootfs.join(target.strip_prefix("/").unwrap_or(target))
+}
+
+fn build_root(config: &InitConfig) -> Result<(), InitError> {
+    let root = &config.rootfs;
+    let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
+    sys::mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )
+    .map_err(step("make mounts private"))?;
+
+    for overlay in &config.overlays {
+        let lower: Vec<String> = overlay
+            .lower
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={},userxattr,volatile",
+            lower.join(":"),
+            overlay.upper.display(),
+            overlay.work.display()
+        );
+        sys::mount(
+            Some("overlay"),
+            &inside(root, &overlay.target),
+            Some("overlay"),
+            nosuid_nodev,
+            Some(&data),
+        )
+        .map_err(step("mount overlay"))?;
+    }
+
+    let proc_dir = root.join("proc");
+    sys::mount(
+        Some("proc"),
+        &proc_dir,
+        Some("proc"),
+        nosuid_nodev | libc::MS_NOEXEC,
+        None,
+    )
+    .map_err(step("mount /proc"))?;
+
+    let dev = root.join("dev");
+    sys::mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("mode=755,size=512k"),
+    )
+    .map_err(step("mount /dev"))?;
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = dev.join(node);
+        fs::File::create(&target).map_err(step("create device node"))?;
+        sys::mount(
+            Some(&format!("/dev/{node}")),
+            &target,
+            None,
+            libc::MS_BIND,
+            None,
+        )
+        .map_err(step("bind device node"))?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+        ("core", "/proc/kcore"),
+    ] {
+        std::os::unix::fs::symlink(target, dev.join(link)).map_err(step("create /dev link"))?;
+    }
+    fs::create_dir(dev.join("pts")).map_err(step("mkdir /dev/pts"))?;
+    sys::mount(
+        Some("devpts"),
+        &dev.join("pts"),
+        Some("devpts"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(step("mount /dev/pts"))?;
+    fs::create_dir(dev.join("shm")).map_err(step("mkdir /dev/shm"))?;
+    let shm_mb = (config.tmpfs_mb / 4).max(1);
+    sys::mount(
+        Some("shm"),
+        &dev.join("shm"),
+        Some("tmpfs"),
+        nosuid_nodev,
+        Some(&format!("mode=1777,size={shm_mb}m")),
+    )
+    .map_err(step("mount /dev/shm"))?;
+    sys::mount(
+        Some("tmpfs"),
+        &root.join("tmp"),
+        Some("tmpfs"),
+        nosuid_nodev,
+        Some(&format!("mode=1777,size={}m", config.tmpfs_mb.max(1))),
+    )
+    .map_err(step("mount /tmp"))?;
+
+    // Mask kernel interfaces that say too much about the host, as container runtimes do.
+    for masked in [
+        "kcore",
+        "keys",
+        "timer_list",
+        "sched_debug",
+        "sysrq-trigger",
+        "latency_stats",
+    ] {
+        let path = proc_dir.join(masked);
+        if path.exists() {
+            sys::mount(Some("/dev/null"), &path, None, libc::MS_BIND, None)
+                .map_err(step("mask /proc file"))?;
+        }
+    }
+    for read_only in ["sys", "irq", "bus", "fs"] {
+        let path = proc_dir.join(read_only);
+        if path.exists() {
+            sys::mount(
+                Some(&path.display().to_string()),
+                &path,
+                None,
+                libc::MS_BIND | libc::MS_REC,
+                None,
+            )
+            .map_err(step("bind /proc dir"))?;
+            sys::mount(
+                None,
+                &path,
+                None,
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | nosuid_nodev | libc::MS_NOEXEC,
+                None,
+            )
+            .map_err(step("make /proc dir read-only"))?;
+        }
+    }
+
+    std::env::set_current_dir(root).map_err(step("chdir to new root"))?;
+    sys::pivot_root(Path::new("."), Path::new(".")).map_err(step("pivot_root"))?;
+    sys::umount2(Path::new("."), libc::MNT_DETACH).map_err(step("detach old root"))?;
+    std::env::set_current_dir("/").map_err(step("chdir /"))?;
+    Ok(())
+}
+
+/// Capabilities root inside a sandbox keeps (within its user namespace): Docker's default
+/// set less `NET_RAW` and `MKNOD`.
+const KEPT_CAPABILITIES: &[u32] = &[
+    0,  // CAP_CHOWN
+    1,  // CAP_DAC_OVERRIDE
+    3,  // CAP_FOWNER
+    4,  // CAP_FSETID
+    5,  // CAP_KILL
+    6,  // CAP_SETGID
+    7,  // CAP_SETUID
+    8,  // CAP_SETPCAP
+    10, // CAP_NET_BIND_SERVICE
+    18, // CAP_SYS_CHROOT
+    29, // CAP_AUDIT_WRITE
+    31, // CAP_SETFCAP
+];
+
+fn lock_down(claim: &Claim) -> Result<(), InitError> {
+    sys::sethostname(&claim.hostname).map_err(step("set hostname"))?;
+    sys::loopback_up().map_err(step("bring lo up"))?;
+    sys::unshare(libc::CLONE_NEWCGROUP).map_err(step("new cgroup namespace"))?;
+
+    let last_cap: u32 = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40);
+    let mut kept: u64 = 0;
+    for cap in 0..=last_cap.min(63) {
+        if KEPT_CAPABILITIES.contains(&cap) {
+            kept |= 1 << cap;
+        } else {
+            sys::prctl(
+                libc::PR_CAPBSET_DROP,
+                cap.into(),
+                "drop capability from bounding set",
+            )
+            .map_err(step("drop capabilities"))?;
+        }
+    }
+    sys::prctl(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+        "clear ambient capabilities",
+    )
+    .map_err(step("drop capabilities"))?;
+    sys::capset(kept, kept, 0).map_err(step("drop capabilities"))?;
+    // Keeps user code from reading the agent's memory or descriptors through /proc/1.
+    sys::prctl(libc::PR_SET_DUMPABLE, 0, "PR_SET_DUMPABLE").map_err(step("set non-dumpable"))?;
+    sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS")
+        .map_err(step("set no_new_privs"))?;
+    crate::seccomp::install().map_err(step("install seccomp filter"))?;
+    Ok(())
+}

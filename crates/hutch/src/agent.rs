@@ -1,0 +1,32 @@
+//! `hutch agent`: build the sandbox around this process, then serve the agent API.
+
+use std::process::ExitCode;
+
+/// Exit code of an agent whose sandbox could not be set up.
+const SETUP_FAILED: u8 = 70;
+
+/// Runs the agent. The runtime starts it with its descriptors in place (see
+/// `hutch_sandbox::init`); anything else gets a setup error.
+pub(crate) fn main() -> ExitCode {
+    let sandboxed = match hutch_sandbox::init::enter() {
+        Ok(sandboxed) => sandboxed,
+        Err(error) => {
+            eprintln!("hutch agent: {error}");
+            return ExitCode::from(SETUP_FAILED);
+        }
+    };
+    let (listener, cgroup_dir, claim) = sandboxed.report_ready();
+    let agent_config = hutch_agent::AgentConfig {
+        listener,
+        cgroup_dir,
+        env: claim.env,
+        hostname: claim.hostname,
+    };
+    match hutch_agent::run(agent_config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("hutch agent: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
