@@ -257,7 +257,8 @@ impl ChildPlan<'_> {
     /// # Safety
     /// Only in the child of `clone3` without `CLONE_VM`: raw system calls, no allocation.
     unsafe fn run(&self) -> ! {
-        // SAFETY (whole body): raw system calls on descriptors and memory this process owns.
+        // SAFETY: raw system calls on descriptors and memory this process owns, as the
+        // function's contract requires.
         unsafe {
             let fail = |stage: u32| -> ! {
                 let errno = *libc::__errno_location();

@@ -98,10 +98,8 @@ fn other(e: impl std::fmt::Debug) -> io::Error {
 /// Compiles the filters: (denials with `EPERM`, `clone3` with `ENOSYS`).
 pub(crate) fn programs() -> io::Result<(BpfProgram, BpfProgram)> {
     let arch = arch()?;
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED
-        .iter()
-        .map(|(_, nr)| (*nr as i64, Vec::new()))
-        .collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        DENIED.iter().map(|(_, nr)| (*nr, Vec::new())).collect();
     // The x86-64 clone ABI puts the flags in the first argument.
     let clone_rules = NAMESPACE_FLAGS
         .iter()
@@ -116,7 +114,7 @@ pub(crate) fn programs() -> io::Result<(BpfProgram, BpfProgram)> {
             SeccompRule::new(vec![cond]).map_err(other)
         })
         .collect::<io::Result<Vec<_>>>()?;
-    rules.insert(libc::SYS_clone as i64, clone_rules);
+    rules.insert(libc::SYS_clone, clone_rules);
     let deny = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
@@ -125,7 +123,7 @@ pub(crate) fn programs() -> io::Result<(BpfProgram, BpfProgram)> {
     )
     .map_err(other)?;
     let no_clone3 = SeccompFilter::new(
-        BTreeMap::from([(libc::SYS_clone3 as i64, Vec::new())]),
+        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
         SeccompAction::Allow,
         SeccompAction::Errno(libc::ENOSYS as u32),
         arch,

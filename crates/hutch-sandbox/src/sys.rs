@@ -421,7 +421,8 @@ unsafe fn child_after_clone(
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
 ) -> ! {
-    // SAFETY (whole body): raw system calls on descriptors and memory this process owns.
+    // SAFETY: raw system calls on descriptors and memory this process owns, as the
+    // function's contract requires.
     unsafe {
         let fail = |code: libc::c_int| -> ! { libc::_exit(code) };
         for fd in fds {

@@ -3,7 +3,7 @@
 //! - `hutch serve` runs the control plane (the API, the store, the reaper) and the linux
 //!   runtime;
 //! - `hutch agent` is PID 1 inside every sandbox, started by the runtime, never by users;
-//! - client subcommands (`hutch token`, `hutch bench`) talk to or prepare for a server.
+//! - client subcommands (`hutch token`, `hutch bench`) prepare for or measure a server.
 //!
 //! This crate only wires the libraries together and maps errors to exit codes.
 
@@ -12,6 +12,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod agent;
+mod duration;
+mod serve;
+mod token;
 
 /// A self-hosted sandbox server for running untrusted code.
 #[derive(Parser, Debug)]
@@ -23,6 +26,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Serve the API (control plane and linux runtime); needs root.
+    Serve(serve::ServeArgs),
+    /// Mint a bearer token with the server's secret.
+    Token(token::TokenArgs),
     /// Run inside a sandbox as its PID 1 (started by `hutch serve`, not by hand).
     #[command(hide = true)]
     Agent,
@@ -30,7 +37,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Agent => agent::main(),
+    let result = match cli.command {
+        Command::Agent => return agent::main(),
+        Command::Serve(args) => serve::main(args),
+        Command::Token(args) => token::main(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("hutch: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! Drives the linux runtime directly (no HTTP server): create a sandbox, run a command through
 //! its agent over the unix socket, destroy it. Needs root.
 
+#![allow(clippy::unwrap_used)] // a panic is how a test fails
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
@@ -98,5 +100,5 @@ async fn create_run_destroy() {
             t.elapsed()
         );
     }
-    runtime.drain_pool().await;
+    runtime.shutdown(true).await;
 }

@@ -236,6 +236,25 @@ impl Cgroups {
         Ok(())
     }
 
+    /// Removes this server's parent cgroups (`hutch/<instance>`, and `hutch` when no other
+    /// instance uses it) from every hierarchy where they are empty.
+    pub(crate) fn remove_parents_if_empty(&self) {
+        let roots = self
+            .mounts
+            .v2
+            .iter()
+            .map(PathBuf::as_path)
+            .chain(self.v1_roots());
+        for root in roots {
+            let instance = root.join(&self.parent);
+            if fs::remove_dir(&instance).is_ok()
+                && let Some(hutch) = instance.parent()
+            {
+                let _ = fs::remove_dir(hutch);
+            }
+        }
+    }
+
     /// Creates the cgroups of sandbox `id` with `resources` as limits.
     pub(crate) fn create(
         &self,
@@ -383,10 +402,9 @@ impl Cgroups {
                     .file_name()
                     .to_str()
                     .and_then(|n| Uuid::parse_str(n).ok())
+                    && !ids.contains(&id)
                 {
-                    if !ids.contains(&id) {
-                        ids.push(id);
-                    }
+                    ids.push(id);
                 }
             }
         }

@@ -289,8 +289,34 @@ impl LinuxRuntime {
         }
     }
 
-    /// Destroys the pooled sandboxes (on orderly shutdown).
-    pub async fn drain_pool(&self) {
+    /// On orderly shutdown: destroys the pooled sandboxes and, when `destroy_sessions`, every
+    /// live one too (otherwise they keep running for the next start to adopt). Removes this
+    /// server's cgroup parents when nothing is left in them.
+    pub async fn shutdown(&self, destroy_sessions: bool) {
+        self.drain_pool().await;
+        if destroy_sessions {
+            let live: Vec<(Uuid, Uuid)> = lock(&self.inner.live)
+                .iter()
+                .map(|(id, l)| (*id, l.sandbox_id))
+                .collect();
+            for (id, sandbox_id) in live {
+                if let Err(e) = self
+                    .destroy(&SandboxRecord {
+                        id,
+                        sandbox_id,
+                        agent_pid: 0,
+                    })
+                    .await
+                {
+                    tracing::warn!(session = %id, error = %e, "destroying a sandbox at shutdown failed");
+                }
+            }
+        }
+        self.inner.cgroups.remove_parents_if_empty();
+    }
+
+    /// Destroys the pooled sandboxes.
+    async fn drain_pool(&self) {
         let embryos: Vec<Embryo> = std::mem::take(&mut *lock(&self.inner.pool));
         for embryo in embryos {
             lock(&self.inner.pool_ids).remove(&embryo.id);

@@ -1,0 +1,436 @@
+//! Bearer tokens: the HS256 secret, minting tokens, and checking them on every `/v1` request.
+//!
+//! A token is a JWT signed with HS256. Its claims are `sub` (the tenant; required, non-empty),
+//! `exp` (required), `nbf` (optional) and `admin` (optional boolean; an admin sees every
+//! tenant's sessions). Only HS256 is accepted: `alg: none` and every other algorithm answer
+//! 401, as do missing, malformed, wrongly signed, expired and not-yet-valid tokens. Expiry and
+//! `nbf` are checked with 30 seconds of leeway.
+//!
+//! The secret is either configured (`HUTCH_JWT_SECRET`, used as its UTF-8 bytes) or kept in
+//! `{data_dir}/jwt-secret`: 32 random bytes written as 64 hex characters with mode 0600, created
+//! atomically on first start and reused afterwards. The file's trimmed text is the secret, so
+//! `HUTCH_JWT_SECRET=$(cat DATA/jwt-secret)` signs the same tokens.
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Name of the secret file inside the data directory.
+pub const SECRET_FILE: &str = "jwt-secret";
+/// Tenant of the token printed at start-up.
+pub const STARTUP_TOKEN_SUB: &str = "default";
+/// Lifetime of the token printed at start-up.
+pub const STARTUP_TOKEN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
+pub const LEEWAY_SECS: u64 = 30;
+
+/// Why a secret could not be had or a token could not be minted.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Reading or writing the secret file failed.
+    #[error("{op} {path}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The secret file exists but is empty.
+    #[error("the JWT secret file {0} is empty")]
+    EmptySecretFile(PathBuf),
+    /// The configured secret is empty.
+    #[error("the configured JWT secret is empty")]
+    EmptySecret,
+    /// A token must name a tenant.
+    #[error("a token's subject (the tenant) must not be empty")]
+    EmptySubject,
+    /// Signing failed.
+    #[error("signing a token")]
+    Sign(#[source] jsonwebtoken::errors::Error),
+}
+
+/// Where the secret came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// Given in the configuration.
+    Configured,
+    /// Read from, or just written to, the data directory.
+    DataDir {
+        /// The secret file.
+        path: PathBuf,
+        /// Whether this start created it.
+        created: bool,
+    },
+}
+
+/// The HS256 signing secret. Its `Debug` output does not show the bytes.
+#[derive(Clone)]
+pub struct JwtSecret {
+    bytes: Vec<u8>,
+    source: SecretSource,
+}
+
+impl fmt::Debug for JwtSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtSecret")
+            .field("bytes", &"<redacted>")
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl JwtSecret {
+    /// The secret's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Where it came from.
+    pub fn source(&self) -> &SecretSource {
+        &self.source
+    }
+}
+
+/// The configured secret if there is one, else the data directory's (created if missing).
+pub fn resolve_secret(configured: Option<&str>, data_dir: &Path) -> Result<JwtSecret, AuthError> {
+    match configured {
+        Some("") => Err(AuthError::EmptySecret),
+        Some(secret) => Ok(JwtSecret {
+            bytes: secret.as_bytes().to_vec(),
+            source: SecretSource::Configured,
+        }),
+        None => load_or_create_secret(data_dir),
+    }
+}
+
+/// Reads `{data_dir}/jwt-secret`, or creates it (32 random bytes as hex, mode 0600) if it
+/// does not exist. Creation is atomic: a concurrent start reads the winner's secret.
+pub fn load_or_create_secret(data_dir: &Path) -> Result<JwtSecret, AuthError> {
+    let path = data_dir.join(SECRET_FILE);
+    if let Some(secret) = read_secret(&path)? {
+        return Ok(secret);
+    }
+    let io_err = |op: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |source| AuthError::Io { op, path, source }
+    };
+    fs::create_dir_all(data_dir).map_err(io_err("creating", data_dir))?;
+    let mut raw = [0_u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+
+    // Write a private temporary file, then hard-link it into place: the link fails if
+    // another process got there first, and readers never see a partial file.
+    let tmp = data_dir.join(format!(".{SECRET_FILE}.{}.tmp", std::process::id()));
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("removing", &tmp)(e)),
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err("creating", &tmp))?;
+    file.write_all(format!("{hex}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(io_err("writing", &tmp))?;
+    drop(file);
+    let linked = fs::hard_link(&tmp, &path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            if let Ok(dir) = fs::File::open(data_dir) {
+                let _ = dir.sync_all();
+            }
+            Ok(JwtSecret {
+                bytes: hex.into_bytes(),
+                source: SecretSource::DataDir {
+                    path,
+                    created: true,
+                },
+            })
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => read_secret(&path)?
+            .ok_or_else(|| io_err("reading", &path)(io::ErrorKind::NotFound.into())),
+        Err(e) => Err(io_err("linking", &path)(e)),
+    }
+}
+
+/// Reads an existing secret file; `None` if there is none.
+fn read_secret(path: &Path) -> Result<Option<JwtSecret>, AuthError> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(AuthError::Io {
+                op: "reading",
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let secret = text.trim();
+    if secret.is_empty() {
+        return Err(AuthError::EmptySecretFile(path.to_owned()));
+    }
+    if let Ok(meta) = fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(path = %path.display(), "the JWT secret file is readable by other users; chmod 600 it");
+    }
+    Ok(Some(JwtSecret {
+        bytes: secret.as_bytes().to_vec(),
+        source: SecretSource::DataDir {
+            path: path.to_owned(),
+            created: false,
+        },
+    }))
+}
+
+/// The claims of a hutch token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The tenant. (Defaults only so that a missing claim is reported by name.)
+    #[serde(default)]
+    pub sub: String,
+    /// Expiry, unix seconds. (Defaults only so that a missing claim is reported by name.)
+    #[serde(default)]
+    pub exp: u64,
+    /// Not valid before, unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Whether the holder sees every tenant.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admin: bool,
+}
+
+/// Mints an HS256 token for tenant `sub`, valid for `ttl` from now.
+pub fn mint_token(
+    secret: &[u8],
+    sub: &str,
+    ttl: Duration,
+    admin: bool,
+) -> Result<String, AuthError> {
+    if sub.is_empty() {
+        return Err(AuthError::EmptySubject);
+    }
+    let claims = Claims {
+        sub: sub.to_owned(),
+        exp: jsonwebtoken::get_current_timestamp().saturating_add(ttl.as_secs()),
+        nbf: None,
+        admin,
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .map_err(AuthError::Sign)
+}
+
+/// Who is calling: the tenant named by the token, and whether it is an admin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Caller {
+    /// The token's `sub`.
+    pub(crate) tenant: String,
+    /// The token's `admin` claim.
+    pub(crate) admin: bool,
+}
+
+impl Caller {
+    /// Whether this caller may see a session of `tenant`.
+    pub(crate) fn may_see(&self, tenant: &str) -> bool {
+        self.admin || self.tenant == tenant
+    }
+}
+
+/// Checks tokens against the secret.
+pub(crate) struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier").finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// A verifier accepting HS256 tokens signed with `secret`.
+    pub(crate) fn new(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256];
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Verifier {
+            key: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// Checks an `Authorization` header value.
+    pub(crate) fn check(&self, header: Option<&[u8]>) -> Result<Caller, ApiError> {
+        let header = header.ok_or_else(|| {
+            ApiError::Unauthorized(
+                "missing Authorization header; send `Authorization: Bearer <token>`".into(),
+            )
+        })?;
+        let header = std::str::from_utf8(header)
+            .map_err(|_| ApiError::Unauthorized("Authorization header is not text".into()))?;
+        let token = match header.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            _ => {
+                return Err(ApiError::Unauthorized(
+                    "Authorization header must use the Bearer scheme".into(),
+                ));
+            }
+        };
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| ApiError::Unauthorized(token_error_message(e.kind())))?;
+        if data.claims.sub.is_empty() {
+            return Err(ApiError::Unauthorized(
+                "token's `sub` claim (the tenant) must not be empty".into(),
+            ));
+        }
+        Ok(Caller {
+            tenant: data.claims.sub,
+            admin: data.claims.admin,
+        })
+    }
+}
+
+/// A message saying why a token was refused, without echoing the token.
+fn token_error_message(kind: &ErrorKind) -> String {
+    match kind {
+        ErrorKind::ExpiredSignature => "token has expired".into(),
+        ErrorKind::ImmatureSignature => "token is not valid yet (nbf is in the future)".into(),
+        ErrorKind::InvalidSignature => "token signature is invalid".into(),
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            "token algorithm is not accepted; only HS256 is".into()
+        }
+        ErrorKind::MissingRequiredClaim(claim) => {
+            format!("token lacks the required `{claim}` claim")
+        }
+        ErrorKind::InvalidClaimFormat(claim) => format!("token's `{claim}` claim is malformed"),
+        ErrorKind::InvalidToken
+        | ErrorKind::Json(_)
+        | ErrorKind::Base64(_)
+        | ErrorKind::Utf8(_) => {
+            "token is malformed, or its header names an algorithm other than HS256".into()
+        }
+        _ => "token is invalid".into(),
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(AUTHORIZATION).map(|v| v.as_bytes());
+        state.verifier.check(header)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_tokens_verify() {
+        let token = mint_token(b"s3cret", "alice", Duration::from_secs(60), true).unwrap();
+        let caller = Verifier::new(b"s3cret")
+            .check(Some(format!("Bearer {token}").as_bytes()))
+            .unwrap();
+        assert_eq!(
+            caller,
+            Caller {
+                tenant: "alice".into(),
+                admin: true
+            }
+        );
+        assert!(mint_token(b"s3cret", "", Duration::from_secs(60), false).is_err());
+    }
+
+    #[test]
+    fn scheme_is_case_insensitive_but_required() {
+        let token = mint_token(b"k", "a", Duration::from_secs(60), false).unwrap();
+        let verifier = Verifier::new(b"k");
+        assert!(
+            verifier
+                .check(Some(format!("bearer {token}").as_bytes()))
+                .is_ok()
+        );
+        assert!(verifier.check(Some(token.as_bytes())).is_err());
+        assert!(
+            verifier
+                .check(Some(format!("Basic {token}").as_bytes()))
+                .is_err()
+        );
+        assert!(verifier.check(None).is_err());
+    }
+
+    #[test]
+    fn secret_file_is_created_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_create_secret(dir.path()).unwrap();
+        let path = dir.path().join(SECRET_FILE);
+        assert_eq!(
+            first.source(),
+            &SecretSource::DataDir {
+                path: path.clone(),
+                created: true
+            }
+        );
+        assert_eq!(first.as_bytes().len(), 64);
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let second = load_or_create_secret(dir.path()).unwrap();
+        assert_eq!(second.as_bytes(), first.as_bytes());
+        assert_eq!(
+            second.source(),
+            &SecretSource::DataDir {
+                path,
+                created: false
+            }
+        );
+        // No temporary files are left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn configured_secret_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = resolve_secret(Some("abc"), dir.path()).unwrap();
+        assert_eq!(secret.as_bytes(), b"abc");
+        assert_eq!(secret.source(), &SecretSource::Configured);
+        assert!(!dir.path().join(SECRET_FILE).exists());
+        assert!(resolve_secret(Some(""), dir.path()).is_err());
+        assert!(!format!("{secret:?}").contains("abc"));
+    }
+}

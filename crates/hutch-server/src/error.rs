@@ -1,0 +1,234 @@
+//! The one error type every handler returns, and how it becomes the JSON error envelope.
+//!
+//! [`ApiError`] is the only place that chooses a status code: each variant maps to one
+//! [`hutch_api::ErrorCode`], whose status the response carries, and the body is always the
+//! [`hutch_api::ErrorBody`] envelope. Client errors (4xx) are not logged; server faults (5xx)
+//! are logged here, once, with their cause, while the client sees only a generic message.
+
+use std::error::Error as StdError;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use hutch_api::{ErrorBody, ErrorCode};
+use hutch_sandbox::SandboxError;
+use uuid::Uuid;
+
+use crate::sessions::SessionError;
+
+/// A boxed cause of a server fault, kept for the log.
+pub(crate) type Cause = Box<dyn StdError + Send + Sync>;
+
+/// Why a request failed, as the client is told.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed or a field is out of range (400).
+    #[error("{message}")]
+    InvalidRequest {
+        /// What is wrong, naming the field.
+        message: String,
+        /// The offending field (`ttl`, `resources.cpus`, `sessionId`), when there is one.
+        field: Option<String>,
+    },
+    /// The bearer token is missing, malformed, expired or wrongly signed (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// No such route (404).
+    #[error("no route for {method} {path}")]
+    NotFound {
+        /// The request method.
+        method: String,
+        /// The request path.
+        path: String,
+    },
+    /// No session with this id belongs to the caller (404).
+    #[error("no session {0}")]
+    SessionNotFound(Uuid),
+    /// The operation conflicts with the session's current state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The request body is larger than the control plane accepts (413).
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// No room for another sandbox (503).
+    #[error("{0}")]
+    Capacity(String),
+    /// The session's sandbox could not be reached (502).
+    #[error("the sandbox of session {id} cannot be reached")]
+    SandboxUnavailable {
+        /// The session id.
+        id: Uuid,
+        /// Why it could not be reached (logged, not sent).
+        #[source]
+        source: Cause,
+    },
+    /// An unexpected fault inside hutch (500); the cause is logged, not sent.
+    #[error("internal error")]
+    Internal(#[source] Cause),
+}
+
+impl ApiError {
+    /// A 400 naming the offending field.
+    pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Self {
+        ApiError::InvalidRequest {
+            message: message.into(),
+            field: Some(field.to_owned()),
+        }
+    }
+
+    /// The stable code this error answers with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ApiError::InvalidRequest { .. } => ErrorCode::InvalidRequest,
+            ApiError::Unauthorized(_) => ErrorCode::Unauthorized,
+            ApiError::NotFound { .. } => ErrorCode::NotFound,
+            ApiError::SessionNotFound(_) => ErrorCode::SessionNotFound,
+            ApiError::Conflict(_) => ErrorCode::Conflict,
+            ApiError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            ApiError::Capacity(_) => ErrorCode::Capacity,
+            ApiError::SandboxUnavailable { .. } => ErrorCode::SandboxUnavailable,
+            ApiError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The envelope sent to the client.
+    pub fn body(&self) -> ErrorBody {
+        let code = self.code();
+        match self {
+            ApiError::InvalidRequest {
+                message,
+                field: Some(field),
+            } => ErrorBody::new(code, message.clone()).with_detail("field", field.as_str()),
+            ApiError::SessionNotFound(id) => {
+                ErrorBody::new(code, self.to_string()).with_detail("sessionId", id.to_string())
+            }
+            ApiError::PayloadTooLarge { limit } => {
+                ErrorBody::new(code, self.to_string()).with_detail("limitBytes", *limit)
+            }
+            ApiError::SandboxUnavailable { id, .. } => {
+                ErrorBody::new(code, self.to_string()).with_detail("sessionId", id.to_string())
+            }
+            ApiError::Internal(_) => {
+                ErrorBody::new(code, "internal error; the server log has the cause")
+            }
+            _ => ErrorBody::new(code, self.to_string()),
+        }
+    }
+
+    /// Logs a server fault with its whole cause chain; client errors are not logged.
+    fn log(&self) {
+        match self {
+            ApiError::Internal(source) => {
+                tracing::error!(error = %chain(source.as_ref()), "request failed: internal error");
+            }
+            ApiError::SandboxUnavailable { id, source } => {
+                tracing::error!(session = %id, error = %chain(source.as_ref()), "sandbox unavailable");
+            }
+            ApiError::Capacity(message) => {
+                tracing::warn!(%message, "refused a session: at capacity");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Formats an error and each of its sources, separated by `: `.
+pub(crate) fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut next = err.source();
+    while let Some(source) = next {
+        out.push_str(": ");
+        out.push_str(&source.to_string());
+        next = source.source();
+    }
+    out
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.log();
+        let status =
+            StatusCode::from_u16(self.code().status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(self.body())).into_response()
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(err: SessionError) -> Self {
+        match err {
+            SessionError::NotFound(id) => ApiError::SessionNotFound(id),
+            SessionError::Conflict(message) => ApiError::Conflict(message),
+            SessionError::Capacity(limit) => ApiError::Capacity(format!(
+                "the server runs its maximum of {limit} sessions; delete one or retry later"
+            )),
+            SessionError::Unavailable { id, source } => ApiError::SandboxUnavailable {
+                id,
+                source: Box::new(source),
+            },
+            SessionError::Sandbox(err) => err.into(),
+            SessionError::Store(err) => ApiError::Internal(Box::new(err)),
+        }
+    }
+}
+
+impl From<SandboxError> for ApiError {
+    fn from(err: SandboxError) -> Self {
+        match err {
+            SandboxError::InvalidSpec(message) => ApiError::InvalidRequest {
+                message,
+                field: None,
+            },
+            SandboxError::Capacity(message) => ApiError::Capacity(message),
+            SandboxError::Gone(id) => ApiError::SessionNotFound(id),
+            other => ApiError::Internal(Box::new(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_follows_the_code() {
+        let err = ApiError::invalid("ttl", "ttl must be at least 60");
+        assert_eq!(err.code(), ErrorCode::InvalidRequest);
+        let response = err.into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let err = ApiError::Internal("disk on fire".into());
+        let body = err.body();
+        assert_eq!(body.error.code, ErrorCode::Internal);
+        assert!(!body.error.message.contains("disk"));
+    }
+
+    #[test]
+    fn sandbox_errors_map_to_codes() {
+        let id = Uuid::nil();
+        assert_eq!(
+            ApiError::from(SandboxError::InvalidSpec("no image x".into())).code(),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            ApiError::from(SandboxError::Capacity("full".into())).code(),
+            ErrorCode::Capacity
+        );
+        assert_eq!(
+            ApiError::from(SandboxError::Gone(id)).code(),
+            ErrorCode::SessionNotFound
+        );
+        assert_eq!(
+            ApiError::from(SandboxError::Start {
+                id,
+                reason: "boom".into()
+            })
+            .code(),
+            ErrorCode::Internal
+        );
+    }
+}

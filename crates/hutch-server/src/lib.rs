@@ -1,0 +1,316 @@
+//! The hutch control plane: authentication, tenants, the sessions store, the TTL reaper, and
+//! the proxy to each session's agent.
+//!
+//! [`Server::start`] opens the store, loads the token secret, recovers from a previous crash
+//! and starts the background tasks; [`Server::serve`] then answers HTTP until ctrl-c or
+//! SIGTERM. [`Server::app`] gives the [`axum::Router`] for tests that drive it without a
+//! socket.
+//!
+//! The server reaches sandboxes only through [`hutch_sandbox::Runtime`]: it makes no system
+//! calls and knows nothing of processes or files inside a session. Everything under
+//! `/v1/sessions/{id}/…` other than the session routes themselves is the agent's API, relayed
+//! as is.
+//!
+//! Module map: `api` routes and handlers · `auth` tokens · `error` the error
+//! envelope · `extract` JSON and path extractors · `validate` request checks · `sessions` the
+//! engine (create, delete, reaper, died watcher, recovery) · `store` all SQL · `proxy` the
+//! relay to agents.
+
+// Tests may unwrap; the non-test build is still checked for it.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod api;
+pub mod auth;
+mod error;
+mod extract;
+mod proxy;
+mod sessions;
+mod store;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+pub use auth::{AuthError, JwtSecret, SecretSource};
+pub use error::ApiError;
+pub use sessions::{RecoverySummary, SessionError};
+pub use store::StoreError;
+
+use auth::Verifier;
+use sessions::Sessions;
+
+/// Address `hutch serve` listens on by default.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
+/// Most sessions alive at once by default.
+pub const DEFAULT_MAX_SESSIONS: usize = 1000;
+/// How often the TTL reaper looks for expired sessions by default.
+pub const DEFAULT_REAPER_INTERVAL: Duration = Duration::from_millis(200);
+/// Name of the database file inside the data directory.
+pub const DATABASE_FILE: &str = "hutch.db";
+
+/// How to run the control plane.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where [`Server::run`] listens.
+    pub listen: SocketAddr,
+    /// Directory of the database and the generated token secret; created if missing.
+    pub data_dir: PathBuf,
+    /// HS256 secret; when `None` one is kept in `{data_dir}/jwt-secret`.
+    pub jwt_secret: Option<String>,
+    /// Most sessions alive at once (in any state); past it creates answer 503 `capacity`.
+    pub max_sessions: usize,
+    /// How often the TTL reaper runs.
+    pub reaper_interval: Duration,
+}
+
+impl ServerConfig {
+    /// The defaults, with data in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
+            data_dir: data_dir.into(),
+            jwt_secret: None,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            reaper_interval: DEFAULT_REAPER_INTERVAL,
+        }
+    }
+}
+
+/// Why the server could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data directory could not be created.
+    #[error("creating the data directory {path}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The token secret could not be loaded or created, or the start-up token minted.
+    #[error("setting up authentication")]
+    Auth(#[from] AuthError),
+    /// The store failed.
+    #[error("the sessions store failed")]
+    Store(#[from] StoreError),
+    /// Binding the listen address failed.
+    #[error("listening on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Accepting or serving connections failed.
+    #[error("serving HTTP")]
+    Serve(#[source] io::Error),
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    /// The session engine.
+    pub(crate) sessions: Arc<Sessions>,
+    /// Checks bearer tokens.
+    pub(crate) verifier: Arc<Verifier>,
+    /// Set once start-up (recovery) is done.
+    pub(crate) ready: Arc<AtomicBool>,
+}
+
+/// Background tasks, aborted when the server is dropped.
+#[derive(Debug, Default)]
+struct Tasks(Vec<JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// A started control plane.
+pub struct Server {
+    config: ServerConfig,
+    state: AppState,
+    startup_token: Option<String>,
+    recovery: RecoverySummary,
+    _tasks: Tasks,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.config)
+            .field("recovery", &self.recovery)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Opens the store (SQLite, WAL, migrations), loads or creates the token secret, destroys
+    /// or re-adopts the sandboxes of a previous run, sweeps leftovers, and starts the TTL
+    /// reaper and the watcher of `died` (ids of sandboxes whose agent exited on its own).
+    pub async fn start(
+        config: ServerConfig,
+        runtime: Arc<dyn hutch_sandbox::Runtime>,
+        died: UnboundedReceiver<Uuid>,
+    ) -> Result<Server, ServerError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let secret = auth::resolve_secret(config.jwt_secret.as_deref(), &config.data_dir)?;
+        let startup_token = match secret.source() {
+            SecretSource::Configured => None,
+            SecretSource::DataDir { .. } => Some(auth::mint_token(
+                secret.as_bytes(),
+                auth::STARTUP_TOKEN_SUB,
+                auth::STARTUP_TOKEN_TTL,
+                false,
+            )?),
+        };
+        if let SecretSource::DataDir {
+            path,
+            created: true,
+        } = secret.source()
+        {
+            tracing::info!(path = %path.display(), "created a new token secret");
+        }
+        let store = store::Store::open(&config.data_dir.join(DATABASE_FILE)).await?;
+        let sessions = Arc::new(Sessions::new(store, runtime, config.max_sessions));
+        let recovery = sessions.recover().await?;
+
+        let reaper = tokio::spawn(reap_forever(Arc::clone(&sessions), config.reaper_interval));
+        let watcher = tokio::spawn(watch_died(Arc::clone(&sessions), died));
+        let state = AppState {
+            sessions,
+            verifier: Arc::new(Verifier::new(secret.as_bytes())),
+            ready: Arc::new(AtomicBool::new(true)),
+        };
+        Ok(Server {
+            config,
+            state,
+            startup_token,
+            recovery,
+            _tasks: Tasks(vec![reaper, watcher]),
+        })
+    }
+
+    /// The router, for serving or for `oneshot` tests.
+    pub fn app(&self) -> axum::Router {
+        api::app(self.state.clone())
+    }
+
+    /// A token for tenant `default` (24 h, not admin) when the secret lives in the data
+    /// directory, for `hutch serve` to print; `None` when the secret was configured.
+    pub fn startup_token(&self) -> Option<&str> {
+        self.startup_token.as_deref()
+    }
+
+    /// What crash recovery did during [`Server::start`].
+    pub fn recovery(&self) -> RecoverySummary {
+        self.recovery
+    }
+
+    /// The configuration the server was started with.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Binds [`ServerConfig::listen`] and serves until ctrl-c or SIGTERM.
+    pub async fn run(self) -> Result<(), ServerError> {
+        let addr = self.config.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        self.serve(listener).await
+    }
+
+    /// Serves on `listener` until ctrl-c or SIGTERM, then finishes in-flight requests.
+    ///
+    /// Sandboxes are left running: the next start re-adopts them.
+    pub async fn serve(self, listener: TcpListener) -> Result<(), ServerError> {
+        self.serve_until(listener, shutdown_signal()).await
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then finishes in-flight requests.
+    pub async fn serve_until(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving");
+        }
+        let result = axum::serve(listener, self.app())
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(ServerError::Serve);
+        self.state.ready.store(false, Ordering::Release);
+        drop(self._tasks);
+        self.state.sessions.store.close().await;
+        tracing::info!("stopped; sandboxes are left running for the next start to re-adopt");
+        result
+    }
+}
+
+/// Runs the TTL reaper every `interval`.
+async fn reap_forever(sessions: Arc<Sessions>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(err) = sessions.reap().await {
+            tracing::error!(error = %error::chain(&err), "reaper pass failed");
+        }
+    }
+}
+
+/// Destroys the session of every sandbox reported dead.
+async fn watch_died(sessions: Arc<Sessions>, mut died: UnboundedReceiver<Uuid>) {
+    while let Some(id) = died.recv().await {
+        let sessions = Arc::clone(&sessions);
+        tokio::spawn(async move { sessions.sandbox_died(id).await });
+    }
+}
+
+/// Completes on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("ctrl-c: shutting down"),
+        () = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}

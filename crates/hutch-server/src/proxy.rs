@@ -1,0 +1,218 @@
+//! Forwarding `/v1/sessions/{id}/{*rest}` to the session's agent.
+//!
+//! After authentication and the tenant check, the control plane opens a fresh connection to
+//! the agent with [`hutch_sandbox::Runtime::connect`] (a unix stream speaking HTTP/1.1) and
+//! relays one exchange:
+//!
+//! 1. the request goes out as `METHOD /{rest}?{query}` with the client's headers, minus the
+//!    hop-by-hop ones and `Authorization` (the agent knows nothing of tokens); `Host` is set to
+//!    `hutch-agent`; the body is streamed, never buffered, and has no size limit here (the agent
+//!    enforces its own);
+//! 2. the agent's status, headers (minus hop-by-hop) and streamed body come back as they are;
+//! 3. WebSocket and other upgrades pass through: when the client asks to upgrade and the agent
+//!    answers `101 Switching Protocols`, both upgraded connections are spliced together with
+//!    `copy_bidirectional` until either side closes.
+//!
+//! A connection that cannot be opened or that fails before the agent's response head answers
+//! 502 `sandbox_unavailable`. Errors after the head has been sent cut the response short.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{StatusCode, Uri, Version};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// The `Host` the agent sees.
+const AGENT_HOST: &str = "hutch-agent";
+
+/// Headers that describe one connection, not the message, and so are never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Relays `req` to the agent of session `id` over `stream`.
+pub(crate) async fn forward(
+    id: Uuid,
+    stream: UnixStream,
+    mut req: Request,
+) -> Result<Response, ApiError> {
+    let unavailable = |source: Box<dyn std::error::Error + Send + Sync>| {
+        ApiError::SandboxUnavailable { id, source }
+    };
+    let target = agent_target(req.uri()).ok_or_else(|| ApiError::NotFound {
+        method: req.method().to_string(),
+        path: req.uri().path().to_owned(),
+    })?;
+    let upgrade = requested_upgrade(req.headers());
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::AUTHORIZATION);
+    parts
+        .headers
+        .insert(header::HOST, HeaderValue::from_static(AGENT_HOST));
+    if let Some(protocol) = &upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol.clone());
+    }
+    parts.uri = target;
+    parts.version = Version::HTTP_11;
+    let upstream = Request::from_parts(parts, body);
+
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| unavailable(Box::new(e)))?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.with_upgrades().await {
+            tracing::debug!(session = %id, error = %err, "agent connection ended with an error");
+        }
+    });
+    let mut response = sender
+        .send_request(upstream)
+        .await
+        .map_err(|e| unavailable(Box::new(e)))?;
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return Err(unavailable(
+                "the agent switched protocols on a request that asked for no upgrade".into(),
+            ));
+        };
+        let agent_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            let (client, agent) = match tokio::try_join!(client_upgrade, agent_upgrade) {
+                Ok(pair) => pair,
+                Err(err) => {
+                    tracing::debug!(session = %id, error = %err, "upgrade failed");
+                    return;
+                }
+            };
+            let (mut client, mut agent) = (TokioIo::new(client), TokioIo::new(agent));
+            if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut agent).await {
+                tracing::debug!(session = %id, error = %err, "upgraded connection ended with an error");
+            }
+        });
+        let (mut parts, body) = response.into_parts();
+        let agent_upgrade_header = parts.headers.get(header::UPGRADE).cloned();
+        strip_hop_by_hop(&mut parts.headers);
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(value) = agent_upgrade_header.or(upgrade) {
+            parts.headers.insert(header::UPGRADE, value);
+        }
+        return Ok(Response::from_parts(parts, Body::new(body)));
+    }
+
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::UPGRADE);
+    Ok(Response::from_parts(parts, Body::new(body)).into_response())
+}
+
+/// `/{rest}?{query}` from `/v1/sessions/{id}/{rest}?{query}`, keeping the client's encoding.
+fn agent_target(uri: &Uri) -> Option<Uri> {
+    let rest = uri.path().strip_prefix("/v1/sessions/")?;
+    let (_id, rest) = rest.split_once('/')?;
+    let target = match uri.query() {
+        Some(query) => format!("/{rest}?{query}"),
+        None => format!("/{rest}"),
+    };
+    target.parse().ok()
+}
+
+/// The protocol the client asks to upgrade to (`Connection: upgrade` plus `Upgrade: x`).
+fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if asks {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+/// Removes the hop-by-hop headers, including any the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_keeps_rest_and_query() {
+        let uri: Uri = "/v1/sessions/0191/files/content?path=%2Ftmp%2Fa%20b"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            agent_target(&uri).unwrap(),
+            "/files/content?path=%2Ftmp%2Fa%20b"
+        );
+        let uri: Uri = "/v1/sessions/0191/commands".parse().unwrap();
+        assert_eq!(agent_target(&uri).unwrap(), "/commands");
+        let uri: Uri = "/v1/other".parse().unwrap();
+        assert!(agent_target(&uri).is_none());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        headers.insert("x-private", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn upgrade_needs_both_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(requested_upgrade(&headers).is_none());
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        assert_eq!(requested_upgrade(&headers).unwrap(), "websocket");
+    }
+}

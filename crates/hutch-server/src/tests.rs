@@ -1,0 +1,1167 @@
+//! Tests of the whole control plane through its router, against [`FakeRuntime`].
+//!
+//! [`FakeRuntime`] is a test double: the real linux runtime needs root, and is exercised by
+//! the end-to-end tests of the `hutch` binary. The fake keeps its sandboxes in a set, records
+//! every call, flags a destroy that overlaps another destroy of the same sandbox, and serves a
+//! tiny fake agent over an in-process unix socket pair so the proxy is tested for real.
+
+use std::collections::{BTreeMap, HashSet};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hutch_api::{CommandRequest, CommandResult, Resources, SessionStatus};
+use hutch_sandbox::{Runtime, SandboxError, SandboxRecord, SandboxSpec};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+use crate::auth::{Claims, mint_token};
+use crate::store::{StoredSession, now_ms};
+use crate::{Server, ServerConfig};
+
+const SECRET: &str = "test-secret";
+
+/// How the fake fails `create`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CreateFailure {
+    InvalidSpec,
+    Start,
+}
+
+/// What the fake runtime has seen and holds.
+#[derive(Debug, Default)]
+struct FakeState {
+    /// Sandboxes that exist.
+    live: HashSet<Uuid>,
+    /// Every spec `create` was given.
+    created: Vec<SandboxSpec>,
+    /// Every id `destroy` was called for, in order.
+    destroyed: Vec<Uuid>,
+    /// Destroys in progress.
+    destroying: HashSet<Uuid>,
+    /// Destroys that started while another destroy of the same sandbox ran.
+    overlapping_destroys: usize,
+    /// Ids for which `adopt` answers true.
+    adoptable: HashSet<Uuid>,
+    /// The `known` set `sweep` was last called with.
+    swept_with: Option<HashSet<Uuid>>,
+    /// What `sweep` reports cleaning.
+    sweep_finds: Vec<Uuid>,
+    /// Make `create` fail.
+    fail_create: Option<CreateFailure>,
+}
+
+/// Test double for [`Runtime`]; see the module docs.
+#[derive(Debug, Default)]
+struct FakeRuntime {
+    state: Mutex<FakeState>,
+}
+
+impl FakeRuntime {
+    fn with<R>(&self, f: impl FnOnce(&mut FakeState) -> R) -> R {
+        f(&mut self.state.lock().unwrap())
+    }
+}
+
+#[async_trait]
+impl Runtime for FakeRuntime {
+    async fn create(&self, spec: &SandboxSpec) -> Result<SandboxRecord, SandboxError> {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.with(|s| {
+            s.created.push(spec.clone());
+            match s.fail_create {
+                Some(CreateFailure::InvalidSpec) => {
+                    Err(SandboxError::InvalidSpec("no such image".into()))
+                }
+                Some(CreateFailure::Start) => Err(SandboxError::Start {
+                    id: spec.id,
+                    reason: "init exploded".into(),
+                }),
+                None => {
+                    s.live.insert(spec.id);
+                    Ok(SandboxRecord {
+                        id: spec.id,
+                        sandbox_id: Uuid::new_v4(),
+                        agent_pid: 4242,
+                    })
+                }
+            }
+        })
+    }
+
+    async fn destroy(&self, record: &SandboxRecord) -> Result<(), SandboxError> {
+        self.with(|s| {
+            if !s.destroying.insert(record.id) {
+                s.overlapping_destroys += 1;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.with(|s| {
+            s.destroying.remove(&record.id);
+            s.live.remove(&record.id);
+            s.destroyed.push(record.id);
+        });
+        Ok(())
+    }
+
+    async fn adopt(&self, record: &SandboxRecord) -> Result<bool, SandboxError> {
+        Ok(self.with(|s| {
+            let alive = s.adoptable.contains(&record.id);
+            if alive {
+                s.live.insert(record.id);
+            }
+            alive
+        }))
+    }
+
+    async fn sweep(&self, known: &HashSet<Uuid>) -> Result<Vec<Uuid>, SandboxError> {
+        Ok(self.with(|s| {
+            s.swept_with = Some(known.clone());
+            s.sweep_finds.clone()
+        }))
+    }
+
+    async fn connect(&self, id: Uuid) -> Result<UnixStream, SandboxError> {
+        if !self.with(|s| s.live.contains(&id)) {
+            return Err(SandboxError::Gone(id));
+        }
+        let (ours, theirs) = UnixStream::pair().map_err(|source| SandboxError::Sys {
+            call: "socketpair".into(),
+            source,
+        })?;
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(theirs), service_fn(fake_agent))
+                .with_upgrades()
+                .await;
+        });
+        Ok(ours)
+    }
+}
+
+/// The fake agent: `POST /commands` echoes the command; `/upgrade` switches to an echo
+/// protocol; anything else describes the request it got.
+async fn fake_agent(
+    mut req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == "/upgrade" {
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = on_upgrade.await {
+                let mut io = TokioIo::new(upgraded);
+                let mut buf = [0_u8; 64];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let response = hyper::Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "echo")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        return Ok(response);
+    }
+    let method = req.method().to_string();
+    let target = req.uri().to_string();
+    let headers: BTreeMap<String, String> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_owned()))
+        .collect();
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    let json = if target == "/commands" {
+        let cmd: CommandRequest = serde_json::from_slice(&body).unwrap();
+        serde_json::to_value(CommandResult {
+            exit_code: 0,
+            stdout: format!("{}\n", cmd.command.unwrap_or_default()),
+            stderr: String::new(),
+            duration_ms: 1,
+            timed_out: false,
+            truncated: false,
+        })
+        .unwrap()
+    } else {
+        json!({"method": method, "target": target, "headers": headers, "bodyLen": body.len()})
+    };
+    Ok(hyper::Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .header("x-agent", "fake")
+        .body(Full::new(Bytes::from(json.to_string())))
+        .unwrap())
+}
+
+/// A started server over a fake runtime in a temporary data directory.
+struct Harness {
+    server: Server,
+    app: Router,
+    runtime: Arc<FakeRuntime>,
+    died: UnboundedSender<Uuid>,
+    dir: tempfile::TempDir,
+}
+
+async fn harness() -> Harness {
+    harness_with(tempfile::tempdir().unwrap(), Arc::default(), |_| {}).await
+}
+
+async fn harness_with(
+    dir: tempfile::TempDir,
+    runtime: Arc<FakeRuntime>,
+    configure: impl FnOnce(&mut ServerConfig),
+) -> Harness {
+    let mut config = ServerConfig::new(dir.path());
+    config.jwt_secret = Some(SECRET.into());
+    config.reaper_interval = Duration::from_millis(50);
+    configure(&mut config);
+    let (died, died_rx) = unbounded_channel();
+    let server = Server::start(config, runtime.clone(), died_rx)
+        .await
+        .unwrap();
+    let app = server.app();
+    Harness {
+        server,
+        app,
+        runtime,
+        died,
+        dir,
+    }
+}
+
+fn token(sub: &str) -> String {
+    mint_token(SECRET.as_bytes(), sub, Duration::from_secs(600), false).unwrap()
+}
+
+fn admin_token() -> String {
+    mint_token(SECRET.as_bytes(), "root", Duration::from_secs(600), true).unwrap()
+}
+
+/// Sends one request; returns the status, headers and body (JSON, or a string if not JSON).
+async fn send(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    auth: Option<&str>,
+    body: Option<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(token) = auth {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let req = req.body(body.unwrap_or_else(Body::empty)).unwrap();
+    let response = app.clone().oneshot(req).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, headers, value)
+}
+
+async fn call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    auth: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let body = body.map(|v| Body::from(v.to_string()));
+    let (status, _, value) = send(app, method, uri, auth, body).await;
+    (status, value)
+}
+
+async fn create(app: &Router, auth: &str, body: Value) -> Value {
+    let (status, session) = call(app, "POST", "/v1/sessions", Some(auth), Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{session}");
+    session
+}
+
+fn id_of(session: &Value) -> String {
+    session["sessionId"].as_str().unwrap().to_owned()
+}
+
+fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str) {
+    assert_eq!(status, want, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].as_str().is_some(), "{body}");
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0_u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+fn claims(sub: &str, exp_offset: i64) -> Claims {
+    let now = jsonwebtoken::get_current_timestamp();
+    Claims {
+        sub: sub.into(),
+        exp: now.saturating_add_signed(exp_offset),
+        nbf: None,
+        admin: false,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Auth
+
+#[tokio::test]
+async fn health_needs_no_token() {
+    let h = harness().await;
+    let (status, body) = call(&h.app, "GET", "/health", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"status": "ok"}));
+}
+
+#[tokio::test]
+async fn bad_tokens_answer_401() {
+    let h = harness().await;
+    let payload = b64url(serde_json::to_string(&claims("a", 600)).unwrap().as_bytes());
+    let hs512 = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS512),
+        &claims("a", 600),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let cases: Vec<(&str, Option<String>, &str)> = vec![
+        ("no header", None, "missing"),
+        (
+            "bad signature",
+            Some(format!(
+                "Bearer {}",
+                mint_token(b"other", "a", Duration::from_secs(60), false).unwrap()
+            )),
+            "signature",
+        ),
+        (
+            "expired",
+            Some(format!(
+                "Bearer {}",
+                jsonwebtoken::encode(
+                    &Header::default(),
+                    &claims("a", -120),
+                    &EncodingKey::from_secret(SECRET.as_bytes())
+                )
+                .unwrap()
+            )),
+            "expired",
+        ),
+        (
+            "alg none",
+            Some(format!(
+                "Bearer {}.{payload}.",
+                b64url(br#"{"alg":"none"}"#)
+            )),
+            "HS256",
+        ),
+        (
+            "alg none, typ",
+            Some(format!(
+                "Bearer {}.{payload}.",
+                b64url(br#"{"alg":"none","typ":"JWT"}"#)
+            )),
+            "HS256",
+        ),
+        ("HS512", Some(format!("Bearer {hs512}")), "HS256"),
+        (
+            "RS256",
+            Some(format!(
+                "Bearer {}.{payload}.c2ln",
+                b64url(br#"{"alg":"RS256","typ":"JWT"}"#)
+            )),
+            "HS256",
+        ),
+        (
+            "not bearer",
+            Some(format!("Basic {}", token("a"))),
+            "Bearer",
+        ),
+        ("garbage", Some("Bearer abc".into()), "malformed"),
+        (
+            "empty sub",
+            Some(format!(
+                "Bearer {}",
+                jsonwebtoken::encode(
+                    &Header::default(),
+                    &claims("", 600),
+                    &EncodingKey::from_secret(SECRET.as_bytes())
+                )
+                .unwrap()
+            )),
+            "sub",
+        ),
+    ];
+    for (name, header, needle) in cases {
+        let mut req = Request::builder().uri("/v1/sessions");
+        if let Some(header) = header {
+            req = req.header("authorization", header);
+        }
+        let response = h
+            .app
+            .clone()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: Value =
+            serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes())
+                .unwrap();
+        assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{name}: {message}");
+    }
+    // Missing claims and a future nbf are refused too, naming the claim.
+    let now = jsonwebtoken::get_current_timestamp();
+    for (claims, needle) in [
+        (json!({"sub": "a"}), "`exp`"),
+        (json!({"exp": now + 600}), "`sub`"),
+        (
+            json!({"sub": "a", "exp": now + 600, "nbf": now + 300}),
+            "not valid yet",
+        ),
+        (
+            json!({"sub": "a", "exp": now + 600, "admin": "yes"}),
+            "malformed",
+        ),
+    ] {
+        let token = jsonwebtoken::encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        let (status, body) = call(&h.app, "GET", "/v1/sessions", Some(&token), None).await;
+        assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{claims}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn leeway_accepts_a_token_just_expired() {
+    let h = harness().await;
+    let recent = jsonwebtoken::encode(
+        &Header::default(),
+        &claims("a", -5),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let (status, _) = call(&h.app, "GET", "/v1/sessions", Some(&recent), None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn startup_token_comes_with_a_data_dir_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tx, rx) = unbounded_channel();
+    let config = ServerConfig::new(dir.path());
+    let server = Server::start(config, Arc::new(FakeRuntime::default()), rx)
+        .await
+        .unwrap();
+    let token = server.startup_token().unwrap().to_owned();
+    let (status, body) = call(&server.app(), "GET", "/v1/sessions", Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // With a configured secret there is none.
+    let h = harness().await;
+    assert!(h.server.startup_token().is_none());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation and routing
+
+#[tokio::test]
+async fn invalid_requests_name_the_field() {
+    let h = harness().await;
+    let t = token("a");
+    let mut many = serde_json::Map::new();
+    for i in 0..33 {
+        many.insert(format!("k{i}"), json!("v"));
+    }
+    let cases = [
+        (json!({"ttl": 59}), "ttl"),
+        (json!({"ttl": 28801}), "ttl"),
+        (json!({"ttl": "abc"}), "ttl"),
+        (json!({"ttl": -1}), "ttl"),
+        (json!({"image": "ubuntu"}), "image"),
+        (json!({"colour": "red"}), "colour"),
+        (json!({"metadata": many}), "metadata"),
+        (json!({"metadata": {"k": 1}}), "metadata.k"),
+        (json!({"resources": {"memoryMb": 1}}), "resources.memoryMb"),
+        (json!({"env": {"": "x"}}), "env"),
+    ];
+    for (body, field) in cases {
+        let (status, err) =
+            call(&h.app, "POST", "/v1/sessions", Some(&t), Some(body.clone())).await;
+        assert_error(status, &err, StatusCode::BAD_REQUEST, "invalid_request");
+        assert_eq!(err["error"]["details"]["field"], field, "{body} -> {err}");
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(field.split('.').next().unwrap()),
+            "{message}"
+        );
+    }
+    let (status, _, err) = send(
+        &h.app,
+        "POST",
+        "/v1/sessions",
+        Some(&t),
+        Some(Body::from("{not json")),
+    )
+    .await;
+    assert_error(status, &err, StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(h.runtime.with(|s| s.created.is_empty()));
+}
+
+#[tokio::test]
+async fn bad_ids_and_pages_answer_400() {
+    let h = harness().await;
+    let t = token("a");
+    for (method, uri) in [
+        ("GET", "/v1/sessions/not-a-uuid"),
+        ("DELETE", "/v1/sessions/123"),
+        ("PATCH", "/v1/sessions/xyz"),
+        ("POST", "/v1/sessions/xyz/commands"),
+    ] {
+        let (status, err) = call(&h.app, method, uri, Some(&t), Some(json!({}))).await;
+        assert_error(status, &err, StatusCode::BAD_REQUEST, "invalid_request");
+        assert_eq!(err["error"]["details"]["field"], "sessionId");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("sessionId")
+        );
+    }
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("limit=x", "limit"),
+        ("offset=-1", "offset"),
+    ] {
+        let (status, err) = call(
+            &h.app,
+            "GET",
+            &format!("/v1/sessions?{query}"),
+            Some(&t),
+            None,
+        )
+        .await;
+        assert_error(status, &err, StatusCode::BAD_REQUEST, "invalid_request");
+        assert_eq!(err["error"]["details"]["field"], field);
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_answer_the_envelope() {
+    let h = harness().await;
+    let (status, err) = call(&h.app, "GET", "/v2/nothing", None, None).await;
+    assert_error(status, &err, StatusCode::NOT_FOUND, "not_found");
+    let (status, err) = call(&h.app, "PUT", "/v1/sessions", Some(&token("a")), None).await;
+    assert_error(status, &err, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn oversized_json_answers_413_but_proxied_bodies_are_unlimited() {
+    let h = harness().await;
+    let t = token("a");
+    let big = vec![b' '; hutch_api::limits::JSON_BODY_MAX_BYTES + 1];
+    let (status, _, err) = send(
+        &h.app,
+        "POST",
+        "/v1/sessions",
+        Some(&t),
+        Some(Body::from(big.clone())),
+    )
+    .await;
+    assert_error(
+        status,
+        &err,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+
+    let id = id_of(&create(&h.app, &t, json!({})).await);
+    let (status, _, echoed) = send(
+        &h.app,
+        "PUT",
+        &format!("/v1/sessions/{id}/files/content?path=/big"),
+        Some(&t),
+        Some(Body::from(big)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        echoed["bodyLen"],
+        hutch_api::limits::JSON_BODY_MAX_BYTES + 1
+    );
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_made() {
+    let h = harness().await;
+    let req = Request::builder()
+        .uri("/health")
+        .header("x-request-id", "abc-123")
+        .body(Body::empty())
+        .unwrap();
+    let response = h.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(response.headers()["x-request-id"], "abc-123");
+    let (_, headers, _) = send(&h.app, "GET", "/nope", None, None).await;
+    assert!(Uuid::parse_str(headers["x-request-id"].to_str().unwrap()).is_ok());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions
+
+#[tokio::test]
+async fn session_lifecycle() {
+    let h = harness().await;
+    let t = token("alice");
+    let session = create(
+        &h.app,
+        &t,
+        json!({"ttl": 120, "metadata": {"k": "v"}, "env": {"A": "1"}, "resources": {"cpus": 0.5}}),
+    )
+    .await;
+    assert_eq!(session["status"], "RUNNING");
+    assert_eq!(session["image"], "default");
+    assert_eq!(session["metadata"], json!({"k": "v"}));
+    assert_eq!(
+        session["resources"],
+        json!({"cpus": 0.5, "memoryMb": 512, "pids": 512})
+    );
+    let created = time::OffsetDateTime::parse(
+        session["createdAt"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let expires = time::OffsetDateTime::parse(
+        session["expiresAt"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!((expires - created).whole_seconds(), 120);
+    let id = id_of(&session);
+    let uuid = Uuid::parse_str(&id).unwrap();
+    assert_eq!(uuid.get_version_num(), 7);
+
+    let spec = h.runtime.with(|s| s.created[0].clone());
+    assert_eq!(spec.id, uuid);
+    assert_eq!(spec.hostname, id.replace('-', "")[..12]);
+    assert_eq!(spec.env["A"], "1");
+    assert_eq!(spec.resources.cpus, 0.5);
+
+    let (status, got) = call(&h.app, "GET", &format!("/v1/sessions/{id}"), Some(&t), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got, session);
+
+    // PATCH: new ttl counts from now; metadata is replaced.
+    let (status, patched) = call(
+        &h.app,
+        "PATCH",
+        &format!("/v1/sessions/{id}"),
+        Some(&t),
+        Some(json!({"ttl": 3600, "metadata": {"x": "y"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["metadata"], json!({"x": "y"}));
+    let new_expiry = time::OffsetDateTime::parse(
+        patched["expiresAt"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let from_now = new_expiry - time::OffsetDateTime::now_utc();
+    assert!(
+        (3595..=3600).contains(&from_now.whole_seconds()),
+        "{from_now}"
+    );
+    let (status, err) = call(
+        &h.app,
+        "PATCH",
+        &format!("/v1/sessions/{id}"),
+        Some(&t),
+        Some(json!({"ttl": 28801})),
+    )
+    .await;
+    assert_error(status, &err, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(err["error"]["details"]["field"], "ttl");
+
+    let (status, deleted) = call(
+        &h.app,
+        "DELETE",
+        &format!("/v1/sessions/{id}"),
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{deleted}");
+    assert_eq!(deleted["sessionId"], id);
+    assert_eq!(deleted["status"], "DELETING");
+    assert_eq!(h.runtime.with(|s| s.destroyed.clone()), vec![uuid]);
+
+    let (status, err) = call(&h.app, "GET", &format!("/v1/sessions/{id}"), Some(&t), None).await;
+    assert_error(status, &err, StatusCode::NOT_FOUND, "session_not_found");
+    assert_eq!(err["error"]["details"]["sessionId"], id);
+    let (status, err) = call(
+        &h.app,
+        "DELETE",
+        &format!("/v1/sessions/{id}"),
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_error(status, &err, StatusCode::NOT_FOUND, "session_not_found");
+}
+
+#[tokio::test]
+async fn tenants_see_only_their_own_sessions() {
+    let h = harness().await;
+    let (a, b) = (token("tenant-a"), token("tenant-b"));
+    let id = id_of(&create(&h.app, &a, json!({})).await);
+    create(&h.app, &b, json!({})).await;
+
+    let missing = Uuid::now_v7();
+    for uri in [
+        format!("/v1/sessions/{id}"),
+        format!("/v1/sessions/{missing}"),
+    ] {
+        let (status, err) = call(&h.app, "GET", &uri, Some(&b), None).await;
+        assert_error(status, &err, StatusCode::NOT_FOUND, "session_not_found");
+    }
+    let (status, theirs) = call(&h.app, "GET", &format!("/v1/sessions/{id}"), Some(&b), None).await;
+    let (_, missing_body) = call(
+        &h.app,
+        "GET",
+        &format!("/v1/sessions/{missing}"),
+        Some(&b),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        theirs["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace(&id, "X"),
+        missing_body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace(&missing.to_string(), "X")
+    );
+    for (method, uri) in [
+        ("PATCH", format!("/v1/sessions/{id}")),
+        ("DELETE", format!("/v1/sessions/{id}")),
+        ("POST", format!("/v1/sessions/{id}/commands")),
+    ] {
+        let (status, err) = call(&h.app, method, &uri, Some(&b), Some(json!({"ttl": 60}))).await;
+        assert_error(status, &err, StatusCode::NOT_FOUND, "session_not_found");
+    }
+    assert!(h.runtime.with(|s| s.destroyed.is_empty()));
+
+    let (_, list) = call(&h.app, "GET", "/v1/sessions", Some(&a), None).await;
+    assert_eq!(list["total"], 1);
+    assert_eq!(list["sessions"][0]["sessionId"], id);
+    let (_, list) = call(&h.app, "GET", "/v1/sessions", Some(&admin_token()), None).await;
+    assert_eq!(list["total"], 2);
+    let (status, _) = call(
+        &h.app,
+        "GET",
+        &format!("/v1/sessions/{id}"),
+        Some(&admin_token()),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn listing_pages_oldest_first() {
+    let h = harness().await;
+    let t = token("a");
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(id_of(&create(&h.app, &t, json!({})).await));
+    }
+    let (status, page) = call(
+        &h.app,
+        "GET",
+        "/v1/sessions?limit=2&offset=1",
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["total"], 5);
+    assert_eq!(page["limit"], 2);
+    assert_eq!(page["offset"], 1);
+    let got: Vec<_> = page["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(id_of)
+        .collect();
+    assert_eq!(got, ids[1..3]);
+    let (_, page) = call(&h.app, "GET", "/v1/sessions", Some(&t), None).await;
+    assert_eq!(page["limit"], 20);
+    assert_eq!(page["sessions"].as_array().unwrap().len(), 5);
+    let (_, page) = call(&h.app, "GET", "/v1/sessions?offset=10", Some(&t), None).await;
+    assert_eq!(page["sessions"], json!([]));
+    assert_eq!(page["total"], 5);
+}
+
+#[tokio::test]
+async fn concurrent_deletes_destroy_once() {
+    let h = harness().await;
+    let t = token("a");
+    let id = id_of(&create(&h.app, &t, json!({})).await);
+    let uri = format!("/v1/sessions/{id}");
+    let results = tokio::join!(
+        call(&h.app, "DELETE", &uri, Some(&t), None),
+        call(&h.app, "DELETE", &uri, Some(&t), None),
+    );
+    let mut statuses = [results.0.0, results.1.0];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::NOT_FOUND]);
+    h.runtime.with(|s| {
+        assert_eq!(s.destroyed.len(), 1);
+        assert_eq!(s.overlapping_destroys, 0);
+    });
+}
+
+#[tokio::test]
+async fn capacity_answers_503() {
+    let h = harness_with(tempfile::tempdir().unwrap(), Arc::default(), |c| {
+        c.max_sessions = 2;
+    })
+    .await;
+    let t = token("a");
+    create(&h.app, &t, json!({})).await;
+    create(&h.app, &t, json!({})).await;
+    let (status, err) = call(&h.app, "POST", "/v1/sessions", Some(&t), Some(json!({}))).await;
+    assert_error(status, &err, StatusCode::SERVICE_UNAVAILABLE, "capacity");
+    assert_eq!(h.runtime.with(|s| s.created.len()), 2);
+}
+
+#[tokio::test]
+async fn failed_creates_leave_no_row() {
+    let h = harness().await;
+    let t = token("a");
+    h.runtime
+        .with(|s| s.fail_create = Some(CreateFailure::InvalidSpec));
+    let (status, err) = call(&h.app, "POST", "/v1/sessions", Some(&t), Some(json!({}))).await;
+    assert_error(status, &err, StatusCode::BAD_REQUEST, "invalid_request");
+    h.runtime
+        .with(|s| s.fail_create = Some(CreateFailure::Start));
+    let (status, err) = call(&h.app, "POST", "/v1/sessions", Some(&t), Some(json!({}))).await;
+    assert_error(status, &err, StatusCode::INTERNAL_SERVER_ERROR, "internal");
+    assert!(
+        !err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exploded")
+    );
+    let (_, list) = call(&h.app, "GET", "/v1/sessions", Some(&t), None).await;
+    assert_eq!(list["total"], 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reaper, died sandboxes, recovery
+
+#[tokio::test]
+async fn reaper_destroys_expired_sessions_within_a_second() {
+    let h = harness().await;
+    let t = token("a");
+    let id = id_of(&create(&h.app, &t, json!({"ttl": 60})).await);
+    let keep = id_of(&create(&h.app, &t, json!({"ttl": 60})).await);
+    let uuid = Uuid::parse_str(&id).unwrap();
+    let expires = now_ms();
+    h.server
+        .state
+        .sessions
+        .store
+        .update(uuid, Some(expires), None)
+        .await
+        .unwrap()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        let (status, _) = call(&h.app, "GET", &format!("/v1/sessions/{id}"), Some(&t), None).await;
+        if status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not reaped in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.runtime.with(|s| {
+        assert_eq!(s.destroyed, vec![uuid]);
+        assert_eq!(s.overlapping_destroys, 0);
+    });
+    let (status, _) = call(
+        &h.app,
+        "GET",
+        &format!("/v1/sessions/{keep}"),
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn died_sandboxes_are_destroyed() {
+    let h = harness().await;
+    let t = token("a");
+    let id = id_of(&create(&h.app, &t, json!({})).await);
+    let uuid = Uuid::parse_str(&id).unwrap();
+    h.died.send(uuid).unwrap();
+    h.died.send(Uuid::now_v7()).unwrap(); // unknown ids are ignored
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while h.runtime.with(|s| s.destroyed.is_empty()) {
+        assert!(tokio::time::Instant::now() < deadline, "not destroyed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (status, _) = call(&h.app, "GET", &format!("/v1/sessions/{id}"), Some(&t), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(h.runtime.with(|s| s.destroyed.clone()), vec![uuid]);
+}
+
+fn row(status: SessionStatus, expires_at_ms: i64, with_record: bool) -> StoredSession {
+    let id = Uuid::now_v7();
+    StoredSession {
+        id,
+        tenant: "a".into(),
+        status,
+        image: "default".into(),
+        metadata: BTreeMap::new(),
+        resources: Resources::default(),
+        env: BTreeMap::new(),
+        created_at_ms: now_ms(),
+        expires_at_ms,
+        record: with_record.then(|| SandboxRecord {
+            id,
+            sandbox_id: Uuid::new_v4(),
+            agent_pid: 7,
+        }),
+    }
+}
+
+#[tokio::test]
+async fn recovery_adopts_the_living_and_destroys_the_rest() {
+    // No reaper pass in the first run: the expired row must survive until the restart.
+    let first = harness_with(tempfile::tempdir().unwrap(), Arc::default(), |c| {
+        c.reaper_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let later = now_ms() + 600_000;
+    let alive = row(SessionStatus::Running, later, true);
+    let paused = row(SessionStatus::Paused, later, true);
+    let lost = row(SessionStatus::Running, later, true);
+    let expired = row(SessionStatus::Running, now_ms() - 1, true);
+    let creating = row(SessionStatus::Creating, later, false);
+    let deleting = row(SessionStatus::Deleting, later, true);
+    let store = &first.server.state.sessions.store;
+    for r in [&alive, &paused, &lost, &expired, &creating, &deleting] {
+        store.insert_raw(r).await.unwrap();
+    }
+    let Harness { server, dir, .. } = first;
+    drop(server);
+
+    let leftover = Uuid::now_v7();
+    let runtime = Arc::new(FakeRuntime::default());
+    runtime.with(|s| {
+        s.adoptable = HashSet::from([alive.id, paused.id]);
+        s.sweep_finds = vec![leftover];
+    });
+    let second = harness_with(dir, runtime.clone(), |_| {}).await;
+    let summary = second.server.recovery();
+    assert_eq!(summary.adopted, 2);
+    assert_eq!(summary.destroyed, 4);
+    assert_eq!(summary.swept, 1);
+    runtime.with(|s| {
+        let destroyed: HashSet<_> = s.destroyed.iter().copied().collect();
+        // The CREATING row had no record: nothing to destroy, but its row goes.
+        assert_eq!(destroyed, HashSet::from([lost.id, expired.id, deleting.id]));
+        assert_eq!(s.swept_with, Some(HashSet::from([alive.id, paused.id])));
+    });
+    let (_, list) = call(&second.app, "GET", "/v1/sessions", Some(&token("a")), None).await;
+    let mut ids: Vec<_> = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(id_of)
+        .collect();
+    ids.sort();
+    let mut want = vec![alive.id.to_string(), paused.id.to_string()];
+    want.sort();
+    assert_eq!(ids, want);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Proxy
+
+#[tokio::test]
+async fn commands_are_proxied_to_the_agent() {
+    let h = harness().await;
+    let t = token("a");
+    let id = id_of(&create(&h.app, &t, json!({})).await);
+    let (status, result) = call(
+        &h.app,
+        "POST",
+        &format!("/v1/sessions/{id}/commands"),
+        Some(&t),
+        Some(json!({"command": "echo hi"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    let result: CommandResult = serde_json::from_value(result).unwrap();
+    assert_eq!(result.stdout, "echo hi\n");
+}
+
+#[tokio::test]
+async fn proxy_forwards_path_query_and_safe_headers() {
+    let h = harness().await;
+    let t = token("a");
+    let id = id_of(&create(&h.app, &t, json!({})).await);
+    let req = Request::builder()
+        .method("GET")
+        .uri(format!(
+            "/v1/sessions/{id}/files/content?path=%2Ftmp%2Fa%20b&x=1"
+        ))
+        .header("authorization", format!("Bearer {t}"))
+        .header("host", "example.com")
+        .header("x-custom", "kept")
+        .header("connection", "keep-alive, x-secret")
+        .header("x-secret", "dropped")
+        .header("proxy-authorization", "dropped")
+        .body(Body::empty())
+        .unwrap();
+    let response = h.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-agent"], "fake");
+    assert!(response.headers().contains_key("x-request-id"));
+    let seen: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(seen["method"], "GET");
+    assert_eq!(seen["target"], "/files/content?path=%2Ftmp%2Fa%20b&x=1");
+    let headers = seen["headers"].as_object().unwrap();
+    assert_eq!(headers["x-custom"], "kept");
+    assert_eq!(headers["host"], "hutch-agent");
+    assert!(headers.contains_key("x-request-id"));
+    for gone in [
+        "authorization",
+        "x-secret",
+        "proxy-authorization",
+        "connection",
+    ] {
+        assert!(!headers.contains_key(gone), "{gone} was forwarded");
+    }
+}
+
+#[tokio::test]
+async fn proxy_needs_a_running_reachable_sandbox() {
+    let h = harness().await;
+    let t = token("a");
+    let paused = row(SessionStatus::Paused, now_ms() + 60_000, true);
+    h.server
+        .state
+        .sessions
+        .store
+        .insert_raw(&paused)
+        .await
+        .unwrap();
+    let (status, err) = call(
+        &h.app,
+        "GET",
+        &format!("/v1/sessions/{}/files", paused.id),
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_error(status, &err, StatusCode::CONFLICT, "conflict");
+
+    let id = id_of(&create(&h.app, &t, json!({})).await);
+    h.runtime.with(|s| s.live.clear());
+    let (status, err) = call(
+        &h.app,
+        "GET",
+        &format!("/v1/sessions/{id}/files"),
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_error(status, &err, StatusCode::BAD_GATEWAY, "sandbox_unavailable");
+}
+
+#[tokio::test]
+async fn upgrades_pass_through() {
+    let h = harness().await;
+    let t = token("a");
+    let id = id_of(&create(&h.app, &t, json!({})).await);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let Harness {
+        server, runtime, ..
+    } = h;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve_until(listener, async {
+        let _ = stop_rx.await;
+    }));
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /v1/sessions/{id}/upgrade HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\n\
+         Connection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0_u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    stream.write_all(b"ping").await.unwrap();
+    let mut echoed = [0_u8; 4];
+    tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed, b"ping");
+    drop(stream);
+    drop(runtime);
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), serving)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

@@ -1,0 +1,365 @@
+//! Checks of everything a client controls, against the bounds in [`hutch_api::limits`].
+//!
+//! Each check is a pure function that either returns the value to use (with defaults filled
+//! in) or an [`ApiError::InvalidRequest`] naming the field. Nothing here does I/O.
+
+use std::collections::BTreeMap;
+
+use hutch_api::limits::{
+    CPUS_RANGE, DEFAULT_CPUS, DEFAULT_MEMORY_MB, DEFAULT_PIDS, ENV_MAX_ENTRIES, ENV_MAX_KEY_BYTES,
+    ENV_MAX_VALUE_BYTES, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MEMORY_MB_RANGE, METADATA_MAX_ENTRIES,
+    METADATA_MAX_KEY_BYTES, METADATA_MAX_VALUE_BYTES, PIDS_RANGE, TTL_DEFAULT_SECS, TTL_MAX_SECS,
+    TTL_MIN_SECS,
+};
+use hutch_api::{CreateSessionRequest, Resources, ResourcesRequest, UpdateSessionRequest};
+
+use crate::error::ApiError;
+
+/// The only image that exists so far.
+pub(crate) const DEFAULT_IMAGE: &str = "default";
+
+/// A create request that passed every check, with defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct NewSession {
+    /// Time to live, in seconds.
+    pub(crate) ttl_secs: u64,
+    /// Image name.
+    pub(crate) image: String,
+    /// Labels.
+    pub(crate) metadata: BTreeMap<String, String>,
+    /// Granted limits.
+    pub(crate) resources: Resources,
+    /// Environment of every process in the session.
+    pub(crate) env: BTreeMap<String, String>,
+}
+
+/// An update request that passed every check.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct SessionChanges {
+    /// New time to live, counted from now.
+    pub(crate) ttl_secs: Option<u64>,
+    /// New labels, replacing the old.
+    pub(crate) metadata: Option<BTreeMap<String, String>>,
+}
+
+/// Checks `POST /v1/sessions` and fills in defaults.
+pub(crate) fn create(req: CreateSessionRequest) -> Result<NewSession, ApiError> {
+    let ttl_secs = ttl(req.ttl.unwrap_or(TTL_DEFAULT_SECS))?;
+    let image = req.image.unwrap_or_else(|| DEFAULT_IMAGE.to_owned());
+    if image != DEFAULT_IMAGE {
+        return Err(ApiError::invalid(
+            "image",
+            format!("image {image:?} does not exist; the only image is {DEFAULT_IMAGE:?}"),
+        ));
+    }
+    let metadata = req.metadata.unwrap_or_default();
+    check_metadata(&metadata)?;
+    let env = req.env.unwrap_or_default();
+    check_env(&env)?;
+    let resources = resources(req.resources.unwrap_or_default())?;
+    Ok(NewSession {
+        ttl_secs,
+        image,
+        metadata,
+        resources,
+        env,
+    })
+}
+
+/// Checks `PATCH /v1/sessions/{id}`.
+pub(crate) fn update(req: UpdateSessionRequest) -> Result<SessionChanges, ApiError> {
+    let ttl_secs = req.ttl.map(ttl).transpose()?;
+    if let Some(metadata) = &req.metadata {
+        check_metadata(metadata)?;
+    }
+    Ok(SessionChanges {
+        ttl_secs,
+        metadata: req.metadata,
+    })
+}
+
+/// Checks a time to live in seconds.
+pub(crate) fn ttl(secs: u64) -> Result<u64, ApiError> {
+    if (TTL_MIN_SECS..=TTL_MAX_SECS).contains(&secs) {
+        Ok(secs)
+    } else {
+        Err(ApiError::invalid(
+            "ttl",
+            format!("ttl must be between {TTL_MIN_SECS} and {TTL_MAX_SECS} seconds, got {secs}"),
+        ))
+    }
+}
+
+fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if metadata.len() > METADATA_MAX_ENTRIES {
+        return Err(ApiError::invalid(
+            "metadata",
+            format!(
+                "metadata has {} entries; at most {METADATA_MAX_ENTRIES} are allowed",
+                metadata.len()
+            ),
+        ));
+    }
+    for (key, value) in metadata {
+        if key.is_empty() || key.len() > METADATA_MAX_KEY_BYTES {
+            return Err(ApiError::invalid(
+                "metadata",
+                format!("metadata key {key:?} must be 1 to {METADATA_MAX_KEY_BYTES} bytes long"),
+            ));
+        }
+        if value.len() > METADATA_MAX_VALUE_BYTES {
+            return Err(ApiError::invalid(
+                "metadata",
+                format!(
+                    "metadata value of {key:?} is {} bytes; at most {METADATA_MAX_VALUE_BYTES} are allowed",
+                    value.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_env(env: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if env.len() > ENV_MAX_ENTRIES {
+        return Err(ApiError::invalid(
+            "env",
+            format!(
+                "env has {} entries; at most {ENV_MAX_ENTRIES} are allowed",
+                env.len()
+            ),
+        ));
+    }
+    for (key, value) in env {
+        if key.is_empty() || key.len() > ENV_MAX_KEY_BYTES || key.contains(['=', '\0']) {
+            return Err(ApiError::invalid(
+                "env",
+                format!(
+                    "env name {key:?} must be 1 to {ENV_MAX_KEY_BYTES} bytes with no '=' or NUL"
+                ),
+            ));
+        }
+        if value.len() > ENV_MAX_VALUE_BYTES || value.contains('\0') {
+            return Err(ApiError::invalid(
+                "env",
+                format!(
+                    "env value of {key:?} must be at most {ENV_MAX_VALUE_BYTES} bytes with no NUL"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn resources(req: ResourcesRequest) -> Result<Resources, ApiError> {
+    let cpus = req.cpus.unwrap_or(DEFAULT_CPUS);
+    if !(cpus.is_finite() && cpus >= CPUS_RANGE.0 && cpus <= CPUS_RANGE.1) {
+        return Err(ApiError::invalid(
+            "resources.cpus",
+            format!(
+                "resources.cpus must be between {} and {}, got {cpus}",
+                CPUS_RANGE.0, CPUS_RANGE.1
+            ),
+        ));
+    }
+    let memory_mb = in_range(
+        "resources.memoryMb",
+        req.memory_mb.unwrap_or(DEFAULT_MEMORY_MB),
+        MEMORY_MB_RANGE,
+    )?;
+    let pids = in_range(
+        "resources.pids",
+        req.pids.unwrap_or(DEFAULT_PIDS),
+        PIDS_RANGE,
+    )?;
+    Ok(Resources {
+        cpus,
+        memory_mb,
+        pids,
+    })
+}
+
+fn in_range(field: &str, value: u64, (min, max): (u64, u64)) -> Result<u64, ApiError> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ApiError::invalid(
+            field,
+            format!("{field} must be between {min} and {max}, got {value}"),
+        ))
+    }
+}
+
+/// One page of a listing: `?limit=&offset=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Page {
+    /// Page size, 1..=100.
+    pub(crate) limit: u32,
+    /// How many to skip.
+    pub(crate) offset: u64,
+}
+
+/// Parses `limit` and `offset` from a raw query string; other parameters are ignored.
+pub(crate) fn page(query: Option<&str>) -> Result<Page, ApiError> {
+    let mut limit = i64::from(LIST_LIMIT_DEFAULT);
+    let mut offset = 0_i64;
+    for pair in query.unwrap_or_default().split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match key {
+            "limit" => &mut limit,
+            "offset" => &mut offset,
+            _ => continue,
+        };
+        *slot = value.parse().map_err(|_| {
+            ApiError::invalid(key, format!("{key} must be an integer, got {value:?}"))
+        })?;
+    }
+    let max = i64::from(LIST_LIMIT_MAX);
+    let limit = u32::try_from(limit)
+        .ok()
+        .filter(|limit| (1..=LIST_LIMIT_MAX).contains(limit))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "limit",
+                format!("limit must be between 1 and {max}, got {limit}"),
+            )
+        })?;
+    let offset = u64::try_from(offset).map_err(|_| {
+        ApiError::invalid("offset", format!("offset must be 0 or more, got {offset}"))
+    })?;
+    Ok(Page { limit, offset })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(err: ApiError) -> String {
+        match err {
+            ApiError::InvalidRequest {
+                field: Some(field), ..
+            } => field,
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_filled_in() {
+        let new = create(CreateSessionRequest::default()).unwrap();
+        assert_eq!(new.ttl_secs, TTL_DEFAULT_SECS);
+        assert_eq!(new.image, "default");
+        assert_eq!(new.resources, Resources::default());
+        assert!(new.metadata.is_empty() && new.env.is_empty());
+    }
+
+    #[test]
+    fn ttl_bounds() {
+        assert!(ttl(60).is_ok());
+        assert!(ttl(28_800).is_ok());
+        assert_eq!(field(ttl(59).unwrap_err()), "ttl");
+        assert_eq!(field(ttl(28_801).unwrap_err()), "ttl");
+    }
+
+    #[test]
+    fn unknown_image_is_refused() {
+        let req = CreateSessionRequest {
+            image: Some("python:3.11".into()),
+            ..Default::default()
+        };
+        assert_eq!(field(create(req).unwrap_err()), "image");
+    }
+
+    #[test]
+    fn metadata_bounds() {
+        let many: BTreeMap<_, _> = (0..=METADATA_MAX_ENTRIES)
+            .map(|i| (format!("k{i}"), "v".to_owned()))
+            .collect();
+        let req = CreateSessionRequest {
+            metadata: Some(many),
+            ..Default::default()
+        };
+        assert_eq!(field(create(req).unwrap_err()), "metadata");
+        let long_value = BTreeMap::from([("k".to_owned(), "v".repeat(1025))]);
+        let req = UpdateSessionRequest {
+            metadata: Some(long_value),
+            ttl: None,
+        };
+        assert_eq!(field(update(req).unwrap_err()), "metadata");
+    }
+
+    #[test]
+    fn env_names_are_checked() {
+        let env = BTreeMap::from([("A=B".to_owned(), "x".to_owned())]);
+        let req = CreateSessionRequest {
+            env: Some(env),
+            ..Default::default()
+        };
+        assert_eq!(field(create(req).unwrap_err()), "env");
+    }
+
+    #[test]
+    fn resource_ranges() {
+        let bad = [
+            (
+                ResourcesRequest {
+                    cpus: Some(0.01),
+                    ..Default::default()
+                },
+                "resources.cpus",
+            ),
+            (
+                ResourcesRequest {
+                    cpus: Some(f64::NAN),
+                    ..Default::default()
+                },
+                "resources.cpus",
+            ),
+            (
+                ResourcesRequest {
+                    memory_mb: Some(1),
+                    ..Default::default()
+                },
+                "resources.memoryMb",
+            ),
+            (
+                ResourcesRequest {
+                    pids: Some(1_000_000),
+                    ..Default::default()
+                },
+                "resources.pids",
+            ),
+        ];
+        for (req, name) in bad {
+            assert_eq!(field(resources(req).unwrap_err()), name);
+        }
+        let ok = resources(ResourcesRequest {
+            cpus: Some(0.5),
+            memory_mb: Some(256),
+            pids: None,
+        })
+        .unwrap();
+        assert_eq!(ok.pids, DEFAULT_PIDS);
+    }
+
+    #[test]
+    fn pages() {
+        assert_eq!(
+            page(None).unwrap(),
+            Page {
+                limit: 20,
+                offset: 0
+            }
+        );
+        assert_eq!(
+            page(Some("limit=5&offset=10&x=y")).unwrap(),
+            Page {
+                limit: 5,
+                offset: 10
+            }
+        );
+        assert_eq!(field(page(Some("limit=0")).unwrap_err()), "limit");
+        assert_eq!(field(page(Some("limit=101")).unwrap_err()), "limit");
+        assert_eq!(field(page(Some("limit=abc")).unwrap_err()), "limit");
+        assert_eq!(field(page(Some("offset=-1")).unwrap_err()), "offset");
+    }
+}

@@ -1,0 +1,312 @@
+//! A real `hutch serve` for end-to-end tests: the built binary, a private data directory, a
+//! free loopback port, and a token minted with the secret the test gave it.
+//!
+//! Sandbox tests need root. Without it they are skipped, except under CI (`CI=true`), where a
+//! skipped sandbox test is a failure.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test fails
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hutch_api::{CommandRequest, CommandResult, CreateSessionRequest, Session};
+use hutch_client::HutchClient;
+
+/// The HS256 secret every test server uses.
+pub const SECRET: &str = "test-secret-for-hutch-end-to-end-tests";
+
+/// Whether this process may run sandboxes. Panics under CI when it may not.
+pub fn can_run_sandboxes() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    if !root && std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("sandbox tests must run as root in CI");
+    }
+    if !root {
+        eprintln!("skipped: sandbox tests need root");
+    }
+    root
+}
+
+/// A running server.
+pub struct TestServer {
+    child: Option<Child>,
+    data: PathBuf,
+    _tempdir: Option<tempfile::TempDir>,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    extra_args: Vec<String>,
+}
+
+impl TestServer {
+    /// Starts a server with a fresh data directory and a warm pool of one.
+    pub fn start() -> TestServer {
+        TestServer::start_with(&["--warm-pool", "1"])
+    }
+
+    /// Starts a server with extra `hutch serve` arguments.
+    pub fn start_with(args: &[&str]) -> TestServer {
+        let tempdir = tempfile::Builder::new()
+            .prefix("hutch-e2e")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let data = tempdir.path().to_owned();
+        let mut server = TestServer {
+            child: None,
+            data,
+            _tempdir: Some(tempdir),
+            url: String::new(),
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hutch"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--on-exit", "destroy"])
+            .arg("--data-dir")
+            .arg(&self.data)
+            .args(&self.extra_args)
+            .env("HUTCH_JWT_SECRET", SECRET)
+            .env("HUTCH_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start hutch serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("hutch serve exited before listening")
+                .expect("read stdout");
+            if let Some(url) = line.split("listening on ").nth(1) {
+                break url.trim().to_owned();
+            }
+        };
+        // Keep draining stdout so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        self.url = url;
+        self.child = Some(child);
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// A token for `tenant`.
+    pub fn token(&self, tenant: &str) -> String {
+        hutch_server::auth::mint_token(SECRET.as_bytes(), tenant, Duration::from_secs(3600), false)
+            .expect("mint token")
+    }
+
+    /// A client acting as `tenant`.
+    pub fn client(&self, tenant: &str) -> HutchClient {
+        HutchClient::new(&self.url, &self.token(tenant)).expect("client")
+    }
+
+    /// Kills the server with SIGKILL (sandboxes keep running) and waits for it.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same data directory (a new port).
+    pub fn restart(&mut self) {
+        self.kill_hard();
+        self.spawn();
+    }
+
+    /// Stops the server with SIGTERM (it destroys its sandboxes) and waits up to 10 s.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Creates a session with the defaults.
+pub async fn session(client: &HutchClient) -> Session {
+    client
+        .create_session(&CreateSessionRequest::default())
+        .await
+        .expect("create session")
+}
+
+/// Runs a shell command line in a session.
+pub async fn sh(client: &HutchClient, session: &Session, command: &str) -> CommandResult {
+    sh_with(client, session, command, 30.0).await
+}
+
+/// Runs a shell command line with a timeout in seconds.
+pub async fn sh_with(
+    client: &HutchClient,
+    session: &Session,
+    command: &str,
+    timeout: f64,
+) -> CommandResult {
+    let req = CommandRequest {
+        command: Some(command.to_owned()),
+        timeout: Some(timeout),
+        ..CommandRequest::default()
+    };
+    client
+        .run_command(session.session_id, &req)
+        .await
+        .expect("run command")
+}
+
+/// The host's view of a sandbox, found through a namespace inode reported from inside.
+pub struct HostView {
+    /// Host pid of the agent.
+    pub agent_pid: i32,
+    /// The agent's cgroup v2 path relative to the cgroup2 mount (`/hutch/<instance>/<sandbox>`).
+    pub cgroup: String,
+    /// The sandbox id (last path component of the cgroup).
+    pub sandbox_id: String,
+    /// The UTS namespace link, e.g. `uts:[4026532301]`.
+    pub uts: String,
+}
+
+/// Finds the host processes of `session` by the UTS namespace its commands run in.
+pub async fn host_view(client: &HutchClient, session: &Session) -> HostView {
+    let uts = sh(client, session, "readlink /proc/self/ns/uts")
+        .await
+        .stdout
+        .trim()
+        .to_owned();
+    assert!(uts.starts_with("uts:["), "unexpected uts link {uts:?}");
+    let pids = pids_in_uts(&uts);
+    let agent_pid = *pids
+        .iter()
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with("hutch\0agent"))
+        })
+        .expect("the sandbox's agent on the host");
+    let cgroup_file =
+        std::fs::read_to_string(format!("/proc/{agent_pid}/cgroup")).expect("agent cgroup");
+    let cgroup = cgroup_file
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("cgroup v2 line")
+        .to_owned();
+    let sandbox_id = cgroup.rsplit('/').next().unwrap_or_default().to_owned();
+    HostView {
+        agent_pid,
+        cgroup,
+        sandbox_id,
+        uts,
+    }
+}
+
+/// Host pids whose UTS namespace is `uts`.
+pub fn pids_in_uts(uts: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if std::fs::read_link(format!("/proc/{pid}/ns/uts"))
+            .is_ok_and(|l| l.to_string_lossy() == uts)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Whether the sandbox's cgroup v2 directory exists (hybrid or pure v2 host).
+pub fn cgroup_exists(view: &HostView) -> bool {
+    let relative = view.cgroup.trim_start_matches('/');
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .iter()
+        .any(|root| Path::new(root).join(relative).join("cgroup.procs").exists())
+}
+
+/// Asserts that nothing of a destroyed sandbox remains on the host: no process, no cgroup in
+/// any hierarchy, no mount, no directory (the trash is emptied in the background, so this
+/// waits up to 5 s for it).
+pub fn assert_nothing_left(server: &TestServer, view: &HostView) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut left = Vec::new();
+        if !pids_in_uts(&view.uts).is_empty() {
+            left.push(format!("processes in {}", view.uts));
+        }
+        for hierarchy in ["unified", "memory", "pids", "cpu", ""] {
+            let root = Path::new("/sys/fs/cgroup").join(hierarchy);
+            let instance_parent = view.cgroup.trim_start_matches('/');
+            if root.join(instance_parent).exists() {
+                left.push(format!("cgroup {}", root.join(instance_parent).display()));
+            }
+        }
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        if mountinfo.contains(&view.sandbox_id) {
+            left.push("a mount in the host's mount table".into());
+        }
+        let sandbox_dir = server.data_dir().join("sandboxes").join(&view.sandbox_id);
+        if sandbox_dir.exists() {
+            left.push(format!("directory {}", sandbox_dir.display()));
+        }
+        let trash_left = std::fs::read_dir(server.data_dir().join("trash"))
+            .map(|d| {
+                d.flatten().any(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&view.sandbox_id)
+                })
+            })
+            .unwrap_or(false);
+        if trash_left {
+            left.push("its directory in the trash".into());
+        }
+        if server
+            .data_dir()
+            .join("sockets")
+            .join(format!("{}.sock", view.sandbox_id))
+            .exists()
+        {
+            left.push("its socket".into());
+        }
+        if left.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "sandbox {} left behind: {}",
+                view.sandbox_id,
+                left.join(", ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,224 @@
+//! A session's life on the host: created, used, destroyed by DELETE, by its TTL, or found
+//! again after the server itself was killed. Nothing of it may outlive it.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test fails
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, assert_nothing_left, can_run_sandboxes, host_view, session, sh};
+use hutch_api::{CreateSessionRequest, ErrorCode, UpdateSessionRequest};
+
+#[tokio::test]
+async fn delete_leaves_no_process_mount_cgroup_or_directory() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session(&client).await;
+    // Leave busy work behind: a detached process, files in every writable place.
+    sh(&client, &s, "dd if=/dev/zero of=/workspace/big bs=1M count=8 2>/dev/null; touch /tmp/t /usr/x 2>/dev/null; true").await;
+    let view = host_view(&client, &s).await;
+    assert!(
+        server
+            .data_dir()
+            .join("sandboxes")
+            .join(&view.sandbox_id)
+            .exists()
+    );
+    assert!(
+        common::cgroup_exists(&view),
+        "the leak check looks in the right place"
+    );
+
+    let deleted = client.delete_session(s.session_id).await.expect("delete");
+    assert_eq!(deleted.session_id, s.session_id);
+    assert_nothing_left(&server, &view);
+    let again = client.get_session(s.session_id).await.unwrap_err();
+    assert_eq!(again.code(), Some(ErrorCode::SessionNotFound));
+    let twice = client.delete_session(s.session_id).await.unwrap_err();
+    assert_eq!(twice.code(), Some(ErrorCode::SessionNotFound));
+}
+
+#[tokio::test]
+async fn ttl_expiry_destroys_the_session_within_a_second() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = client
+        .create_session(&CreateSessionRequest {
+            ttl: Some(60),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let view = host_view(&client, &s).await;
+    let expires = s.expires_at;
+
+    // Poll until the session is gone; it must go no later than a second after expiresAt.
+    loop {
+        match client.get_session(s.session_id).await {
+            Ok(_) => {
+                let now = time::OffsetDateTime::now_utc();
+                assert!(
+                    now < expires + Duration::from_secs(1),
+                    "still there at {now}, expired at {expires}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), Some(ErrorCode::SessionNotFound));
+                let now = time::OffsetDateTime::now_utc();
+                assert!(
+                    now >= expires - Duration::from_millis(100),
+                    "destroyed early at {now}, expires {expires}"
+                );
+                break;
+            }
+        }
+    }
+    assert_nothing_left(&server, &view);
+}
+
+#[tokio::test]
+async fn patch_extends_the_ttl_and_replaces_metadata() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session(&client).await;
+    let update = UpdateSessionRequest {
+        ttl: Some(3600),
+        metadata: Some([("stage".to_owned(), "two".to_owned())].into()),
+    };
+    let patched = client.update_session(s.session_id, &update).await.unwrap();
+    assert!(patched.expires_at > s.expires_at + Duration::from_secs(3000));
+    assert_eq!(
+        patched.metadata.get("stage").map(String::as_str),
+        Some("two")
+    );
+    assert_eq!(
+        sh(&client, &patched, "echo ok").await.stdout,
+        "ok\n",
+        "the sandbox is untouched by PATCH"
+    );
+}
+
+#[tokio::test]
+async fn after_a_crash_live_sessions_are_adopted_and_dead_ones_cleaned_up() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let mut server = TestServer::start();
+    let client = server.client("alice");
+    let kept = session(&client).await;
+    let lost = session(&client).await;
+    sh(&client, &kept, "echo state > /workspace/state").await;
+    let kept_view = host_view(&client, &kept).await;
+    let lost_view = host_view(&client, &lost).await;
+
+    server.kill_hard();
+    // While the server is down, one sandbox dies (as after an OOM kill of its agent).
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &lost_view.agent_pid.to_string()])
+        .status();
+    server.restart();
+    let client = server.client("alice");
+
+    let state = sh(&client, &kept, "cat /workspace/state").await;
+    assert_eq!(
+        state.stdout, "state\n",
+        "the same sandbox, re-adopted: {state:?}"
+    );
+    assert_eq!(
+        host_view(&client, &kept).await.agent_pid,
+        kept_view.agent_pid
+    );
+
+    let gone = client.get_session(lost.session_id).await.unwrap_err();
+    assert_eq!(
+        gone.code(),
+        Some(ErrorCode::SessionNotFound),
+        "the dead sandbox's session is reported gone"
+    );
+    assert_nothing_left(&server, &lost_view);
+
+    client.delete_session(kept.session_id).await.unwrap();
+    assert_nothing_left(&server, &kept_view);
+}
+
+#[tokio::test]
+async fn validation_errors_name_the_field() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    for ttl in [59, 28_801] {
+        let err = client
+            .create_session(&CreateSessionRequest {
+                ttl: Some(ttl),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::InvalidRequest));
+        assert!(err.to_string().contains("ttl"), "{err}");
+    }
+    let (status, body) = client
+        .request(http::Method::GET, "/v1/sessions/not-a-uuid", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{body:?}");
+    let (status, _) = client
+        .request(
+            http::Method::GET,
+            &format!("/v1/sessions/{}", uuid::Uuid::now_v7()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+    let (status, body) = client
+        .request(http::Method::GET, "/v1/sessions?limit=101", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{body:?}");
+}
+
+#[tokio::test]
+async fn tenants_see_only_their_own_sessions() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let alice = server.client("alice");
+    let bob = server.client("bob");
+    let s = session(&alice).await;
+    assert_eq!(
+        bob.get_session(s.session_id).await.unwrap_err().code(),
+        Some(ErrorCode::SessionNotFound)
+    );
+    let req = hutch_api::CommandRequest {
+        command: Some("id".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        bob.run_command(s.session_id, &req)
+            .await
+            .unwrap_err()
+            .code(),
+        Some(ErrorCode::SessionNotFound)
+    );
+    assert_eq!(
+        bob.delete_session(s.session_id).await.unwrap_err().code(),
+        Some(ErrorCode::SessionNotFound)
+    );
+    assert_eq!(bob.list_sessions(None, None).await.unwrap().total, 0);
+    assert_eq!(alice.list_sessions(None, None).await.unwrap().total, 1);
+}

@@ -1,0 +1,199 @@
+//! Exhausting a session's resources hurts only that session, and only until it stops.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test fails
+
+mod common;
+
+use common::{TestServer, can_run_sandboxes, session, sh, sh_with};
+use hutch_api::{CreateSessionRequest, ResourcesRequest};
+
+async fn session_with(
+    client: &hutch_client::HutchClient,
+    resources: ResourcesRequest,
+) -> hutch_api::Session {
+    let req = CreateSessionRequest {
+        resources: Some(resources),
+        ..CreateSessionRequest::default()
+    };
+    client.create_session(&req).await.expect("create session")
+}
+
+#[tokio::test]
+async fn a_memory_hog_is_oom_killed_inside_its_own_session() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let hog = session_with(
+        &client,
+        ResourcesRequest {
+            memory_mb: Some(64),
+            ..Default::default()
+        },
+    )
+    .await;
+    let bystander = session(&client).await;
+
+    let out = sh(
+        &client,
+        &hog,
+        "python3 -c 'b = bytearray(512 * 1024 * 1024); print(len(b))'",
+    )
+    .await;
+    assert_eq!(
+        out.exit_code, 137,
+        "killed by SIGKILL from the OOM killer: {out:?}"
+    );
+    assert!(
+        !out.stdout.contains("536870912"),
+        "the allocation never completed: {out:?}"
+    );
+
+    client.health().await.expect("the server carries on");
+    assert_eq!(
+        sh(&client, &bystander, "echo fine").await.stdout,
+        "fine\n",
+        "other sessions carry on"
+    );
+    assert_eq!(
+        sh(&client, &hog, "echo still-here").await.stdout,
+        "still-here\n",
+        "the session itself recovers"
+    );
+}
+
+#[tokio::test]
+async fn a_fork_bomb_hits_the_pids_limit_and_the_session_stays_usable() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session_with(
+        &client,
+        ResourcesRequest {
+            pids: Some(32),
+            ..Default::default()
+        },
+    )
+    .await;
+
+    let bomb = "bomb() { bomb | bomb & }; bomb; sleep 2; echo survived";
+    let out = sh_with(
+        &client,
+        &s,
+        &format!("bash -c '{bomb}' 2>&1 | tail -n 3"),
+        10.0,
+    )
+    .await;
+    assert!(
+        out.stdout.contains("Resource temporarily unavailable") || out.timed_out,
+        "forks were refused: {out:?}"
+    );
+
+    let after = sh(&client, &s, "ps -e | wc -l").await;
+    assert_eq!(after.exit_code, 0, "{after:?}");
+    let count: usize = after.stdout.trim().parse().unwrap();
+    assert!(count < 8, "nothing of the bomb is left: {count} processes");
+}
+
+#[tokio::test]
+async fn an_endless_loop_ends_at_the_timeout_with_its_whole_tree() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session(&client).await;
+
+    let started = std::time::Instant::now();
+    let out = sh_with(
+        &client,
+        &s,
+        "sleep 1000 & (setsid sleep 1001 &); while :; do :; done",
+        1.0,
+    )
+    .await;
+    assert!(out.timed_out, "{out:?}");
+    assert_eq!(out.exit_code, 137);
+    assert!(
+        (900..5000).contains(&out.duration_ms),
+        "ended near the timeout: {out:?}"
+    );
+    assert!(started.elapsed().as_secs() < 10);
+
+    let left = sh(&client, &s, "ps -e -o comm= | grep -c sleep || true")
+        .await
+        .stdout;
+    assert_eq!(
+        left.trim(),
+        "0",
+        "children and detached grandchildren died with the command"
+    );
+}
+
+#[tokio::test]
+async fn a_finished_command_leaves_no_background_processes() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session(&client).await;
+
+    let out = sh(
+        &client,
+        &s,
+        "nohup setsid sleep 1000 >/dev/null 2>&1 & echo started",
+    )
+    .await;
+    assert_eq!(out.stdout, "started\n");
+    assert!(
+        out.duration_ms < 5000,
+        "the command returns when its first process exits: {out:?}"
+    );
+    let left = sh(&client, &s, "ps -e -o comm= | grep -c sleep || true")
+        .await
+        .stdout;
+    assert_eq!(left.trim(), "0");
+}
+
+#[tokio::test]
+async fn cpu_is_capped_by_the_quota() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session_with(
+        &client,
+        ResourcesRequest {
+            cpus: Some(0.2),
+            ..Default::default()
+        },
+    )
+    .await;
+    // A busy loop for 1.5 s of wall time may use about 0.3 s of CPU at 0.2 CPUs.
+    let out = sh_with(
+        &client,
+        &s,
+        "bash -c 'timeout 1.5 sh -c \"while :; do :; done\"; times' | tail -n 1",
+        10.0,
+    )
+    .await;
+    // `times` prints the children's user and system time, e.g. `0m0.290s 0m0.004s`.
+    let seconds = |t: &str| -> f64 {
+        let (m, s) = t
+            .trim_end_matches('s')
+            .split_once('m')
+            .unwrap_or(("0", "0"));
+        m.parse::<f64>().unwrap_or(0.0) * 60.0 + s.parse::<f64>().unwrap_or(0.0)
+    };
+    let cpu: f64 = out.stdout.split_whitespace().map(seconds).sum();
+    assert!(cpu > 0.05, "the loop ran: {cpu}");
+    assert!(
+        cpu < 0.75,
+        "the loop got about its quota, not a whole core: {cpu} s of CPU in 1.5 s"
+    );
+}
