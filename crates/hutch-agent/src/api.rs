@@ -12,11 +12,16 @@ use serde::de::DeserializeOwned;
 use crate::error::AgentError;
 use crate::{Agent, commands};
 
+/// Largest request body: a command with its largest `stdin`, JSON-escaped, fits.
+const REQUEST_BODY_MAX_BYTES: usize =
+    6 * hutch_api::limits::COMMAND_STDIN_MAX_BYTES + 2 * hutch_api::limits::COMMAND_MAX_BYTES;
+
 /// The agent's routes.
 pub(crate) fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/commands", post(run_command))
+        .layer(axum::extract::DefaultBodyLimit::max(REQUEST_BODY_MAX_BYTES))
         .fallback(not_found)
         .with_state(agent)
 }
@@ -50,6 +55,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(value)) => Ok(Body(value)),
+            Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(AgentError::TooLarge(format!(
+                    "request body is larger than {REQUEST_BODY_MAX_BYTES} bytes"
+                )))
+            }
             Err(rejection) => Err(AgentError::Invalid {
                 message: rejection_message(&rejection),
                 field: None,

@@ -28,7 +28,7 @@ use crate::error::AgentError;
 pub(crate) const DEFAULT_CWD: &str = "/workspace";
 
 /// How long output may keep flowing after the command's processes are gone (a pipe held by
-/// something that escaped the kill) before the agent stops waiting for it.
+/// something that escaped the kill) before the agent answers with what it has.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// A validated command, ready to spawn.
@@ -195,7 +195,38 @@ impl CommandCgroup {
                 libc::write(fd, b"1".as_ptr().cast(), 1);
                 libc::close(fd);
             }
+            return;
         }
+        // Kernels before 5.14 have no cgroup.kill: kill the members one by one until none is
+        // left (new ones can only be forked by members, which are being killed).
+        for _ in 0..100 {
+            let pids = self.members();
+            if pids.is_empty() {
+                return;
+            }
+            for pid in pids {
+                // SAFETY: kill takes integers only; the pid was read from the command's cgroup.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+
+    /// Pids in the command's cgroup.
+    fn members(&self) -> Vec<i32> {
+        use std::io::Read;
+        let Ok(path) = CString::new(format!("{}/cgroup.procs", self.name.to_string_lossy())) else {
+            return Vec::new();
+        };
+        // SAFETY: dir is the sandbox's cgroup directory, open for the agent's lifetime.
+        let fd = unsafe { libc::openat(self.dir, path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Vec::new();
+        }
+        // SAFETY: fd was just returned by openat and is owned by nobody else.
+        let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let mut text = String::new();
+        let _ = file.read_to_string(&mut text);
+        text.lines().filter_map(|l| l.trim().parse().ok()).collect()
     }
 
     fn try_remove(&self) -> bool {
@@ -284,34 +315,39 @@ pub(crate) async fn run(agent: &Agent, req: CommandRequest) -> Result<CommandRes
     };
     let stdout = Some(pipe::Receiver::from_owned_fd(stdout_r).map_err(AgentError::Runtime)?);
     let stderr = Some(pipe::Receiver::from_owned_fd(stderr_r).map_err(AgentError::Runtime)?);
-    let stdout_task = tokio::spawn(capture(stdout));
-    let stderr_task = tokio::spawn(capture(stderr));
+    let (stdout_buf, stderr_buf) = (SharedCapture::default(), SharedCapture::default());
+    let mut stdout_task = tokio::spawn(capture(stdout, stdout_buf.clone()));
+    let mut stderr_task = tokio::spawn(capture(stderr, stderr_buf.clone()));
 
     let mut exited = exited;
-    let (exit, timed_out) = tokio::select! {
-        exit = &mut exited => (exit.ok(), false),
-        () = tokio::time::sleep(plan.timeout) => (None, true),
+    let first = tokio::select! {
+        exit = &mut exited => Some(exit),
+        () = tokio::time::sleep(plan.timeout) => None,
     };
+    let timed_out = first.is_none();
     // Whatever the command left running (or everything, on timeout) dies now.
     killer.kill();
-    let exit = match exit {
+    let exit = match first {
         Some(exit) => exit,
-        None => {
-            // The leader was killed above; its status arrives once the reaper sees it.
-            exited
-                .await
-                .unwrap_or(crate::reaper::Exit::Signal(libc::SIGKILL))
-        }
-    };
+        // The leader was killed above; its status arrives once the reaper sees it.
+        None => exited.await,
+    }
+    // A lost status (the reaper never drops a waiter) reads as killed.
+    .unwrap_or(crate::reaper::Exit::Signal(libc::SIGKILL));
     let duration_ms = started.elapsed().as_millis() as u64;
     if let Some(task) = stdin_task {
         task.abort();
     }
-    let drained = async { (stdout_task.await, stderr_task.await) };
-    let (out, err) = match tokio::time::timeout(DRAIN_GRACE, drained).await {
-        Ok((Ok(out), Ok(err))) => (out, err),
-        _ => (Captured::default(), Captured::default()),
-    };
+    // Pipes close once every process holding them is gone; wait a little for the last bytes,
+    // then keep what arrived.
+    let _ = tokio::time::timeout(DRAIN_GRACE, async {
+        let _ = (&mut stdout_task).await;
+        let _ = (&mut stderr_task).await;
+    })
+    .await;
+    stdout_task.abort();
+    stderr_task.abort();
+    let (out, err) = (take(&stdout_buf), take(&stderr_buf));
     drop(cgroup);
     Ok(CommandResult {
         exit_code: exit.code(),
@@ -360,16 +396,23 @@ impl Captured {
     }
 }
 
-async fn capture(stream: Option<pipe::Receiver>) -> Captured {
-    let mut captured = Captured::default();
+/// Output captured so far, readable while the capture still runs.
+type SharedCapture = std::sync::Arc<std::sync::Mutex<Captured>>;
+
+fn take(shared: &SharedCapture) -> Captured {
+    std::mem::take(&mut *shared.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+async fn capture(stream: Option<pipe::Receiver>, into: SharedCapture) {
     let Some(mut stream) = stream else {
-        return captured;
+        return;
     };
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return captured,
+            Ok(0) | Err(_) => return,
             Ok(n) => {
+                let mut captured = into.lock().unwrap_or_else(|e| e.into_inner());
                 let room = COMMAND_OUTPUT_MAX_BYTES - captured.bytes.len();
                 if n > room {
                     captured.truncated = true;

@@ -16,6 +16,9 @@ pub enum AgentError {
         /// The offending field.
         field: Option<&'static str>,
     },
+    /// The request body is too large.
+    #[error("{0}")]
+    TooLarge(String),
     /// The program could not be started (not found, not executable, bad cwd).
     #[error("{0}")]
     Spawn(#[from] hutch_sandbox::process::SpawnError),
@@ -51,6 +54,7 @@ impl AgentError {
             }
             AgentError::Spawn(hutch_sandbox::process::SpawnError::Clone(_)) => ErrorCode::Internal,
             AgentError::Invalid { .. } | AgentError::Spawn(_) => ErrorCode::InvalidRequest,
+            AgentError::TooLarge(_) => ErrorCode::PayloadTooLarge,
             AgentError::Runtime(_) | AgentError::Cgroup { .. } => ErrorCode::Internal,
         }
     }

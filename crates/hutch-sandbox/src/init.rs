@@ -62,9 +62,6 @@ pub struct InitConfig {
     pub rootfs: PathBuf,
     /// Overlays, root first.
     pub overlays: Vec<OverlayMount>,
-    /// Size of `/tmp` and `/dev/shm` together, in MiB (tmpfs pages count against the memory
-    /// limit as well).
-    pub tmpfs_mb: u64,
     /// Whether [`CGROUP_FD`] holds the sandbox's delegated cgroup v2 directory.
     pub has_cgroup_dir: bool,
 }
@@ -301,14 +298,15 @@ fn build_root(config: &InitConfig) -> Result<(), InitError> {
         Some("newinstance,ptmxmode=0666,mode=0620"),
     )
     .map_err(step("mount /dev/pts"))?;
+    // tmpfs pages are charged to the memory cgroup of whoever writes them, so the session's
+    // memory limit bounds /tmp and /dev/shm; their nominal size is the kernel's default.
     fs::create_dir(dev.join("shm")).map_err(step("mkdir /dev/shm"))?;
-    let shm_mb = (config.tmpfs_mb / 4).max(1);
     sys::mount(
         Some("shm"),
         &dev.join("shm"),
         Some("tmpfs"),
         nosuid_nodev,
-        Some(&format!("mode=1777,size={shm_mb}m")),
+        Some("mode=1777"),
     )
     .map_err(step("mount /dev/shm"))?;
     sys::mount(
@@ -316,7 +314,7 @@ fn build_root(config: &InitConfig) -> Result<(), InitError> {
         &root.join("tmp"),
         Some("tmpfs"),
         nosuid_nodev,
-        Some(&format!("mode=1777,size={}m", config.tmpfs_mb.max(1))),
+        Some("mode=1777"),
     )
     .map_err(step("mount /tmp"))?;
 

@@ -28,7 +28,7 @@ use uuid::Uuid;
 /// What to build: one sandbox for one session.
 #[derive(Debug, Clone)]
 pub struct SandboxSpec {
-    /// The session id; names the sandbox's cgroups and directories.
+    /// The session id.
     pub id: Uuid,
     /// Host name inside the sandbox.
     pub hostname: String,
@@ -71,7 +71,7 @@ pub enum SandboxError {
     /// Starting the sandbox failed; the message comes from the step that failed.
     #[error("sandbox {id} failed to start: {reason}")]
     Start {
-        /// The session id.
+        /// The sandbox id.
         id: Uuid,
         /// What failed, as reported by the sandbox's init.
         reason: String,

@@ -3,7 +3,8 @@
 //! It denies (with `EPERM`) what Docker's default profile denies to a container without
 //! extra capabilities: mounting and namespace manipulation, kernel modules and kexec, BPF,
 //! perf, keyrings, `ptrace` and cross-process memory access, `userfaultfd`, handle-based
-//! opens, clock and swap control, `io_uring`, and `clone`/`unshare` with namespace flags.
+//! opens, clock and swap control, `io_uring`, `unshare` and `setns`, and `clone` with
+//! namespace flags.
 //! For user processes `clone3` also answers `ENOSYS`, because its flags sit in memory a filter
 //! cannot read; libc then falls back to `clone`, whose flags the filter checks. The agent
 //! itself keeps `clone3` (it starts processes straight into their cgroups with it) and adds

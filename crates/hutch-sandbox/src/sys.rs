@@ -1,4 +1,4 @@
-//! Every raw system call hutch makes to build and tear down sandboxes.
+//! Raw system call wrappers for building sandboxes and starting processes in them.
 //!
 //! Each wrapper turns a failing call into an `io::Error` naming the call and what it acted on,
 //! so that an error read in a log says which step of which sandbox failed. The only code that

@@ -55,6 +55,11 @@ pub enum AuthError {
     /// The secret file exists but is empty.
     #[error("the JWT secret file {0} is empty")]
     EmptySecretFile(PathBuf),
+    /// No secret is configured and the data directory holds none.
+    #[error(
+        "no JWT secret: {0} does not exist (start `hutch serve` with this data directory once, or configure a secret)"
+    )]
+    NoSecret(PathBuf),
     /// The configured secret is empty.
     #[error("the configured JWT secret is empty")]
     EmptySecret,
@@ -118,6 +123,15 @@ pub fn resolve_secret(configured: Option<&str>, data_dir: &Path) -> Result<JwtSe
         }),
         None => load_or_create_secret(data_dir),
     }
+}
+
+/// The configured secret, or the one in `{data_dir}/jwt-secret`; never creates one.
+pub fn load_secret(configured: Option<&str>, data_dir: &Path) -> Result<JwtSecret, AuthError> {
+    if configured.is_some() {
+        return resolve_secret(configured, data_dir);
+    }
+    let path = data_dir.join(SECRET_FILE);
+    read_secret(&path)?.ok_or(AuthError::NoSecret(path))
 }
 
 /// Reads `{data_dir}/jwt-secret`, or creates it (32 random bytes as hex, mode 0600) if it

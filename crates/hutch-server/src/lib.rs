@@ -74,6 +74,9 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     /// How often the TTL reaper runs.
     pub reaper_interval: Duration,
+    /// Whether an orderly shutdown destroys every session (otherwise they keep running for
+    /// the next start to re-adopt).
+    pub destroy_on_exit: bool,
 }
 
 impl ServerConfig {
@@ -85,6 +88,7 @@ impl ServerConfig {
             jwt_secret: None,
             max_sessions: DEFAULT_MAX_SESSIONS,
             reaper_interval: DEFAULT_REAPER_INTERVAL,
+            destroy_on_exit: false,
         }
     }
 }
@@ -264,8 +268,17 @@ impl Server {
             .map_err(ServerError::Serve);
         self.state.ready.store(false, Ordering::Release);
         drop(self._tasks);
+        if self.config.destroy_on_exit {
+            match self.state.sessions.destroy_all().await {
+                Ok(n) => tracing::info!(destroyed = n, "stopped; every session was destroyed"),
+                Err(err) => {
+                    tracing::error!(error = %error::chain(&err), "destroying sessions at shutdown")
+                }
+            }
+        } else {
+            tracing::info!("stopped; sandboxes are left running for the next start to re-adopt");
+        }
         self.state.sessions.store.close().await;
-        tracing::info!("stopped; sandboxes are left running for the next start to re-adopt");
         result
     }
 }

@@ -264,6 +264,27 @@ impl Sessions {
         Ok(row.to_api())
     }
 
+    /// Destroys every session (for a shutdown that must leave nothing running). Sessions
+    /// another task holds (being created or destroyed) are left to that task.
+    pub(crate) async fn destroy_all(&self) -> Result<usize, StoreError> {
+        let mut destroyed = 0;
+        for row in self.store.all().await? {
+            let Some(claim) = self.claims.try_claim(row.id) else {
+                continue;
+            };
+            let Some(row) = self.store.mark_deleting(row.id, None).await? else {
+                continue;
+            };
+            match self.destroy(&claim, &row).await {
+                Ok(()) => destroyed += 1,
+                Err(err) => {
+                    tracing::error!(session = %row.id, error = %crate::error::chain(&err), "destroying a session at shutdown failed")
+                }
+            }
+        }
+        Ok(destroyed)
+    }
+
     /// Destroys the sandbox of a DELETING row and deletes the row, under the session's claim.
     ///
     /// If the runtime fails, the row stays DELETING and is due again after [`DESTROY_RETRY_MS`].

@@ -138,9 +138,26 @@ pub(crate) struct Store {
     pool: SqlitePool,
 }
 
+/// Creates `path` with mode 0600 if missing, and makes it 0600 if not.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub(crate) async fn open(path: &Path) -> Result<Store, StoreError> {
+        // Sessions carry tenants' environment and metadata: only root may read the database.
+        // SQLite gives its -wal and -shm files the mode of the database file.
+        private_file(path).map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source: sqlx::Error::Io(source),
+        })?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)

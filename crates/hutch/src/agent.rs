@@ -16,6 +16,12 @@ pub(crate) fn main() -> ExitCode {
         }
     };
     let (listener, cgroup_dir, claim) = sandboxed.report_ready();
+    // Warnings and errors go to the sandbox's agent.log on the host (the agent's stderr).
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .init();
     let agent_config = hutch_agent::AgentConfig {
         listener,
         cgroup_dir,

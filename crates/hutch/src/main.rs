@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod agent;
+mod bench;
 mod duration;
 mod serve;
 mod token;
@@ -30,6 +31,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Mint a bearer token with the server's secret.
     Token(token::TokenArgs),
+    /// Measure hutch beside a peer in the same run.
+    Bench(bench::BenchArgs),
     /// Run inside a sandbox as its PID 1 (started by `hutch serve`, not by hand).
     #[command(hide = true)]
     Agent,
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Command::Agent => return agent::main(),
         Command::Serve(args) => serve::main(args),
         Command::Token(args) => token::main(args),
+        Command::Bench(args) => bench::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

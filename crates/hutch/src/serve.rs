@@ -67,10 +67,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.listen = args.listen;
     config.jwt_secret = args.jwt_secret;
     config.max_sessions = args.max_sessions;
+    config.destroy_on_exit = args.on_exit == "destroy";
     let server = Server::start(config, Arc::new(runtime.clone()), died)
         .await
         .context("starting the server")?;
-    let on_exit = args.on_exit.clone();
     runtime.start_pool();
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -86,6 +86,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("try: curl -H \"Authorization: Bearer $TOKEN\" http://{addr}/v1/sessions");
     }
     let result = server.serve(listener).await.context("serving");
-    runtime.shutdown(on_exit == "destroy").await;
+    // The server destroyed its sessions if asked to; what is left here is the warm pool.
+    runtime.shutdown(false).await;
     result
 }

@@ -25,7 +25,7 @@ pub(crate) struct TokenArgs {
 }
 
 pub(crate) fn main(args: TokenArgs) -> anyhow::Result<()> {
-    let secret = hutch_server::auth::resolve_secret(args.jwt_secret.as_deref(), &args.data_dir)
+    let secret = hutch_server::auth::load_secret(args.jwt_secret.as_deref(), &args.data_dir)
         .with_context(|| format!("loading the token secret from {}", args.data_dir.display()))?;
     let token = hutch_server::auth::mint_token(secret.as_bytes(), &args.sub, args.ttl, args.admin)
         .context("minting the token")?;

@@ -197,3 +197,46 @@ async fn cpu_is_capped_by_the_quota() {
         "the loop got about its quota, not a whole core: {cpu} s of CPU in 1.5 s"
     );
 }
+
+#[tokio::test]
+async fn oversized_command_requests_are_refused_with_clear_errors() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session(&client).await;
+    let path = format!("/v1/sessions/{}/commands", s.session_id);
+
+    // stdin over its limit, in a body the agent still reads: a 400 naming the field.
+    let stdin = "x".repeat(hutch_api::limits::COMMAND_STDIN_MAX_BYTES + 1);
+    let body = serde_json::json!({ "command": "wc -c", "stdin": stdin }).to_string();
+    let (status, answer) = client
+        .request(http::Method::POST, &path, Some(body.into()))
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&answer));
+    assert!(String::from_utf8_lossy(&answer).contains("stdin"));
+
+    // A body past anything a command could need: 413.
+    let huge = serde_json::json!({ "command": "true", "stdin": "y".repeat(32 << 20) }).to_string();
+    let (status, answer) = client
+        .request(http::Method::POST, &path, Some(huge.into()))
+        .await
+        .unwrap();
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&answer));
+    assert!(String::from_utf8_lossy(&answer).contains("payload_too_large"));
+
+    // Just under the limit goes through whole.
+    let stdin = "z".repeat(hutch_api::limits::COMMAND_STDIN_MAX_BYTES);
+    let req = hutch_api::CommandRequest {
+        command: Some("wc -c".into()),
+        stdin: Some(stdin),
+        ..Default::default()
+    };
+    let out = client.run_command(s.session_id, &req).await.unwrap();
+    assert_eq!(
+        out.stdout.trim(),
+        hutch_api::limits::COMMAND_STDIN_MAX_BYTES.to_string()
+    );
+}

@@ -1,10 +1,10 @@
 //! cgroups for sandboxes, on cgroup v1, v2 and hybrid hosts.
 //!
-//! Every sandbox gets a cgroup named after its session id under hutch's own parent,
+//! Every sandbox gets a cgroup named after its sandbox id under hutch's own parent,
 //! `hutch/<instance>/`, in each hierarchy it uses (the instance name keeps two servers with
 //! different data directories from touching each other's sandboxes). Limits (memory with swap
-//! off, pids, cpu) go through v2 when the v2 tree has those controllers, otherwise through the
-//! v1 hierarchies. The v2 tree, even without controllers (as on hybrid hosts), is used to
+//! off, pids, and cpu where the controller exists) go through v2 when the v2 tree has the
+//! memory and pids controllers, otherwise through the v1 hierarchies. The v2 tree, even without controllers (as on hybrid hosts), is used to
 //! track the sandbox's processes, to start the sandbox straight inside its cgroup
 //! (`CLONE_INTO_CGROUP`), to kill everything at once (`cgroup.kill`), and is delegated to the
 //! sandbox's root user so the agent can put each command in a cgroup of its own.
@@ -220,20 +220,28 @@ impl Cgroups {
         if let Some(v2) = &self.mounts.v2 {
             let mut dir = v2.clone();
             for part in self.parent.components() {
-                if self.limits == LimitsVia::V2 {
-                    // Children can only use controllers their parent enables.
-                    let control = dir.join("cgroup.subtree_control");
-                    write_file(&control, "+memory +pids +cpu")
-                        .or_else(|_| write_file(&control, "+memory +pids"))?;
-                }
+                self.enable_v2_controllers(&dir)?;
                 dir.push(part);
                 create_dir(&dir)?;
             }
+            // The instance directory holds the sandboxes: it enables the controllers too.
+            self.enable_v2_controllers(&dir)?;
         }
         for root in self.v1_roots() {
             create_dir_all(&root.join(&self.parent))?;
         }
         Ok(())
+    }
+
+    /// Lets the children of `dir` use the controllers that enforce limits (v2 only): children
+    /// can only use what their parent enables.
+    fn enable_v2_controllers(&self, dir: &Path) -> Result<(), CgroupError> {
+        if self.limits != LimitsVia::V2 {
+            return Ok(());
+        }
+        let control = dir.join("cgroup.subtree_control");
+        write_file(&control, "+memory +pids +cpu")
+            .or_else(|_| write_file(&control, "+memory +pids"))
     }
 
     /// Removes this server's parent cgroups (`hutch/<instance>`, and `hutch` when no other
@@ -603,6 +611,25 @@ mod tests {
     #[test]
     fn unescapes_mount_points() {
         assert_eq!(unescape_octal("/a\\040b"), PathBuf::from("/a b"));
+    }
+
+    #[test]
+    fn pure_v2_enables_controllers_down_to_the_instance() {
+        let root = tempfile::tempdir().unwrap();
+        let v2 = root.path().to_owned();
+        fs::write(v2.join("cgroup.controllers"), "cpuset cpu io memory pids").unwrap();
+        let mounts = Mounts {
+            v2: Some(v2.clone()),
+            ..Mounts::default()
+        };
+        // SAFETY: getuid has no arguments and cannot fail.
+        let me = unsafe { libc::getuid() };
+        let cgroups = Cgroups::new(mounts, "test", me).unwrap();
+        assert_eq!(cgroups.limits_via(), LimitsVia::V2);
+        for dir in [v2.clone(), v2.join("hutch"), v2.join("hutch/test")] {
+            let control = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap();
+            assert_eq!(control, "+memory +pids +cpu", "{}", dir.display());
+        }
     }
 
     #[test]

@@ -12,7 +12,6 @@
 //! change what it finds there. It is rebuilt at every server start into a directory named
 //! after its content, so a running sandbox's lower layer never changes under it.
 
-use std::collections::hash_map::DefaultHasher;
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io;
@@ -118,6 +117,29 @@ pub(crate) struct DefaultImage {
     pub(crate) overlay_dirs: Vec<PathBuf>,
 }
 
+/// FNV-1a: the same value for the same input in every build, unlike std's default hasher.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StableHasher(u64);
+
+impl Default for StableHasher {
+    fn default() -> Self {
+        StableHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for StableHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
 /// Builds (or reuses) the `default` image under `images_dir`, owned by `owner`.
 pub(crate) fn build_default(images_dir: &Path, owner: u32) -> io::Result<DefaultImage> {
     fs::create_dir_all(images_dir)?;
@@ -126,7 +148,7 @@ pub(crate) fn build_default(images_dir: &Path, owner: u32) -> io::Result<Default
         fs::remove_dir_all(&staging)?;
     }
     fs::create_dir(&staging)?;
-    let mut hasher = DefaultHasher::new();
+    let mut hasher = StableHasher::default();
     let mut overlay_dirs = Vec::new();
 
     for (dir, mode) in SKELETON_DIRS {
@@ -187,7 +209,7 @@ pub(crate) fn build_default(images_dir: &Path, owner: u32) -> io::Result<Default
 
 /// Copies `src` to `dst` keeping symlinks as links and modes, skipping what cannot be read
 /// and anything on the deny list. `rel` is the path relative to `/etc`.
-fn copy_tree(src: &Path, dst: &Path, rel: &Path, hasher: &mut DefaultHasher) -> io::Result<()> {
+fn copy_tree(src: &Path, dst: &Path, rel: &Path, hasher: &mut StableHasher) -> io::Result<()> {
     if ETC_DENYLIST.iter().any(|d| rel == Path::new(d)) {
         return Ok(());
     }

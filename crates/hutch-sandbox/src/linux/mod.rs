@@ -37,7 +37,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -121,6 +121,8 @@ struct Inner {
     pool_ids: Mutex<HashSet<Uuid>>,
     /// Wakes the pool filler.
     pool_wanted: tokio::sync::Notify,
+    /// Set at shutdown: sandboxes built for the pool from then on are torn down, not pooled.
+    closing: std::sync::atomic::AtomicBool,
     /// Directories to delete, handed to the trash thread.
     trash: std::sync::mpsc::Sender<PathBuf>,
     cgroups: cgroups::Cgroups,
@@ -188,7 +190,7 @@ impl LinuxRuntime {
                 .map_err(io("chmod", &dir))?;
         }
         fs::set_permissions(data.join("sockets"), fs::Permissions::from_mode(0o700))
-            .map_err(io("chmod", data))?;
+            .map_err(io("chmod", &data.join("sockets")))?;
         check_reachable(data)?;
         let longest_socket = data.join("sockets").join(format!("{}.sock", Uuid::nil()));
         if longest_socket.as_os_str().len() > SOCKET_PATH_MAX {
@@ -225,6 +227,7 @@ impl LinuxRuntime {
             pool: Mutex::new(Vec::new()),
             pool_ids: Mutex::new(HashSet::new()),
             pool_wanted: tokio::sync::Notify::new(),
+            closing: std::sync::atomic::AtomicBool::new(false),
             trash,
             cgroups,
             image,
@@ -252,7 +255,7 @@ impl LinuxRuntime {
 
     async fn fill_pool(self) {
         let target = self.inner.config.warm_pool;
-        loop {
+        while !self.inner.closing.load(std::sync::atomic::Ordering::SeqCst) {
             let wanted = target.saturating_sub(lock(&self.inner.pool_ids).len());
             let builds: Vec<_> = (0..wanted)
                 .map(|_| {
@@ -266,6 +269,7 @@ impl LinuxRuntime {
             for build in builds {
                 match build.await {
                     Ok((_, Ok(embryo))) => lock(&self.inner.pool).push(embryo),
+                    // Shutting down: drain_pool takes it from the pool like any other.
                     Ok((id, Err(e))) => {
                         tracing::error!(error = %e, "building a sandbox for the warm pool failed");
                         lock(&self.inner.pool_ids).remove(&id);
@@ -316,15 +320,27 @@ impl LinuxRuntime {
     }
 
     /// Destroys the pooled sandboxes.
+    /// Destroys the pooled sandboxes, and those still being built for the pool once they are.
     async fn drain_pool(&self) {
-        let embryos: Vec<Embryo> = std::mem::take(&mut *lock(&self.inner.pool));
-        for embryo in embryos {
-            lock(&self.inner.pool_ids).remove(&embryo.id);
-            let _ = sys::pidfd_send_signal(embryo.spawned.pidfd.as_raw_fd(), libc::SIGKILL);
-            let this = self.clone();
-            let id = embryo.id;
-            let _ = tokio::task::spawn_blocking(move || this.teardown(id)).await;
-            sys::reap(embryo.spawned.pid);
+        self.inner
+            .closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.pool_wanted.notify_one();
+        let deadline = tokio::time::Instant::now() + self.inner.config.start_timeout;
+        loop {
+            let embryos: Vec<Embryo> = std::mem::take(&mut *lock(&self.inner.pool));
+            for embryo in embryos {
+                let _ = sys::pidfd_send_signal(embryo.spawned.pidfd.as_raw_fd(), libc::SIGKILL);
+                let this = self.clone();
+                let id = embryo.id;
+                let _ = tokio::task::spawn_blocking(move || this.teardown(id)).await;
+                sys::reap(embryo.spawned.pid);
+                lock(&self.inner.pool_ids).remove(&id);
+            }
+            if lock(&self.inner.pool_ids).is_empty() || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -345,7 +361,7 @@ impl LinuxRuntime {
     }
 
     /// Builds the directories and init configuration of a sandbox.
-    fn prepare(&self, id: Uuid, resources: &Resources) -> Result<InitConfig, SandboxError> {
+    fn prepare(&self, id: Uuid) -> Result<InitConfig, SandboxError> {
         let owner = self.inner.config.uid_base;
         let dir = self.sandbox_dir(id);
         let rootfs = dir.join("rootfs");
@@ -381,7 +397,6 @@ impl LinuxRuntime {
         Ok(InitConfig {
             rootfs,
             overlays,
-            tmpfs_mb: resources.memory_mb,
             has_cgroup_dir: false,
         })
     }
@@ -389,7 +404,7 @@ impl LinuxRuntime {
     /// Builds sandbox `id` up to `built` (blocking: run off the async threads).
     fn build(&self, id: Uuid, resources: &Resources) -> Result<Embryo, SandboxError> {
         let inner = &self.inner;
-        let mut config = self.prepare(id, resources)?;
+        let mut config = self.prepare(id)?;
         let cgroup = inner.cgroups.create(id, resources)?;
         config.has_cgroup_dir = cgroup.v2_fd.is_some();
 
@@ -411,10 +426,19 @@ impl LinuxRuntime {
         let high = |fd: &OwnedFd| sys::dup_above(fd.as_raw_fd(), 100).map_err(sys_err("dup"));
         let dev_null = sys::open(Path::new("/dev/null"), libc::O_RDWR)
             .map_err(io("open", Path::new("/dev/null")))?;
+        // The agent's own warnings and errors; removed with the sandbox.
+        let log_path = self.sandbox_dir(id).join("agent.log");
+        let log: OwnedFd = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&log_path)
+            .map_err(io("open", &log_path))?
+            .into();
         let sources = [
             (high(&dev_null)?, 0),
-            (high(&dev_null)?, 1),
-            (high(&dev_null)?, 2),
+            (high(&log)?, 1),
+            (high(&log)?, 2),
             (high(&config_r)?, init::CONFIG_FD),
             (high(&status_w)?, init::STATUS_FD),
             (
@@ -454,7 +478,7 @@ impl LinuxRuntime {
         )
         .map_err(sys_err("start sandbox"))?;
         drop((
-            sources, cgroup_src, config_r, status_w, go_r, listener, dev_null,
+            sources, cgroup_src, config_r, status_w, go_r, listener, dev_null, log,
         ));
 
         let release = || -> Result<(), SandboxError> {
@@ -681,13 +705,15 @@ impl Runtime for LinuxRuntime {
     }
 
     async fn adopt(&self, record: &SandboxRecord) -> Result<bool, SandboxError> {
+        // Pin the process first, then check it is the sandbox's: a pid reused after the check
+        // could not slip in.
+        let Ok(pidfd) = sys::pidfd_open(record.agent_pid) else {
+            return Ok(false);
+        };
         let cgroup = self.inner.cgroups.existing(record.sandbox_id);
         if !self.inner.cgroups.contains(&cgroup, record.agent_pid) {
             return Ok(false);
         }
-        let Ok(pidfd) = sys::pidfd_open(record.agent_pid) else {
-            return Ok(false);
-        };
         if UnixStream::connect(self.socket_path(record.sandbox_id))
             .await
             .is_err()
@@ -711,21 +737,26 @@ impl Runtime for LinuxRuntime {
             }
         }
         let mut keep = lock(&self.inner.pool_ids).clone();
+        // Sandboxes this process watches, by sandbox id, with the session each belongs to.
+        let live: HashMap<Uuid, Uuid> = lock(&self.inner.live)
+            .iter()
+            .map(|(session, live)| (live.sandbox_id, *session))
+            .collect();
         keep.extend(
-            lock(&self.inner.live)
-                .iter()
-                .filter(|(session, _)| known.contains(session))
-                .map(|(_, live)| live.sandbox_id),
+            live.iter()
+                .filter(|(_, session)| known.contains(session))
+                .map(|(sandbox, _)| *sandbox),
         );
         let mut swept = Vec::new();
-        for id in found.into_iter().filter(|id| !keep.contains(id)) {
+        for sandbox_id in found.into_iter().filter(|id| !keep.contains(id)) {
+            let id = live.get(&sandbox_id).copied().unwrap_or(sandbox_id);
             self.destroy(&SandboxRecord {
                 id,
-                sandbox_id: id,
+                sandbox_id,
                 agent_pid: 0,
             })
             .await?;
-            swept.push(id);
+            swept.push(sandbox_id);
         }
         Ok(swept)
     }
@@ -833,14 +864,11 @@ fn check_reachable(dir: &Path) -> Result<(), SandboxError> {
 
 /// A short stable name for this data directory, naming its cgroup parent.
 fn instance_name(data_dir: &Path) -> String {
+    use std::hash::Hasher;
     let canonical = fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
-    // FNV-1a: stable across builds, unlike std's hasher.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in canonical.as_os_str().as_encoded_bytes() {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{:012x}", hash & 0xffff_ffff_ffff)
+    let mut hasher = image::StableHasher::default();
+    hasher.write(canonical.as_os_str().as_encoded_bytes());
+    format!("{:012x}", hasher.finish() & 0xffff_ffff_ffff)
 }
 
 /// `dir` and every directory below it.

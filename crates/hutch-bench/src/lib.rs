@@ -1,0 +1,34 @@
+//! Benchmarks of hutch, each printed beside a peer measured in the same run.
+//!
+//! A scenario drives a real server through [`hutch_client`] (one the harness starts itself, see
+//! [`server::ServerProcess`], or any running one) and reports medians and tails; the peer runs
+//! the closest equivalent without hutch on the same machine at the same time, so that the
+//! ratio survives a noisy machine. `hutch bench` is the command-line front end.
+//!
+//! Scenarios so far:
+//! - [`sessions`]: create a session → run `true` in it → delete it, against
+//!   `bwrap --unshare-all … true` (DESIGN target: p50 ≤ 15 ms).
+
+pub mod peers;
+pub mod server;
+pub mod sessions;
+pub mod stats;
+
+pub use stats::Samples;
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Starting or reaching the server failed.
+    #[error("server: {0}")]
+    Server(String),
+    /// An API call failed during a scenario.
+    #[error("{step}: {source}")]
+    Api {
+        /// Which step of the scenario.
+        step: &'static str,
+        /// The client's error.
+        #[source]
+        source: hutch_client::ClientError,
+    },
+}

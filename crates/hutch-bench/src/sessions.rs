@@ -1,0 +1,74 @@
+//! The sessions scenario: create → run `true` → delete, one after another.
+
+use std::time::Instant;
+
+use hutch_api::{CommandRequest, CreateSessionRequest};
+use hutch_client::HutchClient;
+
+use crate::{BenchError, Samples};
+
+/// Latencies of the whole cycle and of each step.
+#[derive(Debug, Default)]
+pub struct SessionsReport {
+    /// create → run → delete.
+    pub cycle: Samples,
+    /// `POST /v1/sessions`.
+    pub create: Samples,
+    /// `POST /v1/sessions/{id}/commands` running `true`.
+    pub run: Samples,
+    /// `DELETE /v1/sessions/{id}`.
+    pub delete: Samples,
+}
+
+/// Runs `warmup` unmeasured cycles, then `iterations` measured ones.
+pub async fn run(
+    client: &HutchClient,
+    warmup: usize,
+    iterations: usize,
+) -> Result<SessionsReport, BenchError> {
+    let mut report = SessionsReport::default();
+    let command = CommandRequest {
+        argv: Some(vec!["true".into()]),
+        ..CommandRequest::default()
+    };
+    for i in 0..warmup + iterations {
+        let start = Instant::now();
+        let session = client
+            .create_session(&CreateSessionRequest::default())
+            .await
+            .map_err(|source| BenchError::Api {
+                step: "create",
+                source,
+            })?;
+        let created = Instant::now();
+        let result = client
+            .run_command(session.session_id, &command)
+            .await
+            .map_err(|source| BenchError::Api {
+                step: "run",
+                source,
+            })?;
+        let ran = Instant::now();
+        client
+            .delete_session(session.session_id)
+            .await
+            .map_err(|source| BenchError::Api {
+                step: "delete",
+                source,
+            })?;
+        let done = Instant::now();
+        if result.exit_code != 0 {
+            return Err(BenchError::Server(format!(
+                "`true` exited with {}",
+                result.exit_code
+            )));
+        }
+        if i >= warmup {
+            report.cycle.push(done - start);
+            report.create.push(created - start);
+            report.run.push(ran - created);
+            report.delete.push(done - ran);
+        }
+    }
+    Ok(report)
+}

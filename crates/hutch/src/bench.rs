@@ -1,0 +1,119 @@
+//! `hutch bench`: run a benchmark scenario and print it beside its peer.
+
+use anyhow::Context;
+use hutch_bench::server::ServerProcess;
+use hutch_bench::stats::ms;
+use hutch_bench::{Samples, peers, sessions};
+use hutch_client::HutchClient;
+
+/// Options of `hutch bench`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct BenchArgs {
+    /// The scenario: `sessions` (create → run `true` → delete).
+    #[arg(value_parser = ["sessions"])]
+    scenario: String,
+    /// Measured iterations.
+    #[arg(long, default_value_t = 200)]
+    iterations: usize,
+    /// Unmeasured iterations first.
+    #[arg(long, default_value_t = 10)]
+    warmup: usize,
+    /// Few iterations, for CI: checks that the benchmark runs, not the figures.
+    #[arg(long)]
+    quick: bool,
+    /// Benchmark this running server instead of starting one (needs --token).
+    #[arg(long, requires = "token")]
+    url: Option<String>,
+    /// Token for --url.
+    #[arg(long, env = "HUTCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Warm pool of the server the benchmark starts.
+    #[arg(long, default_value_t = 4)]
+    warm_pool: usize,
+}
+
+pub(crate) fn main(mut args: BenchArgs) -> anyhow::Result<()> {
+    if args.quick {
+        args.iterations = args.iterations.min(20);
+        args.warmup = args.warmup.min(3);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let quick = args.quick;
+    // A server of our own unless one was named; it is stopped when this function returns.
+    let own_server = match &args.url {
+        Some(_) => None,
+        None => Some(ServerProcess::start(
+            &std::env::current_exe().context("finding the hutch binary")?,
+            args.warm_pool,
+        )?),
+    };
+    let (url, token) = match (&own_server, &args.url, &args.token) {
+        (Some(server), _, _) => (server.url.clone(), server.token.clone()),
+        (None, Some(url), Some(token)) => (url.clone(), token.clone()),
+        _ => anyhow::bail!("--url needs --token"),
+    };
+    let client = HutchClient::new(&url, &token).context("creating the client")?;
+    client.health().await.context("reaching the server")?;
+
+    println!("scenario: create session → run `true` → delete session");
+    let pool = if own_server.is_some() {
+        args.warm_pool.to_string()
+    } else {
+        "as configured".to_owned()
+    };
+    println!(
+        "iterations: {} (after {} warm-up), server: {url}, warm pool: {pool}",
+        args.iterations, args.warmup
+    );
+    let report = sessions::run(&client, args.warmup, args.iterations).await?;
+    let peer = tokio::task::spawn_blocking({
+        let n = args.iterations;
+        move || peers::bwrap_true(n)
+    })
+    .await
+    .context("running the peer")?;
+
+    println!();
+    println!("{:<40} {:>12} {:>12}", "", "p50", "p99");
+    row("hutch: create → run → delete", &report.cycle);
+    row("  create", &report.create);
+    row("  run `true`", &report.run);
+    row("  delete", &report.delete);
+    match &peer {
+        Some(peer) => {
+            row("bwrap --unshare-all … true", peer);
+            let ratio = report.cycle.p50().as_secs_f64() / peer.p50().as_secs_f64().max(1e-9);
+            println!(
+                "\nratio hutch / bwrap at p50: {ratio:.2}x (bwrap creates and discards namespaces, no API, no store, no limits)"
+            );
+        }
+        None => println!("bwrap --unshare-all … true: not measured (install bubblewrap)"),
+    }
+    if quick {
+        println!("quick mode: too few iterations to compare with the target (p50 ≤ 15 ms)");
+        return Ok(());
+    }
+    let target = std::time::Duration::from_millis(15);
+    let verdict = if report.cycle.p50() <= target {
+        "met"
+    } else {
+        "missed"
+    };
+    println!("target p50 ≤ 15 ms: {verdict} ({})", ms(report.cycle.p50()));
+    Ok(())
+}
+
+fn row(name: &str, samples: &Samples) {
+    println!(
+        "{name:<40} {:>12} {:>12}",
+        ms(samples.p50()),
+        ms(samples.p99())
+    );
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every check and test: formatting, lints, unit tests, the end-to-end tests against a
+# real `hutch serve` (they need root, and fail rather than skip under CI=true), and the
+# benchmarks in quick mode.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/deps.sh
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --locked --workspace
+echo "== benchmark (quick mode: checks that it runs, figures are not meaningful)"
+cargo run --locked -q -p hutch -- bench sessions --quick
