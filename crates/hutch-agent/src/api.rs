@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -21,7 +20,8 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/commands", post(run_command))
-        .layer(axum::extract::DefaultBodyLimit::max(REQUEST_BODY_MAX_BYTES))
+        // Body reads its own bounded way (see Body).
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .fallback(not_found)
         .with_state(agent)
 }
@@ -46,28 +46,54 @@ async fn run_command(
     commands::run(&agent, req).await.map(Json)
 }
 
-/// A JSON body whose rejections answer in the error envelope.
+/// Past the size limit, how much of a body is still read (and thrown away) so that the
+/// client, which may still be sending, reliably receives the 413 instead of a broken pipe.
+const DRAIN_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// A JSON body (any content type) whose rejections answer in the error envelope.
 pub(crate) struct Body<T>(pub(crate) T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = AgentError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(Body(value)),
-            Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(AgentError::TooLarge(format!(
-                    "request body is larger than {REQUEST_BODY_MAX_BYTES} bytes"
-                )))
-            }
-            Err(rejection) => Err(AgentError::Invalid {
-                message: rejection_message(&rejection),
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        use http_body_util::BodyExt;
+        let mut body = req.into_body();
+        let mut bytes = Vec::new();
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| AgentError::Invalid {
+                message: format!("reading the request body: {e}"),
                 field: None,
-            }),
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            seen += data.len();
+            if seen <= REQUEST_BODY_MAX_BYTES {
+                bytes.extend_from_slice(&data);
+            } else {
+                bytes = Vec::new();
+                if seen > REQUEST_BODY_MAX_BYTES + DRAIN_MAX_BYTES {
+                    break;
+                }
+            }
         }
+        if seen > REQUEST_BODY_MAX_BYTES {
+            return Err(AgentError::TooLarge(format!(
+                "request body is larger than {REQUEST_BODY_MAX_BYTES} bytes"
+            )));
+        }
+        let bytes = if bytes.is_empty() {
+            b"{}".to_vec()
+        } else {
+            bytes
+        };
+        serde_json::from_slice(&bytes)
+            .map(Body)
+            .map_err(|e| AgentError::Invalid {
+                message: format!("invalid JSON body: {e}"),
+                field: None,
+            })
     }
-}
-
-fn rejection_message(rejection: &JsonRejection) -> String {
-    format!("invalid JSON body: {}", rejection.body_text())
 }

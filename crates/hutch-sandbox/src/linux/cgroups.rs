@@ -201,6 +201,13 @@ impl Cgroups {
         self.limits
     }
 
+    /// The v2 mount (if any) and the v1 hierarchies hutch uses.
+    fn all_roots(&self) -> Vec<&Path> {
+        let mut roots: Vec<&Path> = self.mounts.v2.iter().map(PathBuf::as_path).collect();
+        roots.extend(self.v1_roots());
+        roots
+    }
+
     fn v1_roots(&self) -> Vec<&Path> {
         if self.limits == LimitsVia::V2 {
             return Vec::new();
@@ -247,12 +254,7 @@ impl Cgroups {
     /// Removes this server's parent cgroups (`hutch/<instance>`, and `hutch` when no other
     /// instance uses it) from every hierarchy where they are empty.
     pub(crate) fn remove_parents_if_empty(&self) {
-        let roots = self
-            .mounts
-            .v2
-            .iter()
-            .map(PathBuf::as_path)
-            .chain(self.v1_roots());
+        let roots = self.all_roots();
         for root in roots {
             let instance = root.join(&self.parent);
             if fs::remove_dir(&instance).is_ok()
@@ -395,12 +397,7 @@ impl Cgroups {
     /// Ids of every sandbox with a cgroup under hutch's parent, in any hierarchy.
     pub(crate) fn list(&self) -> Vec<Uuid> {
         let mut ids = Vec::new();
-        let roots = self
-            .mounts
-            .v2
-            .iter()
-            .map(PathBuf::as_path)
-            .chain(self.v1_roots());
+        let roots = self.all_roots();
         for root in roots {
             let Ok(entries) = fs::read_dir(root.join(&self.parent)) else {
                 continue;
