@@ -1,4 +1,4 @@
-//! Sessions: isolated sandboxes with a time to live (seed 004).
+//! Sessions: isolated sandboxes with a time to live.
 
 use std::collections::BTreeMap;
 

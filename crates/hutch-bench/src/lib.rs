@@ -7,7 +7,7 @@
 //!
 //! Scenarios so far:
 //! - [`sessions`]: create a session → run `true` in it → delete it, against
-//!   `bwrap --unshare-all … true` (DESIGN target: p50 ≤ 15 ms).
+//!   `bwrap --unshare-all … true` (target: p50 ≤ 15 ms on a 2-core machine).
 
 pub mod peers;
 pub mod server;
