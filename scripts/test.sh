@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, lints, unit tests, the end-to-end tests against a
-# real `hutch serve` (they need root, and fail rather than skip under CI=true), and the
-# benchmarks in quick mode.
+# real `hutch serve` (they need root, and fail rather than skip under CI=true), among them the
+# API contract check by schemathesis (crates/hutch/tests/schemathesis.rs; deps.sh installs it),
+# and the benchmarks in quick mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

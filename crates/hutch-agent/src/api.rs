@@ -2,13 +2,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{Request, State};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hutch_api::{CommandRequest, CommandResult};
+use hutch_api::limits::COMMANDS_CONCURRENT_MAX;
+use hutch_api::{CommandRequest, CommandResult, ErrorBody, ErrorCode};
 use serde::de::DeserializeOwned;
 
-use crate::error::AgentError;
+use crate::error::{AgentError, error_response};
 use crate::{Agent, commands};
 
 /// Largest request body: a command with its largest `stdin`, JSON-escaped, fits.
@@ -20,9 +22,11 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/commands", post(run_command))
-        // Body reads its own bounded way (see Body).
+        // Bodies are read their own bounded way (see read_json).
         .layer(axum::extract::DefaultBodyLimit::disable())
         .fallback(not_found)
+        // A known path with the wrong method is still answered in the error envelope.
+        .method_not_allowed_fallback(not_found)
         .with_state(agent)
 }
 
@@ -30,70 +34,117 @@ async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-async fn not_found() -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let body = hutch_api::ErrorBody::new(
-        hutch_api::ErrorCode::NotFound,
-        "no such route in the session API",
-    );
-    (axum::http::StatusCode::NOT_FOUND, Json(body)).into_response()
+async fn not_found() -> Response {
+    let code = ErrorCode::NotFound;
+    error_response(
+        code,
+        ErrorBody::new(code, "no such route in the session API"),
+    )
 }
 
+/// `POST /commands`. A command holds one of the session's [`COMMANDS_CONCURRENT_MAX`]
+/// permits from before its body is read until its result is ready, so that the memory
+/// commands hold (bodies, output buffers) is bounded per session; without a free permit the
+/// request answers 429 `rate_limited` at once.
 async fn run_command(
     State(agent): State<Arc<Agent>>,
-    Body(req): Body<CommandRequest>,
+    req: Request,
 ) -> Result<Json<CommandResult>, AgentError> {
-    commands::run(&agent, req).await.map(Json)
+    let Ok(_permit) = Arc::clone(&agent.commands).try_acquire_owned() else {
+        drain(req.into_body()).await;
+        return Err(AgentError::Busy {
+            limit: COMMANDS_CONCURRENT_MAX,
+        });
+    };
+    let command: CommandRequest = read_json(req.into_body()).await?;
+    commands::run(&agent, command).await.map(Json)
 }
 
 /// Past the size limit, how much of a body is still read (and thrown away) so that the
-/// client, which may still be sending, reliably receives the 413 instead of a broken pipe.
+/// client, which may still be sending, reliably receives the error instead of a broken pipe.
 const DRAIN_MAX_BYTES: usize = 64 * 1024 * 1024;
 
-/// A JSON body (any content type) whose rejections answer in the error envelope.
-pub(crate) struct Body<T>(pub(crate) T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
-    type Rejection = AgentError;
-
-    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        use http_body_util::BodyExt;
-        let mut body = req.into_body();
-        let mut bytes = Vec::new();
-        let mut seen = 0usize;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| AgentError::Invalid {
-                message: format!("reading the request body: {e}"),
-                field: None,
-            })?;
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            seen += data.len();
-            if seen <= REQUEST_BODY_MAX_BYTES {
-                bytes.extend_from_slice(&data);
-            } else {
-                bytes = Vec::new();
-                if seen > REQUEST_BODY_MAX_BYTES + DRAIN_MAX_BYTES {
-                    break;
-                }
+/// Reads a JSON body (any content type) of at most [`REQUEST_BODY_MAX_BYTES`]; an empty body
+/// reads as `{}`. Rejections answer in the error envelope.
+async fn read_json<T: DeserializeOwned>(body: axum::body::Body) -> Result<T, AgentError> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut bytes = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| AgentError::Invalid {
+            message: format!("reading the request body: {e}"),
+            field: None,
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.len());
+        if seen <= REQUEST_BODY_MAX_BYTES {
+            bytes.extend_from_slice(&data);
+        } else {
+            bytes = Vec::new();
+            if seen > REQUEST_BODY_MAX_BYTES + DRAIN_MAX_BYTES {
+                break;
             }
         }
-        if seen > REQUEST_BODY_MAX_BYTES {
-            return Err(AgentError::TooLarge(format!(
-                "request body is larger than {REQUEST_BODY_MAX_BYTES} bytes"
-            )));
+    }
+    if seen > REQUEST_BODY_MAX_BYTES {
+        return Err(AgentError::TooLarge(format!(
+            "request body is larger than {REQUEST_BODY_MAX_BYTES} bytes"
+        )));
+    }
+    let bytes = if bytes.is_empty() {
+        b"{}".to_vec()
+    } else {
+        bytes
+    };
+    serde_json::from_slice(&bytes).map_err(|e| AgentError::Invalid {
+        message: format!("invalid JSON body: {e}"),
+        field: None,
+    })
+}
+
+/// Reads and throws away up to `REQUEST_BODY_MAX_BYTES + DRAIN_MAX_BYTES` of a body that is
+/// refused before it is read, keeping nothing.
+async fn drain(body: axum::body::Body) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            seen = seen.saturating_add(data.len());
+            if seen > REQUEST_BODY_MAX_BYTES + DRAIN_MAX_BYTES {
+                return;
+            }
         }
-        let bytes = if bytes.is_empty() {
-            b"{}".to_vec()
-        } else {
-            bytes
-        };
-        serde_json::from_slice(&bytes)
-            .map(Body)
-            .map_err(|e| AgentError::Invalid {
-                message: format!("invalid JSON body: {e}"),
-                field: None,
-            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn empty_body_reads_as_an_empty_object() {
+        let req: CommandRequest = read_json(axum::body::Body::empty()).await.unwrap();
+        assert_eq!(req, CommandRequest::default());
+    }
+
+    #[tokio::test]
+    async fn oversized_body_is_refused() {
+        let big = vec![b' '; REQUEST_BODY_MAX_BYTES + 1];
+        let err = read_json::<CommandRequest>(axum::body::Body::from(big))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AgentError::TooLarge(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn bad_json_is_invalid() {
+        let err = read_json::<CommandRequest>(axum::body::Body::from("{"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AgentError::Invalid { .. }), "{err:?}");
     }
 }

@@ -3,7 +3,11 @@
 //! Each command gets a cgroup of its own inside the sandbox's delegated cgroup (or, on hosts
 //! without cgroup v2, a process group of its own). When the command's first process exits, or
 //! its timeout passes, everything left in that cgroup is killed at once: a command never leaves
-//! processes behind, whatever it forked or however it detached.
+//! processes behind, whatever it forked or however it detached. The same kill happens when the
+//! request is dropped half-way (the client went away): a command never outlives its request.
+//!
+//! Memory: a command holds at most its request (bounded by the agent's body limit) and
+//! [`COMMAND_OUTPUT_MAX_BYTES`] per output stream, plus the response built from them.
 
 use std::ffi::CString;
 use std::io;
@@ -298,9 +302,10 @@ pub(crate) async fn run(agent: &Agent, req: CommandRequest) -> Result<CommandRes
     let started = Instant::now();
     let (process, exited) = agent.reaper.spawn(&spec)?;
     drop((stdin_r, stdout_w, stderr_w));
-    let killer = Killer {
+    let mut killer = Killer {
         cgroup: cgroup.as_ref(),
         pgid: process.pid,
+        done: false,
     };
 
     let stdin_task = match (stdin_w, plan.stdin) {
@@ -348,6 +353,7 @@ pub(crate) async fn run(agent: &Agent, req: CommandRequest) -> Result<CommandRes
     stdout_task.abort();
     stderr_task.abort();
     let (out, err) = (take(&stdout_buf), take(&stderr_buf));
+    drop(killer);
     drop(cgroup);
     Ok(CommandResult {
         exit_code: exit.code(),
@@ -359,14 +365,25 @@ pub(crate) async fn run(agent: &Agent, req: CommandRequest) -> Result<CommandRes
     })
 }
 
-/// Kills a command's whole tree: its cgroup, or its process group.
+/// Kills a command's whole tree: its cgroup, or its process group. Dropped before it killed
+/// (the request was cancelled, or failed after the spawn), it kills then.
 struct Killer<'a> {
     cgroup: Option<&'a CommandCgroup>,
     pgid: i32,
+    done: bool,
+}
+
+impl Drop for Killer<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.kill();
+        }
+    }
 }
 
 impl Killer<'_> {
-    fn kill(&self) {
+    fn kill(&mut self) {
+        self.done = true;
         match self.cgroup {
             Some(cgroup) => cgroup.kill(),
             None => {
@@ -386,7 +403,9 @@ struct Captured {
 
 impl Captured {
     fn text(self) -> String {
-        let mut text = String::from_utf8_lossy(&self.bytes).into_owned();
+        // Valid UTF-8 (the usual case) becomes the string without a copy.
+        let mut text = String::from_utf8(self.bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         if self.truncated {
             text.push_str(&format!(
                 "\n[hutch: output truncated at {COMMAND_OUTPUT_MAX_BYTES} bytes]\n"
@@ -439,4 +458,54 @@ fn open_dev_null() -> Result<OwnedFd, AgentError> {
     std::fs::File::open("/dev/null")
         .map(OwnedFd::from)
         .map_err(AgentError::Runtime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_text_keeps_utf8_and_replaces_invalid_bytes() {
+        let valid = Captured {
+            bytes: "héllo\n".as_bytes().to_vec(),
+            truncated: false,
+        };
+        assert_eq!(valid.text(), "héllo\n");
+        let invalid = Captured {
+            bytes: vec![b'a', 0xff, b'b'],
+            truncated: false,
+        };
+        assert_eq!(invalid.text(), "a\u{fffd}b");
+    }
+
+    #[test]
+    fn truncated_output_is_marked() {
+        let cut = Captured {
+            bytes: b"abc".to_vec(),
+            truncated: true,
+        };
+        let text = cut.text();
+        assert!(
+            text.starts_with("abc\n[hutch: output truncated at "),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn capture_keeps_at_most_the_limit_and_reads_to_the_end() {
+        let (rx, tx) = pipe_pair().unwrap();
+        let rx = pipe::Receiver::from_owned_fd(rx).unwrap();
+        let mut tx = pipe::Sender::from_owned_fd(tx).unwrap();
+        let shared = SharedCapture::default();
+        let task = tokio::spawn(capture(Some(rx), shared.clone()));
+        let chunk = vec![b'x'; 1024 * 1024];
+        for _ in 0..(COMMAND_OUTPUT_MAX_BYTES / chunk.len() + 2) {
+            tx.write_all(&chunk).await.unwrap();
+        }
+        drop(tx);
+        task.await.unwrap();
+        let captured = take(&shared);
+        assert_eq!(captured.bytes.len(), COMMAND_OUTPUT_MAX_BYTES);
+        assert!(captured.truncated);
+    }
 }

@@ -19,6 +19,14 @@ pub enum AgentError {
     /// The request body is too large.
     #[error("{0}")]
     TooLarge(String),
+    /// The session already runs its maximum of commands at once.
+    #[error(
+        "this session already runs {limit} commands at once, its maximum; retry when one finishes"
+    )]
+    Busy {
+        /// The most commands a session runs at once.
+        limit: usize,
+    },
     /// The program could not be started (not found, not executable, bad cwd).
     #[error("{0}")]
     Spawn(#[from] hutch_sandbox::process::SpawnError),
@@ -55,6 +63,7 @@ impl AgentError {
             AgentError::Spawn(hutch_sandbox::process::SpawnError::Clone(_)) => ErrorCode::Internal,
             AgentError::Invalid { .. } | AgentError::Spawn(_) => ErrorCode::InvalidRequest,
             AgentError::TooLarge(_) => ErrorCode::PayloadTooLarge,
+            AgentError::Busy { .. } => ErrorCode::RateLimited,
             AgentError::Runtime(_) | AgentError::Cgroup { .. } => ErrorCode::Internal,
         }
     }
@@ -67,14 +76,50 @@ impl IntoResponse for AgentError {
             tracing::error!(error = %self, "agent request failed");
         }
         let mut body = ErrorBody::new(code, self.to_string());
-        if let AgentError::Invalid {
-            field: Some(field), ..
-        } = &self
-        {
-            body = body.with_detail("field", *field);
+        match &self {
+            AgentError::Invalid {
+                field: Some(field), ..
+            } => body = body.with_detail("field", *field),
+            AgentError::Busy { limit } => body = body.with_detail("limit", *limit),
+            _ => {}
         }
-        let status =
-            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(body)).into_response()
+        error_response(code, body)
+    }
+}
+
+/// An error response: the envelope, the status of its code, and the code repeated in the
+/// [`hutch_api::error::ERROR_CODE_HEADER`] header (the control plane counts errors by it).
+pub(crate) fn error_response(code: ErrorCode, body: ErrorBody) -> Response {
+    let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(hutch_api::error::ERROR_CODE_HEADER, code.as_str())],
+        Json(body),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_is_rate_limited_with_the_limit() {
+        let response = AgentError::Busy { limit: 64 }.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            response.headers()[hutch_api::error::ERROR_CODE_HEADER],
+            "rate_limited"
+        );
+    }
+
+    #[test]
+    fn every_error_names_its_code_in_a_header() {
+        let response = AgentError::invalid("cwd", "cwd must be an absolute path").into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            response.headers()[hutch_api::error::ERROR_CODE_HEADER],
+            "invalid_request"
+        );
     }
 }

@@ -7,6 +7,12 @@
 //! locked down (see `hutch_sandbox::init`).
 //!
 //! As PID 1 the agent also reaps every orphan in the sandbox ([`reaper`]).
+//!
+//! A session runs at most [`hutch_api::limits::COMMANDS_CONCURRENT_MAX`] commands at once;
+//! a command over it answers 429 `rate_limited` without being read or run.
+
+// Tests may unwrap; the non-test build is still checked for it.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod api;
 mod commands;
@@ -39,6 +45,8 @@ pub(crate) struct Agent {
     pub(crate) cgroup_dir: Option<OwnedFd>,
     pub(crate) base_env: BTreeMap<String, String>,
     pub(crate) next_command: std::sync::atomic::AtomicU64,
+    /// One permit per command that may run at once.
+    pub(crate) commands: Arc<tokio::sync::Semaphore>,
 }
 
 /// Serves the agent API until the process is killed.
@@ -69,6 +77,9 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
         cgroup_dir: config.cgroup_dir,
         base_env,
         next_command: std::sync::atomic::AtomicU64::new(1),
+        commands: Arc::new(tokio::sync::Semaphore::new(
+            hutch_api::limits::COMMANDS_CONCURRENT_MAX,
+        )),
     });
     let std_listener = std::os::unix::net::UnixListener::from(config.listener);
     std_listener

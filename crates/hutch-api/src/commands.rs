@@ -3,27 +3,37 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// `POST /v1/sessions/{id}/commands`: exactly one of `command` and `argv`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"command": "uname -a; id", "timeout": 10}))]
 pub struct CommandRequest {
-    /// A shell command line, run by `/bin/sh -c`.
+    /// A shell command line, run by `/bin/sh -c`: at most 256 KiB, no NUL. Give either
+    /// `command` or `argv`.
+    #[schema(max_length = 262144, pattern = "^[^\\u0000]*$")]
     pub command: Option<String>,
     /// A program and its arguments, run without a shell.
+    #[schema(schema_with = crate::schema::argv_request)]
     pub argv: Option<Vec<String>>,
-    /// Working directory; default `/workspace`.
+    /// Working directory, an absolute path of at most 4096 bytes; default `/workspace`.
+    #[schema(max_length = 4096, pattern = "^/[^\\u0000]*$")]
     pub cwd: Option<String>,
-    /// Extra environment variables for this command.
+    /// Extra environment variables for this command, over the session's.
+    #[schema(schema_with = crate::schema::env_request)]
     pub env: Option<BTreeMap<String, String>>,
-    /// Seconds before the command and everything it started is killed; default 60.
+    /// Seconds, in (0, 3600], before the command and everything it started is killed;
+    /// default 60.
+    #[schema(exclusive_minimum = 0, maximum = 3600)]
     pub timeout: Option<f64>,
-    /// Text written to the command's standard input, which is then closed.
+    /// Text written to the command's standard input, which is then closed: at most 4 MiB.
+    #[schema(max_length = 4194304)]
     pub stdin: Option<String>,
 }
 
 /// The outcome of a command.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommandResult {
     /// Exit status; `128 + n` when killed by signal `n`, as a shell reports it.

@@ -4,9 +4,14 @@
 //! are stable identifiers clients may match on; messages are for people and may change.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The response header that repeats the error code of every error response, from the control
+/// plane or from a session's agent, so that it can be read without parsing the body.
+pub const ERROR_CODE_HEADER: &str = "x-hutch-error-code";
 
 /// A stable, machine-readable error code. Each maps to exactly one HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The request is malformed or a field is out of range (400).
@@ -23,8 +28,15 @@ pub enum ErrorCode {
     Conflict,
     /// The request body is larger than the server accepts (413).
     PayloadTooLarge,
-    /// Too many requests or too many resources in use (429).
+    /// The request target (path and query) is longer than the server accepts (414).
+    UriTooLong,
+    /// The request's header fields are larger in total than the server accepts (431).
+    HeadersTooLarge,
+    /// Too many requests from this tenant; `Retry-After` says when to retry (429).
     RateLimited,
+    /// The tenant holds as many sessions, or as much session memory, as its quota allows
+    /// (429).
+    QuotaExceeded,
     /// The server is at capacity and cannot start another sandbox (503).
     Capacity,
     /// The session's sandbox could not be reached or has failed (502).
@@ -45,7 +57,9 @@ impl ErrorCode {
             ErrorCode::NotFound | ErrorCode::SessionNotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
-            ErrorCode::RateLimited => 429,
+            ErrorCode::UriTooLong => 414,
+            ErrorCode::HeadersTooLarge => 431,
+            ErrorCode::RateLimited | ErrorCode::QuotaExceeded => 429,
             ErrorCode::Internal => 500,
             ErrorCode::SandboxUnavailable => 502,
             ErrorCode::Capacity => 503,
@@ -63,7 +77,10 @@ impl ErrorCode {
             ErrorCode::SessionNotFound => "session_not_found",
             ErrorCode::Conflict => "conflict",
             ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UriTooLong => "uri_too_long",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::Capacity => "capacity",
             ErrorCode::SandboxUnavailable => "sandbox_unavailable",
             ErrorCode::DiskFull => "disk_full",
@@ -73,21 +90,23 @@ impl ErrorCode {
 }
 
 /// The body of every error response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"error": {"code": "invalid_request", "message": "ttl must be between 60 and 28800 seconds, got 5", "details": {"field": "ttl"}}}))]
 pub struct ErrorBody {
     /// What went wrong.
     pub error: ErrorDetail,
 }
 
 /// What went wrong: a stable code, a message for people, and optional structured details.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable code to match on.
     pub code: ErrorCode,
     /// Human-readable explanation.
     pub message: String,
-    /// Structured context, such as the offending `field`.
+    /// Structured context, such as the offending `field`; omitted when empty.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[schema(value_type = Object)]
     pub details: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -126,6 +145,16 @@ mod tests {
     }
 
     #[test]
+    fn limits_and_quotas_answer_429() {
+        assert_eq!(ErrorCode::RateLimited.status(), 429);
+        assert_eq!(ErrorCode::QuotaExceeded.status(), 429);
+        assert_eq!(
+            serde_json::to_value(ErrorCode::QuotaExceeded).unwrap(),
+            "quota_exceeded"
+        );
+    }
+
+    #[test]
     fn as_str_matches_serde_name() {
         for code in [
             ErrorCode::InvalidRequest,
@@ -135,7 +164,10 @@ mod tests {
             ErrorCode::SessionNotFound,
             ErrorCode::Conflict,
             ErrorCode::PayloadTooLarge,
+            ErrorCode::UriTooLong,
+            ErrorCode::HeadersTooLarge,
             ErrorCode::RateLimited,
+            ErrorCode::QuotaExceeded,
             ErrorCode::Capacity,
             ErrorCode::SandboxUnavailable,
             ErrorCode::DiskFull,

@@ -60,3 +60,13 @@ pub const PATH_MAX_BYTES: usize = 4096;
 
 /// Largest JSON request body the control plane accepts on its own routes, in bytes.
 pub const JSON_BODY_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+/// Most bytes of header fields on one request (the sum of every name and value length);
+/// past it the control plane answers 431 `headers_too_large`.
+pub const REQUEST_HEADERS_MAX_BYTES: usize = 16 * 1024;
+/// Longest request target (path and query string), in bytes; past it the control plane
+/// answers 414 `uri_too_long`.
+pub const REQUEST_URI_MAX_BYTES: usize = 8 * 1024;
+/// Most commands one session runs at once; past it the session's agent answers 429
+/// `rate_limited` until one finishes.
+pub const COMMANDS_CONCURRENT_MAX: usize = 64;

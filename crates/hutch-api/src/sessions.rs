@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// Where a session is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SessionStatus {
     /// The sandbox is being built; not yet usable.
@@ -44,14 +45,17 @@ impl SessionStatus {
 }
 
 /// Resource limits of a session, as granted.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Resources {
     /// CPU time per wall-clock second, in CPUs (0.5 = half a core).
+    #[schema(minimum = 0.05, maximum = 64)]
     pub cpus: f64,
     /// Memory limit in MiB (swap is off).
+    #[schema(minimum = 32, maximum = 65536)]
     pub memory_mb: u64,
     /// Most processes and threads alive at once.
+    #[schema(minimum = 8, maximum = 32768)]
     pub pids: u64,
 }
 
@@ -66,45 +70,56 @@ impl Default for Resources {
 }
 
 /// Resource limits as requested: each omitted field takes its default.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResourcesRequest {
-    /// CPUs; default 1.
+    /// CPUs, 0.05 to 64; default 1.
+    #[schema(minimum = 0.05, maximum = 64)]
     pub cpus: Option<f64>,
-    /// Memory in MiB; default 512.
+    /// Memory in MiB, 32 to 65536; default 512.
+    #[schema(minimum = 32, maximum = 65536)]
     pub memory_mb: Option<u64>,
-    /// Process limit; default 512.
+    /// Process limit, 8 to 32768; default 512.
+    #[schema(minimum = 8, maximum = 32768)]
     pub pids: Option<u64>,
 }
 
 /// `POST /v1/sessions`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"ttl": 600, "metadata": {"owner": "ci"}, "resources": {"cpus": 0.5, "memoryMb": 256}}))]
 pub struct CreateSessionRequest {
     /// Time to live in seconds, 60..=28800; default 300.
+    #[schema(minimum = 60, maximum = 28800)]
     pub ttl: Option<u64>,
-    /// Image name; default `default`.
+    /// Image name; default `default`, the only image so far.
+    #[schema(example = "default")]
     pub image: Option<String>,
     /// Free-form string labels, bounded in count and size.
+    #[schema(schema_with = crate::schema::metadata_request)]
     pub metadata: Option<BTreeMap<String, String>>,
     /// Resource limits.
     pub resources: Option<ResourcesRequest>,
     /// Environment variables every process in the session starts with.
+    #[schema(schema_with = crate::schema::env_request)]
     pub env: Option<BTreeMap<String, String>>,
 }
 
 /// `PATCH /v1/sessions/{id}`: each present field replaces the current value.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"ttl": 3600}))]
 pub struct UpdateSessionRequest {
-    /// New time to live in seconds, counted from now.
+    /// New time to live in seconds, 60..=28800, counted from now.
+    #[schema(minimum = 60, maximum = 28800)]
     pub ttl: Option<u64>,
     /// New metadata, replacing the old.
+    #[schema(schema_with = crate::schema::metadata_request)]
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
 /// A session as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Session {
     /// UUID (v7, so ids sort by creation time).
@@ -114,6 +129,7 @@ pub struct Session {
     /// Image the sandbox runs.
     pub image: String,
     /// Labels given on create or update.
+    #[schema(schema_with = crate::schema::metadata_response)]
     pub metadata: BTreeMap<String, String>,
     /// Granted resource limits.
     pub resources: Resources,
@@ -126,14 +142,15 @@ pub struct Session {
 }
 
 /// `GET /v1/sessions`: one page of the caller's sessions, oldest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionList {
     /// The page.
     pub sessions: Vec<Session>,
     /// How many sessions the caller has in all.
     pub total: u64,
-    /// The page size used.
+    /// The page size used, 1..=100.
+    #[schema(minimum = 1, maximum = 100)]
     pub limit: u32,
     /// How many sessions were skipped.
     pub offset: u64,

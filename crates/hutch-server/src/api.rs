@@ -14,7 +14,10 @@
 //! | `PATCH /v1/sessions/{id}` | [`update_session`] |
 //! | `DELETE /v1/sessions/{id}` | [`delete_session`] |
 //! | any `/v1/sessions/{id}/{*rest}` | [`proxy`]: forwarded to the session's agent |
+//! | `GET /v1/openapi.json`, `GET /docs` (no auth) | [`crate::openapi`]: the API contract |
+//! | `GET /metrics` (no auth) | [`crate::metrics::scrape`]: Prometheus text format |
 //!
+//! Each handler's `#[utoipa::path]` annotation is its entry in the OpenAPI document.
 //! Every response carries an `X-Request-Id` header: the client's, or a new UUID.
 
 use std::sync::atomic::Ordering;
@@ -35,6 +38,10 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Json, SessionId};
+use crate::openapi::{
+    BadRequest, Capacity, Conflict, Internal, PayloadTooLarge, RateLimited, SessionNotFound,
+    Unauthorized,
+};
 use crate::validate;
 
 /// The request id header, taken from the client or generated.
@@ -50,19 +57,55 @@ pub(crate) fn app(state: AppState) -> Router {
                 .patch(update_session)
                 .delete(delete_session),
         )
+        // Authenticates and charges the tenant's lifecycle rate limit.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::ratelimit::limit_lifecycle,
+        ))
         .layer(DefaultBodyLimit::max(JSON_BODY_MAX_BYTES));
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(crate::metrics::scrape))
+        .route("/v1/openapi.json", get(crate::openapi::serve_json))
+        .route("/docs", get(crate::openapi::serve_docs))
         .merge(sessions)
-        .route("/v1/sessions/{id}/{*rest}", any(proxy))
+        .route(
+            crate::metrics::PROXY_ROUTE,
+            // Authenticates and charges the tenant's session rate limit.
+            any(proxy).layer(middleware::from_fn_with_state(
+                state.clone(),
+                crate::ratelimit::limit_session,
+            )),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
+        // Innermost first: the head bounds, then metrics (which see their 414/431), then the
+        // request id.
+        .layer(middleware::from_fn(crate::bounds::bound_request_head))
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            crate::metrics::track,
+        ))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }
 
-/// `GET /health`: 200 once the server has started.
-async fn health(State(state): State<AppState>) -> Response {
+/// Whether the server is up.
+///
+/// 200 once the server has started, 503 while it starts or stops. No token is needed.
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health",
+    tag = "meta",
+    responses(
+        (status = 200, description = "The server serves requests",
+            body = crate::openapi::Health, example = json!({"status": "ok"})),
+        (status = 503, description = "The server is starting or stopping",
+            body = crate::openapi::Health, example = json!({"status": "starting"})),
+    )
+)]
+pub(crate) async fn health(State(state): State<AppState>) -> Response {
     if state.ready.load(Ordering::Acquire) {
         Json(serde_json::json!({"status": "ok"})).into_response()
     } else {
@@ -74,8 +117,39 @@ async fn health(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `POST /v1/sessions`.
-async fn create_session(
+/// Creates a session.
+///
+/// Builds an isolated sandbox (taken from the warm pool when one is ready) and answers once it
+/// runs. Every field is optional; an empty body takes the defaults.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions",
+    operation_id = "createSession",
+    tag = "sessions",
+    request_body(content = CreateSessionRequest, description = "The session to create; may be empty."),
+    responses(
+        (status = 200, description = "The session, `RUNNING`", body = Session,
+            links(
+                ("GetSession" = (operation_id = "getSession",
+                    parameters(("id" = "$response.body#/sessionId")))),
+                ("UpdateSession" = (operation_id = "updateSession",
+                    parameters(("id" = "$response.body#/sessionId")))),
+                ("RunCommand" = (operation_id = "runCommand",
+                    parameters(("id" = "$response.body#/sessionId")))),
+                ("DeleteSession" = (operation_id = "deleteSession",
+                    parameters(("id" = "$response.body#/sessionId")))),
+            )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+        (status = 503, response = Capacity),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn create_session(
     State(state): State<AppState>,
     caller: Caller,
     Json(req): Json<CreateSessionRequest>,
@@ -84,8 +158,30 @@ async fn create_session(
     Ok(Json(state.sessions.create(&caller, new).await?))
 }
 
-/// `GET /v1/sessions?limit&offset`.
-async fn list_sessions(
+/// Lists the caller's sessions.
+///
+/// One page, oldest first; an admin token sees every tenant's sessions.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions",
+    operation_id = "listSessions",
+    tag = "sessions",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100,
+            description = "Sessions on the page, 1 to 100; default 20."),
+        ("offset" = Option<u64>, Query, maximum = 9223372036854775807_u64,
+            description = "How many sessions to skip; default 0."),
+    ),
+    responses(
+        (status = 200, description = "One page of sessions", body = SessionList),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list_sessions(
     State(state): State<AppState>,
     caller: Caller,
     RawQuery(query): RawQuery,
@@ -94,8 +190,24 @@ async fn list_sessions(
     Ok(Json(state.sessions.list(&caller, page).await?))
 }
 
-/// `GET /v1/sessions/{id}`.
-async fn get_session(
+/// Shows a session.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}",
+    operation_id = "getSession",
+    tag = "sessions",
+    params(("id" = Uuid, Path, description = "The session id.")),
+    responses(
+        (status = 200, description = "The session", body = Session),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = SessionNotFound),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn get_session(
     State(state): State<AppState>,
     caller: Caller,
     SessionId(id): SessionId,
@@ -103,8 +215,29 @@ async fn get_session(
     Ok(Json(state.sessions.get(&caller, id).await?))
 }
 
-/// `PATCH /v1/sessions/{id}`.
-async fn update_session(
+/// Changes a session's time to live or metadata.
+///
+/// Each field given replaces the current value; a new `ttl` counts from now.
+#[utoipa::path(
+    patch,
+    path = "/v1/sessions/{id}",
+    operation_id = "updateSession",
+    tag = "sessions",
+    params(("id" = Uuid, Path, description = "The session id.")),
+    request_body(content = UpdateSessionRequest, description = "The changes; may be empty."),
+    responses(
+        (status = 200, description = "The session as changed", body = Session),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = SessionNotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn update_session(
     State(state): State<AppState>,
     caller: Caller,
     SessionId(id): SessionId,
@@ -114,8 +247,27 @@ async fn update_session(
     Ok(Json(state.sessions.update(&caller, id, changes).await?))
 }
 
-/// `DELETE /v1/sessions/{id}`.
-async fn delete_session(
+/// Deletes a session.
+///
+/// Destroys its sandbox and every process in it, and answers once they are gone.
+#[utoipa::path(
+    delete,
+    path = "/v1/sessions/{id}",
+    operation_id = "deleteSession",
+    tag = "sessions",
+    params(("id" = Uuid, Path, description = "The session id.")),
+    responses(
+        (status = 200, description = "The session as it was last seen", body = Session),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = SessionNotFound),
+        (status = 409, response = Conflict),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn delete_session(
     State(state): State<AppState>,
     caller: Caller,
     SessionId(id): SessionId,
@@ -131,6 +283,9 @@ async fn proxy(
     req: Request,
 ) -> Result<Response, ApiError> {
     let stream = state.sessions.connect(&caller, id).await?;
+    if crate::metrics::is_command(req.method(), req.uri().path()) {
+        state.metrics.count_execution();
+    }
     crate::proxy::forward(id, stream, req).await
 }
 

@@ -1,16 +1,29 @@
-//! Bearer tokens: the HS256 secret, minting tokens, and checking them on every `/v1` request.
+//! Bearer tokens: the HS256 secret, public keys, minting tokens, and checking them on every
+//! `/v1` request.
 //!
-//! A token is a JWT signed with HS256. Its claims are `sub` (the tenant; required, non-empty),
-//! `exp` (required), `nbf` (optional) and `admin` (optional boolean; an admin sees every
-//! tenant's sessions). Only HS256 is accepted: `alg: none` and every other algorithm answer
-//! 401, as do missing, malformed, wrongly signed, expired and not-yet-valid tokens. Expiry and
-//! `nbf` are checked with 30 seconds of leeway.
+//! A token is a JWT. Its claims are `sub` (the tenant; required, non-empty), `exp` (required),
+//! `nbf` (optional) and `admin` (optional boolean; an admin sees every tenant's sessions).
+//! Expiry and `nbf` are checked with 30 seconds of leeway. When an issuer or an audience is
+//! configured, `iss` or `aud` is required and must match.
+//!
+//! Three algorithms can be accepted, each only with its own kind of key:
+//!
+//! - HS256, always, with the server's secret;
+//! - RS256, with an RSA public key from the PEM file or the JWKS file;
+//! - ES256, with a P-256 public key from the PEM file or the JWKS file.
+//!
+//! The algorithm a token names picks the keys it is checked against, so an HS256 token is only
+//! ever checked against the secret (never against public key bytes), and an algorithm no key
+//! was configured for answers 401, as do `alg: none`, missing, malformed, wrongly signed,
+//! expired and not-yet-valid tokens. A token's `kid` picks the JWKS key of that id; a `kid`
+//! that no key has falls back to the keys without an id (the PEM key, the secret).
 //!
 //! The secret is either configured (`HUTCH_JWT_SECRET`, used as its UTF-8 bytes) or kept in
 //! `{data_dir}/jwt-secret`: 32 random bytes written as 64 hex characters with mode 0600, created
 //! atomically on first start and reused afterwards. The file's trimmed text is the secret, so
 //! `HUTCH_JWT_SECRET=$(cat DATA/jwt-secret)` signs the same tokens.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -22,8 +35,15 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse,
+};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use p256::elliptic_curve::sec1::ToEncodedPoint;
 use rand::RngCore;
+use rsa::pkcs1::DecodeRsaPublicKey;
+use rsa::pkcs8::DecodePublicKey;
+use rsa::traits::PublicKeyParts;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -37,6 +57,8 @@ pub const STARTUP_TOKEN_SUB: &str = "default";
 pub const STARTUP_TOKEN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 30;
+/// Shortest RSA modulus accepted for RS256, in bits.
+pub const RSA_MIN_BITS: usize = 2048;
 
 /// Why a secret could not be had or a token could not be minted.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +91,25 @@ pub enum AuthError {
     /// Signing failed.
     #[error("signing a token")]
     Sign(#[source] jsonwebtoken::errors::Error),
+    /// The public key file holds no key tokens can be checked with.
+    #[error("{path} holds no usable public key: {reason}")]
+    PublicKey {
+        /// The PEM file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The JWKS file cannot be read as a set of usable keys.
+    #[error("{path} is not a usable JWKS file: {reason}")]
+    Jwks {
+        /// The JWKS file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A configured issuer or audience is empty.
+    #[error("the configured JWT {0} is empty")]
+    EmptyClaim(&'static str),
 }
 
 /// Where the secret came from.
@@ -237,12 +278,45 @@ pub struct Claims {
     pub admin: bool,
 }
 
+/// Registered claims a minted token carries besides `sub`, `exp` and `admin`: the server
+/// requires them when it is configured with an issuer or an audience.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MintOptions {
+    /// The `iss` claim.
+    pub issuer: Option<String>,
+    /// The `aud` claim.
+    pub audience: Option<String>,
+}
+
+/// The claims as minted: [`Claims`] plus `iss` and `aud` when given.
+#[derive(Serialize)]
+struct MintedClaims<'a> {
+    #[serde(flatten)]
+    claims: &'a Claims,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
+}
+
 /// Mints an HS256 token for tenant `sub`, valid for `ttl` from now.
 pub fn mint_token(
     secret: &[u8],
     sub: &str,
     ttl: Duration,
     admin: bool,
+) -> Result<String, AuthError> {
+    mint_token_with(secret, sub, ttl, admin, &MintOptions::default())
+}
+
+/// Mints an HS256 token for tenant `sub`, valid for `ttl` from now, with `iss` and `aud` from
+/// `options`.
+pub fn mint_token_with(
+    secret: &[u8],
+    sub: &str,
+    ttl: Duration,
+    admin: bool,
+    options: &MintOptions,
 ) -> Result<String, AuthError> {
     if sub.is_empty() {
         return Err(AuthError::EmptySubject);
@@ -253,9 +327,14 @@ pub fn mint_token(
         nbf: None,
         admin,
     };
+    let minted = MintedClaims {
+        claims: &claims,
+        iss: options.issuer.as_deref(),
+        aud: options.audience.as_deref(),
+    };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
-        &claims,
+        &minted,
         &EncodingKey::from_secret(secret),
     )
     .map_err(AuthError::Sign)
@@ -277,31 +356,106 @@ impl Caller {
     }
 }
 
-/// Checks tokens against the secret.
-pub(crate) struct Verifier {
+/// What tokens are checked with besides the HS256 secret, and which claims they must carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenPolicy {
+    /// A PEM file holding one RSA (RS256) or P-256 (ES256) public key.
+    pub public_key: Option<PathBuf>,
+    /// A JWKS file (RFC 7517) of RSA and P-256 public keys; a token's `kid` picks one.
+    pub jwks: Option<PathBuf>,
+    /// When set, tokens need an `iss` claim equal to it.
+    pub issuer: Option<String>,
+    /// When set, tokens need an `aud` claim naming it.
+    pub audience: Option<String>,
+}
+
+/// One key tokens may be signed with.
+struct VerifyKey {
+    /// The JWKS `kid`; `None` for the secret and the PEM key.
+    kid: Option<String>,
+    /// The one algorithm this key checks.
+    alg: Algorithm,
+    /// The key.
     key: DecodingKey,
-    validation: Validation,
+}
+
+/// Algorithms a token may name, each with its own kind of key.
+const ALGORITHMS: [Algorithm; 3] = [Algorithm::HS256, Algorithm::RS256, Algorithm::ES256];
+
+/// Checks tokens against the secret and the configured public keys.
+pub(crate) struct Verifier {
+    keys: Vec<VerifyKey>,
+    /// The validation rules of each accepted algorithm.
+    validations: Vec<(Algorithm, Validation)>,
+    /// The accepted algorithms, for messages: `HS256, RS256`.
+    accepted: String,
 }
 
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Verifier").finish_non_exhaustive()
+        f.debug_struct("Verifier")
+            .field("keys", &self.keys.len())
+            .field("accepted", &self.accepted)
+            .finish_non_exhaustive()
     }
 }
 
 impl Verifier {
-    /// A verifier accepting HS256 tokens signed with `secret`.
+    /// A verifier accepting HS256 tokens signed with `secret`, and nothing else.
+    #[cfg(test)]
     pub(crate) fn new(secret: &[u8]) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.algorithms = vec![Algorithm::HS256];
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.validate_aud = false;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        Verifier {
+        Self::with_keys(secret, Vec::new(), None, None)
+    }
+
+    /// A verifier accepting HS256 tokens signed with `secret`, and RS256 or ES256 tokens
+    /// signed with the keys `policy` names, requiring its issuer and audience.
+    pub(crate) fn from_policy(secret: &[u8], policy: &TokenPolicy) -> Result<Self, AuthError> {
+        for (name, value) in [("issuer", &policy.issuer), ("audience", &policy.audience)] {
+            if value.as_deref() == Some("") {
+                return Err(AuthError::EmptyClaim(name));
+            }
+        }
+        let mut keys = Vec::new();
+        if let Some(path) = &policy.public_key {
+            keys.push(load_pem_key(path)?);
+        }
+        if let Some(path) = &policy.jwks {
+            keys.extend(load_jwks(path)?);
+        }
+        Ok(Self::with_keys(
+            secret,
+            keys,
+            policy.issuer.as_deref(),
+            policy.audience.as_deref(),
+        ))
+    }
+
+    fn with_keys(
+        secret: &[u8],
+        public: Vec<VerifyKey>,
+        issuer: Option<&str>,
+        audience: Option<&str>,
+    ) -> Self {
+        let mut keys = vec![VerifyKey {
+            kid: None,
+            alg: Algorithm::HS256,
             key: DecodingKey::from_secret(secret),
-            validation,
+        }];
+        keys.extend(public);
+        let validations: Vec<(Algorithm, Validation)> = ALGORITHMS
+            .into_iter()
+            .filter(|alg| keys.iter().any(|k| k.alg == *alg))
+            .map(|alg| (alg, validation(alg, issuer, audience)))
+            .collect();
+        let accepted = validations
+            .iter()
+            .map(|(alg, _)| format!("{alg:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Verifier {
+            keys,
+            validations,
+            accepted,
         }
     }
 
@@ -322,29 +476,283 @@ impl Verifier {
                 ));
             }
         };
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|e| ApiError::Unauthorized(token_error_message(e.kind())))?;
-        if data.claims.sub.is_empty() {
-            return Err(ApiError::Unauthorized(
-                "token's `sub` claim (the tenant) must not be empty".into(),
-            ));
+        let refuse = |kind: &ErrorKind| ApiError::Unauthorized(self.message(kind));
+        let head = jsonwebtoken::decode_header(token).map_err(|e| refuse(e.kind()))?;
+        let Some((_, validation)) = self.validations.iter().find(|(alg, _)| *alg == head.alg)
+        else {
+            return Err(refuse(&ErrorKind::InvalidAlgorithm));
+        };
+        // The token's `kid` picks the JWKS key of that id; an id no key has falls back to the
+        // keys without one. Either way only keys of the token's own algorithm are tried.
+        let known_kid = head
+            .kid
+            .as_deref()
+            .filter(|kid| self.keys.iter().any(|k| k.kid.as_deref() == Some(*kid)));
+        let candidates: Vec<&VerifyKey> = self
+            .keys
+            .iter()
+            .filter(|k| k.alg == head.alg)
+            .filter(|k| match (&head.kid, known_kid) {
+                (None, _) => true,
+                (Some(_), Some(kid)) => k.kid.as_deref() == Some(kid),
+                (Some(_), None) => k.kid.is_none(),
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Err(ApiError::Unauthorized(match known_kid {
+                None => "token's key id (`kid`) names no configured key".to_owned(),
+                Some(_) => format!(
+                    "the key the token's `kid` names does not check {:?} tokens",
+                    head.alg
+                ),
+            }));
         }
-        Ok(Caller {
-            tenant: data.claims.sub,
-            admin: data.claims.admin,
-        })
+        let mut last = ErrorKind::InvalidSignature;
+        for candidate in candidates {
+            match jsonwebtoken::decode::<Claims>(token, &candidate.key, validation) {
+                Ok(data) => {
+                    if data.claims.sub.is_empty() {
+                        return Err(ApiError::Unauthorized(
+                            "token's `sub` claim (the tenant) must not be empty".into(),
+                        ));
+                    }
+                    return Ok(Caller {
+                        tenant: data.claims.sub,
+                        admin: data.claims.admin,
+                    });
+                }
+                // Another key of the same algorithm may have signed it.
+                Err(e) if is_key_mismatch(e.kind()) => last = e.into_kind(),
+                Err(e) => return Err(refuse(e.kind())),
+            }
+        }
+        Err(refuse(&last))
+    }
+
+    /// A message saying why a token was refused, without echoing the token.
+    fn message(&self, kind: &ErrorKind) -> String {
+        token_error_message(kind, &self.accepted)
     }
 }
 
+/// Whether a decode failed because this key did not sign the token (so another may have).
+fn is_key_mismatch(kind: &ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::InvalidSignature
+            | ErrorKind::InvalidKeyFormat
+            | ErrorKind::InvalidRsaKey(_)
+            | ErrorKind::InvalidEcdsaKey
+    )
+}
+
+/// The rules every token of `alg` must pass.
+fn validation(alg: Algorithm, issuer: Option<&str>, audience: Option<&str>) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.algorithms = vec![alg];
+    validation.leeway = LEEWAY_SECS;
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    let mut required = vec!["exp", "sub"];
+    match audience {
+        Some(audience) => {
+            validation.set_audience(&[audience]);
+            validation.validate_aud = true;
+            required.push("aud");
+        }
+        None => validation.validate_aud = false,
+    }
+    if let Some(issuer) = issuer {
+        validation.set_issuer(&[issuer]);
+        required.push("iss");
+    }
+    validation.set_required_spec_claims(&required);
+    validation
+}
+
+/// Reads a PEM public key: RSA (SPKI `PUBLIC KEY` or PKCS#1 `RSA PUBLIC KEY`) for RS256, or
+/// P-256 (SPKI `PUBLIC KEY`) for ES256.
+fn load_pem_key(path: &Path) -> Result<VerifyKey, AuthError> {
+    let text = fs::read_to_string(path).map_err(|source| AuthError::Io {
+        op: "reading",
+        path: path.to_owned(),
+        source,
+    })?;
+    let (alg, key) = parse_pem_key(&text).map_err(|reason| AuthError::PublicKey {
+        path: path.to_owned(),
+        reason,
+    })?;
+    Ok(VerifyKey {
+        kid: None,
+        alg,
+        key,
+    })
+}
+
+/// The algorithm and key of one PEM public key; the error says what is wrong.
+fn parse_pem_key(text: &str) -> Result<(Algorithm, DecodingKey), String> {
+    let text = text.trim();
+    if text.contains("PRIVATE KEY-----") {
+        return Err(
+            "it holds a private key; give the public key (`openssl pkey -pubout`)".to_owned(),
+        );
+    }
+    if let Ok(key) = rsa::RsaPublicKey::from_public_key_pem(text)
+        .or_else(|_| rsa::RsaPublicKey::from_pkcs1_pem(text))
+    {
+        return Ok((Algorithm::RS256, rsa_key(&key)?));
+    }
+    if let Ok(key) = p256::PublicKey::from_public_key_pem(text) {
+        return Ok((Algorithm::ES256, ec_key(&key)));
+    }
+    Err(
+        "expected one RSA or P-256 public key in PEM form (`-----BEGIN PUBLIC KEY-----` or \
+         `-----BEGIN RSA PUBLIC KEY-----`); other key types and curves are not supported"
+            .to_owned(),
+    )
+}
+
+/// An RS256 key from an RSA public key of at least [`RSA_MIN_BITS`].
+fn rsa_key(key: &rsa::RsaPublicKey) -> Result<DecodingKey, String> {
+    let bits = key.size() * 8;
+    if bits < RSA_MIN_BITS {
+        return Err(format!(
+            "the RSA key has {bits} bits; at least {RSA_MIN_BITS} are needed"
+        ));
+    }
+    Ok(DecodingKey::from_rsa_raw_components(
+        &key.n().to_bytes_be(),
+        &key.e().to_bytes_be(),
+    ))
+}
+
+/// An ES256 key from a P-256 public key (its uncompressed SEC1 point).
+fn ec_key(key: &p256::PublicKey) -> DecodingKey {
+    DecodingKey::from_ec_der(key.to_encoded_point(false).as_bytes())
+}
+
+/// Reads a JWKS file: every RSA key (RS256) and P-256 key (ES256) meant for signatures. Keys
+/// of other types, curves, algorithms or uses are skipped with a warning; a set with no usable
+/// key, a malformed usable key, or two keys of the same `kid` is refused.
+fn load_jwks(path: &Path) -> Result<Vec<VerifyKey>, AuthError> {
+    let jwks_error = |reason: String| AuthError::Jwks {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = fs::read_to_string(path).map_err(|source| AuthError::Io {
+        op: "reading",
+        path: path.to_owned(),
+        source,
+    })?;
+    let set: JwkSet = serde_json::from_str(&text).map_err(|e| jwks_error(e.to_string()))?;
+    let mut keys = Vec::new();
+    let mut kids = HashSet::new();
+    for (index, jwk) in set.keys.iter().enumerate() {
+        let kid = jwk.common.key_id.clone();
+        let name = match &kid {
+            Some(kid) => format!("key `{kid}`"),
+            None => format!("key {index}"),
+        };
+        match jwk_key(jwk) {
+            Ok(Some((alg, key))) => {
+                if let Some(kid) = &kid
+                    && !kids.insert(kid.clone())
+                {
+                    return Err(jwks_error(format!("two keys have the id `{kid}`")));
+                }
+                keys.push(VerifyKey { kid, alg, key });
+            }
+            Ok(None) => {
+                tracing::warn!(path = %path.display(), key = %name, "JWKS key skipped: not an RS256 or ES256 signing key");
+            }
+            Err(reason) => return Err(jwks_error(format!("{name}: {reason}"))),
+        }
+    }
+    if keys.is_empty() {
+        return Err(jwks_error(
+            "it holds no RSA or P-256 key usable for RS256 or ES256 signatures".to_owned(),
+        ));
+    }
+    Ok(keys)
+}
+
+/// The algorithm and key of one JWK; `None` when it is not an RS256 or ES256 signing key.
+fn jwk_key(jwk: &Jwk) -> Result<Option<(Algorithm, DecodingKey)>, String> {
+    if matches!(
+        jwk.common.public_key_use,
+        Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))
+    ) {
+        return Ok(None);
+    }
+    let alg = jwk.common.key_algorithm;
+    match &jwk.algorithm {
+        AlgorithmParameters::RSA(params) if matches!(alg, None | Some(KeyAlgorithm::RS256)) => {
+            let component = |name: &str, value: &str| {
+                decode_b64url(value)
+                    .map(|bytes| rsa::BigUint::from_bytes_be(&bytes))
+                    .ok_or_else(|| format!("`{name}` is not base64url"))
+            };
+            let key =
+                rsa::RsaPublicKey::new(component("n", &params.n)?, component("e", &params.e)?)
+                    .map_err(|e| format!("not a valid RSA public key: {e}"))?;
+            Ok(Some((Algorithm::RS256, rsa_key(&key)?)))
+        }
+        AlgorithmParameters::EllipticCurve(params)
+            if params.curve == EllipticCurve::P256
+                && matches!(alg, None | Some(KeyAlgorithm::ES256)) =>
+        {
+            let (Some(x), Some(y)) = (decode_b64url(&params.x), decode_b64url(&params.y)) else {
+                return Err("`x` or `y` is not base64url".to_owned());
+            };
+            let mut point = Vec::with_capacity(1 + x.len() + y.len());
+            point.push(0x04);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            let key = p256::PublicKey::from_sec1_bytes(&point)
+                .map_err(|_| "not a point on the P-256 curve".to_owned())?;
+            Ok(Some((Algorithm::ES256, ec_key(&key))))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Decodes unpadded base64url (RFC 4648 §5), as JWK members are written; `None` if invalid.
+fn decode_b64url(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for byte in text.bytes() {
+        let value = match byte {
+            b'A'..=b'Z' => byte - b'A',
+            b'a'..=b'z' => byte - b'a' + 26,
+            b'0'..=b'9' => byte - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(value);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    // Leftover bits must be zero padding of the last byte, and fewer than a byte's worth.
+    (bits < 6 && acc == 0 && !text.is_empty()).then_some(out)
+}
+
 /// A message saying why a token was refused, without echoing the token.
-fn token_error_message(kind: &ErrorKind) -> String {
+fn token_error_message(kind: &ErrorKind, accepted: &str) -> String {
     match kind {
         ErrorKind::ExpiredSignature => "token has expired".into(),
         ErrorKind::ImmatureSignature => "token is not valid yet (nbf is in the future)".into(),
         ErrorKind::InvalidSignature => "token signature is invalid".into(),
         ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-            "token algorithm is not accepted; only HS256 is".into()
+            format!("token algorithm is not accepted; accepted: {accepted}")
         }
+        ErrorKind::InvalidIssuer => "token's `iss` claim is not the accepted issuer".into(),
+        ErrorKind::InvalidAudience => "token's `aud` claim does not name this server".into(),
         ErrorKind::MissingRequiredClaim(claim) => {
             format!("token lacks the required `{claim}` claim")
         }
@@ -352,9 +760,9 @@ fn token_error_message(kind: &ErrorKind) -> String {
         ErrorKind::InvalidToken
         | ErrorKind::Json(_)
         | ErrorKind::Base64(_)
-        | ErrorKind::Utf8(_) => {
-            "token is malformed, or its header names an algorithm other than HS256".into()
-        }
+        | ErrorKind::Utf8(_) => format!(
+            "token is malformed, or its header names an algorithm not accepted (accepted: {accepted})"
+        ),
         _ => "token is invalid".into(),
     }
 }
@@ -366,6 +774,10 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // The rate limiter authenticates first and leaves the caller here.
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
         let header = parts.headers.get(AUTHORIZATION).map(|v| v.as_bytes());
         state.verifier.check(header)
     }

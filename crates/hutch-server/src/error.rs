@@ -52,6 +52,41 @@ pub enum ApiError {
         /// The limit, in bytes.
         limit: usize,
     },
+    /// The request target is longer than the control plane accepts (414).
+    #[error("the request target is longer than {limit} bytes")]
+    UriTooLong {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The request's header fields are larger in total than the control plane accepts (431).
+    #[error("the request's header fields add up to more than {limit} bytes")]
+    HeadersTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The tenant sent more requests of one class than its rate limit allows (429). The rate
+    /// limiter adds `Retry-After` and the rate-limit headers to the response.
+    #[error("too many {class} requests; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// The class of routes: `lifecycle` or `session`.
+        class: &'static str,
+        /// Seconds until a request of this class is allowed again.
+        retry_after_secs: u64,
+    },
+    /// A per-tenant quota keeps the session from being created (429).
+    #[error("{message}")]
+    QuotaExceeded {
+        /// Which quota: `sessions` or `memoryMb`.
+        quota: &'static str,
+        /// The quota.
+        limit: u64,
+        /// What the tenant uses now.
+        used: u64,
+        /// What the refused session asked for, for quotas of an amount.
+        requested: Option<u64>,
+        /// What happened, for people.
+        message: String,
+    },
     /// No room for another sandbox (503).
     #[error("{0}")]
     Capacity(String),
@@ -87,6 +122,10 @@ impl ApiError {
             ApiError::SessionNotFound(_) => ErrorCode::SessionNotFound,
             ApiError::Conflict(_) => ErrorCode::Conflict,
             ApiError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            ApiError::UriTooLong { .. } => ErrorCode::UriTooLong,
+            ApiError::HeadersTooLarge { .. } => ErrorCode::HeadersTooLarge,
+            ApiError::RateLimited { .. } => ErrorCode::RateLimited,
+            ApiError::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
             ApiError::Capacity(_) => ErrorCode::Capacity,
             ApiError::SandboxUnavailable { .. } => ErrorCode::SandboxUnavailable,
             ApiError::Internal(_) => ErrorCode::Internal,
@@ -104,11 +143,35 @@ impl ApiError {
             ApiError::SessionNotFound(id) => {
                 ErrorBody::new(code, self.to_string()).with_detail("sessionId", id.to_string())
             }
-            ApiError::PayloadTooLarge { limit } => {
+            ApiError::PayloadTooLarge { limit }
+            | ApiError::UriTooLong { limit }
+            | ApiError::HeadersTooLarge { limit } => {
                 ErrorBody::new(code, self.to_string()).with_detail("limitBytes", *limit)
             }
             ApiError::SandboxUnavailable { id, .. } => {
                 ErrorBody::new(code, self.to_string()).with_detail("sessionId", id.to_string())
+            }
+            ApiError::RateLimited {
+                class,
+                retry_after_secs,
+            } => ErrorBody::new(code, self.to_string())
+                .with_detail("class", *class)
+                .with_detail("retryAfterSecs", *retry_after_secs),
+            ApiError::QuotaExceeded {
+                quota,
+                limit,
+                used,
+                requested,
+                message,
+            } => {
+                let body = ErrorBody::new(code, message.clone())
+                    .with_detail("quota", *quota)
+                    .with_detail("limit", *limit)
+                    .with_detail("used", *used);
+                match requested {
+                    Some(requested) => body.with_detail("requested", *requested),
+                    None => body,
+                }
             }
             ApiError::Internal(_) => {
                 ErrorBody::new(code, "internal error; the server log has the cause")
@@ -149,20 +212,45 @@ pub(crate) fn chain(err: &(dyn StdError + 'static)) -> String {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         self.log();
+        let code = self.code();
         let status =
-            StatusCode::from_u16(self.code().status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, axum::Json(self.body())).into_response()
+            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (
+            status,
+            [(hutch_api::error::ERROR_CODE_HEADER, code.as_str())],
+            axum::Json(self.body()),
+        )
+            .into_response()
     }
 }
 
 impl From<SessionError> for ApiError {
     fn from(err: SessionError) -> Self {
+        let message = err.to_string();
         match err {
             SessionError::NotFound(id) => ApiError::SessionNotFound(id),
             SessionError::Conflict(message) => ApiError::Conflict(message),
             SessionError::Capacity(limit) => ApiError::Capacity(format!(
                 "the server runs its maximum of {limit} sessions; delete one or retry later"
             )),
+            SessionError::TenantSessions { limit, used } => ApiError::QuotaExceeded {
+                quota: "sessions",
+                limit,
+                used,
+                requested: None,
+                message,
+            },
+            SessionError::TenantMemory {
+                limit,
+                used,
+                requested,
+            } => ApiError::QuotaExceeded {
+                quota: "memoryMb",
+                limit,
+                used,
+                requested: Some(requested),
+                message,
+            },
             SessionError::Unavailable { id, source } => ApiError::SandboxUnavailable {
                 id,
                 source: Box::new(source),
@@ -197,6 +285,18 @@ mod tests {
         assert_eq!(err.code(), ErrorCode::InvalidRequest);
         let response = err.into_response();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            response.headers()[hutch_api::error::ERROR_CODE_HEADER],
+            "invalid_request"
+        );
+    }
+
+    #[test]
+    fn oversized_heads_name_their_limit() {
+        let err = ApiError::HeadersTooLarge { limit: 16384 };
+        assert_eq!(err.code().status(), 431);
+        assert_eq!(err.body().error.details["limitBytes"], 16384);
+        assert_eq!(ApiError::UriTooLong { limit: 8192 }.code().status(), 414);
     }
 
     #[test]

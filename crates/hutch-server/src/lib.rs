@@ -14,22 +14,30 @@
 //! Module map: `api` routes and handlers · `auth` tokens · `error` the error
 //! envelope · `extract` JSON and path extractors · `validate` request checks · `sessions` the
 //! engine (create, delete, reaper, died watcher, recovery) · `store` all SQL · `proxy` the
-//! relay to agents.
+//! relay to agents · `openapi` the API contract (`/v1/openapi.json`, `/docs`) · `metrics`
+//! Prometheus metrics (`/metrics`) · `bounds` limits on the request head · `ratelimit`
+//! per-tenant rate limits.
 
 // Tests may unwrap; the non-test build is still checked for it.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod api;
 pub mod auth;
+mod bounds;
 mod error;
 mod extract;
+mod metrics;
+pub mod openapi;
 mod proxy;
+mod ratelimit;
 mod sessions;
 mod store;
 mod validate;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_contract;
 
 use std::future::Future;
 use std::io;
@@ -44,8 +52,11 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-pub use auth::{AuthError, JwtSecret, SecretSource};
+pub use auth::{AuthError, JwtSecret, MintOptions, SecretSource, TokenPolicy};
 pub use error::ApiError;
+pub use ratelimit::{
+    DEFAULT_RATE_LIFECYCLE, DEFAULT_RATE_SESSION, Period, RateLimit, RateLimitParseError,
+};
 pub use sessions::{RecoverySummary, SessionError};
 pub use store::StoreError;
 
@@ -56,6 +67,10 @@ use sessions::Sessions;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
 /// Most sessions alive at once by default.
 pub const DEFAULT_MAX_SESSIONS: usize = 1000;
+/// Most sessions of one tenant at once by default.
+pub const DEFAULT_TENANT_MAX_SESSIONS: usize = 100;
+/// Most `memoryMb`, summed over one tenant's sessions, by default (64 GiB).
+pub const DEFAULT_TENANT_MAX_MEMORY_MB: u64 = 65_536;
 /// How often the TTL reaper looks for expired sessions by default.
 pub const DEFAULT_REAPER_INTERVAL: Duration = Duration::from_millis(200);
 /// Name of the database file inside the data directory.
@@ -77,6 +92,25 @@ pub struct ServerConfig {
     /// Whether an orderly shutdown destroys every session (otherwise they keep running for
     /// the next start to re-adopt).
     pub destroy_on_exit: bool,
+    /// A PEM file with one RSA or P-256 public key: RS256 or ES256 tokens signed with it are
+    /// accepted besides HS256 ones.
+    pub jwt_public_key: Option<PathBuf>,
+    /// A JWKS file of RSA and P-256 public keys, picked by a token's `kid`.
+    pub jwt_jwks: Option<PathBuf>,
+    /// When set, every token needs this `iss`.
+    pub jwt_issuer: Option<String>,
+    /// When set, every token needs an `aud` naming this.
+    pub jwt_audience: Option<String>,
+    /// Per-tenant limit on the session routes (create, list, get, update, delete).
+    pub rate_lifecycle: RateLimit,
+    /// Per-tenant limit on everything proxied into a session.
+    pub rate_session: RateLimit,
+    /// Most sessions of one tenant at once (in any state); past it creates answer 429
+    /// `quota_exceeded`.
+    pub tenant_max_sessions: usize,
+    /// Most `memoryMb` summed over one tenant's sessions; past it creates answer 429
+    /// `quota_exceeded`.
+    pub tenant_max_memory_mb: u64,
 }
 
 impl ServerConfig {
@@ -89,6 +123,14 @@ impl ServerConfig {
             max_sessions: DEFAULT_MAX_SESSIONS,
             reaper_interval: DEFAULT_REAPER_INTERVAL,
             destroy_on_exit: false,
+            jwt_public_key: None,
+            jwt_jwks: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            rate_lifecycle: DEFAULT_RATE_LIFECYCLE,
+            rate_session: DEFAULT_RATE_SESSION,
+            tenant_max_sessions: DEFAULT_TENANT_MAX_SESSIONS,
+            tenant_max_memory_mb: DEFAULT_TENANT_MAX_MEMORY_MB,
         }
     }
 }
@@ -134,6 +176,10 @@ pub(crate) struct AppState {
     pub(crate) verifier: Arc<Verifier>,
     /// Set once start-up (recovery) is done.
     pub(crate) ready: Arc<AtomicBool>,
+    /// Per-tenant rate limits.
+    pub(crate) limits: Arc<ratelimit::RateLimiters>,
+    /// This server's Prometheus metrics.
+    pub(crate) metrics: metrics::Metrics,
 }
 
 /// Background tasks, aborted when the server is dropped.
@@ -180,13 +226,26 @@ impl Server {
             source,
         })?;
         let secret = auth::resolve_secret(config.jwt_secret.as_deref(), &config.data_dir)?;
+        let verifier = Verifier::from_policy(
+            secret.as_bytes(),
+            &TokenPolicy {
+                public_key: config.jwt_public_key.clone(),
+                jwks: config.jwt_jwks.clone(),
+                issuer: config.jwt_issuer.clone(),
+                audience: config.jwt_audience.clone(),
+            },
+        )?;
         let startup_token = match secret.source() {
             SecretSource::Configured => None,
-            SecretSource::DataDir { .. } => Some(auth::mint_token(
+            SecretSource::DataDir { .. } => Some(auth::mint_token_with(
                 secret.as_bytes(),
                 auth::STARTUP_TOKEN_SUB,
                 auth::STARTUP_TOKEN_TTL,
                 false,
+                &MintOptions {
+                    issuer: config.jwt_issuer.clone(),
+                    audience: config.jwt_audience.clone(),
+                },
             )?),
         };
         if let SecretSource::DataDir {
@@ -197,22 +256,39 @@ impl Server {
             tracing::info!(path = %path.display(), "created a new token secret");
         }
         let store = store::Store::open(&config.data_dir.join(DATABASE_FILE)).await?;
-        let sessions = Arc::new(Sessions::new(store, runtime, config.max_sessions));
+        let metrics = metrics::Metrics::new();
+        let runtime: Arc<dyn hutch_sandbox::Runtime> =
+            Arc::new(metrics::MeteredRuntime::new(runtime, metrics.clone()));
+        let sessions = Arc::new(
+            Sessions::new(store, runtime, config.max_sessions)
+                .with_tenant_quotas(config.tenant_max_sessions, config.tenant_max_memory_mb),
+        );
         let recovery = sessions.recover().await?;
 
         let reaper = tokio::spawn(reap_forever(Arc::clone(&sessions), config.reaper_interval));
         let watcher = tokio::spawn(watch_died(Arc::clone(&sessions), died));
+        let upkeep = tokio::spawn(metrics::upkeep_forever(metrics.clone()));
+        let limits = Arc::new(ratelimit::RateLimiters::new(
+            config.rate_lifecycle,
+            config.rate_session,
+        ));
+        let retain = tokio::spawn(ratelimit::retain_forever(
+            Arc::clone(&limits),
+            ratelimit::RETAIN_INTERVAL,
+        ));
         let state = AppState {
             sessions,
-            verifier: Arc::new(Verifier::new(secret.as_bytes())),
+            verifier: Arc::new(verifier),
             ready: Arc::new(AtomicBool::new(true)),
+            limits,
+            metrics,
         };
         Ok(Server {
             config,
             state,
             startup_token,
             recovery,
-            _tasks: Tasks(vec![reaper, watcher]),
+            _tasks: Tasks(vec![reaper, watcher, upkeep, retain]),
         })
     }
 

@@ -23,7 +23,7 @@ use tokio::net::UnixStream;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::store::{Store, StoreError, StoredSession, now_ms};
+use crate::store::{InsertOutcome, RowLimits, Store, StoreError, StoredSession, now_ms};
 use crate::validate::{NewSession, Page, SessionChanges};
 
 /// How long after a failed destroy the reaper tries again, in milliseconds.
@@ -45,6 +45,28 @@ pub enum SessionError {
     /// `max_sessions` sessions exist already.
     #[error("the server holds its maximum of {0} sessions")]
     Capacity(usize),
+    /// The tenant holds as many sessions as its quota allows.
+    #[error(
+        "the tenant holds {used} sessions, as many as its quota of {limit} allows; delete one first"
+    )]
+    TenantSessions {
+        /// The quota.
+        limit: u64,
+        /// The tenant's sessions.
+        used: u64,
+    },
+    /// Another session of this size would take the tenant past its memory quota.
+    #[error(
+        "the tenant's sessions hold {used} MiB of memory; {requested} MiB more would pass its quota of {limit} MiB"
+    )]
+    TenantMemory {
+        /// The quota, in MiB.
+        limit: u64,
+        /// The memory of the tenant's sessions, in MiB.
+        used: u64,
+        /// The memory the new session asks for, in MiB.
+        requested: u64,
+    },
     /// The session's agent could not be reached.
     #[error("cannot connect to the sandbox of session {id}")]
     Unavailable {
@@ -112,17 +134,30 @@ pub(crate) struct Sessions {
     runtime: Arc<dyn Runtime>,
     claims: Claims,
     max_sessions: usize,
+    tenant_max_sessions: usize,
+    tenant_max_memory_mb: u64,
 }
 
 impl Sessions {
-    /// An engine over `store` and `runtime` holding at most `max_sessions` sessions.
+    /// An engine over `store` and `runtime` holding at most `max_sessions` sessions, with no
+    /// per-tenant quotas.
     pub(crate) fn new(store: Store, runtime: Arc<dyn Runtime>, max_sessions: usize) -> Self {
         Sessions {
             store,
             runtime,
             claims: Claims::default(),
             max_sessions,
+            tenant_max_sessions: usize::MAX,
+            tenant_max_memory_mb: u64::MAX,
         }
+    }
+
+    /// The same engine, holding at most `max_sessions` sessions and `max_memory_mb` of
+    /// `memoryMb` (summed) per tenant.
+    pub(crate) fn with_tenant_quotas(mut self, max_sessions: usize, max_memory_mb: u64) -> Self {
+        self.tenant_max_sessions = max_sessions;
+        self.tenant_max_memory_mb = max_memory_mb;
+        self
     }
 
     /// Creates a session and its sandbox; returns once the sandbox's agent accepts connections.
@@ -149,8 +184,29 @@ impl Sessions {
             expires_at_ms: created_at_ms.saturating_add(ttl_ms),
             record: None,
         };
-        if !self.store.insert_creating(&row, self.max_sessions).await? {
-            return Err(SessionError::Capacity(self.max_sessions));
+        let limits = RowLimits {
+            max_rows: self.max_sessions,
+            tenant_max_rows: self.tenant_max_sessions,
+            tenant_max_memory_mb: self.tenant_max_memory_mb,
+        };
+        match self.store.insert_creating_within(&row, limits).await? {
+            InsertOutcome::Inserted => {}
+            InsertOutcome::Capacity { .. } => {
+                return Err(SessionError::Capacity(self.max_sessions));
+            }
+            InsertOutcome::TenantRows { rows } => {
+                return Err(SessionError::TenantSessions {
+                    limit: u64::try_from(self.tenant_max_sessions).unwrap_or(u64::MAX),
+                    used: rows,
+                });
+            }
+            InsertOutcome::TenantMemory { memory_mb } => {
+                return Err(SessionError::TenantMemory {
+                    limit: self.tenant_max_memory_mb,
+                    used: memory_mb,
+                    requested: row.resources.memory_mb,
+                });
+            }
         }
         let spec = SandboxSpec {
             id,

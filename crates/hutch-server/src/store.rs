@@ -25,6 +25,9 @@ use uuid::Uuid;
 
 /// How long a statement waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many times a create whose row did not fit, but would by the time the usage is read
+/// again, is tried.
+const INSERT_ATTEMPTS: usize = 3;
 
 /// The columns of a session row, in the order [`decode`] reads them.
 macro_rules! columns {
@@ -77,6 +80,39 @@ pub enum StoreError {
         column: &'static str,
         /// What is wrong with it.
         reason: String,
+    },
+}
+
+/// The limits a new row must fit in (see [`Store::insert_creating_within`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RowLimits {
+    /// Most rows in all.
+    pub(crate) max_rows: usize,
+    /// Most rows of one tenant.
+    pub(crate) tenant_max_rows: usize,
+    /// Most `memoryMb`, summed over one tenant's rows.
+    pub(crate) tenant_max_memory_mb: u64,
+}
+
+/// What an insert did, or which limit kept the row out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InsertOutcome {
+    /// The row was inserted.
+    Inserted,
+    /// The tenant holds `rows` rows, its most.
+    TenantRows {
+        /// The tenant's rows.
+        rows: u64,
+    },
+    /// The tenant's rows ask for `memory_mb` MiB, and the new row would take it past its most.
+    TenantMemory {
+        /// The memory of the tenant's rows, in MiB.
+        memory_mb: u64,
+    },
+    /// `rows` rows exist, the most in all.
+    Capacity {
+        /// Every row.
+        rows: u64,
     },
 }
 
@@ -189,32 +225,103 @@ impl Store {
     ///
     /// Returns `false` (and inserts nothing) at capacity. The count and the insert are one
     /// statement, so concurrent creates cannot overshoot.
+    #[cfg(test)]
     pub(crate) async fn insert_creating(
         &self,
         session: &StoredSession,
         max_rows: usize,
     ) -> Result<bool, StoreError> {
-        let max_rows = i64::try_from(max_rows).unwrap_or(i64::MAX);
-        let result = sqlx::query(concat!(
-            "INSERT INTO sessions (",
-            columns!(),
-            ") SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL ",
-            "WHERE (SELECT COUNT(*) FROM sessions) < ?"
-        ))
-        .bind(session.id.to_string())
-        .bind(&session.tenant)
-        .bind(SessionStatus::Creating.as_str())
-        .bind(&session.image)
-        .bind(encode(session.id, "metadata", &session.metadata)?)
-        .bind(encode(session.id, "resources", &session.resources)?)
-        .bind(encode(session.id, "env", &session.env)?)
-        .bind(session.created_at_ms)
-        .bind(session.expires_at_ms)
-        .bind(max_rows)
-        .execute(&self.pool)
-        .await
-        .map_err(query("insert session"))?;
-        Ok(result.rows_affected() == 1)
+        let limits = RowLimits {
+            max_rows,
+            tenant_max_rows: usize::MAX,
+            tenant_max_memory_mb: u64::MAX,
+        };
+        Ok(self.insert_creating_within(session, limits).await? == InsertOutcome::Inserted)
+    }
+
+    /// Inserts a new row in state CREATING if it fits in `limits`: fewer than `max_rows` rows
+    /// in all, fewer than `tenant_max_rows` of its tenant, and its tenant's rows' `memoryMb`
+    /// plus its own at most `tenant_max_memory_mb`. Rows count in every state.
+    ///
+    /// The counts and the insert are one statement, so concurrent creates cannot overshoot.
+    /// When the row does not fit, the usage is read again to say which limit it hit; if by
+    /// then it would fit (a row went away meanwhile), the insert is tried again.
+    pub(crate) async fn insert_creating_within(
+        &self,
+        session: &StoredSession,
+        limits: RowLimits,
+    ) -> Result<InsertOutcome, StoreError> {
+        let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let max_rows = as_i64(u64::try_from(limits.max_rows).unwrap_or(u64::MAX));
+        let tenant_max_rows = as_i64(u64::try_from(limits.tenant_max_rows).unwrap_or(u64::MAX));
+        let tenant_max_memory_mb = as_i64(limits.tenant_max_memory_mb);
+        let memory_mb = as_i64(session.resources.memory_mb);
+        let mut outcome = InsertOutcome::Inserted;
+        for _ in 0..INSERT_ATTEMPTS {
+            let result = sqlx::query(concat!(
+                "INSERT INTO sessions (",
+                columns!(),
+                ") SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL ",
+                "WHERE (SELECT COUNT(*) FROM sessions) < ? ",
+                "AND (SELECT COUNT(*) FROM sessions WHERE tenant = ?) < ? ",
+                "AND (SELECT COALESCE(SUM(json_extract(resources, '$.memoryMb')), 0) ",
+                "FROM sessions WHERE tenant = ?) + ? <= ?"
+            ))
+            .bind(session.id.to_string())
+            .bind(&session.tenant)
+            .bind(SessionStatus::Creating.as_str())
+            .bind(&session.image)
+            .bind(encode(session.id, "metadata", &session.metadata)?)
+            .bind(encode(session.id, "resources", &session.resources)?)
+            .bind(encode(session.id, "env", &session.env)?)
+            .bind(session.created_at_ms)
+            .bind(session.expires_at_ms)
+            .bind(max_rows)
+            .bind(&session.tenant)
+            .bind(tenant_max_rows)
+            .bind(&session.tenant)
+            .bind(memory_mb)
+            .bind(tenant_max_memory_mb)
+            .execute(&self.pool)
+            .await
+            .map_err(query("insert session"))?;
+            if result.rows_affected() == 1 {
+                return Ok(InsertOutcome::Inserted);
+            }
+            let (rows, tenant_rows, tenant_memory_mb): (i64, i64, i64) = sqlx::query_as(concat!(
+                "SELECT (SELECT COUNT(*) FROM sessions), ",
+                "(SELECT COUNT(*) FROM sessions WHERE tenant = ?), ",
+                "(SELECT COALESCE(SUM(json_extract(resources, '$.memoryMb')), 0) ",
+                "FROM sessions WHERE tenant = ?)"
+            ))
+            .bind(&session.tenant)
+            .bind(&session.tenant)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query("count sessions of a tenant"))?;
+            let as_u64 = |n: i64| u64::try_from(n).unwrap_or_default();
+            outcome = if tenant_rows >= tenant_max_rows {
+                InsertOutcome::TenantRows {
+                    rows: as_u64(tenant_rows),
+                }
+            } else if tenant_memory_mb.saturating_add(memory_mb) > tenant_max_memory_mb {
+                InsertOutcome::TenantMemory {
+                    memory_mb: as_u64(tenant_memory_mb),
+                }
+            } else if rows >= max_rows {
+                InsertOutcome::Capacity { rows: as_u64(rows) }
+            } else {
+                continue;
+            };
+            break;
+        }
+        if outcome == InsertOutcome::Inserted {
+            // Every attempt lost a race to a row that came and went; report capacity.
+            outcome = InsertOutcome::Capacity {
+                rows: u64::try_from(limits.max_rows).unwrap_or(u64::MAX),
+            };
+        }
+        Ok(outcome)
     }
 
     /// Moves a CREATING row to RUNNING with the runtime's record. `None` if no such row.
@@ -298,6 +405,25 @@ impl Store {
         };
         let sessions = rows.iter().map(decode).collect::<Result<_, _>>()?;
         Ok((sessions, u64::try_from(total).unwrap_or_default()))
+    }
+
+    /// How many rows are in each state (states without rows are left out), for metrics.
+    pub(crate) async fn count_by_status(&self) -> Result<Vec<(SessionStatus, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM sessions GROUP BY status")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query("count sessions by status"))?;
+        rows.into_iter()
+            .map(|(status, n)| {
+                let state = SessionStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
+                    id: "*".to_owned(),
+                    column: "status",
+                    reason: format!("unknown status {status:?}"),
+                })?;
+                Ok((state, u64::try_from(n).unwrap_or_default()))
+            })
+            .collect()
     }
 
     /// Every row, for crash recovery.
@@ -574,6 +700,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn tenant_quotas_are_enforced_by_the_insert() {
+        let (store, _dir) = open().await;
+        let limits = RowLimits {
+            max_rows: 10,
+            tenant_max_rows: 2,
+            tenant_max_memory_mb: 1000,
+        };
+        let with_memory = |tenant: &str, memory_mb: u64| {
+            let mut row = session(tenant, 1);
+            row.resources.memory_mb = memory_mb;
+            row
+        };
+        let insert = |row: StoredSession| {
+            let store = store.clone();
+            async move { store.insert_creating_within(&row, limits).await.unwrap() }
+        };
+        assert_eq!(insert(with_memory("a", 400)).await, InsertOutcome::Inserted);
+        // 400 + 700 > 1000.
+        assert_eq!(
+            insert(with_memory("a", 700)).await,
+            InsertOutcome::TenantMemory { memory_mb: 400 }
+        );
+        assert_eq!(insert(with_memory("a", 600)).await, InsertOutcome::Inserted);
+        assert_eq!(
+            insert(with_memory("a", 32)).await,
+            InsertOutcome::TenantRows { rows: 2 }
+        );
+        // Another tenant has its own quotas.
+        assert_eq!(
+            insert(with_memory("b", 1000)).await,
+            InsertOutcome::Inserted
+        );
+        let full = RowLimits {
+            max_rows: 3,
+            ..limits
+        };
+        assert_eq!(
+            store
+                .insert_creating_within(&with_memory("c", 32), full)
+                .await
+                .unwrap(),
+            InsertOutcome::Capacity { rows: 3 }
+        );
+    }
+
+    #[tokio::test]
     async fn list_pages_by_tenant() {
         let (store, _dir) = open().await;
         for i in 0..5 {
@@ -588,5 +760,26 @@ mod tests {
         );
         let (all, total) = store.list(None, 100, 0).await.unwrap();
         assert_eq!((all.len(), total), (6, 6));
+    }
+
+    #[tokio::test]
+    async fn counts_rows_by_status() {
+        let (store, _dir) = open().await;
+        assert!(store.count_by_status().await.unwrap().is_empty());
+        let a = session("a", 1);
+        store.insert_creating(&a, 100).await.unwrap();
+        store.insert_creating(&session("b", 2), 100).await.unwrap();
+        let record = SandboxRecord {
+            id: a.id,
+            sandbox_id: Uuid::new_v4(),
+            agent_pid: 42,
+        };
+        store.set_running(a.id, &record).await.unwrap().unwrap();
+        let mut counts = store.count_by_status().await.unwrap();
+        counts.sort_by_key(|(state, _)| state.as_str());
+        assert_eq!(
+            counts,
+            vec![(SessionStatus::Creating, 1), (SessionStatus::Running, 1)]
+        );
     }
 }

@@ -66,7 +66,7 @@ struct FakeState {
 
 /// Test double for [`Runtime`]; see the module docs.
 #[derive(Debug, Default)]
-struct FakeRuntime {
+pub(crate) struct FakeRuntime {
     state: Mutex<FakeState>,
 }
 
@@ -1164,4 +1164,261 @@ async fn upgrades_pass_through() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics and request-head bounds
+
+/// The value of the series `name{labels}` (the labels given, maybe among others) in a page of
+/// the Prometheus text format.
+fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (head, value) = line.rsplit_once(' ')?;
+            let (series_name, rest) = head.split_once('{').unwrap_or((head, "}"));
+            let rest = rest.strip_suffix('}')?;
+            let matches = series_name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.split(',').any(|pair| pair == format!("{k}=\"{v}\"")));
+            matches.then(|| value.parse().ok()).flatten()
+        })
+}
+
+async fn scrape(app: &Router) -> String {
+    let (status, headers, body) = send(app, "GET", "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"),
+        "{headers:?}"
+    );
+    body.as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn metrics_count_requests_commands_errors_and_sessions() {
+    let h = harness().await;
+    let t = token("a");
+    let id = id_of(&create(&h.app, &t, json!({})).await);
+    for _ in 0..3 {
+        let (status, body) = call(
+            &h.app,
+            "POST",
+            &format!("/v1/sessions/{id}/commands"),
+            Some(&t),
+            Some(json!({"command": "true"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, _) = call(&h.app, "GET", &format!("/v1/sessions/{id}"), Some(&t), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let missing = Uuid::now_v7();
+    let (status, body) = call(
+        &h.app,
+        "GET",
+        &format!("/v1/sessions/{missing}"),
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "session_not_found");
+    let (status, body) = call(&h.app, "GET", "/v1/sessions", None, None).await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    let (status, _) = call(&h.app, "BREW", &format!("/v1/sessions/{id}/x"), None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let text = scrape(&h.app).await;
+    let duration = "hutch_http_request_duration_seconds_count";
+    let commands = [
+        ("method", "POST"),
+        ("route", "/v1/sessions/{id}/commands"),
+        ("status_class", "2xx"),
+    ];
+    assert_eq!(series(&text, duration, &commands), Some(3.0), "{text}");
+    let get_one = [("method", "GET"), ("route", "/v1/sessions/{id}")];
+    let ok = [get_one[0], get_one[1], ("status_class", "2xx")];
+    let client_error = [get_one[0], get_one[1], ("status_class", "4xx")];
+    assert_eq!(series(&text, duration, &ok), Some(1.0), "{text}");
+    assert_eq!(series(&text, duration, &client_error), Some(1.0), "{text}");
+    let odd = [
+        ("method", "other"),
+        ("route", "/v1/sessions/{id}/{*rest}"),
+        ("status_class", "4xx"),
+    ];
+    assert_eq!(series(&text, duration, &odd), Some(1.0), "{text}");
+    let sum = series(&text, "hutch_http_request_duration_seconds_sum", &commands).unwrap();
+    assert!(sum > 0.0 && sum < 30.0, "{sum}");
+    assert_eq!(
+        series(&text, "hutch_command_executions_total", &[]),
+        Some(3.0)
+    );
+    let errors = "hutch_error_responses_total";
+    assert_eq!(
+        series(&text, errors, &[("code", "session_not_found")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        series(&text, errors, &[("code", "unauthorized")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        series(&text, "hutch_sessions", &[("state", "RUNNING")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        series(&text, "hutch_sessions", &[("state", "DELETING")]),
+        Some(0.0)
+    );
+    let creates = [("outcome", "ok")];
+    assert_eq!(
+        series(
+            &text,
+            "hutch_sandbox_create_duration_seconds_count",
+            &creates
+        ),
+        Some(1.0)
+    );
+    // The fake runtime takes 5 ms to create.
+    let created = series(&text, "hutch_sandbox_create_duration_seconds_sum", &creates).unwrap();
+    assert!((0.004..10.0).contains(&created), "{created}");
+    assert!(!text.contains(&id), "no series names a session");
+    assert!(!text.contains("\"a\""), "no series names a tenant");
+
+    let (status, _) = call(
+        &h.app,
+        "DELETE",
+        &format!("/v1/sessions/{id}"),
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let text = scrape(&h.app).await;
+    assert_eq!(
+        series(&text, "hutch_sessions", &[("state", "RUNNING")]),
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn failed_creates_are_timed_as_errors() {
+    let runtime = Arc::new(FakeRuntime::default());
+    runtime.with(|s| s.fail_create = Some(CreateFailure::Start));
+    let h = harness_with(tempfile::tempdir().unwrap(), runtime, |_| {}).await;
+    let (status, body) = call(
+        &h.app,
+        "POST",
+        "/v1/sessions",
+        Some(&token("a")),
+        Some(json!({})),
+    )
+    .await;
+    assert_error(status, &body, StatusCode::INTERNAL_SERVER_ERROR, "internal");
+    let text = scrape(&h.app).await;
+    assert_eq!(
+        series(
+            &text,
+            "hutch_sandbox_create_duration_seconds_count",
+            &[("outcome", "error")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(
+            &text,
+            "hutch_error_responses_total",
+            &[("code", "internal")]
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn several_servers_in_one_process_keep_their_own_metrics() {
+    let (a, b) = (harness().await, harness().await);
+    let (status, _) = call(&a.app, "GET", "/health", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let health = [("route", "/health"), ("status_class", "2xx")];
+    let count = "hutch_http_request_duration_seconds_count";
+    assert_eq!(series(&scrape(&a.app).await, count, &health), Some(1.0));
+    assert_eq!(series(&scrape(&b.app).await, count, &health), None);
+}
+
+#[tokio::test]
+async fn oversized_request_heads_answer_in_the_envelope() {
+    use hutch_api::limits::{REQUEST_HEADERS_MAX_BYTES, REQUEST_URI_MAX_BYTES};
+    let h = harness().await;
+    let t = token("a");
+
+    // Sixteen headers of 1 KiB each, plus the token: over the total, under hyper's own limits.
+    let mut req = Request::builder()
+        .method("GET")
+        .uri("/v1/sessions")
+        .header("authorization", format!("Bearer {t}"));
+    for i in 0..16 {
+        req = req.header(format!("x-filler-{i}"), "f".repeat(1024));
+    }
+    let response = h
+        .app
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    assert_eq!(
+        response.headers()["x-hutch-error-code"],
+        "headers_too_large"
+    );
+    assert!(response.headers().contains_key("x-request-id"));
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_error(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        &body,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "headers_too_large",
+    );
+    assert_eq!(
+        body["error"]["details"]["limitBytes"],
+        REQUEST_HEADERS_MAX_BYTES
+    );
+
+    // Just under the total passes (the request id the server adds counts too).
+    let filler = REQUEST_HEADERS_MAX_BYTES - 1024;
+    let req = Request::builder()
+        .uri("/health")
+        .header("x-filler", "f".repeat(filler))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        h.app.clone().oneshot(req).await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    let long = format!(
+        "/v1/sessions?offset=0&pad={}",
+        "p".repeat(REQUEST_URI_MAX_BYTES)
+    );
+    let (status, body) = call(&h.app, "GET", &long, Some(&t), None).await;
+    assert_error(status, &body, StatusCode::URI_TOO_LONG, "uri_too_long");
+
+    let text = scrape(&h.app).await;
+    let errors = "hutch_error_responses_total";
+    assert_eq!(
+        series(&text, errors, &[("code", "headers_too_large")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        series(&text, errors, &[("code", "uri_too_long")]),
+        Some(1.0)
+    );
 }

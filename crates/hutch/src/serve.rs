@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use hutch_sandbox::linux::{LinuxConfig, LinuxRuntime};
-use hutch_server::{Server, ServerConfig};
+use hutch_server::{RateLimit, Server, ServerConfig};
 
 /// Options of `hutch serve`; each also comes from a `HUTCH_*` environment variable.
 #[derive(clap::Args, Debug)]
@@ -20,6 +20,33 @@ pub(crate) struct ServeArgs {
     /// HS256 secret for bearer tokens; without it one is generated into the data directory.
     #[arg(long, env = "HUTCH_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// PEM file with one RSA or P-256 public key: RS256 or ES256 tokens signed with its
+    /// private key are accepted besides HS256 ones.
+    #[arg(long, env = "HUTCH_JWT_PUBLIC_KEY", value_name = "FILE")]
+    jwt_public_key: Option<PathBuf>,
+    /// JWKS file of RSA and P-256 public keys (RS256, ES256); a token's `kid` picks its key.
+    #[arg(long, env = "HUTCH_JWT_JWKS", value_name = "FILE")]
+    jwt_jwks: Option<PathBuf>,
+    /// Required `iss` claim of every token.
+    #[arg(long, env = "HUTCH_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// Required `aud` claim of every token (the token's `aud` must name it).
+    #[arg(long, env = "HUTCH_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// Per-tenant rate limit of the session routes (create, list, get, update, delete):
+    /// `N/s`, `N/m` or `N/h`, optionally `,burst=B`, or `off`.
+    #[arg(long, env = "HUTCH_RATE_LIFECYCLE", value_name = "RATE", default_value_t = hutch_server::DEFAULT_RATE_LIFECYCLE)]
+    rate_lifecycle: RateLimit,
+    /// Per-tenant rate limit of everything proxied into a session (commands and the rest):
+    /// `N/s`, `N/m` or `N/h`, optionally `,burst=B`, or `off`.
+    #[arg(long, env = "HUTCH_RATE_SESSION", value_name = "RATE", default_value_t = hutch_server::DEFAULT_RATE_SESSION)]
+    rate_session: RateLimit,
+    /// Most sessions one tenant may hold at once.
+    #[arg(long, env = "HUTCH_TENANT_MAX_SESSIONS", default_value_t = hutch_server::DEFAULT_TENANT_MAX_SESSIONS)]
+    tenant_max_sessions: usize,
+    /// Most memory (the sum of `memoryMb`) one tenant's sessions may hold, in MiB.
+    #[arg(long, env = "HUTCH_TENANT_MAX_MEMORY_MB", default_value_t = hutch_server::DEFAULT_TENANT_MAX_MEMORY_MB)]
+    tenant_max_memory_mb: u64,
     /// Most sessions alive at once.
     #[arg(long, env = "HUTCH_MAX_SESSIONS", default_value_t = hutch_server::DEFAULT_MAX_SESSIONS)]
     max_sessions: usize,
@@ -66,6 +93,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = ServerConfig::new(args.data_dir.clone());
     config.listen = args.listen;
     config.jwt_secret = args.jwt_secret;
+    config.jwt_public_key = args.jwt_public_key;
+    config.jwt_jwks = args.jwt_jwks;
+    config.jwt_issuer = args.jwt_issuer;
+    config.jwt_audience = args.jwt_audience;
+    config.rate_lifecycle = args.rate_lifecycle;
+    config.rate_session = args.rate_session;
+    config.tenant_max_sessions = args.tenant_max_sessions;
+    config.tenant_max_memory_mb = args.tenant_max_memory_mb;
     config.max_sessions = args.max_sessions;
     config.destroy_on_exit = args.on_exit == "destroy";
     let server = Server::start(config, Arc::new(runtime.clone()), died)

@@ -22,13 +22,29 @@ pub(crate) struct TokenArgs {
     /// HS256 secret, when the server is configured with one.
     #[arg(long, env = "HUTCH_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// `iss` claim, when the server requires one.
+    #[arg(long, env = "HUTCH_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// `aud` claim, when the server requires one.
+    #[arg(long, env = "HUTCH_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
 }
 
 pub(crate) fn main(args: TokenArgs) -> anyhow::Result<()> {
     let secret = hutch_server::auth::load_secret(args.jwt_secret.as_deref(), &args.data_dir)
         .with_context(|| format!("loading the token secret from {}", args.data_dir.display()))?;
-    let token = hutch_server::auth::mint_token(secret.as_bytes(), &args.sub, args.ttl, args.admin)
-        .context("minting the token")?;
+    let options = hutch_server::MintOptions {
+        issuer: args.jwt_issuer,
+        audience: args.jwt_audience,
+    };
+    let token = hutch_server::auth::mint_token_with(
+        secret.as_bytes(),
+        &args.sub,
+        args.ttl,
+        args.admin,
+        &options,
+    )
+    .context("minting the token")?;
     println!("{token}");
     Ok(())
 }

@@ -1,0 +1,544 @@
+//! Prometheus metrics of the control plane, rendered by `GET /metrics`.
+//!
+//! Each [`Server`](crate::Server) owns one [`Metrics`]: a `PrometheusRecorder` that is never
+//! installed as the process's global recorder. Metrics are recorded through
+//! [`metrics::with_local_recorder`], so several servers in one process (as in the tests) keep
+//! separate series and never fight over the global slot. Histogram samples are folded into
+//! their buckets by [`upkeep_forever`] every [`UPKEEP_INTERVAL`], and at each scrape.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `hutch_sessions` | gauge | `state`: `CREATING`, `RUNNING`, `PAUSED`, `DELETING` |
+//! | `hutch_http_request_duration_seconds` | histogram | `method`, `route`, `status_class` |
+//! | `hutch_error_responses_total` | counter | `code` |
+//! | `hutch_command_executions_total` | counter | none |
+//! | `hutch_sandbox_create_duration_seconds` | histogram | `outcome`: `ok`, `error` |
+//!
+//! Every label value comes from a closed set, whatever the client sends: methods outside the
+//! standard ones are `other`, routes are the router's templates (never ids), paths no route
+//! matched are `unmatched`, and error codes are [`ErrorCode`] names. Nothing names a tenant.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hutch_api::{ErrorCode, SessionStatus};
+use hutch_sandbox::{Runtime, SandboxError, SandboxRecord, SandboxSpec};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use tokio::net::UnixStream;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Sessions by state (gauge), counted from the store at each scrape.
+pub(crate) const SESSIONS: &str = "hutch_sessions";
+/// Time from a request's arrival to its response head (histogram).
+pub(crate) const HTTP_REQUEST_DURATION: &str = "hutch_http_request_duration_seconds";
+/// Error responses by error code (counter).
+pub(crate) const ERROR_RESPONSES: &str = "hutch_error_responses_total";
+/// Command requests relayed to a session's agent (counter).
+pub(crate) const COMMAND_EXECUTIONS: &str = "hutch_command_executions_total";
+/// Time the runtime took to hand out a sandbox, warm or built on the spot (histogram).
+pub(crate) const SANDBOX_CREATE_DURATION: &str = "hutch_sandbox_create_duration_seconds";
+
+/// The `Content-Type` of the Prometheus text exposition format.
+pub(crate) const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// How often histogram samples are folded into their buckets between scrapes, so that memory
+/// does not grow with the number of requests when nobody scrapes.
+pub(crate) const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Buckets of request latency, in seconds: from a millisecond to a command's longest timeout.
+const HTTP_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 900.0, 3600.0,
+];
+/// Buckets of sandbox creation latency, in seconds: from a warm claim to the start timeout.
+const CREATE_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The route template of the relay to agents.
+pub(crate) const PROXY_ROUTE: &str = "/v1/sessions/{id}/{*rest}";
+/// First segments of the agent's routes, each its own `route` label value
+/// (`/v1/sessions/{id}/commands`); any other path under the relay keeps [`PROXY_ROUTE`].
+/// Extend it as the agent grows routes.
+const AGENT_ROUTES: &[&str] = &["commands", "health"];
+
+/// Every session state, for the `state` label.
+const STATES: [SessionStatus; 4] = [
+    SessionStatus::Creating,
+    SessionStatus::Running,
+    SessionStatus::Paused,
+    SessionStatus::Deleting,
+];
+
+/// The server's metrics: a recorder of its own and a handle to render it.
+#[derive(Clone)]
+pub(crate) struct Metrics {
+    recorder: Arc<PrometheusRecorder>,
+    handle: PrometheusHandle,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh set of metrics, described, with the unlabelled and per-state series at zero.
+    pub(crate) fn new() -> Metrics {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(HTTP_REQUEST_DURATION.into()), HTTP_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(SANDBOX_CREATE_DURATION.into()),
+                    CREATE_BUCKETS,
+                )
+            })
+            .unwrap_or_else(|err| {
+                // Only empty bucket lists fail; the constants above are not empty.
+                tracing::error!(error = %err, "metrics buckets refused; histograms become summaries");
+                PrometheusBuilder::new()
+            });
+        let recorder = Arc::new(builder.build_recorder());
+        let handle = recorder.handle();
+        let this = Metrics { recorder, handle };
+        this.with(|| {
+            describe_gauge!(SESSIONS, "Sessions in the store, by state.");
+            describe_histogram!(
+                HTTP_REQUEST_DURATION,
+                Unit::Seconds,
+                "Time from a request's arrival to its response head, by method, route template and status class."
+            );
+            describe_counter!(ERROR_RESPONSES, "Error responses, by error code.");
+            describe_counter!(
+                COMMAND_EXECUTIONS,
+                "Command requests relayed to a session's agent."
+            );
+            describe_histogram!(
+                SANDBOX_CREATE_DURATION,
+                Unit::Seconds,
+                "Time the runtime took to hand out a sandbox for a new session, by outcome."
+            );
+            counter!(COMMAND_EXECUTIONS).increment(0);
+            for state in STATES {
+                gauge!(SESSIONS, "state" => state.as_str()).set(0.0);
+            }
+        });
+        this
+    }
+
+    /// Runs `f` with this server's recorder as the thread's recorder.
+    fn with<T>(&self, f: impl FnOnce() -> T) -> T {
+        metrics::with_local_recorder(self.recorder.as_ref(), f)
+    }
+
+    /// Records one answered request.
+    pub(crate) fn observe_request(
+        &self,
+        method: &'static str,
+        route: Cow<'static, str>,
+        status_class: &'static str,
+        elapsed: Duration,
+    ) {
+        self.with(|| {
+            histogram!(
+                HTTP_REQUEST_DURATION,
+                "method" => method,
+                "route" => route,
+                "status_class" => status_class
+            )
+            .record(elapsed.as_secs_f64());
+        });
+    }
+
+    /// Counts one error response.
+    pub(crate) fn count_error(&self, code: ErrorCode) {
+        self.with(|| counter!(ERROR_RESPONSES, "code" => code.as_str()).increment(1));
+    }
+
+    /// Counts one command relayed to an agent.
+    pub(crate) fn count_execution(&self) {
+        self.with(|| counter!(COMMAND_EXECUTIONS).increment(1));
+    }
+
+    /// Records how long the runtime took to create a sandbox, and whether it succeeded.
+    pub(crate) fn observe_sandbox_create(&self, ok: bool, elapsed: Duration) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.with(|| {
+            histogram!(SANDBOX_CREATE_DURATION, "outcome" => outcome).record(elapsed.as_secs_f64());
+        });
+    }
+
+    /// Sets the sessions gauge; a state missing from `counts` is zero.
+    pub(crate) fn set_sessions(&self, counts: &[(SessionStatus, u64)]) {
+        self.with(|| {
+            for state in STATES {
+                let n = counts
+                    .iter()
+                    .filter(|(s, _)| *s == state)
+                    .map(|(_, n)| *n)
+                    .sum::<u64>();
+                gauge!(SESSIONS, "state" => state.as_str()).set(n as f64);
+            }
+        });
+    }
+
+    /// Folds pending histogram samples into their buckets.
+    pub(crate) fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    /// Every series in the Prometheus text format.
+    pub(crate) fn render(&self) -> String {
+        self.handle.run_upkeep();
+        self.handle.render()
+    }
+}
+
+/// Runs [`Metrics::upkeep`] every [`UPKEEP_INTERVAL`].
+pub(crate) async fn upkeep_forever(metrics: Metrics) {
+    let mut ticks = tokio::time::interval(UPKEEP_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        metrics.upkeep();
+    }
+}
+
+/// `GET /metrics`: every series in the Prometheus text format, with the sessions gauge counted
+/// from the store now.
+pub(crate) async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let counts = state
+        .sessions
+        .store
+        .count_by_status()
+        .await
+        .map_err(|err| ApiError::Internal(Box::new(err)))?;
+    state.metrics.set_sessions(&counts);
+    Ok(([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], state.metrics.render()).into_response())
+}
+
+/// Middleware: times every request and counts error responses by code.
+///
+/// It sits inside the router's layers, so the matched route template is known.
+pub(crate) async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = method_label(req.method());
+    let route = route_label(
+        req.extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str),
+        req.uri().path(),
+    );
+    let response = next.run(req).await;
+    let status = response.status();
+    metrics.observe_request(method, route, status_class(status), started.elapsed());
+    if (status.is_client_error() || status.is_server_error())
+        && let Some(code) = error_code(response.headers())
+    {
+        metrics.count_error(code);
+    }
+    response
+}
+
+/// The `method` label: a standard method's name, or `other`.
+pub(crate) fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// The `route` label: the matched template, with the relay's known agent routes spelled out;
+/// `unmatched` when no route matched.
+pub(crate) fn route_label(matched: Option<&str>, path: &str) -> Cow<'static, str> {
+    match matched {
+        None => Cow::Borrowed("unmatched"),
+        Some(PROXY_ROUTE) => match agent_route(path) {
+            Some(route) => Cow::Owned(format!("/v1/sessions/{{id}}/{route}")),
+            None => Cow::Borrowed(PROXY_ROUTE),
+        },
+        Some(template) => Cow::Owned(template.to_owned()),
+    }
+}
+
+/// The agent route a relayed path goes to (`commands` for `/v1/sessions/x/commands/...`),
+/// when it is one of [`AGENT_ROUTES`].
+pub(crate) fn agent_route(path: &str) -> Option<&'static str> {
+    let rest = path.strip_prefix("/v1/sessions/")?;
+    let (_id, rest) = rest.split_once('/')?;
+    let first = rest.split('/').next().unwrap_or_default();
+    AGENT_ROUTES.iter().copied().find(|route| *route == first)
+}
+
+/// Whether a relayed request runs a command.
+pub(crate) fn is_command(method: &Method, path: &str) -> bool {
+    *method == Method::POST && agent_route(path) == Some("commands")
+}
+
+/// The `status_class` label: `2xx`, `4xx` and so on.
+pub(crate) fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    }
+}
+
+/// The error code an error response names in its [`hutch_api::error::ERROR_CODE_HEADER`]
+/// header. The control plane sets it on each of its errors, and so does each agent; an error
+/// response without it, or with a value that is not a known code, is not counted.
+pub(crate) fn error_code(headers: &HeaderMap) -> Option<ErrorCode> {
+    let value = headers
+        .get(hutch_api::error::ERROR_CODE_HEADER)?
+        .to_str()
+        .ok()?;
+    serde_json::from_value(serde_json::Value::String(value.to_owned())).ok()
+}
+
+/// A [`Runtime`] that times [`Runtime::create`] into [`SANDBOX_CREATE_DURATION`] and passes
+/// every call through.
+pub(crate) struct MeteredRuntime {
+    inner: Arc<dyn Runtime>,
+    metrics: Metrics,
+}
+
+impl MeteredRuntime {
+    /// Wraps `inner`.
+    pub(crate) fn new(inner: Arc<dyn Runtime>, metrics: Metrics) -> MeteredRuntime {
+        MeteredRuntime { inner, metrics }
+    }
+}
+
+#[async_trait]
+impl Runtime for MeteredRuntime {
+    async fn create(&self, spec: &SandboxSpec) -> Result<SandboxRecord, SandboxError> {
+        let started = Instant::now();
+        let result = self.inner.create(spec).await;
+        self.metrics
+            .observe_sandbox_create(result.is_ok(), started.elapsed());
+        result
+    }
+
+    async fn destroy(&self, record: &SandboxRecord) -> Result<(), SandboxError> {
+        self.inner.destroy(record).await
+    }
+
+    async fn adopt(&self, record: &SandboxRecord) -> Result<bool, SandboxError> {
+        self.inner.adopt(record).await
+    }
+
+    async fn sweep(&self, known: &HashSet<Uuid>) -> Result<Vec<Uuid>, SandboxError> {
+        self.inner.sweep(known).await
+    }
+
+    async fn connect(&self, id: Uuid) -> Result<UnixStream, SandboxError> {
+        self.inner.connect(id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    /// The value of the series `name{labels}` in `text`, if present.
+    fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let (series_name, rest) = match series.split_once('{') {
+                    Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                    None => (series, ""),
+                };
+                if series_name != name {
+                    return None;
+                }
+                let all = labels
+                    .iter()
+                    .all(|(k, v)| rest.split(',').any(|pair| pair == format!("{k}=\"{v}\"")));
+                all.then(|| value.parse().ok()).flatten()
+            })
+    }
+
+    #[test]
+    fn fresh_metrics_render_zeroes_and_help() {
+        let m = Metrics::new();
+        let text = m.render();
+        assert_eq!(sample(&text, COMMAND_EXECUTIONS, &[]), Some(0.0), "{text}");
+        for state in ["CREATING", "RUNNING", "PAUSED", "DELETING"] {
+            assert_eq!(
+                sample(&text, SESSIONS, &[("state", state)]),
+                Some(0.0),
+                "{text}"
+            );
+        }
+        assert!(text.contains("# TYPE hutch_sessions gauge"), "{text}");
+        assert!(
+            text.contains("# HELP hutch_command_executions_total"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn requests_become_histogram_buckets() {
+        let m = Metrics::new();
+        for ms in [2, 20, 200] {
+            m.observe_request(
+                "GET",
+                Cow::Borrowed("/v1/sessions/{id}"),
+                "2xx",
+                Duration::from_millis(ms),
+            );
+        }
+        let text = m.render();
+        let labels = [
+            ("method", "GET"),
+            ("route", "/v1/sessions/{id}"),
+            ("status_class", "2xx"),
+        ];
+        let name = format!("{HTTP_REQUEST_DURATION}_count");
+        assert_eq!(sample(&text, &name, &labels), Some(3.0), "{text}");
+        let sum = sample(&text, &format!("{HTTP_REQUEST_DURATION}_sum"), &labels).unwrap();
+        assert!((sum - 0.222).abs() < 1e-9, "{sum}");
+        let mut le = labels.to_vec();
+        le.push(("le", "0.025"));
+        assert_eq!(
+            sample(&text, &format!("{HTTP_REQUEST_DURATION}_bucket"), &le),
+            Some(2.0),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn counters_gauges_and_create_latency() {
+        let m = Metrics::new();
+        m.count_execution();
+        m.count_execution();
+        m.count_error(ErrorCode::RateLimited);
+        m.observe_sandbox_create(true, Duration::from_millis(3));
+        m.observe_sandbox_create(false, Duration::from_millis(30));
+        m.set_sessions(&[(SessionStatus::Running, 5), (SessionStatus::Creating, 1)]);
+        let text = m.render();
+        assert_eq!(sample(&text, COMMAND_EXECUTIONS, &[]), Some(2.0));
+        assert_eq!(
+            sample(&text, ERROR_RESPONSES, &[("code", "rate_limited")]),
+            Some(1.0)
+        );
+        for outcome in ["ok", "error"] {
+            assert_eq!(
+                sample(
+                    &text,
+                    &format!("{SANDBOX_CREATE_DURATION}_count"),
+                    &[("outcome", outcome)]
+                ),
+                Some(1.0),
+                "{text}"
+            );
+        }
+        assert_eq!(sample(&text, SESSIONS, &[("state", "RUNNING")]), Some(5.0));
+        assert_eq!(sample(&text, SESSIONS, &[("state", "CREATING")]), Some(1.0));
+        assert_eq!(sample(&text, SESSIONS, &[("state", "DELETING")]), Some(0.0));
+        m.set_sessions(&[]);
+        assert_eq!(
+            sample(&m.render(), SESSIONS, &[("state", "RUNNING")]),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn two_servers_keep_separate_series() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        a.count_execution();
+        assert_eq!(sample(&a.render(), COMMAND_EXECUTIONS, &[]), Some(1.0));
+        assert_eq!(sample(&b.render(), COMMAND_EXECUTIONS, &[]), Some(0.0));
+    }
+
+    #[test]
+    fn labels_come_from_closed_sets() {
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
+        assert_eq!(route_label(None, "/anything/at/all"), "unmatched");
+        assert_eq!(
+            route_label(Some("/v1/sessions/{id}"), "/v1/sessions/0191"),
+            "/v1/sessions/{id}"
+        );
+        assert_eq!(
+            route_label(Some(PROXY_ROUTE), "/v1/sessions/0191/commands"),
+            "/v1/sessions/{id}/commands"
+        );
+        assert_eq!(
+            route_label(Some(PROXY_ROUTE), "/v1/sessions/0191/commands/x/y"),
+            "/v1/sessions/{id}/commands"
+        );
+        assert_eq!(
+            route_label(Some(PROXY_ROUTE), "/v1/sessions/0191/random-1234"),
+            PROXY_ROUTE
+        );
+        assert_eq!(status_class(StatusCode::OK), "2xx");
+        assert_eq!(
+            status_class(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+            "4xx"
+        );
+        assert_eq!(status_class(StatusCode::BAD_GATEWAY), "5xx");
+    }
+
+    #[test]
+    fn command_requests_are_posts_to_commands() {
+        assert!(is_command(&Method::POST, "/v1/sessions/0191/commands"));
+        assert!(!is_command(&Method::GET, "/v1/sessions/0191/commands"));
+        assert!(!is_command(&Method::POST, "/v1/sessions/0191/health"));
+        assert!(!is_command(&Method::POST, "/v1/sessions/0191"));
+    }
+
+    #[test]
+    fn error_codes_are_read_from_the_header() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(error_code(&headers), None);
+        headers.insert(
+            hutch_api::error::ERROR_CODE_HEADER,
+            HeaderValue::from_static("headers_too_large"),
+        );
+        assert_eq!(error_code(&headers), Some(ErrorCode::HeadersTooLarge));
+        headers.insert(
+            hutch_api::error::ERROR_CODE_HEADER,
+            HeaderValue::from_static("made_up_code"),
+        );
+        assert_eq!(error_code(&headers), None);
+    }
+}
