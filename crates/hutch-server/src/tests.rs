@@ -302,7 +302,8 @@ fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str) 
     assert!(body["error"]["message"].as_str().is_some(), "{body}");
 }
 
-fn b64url(bytes: &[u8]) -> String {
+/// Unpadded base64url, for hand-made tokens.
+pub(crate) fn b64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {

@@ -21,7 +21,7 @@ use tokio::sync::mpsc::unbounded_channel;
 use tower::ServiceExt;
 
 use crate::auth::{Caller, MintOptions, TokenPolicy, Verifier, mint_token, mint_token_with};
-use crate::tests::FakeRuntime;
+use crate::tests::{FakeRuntime, b64url};
 use crate::{AuthError, Server, ServerConfig, ServerError};
 
 const SECRET: &str = "contract-test-secret";
@@ -92,21 +92,6 @@ fn alice() -> Caller {
         tenant: "alice".into(),
         admin: false,
     }
-}
-
-fn b64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0_u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
 }
 
 /// The JWK of an RSA public key PEM from `testdata/`.
