@@ -6,7 +6,13 @@ set -euo pipefail
 need=()
 command -v cargo >/dev/null || { echo "deps: cargo is required (install Rust 1.95 with rustup)" >&2; exit 1; }
 command -v bwrap >/dev/null || need+=(bubblewrap)          # the peer of the sessions benchmark
-command -v python3 >/dev/null || need+=(python3)           # used by tests inside sandboxes
+# The default image is a read-only view of the host's /usr: what sandboxes run comes from here.
+# The interpreter's Python environment (seeds 000 and 003 use IPython, numpy, pandas and
+# matplotlib), node for JavaScript contexts, pip for `libraries`.
+for pkg in python3 python3-ipython python3-numpy python3-pandas python3-matplotlib python3-pip; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || need+=("$pkg")
+done
+[[ -x /usr/bin/node ]] || need+=(nodejs)
 command -v ps >/dev/null || need+=(procps)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v curl >/dev/null || need+=(curl)
@@ -14,7 +20,7 @@ if ((${#need[@]})); then
     echo "deps: installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq "${need[@]}" >/dev/null
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
 # schemathesis (from PyPI, into a virtualenv under target/) tests the API contract against a
