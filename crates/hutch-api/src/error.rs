@@ -43,6 +43,11 @@ pub enum ErrorCode {
     SandboxUnavailable,
     /// The session's disk quota is exhausted (507).
     DiskFull,
+    /// No storage context with this id belongs to the caller (404).
+    StorageContextNotFound,
+    /// Moving content between a session and a storage context failed (502); the message
+    /// says which context and why.
+    SyncFailed,
     /// An unexpected fault inside hutch (500). The log has the cause.
     Internal,
 }
@@ -54,14 +59,16 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
-            ErrorCode::NotFound | ErrorCode::SessionNotFound => 404,
+            ErrorCode::NotFound
+            | ErrorCode::SessionNotFound
+            | ErrorCode::StorageContextNotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UriTooLong => 414,
             ErrorCode::HeadersTooLarge => 431,
             ErrorCode::RateLimited | ErrorCode::QuotaExceeded => 429,
             ErrorCode::Internal => 500,
-            ErrorCode::SandboxUnavailable => 502,
+            ErrorCode::SandboxUnavailable | ErrorCode::SyncFailed => 502,
             ErrorCode::Capacity => 503,
             ErrorCode::DiskFull => 507,
         }
@@ -84,6 +91,8 @@ impl ErrorCode {
             ErrorCode::Capacity => "capacity",
             ErrorCode::SandboxUnavailable => "sandbox_unavailable",
             ErrorCode::DiskFull => "disk_full",
+            ErrorCode::StorageContextNotFound => "storage_context_not_found",
+            ErrorCode::SyncFailed => "sync_failed",
             ErrorCode::Internal => "internal",
         }
     }
@@ -171,6 +180,8 @@ mod tests {
             ErrorCode::Capacity,
             ErrorCode::SandboxUnavailable,
             ErrorCode::DiskFull,
+            ErrorCode::StorageContextNotFound,
+            ErrorCode::SyncFailed,
             ErrorCode::Internal,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());

@@ -13,10 +13,15 @@ pub mod error;
 pub mod limits;
 mod schema;
 pub mod sessions;
+pub mod storage;
 
 pub use commands::{CommandRequest, CommandResult};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use sessions::{
     CreateSessionRequest, Resources, ResourcesRequest, Session, SessionList, SessionStatus,
     UpdateSessionRequest,
+};
+pub use storage::{
+    ContextInfo, ContextStatusData, ContextSync, CreateStorageContextRequest, StorageContext,
+    StorageContextList, SyncPolicy, SyncRequest, SyncStarted, TaskStatus, TaskType,
 };

@@ -70,3 +70,16 @@ pub const REQUEST_URI_MAX_BYTES: usize = 8 * 1024;
 /// Most commands one session runs at once; past it the session's agent answers 429
 /// `rate_limited` until one finishes.
 pub const COMMANDS_CONCURRENT_MAX: usize = 64;
+
+/// Longest storage context name, in bytes.
+pub const STORAGE_CONTEXT_NAME_MAX_BYTES: usize = 128;
+/// Most storage contexts bound to one session.
+pub const CONTEXT_SYNCS_MAX: usize = 8;
+/// Most include or exclude globs in one sync policy.
+pub const SYNC_GLOBS_MAX: usize = 32;
+/// Longest include or exclude glob, in bytes.
+pub const SYNC_GLOB_MAX_BYTES: usize = 256;
+/// Most transfer tasks remembered per session (older finished ones are forgotten).
+pub const CONTEXT_TASKS_KEPT: usize = 100;
+/// Most entries (files, directories, links) in one storage context version.
+pub const STORAGE_CONTEXT_MAX_ENTRIES: u64 = 100_000;

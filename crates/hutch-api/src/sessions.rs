@@ -103,6 +103,10 @@ pub struct CreateSessionRequest {
     /// Environment variables every process in the session starts with.
     #[schema(schema_with = crate::schema::env_request)]
     pub env: Option<BTreeMap<String, String>>,
+    /// Storage contexts to bind to paths of the session: each is downloaded into its path
+    /// before the session runs and uploaded back when it is deleted or expires. At most 8.
+    #[schema(max_items = 8)]
+    pub context_syncs: Option<Vec<crate::storage::ContextSync>>,
 }
 
 /// `PATCH /v1/sessions/{id}`: each present field replaces the current value.

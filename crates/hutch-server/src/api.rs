@@ -12,7 +12,8 @@
 //! | `GET /v1/sessions?limit&offset` | [`list_sessions`] |
 //! | `GET /v1/sessions/{id}` | [`get_session`] |
 //! | `PATCH /v1/sessions/{id}` | [`update_session`] |
-//! | `DELETE /v1/sessions/{id}` | [`delete_session`] |
+//! | `DELETE /v1/sessions/{id}?upload` | [`delete_session`] |
+//! | `/v1/contexts…`, `/v1/sessions/{id}/context/…` | [`crate::storage_api`] |
 //! | any `/v1/sessions/{id}/{*rest}` | [`proxy`]: forwarded to the session's agent |
 //! | `GET /v1/openapi.json`, `GET /docs` (no auth) | [`crate::openapi`]: the API contract |
 //! | `GET /metrics` (no auth) | [`crate::metrics::scrape`]: Prometheus text format |
@@ -40,7 +41,7 @@ use crate::error::ApiError;
 use crate::extract::{Json, SessionId};
 use crate::openapi::{
     BadRequest, Capacity, Conflict, Internal, PayloadTooLarge, RateLimited, SessionNotFound,
-    Unauthorized,
+    SyncFailed, Unauthorized,
 };
 use crate::validate;
 
@@ -57,6 +58,7 @@ pub(crate) fn app(state: AppState) -> Router {
                 .patch(update_session)
                 .delete(delete_session),
         )
+        .merge(crate::storage_api::routes())
         // Authenticates and charges the tenant's lifecycle rate limit.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -249,13 +251,20 @@ pub(crate) async fn update_session(
 
 /// Deletes a session.
 ///
-/// Destroys its sandbox and every process in it, and answers once they are gone.
+/// First uploads each bound storage context (`contextSyncs`) whose policy says so, and
+/// answers only once those uploads are durable; if one fails, the session is kept and the
+/// `sync_failed` error says why (retry, or pass `upload=false` to skip the uploads). Then
+/// destroys its sandbox and every process in it, and answers once they are gone.
 #[utoipa::path(
     delete,
     path = "/v1/sessions/{id}",
     operation_id = "deleteSession",
     tag = "sessions",
-    params(("id" = Uuid, Path, description = "The session id.")),
+    params(
+        ("id" = Uuid, Path, description = "The session id."),
+        ("upload" = Option<bool>, Query,
+            description = "Upload the bound storage contexts first; default true."),
+    ),
     responses(
         (status = 200, description = "The session as it was last seen", body = Session),
         (status = 400, response = BadRequest),
@@ -264,6 +273,7 @@ pub(crate) async fn update_session(
         (status = 409, response = Conflict),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),
+        (status = 502, response = SyncFailed),
     ),
     security(("bearer" = []))
 )]
@@ -271,8 +281,10 @@ pub(crate) async fn delete_session(
     State(state): State<AppState>,
     caller: Caller,
     SessionId(id): SessionId,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<Session>, ApiError> {
-    Ok(Json(state.sessions.delete(&caller, id).await?))
+    let upload = validate::flag(query.as_deref(), "upload", true)?;
+    Ok(Json(state.sessions.delete(&caller, id, upload).await?))
 }
 
 /// Any method on `/v1/sessions/{id}/{*rest}`: relayed to the session's agent.

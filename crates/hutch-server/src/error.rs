@@ -87,6 +87,23 @@ pub enum ApiError {
         /// What happened, for people.
         message: String,
     },
+    /// No storage context with this id belongs to the caller (404).
+    #[error("no storage context {0}")]
+    StorageContextNotFound(Uuid),
+    /// Moving content between a session and a storage context failed (502); the message says
+    /// which context, which path and why.
+    #[error("{message}")]
+    SyncFailed {
+        /// The context.
+        context: Uuid,
+        /// The path in the session.
+        path: String,
+        /// What happened, for people.
+        message: String,
+    },
+    /// The session's disk is full (507).
+    #[error("{0}")]
+    DiskFull(String),
     /// No room for another sandbox (503).
     #[error("{0}")]
     Capacity(String),
@@ -126,6 +143,9 @@ impl ApiError {
             ApiError::HeadersTooLarge { .. } => ErrorCode::HeadersTooLarge,
             ApiError::RateLimited { .. } => ErrorCode::RateLimited,
             ApiError::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
+            ApiError::StorageContextNotFound(_) => ErrorCode::StorageContextNotFound,
+            ApiError::SyncFailed { .. } => ErrorCode::SyncFailed,
+            ApiError::DiskFull(_) => ErrorCode::DiskFull,
             ApiError::Capacity(_) => ErrorCode::Capacity,
             ApiError::SandboxUnavailable { .. } => ErrorCode::SandboxUnavailable,
             ApiError::Internal(_) => ErrorCode::Internal,
@@ -148,6 +168,12 @@ impl ApiError {
             | ApiError::HeadersTooLarge { limit } => {
                 ErrorBody::new(code, self.to_string()).with_detail("limitBytes", *limit)
             }
+            ApiError::StorageContextNotFound(id) => {
+                ErrorBody::new(code, self.to_string()).with_detail("contextId", id.to_string())
+            }
+            ApiError::SyncFailed { context, path, .. } => ErrorBody::new(code, self.to_string())
+                .with_detail("contextId", context.to_string())
+                .with_detail("path", path.as_str()),
             ApiError::SandboxUnavailable { id, .. } => {
                 ErrorBody::new(code, self.to_string()).with_detail("sessionId", id.to_string())
             }
@@ -255,8 +281,43 @@ impl From<SessionError> for ApiError {
                 id,
                 source: Box::new(source),
             },
+            SessionError::StorageContextNotFound(id) => ApiError::StorageContextNotFound(id),
+            SessionError::SyncFailed {
+                context,
+                path,
+                source,
+                ..
+            } => {
+                if source.is_disk_full() {
+                    ApiError::DiskFull(message)
+                } else {
+                    ApiError::SyncFailed {
+                        context,
+                        path,
+                        message,
+                    }
+                }
+            }
             SessionError::Sandbox(err) => err.into(),
             SessionError::Store(err) => ApiError::Internal(Box::new(err)),
+        }
+    }
+}
+
+impl From<crate::storage::StorageError> for ApiError {
+    fn from(err: crate::storage::StorageError) -> Self {
+        use crate::storage::StorageError;
+        match err {
+            StorageError::NotFound(id) => ApiError::StorageContextNotFound(id),
+            StorageError::NameTaken(_) => ApiError::Conflict(err.to_string()),
+            StorageError::TooMany { limit } => ApiError::QuotaExceeded {
+                quota: "storageContexts",
+                limit: u64::try_from(limit).unwrap_or(u64::MAX),
+                used: u64::try_from(limit).unwrap_or(u64::MAX),
+                requested: None,
+                message: err.to_string(),
+            },
+            StorageError::Store(err) => ApiError::Internal(Box::new(err)),
         }
     }
 }

@@ -3,7 +3,8 @@
 //! - [`Json`] reads a JSON body (bounded by the router's body limit), answers 400
 //!   `invalid_request` naming the offending field on bad JSON, unknown fields or wrong types,
 //!   and 413 `payload_too_large` when the body is over the limit.
-//! - [`SessionId`] reads the `{id}` path segment as a UUID and answers 400 naming `sessionId`.
+//! - [`SessionId`] reads the `{id}` path segment as a UUID and answers 400 naming `sessionId`;
+//!   [`ContextId`] does the same for storage contexts, naming `contextId`.
 
 use std::collections::HashMap;
 
@@ -111,22 +112,39 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
-            .await
-            .map_err(|rejection| {
-                ApiError::invalid(
-                    "sessionId",
-                    format!("invalid path: {}", rejection.body_text()),
-                )
-            })?;
-        let raw = params.get("id").map(String::as_str).unwrap_or_default();
-        Uuid::parse_str(raw).map(SessionId).map_err(|_| {
-            ApiError::invalid(
-                "sessionId",
-                format!("sessionId must be a UUID, got {raw:?}"),
-            )
-        })
+        path_uuid(parts, state, "sessionId").await.map(SessionId)
     }
+}
+
+/// The `{id}` path segment of a storage context route, parsed as a UUID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ContextId(pub(crate) Uuid);
+
+impl<S> FromRequestParts<S> for ContextId
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        path_uuid(parts, state, "contextId").await.map(ContextId)
+    }
+}
+
+/// The `{id}` path segment as a UUID; errors name `field`.
+async fn path_uuid<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+    field: &str,
+) -> Result<Uuid, ApiError> {
+    let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+        .await
+        .map_err(|rejection| {
+            ApiError::invalid(field, format!("invalid path: {}", rejection.body_text()))
+        })?;
+    let raw = params.get("id").map(String::as_str).unwrap_or_default();
+    Uuid::parse_str(raw)
+        .map_err(|_| ApiError::invalid(field, format!("{field} must be a UUID, got {raw:?}")))
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@
 //! engine (create, delete, reaper, died watcher, recovery) · `store` all SQL · `proxy` the
 //! relay to agents · `openapi` the API contract (`/v1/openapi.json`, `/docs`) · `metrics`
 //! Prometheus metrics (`/metrics`) · `bounds` limits on the request head · `ratelimit`
-//! per-tenant rate limits.
+//! per-tenant rate limits · `storage` storage contexts and their transfers, `storage_api`
+//! their routes.
 
 // Tests may unwrap; the non-test build is still checked for it.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -31,6 +32,8 @@ pub mod openapi;
 mod proxy;
 mod ratelimit;
 mod sessions;
+mod storage;
+mod storage_api;
 mod store;
 mod validate;
 
@@ -58,6 +61,8 @@ pub use ratelimit::{
     DEFAULT_RATE_LIFECYCLE, DEFAULT_RATE_SESSION, Period, RateLimit, RateLimitParseError,
 };
 pub use sessions::{RecoverySummary, SessionError};
+pub use storage::archive::ArchiveError;
+pub use storage::{StorageLimits, TransferError};
 pub use store::StoreError;
 
 use auth::Verifier;
@@ -75,6 +80,8 @@ pub const DEFAULT_TENANT_MAX_MEMORY_MB: u64 = 65_536;
 pub const DEFAULT_REAPER_INTERVAL: Duration = Duration::from_millis(200);
 /// Name of the database file inside the data directory.
 pub const DATABASE_FILE: &str = "hutch.db";
+/// Directory of storage context content inside the data directory.
+pub const CONTEXTS_DIR: &str = "contexts";
 
 /// How to run the control plane.
 #[derive(Debug, Clone)]
@@ -111,6 +118,8 @@ pub struct ServerConfig {
     /// Most `memoryMb` summed over one tenant's sessions; past it creates answer 429
     /// `quota_exceeded`.
     pub tenant_max_memory_mb: u64,
+    /// Bounds on storage contexts (sizes per context and per tenant, count per tenant).
+    pub storage: StorageLimits,
 }
 
 impl ServerConfig {
@@ -131,6 +140,7 @@ impl ServerConfig {
             rate_session: DEFAULT_RATE_SESSION,
             tenant_max_sessions: DEFAULT_TENANT_MAX_SESSIONS,
             tenant_max_memory_mb: DEFAULT_TENANT_MAX_MEMORY_MB,
+            storage: StorageLimits::default(),
         }
     }
 }
@@ -259,11 +269,23 @@ impl Server {
         let metrics = metrics::Metrics::new();
         let runtime: Arc<dyn hutch_sandbox::Runtime> =
             Arc::new(metrics::MeteredRuntime::new(runtime, metrics.clone()));
+        let blobs = storage::blobs::LocalBlobs::open(&config.data_dir.join(CONTEXTS_DIR)).map_err(
+            |source| ServerError::DataDir {
+                path: config.data_dir.join(CONTEXTS_DIR),
+                source,
+            },
+        )?;
+        let storage = Arc::new(storage::Storage::new(
+            store.clone(),
+            Arc::new(blobs),
+            config.storage,
+        ));
         let sessions = Arc::new(
-            Sessions::new(store, runtime, config.max_sessions)
+            Sessions::new(store, runtime, Arc::clone(&storage), config.max_sessions)
                 .with_tenant_quotas(config.tenant_max_sessions, config.tenant_max_memory_mb),
         );
         let recovery = sessions.recover().await?;
+        storage.recover().await?;
 
         let reaper = tokio::spawn(reap_forever(Arc::clone(&sessions), config.reaper_interval));
         let watcher = tokio::spawn(watch_died(Arc::clone(&sessions), died));

@@ -276,6 +276,14 @@ error_responses! {
     DiskFull: DiskFull,
         "`disk_full`: the session's disk quota is exhausted.",
         "the session's disk quota is exhausted";
+    StorageContextNotFound: StorageContextNotFound,
+        "`storage_context_not_found`: no storage context with this id belongs to the caller.",
+        "no storage context 0196a3c2-0000-7000-8000-000000000000";
+    SyncFailed: SyncFailed,
+        "`sync_failed`: moving content between the session and a storage context failed; \
+         the message says which context, which path and why, and `details` name them.",
+        "upload of storage context 0196a3c2-0000-7000-8000-000000000000 at /workspace/data \
+         failed: the content is larger than the limit of 1073741824 bytes";
 }
 
 /// One shared error response: `description`, an [`ErrorBody`] schema, an example, and the
@@ -400,10 +408,10 @@ impl Modify for Contract {
         for item in openapi.paths.paths.values_mut() {
             for operation in operations_mut(item) {
                 // The control plane reads an empty body as `{}`, so its bodies are optional.
-                let own_route = operation
-                    .tags
-                    .as_ref()
-                    .is_some_and(|tags| tags.iter().any(|tag| tag == "sessions"));
+                let own_route = operation.tags.as_ref().is_some_and(|tags| {
+                    tags.iter()
+                        .any(|tag| tag == "sessions" || tag == "storage contexts")
+                });
                 if let (true, Some(RefOr::T(body))) = (own_route, operation.request_body.as_mut()) {
                     body.required = Some(Required::False);
                 }
@@ -493,6 +501,12 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
         crate::api::get_session,
         crate::api::update_session,
         crate::api::delete_session,
+        crate::storage_api::create_context,
+        crate::storage_api::list_contexts,
+        crate::storage_api::get_context,
+        crate::storage_api::delete_context,
+        crate::storage_api::sync_context,
+        crate::storage_api::context_info,
         run_command,
         metrics,
         serve_json,
@@ -513,6 +527,8 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
             SandboxUnavailable,
             Capacity,
             DiskFull,
+            StorageContextNotFound,
+            SyncFailed,
         ),
     ),
     modifiers(&Contract),
@@ -520,6 +536,8 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
         (name = "sessions", description = "Sandboxes with a time to live, each owned by one \
             tenant."),
         (name = "commands", description = "Work inside a session, answered by its agent."),
+        (name = "storage contexts", description = "Named persistent storage of a tenant, \
+            downloaded into sessions and uploaded back from them, in atomic versions."),
         (name = "meta", description = "Health, metrics, and this contract."),
     ),
 )]

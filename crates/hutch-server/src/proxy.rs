@@ -125,6 +125,60 @@ pub(crate) async fn forward(
     Ok(Response::from_parts(parts, Body::new(body)).into_response())
 }
 
+/// The sending half of an HTTP/1.1 connection to an agent, for the control plane's own
+/// requests (storage transfers).
+pub(crate) type AgentSender = hyper::client::conn::http1::SendRequest<Body>;
+
+/// Opens an HTTP/1.1 connection over `stream`; the returned task drives it until the sender
+/// is dropped (or the task is aborted).
+pub(crate) async fn agent_connection(
+    stream: UnixStream,
+) -> Result<(AgentSender, tokio::task::JoinHandle<()>), String> {
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    let task = tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(error = %err, "agent connection ended with an error");
+        }
+    });
+    Ok((sender, task))
+}
+
+/// Sends one request of the control plane's own on `sender`; the body streams.
+pub(crate) async fn agent_send(
+    sender: &mut AgentSender,
+    method: &str,
+    target: &str,
+    body: Body,
+    content_type: Option<&str>,
+) -> Result<Response<hyper::body::Incoming>, String> {
+    let mut request = axum::http::Request::builder()
+        .method(method)
+        .uri(target)
+        .header(header::HOST, AGENT_HOST);
+    if let Some(content_type) = content_type {
+        request = request.header(header::CONTENT_TYPE, content_type);
+    }
+    let request = request.body(body).map_err(|e| e.to_string())?;
+    sender.ready().await.map_err(|e| e.to_string())?;
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// One request of the control plane's own on a new connection over `stream`.
+pub(crate) async fn agent_request(
+    stream: UnixStream,
+    method: &str,
+    target: &str,
+    body: Body,
+) -> Result<Response<hyper::body::Incoming>, String> {
+    let (mut sender, _connection) = agent_connection(stream).await?;
+    agent_send(&mut sender, method, target, body, None).await
+}
+
 /// `/{rest}?{query}` from `/v1/sessions/{id}/{rest}?{query}`, keeping the client's encoding.
 fn agent_target(uri: &Uri) -> Option<Uri> {
     let rest = uri.path().strip_prefix("/v1/sessions/")?;

@@ -17,14 +17,20 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use hutch_api::{Session, SessionList, SessionStatus};
+use hutch_api::limits::CONTEXT_SYNCS_MAX;
+use hutch_api::{
+    ContextInfo, ContextSync, Session, SessionList, SessionStatus, SyncStarted, TaskType,
+};
 use hutch_sandbox::{Runtime, SandboxError, SandboxSpec};
 use tokio::net::UnixStream;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::store::{InsertOutcome, RowLimits, Store, StoreError, StoredSession, now_ms};
-use crate::validate::{NewSession, Page, SessionChanges};
+use crate::storage::{Storage, StorageError, TransferError};
+use crate::store::{
+    InsertOutcome, RowLimits, Store, StoreError, StoredSession, TaskFilter, now_ms,
+};
+use crate::validate::{NewSession, Page, SessionChanges, SyncTarget};
 
 /// How long after a failed destroy the reaper tries again, in milliseconds.
 const DESTROY_RETRY_MS: i64 = 30_000;
@@ -76,12 +82,38 @@ pub enum SessionError {
         #[source]
         source: SandboxError,
     },
+    /// A storage context named by the request is not the caller's.
+    #[error("no storage context {0}")]
+    StorageContextNotFound(Uuid),
+    /// Moving content between the session and a storage context failed.
+    #[error("{task} of storage context {context} at {path} failed: {source}")]
+    SyncFailed {
+        /// `upload` or `download`.
+        task: &'static str,
+        /// The context.
+        context: Uuid,
+        /// The path in the session.
+        path: String,
+        /// Why.
+        #[source]
+        source: TransferError,
+    },
     /// The runtime failed.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<StorageError> for SessionError {
+    fn from(err: StorageError) -> Self {
+        match err {
+            StorageError::NotFound(id) => SessionError::StorageContextNotFound(id),
+            StorageError::Store(err) => SessionError::Store(err),
+            other => SessionError::Conflict(other.to_string()),
+        }
+    }
 }
 
 /// What crash recovery did at start-up.
@@ -132,6 +164,8 @@ impl Drop for Claim {
 pub(crate) struct Sessions {
     pub(crate) store: Store,
     runtime: Arc<dyn Runtime>,
+    /// Storage contexts, for the transfers of `contextSyncs`.
+    pub(crate) storage: Arc<Storage>,
     claims: Claims,
     max_sessions: usize,
     tenant_max_sessions: usize,
@@ -139,12 +173,18 @@ pub(crate) struct Sessions {
 }
 
 impl Sessions {
-    /// An engine over `store` and `runtime` holding at most `max_sessions` sessions, with no
-    /// per-tenant quotas.
-    pub(crate) fn new(store: Store, runtime: Arc<dyn Runtime>, max_sessions: usize) -> Self {
+    /// An engine over `store`, `runtime` and `storage` holding at most `max_sessions`
+    /// sessions, with no per-tenant quotas.
+    pub(crate) fn new(
+        store: Store,
+        runtime: Arc<dyn Runtime>,
+        storage: Arc<Storage>,
+        max_sessions: usize,
+    ) -> Self {
         Sessions {
             store,
             runtime,
+            storage,
             claims: Claims::default(),
             max_sessions,
             tenant_max_sessions: usize::MAX,
@@ -166,6 +206,9 @@ impl Sessions {
         caller: &Caller,
         new: NewSession,
     ) -> Result<Session, SessionError> {
+        for sync in &new.context_syncs {
+            self.storage.visible(caller, sync.context_id).await?;
+        }
         let id = Uuid::now_v7();
         let claim = self.claims.try_claim(id).ok_or_else(|| {
             SessionError::Conflict(format!("session id {id} is already in use; retry"))
@@ -208,6 +251,10 @@ impl Sessions {
                 });
             }
         }
+        if let Err(err) = self.store.insert_syncs(id, &new.context_syncs).await {
+            self.forget(id).await;
+            return Err(err.into());
+        }
         let spec = SandboxSpec {
             id,
             hostname: hostname(id),
@@ -222,6 +269,16 @@ impl Sessions {
                 return Err(err.into());
             }
         };
+        if let Err(err) = self
+            .transfer_all(id, &caller.tenant, &new.context_syncs, TaskType::Download)
+            .await
+        {
+            if let Err(destroy_err) = self.runtime.destroy(&record).await {
+                tracing::error!(session = %id, error = %crate::error::chain(&destroy_err), "destroying a sandbox whose download failed");
+            }
+            self.forget(id).await;
+            return Err(err);
+        }
         let running = match self.store.set_running(id, &record).await {
             Ok(Some(running)) => running,
             outcome => {
@@ -302,8 +359,16 @@ impl Sessions {
 
     /// Deletes a session and destroys its sandbox; returns the session as it was last seen.
     ///
+    /// First, with `upload`, each bound storage context whose policy says so is uploaded; if
+    /// one fails (for any reason but the context having been deleted), the session is kept
+    /// and the error says why, so that nothing is lost (`upload = false` skips the uploads).
     /// A concurrent delete of the same session (or one racing the reaper) answers not found.
-    pub(crate) async fn delete(&self, caller: &Caller, id: Uuid) -> Result<Session, SessionError> {
+    pub(crate) async fn delete(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        upload: bool,
+    ) -> Result<Session, SessionError> {
         let row = self.visible(caller, id).await?;
         let Some(claim) = self.claims.try_claim(id) else {
             return Err(if row.status == SessionStatus::Creating {
@@ -312,6 +377,20 @@ impl Sessions {
                 SessionError::NotFound(id)
             });
         };
+        if upload && row.status == SessionStatus::Running {
+            let syncs = self.store.syncs(id).await?;
+            match self
+                .transfer_all(id, &row.tenant, &syncs, TaskType::Upload)
+                .await
+            {
+                Ok(()) => {}
+                Err(SessionError::SyncFailed {
+                    source: TransferError::ContextGone(_),
+                    ..
+                }) => {}
+                Err(err) => return Err(err),
+            }
+        }
         let Some(row) = self.store.mark_deleting(id, None).await? else {
             return Err(SessionError::NotFound(id));
         };
@@ -394,6 +473,9 @@ impl Sessions {
             let this = Arc::clone(self);
             tokio::spawn(async move {
                 let id = claim.id;
+                if row.status == SessionStatus::Running {
+                    this.upload_before_expiry(&row).await;
+                }
                 let row = match this.store.mark_deleting(id, Some(now)).await {
                     Ok(Some(row)) => row,
                     Ok(None) => return, // extended or deleted meanwhile
@@ -413,6 +495,146 @@ impl Sessions {
             });
         }
         Ok(started)
+    }
+
+    /// Uploads the bound contexts of a session that expired; failures are logged and left in
+    /// the task log (the session is destroyed whatever happens: its time is up).
+    async fn upload_before_expiry(&self, row: &StoredSession) {
+        let syncs = match self.store.syncs(row.id).await {
+            Ok(syncs) => syncs,
+            Err(err) => {
+                tracing::error!(session = %row.id, error = %crate::error::chain(&err), "reading the contexts of an expired session");
+                return;
+            }
+        };
+        if let Err(err) = self
+            .transfer_all(row.id, &row.tenant, &syncs, TaskType::Upload)
+            .await
+        {
+            tracing::warn!(session = %row.id, error = %crate::error::chain(&err), "uploading an expired session's context failed; destroying it anyway");
+        }
+    }
+
+    /// Runs one transfer per binding whose policy allows `task_type`, in order, each recorded
+    /// in the task log; stops at the first failure.
+    async fn transfer_all(
+        &self,
+        id: Uuid,
+        tenant: &str,
+        syncs: &[ContextSync],
+        task_type: TaskType,
+    ) -> Result<(), SessionError> {
+        for sync in syncs {
+            let wanted = match task_type {
+                TaskType::Upload => sync.policy.upload,
+                TaskType::Download => sync.policy.download,
+            };
+            if !wanted {
+                continue;
+            }
+            let (task, _) = self.storage.record_task(id, sync, task_type, true).await?;
+            let agent = self.runtime.connect(id).await.map_err(|e| e.to_string());
+            self.storage
+                .run_task(task, tenant, id, agent, sync, task_type)
+                .await
+                .map_err(|source| SessionError::SyncFailed {
+                    task: task_type.as_str(),
+                    context: sync.context_id,
+                    path: sync.path.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Starts transfers between a RUNNING session and its contexts in the background, one
+    /// after the other, and returns their task records (`POST …/context/sync`).
+    ///
+    /// With a context and a path, that pair is transferred whether or not it is bound; with
+    /// only one of them, the bindings matching it; with neither, every binding. The
+    /// policy's include and exclude globs apply to bound pairs.
+    pub(crate) async fn sync(
+        self: &Arc<Self>,
+        caller: &Caller,
+        id: Uuid,
+        target: SyncTarget,
+    ) -> Result<SyncStarted, SessionError> {
+        let row = self.visible(caller, id).await?;
+        if row.status != SessionStatus::Running {
+            return Err(SessionError::Conflict(format!(
+                "session {id} is {}, not RUNNING",
+                row.status.as_str()
+            )));
+        }
+        let bound = self.store.syncs(id).await?;
+        let mut chosen: Vec<ContextSync> = bound
+            .into_iter()
+            .filter(|s| target.context_id.is_none_or(|c| c == s.context_id))
+            .filter(|s| target.path.as_ref().is_none_or(|p| *p == s.path))
+            .collect();
+        if let (Some(context_id), Some(path), true) =
+            (target.context_id, &target.path, chosen.is_empty())
+        {
+            chosen.push(ContextSync {
+                context_id,
+                path: path.clone(),
+                policy: hutch_api::SyncPolicy::default(),
+            });
+        }
+        if chosen.is_empty() {
+            return Err(SessionError::Conflict(
+                "no storage context is bound to this session (or none matches); give contextId and path".to_owned(),
+            ));
+        }
+        for sync in &chosen {
+            self.storage.visible(caller, sync.context_id).await?;
+        }
+        let unfinished = self.store.unfinished_tasks(id).await?;
+        if unfinished >= CONTEXT_SYNCS_MAX as u64 * 2 {
+            return Err(SessionError::Conflict(format!(
+                "session {id} has {unfinished} transfers under way; wait for them to finish"
+            )));
+        }
+        let mut tasks = Vec::with_capacity(chosen.len());
+        let mut records = Vec::with_capacity(chosen.len());
+        for sync in chosen {
+            let (task, data) = self
+                .storage
+                .record_task(id, &sync, target.mode, false)
+                .await?;
+            records.push(data);
+            tasks.push((task, sync));
+        }
+        let this = Arc::clone(self);
+        let tenant = row.tenant.clone();
+        tokio::spawn(async move {
+            for (task, sync) in tasks {
+                let agent = this.runtime.connect(id).await.map_err(|e| e.to_string());
+                // The outcome is in the task log.
+                let _ = this
+                    .storage
+                    .run_task(task, &tenant, id, agent, &sync, target.mode)
+                    .await;
+            }
+        });
+        Ok(SyncStarted {
+            success: true,
+            tasks: records,
+        })
+    }
+
+    /// The session's transfer tasks matching `filter` (`GET …/context/info`).
+    pub(crate) async fn context_info(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        filter: &TaskFilter,
+    ) -> Result<ContextInfo, SessionError> {
+        self.visible(caller, id).await?;
+        let tasks = self.store.tasks(id, filter).await?;
+        Ok(ContextInfo {
+            context_status_data: tasks.into_iter().map(|t| t.data).collect(),
+        })
     }
 
     /// Handles a sandbox whose agent died on its own: destroys what is left and deletes the

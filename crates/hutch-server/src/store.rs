@@ -23,6 +23,10 @@ use sqlx::sqlite::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+mod contexts;
+
+pub(crate) use contexts::{ContextInsert, StoredContext, TaskFilter};
+
 /// How long a statement waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many times a create whose row did not fit, but would by the time the usage is read

@@ -6,12 +6,20 @@
 use std::collections::BTreeMap;
 
 use hutch_api::limits::{
+    CONTEXT_SYNCS_MAX, PATH_MAX_BYTES, STORAGE_CONTEXT_NAME_MAX_BYTES, SYNC_GLOB_MAX_BYTES,
+    SYNC_GLOBS_MAX,
+};
+use hutch_api::limits::{
     CPUS_RANGE, DEFAULT_CPUS, DEFAULT_MEMORY_MB, DEFAULT_PIDS, ENV_MAX_ENTRIES, ENV_MAX_KEY_BYTES,
     ENV_MAX_VALUE_BYTES, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MEMORY_MB_RANGE, METADATA_MAX_ENTRIES,
     METADATA_MAX_KEY_BYTES, METADATA_MAX_VALUE_BYTES, PIDS_RANGE, TTL_DEFAULT_SECS, TTL_MAX_SECS,
     TTL_MIN_SECS,
 };
-use hutch_api::{CreateSessionRequest, Resources, ResourcesRequest, UpdateSessionRequest};
+use hutch_api::{
+    ContextSync, CreateSessionRequest, CreateStorageContextRequest, Resources, ResourcesRequest,
+    SyncRequest, TaskType, UpdateSessionRequest,
+};
+use uuid::Uuid;
 
 use crate::error::ApiError;
 
@@ -31,6 +39,8 @@ pub(crate) struct NewSession {
     pub(crate) resources: Resources,
     /// Environment of every process in the session.
     pub(crate) env: BTreeMap<String, String>,
+    /// Storage contexts bound to paths.
+    pub(crate) context_syncs: Vec<ContextSync>,
 }
 
 /// An update request that passed every check.
@@ -57,12 +67,15 @@ pub(crate) fn create(req: CreateSessionRequest) -> Result<NewSession, ApiError> 
     let env = req.env.unwrap_or_default();
     check_env(&env)?;
     let resources = resources(req.resources.unwrap_or_default())?;
+    let context_syncs = req.context_syncs.unwrap_or_default();
+    check_context_syncs(&context_syncs)?;
     Ok(NewSession {
         ttl_secs,
         image,
         metadata,
         resources,
         env,
+        context_syncs,
     })
 }
 
@@ -230,6 +243,201 @@ pub(crate) fn page(query: Option<&str>) -> Result<Page, ApiError> {
     Ok(Page { limit, offset })
 }
 
+/// A boolean query parameter (`true` or `false`), `default` when absent.
+pub(crate) fn flag(query: Option<&str>, name: &str, default: bool) -> Result<bool, ApiError> {
+    let mut value = default;
+    for pair in query.unwrap_or_default().split('&') {
+        let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
+        if key == name {
+            value = match raw {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => {
+                    return Err(ApiError::invalid(
+                        name,
+                        format!("{name} must be true or false, got {raw:?}"),
+                    ));
+                }
+            };
+        }
+    }
+    Ok(value)
+}
+
+/// Checks `POST /v1/contexts`; returns the name.
+pub(crate) fn storage_context(req: CreateStorageContextRequest) -> Result<String, ApiError> {
+    let name = req.name;
+    let valid_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if name.is_empty() || name.len() > STORAGE_CONTEXT_NAME_MAX_BYTES || !valid_chars {
+        return Err(ApiError::invalid(
+            "name",
+            format!(
+                "name must be 1 to {STORAGE_CONTEXT_NAME_MAX_BYTES} letters, digits, '.', '_' or '-', got {name:?}"
+            ),
+        ));
+    }
+    Ok(name)
+}
+
+/// Checks an absolute path inside a sandbox: no NUL, no `..`, bounded; returns it without a
+/// trailing slash.
+pub(crate) fn sandbox_dir(field: &str, path: &str) -> Result<String, ApiError> {
+    let refuse = |why: &str| {
+        Err(ApiError::invalid(
+            field,
+            format!("{field} must be an absolute directory path {why}, got {path:?}"),
+        ))
+    };
+    if !path.starts_with('/') {
+        return refuse("(starting with '/')");
+    }
+    if path.len() > PATH_MAX_BYTES || path.contains('\0') {
+        return refuse(&format!("of at most {PATH_MAX_BYTES} bytes with no NUL"));
+    }
+    if path.split('/').any(|part| part == "..") {
+        return refuse("without '..'");
+    }
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return refuse("other than '/'");
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Checks `contextSyncs`: bounded, absolute distinct paths none inside another, valid globs.
+fn check_context_syncs(syncs: &[ContextSync]) -> Result<(), ApiError> {
+    if syncs.len() > CONTEXT_SYNCS_MAX {
+        return Err(ApiError::invalid(
+            "contextSyncs",
+            format!(
+                "contextSyncs has {} entries; at most {CONTEXT_SYNCS_MAX} are allowed",
+                syncs.len()
+            ),
+        ));
+    }
+    let mut paths: Vec<String> = Vec::new();
+    for (i, sync) in syncs.iter().enumerate() {
+        let field = format!("contextSyncs[{i}].path");
+        let path = sandbox_dir(&field, &sync.path)?;
+        if let Some(other) = paths.iter().find(|p| nested(p, &path) || nested(&path, p)) {
+            return Err(ApiError::invalid(
+                &field,
+                format!("{path:?} overlaps {other:?}, bound by another entry"),
+            ));
+        }
+        paths.push(path);
+        for (list, globs) in [
+            ("include", &sync.policy.include),
+            ("exclude", &sync.policy.exclude),
+        ] {
+            let field = format!("contextSyncs[{i}].policy.{list}");
+            if globs.len() > SYNC_GLOBS_MAX || globs.iter().any(|g| g.len() > SYNC_GLOB_MAX_BYTES) {
+                return Err(ApiError::invalid(
+                    &field,
+                    format!(
+                        "{field} may hold at most {SYNC_GLOBS_MAX} globs of at most {SYNC_GLOB_MAX_BYTES} bytes"
+                    ),
+                ));
+            }
+        }
+        crate::storage::archive::PathFilter::new(&sync.policy.include, &sync.policy.exclude)
+            .map_err(|e| ApiError::invalid(&format!("contextSyncs[{i}].policy"), e))?;
+    }
+    Ok(())
+}
+
+/// Whether `inner` is `outer` or lies inside it.
+fn nested(outer: &str, inner: &str) -> bool {
+    inner == outer || inner.starts_with(&format!("{outer}/"))
+}
+
+/// A sync request that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SyncTarget {
+    /// Only this context.
+    pub(crate) context_id: Option<Uuid>,
+    /// Only this path.
+    pub(crate) path: Option<String>,
+    /// Direction.
+    pub(crate) mode: TaskType,
+}
+
+/// Checks `POST /v1/sessions/{id}/context/sync`.
+pub(crate) fn sync(req: SyncRequest) -> Result<SyncTarget, ApiError> {
+    let path = req.path.map(|p| sandbox_dir("path", &p)).transpose()?;
+    Ok(SyncTarget {
+        context_id: req.context_id,
+        path,
+        mode: req.mode.unwrap_or(TaskType::Upload),
+    })
+}
+
+/// Parses `?contextId=&path=&taskType=` of `GET /v1/sessions/{id}/context/info`.
+pub(crate) fn info_filter(query: Option<&str>) -> Result<crate::store::TaskFilter, ApiError> {
+    let mut filter = crate::store::TaskFilter::default();
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(raw).ok_or_else(|| {
+            ApiError::invalid(key, format!("{key} is not valid percent-encoded UTF-8"))
+        })?;
+        if value.is_empty() {
+            continue;
+        }
+        match key {
+            "contextId" => {
+                filter.context_id = Some(Uuid::parse_str(&value).map_err(|_| {
+                    ApiError::invalid(
+                        "contextId",
+                        format!("contextId must be a UUID, got {value:?}"),
+                    )
+                })?);
+            }
+            "path" => filter.path = Some(sandbox_dir("path", &value)?),
+            "taskType" => {
+                filter.task_type = Some(TaskType::parse(&value).ok_or_else(|| {
+                    ApiError::invalid(
+                        "taskType",
+                        format!("taskType must be upload or download, got {value:?}"),
+                    )
+                })?);
+            }
+            _ => {}
+        }
+    }
+    Ok(filter)
+}
+
+/// Decodes `%XX` escapes and `+` (a space) of a query value.
+fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = raw.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,5 +569,70 @@ mod tests {
         assert_eq!(field(page(Some("limit=101")).unwrap_err()), "limit");
         assert_eq!(field(page(Some("limit=abc")).unwrap_err()), "limit");
         assert_eq!(field(page(Some("offset=-1")).unwrap_err()), "offset");
+    }
+}
+
+#[cfg(test)]
+mod storage_tests {
+    use super::*;
+    use hutch_api::SyncPolicy;
+
+    fn sync_at(path: &str) -> ContextSync {
+        ContextSync {
+            context_id: Uuid::nil(),
+            path: path.to_owned(),
+            policy: SyncPolicy::default(),
+        }
+    }
+
+    #[test]
+    fn context_names_are_checked() {
+        let ok = CreateStorageContextRequest {
+            name: "project-1.cache_x".to_owned(),
+        };
+        assert!(storage_context(ok).is_ok());
+        for bad in ["", "a/b", "../x", "spa ce", &"x".repeat(129)] {
+            let req = CreateStorageContextRequest {
+                name: bad.to_owned(),
+            };
+            assert!(storage_context(req).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sync_paths_are_absolute_distinct_and_not_nested() {
+        assert!(check_context_syncs(&[sync_at("/workspace/a"), sync_at("/workspace/b")]).is_ok());
+        for bad in [
+            vec![sync_at("relative")],
+            vec![sync_at("/")],
+            vec![sync_at("/workspace/../etc")],
+            vec![sync_at("/workspace/a"), sync_at("/workspace/a/")],
+            vec![sync_at("/workspace"), sync_at("/workspace/a")],
+        ] {
+            assert!(check_context_syncs(&bad).is_err(), "{bad:?}");
+        }
+        let too_many: Vec<ContextSync> = (0..9).map(|i| sync_at(&format!("/d{i}"))).collect();
+        assert!(check_context_syncs(&too_many).is_err());
+        let mut bad_glob = sync_at("/w");
+        bad_glob.policy.include = vec!["a[".to_owned()];
+        assert!(check_context_syncs(&[bad_glob]).is_err());
+    }
+
+    #[test]
+    fn info_filters_parse() {
+        let id = Uuid::now_v7();
+        let filter = info_filter(Some(&format!(
+            "contextId={id}&path=%2Fworkspace%2Fdata&taskType=upload"
+        )))
+        .unwrap();
+        assert_eq!(filter.context_id, Some(id));
+        assert_eq!(filter.path.as_deref(), Some("/workspace/data"));
+        assert_eq!(filter.task_type, Some(TaskType::Upload));
+        assert!(info_filter(Some("taskType=sideways")).is_err());
+        assert!(info_filter(Some("contextId=nope")).is_err());
+        assert_eq!(
+            info_filter(None).unwrap(),
+            crate::store::TaskFilter::default()
+        );
     }
 }

@@ -99,11 +99,11 @@ fn operations(doc: &Value) -> Vec<(String, String, Value)> {
     out
 }
 
-/// The path of each `.route(...)` in `api.rs`.
+/// The path of each `.route(...)` in `api.rs` and `storage_api.rs`.
 fn router_paths() -> Vec<String> {
-    let source = include_str!("../api.rs");
+    let sources = [include_str!("../api.rs"), include_str!("../storage_api.rs")];
     let mut paths = Vec::new();
-    for chunk in source.split(".route(").skip(1) {
+    for chunk in sources.iter().flat_map(|s| s.split(".route(").skip(1)) {
         let first = chunk.trim_start();
         let arg = first.split([',', ')']).next().unwrap_or_default().trim();
         if let Some(literal) = arg.strip_prefix('"') {
