@@ -43,6 +43,10 @@ pub enum ErrorCode {
     SandboxUnavailable,
     /// The session's disk quota is exhausted (507).
     DiskFull,
+    /// No file or directory at the given path in the session (404).
+    FileNotFound,
+    /// The requested byte range lies outside the file (416).
+    RangeNotSatisfiable,
     /// An unexpected fault inside hutch (500). The log has the cause.
     Internal,
 }
@@ -54,7 +58,8 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
-            ErrorCode::NotFound | ErrorCode::SessionNotFound => 404,
+            ErrorCode::NotFound | ErrorCode::SessionNotFound | ErrorCode::FileNotFound => 404,
+            ErrorCode::RangeNotSatisfiable => 416,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UriTooLong => 414,
@@ -84,6 +89,8 @@ impl ErrorCode {
             ErrorCode::Capacity => "capacity",
             ErrorCode::SandboxUnavailable => "sandbox_unavailable",
             ErrorCode::DiskFull => "disk_full",
+            ErrorCode::FileNotFound => "file_not_found",
+            ErrorCode::RangeNotSatisfiable => "range_not_satisfiable",
             ErrorCode::Internal => "internal",
         }
     }
@@ -171,6 +178,8 @@ mod tests {
             ErrorCode::Capacity,
             ErrorCode::SandboxUnavailable,
             ErrorCode::DiskFull,
+            ErrorCode::FileNotFound,
+            ErrorCode::RangeNotSatisfiable,
             ErrorCode::Internal,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());

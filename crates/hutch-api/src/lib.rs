@@ -10,12 +10,16 @@
 
 pub mod commands;
 pub mod error;
+pub mod files;
 pub mod limits;
 mod schema;
 pub mod sessions;
 
 pub use commands::{CommandRequest, CommandResult};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use files::{
+    FileInfo, FileList, FileType, MkdirRequest, MoveRequest, UploadResult, UploadResults,
+};
 pub use sessions::{
     CreateSessionRequest, Resources, ResourcesRequest, Session, SessionList, SessionStatus,
     UpdateSessionRequest,
