@@ -262,10 +262,11 @@ async fn mkdir(
     let mode = parse_mode("mode", req.mode.as_deref(), 0o755)?;
     let files = files(&agent);
     blocking(move || {
-        let (parent, name) = files.root.parent(&path)?;
         if req.parents.unwrap_or(false) {
             files.root.mkdir_all(&path, mode)?;
-        } else {
+        }
+        let (parent, name) = files.root.parent(&path)?;
+        if !req.parents.unwrap_or(false) {
             let shown = path.to_string();
             fsys::mkdirat(parent.as_fd(), &name, mode).map_err(|e| fs_error("mkdir", &shown, e))?;
             let fd =
