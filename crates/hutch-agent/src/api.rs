@@ -22,6 +22,7 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/commands", post(run_command))
+        .merge(crate::files::routes())
         // Bodies are read their own bounded way (see read_json).
         .layer(axum::extract::DefaultBodyLimit::disable())
         .fallback(not_found)
@@ -66,7 +67,9 @@ const DRAIN_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// Reads a JSON body (any content type) of at most [`REQUEST_BODY_MAX_BYTES`]; an empty body
 /// reads as `{}`. Rejections answer in the error envelope.
-async fn read_json<T: DeserializeOwned>(body: axum::body::Body) -> Result<T, AgentError> {
+pub(crate) async fn read_json<T: DeserializeOwned>(
+    body: axum::body::Body,
+) -> Result<T, AgentError> {
     use http_body_util::BodyExt;
     let mut body = body;
     let mut bytes = Vec::new();
@@ -107,7 +110,7 @@ async fn read_json<T: DeserializeOwned>(body: axum::body::Body) -> Result<T, Age
 
 /// Reads and throws away up to `REQUEST_BODY_MAX_BYTES + DRAIN_MAX_BYTES` of a body that is
 /// refused before it is read, keeping nothing.
-async fn drain(body: axum::body::Body) {
+pub(crate) async fn drain(body: axum::body::Body) {
     use http_body_util::BodyExt;
     let mut body = body;
     let mut seen = 0usize;

@@ -33,6 +33,17 @@ pub enum AgentError {
     /// The agent's own runtime failed (socket, signals, threads).
     #[error("agent runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// A file operation failed; the message names the path (or archive entry, or uploaded
+    /// file) it failed on.
+    #[error("{message}")]
+    File {
+        /// The code it answers with.
+        code: ErrorCode,
+        /// What failed, naming the path.
+        message: String,
+        /// The path, archive entry or uploaded file it failed on.
+        path: String,
+    },
     /// An operation on the command's cgroup failed.
     #[error("command cgroup {op}: {source}")]
     Cgroup {
@@ -53,7 +64,7 @@ impl AgentError {
         }
     }
 
-    fn code(&self) -> ErrorCode {
+    pub(crate) fn code(&self) -> ErrorCode {
         match self {
             AgentError::Spawn(hutch_sandbox::process::SpawnError::Clone(e))
                 if e.raw_os_error() == Some(libc::EAGAIN) =>
@@ -64,6 +75,7 @@ impl AgentError {
             AgentError::Invalid { .. } | AgentError::Spawn(_) => ErrorCode::InvalidRequest,
             AgentError::TooLarge(_) => ErrorCode::PayloadTooLarge,
             AgentError::Busy { .. } => ErrorCode::RateLimited,
+            AgentError::File { code, .. } => *code,
             AgentError::Runtime(_) | AgentError::Cgroup { .. } => ErrorCode::Internal,
         }
     }
@@ -81,6 +93,7 @@ impl IntoResponse for AgentError {
                 field: Some(field), ..
             } => body = body.with_detail("field", *field),
             AgentError::Busy { limit } => body = body.with_detail("limit", *limit),
+            AgentError::File { path, .. } => body = body.with_detail("path", path.as_str()),
             _ => {}
         }
         error_response(code, body)

@@ -17,6 +17,7 @@
 mod api;
 mod commands;
 mod error;
+mod files;
 mod reaper;
 
 use std::collections::BTreeMap;
@@ -37,6 +38,9 @@ pub struct AgentConfig {
     pub env: BTreeMap<String, String>,
     /// The sandbox's host name.
     pub hostname: String,
+    /// Largest upload the file API accepts, in bytes; default
+    /// [`hutch_api::limits::FILES_UPLOAD_MAX_BYTES_DEFAULT`].
+    pub max_upload_bytes: Option<u64>,
 }
 
 /// Shared state of the agent's handlers.
@@ -47,6 +51,8 @@ pub(crate) struct Agent {
     pub(crate) next_command: std::sync::atomic::AtomicU64,
     /// One permit per command that may run at once.
     pub(crate) commands: Arc<tokio::sync::Semaphore>,
+    /// The file API's state.
+    pub(crate) files: Arc<files::Files>,
 }
 
 /// Serves the agent API until the process is killed.
@@ -72,7 +78,14 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
         ("HOSTNAME".to_owned(), config.hostname.clone()),
     ]);
     base_env.extend(config.env);
+    let files = files::Files::new(
+        config
+            .max_upload_bytes
+            .unwrap_or(hutch_api::limits::FILES_UPLOAD_MAX_BYTES_DEFAULT),
+    )
+    .map_err(AgentError::Runtime)?;
     let agent = Arc::new(Agent {
+        files: Arc::new(files),
         reaper,
         cgroup_dir: config.cgroup_dir,
         base_env,

@@ -48,6 +48,10 @@ pub enum ErrorCode {
     /// Moving content between a session and a storage context failed (502); the message
     /// says which context and why.
     SyncFailed,
+    /// No file or directory at the given path in the session (404).
+    FileNotFound,
+    /// The requested byte range lies outside the file (416).
+    RangeNotSatisfiable,
     /// An unexpected fault inside hutch (500). The log has the cause.
     Internal,
 }
@@ -61,7 +65,9 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound
             | ErrorCode::SessionNotFound
-            | ErrorCode::StorageContextNotFound => 404,
+            | ErrorCode::StorageContextNotFound
+            | ErrorCode::FileNotFound => 404,
+            ErrorCode::RangeNotSatisfiable => 416,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UriTooLong => 414,
@@ -93,6 +99,8 @@ impl ErrorCode {
             ErrorCode::DiskFull => "disk_full",
             ErrorCode::StorageContextNotFound => "storage_context_not_found",
             ErrorCode::SyncFailed => "sync_failed",
+            ErrorCode::FileNotFound => "file_not_found",
+            ErrorCode::RangeNotSatisfiable => "range_not_satisfiable",
             ErrorCode::Internal => "internal",
         }
     }
@@ -182,6 +190,8 @@ mod tests {
             ErrorCode::DiskFull,
             ErrorCode::StorageContextNotFound,
             ErrorCode::SyncFailed,
+            ErrorCode::FileNotFound,
+            ErrorCode::RangeNotSatisfiable,
             ErrorCode::Internal,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());

@@ -10,6 +10,7 @@
 
 pub mod commands;
 pub mod error;
+pub mod files;
 pub mod limits;
 mod schema;
 pub mod sessions;
@@ -17,6 +18,9 @@ pub mod storage;
 
 pub use commands::{CommandRequest, CommandResult};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use files::{
+    FileInfo, FileList, FileType, MkdirRequest, MoveRequest, UploadResult, UploadResults,
+};
 pub use sessions::{
     CreateSessionRequest, Resources, ResourcesRequest, Session, SessionList, SessionStatus,
     UpdateSessionRequest,

@@ -83,3 +83,25 @@ pub const SYNC_GLOB_MAX_BYTES: usize = 256;
 pub const CONTEXT_TASKS_KEPT: usize = 100;
 /// Most entries (files, directories, links) in one storage context version.
 pub const STORAGE_CONTEXT_MAX_ENTRIES: u64 = 100_000;
+/// Most path components (names between slashes) in one file API path.
+pub const FILES_PATH_MAX_COMPONENTS: usize = 256;
+/// Longest single name in a path, in bytes (the kernel's `NAME_MAX`).
+pub const FILES_NAME_MAX_BYTES: usize = 255;
+/// Deepest listing `GET /files?depth=` may ask for.
+pub const FILES_LIST_DEPTH_MAX: u32 = 16;
+/// Listing depth when the request names none.
+pub const FILES_LIST_DEPTH_DEFAULT: u32 = 1;
+/// Most entries one listing returns; past it the listing is cut and marked `truncated`.
+pub const FILES_LIST_MAX_ENTRIES: usize = 10_000;
+/// Largest file (or tar archive, or multipart request) one upload may carry, in bytes, unless
+/// the server is started with another `--max-upload-mb`.
+pub const FILES_UPLOAD_MAX_BYTES_DEFAULT: u64 = 8 * 1024 * 1024 * 1024;
+/// Most files in one multipart upload.
+pub const FILES_MULTIPART_MAX_FILES: usize = 1_000;
+/// Most entries one extracted tar archive may hold.
+pub const FILES_ARCHIVE_MAX_ENTRIES: usize = 100_000;
+/// Longest symbolic link target in an extracted tar archive, in bytes.
+pub const FILES_LINK_TARGET_MAX_BYTES: usize = 4096;
+
+/// Fewest and most MiB of disk (the writable layer) a session may ask for.
+pub const DISK_MB_RANGE: (u64, u64) = (16, 1_048_576);

@@ -27,6 +27,7 @@ pub(crate) fn main() -> ExitCode {
         cgroup_dir,
         env: claim.env,
         hostname: claim.hostname,
+        max_upload_bytes: None,
     };
     match hutch_agent::run(agent_config) {
         Ok(()) => ExitCode::SUCCESS,

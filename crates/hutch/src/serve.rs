@@ -47,6 +47,15 @@ pub(crate) struct ServeArgs {
     /// Most memory (the sum of `memoryMb`) one tenant's sessions may hold, in MiB.
     #[arg(long, env = "HUTCH_TENANT_MAX_MEMORY_MB", default_value_t = hutch_server::DEFAULT_TENANT_MAX_MEMORY_MB)]
     tenant_max_memory_mb: u64,
+    /// Most bytes of file content one storage context may hold, in MiB.
+    #[arg(long, env = "HUTCH_CONTEXT_MAX_MB", default_value_t = 1024)]
+    context_max_mb: u64,
+    /// Most bytes of file content one tenant's storage contexts may hold together, in MiB.
+    #[arg(long, env = "HUTCH_TENANT_CONTEXTS_MAX_MB", default_value_t = 10_240)]
+    tenant_contexts_max_mb: u64,
+    /// Most storage contexts one tenant may hold.
+    #[arg(long, env = "HUTCH_TENANT_MAX_CONTEXTS", default_value_t = 100)]
+    tenant_max_contexts: usize,
     /// Most sessions alive at once.
     #[arg(long, env = "HUTCH_MAX_SESSIONS", default_value_t = hutch_server::DEFAULT_MAX_SESSIONS)]
     max_sessions: usize,
@@ -102,6 +111,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.tenant_max_sessions = args.tenant_max_sessions;
     config.tenant_max_memory_mb = args.tenant_max_memory_mb;
     config.max_sessions = args.max_sessions;
+    config.storage = hutch_server::StorageLimits {
+        context_max_bytes: args.context_max_mb.saturating_mul(1 << 20),
+        tenant_max_bytes: args.tenant_contexts_max_mb.saturating_mul(1 << 20),
+        tenant_max_contexts: args.tenant_max_contexts,
+    };
     config.destroy_on_exit = args.on_exit == "destroy";
     let server = Server::start(config, Arc::new(runtime.clone()), died)
         .await

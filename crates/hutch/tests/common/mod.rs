@@ -98,6 +98,11 @@ impl TestServer {
         self.child = Some(child);
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data

@@ -1,0 +1,701 @@
+//! The file API of a sandbox: list, stat, download (Range, gzip), upload (raw and multipart),
+//! delete, mkdir, move, and tar archives in and out.
+//!
+//! Paths are sandbox paths (absolute, or relative to `/workspace`), validated by [`path`] and
+//! resolved by the kernel inside the sandbox root by [`fsys`]: nothing the API does can reach
+//! outside the sandbox whatever symlinks it meets, nor touch `/proc`, `/sys` or `/dev` inside
+//! it. Bodies stream both ways ([`transfer`]); uploads are bounded by the server's maximum
+//! upload size (413 naming the file) and land atomically (temporary file, then rename).
+//! Files are created by the agent, root of the sandbox's user namespace, so they belong to the
+//! sandbox's root user (an unprivileged uid on the host); modes are the ones asked for.
+
+mod archive;
+mod fsys;
+mod path;
+mod transfer;
+
+use std::ffi::CString;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hutch_api::limits::{
+    FILES_LIST_DEPTH_DEFAULT, FILES_LIST_DEPTH_MAX, FILES_LIST_MAX_ENTRIES,
+    FILES_MULTIPART_MAX_FILES,
+};
+use hutch_api::{
+    ErrorBody, ErrorCode, FileInfo, FileList, FileType, MkdirRequest, MoveRequest, UploadResult,
+    UploadResults,
+};
+use serde::Deserialize;
+
+use self::fsys::{Root, fs_error};
+use self::path::{SandboxPath, parse_mode};
+use self::transfer::{BodyWriter, Upload, blocking, write_file};
+use crate::Agent;
+use crate::error::{AgentError, error_response};
+
+/// State of the file API.
+pub(crate) struct Files {
+    /// The sandbox root.
+    pub(crate) root: Root,
+    /// Largest upload (file, archive or multipart request) in bytes.
+    pub(crate) max_upload_bytes: u64,
+}
+
+impl Files {
+    /// Opens the sandbox root (the agent's `/`).
+    pub(crate) fn new(max_upload_bytes: u64) -> std::io::Result<Files> {
+        Ok(Files {
+            root: Root::open()?,
+            max_upload_bytes,
+        })
+    }
+}
+
+/// The file routes.
+pub(crate) fn routes() -> Router<Arc<Agent>> {
+    Router::new()
+        .route("/files", get(list).post(upload_multipart).delete(remove))
+        .route("/files/stat", get(stat))
+        .route("/files/content", get(download).put(upload))
+        .route("/files/mkdir", post(mkdir))
+        .route("/files/move", post(move_file))
+        .route(
+            "/files/archive",
+            get(archive::download).put(archive::upload),
+        )
+}
+
+fn files(agent: &Agent) -> Arc<Files> {
+    Arc::clone(&agent.files)
+}
+
+/// Query of routes naming one path.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PathQuery {
+    path: Option<String>,
+    depth: Option<u32>,
+    recursive: Option<bool>,
+    mode: Option<String>,
+    parents: Option<bool>,
+    overwrite: Option<bool>,
+}
+
+impl PathQuery {
+    fn path(&self) -> Result<SandboxPath, AgentError> {
+        match &self.path {
+            Some(p) => SandboxPath::parse("path", p),
+            None => Err(AgentError::invalid(
+                "path",
+                "the path query parameter is required",
+            )),
+        }
+    }
+}
+
+fn query(
+    q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<PathQuery, AgentError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| AgentError::invalid("query", format!("invalid query: {}", e.body_text())))
+}
+
+/// Describes a file from its `lstat`.
+pub(crate) fn info(path: &SandboxPath, st: &libc::stat, link_target: Option<String>) -> FileInfo {
+    let modified = time::OffsetDateTime::from_unix_timestamp(st.st_mtime)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        + time::Duration::nanoseconds(st.st_mtime_nsec);
+    FileInfo {
+        path: path.to_string(),
+        name: path.name().to_owned(),
+        file_type: fsys::kind(st),
+        size: st.st_size.max(0) as u64,
+        mode: format!("{:04o}", st.st_mode & 0o7777),
+        uid: st.st_uid,
+        gid: st.st_gid,
+        modified_at: modified,
+        link_target,
+    }
+}
+
+fn stat_at(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &CString,
+    path: &SandboxPath,
+) -> Result<FileInfo, AgentError> {
+    let st = fsys::lstatat(dir, name).map_err(|e| fs_error("stat", &path.to_string(), e))?;
+    let target = (fsys::kind(&st) == FileType::Symlink)
+        .then(|| fsys::readlinkat(dir, name).ok())
+        .flatten()
+        .map(|t| String::from_utf8_lossy(&t).into_owned());
+    Ok(info(path, &st, target))
+}
+
+/// `GET /files/stat?path=`: one file, not following a final symlink.
+async fn stat(
+    State(agent): State<Arc<Agent>>,
+    q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<FileInfo>, AgentError> {
+    let path = query(q)?.path()?;
+    let files = files(&agent);
+    blocking(move || {
+        if path.is_root() {
+            let st = fsys::fstat(files.root.fd()).map_err(|e| fs_error("stat", "/", e))?;
+            return Ok(Json(info(&path, &st, None)));
+        }
+        let (dir, name) = files.root.parent(&path)?;
+        stat_at(dir.as_fd(), &name, &path).map(Json)
+    })
+    .await
+}
+
+/// `GET /files?path=&depth=`: the entries below a directory, `depth` levels down (symlinks
+/// are listed, not followed; other file systems below are listed, not entered).
+async fn list(
+    State(agent): State<Arc<Agent>>,
+    q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<FileList>, AgentError> {
+    let q = query(q)?;
+    let path = match &q.path {
+        Some(p) => SandboxPath::parse("path", p)?,
+        None => SandboxPath::parse("path", path::BASE_DIR)?,
+    };
+    let depth = q.depth.unwrap_or(FILES_LIST_DEPTH_DEFAULT);
+    if !(1..=FILES_LIST_DEPTH_MAX).contains(&depth) {
+        return Err(AgentError::invalid(
+            "depth",
+            format!("depth must be between 1 and {FILES_LIST_DEPTH_MAX}, got {depth}"),
+        ));
+    }
+    let files = files(&agent);
+    blocking(move || {
+        let dir = files
+            .root
+            .resolve(&path, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let mut out = FileList {
+            path: path.to_string(),
+            entries: Vec::new(),
+            truncated: false,
+        };
+        walk(&files.root, dir.as_fd(), &path, depth, &mut out)?;
+        Ok(Json(out))
+    })
+    .await
+}
+
+fn walk(
+    root: &Root,
+    dir: std::os::fd::BorrowedFd<'_>,
+    path: &SandboxPath,
+    depth: u32,
+    out: &mut FileList,
+) -> Result<(), AgentError> {
+    let shown = path.to_string();
+    let dev = fsys::fstat(dir)
+        .map_err(|e| fs_error("stat", &shown, e))?
+        .st_dev;
+    let mut names = fsys::read_dir(dir).map_err(|e| fs_error("list", &shown, e))?;
+    names.sort();
+    for name in names {
+        if out.entries.len() >= FILES_LIST_MAX_ENTRIES {
+            out.truncated = true;
+            return Ok(());
+        }
+        let child = path.child(&name.to_string_lossy());
+        let Ok(entry) = stat_at(dir, &name, &child) else {
+            continue; // removed meanwhile
+        };
+        let is_dir = entry.file_type == FileType::Directory;
+        out.entries.push(entry);
+        if is_dir && depth > 1 {
+            let Ok(sub) = fsys::openat_nofollow(dir, &name, libc::O_RDONLY | libc::O_DIRECTORY)
+            else {
+                continue;
+            };
+            let same_fs = fsys::fstat(sub.as_fd()).is_ok_and(|st| st.st_dev == dev);
+            if same_fs && !root.is_forbidden(sub.as_fd()).unwrap_or(true) {
+                walk(root, sub.as_fd(), &child, depth - 1, out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `DELETE /files?path=&recursive=`: a file, a link, an empty directory, or with
+/// `recursive=true` a directory and everything below it.
+async fn remove(
+    State(agent): State<Arc<Agent>>,
+    q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<StatusCode, AgentError> {
+    let q = query(q)?;
+    let path = q.path()?;
+    let recursive = q.recursive.unwrap_or(false);
+    let files = files(&agent);
+    blocking(move || {
+        let (dir, name) = files.root.parent(&path)?;
+        fsys::remove(
+            &files.root,
+            dir.as_fd(),
+            &name,
+            &path.to_string(),
+            recursive,
+            0,
+        )?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+/// `POST /files/mkdir`.
+async fn mkdir(
+    State(agent): State<Arc<Agent>>,
+    req: Request,
+) -> Result<(StatusCode, Json<FileInfo>), AgentError> {
+    let req: MkdirRequest = crate::api::read_json(req.into_body()).await?;
+    let path = SandboxPath::parse("path", &req.path)?;
+    let mode = parse_mode("mode", req.mode.as_deref(), 0o755)?;
+    let files = files(&agent);
+    blocking(move || {
+        if req.parents.unwrap_or(false) {
+            files.root.mkdir_all(&path, mode)?;
+        }
+        let (parent, name) = files.root.parent(&path)?;
+        if !req.parents.unwrap_or(false) {
+            let shown = path.to_string();
+            fsys::mkdirat(parent.as_fd(), &name, mode).map_err(|e| fs_error("mkdir", &shown, e))?;
+            let fd =
+                fsys::openat_nofollow(parent.as_fd(), &name, libc::O_RDONLY | libc::O_DIRECTORY)
+                    .map_err(|e| fs_error("open", &shown, e))?;
+            fsys::fchmod(fd.as_fd(), mode).map_err(|e| fs_error("chmod", &shown, e))?;
+        }
+        let entry = stat_at(parent.as_fd(), &name, &path)?;
+        if entry.file_type != FileType::Directory {
+            return Err(fs_error(
+                "mkdir",
+                &path.to_string(),
+                std::io::Error::from_raw_os_error(libc::EEXIST),
+            ));
+        }
+        Ok((StatusCode::CREATED, Json(entry)))
+    })
+    .await
+}
+
+/// `POST /files/move`: renames within the sandbox (one file system: `/workspace` and the
+/// image's directories are one overlay each, `/tmp` is another; across them answers 409).
+async fn move_file(
+    State(agent): State<Arc<Agent>>,
+    req: Request,
+) -> Result<Json<FileInfo>, AgentError> {
+    let req: MoveRequest = crate::api::read_json(req.into_body()).await?;
+    let from = SandboxPath::parse("from", &req.from)?;
+    let to = SandboxPath::parse("to", &req.to)?;
+    if to.starts_with(&from) {
+        return Err(AgentError::invalid(
+            "to",
+            format!("cannot move {from} into itself ({to})"),
+        ));
+    }
+    let flags = if req.overwrite.unwrap_or(false) {
+        0
+    } else {
+        libc::RENAME_NOREPLACE
+    };
+    let files = files(&agent);
+    blocking(move || {
+        let (from_dir, from_name) = files.root.parent(&from)?;
+        let (to_dir, to_name) = files.root.parent(&to)?;
+        fsys::renameat2(
+            from_dir.as_fd(),
+            &from_name,
+            to_dir.as_fd(),
+            &to_name,
+            flags,
+        )
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::EEXIST) => AgentError::File {
+                code: ErrorCode::Conflict,
+                message: format!("{to} already exists; pass overwrite=true to replace it"),
+                path: to.to_string(),
+            },
+            Some(libc::ENOENT) => fs_error("move", &from.to_string(), e),
+            _ => fs_error(&format!("move {from} to"), &to.to_string(), e),
+        })?;
+        stat_at(to_dir.as_fd(), &to_name, &to).map(Json)
+    })
+    .await
+}
+
+/// A parsed `Range: bytes=` header: `Some((start, len))`, or `Err` when unsatisfiable.
+fn parse_range(value: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None; // several ranges: answer with the whole file
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        let n: u64 = b.parse().ok()?;
+        if n == 0 || size == 0 {
+            return Some(Err(()));
+        }
+        let n = n.min(size);
+        (size - n, n)
+    } else {
+        let start: u64 = a.parse().ok()?;
+        let end = if b.is_empty() {
+            size.saturating_sub(1)
+        } else {
+            let end: u64 = b.parse().ok()?;
+            if end < start {
+                return None;
+            }
+            end.min(size.saturating_sub(1))
+        };
+        if start >= size {
+            return Some(Err(()));
+        }
+        (start, end - start + 1)
+    };
+    Some(Ok(range))
+}
+
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|enc| {
+            let mut parts = enc.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| p.trim().replace(' ', "") == "q=0");
+            name.eq_ignore_ascii_case("gzip") && !refused
+        })
+}
+
+/// `GET /files/content?path=`: a regular file, streamed; `Range: bytes=` answers 206 (or 416);
+/// `Accept-Encoding: gzip` compresses on the fly (not with a range).
+async fn download(
+    State(agent): State<Arc<Agent>>,
+    headers: HeaderMap,
+    q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, AgentError> {
+    let path = query(q)?.path()?;
+    let files = files(&agent);
+    let shown = path.to_string();
+    let (file, size) = blocking(move || {
+        let fd = files.root.resolve(
+            &path,
+            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
+        )?;
+        let st = fsys::fstat(fd.as_fd()).map_err(|e| fs_error("stat", &path.to_string(), e))?;
+        if fsys::kind(&st) != FileType::File {
+            return Err(AgentError::File {
+                code: ErrorCode::Conflict,
+                message: format!("{path} is not a regular file (use /files for directories, /files/archive for a tar of one)"),
+                path: path.to_string(),
+            });
+        }
+        Ok((std::fs::File::from(fd), st.st_size.max(0) as u64))
+    })
+    .await?;
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_range(v, size));
+    let (status, start, len) = match range {
+        Some(Err(())) => {
+            let mut response = error_response(
+                ErrorCode::RangeNotSatisfiable,
+                ErrorBody::new(
+                    ErrorCode::RangeNotSatisfiable,
+                    format!("{shown}: the requested range lies outside the file ({size} bytes)"),
+                )
+                .with_detail("path", shown.as_str())
+                .with_detail("size", size),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(response);
+        }
+        Some(Ok((start, len))) => (StatusCode::PARTIAL_CONTENT, start, len),
+        None => (StatusCode::OK, 0, size),
+    };
+    let gzip = status == StatusCode::OK && accepts_gzip(&headers);
+    let (writer, body) = BodyWriter::new();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        if gzip {
+            let mut encoder = flate2::write::GzEncoder::new(writer, flate2::Compression::fast());
+            let result = transfer::copy_range(&file, 0, size, &mut encoder)
+                .and_then(|()| encoder.try_finish())
+                .and_then(|()| encoder.get_mut().flush());
+            if let Err(e) = result {
+                encoder.get_ref().fail(e);
+            }
+        } else if let Err(e) = send_range(&file, start, len, &writer) {
+            writer.fail(e);
+        }
+    });
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if gzip {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    } else {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", start + len - 1))
+    {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    Ok(response)
+}
+
+/// Sends `len` bytes from `start` as chunks of their own (no copy into a buffer).
+fn send_range(file: &std::fs::File, start: u64, len: u64, out: &BodyWriter) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut offset = start;
+    let end = start + len;
+    while offset < end {
+        let want = ((end - offset) as usize).min(transfer::CHUNK_BYTES);
+        let mut buf = vec![0u8; want];
+        let mut filled = 0;
+        while filled < want {
+            match file.read_at(&mut buf[filled..], offset + filled as u64)? {
+                0 => break, // shrank meanwhile: the rest stays zero
+                n => filled += n,
+            }
+        }
+        out.send(bytes::Bytes::from(buf))?;
+        offset += want as u64;
+    }
+    Ok(())
+}
+
+/// `PUT /files/content?path=&mode=&parents=&overwrite=`: the raw body becomes the file.
+async fn upload(
+    State(agent): State<Arc<Agent>>,
+    q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
+    req: Request,
+) -> Result<Json<UploadResults>, AgentError> {
+    let q = query(q)?;
+    let path = q.path()?;
+    let mode = parse_mode("mode", q.mode.as_deref(), 0o644)?;
+    let files = files(&agent);
+    let shown = path.to_string();
+    if let Some(len) = content_length(req.headers())
+        && len > files.max_upload_bytes
+    {
+        crate::api::drain(req.into_body()).await;
+        return Err(transfer::too_large(&shown, files.max_upload_bytes));
+    }
+    let mut body = req.into_body().into_data_stream();
+    let upload = Upload {
+        path,
+        mode,
+        parents: q.parents.unwrap_or(false),
+        overwrite: q.overwrite.unwrap_or(true),
+    };
+    let size = write_file(&files, upload, &mut body).await?;
+    Ok(Json(UploadResults {
+        files: vec![UploadResult {
+            path: shown,
+            size,
+            error: None,
+        }],
+        entries: None,
+    }))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// `POST /files?path=&mode=&parents=&overwrite=`: `multipart/form-data` with several files.
+/// Each file part goes to its `filename`, or to the value of a `path` field sent just before
+/// it, taken relative to the `path` query (default `/workspace`). Every file is written (or
+/// fails) on its own; the response lists each; if one failed the status is that failure's,
+/// and the error names the file.
+async fn upload_multipart(
+    State(agent): State<Arc<Agent>>,
+    q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
+    req: Request,
+) -> Result<Response, AgentError> {
+    use axum::extract::FromRequest;
+    let q = query(q)?;
+    let base = match &q.path {
+        Some(p) => SandboxPath::parse("path", p)?.to_string(),
+        None => path::BASE_DIR.to_owned(),
+    };
+    let mode = parse_mode("mode", q.mode.as_deref(), 0o644)?;
+    let files = files(&agent);
+    if let Some(len) = content_length(req.headers())
+        && len > files.max_upload_bytes
+    {
+        crate::api::drain(req.into_body()).await;
+        return Err(transfer::too_large(
+            "(multipart request)",
+            files.max_upload_bytes,
+        ));
+    }
+    let mut multipart = axum::extract::Multipart::from_request(req, &())
+        .await
+        .map_err(|e| {
+            AgentError::invalid(
+                "body",
+                format!("not a multipart/form-data body: {}", e.body_text()),
+            )
+        })?;
+    let mut results: Vec<UploadResult> = Vec::new();
+    let mut first_failure: Option<(ErrorCode, String, String)> = None;
+    let mut next_path: Option<String> = None;
+    loop {
+        let field = multipart.next_field().await.map_err(|e| {
+            AgentError::invalid(
+                "body",
+                format!("reading the multipart body: {}", e.body_text()),
+            )
+        })?;
+        let Some(mut field) = field else { break };
+        if field.file_name().is_none() {
+            if field.name() == Some("path") {
+                let mut value = Vec::new();
+                while let Some(chunk) = field
+                    .chunk()
+                    .await
+                    .map_err(|e| AgentError::invalid("path", e.body_text()))?
+                {
+                    value.extend_from_slice(&chunk);
+                    if value.len() > hutch_api::limits::PATH_MAX_BYTES {
+                        return Err(AgentError::invalid("path", "a path field is too long"));
+                    }
+                }
+                next_path = Some(String::from_utf8_lossy(&value).into_owned());
+            }
+            continue;
+        }
+        let name = next_path
+            .take()
+            .or_else(|| field.file_name().map(str::to_owned))
+            .unwrap_or_default();
+        if results.len() >= FILES_MULTIPART_MAX_FILES {
+            return Err(AgentError::invalid(
+                "body",
+                format!("at most {FILES_MULTIPART_MAX_FILES} files per multipart upload"),
+            ));
+        }
+        let target = if name.starts_with('/') {
+            name.clone()
+        } else {
+            format!("{base}/{name}")
+        };
+        let result = match SandboxPath::parse("filename", &target) {
+            Ok(dest) if !name.is_empty() => {
+                let upload = Upload {
+                    path: dest,
+                    mode,
+                    parents: q.parents.unwrap_or(true),
+                    overwrite: q.overwrite.unwrap_or(true),
+                };
+                write_file(&files, upload, &mut field).await
+            }
+            Ok(_) => Err(AgentError::invalid(
+                "filename",
+                "a file part has no filename and no path field before it",
+            )),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(size) => results.push(UploadResult {
+                path: SandboxPath::parse("filename", &target)
+                    .map(|p| p.to_string())
+                    .unwrap_or(target),
+                size,
+                error: None,
+            }),
+            Err(e) => {
+                let code = e.code();
+                let message = e.to_string();
+                let shown = SandboxPath::parse("filename", &target)
+                    .map(|p| p.to_string())
+                    .unwrap_or(target);
+                if first_failure.is_none() {
+                    first_failure = Some((code, shown.clone(), message.clone()));
+                }
+                results.push(UploadResult {
+                    path: shown,
+                    size: 0,
+                    error: Some(ErrorBody::new(code, message).error),
+                });
+            }
+        }
+    }
+    if let Some((code, path, message)) = first_failure {
+        let failed = results.iter().filter(|r| r.error.is_some()).count();
+        let body = ErrorBody::new(
+            code,
+            format!(
+                "{failed} of {} files failed; first {path}: {message}",
+                results.len()
+            ),
+        )
+        .with_detail("path", path)
+        .with_detail("files", serde_json::to_value(&results).unwrap_or_default());
+        return Ok(error_response(code, body));
+    }
+    Ok(Json(UploadResults {
+        files: results,
+        entries: None,
+    })
+    .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some(Ok((0, 10))));
+        assert_eq!(parse_range("bytes=90-", 100), Some(Ok((90, 10))));
+        assert_eq!(parse_range("bytes=-5", 100), Some(Ok((95, 5))));
+        assert_eq!(parse_range("bytes=95-200", 100), Some(Ok((95, 5))));
+        assert_eq!(parse_range("bytes=100-", 100), Some(Err(())));
+        assert_eq!(parse_range("bytes=0-1,4-5", 100), None);
+        assert_eq!(parse_range("lines=1-2", 100), None);
+    }
+
+    #[test]
+    fn gzip_negotiation() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("br, gzip;q=0.8"),
+        );
+        assert!(accepts_gzip(&h));
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip;q=0"),
+        );
+        assert!(!accepts_gzip(&h));
+    }
+}
