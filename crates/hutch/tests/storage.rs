@@ -15,7 +15,12 @@ use hutch_client::HutchClient;
 use serde_json::{Value, json};
 
 /// Sends `body` as JSON; returns the status and the JSON answer.
-async fn call(client: &HutchClient, method: Method, path: &str, body: Value) -> (StatusCode, Value) {
+async fn call(
+    client: &HutchClient,
+    method: Method,
+    path: &str,
+    body: Value,
+) -> (StatusCode, Value) {
     let body = (!body.is_null()).then(|| serde_json::to_vec(&body).unwrap().into());
     let (status, bytes) = client.request(method, path, body).await.unwrap();
     let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -32,7 +37,13 @@ async fn new_context(client: &HutchClient, name: &str) -> String {
 
 /// A storage context as the API shows it.
 async fn context(client: &HutchClient, id: &str) -> Value {
-    let (status, body) = call(client, Method::GET, &format!("/v1/contexts/{id}"), Value::Null).await;
+    let (status, body) = call(
+        client,
+        Method::GET,
+        &format!("/v1/contexts/{id}"),
+        Value::Null,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body
 }
@@ -43,7 +54,10 @@ async fn bound_session(client: &HutchClient, context: &str, path: &str) -> Sessi
         "contextSyncs": [{"contextId": context, "path": path}]
     }))
     .unwrap();
-    client.create_session(&req).await.expect("create a bound session")
+    client
+        .create_session(&req)
+        .await
+        .expect("create a bound session")
 }
 
 /// The tasks of `context/info`.
@@ -101,7 +115,7 @@ async fn tree(client: &HutchClient, session: &Session, dir: &str) -> String {
         ),
     )
     .await;
-    assert_eq!(listing.exit_code, Some(0), "{}", listing.stderr);
+    assert_eq!(listing.exit_code, 0, "{}", listing.stderr);
     listing.stdout
 }
 
@@ -123,7 +137,7 @@ async fn files_written_in_one_session_are_there_in_the_next() {
          ln -s src/main.py main && ln -s ../empty src/up && printf 'x%.0s' $(seq 1 5000) > src/pkg/data",
     )
     .await;
-    assert_eq!(made.exit_code, Some(0), "{}", made.stderr);
+    assert_eq!(made.exit_code, 0, "{}", made.stderr);
     let written = tree(&client, &a, "/workspace/project").await;
     // DELETE answers once the upload is durable.
     client.delete_session(a.session_id).await.expect("delete A");
@@ -138,7 +152,9 @@ async fn files_written_in_one_session_are_there_in_the_next() {
     assert_eq!(download[0]["taskType"], "download");
     assert_eq!(download[0]["status"], "Success");
     assert_eq!(download[0]["version"], 1);
-    assert!(download[0]["finishTime"].as_i64().unwrap() >= download[0]["startTime"].as_i64().unwrap());
+    assert!(
+        download[0]["finishTime"].as_i64().unwrap() >= download[0]["startTime"].as_i64().unwrap()
+    );
     client.delete_session(b.session_id).await.unwrap();
 }
 
@@ -152,7 +168,12 @@ async fn sync_and_info_follow_the_task_log() {
     let ctx = new_context(&client, "cache").await;
     let s = bound_session(&client, &ctx, "/workspace/cache").await;
     // An empty context still makes its directory.
-    sh(&client, &s, "test -d /workspace/cache && echo one > /workspace/cache/f").await;
+    sh(
+        &client,
+        &s,
+        "test -d /workspace/cache && echo one > /workspace/cache/f",
+    )
+    .await;
 
     let started = sync_upload(&client, &s).await;
     assert_eq!(started["tasks"][0]["status"], "Pending");
@@ -184,7 +205,10 @@ async fn sync_and_info_follow_the_task_log() {
     .await;
     assert_eq!(status, StatusCode::OK);
     settled(&client, &s).await;
-    assert_eq!(sh(&client, &s, "cat /workspace/cache/f").await.stdout, "one\n");
+    assert_eq!(
+        sh(&client, &s, "cat /workspace/cache/f").await.stdout,
+        "one\n"
+    );
 }
 
 #[tokio::test]
@@ -210,7 +234,9 @@ async fn expiry_uploads_like_delete_does() {
     assert_eq!(context(&client, &ctx).await["version"], 1);
     let next = bound_session(&client, &ctx, "/workspace/in").await;
     assert_eq!(
-        sh(&client, &next, "cat /workspace/in/answer.txt").await.stdout,
+        sh(&client, &next, "cat /workspace/in/answer.txt")
+            .await
+            .stdout,
         "result\n"
     );
 }
@@ -226,7 +252,10 @@ async fn a_server_killed_mid_upload_keeps_the_previous_version() {
     let s = bound_session(&client, &ctx, "/workspace/big").await;
     sh(&client, &s, "echo first > /workspace/big/v").await;
     sync_upload(&client, &s).await;
-    assert_eq!(settled(&client, &s).await.last().unwrap()["status"], "Success");
+    assert_eq!(
+        settled(&client, &s).await.last().unwrap()["status"],
+        "Success"
+    );
 
     // A large second version, then kill -9 while it uploads.
     let made = sh(
@@ -235,7 +264,7 @@ async fn a_server_killed_mid_upload_keeps_the_previous_version() {
         "echo second > /workspace/big/v && head -c 900M /dev/zero > /workspace/big/blob",
     )
     .await;
-    assert_eq!(made.exit_code, Some(0), "{}", made.stderr);
+    assert_eq!(made.exit_code, 0, "{}", made.stderr);
     sync_upload(&client, &s).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -244,7 +273,10 @@ async fn a_server_killed_mid_upload_keeps_the_previous_version() {
         if last["status"] == "Running" {
             break;
         }
-        assert_ne!(last["status"], "Success", "the upload finished before it could be cut");
+        assert_ne!(
+            last["status"], "Success",
+            "the upload finished before it could be cut"
+        );
         assert!(Instant::now() < deadline, "the upload never ran: {all:?}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -254,7 +286,10 @@ async fn a_server_killed_mid_upload_keeps_the_previous_version() {
 
     let last = tasks(&client, &s).await.last().unwrap().clone();
     assert_eq!(last["status"], "Failed", "{last}");
-    assert!(last["errorMessage"].as_str().unwrap().contains("stopped"), "{last}");
+    assert!(
+        last["errorMessage"].as_str().unwrap().contains("stopped"),
+        "{last}"
+    );
     let now = context(&client, &ctx).await;
     assert_eq!(now["version"], 1, "{now}");
     // Nothing half-written is left in the server's storage.
@@ -288,12 +323,15 @@ async fn concurrent_uploads_leave_one_whole_snapshot_and_two_versions() {
             "cd /workspace/s && for i in $(seq 1 200); do echo {tag} > {tag}-$i; done && \
              head -c 20M /dev/urandom > payload && echo {tag} > who"
         );
-        assert_eq!(sh(&client, s, &script).await.exit_code, Some(0));
+        assert_eq!(sh(&client, s, &script).await.exit_code, 0);
     }
     let expected_one = tree(&client, &one, "/workspace/s").await;
     let expected_two = tree(&client, &two, "/workspace/s").await;
     let (a, b) = tokio::join!(sync_upload(&client, &one), sync_upload(&client, &two));
-    assert_eq!((a["success"].clone(), b["success"].clone()), (json!(true), json!(true)));
+    assert_eq!(
+        (a["success"].clone(), b["success"].clone()),
+        (json!(true), json!(true))
+    );
     for s in [&one, &two] {
         let last = settled(&client, s).await.last().unwrap().clone();
         assert_eq!(last["status"], "Success", "{last}");
@@ -322,7 +360,13 @@ async fn limits_and_escaping_content_are_refused_with_the_reason() {
     sync_upload(&client, &s).await;
     let last = settled(&client, &s).await.last().unwrap().clone();
     assert_eq!(last["status"], "Failed");
-    assert!(last["errorMessage"].as_str().unwrap().contains("larger than the limit"), "{last}");
+    assert!(
+        last["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("larger than the limit"),
+        "{last}"
+    );
     let (status, body) = call(
         &client,
         Method::DELETE,
@@ -333,16 +377,32 @@ async fn limits_and_escaping_content_are_refused_with_the_reason() {
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     assert_eq!(body["error"]["code"], "sync_failed");
     assert_eq!(body["error"]["details"]["contextId"], ctx.as_str());
-    assert!(client.get_session(s.session_id).await.is_ok(), "the session is kept");
+    assert!(
+        client.get_session(s.session_id).await.is_ok(),
+        "the session is kept"
+    );
 
     // A link out of the tree is refused by name, and the version stays.
-    sh(&client, &s, "rm /workspace/small/big && ln -s /etc/passwd /workspace/small/evil").await;
+    sh(
+        &client,
+        &s,
+        "rm /workspace/small/big && ln -s /etc/passwd /workspace/small/evil",
+    )
+    .await;
     sync_upload(&client, &s).await;
     let last = settled(&client, &s).await.last().unwrap().clone();
     assert_eq!(last["status"], "Failed");
     let message = last["errorMessage"].as_str().unwrap();
-    assert!(message.contains("evil") && message.contains("absolute"), "{message}");
-    sh(&client, &s, "rm /workspace/small/evil && ln -s ../../../etc /workspace/small/up").await;
+    assert!(
+        message.contains("evil") && message.contains("absolute"),
+        "{message}"
+    );
+    sh(
+        &client,
+        &s,
+        "rm /workspace/small/evil && ln -s ../../../etc /workspace/small/up",
+    )
+    .await;
     sync_upload(&client, &s).await;
     let message = settled(&client, &s).await.last().unwrap()["errorMessage"].clone();
     assert!(message.as_str().unwrap().contains("outside"), "{message}");
@@ -369,11 +429,23 @@ async fn contexts_belong_to_their_tenant_and_bad_bindings_are_refused() {
     let bob = server.client("bob");
     let ctx = new_context(&alice, "mine").await;
 
-    let (status, body) = call(&alice, Method::POST, "/v1/contexts", json!({"name": "mine"})).await;
+    let (status, body) = call(
+        &alice,
+        Method::POST,
+        "/v1/contexts",
+        json!({"name": "mine"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     let (status, _) = call(&bob, Method::POST, "/v1/contexts", json!({"name": "mine"})).await;
     assert_eq!(status, StatusCode::OK, "names are per tenant");
-    let (status, body) = call(&alice, Method::POST, "/v1/contexts", json!({"name": "../x"})).await;
+    let (status, body) = call(
+        &alice,
+        Method::POST,
+        "/v1/contexts",
+        json!({"name": "../x"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["details"]["field"], "name");
 
@@ -395,7 +467,10 @@ async fn contexts_belong_to_their_tenant_and_bad_bindings_are_refused() {
     }))
     .unwrap();
     let err = bob.create_session(&req).await.unwrap_err();
-    assert_eq!(err.status(), Some(StatusCode::NOT_FOUND));
+    assert_eq!(
+        err.code(),
+        Some(hutch_api::ErrorCode::StorageContextNotFound)
+    );
     let (status, body) = call(
         &alice,
         Method::POST,
@@ -407,9 +482,21 @@ async fn contexts_belong_to_their_tenant_and_bad_bindings_are_refused() {
     assert_eq!(body["error"]["details"]["field"], "contextSyncs[0].path");
 
     // Deleted contexts are gone for good.
-    let (status, _) = call(&alice, Method::DELETE, &format!("/v1/contexts/{ctx}"), Value::Null).await;
+    let (status, _) = call(
+        &alice,
+        Method::DELETE,
+        &format!("/v1/contexts/{ctx}"),
+        Value::Null,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert!(!server.data_dir().join("contexts").join(&ctx).exists());
-    let (status, _) = call(&alice, Method::GET, &format!("/v1/contexts/{ctx}"), Value::Null).await;
+    let (status, _) = call(
+        &alice,
+        Method::GET,
+        &format!("/v1/contexts/{ctx}"),
+        Value::Null,
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
