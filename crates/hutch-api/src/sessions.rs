@@ -57,6 +57,11 @@ pub struct Resources {
     /// Most processes and threads alive at once.
     #[schema(minimum = 8, maximum = 32768)]
     pub pids: u64,
+    /// Disk quota of the writable layer in MiB, as requested; absent when none was asked
+    /// for (the server's default, if it has one, applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 16, maximum = 1048576)]
+    pub disk_mb: Option<u64>,
 }
 
 impl Default for Resources {
@@ -65,6 +70,7 @@ impl Default for Resources {
             cpus: crate::limits::DEFAULT_CPUS,
             memory_mb: crate::limits::DEFAULT_MEMORY_MB,
             pids: crate::limits::DEFAULT_PIDS,
+            disk_mb: None,
         }
     }
 }
@@ -82,6 +88,11 @@ pub struct ResourcesRequest {
     /// Process limit, 8 to 32768; default 512.
     #[schema(minimum = 8, maximum = 32768)]
     pub pids: Option<u64>,
+    /// Disk quota in MiB, 16 to 1048576, over everything the session writes (its writable
+    /// layer, `/tmp` and `/dev/shm`); past it writes fail with ENOSPC inside and the file API
+    /// answers 507 `disk_full`. Default: the server's `--disk-mb-default`, else none.
+    #[schema(minimum = 16, maximum = 1048576)]
+    pub disk_mb: Option<u64>,
 }
 
 /// `POST /v1/sessions`.

@@ -64,6 +64,10 @@ pub struct InitConfig {
     pub overlays: Vec<OverlayMount>,
     /// Whether [`CGROUP_FD`] holds the sandbox's delegated cgroup v2 directory.
     pub has_cgroup_dir: bool,
+    /// Size of the `/tmp` and `/dev/shm` tmpfs mounts in MiB (each); the kernel's default
+    /// when absent. Set with a disk quota.
+    #[serde(default)]
+    pub tmpfs_mb: Option<u64>,
 }
 
 /// What makes a built sandbox a session's: sent when the runtime hands it out.
@@ -74,6 +78,9 @@ pub struct Claim {
     pub hostname: String,
     /// Environment of every process the agent starts.
     pub env: BTreeMap<String, String>,
+    /// Largest upload the agent's file API accepts, in bytes (its default when absent).
+    #[serde(default)]
+    pub max_upload_bytes: Option<u64>,
 }
 
 /// A sandbox set up and claimed, ready to serve.
@@ -299,14 +306,19 @@ fn build_root(config: &InitConfig) -> Result<(), InitError> {
     )
     .map_err(step("mount /dev/pts"))?;
     // tmpfs pages are charged to the memory cgroup of whoever writes them, so the session's
-    // memory limit bounds /tmp and /dev/shm; their nominal size is the kernel's default.
+    // memory limit bounds /tmp and /dev/shm; their nominal size is the kernel's default, or
+    // the session's disk quota when it has one (so that a full /tmp is ENOSPC, as on disk).
+    let tmpfs_options = match config.tmpfs_mb {
+        Some(mb) => format!("mode=1777,size={mb}m"),
+        None => "mode=1777".to_owned(),
+    };
     fs::create_dir(dev.join("shm")).map_err(step("mkdir /dev/shm"))?;
     sys::mount(
         Some("shm"),
         &dev.join("shm"),
         Some("tmpfs"),
         nosuid_nodev,
-        Some("mode=1777"),
+        Some(&tmpfs_options),
     )
     .map_err(step("mount /dev/shm"))?;
     sys::mount(
@@ -314,7 +326,7 @@ fn build_root(config: &InitConfig) -> Result<(), InitError> {
         &root.join("tmp"),
         Some("tmpfs"),
         nosuid_nodev,
-        Some("mode=1777"),
+        Some(&tmpfs_options),
     )
     .map_err(step("mount /tmp"))?;
 

@@ -10,10 +10,10 @@ use hutch_api::limits::{
     SYNC_GLOBS_MAX,
 };
 use hutch_api::limits::{
-    CPUS_RANGE, DEFAULT_CPUS, DEFAULT_MEMORY_MB, DEFAULT_PIDS, ENV_MAX_ENTRIES, ENV_MAX_KEY_BYTES,
-    ENV_MAX_VALUE_BYTES, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MEMORY_MB_RANGE, METADATA_MAX_ENTRIES,
-    METADATA_MAX_KEY_BYTES, METADATA_MAX_VALUE_BYTES, PIDS_RANGE, TTL_DEFAULT_SECS, TTL_MAX_SECS,
-    TTL_MIN_SECS,
+    CPUS_RANGE, DEFAULT_CPUS, DEFAULT_MEMORY_MB, DEFAULT_PIDS, DISK_MB_RANGE, ENV_MAX_ENTRIES,
+    ENV_MAX_KEY_BYTES, ENV_MAX_VALUE_BYTES, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MEMORY_MB_RANGE,
+    METADATA_MAX_ENTRIES, METADATA_MAX_KEY_BYTES, METADATA_MAX_VALUE_BYTES, PIDS_RANGE,
+    TTL_DEFAULT_SECS, TTL_MAX_SECS, TTL_MIN_SECS,
 };
 use hutch_api::{
     ContextSync, CreateSessionRequest, CreateStorageContextRequest, Resources, ResourcesRequest,
@@ -185,10 +185,15 @@ fn resources(req: ResourcesRequest) -> Result<Resources, ApiError> {
         req.pids.unwrap_or(DEFAULT_PIDS),
         PIDS_RANGE,
     )?;
+    let disk_mb = req
+        .disk_mb
+        .map(|mb| in_range("resources.diskMb", mb, DISK_MB_RANGE))
+        .transpose()?;
     Ok(Resources {
         cpus,
         memory_mb,
         pids,
+        disk_mb,
     })
 }
 

@@ -27,7 +27,7 @@ pub(crate) fn main() -> ExitCode {
         cgroup_dir,
         env: claim.env,
         hostname: claim.hostname,
-        max_upload_bytes: None,
+        max_upload_bytes: claim.max_upload_bytes,
     };
     match hutch_agent::run(agent_config) {
         Ok(()) => ExitCode::SUCCESS,

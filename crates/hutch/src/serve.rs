@@ -66,6 +66,17 @@ pub(crate) struct ServeArgs {
     /// re-adopt, or `destroy` them.
     #[arg(long, env = "HUTCH_ON_EXIT", default_value = "keep", value_parser = ["keep", "destroy"])]
     on_exit: String,
+    /// Disk quota in MiB of sessions that ask for none (`resources.diskMb`); without it they
+    /// have none. A quota costs tens of milliseconds at create (see docs/architecture.md).
+    #[arg(long, env = "HUTCH_DISK_MB_DEFAULT")]
+    disk_mb_default: Option<u64>,
+    /// Largest disk quota in MiB a session may ask for.
+    #[arg(long, env = "HUTCH_DISK_MB_MAX", default_value_t = hutch_api::limits::DISK_MB_RANGE.1)]
+    disk_mb_max: u64,
+    /// Largest file, archive or multipart request the file API accepts, in MiB; past it, 413
+    /// `payload_too_large`.
+    #[arg(long, env = "HUTCH_MAX_UPLOAD_MB", default_value_t = hutch_api::limits::FILES_UPLOAD_MAX_BYTES_DEFAULT / (1024 * 1024))]
+    max_upload_mb: u64,
     /// Log format: `text` or `json`.
     #[arg(long, env = "HUTCH_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -98,6 +109,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut linux =
         LinuxConfig::new(args.data_dir.clone()).context("configuring the linux runtime")?;
     linux.warm_pool = args.warm_pool;
+    if let Some(mb) = args.disk_mb_default {
+        let (min, max) = hutch_api::limits::DISK_MB_RANGE;
+        anyhow::ensure!(
+            (min..=max.min(args.disk_mb_max)).contains(&mb),
+            "--disk-mb-default must be between {min} and --disk-mb-max ({}), got {mb}",
+            args.disk_mb_max.min(max)
+        );
+    }
+    linux.disk_mb_default = args.disk_mb_default;
+    linux.disk_mb_max = args.disk_mb_max;
+    linux.max_upload_bytes = Some(args.max_upload_mb.saturating_mul(1024 * 1024));
     let (runtime, died) = LinuxRuntime::new(linux).context("preparing the linux runtime")?;
     let mut config = ServerConfig::new(args.data_dir.clone());
     config.listen = args.listen;

@@ -561,3 +561,88 @@ async fn malicious_tar_entries_are_refused_by_name() {
         "the file landed inside /workspace/z: {found:?}"
     );
 }
+
+/// `VmRSS` or `VmHWM` of a process, in KiB.
+fn memory_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn two_gib_up_and_down_keep_the_server_memory_flat() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session(&client).await;
+    let id = s.session_id;
+    let pid = server.pid().unwrap();
+    let size: u64 = 2 * 1024 * 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("two-gib");
+    // Sparse: takes no disk on the host side.
+    std::fs::File::create(&source)
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+
+    // Peak RSS is reset, then read after each transfer.
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let before = memory_kib(pid, "VmRSS:");
+    let up = curl(
+        &server,
+        id,
+        "PUT",
+        "/files/content?path=/workspace/two-gib",
+        &["-T", &source.display().to_string()],
+    );
+    assert_eq!(up.status, 200, "{}", up.text());
+    assert_eq!(up.json()["files"][0]["size"], size);
+    let peak = memory_kib(pid, "VmHWM:");
+    eprintln!(
+        "2 GiB upload: server peak RSS grew {} KiB",
+        peak.saturating_sub(before)
+    );
+    assert!(
+        peak.saturating_sub(before) <= 64 * 1024,
+        "upload grew the server by {} KiB",
+        peak - before
+    );
+
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let before = memory_kib(pid, "VmRSS:");
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+            "-H",
+        ])
+        .arg(format!("Authorization: Bearer {}", server.token("alice")))
+        .arg(format!(
+            "{}/v1/sessions/{id}/files/content?path=/workspace/two-gib",
+            server.url
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("200 {size}"));
+    let peak = memory_kib(pid, "VmHWM:");
+    eprintln!(
+        "2 GiB download: server peak RSS grew {} KiB",
+        peak.saturating_sub(before)
+    );
+    assert!(
+        peak.saturating_sub(before) <= 64 * 1024,
+        "download grew the server by {} KiB",
+        peak - before
+    );
+    let gone = curl(&server, id, "DELETE", "/files?path=/workspace/two-gib", &[]);
+    assert_eq!(gone.status, 204);
+}

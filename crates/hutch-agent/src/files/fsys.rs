@@ -153,7 +153,9 @@ fn unsafe_zeroed_statfs() -> libc::statfs {
 pub(crate) fn forbidden(path: &str) -> AgentError {
     AgentError::File {
         code: ErrorCode::Forbidden,
-        message: format!("{path} is on /proc, /sys or /dev, which the file API does not touch"),
+        message: format!(
+            "{path} is a device node, FIFO or socket, or lies on /proc, /sys or /dev, which the file API does not touch"
+        ),
         path: path.to_owned(),
     }
 }

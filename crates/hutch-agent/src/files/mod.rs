@@ -396,6 +396,9 @@ async fn download(
             libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
         )?;
         let st = fsys::fstat(fd.as_fd()).map_err(|e| fs_error("stat", &path.to_string(), e))?;
+        if fsys::kind(&st) == FileType::Other {
+            return Err(fsys::forbidden(&path.to_string()));
+        }
         if fsys::kind(&st) != FileType::File {
             return Err(AgentError::File {
                 code: ErrorCode::Conflict,

@@ -672,6 +672,7 @@ mod tests {
             cpus: 0.5,
             memory_mb: 64,
             pids: 32,
+            disk_mb: None,
         };
         let cg = cgroups.create(id, &res).unwrap();
         let read = |p: PathBuf| fs::read_to_string(p).unwrap();

@@ -31,6 +31,7 @@
 
 mod cgroups;
 mod image;
+mod quota;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
@@ -75,6 +76,13 @@ pub struct LinuxConfig {
     pub start_timeout: Duration,
     /// How many built, unclaimed sandboxes to keep ready.
     pub warm_pool: usize,
+    /// Disk quota in MiB of sessions that ask for none; `None`: no quota.
+    pub disk_mb_default: Option<u64>,
+    /// Largest disk quota in MiB a session may ask for.
+    pub disk_mb_max: u64,
+    /// Largest upload the file API of each sandbox accepts, in bytes; `None`: the agent's
+    /// default.
+    pub max_upload_bytes: Option<u64>,
 }
 
 impl LinuxConfig {
@@ -91,6 +99,9 @@ impl LinuxConfig {
             agent_binary: exe,
             start_timeout: Duration::from_secs(10),
             warm_pool: 4,
+            disk_mb_default: None,
+            disk_mb_max: hutch_api::limits::DISK_MB_RANGE.1,
+            max_upload_bytes: None,
         })
     }
 }
@@ -361,14 +372,22 @@ impl LinuxRuntime {
     }
 
     /// Builds the directories and init configuration of a sandbox.
-    fn prepare(&self, id: Uuid) -> Result<InitConfig, SandboxError> {
+    fn prepare(&self, id: Uuid, disk_mb: Option<u64>) -> Result<InitConfig, SandboxError> {
         let owner = self.inner.config.uid_base;
         let dir = self.sandbox_dir(id);
         let rootfs = dir.join("rootfs");
+        // With a quota, the writable layers live on the session's own file system.
+        let layers = match disk_mb {
+            Some(mb) => {
+                fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+                quota::create(&dir, mb, owner)?
+            }
+            None => dir.clone(),
+        };
         let mut overlays = Vec::new();
         let mut layer = |name: &str, target: PathBuf, lower: PathBuf| -> Result<(), SandboxError> {
-            let upper = dir.join("upper").join(name);
-            let work = dir.join("work").join(name);
+            let upper = layers.join("upper").join(name);
+            let work = layers.join("work").join(name);
             for d in [&upper, &work] {
                 fs::create_dir_all(d).map_err(io("create", d))?;
             }
@@ -398,13 +417,14 @@ impl LinuxRuntime {
             rootfs,
             overlays,
             has_cgroup_dir: false,
+            tmpfs_mb: disk_mb,
         })
     }
 
     /// Builds sandbox `id` up to `built` (blocking: run off the async threads).
     fn build(&self, id: Uuid, resources: &Resources) -> Result<Embryo, SandboxError> {
         let inner = &self.inner;
-        let mut config = self.prepare(id)?;
+        let mut config = self.prepare(id, resources.disk_mb)?;
         let cgroup = inner.cgroups.create(id, resources)?;
         config.has_cgroup_dir = cgroup.v2_fd.is_some();
 
@@ -534,6 +554,7 @@ impl LinuxRuntime {
             let claim = Claim {
                 hostname: spec.hostname.clone(),
                 env: spec.env.clone(),
+                max_upload_bytes: inner.config.max_upload_bytes,
             };
             let mut json =
                 serde_json::to_vec(&claim).map_err(|e| SandboxError::InvalidSpec(e.to_string()))?;
@@ -612,6 +633,7 @@ impl LinuxRuntime {
             _ => {}
         }
         let dir = self.sandbox_dir(id);
+        quota::release(&dir);
         let trashed = self
             .inner
             .config
@@ -649,12 +671,28 @@ impl Runtime for LinuxRuntime {
                 spec.image
             )));
         }
-        let pooled = lock(&self.inner.pool).pop();
+        let config = &self.inner.config;
+        let disk_mb = spec.resources.disk_mb.or(config.disk_mb_default);
+        if let Some(mb) = disk_mb
+            && mb > config.disk_mb_max
+        {
+            return Err(SandboxError::InvalidSpec(format!(
+                "resources.diskMb must be at most {} on this server, got {mb}",
+                config.disk_mb_max
+            )));
+        }
+        // Pooled sandboxes have no quota: a session with one is built for it.
+        let pooled = if disk_mb.is_none() {
+            lock(&self.inner.pool).pop()
+        } else {
+            None
+        };
         if pooled.is_some() {
             self.inner.pool_wanted.notify_one();
         }
         let this = self.clone();
-        let spec_owned = spec.clone();
+        let mut spec_owned = spec.clone();
+        spec_owned.resources.disk_mb = disk_mb;
         let claimed = tokio::task::spawn_blocking(move || {
             let embryo = match pooled {
                 Some(embryo) => embryo,

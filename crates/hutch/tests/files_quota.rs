@@ -1,0 +1,255 @@
+//! Disk quotas and upload limits: a session's writes stop at its `diskMb` (ENOSPC inside,
+//! 507 on the file API) and work again once files are removed; uploads over the server's
+//! maximum answer 413 naming the file; nothing of a quota outlives its session.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test fails
+
+mod common;
+mod files_common;
+
+use common::{TestServer, assert_nothing_left, can_run_sandboxes, host_view, sh};
+use files_common::{curl, put};
+use hutch_api::{CreateSessionRequest, ResourcesRequest};
+
+async fn session_with_disk(client: &hutch_client::HutchClient, disk_mb: u64) -> hutch_api::Session {
+    let req = CreateSessionRequest {
+        resources: Some(ResourcesRequest {
+            disk_mb: Some(disk_mb),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    client.create_session(&req).await.expect("create session")
+}
+
+/// Loop devices whose backing file lies in this server's data directory.
+fn loop_devices_of(server: &TestServer) -> Vec<String> {
+    let data = server.data_dir().display().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        let backing = entry.path().join("loop/backing_file");
+        if let Ok(file) = std::fs::read_to_string(&backing)
+            && file.contains(&data)
+        {
+            found.push(format!(
+                "{} -> {}",
+                entry.file_name().to_string_lossy(),
+                file.trim()
+            ));
+        }
+    }
+    found
+}
+
+fn assert_no_loop_devices(server: &TestServer) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left = loop_devices_of(server);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "loop devices left: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn writes_stop_at_the_quota_and_work_again_after_removing_files() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let started = std::time::Instant::now();
+    let s = session_with_disk(&client, 64).await;
+    eprintln!("create with a 64 MiB quota took {:?}", started.elapsed());
+    assert_eq!(s.resources.disk_mb, Some(64));
+    let id = s.session_id;
+    let mib = vec![7u8; 1024 * 1024];
+    let forty: Vec<u8> = mib.iter().copied().cycle().take(40 * 1024 * 1024).collect();
+
+    let first = put(&server, id, "/workspace/first.bin", "", &forty);
+    assert_eq!(first.status, 200, "{}", first.text());
+    let second = put(&server, id, "/workspace/second.bin", "", &forty);
+    assert_eq!(second.status, 507, "{}", second.text());
+    assert_eq!(second.code(), "disk_full");
+    assert_eq!(
+        second.json()["error"]["details"]["path"],
+        "/workspace/second.bin"
+    );
+
+    let inside = sh(
+        &client,
+        &s,
+        "dd if=/dev/zero of=/workspace/fill bs=1M count=64 2>&1; echo rc=$?",
+    )
+    .await;
+    assert!(
+        inside.stdout.contains("No space left on device"),
+        "ENOSPC inside: {inside:?}"
+    );
+    let tmp = sh(
+        &client,
+        &s,
+        "dd if=/dev/zero of=/tmp/fill bs=1M count=100 2>&1; echo rc=$?; rm -f /tmp/fill",
+    )
+    .await;
+    assert!(
+        tmp.stdout.contains("No space left on device"),
+        "/tmp is bounded too: {tmp:?}"
+    );
+    let left = sh(&client, &s, "ls -A /workspace").await;
+    assert_eq!(
+        left.stdout, "fill\nfirst.bin\n",
+        "the failed upload left nothing: {left:?}"
+    );
+
+    let removed = curl(
+        &server,
+        id,
+        "DELETE",
+        "/files?path=/workspace/first.bin",
+        &[],
+    );
+    assert_eq!(removed.status, 204);
+    sh(&client, &s, "rm /workspace/fill").await;
+    let again = put(&server, id, "/workspace/second.bin", "", &forty);
+    assert_eq!(again.status, 200, "space is back: {}", again.text());
+    assert_eq!(
+        sh(
+            &client,
+            &s,
+            "echo works > /workspace/ok && cat /workspace/ok"
+        )
+        .await
+        .stdout,
+        "works\n"
+    );
+}
+
+#[tokio::test]
+async fn a_quota_leaves_nothing_behind_after_delete_or_a_crash() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let mut server = TestServer::start();
+    let client = server.client("alice");
+    let s = session_with_disk(&client, 32).await;
+    let view = host_view(&client, &s).await;
+    assert_eq!(
+        loop_devices_of(&server).len(),
+        1,
+        "the quota is a loop-mounted file system"
+    );
+    client.delete_session(s.session_id).await.unwrap();
+    assert_nothing_left(&server, &view);
+    assert_no_loop_devices(&server);
+
+    // The server dies; on restart it adopts the session, and deleting it then cleans up all.
+    let s = session_with_disk(&client, 32).await;
+    let view = host_view(&client, &s).await;
+    server.restart();
+    let client = server.client("alice");
+    client.delete_session(s.session_id).await.unwrap();
+    assert_nothing_left(&server, &view);
+    assert_no_loop_devices(&server);
+}
+
+#[tokio::test]
+async fn disk_quotas_are_bounded() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start_with(&["--warm-pool", "0", "--disk-mb-max", "100"]);
+    let client = server.client("alice");
+    for (mb, field) in [
+        (1, "resources.diskMb"),
+        (10_000_000, "resources.diskMb"),
+        (200, "resources.diskMb"),
+    ] {
+        let err = client
+            .create_session(&CreateSessionRequest {
+                resources: Some(ResourcesRequest {
+                    disk_mb: Some(mb),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(hutch_api::ErrorCode::InvalidRequest),
+            "{mb}: {err}"
+        );
+        assert!(err.to_string().contains(field), "{mb}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn uploads_over_the_maximum_are_413_naming_the_file() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start_with(&["--warm-pool", "1", "--max-upload-mb", "1"]);
+    let client = server.client("alice");
+    let s = common::session(&client).await;
+    let id = s.session_id;
+    let big = vec![1u8; 1024 * 1024 + 1];
+
+    let raw = put(&server, id, "/workspace/big.bin", "", &big);
+    assert_eq!(raw.status, 413, "{}", raw.text());
+    assert_eq!(raw.code(), "payload_too_large");
+    assert_eq!(raw.json()["error"]["details"]["path"], "/workspace/big.bin");
+    // Chunked, without a length: cut off while streaming.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.bin");
+    std::fs::write(&file, &big).unwrap();
+    let chunked = curl(
+        &server,
+        id,
+        "PUT",
+        "/files/content?path=/workspace/chunked.bin",
+        &[
+            "-T",
+            &file.display().to_string(),
+            "-H",
+            "Transfer-Encoding: chunked",
+        ],
+    );
+    assert_eq!(chunked.status, 413, "{}", chunked.text());
+    assert_eq!(
+        chunked.json()["error"]["details"]["path"],
+        "/workspace/chunked.bin"
+    );
+
+    let small = dir.path().join("small.txt");
+    std::fs::write(&small, b"small").unwrap();
+    let multi = curl(
+        &server,
+        id,
+        "POST",
+        "/files",
+        &[
+            "-H",
+            "Transfer-Encoding: chunked",
+            "-F",
+            &format!("a=@{};filename=small.txt", small.display()),
+            "-F",
+            &format!("b=@{};filename=huge.bin", file.display()),
+        ],
+    );
+    assert_eq!(multi.status, 413, "{}", multi.text());
+    assert_eq!(
+        multi.json()["error"]["details"]["path"],
+        "/workspace/huge.bin"
+    );
+    let listing = sh(&client, &s, "ls -A /workspace").await;
+    assert_eq!(
+        listing.stdout, "small.txt\n",
+        "only the file under the limit was written: {listing:?}"
+    );
+}
