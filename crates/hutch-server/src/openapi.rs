@@ -174,6 +174,317 @@ pub(crate) async fn serve_docs() -> Response {
 #[allow(dead_code)] // documents a route the proxy serves; never called
 pub(crate) fn run_command() {}
 
+// The file API. Paths are sandbox paths: absolute, or relative to `/workspace`; every one is
+// resolved inside the sandbox root whatever symlinks it meets, and /proc, /sys and /dev are
+// refused (403). Modes are octal strings.
+
+/// Lists a directory.
+///
+/// Entries below `path` (default `/workspace`), `depth` levels down, sorted by name within
+/// each directory. Symlinks are listed, not followed; other file systems below are listed,
+/// not entered. At most 10000 entries; past them `truncated` is true.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}/files",
+    operation_id = "listFiles",
+    tag = "files",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The session id."),
+        ("path" = Option<String>, Query, description = "The directory; default `/workspace`."),
+        ("depth" = Option<u32>, Query, minimum = 1, maximum = 16, description = "Levels to list, 1 to 16; default 1."),
+    ),
+    responses(
+        (status = 200, description = "The entries", body = hutch_api::FileList),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = FileNotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = Internal),
+        (status = 502, response = SandboxUnavailable),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)] // documents a route the proxy serves; never called
+pub(crate) fn list_files() {}
+
+/// Describes one file.
+///
+/// A final symlink is described, not followed (`linkTarget` gives its target).
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}/files/stat",
+    operation_id = "statFile",
+    tag = "files",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The session id."),
+        ("path" = String, Query, description = "The file."),
+    ),
+    responses(
+        (status = 200, description = "The file", body = hutch_api::FileInfo),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = FileNotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = Internal),
+        (status = 502, response = SandboxUnavailable),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)] // documents a route the proxy serves; never called
+pub(crate) fn stat_file() {}
+
+/// Downloads a file, streamed.
+///
+/// A regular file only (409 for a directory: use the archive route). `Range: bytes=a-b`
+/// (one range) answers 206 with `Content-Range`, or 416 outside the file.
+/// `Accept-Encoding: gzip` compresses on the fly (`Content-Encoding: gzip`, no length) when no
+/// range is asked for.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}/files/content",
+    operation_id = "downloadFile",
+    tag = "files",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The session id."),
+        ("path" = String, Query, description = "The file."),
+        ("Range" = Option<String>, Header, description = "One byte range, `bytes=0-1023`, `bytes=1024-` or `bytes=-512`."),
+        ("Accept-Encoding" = Option<String>, Header, description = "`gzip` to compress the whole file on the fly."),
+    ),
+    responses(
+        (status = 200, description = "The whole file", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = FileNotFound),
+        (status = 409, response = Conflict),
+        (status = 416, response = RangeNotSatisfiable),
+        (status = 500, response = Internal),
+        (status = 502, response = SandboxUnavailable),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)] // documents a route the proxy serves; never called
+pub(crate) fn download_file() {}
+
+/// Uploads a file: the raw body, streamed.
+///
+/// Written to a temporary file in the same directory and renamed over `path` once complete:
+/// a failed or interrupted upload leaves nothing. The file belongs to the sandbox's root user
+/// with `mode` (default `0644`). Past the server's maximum upload size (`--max-upload-mb`),
+/// 413; past the session's disk quota, 507.
+#[utoipa::path(
+    put,
+    path = "/v1/sessions/{id}/files/content",
+    operation_id = "uploadFile",
+    tag = "files",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The session id."),
+        ("path" = String, Query, description = "Where to write."),
+        ("mode" = Option<String>, Query, description = "Permission bits, octal (at most `1777`); default `0644`."),
+        ("parents" = Option<bool>, Query, description = "Create missing parent directories; default false."),
+        ("overwrite" = Option<bool>, Query, description = "Replace an existing file; default true (false: 409 if it exists)."),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "Written", body = hutch_api::UploadResults),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = FileNotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 500, response = Internal),
+        (status = 502, response = SandboxUnavailable),
+        (status = 507, response = DiskFull),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)] // documents a route the proxy serves; never called
+pub(crate) fn upload_file() {}
+
+/// Uploads several files in one `multipart/form-data` request.
+///
+/// Each file part is written to its `filename`, or to the value of a `path` field sent just
+/// before it, relative to the `path` query (default `/workspace`); parents are created unless
+/// `parents=false`. Each file is written (atomically) or fails on its own. When all are
+/// written the answer lists them; when one fails the answer has that failure's status, its
+/// error names the file in `details.path`, and `details.files` lists every file's result.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/files",
+    operation_id = "uploadFiles",
+    tag = "files",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The session id."),
+        ("path" = Option<String>, Query, description = "Directory relative names go in; default `/workspace`."),
+        ("mode" = Option<String>, Query, description = "Permission bits of every file, octal; default `0644`."),
+        ("parents" = Option<bool>, Query, description = "Create missing parent directories; default true."),
+        ("overwrite" = Option<bool>, Query, description = "Replace existing files; default true."),
+    ),
+    request_body(content = inline(Object), content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "Every file written", body = hutch_api::UploadResults),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = FileNotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 500, response = Internal),
+        (status = 502, response = SandboxUnavailable),
+        (status = 507, response = DiskFull),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)] // documents a route the proxy serves; never called
+pub(crate) fn upload_files() {}
+
+/// Deletes a file, a symlink (not its target) or a directory.
+///
+/// A directory that is not empty needs `recursive=true` (409 otherwise); recursion never
+/// follows symlinks nor enters other file systems.
+#[utoipa::path(
+    delete,
+    path = "/v1/sessions/{id}/files",
+    operation_id = "deleteFile",
+    tag = "files",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The session id."),
+        ("path" = String, Query, description = "What to delete."),
+        ("recursive" = Option<bool>, Query, description = "Delete a directory and everything in it; default false."),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = FileNotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = Internal),
+        (status = 502, response = SandboxUnavailable),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)] // documents a route the proxy serves; never called
+pub(crate) fn delete_file() {}
+
+/// Creates a directory.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/files/mkdir",
+    operation_id = "makeDirectory",
+    tag = "files",
+    params(("id" = uuid::Uuid, Path, description = "The session id.")),
+    request_body = hutch_api::MkdirRequest,
+    responses(
+        (status = 201, description = "Created (or, with `parents`, already there)", body = hutch_api::FileInfo),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = FileNotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 500, response = Internal),
+        (status = 502, response = SandboxUnavailable),
+        (status = 507, response = DiskFull),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)] // documents a route the proxy serves; never called
+pub(crate) fn make_directory() {}
+
+/// Moves (renames) a file or directory.
+///
+/// Within one file system of the sandbox (`/tmp` is its own; across, 409).
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/files/move",
+    operation_id = "moveFile",
+    tag = "files",
+    params(("id" = uuid::Uuid, Path, description = "The session id.")),
+    request_body = hutch_api::MoveRequest,
+    responses(
+        (status = 200, description = "Moved; the file at its new path", body = hutch_api::FileInfo),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = FileNotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 500, response = Internal),
+        (status = 502, response = SandboxUnavailable),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)] // documents a route the proxy serves; never called
+pub(crate) fn move_file() {}
+
+/// Downloads a directory as a tar archive, streamed.
+///
+/// Files, directories (empty ones too) and symlinks (as symlinks), with modes and times;
+/// special files and other file systems below are left out.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}/files/archive",
+    operation_id = "downloadArchive",
+    tag = "files",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The session id."),
+        ("path" = String, Query, description = "The directory."),
+    ),
+    responses(
+        (status = 200, description = "A tar stream", content_type = "application/x-tar", body = Vec<u8>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = FileNotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = Internal),
+        (status = 502, response = SandboxUnavailable),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)] // documents a route the proxy serves; never called
+pub(crate) fn download_archive() {}
+
+/// Extracts a tar archive into a directory, streamed.
+///
+/// The directory is created with its parents when missing. Entries keep their modes. Refused,
+/// with an error naming the entry (`details.path`): absolute paths, `..`, symlinks that are
+/// absolute or climb out of the directory, hard links to outside names, device nodes and
+/// FIFOs, more than 100000 entries, more bytes than the maximum upload. Every entry is
+/// resolved inside the directory, so not even a symlink made by an earlier entry leads out.
+/// Not atomic: entries before a refused one stay.
+#[utoipa::path(
+    put,
+    path = "/v1/sessions/{id}/files/archive",
+    operation_id = "uploadArchive",
+    tag = "files",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The session id."),
+        ("path" = String, Query, description = "The directory to extract into."),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    responses(
+        (status = 200, description = "Extracted", body = hutch_api::UploadResults),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = FileNotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 500, response = Internal),
+        (status = 502, response = SandboxUnavailable),
+        (status = 507, response = DiskFull),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)] // documents a route the proxy serves; never called
+pub(crate) fn upload_archive() {}
+
 /// The server's metrics.
 ///
 /// Every series in the Prometheus text format. No token is needed.
@@ -274,8 +585,9 @@ error_responses! {
         "`capacity`: the server runs as many sessions as it may; delete one or retry later.",
         "the server runs its maximum of 1000 sessions; delete one or retry later";
     DiskFull: DiskFull,
-        "`disk_full`: the session's disk quota is exhausted.",
-        "the session's disk quota is exhausted";
+        "`disk_full`: the session's disk quota is exhausted; `details.path` names the file \
+         being written.",
+        "write /workspace/data.bin: the session's disk is full";
     StorageContextNotFound: StorageContextNotFound,
         "`storage_context_not_found`: no storage context with this id belongs to the caller.",
         "no storage context 0196a3c2-0000-7000-8000-000000000000";
@@ -284,6 +596,18 @@ error_responses! {
          the message says which context, which path and why, and `details` name them.",
         "upload of storage context 0196a3c2-0000-7000-8000-000000000000 at /workspace/data \
          failed: the content is larger than the limit of 1073741824 bytes";
+    Forbidden: Forbidden,
+        "`forbidden`: the file API does not touch this path: /proc, /sys, /dev, device nodes, \
+         FIFOs, or the sandbox root itself.",
+        "/proc/1/environ is a device node, FIFO or socket, or lies on /proc, /sys or /dev, which the file API does not touch";
+    FileNotFound: FileNotFound,
+        "`file_not_found`: no file or directory at the path (or a component of it) in the \
+         session; `details.path` names it.",
+        "open /workspace/missing.txt: no such file or directory";
+    RangeNotSatisfiable: RangeNotSatisfiable,
+        "`range_not_satisfiable`: the requested range lies outside the file; \
+         `Content-Range: bytes */SIZE` and `details.size` give its size.",
+        "/workspace/a.txt: the requested range lies outside the file (10 bytes)";
 }
 
 /// One shared error response: `description`, an [`ErrorBody`] schema, an example, and the
@@ -508,6 +832,16 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
         crate::storage_api::sync_context,
         crate::storage_api::context_info,
         run_command,
+        list_files,
+        stat_file,
+        download_file,
+        upload_file,
+        upload_files,
+        delete_file,
+        make_directory,
+        move_file,
+        download_archive,
+        upload_archive,
         metrics,
         serve_json,
         serve_docs,
@@ -529,6 +863,9 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
             DiskFull,
             StorageContextNotFound,
             SyncFailed,
+            Forbidden,
+            FileNotFound,
+            RangeNotSatisfiable,
         ),
     ),
     modifiers(&Contract),
@@ -538,6 +875,8 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
         (name = "commands", description = "Work inside a session, answered by its agent."),
         (name = "storage contexts", description = "Named persistent storage of a tenant, \
             downloaded into sessions and uploaded back from them, in atomic versions."),
+        (name = "files", description = "The files of a session, answered by its agent: \
+            streamed, confined to the sandbox, bounded."),
         (name = "meta", description = "Health, metrics, and this contract."),
     ),
 )]

@@ -549,9 +549,17 @@ mod tests {
             cpus: Some(0.5),
             memory_mb: Some(256),
             pids: None,
+            disk_mb: Some(1024),
         })
         .unwrap();
         assert_eq!(ok.pids, DEFAULT_PIDS);
+        assert_eq!(ok.disk_mb, Some(1024));
+        let err = resources(ResourcesRequest {
+            disk_mb: Some(DISK_MB_RANGE.0 - 1),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(field(err), "resources.diskMb");
     }
 
     #[test]

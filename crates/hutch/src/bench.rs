@@ -9,9 +9,13 @@ use hutch_client::HutchClient;
 /// Options of `hutch bench`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct BenchArgs {
-    /// The scenario: `sessions` (create → run `true` → delete).
-    #[arg(value_parser = ["sessions"])]
+    /// The scenario: `sessions` (create → run `true` → delete) or `files` (1 GiB upload and
+    /// download beside `cp`).
+    #[arg(value_parser = ["sessions", "files"])]
     scenario: String,
+    /// `files`: size of the file in MiB (default 1024, or 64 with --quick).
+    #[arg(long)]
+    size_mb: Option<u64>,
     /// Measured iterations.
     #[arg(long, default_value_t = 200)]
     iterations: usize,
@@ -61,6 +65,9 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let client = HutchClient::new(&url, &token).context("creating the client")?;
     client.health().await.context("reaching the server")?;
+    if args.scenario == "files" {
+        return files_scenario(&client, &token, &args).await;
+    }
 
     println!("scenario: create session → run `true` → delete session");
     let pool = if own_server.is_some() {
@@ -116,4 +123,46 @@ fn row(name: &str, samples: &Samples) {
         ms(samples.p50()),
         ms(samples.p99())
     );
+}
+
+/// `hutch bench files`: upload and download throughput beside `cp`.
+async fn files_scenario(client: &HutchClient, token: &str, args: &BenchArgs) -> anyhow::Result<()> {
+    use hutch_bench::files::{mb_per_s, median};
+    let size_mb = args.size_mb.unwrap_or(if args.quick { 64 } else { 1024 });
+    let size = size_mb * 1024 * 1024;
+    let iterations = if args.quick { 1 } else { 3 };
+    let scratch = std::env::temp_dir();
+    println!(
+        "scenario: upload and download a {size_mb} MiB file through the file API, beside cp of it on the same disk ({})",
+        scratch.display()
+    );
+    println!("iterations: {iterations}, server: {}", client.base_url());
+    let report = hutch_bench::files::run(client, token, size, iterations, &scratch).await?;
+    println!();
+    println!("{:<40} {:>12} {:>12}", "", "median", "MB/s");
+    for (name, samples) in [
+        ("hutch: PUT /files/content", &report.upload),
+        ("hutch: GET /files/content", &report.download),
+        ("cp (same disk)", &report.cp),
+    ] {
+        let d = median(samples);
+        println!(
+            "{name:<40} {:>12} {:>12.0}",
+            ms(d),
+            mb_per_s(report.size, d)
+        );
+    }
+    if args.quick {
+        println!("quick mode: a small file, to check that the benchmark runs, not the figures");
+        return Ok(());
+    }
+    let up = mb_per_s(report.size, median(&report.upload));
+    let down = mb_per_s(report.size, median(&report.download));
+    let verdict = if up >= 500.0 && down >= 500.0 {
+        "met"
+    } else {
+        "missed"
+    };
+    println!("target ≥ 500 MB/s both ways: {verdict} (upload {up:.0}, download {down:.0})");
+    Ok(())
 }

@@ -59,6 +59,24 @@ async fn upload_download_stat_list_move_and_delete() {
     assert_eq!(info["mode"], "0600");
     assert_eq!(info["size"], 12);
 
+    let kept = put(
+        &server,
+        id,
+        "/workspace/notes/today.txt",
+        "&overwrite=false",
+        b"replaced",
+    );
+    assert_eq!(
+        kept.status,
+        409,
+        "overwrite=false keeps the file: {}",
+        kept.text()
+    );
+    assert_eq!(
+        get(&server, id, "/workspace/notes/today.txt", &[]).body,
+        b"hello files\n"
+    );
+
     let missing = put(&server, id, "/workspace/no/such/dir/f", "", b"x");
     assert_eq!(
         missing.status,

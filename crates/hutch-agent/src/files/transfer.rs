@@ -16,8 +16,8 @@ use super::fsys::{self, fs_error};
 use super::path::SandboxPath;
 use crate::error::AgentError;
 
-/// Size of one chunk read from a file.
-pub(crate) const CHUNK_BYTES: usize = 256 * 1024;
+/// Size of one chunk read from a file, and of the batches an upload is written in.
+pub(crate) const CHUNK_BYTES: usize = 1024 * 1024;
 /// Chunks in flight between a file and a body.
 const CHANNEL_CHUNKS: usize = 8;
 
@@ -96,6 +96,7 @@ pub(crate) async fn write_file(
     let display = upload.path.to_string();
     let files2 = Arc::clone(files);
     let path = upload.path.clone();
+    let overwrite = upload.overwrite;
     let (parent, name, temp, file) = blocking(move || {
         let (parent, name) = match path.split() {
             Some((dir, name)) if upload.parents => (files2.root.mkdir_all(&dir, 0o755)?, name),
@@ -150,6 +151,8 @@ pub(crate) async fn write_file(
     let max = files.max_upload_bytes;
     let mut written = 0u64;
     let mut failure = None;
+    // Small frames are gathered into batches of about CHUNK_BYTES: fewer writes and handoffs.
+    let mut batch = bytes::BytesMut::new();
     while let Some(chunk) = source.next_chunk().await {
         let chunk = match chunk {
             Ok(chunk) => chunk,
@@ -167,9 +170,24 @@ pub(crate) async fn write_file(
             failure = Some(too_large(&display, max));
             break;
         }
+        let chunk = if batch.is_empty() && chunk.len() >= CHUNK_BYTES {
+            chunk
+        } else {
+            if batch.is_empty() {
+                batch.reserve(CHUNK_BYTES);
+            }
+            batch.extend_from_slice(&chunk);
+            if batch.len() < CHUNK_BYTES {
+                continue;
+            }
+            batch.split().freeze()
+        };
         if tx.send(chunk).await.is_err() {
             break;
         }
+    }
+    if failure.is_none() && !batch.is_empty() {
+        let _ = tx.send(batch.freeze()).await;
     }
     drop(tx);
     let wrote = writer
@@ -182,7 +200,8 @@ pub(crate) async fn write_file(
     let mut temp = temp;
     let shown = display.clone();
     blocking(move || {
-        fsys::renameat2(parent.as_fd(), &temp.name, parent.as_fd(), &name, 0)
+        let flags = if overwrite { 0 } else { libc::RENAME_NOREPLACE };
+        fsys::renameat2(parent.as_fd(), &temp.name, parent.as_fd(), &name, flags)
             .map_err(|e| fs_error("rename into", &shown, e))?;
         temp.disarm();
         Ok(())
