@@ -33,6 +33,18 @@ pub enum AgentError {
     /// The agent's own runtime failed (socket, signals, threads).
     #[error("agent runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// The session has no process with this pid.
+    #[error("no process with pid {0} in this session")]
+    ProcessNotFound(i32),
+    /// The process has already exited.
+    #[error("process {0} has already exited")]
+    Exited(i32),
+    /// The process's standard input is closed.
+    #[error("the standard input of process {0} is closed")]
+    StdinClosed(i32),
+    /// The process did not read its standard input in time.
+    #[error("process {0} is not reading its standard input; nothing was written or part was")]
+    StdinBlocked(i32),
     /// An operation on the command's cgroup failed.
     #[error("command cgroup {op}: {source}")]
     Cgroup {
@@ -64,6 +76,10 @@ impl AgentError {
             AgentError::Invalid { .. } | AgentError::Spawn(_) => ErrorCode::InvalidRequest,
             AgentError::TooLarge(_) => ErrorCode::PayloadTooLarge,
             AgentError::Busy { .. } => ErrorCode::RateLimited,
+            AgentError::ProcessNotFound(_) => ErrorCode::ProcessNotFound,
+            AgentError::Exited(_) | AgentError::StdinClosed(_) | AgentError::StdinBlocked(_) => {
+                ErrorCode::Conflict
+            }
             AgentError::Runtime(_) | AgentError::Cgroup { .. } => ErrorCode::Internal,
         }
     }
@@ -71,6 +87,14 @@ impl AgentError {
 
 impl IntoResponse for AgentError {
     fn into_response(self) -> Response {
+        let body = self.body();
+        error_response(body.error.code, body)
+    }
+}
+
+impl AgentError {
+    /// The error envelope this error answers with (logged when it is an internal fault).
+    pub(crate) fn body(&self) -> ErrorBody {
         let code = self.code();
         if code == ErrorCode::Internal {
             tracing::error!(error = %self, "agent request failed");
@@ -81,9 +105,13 @@ impl IntoResponse for AgentError {
                 field: Some(field), ..
             } => body = body.with_detail("field", *field),
             AgentError::Busy { limit } => body = body.with_detail("limit", *limit),
+            AgentError::ProcessNotFound(pid)
+            | AgentError::Exited(pid)
+            | AgentError::StdinClosed(pid)
+            | AgentError::StdinBlocked(pid) => body = body.with_detail("pid", *pid),
             _ => {}
         }
-        error_response(code, body)
+        body
     }
 }
 

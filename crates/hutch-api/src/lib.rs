@@ -11,11 +11,16 @@
 pub mod commands;
 pub mod error;
 pub mod limits;
+pub mod processes;
 mod schema;
 pub mod sessions;
 
 pub use commands::{CommandRequest, CommandResult};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use processes::{
+    CodeRequest, ProcessEvent, ProcessInfo, ProcessList, ProcessStatus, SignalRequest, SignalSpec,
+    StartedProcess,
+};
 pub use sessions::{
     CreateSessionRequest, Resources, ResourcesRequest, Session, SessionList, SessionStatus,
     UpdateSessionRequest,
