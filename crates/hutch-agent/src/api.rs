@@ -51,7 +51,10 @@ async fn not_found() -> Response {
 /// With `background` or `stream` in the body, or `Accept: application/x-ndjson`, the command
 /// becomes a process of the session instead (see [`crate::processes`]) and gives its permit
 /// back once its body is read.
-async fn run_command(State(agent): State<Arc<Agent>>, req: Request) -> Result<Response, AgentError> {
+async fn run_command(
+    State(agent): State<Arc<Agent>>,
+    req: Request,
+) -> Result<Response, AgentError> {
     let Ok(permit) = Arc::clone(&agent.commands).try_acquire_owned() else {
         drain(req.into_body()).await;
         return Err(AgentError::Busy {
@@ -79,7 +82,9 @@ const DRAIN_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// Reads a JSON body (any content type) of at most [`REQUEST_BODY_MAX_BYTES`]; an empty body
 /// reads as `{}`. Rejections answer in the error envelope.
-pub(crate) async fn read_json<T: DeserializeOwned>(body: axum::body::Body) -> Result<T, AgentError> {
+pub(crate) async fn read_json<T: DeserializeOwned>(
+    body: axum::body::Body,
+) -> Result<T, AgentError> {
     use http_body_util::BodyExt;
     let mut body = body;
     let mut bytes = Vec::new();

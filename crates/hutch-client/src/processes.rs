@@ -152,7 +152,10 @@ impl HutchClient {
             Ok((socket, _)) => Ok(socket),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 let (parts, body) = response.into_parts();
-                Err(error_from(parts.status, body.as_deref().unwrap_or_default()))
+                Err(error_from(
+                    parts.status,
+                    body.as_deref().unwrap_or_default(),
+                ))
             }
             Err(e) => Err(ClientError::WebSocket(Box::new(e))),
         }
@@ -289,12 +292,21 @@ impl HutchClient {
     }
 
     /// `POST /v1/sessions/{id}/code`: runs a snippet in a fresh process.
-    pub async fn run_code(&self, id: Uuid, req: &CodeRequest) -> Result<CommandResult, ClientError> {
+    pub async fn run_code(
+        &self,
+        id: Uuid,
+        req: &CodeRequest,
+    ) -> Result<CommandResult, ClientError> {
         self.call(Method::POST, &format!("/v1/sessions/{id}/code"), Some(req))
             .await
     }
 
-    async fn expect_empty(&self, method: Method, path: &str, body: Bytes) -> Result<(), ClientError> {
+    async fn expect_empty(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<(), ClientError> {
         let (status, bytes) = self.send(method, path, Some(body), true).await?;
         if status.is_success() {
             Ok(())

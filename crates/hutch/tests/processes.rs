@@ -91,10 +91,7 @@ async fn a_streamed_command_sends_start_output_and_exit() {
     let s = session(&client).await;
 
     let mut stream = client
-        .stream_command(
-            s.session_id,
-            &sh_command("echo out; echo err >&2; exit 3"),
-        )
+        .stream_command(s.session_id, &sh_command("echo out; echo err >&2; exit 3"))
         .await
         .unwrap();
     let (pid, _) = start_event(&mut stream).await;
@@ -113,8 +110,9 @@ async fn a_streamed_command_sends_start_output_and_exit() {
     ));
 
     // The same over HTTP, as NDJSON.
-    let body = serde_json::to_vec(&serde_json::json!({"command": "printf 'a\\377b'", "stream": true}))
-        .unwrap();
+    let body =
+        serde_json::to_vec(&serde_json::json!({"command": "printf 'a\\377b'", "stream": true}))
+            .unwrap();
     let (status, bytes) = client
         .request(
             http::Method::POST,
@@ -129,7 +127,10 @@ async fn a_streamed_command_sends_start_output_and_exit() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert!(matches!(events[0], ProcessEvent::Start { .. }), "{events:?}");
+    assert!(
+        matches!(events[0], ProcessEvent::Start { .. }),
+        "{events:?}"
+    );
     assert_eq!(
         events[1],
         ProcessEvent::Stdout {
@@ -174,7 +175,10 @@ async fn a_client_that_disconnects_reattaches_with_nothing_lost_or_repeated() {
     stream.close().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let info = client.get_process(s.session_id, pid).await.unwrap();
-    assert!(info.next_seq > 5, "output kept arriving while detached: {info:?}");
+    assert!(
+        info.next_seq > 5,
+        "output kept arriving while detached: {info:?}"
+    );
 
     let last = chunks.last().unwrap().0;
     let mut again = client
@@ -282,7 +286,11 @@ async fn killing_a_process_kills_its_whole_tree() {
 
     // The finished process is still listed, with its exit.
     let list = client.list_processes(s.session_id).await.unwrap();
-    assert!(list.items.iter().any(|p| p.pid == pid && p.signal == Some(9)));
+    assert!(
+        list.items
+            .iter()
+            .any(|p| p.pid == pid && p.signal == Some(9))
+    );
 }
 
 #[tokio::test]
@@ -468,4 +476,55 @@ async fn a_hundred_concurrent_streams_all_complete() {
     for task in tasks {
         task.await.unwrap();
     }
+}
+
+/// `hutch exec` as a user runs it: output on the right streams, the command's exit code.
+#[tokio::test(flavor = "multi_thread")]
+async fn hutch_exec_streams_output_and_exits_with_the_commands_code() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session(&client).await;
+    let exec = |args: &[&str], stdin: &[u8]| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hutch"))
+            .arg("exec")
+            .arg(s.session_id.to_string())
+            .arg("--")
+            .args(args)
+            .env("HUTCH_URL", &server.url)
+            .env("HUTCH_TOKEN", server.token("alice"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out =
+        tokio::task::block_in_place(|| exec(&["sh", "-c", "echo out; echo err >&2; exit 7"], b""));
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(out.stdout, b"out\n");
+    assert_eq!(out.stderr, b"err\n");
+
+    let out = tokio::task::block_in_place(|| exec(&["sh", "-c", "kill -TERM $$"], b""));
+    assert_eq!(
+        out.status.code(),
+        Some(128 + 15),
+        "a signal reads as 128 + n: {out:?}"
+    );
+
+    let out = tokio::task::block_in_place(|| exec(&["wc", "-c"], &[0xff; 1000]));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1000",
+        "stdin is forwarded"
+    );
+
+    let out = tokio::task::block_in_place(|| exec(&["no-such-program"], b""));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(!out.stderr.is_empty());
 }

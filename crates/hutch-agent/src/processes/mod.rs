@@ -267,8 +267,7 @@ impl Managed {
                         ring.bytes -= chunk.data.len();
                     }
                 }
-                if ring.bytes + data.len() <= PROCESS_OUTPUT_BUFFER_BYTES
-                    || ring.chunks.is_empty()
+                if ring.bytes + data.len() <= PROCESS_OUTPUT_BUFFER_BYTES || ring.chunks.is_empty()
                 {
                     let seq = ring.next_seq;
                     ring.next_seq += 1;
@@ -515,7 +514,11 @@ async fn pump(process: Arc<Managed>, mut stream: pipe::Receiver, stderr: bool) {
     loop {
         match stream.read(&mut buf).await {
             Ok(0) | Err(_) => return,
-            Ok(n) => process.push(stderr, Bytes::copy_from_slice(&buf[..n])).await,
+            Ok(n) => {
+                process
+                    .push(stderr, Bytes::copy_from_slice(&buf[..n]))
+                    .await
+            }
         }
     }
 }

@@ -181,7 +181,8 @@ pub(crate) async fn handler(
     };
     let mut plan = commands::validate(&agent, request)?;
     plan.env.retain(|(k, _)| k != "TERM");
-    plan.env.push(("TERM".to_owned(), "xterm-256color".to_owned()));
+    plan.env
+        .push(("TERM".to_owned(), "xterm-256color".to_owned()));
     let (master, terminal) = Master::open(cols, rows)?;
     let started = commands::start(
         &agent,

@@ -93,8 +93,8 @@ fn start_event(process: &Managed) -> ProcessEvent {
 /// A stream of events as an NDJSON response: `start`, then the reader's events.
 fn ndjson(process: &Managed, reader: Reader) -> Response {
     let first = Some(start_event(process));
-    let stream = futures_util::stream::unfold((first, reader), |(mut first, mut reader)| {
-        async move {
+    let stream =
+        futures_util::stream::unfold((first, reader), |(mut first, mut reader)| async move {
             let event = match first.take() {
                 Some(event) => event,
                 None => reader.next().await?,
@@ -102,8 +102,7 @@ fn ndjson(process: &Managed, reader: Reader) -> Response {
             let mut line = serde_json::to_vec(&event).unwrap_or_default();
             line.push(b'\n');
             Some((Ok::<_, Infallible>(Bytes::from(line)), (first, reader)))
-        }
-    });
+        });
     (
         [(CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(stream),
@@ -133,11 +132,12 @@ async fn fail(mut socket: WebSocket, error: AgentError) {
 async fn command_socket(agent: Arc<Agent>, mut socket: WebSocket) {
     let first = tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, socket.recv()).await;
     let req = match first {
-        Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<CommandRequest>(&text)
-            .map_err(|e| AgentError::Invalid {
+        Ok(Some(Ok(Message::Text(text)))) => {
+            serde_json::from_str::<CommandRequest>(&text).map_err(|e| AgentError::Invalid {
                 message: format!("invalid command message: {e}"),
                 field: None,
-            }),
+            })
+        }
         Ok(Some(Ok(Message::Binary(bytes)))) => serde_json::from_slice::<CommandRequest>(&bytes)
             .map_err(|e| AgentError::Invalid {
                 message: format!("invalid command message: {e}"),
