@@ -79,6 +79,17 @@ pub struct StartedProcess {
     pub pid: i32,
 }
 
+/// What `POST /v1/sessions/{id}/commands` answers as JSON: the result of a one-shot command,
+/// or for `background: true` the process it started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum CommandResponse {
+    /// The command ran to completion.
+    Result(crate::CommandResult),
+    /// The command was started in the background.
+    Started(StartedProcess),
+}
+
 /// Whether a process still runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

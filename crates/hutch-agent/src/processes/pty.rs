@@ -12,6 +12,8 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
@@ -156,9 +158,11 @@ impl Drop for Session {
 /// WS `/pty`.
 pub(crate) async fn handler(
     State(agent): State<Arc<Agent>>,
-    Query(query): Query<PtyQuery>,
-    ws: WebSocketUpgrade,
+    pty_query: Result<Query<PtyQuery>, QueryRejection>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, AgentError> {
+    let query = super::routes::query(pty_query)?;
+    let ws = super::routes::upgrade(ws)?;
     let (cols, rows) = (
         query.cols.unwrap_or(DEFAULT_SIZE.0),
         query.rows.unwrap_or(DEFAULT_SIZE.1),

@@ -7,6 +7,8 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::header::CONTENT_TYPE;
@@ -111,9 +113,31 @@ fn ndjson(process: &Managed, reader: Reader) -> Response {
 }
 
 /// WS `/commands/stream`: the first message is the command; then events out, stdin in.
-async fn command_stream(State(agent): State<Arc<Agent>>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(REQUEST_BODY_MAX_BYTES)
-        .on_upgrade(move |socket| command_socket(agent, socket))
+async fn command_stream(
+    State(agent): State<Arc<Agent>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, AgentError> {
+    Ok(upgrade(ws)?
+        .max_message_size(REQUEST_BODY_MAX_BYTES)
+        .on_upgrade(move |socket| command_socket(agent, socket)))
+}
+
+/// The upgrade, or a 400 in the error envelope for a plain request.
+pub(crate) fn upgrade(
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<WebSocketUpgrade, AgentError> {
+    ws.map_err(|e| AgentError::Invalid {
+        message: format!("this route is a WebSocket: {e}"),
+        field: None,
+    })
+}
+
+/// The query, or a 400 in the error envelope.
+pub(crate) fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, AgentError> {
+    query.map(|Query(q)| q).map_err(|e| AgentError::Invalid {
+        message: format!("invalid query: {}", e.body_text()),
+        field: None,
+    })
 }
 
 async fn send_event(socket: &mut WebSocket, event: &ProcessEvent) -> bool {
@@ -173,11 +197,13 @@ struct StreamQuery {
 async fn reattach(
     State(agent): State<Arc<Agent>>,
     Path(pid): Path<String>,
-    Query(query): Query<StreamQuery>,
-    ws: WebSocketUpgrade,
+    stream_query: Result<Query<StreamQuery>, QueryRejection>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, AgentError> {
     let process = agent.processes.get(parse_pid(&pid)?)?;
-    let reader = process.subscribe(query.from.unwrap_or(0));
+    let from = query(stream_query)?.from.unwrap_or(0);
+    let ws = upgrade(ws)?;
+    let reader = process.subscribe(from);
     Ok(ws
         .max_message_size(REQUEST_BODY_MAX_BYTES)
         .on_upgrade(move |mut socket| async move {
@@ -283,10 +309,11 @@ struct StdinQuery {
 async fn stdin(
     State(agent): State<Arc<Agent>>,
     Path(pid): Path<String>,
-    Query(query): Query<StdinQuery>,
+    stdin_query: Result<Query<StdinQuery>, QueryRejection>,
     req: Request,
 ) -> Result<Response, AgentError> {
     let process = agent.processes.get(parse_pid(&pid)?)?;
+    let eof = query(stdin_query)?.eof.unwrap_or(false);
     let body = axum::body::to_bytes(req.into_body(), PROCESS_STDIN_WRITE_MAX_BYTES)
         .await
         .map_err(|_| {
@@ -294,9 +321,7 @@ async fn stdin(
                 "a stdin write is at most {PROCESS_STDIN_WRITE_MAX_BYTES} bytes"
             ))
         })?;
-    process
-        .write_stdin(&body, query.eof.unwrap_or(false))
-        .await?;
+    process.write_stdin(&body, eof).await?;
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }
 
