@@ -8,7 +8,10 @@
 //! Scenarios so far:
 //! - [`sessions`]: create a session → run `true` in it → delete it, against
 //!   `bwrap --unshare-all … true` (target: p50 ≤ 15 ms on a 2-core machine).
+//! - [`commands`]: a command's round trip through the API against `sh -c true` run
+//!   directly, and 100 MB of output streamed through the API against `cat` through a pipe.
 
+pub mod commands;
 pub mod peers;
 pub mod server;
 pub mod sessions;

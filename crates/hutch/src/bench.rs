@@ -9,8 +9,9 @@ use hutch_client::HutchClient;
 /// Options of `hutch bench`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct BenchArgs {
-    /// The scenario: `sessions` (create → run `true` → delete).
-    #[arg(value_parser = ["sessions"])]
+    /// The scenario: `sessions` (create → run `true` → delete), `commands` (a command's round
+    /// trip and 100 MB of streamed output, each beside the same run directly).
+    #[arg(value_parser = ["sessions", "commands"])]
     scenario: String,
     /// Measured iterations.
     #[arg(long, default_value_t = 200)]
@@ -61,6 +62,14 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let client = HutchClient::new(&url, &token).context("creating the client")?;
     client.health().await.context("reaching the server")?;
+    if args.scenario == "commands" {
+        let config =
+            hutch_bench::commands::CommandsConfig::new(args.iterations, args.warmup, quick);
+        println!("scenario: commands (round trip of `true`; streamed stdout), server: {url}");
+        let report = hutch_bench::commands::run(&client, config).await?;
+        hutch_bench::commands::print(&report, &config);
+        return Ok(());
+    }
 
     println!("scenario: create session → run `true` → delete session");
     let pool = if own_server.is_some() {
