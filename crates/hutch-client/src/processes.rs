@@ -65,7 +65,11 @@ impl ProcessStream {
                             .map_err(|e| ClientError::Protocol(format!("bad event {text}: {e}"))),
                     );
                 }
-                Message::Close(_) => return None,
+                Message::Close(_) => {
+                    // Completes the closing handshake (the reply is queued by now).
+                    let _ = self.socket.flush().await;
+                    return None;
+                }
                 _ => {}
             }
         }

@@ -66,21 +66,25 @@ fn parse_env(value: &str) -> Result<(String, String), String> {
 }
 
 pub(crate) fn main(args: ExecArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    block_on(run(args), EXIT_NOT_RUN)
+}
+
+/// Runs a client subcommand to its exit code; a failure prints its cause and exits with
+/// `failure`.
+pub(crate) fn block_on(
+    work: impl std::future::Future<Output = anyhow::Result<u8>>,
+    failure: u8,
+) -> ExitCode {
+    let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("hutch: starting the async runtime: {e}");
-            return ExitCode::from(EXIT_NOT_RUN);
-        }
-    };
-    match runtime.block_on(run(args)) {
+        .context("starting the async runtime")
+        .and_then(|runtime| runtime.block_on(work));
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             eprintln!("hutch: {error:#}");
-            ExitCode::from(EXIT_NOT_RUN)
+            ExitCode::from(failure)
         }
     }
 }
@@ -168,7 +172,10 @@ async fn run(args: ExecArgs) -> anyhow::Result<u8> {
             }
             StreamItem::Event(ProcessEvent::Exit {
                 exit_code, signal, ..
-            }) => return Ok(exit_code_of(exit_code, signal)),
+            }) => {
+                stream.close().await;
+                return Ok(exit_code_of(exit_code, signal));
+            }
             StreamItem::Event(ProcessEvent::Error { error }) => {
                 anyhow::bail!("{}: {}", error.code.as_str(), error.message)
             }

@@ -17,7 +17,7 @@ use hutch_client::terminal::{RawMode, size};
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-use crate::exec::{Connection, exit_code_of, stdin_chunks};
+use crate::exec::{Connection, block_on, exit_code_of, stdin_chunks};
 
 /// Options of `hutch shell`.
 #[derive(clap::Args, Debug)]
@@ -32,23 +32,7 @@ pub(crate) struct ShellArgs {
 }
 
 pub(crate) fn main(args: ShellArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("hutch: starting the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(code) => ExitCode::from(code),
-        Err(error) => {
-            eprintln!("hutch: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    block_on(run(args), 1)
 }
 
 async fn run(args: ShellArgs) -> anyhow::Result<u8> {

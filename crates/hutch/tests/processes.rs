@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestServer, can_run_sandboxes, host_view, pids_in_uts, session};
+use common::{TestServer, can_run_sandboxes, count_running, host_view, session};
 use hutch_api::{CommandRequest, ErrorCode, ProcessEvent, ProcessStatus, SignalSpec};
 use hutch_client::HutchClient;
 use hutch_client::processes::{ProcessStream, StreamItem};
@@ -62,15 +62,9 @@ async fn start_event(stream: &mut ProcessStream) -> (i32, u64) {
     }
 }
 
-/// Host pids of `sleep` processes in the session's namespaces.
+/// Host processes running `sleep` in the session's namespaces.
 fn sleeps_on_host(uts: &str) -> usize {
-    pids_in_uts(uts)
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.starts_with("sleep\0"))
-        })
-        .count()
+    count_running(uts, "sleep")
 }
 
 async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
@@ -506,7 +500,7 @@ async fn hutch_exec_streams_output_and_exits_with_the_commands_code() {
     };
     let out =
         tokio::task::block_in_place(|| exec(&["sh", "-c", "echo out; echo err >&2; exit 7"], b""));
-    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
     assert_eq!(out.stdout, b"out\n");
     assert_eq!(out.stderr, b"err\n");
 

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, can_run_sandboxes, host_view, pids_in_uts, session};
+use common::{TestServer, can_run_sandboxes, count_running, host_view, session};
 use futures_util::{SinkExt, StreamExt};
 use hutch_api::ProcessEvent;
 use hutch_client::processes::{Socket, resize_message};
@@ -158,15 +158,7 @@ async fn closing_the_socket_kills_everything_in_the_terminal() {
     let client = server.client("alice");
     let s = session(&client).await;
     let view = host_view(&client, &s).await;
-    let sleeps = || {
-        pids_in_uts(&view.uts)
-            .into_iter()
-            .filter(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| c.starts_with("sleep\0"))
-            })
-            .count()
-    };
+    let sleeps = || count_running(&view.uts, "sleep");
 
     let mut socket = client
         .open_terminal(s.session_id, 80, 24, None)
@@ -212,4 +204,39 @@ async fn bad_terminal_sizes_are_refused() {
         .unwrap_err();
     assert_eq!(err.code(), Some(hutch_api::ErrorCode::InvalidRequest));
     assert!(err.to_string().contains("cols"), "{err}");
+}
+
+/// `hutch shell` as a script drives it (standard input not a terminal): the keys go in, the
+/// screen comes out, and it exits with the shell's code.
+#[tokio::test(flavor = "multi_thread")]
+async fn hutch_shell_relays_a_terminal_and_exits_with_its_code() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session(&client).await;
+    let out = tokio::task::block_in_place(|| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hutch"))
+            .args(["shell", &s.session_id.to_string()])
+            .env("HUTCH_URL", &server.url)
+            .env("HUTCH_TOKEN", server.token("alice"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"tty; echo size=$(stty size)\rexit 5\r")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    });
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{screen:?} {out:?}");
+    assert!(screen.contains("/dev/pts/"), "{screen:?}");
+    assert!(screen.contains("size=24 80"), "{screen:?}");
 }

@@ -271,4 +271,13 @@ async fn relay(mut socket: WebSocket, mut session: Session) {
     let text = serde_json::to_string(&event).unwrap_or_default();
     let _ = socket.send(Message::Text(text.into())).await;
     let _ = socket.send(Message::Close(None)).await;
+    // Wait for the client's close so that the connection is not reset under the last events.
+    let _ = tokio::time::timeout(super::routes::CLOSE_WAIT, async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                return;
+            }
+        }
+    })
+    .await;
 }

@@ -29,6 +29,9 @@ use crate::error::AgentError;
 /// How long a new command stream waits for its first message (the command).
 const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a finished stream waits for the client's close before dropping the connection.
+pub(crate) const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
 /// How long `DELETE` waits for the killed tree to be gone before answering.
 const DELETE_WAIT: Duration = Duration::from_secs(5);
 
@@ -155,24 +158,21 @@ async fn fail(mut socket: WebSocket, error: AgentError) {
 
 async fn command_socket(agent: Arc<Agent>, mut socket: WebSocket) {
     let first = tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, socket.recv()).await;
-    let req = match first {
-        Ok(Some(Ok(Message::Text(text)))) => {
-            serde_json::from_str::<CommandRequest>(&text).map_err(|e| AgentError::Invalid {
-                message: format!("invalid command message: {e}"),
-                field: None,
-            })
-        }
-        Ok(Some(Ok(Message::Binary(bytes)))) => serde_json::from_slice::<CommandRequest>(&bytes)
-            .map_err(|e| AgentError::Invalid {
-                message: format!("invalid command message: {e}"),
-                field: None,
-            }),
+    let text = match first {
+        Ok(Some(Ok(Message::Text(text)))) => Ok(text.as_bytes().to_vec()),
+        Ok(Some(Ok(Message::Binary(bytes)))) => Ok(bytes.to_vec()),
         Ok(_) => return,
         Err(_) => Err(AgentError::Invalid {
             message: "the first message (the command) did not arrive in time".into(),
             field: None,
         }),
     };
+    let req = text.and_then(|text| {
+        serde_json::from_slice::<CommandRequest>(&text).map_err(|e| AgentError::Invalid {
+            message: format!("invalid command message: {e}"),
+            field: None,
+        })
+    });
     let started = req.and_then(|req| start(&agent, req, true));
     let (process, reader, background) = match started {
         Ok(started) => started,
@@ -242,7 +242,10 @@ async fn attach(socket: WebSocket, process: Arc<Managed>, mut reader: Reader) {
         tokio::select! {
             event = reader.next() => {
                 let Some(event) = event else {
+                    // Close properly: wait for the client's close (its input may still be in
+                    // flight), so that the connection is not reset under the last events.
                     let _ = tx.send(Message::Close(None)).await;
+                    let _ = tokio::time::timeout(CLOSE_WAIT, &mut input).await;
                     break;
                 };
                 let text = serde_json::to_string(&event).unwrap_or_default();
