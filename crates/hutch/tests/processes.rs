@@ -142,6 +142,43 @@ async fn a_streamed_command_sends_start_output_and_exit() {
 }
 
 #[tokio::test]
+async fn accept_ndjson_streams_a_plain_command() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session(&client).await;
+
+    let body = r#"{"command": "echo streamed"}"#;
+    let authority = server.url.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(authority).await.unwrap();
+    let request = format!(
+        "POST /v1/sessions/{}/commands HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {}\r\n\
+         Accept: application/x-ndjson\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        s.session_id,
+        server.token("alice"),
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains("content-type: application/x-ndjson"),
+        "{response}"
+    );
+    let streamed = hutch_api::processes::base64::encode(b"streamed\n");
+    assert!(response.contains(&streamed), "{response}");
+    assert!(
+        response.contains(r#""type":"exit","exitCode":0"#),
+        "{response}"
+    );
+}
+
+#[tokio::test]
 async fn a_client_that_disconnects_reattaches_with_nothing_lost_or_repeated() {
     if !can_run_sandboxes() {
         return;
@@ -375,6 +412,19 @@ async fn unknown_processes_are_not_found() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::ProcessNotFound));
+
+    // A WebSocket route asked without the upgrade answers in the error envelope.
+    let (status, body) = client
+        .request(
+            http::Method::GET,
+            &format!("/v1/sessions/{}/commands/stream", s.session_id),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+    let body: hutch_api::ErrorBody = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body.error.code, ErrorCode::InvalidRequest);
 }
 
 #[tokio::test]
