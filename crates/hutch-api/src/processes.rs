@@ -69,6 +69,23 @@ pub enum ProcessEvent {
     },
 }
 
+/// The JSON of a `stdout` or `stderr` [`ProcessEvent`] of `data`, exactly as serde writes
+/// it, built without the intermediate string (output is most of what streams carry).
+pub fn output_event_json(stderr: bool, seq: u64, data: &[u8]) -> String {
+    let mut out = Vec::with_capacity(data.len().div_ceil(3) * 4 + 48);
+    out.extend_from_slice(if stderr {
+        b"{\"type\":\"stderr\",\"seq\":"
+    } else {
+        b"{\"type\":\"stdout\",\"seq\":"
+    });
+    out.extend_from_slice(seq.to_string().as_bytes());
+    out.extend_from_slice(b",\"data\":\"");
+    base64::encode_into(data, &mut out);
+    out.extend_from_slice(b"\"}");
+    // Only ASCII was written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// The answer to a `background: true` command: it runs on, detached from the request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -245,17 +262,25 @@ pub mod base64 {
     /// Encodes bytes.
     pub fn encode(input: &[u8]) -> String {
         let mut out = Vec::with_capacity(input.len().div_ceil(3) * 4);
-        let mut chunks = input.chunks_exact(3);
-        for c in &mut chunks {
-            let n = (u32::from(c[0]) << 16) | (u32::from(c[1]) << 8) | u32::from(c[2]);
-            out.extend_from_slice(&[
-                ALPHABET[(n >> 18) as usize & 63],
-                ALPHABET[(n >> 12) as usize & 63],
-                ALPHABET[(n >> 6) as usize & 63],
-                ALPHABET[n as usize & 63],
-            ]);
+        encode_into(input, &mut out);
+        // Only ASCII was written.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Appends the encoding of `input` to `out`.
+    pub fn encode_into(input: &[u8], out: &mut Vec<u8>) {
+        let start = out.len();
+        let whole = input.len() / 3;
+        out.resize(start + whole * 4, 0);
+        for (triple, quad) in input.chunks_exact(3).zip(out[start..].chunks_exact_mut(4)) {
+            let n =
+                (u32::from(triple[0]) << 16) | (u32::from(triple[1]) << 8) | u32::from(triple[2]);
+            quad[0] = ALPHABET[(n >> 18) as usize & 63];
+            quad[1] = ALPHABET[(n >> 12) as usize & 63];
+            quad[2] = ALPHABET[(n >> 6) as usize & 63];
+            quad[3] = ALPHABET[n as usize & 63];
         }
-        match *chunks.remainder() {
+        match input[whole * 3..] {
             [a] => {
                 let n = u32::from(a) << 16;
                 out.extend_from_slice(&[
@@ -276,39 +301,65 @@ pub mod base64 {
             }
             _ => {}
         }
-        // Only ASCII was pushed.
-        String::from_utf8(out).unwrap_or_default()
     }
 
-    fn value(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    }
+    /// Each byte's value in the alphabet, or `INVALID`.
+    const DECODE: [u8; 256] = {
+        let mut table = [INVALID; 256];
+        let mut i = 0;
+        while i < 64 {
+            table[ALPHABET[i] as usize] = i as u8;
+            i += 1;
+        }
+        table
+    };
+    const INVALID: u8 = 0xff;
 
     /// Decodes padded or unpadded base64; `None` when it is not base64.
     pub fn decode(input: &str) -> Option<Vec<u8>> {
-        let bytes = input.trim_end_matches('=').as_bytes();
+        let mut bytes = input.as_bytes();
+        for _ in 0..2 {
+            if let [rest @ .., b'='] = bytes {
+                bytes = rest;
+            }
+        }
         if bytes.len() % 4 == 1 {
             return None;
         }
-        let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-        for c in bytes.chunks(4) {
+        let whole = bytes.len() / 4;
+        let mut out = vec![0u8; whole * 3];
+        let mut bad = 0u8;
+        for (quad, triple) in bytes.chunks_exact(4).zip(out.chunks_exact_mut(3)) {
+            let (a, b, c, d) = (
+                DECODE[quad[0] as usize],
+                DECODE[quad[1] as usize],
+                DECODE[quad[2] as usize],
+                DECODE[quad[3] as usize],
+            );
+            bad |= a | b | c | d;
+            let n =
+                (u32::from(a) << 18) | (u32::from(b) << 12) | (u32::from(c) << 6) | u32::from(d);
+            triple[0] = (n >> 16) as u8;
+            triple[1] = (n >> 8) as u8;
+            triple[2] = n as u8;
+        }
+        // Valid values are below 64; INVALID has the top bits set.
+        if bad & 0xc0 != 0 {
+            return None;
+        }
+        let rest = &bytes[whole * 4..];
+        if !rest.is_empty() {
             let mut n = 0u32;
-            for (i, &b) in c.iter().enumerate() {
-                n |= value(b)? << (18 - 6 * i);
+            for (i, &byte) in rest.iter().enumerate() {
+                let value = DECODE[byte as usize];
+                if value == INVALID {
+                    return None;
+                }
+                n |= u32::from(value) << (18 - 6 * i);
             }
             out.push((n >> 16) as u8);
-            if c.len() > 2 {
+            if rest.len() == 3 {
                 out.push((n >> 8) as u8);
-            }
-            if c.len() > 3 {
-                out.push(n as u8);
             }
         }
         Some(out)
@@ -330,6 +381,27 @@ mod tests {
         assert_eq!(base64::encode(b"a"), "YQ==");
         assert!(base64::decode("a").is_none());
         assert!(base64::decode("a*bc").is_none());
+    }
+
+    #[test]
+    fn output_events_are_written_as_serde_writes_them() {
+        for (stderr, seq, data) in [(false, 0, &b""[..]), (true, 12345, b"\xff\x00ab")] {
+            let event = if stderr {
+                ProcessEvent::Stderr {
+                    seq,
+                    data: base64::encode(data),
+                }
+            } else {
+                ProcessEvent::Stdout {
+                    seq,
+                    data: base64::encode(data),
+                }
+            };
+            assert_eq!(
+                output_event_json(stderr, seq, data),
+                serde_json::to_string(&event).unwrap()
+            );
+        }
     }
 
     #[test]

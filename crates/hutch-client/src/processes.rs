@@ -13,8 +13,8 @@ use hutch_api::{
     CodeRequest, CommandRequest, CommandResult, ProcessEvent, ProcessInfo, ProcessList,
     SignalRequest, SignalSpec, StartedProcess,
 };
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use uuid::Uuid;
 
 use crate::{ClientError, HutchClient, error_from};
@@ -51,20 +51,15 @@ impl std::fmt::Debug for ProcessStream {
 }
 
 impl ProcessStream {
-    /// The next event as sent; `None` once the server closed the stream.
-    pub async fn next_event(&mut self) -> Option<Result<ProcessEvent, ClientError>> {
+    /// The next text message; `None` once the server closed the stream.
+    async fn next_text(&mut self) -> Option<Result<Utf8Bytes, ClientError>> {
         loop {
             let message = match self.socket.next().await? {
                 Ok(message) => message,
                 Err(e) => return Some(Err(ClientError::WebSocket(Box::new(e)))),
             };
             match message {
-                Message::Text(text) => {
-                    return Some(
-                        serde_json::from_str(&text)
-                            .map_err(|e| ClientError::Protocol(format!("bad event {text}: {e}"))),
-                    );
-                }
+                Message::Text(text) => return Some(Ok(text)),
                 Message::Close(_) => {
                     // Completes the closing handshake (the reply is queued by now).
                     let _ = self.socket.flush().await;
@@ -75,22 +70,32 @@ impl ProcessStream {
         }
     }
 
+    /// The next event as sent; `None` once the server closed the stream.
+    pub async fn next_event(&mut self) -> Option<Result<ProcessEvent, ClientError>> {
+        Some(self.next_text().await?.and_then(|text| parse_event(&text)))
+    }
+
     /// The next event with output decoded.
     pub async fn next(&mut self) -> Option<Result<StreamItem, ClientError>> {
-        let event = match self.next_event().await? {
-            Ok(event) => event,
+        let text = match self.next_text().await? {
+            Ok(text) => text,
             Err(e) => return Some(Err(e)),
         };
-        let stderr = matches!(event, ProcessEvent::Stderr { .. });
-        Some(match event {
-            ProcessEvent::Stdout { seq, data } | ProcessEvent::Stderr { seq, data } => {
-                match base64::decode(&data) {
-                    Some(data) => Ok(StreamItem::Output { seq, stderr, data }),
-                    None => Err(ClientError::Protocol(format!("chunk {seq} is not base64"))),
-                }
-            }
-            other => Ok(StreamItem::Event(other)),
-        })
+        // Output, most of what a stream carries, is decoded without copying its base64.
+        if let Ok(probe) = serde_json::from_str::<OutputProbe<'_>>(&text)
+            && let (Some(seq), Some(data)) = (probe.seq, probe.data)
+            && matches!(probe.kind, "stdout" | "stderr")
+        {
+            return Some(match base64::decode(data) {
+                Some(data) => Ok(StreamItem::Output {
+                    seq,
+                    stderr: probe.kind == "stderr",
+                    data,
+                }),
+                None => Err(ClientError::Protocol(format!("chunk {seq} is not base64"))),
+            });
+        }
+        Some(parse_event(&text).map(StreamItem::Event))
     }
 
     /// Writes bytes to the process's standard input.
@@ -114,6 +119,19 @@ impl ProcessStream {
     pub async fn close(mut self) {
         let _ = self.socket.close(None).await;
     }
+}
+
+/// The fields of an output event, borrowed from the message.
+#[derive(serde::Deserialize)]
+struct OutputProbe<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    seq: Option<u64>,
+    data: Option<&'a str>,
+}
+
+fn parse_event(text: &str) -> Result<ProcessEvent, ClientError> {
+    serde_json::from_str(text).map_err(|e| ClientError::Protocol(format!("bad event {text}: {e}")))
 }
 
 /// A terminal, over a WebSocket.

@@ -29,7 +29,6 @@ use axum::body::Bytes;
 use hutch_api::limits::{
     PROCESS_OUTPUT_BUFFER_BYTES, PROCESSES_FINISHED_KEPT, PROCESSES_RUNNING_MAX,
 };
-use hutch_api::processes::base64;
 use hutch_api::{ProcessEvent, ProcessInfo, ProcessStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
@@ -296,18 +295,39 @@ fn split_exit(exit: Exit) -> (Option<i32>, Option<i32>) {
     }
 }
 
+/// One frame of a stream: an event, or a chunk of output still as bytes.
+#[derive(Debug)]
+pub(crate) enum Frame {
+    /// Any event but output.
+    Event(ProcessEvent),
+    /// A chunk of output.
+    Output { seq: u64, stderr: bool, data: Bytes },
+}
+
+impl Frame {
+    /// The frame as the JSON of its [`ProcessEvent`].
+    pub(crate) fn to_json(&self) -> String {
+        match self {
+            Frame::Event(event) => serde_json::to_string(event).unwrap_or_default(),
+            Frame::Output { seq, stderr, data } => {
+                hutch_api::processes::output_event_json(*stderr, *seq, data)
+            }
+        }
+    }
+}
+
 /// An attached reader of a process's output.
 pub(crate) struct Reader {
     process: Arc<Managed>,
     id: u64,
     cursor: u64,
-    pending: VecDeque<ProcessEvent>,
+    pending: VecDeque<Frame>,
     done: bool,
 }
 
 impl Reader {
-    /// The next event; `None` after `exit`.
-    pub(crate) async fn next(&mut self) -> Option<ProcessEvent> {
+    /// The next frame; `None` after `exit`.
+    pub(crate) async fn next(&mut self) -> Option<Frame> {
         loop {
             if let Some(event) = self.pending.pop_front() {
                 return Some(event);
@@ -321,10 +341,11 @@ impl Reader {
                 let mut ring = self.process.lock();
                 let first = ring.first_seq();
                 if self.cursor < first {
-                    self.pending.push_back(ProcessEvent::Truncated {
-                        from: self.cursor,
-                        first_available: first,
-                    });
+                    self.pending
+                        .push_back(Frame::Event(ProcessEvent::Truncated {
+                            from: self.cursor,
+                            first_available: first,
+                        }));
                     self.cursor = first;
                 }
                 let skip = (self.cursor - first) as usize;
@@ -338,12 +359,12 @@ impl Reader {
                     && self.cursor >= ring.next_seq
                 {
                     let (exit_code, signal) = split_exit(ended.exit);
-                    self.pending.push_back(ProcessEvent::Exit {
+                    self.pending.push_back(Frame::Event(ProcessEvent::Exit {
                         exit_code,
                         signal,
                         duration_ms: ended.duration_ms,
                         timed_out: ended.timed_out,
-                    });
+                    }));
                     self.done = true;
                 }
             }
@@ -351,12 +372,7 @@ impl Reader {
                 self.process.consumed.send_modify(|v| *v += 1);
             }
             for (seq, stderr, data) in batch {
-                let data = base64::encode(&data);
-                self.pending.push_back(if stderr {
-                    ProcessEvent::Stderr { seq, data }
-                } else {
-                    ProcessEvent::Stdout { seq, data }
-                });
+                self.pending.push_back(Frame::Output { seq, stderr, data });
             }
             if self.pending.is_empty() && !self.done && changed.changed().await.is_err() {
                 return None;
@@ -542,6 +558,8 @@ pub(crate) fn timeout_of(plan: &Plan, asked: Option<f64>, background: bool) -> O
 
 #[cfg(test)]
 mod tests {
+    use hutch_api::processes::base64;
+
     use super::*;
 
     fn managed() -> Arc<Managed> {
@@ -569,8 +587,8 @@ mod tests {
 
     async fn drain(reader: &mut Reader) -> Vec<ProcessEvent> {
         let mut events = Vec::new();
-        while let Some(e) = reader.next().await {
-            events.push(e);
+        while let Some(frame) = reader.next().await {
+            events.push(serde_json::from_str(&frame.to_json()).unwrap());
         }
         events
     }

@@ -20,7 +20,7 @@ use hutch_api::processes::StreamControl;
 use hutch_api::{CommandRequest, ProcessEvent, ProcessList, SignalRequest, StartedProcess};
 use serde::Deserialize;
 
-use super::{Managed, Reader, Stdin};
+use super::{Frame, Managed, Reader, Stdin};
 use crate::Agent;
 use crate::api::{REQUEST_BODY_MAX_BYTES, read_json};
 use crate::commands;
@@ -97,14 +97,14 @@ fn start_event(process: &Managed) -> ProcessEvent {
 
 /// A stream of events as an NDJSON response: `start`, then the reader's events.
 fn ndjson(process: &Managed, reader: Reader) -> Response {
-    let first = Some(start_event(process));
+    let first = Some(Frame::Event(start_event(process)));
     let stream =
         futures_util::stream::unfold((first, reader), |(mut first, mut reader)| async move {
-            let event = match first.take() {
-                Some(event) => event,
+            let frame = match first.take() {
+                Some(frame) => frame,
                 None => reader.next().await?,
             };
-            let mut line = serde_json::to_vec(&event).unwrap_or_default();
+            let mut line = frame.to_json().into_bytes();
             line.push(b'\n');
             Some((Ok::<_, Infallible>(Bytes::from(line)), (first, reader)))
         });
@@ -240,16 +240,15 @@ async fn attach(socket: WebSocket, process: Arc<Managed>, mut reader: Reader) {
     });
     loop {
         tokio::select! {
-            event = reader.next() => {
-                let Some(event) = event else {
+            frame = reader.next() => {
+                let Some(frame) = frame else {
                     // Close properly: wait for the client's close (its input may still be in
                     // flight), so that the connection is not reset under the last events.
                     let _ = tx.send(Message::Close(None)).await;
                     let _ = tokio::time::timeout(CLOSE_WAIT, &mut input).await;
                     break;
                 };
-                let text = serde_json::to_string(&event).unwrap_or_default();
-                if tx.send(Message::Text(text.into())).await.is_err() {
+                if tx.send(Message::Text(frame.to_json().into())).await.is_err() {
                     break;
                 }
             }
