@@ -387,6 +387,48 @@ async fn a_signal_reaches_the_whole_process_group() {
 }
 
 #[tokio::test]
+async fn running_processes_are_bounded_per_session() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    use hutch_api::limits::PROCESSES_RUNNING_MAX;
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session(&client).await;
+
+    let mut pids = Vec::new();
+    for _ in 0..PROCESSES_RUNNING_MAX {
+        let started = client
+            .start_process(s.session_id, &sh_command("exec sleep 1000"))
+            .await
+            .unwrap();
+        pids.push(started.pid);
+    }
+    let err = client
+        .start_process(s.session_id, &sh_command("exec sleep 1000"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::RateLimited));
+    let hutch_client::ClientError::Api { body, .. } = &err else {
+        unreachable!()
+    };
+    assert_eq!(body.error.details["limit"], PROCESSES_RUNNING_MAX);
+    // One-shot commands have their own permits and still run.
+    assert_eq!(common::sh(&client, &s, "echo ok").await.stdout, "ok\n");
+    // A killed process frees its place.
+    client.kill_process(s.session_id, pids[0]).await.unwrap();
+    client
+        .start_process(s.session_id, &sh_command("exec sleep 1000"))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.list_processes(s.session_id).await.unwrap().total,
+        PROCESSES_RUNNING_MAX + 1,
+        "running ones and the finished one are listed"
+    );
+}
+
+#[tokio::test]
 async fn unknown_processes_are_not_found() {
     if !can_run_sandboxes() {
         return;

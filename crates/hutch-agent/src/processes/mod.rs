@@ -470,7 +470,6 @@ pub(crate) fn start(
     let agent = Arc::clone(agent);
     let watched = Arc::clone(&process);
     tokio::spawn(async move {
-        let _permit = permit;
         let process = watched;
         let mut exited = exited;
         let first = match timeout {
@@ -501,6 +500,8 @@ pub(crate) fn start(
         out_task.abort();
         err_task.abort();
         *process.stdin.lock().await = None;
+        // Its place is free before anyone can see it ended.
+        drop(permit);
         process.lock().ended = Some(Ended {
             exit,
             duration_ms,
@@ -640,6 +641,34 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_oldest_finished_processes_are_forgotten_first() {
+        let processes = Processes::default();
+        for id in 1..=(PROCESSES_FINISHED_KEPT as u64 + 5) {
+            let p = Arc::new(Managed {
+                id,
+                pid: id as i32,
+                ..Arc::try_unwrap(managed()).ok().unwrap()
+            });
+            end(&p);
+            processes.insert(p);
+        }
+        let running = managed();
+        processes.insert(Arc::new(Managed {
+            id: 1000,
+            pid: 1000,
+            ..Arc::try_unwrap(running).ok().unwrap()
+        }));
+        processes.finished();
+        let ids: Vec<u64> = processes.list().iter().map(|p| p.process_id).collect();
+        let mut expected: Vec<u64> = (6..=(PROCESSES_FINISHED_KEPT as u64 + 5)).collect();
+        expected.push(1000);
+        assert_eq!(
+            ids, expected,
+            "the running one stays, the 5 oldest finished go"
+        );
     }
 
     #[tokio::test]
