@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use hutch_api::limits::COMMANDS_CONCURRENT_MAX;
@@ -14,7 +14,7 @@ use crate::error::{AgentError, error_response};
 use crate::{Agent, commands};
 
 /// Largest request body: a command with its largest `stdin`, JSON-escaped, fits.
-const REQUEST_BODY_MAX_BYTES: usize =
+pub(crate) const REQUEST_BODY_MAX_BYTES: usize =
     6 * hutch_api::limits::COMMAND_STDIN_MAX_BYTES + 2 * hutch_api::limits::COMMAND_MAX_BYTES;
 
 /// The agent's routes.
@@ -23,6 +23,7 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
         .route("/health", get(health))
         .route("/commands", post(run_command))
         .merge(crate::files::routes())
+        .merge(crate::processes::routes::routes())
         // Bodies are read their own bounded way (see read_json).
         .layer(axum::extract::DefaultBodyLimit::disable())
         .fallback(not_found)
@@ -47,18 +48,33 @@ async fn not_found() -> Response {
 /// permits from before its body is read until its result is ready, so that the memory
 /// commands hold (bodies, output buffers) is bounded per session; without a free permit the
 /// request answers 429 `rate_limited` at once.
+///
+/// With `background` or `stream` in the body, or `Accept: application/x-ndjson`, the command
+/// becomes a process of the session instead (see [`crate::processes`]) and gives its permit
+/// back once its body is read.
 async fn run_command(
     State(agent): State<Arc<Agent>>,
     req: Request,
-) -> Result<Json<CommandResult>, AgentError> {
-    let Ok(_permit) = Arc::clone(&agent.commands).try_acquire_owned() else {
+) -> Result<Response, AgentError> {
+    let Ok(permit) = Arc::clone(&agent.commands).try_acquire_owned() else {
         drain(req.into_body()).await;
         return Err(AgentError::Busy {
             limit: COMMANDS_CONCURRENT_MAX,
         });
     };
+    let accepts_ndjson = req
+        .headers()
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/x-ndjson"));
     let command: CommandRequest = read_json(req.into_body()).await?;
-    commands::run(&agent, command).await.map(Json)
+    if crate::processes::routes::wants_process(&command, accepts_ndjson) {
+        drop(permit);
+        return crate::processes::routes::start_over_http(&agent, command);
+    }
+    let result: CommandResult = commands::run(&agent, command).await?;
+    drop(permit);
+    Ok(Json(result).into_response())
 }
 
 /// Past the size limit, how much of a body is still read (and thrown away) so that the

@@ -33,19 +33,30 @@ pub(crate) const DEFAULT_CWD: &str = "/workspace";
 
 /// How long output may keep flowing after the command's processes are gone (a pipe held by
 /// something that escaped the kill) before the agent answers with what it has.
-const DRAIN_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// A validated command, ready to spawn.
-struct Plan {
-    program: String,
-    args: Vec<String>,
-    cwd: String,
-    env: Vec<(String, String)>,
-    timeout: Duration,
-    stdin: Option<Vec<u8>>,
+pub(crate) struct Plan {
+    pub(crate) program: String,
+    pub(crate) args: Vec<String>,
+    pub(crate) cwd: String,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) timeout: Duration,
+    pub(crate) stdin: Option<Vec<u8>>,
 }
 
-fn validate(agent: &Agent, req: CommandRequest) -> Result<Plan, AgentError> {
+impl Plan {
+    /// The program and its arguments, `argv[0]` first.
+    pub(crate) fn argv(&self) -> Vec<String> {
+        let mut argv = Vec::with_capacity(self.args.len() + 1);
+        argv.push(self.program.clone());
+        argv.extend(self.args.iter().cloned());
+        argv
+    }
+}
+
+/// Checks a command request against the limits and resolves its environment.
+pub(crate) fn validate(agent: &Agent, req: CommandRequest) -> Result<Plan, AgentError> {
     let (program, args) = match (req.command, req.argv) {
         (Some(_), Some(_)) => {
             return Err(AgentError::invalid(
@@ -146,7 +157,7 @@ fn validate(agent: &Agent, req: CommandRequest) -> Result<Plan, AgentError> {
 }
 
 /// A command's cgroup, removed when dropped.
-struct CommandCgroup {
+pub(crate) struct CommandCgroup {
     /// The sandbox's cgroup directory (the parent).
     dir: RawFd,
     name: CString,
@@ -187,7 +198,7 @@ impl CommandCgroup {
     }
 
     /// Kills every process in the cgroup.
-    fn kill(&self) {
+    pub(crate) fn kill(&self) {
         let Ok(path) = CString::new(format!("{}/cgroup.kill", self.name.to_string_lossy())) else {
             return;
         };
@@ -258,16 +269,31 @@ impl Drop for CommandCgroup {
     }
 }
 
-/// Runs a command to completion.
-pub(crate) async fn run(agent: &Agent, req: CommandRequest) -> Result<CommandResult, AgentError> {
-    let plan = validate(agent, req)?;
+/// A process just started into a cgroup of its own.
+pub(crate) struct Started {
+    /// Its pid (also its process group and session: it called `setsid`).
+    pub(crate) pid: i32,
+    /// Its exit, from the reaper.
+    pub(crate) exited: tokio::sync::oneshot::Receiver<crate::reaper::Exit>,
+    /// Its cgroup (absent on hosts without cgroup v2).
+    pub(crate) cgroup: Option<CommandCgroup>,
+    /// When it started.
+    pub(crate) started: Instant,
+}
+
+/// Starts `plan` in a new cgroup with the given descriptors as its stdio.
+pub(crate) fn start(
+    agent: &Agent,
+    plan: &Plan,
+    stdio: [std::os::fd::BorrowedFd<'_>; 3],
+    options: hutch_sandbox::process::SpawnOptions,
+) -> Result<Started, AgentError> {
     let id = agent.next_command.fetch_add(1, Ordering::Relaxed);
     let cgroup = agent
         .cgroup_dir
         .as_ref()
         .map(|dir| CommandCgroup::create(dir, id))
         .transpose()?;
-
     let path = plan
         .env
         .iter()
@@ -279,9 +305,28 @@ pub(crate) async fn run(agent: &Agent, req: CommandRequest) -> Result<CommandRes
             source: io::Error::new(io::ErrorKind::NotFound, "not found on PATH"),
         })
     })?;
-    let mut argv = Vec::with_capacity(plan.args.len() + 1);
-    argv.push(plan.program.clone());
-    argv.extend(plan.args.iter().cloned());
+    let argv = plan.argv();
+    let spec = ProcessSpec {
+        program: &program,
+        argv: &argv,
+        env: &plan.env,
+        cwd: std::path::Path::new(&plan.cwd),
+        stdio,
+        cgroup: cgroup.as_ref().map(|c| c.own.as_fd()),
+    };
+    let started = Instant::now();
+    let (process, exited) = agent.reaper.spawn(&spec, options)?;
+    Ok(Started {
+        pid: process.pid,
+        exited,
+        cgroup,
+        started,
+    })
+}
+
+/// Runs a command to completion.
+pub(crate) async fn run(agent: &Agent, req: CommandRequest) -> Result<CommandResult, AgentError> {
+    let plan = validate(agent, req)?;
     let (stdin_r, stdin_w) = match &plan.stdin {
         Some(_) => {
             let (r, w) = pipe_pair()?;
@@ -291,20 +336,21 @@ pub(crate) async fn run(agent: &Agent, req: CommandRequest) -> Result<CommandRes
     };
     let (stdout_r, stdout_w) = pipe_pair()?;
     let (stderr_r, stderr_w) = pipe_pair()?;
-    let spec = ProcessSpec {
-        program: &program,
-        argv: &argv,
-        env: &plan.env,
-        cwd: std::path::Path::new(&plan.cwd),
-        stdio: [stdin_r.as_fd(), stdout_w.as_fd(), stderr_w.as_fd()],
-        cgroup: cgroup.as_ref().map(|c| c.own.as_fd()),
-    };
-    let started = Instant::now();
-    let (process, exited) = agent.reaper.spawn(&spec)?;
+    let Started {
+        pid,
+        exited,
+        cgroup,
+        started,
+    } = start(
+        agent,
+        &plan,
+        [stdin_r.as_fd(), stdout_w.as_fd(), stderr_w.as_fd()],
+        Default::default(),
+    )?;
     drop((stdin_r, stdout_w, stderr_w));
     let mut killer = Killer {
         cgroup: cgroup.as_ref(),
-        pgid: process.pid,
+        pgid: pid,
         done: false,
     };
 
@@ -367,10 +413,10 @@ pub(crate) async fn run(agent: &Agent, req: CommandRequest) -> Result<CommandRes
 
 /// Kills a command's whole tree: its cgroup, or its process group. Dropped before it killed
 /// (the request was cancelled, or failed after the spawn), it kills then.
-struct Killer<'a> {
-    cgroup: Option<&'a CommandCgroup>,
-    pgid: i32,
-    done: bool,
+pub(crate) struct Killer<'a> {
+    pub(crate) cgroup: Option<&'a CommandCgroup>,
+    pub(crate) pgid: i32,
+    pub(crate) done: bool,
 }
 
 impl Drop for Killer<'_> {
@@ -382,14 +428,20 @@ impl Drop for Killer<'_> {
 }
 
 impl Killer<'_> {
-    fn kill(&mut self) {
+    /// Kills the tree now.
+    pub(crate) fn kill(&mut self) {
         self.done = true;
-        match self.cgroup {
-            Some(cgroup) => cgroup.kill(),
-            None => {
-                // SAFETY: kill takes integers only; the group is the command's own (setsid).
-                unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
-            }
+        kill_tree(self.cgroup, self.pgid);
+    }
+}
+
+/// Kills everything in a command's cgroup, or without one its process group.
+pub(crate) fn kill_tree(cgroup: Option<&CommandCgroup>, pgid: i32) {
+    match cgroup {
+        Some(cgroup) => cgroup.kill(),
+        None => {
+            // SAFETY: kill takes integers only; the group is the command's own (setsid).
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
         }
     }
 }
@@ -444,7 +496,7 @@ async fn capture(stream: Option<pipe::Receiver>, into: SharedCapture) {
 }
 
 /// A pipe, both ends close-on-exec: `(read, write)`.
-fn pipe_pair() -> Result<(OwnedFd, OwnedFd), AgentError> {
+pub(crate) fn pipe_pair() -> Result<(OwnedFd, OwnedFd), AgentError> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: fds has room for the two descriptors pipe2 writes.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -454,7 +506,7 @@ fn pipe_pair() -> Result<(OwnedFd, OwnedFd), AgentError> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-fn open_dev_null() -> Result<OwnedFd, AgentError> {
+pub(crate) fn open_dev_null() -> Result<OwnedFd, AgentError> {
     std::fs::File::open("/dev/null")
         .map(OwnedFd::from)
         .map_err(AgentError::Runtime)

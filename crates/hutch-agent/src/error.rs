@@ -44,6 +44,18 @@ pub enum AgentError {
         /// The path, archive entry or uploaded file it failed on.
         path: String,
     },
+    /// The session has no process with this pid.
+    #[error("no process with pid {0} in this session")]
+    ProcessNotFound(i32),
+    /// The process has already exited.
+    #[error("process {0} has already exited")]
+    Exited(i32),
+    /// The process's standard input is closed.
+    #[error("the standard input of process {0} is closed")]
+    StdinClosed(i32),
+    /// The process did not read its standard input in time.
+    #[error("process {0} is not reading its standard input; nothing was written or part was")]
+    StdinBlocked(i32),
     /// An operation on the command's cgroup failed.
     #[error("command cgroup {op}: {source}")]
     Cgroup {
@@ -76,6 +88,10 @@ impl AgentError {
             AgentError::TooLarge(_) => ErrorCode::PayloadTooLarge,
             AgentError::Busy { .. } => ErrorCode::RateLimited,
             AgentError::File { code, .. } => *code,
+            AgentError::ProcessNotFound(_) => ErrorCode::ProcessNotFound,
+            AgentError::Exited(_) | AgentError::StdinClosed(_) | AgentError::StdinBlocked(_) => {
+                ErrorCode::Conflict
+            }
             AgentError::Runtime(_) | AgentError::Cgroup { .. } => ErrorCode::Internal,
         }
     }
@@ -83,6 +99,14 @@ impl AgentError {
 
 impl IntoResponse for AgentError {
     fn into_response(self) -> Response {
+        let body = self.body();
+        error_response(body.error.code, body)
+    }
+}
+
+impl AgentError {
+    /// The error envelope this error answers with (logged when it is an internal fault).
+    pub(crate) fn body(&self) -> ErrorBody {
         let code = self.code();
         if code == ErrorCode::Internal {
             tracing::error!(error = %self, "agent request failed");
@@ -94,9 +118,13 @@ impl IntoResponse for AgentError {
             } => body = body.with_detail("field", *field),
             AgentError::Busy { limit } => body = body.with_detail("limit", *limit),
             AgentError::File { path, .. } => body = body.with_detail("path", path.as_str()),
+            AgentError::ProcessNotFound(pid)
+            | AgentError::Exited(pid)
+            | AgentError::StdinClosed(pid)
+            | AgentError::StdinBlocked(pid) => body = body.with_detail("pid", *pid),
             _ => {}
         }
-        error_response(code, body)
+        body
     }
 }
 

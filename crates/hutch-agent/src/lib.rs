@@ -9,15 +9,19 @@
 //! As PID 1 the agent also reaps every orphan in the sandbox ([`reaper`]).
 //!
 //! A session runs at most [`hutch_api::limits::COMMANDS_CONCURRENT_MAX`] commands at once;
-//! a command over it answers 429 `rate_limited` without being read or run.
+//! a command over it answers 429 `rate_limited` without being read or run. Streamed and
+//! background commands are processes of the session ([`processes`]), bounded separately by
+//! [`hutch_api::limits::PROCESSES_RUNNING_MAX`].
 
 // Tests may unwrap; the non-test build is still checked for it.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod api;
+mod code;
 mod commands;
 mod error;
 mod files;
+mod processes;
 mod reaper;
 
 use std::collections::BTreeMap;
@@ -53,6 +57,10 @@ pub(crate) struct Agent {
     pub(crate) commands: Arc<tokio::sync::Semaphore>,
     /// The file API's state.
     pub(crate) files: Arc<files::Files>,
+    /// Streamed and background processes.
+    pub(crate) processes: processes::Processes,
+    /// One permit per terminal that may be open at once.
+    pub(crate) ptys: Arc<tokio::sync::Semaphore>,
 }
 
 /// Serves the agent API until the process is killed.
@@ -92,6 +100,10 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
         next_command: std::sync::atomic::AtomicU64::new(1),
         commands: Arc::new(tokio::sync::Semaphore::new(
             hutch_api::limits::COMMANDS_CONCURRENT_MAX,
+        )),
+        processes: processes::Processes::default(),
+        ptys: Arc::new(tokio::sync::Semaphore::new(
+            hutch_api::limits::PTY_SESSIONS_MAX,
         )),
     });
     let std_listener = std::os::unix::net::UnixListener::from(config.listener);

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use hutch_sandbox::process::{ChildFilter, Process, ProcessSpec, SpawnError};
+use hutch_sandbox::process::{ChildFilter, Process, ProcessSpec, SpawnError, SpawnOptions};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::oneshot;
@@ -71,9 +71,10 @@ impl Reaper {
     pub(crate) fn spawn(
         &self,
         spec: &ProcessSpec<'_>,
+        options: SpawnOptions,
     ) -> Result<(Process, oneshot::Receiver<Exit>), SpawnError> {
         let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        let process = hutch_sandbox::process::spawn(spec, &self.filter)?;
+        let process = hutch_sandbox::process::spawn_with(spec, &self.filter, options)?;
         let (tx, rx) = oneshot::channel();
         waiting.insert(process.pid, tx);
         Ok((process, rx))

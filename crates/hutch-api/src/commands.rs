@@ -30,6 +30,15 @@ pub struct CommandRequest {
     /// Text written to the command's standard input, which is then closed: at most 4 MiB.
     #[schema(max_length = 4194304)]
     pub stdin: Option<String>,
+    /// Start the command detached and answer at once with its `processId` and `pid`; it runs
+    /// on after the request, as a process of the session (see the `processes` routes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background: Option<bool>,
+    /// Answer with a stream of process events, one JSON object per line
+    /// (`application/x-ndjson`), instead of one result at the end. `Accept:
+    /// application/x-ndjson` does the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
 }
 
 /// The outcome of a command.

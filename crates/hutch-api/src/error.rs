@@ -24,6 +24,8 @@ pub enum ErrorCode {
     NotFound,
     /// No session with this id belongs to the caller (404).
     SessionNotFound,
+    /// The session has no process with this pid (404).
+    ProcessNotFound,
     /// The operation conflicts with the resource's current state (409).
     Conflict,
     /// The request body is larger than the server accepts (413).
@@ -66,7 +68,8 @@ impl ErrorCode {
             ErrorCode::NotFound
             | ErrorCode::SessionNotFound
             | ErrorCode::StorageContextNotFound
-            | ErrorCode::FileNotFound => 404,
+            | ErrorCode::FileNotFound
+            | ErrorCode::ProcessNotFound => 404,
             ErrorCode::RangeNotSatisfiable => 416,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
@@ -88,6 +91,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::SessionNotFound => "session_not_found",
+            ErrorCode::ProcessNotFound => "process_not_found",
             ErrorCode::Conflict => "conflict",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UriTooLong => "uri_too_long",
@@ -179,6 +183,7 @@ mod tests {
             ErrorCode::Forbidden,
             ErrorCode::NotFound,
             ErrorCode::SessionNotFound,
+            ErrorCode::ProcessNotFound,
             ErrorCode::Conflict,
             ErrorCode::PayloadTooLarge,
             ErrorCode::UriTooLong,

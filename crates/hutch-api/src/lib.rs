@@ -12,6 +12,7 @@ pub mod commands;
 pub mod error;
 pub mod files;
 pub mod limits;
+pub mod processes;
 mod schema;
 pub mod sessions;
 pub mod storage;
@@ -20,6 +21,10 @@ pub use commands::{CommandRequest, CommandResult};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use files::{
     FileInfo, FileList, FileType, MkdirRequest, MoveRequest, UploadResult, UploadResults,
+};
+pub use processes::{
+    CodeRequest, ProcessEvent, ProcessInfo, ProcessList, ProcessStatus, SignalRequest, SignalSpec,
+    StartedProcess,
 };
 pub use sessions::{
     CreateSessionRequest, Resources, ResourcesRequest, Session, SessionList, SessionStatus,

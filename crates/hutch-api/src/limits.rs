@@ -105,3 +105,17 @@ pub const FILES_LINK_TARGET_MAX_BYTES: usize = 4096;
 
 /// Fewest and most MiB of disk (the writable layer) a session may ask for.
 pub const DISK_MB_RANGE: (u64, u64) = (16, 1_048_576);
+/// Most streamed and background processes one session runs at once (they do not count
+/// against [`COMMANDS_CONCURRENT_MAX`]); past it starting one answers 429 `rate_limited`.
+pub const PROCESSES_RUNNING_MAX: usize = 128;
+/// Most finished processes a session keeps for their exit and output; the oldest goes first.
+pub const PROCESSES_FINISHED_KEPT: usize = 32;
+/// Bytes of output each process keeps for replay (both streams together); older chunks are
+/// dropped once no attached client still needs them.
+pub const PROCESS_OUTPUT_BUFFER_BYTES: usize = 1024 * 1024;
+/// Largest single write to a process's standard input (one request or message), in bytes.
+pub const PROCESS_STDIN_WRITE_MAX_BYTES: usize = 1024 * 1024;
+/// Most terminals one session has open at once.
+pub const PTY_SESSIONS_MAX: usize = 16;
+/// Largest terminal width or height, in cells.
+pub const PTY_SIZE_MAX: u16 = 1000;

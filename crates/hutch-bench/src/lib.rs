@@ -10,7 +10,10 @@
 //!   `bwrap --unshare-all … true` (target: p50 ≤ 15 ms on a 2-core machine).
 //! - [`files`]: a 1 GiB upload and download through the file API, against `cp` of the same
 //!   file on the same disk (target: ≥ 500 MB/s both ways).
+//! - [`commands`]: a command's round trip through the API against `sh -c true` run
+//!   directly, and 100 MB of output streamed through the API against `cat` through a pipe.
 
+pub mod commands;
 pub mod files;
 pub mod peers;
 pub mod server;

@@ -25,6 +25,9 @@
 //! # Ok(()) }
 //! ```
 
+pub mod processes;
+pub mod terminal;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -75,6 +78,12 @@ pub enum ClientError {
         /// The body as text (lossy).
         body: String,
     },
+    /// A WebSocket failed.
+    #[error("websocket: {0}")]
+    WebSocket(#[source] Box<tokio_tungstenite::tungstenite::Error>),
+    /// The server sent something the client does not understand.
+    #[error("protocol: {0}")]
+    Protocol(String),
     /// A success answer could not be decoded.
     #[error("decoding the answer to {method} {path}")]
     Decode {
@@ -103,6 +112,11 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Whether this is an error of the WebSocket transport or protocol.
+    pub fn is_stream_error(&self) -> bool {
+        matches!(self, ClientError::WebSocket(_) | ClientError::Protocol(_))
+    }
+
     /// The API error code, when the server answered with the envelope.
     pub fn code(&self) -> Option<hutch_api::ErrorCode> {
         match self {

@@ -32,6 +32,14 @@ pub struct ProcessSpec<'a> {
     pub cgroup: Option<BorrowedFd<'a>>,
 }
 
+/// How to start a process, beyond what it runs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SpawnOptions {
+    /// Make descriptor 0 (a terminal) the controlling terminal of the process's new session
+    /// (`TIOCSCTTY`), as a login shell on a terminal has it.
+    pub controlling_terminal: bool,
+}
+
 /// A started process.
 #[derive(Debug)]
 pub struct Process {
@@ -129,6 +137,15 @@ const STAGE_EXEC: u32 = 2;
 
 /// Starts a process. The caller reaps it (it is a child of the calling process).
 pub fn spawn(spec: &ProcessSpec<'_>, filter: &ChildFilter) -> Result<Process, SpawnError> {
+    spawn_with(spec, filter, SpawnOptions::default())
+}
+
+/// Starts a process with options. The caller reaps it.
+pub fn spawn_with(
+    spec: &ProcessSpec<'_>,
+    filter: &ChildFilter,
+    options: SpawnOptions,
+) -> Result<Process, SpawnError> {
     let program = c(spec.program.as_os_str().as_bytes(), "program")?;
     let cwd = c(spec.cwd.as_os_str().as_bytes(), "cwd")?;
     let argv: Vec<CString> = spec
@@ -180,6 +197,7 @@ pub fn spawn(spec: &ProcessSpec<'_>, filter: &ChildFilter) -> Result<Process, Sp
         argv: &argv_ptrs,
         env: &env_ptrs,
         fprog: &fprog,
+        controlling_terminal: options.controlling_terminal,
     };
 
     let mut pidfd: RawFd = -1;
@@ -251,6 +269,7 @@ struct ChildPlan<'a> {
     argv: &'a [*const libc::c_char],
     env: &'a [*const libc::c_char],
     fprog: &'a libc::sock_fprog,
+    controlling_terminal: bool,
 }
 
 impl ChildPlan<'_> {
@@ -271,6 +290,10 @@ impl ChildPlan<'_> {
             libc::setsid();
             for (target, source) in self.stdio.iter().enumerate() {
                 libc::dup2(*source, target as RawFd);
+            }
+            // A terminal on 0 becomes the controlling terminal of the session just made.
+            if self.controlling_terminal && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                fail(STAGE_EXEC);
             }
             // Nothing but 0, 1 and 2 crosses exec (the error pipe closes on success).
             libc::syscall(

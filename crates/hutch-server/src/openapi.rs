@@ -19,7 +19,8 @@ use std::sync::LazyLock;
 
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
-use hutch_api::{CommandRequest, CommandResult, ErrorBody, ErrorCode};
+use hutch_api::processes::CommandResponse;
+use hutch_api::{CommandRequest, ErrorBody, ErrorCode, ProcessEvent};
 use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn, PathItem};
 use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -149,6 +150,11 @@ pub(crate) async fn serve_docs() -> Response {
 /// process tree is killed at its timeout and when its first process exits. The session's agent
 /// answers this route; the control plane checks the token and that the session is the
 /// caller's and `RUNNING`, then relays the request and the answer unchanged.
+///
+/// With `background: true` the command starts detached and the answer is at once its
+/// `StartedProcess` (`processId`, `pid`); see the `processes` routes. With `stream: true` or
+/// `Accept: application/x-ndjson` the answer is a stream of `ProcessEvent`s, one JSON object
+/// per line, ending with `exit`.
 #[utoipa::path(
     post,
     path = "/v1/sessions/{id}/commands",
@@ -157,8 +163,12 @@ pub(crate) async fn serve_docs() -> Response {
     params(("id" = uuid::Uuid, Path, description = "The session id.")),
     request_body = CommandRequest,
     responses(
-        (status = 200, description = "The command ran (whatever its exit status)",
-            body = CommandResult),
+        (status = 200, description = "The command ran (whatever its exit status), was \
+            started in the background, or streams its events",
+            content(
+                (CommandResponse = "application/json"),
+                (ProcessEvent = "application/x-ndjson"),
+            )),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 404, response = SessionNotFound),
@@ -553,6 +563,10 @@ error_responses! {
     SessionNotFound: SessionNotFound,
         "`session_not_found`: no session with this id belongs to the caller.",
         "no session 0196a3c2-0000-7000-8000-000000000000";
+    ProcessNotFound: ProcessNotFound,
+        "`process_not_found`: the session has no process with this pid (or \
+         `session_not_found`: no session with this id belongs to the caller).",
+        "no process with pid 42 in this session";
     Conflict: Conflict,
         "`conflict`: the session's state does not allow this (it is being created or \
          deleted, or is not `RUNNING`), or its process limit is reached.",
@@ -842,16 +856,26 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
         move_file,
         download_archive,
         upload_archive,
+        processes::stream_command,
+        processes::list_processes,
+        processes::get_process,
+        processes::kill_process,
+        processes::attach_process,
+        processes::write_process_stdin,
+        processes::signal_process,
+        processes::open_terminal,
+        processes::run_code,
         metrics,
         serve_json,
         serve_docs,
     ),
     components(
-        schemas(ErrorBody, ErrorCode),
+        schemas(ErrorBody, ErrorCode, hutch_api::processes::StreamControl),
         responses(
             BadRequest,
             Unauthorized,
             SessionNotFound,
+            ProcessNotFound,
             Conflict,
             PayloadTooLarge,
             UriTooLong,
@@ -877,10 +901,13 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
             downloaded into sessions and uploaded back from them, in atomic versions."),
         (name = "files", description = "The files of a session, answered by its agent: \
             streamed, confined to the sandbox, bounded."),
+        (name = "processes", description = "Streamed and background commands, terminals and \
+            code runs in a session, answered by its agent."),
         (name = "meta", description = "Health, metrics, and this contract."),
     ),
 )]
 struct ApiDoc;
 
+mod processes;
 #[cfg(test)]
 mod tests;

@@ -9,9 +9,10 @@ use hutch_client::HutchClient;
 /// Options of `hutch bench`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct BenchArgs {
-    /// The scenario: `sessions` (create → run `true` → delete) or `files` (1 GiB upload and
-    /// download beside `cp`).
-    #[arg(value_parser = ["sessions", "files"])]
+    /// The scenario: `sessions` (create → run `true` → delete), `commands` (a command's round
+    /// trip and 100 MB of streamed output, each beside the same run directly) or `files`
+    /// (1 GiB upload and download beside `cp`).
+    #[arg(value_parser = ["sessions", "commands", "files"])]
     scenario: String,
     /// `files`: size of the file in MiB (default 1024, or 64 with --quick).
     #[arg(long)]
@@ -67,6 +68,14 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     client.health().await.context("reaching the server")?;
     if args.scenario == "files" {
         return files_scenario(&client, &token, &args).await;
+    }
+    if args.scenario == "commands" {
+        let config =
+            hutch_bench::commands::CommandsConfig::new(args.iterations, args.warmup, quick);
+        println!("scenario: commands (round trip of `true`; streamed stdout), server: {url}");
+        let report = hutch_bench::commands::run(&client, config).await?;
+        hutch_bench::commands::print(&report, &config);
+        return Ok(());
     }
 
     println!("scenario: create session → run `true` → delete session");

@@ -3,7 +3,8 @@
 //! - `hutch serve` runs the control plane (the API, the store, the reaper) and the linux
 //!   runtime;
 //! - `hutch agent` is PID 1 inside every sandbox, started by the runtime, never by users;
-//! - client subcommands (`hutch token`, `hutch bench`) prepare for or measure a server.
+//! - client subcommands (`hutch token`, `hutch bench`) prepare for or measure a server;
+//!   `hutch exec` and `hutch shell` run commands and terminals in a session.
 //!
 //! This crate only wires the libraries together and maps errors to exit codes.
 
@@ -14,7 +15,9 @@ use clap::{Parser, Subcommand};
 mod agent;
 mod bench;
 mod duration;
+mod exec;
 mod serve;
+mod shell;
 mod token;
 
 /// A self-hosted sandbox server for running untrusted code.
@@ -33,6 +36,10 @@ enum Command {
     Token(token::TokenArgs),
     /// Measure hutch beside a peer in the same run.
     Bench(bench::BenchArgs),
+    /// Run a command in a session, streaming its output; exits with its exit code.
+    Exec(exec::ExecArgs),
+    /// Open an interactive terminal in a session.
+    Shell(shell::ShellArgs),
     /// Run inside a sandbox as its PID 1 (started by `hutch serve`, not by hand).
     #[command(hide = true)]
     Agent,
@@ -42,6 +49,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Agent => return agent::main(),
+        Command::Exec(args) => return exec::main(args),
+        Command::Shell(args) => return shell::main(args),
         Command::Serve(args) => serve::main(args),
         Command::Token(args) => token::main(args),
         Command::Bench(args) => bench::main(args),

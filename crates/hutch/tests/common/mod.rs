@@ -249,6 +249,17 @@ pub fn pids_in_uts(uts: &str) -> Vec<i32> {
     pids
 }
 
+/// How many host processes in the UTS namespace `uts` run `program` (by `argv[0]`).
+pub fn count_running(uts: &str, program: &str) -> usize {
+    pids_in_uts(uts)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split('\0').next() == Some(program))
+        })
+        .count()
+}
+
 /// Whether the sandbox's cgroup v2 directory exists (hybrid or pure v2 host).
 pub fn cgroup_exists(view: &HostView) -> bool {
     let relative = view.cgroup.trim_start_matches('/');
