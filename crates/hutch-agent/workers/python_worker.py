@@ -360,7 +360,7 @@ def _display(*objs, **kwargs):
 # --- matplotlib: Agg backend, open figures become artifacts ---------------------------------
 
 os.environ["MPLBACKEND"] = "Agg"
-_fig_seq = 0
+_fig_seq = 0  # figures of the current execution
 
 
 def _emit_figures():
@@ -582,8 +582,9 @@ class _IPythonKernel:
 
 
 def _execute(msg):
-    global _executing, _interrupted, _pending, _cur_id, _count, _error_sent
+    global _executing, _interrupted, _pending, _cur_id, _count, _error_sent, _fig_seq
     _cur_id = msg.get("id")
+    _fig_seq = 0
     code = msg.get("code")
     if not isinstance(code, str):
         code = ""
