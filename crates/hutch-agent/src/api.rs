@@ -22,6 +22,7 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/commands", post(run_command))
+        .merge(crate::interpreter::routes::router())
         // Bodies are read their own bounded way (see read_json).
         .layer(axum::extract::DefaultBodyLimit::disable())
         .fallback(not_found)

@@ -17,6 +17,7 @@
 mod api;
 mod commands;
 mod error;
+mod interpreter;
 mod reaper;
 
 use std::collections::BTreeMap;
@@ -47,6 +48,8 @@ pub(crate) struct Agent {
     pub(crate) next_command: std::sync::atomic::AtomicU64,
     /// One permit per command that may run at once.
     pub(crate) commands: Arc<tokio::sync::Semaphore>,
+    /// The session's interpreter contexts.
+    pub(crate) interpreters: interpreter::Interpreters,
 }
 
 /// Serves the agent API until the process is killed.
@@ -80,7 +83,9 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
         commands: Arc::new(tokio::sync::Semaphore::new(
             hutch_api::limits::COMMANDS_CONCURRENT_MAX,
         )),
+        interpreters: interpreter::Interpreters::new(),
     });
+    interpreter::prewarm(&agent);
     let std_listener = std::os::unix::net::UnixListener::from(config.listener);
     std_listener
         .set_nonblocking(true)

@@ -79,6 +79,19 @@ impl Reaper {
         Ok((process, rx))
     }
 
+    /// Like [`Reaper::spawn`], with `extra[i]` as the child's descriptor `3 + i`.
+    pub(crate) fn spawn_with_fds(
+        &self,
+        spec: &ProcessSpec<'_>,
+        extra: &[std::os::fd::BorrowedFd<'_>],
+    ) -> Result<(Process, oneshot::Receiver<Exit>), SpawnError> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let process = hutch_sandbox::process::spawn_with_fds(spec, extra, &self.filter)?;
+        let (tx, rx) = oneshot::channel();
+        waiting.insert(process.pid, tx);
+        Ok((process, rx))
+    }
+
     fn reap_all(&self) {
         let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         loop {

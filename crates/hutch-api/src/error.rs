@@ -24,6 +24,8 @@ pub enum ErrorCode {
     NotFound,
     /// No session with this id belongs to the caller (404).
     SessionNotFound,
+    /// No interpreter context with this id exists in the session (404).
+    ContextNotFound,
     /// The operation conflicts with the resource's current state (409).
     Conflict,
     /// The request body is larger than the server accepts (413).
@@ -54,7 +56,7 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
-            ErrorCode::NotFound | ErrorCode::SessionNotFound => 404,
+            ErrorCode::NotFound | ErrorCode::SessionNotFound | ErrorCode::ContextNotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UriTooLong => 414,
@@ -75,6 +77,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::SessionNotFound => "session_not_found",
+            ErrorCode::ContextNotFound => "context_not_found",
             ErrorCode::Conflict => "conflict",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UriTooLong => "uri_too_long",
@@ -162,6 +165,7 @@ mod tests {
             ErrorCode::Forbidden,
             ErrorCode::NotFound,
             ErrorCode::SessionNotFound,
+            ErrorCode::ContextNotFound,
             ErrorCode::Conflict,
             ErrorCode::PayloadTooLarge,
             ErrorCode::UriTooLong,

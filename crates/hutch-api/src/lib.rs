@@ -10,12 +10,17 @@
 
 pub mod commands;
 pub mod error;
+pub mod interpreter;
 pub mod limits;
 mod schema;
 pub mod sessions;
 
 pub use commands::{CommandRequest, CommandResult};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use interpreter::{
+    Context, ContextList, CreateContextRequest, ExecuteRequest, Frame, HistoryEntry, HistoryList,
+    InterruptResult,
+};
 pub use sessions::{
     CreateSessionRequest, Resources, ResourcesRequest, Session, SessionList, SessionStatus,
     UpdateSessionRequest,
