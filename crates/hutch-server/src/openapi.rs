@@ -244,7 +244,8 @@ error_responses! {
         "no session 0196a3c2-0000-7000-8000-000000000000";
     Conflict: Conflict,
         "`conflict`: the session's state does not allow this (it is being created or \
-         deleted, or is not `RUNNING`), or its process limit is reached.",
+         deleted, or is not `RUNNING`), its process limit is reached, it holds its maximum \
+         of interpreter contexts, or a context's worker cannot start again.",
         "session 0196a3c2-0000-7000-8000-000000000000 is being deleted";
     PayloadTooLarge: PayloadTooLarge,
         "`payload_too_large`: the request body is larger than accepted; `details.limitBytes` \
@@ -276,6 +277,10 @@ error_responses! {
     DiskFull: DiskFull,
         "`disk_full`: the session's disk quota is exhausted.",
         "the session's disk quota is exhausted";
+    ContextNotFound: ContextNotFound,
+        "`context_not_found`: the session has no interpreter context with this id (or the \
+         session is not the caller's).",
+        "context not found: 0192f5a4-7c1e-7d30-9b1a-3c1f0e6b2a11";
 }
 
 /// One shared error response: `description`, an [`ErrorBody`] schema, an example, and the
@@ -494,6 +499,20 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
         crate::api::update_session,
         crate::api::delete_session,
         run_command,
+        interpreter::create_context,
+        interpreter::list_contexts,
+        interpreter::get_context,
+        interpreter::delete_context,
+        interpreter::interrupt_context,
+        interpreter::restart_context,
+        interpreter::context_history,
+        interpreter::execute_websocket,
+        interpreter::execute_ndjson,
+        interpreter::create_context_alias,
+        interpreter::list_contexts_alias,
+        interpreter::delete_context_alias,
+        interpreter::execute_websocket_alias,
+        interpreter::execute_ndjson_alias,
         metrics,
         serve_json,
         serve_docs,
@@ -513,6 +532,7 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
             SandboxUnavailable,
             Capacity,
             DiskFull,
+            ContextNotFound,
         ),
     ),
     modifiers(&Contract),
@@ -520,10 +540,14 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
         (name = "sessions", description = "Sandboxes with a time to live, each owned by one \
             tenant."),
         (name = "commands", description = "Work inside a session, answered by its agent."),
+        (name = "interpreter", description = "Interpreter contexts: long-lived python, \
+            javascript and bash workers with their own state, answered by the session's agent."),
         (name = "meta", description = "Health, metrics, and this contract."),
     ),
 )]
 struct ApiDoc;
+
+mod interpreter;
 
 #[cfg(test)]
 mod tests;
