@@ -9,18 +9,19 @@ use hutch_client::HutchClient;
 /// Options of `hutch bench`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct BenchArgs {
-    /// The scenario: `sessions` (create → run `true` → delete).
-    #[arg(value_parser = ["sessions"])]
+    /// The scenario: `sessions` (create → run `true` → delete), or `interpreter` (context
+    /// ready, `x = 1 + 1` over WebSocket, idle memory; beside ipykernel).
+    #[arg(value_parser = ["sessions", "interpreter"])]
     scenario: String,
     /// Measured iterations.
     #[arg(long, default_value_t = 200)]
-    iterations: usize,
+    pub(crate) iterations: usize,
     /// Unmeasured iterations first.
     #[arg(long, default_value_t = 10)]
-    warmup: usize,
+    pub(crate) warmup: usize,
     /// Few iterations, for CI: checks that the benchmark runs, not the figures.
     #[arg(long)]
-    quick: bool,
+    pub(crate) quick: bool,
     /// Benchmark this running server instead of starting one (needs --token).
     #[arg(long, requires = "token")]
     url: Option<String>,
@@ -61,6 +62,9 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let client = HutchClient::new(&url, &token).context("creating the client")?;
     client.health().await.context("reaching the server")?;
+    if args.scenario == "interpreter" {
+        return crate::bench_interpreter::run(&client, &url, &token, &args).await;
+    }
 
     println!("scenario: create session → run `true` → delete session");
     let pool = if own_server.is_some() {

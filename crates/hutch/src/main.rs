@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod agent;
 mod bench;
+mod bench_interpreter;
 mod duration;
 mod serve;
 mod token;
