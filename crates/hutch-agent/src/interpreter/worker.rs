@@ -29,7 +29,7 @@ const PYTHON_WORKER: &str = include_str!("../../workers/python_worker.py");
 /// The javascript worker's source, passed with `-e`.
 const NODE_WORKER: &str = include_str!("../../workers/node_worker.js");
 /// The bash worker's source, passed with `-c`.
-const BASH_WORKER: &str = "";
+const BASH_WORKER: &str = include_str!("../../workers/bash_worker.sh");
 
 /// How long a new worker may take to report `ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
