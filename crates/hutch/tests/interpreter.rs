@@ -692,6 +692,22 @@ async fn a_worker_crash_ends_the_execution_at_once() {
 }
 
 #[tokio::test]
+async fn a_worker_that_dies_while_idle_is_restarted_on_next_use() {
+    let it = interp!();
+    let run = it
+        .run(
+            None,
+            "import threading, os\nstate = 1\nthreading.Timer(0.3, lambda: os._exit(0)).start()",
+        )
+        .await;
+    assert_eq!(run.outcome(), "completed", "{run:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let run = it.run(None, "print('fresh')\nstate").await;
+    assert_eq!(run.stdout(), "fresh\n", "{run:?}");
+    assert_eq!(run.error_name(), Some("NameError"));
+}
+
+#[tokio::test]
 async fn the_last_expression_is_a_result() {
     let it = interp!();
     let plain = it.create(json!({"kernel": "python"})).await;

@@ -254,12 +254,6 @@ async fn run_cell(
     let Some(worker) = slot.as_mut() else {
         return Outcome::with("crashed");
     };
-    // Whatever arrived between executions (a background thread's output) is not this cell's.
-    while let Ok(event) = worker.events.try_recv() {
-        if let Event::Exited(_) = event {
-            worker.exited = true;
-        }
-    }
     let exec_id = next_exec_id();
     let msg = serde_json::json!({
         "type": "execute",

@@ -111,10 +111,17 @@ impl Interpreters {
     }
 }
 
-/// Starts the `default` context's worker in the background.
+/// How long after the agent starts the `default` context's worker is started, so that it
+/// does not compete with the session's first requests for CPU, and a session that lives only
+/// for one quick command never starts it.
+const PREWARM_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Starts the `default` context's worker in the background (unless an execution started it
+/// first).
 pub(crate) fn prewarm(agent: &Arc<Agent>) {
     let agent = Arc::clone(agent);
     tokio::spawn(async move {
+        tokio::time::sleep(PREWARM_DELAY).await;
         if let Some(ctx) = agent.interpreters.get(DEFAULT_CONTEXT_ID) {
             let mut slot = ctx.slot.lock().await;
             if let Err(e) = ctx.ensure_worker(&agent, &mut slot).await {
@@ -178,8 +185,17 @@ impl Context {
         agent: &Agent,
         slot: &mut Option<worker::Worker>,
     ) -> Result<(), String> {
-        if slot.as_ref().is_some_and(|w| !w.exited) {
-            return Ok(());
+        if let Some(worker) = slot.as_mut() {
+            // A worker that died while idle left its exit in the channel (and whatever it
+            // printed between executions, which belongs to no execution).
+            while let Ok(event) = worker.events.try_recv() {
+                if let worker::Event::Exited(_) = event {
+                    worker.exited = true;
+                }
+            }
+            if !worker.exited {
+                return Ok(());
+            }
         }
         *slot = None;
         let n = agent
