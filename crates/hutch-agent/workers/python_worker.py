@@ -528,6 +528,10 @@ def _make_ipython_kernel():
 
         exit_request = None
 
+        def ask_exit(self):
+            # `exit()` / `quit()` (IPython's ExitAutocall)
+            self.exit_now = True
+
         def showtraceback(self, exc_tuple=None, *args, **kwargs):
             et, ev, tb = exc_tuple or sys.exc_info()
             if et is not None and issubclass(et, SystemExit):
