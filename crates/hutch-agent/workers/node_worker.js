@@ -9,7 +9,7 @@
 // top-level `let`/`const` are rewritten to `var` and `class X` to `var X = class X`, which
 // makes them properties of the global object (so a cell can be run again without
 // "Identifier has already been declared"). A cell that uses top-level `await` runs inside an
-// async function; its top-level declarations are copied to the global object when it ends,
+// async function; its top-level declarations are copied to the global object when it completes,
 // and its last expression statement is returned as the result.
 (function hutchWorker() {
   'use strict';
@@ -377,8 +377,9 @@
   function wrapAsync(src, tr, filename) {
     const { toks, names } = tr;
     const copy = names.map((x) => 'try{globalThis[' + JSON.stringify(x) + ']=' + x + '}catch(_){}').join('');
-    const head = '(async () => { try {';
-    const tail = '\n} finally {' + copy + '} })()';
+    // The body stays at function scope (not in a block), so function and class declarations
+    // are visible to the copy that runs after the last expression.
+    const head = '(async () => {';
     // candidate starts of the last statement: top-level line starts and positions after `;`
     let end = src.length;
     let last = toks.length - 1;
@@ -398,18 +399,19 @@
       if (t.t === 'p' && (t.v === '}' || t.v === '{')) break;
       tries++;
       const edits = tr.edits.filter((e) => e[0] < t.s);
-      edits.push([t.s, t.s, 'return (']);
+      edits.push([t.s, t.s, 'return ((__hutch_v) => {' + copy + 'return __hutch_v})(']);
       edits.push([end, src.length, '\n)' + src.slice(end).replace(/^\s*;/, '')]);
-      const cand = head + applyEdits(src, edits) + tail;
+      const cand = head + applyEdits(src, edits) + '\n})()';
       if (compiles(cand, filename)) best = cand;
       if (afterSemi || k === 0) break;
       if (prev && prev.t === 'p' && prev.v === '}') break;
     }
-    return best || head + applyEdits(src, tr.edits) + tail;
+    return best || head + applyEdits(src, tr.edits) + '\n;' + copy + '})()';
   }
 
   // --- errors -------------------------------------------------------------------------------
   const sources = new Map();
+  const colShift = new Map();
 
   function cleanStack(e) {
     let stack = e && typeof e.stack === 'string' ? e.stack : String(e);
@@ -427,7 +429,9 @@
       const src = sources.get('<cell-' + m[1] + '>');
       const line = src ? src.split('\n')[Number(m[2]) - 1] : undefined;
       if (line !== undefined) {
-        const col = Math.max(0, Number(m[3]) - 1);
+        // an async cell's wrapper precedes its first line
+        const shift = Number(m[2]) === 1 ? colShift.get('<cell-' + m[1] + '>') || 0 : 0;
+        const col = Math.max(0, Number(m[3]) - 1 - shift);
         stack = '<cell-' + m[1] + '>:' + m[2] + '\n' + line + '\n' + ' '.repeat(col) + '^\n\n' + stack;
       }
     }
@@ -479,6 +483,7 @@
         value = script.runInThisContext({ breakOnSigint: true, displayErrors: false });
       } else if (tr.hasAwait) {
         const wrapped = wrapAsync(code, tr, filename);
+        colShift.set(filename, '(async () => {'.length);
         const promise = new vm.Script(wrapped, { filename }).runInThisContext({ breakOnSigint: true, displayErrors: false });
         const stop = new Promise((_, reject) => {
           interruptReject = reject;
