@@ -101,7 +101,7 @@ __hutch_skip() {
 __hutch_after() {
 	__hutch_rc=$1
 	__hutch_flags=$-
-	set +eu
+	set +euvx
 	trap - DEBUG
 	shopt -u extdebug
 	__hutch_busy=
@@ -164,9 +164,13 @@ while :; do
 		# The cell runs at the top level (not in a function), so `declare` stays global.
 		[[ $__hutch_flags == *e* ]] && set -e
 		[[ $__hutch_flags == *u* ]] && set -u
+		[[ $__hutch_flags == *v* ]] && set -v
+		__hutch_pre='exec 5<&-; '
+		# xtrace is turned on inside the cell so the worker's own commands are not traced
+		[[ $__hutch_flags == *x* ]] && __hutch_pre+='set -x; '
 		# fd 5 is closed by the cell itself once `.` has read it (it reads the whole file first).
-		. /dev/fd/5 5<<<"exec 5<&-; $__hutch_code" 3<&- 4>&-
-		__hutch_after $?
+		. /dev/fd/5 5<<<"$__hutch_pre$__hutch_code" 3<&- 4>&-
+		{ __hutch_after $?; } 2>/dev/null
 		__hutch_finish
 	else
 		# > 128: read was interrupted by a signal; otherwise the agent closed the channel

@@ -563,7 +563,13 @@ class _IPythonKernel:
     name = "ipython"
 
     def __init__(self):
-        self.shell = _make_ipython_kernel()
+        import warnings
+
+        # Startup warnings (e.g. an unwritable HOME for ~/.ipython) would land in the output
+        # of the first execution.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.shell = _make_ipython_kernel()
 
     def run(self, code, n):
         global _count
