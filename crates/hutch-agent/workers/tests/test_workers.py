@@ -145,7 +145,9 @@ class Worker:
         msg = {"type": "execute", "id": id, "code": code}
         if envs is not None:
             msg["envs"] = envs
-        os.write(self.ctl_in, (json.dumps(msg) + "\n").encode())
+        # raw UTF-8 and compact separators, as the agent (serde_json) sends them
+        line = json.dumps(msg, ensure_ascii=False, separators=(",", ":")) + "\n"
+        os.write(self.ctl_in, line.encode())
 
     def collect(self, timeout=20):
         """Messages up to and including `done` (or None at the end: the worker exited)."""
@@ -256,6 +258,11 @@ class PlainPythonTest(unittest.TestCase):
         self.assertRegex(err["traceback"], r'File "<cell-\d+>", line 2, in boom')
         self.assertNotIn('File "<string>"', err["traceback"])
         self.assertEqual(done(msgs)["status"], "error")
+
+    def test_unicode(self):
+        msgs = self.w.run("print('h\u00e9llo \U0001f600')\n'\u2713'")
+        self.assertEqual(self.w.stdout.decode(), "h\u00e9llo \U0001f600\n")
+        self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], "'\u2713'")
 
     def test_syntax_error(self):
         msgs = self.w.run("def (:")
@@ -559,6 +566,10 @@ class BashTest(unittest.TestCase):
         msgs = self.w.run('echo "$PWD|$x|${arr[2]}"; greet you')
         self.assertEqual(done(msgs)["status"], "ok")
         self.assertEqual(self.w.stdout.decode(), '/tmp|a "quoted" \\\\ value|3\nhi you\n')
+
+    def test_unicode_and_escapes_survive_decoding(self):
+        self.w.run("printf '%s|' 'h\u00e9llo \u2713 \U0001f600' 'tab\there' 'back\\\\slash\\n' \"q'\\\"\"")
+        self.assertEqual(self.w.stdout.decode(), "h\u00e9llo \u2713 \U0001f600|tab\there|back\\\\slash\\n|q'\"|")
 
     def test_exit_status_is_an_error(self):
         msgs = self.w.run("echo before; (exit 3)")
