@@ -6,13 +6,12 @@
 # (or HUTCH_KERNEL=ipython), else plain CPython (HUTCH_KERNEL=python).
 #
 # Startup is kept minimal for the plain kernel: no `json`, `re`, `ast`, `signal`, `traceback`
-# or `linecache` import at start (the C modules `_json`, `_ast`, `_signal` are used instead;
-# everything else is imported when first needed).
+# or `linecache` import at start (the C modules `_json` and `_signal` are used instead, `_ast`
+# at the first execution; everything else is imported when first needed).
 import os
 import sys
 import io
 import _json
-import _ast
 import _signal
 
 _G = globals()
@@ -208,6 +207,147 @@ def _decode(line):
     return obj
 
 
+# --- source registry for tracebacks ---------------------------------------------------------
+
+_sources = {}  # filename -> source, all cells of this worker
+_unregistered = []
+
+
+def _register_source(fname, src):
+    _sources[fname] = src
+    _unregistered.append(fname)
+    if "linecache" in sys.modules:
+        _sync_linecache()
+
+
+def _sync_linecache():
+    import linecache
+
+    while _unregistered:
+        f = _unregistered.pop()
+        src = _sources[f]
+        linecache.cache[f] = (len(src), None, src.splitlines(True), f)
+
+
+def _exc_value(e):
+    try:
+        return str(e)
+    except Exception:
+        return "<unprintable %s>" % type(e).__name__
+
+
+# --- matplotlib: Agg backend, open figures become artifacts ---------------------------------
+
+os.environ["MPLBACKEND"] = "Agg"
+_fig_seq = 0  # figures of the current execution
+
+
+def _emit_figures():
+    """Every open pyplot figure becomes an `artifact` PNG and is closed."""
+    if "matplotlib.pyplot" in sys.modules:
+        _cold()
+        _emit_figures_now()
+
+
+class _PyplotHook:
+    """Import hook: once `matplotlib.pyplot` loads, `plt.show()` emits the figures."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "matplotlib.pyplot":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        orig = getattr(loader, "exec_module", None)
+        if orig is None:
+            return spec
+
+        def exec_module(module):
+            orig(module)
+            try:
+                _cold()
+                _patch_pyplot(module)
+            except Exception:
+                pass
+
+        loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, _PyplotHook())
+
+def _display(*objs, **kwargs):
+    """`display()` for the plain kernel: each object becomes a `result` message."""
+    _cold()
+    return _display_now(*objs, **kwargs)
+
+
+# --- plain CPython kernel -------------------------------------------------------------------
+
+
+class _PlainKernel:
+    name = "python"
+
+    def __init__(self):
+        import types
+
+        mod = types.ModuleType("__main__")
+        mod.__builtins__ = __builtins__
+        self.ns = mod.__dict__
+        self.module = mod
+        sys.modules["__main__"] = mod
+        import builtins
+
+        builtins.display = _display
+        self.loop = None
+
+    def _await(self, coro):
+        import asyncio
+
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        return self.loop.run_until_complete(coro)
+
+    def _eval(self, co):
+        r = eval(co, self.ns)
+        if co.co_flags & 0x80:  # CO_COROUTINE: the cell uses top-level await
+            r = self._await(r)
+        return r
+
+    def run(self, code, n):
+        """Runs one cell; exceptions of user code propagate. Returns None."""
+        fname = "<cell-%d>" % n
+        _register_source(fname, code)
+        import _ast
+
+        flags = _ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+        tree = compile(code, fname, "exec", _ast.PyCF_ONLY_AST | flags)
+        last = None
+        if tree.body and isinstance(tree.body[-1], _ast.Expr):
+            last = tree.body.pop()
+        if tree.body:
+            self._eval(compile(tree, fname, "exec", flags))
+        if last is not None:
+            value = self._eval(compile(_ast.Expression(last.value), fname, "eval", flags))
+            if value is not None and not code.rstrip().endswith(";"):
+                self.ns["_"] = value
+                _cold()
+                _send_result(_bundle(value))
+        _emit_figures()
+        return None
+
+
+# --- code needed only later -------------------------------------------------------------
+# Compiled at first use: compiling it at start would cost more than the rest of the worker.
+
+_COLD_SRC = r'''
 # --- exit -----------------------------------------------------------------------------------
 
 
@@ -233,26 +373,7 @@ def _exit_worker(code):
     os._exit(rc & 0xFF)
 
 
-# --- source registry for tracebacks ---------------------------------------------------------
-
-_sources = {}  # filename -> source, all cells of this worker
-_unregistered = []
-
-
-def _register_source(fname, src):
-    _sources[fname] = src
-    _unregistered.append(fname)
-    if "linecache" in sys.modules:
-        _sync_linecache()
-
-
-def _sync_linecache():
-    import linecache
-
-    while _unregistered:
-        f = _unregistered.pop()
-        src = _sources[f]
-        linecache.cache[f] = (len(src), None, src.splitlines(True), f)
+# --- tracebacks ----------------------------------------------------------------------------
 
 
 def _strip_worker_frames(tb):
@@ -279,13 +400,6 @@ def _format_exc(e):
         return "".join(traceback.format_exception(type(e), e, tb))
     except Exception:
         return "%s: %s\n" % (type(e).__name__, e)
-
-
-def _exc_value(e):
-    try:
-        return str(e)
-    except Exception:
-        return "<unprintable %s>" % type(e).__name__
 
 
 # --- rich display ---------------------------------------------------------------------------
@@ -347,7 +461,7 @@ def _bundle(obj):
     return data
 
 
-def _display(*objs, **kwargs):
+def _display_now(*objs, **kwargs):
     """`display()` for the plain kernel: each object becomes a `result` message."""
     raw = kwargs.get("raw", False)
     for obj in objs:
@@ -357,13 +471,10 @@ def _display(*objs, **kwargs):
             _send_result(_bundle(obj))
 
 
-# --- matplotlib: Agg backend, open figures become artifacts ---------------------------------
-
-os.environ["MPLBACKEND"] = "Agg"
-_fig_seq = 0  # figures of the current execution
+# --- matplotlib figures --------------------------------------------------------------------
 
 
-def _emit_figures():
+def _emit_figures_now():
     """Every open pyplot figure becomes an `artifact` PNG and is closed."""
     global _fig_seq
     if "matplotlib.pyplot" not in sys.modules:
@@ -403,91 +514,6 @@ def _patch_pyplot(plt):
 
     show.__doc__ = orig.__doc__
     plt.show = show
-
-
-class _PyplotHook:
-    """Import hook: once `matplotlib.pyplot` loads, `plt.show()` emits the figures."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name != "matplotlib.pyplot":
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(name, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
-        loader = spec.loader
-        orig = getattr(loader, "exec_module", None)
-        if orig is None:
-            return spec
-
-        def exec_module(module):
-            orig(module)
-            try:
-                _patch_pyplot(module)
-            except Exception:
-                pass
-
-        loader.exec_module = exec_module
-        return spec
-
-
-sys.meta_path.insert(0, _PyplotHook())
-
-# --- plain CPython kernel -------------------------------------------------------------------
-
-
-class _PlainKernel:
-    name = "python"
-
-    def __init__(self):
-        import types
-
-        mod = types.ModuleType("__main__")
-        mod.__builtins__ = __builtins__
-        self.ns = mod.__dict__
-        self.module = mod
-        sys.modules["__main__"] = mod
-        import builtins
-
-        builtins.display = _display
-        self.loop = None
-
-    def _await(self, coro):
-        import asyncio
-
-        if self.loop is None:
-            self.loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self.loop)
-        return self.loop.run_until_complete(coro)
-
-    def _eval(self, co):
-        r = eval(co, self.ns)
-        if co.co_flags & 0x80:  # CO_COROUTINE: the cell uses top-level await
-            r = self._await(r)
-        return r
-
-    def run(self, code, n):
-        """Runs one cell; exceptions of user code propagate. Returns None."""
-        fname = "<cell-%d>" % n
-        _register_source(fname, code)
-        flags = _ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
-        tree = compile(code, fname, "exec", _ast.PyCF_ONLY_AST | flags)
-        last = None
-        if tree.body and isinstance(tree.body[-1], _ast.Expr):
-            last = tree.body.pop()
-        if tree.body:
-            self._eval(compile(tree, fname, "exec", flags))
-        if last is not None:
-            value = self._eval(compile(_ast.Expression(last.value), fname, "eval", flags))
-            if value is not None and not code.rstrip().endswith(";"):
-                self.ns["_"] = value
-                _send_result(_bundle(value))
-        _emit_figures()
-        return None
 
 
 # --- IPython kernel -------------------------------------------------------------------------
@@ -586,6 +612,15 @@ class _IPythonKernel:
             if e is not None:
                 _send_error(type(e).__name__, _exc_value(e), "")
         return None
+'''
+_cold_loaded = False
+
+
+def _cold():
+    global _cold_loaded
+    if not _cold_loaded:
+        _cold_loaded = True
+        exec(compile(_COLD_SRC, "<hutch-worker>", "exec"), _G)
 
 
 # --- main loop ------------------------------------------------------------------------------
@@ -624,9 +659,11 @@ def _execute(msg):
         if os.getpid() == _PID:
             for k, old in reversed(saved):
                 _restore_env(k, old)
+        _cold()
         _exit_worker(e.code)
     except BaseException as e:
         failed = True
+        _cold()
         _send_error(type(e).__name__, _exc_value(e), _format_exc(e))
     if os.getpid() != _PID:
         # A fork()ed child of the cell returned into the worker: it must not speak the protocol.
@@ -657,6 +694,7 @@ def _choose_kernel():
     want = os.environ.pop("HUTCH_KERNEL", "") or "ipython"
     if want == "ipython":
         try:
+            _cold()
             return _IPythonKernel()
         except Exception as e:
             if want == "ipython" and not isinstance(e, ImportError):

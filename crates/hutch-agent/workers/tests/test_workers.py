@@ -257,6 +257,7 @@ class PlainPythonTest(unittest.TestCase):
         self.assertIn("boom(value)", err["traceback"])
         self.assertRegex(err["traceback"], r'File "<cell-\d+>", line 2, in boom')
         self.assertNotIn('File "<string>"', err["traceback"])
+        self.assertNotIn("hutch-worker", err["traceback"])
         self.assertEqual(done(msgs)["status"], "error")
 
     def test_unicode(self):
