@@ -554,6 +554,11 @@ def _make_ipython_kernel():
 
         exit_request = None
 
+        def enable_gui(self, gui=None):
+            # `%matplotlib inline` needs no event loop; there is no display for a GUI one.
+            if gui not in (None, "inline"):
+                raise RuntimeError("no GUI event loop in a sandbox (no display): %s" % gui)
+
         def ask_exit(self):
             # `exit()` / `quit()` (IPython's ExitAutocall)
             self.exit_now = True
