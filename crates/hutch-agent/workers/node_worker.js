@@ -293,6 +293,64 @@
     return [names, j + 1];
   }
 
+  // A static `import` (not valid in a script) becomes `require`:
+  //   import d, {a, b as c} from 'm'  →  var d = <default of m>, {a, b: c} = require('m')
+  //   import * as ns from 'm'         →  var ns = require('m')
+  //   import 'm'                      →  require('m')
+  function importToRequire(toks, k) {
+    let j = k + 1;
+    let def = null;
+    let ns = null;
+    const named = [];
+    const names = [];
+    if (toks[j] && toks[j].t === 'str') {
+      return { end: toks[j].e, text: 'require(' + toks[j].v + ');', names };
+    }
+    if (toks[j] && toks[j].t === 'id' && toks[j].v !== 'from') {
+      def = toks[j].v;
+      j++;
+      if (toks[j] && toks[j].v === ',') j++;
+    }
+    if (toks[j] && toks[j].v === '*') {
+      if (!(toks[j + 1] && toks[j + 1].v === 'as' && toks[j + 2] && toks[j + 2].t === 'id')) return null;
+      ns = toks[j + 2].v;
+      j += 3;
+    } else if (toks[j] && toks[j].v === '{') {
+      j++;
+      while (toks[j] && toks[j].v !== '}') {
+        if (toks[j].t === 'id' || toks[j].t === 'str') {
+          const from = toks[j].v;
+          if (toks[j + 1] && toks[j + 1].v === 'as' && toks[j + 2]) {
+            named.push(from + ': ' + toks[j + 2].v);
+            names.push(toks[j + 2].v);
+            j += 3;
+          } else {
+            named.push(from);
+            names.push(from);
+            j++;
+          }
+        } else {
+          j++;
+        }
+      }
+      j++;
+    }
+    if (!(toks[j] && toks[j].v === 'from' && toks[j + 1] && toks[j + 1].t === 'str')) return null;
+    const req = 'require(' + toks[j + 1].v + ')';
+    const parts = [];
+    if (def) {
+      parts.push(def + ' = ((m) => (m && m.__esModule && \'default\' in m ? m.default : m))(' + req + ')');
+      names.push(def);
+    }
+    if (ns) {
+      parts.push(ns + ' = ' + req);
+      names.push(ns);
+    }
+    if (named.length) parts.push('{' + named.join(', ') + '} = ' + req);
+    if (!parts.length) return { end: toks[j + 1].e, text: req + ';', names };
+    return { end: toks[j + 1].e, text: 'var ' + parts.join(', ') + ';', names };
+  }
+
   // Rewrites top-level declarations; returns {code, names, hasAwait, toks}.
   function transform(src) {
     const toks = tokenize(src);
@@ -331,6 +389,14 @@
         }
         continue;
       }
+      if (t.v === 'import' && atStatementStart(toks, k) && nx && (nx.t === 'id' || nx.t === 'str' || nx.v === '{' || nx.v === '*')) {
+        const imp = importToRequire(toks, k);
+        if (imp) {
+          edits.push([t.s, imp.end, imp.text]);
+          imp.names.forEach((x) => names.add(x));
+          continue;
+        }
+      }
       if (t.v === 'class' && atStatementStart(toks, k) && nx && nx.t === 'id' && nx.v !== 'extends') {
         // class X … { … }  →  var X = class X … { … };
         let j = k + 2;
@@ -362,6 +428,21 @@
     let s = src;
     for (const [a, b, text] of sorted) s = s.slice(0, a) + text + s.slice(b);
     return s;
+  }
+
+  // `import()` in a cell loads modules like the main script does. The option is still marked
+  // experimental in node 20; its one-time warning is not shown to the user.
+  const dynImport = vm.constants && vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER;
+  if (dynImport) {
+    const emit = process.emitWarning;
+    process.emitWarning = function emitWarning(warning, ...rest) {
+      if (String((warning && warning.message) || warning).includes('USE_MAIN_CONTEXT_DEFAULT_LOADER')) return;
+      return emit.call(this, warning, ...rest);
+    };
+  }
+  function makeScript(code, filename) {
+    if (!dynImport) return new vm.Script(code, { filename });
+    return new vm.Script(code, { filename, importModuleDynamically: dynImport });
   }
 
   function compiles(code, filename) {
@@ -475,7 +556,7 @@
       let script = null;
       let syncError = null;
       try {
-        script = new vm.Script(applyEdits(code, tr.edits), { filename });
+        script = makeScript(applyEdits(code, tr.edits), filename);
       } catch (e) {
         syncError = e;
       }
@@ -484,7 +565,7 @@
       } else if (tr.hasAwait) {
         const wrapped = wrapAsync(code, tr, filename);
         colShift.set(filename, '(async () => {'.length);
-        const promise = new vm.Script(wrapped, { filename }).runInThisContext({ breakOnSigint: true, displayErrors: false });
+        const promise = makeScript(wrapped, filename).runInThisContext({ breakOnSigint: true, displayErrors: false });
         const stop = new Promise((_, reject) => {
           interruptReject = reject;
         });

@@ -509,6 +509,13 @@ class NodeTest(unittest.TestCase):
         self.assertEqual(self.result("await Promise.resolve(1)\nconst arr = [1, 2]\narr\n  .map((x) => x * z)"), "[ 5, 10 ]")
         self.assertEqual(self.result("arr.length"), "2")
 
+    def test_static_and_dynamic_imports(self):
+        self.w.run("import path, {join as j} from 'node:path'; import * as os from 'os'; import 'util'")
+        self.assertEqual(self.result("[path.basename('/a/b'), j('x', 'y'), typeof os.cpus]"), "[ 'b', 'x/y', 'function' ]")
+        msgs = self.w.run("(await import('node:path')).sep")
+        self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], "'/'")
+        self.assertNotIn("ExperimentalWarning", self.w.stderr.decode())
+
     def test_console_goes_to_fds_and_require_works(self):
         msgs = self.w.run("console.log('out', 1); console.error('err'); process.stdout.write('raw\\n'); require('path').join('a', 'b')")
         self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], "'a/b'")
