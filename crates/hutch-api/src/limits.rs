@@ -104,3 +104,6 @@ pub const INTERPRETER_MEMORY_MB_RANGE: (u64, u64) = (16, 65_536);
 pub const INTERPRETER_LIBRARIES_MAX: usize = 32;
 /// Longest package name (with its version specifier) in `libraries`, in bytes.
 pub const INTERPRETER_LIBRARY_MAX_BYTES: usize = 200;
+/// Most bytes of results, artifacts and errors (together) one execution may send; past it
+/// they are dropped and one `OutputTooLarge` error frame says so.
+pub const INTERPRETER_MESSAGES_MAX_BYTES: usize = 64 * 1024 * 1024;

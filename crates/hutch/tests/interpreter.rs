@@ -702,6 +702,10 @@ async fn a_worker_that_dies_while_idle_is_restarted_on_next_use() {
         .await;
     assert_eq!(run.outcome(), "completed", "{run:?}");
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, info) = it
+        .call(http::Method::GET, "/interpreter/contexts/default", None)
+        .await;
+    assert_eq!(info["active"], false);
     let run = it.run(None, "print('fresh')\nstate").await;
     assert_eq!(run.stdout(), "fresh\n", "{run:?}");
     assert_eq!(run.error_name(), Some("NameError"));

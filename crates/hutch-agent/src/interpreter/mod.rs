@@ -155,6 +155,19 @@ impl Context {
 
     /// Its public description.
     pub(crate) fn info(&self) -> ContextInfo {
+        // An idle worker that died shows as inactive at once.
+        if let Ok(mut slot) = self.slot.try_lock()
+            && let Some(worker) = slot.as_mut()
+        {
+            while let Ok(event) = worker.events.try_recv() {
+                if let worker::Event::Exited(_) = event {
+                    worker.exited = true;
+                }
+            }
+            if worker.exited {
+                self.worker_gone(&mut slot);
+            }
+        }
         ContextInfo {
             id: self.id.clone(),
             cwd: self.config.cwd.clone(),

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hutch_api::limits::{
-    INTERPRETER_CHUNK_MAX_BYTES, INTERPRETER_FRAME_MAX_BYTES, INTERPRETER_OUTPUT_MAX_BYTES,
+    INTERPRETER_CHUNK_MAX_BYTES, INTERPRETER_FRAME_MAX_BYTES, INTERPRETER_MESSAGES_MAX_BYTES,
+    INTERPRETER_OUTPUT_MAX_BYTES,
 };
 use hutch_sandbox::process::{ProcessSpec, SpawnError, find_program};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -471,6 +472,9 @@ pub(crate) fn signal_name(sig: i32) -> &'static str {
 struct Output {
     used: usize,
     truncated: bool,
+    /// Bytes of results, artifacts and errors so far.
+    messages: usize,
+    messages_dropped: bool,
     pending_out: Vec<u8>,
     pending_err: Vec<u8>,
 }
@@ -693,7 +697,18 @@ fn handle_message(
             // Output printed before the message goes first.
             drain_now(out, false, buf, output, tx);
             drain_now(err, true, buf, output, tx);
-            let _ = tx.send(Event::Message(msg));
+            output.messages += raw.len();
+            if output.messages <= INTERPRETER_MESSAGES_MAX_BYTES {
+                let _ = tx.send(Event::Message(msg));
+            } else if !output.messages_dropped {
+                output.messages_dropped = true;
+                let _ = tx.send(Event::Message(serde_json::json!({
+                    "type": "error",
+                    "name": "OutputTooLarge",
+                    "value": format!("results and artifacts past {INTERPRETER_MESSAGES_MAX_BYTES} bytes were dropped"),
+                    "traceback": "",
+                })));
+            }
         }
         _ => {}
     }
