@@ -966,6 +966,35 @@ async fn a_memory_cap_stops_a_runaway_allocation() {
 }
 
 #[tokio::test]
+async fn deleting_a_context_kills_everything_it_started() {
+    let it = interp!();
+    let ctx = it.create(json!({"kernel": "python"})).await;
+    let id = ctx["id"].as_str().unwrap();
+    // A detached grandchild in a session of its own, which no process-group kill reaches.
+    let run = it
+        .run(
+            Some(id),
+            "import subprocess\nsubprocess.Popen(['setsid', 'sleep', '4242'], start_new_session=True)",
+        )
+        .await;
+    assert_eq!(run.outcome(), "completed", "{run:?}");
+    let session = it.client.get_session(it.session).await.unwrap();
+    let alive = common::sh(&it.client, &session, "pgrep -f 'slee[p] 4242' || true").await;
+    assert!(!alive.stdout.trim().is_empty(), "the grandchild runs");
+    let (status, _) = it
+        .call(
+            http::Method::DELETE,
+            &format!("/interpreter/contexts/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let alive = common::sh(&it.client, &session, "pgrep -f 'slee[p] 4242' || true").await;
+    assert_eq!(alive.stdout.trim(), "", "nothing of the context survives");
+}
+
+#[tokio::test]
 async fn another_sessions_contexts_are_out_of_reach() {
     let it = interp!();
     let ctx = it.create(json!({"kernel": "python"})).await;
