@@ -804,6 +804,32 @@ async fn restart_gives_a_fresh_worker() {
     assert_eq!(it.run(None, "x").await.error_name(), Some("NameError"));
 }
 
+#[tokio::test]
+async fn restart_during_an_execution_ends_it() {
+    let it = interp!();
+    let ctx = it.create(json!({"kernel": "python"})).await;
+    let id = ctx["id"].as_str().unwrap();
+    let mut ws = it
+        .open(json!({"code": "import time\ntime.sleep(60)", "contextId": id}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _) = it
+        .call(
+            http::Method::POST,
+            &format!("/interpreter/contexts/{id}/restart"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mut frames: Vec<Value> = Vec::new();
+    while let Some(Ok(Message::Text(t))) = ws.next().await {
+        frames.push(serde_json::from_str(&t).unwrap());
+    }
+    assert_eq!(frames.last().unwrap()["text"], "crashed", "{frames:?}");
+    assert!(frames.iter().any(|f| f["name"] == "ContextError"));
+    assert_eq!(it.run(Some(id), "print('ok')").await.stdout(), "ok\n");
+}
+
 // ---- other languages ------------------------------------------------------------------------
 
 #[tokio::test]
