@@ -39,3 +39,13 @@ if [[ "$("$venv/bin/schemathesis" --version 2>/dev/null)" != *" $SCHEMATHESIS_VE
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
+
+# ipykernel driven by jupyter_client (from PyPI, into target/venv-peers) is the peer of the
+# interpreter benchmark (`hutch bench interpreter`); without it the peer is reported skipped.
+peers="$(cd "$(dirname "$0")/.." && pwd)/target/venv-peers"
+if ! "$peers/bin/python" -c 'import ipykernel, jupyter_client' 2>/dev/null; then
+    echo "deps: installing ipykernel and jupyter_client into $peers"
+    rm -rf "$peers"
+    python3 -m venv "$peers"
+    "$peers/bin/pip" install -q --disable-pip-version-check ipykernel jupyter_client
+fi

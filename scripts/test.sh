@@ -13,5 +13,7 @@ echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --locked --workspace
+echo "== interpreter workers (protocol tests)"
+/usr/bin/python3 -m unittest discover -s crates/hutch-agent/workers/tests
 echo "== benchmark (quick mode: checks that it runs, figures are not meaningful)"
 cargo run --locked -q -p hutch -- bench sessions --quick

@@ -24,6 +24,7 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
         .route("/commands", post(run_command))
         .merge(crate::files::routes())
         .merge(crate::processes::routes::routes())
+        .merge(crate::interpreter::routes::router())
         // Bodies are read their own bounded way (see read_json).
         .layer(axum::extract::DefaultBodyLimit::disable())
         .fallback(not_found)

@@ -30,6 +30,12 @@ pub enum AgentError {
     /// The program could not be started (not found, not executable, bad cwd).
     #[error("{0}")]
     Spawn(#[from] hutch_sandbox::process::SpawnError),
+    /// No interpreter context with this id.
+    #[error("context not found: {0}")]
+    ContextNotFound(String),
+    /// The request conflicts with the state of the session (such as a limit reached).
+    #[error("{0}")]
+    Conflict(String),
     /// The agent's own runtime failed (socket, signals, threads).
     #[error("agent runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -92,6 +98,8 @@ impl AgentError {
             AgentError::Exited(_) | AgentError::StdinClosed(_) | AgentError::StdinBlocked(_) => {
                 ErrorCode::Conflict
             }
+            AgentError::ContextNotFound(_) => ErrorCode::ContextNotFound,
+            AgentError::Conflict(_) => ErrorCode::Conflict,
             AgentError::Runtime(_) | AgentError::Cgroup { .. } => ErrorCode::Internal,
         }
     }

@@ -21,6 +21,7 @@ mod code;
 mod commands;
 mod error;
 mod files;
+mod interpreter;
 mod processes;
 mod reaper;
 
@@ -61,6 +62,8 @@ pub(crate) struct Agent {
     pub(crate) processes: processes::Processes,
     /// One permit per terminal that may be open at once.
     pub(crate) ptys: Arc<tokio::sync::Semaphore>,
+    /// The session's interpreter contexts.
+    pub(crate) interpreters: interpreter::Interpreters,
 }
 
 /// Serves the agent API until the process is killed.
@@ -105,7 +108,9 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
         ptys: Arc::new(tokio::sync::Semaphore::new(
             hutch_api::limits::PTY_SESSIONS_MAX,
         )),
+        interpreters: interpreter::Interpreters::new(),
     });
+    interpreter::prewarm(&agent);
     let std_listener = std::os::unix::net::UnixListener::from(config.listener);
     std_listener
         .set_nonblocking(true)

@@ -71,13 +71,26 @@ impl Reaper {
     pub(crate) fn spawn(
         &self,
         spec: &ProcessSpec<'_>,
-        options: SpawnOptions,
+        options: SpawnOptions<'_>,
     ) -> Result<(Process, oneshot::Receiver<Exit>), SpawnError> {
         let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         let process = hutch_sandbox::process::spawn_with(spec, &self.filter, options)?;
         let (tx, rx) = oneshot::channel();
         waiting.insert(process.pid, tx);
         Ok((process, rx))
+    }
+
+    /// Like [`Reaper::spawn`], with `extra[i]` as the child's descriptor `3 + i`.
+    pub(crate) fn spawn_with_fds(
+        &self,
+        spec: &ProcessSpec<'_>,
+        extra: &[std::os::fd::BorrowedFd<'_>],
+    ) -> Result<(Process, oneshot::Receiver<Exit>), SpawnError> {
+        let options = SpawnOptions {
+            extra_fds: extra,
+            ..SpawnOptions::default()
+        };
+        self.spawn(spec, options)
     }
 
     fn reap_all(&self) {

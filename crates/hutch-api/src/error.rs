@@ -26,6 +26,8 @@ pub enum ErrorCode {
     SessionNotFound,
     /// The session has no process with this pid (404).
     ProcessNotFound,
+    /// No interpreter context with this id exists in the session (404).
+    ContextNotFound,
     /// The operation conflicts with the resource's current state (409).
     Conflict,
     /// The request body is larger than the server accepts (413).
@@ -69,7 +71,8 @@ impl ErrorCode {
             | ErrorCode::SessionNotFound
             | ErrorCode::StorageContextNotFound
             | ErrorCode::FileNotFound
-            | ErrorCode::ProcessNotFound => 404,
+            | ErrorCode::ProcessNotFound
+            | ErrorCode::ContextNotFound => 404,
             ErrorCode::RangeNotSatisfiable => 416,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
@@ -92,6 +95,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::SessionNotFound => "session_not_found",
             ErrorCode::ProcessNotFound => "process_not_found",
+            ErrorCode::ContextNotFound => "context_not_found",
             ErrorCode::Conflict => "conflict",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UriTooLong => "uri_too_long",
@@ -184,6 +188,7 @@ mod tests {
             ErrorCode::NotFound,
             ErrorCode::SessionNotFound,
             ErrorCode::ProcessNotFound,
+            ErrorCode::ContextNotFound,
             ErrorCode::Conflict,
             ErrorCode::PayloadTooLarge,
             ErrorCode::UriTooLong,

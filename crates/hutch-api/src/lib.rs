@@ -11,6 +11,7 @@
 pub mod commands;
 pub mod error;
 pub mod files;
+pub mod interpreter;
 pub mod limits;
 pub mod processes;
 mod schema;
@@ -21,6 +22,10 @@ pub use commands::{CommandRequest, CommandResult};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use files::{
     FileInfo, FileList, FileType, MkdirRequest, MoveRequest, UploadResult, UploadResults,
+};
+pub use interpreter::{
+    Context, ContextList, CreateContextRequest, ExecuteRequest, Frame, HistoryEntry, HistoryList,
+    InterruptResult,
 };
 pub use processes::{
     CodeRequest, ProcessEvent, ProcessInfo, ProcessList, ProcessStatus, SignalRequest, SignalSpec,

@@ -119,3 +119,39 @@ pub const PROCESS_STDIN_WRITE_MAX_BYTES: usize = 1024 * 1024;
 pub const PTY_SESSIONS_MAX: usize = 16;
 /// Largest terminal width or height, in cells.
 pub const PTY_SIZE_MAX: u16 = 1000;
+/// Most interpreter contexts one session holds besides `default`.
+pub const CONTEXTS_MAX: usize = 32;
+/// Longest cell of code one execution may carry, in bytes.
+pub const INTERPRETER_CODE_MAX_BYTES: usize = 1024 * 1024;
+/// Largest first WebSocket message (or NDJSON request body) of an execution, in bytes.
+pub const INTERPRETER_REQUEST_MAX_BYTES: usize = 2 * INTERPRETER_CODE_MAX_BYTES;
+/// Most executions waiting behind the running one in one context; past it an execution is
+/// refused with a `ContextError` frame.
+pub const INTERPRETER_QUEUE_MAX: usize = 16;
+/// Most stdout and stderr bytes (together) streamed for one execution; past it the output is
+/// read and dropped, and one final stderr frame says so.
+pub const INTERPRETER_OUTPUT_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// Largest text of one stdout or stderr frame, in bytes.
+pub const INTERPRETER_CHUNK_MAX_BYTES: usize = 64 * 1024;
+/// Largest single message a worker may send (a result or an artifact with its base64 data);
+/// a larger one is replaced by an error frame.
+pub const INTERPRETER_FRAME_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Longest execution timeout, in seconds.
+pub const INTERPRETER_TIMEOUT_MAX_SECS: f64 = 86_400.0;
+/// Execution timeout when neither the request nor the context names one, in seconds.
+pub const INTERPRETER_TIMEOUT_DEFAULT_SECS: f64 = 300.0;
+/// Executions a context keeps in its history when it names no `historySize`.
+pub const INTERPRETER_HISTORY_DEFAULT: usize = 100;
+/// Largest `historySize` of a context.
+pub const INTERPRETER_HISTORY_MAX: usize = 1000;
+/// Most stdout (and, separately, stderr) bytes kept per history entry.
+pub const INTERPRETER_HISTORY_OUTPUT_MAX_BYTES: usize = 64 * 1024;
+/// Fewest and most MiB of memory a context may be limited to.
+pub const INTERPRETER_MEMORY_MB_RANGE: (u64, u64) = (16, 65_536);
+/// Most packages one execution's `libraries` may name.
+pub const INTERPRETER_LIBRARIES_MAX: usize = 32;
+/// Longest package name (with its version specifier) in `libraries`, in bytes.
+pub const INTERPRETER_LIBRARY_MAX_BYTES: usize = 200;
+/// Most bytes of results, artifacts and errors (together) one execution may send; past it
+/// they are dropped and one `OutputTooLarge` error frame says so.
+pub const INTERPRETER_MESSAGES_MAX_BYTES: usize = 64 * 1024 * 1024;

@@ -34,10 +34,12 @@ pub struct ProcessSpec<'a> {
 
 /// How to start a process, beyond what it runs.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct SpawnOptions {
+pub struct SpawnOptions<'a> {
     /// Make descriptor 0 (a terminal) the controlling terminal of the process's new session
     /// (`TIOCSCTTY`), as a login shell on a terminal has it.
     pub controlling_terminal: bool,
+    /// Descriptors the child gets as 3, 4, … (at most 8), e.g. a worker's control channel.
+    pub extra_fds: &'a [BorrowedFd<'a>],
 }
 
 /// A started process.
@@ -144,8 +146,15 @@ pub fn spawn(spec: &ProcessSpec<'_>, filter: &ChildFilter) -> Result<Process, Sp
 pub fn spawn_with(
     spec: &ProcessSpec<'_>,
     filter: &ChildFilter,
-    options: SpawnOptions,
+    options: SpawnOptions<'_>,
 ) -> Result<Process, SpawnError> {
+    let extra = options.extra_fds;
+    if extra.len() > 8 {
+        return Err(SpawnError::Clone(io::Error::from_raw_os_error(
+            libc::EINVAL,
+        )));
+    }
+    let first_free = 3 + extra.len() as RawFd;
     let program = c(spec.program.as_os_str().as_bytes(), "program")?;
     let cwd = c(spec.cwd.as_os_str().as_bytes(), "cwd")?;
     let argv: Vec<CString> = spec
@@ -173,17 +182,31 @@ pub fn spawn_with(
         filter: filter.program.as_ptr().cast_mut(),
     };
     let (err_r, err_w) = sys::pipe().map_err(SpawnError::Clone)?;
+    // The error pipe must survive the dup2s onto 3, 4, … too.
+    let err_w = if extra.is_empty() {
+        err_w
+    } else {
+        let high = sys::dup_above(err_w.as_raw_fd(), first_free).map_err(SpawnError::Clone)?;
+        drop(err_w);
+        high
+    };
     let stdio: [RawFd; 3] = [
         spec.stdio[0].as_raw_fd(),
         spec.stdio[1].as_raw_fd(),
         spec.stdio[2].as_raw_fd(),
     ];
-    // Sources must not be 0..=2, or one dup2 could overwrite another's source.
+    // Sources must not be targets, or one dup2 could overwrite another's source.
     let high: Vec<OwnedFd> = stdio
         .iter()
-        .map(|fd| sys::dup_above(*fd, 3))
+        .map(|fd| sys::dup_above(*fd, first_free))
         .collect::<io::Result<_>>()
         .map_err(SpawnError::Clone)?;
+    let extra_high: Vec<OwnedFd> = extra
+        .iter()
+        .map(|fd| sys::dup_above(fd.as_raw_fd(), first_free))
+        .collect::<io::Result<_>>()
+        .map_err(SpawnError::Clone)?;
+    let extra_raw: Vec<RawFd> = extra_high.iter().map(|fd| fd.as_raw_fd()).collect();
     let high_raw: [RawFd; 3] = [
         high[0].as_raw_fd(),
         high[1].as_raw_fd(),
@@ -191,6 +214,7 @@ pub fn spawn_with(
     ];
     let child = ChildPlan {
         stdio: high_raw,
+        extra: &extra_raw,
         err: err_w.as_raw_fd(),
         cwd: &cwd,
         program: &program,
@@ -225,6 +249,7 @@ pub fn spawn_with(
     }
     drop(err_w);
     drop(high);
+    drop(extra_high);
     // SAFETY: the kernel stored a new pidfd owned by this process.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let pid = rc as i32;
@@ -263,6 +288,8 @@ pub fn spawn_with(
 /// Everything the child needs, prepared before `clone3`.
 struct ChildPlan<'a> {
     stdio: [RawFd; 3],
+    /// Become descriptors 3, 4, ….
+    extra: &'a [RawFd],
     err: RawFd,
     cwd: &'a CString,
     program: &'a CString,
@@ -291,14 +318,18 @@ impl ChildPlan<'_> {
             for (target, source) in self.stdio.iter().enumerate() {
                 libc::dup2(*source, target as RawFd);
             }
+            for (i, source) in self.extra.iter().enumerate() {
+                libc::dup2(*source, 3 + i as RawFd);
+            }
             // A terminal on 0 becomes the controlling terminal of the session just made.
             if self.controlling_terminal && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
                 fail(STAGE_EXEC);
             }
-            // Nothing but 0, 1 and 2 crosses exec (the error pipe closes on success).
+            // Nothing but 0, 1, 2 and the extra descriptors crosses exec (the error pipe
+            // closes on success).
             libc::syscall(
                 libc::SYS_close_range,
-                3u32,
+                3u32 + self.extra.len() as u32,
                 u32::MAX,
                 libc::CLOSE_RANGE_CLOEXEC,
             );

@@ -569,7 +569,8 @@ error_responses! {
         "no process with pid 42 in this session";
     Conflict: Conflict,
         "`conflict`: the session's state does not allow this (it is being created or \
-         deleted, or is not `RUNNING`), or its process limit is reached.",
+         deleted, or is not `RUNNING`), its process limit is reached, it holds its maximum \
+         of interpreter contexts, or a context's worker cannot start again.",
         "session 0196a3c2-0000-7000-8000-000000000000 is being deleted";
     PayloadTooLarge: PayloadTooLarge,
         "`payload_too_large`: the request body is larger than accepted; `details.limitBytes` \
@@ -622,6 +623,10 @@ error_responses! {
         "`range_not_satisfiable`: the requested range lies outside the file; \
          `Content-Range: bytes */SIZE` and `details.size` give its size.",
         "/workspace/a.txt: the requested range lies outside the file (10 bytes)";
+    ContextNotFound: ContextNotFound,
+        "`context_not_found`: the session has no interpreter context with this id (or the \
+         session is not the caller's).",
+        "context not found: 0192f5a4-7c1e-7d30-9b1a-3c1f0e6b2a11";
 }
 
 /// One shared error response: `description`, an [`ErrorBody`] schema, an example, and the
@@ -865,6 +870,20 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
         processes::signal_process,
         processes::open_terminal,
         processes::run_code,
+        interpreter::create_context,
+        interpreter::list_contexts,
+        interpreter::get_context,
+        interpreter::delete_context,
+        interpreter::interrupt_context,
+        interpreter::restart_context,
+        interpreter::context_history,
+        interpreter::execute_websocket,
+        interpreter::execute_ndjson,
+        interpreter::create_context_alias,
+        interpreter::list_contexts_alias,
+        interpreter::delete_context_alias,
+        interpreter::execute_websocket_alias,
+        interpreter::execute_ndjson_alias,
         metrics,
         serve_json,
         serve_docs,
@@ -890,6 +909,7 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
             Forbidden,
             FileNotFound,
             RangeNotSatisfiable,
+            ContextNotFound,
         ),
     ),
     modifiers(&Contract),
@@ -903,11 +923,15 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
             streamed, confined to the sandbox, bounded."),
         (name = "processes", description = "Streamed and background commands, terminals and \
             code runs in a session, answered by its agent."),
+        (name = "interpreter", description = "Interpreter contexts: long-lived python, \
+            javascript and bash workers with their own state, answered by the session's agent."),
         (name = "meta", description = "Health, metrics, and this contract."),
     ),
 )]
 struct ApiDoc;
 
+mod interpreter;
 mod processes;
+
 #[cfg(test)]
 mod tests;

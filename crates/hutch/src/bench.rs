@@ -10,22 +10,23 @@ use hutch_client::HutchClient;
 #[derive(clap::Args, Debug)]
 pub(crate) struct BenchArgs {
     /// The scenario: `sessions` (create → run `true` → delete), `commands` (a command's round
-    /// trip and 100 MB of streamed output, each beside the same run directly) or `files`
-    /// (1 GiB upload and download beside `cp`).
-    #[arg(value_parser = ["sessions", "commands", "files"])]
+    /// trip and 100 MB of streamed output, each beside the same run directly), `files`
+    /// (1 GiB upload and download beside `cp`) or `interpreter` (context ready, `x = 1 + 1`
+    /// over WebSocket, idle memory; beside ipykernel).
+    #[arg(value_parser = ["sessions", "commands", "files", "interpreter"])]
     scenario: String,
     /// `files`: size of the file in MiB (default 1024, or 64 with --quick).
     #[arg(long)]
     size_mb: Option<u64>,
     /// Measured iterations.
     #[arg(long, default_value_t = 200)]
-    iterations: usize,
+    pub(crate) iterations: usize,
     /// Unmeasured iterations first.
     #[arg(long, default_value_t = 10)]
-    warmup: usize,
+    pub(crate) warmup: usize,
     /// Few iterations, for CI: checks that the benchmark runs, not the figures.
     #[arg(long)]
-    quick: bool,
+    pub(crate) quick: bool,
     /// Benchmark this running server instead of starting one (needs --token).
     #[arg(long, requires = "token")]
     url: Option<String>,
@@ -76,6 +77,9 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let report = hutch_bench::commands::run(&client, config).await?;
         hutch_bench::commands::print(&report, &config);
         return Ok(());
+    }
+    if args.scenario == "interpreter" {
+        return crate::bench_interpreter::run(&client, &url, &token, &args).await;
     }
 
     println!("scenario: create session → run `true` → delete session");

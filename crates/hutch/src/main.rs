@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod agent;
 mod bench;
+mod bench_interpreter;
 mod duration;
 mod exec;
 mod serve;

@@ -194,6 +194,7 @@ pub(crate) async fn handler(
         [terminal.as_fd(), terminal.as_fd(), terminal.as_fd()],
         SpawnOptions {
             controlling_terminal: true,
+            ..SpawnOptions::default()
         },
     )?;
     drop(terminal);

@@ -69,6 +69,7 @@ const ETC_ALLOWLIST: &[&str] = &[
     "login.defs",
     "magic",
     "magic.mime",
+    "matplotlibrc",
     "mime.types",
     "networks",
     "nsswitch.conf",

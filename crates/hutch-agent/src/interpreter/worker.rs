@@ -1,0 +1,762 @@
+//! One worker process of a context: started confined (own cgroup `ctx-N`, own process group),
+//! fed cells on fd 3, read on fd 1, 2 and 4 by one task that turns everything into [`Event`]s.
+//!
+//! The reading task never stops reading: output past the per-execution cap is read and
+//! dropped, so a worker that prints gigabytes never blocks on a full pipe. On `done` it first
+//! drains fd 1 and 2 without blocking, so all output the cell produced precedes the `Done`
+//! event. The worker's exit comes from the agent's reaper (exit code or signal), never from a
+//! message.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hutch_api::limits::{
+    INTERPRETER_CHUNK_MAX_BYTES, INTERPRETER_FRAME_MAX_BYTES, INTERPRETER_MESSAGES_MAX_BYTES,
+    INTERPRETER_OUTPUT_MAX_BYTES,
+};
+use hutch_sandbox::process::{ProcessSpec, SpawnError, find_program};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::Agent;
+use crate::reaper::Exit;
+
+/// The python worker's source, passed with `-c` (no file user code could overwrite).
+const PYTHON_WORKER: &str = include_str!("../../workers/python_worker.py");
+/// The javascript worker's source, passed with `-e`.
+const NODE_WORKER: &str = include_str!("../../workers/node_worker.js");
+/// The bash worker's source, passed with `-c`.
+const BASH_WORKER: &str = include_str!("../../workers/bash_worker.sh");
+
+/// How long a new worker may take to report `ready`.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the reading task reports.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// Text from fd 1 (at most one chunk).
+    Stdout(String),
+    /// Text from fd 2.
+    Stderr(String),
+    /// Output of the execution went past the cap; this many bytes were kept.
+    Truncated(usize),
+    /// A `result`, `artifact` or `error` message.
+    Message(serde_json::Value),
+    /// The worker's `ready`.
+    Ready {
+        /// The kernel it runs.
+        kernel: String,
+    },
+    /// The cell finished.
+    Done {
+        /// `ok`, `error` or `interrupted`.
+        status: String,
+        /// Its execution count.
+        count: Option<u64>,
+    },
+    /// The worker process ended; nothing follows.
+    Exited(Exit),
+}
+
+/// A context's cgroup, removed when dropped.
+pub(crate) struct CtxCgroup {
+    dir: RawFd,
+    name: CString,
+    own: OwnedFd,
+}
+
+impl CtxCgroup {
+    fn create(dir: &OwnedFd, name: &str) -> io::Result<CtxCgroup> {
+        let name = CString::new(name).map_err(io::Error::other)?;
+        // SAFETY: dir is an open directory descriptor; name is NUL-terminated.
+        if unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: as above.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            let err = io::Error::last_os_error();
+            // SAFETY: removing the directory just made.
+            unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) };
+            return Err(err);
+        }
+        // SAFETY: fd was just returned by openat and is owned by nobody else.
+        let own = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(CtxCgroup {
+            dir: dir.as_raw_fd(),
+            name,
+            own,
+        })
+    }
+
+    /// Writes `value` to the cgroup's file `file`.
+    fn write(&self, file: &str, value: &str) -> io::Result<()> {
+        let path = CString::new(file).map_err(io::Error::other)?;
+        // SAFETY: own is the context's cgroup directory; path is NUL-terminated.
+        let fd = unsafe {
+            libc::openat(
+                self.own.as_raw_fd(),
+                path.as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd was just returned by openat.
+        let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        io::Write::write_all(&mut file, value.as_bytes())
+    }
+
+    fn members(&self) -> Vec<i32> {
+        let Ok(path) = CString::new("cgroup.procs") else {
+            return Vec::new();
+        };
+        // SAFETY: own is the context's cgroup directory; path is NUL-terminated.
+        let fd = unsafe {
+            libc::openat(
+                self.own.as_raw_fd(),
+                path.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Vec::new();
+        }
+        // SAFETY: fd was just returned by openat.
+        let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let mut text = String::new();
+        let _ = io::Read::read_to_string(&mut file, &mut text);
+        text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+    }
+
+    /// Kills every process in the cgroup.
+    fn kill(&self) {
+        if self.write("cgroup.kill", "1").is_ok() {
+            return;
+        }
+        for _ in 0..100 {
+            let pids = self.members();
+            if pids.is_empty() {
+                return;
+            }
+            for pid in pids {
+                // SAFETY: kill takes integers only; the pid was read from our cgroup.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+impl Drop for CtxCgroup {
+    fn drop(&mut self) {
+        // SAFETY: removing our own child cgroup directory by name.
+        if unsafe { libc::unlinkat(self.dir, self.name.as_ptr(), libc::AT_REMOVEDIR) } == 0 {
+            return;
+        }
+        let (dir, name) = (self.dir, self.name.clone());
+        std::thread::spawn(move || {
+            for _ in 0..200 {
+                std::thread::sleep(Duration::from_millis(10));
+                // SAFETY: as above.
+                if unsafe { libc::unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR) } == 0 {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// What interrupts or kills a worker, shareable while an execution holds the worker itself.
+pub(crate) struct WorkerHandle {
+    /// The worker's pid, also its process group.
+    pub(crate) pid: i32,
+    cgroup: Option<CtxCgroup>,
+}
+
+impl WorkerHandle {
+    /// SIGINT to the worker's process group.
+    pub(crate) fn interrupt(&self) {
+        // SAFETY: kill takes integers only; the group is the worker's own (setsid).
+        unsafe { libc::kill(-self.pid, libc::SIGINT) };
+    }
+
+    /// Kills the worker and everything it started.
+    pub(crate) fn kill(&self) {
+        match &self.cgroup {
+            Some(cgroup) => cgroup.kill(),
+            None => {
+                // SAFETY: as in interrupt.
+                unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+            }
+        }
+    }
+
+    /// Runs a helper program (a package installer) inside the worker's cgroup: `(exit code,
+    /// output)`, or `None` when it could not be started or passed `timeout` (then killed).
+    pub(crate) async fn run_helper(
+        &self,
+        agent: &Agent,
+        argv: &[String],
+        cwd: &str,
+        env: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<(i32, String), String> {
+        let path = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map_or("", |(_, v)| v.as_str());
+        let program =
+            find_program(&argv[0], path).ok_or_else(|| format!("{} is not installed", argv[0]))?;
+        let null = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
+        let (out_r, out_w) = pipe_pair().map_err(|e| e.to_string())?;
+        let spec = ProcessSpec {
+            program: &program,
+            argv,
+            env,
+            cwd: std::path::Path::new(cwd),
+            stdio: [null.as_fd(), out_w.as_fd(), out_w.as_fd()],
+            cgroup: self.cgroup.as_ref().map(|c| c.own.as_fd()),
+        };
+        let (process, exited) = agent
+            .reaper
+            .spawn(&spec, Default::default())
+            .map_err(|e| e.to_string())?;
+        drop(out_w);
+        let mut rx = pipe::Receiver::from_owned_fd(out_r).map_err(|e| e.to_string())?;
+        let read = async {
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; 16 * 1024];
+            while let Ok(n) = rx.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                if out.len() < 64 * 1024 {
+                    out.extend_from_slice(&buf[..n]);
+                }
+            }
+            let exit = exited.await.unwrap_or(Exit::Signal(libc::SIGKILL));
+            (exit.code(), String::from_utf8_lossy(&out).into_owned())
+        };
+        match tokio::time::timeout(timeout, read).await {
+            Ok(done) => Ok(done),
+            Err(_) => {
+                // SAFETY: kill takes integers only; the helper leads its own group.
+                unsafe { libc::kill(-process.pid, libc::SIGKILL) };
+                Err(format!("timed out after {} s", timeout.as_secs()))
+            }
+        }
+    }
+}
+
+/// A running worker.
+pub(crate) struct Worker {
+    /// Interrupt and kill.
+    pub(crate) handle: Arc<WorkerHandle>,
+    /// The kernel it reported.
+    pub(crate) kernel: String,
+    control: pipe::Sender,
+    /// Everything the reading task reports.
+    pub(crate) events: mpsc::UnboundedReceiver<Event>,
+    /// Whether the process has ended (an `Exited` event was taken).
+    pub(crate) exited: bool,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if !self.exited {
+            self.handle.kill();
+        }
+    }
+}
+
+/// How to start a worker.
+pub(crate) struct WorkerSpec<'a> {
+    pub(crate) cgroup_name: String,
+    pub(crate) language: &'a str,
+    pub(crate) kernel: &'a str,
+    pub(crate) cwd: &'a str,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) memory_mb: Option<u64>,
+}
+
+impl Worker {
+    /// Starts a worker and waits for its `ready`.
+    pub(crate) async fn start(agent: &Agent, spec: WorkerSpec<'_>) -> Result<Worker, String> {
+        let (program, argv): (&str, Vec<String>) = match spec.language {
+            "javascript" => ("node", vec!["node".into(), "-e".into(), NODE_WORKER.into()]),
+            "bash" => (
+                "bash",
+                vec![
+                    "bash".into(),
+                    "--noprofile".into(),
+                    "--norc".into(),
+                    "-c".into(),
+                    BASH_WORKER.into(),
+                    "hutch-bash-worker".into(),
+                ],
+            ),
+            _ => (
+                "python3",
+                vec!["python3".into(), "-c".into(), PYTHON_WORKER.into()],
+            ),
+        };
+        let mut env = spec.env;
+        if spec.language == "python" {
+            env.push(("HUTCH_KERNEL".into(), spec.kernel.into()));
+            env.push(("MPLBACKEND".into(), "Agg".into()));
+            env.push(("PYTHONUNBUFFERED".into(), "1".into()));
+        }
+        let path = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map_or("", |(_, v)| v.as_str());
+        let program_path = find_program(program, path).ok_or_else(|| {
+            format!(
+                "cannot start the {} worker: {program} is not installed",
+                spec.language
+            )
+        })?;
+        let cgroup = match &agent.cgroup_dir {
+            Some(dir) => Some(
+                CtxCgroup::create(dir, &spec.cgroup_name)
+                    .map_err(|e| format!("cannot create the context's cgroup: {e}"))?,
+            ),
+            None => None,
+        };
+        let mut use_rlimit = spec.memory_mb;
+        if let (Some(mb), Some(cg)) = (spec.memory_mb, &cgroup)
+            && cg
+                .write("memory.max", &(mb * 1024 * 1024).to_string())
+                .is_ok()
+        {
+            use_rlimit = None;
+        }
+        let null = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
+        let (out_r, out_w) = pipe_pair().map_err(|e| e.to_string())?;
+        let (err_r, err_w) = pipe_pair().map_err(|e| e.to_string())?;
+        let (cin_r, cin_w) = pipe_pair().map_err(|e| e.to_string())?;
+        let (cout_r, cout_w) = pipe_pair().map_err(|e| e.to_string())?;
+        let pspec = ProcessSpec {
+            program: &program_path,
+            argv: &argv,
+            env: &env,
+            cwd: std::path::Path::new(spec.cwd),
+            stdio: [null.as_fd(), out_w.as_fd(), err_w.as_fd()],
+            cgroup: cgroup.as_ref().map(|c| c.own.as_fd()),
+        };
+        let (process, exited) = agent
+            .reaper
+            .spawn_with_fds(&pspec, &[cin_r.as_fd(), cout_w.as_fd()])
+            .map_err(|e| match e {
+                SpawnError::Cwd { cwd, source } => format!("cannot enter {cwd}: {source}"),
+                e => format!("cannot start the {} worker: {e}", spec.language),
+            })?;
+        drop((out_w, err_w, cin_r, cout_w));
+        if let Some(mb) = use_rlimit {
+            // No memory controller: cap the worker's data segment instead (its children
+            // inherit the limit, each on its own).
+            let bytes = mb * 1024 * 1024;
+            let limit = libc::rlimit64 {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            // SAFETY: prlimit64 reads `limit` only; the pid is our child.
+            unsafe {
+                libc::prlimit64(process.pid, libc::RLIMIT_DATA, &limit, std::ptr::null_mut())
+            };
+        }
+        let handle = Arc::new(WorkerHandle {
+            pid: process.pid,
+            cgroup,
+        });
+        let control = pipe::Sender::from_owned_fd(cin_w).map_err(|e| e.to_string())?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let readers = (
+            pipe::Receiver::from_owned_fd(out_r).map_err(|e| e.to_string())?,
+            pipe::Receiver::from_owned_fd(err_r).map_err(|e| e.to_string())?,
+            pipe::Receiver::from_owned_fd(cout_r).map_err(|e| e.to_string())?,
+        );
+        tokio::spawn(read_loop(readers, exited, tx));
+        let mut worker = Worker {
+            handle,
+            kernel: spec.kernel.to_owned(),
+            control,
+            events: rx,
+            exited: false,
+        };
+        let mut early = String::new();
+        let ready = tokio::time::timeout(READY_TIMEOUT, async {
+            loop {
+                match worker.events.recv().await {
+                    Some(Event::Ready { kernel }) => return Ok(kernel),
+                    Some(Event::Stdout(t) | Event::Stderr(t)) => {
+                        if early.len() < 4096 {
+                            early.push_str(&t);
+                        }
+                    }
+                    Some(Event::Exited(exit)) => return Err(exit),
+                    None => return Err(Exit::Signal(libc::SIGKILL)),
+                    Some(_) => {}
+                }
+            }
+        })
+        .await;
+        match ready {
+            Ok(Ok(kernel)) => {
+                worker.kernel = kernel;
+                Ok(worker)
+            }
+            Ok(Err(exit)) => {
+                worker.exited = true;
+                Err(format!(
+                    "the {} worker exited before it was ready ({}): {}",
+                    spec.language,
+                    describe_exit(exit),
+                    early.trim()
+                ))
+            }
+            Err(_) => Err(format!(
+                "the {} worker was not ready within {} s",
+                spec.language,
+                READY_TIMEOUT.as_secs()
+            )),
+        }
+    }
+
+    /// Sends one control message (a line of JSON).
+    pub(crate) async fn send(&mut self, msg: &serde_json::Value) -> io::Result<()> {
+        let mut line = serde_json::to_vec(msg).map_err(io::Error::other)?;
+        line.push(b'\n');
+        self.control.write_all(&line).await
+    }
+}
+
+/// `exit code 3` or `signal 11 (SIGSEGV)`.
+pub(crate) fn describe_exit(exit: Exit) -> String {
+    match exit {
+        Exit::Code(c) => format!("exit code {c}"),
+        Exit::Signal(s) => format!("signal {s} ({})", signal_name(s)),
+    }
+}
+
+/// The usual name of a signal.
+pub(crate) fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGSYS => "SIGSYS",
+        _ => "signal",
+    }
+}
+
+/// Output accounting of the execution in progress.
+#[derive(Default)]
+struct Output {
+    used: usize,
+    truncated: bool,
+    /// Bytes of results, artifacts and errors so far.
+    messages: usize,
+    messages_dropped: bool,
+    pending_out: Vec<u8>,
+    pending_err: Vec<u8>,
+}
+
+impl Output {
+    fn push(&mut self, stderr: bool, bytes: &[u8], tx: &mpsc::UnboundedSender<Event>) {
+        let room = INTERPRETER_OUTPUT_MAX_BYTES.saturating_sub(self.used);
+        let kept = bytes.len().min(room);
+        if kept < bytes.len() {
+            self.truncated = true;
+        }
+        self.used += kept;
+        if kept == 0 {
+            return;
+        }
+        let pending = if stderr {
+            &mut self.pending_err
+        } else {
+            &mut self.pending_out
+        };
+        let text = decode(pending, &bytes[..kept]);
+        send_text(stderr, text, tx);
+    }
+
+    /// End of an execution: what is left of a partial character, and the truncation marker.
+    fn finish(&mut self, tx: &mpsc::UnboundedSender<Event>) {
+        for stderr in [false, true] {
+            let pending = if stderr {
+                std::mem::take(&mut self.pending_err)
+            } else {
+                std::mem::take(&mut self.pending_out)
+            };
+            if !pending.is_empty() {
+                send_text(stderr, String::from_utf8_lossy(&pending).into_owned(), tx);
+            }
+        }
+        if self.truncated {
+            let _ = tx.send(Event::Truncated(self.used));
+        }
+        *self = Output::default();
+    }
+}
+
+fn send_text(stderr: bool, text: String, tx: &mpsc::UnboundedSender<Event>) {
+    for chunk in chunks(text) {
+        let _ = tx.send(if stderr {
+            Event::Stderr(chunk)
+        } else {
+            Event::Stdout(chunk)
+        });
+    }
+}
+
+/// Splits text into pieces of at most [`INTERPRETER_CHUNK_MAX_BYTES`], at character
+/// boundaries.
+fn chunks(text: String) -> Vec<String> {
+    if text.len() <= INTERPRETER_CHUNK_MAX_BYTES {
+        return if text.is_empty() { vec![] } else { vec![text] };
+    }
+    let mut out = Vec::new();
+    let mut rest = text.as_str();
+    while !rest.is_empty() {
+        let mut end = rest.len().min(INTERPRETER_CHUNK_MAX_BYTES);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.push(rest[..end].to_owned());
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// Decodes `input` after the undecoded bytes in `pending`; an incomplete character at the
+/// end stays in `pending` for the next read, invalid bytes become U+FFFD.
+fn decode(pending: &mut Vec<u8>, input: &[u8]) -> String {
+    pending.extend_from_slice(input);
+    let mut out = String::with_capacity(pending.len());
+    let mut at = 0;
+    loop {
+        match std::str::from_utf8(&pending[at..]) {
+            Ok(s) => {
+                out.push_str(s);
+                at = pending.len();
+                break;
+            }
+            Err(e) => {
+                let valid = &pending[at..at + e.valid_up_to()];
+                out.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                at += e.valid_up_to();
+                match e.error_len() {
+                    Some(n) => {
+                        out.push('\u{fffd}');
+                        at += n;
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+    pending.drain(..at);
+    out
+}
+
+/// Reads what is in a pipe now, without waiting.
+fn drain_now(
+    rx: &pipe::Receiver,
+    stderr: bool,
+    buf: &mut [u8],
+    output: &mut Output,
+    tx: &mpsc::UnboundedSender<Event>,
+) {
+    // Bounded, in case a writer keeps the pipe full forever.
+    for _ in 0..1024 {
+        match rx.try_read(buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => output.push(stderr, &buf[..n], tx),
+        }
+    }
+}
+
+/// The worker's reading task: fd 1, fd 2, fd 4 and its exit, until it exits.
+async fn read_loop(
+    (out, err, ctrl): (pipe::Receiver, pipe::Receiver, pipe::Receiver),
+    mut exited: oneshot::Receiver<Exit>,
+    tx: mpsc::UnboundedSender<Event>,
+) {
+    let (mut out, mut err, mut ctrl) = (out, err, ctrl);
+    let mut output = Output::default();
+    let mut buf_out = vec![0u8; INTERPRETER_CHUNK_MAX_BYTES];
+    let mut buf_err = vec![0u8; INTERPRETER_CHUNK_MAX_BYTES];
+    let mut buf_ctrl = vec![0u8; 64 * 1024];
+    let mut line: Vec<u8> = Vec::new();
+    let mut overlong = false;
+    let (mut out_open, mut err_open, mut ctrl_open) = (true, true, true);
+    loop {
+        tokio::select! {
+            r = out.read(&mut buf_out), if out_open => match r {
+                Ok(0) | Err(_) => out_open = false,
+                Ok(n) => output.push(false, &buf_out[..n], &tx),
+            },
+            r = err.read(&mut buf_err), if err_open => match r {
+                Ok(0) | Err(_) => err_open = false,
+                Ok(n) => output.push(true, &buf_err[..n], &tx),
+            },
+            r = ctrl.read(&mut buf_ctrl), if ctrl_open => match r {
+                Ok(0) | Err(_) => ctrl_open = false,
+                Ok(n) => {
+                    let mut rest = &buf_ctrl[..n];
+                    while let Some(pos) = rest.iter().position(|b| *b == b'\n') {
+                        if !overlong {
+                            line.extend_from_slice(&rest[..pos]);
+                            let msg = std::mem::take(&mut line);
+                            handle_message(&msg, &out, &err, &mut buf_out, &mut output, &tx);
+                        } else {
+                            overlong = false;
+                            let _ = tx.send(Event::Message(serde_json::json!({
+                                "type": "error",
+                                "name": "OutputTooLarge",
+                                "value": format!("a result or artifact was larger than {INTERPRETER_FRAME_MAX_BYTES} bytes and was dropped"),
+                                "traceback": "",
+                            })));
+                        }
+                        rest = &rest[pos + 1..];
+                    }
+                    if !overlong {
+                        line.extend_from_slice(rest);
+                        if line.len() > INTERPRETER_FRAME_MAX_BYTES {
+                            line = Vec::new();
+                            overlong = true;
+                        }
+                    }
+                }
+            },
+            exit = &mut exited => {
+                let exit = exit.unwrap_or(Exit::Signal(libc::SIGKILL));
+                drain_now(&out, false, &mut buf_out, &mut output, &tx);
+                drain_now(&err, true, &mut buf_err, &mut output, &tx);
+                output.finish(&tx);
+                let _ = tx.send(Event::Exited(exit));
+                return;
+            }
+        }
+    }
+}
+
+fn handle_message(
+    raw: &[u8],
+    out: &pipe::Receiver,
+    err: &pipe::Receiver,
+    buf: &mut [u8],
+    output: &mut Output,
+    tx: &mpsc::UnboundedSender<Event>,
+) {
+    let Ok(msg) = serde_json::from_slice::<serde_json::Value>(raw) else {
+        return;
+    };
+    match msg.get("type").and_then(|t| t.as_str()) {
+        Some("ready") => {
+            let kernel = msg
+                .get("kernel")
+                .and_then(|k| k.as_str())
+                .unwrap_or("python")
+                .to_owned();
+            let _ = tx.send(Event::Ready { kernel });
+        }
+        Some("done") => {
+            // Everything the cell wrote before `done` goes first.
+            drain_now(out, false, buf, output, tx);
+            drain_now(err, true, buf, output, tx);
+            output.finish(tx);
+            let status = msg
+                .get("status")
+                .and_then(|s| s.as_str())
+                .unwrap_or("ok")
+                .to_owned();
+            let count = msg.get("executionCount").and_then(|c| c.as_u64());
+            let _ = tx.send(Event::Done { status, count });
+        }
+        Some("result" | "artifact" | "error" | "display") => {
+            // Output printed before the message goes first.
+            drain_now(out, false, buf, output, tx);
+            drain_now(err, true, buf, output, tx);
+            output.messages += raw.len();
+            if output.messages <= INTERPRETER_MESSAGES_MAX_BYTES {
+                let _ = tx.send(Event::Message(msg));
+            } else if !output.messages_dropped {
+                output.messages_dropped = true;
+                let _ = tx.send(Event::Message(serde_json::json!({
+                    "type": "error",
+                    "name": "OutputTooLarge",
+                    "value": format!("results and artifacts past {INTERPRETER_MESSAGES_MAX_BYTES} bytes were dropped"),
+                    "traceback": "",
+                })));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A pipe, both ends close-on-exec: `(read, write)`.
+fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: fds has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both were just returned by pipe2 and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding_keeps_split_characters_for_the_next_read() {
+        let bytes = "aé€😀".as_bytes();
+        let mut pending = Vec::new();
+        let mut text = String::new();
+        for b in bytes {
+            text.push_str(&decode(&mut pending, std::slice::from_ref(b)));
+        }
+        assert_eq!(text, "aé€😀");
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn invalid_bytes_are_replaced() {
+        let mut pending = Vec::new();
+        assert_eq!(decode(&mut pending, &[b'a', 0xff, b'b']), "a\u{fffd}b");
+        assert_eq!(decode(&mut pending, &[0xe2, 0x82]), "");
+        assert_eq!(pending.len(), 2);
+    }
+
+    #[test]
+    fn chunks_split_at_character_boundaries() {
+        let text = "é".repeat(INTERPRETER_CHUNK_MAX_BYTES);
+        let parts = chunks(text.clone());
+        assert!(parts.iter().all(|p| p.len() <= INTERPRETER_CHUNK_MAX_BYTES));
+        assert_eq!(parts.concat(), text);
+    }
+}

@@ -1,0 +1,726 @@
+# hutch python interpreter worker.
+#
+# Run by the agent as `python3 -c SRC` with fd 0 = /dev/null, fds 1/2 = pipes the agent reads
+# raw, fd 3 = control in (one JSON object per line), fd 4 = control out. The protocol is in
+# crates/hutch-agent/workers/README.md. Kernel: IPython's InteractiveShell when importable
+# (or HUTCH_KERNEL=ipython), else plain CPython (HUTCH_KERNEL=python).
+#
+# Startup is kept minimal for the plain kernel: no `json`, `re`, `ast`, `signal`, `traceback`
+# or `linecache` import at start (the C modules `_json` and `_signal` are used instead, `_ast`
+# at the first execution; everything else is imported when first needed).
+import os
+import sys
+import io
+import _json
+import _signal
+
+_G = globals()
+_PID = os.getpid()
+_CTL_IN = 3
+_CTL_OUT = 4
+
+for _fd in (_CTL_IN, _CTL_OUT):
+    os.set_inheritable(_fd, False)
+
+# --- JSON without importing `json` (which imports `re`) -------------------------------------
+
+
+class _ScanCtx:
+    strict = False
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = float
+    memo = {}
+
+
+_scan = _json.make_scanner(_ScanCtx())
+_esc = _json.encode_basestring_ascii
+
+
+def _enc_str(s):
+    if not s.isascii():
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            # Lone surrogates are not valid JSON text for strict parsers.
+            s = s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return _esc(s)
+
+
+def _enc(o):
+    if o is None:
+        return "null"
+    if o is True:
+        return "true"
+    if o is False:
+        return "false"
+    if isinstance(o, str):
+        return _enc_str(o)
+    if isinstance(o, int):
+        return int.__repr__(o)
+    if isinstance(o, float):
+        if o != o or o in (float("inf"), float("-inf")):
+            return "null"
+        return float.__repr__(o)
+    if isinstance(o, dict):
+        return "{" + ",".join(_enc_str(str(k)) + ":" + _enc(v) for k, v in o.items()) + "}"
+    if isinstance(o, (list, tuple)):
+        return "[" + ",".join(_enc(v) for v in o) + "]"
+    return _enc_str(str(o))
+
+
+# --- stdout/stderr: unbuffered, straight to fds 1/2 -----------------------------------------
+
+
+class _FdWriter(io.RawIOBase):
+    """Raw writer that writes everything it is given (loops over partial writes)."""
+
+    def __init__(self, fd):
+        self._fd = fd
+
+    def writable(self):
+        return True
+
+    def fileno(self):
+        return self._fd
+
+    def isatty(self):
+        return False
+
+    def write(self, b):
+        mv = memoryview(b).cast("B")
+        n = len(mv)
+        off = 0
+        while off < n:
+            off += os.write(self._fd, mv[off:])
+        return n
+
+
+_old_stdio = (sys.stdout, sys.stderr)  # kept referenced: collecting them would close fds 1/2
+for _name, _fd in (("stdout", 1), ("stderr", 2)):
+    _s = io.TextIOWrapper(
+        _FdWriter(_fd), encoding="utf-8", errors="backslashreplace", write_through=True
+    )
+    setattr(sys, _name, _s)
+    setattr(sys, "__%s__" % _name, _s)
+del _name, _fd, _s
+
+
+def _flush_stdio():
+    for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            s.flush()
+        except Exception:
+            pass
+    if "ctypes" in sys.modules:
+        _libc_fflush()
+
+
+def _libc_fflush():
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except Exception:
+        pass
+
+
+# --- control channel ------------------------------------------------------------------------
+
+_executing = False  # a cell (or its result formatting) is running: SIGINT raises
+_interrupted = False  # SIGINT arrived during this execution
+_deferring = False  # a control message is being written: SIGINT waits until it is whole
+_pending = False
+_cur_id = None
+_count = 0
+
+
+def _on_sigint(signum, frame):
+    global _interrupted, _pending
+    if not _executing:
+        return
+    _interrupted = True
+    if _deferring:
+        _pending = True
+        return
+    raise KeyboardInterrupt
+
+
+_signal.signal(_signal.SIGINT, _on_sigint)
+
+
+def _send(obj):
+    global _deferring, _pending
+    data = (_enc(obj) + "\n").encode("ascii")
+    _deferring = True
+    try:
+        mv = memoryview(data)
+        off = 0
+        n = len(mv)
+        while off < n:
+            off += os.write(_CTL_OUT, mv[off:])
+    except OSError:
+        # The agent is gone.
+        os._exit(1)
+    finally:
+        _deferring = False
+    if _pending and _executing:
+        _pending = False
+        raise KeyboardInterrupt
+
+
+def _send_result(data):
+    _send({"type": "result", "id": _cur_id, "data": data, "executionCount": _count})
+
+
+def _send_error(name, value, tb):
+    global _error_sent
+    _error_sent = True
+    _send({"type": "error", "id": _cur_id, "name": name, "value": value, "traceback": tb})
+
+
+_error_sent = False
+
+
+def _read_lines():
+    buf = bytearray()
+    while True:
+        i = buf.find(b"\n")
+        if i >= 0:
+            line = bytes(buf[:i])
+            del buf[: i + 1]
+            yield line
+            continue
+        chunk = os.read(_CTL_IN, 1 << 16)
+        if not chunk:
+            return
+        buf += chunk
+
+
+def _decode(line):
+    s = line.decode("utf-8", "replace").strip()
+    if not s:
+        return None
+    obj, end = _scan(s, 0)
+    return obj
+
+
+# --- source registry for tracebacks ---------------------------------------------------------
+
+_sources = {}  # filename -> source, all cells of this worker
+_unregistered = []
+
+
+def _register_source(fname, src):
+    _sources[fname] = src
+    _unregistered.append(fname)
+    if "linecache" in sys.modules:
+        _sync_linecache()
+
+
+def _sync_linecache():
+    import linecache
+
+    while _unregistered:
+        f = _unregistered.pop()
+        src = _sources[f]
+        linecache.cache[f] = (len(src), None, src.splitlines(True), f)
+
+
+def _exc_value(e):
+    try:
+        return str(e)
+    except Exception:
+        return "<unprintable %s>" % type(e).__name__
+
+
+# --- matplotlib: Agg backend, open figures become artifacts ---------------------------------
+
+os.environ["MPLBACKEND"] = "Agg"
+_fig_seq = 0  # figures of the current execution
+
+
+def _emit_figures():
+    """Every open pyplot figure becomes an `artifact` PNG and is closed."""
+    if "matplotlib.pyplot" in sys.modules:
+        _cold()
+        _emit_figures_now()
+
+
+class _PyplotHook:
+    """Import hook: once `matplotlib.pyplot` loads, `plt.show()` emits the figures."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "matplotlib.pyplot":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        orig = getattr(loader, "exec_module", None)
+        if orig is None:
+            return spec
+
+        def exec_module(module):
+            orig(module)
+            try:
+                _cold()
+                _patch_pyplot(module)
+            except Exception:
+                pass
+
+        loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, _PyplotHook())
+
+def _display(*objs, **kwargs):
+    """`display()` for the plain kernel: each object becomes a `result` message."""
+    _cold()
+    return _display_now(*objs, **kwargs)
+
+
+# --- plain CPython kernel -------------------------------------------------------------------
+
+
+class _PlainKernel:
+    name = "python"
+
+    def __init__(self):
+        import types
+
+        mod = types.ModuleType("__main__")
+        mod.__builtins__ = __builtins__
+        self.ns = mod.__dict__
+        self.module = mod
+        sys.modules["__main__"] = mod
+        import builtins
+
+        builtins.display = _display
+        self.loop = None
+
+    def _await(self, coro):
+        import asyncio
+
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        return self.loop.run_until_complete(coro)
+
+    def _eval(self, co):
+        r = eval(co, self.ns)
+        if co.co_flags & 0x80:  # CO_COROUTINE: the cell uses top-level await
+            r = self._await(r)
+        return r
+
+    def run(self, code, n):
+        """Runs one cell; exceptions of user code propagate. Returns None."""
+        fname = "<cell-%d>" % n
+        _register_source(fname, code)
+        import _ast
+
+        flags = _ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+        tree = compile(code, fname, "exec", _ast.PyCF_ONLY_AST | flags)
+        last = None
+        if tree.body and isinstance(tree.body[-1], _ast.Expr):
+            last = tree.body.pop()
+        if tree.body:
+            self._eval(compile(tree, fname, "exec", flags))
+        if last is not None:
+            value = self._eval(compile(_ast.Expression(last.value), fname, "eval", flags))
+            if value is not None and not code.rstrip().endswith(";"):
+                self.ns["_"] = value
+                _cold()
+                _send_result(_bundle(value))
+        _emit_figures()
+        return None
+
+
+# --- code needed only later -------------------------------------------------------------
+# Compiled at first use: compiling it at start would cost more than the rest of the worker.
+
+_COLD_SRC = r'''
+# --- exit -----------------------------------------------------------------------------------
+
+
+def _exit_worker(code):
+    if code is None:
+        rc = 0
+    elif isinstance(code, int):
+        rc = code
+    else:
+        try:
+            print(code, file=sys.stderr)
+        except Exception:
+            pass
+        rc = 1
+    try:
+        import atexit
+
+        atexit._run_exitfuncs()
+    except BaseException:
+        pass
+    _flush_stdio()
+    _libc_fflush()
+    os._exit(rc & 0xFF)
+
+
+# --- tracebacks ----------------------------------------------------------------------------
+
+
+def _strip_worker_frames(tb):
+    """The traceback `tb` without the worker's own frames."""
+    import types
+
+    kept = []
+    while tb is not None:
+        if tb.tb_frame.f_globals is not _G:
+            kept.append(tb)
+        tb = tb.tb_next
+    for t in reversed(kept):
+        tb = types.TracebackType(tb, t.tb_frame, t.tb_lasti, t.tb_lineno)
+    return tb
+
+
+def _format_exc(e):
+    """Traceback text of `e` without the worker's own leading frames."""
+    _sync_linecache()
+    import traceback
+
+    tb = _strip_worker_frames(e.__traceback__)
+    try:
+        return "".join(traceback.format_exception(type(e), e, tb))
+    except Exception:
+        return "%s: %s\n" % (type(e).__name__, e)
+
+
+# --- rich display ---------------------------------------------------------------------------
+
+_REPRS = (
+    ("text/html", "_repr_html_"),
+    ("text/markdown", "_repr_markdown_"),
+    ("image/svg+xml", "_repr_svg_"),
+    ("image/png", "_repr_png_"),
+    ("image/jpeg", "_repr_jpeg_"),
+    ("application/json", "_repr_json_"),
+    ("text/latex", "_repr_latex_"),
+    ("application/pdf", "_repr_pdf_"),
+    ("application/javascript", "_repr_javascript_"),
+)
+
+
+def _b64(b):
+    import binascii
+
+    return binascii.b2a_base64(b, newline=False).decode("ascii")
+
+
+def _mime_value(mime, v):
+    if isinstance(v, tuple) and v:
+        v = v[0]
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return _b64(bytes(v))
+    if mime == "application/json" or isinstance(v, str):
+        return v
+    return str(v)
+
+
+def _bundle(obj):
+    data = {}
+    cls = type(obj)
+    if callable(getattr(cls, "_repr_mimebundle_", None)):
+        try:
+            r = obj._repr_mimebundle_()
+            if isinstance(r, tuple):
+                r = r[0]
+            if isinstance(r, dict):
+                for k, v in r.items():
+                    if v is not None:
+                        data[str(k)] = _mime_value(str(k), v)
+        except Exception:
+            pass
+    for mime, meth in _REPRS:
+        if mime in data or not callable(getattr(cls, meth, None)):
+            continue
+        try:
+            v = getattr(obj, meth)()
+        except Exception:
+            continue
+        if v is not None:
+            data[mime] = _mime_value(mime, v)
+    if "text/plain" not in data:
+        data["text/plain"] = repr(obj)
+    return data
+
+
+def _display_now(*objs, **kwargs):
+    """`display()` for the plain kernel: each object becomes a `result` message."""
+    raw = kwargs.get("raw", False)
+    for obj in objs:
+        if raw and isinstance(obj, dict):
+            _send_result({str(k): _mime_value(str(k), v) for k, v in obj.items()})
+        else:
+            _send_result(_bundle(obj))
+
+
+# --- matplotlib figures --------------------------------------------------------------------
+
+
+def _emit_figures_now():
+    """Every open pyplot figure becomes an `artifact` PNG and is closed."""
+    global _fig_seq
+    if "matplotlib.pyplot" not in sys.modules:
+        return
+    try:
+        from matplotlib._pylab_helpers import Gcf
+        import matplotlib.pyplot as plt
+    except Exception:
+        return
+    for manager in list(Gcf.get_all_fig_managers()):
+        fig = manager.canvas.figure
+        try:
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", bbox_inches="tight")
+            _fig_seq += 1
+            _send(
+                {
+                    "type": "artifact",
+                    "id": _cur_id,
+                    "name": "figure-%d.png" % _fig_seq,
+                    "mimeType": "image/png",
+                    "data": _b64(buf.getvalue()),
+                }
+            )
+        finally:
+            plt.close(fig)
+
+
+def _patch_pyplot(plt):
+    orig = plt.show
+
+    def show(*args, **kwargs):
+        if _executing:
+            _emit_figures()
+        else:
+            return orig(*args, **kwargs)
+
+    show.__doc__ = orig.__doc__
+    plt.show = show
+
+
+# --- IPython kernel -------------------------------------------------------------------------
+
+
+def _make_ipython_kernel():
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.core.displayhook import DisplayHook
+    from IPython.core.displaypub import DisplayPublisher
+    from traitlets import Type
+    from traitlets.config import Config
+
+    class HutchDisplayHook(DisplayHook):
+        def start_displayhook(self):
+            pass
+
+        def write_output_prompt(self):
+            pass
+
+        def write_format_data(self, format_dict, md_dict=None):
+            _send_result({str(k): _mime_value(str(k), v) for k, v in format_dict.items()})
+
+        def finish_displayhook(self):
+            pass
+
+    class HutchDisplayPublisher(DisplayPublisher):
+        def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kw):
+            _send_result({str(k): _mime_value(str(k), v) for k, v in data.items()})
+
+        def clear_output(self, wait=False):
+            pass
+
+    class HutchShell(InteractiveShell):
+        displayhook_class = Type(HutchDisplayHook)
+        display_pub_class = Type(HutchDisplayPublisher)
+        # `!cmd` runs with the worker's fds 1/2 (no pty), so its output is captured raw.
+        system = InteractiveShell.system_raw
+
+        exit_request = None
+
+        def enable_gui(self, gui=None):
+            # `%matplotlib inline` needs no event loop; there is no display for a GUI one.
+            if gui not in (None, "inline"):
+                raise RuntimeError("no GUI event loop in a sandbox (no display): %s" % gui)
+
+        def ask_exit(self):
+            # `exit()` / `quit()` (IPython's ExitAutocall)
+            self.exit_now = True
+
+        def showtraceback(self, exc_tuple=None, *args, **kwargs):
+            et, ev, tb = exc_tuple or sys.exc_info()
+            if et is not None and issubclass(et, SystemExit):
+                self.exit_request = ev if ev is not None else SystemExit()
+                return
+            if et is not None:
+                exc_tuple = (et, ev, _strip_worker_frames(tb))
+            return super().showtraceback(exc_tuple, *args, **kwargs)
+
+        def _showtraceback(self, etype, evalue, stb):
+            try:
+                text = self.InteractiveTB.stb2text(stb)
+            except Exception:
+                text = "\n".join(stb)
+            _send_error(getattr(etype, "__name__", str(etype)), _exc_value(evalue), text)
+
+    import warnings
+
+    warnings.filterwarnings("ignore", message="To exit: use")
+    c = Config()
+    c.HistoryManager.enabled = False
+    c.InteractiveShell.colors = "NoColor"
+    c.InteractiveShell.autoindent = False
+    shell = HutchShell.instance(config=c)
+    return shell
+
+
+class _IPythonKernel:
+    name = "ipython"
+
+    def __init__(self):
+        import warnings
+
+        # Startup warnings (e.g. an unwritable HOME for ~/.ipython) would land in the output
+        # of the first execution.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.shell = _make_ipython_kernel()
+
+    def run(self, code, n):
+        global _count
+        shell = self.shell
+        _count = shell.execution_count
+        res = shell.run_cell(code, store_history=True)
+        if shell.exit_request is not None:
+            raise shell.exit_request
+        if getattr(shell, "exit_now", False):
+            raise SystemExit(0)
+        _emit_figures()
+        if not res.success and not _error_sent:
+            e = res.error_before_exec or res.error_in_exec
+            if e is not None:
+                _send_error(type(e).__name__, _exc_value(e), "")
+        return None
+'''
+_cold_loaded = False
+
+
+def _cold():
+    global _cold_loaded
+    if not _cold_loaded:
+        _cold_loaded = True
+        exec(compile(_COLD_SRC, "<hutch-worker>", "exec"), _G)
+
+
+# --- main loop ------------------------------------------------------------------------------
+
+
+def _execute(msg):
+    global _executing, _interrupted, _pending, _cur_id, _count, _error_sent, _fig_seq
+    _cur_id = msg.get("id")
+    _fig_seq = 0
+    code = msg.get("code")
+    if not isinstance(code, str):
+        code = ""
+    envs = msg.get("envs")
+    saved = []
+    if isinstance(envs, dict):
+        for k, v in envs.items():
+            if not isinstance(k, str) or not isinstance(v, str) or not k:
+                continue
+            if "=" in k or "\0" in k or "\0" in v:
+                continue
+            saved.append((k, os.environ.get(k)))
+            os.environ[k] = v
+    if _kernel.name == "python":
+        _count += 1
+    _interrupted = False
+    _pending = False
+    _error_sent = False
+    failed = False
+    try:
+        try:
+            _executing = True
+            _kernel.run(code, _count)
+        finally:
+            _executing = False
+    except SystemExit as e:
+        if os.getpid() == _PID:
+            for k, old in reversed(saved):
+                _restore_env(k, old)
+        _cold()
+        _exit_worker(e.code)
+    except BaseException as e:
+        failed = True
+        _cold()
+        _send_error(type(e).__name__, _exc_value(e), _format_exc(e))
+    if os.getpid() != _PID:
+        # A fork()ed child of the cell returned into the worker: it must not speak the protocol.
+        _flush_stdio()
+        os._exit(0)
+    for k, old in reversed(saved):
+        _restore_env(k, old)
+    _flush_stdio()
+    if _interrupted:
+        if not _error_sent:
+            _send_error("KeyboardInterrupt", "", "")
+        status = "interrupted"
+    elif failed or _error_sent:
+        status = "error"
+    else:
+        status = "ok"
+    _send({"type": "done", "id": _cur_id, "status": status, "executionCount": _count})
+
+
+def _restore_env(k, old):
+    if old is None:
+        os.environ.pop(k, None)
+    else:
+        os.environ[k] = old
+
+
+def _choose_kernel():
+    want = os.environ.pop("HUTCH_KERNEL", "") or "ipython"
+    if want == "ipython":
+        try:
+            _cold()
+            return _IPythonKernel()
+        except Exception as e:
+            if want == "ipython" and not isinstance(e, ImportError):
+                print("hutch: IPython failed to start (%s); using plain Python" % e, file=sys.stderr)
+    return _PlainKernel()
+
+
+_kernel = _choose_kernel()
+
+
+def _main():
+    _send({"type": "ready", "language": "python", "kernel": _kernel.name, "pid": _PID})
+    for line in _read_lines():
+        try:
+            msg = _decode(line)
+        except Exception:
+            continue
+        if isinstance(msg, dict) and msg.get("type") == "execute":
+            _execute(msg)
+    _flush_stdio()
+    os._exit(0)
+
+
+_main()

@@ -1,0 +1,626 @@
+"""Protocol tests of the interpreter workers.
+
+Each test starts a worker exactly as the agent does: `python3 -c SRC`, `node -e SRC` or
+`bash --noprofile --norc -c SRC`, fd 0 = /dev/null, fds 1/2 = pipes, fd 3 = control in,
+fd 4 = control out, in its own process group. Run from the repository root:
+
+    /usr/bin/python3 -m unittest discover -s crates/hutch-agent/workers/tests -v
+"""
+
+import base64
+import fcntl
+import json
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import unittest
+
+WORKERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else shutil.which("python3")
+NODE = "/usr/bin/node" if os.path.exists("/usr/bin/node") else shutil.which("node")
+BASH = shutil.which("bash")
+
+
+def _read(name):
+    with open(os.path.join(WORKERS, name)) as f:
+        return f.read()
+
+
+def _importable(module):
+    r = subprocess.run([PYTHON, "-c", "import " + module], capture_output=True)
+    return r.returncode == 0
+
+
+HAVE_IPYTHON = _importable("IPython")
+HAVE_PANDAS = _importable("pandas")
+HAVE_MPL = _importable("matplotlib")
+
+
+class Worker:
+    """One worker process and its pipes."""
+
+    def __init__(self, language, kernel=None, env=None, cwd=None):
+        if language == "python":
+            src = _read("python_worker.py")
+            argv = [PYTHON, "-c", src]
+        elif language == "javascript":
+            src = _read("node_worker.js")
+            argv = [NODE, "-e", src]
+        else:
+            src = _read("bash_worker.sh")
+            argv = [BASH, "--noprofile", "--norc", "-c", src]
+        e = dict(os.environ if env is None else env)
+        if kernel:
+            e["HUTCH_KERNEL"] = kernel
+        ctl_in_r, self.ctl_in = os.pipe()
+        self.ctl_out, ctl_out_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        # Park the child's ends above 3/4 so the dup2 in the child cannot clobber them.
+        hi_r = fcntl.fcntl(ctl_in_r, fcntl.F_DUPFD_CLOEXEC, 20)
+        hi_w = fcntl.fcntl(ctl_out_w, fcntl.F_DUPFD_CLOEXEC, 20)
+
+        def child():
+            os.dup2(hi_r, 3)
+            os.dup2(hi_w, 4)
+            os.setpgid(0, 0)
+
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out_w,
+            stderr=err_w,
+            pass_fds=(3, 4),
+            preexec_fn=child,
+            env=e,
+            cwd=cwd,
+        )
+        for fd in (ctl_in_r, ctl_out_w, out_w, err_w, hi_r, hi_w):
+            os.close(fd)
+        self.out_fd, self.err_fd = out_r, err_r
+        self.stdout = bytearray()
+        self.stderr = bytearray()
+        self._buf = bytearray()
+        self._msgs = []
+        self._eof = False
+        self.sel = selectors.DefaultSelector()
+        for fd in (self.ctl_out, out_r, err_r):
+            os.set_blocking(fd, False)
+            self.sel.register(fd, selectors.EVENT_READ)
+        self.ready = self.next_message(timeout=30)
+        self.ready_ms = (time.perf_counter() - t0) * 1000
+
+    def _pump(self, timeout):
+        for key, _ in self.sel.select(timeout):
+            fd = key.fd
+            try:
+                data = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not data:
+                self.sel.unregister(fd)
+                if fd == self.ctl_out:
+                    self._eof = True
+                continue
+            if fd == self.out_fd:
+                self.stdout += data
+            elif fd == self.err_fd:
+                self.stderr += data
+            else:
+                self._buf += data
+                while b"\n" in self._buf:
+                    line, _, rest = bytes(self._buf).partition(b"\n")
+                    self._buf = bytearray(rest)
+                    self._msgs.append(json.loads(line))
+
+    def drain(self):
+        """Reads what the worker already wrote to fds 1/2."""
+        for fd, acc in ((self.out_fd, self.stdout), (self.err_fd, self.stderr)):
+            while True:
+                try:
+                    data = os.read(fd, 1 << 16)
+                except (BlockingIOError, OSError):
+                    break
+                if not data:
+                    break
+                acc += data
+
+    def next_message(self, timeout=20):
+        deadline = time.monotonic() + timeout
+        while not self._msgs:
+            if self._eof:
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no message from the worker")
+            self._pump(min(left, 0.5))
+        return self._msgs.pop(0)
+
+    def send(self, code, envs=None, id=1):
+        msg = {"type": "execute", "id": id, "code": code}
+        if envs is not None:
+            msg["envs"] = envs
+        # raw UTF-8 and compact separators, as the agent (serde_json) sends them
+        line = json.dumps(msg, ensure_ascii=False, separators=(",", ":")) + "\n"
+        os.write(self.ctl_in, line.encode())
+
+    def collect(self, timeout=20):
+        """Messages up to and including `done` (or None at the end: the worker exited)."""
+        msgs = []
+        while True:
+            m = self.next_message(timeout)
+            if m is None:
+                return msgs
+            msgs.append(m)
+            if m["type"] == "done":
+                self.drain()
+                return msgs
+
+    def run(self, code, envs=None, timeout=20):
+        self.stdout.clear()
+        self.stderr.clear()
+        self.send(code, envs)
+        return self.collect(timeout)
+
+    def interrupt(self):
+        os.killpg(self.proc.pid, signal.SIGINT)
+
+    def wait_exit(self, timeout=20):
+        deadline = time.monotonic() + timeout
+        while not self._eof and time.monotonic() < deadline:
+            self._pump(0.5)
+        return self.proc.wait(max(1, deadline - time.monotonic()))
+
+    def close(self):
+        try:
+            os.close(self.ctl_in)
+        except OSError:
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.sel.close()
+        for fd in (self.ctl_out, self.out_fd, self.err_fd):
+            os.close(fd)
+
+
+def by_type(msgs, t):
+    return [m for m in msgs if m["type"] == t]
+
+
+def done(msgs):
+    assert msgs and msgs[-1]["type"] == "done", msgs
+    return msgs[-1]
+
+
+def interrupt_after(worker, seconds):
+    t = threading.Timer(seconds, worker.interrupt)
+    t.start()
+    return t
+
+
+class PlainPythonTest(unittest.TestCase):
+    """The plain CPython kernel (HUTCH_KERNEL=python)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.w = Worker("python", kernel="python")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.w.close()
+
+    def test_ready_names_the_kernel_and_hides_the_selector(self):
+        self.assertEqual(self.w.ready["type"], "ready")
+        self.assertEqual(self.w.ready["language"], "python")
+        self.assertEqual(self.w.ready["kernel"], "python")
+        self.assertEqual(self.w.ready["pid"], self.w.proc.pid)
+        msgs = self.w.run("import os\n'HUTCH_KERNEL' in os.environ")
+        self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], "False")
+
+    def test_last_expression_is_the_result_and_state_persists(self):
+        self.assertEqual(done(self.w.run("x = 6 * 7"))["status"], "ok")
+        msgs = self.w.run("y = x\ny")
+        [res] = by_type(msgs, "result")
+        self.assertEqual(res["data"], {"text/plain": "42"})
+        self.assertEqual(res["executionCount"], done(msgs)["executionCount"])
+        self.assertEqual(by_type(self.w.run("x;"), "result"), [])  # `;` suppresses
+        self.assertEqual(by_type(self.w.run("print('no result')"), "result"), [])
+
+    def test_output_of_print_subprocesses_and_c_goes_to_fds_1_and_2(self):
+        msgs = self.w.run(
+            "import os, sys\nprint('from print')\nsys.stderr.write('from stderr\\n')\n"
+            "os.system('echo from a subprocess')\n"
+            "import ctypes\nctypes.CDLL(None).printf(b'from C\\n')\nNone"
+        )
+        self.assertEqual(done(msgs)["status"], "ok")
+        out = self.w.stdout.decode()
+        self.assertIn("from print\n", out)
+        self.assertIn("from a subprocess\n", out)
+        self.assertIn("from C\n", out)  # libc's buffer is flushed before done
+        self.assertIn("from stderr\n", self.w.stderr.decode())
+
+    def test_traceback_shows_the_source_line_and_no_worker_frames(self):
+        self.w.run("def boom(n):\n    return n / 0\n")
+        msgs = self.w.run("value = 1\nboom(value)")
+        [err] = by_type(msgs, "error")
+        self.assertEqual(err["name"], "ZeroDivisionError")
+        self.assertEqual(err["value"], "division by zero")
+        self.assertIn("return n / 0", err["traceback"])
+        self.assertIn("boom(value)", err["traceback"])
+        self.assertRegex(err["traceback"], r'File "<cell-\d+>", line 2, in boom')
+        self.assertNotIn('File "<string>"', err["traceback"])
+        self.assertNotIn("hutch-worker", err["traceback"])
+        self.assertEqual(done(msgs)["status"], "error")
+
+    def test_unicode(self):
+        msgs = self.w.run("print('h\u00e9llo \U0001f600')\n'\u2713'")
+        self.assertEqual(self.w.stdout.decode(), "h\u00e9llo \U0001f600\n")
+        self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], "'\u2713'")
+
+    def test_syntax_error(self):
+        msgs = self.w.run("def (:")
+        [err] = by_type(msgs, "error")
+        self.assertEqual(err["name"], "SyntaxError")
+        self.assertIn("def (:", err["traceback"])
+
+    def test_envs_apply_to_one_execution_and_are_restored(self):
+        os_env = "import os\n"
+        self.w.run(os_env + "os.environ['HUTCH_KEEP'] = 'before'")
+        msgs = self.w.run(
+            os_env + "(os.environ.get('HUTCH_NEW'), os.environ.get('HUTCH_KEEP'), "
+            "os.popen('echo $HUTCH_NEW').read().strip())",
+            envs={"HUTCH_NEW": "new", "HUTCH_KEEP": "during"},
+        )
+        self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], "('new', 'during', 'new')")
+        msgs = self.w.run(os_env + "(os.environ.get('HUTCH_NEW'), os.environ.get('HUTCH_KEEP'))")
+        self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], "(None, 'before')")
+
+    def test_sigint_interrupts_and_keeps_state(self):
+        t = interrupt_after(self.w, 0.5)
+        msgs = self.w.run("kept = 5\nwhile True:\n    pass")
+        t.join()
+        [err] = by_type(msgs, "error")
+        self.assertEqual(err["name"], "KeyboardInterrupt")
+        self.assertIn("while True", err["traceback"])
+        self.assertEqual(done(msgs)["status"], "interrupted")
+        t = interrupt_after(self.w, 0.5)
+        msgs = self.w.run("import time\ntime.sleep(100)")
+        t.join()
+        self.assertEqual(done(msgs)["status"], "interrupted")
+        self.assertEqual(by_type(self.w.run("kept"), "result")[0]["data"]["text/plain"], "5")
+
+    def test_a_raised_keyboardinterrupt_is_an_ordinary_error(self):
+        msgs = self.w.run("raise KeyboardInterrupt")
+        self.assertEqual(by_type(msgs, "error")[0]["name"], "KeyboardInterrupt")
+        self.assertEqual(done(msgs)["status"], "error")
+
+    def test_rich_mime_from_repr_methods_and_display(self):
+        code = (
+            "class Rich:\n"
+            "    def __repr__(self): return 'Rich()'\n"
+            "    def _repr_html_(self): return '<b>rich</b>'\n"
+            "    def _repr_png_(self): return b'\\x89PNG'\n"
+            "display(Rich(), 7)\n"
+            "Rich()"
+        )
+        msgs = self.w.run(code)
+        results = by_type(msgs, "result")
+        self.assertEqual(len(results), 3)
+        self.assertEqual(results[1]["data"], {"text/plain": "7"})
+        data = results[2]["data"]
+        self.assertEqual(data["text/plain"], "Rich()")
+        self.assertEqual(data["text/html"], "<b>rich</b>")
+        self.assertEqual(base64.b64decode(data["image/png"]), b"\x89PNG")
+
+    @unittest.skipUnless(HAVE_PANDAS, "pandas is not installed")
+    def test_dataframe_is_html(self):
+        msgs = self.w.run("import pandas as pd\npd.DataFrame({'a': [1, 2]})")
+        data = by_type(msgs, "result")[0]["data"]
+        self.assertIn("<table", data["text/html"])
+        self.assertIn("a", data["text/plain"])
+
+    @unittest.skipUnless(HAVE_MPL, "matplotlib is not installed")
+    def test_matplotlib_figures_become_png_artifacts(self):
+        msgs = self.w.run(
+            "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()\n"
+            "plt.figure()\nplt.plot([3, 2, 1])\nNone"
+        )
+        arts = by_type(msgs, "artifact")
+        self.assertEqual([a["name"] for a in arts], ["figure-1.png", "figure-2.png"])
+        for a in arts:
+            self.assertEqual(a["mimeType"], "image/png")
+            self.assertTrue(base64.b64decode(a["data"]).startswith(b"\x89PNG"))
+        # closed after being sent
+        self.assertEqual(by_type(self.w.run("plt.get_fignums()"), "result")[0]["data"]["text/plain"], "[]")
+
+    def test_top_level_await(self):
+        msgs = self.w.run("import asyncio\nawait asyncio.sleep(0.01)\n40 + 2")
+        self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], "42")
+
+    def test_big_output_does_not_stall(self):
+        t = time.monotonic()
+        msgs = self.w.run("print('a' * 2_000_000)\nimport sys\nsys.stderr.write('e' * 1_000_000)\nNone", timeout=30)
+        self.assertEqual(done(msgs)["status"], "ok")
+        self.assertEqual(len(self.w.stdout), 2_000_001)
+        self.assertEqual(len(self.w.stderr), 1_000_000)
+        self.assertLess(time.monotonic() - t, 10)
+
+    def test_control_fds_are_not_inherited(self):
+        self.w.run("import os\nos.system('sh -c \"ls /proc/\\\\$\\\\$/fd\"')")
+        fds = self.w.stdout.decode().split()
+        self.assertIn("1", fds)
+        self.assertNotIn("3", fds)
+        self.assertNotIn("4", fds)
+
+    def test_a_forked_child_does_not_speak_the_protocol(self):
+        msgs = self.w.run("import os\npid = os.fork()\nif pid == 0:\n    print('child')\nelse:\n    os.waitpid(pid, 0)\n")
+        self.assertEqual(len(by_type(msgs, "done")), 1)
+        self.assertEqual(by_type(self.w.run("1"), "result")[0]["data"]["text/plain"], "1")
+
+
+class PythonExitTest(unittest.TestCase):
+    def test_sys_exit_code_is_the_process_exit_code(self):
+        w = Worker("python", kernel="python")
+        msgs = w.run("import sys\nprint('bye', end='')\nsys.exit(3)")
+        self.assertEqual(by_type(msgs, "done"), [])
+        self.assertEqual(w.wait_exit(), 3)
+        self.assertEqual(w.stdout.decode(), "bye")
+        w.close()
+
+    def test_exit_is_zero(self):
+        w = Worker("python", kernel="python")
+        w.run("exit()")
+        self.assertEqual(w.wait_exit(), 0)
+        w.close()
+
+    def test_exit_with_a_message_prints_it_and_is_one(self):
+        w = Worker("python", kernel="python")
+        w.run("import sys\nsys.exit('fatal')")
+        self.assertEqual(w.wait_exit(), 1)
+        w.drain()
+        self.assertIn("fatal", w.stderr.decode())
+        w.close()
+
+    @unittest.skipUnless(HAVE_IPYTHON, "IPython is not installed")
+    def test_ipython_sys_exit_and_exit(self):
+        w = Worker("python", kernel="ipython")
+        w.run("import sys\nsys.exit(4)")
+        self.assertEqual(w.wait_exit(), 4)
+        w.close()
+        w = Worker("python", kernel="ipython")
+        w.run("exit()")
+        self.assertEqual(w.wait_exit(), 0)
+        w.close()
+
+
+@unittest.skipUnless(HAVE_IPYTHON, "IPython is not installed")
+class IPythonTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.w = Worker("python", kernel="ipython")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.w.close()
+
+    def test_ready(self):
+        self.assertEqual(self.w.ready["kernel"], "ipython")
+
+    def test_magics_and_shell_commands(self):
+        self.w.run("alpha = 1\nbeta = 'b'")
+        self.w.run("%who")
+        self.assertIn("alpha", self.w.stdout.decode())
+        self.assertIn("beta", self.w.stdout.decode())
+        msgs = self.w.run("%pwd")
+        self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], repr(os.getcwd()))
+        self.w.run("!echo hello from the shell")
+        self.assertIn("hello from the shell", self.w.stdout.decode())
+        msgs = self.w.run("%%timeit -n1 -r1\nsum(range(100))")
+        self.assertEqual(done(msgs)["status"], "ok")
+        self.assertIn("per loop", self.w.stdout.decode())
+        self.w.run("%reset -f")
+        self.assertEqual(by_type(self.w.run("alpha"), "error")[0]["name"], "NameError")
+
+    def test_result_error_and_execution_count(self):
+        msgs = self.w.run("21 * 2")
+        [res] = by_type(msgs, "result")
+        self.assertEqual(res["data"]["text/plain"], "42")
+        self.assertEqual(res["executionCount"], done(msgs)["executionCount"])
+        self.w.run("def boom():\n    return 1 / 0\n")
+        msgs = self.w.run("boom()")
+        [err] = by_type(msgs, "error")
+        self.assertEqual(err["name"], "ZeroDivisionError")
+        self.assertIn("return 1 / 0", err["traceback"])
+        self.assertNotIn("\x1b[", err["traceback"])  # no colours
+        self.assertEqual(done(msgs)["status"], "error")
+
+    @unittest.skipUnless(HAVE_PANDAS, "pandas is not installed")
+    def test_dataframe_and_display(self):
+        msgs = self.w.run("import pandas as pd\ndf = pd.DataFrame({'a': [1, 2]})\ndisplay(df)\ndf")
+        results = by_type(msgs, "result")
+        self.assertEqual(len(results), 2)
+        for r in results:
+            self.assertIn("<table", r["data"]["text/html"])
+
+    @unittest.skipUnless(HAVE_MPL, "matplotlib is not installed")
+    def test_matplotlib_artifact(self):
+        msgs = self.w.run("import matplotlib.pyplot as plt\nplt.plot([1, 2])\nNone")
+        [art] = by_type(msgs, "artifact")
+        self.assertTrue(base64.b64decode(art["data"]).startswith(b"\x89PNG"))
+
+    def test_interrupt_keeps_state_and_raised_keyboardinterrupt_is_an_error(self):
+        t = interrupt_after(self.w, 0.5)
+        msgs = self.w.run("kept = 9\nimport time\nwhile True:\n    time.sleep(0.01)")
+        t.join()
+        self.assertEqual(by_type(msgs, "error")[0]["name"], "KeyboardInterrupt")
+        self.assertEqual(done(msgs)["status"], "interrupted")
+        t = interrupt_after(self.w, 0.5)
+        msgs = self.w.run("!sleep 100")
+        t.join()
+        self.assertEqual(done(msgs)["status"], "interrupted")
+        self.assertEqual(by_type(self.w.run("kept"), "result")[0]["data"]["text/plain"], "9")
+        msgs = self.w.run("raise KeyboardInterrupt")
+        self.assertEqual(done(msgs)["status"], "error")
+
+    def test_envs_restored(self):
+        msgs = self.w.run("import os\nos.environ.get('HUTCH_E')", envs={"HUTCH_E": "1"})
+        self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], "'1'")
+        msgs = self.w.run("os.environ.get('HUTCH_E') is None")
+        self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], "True")
+
+
+@unittest.skipUnless(NODE, "node is not installed")
+class NodeTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.w = Worker("javascript")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.w.close()
+
+    def result(self, code):
+        msgs = self.w.run(code)
+        res = by_type(msgs, "result")
+        self.assertEqual(len(res), 1, msgs)
+        return res[0]["data"]["text/plain"]
+
+    def test_ready(self):
+        self.assertEqual(self.w.ready["kernel"], "node")
+        self.assertEqual(self.w.ready["language"], "javascript")
+
+    def test_declarations_persist_and_can_be_declared_again(self):
+        self.w.run("let a = 1; const b = 2; class K { v() { return 3 } }; function f() { return 4 }")
+        self.assertEqual(self.result("a + b + new K().v() + f()"), "10")
+        self.w.run("const b = 20")  # running a cell again must not fail
+        self.assertEqual(self.result("b"), "20")
+
+    def test_top_level_await_and_last_expression(self):
+        self.w.run("const z = await new Promise((r) => setTimeout(() => r(5), 10))")
+        self.assertEqual(self.result("z"), "5")
+        self.assertEqual(self.result("await Promise.resolve(1)\nconst arr = [1, 2]\narr\n  .map((x) => x * z)"), "[ 5, 10 ]")
+        self.assertEqual(self.result("arr.length"), "2")
+
+    def test_static_and_dynamic_imports(self):
+        self.w.run("import path, {join as j} from 'node:path'; import * as os from 'os'; import 'util'")
+        self.assertEqual(self.result("[path.basename('/a/b'), j('x', 'y'), typeof os.cpus]"), "[ 'b', 'x/y', 'function' ]")
+        msgs = self.w.run("(await import('node:path')).sep")
+        self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], "'/'")
+        self.assertNotIn("ExperimentalWarning", self.w.stderr.decode())
+
+    def test_console_goes_to_fds_and_require_works(self):
+        msgs = self.w.run("console.log('out', 1); console.error('err'); process.stdout.write('raw\\n'); require('path').join('a', 'b')")
+        self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], "'a/b'")
+        self.assertEqual(self.w.stdout.decode(), "out 1\nraw\n")
+        self.assertEqual(self.w.stderr.decode(), "err\n")
+
+    def test_error_shows_the_source_line(self):
+        msgs = self.w.run("function g() {\n  return null.x\n}\ng()")
+        [err] = by_type(msgs, "error")
+        self.assertEqual(err["name"], "TypeError")
+        self.assertIn("return null.x", err["traceback"])
+        self.assertRegex(err["traceback"], r"<cell-\d+>:2")
+        self.assertEqual(done(msgs)["status"], "error")
+
+    def test_interrupt_of_a_busy_loop_keeps_state(self):
+        t = interrupt_after(self.w, 0.5)
+        msgs = self.w.run("let kept = 7; while (true) {}")
+        t.join()
+        self.assertEqual(by_type(msgs, "error")[0]["name"], "KeyboardInterrupt")
+        self.assertEqual(done(msgs)["status"], "interrupted")
+        t = interrupt_after(self.w, 0.5)
+        msgs = self.w.run("await new Promise(() => {})")
+        t.join()
+        self.assertEqual(done(msgs)["status"], "interrupted")
+        self.assertEqual(self.result("kept"), "7")
+
+    def test_cwd_and_envs(self):
+        self.w.run("process.chdir('/tmp')")
+        self.assertEqual(self.result("process.cwd()"), "'/tmp'")
+        msgs = self.w.run("process.env.HUTCH_E", envs={"HUTCH_E": "v"})
+        self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], "'v'")
+        self.assertEqual(self.result("process.env.HUTCH_E === undefined"), "true")
+
+    def test_process_exit(self):
+        w = Worker("javascript")
+        w.run("console.log('bye'); process.exit(4)")
+        self.assertEqual(w.wait_exit(), 4)
+        self.assertEqual(w.stdout.decode(), "bye\n")
+        w.close()
+
+
+class BashTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.w = Worker("bash")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.w.close()
+
+    def test_ready(self):
+        self.assertEqual(self.w.ready["kernel"], "bash")
+
+    def test_variables_functions_and_cd_persist(self):
+        self.w.run("cd /tmp; x='a \"quoted\" \\\\ value'; declare -a arr=(1 2 3); greet() { echo \"hi $1\"; }")
+        msgs = self.w.run('echo "$PWD|$x|${arr[2]}"; greet you')
+        self.assertEqual(done(msgs)["status"], "ok")
+        self.assertEqual(self.w.stdout.decode(), '/tmp|a "quoted" \\\\ value|3\nhi you\n')
+
+    def test_unicode_and_escapes_survive_decoding(self):
+        self.w.run("printf '%s|' 'h\u00e9llo \u2713 \U0001f600' 'tab\there' 'back\\\\slash\\n' \"q'\\\"\"")
+        self.assertEqual(self.w.stdout.decode(), "h\u00e9llo \u2713 \U0001f600|tab\there|back\\\\slash\\n|q'\"|")
+
+    def test_exit_status_is_an_error(self):
+        msgs = self.w.run("echo before; (exit 3)")
+        [err] = by_type(msgs, "error")
+        self.assertEqual(err["name"], "ExitStatus")
+        self.assertEqual(err["value"], "exit status 3")
+        self.assertEqual(done(msgs)["status"], "error")
+        self.assertEqual(done(self.w.run("true"))["status"], "ok")
+
+    def test_interrupt_of_sleep_keeps_the_shell(self):
+        t = interrupt_after(self.w, 0.5)
+        msgs = self.w.run("kept=8; sleep 100; echo not-reached")
+        t.join()
+        self.assertEqual(done(msgs)["status"], "interrupted")
+        self.assertNotIn("not-reached", self.w.stdout.decode())
+        t = interrupt_after(self.w, 0.5)
+        msgs = self.w.run("while :; do :; done")
+        t.join()
+        self.assertEqual(done(msgs)["status"], "interrupted")
+        self.w.run("echo $kept")
+        self.assertEqual(self.w.stdout.decode(), "8\n")
+
+    def test_envs_restored(self):
+        self.w.run("export HUTCH_KEEP=before")
+        self.w.run('echo "$HUTCH_NEW $HUTCH_KEEP"; sh -c \'echo "$HUTCH_NEW"\'', envs={"HUTCH_NEW": "n", "HUTCH_KEEP": "d"})
+        self.assertEqual(self.w.stdout.decode(), "n d\nn\n")
+        self.w.run('echo "${HUTCH_NEW-unset} $HUTCH_KEEP"')
+        self.assertEqual(self.w.stdout.decode(), "unset before\n")
+
+    def test_control_fds_are_not_inherited(self):
+        self.w.run("sh -c 'ls /proc/$$/fd'")
+        fds = self.w.stdout.decode().split()
+        self.assertIn("1", fds)
+        for fd in ("3", "4", "5"):
+            self.assertNotIn(fd, fds)
+
+    def test_exit_ends_the_worker(self):
+        w = Worker("bash")
+        w.run("echo bye; exit 5")
+        self.assertEqual(w.wait_exit(), 5)
+        self.assertEqual(w.stdout.decode(), "bye\n")
+        w.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
