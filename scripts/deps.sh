@@ -39,3 +39,11 @@ if [[ "$("$venv/bin/schemathesis" --version 2>/dev/null)" != *" $SCHEMATHESIS_VE
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
+
+# The Python SDK (python/) and its tests, into a virtualenv under target/.
+sdk_venv="$(cd "$(dirname "$0")/.." && pwd)/target/venv-sdk"
+if ! "$sdk_venv/bin/python" -c 'import hutch, httpx, websockets, pytest' 2>/dev/null; then
+    echo "deps: installing the Python SDK and pytest into $sdk_venv"
+    [[ -x "$sdk_venv/bin/python" ]] || python3 -m venv "$sdk_venv"
+    "$sdk_venv/bin/pip" install -q --disable-pip-version-check -e "$(dirname "$sdk_venv")/../python" pytest
+fi

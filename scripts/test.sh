@@ -13,5 +13,7 @@ echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --locked --workspace
+echo "== Python SDK tests (against a real hutch serve)"
+HUTCH_BIN="$PWD/target/debug/hutch" target/venv-sdk/bin/pytest -q python/tests
 echo "== benchmark (quick mode: checks that it runs, figures are not meaningful)"
 cargo run --locked -q -p hutch -- bench sessions --quick
