@@ -13,6 +13,8 @@ from .errors import SandboxConnectionError, error_from_response
 
 __all__ = ["Transport", "normalize_api_url"]
 
+_IDEMPOTENT = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+
 Params = Mapping[str, Union[str, int, float, bool, None]]
 
 
@@ -87,10 +89,20 @@ class Transport:
             kwargs["headers"] = dict(headers)
         if timeout is not None:
             kwargs["timeout"] = timeout
-        try:
-            response = self._client.request(method, path, **kwargs)
-        except httpx.TransportError as e:
-            raise SandboxConnectionError(f"cannot reach {self.api_url}: {e}") from e
+        # A keep-alive connection the server has just closed fails with "disconnected
+        # without sending a response": an idempotent request is safe to send once more.
+        retries = 1 if method in _IDEMPOTENT and content is None and files is None else 0
+        while True:
+            try:
+                response = self._client.request(method, path, **kwargs)
+                break
+            except httpx.RemoteProtocolError as e:
+                if retries > 0:
+                    retries -= 1
+                    continue
+                raise SandboxConnectionError(f"cannot reach {self.api_url}: {e}") from e
+            except httpx.TransportError as e:
+                raise SandboxConnectionError(f"cannot reach {self.api_url}: {e}") from e
         if response.status_code >= 400:
             raise error_from_response(response.status_code, response.headers, response.text)
         return response
