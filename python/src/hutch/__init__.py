@@ -26,6 +26,23 @@ from .errors import (
     SessionNotFoundError,
     UnauthorizedError,
 )
+from .code import CodeResult
+from .commands import CommandResult, Process
+from .files import FileInfo
+from .interactive import (
+    InteractiveResult,
+    InteractiveSandboxSession,
+    InteractiveSettings,
+    KernelType,
+)
+from .interpreter import Artifact, CodeInterpreter, Execution, ExecutionError, Result
+from .storage import (
+    ContextInfoResult,
+    ContextStatusData,
+    ContextSync,
+    ContextSyncResult,
+    StorageContext,
+)
 from .sessions import (
     MAX_TTL,
     MIN_TTL,
@@ -61,4 +78,22 @@ __all__ = [
     "LibraryInstallError",
     "ErrorResponse",
     "HTTPError",
+    "CommandResult",
+    "Process",
+    "CodeResult",
+    "FileInfo",
+    "CodeInterpreter",
+    "Execution",
+    "ExecutionError",
+    "Result",
+    "Artifact",
+    "InteractiveSandboxSession",
+    "InteractiveSettings",
+    "InteractiveResult",
+    "KernelType",
+    "StorageContext",
+    "ContextStatusData",
+    "ContextInfoResult",
+    "ContextSyncResult",
+    "ContextSync",
 ]
