@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import codecs
 import json
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from ._http import Transport
 from ._ws import ws_connect, ws_frames
-from .errors import SandboxAPIError, SandboxOperationError
+from .errors import (
+    SandboxAPIError,
+    SandboxConnectionError,
+    SandboxOperationError,
+    error_from_response,
+)
 
 __all__ = ["CommandResult", "Process", "Commands"]
 
@@ -67,9 +74,20 @@ class Process:
         self.info = dict(data or {})
         return self.info
 
-    def send_stdin(self, data: str) -> None:
-        """Writes text to the process's standard input."""
-        self._transport.json("POST", f"{self.path}/stdin", json_body={"data": data})
+    def send_stdin(self, data: Union[str, bytes], eof: bool = False) -> None:
+        """Writes to the process's standard input; ``eof=True`` closes it afterwards."""
+        raw = data.encode() if isinstance(data, str) else data
+        self._transport.request(
+            "POST",
+            f"{self.path}/stdin",
+            params={"eof": "true" if eof else None},
+            content=raw,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+
+    def close_stdin(self) -> None:
+        """Closes the process's standard input (end of file)."""
+        self.send_stdin(b"", eof=True)
 
     def signal(self, signal: Union[str, int] = "TERM") -> None:
         """Sends a signal (``"TERM"``, ``"KILL"``, ``"INT"`` or a number)."""
@@ -78,6 +96,10 @@ class Process:
     def kill(self) -> None:
         """Kills the process and everything it started."""
         self.signal("KILL")
+
+    def remove(self) -> None:
+        """Kills the process if it runs and forgets it."""
+        self._transport.request("DELETE", self.path)
 
     def wait(
         self,
@@ -90,6 +112,18 @@ class Process:
             return _collect(ws_frames(ws), on_stdout, on_stderr)
 
 
+def _text(frame: Mapping[str, Any], decoder: "codecs.IncrementalDecoder") -> str:
+    """The text of an output frame: ``data`` is base64 bytes (chunk boundaries may split a
+    character, so each stream has its own incremental decoder); ``text`` is taken as is."""
+    if "data" in frame:
+        try:
+            raw = base64.b64decode(str(frame["data"]))
+        except ValueError:
+            raw = str(frame["data"]).encode()
+        return str(decoder.decode(raw))
+    return str(frame.get("text", ""))
+
+
 def _collect(
     frames: Any,
     on_stdout: Optional[OutputCallback],
@@ -97,26 +131,65 @@ def _collect(
 ) -> CommandResult:
     out: List[str] = []
     err: List[str] = []
-    final: Dict[str, Any] = {}
+    decoders = {
+        "stdout": codecs.getincrementaldecoder("utf-8")("replace"),
+        "stderr": codecs.getincrementaldecoder("utf-8")("replace"),
+    }
+    final: Optional[Dict[str, Any]] = None
     for frame in frames:
         kind = frame.get("type")
-        text = frame.get("text", frame.get("data", ""))
-        if kind == "stdout":
-            out.append(str(text))
-            if on_stdout:
-                on_stdout(str(text))
-        elif kind == "stderr":
-            err.append(str(text))
-            if on_stderr:
-                on_stderr(str(text))
-        elif kind == "error" and "exitCode" not in frame:
-            raise SandboxOperationError(str(frame.get("message", frame.get("value", frame))))
-        if "exitCode" in frame:
+        if kind in ("stdout", "stderr"):
+            text = _text(frame, decoders[kind])
+            if not text:
+                continue
+            (out if kind == "stdout" else err).append(text)
+            callback = on_stdout if kind == "stdout" else on_stderr
+            if callback:
+                callback(text)
+        elif kind == "error":
+            detail = frame.get("error")
+            if isinstance(detail, dict):
+                code = str(detail.get("code", ""))
+                raise error_from_response(
+                    _STATUS.get(code, 400), {}, json.dumps({"error": detail})
+                )
+            raise SandboxOperationError(str(frame.get("message", frame)))
+        elif kind == "exit" or "exitCode" in frame:
             final = dict(frame)
+    for kind, decoder in decoders.items():
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            (out if kind == "stdout" else err).append(tail)
+            callback = on_stdout if kind == "stdout" else on_stderr
+            if callback:
+                callback(tail)
+    if final is None:
+        raise SandboxConnectionError("the command's stream ended before its exit")
+    if final.get("exitCode") is None:
+        signal = final.get("signal")
+        final["exitCode"] = 128 + int(signal) if signal else -1
     result = CommandResult.from_json(final)
     result.stdout = "".join(out)
     result.stderr = "".join(err)
     return result
+
+
+# The HTTP status of each error code, for errors that arrive inside a stream.
+_STATUS = {
+    "invalid_request": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "session_not_found": 404,
+    "conflict": 409,
+    "payload_too_large": 413,
+    "rate_limited": 429,
+    "quota_exceeded": 429,
+    "internal": 500,
+    "sandbox_unavailable": 502,
+    "capacity": 503,
+    "disk_full": 507,
+}
 
 
 class Commands:
@@ -187,6 +260,9 @@ class Commands:
             try:
                 with ws_connect(self._transport, f"{self._session_path}/commands/stream") as ws:
                     ws.send(json.dumps(body))
+                    if stdin is None:
+                        # Like the one-shot route: nothing to read on standard input.
+                        ws.send(json.dumps({"type": "eof"}))
                     return _collect(ws_frames(ws), on_stdout, on_stderr)
             except SandboxAPIError as e:
                 if e.status_code not in (404, 405):

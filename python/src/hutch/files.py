@@ -114,12 +114,18 @@ class Files:
         data: Source,
         on_progress: Optional[ProgressCallback] = None,
         timeout: Optional[float] = None,
+        *,
+        parents: bool = True,
+        overwrite: bool = True,
+        mode: Optional[str] = None,
     ) -> Dict[str, Any]:
         """Writes ``data`` to ``path``, streamed (``PUT …/files/content``).
 
         ``data`` is bytes, a local file path, or a binary file object. ``on_progress(done,
-        total)`` is called as chunks go out. Returns the server's answer (``files`` with the
-        path and size written).
+        total)`` is called as chunks go out. Missing parent directories are created unless
+        ``parents=False``; an existing file is replaced unless ``overwrite=False`` (409).
+        ``mode`` is an octal string (``"0644"``). Returns the server's answer (``files`` with
+        the path and size written).
         """
         stream: BinaryIO
         close = False
@@ -143,7 +149,12 @@ class Files:
             response = self._transport.request(
                 "PUT",
                 f"{self._base}/content",
-                params={"path": path},
+                params={
+                    "path": path,
+                    "parents": "true" if parents else "false",
+                    "overwrite": "true" if overwrite else "false",
+                    "mode": mode,
+                },
                 content=_chunks(stream, total, on_progress),
                 headers=headers,
                 timeout=timeout,
@@ -165,7 +176,7 @@ class Files:
         """Uploads several files in one multipart request (``POST …/files``):
         ``{"/workspace/a.txt": b"…", …}``."""
         parts = [
-            (path, (os.path.basename(path) or "file", data.encode() if isinstance(data, str) else data, "application/octet-stream"))
+            ("file", (path, data.encode() if isinstance(data, str) else data, "application/octet-stream"))
             for path, data in files.items()
         ]
         response = self._transport.request("POST", self._base, files=parts)
