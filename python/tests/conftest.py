@@ -8,7 +8,8 @@ where that is a failure.
 
 Tests for routes a server may not have yet are marked
 ``@pytest.mark.requires_route("POST", "/v1/sessions/{id}/code")``: they are skipped while the
-server's ``/v1/openapi.json`` lacks the route, and run as soon as it has it.
+server's ``/v1/openapi.json`` lacks the route, and run as soon as it has it
+(``HUTCH_TEST_ALL_ROUTES=1`` runs them regardless, for a server whose document lags).
 """
 
 from __future__ import annotations
@@ -199,6 +200,8 @@ def session(client: SessionsClient) -> Any:
 def _requires_route(request: pytest.FixtureRequest) -> None:
     marker = request.node.get_closest_marker("requires_route")
     if marker is None:
+        return
+    if os.environ.get("HUTCH_TEST_ALL_ROUTES") == "1":
         return
     server: HutchServer = request.getfixturevalue("hutch_server")
     method, path = marker.args

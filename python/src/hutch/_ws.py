@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import ssl
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any, Dict, Iterator, Optional
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -40,18 +40,16 @@ def ws_connect(
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         kwargs["ssl"] = context
-    try:
-        ws = connect(url, **kwargs)
-    except InvalidStatus as e:
-        response = e.response
-        body = response.body.decode("utf-8", "replace") if response.body else ""
-        raise error_from_response(response.status_code, response.headers, body) from e
-    except (InvalidHandshake, OSError, TimeoutError) as e:
-        raise SandboxConnectionError(f"cannot open {url}: {e}") from e
-    try:
+    with ExitStack() as stack:
+        try:
+            ws: ClientConnection = stack.enter_context(connect(url, **kwargs))
+        except InvalidStatus as e:
+            response = e.response
+            body = response.body.decode("utf-8", "replace") if response.body else ""
+            raise error_from_response(response.status_code, response.headers, body) from e
+        except (InvalidHandshake, OSError, TimeoutError) as e:
+            raise SandboxConnectionError(f"cannot open {url}: {e}") from e
         yield ws
-    finally:
-        ws.close()
 
 
 class FrameReader:
