@@ -50,6 +50,32 @@ def compare_environments(sandbox):
     interpreter.delete_context(ctx2["id"])
 
 
+def data_processing_pipeline(sandbox):
+    """Example 3: a long-running context keeps its state (a DataFrame) between executions."""
+    sandbox.commands.run("mkdir -p /workspace/data && printf 'value\\n1\\n2\\n3\\n' > /workspace/data/data.csv")
+    interpreter = sandbox.code_interpreter()
+    ctx = interpreter.create_context(cwd="/workspace/data")
+    try:
+        interpreter.execute(
+            code="import pandas as pd\ndf = pd.read_csv('data.csv')\nprint(f'Loaded {len(df)} rows')",
+            context_id=ctx["id"],
+            on_stdout=print,
+        )
+        interpreter.execute(
+            code="df['processed'] = df['value'] * 2\nprint(f'Processed {len(df)} rows')",
+            context_id=ctx["id"],
+            on_stdout=print,
+        )
+        interpreter.execute(
+            code="df.to_csv('output.csv', index=False)\nprint('Saved results')",
+            context_id=ctx["id"],
+            on_stdout=print,
+        )
+    finally:
+        interpreter.delete_context(ctx["id"])
+    print(sandbox.commands.run("cat /workspace/data/output.csv").stdout, end="")
+
+
 def demonstrate_auto_restart(sandbox):
     """Example 4: a context restarts with fresh state after exit()."""
     interpreter = sandbox.code_interpreter()
@@ -117,6 +143,7 @@ if __name__ == "__main__":
             default_context(sandbox)
             execute_in_context(sandbox)
             compare_environments(sandbox)
+            data_processing_pipeline(sandbox)
             demonstrate_auto_restart(sandbox)
             manage_contexts(sandbox)
             error_handling(sandbox)

@@ -157,4 +157,5 @@ def test_example_code_interpreter(hutch_server: HutchServer) -> None:
     out = run_example(hutch_server, "code_interpreter.py")
     assert "Version: 1.0" in out and "Version: 2.0" in out
     assert "Error: NameError" in out
+    assert "Loaded 3 rows" in out and "value,processed" in out
     assert "all examples passed" in out
