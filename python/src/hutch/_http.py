@@ -101,6 +101,10 @@ class Transport:
                     retries -= 1
                     continue
                 raise SandboxConnectionError(f"cannot reach {self.api_url}: {e}") from e
+            except httpx.TimeoutException as e:
+                raise SandboxConnectionError(
+                    f"{method} {path}: no answer from {self.api_url} in time ({e})"
+                ) from e
             except httpx.TransportError as e:
                 raise SandboxConnectionError(f"cannot reach {self.api_url}: {e}") from e
         if response.status_code >= 400:
