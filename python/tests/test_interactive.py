@@ -92,3 +92,12 @@ def test_example_interactive_session(hutch_server: HutchServer) -> None:
     assert "Result: 42" in out
     assert "x is still: 10" in out
     assert "all examples passed" in out
+
+
+@pytest.mark.requires_route(*ROUTE)
+def test_a_library_that_cannot_be_installed_fails_the_cell(tenant_client: SessionsClient) -> None:
+    with InteractiveSandboxSession(lang="python", client=tenant_client) as session:
+        result = session.run("ran = True", libraries=["hutch-no-such-package-0"])
+        assert result.exit_code != 0
+        assert result.error is not None and result.error.name == "LibraryInstallError"
+        assert "NameError" in session.run("print(ran)").stderr

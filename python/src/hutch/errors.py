@@ -11,8 +11,7 @@ the SDK turns it into one of these classes::
     └── SandboxOperationError        every other 4xx/5xx
         ├── ContextNotFoundError     404 context_not_found / storage_context_not_found
         ├── ContextError             the interpreter could not find or start a context
-        ├── ExecutionTimeoutError    an execution ran past its timeout (also a TimeoutError)
-        └── LibraryInstallError      ``libraries`` could not be installed
+        └── ExecutionTimeoutError    an execution ran past its timeout (also a TimeoutError)
 
 ``e.response.status_code`` works on every error that came from an HTTP answer, so code written
 for ``requests.HTTPError`` (``except HTTPError as e: if e.response.status_code == 404``) keeps
@@ -35,7 +34,6 @@ __all__ = [
     "ContextNotFoundError",
     "ContextError",
     "ExecutionTimeoutError",
-    "LibraryInstallError",
     "HTTPError",
 ]
 
@@ -143,10 +141,6 @@ class ExecutionTimeoutError(SandboxOperationError, TimeoutError):
     def __init__(self, message: str, execution: Any = None) -> None:
         SandboxOperationError.__init__(self, message, None, "timeout")
         self.execution = execution
-
-
-class LibraryInstallError(SandboxOperationError):
-    """A package named in ``libraries`` could not be installed."""
 
 
 HTTPError = SandboxAPIError
