@@ -72,7 +72,7 @@ def test_magics_and_values(tenant_client: SessionsClient) -> None:
     with InteractiveSandboxSession(lang="python", client=tenant_client) as session:
         session.run("alpha = 1")
         assert "alpha" in session.run("%who").stdout
-        assert session.run("%pwd").stdout.strip().startswith("/")
+        assert "/workspace" in session.run("%pwd").stdout  # the value's repr, as IPython shows it
         assert "hi" in session.run("!echo hi").stdout
         session.run("%reset -f")
         assert "NameError" in session.run("print(alpha)").stderr
