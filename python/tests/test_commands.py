@@ -95,7 +95,18 @@ def test_background_process(session: Any) -> None:
     assert isinstance(process, Process)
     listed = session.commands.list_processes()
     assert any(str(p.get("pid")) == str(process.pid) for p in listed)
+    assert process.refresh()["status"] == "running"
     process.kill()
     result = process.wait()
     assert "started" in result.stdout
-    assert result.exit_code != 0
+    assert result.exit_code == 128 + 9
+    assert process.refresh()["status"] == "exited"
+
+
+@pytest.mark.requires_route("POST", "/v1/sessions/{id}/processes/{pid}/stdin")
+def test_background_process_reads_stdin(session: Any) -> None:
+    process = session.commands.run(["sh", "-c", "read line; echo got $line"], background=True)
+    process.send_stdin("hello\n", eof=True)
+    result = process.wait()
+    assert result.stdout == "got hello\n"
+    assert result.exit_code == 0

@@ -70,6 +70,16 @@ def test_tenants_do_not_see_each_other(hutch_server: HutchServer, client: Sessio
             other.get_session(mine.session_id)
 
 
+def test_update_ttl_and_metadata(client: SessionsClient) -> None:
+    session = client.create_session(ttl=600, metadata={"a": "1"})
+    updated = client.update_session(session.session_id, ttl=3600, metadata={"b": "2"})
+    assert updated.metadata == {"b": "2"}
+    assert updated.expires_at > session.expires_at
+    assert client.get_session(session.session_id).metadata == {"b": "2"}
+    with pytest.raises(ValueError):
+        client.update_session(session.session_id, ttl=10)
+
+
 def test_delete_then_get_is_not_found(client: SessionsClient) -> None:
     session = client.create_session(ttl=600)
     gone = client.delete_session(session.session_id)
