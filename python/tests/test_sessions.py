@@ -175,6 +175,15 @@ def test_rate_limit_error_carries_the_headers() -> None:
         server.stop()
 
 
+@pytest.mark.requires_route("POST", "/v1/sessions/{id}/pause")
+def test_pause_and_resume(client: SessionsClient) -> None:
+    session = client.create_session(ttl=600)
+    assert client.pause_session(session.session_id).status is SessionStatus.PAUSED
+    assert client.get_session(session.session_id).status is SessionStatus.PAUSED
+    assert client.resume_session(session.session_id).status is SessionStatus.RUNNING
+    assert session.commands.run("echo awake").stdout == "awake\n"
+
+
 def test_session_handle_without_a_request(client: SessionsClient) -> None:
     created = client.create_session(ttl=600)
     handle = client.session(created.session_id)

@@ -392,6 +392,16 @@ class SessionsClient:
         data = self.transport.json("DELETE", f"/sessions/{sid}", timeout=max(self.timeout, 60.0))
         return Session.from_json(data, self)
 
+    def pause_session(self, session_id: str) -> Session:
+        """Freezes a session's processes (``POST /sessions/{id}/pause``)."""
+        sid = check_session_id(session_id)
+        return Session.from_json(self.transport.json("POST", f"/sessions/{sid}/pause"), self)
+
+    def resume_session(self, session_id: str) -> Session:
+        """Thaws a paused session (``POST /sessions/{id}/resume``)."""
+        sid = check_session_id(session_id)
+        return Session.from_json(self.transport.json("POST", f"/sessions/{sid}/resume"), self)
+
     def session(self, session_id: str) -> SessionHandle:
         """A handle on an existing session, without a request."""
         return SessionHandle(self, session_id)
