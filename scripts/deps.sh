@@ -49,3 +49,18 @@ if ! "$peers/bin/python" -c 'import ipykernel, jupyter_client' 2>/dev/null; then
     python3 -m venv "$peers"
     "$peers/bin/pip" install -q --disable-pip-version-check ipykernel jupyter_client
 fi
+
+# The Python SDK (python/) and its tests, into a virtualenv under target/.
+sdk_venv="$(cd "$(dirname "$0")/.." && pwd)/target/venv-sdk"
+if ! "$sdk_venv/bin/python" -c 'import hutch, httpx, websockets, pytest' 2>/dev/null; then
+    echo "deps: installing the Python SDK and pytest into $sdk_venv"
+    if [[ ! -x "$sdk_venv/bin/python" ]]; then
+        if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+            export DEBIAN_FRONTEND=noninteractive
+            apt-get update -qq
+            apt-get install -y -qq python3-venv >/dev/null
+        fi
+        python3 -m venv "$sdk_venv"
+    fi
+    "$sdk_venv/bin/pip" install -q --disable-pip-version-check -e "$(dirname "$sdk_venv")/../python" pytest
+fi

@@ -15,5 +15,9 @@ echo "== cargo test"
 cargo test --locked --workspace
 echo "== interpreter workers (protocol tests)"
 /usr/bin/python3 -m unittest discover -s crates/hutch-agent/workers/tests
+echo "== Python SDK tests (against a real hutch serve)"
+HUTCH_BIN="$PWD/target/debug/hutch" target/venv-sdk/bin/pytest -q python/tests
 echo "== benchmark (quick mode: checks that it runs, figures are not meaningful)"
-cargo run --locked -q -p hutch -- bench sessions --quick
+for scenario in sessions commands files interpreter; do
+    cargo run --locked -q -p hutch -- bench "$scenario" --quick
+done

@@ -1,0 +1,452 @@
+"""Sessions: create, list, get, update and delete sandboxes (``/v1/sessions``)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Type
+
+from ._http import Transport
+
+if TYPE_CHECKING:
+    from .code import Code
+    from .commands import Commands
+    from .files import Files
+    from .interpreter import CodeInterpreter
+    from .storage import ContextManager, StorageContexts
+
+__all__ = [
+    "MIN_TTL",
+    "MAX_TTL",
+    "MAX_PAGE",
+    "SessionStatus",
+    "Resources",
+    "Session",
+    "SessionList",
+    "SessionHandle",
+    "SessionsClient",
+]
+
+MIN_TTL = 60
+"""Shortest session time to live, in seconds."""
+MAX_TTL = 28800
+"""Longest session time to live, in seconds (8 hours)."""
+MAX_PAGE = 100
+"""Largest page ``list_sessions`` accepts."""
+
+
+class SessionStatus(str, Enum):
+    """Where a session is in its lifecycle."""
+
+    CREATING = "CREATING"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    DELETING = "DELETING"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """The resource limits a session was granted."""
+
+    cpus: float
+    memory_mb: int
+    pids: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Resources":
+        """Parses the wire form (``{"cpus", "memoryMb", "pids"}``)."""
+        return cls(
+            cpus=float(data.get("cpus", 0)),
+            memory_mb=int(data.get("memoryMb", 0)),
+            pids=int(data.get("pids", 0)),
+        )
+
+
+def parse_time(value: str) -> datetime:
+    """Parses an RFC 3339 timestamp into an aware ``datetime``."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    # Python < 3.11 accepts at most 6 fractional digits.
+    if "." in text:
+        head, _, rest = text.partition(".")
+        digits = ""
+        i = 0
+        while i < len(rest) and rest[i].isdigit():
+            digits += rest[i]
+            i += 1
+        text = f"{head}.{(digits + '000000')[:6]}{rest[i:]}"
+    return datetime.fromisoformat(text)
+
+
+def check_session_id(session_id: str) -> str:
+    """Checks that ``session_id`` is a UUID; returns it in canonical form."""
+    try:
+        return str(uuid.UUID(str(session_id)))
+    except ValueError:
+        raise ValueError(f"session_id must be a UUID, got {session_id!r}") from None
+
+
+class SessionHandle:
+    """What can be done inside one session: commands, code, files, interpreters, storage sync.
+
+    Get one from :meth:`SessionsClient.session` (no request) or use a :class:`Session` returned
+    by the client, which has the same attributes.
+    """
+
+    def __init__(self, client: "SessionsClient", session_id: str) -> None:
+        self._client = client
+        self.session_id = check_session_id(session_id)
+
+    @property
+    def client(self) -> "SessionsClient":
+        """The client this handle talks through."""
+        return self._client
+
+    @property
+    def path(self) -> str:
+        """``/sessions/{id}``: the prefix of this session's routes."""
+        return f"/sessions/{self.session_id}"
+
+    @property
+    def commands(self) -> "Commands":
+        """Shell commands and background processes."""
+        from .commands import Commands
+
+        return Commands(self._client.transport, self.path)
+
+    @property
+    def code(self) -> "Code":
+        """Stateless code runs (a fresh process each time)."""
+        from .code import Code
+
+        return Code(self._client.transport, self.path)
+
+    @property
+    def files(self) -> "Files":
+        """The session's filesystem."""
+        from .files import Files
+
+        return Files(self._client.transport, self.path)
+
+    @property
+    def context(self) -> "ContextManager":
+        """Storage-context synchronisation for this session (``info``, ``sync``)."""
+        from .storage import ContextManager
+
+        return ContextManager(self._client.transport, self.session_id, self)
+
+    def code_interpreter(self) -> "CodeInterpreter":
+        """The stateful, multi-context code interpreter of this session."""
+        from .interpreter import CodeInterpreter
+
+        return CodeInterpreter(self._client.transport, self.path)
+
+    def refresh(self) -> "Session":
+        """Fetches the session's current state."""
+        return self._client.get_session(self.session_id)
+
+    def delete(self) -> "Session":
+        """Deletes the session."""
+        return self._client.delete_session(self.session_id)
+
+
+@dataclass
+class Session:
+    """A session as the API shows it; also a handle for working inside it."""
+
+    session_id: str
+    status: SessionStatus
+    image: str
+    created_at: datetime
+    expires_at: datetime
+    metadata: Dict[str, str] = field(default_factory=dict)
+    resources: Optional[Resources] = None
+    _client: Optional["SessionsClient"] = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], client: Optional["SessionsClient"] = None) -> "Session":
+        """Parses the wire form."""
+        status_text = str(data.get("status", "RUNNING"))
+        try:
+            status = SessionStatus(status_text)
+        except ValueError:
+            status = SessionStatus.RUNNING
+        resources = data.get("resources")
+        return cls(
+            session_id=str(data["sessionId"]),
+            status=status,
+            image=str(data.get("image", "default")),
+            created_at=parse_time(str(data["createdAt"])),
+            expires_at=parse_time(str(data["expiresAt"])),
+            metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
+            resources=Resources.from_json(resources) if isinstance(resources, Mapping) else None,
+            _client=client,
+        )
+
+    @property
+    def handle(self) -> SessionHandle:
+        """A handle for this session's in-session APIs."""
+        if self._client is None:
+            raise RuntimeError("this Session was not returned by a SessionsClient")
+        return SessionHandle(self._client, self.session_id)
+
+    @property
+    def commands(self) -> "Commands":
+        """Shell commands and background processes."""
+        return self.handle.commands
+
+    @property
+    def code(self) -> "Code":
+        """Stateless code runs."""
+        return self.handle.code
+
+    @property
+    def files(self) -> "Files":
+        """The session's filesystem."""
+        return self.handle.files
+
+    @property
+    def context(self) -> "ContextManager":
+        """Storage-context synchronisation for this session."""
+        return self.handle.context
+
+    def code_interpreter(self) -> "CodeInterpreter":
+        """The stateful, multi-context code interpreter of this session."""
+        return self.handle.code_interpreter()
+
+    def is_expired(self) -> bool:
+        """Whether the session's time to live has passed."""
+        return datetime.now(self.expires_at.tzinfo) >= self.expires_at
+
+
+@dataclass
+class SessionList:
+    """One page of sessions."""
+
+    sessions: List[Session]
+    total: int
+    limit: int
+    offset: int
+
+    def __iter__(self) -> Any:
+        return iter(self.sessions)
+
+    def __len__(self) -> int:
+        return len(self.sessions)
+
+
+class SessionsClient:
+    """Client of the hutch REST API.
+
+    ``api_url`` is the server's address, with or without ``/v1``
+    (``http://127.0.0.1:7420/v1``); ``bearer_token`` a token from ``hutch token``. Both default
+    to ``HUTCH_URL``/``HUTCH_TOKEN`` (or ``SANDBOX_API_URL``/``SANDBOX_API_TOKEN``).
+    Use it as a context manager to close its connections::
+
+        with SessionsClient(api_url, bearer_token=token) as client:
+            session = client.create_session(ttl=600)
+            print(session.commands.run("uname -a").stdout)
+            client.delete_session(session.session_id)
+    """
+
+    def __init__(
+        self,
+        api_url: Optional[str] = None,
+        bearer_token: Optional[str] = None,
+        timeout: float = 30.0,
+        verify_ssl: bool = True,
+    ) -> None:
+        url = api_url or os.environ.get("HUTCH_URL") or os.environ.get("SANDBOX_API_URL")
+        token = (
+            bearer_token or os.environ.get("HUTCH_TOKEN") or os.environ.get("SANDBOX_API_TOKEN")
+        )
+        if not url:
+            raise ValueError("api_url is required (or set HUTCH_URL)")
+        if not token:
+            raise ValueError("bearer_token is required (or set HUTCH_TOKEN)")
+        self.transport = Transport(url, token, timeout=timeout, verify_ssl=verify_ssl)
+        self.api_url = self.transport.api_url
+        self.timeout = timeout
+        self.verify_ssl = verify_ssl
+
+    # -- lifecycle of the client ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Closes the client's connections."""
+        self.transport.close()
+
+    def __enter__(self) -> "SessionsClient":
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def create_session(
+        self,
+        ttl: Optional[int] = None,
+        image: Optional[str] = None,
+        metadata: Optional[Mapping[str, str]] = None,
+        *,
+        resources: Optional[Mapping[str, Any]] = None,
+        env: Optional[Mapping[str, str]] = None,
+        context_syncs: Optional[List[Mapping[str, Any]]] = None,
+    ) -> Session:
+        """Creates a session (``POST /sessions``) and returns it once it runs.
+
+        ``ttl`` is in seconds, 60 to 28800 (default 300 on the server); ``image`` names the
+        image (default ``default``); ``metadata`` is a dict of string labels. ``resources`` may
+        hold ``cpus``, ``memoryMb``/``memory_mb`` and ``pids``; ``env`` variables every process
+        starts with; ``context_syncs`` binds storage contexts to paths
+        (``[{"contextId": …, "path": "/workspace/data"}]``).
+
+        Raises ``ValueError`` for a bad argument before any request.
+        """
+        body: Dict[str, Any] = {}
+        if ttl is not None:
+            if isinstance(ttl, bool) or not isinstance(ttl, int):
+                raise ValueError(f"ttl must be an integer number of seconds, got {ttl!r}")
+            if not MIN_TTL <= ttl <= MAX_TTL:
+                raise ValueError(f"ttl must be between {MIN_TTL} and {MAX_TTL} seconds, got {ttl}")
+            body["ttl"] = ttl
+        if image is not None:
+            if not isinstance(image, str) or not image:
+                raise ValueError("image must be a non-empty string")
+            body["image"] = image
+        if metadata is not None:
+            if not isinstance(metadata, Mapping):
+                raise ValueError("metadata must be a dict of strings")
+            for key, value in metadata.items():
+                if not isinstance(key, str) or not isinstance(value, str):
+                    raise ValueError(
+                        f"metadata keys and values must be strings, got {key!r}: {value!r}"
+                    )
+            body["metadata"] = dict(metadata)
+        if resources is not None:
+            names = {"memory_mb": "memoryMb"}
+            body["resources"] = {names.get(k, k): v for k, v in resources.items()}
+        if env is not None:
+            body["env"] = dict(env)
+        if context_syncs is not None:
+            body["contextSyncs"] = [_camel_keys(s) for s in context_syncs]
+        data = self.transport.json("POST", "/sessions", json_body=body, timeout=max(self.timeout, 120.0))
+        return Session.from_json(data, self)
+
+    def list_sessions(self, limit: int = 20, offset: int = 0) -> SessionList:
+        """Lists the caller's sessions, oldest first (``GET /sessions``).
+
+        ``limit`` is 1 to 100, ``offset`` at least 0. The result iterates over its sessions
+        and has ``sessions``, ``total``, ``limit`` and ``offset``.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must be between 1 and {MAX_PAGE}, got {limit!r}")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"offset must be 0 or more, got {offset!r}")
+        data = self.transport.json("GET", "/sessions", params={"limit": limit, "offset": offset})
+        return SessionList(
+            sessions=[Session.from_json(s, self) for s in data.get("sessions", [])],
+            total=int(data.get("total", 0)),
+            limit=int(data.get("limit", limit)),
+            offset=int(data.get("offset", offset)),
+        )
+
+    def get_session(self, session_id: str) -> Session:
+        """Fetches one session (``GET /sessions/{id}``)."""
+        sid = check_session_id(session_id)
+        return Session.from_json(self.transport.json("GET", f"/sessions/{sid}"), self)
+
+    def update_session(
+        self,
+        session_id: str,
+        ttl: Optional[int] = None,
+        metadata: Optional[Mapping[str, str]] = None,
+    ) -> Session:
+        """Changes a session's TTL (counted from now) or replaces its metadata."""
+        sid = check_session_id(session_id)
+        body: Dict[str, Any] = {}
+        if ttl is not None:
+            if isinstance(ttl, bool) or not isinstance(ttl, int) or not MIN_TTL <= ttl <= MAX_TTL:
+                raise ValueError(f"ttl must be between {MIN_TTL} and {MAX_TTL} seconds, got {ttl!r}")
+            body["ttl"] = ttl
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        return Session.from_json(self.transport.json("PATCH", f"/sessions/{sid}", json_body=body), self)
+
+    def delete_session(self, session_id: str) -> Session:
+        """Deletes a session and everything running in it (``DELETE /sessions/{id}``).
+
+        Returns the session as it was last seen.
+        """
+        sid = check_session_id(session_id)
+        data = self.transport.json("DELETE", f"/sessions/{sid}", timeout=max(self.timeout, 60.0))
+        return Session.from_json(data, self)
+
+    def pause_session(self, session_id: str) -> Session:
+        """Freezes a session's processes (``POST /sessions/{id}/pause``)."""
+        sid = check_session_id(session_id)
+        return Session.from_json(self.transport.json("POST", f"/sessions/{sid}/pause"), self)
+
+    def resume_session(self, session_id: str) -> Session:
+        """Thaws a paused session (``POST /sessions/{id}/resume``)."""
+        sid = check_session_id(session_id)
+        return Session.from_json(self.transport.json("POST", f"/sessions/{sid}/resume"), self)
+
+    def session(self, session_id: str) -> SessionHandle:
+        """A handle on an existing session, without a request."""
+        return SessionHandle(self, session_id)
+
+    # -- storage contexts -------------------------------------------------------------------
+
+    @property
+    def contexts(self) -> "StorageContexts":
+        """Persistent storage contexts of the caller (``/contexts``)."""
+        from .storage import StorageContexts
+
+        return StorageContexts(self.transport)
+
+    # -- service ----------------------------------------------------------------------------
+
+    def health(self) -> Dict[str, Any]:
+        """``GET /health`` (no token needed): the server's status."""
+        import httpx
+
+        from .errors import SandboxConnectionError, error_from_response
+
+        try:
+            response = httpx.get(
+                f"{self.transport.root_url}/health", timeout=self.timeout, verify=self.verify_ssl
+            )
+        except httpx.TransportError as e:
+            raise SandboxConnectionError(f"cannot reach {self.transport.root_url}: {e}") from e
+        if response.status_code >= 400:
+            raise error_from_response(response.status_code, response.headers, response.text)
+        try:
+            data = response.json()
+        except ValueError:
+            return {"status": response.text.strip()}
+        return data if isinstance(data, dict) else {"status": data}
+
+    def openapi(self) -> Dict[str, Any]:
+        """The server's OpenAPI document (``GET /v1/openapi.json``)."""
+        data = self.transport.json("GET", "/openapi.json")
+        return data if isinstance(data, dict) else {}
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def _camel_keys(data: Mapping[str, Any]) -> Dict[str, Any]:
+    return {_camel(k): v for k, v in data.items()}

@@ -1,0 +1,229 @@
+"""A real ``hutch serve`` for the SDK tests.
+
+The binary comes from ``$HUTCH_BIN`` (default: ``target/debug/hutch``, else
+``target/release/hutch`` of this repository). Each server gets a private data directory and a
+free loopback port; tokens are minted with ``hutch token`` on the same data directory. Sandboxes
+need root: without it (or without a binary) the tests are skipped, except under ``CI=true``
+where that is a failure.
+
+Tests for routes a server may not have yet are marked
+``@pytest.mark.requires_route("POST", "/v1/sessions/{id}/code")``: they are skipped while the
+server's ``/v1/openapi.json`` lacks the route, and run as soon as it has it
+(``HUTCH_TEST_ALL_ROUTES=1`` runs them regardless, for a server whose document lags).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+
+import pytest
+
+from hutch import SessionsClient
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET = "test-secret-for-hutch-python-sdk-tests"
+
+
+def _binary() -> Optional[Path]:
+    env = os.environ.get("HUTCH_BIN")
+    if env:
+        return Path(env)
+    for profile in ("debug", "release"):
+        candidate = REPO / "target" / profile / "hutch"
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"SDK tests cannot run under CI: {reason}")
+    pytest.skip(reason)
+
+
+class HutchServer:
+    """One running ``hutch serve`` with its own data directory."""
+
+    def __init__(self, binary: Path, args: List[str]) -> None:
+        self.binary = binary
+        self._tmp = tempfile.mkdtemp(prefix="hutch-sdk", dir="/tmp")
+        self.data_dir = Path(self._tmp)
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("HUTCH_")},
+            "HUTCH_JWT_SECRET": SECRET,
+            "HUTCH_LOG": "warn",
+        }
+        self.process = subprocess.Popen(
+            [str(binary), "serve", "--listen", "127.0.0.1:0", "--on-exit", "destroy",
+             "--data-dir", str(self.data_dir), *args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=None,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        url = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            match = re.search(r"listening on (\S+)", line)
+            if match:
+                url = match.group(1).rstrip("/")
+                break
+        if url is None:
+            self.stop()
+            raise RuntimeError("hutch serve exited before listening")
+        self.url = url
+        self.api_url = url + "/v1"
+        # Keep draining stdout so the server never blocks on it.
+        threading.Thread(target=self._drain, daemon=True).start()
+        self._wait_healthy()
+        self._routes: Optional[Set[Tuple[str, str]]] = None
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        for _ in self.process.stdout:
+            pass
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if self.process.poll() is not None:
+                raise RuntimeError("hutch serve exited while starting")
+            time.sleep(0.05)
+        raise RuntimeError("hutch serve never became healthy")
+
+    def token(self, sub: str, admin: bool = False, ttl: str = "1h") -> str:
+        """A token for tenant ``sub``, minted by ``hutch token``."""
+        args = [str(self.binary), "token", "--sub", sub, "--ttl", ttl, "--data-dir", str(self.data_dir)]
+        if admin:
+            args.append("--admin")
+        out = subprocess.run(args, env=self.env, check=True, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    def client(self, sub: Optional[str] = None) -> SessionsClient:
+        """A client for a tenant (a fresh one by default)."""
+        return SessionsClient(self.api_url, bearer_token=self.token(sub or new_tenant()))
+
+    def routes(self) -> Set[Tuple[str, str]]:
+        """``(METHOD, path-with-{})`` of every route in the server's OpenAPI document."""
+        if self._routes is None:
+            with urllib.request.urlopen(self.api_url + "/openapi.json", timeout=10) as r:
+                doc: Dict[str, Any] = json.load(r)
+            self._routes = {
+                (method.upper(), _shape(path))
+                for path, item in doc.get("paths", {}).items()
+                for method in item
+            }
+        return self._routes
+
+    def stop(self) -> None:
+        """SIGTERM (the server destroys its sandboxes), then wait; SIGKILL after 20 s."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def _shape(path: str) -> str:
+    return re.sub(r"\{[^}]*\}", "{}", path)
+
+
+def new_tenant() -> str:
+    """A tenant name no other test uses."""
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+def start_server(args: List[str]) -> HutchServer:
+    """Starts a server, or skips (fails under CI) when it cannot run here."""
+    binary = _binary()
+    if binary is None or not binary.exists():
+        _unavailable("no hutch binary: build it (cargo build -p hutch) or set HUTCH_BIN")
+    if os.geteuid() != 0:
+        _unavailable("sandbox tests need root")
+    assert binary is not None
+    return HutchServer(binary, args)
+
+
+@pytest.fixture(scope="session")
+def hutch_server() -> Iterator[HutchServer]:
+    """The shared server (warm pool of 2)."""
+    server = start_server(["--warm-pool", "2"])
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(hutch_server: HutchServer) -> Iterator[SessionsClient]:
+    """A client for a fresh tenant; its sessions are deleted afterwards."""
+    c = hutch_server.client()
+    yield c
+    try:
+        for s in c.list_sessions(limit=100):
+            c.delete_session(s.session_id)
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def session(client: SessionsClient) -> Any:
+    """A running session of the test's tenant."""
+    return client.create_session(ttl=600)
+
+
+@pytest.fixture(autouse=True)
+def _requires_route(request: pytest.FixtureRequest) -> None:
+    marker = request.node.get_closest_marker("requires_route")
+    if marker is None:
+        return
+    if os.environ.get("HUTCH_TEST_ALL_ROUTES") == "1":
+        return
+    server: HutchServer = request.getfixturevalue("hutch_server")
+    method, path = marker.args
+    if (method.upper(), _shape(path)) not in server.routes():
+        pytest.skip(f"the server has no {method.upper()} {path} yet")
+
+
+def run_example(server: HutchServer, name: str, *args: str, timeout: float = 120) -> str:
+    """Runs ``python/examples/<name>`` against ``server`` as a fresh tenant; returns stdout."""
+    env = {
+        **os.environ,
+        "HUTCH_URL": server.api_url,
+        "HUTCH_TOKEN": server.token(new_tenant()),
+        "SANDBOX_API_URL": server.api_url,
+    }
+    env["SANDBOX_API_TOKEN"] = env["HUTCH_TOKEN"]
+    out = subprocess.run(
+        [sys.executable, str(REPO / "python" / "examples" / name), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert out.returncode == 0, f"{name} failed:\n{out.stdout}\n{out.stderr}"
+    return out.stdout
