@@ -85,7 +85,8 @@ async fn execute_ws(
         .parse()
         .map_err(|e| BenchError::Server(format!("token: {e}")))?;
     req.headers_mut().insert("authorization", auth);
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+    // Nagle off, as a latency-minded client would have it.
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, None, true)
         .await
         .map_err(|e| BenchError::Server(format!("websocket: {e}")))?;
     ws.send(Message::text(request.to_string()))

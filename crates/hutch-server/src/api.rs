@@ -40,8 +40,8 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Json, SessionId};
 use crate::openapi::{
-    BadRequest, Capacity, Conflict, Internal, PayloadTooLarge, RateLimited, SessionNotFound,
-    SyncFailed, Unauthorized,
+    BadRequest, Capacity, Conflict, DiskFull, Internal, PayloadTooLarge, RateLimited,
+    SessionNotFound, StorageContextNotFound, SyncFailed, Unauthorized,
 };
 use crate::validate;
 
@@ -143,11 +143,14 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
             )),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 404, response = StorageContextNotFound),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),
+        (status = 502, response = SyncFailed),
         (status = 503, response = Capacity),
+        (status = 507, response = DiskFull),
     ),
     security(("bearer" = []))
 )]

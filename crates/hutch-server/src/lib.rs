@@ -360,6 +360,13 @@ impl Server {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "serving");
         }
+        // Small frames (an interpreter's `control`, a stream's last event) must not wait for
+        // the peer's delayed ACK: Nagle off on every connection.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+            }
+        });
         let result = axum::serve(listener, self.app())
             .with_graceful_shutdown(shutdown)
             .await

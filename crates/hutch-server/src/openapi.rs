@@ -477,7 +477,8 @@ pub(crate) fn download_archive() {}
         ("id" = uuid::Uuid, Path, description = "The session id."),
         ("path" = String, Query, description = "The directory to extract into."),
     ),
-    request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "A tar stream (any content type is read as one)."),
     responses(
         (status = 200, description = "Extracted", body = hutch_api::UploadResults),
         (status = 400, response = BadRequest),
@@ -748,8 +749,29 @@ impl Modify for Contract {
             REQUEST_ID_COMPONENT.to_owned(),
             RefOr::T(request_id_header()),
         );
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let in_session = path.starts_with("/v1/sessions/{id}/");
             for operation in operations_mut(item) {
+                // Every route inside a session may answer what the control plane answers
+                // before it relays: a malformed id, a missing token, another tenant's or a
+                // missing session, one not RUNNING, a rate limit, an unreachable sandbox.
+                if in_session {
+                    for (status, name) in [
+                        ("400", BadRequest::response().0),
+                        ("401", Unauthorized::response().0),
+                        ("404", SessionNotFound::response().0),
+                        ("409", Conflict::response().0),
+                        ("429", RateLimited::response().0),
+                        ("500", Internal::response().0),
+                        ("502", SandboxUnavailable::response().0),
+                    ] {
+                        operation
+                            .responses
+                            .responses
+                            .entry(status.to_owned())
+                            .or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
+                    }
+                }
                 // The control plane reads an empty body as `{}`, so its bodies are optional.
                 let own_route = operation.tags.as_ref().is_some_and(|tags| {
                     tags.iter()

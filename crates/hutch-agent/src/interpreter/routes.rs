@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -119,8 +120,9 @@ struct HistoryQuery {
 async fn history(
     State(agent): State<Arc<Agent>>,
     Path(cid): Path<String>,
-    Query(q): Query<HistoryQuery>,
+    q: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<HistoryList>, AgentError> {
+    let q = crate::processes::routes::query(q)?;
     super::history(&agent, &cid, q.limit).map(|executions| Json(HistoryList { executions }))
 }
 
@@ -154,9 +156,13 @@ async fn execute_ndjson(
 
 /// `GET …/interpreter/execute` (WebSocket): the first message is the request, then frames
 /// until `control`, then close (1000, 4008 on timeout, 1011 on a crash).
-async fn execute_ws(State(agent): State<Arc<Agent>>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(INTERPRETER_REQUEST_MAX_BYTES)
-        .on_upgrade(move |socket| ws_session(agent, socket))
+async fn execute_ws(
+    State(agent): State<Arc<Agent>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, AgentError> {
+    Ok(crate::processes::routes::upgrade(ws)?
+        .max_message_size(INTERPRETER_REQUEST_MAX_BYTES)
+        .on_upgrade(move |socket| ws_session(agent, socket)))
 }
 
 async fn close(mut socket: WebSocket, code: u16, reason: &str) {
