@@ -391,12 +391,18 @@ class _PlainKernel:
         try:
             tree = compile(code, fname, "exec", _ast.PyCF_ONLY_AST | flags)
         except SyntaxError as e:
-            if self.upgrade and _ipython_syntax(e):
-                _cold()
-                kernel = _upgrade(self, n)
-                if kernel is not None:
-                    return kernel.run(code, n)
-            raise
+            if not (self.upgrade and _ipython_syntax(e)):
+                raise
+            syntax_error = e
+            tree = None
+        if tree is None:
+            # Outside the `except` block, so the cell does not run with a SyntaxError being
+            # handled (`sys.exc_info()`, a bare `raise`).
+            _cold()
+            kernel = _upgrade(self, n)
+            if kernel is None:
+                raise syntax_error
+            return kernel.run(code, n)
         last = None
         if tree.body and isinstance(tree.body[-1], _ast.Expr):
             last = tree.body.pop()
