@@ -423,19 +423,26 @@ def _ipython_syntax(e):
 
     Asked only for a cell that does not compile as Python, so `a % b`, `a != b` or `%s` inside
     a string never count. The line (leading whitespace stripped) must start with `%` (line
-    and cell magics), `!` (shell commands), `?` (help), or end with `?` (`obj?`, `obj??`), or
-    assign from one of them (`files = !ls`, `here = %pwd`).
+    and cell magics), `!` (shell commands) or `?` (help), be a name followed by `?` or `??`
+    (`obj.attr?`, `np.*load*?`), or assign from `!` or `%` (`files = !ls`, `here = %pwd`).
     """
     line = (e.text or "").strip()
     if not line:
         return False
-    if line[0] in "%!?" or line.endswith("?"):
+    if line[0] in "%!?":
         return True
+    if line.endswith("?"):
+        name = line.rstrip("?").rstrip()
+        return len(line) - len(line.rstrip("?")) <= 2 and _is_name(name, "_.*")
     target, eq, value = line.partition("=")
     if not eq or not value.lstrip().startswith(("!", "%")):
         return False
-    # `name = !cmd`, `a, b = %magic`, `obj.attr = !cmd`: a plain assignment target.
-    return all(c.isalnum() or c in "_.,[] ()*" for c in target) and target.strip() != ""
+    # `name = !cmd`, `a, b = %magic`, `obj.attr = !cmd`, `x[0] = !cmd`
+    return _is_name(target.strip(), "_.,[] ")
+
+
+def _is_name(s, extra):
+    return s != "" and not s[0].isdigit() and all(c.isalnum() or c in extra for c in s)
 
 
 # --- code needed only later -------------------------------------------------------------

@@ -24,7 +24,7 @@ pub struct CreateContextRequest {
     pub env: Option<BTreeMap<String, String>>,
     /// Python only. `auto` (default): plain CPython, fast to start and small when idle, that
     /// turns itself into the IPython kernel, keeping every variable, at the first cell written
-    /// in IPython-only syntax (a line starting with `%`, `%%`, `!` or `?`, ending with `?`, or
+    /// in IPython-only syntax (a line starting with `%`, `%%`, `!` or `?`, `name?`, or
     /// `x = !cmd` / `x = %magic`, in a cell that is not valid Python); `ipython`: the IPython
     /// kernel from the start (magics, rich display); `python`: plain CPython only.
     #[schema(example = "auto")]
