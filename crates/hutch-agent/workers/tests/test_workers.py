@@ -462,6 +462,10 @@ class AutoKernelTest(unittest.TestCase):
             self.assertNotIn("kernel", done(msgs))
             msgs = w.run("s = '''\n%who\n'''\nx = (")
             self.assertEqual(by_type(msgs, "error")[0]["name"], "SyntaxError")
+            msgs = w.run("x = (  # why?")
+            self.assertEqual(by_type(msgs, "error")[0]["name"], "SyntaxError")
+            msgs = w.run("f(a=!b)")
+            self.assertEqual(by_type(msgs, "error")[0]["name"], "SyntaxError")
             msgs = w.run("import sys\n'IPython' in sys.modules")
             self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], "False")
         finally:
