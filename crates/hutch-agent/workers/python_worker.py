@@ -749,7 +749,9 @@ def _upgrade(plain, n):
     _kernel = kernel
     _switched = True
     if _pending:
+        # Interrupted while IPython loaded: the cell counts as run, as in the plain kernel.
         _pending = False
+        shell.execution_count = n + 1
         raise KeyboardInterrupt
     return kernel
 '''

@@ -304,9 +304,14 @@ fn validate_create(req: CreateContextRequest) -> Result<Config, AgentError> {
         ("javascript", None | Some("node")) => "node",
         ("bash", None | Some("bash")) => "bash",
         ("python" | "javascript" | "bash", Some(k)) => {
+            let choices = match language.as_str() {
+                "python" => "\"auto\", \"ipython\" or \"python\"",
+                "javascript" => "\"node\"",
+                _ => "\"bash\"",
+            };
             return Err(AgentError::invalid(
                 "kernel",
-                format!("Unsupported kernel {k:?} for {language}"),
+                format!("Unsupported kernel {k:?} for {language}: use {choices}"),
             ));
         }
         (other, _) => {

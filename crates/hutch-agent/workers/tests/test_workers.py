@@ -530,6 +530,21 @@ class AutoKernelTest(unittest.TestCase):
         self.assertEqual(w.wait_exit(), 0)
         w.close()
 
+    def test_an_interrupt_while_ipython_loads_leaves_a_working_kernel(self):
+        w = Worker("python", kernel="auto")
+        try:
+            w.run("kept = 3")
+            t = interrupt_after(w, 0.05)
+            msgs = w.run("%who")
+            t.join()
+            self.assertEqual(done(msgs)["kernel"], "ipython")
+            self.assertIn(done(msgs)["status"], ("interrupted", "ok"))
+            msgs = w.run("%who")
+            self.assertIn("kept", w.stdout.decode())
+            self.assertEqual(done(msgs)["executionCount"], 3)
+        finally:
+            w.close()
+
     def test_python_kernel_never_switches(self):
         w = Worker("python", kernel="python")
         try:
