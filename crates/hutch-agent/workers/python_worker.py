@@ -1,6 +1,6 @@
 # hutch python interpreter worker.
 #
-# Run by the agent as `python3 -c SRC` with fd 0 = /dev/null, fds 1/2 = pipes the agent reads
+# Run by the agent as `python3 -S -c SRC` with fd 0 = /dev/null, fds 1/2 = pipes the agent reads
 # raw, fd 3 = control in (one JSON object per line), fd 4 = control out. The protocol is in
 # crates/hutch-agent/workers/README.md. Kernel (HUTCH_KERNEL): `auto` = plain CPython that turns
 # itself into IPython's InteractiveShell, over the same namespace, at the first cell written in
@@ -69,7 +69,7 @@ def _add_site_dirs():
                 if not line or line.startswith(("#", "import ", "import\t")):
                     continue
                 p = os.path.join(d, line)
-                if p not in known and os.path.isdir(p):
+                if p not in known and os.path.exists(p):
                     known.add(p)
                     sys.path.append(p)
     site.setquit()
