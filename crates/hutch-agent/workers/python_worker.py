@@ -1,9 +1,13 @@
 # hutch python interpreter worker.
 #
-# Run by the agent as `python3 -c SRC` with fd 0 = /dev/null, fds 1/2 = pipes the agent reads
+# Run by the agent as `python3 -S -c SRC` with fd 0 = /dev/null, fds 1/2 = pipes the agent reads
 # raw, fd 3 = control in (one JSON object per line), fd 4 = control out. The protocol is in
-# crates/hutch-agent/workers/README.md. Kernel: IPython's InteractiveShell when importable
-# (or HUTCH_KERNEL=ipython), else plain CPython (HUTCH_KERNEL=python).
+# crates/hutch-agent/workers/README.md. Kernel (HUTCH_KERNEL): `auto` = plain CPython that turns
+# itself into IPython's InteractiveShell, over the same namespace, at the first cell written in
+# IPython-only syntax; `python` = plain CPython only; `ipython` = IPython from the start.
+#
+# The agent runs it with `-S` (the `site` module's startup work costs about as much as the rest
+# of the worker): the worker adds the site-packages directories itself (see _add_site_dirs).
 #
 # Startup is kept minimal for the plain kernel: no `json`, `re`, `ast`, `signal`, `traceback`
 # or `linecache` import at start (the C modules `_json` and `_signal` are used instead, `_ast`
@@ -21,6 +25,60 @@ _CTL_OUT = 4
 
 for _fd in (_CTL_IN, _CTL_OUT):
     os.set_inheritable(_fd, False)
+
+
+def _add_site_dirs():
+    """What `site` would have done at startup, for a worker run with `python3 -S`.
+
+    The user site (when enabled) and the platform's site-packages directories are appended to
+    `sys.path`, with the directories listed by path lines of their `.pth` files; `import` lines
+    of `.pth` files and `sitecustomize` are not run. `exit`, `quit`, `help`, `copyright`,
+    `credits` and `license` become builtins as usual. In a virtual environment (a
+    `pyvenv.cfg` beside the interpreter) `site.main()` runs instead, so nothing differs there.
+    """
+    import site
+
+    exe_dir = os.path.dirname(sys.executable)
+    for cfg in (exe_dir, os.path.dirname(exe_dir)):
+        if os.path.isfile(os.path.join(cfg, "pyvenv.cfg")):
+            site.main()
+            return
+    site.ENABLE_USER_SITE = site.check_enableusersite()
+    dirs = []
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    dirs.extend(site.getsitepackages())
+    known = set(sys.path)
+    for d in dirs:
+        if d in known or not os.path.isdir(d):
+            continue
+        known.add(d)
+        sys.path.append(d)
+        try:
+            names = sorted(n for n in os.listdir(d) if n.endswith(".pth") and not n.startswith("."))
+        except OSError:
+            continue
+        for name in names:
+            try:
+                with open(os.path.join(d, name), encoding="utf-8") as f:
+                    lines = f.read().splitlines()
+            except (OSError, UnicodeDecodeError):
+                continue
+            for line in lines:
+                line = line.strip()
+                if not line or line.startswith(("#", "import ", "import\t")):
+                    continue
+                p = os.path.join(d, line)
+                if p not in known and os.path.exists(p):
+                    known.add(p)
+                    sys.path.append(p)
+    site.setquit()
+    site.setcopyright()
+    site.sethelper()
+
+
+if sys.flags.no_site:
+    _add_site_dirs()
 
 # --- JSON without importing `json` (which imports `re`) -------------------------------------
 
@@ -294,7 +352,9 @@ def _display(*objs, **kwargs):
 class _PlainKernel:
     name = "python"
 
-    def __init__(self):
+    def __init__(self, upgrade=False):
+        # `auto`: a cell in IPython-only syntax turns the worker into the IPython kernel.
+        self.upgrade = upgrade
         import types
 
         mod = types.ModuleType("__main__")
@@ -328,7 +388,21 @@ class _PlainKernel:
         import _ast
 
         flags = _ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
-        tree = compile(code, fname, "exec", _ast.PyCF_ONLY_AST | flags)
+        try:
+            tree = compile(code, fname, "exec", _ast.PyCF_ONLY_AST | flags)
+        except SyntaxError as e:
+            if not (self.upgrade and _ipython_syntax(e)):
+                raise
+            syntax_error = e
+            tree = None
+        if tree is None:
+            # Outside the `except` block, so the cell does not run with a SyntaxError being
+            # handled (`sys.exc_info()`, a bare `raise`).
+            _cold()
+            kernel = _upgrade(self, n)
+            if kernel is None:
+                raise syntax_error
+            return kernel.run(code, n)
         last = None
         if tree.body and isinstance(tree.body[-1], _ast.Expr):
             last = tree.body.pop()
@@ -342,6 +416,33 @@ class _PlainKernel:
                 _send_result(_bundle(value))
         _emit_figures()
         return None
+
+
+def _ipython_syntax(e):
+    """Whether the line a SyntaxError points at is written in IPython-only syntax.
+
+    Asked only for a cell that does not compile as Python, so `a % b`, `a != b` or `%s` inside
+    a string never count. The line (leading whitespace stripped) must start with `%` (line
+    and cell magics), `!` (shell commands) or `?` (help), be a name followed by `?` or `??`
+    (`obj.attr?`, `np.*load*?`), or assign from `!` or `%` (`files = !ls`, `here = %pwd`).
+    """
+    line = (e.text or "").strip()
+    if not line:
+        return False
+    if line[0] in "%!?":
+        return True
+    if line.endswith("?"):
+        name = line.rstrip("?").rstrip()
+        return len(line) - len(line.rstrip("?")) <= 2 and _is_name(name, "_.*")
+    target, eq, value = line.partition("=")
+    if not eq or not value.lstrip().startswith(("!", "%")):
+        return False
+    # `name = !cmd`, `a, b = %magic`, `obj.attr = !cmd`, `x[0] = !cmd`
+    return _is_name(target.strip(), "_.,[] ")
+
+
+def _is_name(s, extra):
+    return s != "" and not s[0].isdigit() and all(c.isalnum() or c in extra for c in s)
 
 
 # --- code needed only later -------------------------------------------------------------
@@ -519,7 +620,7 @@ def _patch_pyplot(plt):
 # --- IPython kernel -------------------------------------------------------------------------
 
 
-def _make_ipython_kernel():
+def _make_ipython_kernel(module=None):
     from IPython.core.interactiveshell import InteractiveShell
     from IPython.core.displayhook import DisplayHook
     from IPython.core.displaypub import DisplayPublisher
@@ -586,21 +687,21 @@ def _make_ipython_kernel():
     c.HistoryManager.enabled = False
     c.InteractiveShell.colors = "NoColor"
     c.InteractiveShell.autoindent = False
-    shell = HutchShell.instance(config=c)
+    shell = HutchShell.instance(config=c, user_module=module)
     return shell
 
 
 class _IPythonKernel:
     name = "ipython"
 
-    def __init__(self):
+    def __init__(self, module=None):
         import warnings
 
         # Startup warnings (e.g. an unwritable HOME for ~/.ipython) would land in the output
         # of the first execution.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.shell = _make_ipython_kernel()
+            self.shell = _make_ipython_kernel(module)
 
     def run(self, code, n):
         global _count
@@ -617,6 +718,42 @@ class _IPythonKernel:
             if e is not None:
                 _send_error(type(e).__name__, _exc_value(e), "")
         return None
+
+
+def _upgrade(plain, n):
+    """Turns the `auto` worker into the IPython kernel, before cell `n` runs; returns it.
+
+    The shell is created over the plain kernel's `__main__` module, so every variable survives;
+    the earlier cells become `In[1]`…`In[n-1]` and counting goes on from `n`. Without IPython
+    it returns None (the cell then fails with plain Python's SyntaxError) and never tries again.
+    """
+    global _kernel, _switched, _deferring, _pending
+    # SIGINT waits until the shell is whole (a half-imported IPython would stay broken).
+    _deferring = True
+    try:
+        kernel = _IPythonKernel(plain.module)
+    except Exception as e:
+        plain.upgrade = False
+        print("hutch: IPython syntax needs IPython, which could not be loaded (%s)"
+              % _exc_value(e), file=sys.stderr)
+        return None
+    finally:
+        _deferring = False
+    shell = kernel.shell
+    hist = shell.history_manager
+    for i in range(1, n):
+        src = _sources.get("<cell-%d>" % i, "")
+        hist.input_hist_parsed.append(src)
+        hist.input_hist_raw.append(src)
+    shell.execution_count = n
+    _kernel = kernel
+    _switched = True
+    if _pending:
+        # Interrupted while IPython loaded: the cell counts as run, as in the plain kernel.
+        _pending = False
+        shell.execution_count = n + 1
+        raise KeyboardInterrupt
+    return kernel
 '''
 _cold_loaded = False
 
@@ -631,8 +768,12 @@ def _cold():
 # --- main loop ------------------------------------------------------------------------------
 
 
+_switched = False  # this execution switched the kernel (reported on `done`)
+
+
 def _execute(msg):
     global _executing, _interrupted, _pending, _cur_id, _count, _error_sent, _fig_seq
+    global _switched
     _cur_id = msg.get("id")
     _fig_seq = 0
     code = msg.get("code")
@@ -685,7 +826,12 @@ def _execute(msg):
         status = "error"
     else:
         status = "ok"
-    _send({"type": "done", "id": _cur_id, "status": status, "executionCount": _count})
+    done = {"type": "done", "id": _cur_id, "status": status, "executionCount": _count}
+    if _switched:
+        # The cell turned an `auto` worker into the IPython kernel.
+        _switched = False
+        done["kernel"] = _kernel.name
+    _send(done)
 
 
 def _restore_env(k, old):
@@ -696,15 +842,15 @@ def _restore_env(k, old):
 
 
 def _choose_kernel():
-    want = os.environ.pop("HUTCH_KERNEL", "") or "ipython"
+    want = os.environ.pop("HUTCH_KERNEL", "") or "auto"
     if want == "ipython":
         try:
             _cold()
             return _IPythonKernel()
         except Exception as e:
-            if want == "ipython" and not isinstance(e, ImportError):
+            if not isinstance(e, ImportError):
                 print("hutch: IPython failed to start (%s); using plain Python" % e, file=sys.stderr)
-    return _PlainKernel()
+    return _PlainKernel(upgrade=want != "python")
 
 
 _kernel = _choose_kernel()

@@ -22,8 +22,12 @@ pub struct CreateContextRequest {
     /// Environment variables of the worker, over the session's.
     #[schema(schema_with = crate::schema::env_request)]
     pub env: Option<BTreeMap<String, String>>,
-    /// Python only: `ipython` (default when IPython is installed: magics, rich display) or
-    /// `python` (plain CPython executor, faster to start).
+    /// Python only. `auto` (default): plain CPython, fast to start and small when idle, that
+    /// turns itself into the IPython kernel, keeping every variable, at the first cell written
+    /// in IPython-only syntax (a line starting with `%`, `%%`, `!` or `?`, `name?`, or
+    /// `x = !cmd` / `x = %magic`, in a cell that is not valid Python); `ipython`: the IPython
+    /// kernel from the start (magics, rich display); `python`: plain CPython only.
+    #[schema(example = "auto")]
     pub kernel: Option<String>,
     /// Default timeout of the context's executions, in seconds (0, 86400]; default 300.
     #[schema(exclusive_minimum = 0, maximum = 86400)]
@@ -47,7 +51,9 @@ pub struct Context {
     pub cwd: String,
     /// `python`, `javascript` or `bash`.
     pub language: String,
-    /// `ipython`, `python`, `node` or `bash`.
+    /// The kernel the worker runs now: `ipython`, `python`, `node` or `bash`. An `auto`
+    /// context shows `python` until a cell uses IPython syntax, then `ipython` (again `python`
+    /// after a restart).
     pub kernel: String,
     /// When the context was created (RFC 3339).
     #[serde(with = "time::serde::rfc3339")]

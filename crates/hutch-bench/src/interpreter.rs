@@ -32,6 +32,8 @@ pub struct InterpreterReport {
     pub plain: KernelReport,
     /// `kernel: ipython`.
     pub ipython: KernelReport,
+    /// Resident memory of the session's idle `default` context (kernel `auto`), in KiB.
+    pub default_idle_rss_kib: u64,
 }
 
 /// ipykernel's figures.
@@ -147,32 +149,7 @@ async fn kernel(
     // An idle context's memory, measured from outside before it runs anything.
     let ctx = call(client, http::Method::POST, &contexts, Some(body)).await?;
     let id = ctx["id"].as_str().unwrap_or_default().to_owned();
-    let script = "for p in /proc/[0-9]*; do \
-        c=$(tr '\\0' ' ' < $p/cmdline 2>/dev/null | head -c 100); \
-        case \"$c\" in '# hutch python interpreter worker'*|'python3 -c # hutch python interpreter worker'*) \
-        echo ${p#/proc/} $(awk '/VmRSS/ {print $2}' $p/status);; esac; done";
-    let result = client
-        .run_command(
-            session.parse().unwrap_or_default(),
-            &CommandRequest {
-                command: Some(script.to_owned()),
-                ..CommandRequest::default()
-            },
-        )
-        .await
-        .map_err(api("reading worker memory"))?;
-    // The newest worker (highest pid) is the one just created.
-    report.idle_rss_kib = result
-        .stdout
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let pid: u64 = f.next()?.parse().ok()?;
-            let rss: u64 = f.next()?.parse().ok()?;
-            Some((pid, rss))
-        })
-        .max()
-        .map_or(0, |(_, rss)| rss);
+    report.idle_rss_kib = newest_worker_rss(client, session).await?;
     let request = serde_json::json!({ "code": "x = 1 + 1", "contextId": id });
     for i in 0..warmup + iterations {
         let start = Instant::now();
@@ -195,6 +172,53 @@ async fn kernel(
     )
     .await?;
     Ok(report)
+}
+
+/// Resident memory in KiB of the session's newest (highest pid) python worker, read from
+/// outside with a command.
+async fn newest_worker_rss(client: &HutchClient, session: &str) -> Result<u64, BenchError> {
+    let script = "for p in /proc/[0-9]*; do \
+        c=$(tr '\\0' ' ' < $p/cmdline 2>/dev/null | head -c 100); \
+        case \"$c\" in 'python3 -c # hutch python interpreter worker'*|'python3 -S -c # hutch python interpreter worker'*) \
+        echo ${p#/proc/} $(awk '/VmRSS/ {print $2}' $p/status);; esac; done";
+    let result = client
+        .run_command(
+            session.parse().unwrap_or_default(),
+            &CommandRequest {
+                command: Some(script.to_owned()),
+                ..CommandRequest::default()
+            },
+        )
+        .await
+        .map_err(api("reading worker memory"))?;
+    Ok(result
+        .stdout
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let pid: u64 = f.next()?.parse().ok()?;
+            let rss: u64 = f.next()?.parse().ok()?;
+            Some((pid, rss))
+        })
+        .max()
+        .map_or(0, |(_, rss)| rss))
+}
+
+/// The idle `default` context's worker memory in KiB, once the agent has started it.
+async fn default_context_rss(client: &HutchClient, session: &str) -> Result<u64, BenchError> {
+    let path = format!("/v1/sessions/{session}/interpreter/contexts/default");
+    for _ in 0..100 {
+        let ctx = call(client, http::Method::GET, &path, None).await?;
+        if ctx["active"] == true {
+            // Let it settle after `ready`.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return newest_worker_rss(client, session).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(BenchError::Server(
+        "the default context did not start within 5 s".into(),
+    ))
 }
 
 /// Measures both kernels in a new session: `starts` context starts (fewer for IPython, whose
@@ -223,6 +247,7 @@ pub async fn run(
         token,
     };
     let result = async {
+        let default_idle_rss_kib = default_context_rss(client, &id).await?;
         let plain = kernel(&target, "python", starts, warmup, iterations).await?;
         let ipython = kernel(
             &target,
@@ -232,7 +257,11 @@ pub async fn run(
             iterations,
         )
         .await?;
-        Ok(InterpreterReport { plain, ipython })
+        Ok(InterpreterReport {
+            plain,
+            ipython,
+            default_idle_rss_kib,
+        })
     }
     .await;
     let _ = client.delete_session(session.session_id).await;

@@ -66,6 +66,10 @@ pub(crate) async fn run(
     }
     println!();
     println!("idle memory (RSS)");
+    println!(
+        "  hutch default context: {} (kernel auto, before any cell)",
+        mib(report.default_idle_rss_kib)
+    );
     println!("  hutch plain worker:   {}", mib(report.plain.idle_rss_kib));
     println!(
         "  hutch IPython worker: {}",

@@ -513,6 +513,8 @@ async fn an_error_keeps_the_state() {
 async fn ipython_magics_work() {
     let it = interp!();
     it.run(None, "alpha = 1\nbeta = 2").await;
+    // The default context is `auto`: plain Python until the first magic, which switches it to
+    // the IPython kernel in place, with the variables defined before.
     let who = it.run(None, "%who").await;
     assert!(
         who.stdout().contains("alpha") && who.stdout().contains("beta"),
@@ -530,6 +532,73 @@ async fn ipython_magics_work() {
     assert!(ls.stdout().contains("marker.txt"), "{ls:?}");
     let timeit = it.run(None, "%%timeit -n 10 -r 2\nsum(range(1000))").await;
     assert!(timeit.stdout().contains("per loop"), "{timeit:?}");
+}
+
+#[tokio::test]
+async fn the_default_context_is_plain_python_until_a_cell_needs_ipython() {
+    let it = interp!();
+    let kernel = |ctx: &Value| ctx["kernel"].as_str().unwrap().to_owned();
+    let get = || it.call(http::Method::GET, "/interpreter/contexts/default", None);
+
+    // Ordinary Python, `%` and `!=` included, runs on the small plain kernel: the idle default
+    // context costs a plain interpreter's memory, not IPython's.
+    let run = it
+        .run(
+            None,
+            "import sys\n\
+             a, b = 7, 3\n\
+             print(a % b, a != b)\n\
+             rss_kib = int([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])\n\
+             'IPython' in sys.modules, rss_kib < 24 * 1024",
+        )
+        .await;
+    assert_eq!(run.stdout(), "1 True\n", "{run:?}");
+    assert_eq!(
+        run.result_text().as_deref(),
+        Some("(False, True)"),
+        "{run:?}"
+    );
+    assert_eq!(kernel(&get().await.1), "python");
+
+    // The first magic switches to IPython; state survives and the API shows the new kernel.
+    let who = it.run(None, "%who").await;
+    assert!(who.stdout().contains("rss_kib"), "{who:?}");
+    assert_eq!(kernel(&get().await.1), "ipython");
+    let ls = it.run(None, "!echo $a").await;
+    assert_eq!(ls.stdout(), "7\n", "{ls:?}");
+
+    // `exit()` ends the IPython kernel; the next worker starts plain again.
+    let bye = it.run(None, "exit()").await;
+    assert_eq!(bye.outcome(), "exited", "{bye:?}");
+    assert_eq!(
+        it.run(None, "1 + 1").await.result_text().as_deref(),
+        Some("2")
+    );
+    assert_eq!(kernel(&get().await.1), "python");
+
+    // `kernel` chooses: `ipython` starts IPython at once, `python` never switches, and
+    // `auto` is what a context gets without one.
+    assert_eq!(
+        kernel(&it.create(json!({"kernel": "ipython"})).await),
+        "ipython"
+    );
+    assert_eq!(
+        kernel(&it.create(json!({"kernel": "auto"})).await),
+        "python"
+    );
+    assert_eq!(kernel(&it.create(json!({})).await), "python");
+    let plain = it.create(json!({"kernel": "python"})).await;
+    let run = it.run(Some(plain["id"].as_str().unwrap()), "%who").await;
+    assert_eq!(run.error_name(), Some("SyntaxError"), "{run:?}");
+    let (status, body) = it
+        .call(
+            http::Method::POST,
+            "/interpreter/contexts",
+            Some(json!({"kernel": "jupyter"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["details"]["field"], "kernel");
 }
 
 #[tokio::test]

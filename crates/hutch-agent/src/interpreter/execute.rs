@@ -340,7 +340,15 @@ async fn run_cell(
                 sink.send(frame).await;
             }
             Some(Event::Ready { .. }) => {}
-            Some(Event::Done { status, count }) => {
+            Some(Event::Done {
+                status,
+                count,
+                kernel,
+            }) => {
+                if let Some(kernel) = kernel {
+                    ctx.set_kernel(&kernel);
+                    worker.kernel = kernel;
+                }
                 if timed_out {
                     if !timeout_error_sent {
                         sink.send(timeout_error()).await;

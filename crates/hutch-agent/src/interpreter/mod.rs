@@ -80,7 +80,7 @@ impl Interpreters {
             Config {
                 cwd: DEFAULT_CWD.to_owned(),
                 language: "python".to_owned(),
-                kernel: "ipython".to_owned(),
+                kernel: "auto".to_owned(),
                 env: BTreeMap::new(),
                 timeout: INTERPRETER_TIMEOUT_DEFAULT_SECS,
                 memory_mb: None,
@@ -135,7 +135,11 @@ impl Context {
     fn new(id: String, config: Config) -> Context {
         Context {
             id,
-            kernel: Mutex::new(config.kernel.clone()),
+            // `auto` runs plain Python until a cell needs IPython.
+            kernel: Mutex::new(match config.kernel.as_str() {
+                "auto" => "python".to_owned(),
+                k => k.to_owned(),
+            }),
             config,
             created_at: {
                 // Millisecond precision, like the rest of the API.
@@ -226,11 +230,16 @@ impl Context {
             memory_mb: self.config.memory_mb,
         };
         let worker = worker::Worker::start(agent, spec).await?;
-        *self.kernel.lock().unwrap_or_else(|e| e.into_inner()) = worker.kernel.clone();
+        self.set_kernel(&worker.kernel);
         *self.handle.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&worker.handle));
         self.active.store(true, Ordering::SeqCst);
         *slot = Some(worker);
         Ok(())
+    }
+
+    /// Records the kernel the worker reported (at `ready`, or when a cell switched it).
+    fn set_kernel(&self, kernel: &str) {
+        kernel.clone_into(&mut self.kernel.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
     /// Forgets a worker that ended or was killed.
@@ -289,14 +298,20 @@ fn validate_timeout(field: &'static str, timeout: f64) -> Result<(), AgentError>
 fn validate_create(req: CreateContextRequest) -> Result<Config, AgentError> {
     let language = req.language.unwrap_or_else(|| "python".to_owned());
     let kernel = match (language.as_str(), req.kernel.as_deref()) {
-        ("python", None | Some("ipython")) => "ipython",
+        ("python", None | Some("auto")) => "auto",
+        ("python", Some("ipython")) => "ipython",
         ("python", Some("python")) => "python",
         ("javascript", None | Some("node")) => "node",
         ("bash", None | Some("bash")) => "bash",
         ("python" | "javascript" | "bash", Some(k)) => {
+            let choices = match language.as_str() {
+                "python" => "\"auto\", \"ipython\" or \"python\"",
+                "javascript" => "\"node\"",
+                _ => "\"bash\"",
+            };
             return Err(AgentError::invalid(
                 "kernel",
-                format!("Unsupported kernel {k:?} for {language}"),
+                format!("Unsupported kernel {k:?} for {language}: use {choices}"),
             ));
         }
         (other, _) => {

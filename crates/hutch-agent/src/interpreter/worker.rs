@@ -25,7 +25,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::Agent;
 use crate::reaper::Exit;
 
-/// The python worker's source, passed with `-c` (no file user code could overwrite).
+/// The python worker's source, passed with `-c` (no file user code could overwrite). Python
+/// runs with `-S`: the worker adds the site-packages directories itself, without the cost of
+/// the `site` module's startup work (`.pth` imports, `sitecustomize`).
 const PYTHON_WORKER: &str = include_str!("../../workers/python_worker.py");
 /// The javascript worker's source, passed with `-e`.
 const NODE_WORKER: &str = include_str!("../../workers/node_worker.js");
@@ -57,6 +59,9 @@ pub(crate) enum Event {
         status: String,
         /// Its execution count.
         count: Option<u64>,
+        /// The kernel the worker runs from now on, when the cell switched it (an `auto`
+        /// python worker that met IPython syntax).
+        kernel: Option<String>,
     },
     /// The worker process ended; nothing follows.
     Exited(Exit),
@@ -308,7 +313,12 @@ impl Worker {
             ),
             _ => (
                 "python3",
-                vec!["python3".into(), "-c".into(), PYTHON_WORKER.into()],
+                vec![
+                    "python3".into(),
+                    "-S".into(),
+                    "-c".into(),
+                    PYTHON_WORKER.into(),
+                ],
             ),
         };
         let mut env = spec.env;
@@ -694,7 +704,15 @@ fn handle_message(
                 .unwrap_or("ok")
                 .to_owned();
             let count = msg.get("executionCount").and_then(|c| c.as_u64());
-            let _ = tx.send(Event::Done { status, count });
+            let kernel = msg
+                .get("kernel")
+                .and_then(|k| k.as_str())
+                .map(str::to_owned);
+            let _ = tx.send(Event::Done {
+                status,
+                count,
+                kernel,
+            });
         }
         Some("result" | "artifact" | "error" | "display") => {
             // Output printed before the message goes first.

@@ -2,6 +2,7 @@
 
     /usr/bin/python3 crates/hutch-agent/workers/tests/bench_workers.py [runs]
 
+"auto" (the default) starts as the plain kernel; "python" never switches to IPython.
 "CPU to ready" is the CPU time the worker used until it sent `ready` (from
 /proc/PID/schedstat, so it is less sensitive to a busy machine than the wall time).
 """
@@ -45,6 +46,7 @@ def bench(language, kernel, runs, code):
 if __name__ == "__main__":
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 10
     bench("python", "python", runs, "x = 1 + 1")
+    bench("python", "auto", runs, "x = 1 + 1")
     if HAVE_IPYTHON:
         bench("python", "ipython", max(1, runs // 4), "x = 1 + 1")
     if NODE:

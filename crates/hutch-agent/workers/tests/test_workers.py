@@ -46,7 +46,8 @@ class Worker:
     def __init__(self, language, kernel=None, env=None, cwd=None):
         if language == "python":
             src = _read("python_worker.py")
-            argv = [PYTHON, "-c", src]
+            # as the agent runs it: no `site` at startup, the worker adds site-packages itself
+            argv = [PYTHON, "-S", "-c", src]
         elif language == "javascript":
             src = _read("node_worker.js")
             argv = [NODE, "-e", src]
@@ -399,6 +400,159 @@ class PythonExitTest(unittest.TestCase):
         w.run("exit()")
         self.assertEqual(w.wait_exit(), 0)
         w.close()
+
+
+class SiteTest(unittest.TestCase):
+    """The worker runs with `python3 -S` and adds the site-packages directories itself."""
+
+    def test_site_packages_and_site_builtins(self):
+        w = Worker("python", kernel="python")
+        try:
+            ref = subprocess.run(
+                [PYTHON, "-c", "import sys; print([p for p in sys.path if p])"],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            msgs = w.run("import sys\n[p for p in sys.path if p]")
+            self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], ref)
+            msgs = w.run("callable(exit) and callable(quit) and callable(help), sys.flags.no_site")
+            self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], "(True, 1)")
+            # a python the cell starts is an ordinary one (with `site`)
+            msgs = w.run(
+                "import subprocess\n"
+                "subprocess.run([sys.executable, '-c', 'import sys; print(sys.flags.no_site)'],"
+                " capture_output=True, text=True).stdout.strip()"
+            )
+            self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], "'0'")
+        finally:
+            w.close()
+
+    @unittest.skipUnless(HAVE_PANDAS and HAVE_MPL, "pandas or matplotlib is not installed")
+    def test_packages_of_the_image_import(self):
+        w = Worker("python", kernel="python")
+        try:
+            msgs = w.run("import numpy, pandas, matplotlib, mpl_toolkits.mplot3d\n1")
+            self.assertEqual(done(msgs)["status"], "ok", msgs)
+        finally:
+            w.close()
+
+
+@unittest.skipUnless(HAVE_IPYTHON, "IPython is not installed")
+class AutoKernelTest(unittest.TestCase):
+    """`auto`: plain CPython until a cell needs IPython, then the IPython kernel in place."""
+
+    def test_ordinary_python_never_switches(self):
+        w = Worker("python", kernel="auto")
+        try:
+            self.assertEqual(w.ready["kernel"], "python")
+            cells = [
+                "a, b = 7, 3\nx = a % b\ny = a != b\nx, y",
+                "s = '''\n%who\n!ls\nwhat?\n'''\nt = \"%d!\" % 3\nlen(s), t",
+                "print('100%')  # really?",
+                "z = (a\n     % b)\nz",
+                "def f(v):\n    return v\nf(1 if a != b else 0)",
+            ]
+            for code in cells:
+                msgs = w.run(code)
+                self.assertEqual(done(msgs)["status"], "ok", (code, msgs))
+                self.assertNotIn("kernel", done(msgs))
+            # a plain syntax error stays one, without loading IPython
+            msgs = w.run("x = (1,\nprint(2")
+            self.assertEqual(by_type(msgs, "error")[0]["name"], "SyntaxError")
+            self.assertNotIn("kernel", done(msgs))
+            msgs = w.run("s = '''\n%who\n'''\nx = (")
+            self.assertEqual(by_type(msgs, "error")[0]["name"], "SyntaxError")
+            msgs = w.run("x = (  # why?")
+            self.assertEqual(by_type(msgs, "error")[0]["name"], "SyntaxError")
+            msgs = w.run("f(a=!b)")
+            self.assertEqual(by_type(msgs, "error")[0]["name"], "SyntaxError")
+            msgs = w.run("import sys\n'IPython' in sys.modules")
+            self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], "False")
+        finally:
+            w.close()
+
+    def test_a_magic_switches_to_ipython_and_keeps_the_state(self):
+        w = Worker("python", kernel="auto")
+        try:
+            w.run("alpha = 1\nbeta = 'b'\ndef gamma():\n    return alpha + 1")
+            msgs = w.run("%who")
+            self.assertEqual(done(msgs)["kernel"], "ipython")
+            self.assertEqual(done(msgs)["executionCount"], 2)
+            out = w.stdout.decode()
+            for name in ("alpha", "beta", "gamma"):
+                self.assertIn(name, out)
+            # once switched it is the IPython kernel: no further `kernel` field
+            msgs = w.run("!echo hello from the shell")
+            self.assertNotIn("kernel", done(msgs))
+            self.assertIn("hello from the shell", w.stdout.decode())
+            msgs = w.run("gamma(), In[1].splitlines()[0]")
+            [res] = by_type(msgs, "result")
+            self.assertEqual(res["data"]["text/plain"], "(2, 'alpha = 1')")
+            self.assertEqual(res["executionCount"], 4)
+            msgs = w.run("%%timeit -n1 -r1\nsum(range(100))")
+            self.assertEqual(done(msgs)["status"], "ok")
+            self.assertIn("per loop", w.stdout.decode())
+            msgs = w.run("%pwd")
+            self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], repr(os.getcwd()))
+            w.run("exit()")
+            self.assertEqual(w.wait_exit(), 0)
+        finally:
+            w.close()
+
+    def test_other_ipython_syntax_switches(self):
+        cases = [
+            ("files = !echo one\nfiles[0]", "'one'"),
+            ("here = %pwd\nhere == __import__('os').getcwd()", "True"),
+            ("for i in range(2):\n    !echo row$i\n1", "1"),
+            ("len?", None),
+        ]
+        for code, expected in cases:
+            w = Worker("python", kernel="auto")
+            try:
+                msgs = w.run(code)
+                self.assertEqual(done(msgs).get("kernel"), "ipython", (code, msgs))
+                self.assertEqual(done(msgs)["status"], "ok", (code, msgs))
+                if expected is not None:
+                    self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], expected)
+            finally:
+                w.close()
+
+    def test_exit_and_sys_exit_after_the_switch(self):
+        w = Worker("python", kernel="auto")
+        w.run("%pwd")
+        w.run("import sys\nsys.exit(5)")
+        self.assertEqual(w.wait_exit(), 5)
+        w.close()
+        w = Worker("python", kernel="auto")
+        w.run("x = 1")
+        w.run("!true")
+        w.run("exit()")
+        self.assertEqual(w.wait_exit(), 0)
+        w.close()
+
+    def test_an_interrupt_while_ipython_loads_leaves_a_working_kernel(self):
+        w = Worker("python", kernel="auto")
+        try:
+            w.run("kept = 3")
+            t = interrupt_after(w, 0.05)
+            msgs = w.run("%who")
+            t.join()
+            self.assertEqual(done(msgs)["kernel"], "ipython")
+            self.assertIn(done(msgs)["status"], ("interrupted", "ok"))
+            msgs = w.run("%who")
+            self.assertIn("kept", w.stdout.decode())
+            self.assertEqual(done(msgs)["executionCount"], 3)
+        finally:
+            w.close()
+
+    def test_python_kernel_never_switches(self):
+        w = Worker("python", kernel="python")
+        try:
+            msgs = w.run("%who")
+            self.assertEqual(by_type(msgs, "error")[0]["name"], "SyntaxError")
+            self.assertNotIn("kernel", done(msgs))
+        finally:
+            w.close()
 
 
 @unittest.skipUnless(HAVE_IPYTHON, "IPython is not installed")
