@@ -11,7 +11,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -156,23 +156,31 @@ pub(crate) fn validate(agent: &Agent, req: CommandRequest) -> Result<Plan, Agent
     })
 }
 
-/// A command's cgroup, removed when dropped.
+/// A command's (or an interpreter context's) cgroup, removed when dropped.
 pub(crate) struct CommandCgroup {
     /// The sandbox's cgroup directory (the parent).
     dir: RawFd,
     name: CString,
-    /// The command's own cgroup directory, which its first process starts in.
+    /// The cgroup's own directory, which its first process starts in.
     own: OwnedFd,
 }
 
 impl CommandCgroup {
     fn create(dir: &OwnedFd, id: u64) -> Result<CommandCgroup, AgentError> {
-        let cg = |op| move |source| AgentError::Cgroup { op, source };
-        let name =
-            CString::new(format!("cmd-{id}")).map_err(|e| cg("name")(io::Error::other(e)))?;
+        CommandCgroup::create_named(dir, &format!("cmd-{id}")).map_err(|source| {
+            AgentError::Cgroup {
+                op: "create",
+                source,
+            }
+        })
+    }
+
+    /// Makes the child cgroup `name` of the sandbox's cgroup directory `dir`.
+    pub(crate) fn create_named(dir: &OwnedFd, name: &str) -> io::Result<CommandCgroup> {
+        let name = CString::new(name).map_err(io::Error::other)?;
         // SAFETY: dir is an open directory descriptor; name is NUL-terminated.
         if unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) } != 0 {
-            return Err(cg("mkdir")(io::Error::last_os_error()));
+            return Err(io::Error::last_os_error());
         }
         // SAFETY: as above.
         let fd = unsafe {
@@ -186,7 +194,7 @@ impl CommandCgroup {
             let err = io::Error::last_os_error();
             // SAFETY: removing the directory just made.
             unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) };
-            return Err(cg("open")(err));
+            return Err(err);
         }
         // SAFETY: fd was just returned by openat and is owned by nobody else.
         let own = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -195,6 +203,30 @@ impl CommandCgroup {
             name,
             own,
         })
+    }
+
+    /// The cgroup's own directory, for starting a process in it.
+    pub(crate) fn own(&self) -> BorrowedFd<'_> {
+        self.own.as_fd()
+    }
+
+    /// Writes `value` to the cgroup's file `file` (e.g. `memory.max`).
+    pub(crate) fn write(&self, file: &str, value: &str) -> io::Result<()> {
+        let path = CString::new(file).map_err(io::Error::other)?;
+        // SAFETY: own is the cgroup's directory; path is NUL-terminated.
+        let fd = unsafe {
+            libc::openat(
+                self.own.as_raw_fd(),
+                path.as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd was just returned by openat.
+        let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        io::Write::write_all(&mut file, value.as_bytes())
     }
 
     /// Kills every process in the cgroup.
@@ -312,7 +344,7 @@ pub(crate) fn start(
         env: &plan.env,
         cwd: std::path::Path::new(&plan.cwd),
         stdio,
-        cgroup: cgroup.as_ref().map(|c| c.own.as_fd()),
+        cgroup: cgroup.as_ref().map(CommandCgroup::own),
     };
     let started = Instant::now();
     let (process, exited) = agent.reaper.spawn(&spec, options)?;

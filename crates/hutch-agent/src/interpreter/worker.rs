@@ -7,9 +7,8 @@
 //! event. The worker's exit comes from the agent's reaper (exit code or signal), never from a
 //! message.
 
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Agent;
+use crate::commands::CommandCgroup;
 use crate::reaper::Exit;
 
 /// The python worker's source, passed with `-c` (no file user code could overwrite). Python
@@ -67,126 +67,11 @@ pub(crate) enum Event {
     Exited(Exit),
 }
 
-/// A context's cgroup, removed when dropped.
-pub(crate) struct CtxCgroup {
-    dir: RawFd,
-    name: CString,
-    own: OwnedFd,
-}
-
-impl CtxCgroup {
-    fn create(dir: &OwnedFd, name: &str) -> io::Result<CtxCgroup> {
-        let name = CString::new(name).map_err(io::Error::other)?;
-        // SAFETY: dir is an open directory descriptor; name is NUL-terminated.
-        if unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: as above.
-        let fd = unsafe {
-            libc::openat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            let err = io::Error::last_os_error();
-            // SAFETY: removing the directory just made.
-            unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) };
-            return Err(err);
-        }
-        // SAFETY: fd was just returned by openat and is owned by nobody else.
-        let own = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(CtxCgroup {
-            dir: dir.as_raw_fd(),
-            name,
-            own,
-        })
-    }
-
-    /// Writes `value` to the cgroup's file `file`.
-    fn write(&self, file: &str, value: &str) -> io::Result<()> {
-        let path = CString::new(file).map_err(io::Error::other)?;
-        // SAFETY: own is the context's cgroup directory; path is NUL-terminated.
-        let fd = unsafe {
-            libc::openat(
-                self.own.as_raw_fd(),
-                path.as_ptr(),
-                libc::O_WRONLY | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd was just returned by openat.
-        let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        io::Write::write_all(&mut file, value.as_bytes())
-    }
-
-    fn members(&self) -> Vec<i32> {
-        let Ok(path) = CString::new("cgroup.procs") else {
-            return Vec::new();
-        };
-        // SAFETY: own is the context's cgroup directory; path is NUL-terminated.
-        let fd = unsafe {
-            libc::openat(
-                self.own.as_raw_fd(),
-                path.as_ptr(),
-                libc::O_RDONLY | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Vec::new();
-        }
-        // SAFETY: fd was just returned by openat.
-        let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        let mut text = String::new();
-        let _ = io::Read::read_to_string(&mut file, &mut text);
-        text.lines().filter_map(|l| l.trim().parse().ok()).collect()
-    }
-
-    /// Kills every process in the cgroup.
-    fn kill(&self) {
-        if self.write("cgroup.kill", "1").is_ok() {
-            return;
-        }
-        for _ in 0..100 {
-            let pids = self.members();
-            if pids.is_empty() {
-                return;
-            }
-            for pid in pids {
-                // SAFETY: kill takes integers only; the pid was read from our cgroup.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-    }
-}
-
-impl Drop for CtxCgroup {
-    fn drop(&mut self) {
-        // SAFETY: removing our own child cgroup directory by name.
-        if unsafe { libc::unlinkat(self.dir, self.name.as_ptr(), libc::AT_REMOVEDIR) } == 0 {
-            return;
-        }
-        let (dir, name) = (self.dir, self.name.clone());
-        std::thread::spawn(move || {
-            for _ in 0..200 {
-                std::thread::sleep(Duration::from_millis(10));
-                // SAFETY: as above.
-                if unsafe { libc::unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR) } == 0 {
-                    return;
-                }
-            }
-        });
-    }
-}
-
 /// What interrupts or kills a worker, shareable while an execution holds the worker itself.
 pub(crate) struct WorkerHandle {
     /// The worker's pid, also its process group.
     pub(crate) pid: i32,
-    cgroup: Option<CtxCgroup>,
+    cgroup: Option<CommandCgroup>,
 }
 
 impl WorkerHandle {
@@ -231,7 +116,7 @@ impl WorkerHandle {
             env,
             cwd: std::path::Path::new(cwd),
             stdio: [null.as_fd(), out_w.as_fd(), out_w.as_fd()],
-            cgroup: self.cgroup.as_ref().map(|c| c.own.as_fd()),
+            cgroup: self.cgroup.as_ref().map(CommandCgroup::own),
         };
         let (process, exited) = agent
             .reaper
@@ -340,7 +225,7 @@ impl Worker {
         })?;
         let cgroup = match &agent.cgroup_dir {
             Some(dir) => Some(
-                CtxCgroup::create(dir, &spec.cgroup_name)
+                CommandCgroup::create_named(dir, &spec.cgroup_name)
                     .map_err(|e| format!("cannot create the context's cgroup: {e}"))?,
             ),
             None => None,
@@ -364,7 +249,7 @@ impl Worker {
             env: &env,
             cwd: std::path::Path::new(spec.cwd),
             stdio: [null.as_fd(), out_w.as_fd(), err_w.as_fd()],
-            cgroup: cgroup.as_ref().map(|c| c.own.as_fd()),
+            cgroup: cgroup.as_ref().map(CommandCgroup::own),
         };
         let (process, exited) = agent
             .reaper
