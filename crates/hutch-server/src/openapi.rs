@@ -6,7 +6,10 @@
 //! clients through the proxy's catch-all route, so the one clients use is declared here on a
 //! documented stub function that nothing calls (`run_command`), as is `GET /metrics`, whose
 //! handler lives in `metrics.rs` (`metrics`). Every error response is one of the shared
-//! responses below, each an [`ErrorBody`].
+//! responses below, each an [`ErrorBody`]. The responses every route under
+//! `/v1/sessions/{id}/` shares (400, 401, 404, 409, 429, 500, 502: what the control plane may
+//! answer before it relays) are added by the `Contract` modifier, so an annotation lists only
+//! the responses of its own route.
 //!
 //! The document is checked in as `docs/openapi.json`. The test
 //! `openapi::tests::checked_in_document_is_current` fails when the generated document differs
@@ -169,14 +172,7 @@ pub(crate) async fn serve_docs() -> Response {
                 (CommandResponse = "application/json"),
                 (ProcessEvent = "application/x-ndjson"),
             )),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 404, response = SessionNotFound),
-        (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
-        (status = 429, response = RateLimited),
-        (status = 500, response = Internal),
-        (status = 502, response = SandboxUnavailable),
         (status = 507, response = DiskFull),
     ),
     security(("bearer" = []))
@@ -205,13 +201,8 @@ pub(crate) fn run_command() {}
     ),
     responses(
         (status = 200, description = "The entries", body = hutch_api::FileList),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = FileNotFound),
-        (status = 409, response = Conflict),
-        (status = 500, response = Internal),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -232,13 +223,8 @@ pub(crate) fn list_files() {}
     ),
     responses(
         (status = 200, description = "The file", body = hutch_api::FileInfo),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = FileNotFound),
-        (status = 409, response = Conflict),
-        (status = 500, response = Internal),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -265,14 +251,9 @@ pub(crate) fn stat_file() {}
     responses(
         (status = 200, description = "The whole file", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = FileNotFound),
-        (status = 409, response = Conflict),
         (status = 416, response = RangeNotSatisfiable),
-        (status = 500, response = Internal),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -300,14 +281,9 @@ pub(crate) fn download_file() {}
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses(
         (status = 200, description = "Written", body = hutch_api::UploadResults),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = FileNotFound),
-        (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
-        (status = 500, response = Internal),
-        (status = 502, response = SandboxUnavailable),
         (status = 507, response = DiskFull),
     ),
     security(("bearer" = []))
@@ -337,14 +313,9 @@ pub(crate) fn upload_file() {}
     request_body(content = inline(Object), content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "Every file written", body = hutch_api::UploadResults),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = FileNotFound),
-        (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
-        (status = 500, response = Internal),
-        (status = 502, response = SandboxUnavailable),
         (status = 507, response = DiskFull),
     ),
     security(("bearer" = []))
@@ -368,13 +339,8 @@ pub(crate) fn upload_files() {}
     ),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = FileNotFound),
-        (status = 409, response = Conflict),
-        (status = 500, response = Internal),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -391,14 +357,9 @@ pub(crate) fn delete_file() {}
     request_body = hutch_api::MkdirRequest,
     responses(
         (status = 201, description = "Created (or, with `parents`, already there)", body = hutch_api::FileInfo),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = FileNotFound),
-        (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
-        (status = 500, response = Internal),
-        (status = 502, response = SandboxUnavailable),
         (status = 507, response = DiskFull),
     ),
     security(("bearer" = []))
@@ -418,14 +379,9 @@ pub(crate) fn make_directory() {}
     request_body = hutch_api::MoveRequest,
     responses(
         (status = 200, description = "Moved; the file at its new path", body = hutch_api::FileInfo),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = FileNotFound),
-        (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
-        (status = 500, response = Internal),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -447,13 +403,8 @@ pub(crate) fn move_file() {}
     ),
     responses(
         (status = 200, description = "A tar stream", content_type = "application/x-tar", body = Vec<u8>),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = FileNotFound),
-        (status = 409, response = Conflict),
-        (status = 500, response = Internal),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -481,14 +432,9 @@ pub(crate) fn download_archive() {}
         description = "A tar stream (any content type is read as one)."),
     responses(
         (status = 200, description = "Extracted", body = hutch_api::UploadResults),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = FileNotFound),
-        (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
-        (status = 500, response = Internal),
-        (status = 502, response = SandboxUnavailable),
         (status = 507, response = DiskFull),
     ),
     security(("bearer" = []))

@@ -25,8 +25,8 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ContextId, Json, SessionId};
 use crate::openapi::{
-    BadRequest, Conflict, Internal, PayloadTooLarge, RateLimited, SessionNotFound,
-    StorageContextNotFound, Unauthorized,
+    BadRequest, Conflict, Internal, PayloadTooLarge, RateLimited, StorageContextNotFound,
+    Unauthorized,
 };
 use crate::validate;
 
@@ -170,13 +170,7 @@ pub(crate) async fn delete_context(
     request_body(content = SyncRequest, description = "What to transfer; may be empty (upload every bound context)."),
     responses(
         (status = 200, description = "The tasks started", body = SyncStarted),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 404, response = SessionNotFound),
-        (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
-        (status = 429, response = RateLimited),
-        (status = 500, response = Internal),
     ),
     security(("bearer" = []))
 )]
@@ -206,11 +200,6 @@ pub(crate) async fn sync_context(
     ),
     responses(
         (status = 200, description = "The tasks", body = ContextInfo),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 404, response = SessionNotFound),
-        (status = 429, response = RateLimited),
-        (status = 500, response = Internal),
     ),
     security(("bearer" = []))
 )]

@@ -6,10 +6,7 @@
 use hutch_api::interpreter::{Deleted, HistoryList, InterruptResult};
 use hutch_api::{Context, ContextList, CreateContextRequest, ExecuteRequest, Frame};
 
-use super::{
-    BadRequest, Conflict, ContextNotFound, Internal, PayloadTooLarge, RateLimited,
-    SandboxUnavailable, SessionNotFound, Unauthorized,
-};
+use super::{ContextNotFound, PayloadTooLarge};
 
 /// Creates an interpreter context: a python, javascript or bash worker with its own state.
 ///
@@ -26,12 +23,6 @@ use super::{
     request_body = CreateContextRequest,
     responses(
         (status = 200, description = "The context, started", body = Context),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 404, response = SessionNotFound),
-        (status = 409, response = Conflict),
-        (status = 429, response = RateLimited),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -47,10 +38,6 @@ pub(crate) fn create_context() {}
     request_body = CreateContextRequest,
     responses(
         (status = 200, description = "The context, started", body = Context),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 404, response = SessionNotFound),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -67,9 +54,6 @@ pub(crate) fn create_context_alias() {}
     params(("id" = uuid::Uuid, Path, description = "The session id.")),
     responses(
         (status = 200, description = "The contexts", body = ContextList),
-        (status = 401, response = Unauthorized),
-        (status = 404, response = SessionNotFound),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -84,9 +68,6 @@ pub(crate) fn list_contexts() {}
     params(("id" = uuid::Uuid, Path, description = "The session id.")),
     responses(
         (status = 200, description = "The contexts", body = ContextList),
-        (status = 401, response = Unauthorized),
-        (status = 404, response = SessionNotFound),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -104,9 +85,7 @@ pub(crate) fn list_contexts_alias() {}
     ),
     responses(
         (status = 200, description = "The context", body = Context),
-        (status = 401, response = Unauthorized),
         (status = 404, response = ContextNotFound),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -127,10 +106,7 @@ pub(crate) fn get_context() {}
     ),
     responses(
         (status = 200, description = "`{\"message\": \"Context deleted\"}`", body = Deleted),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 404, response = ContextNotFound),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -148,10 +124,7 @@ pub(crate) fn delete_context() {}
     ),
     responses(
         (status = 200, description = "`{\"message\": \"Context deleted\"}`", body = Deleted),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 404, response = ContextNotFound),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -173,9 +146,7 @@ pub(crate) fn delete_context_alias() {}
     responses(
         (status = 200, description = "Whether an execution was interrupted",
             body = InterruptResult),
-        (status = 401, response = Unauthorized),
         (status = 404, response = ContextNotFound),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -193,10 +164,7 @@ pub(crate) fn interrupt_context() {}
     ),
     responses(
         (status = 200, description = "The context, with a fresh worker", body = Context),
-        (status = 401, response = Unauthorized),
         (status = 404, response = ContextNotFound),
-        (status = 409, response = Conflict),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -215,10 +183,7 @@ pub(crate) fn restart_context() {}
     ),
     responses(
         (status = 200, description = "The executions", body = HistoryList),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 404, response = ContextNotFound),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -244,9 +209,6 @@ pub(crate) fn context_history() {}
     responses(
         (status = 101, description = "Switching to the WebSocket protocol; first client \
             message: an `ExecuteRequest`; server messages: `Frame`s", body = Frame),
-        (status = 401, response = Unauthorized),
-        (status = 404, response = SessionNotFound),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -267,12 +229,7 @@ pub(crate) fn execute_websocket() {}
     responses(
         (status = 200, description = "The execution's frames, one per line",
             content_type = "application/x-ndjson", body = Frame),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 404, response = SessionNotFound),
         (status = 413, response = PayloadTooLarge),
-        (status = 500, response = Internal),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -287,9 +244,6 @@ pub(crate) fn execute_ndjson() {}
     params(("id" = uuid::Uuid, Path, description = "The session id.")),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol", body = Frame),
-        (status = 401, response = Unauthorized),
-        (status = 404, response = SessionNotFound),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -306,10 +260,6 @@ pub(crate) fn execute_websocket_alias() {}
     responses(
         (status = 200, description = "The execution's frames, one per line",
             content_type = "application/x-ndjson", body = Frame),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 404, response = SessionNotFound),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]

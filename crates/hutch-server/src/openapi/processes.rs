@@ -5,10 +5,7 @@
 
 use hutch_api::processes::PtyControl;
 
-use super::{
-    BadRequest, Conflict, DiskFull, Internal, PayloadTooLarge, ProcessNotFound, RateLimited,
-    SandboxUnavailable, SessionNotFound, Unauthorized,
-};
+use super::{DiskFull, PayloadTooLarge, ProcessNotFound};
 use hutch_api::{
     CodeRequest, CommandResult, ProcessEvent, ProcessInfo, ProcessList, SignalRequest,
 };
@@ -34,12 +31,6 @@ use hutch_api::{
     responses(
         (status = 101, description = "Switched to the WebSocket protocol; text messages are \
             `ProcessEvent`s", body = ProcessEvent),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 404, response = SessionNotFound),
-        (status = 409, response = Conflict),
-        (status = 500, response = Internal),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -55,11 +46,6 @@ pub(crate) fn stream_command() {}
     params(("id" = uuid::Uuid, Path, description = "The session id.")),
     responses(
         (status = 200, description = "The processes", body = ProcessList),
-        (status = 401, response = Unauthorized),
-        (status = 404, response = SessionNotFound),
-        (status = 409, response = Conflict),
-        (status = 500, response = Internal),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -77,12 +63,7 @@ pub(crate) fn list_processes() {}
     ),
     responses(
         (status = 200, description = "The process", body = ProcessInfo),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 404, response = ProcessNotFound),
-        (status = 409, response = Conflict),
-        (status = 500, response = Internal),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -101,12 +82,7 @@ pub(crate) fn get_process() {}
     ),
     responses(
         (status = 200, description = "The process, killed", body = ProcessInfo),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 404, response = ProcessNotFound),
-        (status = 409, response = Conflict),
-        (status = 500, response = Internal),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -134,12 +110,7 @@ pub(crate) fn kill_process() {}
     responses(
         (status = 101, description = "Switched to the WebSocket protocol; text messages are \
             `ProcessEvent`s", body = ProcessEvent),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 404, response = ProcessNotFound),
-        (status = 409, response = Conflict),
-        (status = 500, response = Internal),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -161,13 +132,8 @@ pub(crate) fn attach_process() {}
         description = "The bytes to write."),
     responses(
         (status = 204, description = "Written"),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 404, response = ProcessNotFound),
-        (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
-        (status = 500, response = Internal),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -187,13 +153,8 @@ pub(crate) fn write_process_stdin() {}
     request_body = SignalRequest,
     responses(
         (status = 204, description = "Sent"),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 404, response = ProcessNotFound),
-        (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
-        (status = 500, response = Internal),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -224,13 +185,6 @@ pub(crate) fn signal_process() {}
     responses(
         (status = 101, description = "Switched to the WebSocket protocol; client text messages \
             are `PtyControl`s", body = PtyControl),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 404, response = SessionNotFound),
-        (status = 409, response = Conflict),
-        (status = 429, response = RateLimited),
-        (status = 500, response = Internal),
-        (status = 502, response = SandboxUnavailable),
     ),
     security(("bearer" = []))
 )]
@@ -248,14 +202,7 @@ pub(crate) fn open_terminal() {}
     responses(
         (status = 200, description = "The code ran (whatever its exit status)",
             body = CommandResult),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 404, response = SessionNotFound),
-        (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
-        (status = 429, response = RateLimited),
-        (status = 500, response = Internal),
-        (status = 502, response = SandboxUnavailable),
         (status = 507, response = DiskFull),
     ),
     security(("bearer" = []))
