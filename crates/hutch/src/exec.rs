@@ -2,8 +2,9 @@
 //!
 //! Several arguments are a program and its arguments, run directly (`hutch exec S ls -l /`;
 //! a `--` before them is allowed and needed only when the program's first argument would
-//! read as an option of `hutch exec` itself). A single argument is a command line, run by
-//! `/bin/sh -c` (`hutch exec S 'ls / | wc -l'`), as a shell would run it.
+//! read as an option of `hutch exec` itself). A single argument with spaces or shell syntax
+//! in it is a command line, run by `/bin/sh -c` (`hutch exec S 'ls / | wc -l'`), as a shell
+//! would run it; a single plain word is a program (`hutch exec S ls`).
 //!
 //! Standard output and error arrive on the user's own as they are produced; `hutch exec` exits
 //! with the command's exit code, or `128 + n` when signal `n` ended it (as a shell reports it),
@@ -30,7 +31,8 @@ const EXIT_NOT_RUN: u8 = 125;
 #[command(after_help = "\
 Examples:
   hutch exec $S ls -l /workspace        a program and its arguments, run directly
-  hutch exec $S 'ls / | wc -l'          one argument: a command line for /bin/sh -c
+  hutch exec $S 'ls / | wc -l'          one argument with spaces or shell syntax:
+                                        a command line for /bin/sh -c
   hutch exec $S -- grep -r --count x .  `--` ends hutch's own options
   echo hi | hutch exec $S cat           standard input goes to the command")]
 pub(crate) struct ExecArgs {
@@ -47,15 +49,23 @@ pub(crate) struct ExecArgs {
     timeout: Option<f64>,
     /// The session.
     session: Uuid,
-    /// The program and its arguments, or a single command line for `/bin/sh -c`.
+    /// The program and its arguments, or one command line for `/bin/sh -c`.
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
     command: Vec<String>,
 }
 
-/// The request that runs `command` as `hutch exec` reads it: one argument is a command line
-/// for `/bin/sh -c`, several are an argv.
+/// Characters that make a lone argument a shell command line rather than a program's name.
+const SHELL_SYNTAX: &[char] = &[
+    '|', '&', ';', '<', '>', '(', ')', '$', '`', '\\', '"', '\'', '*', '?', '[', ']', '#', '~',
+    '=', '{', '}',
+];
+
+/// The request that runs `command` as `hutch exec` reads it: one argument with spaces or
+/// shell syntax is a command line for `/bin/sh -c`; otherwise an argv (so that a program
+/// that cannot be run is told as such, exit 125, rather than by a shell's 127).
 fn command_request(mut command: Vec<String>) -> CommandRequest {
-    if command.len() == 1 {
+    let shell_line = |line: &str| line.contains(char::is_whitespace) || line.contains(SHELL_SYNTAX);
+    if command.len() == 1 && shell_line(&command[0]) {
         CommandRequest {
             command: command.pop(),
             ..CommandRequest::default()
@@ -219,6 +229,16 @@ mod tests {
             assert_eq!(req.command.as_deref(), Some("ls / | wc -l"));
             assert_eq!(req.argv, None);
         }
+    }
+
+    #[test]
+    fn one_plain_word_is_a_program() {
+        let req = command_request(parse(&["ls"]).command);
+        assert_eq!(req.argv, Some(vec!["ls".into()]));
+        let req = command_request(parse(&["echo $HOME"]).command);
+        assert_eq!(req.command.as_deref(), Some("echo $HOME"));
+        let req = command_request(parse(&["ls>out"]).command);
+        assert_eq!(req.command.as_deref(), Some("ls>out"));
     }
 
     #[test]
