@@ -220,67 +220,52 @@ async fn every_write_creates_missing_parents_unless_parents_is_false() {
     let source = put(&server, id, "/workspace/source.txt", "", b"moved");
     assert_eq!(source.status, 200, "{}", source.text());
 
+    // How each write is told `parents=false`: in its query, or in its JSON body.
+    let query = |refuse: bool| if refuse { "&parents=false" } else { "" };
+    let field = |refuse: bool| if refuse { r#","parents":false"# } else { "" };
     // Each write, to a place whose parents do not exist yet: (what, how, where it lands).
     type Write<'a> = (
         &'a str,
-        Box<dyn Fn(&str) -> files_common::Reply + 'a>,
+        Box<dyn Fn(bool) -> files_common::Reply + 'a>,
         &'a str,
     );
     let writes: Vec<Write<'_>> = vec![
         (
             "PUT content",
-            Box::new(|q| put(&server, id, "/workspace/put/x/f.txt", q, b"put")),
+            Box::new(|refuse| put(&server, id, "/workspace/put/x/f.txt", query(refuse), b"put")),
             "/workspace/put/x/f.txt",
         ),
         (
             "multipart",
-            Box::new(|q| {
-                curl(
-                    &server,
-                    id,
-                    "POST",
-                    &format!("/files?path=/workspace/multi/x{q}"),
-                    &["-F", "a=@/etc/hostname;filename=f.txt"],
-                )
+            Box::new(|refuse| {
+                let path = format!("/files?path=/workspace/multi/x{}", query(refuse));
+                let part = "a=@/etc/hostname;filename=f.txt";
+                curl(&server, id, "POST", &path, &["-F", part])
             }),
             "/workspace/multi/x/f.txt",
         ),
         (
             "archive PUT",
-            Box::new(|q| {
-                curl(
-                    &server,
-                    id,
-                    "PUT",
-                    &format!("/files/archive?path=/workspace/tar/x{q}"),
-                    &["--data-binary", &tar_body],
-                )
+            Box::new(|refuse| {
+                let path = format!("/files/archive?path=/workspace/tar/x{}", query(refuse));
+                curl(&server, id, "PUT", &path, &["--data-binary", &tar_body])
             }),
             "/workspace/tar/x/f.txt",
         ),
         (
             "mkdir",
-            Box::new(|q| {
-                let parents = if q.is_empty() {
-                    ""
-                } else {
-                    r#","parents":false"#
-                };
-                let body = format!(r#"{{"path":"/workspace/mk/x/d"{parents}}}"#);
+            Box::new(|refuse| {
+                let body = format!(r#"{{"path":"/workspace/mk/x/d"{}}}"#, field(refuse));
                 curl(&server, id, "POST", "/files/mkdir", &["--json", &body])
             }),
             "/workspace/mk/x/d",
         ),
         (
             "move",
-            Box::new(|q| {
-                let parents = if q.is_empty() {
-                    ""
-                } else {
-                    r#","parents":false"#
-                };
+            Box::new(|refuse| {
                 let body = format!(
-                    r#"{{"from":"/workspace/source.txt","to":"/workspace/mv/x/f.txt"{parents}}}"#
+                    r#"{{"from":"/workspace/source.txt","to":"/workspace/mv/x/f.txt"{}}}"#,
+                    field(refuse)
                 );
                 curl(&server, id, "POST", "/files/move", &["--json", &body])
             }),
@@ -288,14 +273,14 @@ async fn every_write_creates_missing_parents_unless_parents_is_false() {
         ),
     ];
     for (what, write, lands) in &writes {
-        let refused = write("&parents=false");
+        let refused = write(true);
         assert_eq!(
             (refused.status, refused.code().as_str()),
             (404, "file_not_found"),
             "{what} with parents=false refuses a missing parent: {}",
             refused.text()
         );
-        let written = write("");
+        let written = write(false);
         assert!(
             matches!(written.status, 200 | 201),
             "{what} creates missing parents by default: {}",
