@@ -11,6 +11,7 @@
 
 mod execute;
 pub(crate) mod routes;
+mod source;
 mod worker;
 
 use std::collections::{BTreeMap, VecDeque};
