@@ -142,7 +142,18 @@ pub(crate) async fn execute(agent: Arc<Agent>, req: ExecuteRequest, tx: mpsc::Se
             sink.send(frame).await;
             Outcome::completed(None)
         }
-        Ok(()) => run_cell(&ctx, &mut slot, &req, timeout, &mut sink, &mut record).await,
+        Ok(()) => {
+            run_cell(
+                &agent,
+                &ctx,
+                &mut slot,
+                &req,
+                timeout,
+                &mut sink,
+                &mut record,
+            )
+            .await
+        }
     };
     ctx.running.store(false, Ordering::SeqCst);
     let duration_ms = started.elapsed().as_millis() as u64;
@@ -244,6 +255,7 @@ enum Phase {
 }
 
 async fn run_cell(
+    agent: &Agent,
     ctx: &Context,
     slot: &mut Option<super::worker::Worker>,
     req: &ExecuteRequest,
@@ -261,6 +273,7 @@ async fn run_cell(
         "code": req.code,
         "envs": req.envs.clone().unwrap_or_default(),
     });
+    let oom = agent.oom.mark();
     // A write to a worker that just died fails; its exit event still arrives below.
     let _ = worker.send(&msg).await;
     let deadline = Instant::now() + timeout;
@@ -402,13 +415,25 @@ async fn run_cell(
                         ..Outcome::with("exited")
                     },
                     Exit::Signal(sig) => {
-                        let frame = error_frame(
-                            "WorkerCrashed",
-                            format!(
-                                "the {language} worker was killed by signal {sig} ({})",
-                                signal_name(sig)
-                            ),
-                        );
+                        let frame = if agent.oom.killed(oom, exit) {
+                            error_frame(
+                                "OutOfMemory",
+                                format!(
+                                    "the {language} worker was killed by the kernel's \
+                                     out-of-memory killer: {} was reached; the context's state \
+                                     is lost and its next execution starts a fresh worker",
+                                    agent.oom.limit()
+                                ),
+                            )
+                        } else {
+                            error_frame(
+                                "WorkerCrashed",
+                                format!(
+                                    "the {language} worker was killed by signal {sig} ({})",
+                                    signal_name(sig)
+                                ),
+                            )
+                        };
                         record.error = Some(frame.clone());
                         sink.send(frame).await;
                         Outcome {

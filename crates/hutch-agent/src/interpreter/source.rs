@@ -69,9 +69,8 @@ impl WorkerSource {
 /// close-on-exec (a worker gets it by `dup2`, at descriptor 5).
 fn sealed_memfd(name: &CStr, bytes: &[u8]) -> io::Result<OwnedFd> {
     // SAFETY: name is NUL-terminated; the flags are plain integers.
-    let raw = unsafe {
-        libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
-    };
+    let raw =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if raw < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -105,7 +104,11 @@ mod tests {
         assert!(file.set_len(0).is_err(), "sealed against shrinking");
         let path = format!("/proc/self/fd/{}", file.as_raw_fd());
         assert!(
-            std::fs::OpenOptions::new().write(true).open(&path).and_then(|mut f| f.write_all(b"x")).is_err(),
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(b"x"))
+                .is_err(),
             "reopened, still sealed"
         );
         assert_eq!(
