@@ -97,6 +97,8 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
         ("HOSTNAME".to_owned(), config.hostname.clone()),
     ]);
     base_env.extend(config.env);
+    // Python `libraries` installed in any context are importable everywhere.
+    let base_env = interpreter::with_libraries_on_python_path(base_env);
     let files = files::Files::new(
         config
             .max_upload_bytes

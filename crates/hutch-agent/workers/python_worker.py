@@ -803,6 +803,12 @@ def _execute(msg):
                 continue
             saved.append((k, os.environ.get(k)))
             os.environ[k] = v
+    if msg.get("installed"):
+        # The agent installed libraries for this cell: directories on sys.path that did not
+        # exist when they were first searched are searched again.
+        import importlib
+
+        importlib.invalidate_caches()
     if _kernel.name == "python":
         _count += 1
     _interrupted = False
