@@ -195,11 +195,10 @@ fn owned(args: &[&str]) -> Vec<String> {
 fn last_error_line(out: &str) -> &str {
     let lines = || out.lines().map(str::trim).filter(|l| !l.is_empty());
     lines()
-        .filter(|l| {
+        .rfind(|l| {
             l.starts_with("ERROR") || l.starts_with("npm ERR!") || l.starts_with("npm error")
         })
-        .last()
-        .or_else(|| lines().last())
+        .or_else(|| lines().next_back())
         .unwrap_or("no output")
 }
 
