@@ -73,6 +73,7 @@ impl LinuxRuntime {
             rootfs,
             overlays,
             has_cgroup_dir: false,
+            has_memory_events: false,
             tmpfs_mb: disk_mb,
         })
     }
@@ -83,6 +84,7 @@ impl LinuxRuntime {
         let mut config = self.prepare(id, resources.disk_mb)?;
         let cgroup = inner.cgroups.create(id, resources)?;
         config.has_cgroup_dir = cgroup.v2_fd.is_some();
+        config.has_memory_events = cgroup.memory_events.is_some();
 
         let socket = self.socket_path(id);
         let _ = fs::remove_file(&socket);
@@ -124,6 +126,7 @@ impl LinuxRuntime {
             (high(&go_r)?, init::GO_FD),
         ];
         let cgroup_src = cgroup.v2_fd.as_ref().map(high).transpose()?;
+        let events_src = cgroup.memory_events.as_ref().map(high).transpose()?;
         let mut fds: Vec<ChildFd> = sources
             .iter()
             .map(|(fd, target)| ChildFd {
@@ -131,11 +134,16 @@ impl LinuxRuntime {
                 target: *target,
             })
             .collect();
-        if let Some(fd) = &cgroup_src {
-            fds.push(ChildFd {
-                source: fd.as_raw_fd(),
-                target: init::CGROUP_FD,
-            });
+        for (fd, target) in [
+            (&cgroup_src, init::CGROUP_FD),
+            (&events_src, init::MEMORY_EVENTS_FD),
+        ] {
+            if let Some(fd) = fd {
+                fds.push(ChildFd {
+                    source: fd.as_raw_fd(),
+                    target,
+                });
+            }
         }
         let argv: Vec<CString> = vec![c"hutch".to_owned(), c"agent".to_owned()];
         let flags = (libc::CLONE_NEWUSER
@@ -154,7 +162,7 @@ impl LinuxRuntime {
         )
         .map_err(sys_err("start sandbox"))?;
         drop((
-            sources, cgroup_src, config_r, status_w, go_r, listener, dev_null, log,
+            sources, cgroup_src, events_src, config_r, status_w, go_r, listener, dev_null, log,
         ));
 
         let release = || -> Result<(), SandboxError> {

@@ -88,6 +88,7 @@ impl LinuxRuntime {
                 hostname: spec.hostname.clone(),
                 env: spec.env.clone(),
                 max_upload_bytes: inner.config.max_upload_bytes,
+                memory_mb: Some(spec.resources.memory_mb),
             };
             let mut json =
                 serde_json::to_vec(&claim).map_err(|e| SandboxError::InvalidSpec(e.to_string()))?;
