@@ -174,10 +174,31 @@ struct Archive {
 
 impl Archive {
     fn extract(reader: impl Read, dir: &Path, max_bytes: u64) -> Result<Archive, ImportError> {
-        let mut counted = HashingReader::new(reader.take(max_bytes.saturating_add(1)));
+        let mut limited = reader.take(max_bytes.saturating_add(1));
         let mut links = HashMap::new();
+        let result = Archive::extract_members(&mut limited, dir, &mut links);
+        // Whatever went wrong, an archive cut at the limit is too large.
+        let drained = io::copy(&mut limited, &mut io::sink());
+        if limited.limit() == 0 {
+            return Err(ImportError::TooLarge(max_bytes));
+        }
+        result?;
+        drained.map_err(|e| ImportError::Invalid(e.to_string()))?;
+        Ok(Archive {
+            dir: dir.to_owned(),
+            links,
+        })
+    }
+
+    /// Writes the directories and regular files of the archive under `dir` and notes its
+    /// links in `links`.
+    fn extract_members(
+        reader: impl Read,
+        dir: &Path,
+        links: &mut HashMap<String, String>,
+    ) -> Result<(), ImportError> {
         {
-            let mut tar = tar::Archive::new(&mut counted);
+            let mut tar = tar::Archive::new(reader);
             let entries = tar
                 .entries()
                 .map_err(|e| ImportError::Invalid(e.to_string()))?;
@@ -242,16 +263,7 @@ impl Archive {
                 }
             }
         }
-        let (_, read) = counted
-            .finish()
-            .map_err(|e| ImportError::Invalid(e.to_string()))?;
-        if read > max_bytes {
-            return Err(ImportError::TooLarge(max_bytes));
-        }
-        Ok(Archive {
-            dir: dir.to_owned(),
-            links,
-        })
+        Ok(())
     }
 
     /// The file of member `name`, following links between members.

@@ -116,7 +116,7 @@ pub enum LayerStatus {
 }
 
 /// A callback receiving pull progress.
-pub type ProgressFn = dyn Fn(&PullProgress) + Send + Sync;
+pub type ProgressFn<'a> = dyn Fn(&PullProgress) + Send + Sync + 'a;
 
 /// Pulls images into an [`ImageStore`].
 pub struct Puller {
@@ -163,7 +163,7 @@ impl Puller {
     pub async fn pull(
         &self,
         reference: &ImageRef,
-        progress: &ProgressFn,
+        progress: &ProgressFn<'_>,
     ) -> Result<ImageRecord, PullError> {
         let name = reference.to_string();
         if !self.registries.allows(reference.registry()) {
@@ -214,10 +214,11 @@ impl Puller {
         }
         let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
         let _pin = self.store.pin(&diff_ids);
-        futures_util::stream::iter(manifest.layers.iter().zip(&layers))
-            .map(|(descriptor, layer)| {
-                self.fetch_layer(&remote, &name, descriptor, layer, progress)
-            })
+        let mut fetches = Vec::with_capacity(layers.len());
+        for (descriptor, layer) in manifest.layers.iter().zip(&layers) {
+            fetches.push(self.fetch_layer(&remote, &name, descriptor, layer, progress));
+        }
+        futures_util::stream::iter(fetches)
             .buffer_unordered(CONCURRENT_LAYERS)
             .try_collect::<Vec<_>>()
             .await?;
@@ -277,7 +278,7 @@ impl Puller {
         name: &str,
         descriptor: &OciDescriptor,
         layer: &LayerRef,
-        progress: &ProgressFn,
+        progress: &ProgressFn<'_>,
     ) -> Result<LayerRecord, PullError> {
         let report = |status, done| {
             progress(&PullProgress {
