@@ -24,9 +24,10 @@ if ((${#need[@]})); then
 fi
 
 # OCI image tests (crates/hutch-image/tests) run their own registry and fill it with images
-# built from real files: Debian's docker-registry, skopeo, and busybox-static for a no-libc image.
+# built from real files: Debian's docker-registry, skopeo and umoci, and busybox-static for a
+# no-libc image.
 oci=()
-for pkg in docker-registry skopeo busybox-static; do
+for pkg in docker-registry skopeo umoci busybox-static; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || oci+=("$pkg")
 done
 if ((${#oci[@]})); then
