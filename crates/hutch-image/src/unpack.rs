@@ -293,15 +293,7 @@ impl Unpacker<'_> {
                 self.clear_slot(&parent, name, false, &target.shown)?;
                 rustix::fs::symlinkat(OsStr::from_bytes(&link), &parent, name)
                     .map_err(|e| io_error("create symlink", &target.shown, e))?;
-                let (uid, gid) = self.owner(&meta);
-                rustix::fs::chownat(
-                    &parent,
-                    name,
-                    Some(uid),
-                    Some(gid),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(|e| io_error("chown symlink", &target.shown, e))?;
+                self.chown_entry(&parent, name, &meta, &target.shown)?;
                 let times = timestamps(meta.mtime);
                 rustix::fs::utimensat(&parent, name, &times, AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(|e| io_error("set symlink times", &target.shown, e))
@@ -331,15 +323,7 @@ impl Unpacker<'_> {
                 self.clear_slot(&parent, name, false, &target.shown)?;
                 rustix::fs::mknodat(&parent, name, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
                     .map_err(|e| io_error("create fifo", &target.shown, e))?;
-                let (uid, gid) = self.owner(&meta);
-                rustix::fs::chownat(
-                    &parent,
-                    name,
-                    Some(uid),
-                    Some(gid),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(|e| io_error("chown fifo", &target.shown, e))?;
+                self.chown_entry(&parent, name, &meta, &target.shown)?;
                 rustix::fs::chmodat(
                     &parent,
                     name,
@@ -385,15 +369,7 @@ impl Unpacker<'_> {
                 Err(rustix::io::Errno::NOENT) => {
                     rustix::fs::mkdirat(&dir, *component, Mode::from_raw_mode(0o755))
                         .map_err(|e| io_error("create parent directory", &target.shown, e))?;
-                    let (uid, gid) = self.owner(&Meta::default());
-                    rustix::fs::chownat(
-                        &dir,
-                        *component,
-                        Some(uid),
-                        Some(gid),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(|e| io_error("chown parent directory", &target.shown, e))?;
+                    self.chown_entry(&dir, component, &Meta::default(), &target.shown)?;
                     dir = rustix::fs::openat2(&dir, *component, flags, Mode::empty(), resolve)
                         .map_err(|e| io_error("open parent directory", &target.shown, e))?;
                 }
@@ -459,6 +435,25 @@ impl Unpacker<'_> {
             Uid::from_raw(shift(meta.uid)),
             Gid::from_raw(shift(meta.gid)),
         )
+    }
+
+    /// Gives the entry `name` in `parent` (not following it if it is a symlink) its owner.
+    fn chown_entry(
+        &self,
+        parent: &OwnedFd,
+        name: &OsStr,
+        meta: &Meta,
+        shown: &str,
+    ) -> Result<(), UnpackError> {
+        let (uid, gid) = self.owner(meta);
+        rustix::fs::chownat(
+            parent,
+            name,
+            Some(uid),
+            Some(gid),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| io_error("chown", shown, e))
     }
 
     fn set_owner_and_mode(

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use hutch_image::{ImageRef, PullProgress, Puller, RegistryConfig};
+use support::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SERVICE: &str = "hutch-test-registry";
@@ -158,37 +159,12 @@ fn sign(key_der: &[u8], cert_der_b64: &str, access: &[serde_json::Value]) -> Str
 }
 
 /// A registry that wants tokens from `tokens`.
-fn start_registry(tokens: &TokenService, dir: &std::path::Path) -> (std::process::Child, String) {
-    let port = support::free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let config = dir.join("registry.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {storage}\nhttp:\n  addr: {addr}\nauth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {cert}\n",
-            storage = dir.join("storage").display(),
-            realm = tokens.realm,
-            cert = tokens.cert.display(),
-        ),
-    )
-    .expect("config");
-    let log = std::fs::File::create(dir.join("registry.log")).expect("log");
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("docker-registry");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the registry did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    (child, addr)
+fn start_registry(tokens: &TokenService) -> Registry {
+    Registry::start_with(&format!(
+        "auth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {cert}\n",
+        realm = tokens.realm,
+        cert = tokens.cert.display(),
+    ))
 }
 
 // Several threads: the token service answers while skopeo, run blocking here, waits on it.
@@ -199,7 +175,8 @@ async fn credentials_from_a_docker_config_are_traded_for_a_token() {
         .tempdir_in(support::scratch())
         .expect("tempdir");
     let tokens = TokenService::start(dir.path()).await;
-    let (mut registry, addr) = start_registry(&tokens, dir.path());
+    let registry = start_registry(&tokens);
+    let addr = registry.addr.clone();
     let layout = support::busybox_layout();
     support::run(Command::new("skopeo").args([
         "copy",
@@ -248,7 +225,4 @@ async fn credentials_from_a_docker_config_are_traded_for_a_token() {
         .collect();
     assert!(askers.contains(&Some(USER.to_owned())), "{askers:?}");
     assert!(askers.contains(&None), "{askers:?}");
-
-    let _ = registry.kill();
-    let _ = registry.wait();
 }

@@ -64,6 +64,11 @@ pub struct Registry {
 
 impl Registry {
     pub fn start() -> Registry {
+        Registry::start_with("")
+    }
+
+    /// A registry whose configuration ends with `extra` (YAML, such as an `auth:` section).
+    pub fn start_with(extra: &str) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("hutch-registry-")
             .tempdir_in(scratch())
@@ -75,7 +80,7 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n{extra}",
                 storage.display()
             ),
         )
