@@ -24,10 +24,10 @@ if ((${#need[@]})); then
 fi
 
 # OCI image tests (crates/hutch-image/tests) run their own registry and fill it with images
-# built from real files: Debian's docker-registry, skopeo and umoci, and busybox-static for a
-# no-libc image.
+# built from real files: Debian's docker-registry, skopeo and umoci, busybox-static for a
+# no-libc image, and mmdebstrap for a Debian image with python3 (built once, cached in target/).
 oci=()
-for pkg in docker-registry skopeo umoci busybox-static; do
+for pkg in docker-registry skopeo umoci busybox-static mmdebstrap; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || oci+=("$pkg")
 done
 if ((${#oci[@]})); then

@@ -577,3 +577,37 @@ async fn collection_keeps_images_in_use_and_evicts_the_least_recently_used() {
     assert_eq!(report.layers, vec![kept.layers[0].diff_id.clone()]);
     assert!(store.images().expect("images").is_empty());
 }
+
+#[tokio::test]
+async fn a_debian_python_image_pulls_as_python_3_11_and_runs_python() {
+    // Built by mmdebstrap from Debian's packages the first time (minutes), cached after.
+    let layout = support::debian_python_layout();
+    let registry = Registry::start();
+    registry.push(&layout, "library/python:3.11");
+    let (_dir, store) = support::store();
+    let mut config = RegistryConfig::default();
+    config
+        .add_mirror(&format!("docker.io=http://{}", registry.addr))
+        .expect("mirror");
+    let puller = Puller::new(Arc::clone(&store), config);
+    let name = reference("python:3.11");
+    let record = puller.pull(&name, &quiet).await.expect("pull");
+    assert_eq!(record.name, "docker.io/library/python:3.11");
+
+    // Debian's root holds device nodes (skipped and named), hard links and setuid programs.
+    let layer = store
+        .layer(&record.layers[0].diff_id)
+        .expect("layer record")
+        .expect("stored");
+    assert!(
+        layer.skipped.iter().any(|s| s.path == "./dev/null"),
+        "{:?}",
+        layer.skipped
+    );
+    let lease = store.acquire(&name).expect("acquire");
+    let output = support::in_overlay(
+        &lease.lower_dirs(),
+        r#"chroot "$R" /bin/sh -c '. /etc/os-release; echo $ID $VERSION_CODENAME; python3 -c "print(6 * 7)"; stat -c "%U %a" /usr/bin/chsh; find /dev -type c | wc -l'"#,
+    );
+    assert_eq!(output, "debian bookworm\n42\nroot 4755\n0\n");
+}

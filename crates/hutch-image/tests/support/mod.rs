@@ -412,57 +412,94 @@ pub struct ImageSpec {
     pub multi_platform: bool,
 }
 
+/// A layer blob placed in a layout's `blobs/sha256/`.
+pub struct LayerBlob {
+    /// Digest of the uncompressed tar.
+    pub diff_id: Digest,
+    /// Digest of the gzipped blob.
+    pub digest: Digest,
+    /// Size of the gzipped blob.
+    pub size: u64,
+}
+
+/// Writes `bytes` into the layout's blob directory under their digest.
+fn put_blob(blobs: &Path, bytes: &[u8]) -> (Digest, u64) {
+    let digest = Digest::of(bytes);
+    std::fs::write(blobs.join(digest.hex()), bytes).expect("blob");
+    (digest, bytes.len() as u64)
+}
+
+/// Gzips the layer tar `tar` into the layout's blob directory.
+fn gzip_layer(blobs: &Path, tar: &[u8]) -> LayerBlob {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(tar).expect("gzip");
+    let (digest, size) = put_blob(blobs, &gz.finish().expect("gzip"));
+    LayerBlob {
+        diff_id: Digest::of(tar),
+        digest,
+        size,
+    }
+}
+
+/// Writes the config and manifest of an image of `layers`; returns the manifest's digest and
+/// size.
+fn write_image(
+    blobs: &Path,
+    layers: &[LayerBlob],
+    spec: &ImageSpec,
+    architecture: &str,
+) -> (Digest, u64) {
+    let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.to_string()).collect();
+    let descriptors: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": l.digest.to_string(), "size": l.size})
+        })
+        .collect();
+    let config = serde_json::json!({
+        "created": "2026-01-01T00:00:00Z",
+        "architecture": architecture, "os": "linux",
+        "config": {"Env": spec.env, "WorkingDir": spec.working_dir.unwrap_or(""),
+                   "User": spec.user.unwrap_or(""), "Cmd": spec.cmd},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    let (config_digest, config_size) = put_blob(blobs, &serde_json::to_vec(&config).expect("json"));
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest.to_string(), "size": config_size},
+        "layers": descriptors,
+    });
+    put_blob(blobs, &serde_json::to_vec(&manifest).expect("json"))
+}
+
 /// Writes an OCI image layout (tag `latest`) of `layers` (uncompressed tars, gzipped here)
 /// into `dir`, which must not exist. Returns the layers' blob digests.
 pub fn write_layout(dir: &Path, layers: &[Vec<u8>], spec: &ImageSpec) -> Vec<Digest> {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).expect("layout dirs");
-    let put = |bytes: &[u8]| {
-        let digest = Digest::of(bytes);
-        std::fs::write(blobs.join(digest.hex()), bytes).expect("blob");
-        (digest, bytes.len())
-    };
-    let manifest_for = |layers: &[Vec<u8>], architecture: &str| {
-        let mut diff_ids = Vec::new();
-        let mut descriptors = Vec::new();
-        let mut digests = Vec::new();
-        for layer in layers {
-            diff_ids.push(Digest::of(layer).to_string());
-            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            gz.write_all(layer).expect("gzip");
-            let compressed = gz.finish().expect("gzip");
-            let (digest, size) = put(&compressed);
-            descriptors.push(serde_json::json!({
-                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                "digest": digest.to_string(), "size": size}));
-            digests.push(digest);
-        }
-        let config = serde_json::json!({
-            "created": "2026-01-01T00:00:00Z",
-            "architecture": architecture, "os": "linux",
-            "config": {"Env": spec.env, "WorkingDir": spec.working_dir.unwrap_or(""),
-                       "User": spec.user.unwrap_or(""), "Cmd": spec.cmd},
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        });
-        let (config_digest, config_size) = put(&serde_json::to_vec(&config).expect("json"));
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       "digest": config_digest.to_string(), "size": config_size},
-            "layers": descriptors,
-        });
-        let (digest, size) = put(&serde_json::to_vec(&manifest).expect("json"));
-        (digest, size, digests)
-    };
-    let (manifest, manifest_size, digests) = manifest_for(layers, "amd64");
+    let layers: Vec<LayerBlob> = layers.iter().map(|tar| gzip_layer(&blobs, tar)).collect();
+    write_layout_of_blobs(dir, &layers, spec);
+    layers.into_iter().map(|l| l.digest).collect()
+}
+
+/// Writes an OCI image layout (tag `latest`) of layer blobs already in `dir/blobs/sha256`.
+pub fn write_layout_of_blobs(dir: &Path, layers: &[LayerBlob], spec: &ImageSpec) {
+    let blobs = dir.join("blobs/sha256");
+    let (manifest, manifest_size) = write_image(&blobs, layers, spec, "amd64");
     let top = if spec.multi_platform {
-        let decoy = layer(&[Entry::File(
-            "arm64".to_owned(),
-            b"wrong platform\n".to_vec(),
-            0o644,
-        )]);
-        let (decoy, decoy_size, _) = manifest_for(&[decoy], "arm64");
+        let decoy = gzip_layer(
+            &blobs,
+            &layer(&[Entry::File(
+                "arm64".to_owned(),
+                b"wrong platform\n".to_vec(),
+                0o644,
+            )]),
+        );
+        let (decoy, decoy_size) = write_image(&blobs, &[decoy], spec, "arm64");
         let index = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.index.v1+json",
@@ -475,7 +512,7 @@ pub fn write_layout(dir: &Path, layers: &[Vec<u8>], spec: &ImageSpec) -> Vec<Dig
                  "platform": {"architecture": "amd64", "os": "linux"}},
             ],
         });
-        let (digest, size) = put(&serde_json::to_vec(&index).expect("json"));
+        let (digest, size) = put_blob(&blobs, &serde_json::to_vec(&index).expect("json"));
         serde_json::json!({"mediaType": "application/vnd.oci.image.index.v1+json",
                            "digest": digest.to_string(), "size": size,
                            "annotations": {"org.opencontainers.image.ref.name": "latest"}})
@@ -491,7 +528,52 @@ pub fn write_layout(dir: &Path, layers: &[Vec<u8>], spec: &ImageSpec) -> Vec<Dig
     )
     .expect("index");
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).expect("layout");
-    digests
+}
+
+/// The sha256 of a file, by `sha256sum` (fast in debug builds too).
+fn file_digest(path: &Path) -> Digest {
+    let output = run(Command::new("sha256sum").arg(path));
+    Digest::from_hex(output.split_whitespace().next().unwrap_or_default()).expect("sha256sum")
+}
+
+/// A Debian bookworm image with `python3`, built from Debian's packages by `mmdebstrap`
+/// (minbase) as one layer. Slow the first time (minutes: it downloads the packages), cached
+/// under `target/` after that.
+pub fn debian_python_layout() -> PathBuf {
+    cached_layout("debian-python3-v1", |dir| {
+        let blobs = dir.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).expect("layout dirs");
+        let tar = dir.join("rootfs.tar");
+        run(Command::new("mmdebstrap")
+            .args([
+                "--quiet",
+                "--variant=minbase",
+                "--include=python3",
+                "--mode=root",
+            ])
+            .args(["bookworm"])
+            .arg(&tar)
+            .arg("http://deb.debian.org/debian"));
+        let diff_id = file_digest(&tar);
+        run(Command::new("gzip").args(["-1", "-n"]).arg(&tar));
+        let gz = dir.join("rootfs.tar.gz");
+        let digest = file_digest(&gz);
+        let size = std::fs::metadata(&gz).expect("layer").len();
+        std::fs::rename(&gz, blobs.join(digest.hex())).expect("place layer");
+        write_layout_of_blobs(
+            dir,
+            &[LayerBlob {
+                diff_id,
+                digest,
+                size,
+            }],
+            &ImageSpec {
+                env: vec!["PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"],
+                cmd: Some(vec!["python3"]),
+                ..ImageSpec::default()
+            },
+        );
+    })
 }
 
 /// A cached OCI layout under `target/`: built by `build` once, reused by later runs.
