@@ -199,8 +199,9 @@ impl Unpacker<'_> {
         }
         let meta = Meta {
             mode: header.mode().map_err(UnpackError::Tar)? & 0o7777,
-            uid: header.uid().map_err(UnpackError::Tar)?,
-            gid: header.gid().map_err(UnpackError::Tar)?,
+            // Empty owner fields read as root, as Go's archive/tar (Docker's) reads them.
+            uid: header.uid().unwrap_or(0),
+            gid: header.gid().unwrap_or(0),
             mtime: header.mtime().unwrap_or(0),
         };
         let Some(name) = target.name else {
@@ -652,6 +653,73 @@ fn io_fail(op: &'static str, entry: &str, source: io::Error) -> UnpackError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn options() -> UnpackOptions {
+        UnpackOptions {
+            uid_base: 1_000_000_000,
+            id_count: 65_536,
+            max_bytes: 1 << 20,
+            max_entries: 16,
+        }
+    }
+
+    /// A tar of `count` small files.
+    fn files(count: usize) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for i in 0..count {
+            let mut header = tar::Header::new_gnu();
+            header.set_mode(0o644);
+            header.set_size(6);
+            builder
+                .append_data(&mut header, format!("dir/file-{i}"), &b"hello\n"[..])
+                .expect("append");
+        }
+        builder.into_inner().expect("tar")
+    }
+
+    fn unpack_into(
+        layer: &[u8],
+        options: &UnpackOptions,
+    ) -> (tempfile::TempDir, Result<UnpackReport, UnpackError>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let report = unpack_layer(layer, dir.path(), options);
+        (dir, report)
+    }
+
+    #[test]
+    fn plain_gzip_and_zstd_layers_unpack_alike() {
+        let tar = files(2);
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gzip.write_all(&tar).expect("gzip");
+        let gzip = gzip.finish().expect("gzip");
+        let zstd = zstd::stream::encode_all(&tar[..], 1).expect("zstd");
+        for layer in [&tar, &gzip, &zstd] {
+            let (dir, report) = unpack_into(layer, &options());
+            let report = report.expect("unpacks");
+            assert_eq!(
+                report.diff_id,
+                Digest::of(&tar),
+                "the diff id is the plain tar's"
+            );
+            assert_eq!(report.tar_bytes, tar.len() as u64);
+            let content = std::fs::read(dir.path().join("dir/file-1")).expect("file");
+            assert_eq!(content, b"hello\n");
+        }
+    }
+
+    #[test]
+    fn layers_beyond_the_bounds_are_refused() {
+        let (_dir, report) = unpack_into(&files(17), &options());
+        assert!(matches!(report, Err(UnpackError::TooManyEntries(16))));
+        let small = UnpackOptions {
+            max_bytes: 10,
+            ..options()
+        };
+        let (_dir, report) = unpack_into(&files(2), &small);
+        assert!(matches!(report, Err(UnpackError::TooLarge(10))));
+        let (_dir, report) = unpack_into(b"not a tar at all, and longer than nothing", &options());
+        assert!(matches!(report, Err(UnpackError::Tar(_))), "{report:?}");
+    }
 
     #[test]
     fn names_are_split_and_checked() {
