@@ -275,7 +275,7 @@ pub(crate) fn download_file() {}
         ("id" = uuid::Uuid, Path, description = "The session id."),
         ("path" = String, Query, description = "Where to write."),
         ("mode" = Option<String>, Query, description = "Permission bits, octal (at most `1777`); default `0644`."),
-        ("parents" = Option<bool>, Query, description = "Create missing parent directories; default false."),
+        ("parents" = Option<bool>, Query, description = "Create missing parent directories; default true (false: 404 when the parent is missing)."),
         ("overwrite" = Option<bool>, Query, description = "Replace an existing file; default true (false: 409 if it exists)."),
     ),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
@@ -427,6 +427,7 @@ pub(crate) fn download_archive() {}
     params(
         ("id" = uuid::Uuid, Path, description = "The session id."),
         ("path" = String, Query, description = "The directory to extract into."),
+        ("parents" = Option<bool>, Query, description = "Create the directory's missing parents; default true (false: 404 when its parent is missing)."),
     ),
     request_body(content = Vec<u8>, content_type = "application/octet-stream",
         description = "A tar stream (any content type is read as one)."),

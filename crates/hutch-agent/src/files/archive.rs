@@ -158,21 +158,29 @@ fn add_dir(
     Ok(())
 }
 
-/// `PUT /files/archive?path=`: extracts a tar stream into the directory (created, with its
-/// parents, when missing).
+/// `PUT /files/archive?path=&parents=`: extracts a tar stream into the directory (created
+/// when missing, with its parents unless `parents=false`).
 pub(super) async fn upload(
     State(agent): State<Arc<Agent>>,
     q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
     req: Request,
 ) -> Result<Json<UploadResults>, AgentError> {
-    let path = query(q)?.path()?;
+    let q = query(q)?;
+    let path = q.path()?;
+    let parents = q.parents.unwrap_or(true);
     let files = files(&agent);
     let max = files.max_upload_bytes;
     let shown = path.to_string();
     let dest = {
         let files = Arc::clone(&files);
         let path = path.clone();
-        blocking(move || files.root.mkdir_all(&path, 0o755)).await?
+        blocking(move || {
+            if !parents {
+                files.root.parent(&path)?; // the parent must exist
+            }
+            files.root.mkdir_all(&path, 0o755)
+        })
+        .await?
     };
     let (tx, reader) = BodyReader::new();
     let extractor = {

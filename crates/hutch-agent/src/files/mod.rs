@@ -252,7 +252,9 @@ async fn remove(
     .await
 }
 
-/// `POST /files/mkdir`.
+/// `POST /files/mkdir`: with `parents` (the default) creates missing parents too and
+/// succeeds when the directory is already there (`mkdir -p`); with `parents: false` the
+/// parent must exist and the directory must not (409).
 async fn mkdir(
     State(agent): State<Arc<Agent>>,
     req: Request,
@@ -261,12 +263,13 @@ async fn mkdir(
     let path = SandboxPath::parse("path", &req.path)?;
     let mode = parse_mode("mode", req.mode.as_deref(), 0o755)?;
     let files = files(&agent);
+    let parents = req.parents.unwrap_or(true);
     blocking(move || {
-        if req.parents.unwrap_or(false) {
+        if parents {
             files.root.mkdir_all(&path, mode)?;
         }
         let (parent, name) = files.root.parent(&path)?;
-        if !req.parents.unwrap_or(false) {
+        if !parents {
             let shown = path.to_string();
             fsys::mkdirat(parent.as_fd(), &name, mode).map_err(|e| fs_error("mkdir", &shown, e))?;
             let fd =
@@ -289,6 +292,7 @@ async fn mkdir(
 
 /// `POST /files/move`: renames within the sandbox (one file system: `/workspace` and the
 /// image's directories are one overlay each, `/tmp` is another; across them answers 409).
+/// Missing parents of the destination are created unless `parents: false`.
 async fn move_file(
     State(agent): State<Arc<Agent>>,
     req: Request,
@@ -307,10 +311,14 @@ async fn move_file(
     } else {
         libc::RENAME_NOREPLACE
     };
+    let parents = req.parents.unwrap_or(true);
     let files = files(&agent);
     blocking(move || {
         let (from_dir, from_name) = files.root.parent(&from)?;
-        let (to_dir, to_name) = files.root.parent(&to)?;
+        let (to_dir, to_name) = match to.split() {
+            Some((dir, name)) if parents => (files.root.mkdir_all(&dir, 0o755)?, name),
+            _ => files.root.parent(&to)?,
+        };
         fsys::renameat2(
             from_dir.as_fd(),
             &from_name,
@@ -491,7 +499,8 @@ fn send_range(file: &std::fs::File, start: u64, len: u64, out: &BodyWriter) -> s
     Ok(())
 }
 
-/// `PUT /files/content?path=&mode=&parents=&overwrite=`: the raw body becomes the file.
+/// `PUT /files/content?path=&mode=&parents=&overwrite=`: the raw body becomes the file
+/// (missing parents are created unless `parents=false`).
 async fn upload(
     State(agent): State<Arc<Agent>>,
     q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
@@ -512,7 +521,7 @@ async fn upload(
     let upload = Upload {
         path,
         mode,
-        parents: q.parents.unwrap_or(false),
+        parents: q.parents.unwrap_or(true),
         overwrite: q.overwrite.unwrap_or(true),
     };
     let size = write_file(&files, upload, &mut body).await?;
