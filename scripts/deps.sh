@@ -24,6 +24,20 @@ if ((${#need[@]})); then
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# OCI image tests (crates/hutch-image/tests) run their own registry and fill it with images
+# built from real files: Debian's docker-registry, skopeo and umoci, busybox-static for a
+# no-libc image, and mmdebstrap for a Debian image with python3 (built once, cached in target/).
+oci=()
+for pkg in docker-registry skopeo umoci busybox-static mmdebstrap; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || oci+=("$pkg")
+done
+if ((${#oci[@]})); then
+    echo "deps: installing ${oci[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${oci[@]}" >/dev/null
+fi
+
 # schemathesis (from PyPI, into a virtualenv under target/) tests the API contract against a
 # live server: crates/hutch/tests/schemathesis.rs.
 SCHEMATHESIS_VERSION=4.32.5
