@@ -10,10 +10,9 @@ use hutch_api::limits::{
     SYNC_GLOBS_MAX,
 };
 use hutch_api::limits::{
-    CPUS_RANGE, DEFAULT_CPUS, DEFAULT_MEMORY_MB, DEFAULT_PIDS, DISK_MB_RANGE, ENV_MAX_ENTRIES,
-    ENV_MAX_KEY_BYTES, ENV_MAX_VALUE_BYTES, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MEMORY_MB_RANGE,
-    METADATA_MAX_ENTRIES, METADATA_MAX_KEY_BYTES, METADATA_MAX_VALUE_BYTES, PIDS_RANGE,
-    TTL_DEFAULT_SECS, TTL_MAX_SECS, TTL_MIN_SECS,
+    CPUS_RANGE, DEFAULT_CPUS, DEFAULT_MEMORY_MB, DEFAULT_PIDS, DISK_MB_RANGE, LIST_LIMIT_DEFAULT,
+    LIST_LIMIT_MAX, MEMORY_MB_RANGE, METADATA_MAX_ENTRIES, METADATA_MAX_KEY_BYTES,
+    METADATA_MAX_VALUE_BYTES, PIDS_RANGE, TTL_DEFAULT_SECS, TTL_MAX_SECS, TTL_MIN_SECS,
 };
 use hutch_api::{
     ContextSync, CreateSessionRequest, CreateStorageContextRequest, Resources, ResourcesRequest,
@@ -65,7 +64,7 @@ pub(crate) fn create(req: CreateSessionRequest) -> Result<NewSession, ApiError> 
     let metadata = req.metadata.unwrap_or_default();
     check_metadata(&metadata)?;
     let env = req.env.unwrap_or_default();
-    check_env(&env)?;
+    hutch_api::env::check("env", &env)?;
     let resources = resources(req.resources.unwrap_or_default())?;
     let context_syncs = req.context_syncs.unwrap_or_default();
     check_context_syncs(&context_syncs)?;
@@ -126,37 +125,6 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
                 format!(
                     "metadata value of {key:?} is {} bytes; at most {METADATA_MAX_VALUE_BYTES} are allowed",
                     value.len()
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn check_env(env: &BTreeMap<String, String>) -> Result<(), ApiError> {
-    if env.len() > ENV_MAX_ENTRIES {
-        return Err(ApiError::invalid(
-            "env",
-            format!(
-                "env has {} entries; at most {ENV_MAX_ENTRIES} are allowed",
-                env.len()
-            ),
-        ));
-    }
-    for (key, value) in env {
-        if key.is_empty() || key.len() > ENV_MAX_KEY_BYTES || key.contains(['=', '\0']) {
-            return Err(ApiError::invalid(
-                "env",
-                format!(
-                    "env name {key:?} must be 1 to {ENV_MAX_KEY_BYTES} bytes with no '=' or NUL"
-                ),
-            ));
-        }
-        if value.len() > ENV_MAX_VALUE_BYTES || value.contains('\0') {
-            return Err(ApiError::invalid(
-                "env",
-                format!(
-                    "env value of {key:?} must be at most {ENV_MAX_VALUE_BYTES} bytes with no NUL"
                 ),
             ));
         }
