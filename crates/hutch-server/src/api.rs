@@ -24,7 +24,7 @@
 use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, RawQuery, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::http::{HeaderValue, Method, Uri};
 use axum::middleware::{self, Next};
@@ -38,7 +38,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{Json, SessionId};
+use crate::extract::{Json, Query, SessionId};
 use crate::openapi::{
     BadRequest, Capacity, Conflict, DiskFull, Internal, PayloadTooLarge, RateLimited,
     SessionNotFound, StorageContextNotFound, SyncFailed, Unauthorized,
@@ -189,9 +189,9 @@ pub(crate) async fn create_session(
 pub(crate) async fn list_sessions(
     State(state): State<AppState>,
     caller: Caller,
-    RawQuery(query): RawQuery,
+    Query(query): Query<validate::PageQuery>,
 ) -> Result<Json<SessionList>, ApiError> {
-    let page = validate::page(query.as_deref())?;
+    let page = validate::page(query)?;
     Ok(Json(state.sessions.list(&caller, page).await?))
 }
 
@@ -284,9 +284,9 @@ pub(crate) async fn delete_session(
     State(state): State<AppState>,
     caller: Caller,
     SessionId(id): SessionId,
-    RawQuery(query): RawQuery,
+    Query(query): Query<validate::DeleteQuery>,
 ) -> Result<Json<Session>, ApiError> {
-    let upload = validate::flag(query.as_deref(), "upload", true)?;
+    let upload = validate::delete(query)?;
     Ok(Json(state.sessions.delete(&caller, id, upload).await?))
 }
 

@@ -565,6 +565,27 @@ async fn bad_ids_and_pages_answer_400() {
         assert_error(status, &err, StatusCode::BAD_REQUEST, "invalid_request");
         assert_eq!(err["error"]["details"]["field"], field);
     }
+    // A parameter given twice is ambiguous: refused in the envelope, not silently picked.
+    let (status, err) = call(
+        &h.app,
+        "GET",
+        "/v1/sessions?limit=1&limit=2",
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_error(status, &err, StatusCode::BAD_REQUEST, "invalid_request");
+    let session = id_of(&create(&h.app, &t, json!({})).await);
+    let (status, err) = call(
+        &h.app,
+        "DELETE",
+        &format!("/v1/sessions/{session}?upload=maybe"),
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_error(status, &err, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(err["error"]["details"]["field"], "upload");
 }
 
 #[tokio::test]
