@@ -32,6 +32,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use hutch_api::limits::JSON_BODY_MAX_BYTES;
 use hutch_api::{CreateSessionRequest, Session, SessionList, UpdateSessionRequest};
+use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -81,8 +82,9 @@ pub(crate) fn app(state: AppState) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
-        // Innermost first: the head bounds, then metrics (which see their 414/431), then the
-        // request id.
+        // Innermost first: a handler's panic becomes a 500, then the head bounds, then metrics
+        // (which see those 500s and the 414/431), then the request id.
+        .layer(CatchPanicLayer::custom(answer_panic))
         .layer(middleware::from_fn(crate::bounds::bound_request_head))
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),
@@ -310,6 +312,17 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
         method: method.to_string(),
         path: uri.path().to_owned(),
     }
+}
+
+/// A handler that panicked answers 500 `internal` in the envelope (the panic is logged as its
+/// cause) instead of dropping the connection.
+fn answer_panic(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic with no message");
+    ApiError::Internal(format!("a handler panicked: {what}").into()).into_response()
 }
 
 /// Takes or makes the request id, runs the request in a span carrying it, and echoes it.

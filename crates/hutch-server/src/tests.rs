@@ -39,6 +39,8 @@ const SECRET: &str = "test-secret";
 enum CreateFailure {
     InvalidSpec,
     Start,
+    /// A bug: `create` panics.
+    Panic,
 }
 
 /// What the fake runtime has seen and holds.
@@ -80,6 +82,10 @@ impl FakeRuntime {
 impl Runtime for FakeRuntime {
     async fn create(&self, spec: &SandboxSpec) -> Result<SandboxRecord, SandboxError> {
         tokio::time::sleep(Duration::from_millis(5)).await;
+        // Outside the lock, which must not be poisoned for the rest of the test.
+        if self.with(|s| s.fail_create) == Some(CreateFailure::Panic) {
+            panic!("the fake runtime has a bug");
+        }
         self.with(|s| {
             s.created.push(spec.clone());
             match s.fail_create {
@@ -90,7 +96,7 @@ impl Runtime for FakeRuntime {
                     id: spec.id,
                     reason: "init exploded".into(),
                 }),
-                None => {
+                Some(CreateFailure::Panic) | None => {
                     s.live.insert(spec.id);
                     Ok(SandboxRecord {
                         id: spec.id,
@@ -864,6 +870,25 @@ async fn concurrent_deletes_destroy_once() {
         assert_eq!(s.destroyed.len(), 1);
         assert_eq!(s.overlapping_destroys, 0);
     });
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_500_in_the_envelope() {
+    let h = harness().await;
+    let t = token("a");
+    h.runtime
+        .with(|s| s.fail_create = Some(CreateFailure::Panic));
+    let body = Some(Body::from("{}"));
+    let (status, headers, err) = send(&h.app, "POST", "/v1/sessions", Some(&t), body).await;
+    assert_error(status, &err, StatusCode::INTERNAL_SERVER_ERROR, "internal");
+    assert_eq!(headers[hutch_api::error::ERROR_CODE_HEADER], "internal");
+    assert!(headers.contains_key("x-request-id"));
+    // The panic's message is logged, not sent.
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(!message.contains("bug"), "{message}");
+    // The server goes on serving.
+    h.runtime.with(|s| s.fail_create = None);
+    create(&h.app, &t, json!({})).await;
 }
 
 #[tokio::test]
