@@ -1,4 +1,4 @@
-//! The HTTP surface of storage contexts (DESIGN §5, seed 002).
+//! The HTTP surface of storage contexts (see "Storage contexts" in docs/architecture.md).
 //!
 //! | route | handler |
 //! |---|---|
