@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 
 use hutch_api::limits::{
     COMMAND_ARGV_MAX_ENTRIES, COMMAND_MAX_BYTES, COMMAND_OUTPUT_MAX_BYTES, COMMAND_STDIN_MAX_BYTES,
-    COMMAND_TIMEOUT_DEFAULT_SECS, COMMAND_TIMEOUT_MAX_SECS, ENV_MAX_ENTRIES, ENV_MAX_KEY_BYTES,
-    ENV_MAX_VALUE_BYTES, PATH_MAX_BYTES,
+    COMMAND_TIMEOUT_DEFAULT_SECS, COMMAND_TIMEOUT_MAX_SECS, PATH_MAX_BYTES,
 };
 use hutch_api::{CommandRequest, CommandResult};
 use hutch_sandbox::process::{ProcessSpec, SpawnError, find_program};
@@ -116,25 +115,7 @@ pub(crate) fn validate(agent: &Agent, req: CommandRequest) -> Result<Plan, Agent
         ));
     }
     let extra = req.env.unwrap_or_default();
-    if extra.len() > ENV_MAX_ENTRIES {
-        return Err(AgentError::invalid(
-            "env",
-            format!("at most {ENV_MAX_ENTRIES} environment variables"),
-        ));
-    }
-    for (key, value) in &extra {
-        if key.is_empty()
-            || key.len() > ENV_MAX_KEY_BYTES
-            || key.contains(['=', '\0'])
-            || value.len() > ENV_MAX_VALUE_BYTES
-            || value.contains('\0')
-        {
-            return Err(AgentError::invalid(
-                "env",
-                format!("invalid environment variable {key:?}"),
-            ));
-        }
-    }
+    hutch_api::env::check("env", &extra)?;
     let mut env: std::collections::BTreeMap<String, String> = agent.base_env.clone();
     env.extend(extra);
     let stdin = req.stdin.map(String::into_bytes);

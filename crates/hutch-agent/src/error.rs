@@ -105,6 +105,12 @@ impl AgentError {
     }
 }
 
+impl From<hutch_api::env::InvalidEnv> for AgentError {
+    fn from(err: hutch_api::env::InvalidEnv) -> Self {
+        AgentError::invalid(err.field, err.message)
+    }
+}
+
 impl IntoResponse for AgentError {
     fn into_response(self) -> Response {
         let body = self.body();

@@ -2,8 +2,8 @@
 //!
 //! The control plane authenticates a request, finds the session and forwards
 //! `/v1/sessions/{id}/<rest>` here as `/<rest>`. The agent knows nothing of tenants, tokens or
-//! the store; it runs processes (and, in later releases, files and interpreters) inside the
-//! sandbox it is PID 1 of. By the time [`run`] is called the sandbox is already built and
+//! the store; inside the sandbox it is PID 1 of, it runs commands, processes, terminals and
+//! code, serves the file API, and keeps interpreter contexts. By the time [`run`] is called the sandbox is already built and
 //! locked down (see `hutch_sandbox::init`).
 //!
 //! As PID 1 the agent also reaps every orphan in the sandbox ([`reaper`]).

@@ -9,6 +9,7 @@
 //! (`docs/openapi.json`) takes its schemas, descriptions and bounds from here.
 
 pub mod commands;
+pub mod env;
 pub mod error;
 pub mod files;
 pub mod interpreter;

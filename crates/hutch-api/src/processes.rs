@@ -265,112 +265,33 @@ pub const CODE_LANGUAGES: &[(&str, &str, &str)] = &[
 
 /// Base64 (standard alphabet, padded), the encoding of output chunks.
 pub mod base64 {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    use base64::Engine;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+
+    /// Writes padded standard base64; reads it padded or not.
+    const CHUNKS: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
 
     /// Encodes bytes.
     pub fn encode(input: &[u8]) -> String {
-        let mut out = Vec::with_capacity(input.len().div_ceil(3) * 4);
-        encode_into(input, &mut out);
-        // Only ASCII was written.
-        String::from_utf8(out).unwrap_or_default()
+        CHUNKS.encode(input)
     }
 
     /// Appends the encoding of `input` to `out`.
     pub fn encode_into(input: &[u8], out: &mut Vec<u8>) {
         let start = out.len();
-        let whole = input.len() / 3;
-        out.resize(start + whole * 4, 0);
-        for (triple, quad) in input.chunks_exact(3).zip(out[start..].chunks_exact_mut(4)) {
-            let n =
-                (u32::from(triple[0]) << 16) | (u32::from(triple[1]) << 8) | u32::from(triple[2]);
-            quad[0] = ALPHABET[(n >> 18) as usize & 63];
-            quad[1] = ALPHABET[(n >> 12) as usize & 63];
-            quad[2] = ALPHABET[(n >> 6) as usize & 63];
-            quad[3] = ALPHABET[n as usize & 63];
-        }
-        match input[whole * 3..] {
-            [a] => {
-                let n = u32::from(a) << 16;
-                out.extend_from_slice(&[
-                    ALPHABET[(n >> 18) as usize & 63],
-                    ALPHABET[(n >> 12) as usize & 63],
-                    b'=',
-                    b'=',
-                ]);
-            }
-            [a, b] => {
-                let n = (u32::from(a) << 16) | (u32::from(b) << 8);
-                out.extend_from_slice(&[
-                    ALPHABET[(n >> 18) as usize & 63],
-                    ALPHABET[(n >> 12) as usize & 63],
-                    ALPHABET[(n >> 6) as usize & 63],
-                    b'=',
-                ]);
-            }
-            _ => {}
-        }
+        out.resize(start + input.len().div_ceil(3) * 4, 0);
+        let written = CHUNKS.encode_slice(input, &mut out[start..]).unwrap_or(0);
+        out.truncate(start + written);
     }
-
-    /// Each byte's value in the alphabet, or `INVALID`.
-    const DECODE: [u8; 256] = {
-        let mut table = [INVALID; 256];
-        let mut i = 0;
-        while i < 64 {
-            table[ALPHABET[i] as usize] = i as u8;
-            i += 1;
-        }
-        table
-    };
-    const INVALID: u8 = 0xff;
 
     /// Decodes padded or unpadded base64; `None` when it is not base64.
     pub fn decode(input: &str) -> Option<Vec<u8>> {
-        let mut bytes = input.as_bytes();
-        for _ in 0..2 {
-            if let [rest @ .., b'='] = bytes {
-                bytes = rest;
-            }
-        }
-        if bytes.len() % 4 == 1 {
-            return None;
-        }
-        let whole = bytes.len() / 4;
-        let mut out = vec![0u8; whole * 3];
-        let mut bad = 0u8;
-        for (quad, triple) in bytes.chunks_exact(4).zip(out.chunks_exact_mut(3)) {
-            let (a, b, c, d) = (
-                DECODE[quad[0] as usize],
-                DECODE[quad[1] as usize],
-                DECODE[quad[2] as usize],
-                DECODE[quad[3] as usize],
-            );
-            bad |= a | b | c | d;
-            let n =
-                (u32::from(a) << 18) | (u32::from(b) << 12) | (u32::from(c) << 6) | u32::from(d);
-            triple[0] = (n >> 16) as u8;
-            triple[1] = (n >> 8) as u8;
-            triple[2] = n as u8;
-        }
-        // Valid values are below 64; INVALID has the top bits set.
-        if bad & 0xc0 != 0 {
-            return None;
-        }
-        let rest = &bytes[whole * 4..];
-        if !rest.is_empty() {
-            let mut n = 0u32;
-            for (i, &byte) in rest.iter().enumerate() {
-                let value = DECODE[byte as usize];
-                if value == INVALID {
-                    return None;
-                }
-                n |= u32::from(value) << (18 - 6 * i);
-            }
-            out.push((n >> 16) as u8);
-            if rest.len() == 3 {
-                out.push((n >> 8) as u8);
-            }
-        }
-        Some(out)
+        CHUNKS.decode(input).ok()
     }
 }
 

@@ -1,10 +1,12 @@
 //! The seccomp filter every process in a sandbox runs under, as a reviewed table.
 //!
-//! It denies (with `EPERM`) what Docker's default profile denies to a container without
-//! extra capabilities: mounting and namespace manipulation, kernel modules and kexec, BPF,
-//! perf, keyrings, `ptrace` and cross-process memory access, `userfaultfd`, handle-based
-//! opens, clock and swap control, `io_uring`, `unshare` and `setns`, and `clone` with
-//! namespace flags.
+//! It is a deny list: it denies (with `EPERM`) the system calls in [`DENIED`] and `clone` with
+//! namespace flags, and allows everything else. The list holds those a container without
+//! extra capabilities has no use for: mounting and namespace manipulation, kernel modules and
+//! kexec, BPF, perf, keyrings, `ptrace` and cross-process memory access, `userfaultfd`,
+//! handle-based opens, clock and swap control, `io_uring`, `unshare` and `setns`. (Docker's
+//! default profile is the opposite, an allow list; a system call newer than this table is
+//! allowed here.)
 //! For user processes `clone3` also answers `ENOSYS`, because its flags sit in memory a filter
 //! cannot read; libc then falls back to `clone`, whose flags the filter checks. The agent
 //! itself keeps `clone3` (it starts processes straight into their cgroups with it) and adds

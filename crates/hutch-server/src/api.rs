@@ -24,7 +24,7 @@
 use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, RawQuery, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::http::{HeaderValue, Method, Uri};
 use axum::middleware::{self, Next};
@@ -32,13 +32,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use hutch_api::limits::JSON_BODY_MAX_BYTES;
 use hutch_api::{CreateSessionRequest, Session, SessionList, UpdateSessionRequest};
+use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{Json, SessionId};
+use crate::extract::{Json, Query, SessionId};
 use crate::openapi::{
     BadRequest, Capacity, Conflict, DiskFull, Internal, PayloadTooLarge, RateLimited,
     SessionNotFound, StorageContextNotFound, SyncFailed, Unauthorized,
@@ -81,8 +82,9 @@ pub(crate) fn app(state: AppState) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
-        // Innermost first: the head bounds, then metrics (which see their 414/431), then the
-        // request id.
+        // Innermost first: a handler's panic becomes a 500, then the head bounds, then metrics
+        // (which see those 500s and the 414/431), then the request id.
+        .layer(CatchPanicLayer::custom(answer_panic))
         .layer(middleware::from_fn(crate::bounds::bound_request_head))
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),
@@ -189,9 +191,9 @@ pub(crate) async fn create_session(
 pub(crate) async fn list_sessions(
     State(state): State<AppState>,
     caller: Caller,
-    RawQuery(query): RawQuery,
+    Query(query): Query<validate::PageQuery>,
 ) -> Result<Json<SessionList>, ApiError> {
-    let page = validate::page(query.as_deref())?;
+    let page = validate::page(query)?;
     Ok(Json(state.sessions.list(&caller, page).await?))
 }
 
@@ -284,9 +286,9 @@ pub(crate) async fn delete_session(
     State(state): State<AppState>,
     caller: Caller,
     SessionId(id): SessionId,
-    RawQuery(query): RawQuery,
+    Query(query): Query<validate::DeleteQuery>,
 ) -> Result<Json<Session>, ApiError> {
-    let upload = validate::flag(query.as_deref(), "upload", true)?;
+    let upload = validate::delete(query)?;
     Ok(Json(state.sessions.delete(&caller, id, upload).await?))
 }
 
@@ -310,6 +312,17 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
         method: method.to_string(),
         path: uri.path().to_owned(),
     }
+}
+
+/// A handler that panicked answers 500 `internal` in the envelope (the panic is logged as its
+/// cause) instead of dropping the connection.
+fn answer_panic(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic with no message");
+    ApiError::Internal(format!("a handler panicked: {what}").into()).into_response()
 }
 
 /// Takes or makes the request id, runs the request in a span carrying it, and echoes it.

@@ -304,6 +304,12 @@ impl From<SessionError> for ApiError {
     }
 }
 
+impl From<hutch_api::env::InvalidEnv> for ApiError {
+    fn from(err: hutch_api::env::InvalidEnv) -> Self {
+        ApiError::invalid(err.field, err.message)
+    }
+}
+
 impl From<crate::storage::StorageError> for ApiError {
     fn from(err: crate::storage::StorageError) -> Self {
         use crate::storage::StorageError;

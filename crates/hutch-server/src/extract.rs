@@ -3,6 +3,8 @@
 //! - [`Json`] reads a JSON body (bounded by the router's body limit), answers 400
 //!   `invalid_request` naming the offending field on bad JSON, unknown fields or wrong types,
 //!   and 413 `payload_too_large` when the body is over the limit.
+//! - [`Query`] reads the query string into a struct and answers 400 `invalid_request` when it
+//!   does not fit.
 //! - [`SessionId`] reads the `{id}` path segment as a UUID and answers 400 naming `sessionId`;
 //!   [`ContextId`] does the same for storage contexts, naming `contextId`.
 
@@ -98,6 +100,27 @@ fn join_path(parent: &str, name: &str) -> String {
         parent.to_owned()
     } else {
         format!("{parent}.{name}")
+    }
+}
+
+/// A query string, percent-decoded into `T` (parameters `T` does not name are ignored).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Query<T>(pub(crate) T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::try_from_uri(&parts.uri)
+            .map(|axum::extract::Query(value)| Query(value))
+            .map_err(|rejection| ApiError::InvalidRequest {
+                message: format!("invalid query: {}", rejection.body_text()),
+                field: None,
+            })
     }
 }
 

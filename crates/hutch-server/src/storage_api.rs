@@ -1,4 +1,4 @@
-//! The HTTP surface of storage contexts (DESIGN §5, seed 002).
+//! The HTTP surface of storage contexts (see "Storage contexts" in docs/architecture.md).
 //!
 //! | route | handler |
 //! |---|---|
@@ -13,7 +13,7 @@
 //! them back is part of `DELETE /v1/sessions/{id}` and of expiry.
 
 use axum::Router;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use hutch_api::{
     ContextInfo, CreateStorageContextRequest, StorageContext, StorageContextList, SyncRequest,
@@ -23,7 +23,7 @@ use hutch_api::{
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{ContextId, Json, SessionId};
+use crate::extract::{ContextId, Json, Query, SessionId};
 use crate::openapi::{
     BadRequest, Conflict, Internal, PayloadTooLarge, RateLimited, StorageContextNotFound,
     Unauthorized,
@@ -95,9 +95,9 @@ pub(crate) async fn create_context(
 pub(crate) async fn list_contexts(
     State(state): State<AppState>,
     caller: Caller,
-    RawQuery(query): RawQuery,
+    Query(query): Query<validate::PageQuery>,
 ) -> Result<Json<StorageContextList>, ApiError> {
-    let page = validate::page(query.as_deref())?;
+    let page = validate::page(query)?;
     Ok(Json(state.sessions.storage.list(&caller, page).await?))
 }
 
@@ -207,9 +207,9 @@ pub(crate) async fn context_info(
     State(state): State<AppState>,
     caller: Caller,
     SessionId(id): SessionId,
-    RawQuery(query): RawQuery,
+    Query(query): Query<validate::InfoQuery>,
 ) -> Result<Json<ContextInfo>, ApiError> {
-    let filter = validate::info_filter(query.as_deref())?;
+    let filter = validate::info_filter(query)?;
     Ok(Json(
         state.sessions.context_info(&caller, id, &filter).await?,
     ))

@@ -39,6 +39,8 @@ const SECRET: &str = "test-secret";
 enum CreateFailure {
     InvalidSpec,
     Start,
+    /// A bug: `create` panics.
+    Panic,
 }
 
 /// What the fake runtime has seen and holds.
@@ -80,6 +82,10 @@ impl FakeRuntime {
 impl Runtime for FakeRuntime {
     async fn create(&self, spec: &SandboxSpec) -> Result<SandboxRecord, SandboxError> {
         tokio::time::sleep(Duration::from_millis(5)).await;
+        // Outside the lock, which must not be poisoned for the rest of the test.
+        if self.with(|s| s.fail_create) == Some(CreateFailure::Panic) {
+            panic!("the fake runtime has a bug");
+        }
         self.with(|s| {
             s.created.push(spec.clone());
             match s.fail_create {
@@ -90,7 +96,7 @@ impl Runtime for FakeRuntime {
                     id: spec.id,
                     reason: "init exploded".into(),
                 }),
-                None => {
+                Some(CreateFailure::Panic) | None => {
                     s.live.insert(spec.id);
                     Ok(SandboxRecord {
                         id: spec.id,
@@ -305,18 +311,8 @@ fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str) 
 
 /// Unpadded base64url, for hand-made tokens.
 pub(crate) fn b64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0_u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn claims(sub: &str, exp_offset: i64) -> Claims {
@@ -576,6 +572,27 @@ async fn bad_ids_and_pages_answer_400() {
         assert_error(status, &err, StatusCode::BAD_REQUEST, "invalid_request");
         assert_eq!(err["error"]["details"]["field"], field);
     }
+    // A parameter given twice is ambiguous: refused in the envelope, not silently picked.
+    let (status, err) = call(
+        &h.app,
+        "GET",
+        "/v1/sessions?limit=1&limit=2",
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_error(status, &err, StatusCode::BAD_REQUEST, "invalid_request");
+    let session = id_of(&create(&h.app, &t, json!({})).await);
+    let (status, err) = call(
+        &h.app,
+        "DELETE",
+        &format!("/v1/sessions/{session}?upload=maybe"),
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_error(status, &err, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(err["error"]["details"]["field"], "upload");
 }
 
 #[tokio::test]
@@ -854,6 +871,25 @@ async fn concurrent_deletes_destroy_once() {
         assert_eq!(s.destroyed.len(), 1);
         assert_eq!(s.overlapping_destroys, 0);
     });
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_500_in_the_envelope() {
+    let h = harness().await;
+    let t = token("a");
+    h.runtime
+        .with(|s| s.fail_create = Some(CreateFailure::Panic));
+    let body = Some(Body::from("{}"));
+    let (status, headers, err) = send(&h.app, "POST", "/v1/sessions", Some(&t), body).await;
+    assert_error(status, &err, StatusCode::INTERNAL_SERVER_ERROR, "internal");
+    assert_eq!(headers[hutch_api::error::ERROR_CODE_HEADER], "internal");
+    assert!(headers.contains_key("x-request-id"));
+    // The panic's message is logged, not sent.
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(!message.contains("bug"), "{message}");
+    // The server goes on serving.
+    h.runtime.with(|s| s.fail_create = None);
+    create(&h.app, &t, json!({})).await;
 }
 
 #[tokio::test]

@@ -10,15 +10,15 @@ use hutch_api::limits::{
     SYNC_GLOBS_MAX,
 };
 use hutch_api::limits::{
-    CPUS_RANGE, DEFAULT_CPUS, DEFAULT_MEMORY_MB, DEFAULT_PIDS, DISK_MB_RANGE, ENV_MAX_ENTRIES,
-    ENV_MAX_KEY_BYTES, ENV_MAX_VALUE_BYTES, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MEMORY_MB_RANGE,
-    METADATA_MAX_ENTRIES, METADATA_MAX_KEY_BYTES, METADATA_MAX_VALUE_BYTES, PIDS_RANGE,
-    TTL_DEFAULT_SECS, TTL_MAX_SECS, TTL_MIN_SECS,
+    CPUS_RANGE, DEFAULT_CPUS, DEFAULT_MEMORY_MB, DEFAULT_PIDS, DISK_MB_RANGE, LIST_LIMIT_DEFAULT,
+    LIST_LIMIT_MAX, MEMORY_MB_RANGE, METADATA_MAX_ENTRIES, METADATA_MAX_KEY_BYTES,
+    METADATA_MAX_VALUE_BYTES, PIDS_RANGE, TTL_DEFAULT_SECS, TTL_MAX_SECS, TTL_MIN_SECS,
 };
 use hutch_api::{
     ContextSync, CreateSessionRequest, CreateStorageContextRequest, Resources, ResourcesRequest,
     SyncRequest, TaskType, UpdateSessionRequest,
 };
+use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -65,7 +65,7 @@ pub(crate) fn create(req: CreateSessionRequest) -> Result<NewSession, ApiError> 
     let metadata = req.metadata.unwrap_or_default();
     check_metadata(&metadata)?;
     let env = req.env.unwrap_or_default();
-    check_env(&env)?;
+    hutch_api::env::check("env", &env)?;
     let resources = resources(req.resources.unwrap_or_default())?;
     let context_syncs = req.context_syncs.unwrap_or_default();
     check_context_syncs(&context_syncs)?;
@@ -133,37 +133,6 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_env(env: &BTreeMap<String, String>) -> Result<(), ApiError> {
-    if env.len() > ENV_MAX_ENTRIES {
-        return Err(ApiError::invalid(
-            "env",
-            format!(
-                "env has {} entries; at most {ENV_MAX_ENTRIES} are allowed",
-                env.len()
-            ),
-        ));
-    }
-    for (key, value) in env {
-        if key.is_empty() || key.len() > ENV_MAX_KEY_BYTES || key.contains(['=', '\0']) {
-            return Err(ApiError::invalid(
-                "env",
-                format!(
-                    "env name {key:?} must be 1 to {ENV_MAX_KEY_BYTES} bytes with no '=' or NUL"
-                ),
-            ));
-        }
-        if value.len() > ENV_MAX_VALUE_BYTES || value.contains('\0') {
-            return Err(ApiError::invalid(
-                "env",
-                format!(
-                    "env value of {key:?} must be at most {ENV_MAX_VALUE_BYTES} bytes with no NUL"
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
 fn resources(req: ResourcesRequest) -> Result<Resources, ApiError> {
     let cpus = req.cpus.unwrap_or(DEFAULT_CPUS);
     if !(cpus.is_finite() && cpus >= CPUS_RANGE.0 && cpus <= CPUS_RANGE.1) {
@@ -217,21 +186,25 @@ pub(crate) struct Page {
     pub(crate) offset: u64,
 }
 
-/// Parses `limit` and `offset` from a raw query string; other parameters are ignored.
-pub(crate) fn page(query: Option<&str>) -> Result<Page, ApiError> {
-    let mut limit = i64::from(LIST_LIMIT_DEFAULT);
-    let mut offset = 0_i64;
-    for pair in query.unwrap_or_default().split('&') {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let slot = match key {
-            "limit" => &mut limit,
-            "offset" => &mut offset,
-            _ => continue,
-        };
-        *slot = value.parse().map_err(|_| {
+/// The query of a list route, as sent; [`page`] checks it. Other parameters are ignored.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct PageQuery {
+    /// Page size.
+    limit: Option<String>,
+    /// How many to skip.
+    offset: Option<String>,
+}
+
+/// Checks `limit` and `offset` of a list route.
+pub(crate) fn page(query: PageQuery) -> Result<Page, ApiError> {
+    let integer = |key: &str, value: Option<String>, default: i64| match value {
+        None => Ok(default),
+        Some(value) => value.parse::<i64>().map_err(|_| {
             ApiError::invalid(key, format!("{key} must be an integer, got {value:?}"))
-        })?;
-    }
+        }),
+    };
+    let limit = integer("limit", query.limit, i64::from(LIST_LIMIT_DEFAULT))?;
+    let offset = integer("offset", query.offset, 0)?;
     let max = i64::from(LIST_LIMIT_MAX);
     let limit = u32::try_from(limit)
         .ok()
@@ -248,25 +221,29 @@ pub(crate) fn page(query: Option<&str>) -> Result<Page, ApiError> {
     Ok(Page { limit, offset })
 }
 
-/// A boolean query parameter (`true` or `false`), `default` when absent.
-pub(crate) fn flag(query: Option<&str>, name: &str, default: bool) -> Result<bool, ApiError> {
-    let mut value = default;
-    for pair in query.unwrap_or_default().split('&') {
-        let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
-        if key == name {
-            value = match raw {
-                "true" | "1" => true,
-                "false" | "0" => false,
-                _ => {
-                    return Err(ApiError::invalid(
-                        name,
-                        format!("{name} must be true or false, got {raw:?}"),
-                    ));
-                }
-            };
-        }
+/// The query of `DELETE /v1/sessions/{id}`, as sent.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct DeleteQuery {
+    /// Whether to upload the bound storage contexts first (default true).
+    upload: Option<String>,
+}
+
+/// Checks the query of `DELETE /v1/sessions/{id}`; returns whether to upload first.
+pub(crate) fn delete(query: DeleteQuery) -> Result<bool, ApiError> {
+    flag("upload", query.upload.as_deref(), true)
+}
+
+/// A boolean query parameter (`true`, `1`, `false` or `0`), `default` when absent.
+fn flag(name: &str, value: Option<&str>, default: bool) -> Result<bool, ApiError> {
+    match value {
+        None => Ok(default),
+        Some("true" | "1") => Ok(true),
+        Some("false" | "0") => Ok(false),
+        Some(raw) => Err(ApiError::invalid(
+            name,
+            format!("{name} must be true or false, got {raw:?}"),
+        )),
     }
-    Ok(value)
 }
 
 /// Checks `POST /v1/contexts`; returns the name.
@@ -379,73 +356,60 @@ pub(crate) fn sync(req: SyncRequest) -> Result<SyncTarget, ApiError> {
     })
 }
 
-/// Parses `?contextId=&path=&taskType=` of `GET /v1/sessions/{id}/context/info`.
-pub(crate) fn info_filter(query: Option<&str>) -> Result<crate::store::TaskFilter, ApiError> {
-    let mut filter = crate::store::TaskFilter::default();
-    for pair in query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_decode(raw).ok_or_else(|| {
-            ApiError::invalid(key, format!("{key} is not valid percent-encoded UTF-8"))
-        })?;
-        if value.is_empty() {
-            continue;
-        }
-        match key {
-            "contextId" => {
-                filter.context_id = Some(Uuid::parse_str(&value).map_err(|_| {
-                    ApiError::invalid(
-                        "contextId",
-                        format!("contextId must be a UUID, got {value:?}"),
-                    )
-                })?);
-            }
-            "path" => filter.path = Some(sandbox_dir("path", &value)?),
-            "taskType" => {
-                filter.task_type = Some(TaskType::parse(&value).ok_or_else(|| {
-                    ApiError::invalid(
-                        "taskType",
-                        format!("taskType must be upload or download, got {value:?}"),
-                    )
-                })?);
-            }
-            _ => {}
-        }
-    }
-    Ok(filter)
+/// The query of `GET /v1/sessions/{id}/context/info`, as sent; [`info_filter`] checks it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct InfoQuery {
+    /// Only the tasks of this storage context.
+    context_id: Option<String>,
+    /// Only the tasks of this path.
+    path: Option<String>,
+    /// Only uploads or only downloads.
+    task_type: Option<String>,
 }
 
-/// Decodes `%XX` escapes and `+` (a space) of a query value.
-fn percent_decode(raw: &str) -> Option<String> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = raw.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+/// Checks the filter of `GET /v1/sessions/{id}/context/info`; an empty value filters nothing.
+pub(crate) fn info_filter(query: InfoQuery) -> Result<crate::store::TaskFilter, ApiError> {
+    let given = |value: Option<String>| value.filter(|v| !v.is_empty());
+    let context_id = given(query.context_id)
+        .map(|value| {
+            Uuid::parse_str(&value).map_err(|_| {
+                ApiError::invalid(
+                    "contextId",
+                    format!("contextId must be a UUID, got {value:?}"),
+                )
+            })
+        })
+        .transpose()?;
+    let path = given(query.path)
+        .map(|value| sandbox_dir("path", &value))
+        .transpose()?;
+    let task_type = given(query.task_type)
+        .map(|value| {
+            TaskType::parse(&value).ok_or_else(|| {
+                ApiError::invalid(
+                    "taskType",
+                    format!("taskType must be upload or download, got {value:?}"),
+                )
+            })
+        })
+        .transpose()?;
+    Ok(crate::store::TaskFilter {
+        context_id,
+        path,
+        task_type,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A query string parsed as the server's `Query` extractor parses it.
+    pub(super) fn query<T: serde::de::DeserializeOwned>(query: &str) -> T {
+        let uri: axum::http::Uri = format!("/?{query}").parse().unwrap();
+        axum::extract::Query::try_from_uri(&uri).unwrap().0
+    }
 
     fn field(err: ApiError) -> String {
         match err {
@@ -565,28 +529,29 @@ mod tests {
     #[test]
     fn pages() {
         assert_eq!(
-            page(None).unwrap(),
+            page(query("")).unwrap(),
             Page {
                 limit: 20,
                 offset: 0
             }
         );
         assert_eq!(
-            page(Some("limit=5&offset=10&x=y")).unwrap(),
+            page(query("limit=5&offset=10&x=y")).unwrap(),
             Page {
                 limit: 5,
                 offset: 10
             }
         );
-        assert_eq!(field(page(Some("limit=0")).unwrap_err()), "limit");
-        assert_eq!(field(page(Some("limit=101")).unwrap_err()), "limit");
-        assert_eq!(field(page(Some("limit=abc")).unwrap_err()), "limit");
-        assert_eq!(field(page(Some("offset=-1")).unwrap_err()), "offset");
+        assert_eq!(field(page(query("limit=0")).unwrap_err()), "limit");
+        assert_eq!(field(page(query("limit=101")).unwrap_err()), "limit");
+        assert_eq!(field(page(query("limit=abc")).unwrap_err()), "limit");
+        assert_eq!(field(page(query("offset=-1")).unwrap_err()), "offset");
     }
 }
 
 #[cfg(test)]
 mod storage_tests {
+    use super::tests::query;
     use super::*;
     use hutch_api::SyncPolicy;
 
@@ -634,17 +599,17 @@ mod storage_tests {
     #[test]
     fn info_filters_parse() {
         let id = Uuid::now_v7();
-        let filter = info_filter(Some(&format!(
+        let filter = info_filter(query(&format!(
             "contextId={id}&path=%2Fworkspace%2Fdata&taskType=upload"
         )))
         .unwrap();
         assert_eq!(filter.context_id, Some(id));
         assert_eq!(filter.path.as_deref(), Some("/workspace/data"));
         assert_eq!(filter.task_type, Some(TaskType::Upload));
-        assert!(info_filter(Some("taskType=sideways")).is_err());
-        assert!(info_filter(Some("contextId=nope")).is_err());
+        assert!(info_filter(query("taskType=sideways")).is_err());
+        assert!(info_filter(query("contextId=nope")).is_err());
         assert_eq!(
-            info_filter(None).unwrap(),
+            info_filter(query("path=&taskType=")).unwrap(),
             crate::store::TaskFilter::default()
         );
     }

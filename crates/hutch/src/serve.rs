@@ -161,3 +161,44 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.shutdown(false).await;
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Args;
+
+    use super::ServeArgs;
+
+    /// Every option of `hutch serve`, read from its clap definition, has its row in the
+    /// option table of docs/operations.md, naming its environment variable.
+    #[test]
+    fn every_serve_option_is_in_the_operations_guide() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/operations.md");
+        let guide = std::fs::read_to_string(path).unwrap();
+        let rows: Vec<&str> = guide.lines().filter(|l| l.starts_with("| `--")).collect();
+        let serve = ServeArgs::augment_args(clap::Command::new("serve"));
+        let mut undocumented = Vec::new();
+        for arg in serve.get_arguments() {
+            let Some(long) = arg.get_long() else {
+                continue;
+            };
+            let start = format!("| `--{long}");
+            let row = rows.iter().find(|row| {
+                row.strip_prefix(&start)
+                    .is_some_and(|rest| rest.starts_with([' ', '`']))
+            });
+            match (row, arg.get_env()) {
+                (None, _) => undocumented.push(format!("--{long}")),
+                (Some(row), Some(env))
+                    if !row.contains(&format!("`{}`", env.to_string_lossy())) =>
+                {
+                    undocumented.push(format!("--{long} (its variable {})", env.to_string_lossy()));
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            undocumented.is_empty(),
+            "options missing from the table in docs/operations.md: {undocumented:?}"
+        );
+    }
+}

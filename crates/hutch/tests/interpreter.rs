@@ -203,7 +203,7 @@ macro_rules! interp {
     };
 }
 
-// ---- seed 000: contexts -----------------------------------------------------------------
+// ---- contexts ----------------------------------------------------------------------------
 
 #[tokio::test]
 async fn default_context_is_used_when_no_context_is_named() {
@@ -470,7 +470,7 @@ async fn a_cell_that_ignores_the_interrupt_is_killed_after_the_grace_period() {
     assert_eq!(run.error_name(), Some("NameError"), "{run:?}");
 }
 
-// ---- seed 003: interactive sessions -----------------------------------------------------
+// ---- interactive sessions ----------------------------------------------------------------
 
 #[tokio::test]
 async fn state_functions_and_classes_persist_across_cells() {

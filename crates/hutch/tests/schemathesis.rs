@@ -9,8 +9,8 @@
 //! changed, deleted and run commands.
 //!
 //! schemathesis lives in a virtualenv at `target/venv-schemathesis`, which `scripts/deps.sh`
-//! creates (or at `$HUTCH_SCHEMATHESIS`). Without it the test is skipped, except under CI
-//! (`CI=true`), where that is a failure. `HUTCH_SCHEMATHESIS_EXAMPLES` sets the most test
+//! creates (or at `$HUTCH_SCHEMATHESIS`). Without it the test fails, naming what to run.
+//! `HUTCH_SCHEMATHESIS_EXAMPLES` sets the most test
 //! cases per operation (default 20, about a minute); `HUTCH_SCHEMATHESIS_MAX_SECS` bounds the
 //! whole run (default 300; past it the run is stopped and the test fails);
 //! `HUTCH_SCHEMATHESIS_SEED` sets the seed (default 7420, so runs repeat).
@@ -25,25 +25,20 @@ use std::time::{Duration, Instant};
 
 use common::{TestServer, can_run_sandboxes};
 
-/// The schemathesis executable, if it is installed.
-fn schemathesis() -> Option<PathBuf> {
+/// The schemathesis executable; a test without it fails rather than pass without running.
+fn schemathesis() -> PathBuf {
     let path = std::env::var_os("HUTCH_SCHEMATHESIS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join("../../target/venv-schemathesis/bin/schemathesis")
         });
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{} is missing; scripts/deps.sh installs it", path.display());
-    }
-    eprintln!(
-        "skipped: {} is missing (scripts/deps.sh installs it)",
+    assert!(
+        path.exists(),
+        "{} is missing; scripts/deps.sh installs it",
         path.display()
     );
-    None
+    path
 }
 
 /// What every response is checked for.
@@ -71,9 +66,7 @@ fn schemathesis_finds_no_server_error_or_contract_violation() {
     if !can_run_sandboxes() {
         return;
     }
-    let Some(schemathesis) = schemathesis() else {
-        return;
-    };
+    let schemathesis = schemathesis();
     let examples = env_number("HUTCH_SCHEMATHESIS_EXAMPLES", 20);
     let max_secs = env_number("HUTCH_SCHEMATHESIS_MAX_SECS", 300);
     let server = TestServer::start();

@@ -14,7 +14,7 @@ use hutch_api::{ExecuteRequest, Frame, HistoryEntry};
 use tokio::sync::mpsc;
 
 use super::worker::{Event, signal_name};
-use super::{Context, validate_env, validate_timeout};
+use super::{Context, validate_timeout};
 use crate::Agent;
 use crate::error::AgentError;
 use crate::reaper::Exit;
@@ -36,7 +36,7 @@ pub(crate) fn validate_execute(req: &ExecuteRequest) -> Result<(), AgentError> {
         validate_timeout("timeout", t)?;
     }
     if let Some(envs) = &req.envs {
-        validate_env("envs", envs)?;
+        hutch_api::env::check("envs", envs)?;
     }
     if let Some(libs) = &req.libraries {
         if libs.len() > INTERPRETER_LIBRARIES_MAX {

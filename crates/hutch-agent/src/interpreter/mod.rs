@@ -23,9 +23,9 @@ use std::sync::{Arc, Mutex};
 
 use hutch_api::interpreter::DEFAULT_CONTEXT_ID;
 use hutch_api::limits::{
-    CONTEXTS_MAX, ENV_MAX_ENTRIES, ENV_MAX_KEY_BYTES, ENV_MAX_VALUE_BYTES,
-    INTERPRETER_HISTORY_DEFAULT, INTERPRETER_HISTORY_MAX, INTERPRETER_MEMORY_MB_RANGE,
-    INTERPRETER_TIMEOUT_DEFAULT_SECS, INTERPRETER_TIMEOUT_MAX_SECS, PATH_MAX_BYTES,
+    CONTEXTS_MAX, INTERPRETER_HISTORY_DEFAULT, INTERPRETER_HISTORY_MAX,
+    INTERPRETER_MEMORY_MB_RANGE, INTERPRETER_TIMEOUT_DEFAULT_SECS, INTERPRETER_TIMEOUT_MAX_SECS,
+    PATH_MAX_BYTES,
 };
 use hutch_api::{Context as ContextInfo, CreateContextRequest, HistoryEntry};
 
@@ -265,29 +265,6 @@ impl Context {
     }
 }
 
-fn validate_env(field: &'static str, env: &BTreeMap<String, String>) -> Result<(), AgentError> {
-    if env.len() > ENV_MAX_ENTRIES {
-        return Err(AgentError::invalid(
-            field,
-            format!("at most {ENV_MAX_ENTRIES} environment variables"),
-        ));
-    }
-    for (key, value) in env {
-        if key.is_empty()
-            || key.len() > ENV_MAX_KEY_BYTES
-            || key.contains(['=', '\0'])
-            || value.len() > ENV_MAX_VALUE_BYTES
-            || value.contains('\0')
-        {
-            return Err(AgentError::invalid(
-                field,
-                format!("invalid environment variable {key:?}"),
-            ));
-        }
-    }
-    Ok(())
-}
-
 fn validate_timeout(field: &'static str, timeout: f64) -> Result<(), AgentError> {
     if timeout > 0.0 && timeout <= INTERPRETER_TIMEOUT_MAX_SECS {
         Ok(())
@@ -332,7 +309,7 @@ fn validate_create(req: CreateContextRequest) -> Result<Config, AgentError> {
         return Err(AgentError::invalid("cwd", "cwd must be an absolute path"));
     }
     let env = req.env.unwrap_or_default();
-    validate_env("env", &env)?;
+    hutch_api::env::check("env", &env)?;
     let timeout = req.timeout.unwrap_or(INTERPRETER_TIMEOUT_DEFAULT_SECS);
     validate_timeout("timeout", timeout)?;
     let (lo, hi) = INTERPRETER_MEMORY_MB_RANGE;

@@ -1,5 +1,6 @@
 //! Storage contexts: named persistent storage of a tenant, and the transfers that move their
-//! content into and out of sessions (DESIGN §5, seed 002).
+//! content into and out of sessions (see "Storage contexts" in docs/architecture.md and
+//! docs/operations.md).
 //!
 //! [`Storage`] joins the store's rows (`storage_contexts`, `session_context_syncs`,
 //! `context_tasks`) and a [`BlobStore`] holding each context's current version as a tar

@@ -23,31 +23,26 @@
 //! atomically on first start and reused afterwards. The file's trimmed text is the secret, so
 //! `HUTCH_JWT_SECRET=$(cat DATA/jwt-secret)` signs the same tokens.
 
-use std::collections::HashSet;
+mod keys;
+mod secret;
+
 use std::fmt;
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::jwk::{
-    AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse,
-};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use p256::elliptic_curve::sec1::ToEncodedPoint;
-use rand::RngCore;
-use rsa::pkcs1::DecodeRsaPublicKey;
-use rsa::pkcs8::DecodePublicKey;
-use rsa::traits::PublicKeyParts;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::error::ApiError;
+
+use keys::{load_jwks, load_pem_key};
+pub use secret::{JwtSecret, SecretSource, load_or_create_secret, load_secret, resolve_secret};
 
 /// Name of the secret file inside the data directory.
 pub const SECRET_FILE: &str = "jwt-secret";
@@ -110,155 +105,6 @@ pub enum AuthError {
     /// A configured issuer or audience is empty.
     #[error("the configured JWT {0} is empty")]
     EmptyClaim(&'static str),
-}
-
-/// Where the secret came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
-    /// Given in the configuration.
-    Configured,
-    /// Read from, or just written to, the data directory.
-    DataDir {
-        /// The secret file.
-        path: PathBuf,
-        /// Whether this start created it.
-        created: bool,
-    },
-}
-
-/// The HS256 signing secret. Its `Debug` output does not show the bytes.
-#[derive(Clone)]
-pub struct JwtSecret {
-    bytes: Vec<u8>,
-    source: SecretSource,
-}
-
-impl fmt::Debug for JwtSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtSecret")
-            .field("bytes", &"<redacted>")
-            .field("source", &self.source)
-            .finish()
-    }
-}
-
-impl JwtSecret {
-    /// The secret's bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    /// Where it came from.
-    pub fn source(&self) -> &SecretSource {
-        &self.source
-    }
-}
-
-/// The configured secret if there is one, else the data directory's (created if missing).
-pub fn resolve_secret(configured: Option<&str>, data_dir: &Path) -> Result<JwtSecret, AuthError> {
-    match configured {
-        Some("") => Err(AuthError::EmptySecret),
-        Some(secret) => Ok(JwtSecret {
-            bytes: secret.as_bytes().to_vec(),
-            source: SecretSource::Configured,
-        }),
-        None => load_or_create_secret(data_dir),
-    }
-}
-
-/// The configured secret, or the one in `{data_dir}/jwt-secret`; never creates one.
-pub fn load_secret(configured: Option<&str>, data_dir: &Path) -> Result<JwtSecret, AuthError> {
-    if configured.is_some() {
-        return resolve_secret(configured, data_dir);
-    }
-    let path = data_dir.join(SECRET_FILE);
-    read_secret(&path)?.ok_or(AuthError::NoSecret(path))
-}
-
-/// Reads `{data_dir}/jwt-secret`, or creates it (32 random bytes as hex, mode 0600) if it
-/// does not exist. Creation is atomic: a concurrent start reads the winner's secret.
-pub fn load_or_create_secret(data_dir: &Path) -> Result<JwtSecret, AuthError> {
-    let path = data_dir.join(SECRET_FILE);
-    if let Some(secret) = read_secret(&path)? {
-        return Ok(secret);
-    }
-    let io_err = |op: &'static str, path: &Path| {
-        let path = path.to_owned();
-        move |source| AuthError::Io { op, path, source }
-    };
-    fs::create_dir_all(data_dir).map_err(io_err("creating", data_dir))?;
-    let mut raw = [0_u8; 32];
-    rand::rng().fill_bytes(&mut raw);
-    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-
-    // Write a private temporary file, then hard-link it into place: the link fails if
-    // another process got there first, and readers never see a partial file.
-    let tmp = data_dir.join(format!(".{SECRET_FILE}.{}.tmp", std::process::id()));
-    match fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err("removing", &tmp)(e)),
-    }
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err("creating", &tmp))?;
-    file.write_all(format!("{hex}\n").as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(io_err("writing", &tmp))?;
-    drop(file);
-    let linked = fs::hard_link(&tmp, &path);
-    let _ = fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            if let Ok(dir) = fs::File::open(data_dir) {
-                let _ = dir.sync_all();
-            }
-            Ok(JwtSecret {
-                bytes: hex.into_bytes(),
-                source: SecretSource::DataDir {
-                    path,
-                    created: true,
-                },
-            })
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => read_secret(&path)?
-            .ok_or_else(|| io_err("reading", &path)(io::ErrorKind::NotFound.into())),
-        Err(e) => Err(io_err("linking", &path)(e)),
-    }
-}
-
-/// Reads an existing secret file; `None` if there is none.
-fn read_secret(path: &Path) -> Result<Option<JwtSecret>, AuthError> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(AuthError::Io {
-                op: "reading",
-                path: path.to_owned(),
-                source,
-            });
-        }
-    };
-    let secret = text.trim();
-    if secret.is_empty() {
-        return Err(AuthError::EmptySecretFile(path.to_owned()));
-    }
-    if let Ok(meta) = fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(path = %path.display(), "the JWT secret file is readable by other users; chmod 600 it");
-    }
-    Ok(Some(JwtSecret {
-        bytes: secret.as_bytes().to_vec(),
-        source: SecretSource::DataDir {
-            path: path.to_owned(),
-            created: false,
-        },
-    }))
 }
 
 /// The claims of a hutch token.
@@ -570,178 +416,6 @@ fn validation(alg: Algorithm, issuer: Option<&str>, audience: Option<&str>) -> V
     validation
 }
 
-/// Reads a PEM public key: RSA (SPKI `PUBLIC KEY` or PKCS#1 `RSA PUBLIC KEY`) for RS256, or
-/// P-256 (SPKI `PUBLIC KEY`) for ES256.
-fn load_pem_key(path: &Path) -> Result<VerifyKey, AuthError> {
-    let text = fs::read_to_string(path).map_err(|source| AuthError::Io {
-        op: "reading",
-        path: path.to_owned(),
-        source,
-    })?;
-    let (alg, key) = parse_pem_key(&text).map_err(|reason| AuthError::PublicKey {
-        path: path.to_owned(),
-        reason,
-    })?;
-    Ok(VerifyKey {
-        kid: None,
-        alg,
-        key,
-    })
-}
-
-/// The algorithm and key of one PEM public key; the error says what is wrong.
-fn parse_pem_key(text: &str) -> Result<(Algorithm, DecodingKey), String> {
-    let text = text.trim();
-    if text.contains("PRIVATE KEY-----") {
-        return Err(
-            "it holds a private key; give the public key (`openssl pkey -pubout`)".to_owned(),
-        );
-    }
-    if let Ok(key) = rsa::RsaPublicKey::from_public_key_pem(text)
-        .or_else(|_| rsa::RsaPublicKey::from_pkcs1_pem(text))
-    {
-        return Ok((Algorithm::RS256, rsa_key(&key)?));
-    }
-    if let Ok(key) = p256::PublicKey::from_public_key_pem(text) {
-        return Ok((Algorithm::ES256, ec_key(&key)));
-    }
-    Err(
-        "expected one RSA or P-256 public key in PEM form (`-----BEGIN PUBLIC KEY-----` or \
-         `-----BEGIN RSA PUBLIC KEY-----`); other key types and curves are not supported"
-            .to_owned(),
-    )
-}
-
-/// An RS256 key from an RSA public key of at least [`RSA_MIN_BITS`].
-fn rsa_key(key: &rsa::RsaPublicKey) -> Result<DecodingKey, String> {
-    let bits = key.size() * 8;
-    if bits < RSA_MIN_BITS {
-        return Err(format!(
-            "the RSA key has {bits} bits; at least {RSA_MIN_BITS} are needed"
-        ));
-    }
-    Ok(DecodingKey::from_rsa_raw_components(
-        &key.n().to_bytes_be(),
-        &key.e().to_bytes_be(),
-    ))
-}
-
-/// An ES256 key from a P-256 public key (its uncompressed SEC1 point).
-fn ec_key(key: &p256::PublicKey) -> DecodingKey {
-    DecodingKey::from_ec_der(key.to_encoded_point(false).as_bytes())
-}
-
-/// Reads a JWKS file: every RSA key (RS256) and P-256 key (ES256) meant for signatures. Keys
-/// of other types, curves, algorithms or uses are skipped with a warning; a set with no usable
-/// key, a malformed usable key, or two keys of the same `kid` is refused.
-fn load_jwks(path: &Path) -> Result<Vec<VerifyKey>, AuthError> {
-    let jwks_error = |reason: String| AuthError::Jwks {
-        path: path.to_owned(),
-        reason,
-    };
-    let text = fs::read_to_string(path).map_err(|source| AuthError::Io {
-        op: "reading",
-        path: path.to_owned(),
-        source,
-    })?;
-    let set: JwkSet = serde_json::from_str(&text).map_err(|e| jwks_error(e.to_string()))?;
-    let mut keys = Vec::new();
-    let mut kids = HashSet::new();
-    for (index, jwk) in set.keys.iter().enumerate() {
-        let kid = jwk.common.key_id.clone();
-        let name = match &kid {
-            Some(kid) => format!("key `{kid}`"),
-            None => format!("key {index}"),
-        };
-        match jwk_key(jwk) {
-            Ok(Some((alg, key))) => {
-                if let Some(kid) = &kid
-                    && !kids.insert(kid.clone())
-                {
-                    return Err(jwks_error(format!("two keys have the id `{kid}`")));
-                }
-                keys.push(VerifyKey { kid, alg, key });
-            }
-            Ok(None) => {
-                tracing::warn!(path = %path.display(), key = %name, "JWKS key skipped: not an RS256 or ES256 signing key");
-            }
-            Err(reason) => return Err(jwks_error(format!("{name}: {reason}"))),
-        }
-    }
-    if keys.is_empty() {
-        return Err(jwks_error(
-            "it holds no RSA or P-256 key usable for RS256 or ES256 signatures".to_owned(),
-        ));
-    }
-    Ok(keys)
-}
-
-/// The algorithm and key of one JWK; `None` when it is not an RS256 or ES256 signing key.
-fn jwk_key(jwk: &Jwk) -> Result<Option<(Algorithm, DecodingKey)>, String> {
-    if matches!(
-        jwk.common.public_key_use,
-        Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))
-    ) {
-        return Ok(None);
-    }
-    let alg = jwk.common.key_algorithm;
-    match &jwk.algorithm {
-        AlgorithmParameters::RSA(params) if matches!(alg, None | Some(KeyAlgorithm::RS256)) => {
-            let component = |name: &str, value: &str| {
-                decode_b64url(value)
-                    .map(|bytes| rsa::BigUint::from_bytes_be(&bytes))
-                    .ok_or_else(|| format!("`{name}` is not base64url"))
-            };
-            let key =
-                rsa::RsaPublicKey::new(component("n", &params.n)?, component("e", &params.e)?)
-                    .map_err(|e| format!("not a valid RSA public key: {e}"))?;
-            Ok(Some((Algorithm::RS256, rsa_key(&key)?)))
-        }
-        AlgorithmParameters::EllipticCurve(params)
-            if params.curve == EllipticCurve::P256
-                && matches!(alg, None | Some(KeyAlgorithm::ES256)) =>
-        {
-            let (Some(x), Some(y)) = (decode_b64url(&params.x), decode_b64url(&params.y)) else {
-                return Err("`x` or `y` is not base64url".to_owned());
-            };
-            let mut point = Vec::with_capacity(1 + x.len() + y.len());
-            point.push(0x04);
-            point.extend_from_slice(&x);
-            point.extend_from_slice(&y);
-            let key = p256::PublicKey::from_sec1_bytes(&point)
-                .map_err(|_| "not a point on the P-256 curve".to_owned())?;
-            Ok(Some((Algorithm::ES256, ec_key(&key))))
-        }
-        _ => Ok(None),
-    }
-}
-
-/// Decodes unpadded base64url (RFC 4648 §5), as JWK members are written; `None` if invalid.
-fn decode_b64url(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for byte in text.bytes() {
-        let value = match byte {
-            b'A'..=b'Z' => byte - b'A',
-            b'a'..=b'z' => byte - b'a' + 26,
-            b'0'..=b'9' => byte - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(value);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    // Leftover bits must be zero padding of the last byte, and fewer than a byte's worth.
-    (bits < 6 && acc == 0 && !text.is_empty()).then_some(out)
-}
-
 /// A message saying why a token was refused, without echoing the token.
 fn token_error_message(kind: &ErrorKind, accepted: &str) -> String {
     match kind {
@@ -785,6 +459,9 @@ impl FromRequestParts<AppState> for Caller {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
