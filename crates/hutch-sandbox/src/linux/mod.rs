@@ -409,6 +409,7 @@ impl LinuxRuntime {
             layer(&name, host_dir.clone(), host_dir.clone())?;
         }
         fs::create_dir_all(&rootfs).map_err(io("create", &rootfs))?;
+        image::mark_in_use(&dir, &self.inner.image).map_err(io("mark the image in", &dir))?;
         for path in walk_dirs(&dir) {
             sys::lchown(&path, owner, owner).map_err(io("chown", &path))?;
         }
@@ -795,6 +796,20 @@ impl Runtime for LinuxRuntime {
             })
             .await?;
             swept.push(sandbox_id);
+        }
+        // What is left in `sandboxes/` is live: the skeletons none of them uses can go.
+        let data = &self.inner.config.data_dir;
+        match image::remove_unused(
+            &data.join("images"),
+            &self.inner.image.skeleton,
+            &data.join("sandboxes"),
+        ) {
+            Ok(removed) => {
+                for dir in removed {
+                    tracing::info!(image = %dir.display(), "removed an image no sandbox uses");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "removing unused images failed"),
         }
         Ok(swept)
     }
