@@ -1,81 +1,114 @@
 #!/usr/bin/env bash
-# Installs what building, running and testing hutch needs on a Debian machine, and nothing
-# that is already there. Runs as root (sandboxes need it).
+# Installs what hutch needs on a Debian machine, and nothing that is already there. Run as root.
+#
+#   scripts/deps.sh serve   building and serving: a C toolchain, Rust, and what sandboxes run
+#                           (scripts/install.sh)
+#   scripts/deps.sh test    the above, plus the test and benchmark tools (scripts/test.sh)
+#
+# Each path is one function below; add a new need to the path that uses it.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
-need=()
-command -v cargo >/dev/null || { echo "deps: cargo is required (install Rust 1.95 with rustup)" >&2; exit 1; }
-command -v bwrap >/dev/null || need+=(bubblewrap)          # the peer of the sessions benchmark
-# The default image is a read-only view of the host's /usr: what sandboxes run comes from here.
-# The interpreter's Python environment (seeds 000 and 003 use IPython, numpy, pandas and
-# matplotlib), node for JavaScript contexts, pip for `libraries`.
-for pkg in python3 python3-ipython python3-numpy python3-pandas python3-matplotlib python3-pip; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || need+=("$pkg")
-done
-[[ -x /usr/bin/node ]] || need+=(nodejs)
-command -v ps >/dev/null || need+=(procps)
-command -v unshare >/dev/null || need+=(util-linux)
-command -v ip >/dev/null || need+=(iproute2)              # the docs test's private network
-command -v curl >/dev/null || need+=(curl)
-if ((${#need[@]})); then
-    echo "deps: installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-
-# OCI image tests (crates/hutch-image/tests) run their own registry and fill it with images
-# built from real files: Debian's docker-registry, skopeo and umoci, busybox-static for a
-# no-libc image, and mmdebstrap for a Debian image with python3 (built once, cached in target/).
-oci=()
-for pkg in docker-registry skopeo umoci busybox-static mmdebstrap; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || oci+=("$pkg")
-done
-if ((${#oci[@]})); then
-    echo "deps: installing ${oci[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${oci[@]}" >/dev/null
-fi
-
-# schemathesis (from PyPI, into a virtualenv under target/) tests the API contract against a
-# live server: crates/hutch/tests/schemathesis.rs.
-SCHEMATHESIS_VERSION=4.32.5
-venv="$(cd "$(dirname "$0")/.." && pwd)/target/venv-schemathesis"
-if [[ "$("$venv/bin/schemathesis" --version 2>/dev/null)" != *" $SCHEMATHESIS_VERSION" ]]; then
-    if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
-        echo "deps: installing python3-venv"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq python3-venv >/dev/null
-    fi
-    echo "deps: installing schemathesis $SCHEMATHESIS_VERSION into $venv"
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
-fi
-
-# ipykernel driven by jupyter_client (from PyPI, into target/venv-peers) is the peer of the
-# interpreter benchmark (`hutch bench interpreter`); without it the peer is reported skipped.
-peers="$(cd "$(dirname "$0")/.." && pwd)/target/venv-peers"
-if ! "$peers/bin/python" -c 'import ipykernel, jupyter_client' 2>/dev/null; then
-    echo "deps: installing ipykernel and jupyter_client into $peers"
-    rm -rf "$peers"
-    python3 -m venv "$peers"
-    "$peers/bin/pip" install -q --disable-pip-version-check ipykernel jupyter_client
-fi
-
-# The Python SDK (python/) and its tests, into a virtualenv under target/.
-sdk_venv="$(cd "$(dirname "$0")/.." && pwd)/target/venv-sdk"
-if ! "$sdk_venv/bin/python" -c 'import hutch, httpx, websockets, pytest' 2>/dev/null; then
-    echo "deps: installing the Python SDK and pytest into $sdk_venv"
-    if [[ ! -x "$sdk_venv/bin/python" ]]; then
-        if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
-            export DEBIAN_FRONTEND=noninteractive
-            apt-get update -qq
-            apt-get install -y -qq python3-venv >/dev/null
+# Rust, at the version rust-toolchain.toml pins. Debian's own rustc is older than hutch needs,
+# so Rust comes from rustup: Debian's package when this release has one, otherwise the user
+# installs it (the exact command is printed).
+ensure_rust() {
+    command -v cargo >/dev/null && return
+    local channel
+    channel=$(sed -n 's/^channel = "\(.*\)"$/\1/p' rust-toolchain.toml)
+    local rustup_cmd=(rustup toolchain install "$channel" --profile minimal -c rustfmt -c clippy)
+    if ! command -v rustup >/dev/null; then
+        if apt-cache policy rustup 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+            apt_install rustup
+        else
+            die deps "cargo is missing, and this Debian release has no rustup package. Install Rust $channel, then run this again:
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain $channel -c rustfmt -c clippy"
         fi
-        python3 -m venv "$sdk_venv"
     fi
-    "$sdk_venv/bin/pip" install -q --disable-pip-version-check -e "$(dirname "$sdk_venv")/../python" pytest
-fi
+    say deps "installing Rust $channel with rustup"
+    if ! "${rustup_cmd[@]}"; then
+        die deps "rustup could not install Rust $channel (see above). Once this machine can reach static.rust-lang.org, run: ${rustup_cmd[*]}"
+    fi
+    hash -r
+    command -v cargo >/dev/null || die deps "rustup installed Rust $channel but cargo is not on PATH; add $HOME/.cargo/bin to PATH and run this again"
+}
+
+# Building and serving.
+deps_serve() {
+    local need=()
+    # The build: `cc` links the binary and compiles the C parts of some crates (SQLite, ring).
+    command -v cc >/dev/null || need+=(build-essential)
+    command -v pkg-config >/dev/null || need+=(pkg-config)
+    [[ -e /etc/ssl/certs/ca-certificates.crt ]] || need+=(ca-certificates) # cargo's downloads
+    # The default image is a read-only view of the host's /usr: what sandboxes run comes from
+    # here. The interpreter's Python environment (seeds 000 and 003 use IPython, numpy, pandas
+    # and matplotlib), node for JavaScript contexts, pip for `libraries`.
+    local pkg
+    for pkg in python3 python3-ipython python3-numpy python3-pandas python3-matplotlib python3-pip; do
+        pkg_installed "$pkg" || need+=("$pkg")
+    done
+    [[ -x /usr/bin/node ]] || need+=(nodejs)
+    command -v ps >/dev/null || need+=(procps)
+    command -v unshare >/dev/null || need+=(util-linux)
+    command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs) # per-session disk quotas
+    command -v curl >/dev/null || need+=(curl)
+    if ((${#need[@]})); then
+        apt_install "${need[@]}"
+    fi
+    ensure_rust
+}
+
+# Tests and benchmarks: the API contract checker, the Python SDK's tests, shell checks, and
+# the peers the benchmarks compare against.
+deps_test() {
+    local need=()
+    command -v bwrap >/dev/null || need+=(bubblewrap)      # the peer of the sessions benchmark
+    command -v shellcheck >/dev/null || need+=(shellcheck) # checks the scripts
+    command -v systemd-analyze >/dev/null || need+=(systemd) # checks the service unit
+    python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+    command -v ip >/dev/null || need+=(iproute2)           # the docs test's private network
+    # OCI image tests (crates/hutch-image/tests) run their own registry and fill it with images
+    # built from real files: Debian's docker-registry, skopeo and umoci, busybox-static for a
+    # no-libc image, and mmdebstrap for a Debian image with python3 (built once, cached in
+    # target/).
+    local pkg
+    for pkg in docker-registry skopeo umoci busybox-static mmdebstrap; do
+        pkg_installed "$pkg" || need+=("$pkg")
+    done
+    if ((${#need[@]})); then
+        apt_install "${need[@]}"
+    fi
+
+    # schemathesis (from PyPI) tests the API contract against a live server:
+    # crates/hutch/tests/schemathesis.rs.
+    local schemathesis_version=4.32.5 venv="$PWD/target/venv-schemathesis"
+    if [[ "$("$venv/bin/schemathesis" --version 2>/dev/null)" != *" $schemathesis_version" ]]; then
+        rm -rf "$venv"
+        pip_install "$venv" "schemathesis==$schemathesis_version"
+    fi
+
+    # ipykernel driven by jupyter_client is the peer of the interpreter benchmark
+    # (`hutch bench interpreter`); without it the peer is reported skipped.
+    local peers="$PWD/target/venv-peers"
+    if ! "$peers/bin/python" -c 'import ipykernel, jupyter_client' 2>/dev/null; then
+        rm -rf "$peers"
+        pip_install "$peers" ipykernel jupyter_client
+    fi
+
+    # The Python SDK (python/) and its tests.
+    local sdk_venv="$PWD/target/venv-sdk"
+    if ! "$sdk_venv/bin/python" -c 'import hutch, httpx, websockets, pytest' 2>/dev/null; then
+        pip_install "$sdk_venv" -e "$PWD/python" pytest
+    fi
+}
+
+case ${1:-} in
+serve) deps_serve ;;
+test)
+    deps_serve
+    deps_test
+    ;;
+*) die deps "usage: scripts/deps.sh serve|test" ;;
+esac

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Runs every check and test: formatting, lints, unit tests, the end-to-end tests against a
-# real `hutch serve`, among them the API contract check by schemathesis
-# (crates/hutch/tests/schemathesis.rs; deps.sh installs it), and the benchmarks in quick mode.
+# Runs every check and test: formatting, lints, the shell scripts and the service unit, unit
+# tests, the end-to-end tests against a real `hutch serve`, among them the API contract check
+# by schemathesis (crates/hutch/tests/schemathesis.rs), and the benchmarks in quick mode.
+#
+# Every step runs even when an earlier one failed; the summary at the end names the failed
+# steps, and the exit status is non-zero when there are any.
 #
 # The end-to-end tests (crates/hutch/tests/) build real sandboxes and need root. Without root
 # each one fails, saying so: `cargo test` never reports one that did not run as passed. To
@@ -10,19 +13,68 @@
 # CI=true, where they always fail without root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
-scripts/deps.sh
-echo "== cargo fmt --check"
-cargo fmt --all -- --check
-echo "== cargo clippy"
-cargo clippy --locked --all-targets -- -D warnings
-echo "== cargo test"
-cargo test --locked --workspace
-echo "== interpreter workers (protocol tests)"
-/usr/bin/python3 -m unittest discover -s crates/hutch-agent/workers/tests
-echo "== Python SDK tests (against a real hutch serve)"
-HUTCH_BIN="$PWD/target/debug/hutch" target/venv-sdk/bin/pytest -q python/tests
-echo "== benchmark (quick mode: checks that it runs, figures are not meaningful)"
-for scenario in sessions commands files interpreter; do
-    cargo run --locked -q -p hutch -- bench "$scenario" --quick
-done
+failed=()
+count=0
+# step NAME COMMAND...: runs one step and records its failure.
+step() {
+    local name=$1 start=$SECONDS
+    shift
+    count=$((count + 1))
+    echo "== $name"
+    if "$@"; then
+        echo "== $name: ok ($((SECONDS - start)) s)"
+    else
+        echo "== $name: FAILED ($((SECONDS - start)) s)"
+        failed+=("$name")
+    fi
+}
+
+# The scripts parse, and shellcheck finds nothing in them.
+check_scripts() {
+    local script ok=0
+    for script in scripts/*.sh .ci/run; do
+        bash -n "$script" || ok=1
+    done
+    shellcheck -x scripts/*.sh .ci/run || ok=1
+    return $ok
+}
+
+# systemd accepts the service unit as written (it checks the binary it names exists).
+check_unit() {
+    local dir out
+    dir=$(mktemp -d)
+    sed "s|/usr/local/bin/hutch|$PWD/target/debug/hutch|" deploy/systemd/hutch.service >"$dir/hutch.service"
+    out=$(systemd-analyze verify "$dir/hutch.service" 2>&1) || true
+    rm -rf "$dir"
+    [[ -z $out ]] || { echo "$out"; return 1; }
+}
+
+benchmarks() {
+    local scenario ok=0
+    for scenario in sessions commands files interpreter; do
+        cargo run --locked -q -p hutch -- bench "$scenario" --quick || ok=1
+    done
+    return $ok
+}
+
+step "install test dependencies" scripts/deps.sh test
+step "cargo fmt --check" cargo fmt --all -- --check
+step "cargo clippy" cargo clippy --locked --all-targets -- -D warnings
+step "shell scripts (bash -n, shellcheck)" check_scripts
+step "cargo test" cargo test --locked --workspace --no-fail-fast
+step "systemd unit (systemd-analyze verify)" check_unit
+step "interpreter workers (protocol tests)" /usr/bin/python3 -m unittest discover -s crates/hutch-agent/workers/tests
+step "Python SDK tests (against a real hutch serve)" \
+    env HUTCH_BIN="$PWD/target/debug/hutch" target/venv-sdk/bin/pytest -q python/tests
+step "benchmarks (quick mode: checks that they run, figures are not meaningful)" benchmarks
+
+echo
+if ((${#failed[@]})); then
+    echo "test: ${#failed[@]} of $count steps failed:"
+    printf '  - %s\n' "${failed[@]}"
+    exit 1
+fi
+echo "test: all $count steps passed"

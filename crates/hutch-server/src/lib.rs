@@ -17,7 +17,7 @@
 //! relay to agents · `openapi` the API contract (`/v1/openapi.json`, `/docs`) · `metrics`
 //! Prometheus metrics (`/metrics`) · `bounds` limits on the request head · `ratelimit`
 //! per-tenant rate limits · `storage` storage contexts and their transfers, `storage_api`
-//! their routes.
+//! their routes · `tls` TLS on the listener.
 
 // Tests may unwrap; the non-test build is still checked for it.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -35,6 +35,7 @@ mod sessions;
 mod storage;
 mod storage_api;
 mod store;
+mod tls;
 mod validate;
 
 #[cfg(test)]
@@ -64,6 +65,7 @@ pub use sessions::{RecoverySummary, SessionError};
 pub use storage::archive::ArchiveError;
 pub use storage::{StorageLimits, TransferError};
 pub use store::StoreError;
+pub use tls::{Tls, TlsError};
 
 use auth::Verifier;
 use sessions::Sessions;
@@ -367,6 +369,39 @@ impl Server {
                 tracing::debug!(error = %err, "cannot set TCP_NODELAY");
             }
         });
+        self.serve_on(listener, shutdown).await
+    }
+
+    /// Serves HTTPS (and WebSockets over TLS) on `listener` until ctrl-c or SIGTERM, then
+    /// finishes in-flight requests.
+    pub async fn serve_tls(self, listener: TcpListener, tls: &Tls) -> Result<(), ServerError> {
+        self.serve_tls_until(listener, tls, shutdown_signal()).await
+    }
+
+    /// Serves HTTPS on `listener` until `shutdown` completes, then finishes in-flight requests.
+    pub async fn serve_tls_until(
+        self,
+        listener: TcpListener,
+        tls: &Tls,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let listener = tls::TlsListener::new(listener, tls).map_err(ServerError::Serve)?;
+        if let Ok(addr) = axum::serve::Listener::local_addr(&listener) {
+            tracing::info!(%addr, "serving over TLS");
+        }
+        self.serve_on(listener, shutdown).await
+    }
+
+    /// Serves on any listener until `shutdown` completes, then winds down.
+    async fn serve_on<L>(
+        self,
+        listener: L,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError>
+    where
+        L: axum::serve::Listener,
+        L::Addr: std::fmt::Debug,
+    {
         let result = axum::serve(listener, self.app())
             .with_graceful_shutdown(shutdown)
             .await

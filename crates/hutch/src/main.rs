@@ -35,7 +35,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve the API (control plane and linux runtime); needs root.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Mint a bearer token with the server's secret.
     Token(token::TokenArgs),
     /// Measure hutch beside a peer in the same run.
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
         Command::Sessions(args) => return sessions::main(args),
         Command::Exec(args) => return exec::main(args),
         Command::Shell(args) => return shell::main(args),
-        Command::Serve(args) => serve::main(args),
+        Command::Serve(args) => serve::main(*args),
         Command::Token(args) => token::main(args),
         Command::Bench(args) => bench::main(args),
     };

@@ -1,12 +1,13 @@
 //! `hutch serve`: the control plane and the linux runtime in one process.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use hutch_sandbox::linux::{LinuxConfig, LinuxRuntime};
-use hutch_server::{RateLimit, Server, ServerConfig};
+use hutch_server::{RateLimit, Server, ServerConfig, Tls};
 
 /// Options of `hutch serve`; each also comes from a `HUTCH_*` environment variable.
 #[derive(clap::Args, Debug)]
@@ -77,13 +78,59 @@ pub(crate) struct ServeArgs {
     /// `payload_too_large`.
     #[arg(long, env = "HUTCH_MAX_UPLOAD_MB", default_value_t = hutch_api::limits::FILES_UPLOAD_MAX_BYTES_DEFAULT / (1024 * 1024))]
     max_upload_mb: u64,
+    /// PEM certificate chain (the server's certificate first): serve HTTPS and WSS instead of
+    /// plain HTTP. Needs `--tls-key`.
+    #[arg(
+        long,
+        env = "HUTCH_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert` (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    #[arg(
+        long,
+        env = "HUTCH_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
     /// Log format: `text` or `json`.
     #[arg(long, env = "HUTCH_LOG_FORMAT", default_value = "text")]
     log_format: String,
+    /// Colours in the text log: `auto` (only when stderr is a terminal and `NO_COLOR` is
+    /// unset), `always` or `never`.
+    #[arg(long, env = "HUTCH_LOG_COLOR", value_enum, default_value_t = LogColor::Auto)]
+    log_color: LogColor,
+}
+
+/// When the text log is coloured.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LogColor {
+    /// Only on a terminal, unless `NO_COLOR` is set.
+    Auto,
+    /// Always, also into files and pipes.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl LogColor {
+    /// Whether a log written to stderr gets ANSI colours.
+    fn for_stderr(self) -> bool {
+        match self {
+            LogColor::Always => true,
+            LogColor::Never => false,
+            LogColor::Auto => {
+                std::io::stderr().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
+        }
+    }
 }
 
 pub(crate) fn main(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging(&args.log_format)?;
+    init_logging(&args.log_format, args.log_color)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -91,11 +138,12 @@ pub(crate) fn main(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(serve(args))
 }
 
-fn init_logging(format: &str) -> anyhow::Result<()> {
+fn init_logging(format: &str, color: LogColor) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("HUTCH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(color.for_stderr())
         .with_writer(std::io::stderr);
     match format {
         "json" => builder.json().init(),
@@ -106,6 +154,11 @@ fn init_logging(format: &str) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // A wrong certificate or key is reported before anything else starts.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Tls::from_pem_files(cert, key)?),
+        _ => None,
+    };
     let mut linux =
         LinuxConfig::new(args.data_dir.clone()).context("configuring the linux runtime")?;
     linux.warm_pool = args.warm_pool;
@@ -148,18 +201,39 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     println!(
-        "hutch {} listening on http://{addr}",
+        "hutch {} listening on {scheme}://{addr}",
         env!("CARGO_PKG_VERSION")
     );
     if let Some(token) = server.startup_token() {
-        println!("token for tenant \"default\" (valid 24h): {token}");
-        println!("try: curl -H \"Authorization: Bearer $TOKEN\" http://{addr}/v1/sessions");
+        print!(
+            "{}",
+            try_lines(token, scheme, addr, args.tls_cert.as_deref())
+        );
     }
-    let result = server.serve(listener).await.context("serving");
+    let result = match &tls {
+        Some(tls) => server.serve_tls(listener, tls).await,
+        None => server.serve(listener).await,
+    }
+    .context("serving");
     // The server destroyed its sessions if asked to; what is left here is the warm pool.
     runtime.shutdown(false).await;
     result
+}
+
+/// The start-up token and a request that uses it, as lines that work when pasted into a shell.
+fn try_lines(token: &str, scheme: &str, addr: SocketAddr, tls_cert: Option<&Path>) -> String {
+    // `--cacert` makes curl trust a self-signed certificate (one a CA signed needs no option).
+    let cacert = tls_cert
+        .map(|cert| std::fs::canonicalize(cert).unwrap_or_else(|_| cert.to_owned()))
+        .map(|cert| format!("--cacert '{}' ", cert.display()))
+        .unwrap_or_default();
+    format!(
+        "token for tenant \"default\" (valid 24h); to try it, paste:\n  \
+         export TOKEN={token}\n  \
+         curl {cacert}-H \"Authorization: Bearer $TOKEN\" {scheme}://{addr}/v1/sessions\n"
+    )
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use hutch_api::Resources;
 use uuid::Uuid;
 
-use super::{LinuxRuntime, UID_COUNT, io, quota, sys_err};
+use super::{LinuxRuntime, UID_COUNT, image, io, quota, sys_err};
 use crate::SandboxError;
 use crate::init::{self, InitConfig, OverlayMount};
 use crate::sys::{self, ChildFd};
@@ -65,6 +65,7 @@ impl LinuxRuntime {
             layer(&name, host_dir.clone(), host_dir.clone())?;
         }
         fs::create_dir_all(&rootfs).map_err(io("create", &rootfs))?;
+        image::mark_in_use(&dir, &self.inner.image).map_err(io("mark the image in", &dir))?;
         for path in walk_dirs(&dir) {
             sys::lchown(&path, owner, owner).map_err(io("chown", &path))?;
         }

@@ -11,6 +11,10 @@
 //! The skeleton is owned by the sandbox root's host uid, so that root inside may copy up and
 //! change what it finds there. It is rebuilt at every server start into a directory named
 //! after its content, so a running sandbox's lower layer never changes under it.
+//!
+//! Each sandbox's directory holds a mark naming the skeleton it is built on ([`mark_in_use`]);
+//! once the server has adopted the sandboxes of earlier runs and swept the rest, skeletons no
+//! remaining sandbox names are removed ([`remove_unused`]).
 
 use std::fs;
 use std::hash::{Hash, Hasher};
@@ -109,6 +113,15 @@ const GENERATED_ETC: &[(&str, &str)] = &[
     ("resolv.conf", "# no network in this sandbox\n"),
 ];
 
+/// Prefix of the skeletons' directory names: `default-<content hash>`.
+const SKELETON_PREFIX: &str = "default-";
+
+/// Prefix of a skeleton being built: `.staging-<server pid>`.
+const STAGING_PREFIX: &str = ".staging-";
+
+/// File in a sandbox's directory naming the skeleton its root file system is built on.
+const SKELETON_MARK: &str = "image";
+
 /// The built `default` image.
 #[derive(Debug, Clone)]
 pub(crate) struct DefaultImage {
@@ -144,7 +157,7 @@ impl Hasher for StableHasher {
 /// Builds (or reuses) the `default` image under `images_dir`, owned by `owner`.
 pub(crate) fn build_default(images_dir: &Path, owner: u32) -> io::Result<DefaultImage> {
     fs::create_dir_all(images_dir)?;
-    let staging = images_dir.join(format!(".staging-{}", std::process::id()));
+    let staging = images_dir.join(format!("{STAGING_PREFIX}{}", std::process::id()));
     if staging.exists() {
         fs::remove_dir_all(&staging)?;
     }
@@ -196,7 +209,7 @@ pub(crate) fn build_default(images_dir: &Path, owner: u32) -> io::Result<Default
     // Lets the sandbox's root user (another uid on the host) traverse to its layers.
     fs::set_permissions(&staging, fs::Permissions::from_mode(0o755))?;
 
-    let skeleton = images_dir.join(format!("default-{:016x}", hasher.finish()));
+    let skeleton = images_dir.join(format!("{SKELETON_PREFIX}{:016x}", hasher.finish()));
     if skeleton.exists() {
         fs::remove_dir_all(&staging)?;
     } else {
@@ -206,6 +219,52 @@ pub(crate) fn build_default(images_dir: &Path, owner: u32) -> io::Result<Default
         skeleton,
         overlay_dirs,
     })
+}
+
+/// Records in `sandbox_dir` that its sandbox is built on `image`'s skeleton.
+pub(crate) fn mark_in_use(sandbox_dir: &Path, image: &DefaultImage) -> io::Result<()> {
+    let name = image.skeleton.file_name().unwrap_or_default();
+    fs::write(sandbox_dir.join(SKELETON_MARK), name.as_encoded_bytes())
+}
+
+/// Removes what no sandbox in `sandboxes_dir` uses from `images_dir`: the skeletons other than
+/// `current` that no sandbox's mark names, and staging directories that earlier server
+/// processes left behind. A sandbox without a mark (built before marks existed) could use any
+/// skeleton, so while one exists no skeleton is removed. Returns the removed directories.
+pub(crate) fn remove_unused(
+    images_dir: &Path,
+    current: &Path,
+    sandboxes_dir: &Path,
+) -> io::Result<Vec<PathBuf>> {
+    let mut in_use = std::collections::HashSet::new();
+    let mut unmarked = false;
+    for entry in fs::read_dir(sandboxes_dir)? {
+        let entry = entry?;
+        match fs::read(entry.path().join(SKELETON_MARK)) {
+            Ok(name) => {
+                in_use.insert(String::from_utf8_lossy(&name).into_owned());
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => unmarked = true,
+            Err(e) => return Err(e),
+        }
+    }
+    let own_staging = format!("{STAGING_PREFIX}{}", std::process::id());
+    let mut removed = Vec::new();
+    for entry in fs::read_dir(images_dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let unused = if name.starts_with(SKELETON_PREFIX) {
+            !unmarked && path != current && !in_use.contains(&name)
+        } else {
+            name.starts_with(STAGING_PREFIX) && name != own_staging
+        };
+        if unused {
+            fs::remove_dir_all(&path)?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
 }
 
 /// Copies `src` to `dst` keeping symlinks as links and modes, skipping what cannot be read
@@ -255,4 +314,88 @@ fn chown_tree(path: &Path, owner: u32) -> io::Result<()> {
     }
     // Chown strips set-uid bits; the skeleton has none worth keeping.
     sys::lchown(path, owner, owner)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A data directory with the skeletons `images` and one sandbox directory per entry of
+    /// `sandboxes`, marked with the skeleton it names (or unmarked for `None`).
+    fn data_dir(images: &[&str], sandboxes: &[Option<&str>]) -> tempfile::TempDir {
+        let data = tempfile::tempdir().unwrap();
+        for name in images {
+            fs::create_dir_all(data.path().join("images").join(name).join("etc")).unwrap();
+        }
+        fs::create_dir_all(data.path().join("sandboxes")).unwrap();
+        for (i, skeleton) in sandboxes.iter().enumerate() {
+            let dir = data.path().join("sandboxes").join(format!("sandbox-{i}"));
+            fs::create_dir(&dir).unwrap();
+            if let Some(skeleton) = skeleton {
+                let image = DefaultImage {
+                    skeleton: data.path().join("images").join(skeleton),
+                    overlay_dirs: Vec::new(),
+                };
+                mark_in_use(&dir, &image).unwrap();
+            }
+        }
+        data
+    }
+
+    fn images_left(data: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(data.join("images"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn remove_unused_in(data: &Path, current: &str) -> Vec<PathBuf> {
+        remove_unused(
+            &data.join("images"),
+            &data.join("images").join(current),
+            &data.join("sandboxes"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn skeletons_no_sandbox_is_built_on_are_removed_and_the_others_kept() {
+        let old = "default-00000000000000a1";
+        let older = "default-00000000000000a2";
+        let current = "default-00000000000000a3";
+        let data = data_dir(
+            &[old, older, current, ".staging-1", ".staging-4194305"],
+            &[Some(old), Some(current)],
+        );
+
+        let removed = remove_unused_in(data.path(), current);
+
+        assert_eq!(removed.len(), 3, "{removed:?}");
+        assert_eq!(images_left(data.path()), [old, current]);
+    }
+
+    #[test]
+    fn a_sandbox_without_a_mark_keeps_every_skeleton() {
+        let old = "default-00000000000000b1";
+        let current = "default-00000000000000b2";
+        let data = data_dir(&[old, current], &[None]);
+
+        assert!(remove_unused_in(data.path(), current).is_empty());
+        assert_eq!(images_left(data.path()), [old, current]);
+    }
+
+    #[test]
+    fn the_current_skeleton_stays_with_no_sandbox_at_all() {
+        let old = "default-00000000000000c1";
+        let current = "default-00000000000000c2";
+        let data = data_dir(&[old, current], &[]);
+
+        remove_unused_in(data.path(), current);
+
+        assert_eq!(images_left(data.path()), [current]);
+    }
 }

@@ -6,7 +6,7 @@ use std::fs;
 use tokio::net::UnixStream;
 use uuid::Uuid;
 
-use super::{LinuxRuntime, io, lock};
+use super::{LinuxRuntime, image, io, lock};
 use crate::sys;
 use crate::{Runtime, SandboxError, SandboxRecord};
 
@@ -71,6 +71,20 @@ impl LinuxRuntime {
             })
             .await?;
             swept.push(sandbox_id);
+        }
+        // What is left in `sandboxes/` is live: the skeletons none of them uses can go.
+        let data = &self.inner.config.data_dir;
+        match image::remove_unused(
+            &data.join("images"),
+            &self.inner.image.skeleton,
+            &data.join("sandboxes"),
+        ) {
+            Ok(removed) => {
+                for dir in removed {
+                    tracing::info!(image = %dir.display(), "removed an image no sandbox uses");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "removing unused images failed"),
         }
         Ok(swept)
     }
