@@ -64,3 +64,23 @@ if ! "$sdk_venv/bin/python" -c 'import hutch, httpx, websockets, pytest' 2>/dev/
     fi
     "$sdk_venv/bin/pip" install -q --disable-pip-version-check -e "$(dirname "$sdk_venv")/../python" pytest
 fi
+
+# openapi-python-client (from PyPI, into a virtualenv under target/) generates a Python client
+# from docs/openapi.json in a test: crates/hutch-server/tests/python_client.rs. python-dateutil
+# is what the generated client imports besides httpx and attrs.
+OPENAPI_PYTHON_CLIENT_VERSION=0.29.1
+opc_venv="$(cd "$(dirname "$0")/.." && pwd)/target/venv-openapi-python-client"
+if [[ "$("$opc_venv/bin/openapi-python-client" --version 2>/dev/null)" != *" $OPENAPI_PYTHON_CLIENT_VERSION" ]] \
+    || ! "$opc_venv/bin/python" -c 'import dateutil' 2>/dev/null; then
+    if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+        echo "deps: installing python3-venv"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq python3-venv >/dev/null
+    fi
+    echo "deps: installing openapi-python-client $OPENAPI_PYTHON_CLIENT_VERSION into $opc_venv"
+    rm -rf "$opc_venv"
+    python3 -m venv "$opc_venv"
+    "$opc_venv/bin/pip" install -q --disable-pip-version-check \
+        "openapi-python-client==$OPENAPI_PYTHON_CLIENT_VERSION" python-dateutil
+fi
