@@ -80,7 +80,11 @@ async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-async fn not_found() -> Response {
+/// The answer to a path or method the agent does not serve. The body is read (and thrown
+/// away) first, so that a client still sending it receives the answer instead of a broken
+/// pipe.
+async fn not_found(req: Request) -> Response {
+    drain(req.into_body()).await;
     let code = ErrorCode::NotFound;
     error_response(
         code,
