@@ -15,6 +15,7 @@ done
 [[ -x /usr/bin/node ]] || need+=(nodejs)
 command -v ps >/dev/null || need+=(procps)
 command -v unshare >/dev/null || need+=(util-linux)
+command -v ip >/dev/null || need+=(iproute2)              # the docs test's private network
 command -v curl >/dev/null || need+=(curl)
 if ((${#need[@]})); then
     echo "deps: installing ${need[*]}"

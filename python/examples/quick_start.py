@@ -1,7 +1,7 @@
 """Basic usage of the sessions API: create, get, list, delete.
 
-    export SANDBOX_API_URL=http://127.0.0.1:7420/v1
-    export SANDBOX_API_TOKEN=$(hutch token --sub me)
+    export HUTCH_URL=http://127.0.0.1:7420/v1
+    export HUTCH_TOKEN=$(hutch token --sub me)
     python examples/quick_start.py
 """
 
@@ -10,8 +10,8 @@ import os
 from hutch import SessionsClient
 
 client = SessionsClient(
-    api_url=os.environ["SANDBOX_API_URL"],
-    bearer_token=os.environ["SANDBOX_API_TOKEN"],
+    api_url=os.environ["HUTCH_URL"],
+    bearer_token=os.environ["HUTCH_TOKEN"],
 )
 
 # Create

@@ -1,7 +1,7 @@
 """The six examples of the sessions SDK guide, run one after the other.
 
-    export SANDBOX_API_URL=http://127.0.0.1:7420/v1
-    export SANDBOX_API_TOKEN=$(hutch token --sub me)
+    export HUTCH_URL=http://127.0.0.1:7420/v1
+    export HUTCH_TOKEN=$(hutch token --sub me)
     python examples/sessions_sdk.py
 """
 
@@ -16,8 +16,8 @@ from hutch import (
     UnauthorizedError,
 )
 
-API_URL = os.environ["SANDBOX_API_URL"]
-TOKEN = os.environ["SANDBOX_API_TOKEN"]
+API_URL = os.environ["HUTCH_URL"]
+TOKEN = os.environ["HUTCH_TOKEN"]
 
 
 def example_basic() -> None:

@@ -210,14 +210,17 @@ def _requires_route(request: pytest.FixtureRequest) -> None:
 
 
 def run_example(server: HutchServer, name: str, *args: str, timeout: float = 120) -> str:
-    """Runs ``python/examples/<name>`` against ``server`` as a fresh tenant; returns stdout."""
+    """Runs ``python/examples/<name>`` against ``server`` as a fresh tenant; returns stdout.
+
+    The example gets the two variables ``python/README.md`` tells a reader to set, spelled as
+    it spells them (``HUTCH_URL`` with ``/v1``, ``HUTCH_TOKEN``), and no other ``HUTCH_*`` or
+    ``SANDBOX_API_*`` variable.
+    """
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith(("HUTCH_", "SANDBOX_API_"))},
         "HUTCH_URL": server.api_url,
         "HUTCH_TOKEN": server.token(new_tenant()),
-        "SANDBOX_API_URL": server.api_url,
     }
-    env["SANDBOX_API_TOKEN"] = env["HUTCH_TOKEN"]
     out = subprocess.run(
         [sys.executable, str(REPO / "python" / "examples" / name), *args],
         env=env,

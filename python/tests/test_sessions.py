@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
-from conftest import HutchServer, new_tenant, run_example, start_server
+from conftest import REPO, HutchServer, new_tenant, run_example, start_server
 from hutch import (
     RateLimitError,
     SandboxAPIError,
@@ -202,3 +203,11 @@ def test_example_sessions_sdk(hutch_server: HutchServer) -> None:
 def test_example_quick_start(hutch_server: HutchServer) -> None:
     out = run_example(hutch_server, "quick_start.py")
     assert "deleted" in out
+
+
+def test_every_example_is_run_by_a_test() -> None:
+    tests = "".join(path.read_text() for path in Path(__file__).parent.glob("test_*.py"))
+    examples = sorted((REPO / "python" / "examples").glob("*.py"))
+    assert examples
+    for example in examples:
+        assert f'run_example(hutch_server, "{example.name}"' in tests, example.name

@@ -27,6 +27,7 @@ use tokio::net::unix::pipe;
 
 use crate::Agent;
 use crate::error::AgentError;
+use crate::oom::OomMark;
 
 /// Default working directory of commands.
 pub(crate) const DEFAULT_CWD: &str = "/workspace";
@@ -311,6 +312,8 @@ pub(crate) struct Started {
     pub(crate) cgroup: Option<CommandCgroup>,
     /// When it started.
     pub(crate) started: Instant,
+    /// The session's OOM kill count when it started.
+    pub(crate) oom: OomMark,
 }
 
 /// Starts `plan` in a new cgroup with the given descriptors as its stdio.
@@ -347,12 +350,14 @@ pub(crate) fn start(
         cgroup: cgroup.as_ref().map(CommandCgroup::own),
     };
     let started = Instant::now();
+    let oom = agent.oom.mark();
     let (process, exited) = agent.reaper.spawn(&spec, options)?;
     Ok(Started {
         pid: process.pid,
         exited,
         cgroup,
         started,
+        oom,
     })
 }
 
@@ -373,6 +378,7 @@ pub(crate) async fn run(agent: &Agent, req: CommandRequest) -> Result<CommandRes
         exited,
         cgroup,
         started,
+        oom,
     } = start(
         agent,
         &plan,
@@ -433,13 +439,24 @@ pub(crate) async fn run(agent: &Agent, req: CommandRequest) -> Result<CommandRes
     let (out, err) = (take(&stdout_buf), take(&stderr_buf));
     drop(killer);
     drop(cgroup);
+    let oom_killed = !timed_out && agent.oom.killed(oom, exit);
+    let truncated = out.truncated || err.truncated;
+    let mut stderr = err.text();
+    if oom_killed {
+        if !stderr.is_empty() && !stderr.ends_with('\n') {
+            stderr.push('\n');
+        }
+        stderr.push_str(&agent.oom.note());
+        stderr.push('\n');
+    }
     Ok(CommandResult {
         exit_code: exit.code(),
-        truncated: out.truncated || err.truncated,
+        truncated,
         stdout: out.text(),
-        stderr: err.text(),
+        stderr,
         duration_ms,
         timed_out,
+        oom_killed,
     })
 }
 

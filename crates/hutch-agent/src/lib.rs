@@ -25,6 +25,7 @@ mod commands;
 mod error;
 mod files;
 mod interpreter;
+mod oom;
 mod processes;
 mod reaper;
 
@@ -49,6 +50,11 @@ pub struct AgentConfig {
     /// Largest upload the file API accepts, in bytes; default
     /// [`hutch_api::limits::FILES_UPLOAD_MAX_BYTES_DEFAULT`].
     pub max_upload_bytes: Option<u64>,
+    /// The session's out-of-memory counters, read-only (`memory.events` or
+    /// `memory.oom_control`): how the agent tells that the OOM killer ended a command.
+    pub memory_events: Option<OwnedFd>,
+    /// The session's memory limit in MiB, named when the OOM killer ends something.
+    pub memory_mb: Option<u64>,
 }
 
 /// Shared state of the agent's handlers.
@@ -67,6 +73,8 @@ pub(crate) struct Agent {
     pub(crate) ptys: Arc<tokio::sync::Semaphore>,
     /// The session's interpreter contexts.
     pub(crate) interpreters: interpreter::Interpreters,
+    /// Whether the OOM killer acted.
+    pub(crate) oom: oom::OomCounter,
 }
 
 /// The OpenAPI description of the agent's routes, at the paths the agent serves them
@@ -105,6 +113,8 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
         ("HOSTNAME".to_owned(), config.hostname.clone()),
     ]);
     base_env.extend(config.env);
+    // Python `libraries` installed in any context are importable everywhere.
+    let base_env = interpreter::with_libraries_on_python_path(base_env);
     let files = files::Files::new(
         config
             .max_upload_bytes
@@ -125,6 +135,7 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
             hutch_api::limits::PTY_SESSIONS_MAX,
         )),
         interpreters: interpreter::Interpreters::new(),
+        oom: oom::OomCounter::new(config.memory_events, config.memory_mb),
     });
     interpreter::prewarm(&agent);
     let std_listener = std::os::unix::net::UnixListener::from(config.listener);

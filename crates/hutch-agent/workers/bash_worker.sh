@@ -1,8 +1,9 @@
 # hutch bash interpreter worker.
 #
-# Run by the agent as `bash --noprofile --norc -c SRC` with fd 0 = /dev/null, fds 1/2 = pipes
-# the agent reads raw, fd 3 = control in (one JSON object per line), fd 4 = control out. The
-# protocol is in crates/hutch-agent/workers/README.md.
+# Run by the agent as `bash --noprofile --norc /proc/self/fd/5` with fd 5 = this source (a
+# sealed memfd; bash reads it through a descriptor of its own, so fd 5 is closed at once), fd 0
+# = /dev/null, fds 1/2 = pipes the agent reads raw, fd 3 = control in (one JSON object per
+# line), fd 4 = control out. The protocol is in crates/hutch-agent/workers/README.md.
 #
 # One persistent shell: each cell is sourced into it (`. /dev/fd/5` from a here-string), so
 # variables, functions, options and `cd` persist, `declare` stays global and `return` ends the
@@ -11,6 +12,7 @@
 # cell return, so the rest of the cell is skipped and the shell survives. The worker's own
 # names start with `__hutch_`; it evaluates nothing but the decoded cell.
 
+exec 5<&-
 __hutch_busy=
 __hutch_int=
 __hutch_count=0

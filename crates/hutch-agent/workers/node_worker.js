@@ -1,7 +1,9 @@
 // hutch javascript interpreter worker.
 //
-// Run by the agent as `node -e SRC` with fd 0 = /dev/null, fds 1/2 = pipes the agent reads raw,
-// fd 3 = control in (one JSON object per line), fd 4 = control out. The protocol is in
+// Run by the agent as `node --preserve-symlinks-main /proc/self/fd/5` with fd 5 = this source
+// (a sealed memfd; node reads it at start and the worker closes it), fd 0 = /dev/null, fds 1/2 =
+// pipes the agent reads raw, fd 3 = control in (one JSON object per line), fd 4 = control out.
+// The protocol is in
 // crates/hutch-agent/workers/README.md.
 //
 // Cells run in the main V8 context (`vm.Script#runInThisContext`), so `require`, `Buffer`,
@@ -30,6 +32,14 @@
     } catch (e) {
       return fd;
     }
+  }
+  // fd 5 held this source, which node has read: close it, and leave process.argv as
+  // `node -e` would (the user's code never sees the worker's path).
+  if (process.argv[1] === '/proc/self/fd/5') {
+    try {
+      fs.closeSync(5);
+    } catch (e) {}
+    process.argv.length = 1;
   }
   const CTL_IN = reopen(3, 'r');
   const CTL_OUT = reopen(4, 'a');
@@ -501,7 +511,7 @@
     lines.forEach((l, i) => {
       if (/^\s+at .*<cell-\d+>/.test(l)) lastCell = i;
     });
-    const plumbing = /^\s+at .*(\[eval\]|node:vm:|node:events|node:internal\/streams|Socket\.|hutchWorker|runCell|pump|onData)/;
+    const plumbing = /^\s+at .*(\[eval\]|\/proc\/self\/fd\/|node:vm:|node:events|node:internal\/streams|Socket\.|hutchWorker|runCell|pump|onData)/;
     const kept = lines.filter((l, i) => (lastCell >= 0 ? i <= lastCell || !/^\s+at /.test(l) : !plumbing.test(l)));
     stack = kept.join('\n');
     // Show the source line of the innermost cell frame, like node does for uncaught errors.

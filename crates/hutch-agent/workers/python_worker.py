@@ -1,7 +1,8 @@
 # hutch python interpreter worker.
 #
-# Run by the agent as `python3 -S -c SRC` with fd 0 = /dev/null, fds 1/2 = pipes the agent reads
-# raw, fd 3 = control in (one JSON object per line), fd 4 = control out. The protocol is in
+# Run by the agent as `python3 -S /proc/self/fd/5` with fd 5 = this source (a sealed memfd),
+# fd 0 = /dev/null, fds 1/2 = pipes the agent reads raw, fd 3 = control in (one JSON object per
+# line), fd 4 = control out. The protocol is in
 # crates/hutch-agent/workers/README.md. Kernel (HUTCH_KERNEL): `auto` = plain CPython that turns
 # itself into IPython's InteractiveShell, over the same namespace, at the first cell written in
 # IPython-only syntax; `python` = plain CPython only; `ipython` = IPython from the start.
@@ -23,8 +24,21 @@ _PID = os.getpid()
 _CTL_IN = 3
 _CTL_OUT = 4
 
+_SOURCE_FD = 5
+
 for _fd in (_CTL_IN, _CTL_OUT):
     os.set_inheritable(_fd, False)
+
+# Started from the source's descriptor, Python put the memfd's directory first on sys.path and
+# named the worker in __file__ and sys.argv: make the user's namespace what `python3 -c` gives
+# (the current directory first on sys.path, sys.argv ['-c'], no __file__), and close fd 5.
+if sys.argv and sys.argv[0] == "/proc/self/fd/%d" % _SOURCE_FD:
+    os.close(_SOURCE_FD)
+    sys.argv[0] = "-c"
+    if sys.path:
+        sys.path[0] = ""
+    for _name in ("__file__", "__cached__"):
+        _G.pop(_name, None)
 
 
 def _add_site_dirs():
@@ -789,6 +803,12 @@ def _execute(msg):
                 continue
             saved.append((k, os.environ.get(k)))
             os.environ[k] = v
+    if msg.get("installed"):
+        # The agent installed libraries for this cell: directories on sys.path that did not
+        # exist when they were first searched are searched again.
+        import importlib
+
+        importlib.invalidate_caches()
     if _kernel.name == "python":
         _count += 1
     _interrupted = False

@@ -58,4 +58,8 @@ pub struct CommandResult {
     /// Whether an output stream was longer than the capture limit and was cut.
     #[serde(default)]
     pub truncated: bool,
+    /// Whether the kernel's out-of-memory killer ended the command: the session reached its
+    /// memory limit (`memoryMb`). stderr then ends with a note that says so.
+    #[serde(default)]
+    pub oom_killed: bool,
 }

@@ -72,7 +72,8 @@ pub struct FileList {
 pub struct MkdirRequest {
     /// Directory to create.
     pub path: String,
-    /// Create missing parents too, and succeed when the directory already exists.
+    /// Create missing parents too, and succeed when the directory already exists (the
+    /// default); false: the parent must exist (404) and the directory must not (409).
     pub parents: Option<bool>,
     /// Permission bits, octal; default `0755`.
     pub mode: Option<String>,
@@ -89,6 +90,8 @@ pub struct MoveRequest {
     pub to: String,
     /// Replace an existing `to` (not a non-empty directory); default false (409 if it exists).
     pub overwrite: Option<bool>,
+    /// Create missing parent directories of `to`; default true (false: 404 when missing).
+    pub parents: Option<bool>,
 }
 
 /// The result of one uploaded file.

@@ -137,7 +137,8 @@ pub enum Frame {
         data: String,
     },
     /// An exception, or a failure of the context (`ContextError`, `TimeoutError`,
-    /// `WorkerCrashed`, `LibraryInstallError`).
+    /// `WorkerCrashed`, `OutOfMemory` when the kernel's OOM killer ended the worker,
+    /// `LibraryInstallError`).
     Error {
         /// Exception name.
         name: String,

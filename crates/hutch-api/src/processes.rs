@@ -60,6 +60,10 @@ pub enum ProcessEvent {
         duration_ms: u64,
         /// Whether its timeout ended it.
         timed_out: bool,
+        /// Whether the kernel's out-of-memory killer ended it: the session reached its memory
+        /// limit (`memoryMb`).
+        #[serde(default)]
+        oom_killed: bool,
     },
     /// The request failed before anything was started (WebSocket only; HTTP answers with the
     /// error envelope and its status instead).
@@ -135,6 +139,10 @@ pub struct ProcessInfo {
     pub signal: Option<i32>,
     /// Whether its timeout ended it.
     pub timed_out: bool,
+    /// Whether the kernel's out-of-memory killer ended it: the session reached its memory
+    /// limit (`memoryMb`).
+    #[serde(default)]
+    pub oom_killed: bool,
     /// When it started (RFC 3339, UTC).
     pub started_at: String,
     /// Milliseconds it ran, once exited.
@@ -419,10 +427,11 @@ mod tests {
             signal: Some(9),
             duration_ms: 5,
             timed_out: true,
+            oom_killed: false,
         };
         assert_eq!(
             serde_json::to_value(&exit).unwrap(),
-            serde_json::json!({"type": "exit", "exitCode": null, "signal": 9, "durationMs": 5, "timedOut": true})
+            serde_json::json!({"type": "exit", "exitCode": null, "signal": 9, "durationMs": 5, "timedOut": true, "oomKilled": false})
         );
         let cut = ProcessEvent::Truncated {
             from: 1,

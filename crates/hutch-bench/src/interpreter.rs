@@ -179,7 +179,7 @@ async fn kernel(
 async fn newest_worker_rss(client: &HutchClient, session: &str) -> Result<u64, BenchError> {
     let script = "for p in /proc/[0-9]*; do \
         c=$(tr '\\0' ' ' < $p/cmdline 2>/dev/null | head -c 100); \
-        case \"$c\" in 'python3 -c # hutch python interpreter worker'*|'python3 -S -c # hutch python interpreter worker'*) \
+        case \"$c\" in 'python3 -S /proc/self/fd/5 ') \
         echo ${p#/proc/} $(awk '/VmRSS/ {print $2}' $p/status);; esac; done";
     let result = client
         .run_command(

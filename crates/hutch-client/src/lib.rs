@@ -45,6 +45,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+/// The path every API route starts with; a base URL may end with it.
+const API_PREFIX: &str = "/v1";
+
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -77,6 +80,15 @@ pub enum ClientError {
         status: StatusCode,
         /// The body as text (lossy).
         body: String,
+    },
+    /// The server could not be reached at all (refused, no route, no such host).
+    #[error("cannot connect to {url}: {reason}")]
+    Connect {
+        /// The server's base URL.
+        url: String,
+        /// Why, in the words of the innermost error (such as `Connection refused (os error
+        /// 111)`).
+        reason: String,
     },
     /// A WebSocket failed.
     #[error("websocket: {0}")]
@@ -144,9 +156,13 @@ impl std::fmt::Debug for HutchClient {
 }
 
 impl HutchClient {
-    /// A client of the server at `base_url` (such as `http://127.0.0.1:7420`) using `token`.
+    /// A client of the server at `base_url` using `token`.
     ///
-    /// Only `http` URLs are supported. Requests must be made within a tokio runtime.
+    /// `base_url` is the server's address with or without the API's `/v1`
+    /// (`http://127.0.0.1:7420` and `http://127.0.0.1:7420/v1` are the same server), as the
+    /// Python SDK takes it; a path before it is kept (a server behind a proxy at
+    /// `http://proxy/hutch/v1`). Only `http` URLs are supported. Requests must be made within
+    /// a tokio runtime.
     pub fn new(base_url: &str, token: &str) -> Result<Self, ClientError> {
         let invalid = |reason: &str| ClientError::InvalidUrl {
             url: base_url.to_owned(),
@@ -168,7 +184,8 @@ impl HutchClient {
         if uri.query().is_some() {
             return Err(invalid("a base URL cannot have a query"));
         }
-        let prefix = uri.path().trim_end_matches('/');
+        let path = uri.path().trim_end_matches('/');
+        let prefix = path.strip_suffix(API_PREFIX).unwrap_or(path);
         let base = format!("http://{authority}{prefix}");
         let mut auth = HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| ClientError::InvalidToken)?;
@@ -321,11 +338,13 @@ impl HutchClient {
         let req = builder
             .body(Full::new(body.unwrap_or_default()))
             .map_err(|e| transport(Box::new(e)))?;
-        let response = self
-            .http
-            .request(req)
-            .await
-            .map_err(|e| transport(Box::new(e)))?;
+        let response = self.http.request(req).await.map_err(|e| {
+            if e.is_connect() {
+                self.connect_error(&e)
+            } else {
+                transport(Box::new(e))
+            }
+        })?;
         let status = response.status();
         let bytes = response
             .into_body()
@@ -334,6 +353,20 @@ impl HutchClient {
             .map_err(|e| transport(Box::new(e)))?
             .to_bytes();
         Ok((status, bytes))
+    }
+}
+
+impl HutchClient {
+    /// The error of a connection that could not be made, named by its innermost cause.
+    fn connect_error(&self, error: &(dyn std::error::Error + 'static)) -> ClientError {
+        let mut cause = error;
+        while let Some(source) = cause.source() {
+            cause = source;
+        }
+        ClientError::Connect {
+            url: self.base.clone(),
+            reason: cause.to_string(),
+        }
     }
 }
 
@@ -361,6 +394,14 @@ mod tests {
         let c = HutchClient::new("http://127.0.0.1:7420/", "t").unwrap();
         assert_eq!(c.base_url(), "http://127.0.0.1:7420");
         let c = HutchClient::new("http://h:1/prefix/", "t").unwrap();
+        assert_eq!(c.base_url(), "http://h:1/prefix");
+        let c = HutchClient::new("http://127.0.0.1:7420/v1", "t").unwrap();
+        assert_eq!(
+            c.base_url(),
+            "http://127.0.0.1:7420",
+            "the API prefix is optional"
+        );
+        let c = HutchClient::new("http://h:1/prefix/v1/", "t").unwrap();
         assert_eq!(c.base_url(), "http://h:1/prefix");
         for bad in ["https://h", "h:1", "not a url", "http://h/?q=1"] {
             assert!(

@@ -179,6 +179,7 @@ impl HutchClient {
                     body.as_deref().unwrap_or_default(),
                 ))
             }
+            Err(tokio_tungstenite::tungstenite::Error::Io(e)) => Err(self.connect_error(&e)),
             Err(e) => Err(ClientError::WebSocket(Box::new(e))),
         }
     }

@@ -81,6 +81,7 @@ async fn fake_agent(
         duration_ms: 0,
         timed_out: false,
         truncated: false,
+        oom_killed: false,
     };
     Ok(hyper::Response::new(Full::new(Bytes::from(
         serde_json::to_vec(&result).unwrap(),

@@ -39,6 +39,10 @@ pub const LISTENER_FD: RawFd = 5;
 pub const CGROUP_FD: RawFd = 6;
 /// Descriptor the first process waits on before it execs (used only before `execve`).
 pub(crate) const GO_FD: RawFd = 7;
+/// Descriptor of the session's out-of-memory counters, opened read-only by the runtime: the
+/// memory cgroup's `memory.events` (v2) or `memory.oom_control` (v1), whose `oom_kill` line
+/// counts the processes the kernel's OOM killer killed in the sandbox.
+pub const MEMORY_EVENTS_FD: RawFd = 8;
 
 /// One overlay mount of the sandbox's root file system.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,6 +68,9 @@ pub struct InitConfig {
     pub overlays: Vec<OverlayMount>,
     /// Whether [`CGROUP_FD`] holds the sandbox's delegated cgroup v2 directory.
     pub has_cgroup_dir: bool,
+    /// Whether [`MEMORY_EVENTS_FD`] holds the sandbox's out-of-memory counters.
+    #[serde(default)]
+    pub has_memory_events: bool,
     /// Size of the `/tmp` and `/dev/shm` tmpfs mounts in MiB (each); the kernel's default
     /// when absent. Set with a disk quota.
     #[serde(default)]
@@ -81,6 +88,9 @@ pub struct Claim {
     /// Largest upload the agent's file API accepts, in bytes (its default when absent).
     #[serde(default)]
     pub max_upload_bytes: Option<u64>,
+    /// The session's memory limit in MiB, named when the OOM killer acts.
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
 }
 
 /// A sandbox set up and claimed, ready to serve.
@@ -90,16 +100,24 @@ pub struct Sandboxed {
     pub listener: OwnedFd,
     /// The delegated cgroup v2 directory, if any.
     pub cgroup_dir: Option<OwnedFd>,
+    /// The session's out-of-memory counters (read-only), if any.
+    pub memory_events: Option<OwnedFd>,
     /// The session's part of the configuration.
     pub claim: Claim,
     status: fs::File,
 }
 
 impl Sandboxed {
-    /// Tells the runtime the sandbox is ready; closes the status pipe.
-    pub fn report_ready(mut self) -> (OwnedFd, Option<OwnedFd>, Claim) {
+    /// Tells the runtime the sandbox is ready; closes the status pipe. Gives the listener,
+    /// the cgroup directory, the out-of-memory counters and the claim.
+    pub fn report_ready(mut self) -> (OwnedFd, Option<OwnedFd>, Option<OwnedFd>, Claim) {
         let _ = self.status.write_all(b"ok\n");
-        (self.listener, self.cgroup_dir, self.claim)
+        (
+            self.listener,
+            self.cgroup_dir,
+            self.memory_events,
+            self.claim,
+        )
     }
 }
 
@@ -147,9 +165,10 @@ pub fn enter() -> Result<Sandboxed, InitError> {
     };
     let mut status = fs::File::from(status);
     match set_up(config_fd, listener, &mut status) {
-        Ok((listener, cgroup_dir, claim)) => Ok(Sandboxed {
+        Ok((listener, cgroup_dir, memory_events, claim)) => Ok(Sandboxed {
             listener,
             cgroup_dir,
+            memory_events,
             claim,
             status,
         }),
@@ -178,23 +197,30 @@ fn set_up(
     config_fd: OwnedFd,
     listener: OwnedFd,
     status: &mut fs::File,
-) -> Result<(OwnedFd, Option<OwnedFd>, Claim), InitError> {
+) -> Result<SetUp, InitError> {
     let mut config_pipe = io::BufReader::new(fs::File::from(config_fd));
     let config: InitConfig = read_line(&mut config_pipe, "init config")?;
     let cgroup_dir = config.has_cgroup_dir.then(|| {
         // SAFETY: as above; present exactly when the config says so.
         unsafe { OwnedFd::from_raw_fd(CGROUP_FD) }
     });
+    let memory_events = config.has_memory_events.then(|| {
+        // SAFETY: as above; present exactly when the config says so.
+        unsafe { OwnedFd::from_raw_fd(MEMORY_EVENTS_FD) }
+    });
     set_cloexec(&listener).map_err(step("close-on-exec"))?;
-    if let Some(fd) = &cgroup_dir {
+    for fd in cgroup_dir.iter().chain(memory_events.iter()) {
         set_cloexec(fd).map_err(step("close-on-exec"))?;
     }
     build_root(&config)?;
     status.write_all(b"built\n").map_err(step("report built"))?;
     let claim: Claim = read_line(&mut config_pipe, "claim")?;
     lock_down(&claim)?;
-    Ok((listener, cgroup_dir, claim))
+    Ok((listener, cgroup_dir, memory_events, claim))
 }
+
+/// What [`set_up`] hands on: listener, cgroup directory, out-of-memory counters, claim.
+type SetUp = (OwnedFd, Option<OwnedFd>, Option<OwnedFd>, Claim);
 
 /// PID 1 of its pid namespace, and in a user namespace that does not map host root.
 fn in_fresh_sandbox() -> bool {

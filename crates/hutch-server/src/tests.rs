@@ -195,6 +195,7 @@ async fn fake_agent(
             duration_ms: 1,
             timed_out: false,
             truncated: false,
+            oom_killed: false,
         })
         .unwrap()
     } else {

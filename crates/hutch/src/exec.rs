@@ -1,4 +1,10 @@
-//! `hutch exec SESSION -- CMD…`: run a command in a session, streaming its output.
+//! `hutch exec SESSION CMD…`: run a command in a session, streaming its output.
+//!
+//! Several arguments are a program and its arguments, run directly (`hutch exec S ls -l /`;
+//! a `--` before them is allowed and needed only when the program's first argument would
+//! read as an option of `hutch exec` itself). A single argument with spaces or shell syntax
+//! in it is a command line, run by `/bin/sh -c` (`hutch exec S 'ls / | wc -l'`), as a shell
+//! would run it; a single plain word is a program (`hutch exec S ls`).
 //!
 //! Standard output and error arrive on the user's own as they are produced; `hutch exec` exits
 //! with the command's exit code, or `128 + n` when signal `n` ended it (as a shell reports it),
@@ -12,33 +18,23 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use hutch_api::{CommandRequest, ProcessEvent};
-use hutch_client::HutchClient;
 use hutch_client::processes::StreamItem;
 use uuid::Uuid;
+
+use crate::connection::{Connection, block_on};
 
 /// How `hutch exec` exits when the command could not be run.
 const EXIT_NOT_RUN: u8 = 125;
 
-/// Where the server is and who is asking, shared by the client subcommands.
-#[derive(clap::Args, Debug)]
-pub(crate) struct Connection {
-    /// The server's URL.
-    #[arg(long, env = "HUTCH_URL", default_value = "http://127.0.0.1:7420")]
-    pub(crate) url: String,
-    /// A bearer token (see `hutch token`).
-    #[arg(long, env = "HUTCH_TOKEN", hide_env_values = true)]
-    pub(crate) token: String,
-}
-
-impl Connection {
-    /// A client of the server.
-    pub(crate) fn client(&self) -> anyhow::Result<HutchClient> {
-        HutchClient::new(&self.url, &self.token).context("creating the client")
-    }
-}
-
 /// Options of `hutch exec`.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Examples:
+  hutch exec $S ls -l /workspace        a program and its arguments, run directly
+  hutch exec $S 'ls / | wc -l'          one argument with spaces or shell syntax:
+                                        a command line for /bin/sh -c
+  hutch exec $S -- grep -r --count x .  `--` ends hutch's own options
+  echo hi | hutch exec $S cat           standard input goes to the command")]
 pub(crate) struct ExecArgs {
     #[command(flatten)]
     connection: Connection,
@@ -46,47 +42,53 @@ pub(crate) struct ExecArgs {
     #[arg(long)]
     cwd: Option<String>,
     /// An environment variable, `NAME=VALUE` (repeatable).
-    #[arg(long = "env", short = 'e', value_parser = parse_env)]
+    #[arg(long = "env", short = 'e', value_parser = parse_pair)]
     env: Vec<(String, String)>,
     /// Seconds before the command and everything it started is killed.
     #[arg(long)]
     timeout: Option<f64>,
     /// The session.
     session: Uuid,
-    /// The program and its arguments (after `--`).
-    #[arg(last = true, required = true)]
-    argv: Vec<String>,
+    /// The program and its arguments, or one command line for `/bin/sh -c`.
+    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
+    command: Vec<String>,
 }
 
-fn parse_env(value: &str) -> Result<(String, String), String> {
+/// Characters that make a lone argument a shell command line rather than a program's name.
+const SHELL_SYNTAX: &[char] = &[
+    '|', '&', ';', '<', '>', '(', ')', '$', '`', '\\', '"', '\'', '*', '?', '[', ']', '#', '~',
+    '=', '{', '}',
+];
+
+/// The request that runs `command` as `hutch exec` reads it: one argument with spaces or
+/// shell syntax is a command line for `/bin/sh -c`; otherwise an argv (so that a program
+/// that cannot be run is told as such, exit 125, rather than by a shell's 127).
+fn command_request(mut command: Vec<String>) -> CommandRequest {
+    let shell_line = |line: &str| line.contains(char::is_whitespace) || line.contains(SHELL_SYNTAX);
+    if command.len() == 1 && shell_line(&command[0]) {
+        CommandRequest {
+            command: command.pop(),
+            ..CommandRequest::default()
+        }
+    } else {
+        CommandRequest {
+            argv: Some(command),
+            ..CommandRequest::default()
+        }
+    }
+}
+
+/// Parses `KEY=VALUE` (an environment variable, a label).
+pub(crate) fn parse_pair(value: &str) -> Result<(String, String), String> {
     value
         .split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("{value:?} is not NAME=VALUE"))
+        .ok_or_else(|| format!("{value:?} is not KEY=VALUE"))
 }
 
 pub(crate) fn main(args: ExecArgs) -> ExitCode {
-    block_on(run(args), EXIT_NOT_RUN)
-}
-
-/// Runs a client subcommand to its exit code; a failure prints its cause and exits with
-/// `failure`.
-pub(crate) fn block_on(
-    work: impl std::future::Future<Output = anyhow::Result<u8>>,
-    failure: u8,
-) -> ExitCode {
-    let result = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-        .and_then(|runtime| runtime.block_on(work));
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(error) => {
-            eprintln!("hutch: {error:#}");
-            ExitCode::from(failure)
-        }
-    }
+    let server = args.connection.url.clone();
+    block_on(&server, run(args), EXIT_NOT_RUN)
 }
 
 /// Reads standard input on a thread of its own (a blocked read must not hold up the exit)
@@ -118,11 +120,10 @@ pub(crate) fn exit_code_of(exit_code: Option<i32>, signal: Option<i32>) -> u8 {
 async fn run(args: ExecArgs) -> anyhow::Result<u8> {
     let client = args.connection.client()?;
     let req = CommandRequest {
-        argv: Some(args.argv),
         cwd: args.cwd,
         env: (!args.env.is_empty()).then(|| args.env.into_iter().collect::<BTreeMap<_, _>>()),
         timeout: args.timeout,
-        ..CommandRequest::default()
+        ..command_request(args.command)
     };
     let mut stream = client
         .stream_command(args.session, &req)
@@ -184,5 +185,66 @@ async fn run(args: ExecArgs) -> anyhow::Result<u8> {
             }
             StreamItem::Event(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        exec: ExecArgs,
+    }
+
+    fn parse(args: &[&str]) -> ExecArgs {
+        let argv = [
+            "exec",
+            "--token",
+            "t",
+            "0190a0b0-0000-7000-8000-000000000000",
+        ];
+        match Cli::try_parse_from(argv.iter().chain(args)) {
+            Ok(cli) => cli.exec,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn several_arguments_are_an_argv_with_or_without_a_double_dash() {
+        for args in [&["ls", "-l", "/"][..], &["--", "ls", "-l", "/"]] {
+            let req = command_request(parse(args).command);
+            assert_eq!(req.argv, Some(vec!["ls".into(), "-l".into(), "/".into()]));
+            assert_eq!(req.command, None);
+        }
+    }
+
+    #[test]
+    fn one_argument_is_a_shell_command_line() {
+        for args in [&["ls / | wc -l"][..], &["--", "ls / | wc -l"]] {
+            let req = command_request(parse(args).command);
+            assert_eq!(req.command.as_deref(), Some("ls / | wc -l"));
+            assert_eq!(req.argv, None);
+        }
+    }
+
+    #[test]
+    fn one_plain_word_is_a_program() {
+        let req = command_request(parse(&["ls"]).command);
+        assert_eq!(req.argv, Some(vec!["ls".into()]));
+        let req = command_request(parse(&["echo $HOME"]).command);
+        assert_eq!(req.command.as_deref(), Some("echo $HOME"));
+        let req = command_request(parse(&["ls>out"]).command);
+        assert_eq!(req.command.as_deref(), Some("ls>out"));
+    }
+
+    #[test]
+    fn options_before_the_command_are_hutchs_after_it_the_commands() {
+        let args = parse(&["--cwd", "/tmp", "grep", "--cwd", "x"]);
+        assert_eq!(args.cwd.as_deref(), Some("/tmp"));
+        assert_eq!(args.command, ["grep", "--cwd", "x"]);
     }
 }

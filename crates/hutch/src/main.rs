@@ -4,7 +4,8 @@
 //!   runtime;
 //! - `hutch agent` is PID 1 inside every sandbox, started by the runtime, never by users;
 //! - client subcommands (`hutch token`, `hutch bench`) prepare for or measure a server;
-//!   `hutch exec` and `hutch shell` run commands and terminals in a session.
+//!   `hutch sessions` creates, lists and deletes sessions, `hutch exec` and `hutch shell` run
+//!   commands and terminals in one.
 //!
 //! This crate only wires the libraries together and maps errors to exit codes.
 
@@ -15,9 +16,11 @@ use clap::{Parser, Subcommand};
 mod agent;
 mod bench;
 mod bench_interpreter;
+mod connection;
 mod duration;
 mod exec;
 mod serve;
+mod sessions;
 mod shell;
 mod token;
 
@@ -37,6 +40,8 @@ enum Command {
     Token(token::TokenArgs),
     /// Measure hutch beside a peer in the same run.
     Bench(bench::BenchArgs),
+    /// Create, list, show and delete sessions.
+    Sessions(sessions::SessionsArgs),
     /// Run a command in a session, streaming its output; exits with its exit code.
     Exec(exec::ExecArgs),
     /// Open an interactive terminal in a session.
@@ -50,6 +55,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Agent => return agent::main(),
+        Command::Sessions(args) => return sessions::main(args),
         Command::Exec(args) => return exec::main(args),
         Command::Shell(args) => return shell::main(args),
         Command::Serve(args) => serve::main(args),

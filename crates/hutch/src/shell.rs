@@ -17,7 +17,8 @@ use hutch_client::terminal::{RawMode, size};
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-use crate::exec::{Connection, block_on, exit_code_of, stdin_chunks};
+use crate::connection::{Connection, block_on};
+use crate::exec::{exit_code_of, stdin_chunks};
 
 /// Options of `hutch shell`.
 #[derive(clap::Args, Debug)]
@@ -32,7 +33,8 @@ pub(crate) struct ShellArgs {
 }
 
 pub(crate) fn main(args: ShellArgs) -> ExitCode {
-    block_on(run(args), 1)
+    let server = args.connection.url.clone();
+    block_on(&server, run(args), 1)
 }
 
 async fn run(args: ShellArgs) -> anyhow::Result<u8> {

@@ -23,7 +23,7 @@ async fn upload_download_stat_list_move_and_delete() {
         &server,
         id,
         "notes/today.txt",
-        "&parents=true&mode=0600",
+        "&mode=0600",
         b"hello files\n",
     );
     assert_eq!(up.status, 200, "{}", up.text());
@@ -77,15 +77,6 @@ async fn upload_download_stat_list_move_and_delete() {
         b"hello files\n"
     );
 
-    let missing = put(&server, id, "/workspace/no/such/dir/f", "", b"x");
-    assert_eq!(
-        missing.status,
-        404,
-        "without parents=true a missing parent is 404: {}",
-        missing.text()
-    );
-    assert_eq!(missing.code(), "file_not_found");
-
     let mk = curl(
         &server,
         id,
@@ -105,7 +96,15 @@ async fn upload_download_stat_list_move_and_delete() {
         "/files/mkdir",
         &["--json", r#"{"path":"/workspace/a/b/c"}"#],
     );
-    assert_eq!(again.status, 409, "{}", again.text());
+    assert_eq!(again.status, 201, "like mkdir -p: {}", again.text());
+    let exclusive = curl(
+        &server,
+        id,
+        "POST",
+        "/files/mkdir",
+        &["--json", r#"{"path":"/workspace/a/b/c","parents":false}"#],
+    );
+    assert_eq!(exclusive.status, 409, "{}", exclusive.text());
 
     let list = curl(&server, id, "GET", "/files?path=/workspace&depth=3", &[]);
     assert_eq!(list.status, 200, "{}", list.text());
@@ -198,6 +197,108 @@ async fn upload_download_stat_list_move_and_delete() {
         409,
         "a directory has no content: {}",
         dir.text()
+    );
+}
+
+#[tokio::test]
+async fn every_write_creates_missing_parents_unless_parents_is_false() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session(&client).await;
+    let id = s.session_id;
+    let dir = tempfile::tempdir().unwrap();
+    let tar_file = dir.path().join("one.tar");
+    std::fs::write(
+        &tar_file,
+        raw_tar(&[("f.txt", tar::EntryType::Regular, 0o644, b"tar")]),
+    )
+    .unwrap();
+    let tar_body = format!("@{}", tar_file.display());
+    let source = put(&server, id, "/workspace/source.txt", "", b"moved");
+    assert_eq!(source.status, 200, "{}", source.text());
+
+    // How each write is told `parents=false`: in its query, or in its JSON body.
+    let query = |refuse: bool| if refuse { "&parents=false" } else { "" };
+    let field = |refuse: bool| if refuse { r#","parents":false"# } else { "" };
+    // Each write, to a place whose parents do not exist yet: (what, how, where it lands).
+    type Write<'a> = (
+        &'a str,
+        Box<dyn Fn(bool) -> files_common::Reply + 'a>,
+        &'a str,
+    );
+    let writes: Vec<Write<'_>> = vec![
+        (
+            "PUT content",
+            Box::new(|refuse| put(&server, id, "/workspace/put/x/f.txt", query(refuse), b"put")),
+            "/workspace/put/x/f.txt",
+        ),
+        (
+            "multipart",
+            Box::new(|refuse| {
+                let path = format!("/files?path=/workspace/multi/x{}", query(refuse));
+                let part = "a=@/etc/hostname;filename=f.txt";
+                curl(&server, id, "POST", &path, &["-F", part])
+            }),
+            "/workspace/multi/x/f.txt",
+        ),
+        (
+            "archive PUT",
+            Box::new(|refuse| {
+                let path = format!("/files/archive?path=/workspace/tar/x{}", query(refuse));
+                curl(&server, id, "PUT", &path, &["--data-binary", &tar_body])
+            }),
+            "/workspace/tar/x/f.txt",
+        ),
+        (
+            "mkdir",
+            Box::new(|refuse| {
+                let body = format!(r#"{{"path":"/workspace/mk/x/d"{}}}"#, field(refuse));
+                curl(&server, id, "POST", "/files/mkdir", &["--json", &body])
+            }),
+            "/workspace/mk/x/d",
+        ),
+        (
+            "move",
+            Box::new(|refuse| {
+                let body = format!(
+                    r#"{{"from":"/workspace/source.txt","to":"/workspace/mv/x/f.txt"{}}}"#,
+                    field(refuse)
+                );
+                curl(&server, id, "POST", "/files/move", &["--json", &body])
+            }),
+            "/workspace/mv/x/f.txt",
+        ),
+    ];
+    for (what, write, lands) in &writes {
+        let refused = write(true);
+        assert_eq!(
+            (refused.status, refused.code().as_str()),
+            (404, "file_not_found"),
+            "{what} with parents=false refuses a missing parent: {}",
+            refused.text()
+        );
+        let written = write(false);
+        assert!(
+            matches!(written.status, 200 | 201),
+            "{what} creates missing parents by default: {}",
+            written.text()
+        );
+        let stat = curl(
+            &server,
+            id,
+            "GET",
+            &format!("/files/stat?path={lands}"),
+            &[],
+        );
+        assert_eq!(stat.status, 200, "{what} wrote {lands}: {}", stat.text());
+    }
+    let modes = sh(&client, &s, "stat -c %a /workspace/put /workspace/mv/x").await;
+    assert_eq!(
+        modes.stdout, "755\n755\n",
+        "created parents are ordinary directories: {modes:?}"
     );
 }
 

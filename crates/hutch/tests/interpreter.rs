@@ -652,14 +652,78 @@ async fn libraries_present_are_skipped_and_missing_ones_fail_clearly() {
         .ws(json!({"code": "print('should not run')", "libraries": ["surely-not-a-real-package-hutch"]}))
         .await;
     assert_eq!(run.error_name(), Some("LibraryInstallError"), "{run:?}");
+    let why = run.error().unwrap()["value"].as_str().unwrap();
+    assert!(why.contains("surely-not-a-real-package-hutch"), "{why}");
     assert!(
-        run.error().unwrap()["value"]
-            .as_str()
-            .unwrap()
-            .contains("surely-not-a-real-package-hutch")
+        why.contains("the session has no network access, so pip cannot reach a package index"),
+        "the real cause is named: {why}"
     );
+    assert!(!why.contains("externally-managed"), "{why}");
     assert_eq!(run.stdout(), "");
     assert_eq!(run.outcome(), "completed");
+}
+
+/// Builds a pure-python wheel of package `hutchdemo` (VALUE = 42) in the session.
+const BUILD_WHEEL: &str = "import os, zipfile\n\
+os.makedirs('/workspace/wheels', exist_ok=True)\n\
+with zipfile.ZipFile('/workspace/wheels/hutchdemo-0.1-py3-none-any.whl', 'w') as z:\n\
+\x20   z.writestr('hutchdemo/__init__.py', 'VALUE = 42\\n')\n\
+\x20   z.writestr('hutchdemo-0.1.dist-info/METADATA', 'Metadata-Version: 2.1\\nName: hutchdemo\\nVersion: 0.1\\n')\n\
+\x20   z.writestr('hutchdemo-0.1.dist-info/WHEEL', 'Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n')\n\
+\x20   z.writestr('hutchdemo-0.1.dist-info/RECORD', '')\n";
+
+#[tokio::test]
+async fn libraries_install_into_the_sessions_own_directory_seen_by_every_python() {
+    let it = interp!();
+    let built = it.run(None, BUILD_WHEEL).await;
+    assert_eq!(built.error(), None, "{built:?}");
+
+    // No network is needed for a package inside the session; the image's Python refuses
+    // `pip install` (PEP 668), so it goes to the session's own directory.
+    let run = it
+        .ws(json!({
+            "code": "import hutchdemo\nhutchdemo.VALUE",
+            "libraries": ["/workspace/wheels/hutchdemo-0.1-py3-none-any.whl"],
+        }))
+        .await;
+    assert_eq!(run.error(), None, "{run:?}");
+    assert_eq!(run.result_text().as_deref(), Some("42"), "{run:?}");
+
+    let ctx = it.create(json!({"language": "python"})).await;
+    let run = it
+        .run(
+            ctx["id"].as_str(),
+            "import hutchdemo\nprint(hutchdemo.__file__)",
+        )
+        .await;
+    assert_eq!(
+        run.stdout(),
+        "/workspace/.hutch/site-packages/hutchdemo/__init__.py\n",
+        "another context imports it: {run:?}"
+    );
+    let (status, code) = it
+        .call(
+            http::Method::POST,
+            "/code",
+            Some(json!({"language": "python", "code": "import hutchdemo; print(hutchdemo.VALUE)"})),
+        )
+        .await;
+    assert_eq!(
+        (status, code["stdout"].as_str()),
+        (200, Some("42\n")),
+        "{code}"
+    );
+    let (_, image) = it
+        .call(
+            http::Method::POST,
+            "/commands",
+            Some(json!({"command": "env -u PYTHONPATH python3 -c 'import hutchdemo'"})),
+        )
+        .await;
+    assert_ne!(
+        image["exitCode"], 0,
+        "the image's site-packages are untouched: {image}"
+    );
 }
 
 // ---- what other interpreters get wrong ----------------------------------------------------
@@ -739,6 +803,33 @@ async fn output_past_the_cap_is_dropped_and_marked() {
             .contains("[hutch: output truncated after 8388608 bytes]"),
         "{}",
         run.stderr()
+    );
+}
+
+#[tokio::test]
+async fn workers_show_a_short_command_line() {
+    let it = interp!();
+    let bash = it.create(json!({"language": "bash"})).await;
+    assert_eq!(
+        it.run(bash["id"].as_str(), "echo up").await.stdout(),
+        "up\n"
+    );
+    let run = it
+        .run(
+            None,
+            "import subprocess\nprint(subprocess.run(['ps', '-eo', 'args'], capture_output=True, text=True).stdout)",
+        )
+        .await;
+    let ps = run.stdout();
+    let lines: Vec<&str> = ps.lines().map(str::trim).collect();
+    assert!(lines.contains(&"python3 -S /proc/self/fd/5"), "{ps}");
+    assert!(
+        lines.contains(&"bash --noprofile --norc /proc/self/fd/5"),
+        "{ps}"
+    );
+    assert!(
+        lines.iter().all(|l| l.len() < 200),
+        "no worker source on a command line: {ps}"
     );
 }
 

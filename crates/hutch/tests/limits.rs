@@ -5,7 +5,9 @@
 mod common;
 
 use common::{TestServer, can_run_sandboxes, session, sh, sh_with};
-use hutch_api::{CreateSessionRequest, ResourcesRequest};
+use hutch_api::{
+    CodeRequest, CommandRequest, CreateSessionRequest, ProcessStatus, ResourcesRequest,
+};
 
 async fn session_with(
     client: &hutch_client::HutchClient,
@@ -49,6 +51,13 @@ async fn a_memory_hog_is_oom_killed_inside_its_own_session() {
         !out.stdout.contains("536870912"),
         "the allocation never completed: {out:?}"
     );
+    assert!(out.oom_killed, "the result says why: {out:?}");
+    assert!(
+        out.stderr.ends_with(
+            "[hutch: killed by the kernel's out-of-memory killer: the session's memory limit (memoryMb 64) was reached]\n"
+        ),
+        "stderr names the limit: {out:?}"
+    );
 
     client.health().await.expect("the server carries on");
     assert_eq!(
@@ -60,6 +69,108 @@ async fn a_memory_hog_is_oom_killed_inside_its_own_session() {
         sh(&client, &hog, "echo still-here").await.stdout,
         "still-here\n",
         "the session itself recovers"
+    );
+}
+
+#[tokio::test]
+async fn running_out_of_memory_is_named_in_code_runs_processes_and_interpreter_cells() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session_with(
+        &client,
+        ResourcesRequest {
+            memory_mb: Some(64),
+            ..Default::default()
+        },
+    )
+    .await;
+    let hog = "b = bytearray(512 * 1024 * 1024)";
+
+    // A SIGKILL that is not the OOM killer's is not called one.
+    let killed = sh(&client, &s, "kill -9 $$").await;
+    assert_eq!(killed.exit_code, 137, "{killed:?}");
+    assert!(!killed.oom_killed, "{killed:?}");
+    assert!(!killed.stderr.contains("out-of-memory"), "{killed:?}");
+
+    let code = client
+        .run_code(
+            s.session_id,
+            &CodeRequest {
+                language: "python".into(),
+                code: hog.into(),
+                ..CodeRequest::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(code.exit_code, 137, "{code:?}");
+    assert!(code.oom_killed, "{code:?}");
+    assert!(code.stderr.contains("(memoryMb 64)"), "{code:?}");
+
+    let started = client
+        .start_process(
+            s.session_id,
+            &CommandRequest {
+                argv: Some(vec!["python3".into(), "-c".into(), hog.into()]),
+                ..CommandRequest::default()
+            },
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let info = loop {
+        let info = client.get_process(s.session_id, started.pid).await.unwrap();
+        if info.status == ProcessStatus::Exited || std::time::Instant::now() > deadline {
+            break info;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(info.signal, Some(9), "{info:?}");
+    assert!(info.oom_killed, "the process status says why: {info:?}");
+
+    // An interpreter cell: the worker dies, and the error frame says of what.
+    let (status, body) = client
+        .request(
+            http::Method::POST,
+            &format!("/v1/sessions/{}/interpreter/execute", s.session_id),
+            Some(
+                serde_json::to_vec(&serde_json::json!({ "code": hog }))
+                    .unwrap()
+                    .into(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 200);
+    let frames: Vec<serde_json::Value> = String::from_utf8(body.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let error = frames
+        .iter()
+        .find(|f| f["type"] == "error")
+        .unwrap_or_else(|| panic!("an error frame: {frames:?}"));
+    assert_eq!(error["name"], "OutOfMemory", "{frames:?}");
+    assert!(
+        error["value"]
+            .as_str()
+            .unwrap()
+            .contains("out-of-memory killer: the session's memory limit (memoryMb 64) was reached"),
+        "{error}"
+    );
+    let control = frames.last().unwrap();
+    assert_eq!(control["type"], "control");
+    assert_eq!(control["text"], "crashed");
+    assert_eq!(control["signal"], 9);
+
+    assert_eq!(
+        sh(&client, &s, "echo still-here").await.stdout,
+        "still-here\n",
+        "the session carries on"
     );
 }
 

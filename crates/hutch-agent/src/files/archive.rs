@@ -191,6 +191,7 @@ fn add_dir(
     tag = "files",
     params(
         ("path" = String, Query, description = "The directory to extract into."),
+        ("parents" = Option<bool>, Query, description = "Create the directory's missing parents; default true (false: 404 when its parent is missing)."),
     ),
     request_body(content = inline(hutch_api::files::Binary), content_type = "application/octet-stream",
         description = "A tar stream (any content type is read as one)."),
@@ -207,14 +208,22 @@ pub(super) async fn upload(
     q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
     req: Request,
 ) -> Result<Json<UploadResults>, AgentError> {
-    let path = query(q)?.path()?;
+    let q = query(q)?;
+    let path = q.path()?;
+    let parents = q.parents.unwrap_or(true);
     let files = files(&agent);
     let max = files.max_upload_bytes;
     let shown = path.to_string();
     let dest = {
         let files = Arc::clone(&files);
         let path = path.clone();
-        blocking(move || files.root.mkdir_all(&path, 0o755)).await?
+        blocking(move || {
+            if !parents {
+                files.root.parent(&path)?; // the parent must exist
+            }
+            files.root.mkdir_all(&path, 0o755)
+        })
+        .await?
     };
     let (tx, reader) = BodyReader::new();
     let extractor = {

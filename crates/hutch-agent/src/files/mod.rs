@@ -319,6 +319,9 @@ async fn remove(
         (status = 507, response = DiskFull),
     )
 )]
+// `POST /files/mkdir`: with `parents` (the default) creates missing parents too and
+// succeeds when the directory is already there (`mkdir -p`); with `parents: false` the
+// parent must exist and the directory must not (409).
 async fn mkdir(
     State(agent): State<Arc<Agent>>,
     req: Request,
@@ -327,12 +330,13 @@ async fn mkdir(
     let path = SandboxPath::parse("path", &req.path)?;
     let mode = parse_mode("mode", req.mode.as_deref(), 0o755)?;
     let files = files(&agent);
+    let parents = req.parents.unwrap_or(true);
     blocking(move || {
-        if req.parents.unwrap_or(false) {
+        if parents {
             files.root.mkdir_all(&path, mode)?;
         }
         let (parent, name) = files.root.parent(&path)?;
-        if !req.parents.unwrap_or(false) {
+        if !parents {
             let shown = path.to_string();
             fsys::mkdirat(parent.as_fd(), &name, mode).map_err(|e| fs_error("mkdir", &shown, e))?;
             let fd =
@@ -369,6 +373,9 @@ async fn mkdir(
         (status = 413, response = PayloadTooLarge),
     )
 )]
+// `POST /files/move`: renames within the sandbox (one file system: `/workspace` and the
+// image's directories are one overlay each, `/tmp` is another; across them answers 409).
+// Missing parents of the destination are created unless `parents: false`.
 async fn move_file(
     State(agent): State<Arc<Agent>>,
     req: Request,
@@ -387,10 +394,14 @@ async fn move_file(
     } else {
         libc::RENAME_NOREPLACE
     };
+    let parents = req.parents.unwrap_or(true);
     let files = files(&agent);
     blocking(move || {
         let (from_dir, from_name) = files.root.parent(&from)?;
-        let (to_dir, to_name) = files.root.parent(&to)?;
+        let (to_dir, to_name) = match to.split() {
+            Some((dir, name)) if parents => (files.root.mkdir_all(&dir, 0o755)?, name),
+            _ => files.root.parent(&to)?,
+        };
         fsys::renameat2(
             from_dir.as_fd(),
             &from_name,
@@ -607,7 +618,7 @@ fn send_range(file: &std::fs::File, start: u64, len: u64, out: &BodyWriter) -> s
     params(
         ("path" = String, Query, description = "Where to write."),
         ("mode" = Option<String>, Query, description = "Permission bits, octal (at most `1777`); default `0644`."),
-        ("parents" = Option<bool>, Query, description = "Create missing parent directories; default false."),
+        ("parents" = Option<bool>, Query, description = "Create missing parent directories; default true (false: 404 when the parent is missing)."),
         ("overwrite" = Option<bool>, Query, description = "Replace an existing file; default true (false: 409 if it exists)."),
     ),
     request_body(content = inline(hutch_api::files::Binary), content_type = "application/octet-stream"),
@@ -639,7 +650,7 @@ async fn upload(
     let upload = Upload {
         path,
         mode,
-        parents: q.parents.unwrap_or(false),
+        parents: q.parents.unwrap_or(true),
         overwrite: q.overwrite.unwrap_or(true),
     };
     let size = write_file(&files, upload, &mut body).await?;

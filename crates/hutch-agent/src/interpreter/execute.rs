@@ -135,14 +135,21 @@ pub(crate) async fn execute(agent: Arc<Agent>, req: ExecuteRequest, tx: mpsc::Se
     ctx.killed.store(false, Ordering::SeqCst);
     ctx.running.store(true, Ordering::SeqCst);
     let timeout = Duration::from_secs_f64(req.timeout.unwrap_or(ctx.config.timeout));
-    let outcome = match install_libraries(&agent, &ctx, &slot, &req, timeout).await {
+    let outcome = match super::libraries::install(&agent, &ctx, &slot, &req, timeout).await {
         Err(message) => {
             let frame = error_frame("LibraryInstallError", message);
             record.error = Some(frame.clone());
             sink.send(frame).await;
             Outcome::completed(None)
         }
-        Ok(()) => run_cell(&ctx, &mut slot, &req, timeout, &mut sink, &mut record).await,
+        Ok(installed) => {
+            let cell = Cell {
+                req: &req,
+                timeout,
+                installed,
+            };
+            run_cell(&agent, &ctx, &mut slot, cell, &mut sink, &mut record).await
+        }
     };
     ctx.running.store(false, Ordering::SeqCst);
     let duration_ms = started.elapsed().as_millis() as u64;
@@ -243,11 +250,23 @@ enum Phase {
     Killed(Instant),
 }
 
+/// What one cell runs with.
+struct Cell<'a> {
+    req: &'a ExecuteRequest,
+    timeout: Duration,
+    /// Libraries were just installed for it.
+    installed: bool,
+}
+
 async fn run_cell(
+    agent: &Agent,
     ctx: &Context,
     slot: &mut Option<super::worker::Worker>,
-    req: &ExecuteRequest,
-    timeout: Duration,
+    Cell {
+        req,
+        timeout,
+        installed,
+    }: Cell<'_>,
     sink: &mut Sink,
     record: &mut Record,
 ) -> Outcome {
@@ -260,7 +279,9 @@ async fn run_cell(
         "id": exec_id,
         "code": req.code,
         "envs": req.envs.clone().unwrap_or_default(),
+        "installed": installed,
     });
+    let oom = agent.oom.mark();
     // A write to a worker that just died fails; its exit event still arrives below.
     let _ = worker.send(&msg).await;
     let deadline = Instant::now() + timeout;
@@ -402,13 +423,25 @@ async fn run_cell(
                         ..Outcome::with("exited")
                     },
                     Exit::Signal(sig) => {
-                        let frame = error_frame(
-                            "WorkerCrashed",
-                            format!(
-                                "the {language} worker was killed by signal {sig} ({})",
-                                signal_name(sig)
-                            ),
-                        );
+                        let frame = if agent.oom.killed(oom, exit) {
+                            error_frame(
+                                "OutOfMemory",
+                                format!(
+                                    "the {language} worker was killed by the kernel's \
+                                     out-of-memory killer: {} was reached; the context's state \
+                                     is lost and its next execution starts a fresh worker",
+                                    agent.oom.limit()
+                                ),
+                            )
+                        } else {
+                            error_frame(
+                                "WorkerCrashed",
+                                format!(
+                                    "the {language} worker was killed by signal {sig} ({})",
+                                    signal_name(sig)
+                                ),
+                            )
+                        };
                         record.error = Some(frame.clone());
                         sink.send(frame).await;
                         Outcome {
@@ -477,125 +510,6 @@ fn to_frame(msg: serde_json::Value) -> Option<Frame> {
         }),
         _ => None,
     }
-}
-
-/// Makes sure every package of `req.libraries` is present, installing the missing ones inside
-/// the context's cgroup. `Err` says what could not be installed.
-async fn install_libraries(
-    agent: &Agent,
-    ctx: &Context,
-    slot: &Option<super::worker::Worker>,
-    req: &ExecuteRequest,
-    timeout: Duration,
-) -> Result<(), String> {
-    let Some(libs) = req.libraries.as_ref().filter(|l| !l.is_empty()) else {
-        return Ok(());
-    };
-    let Some(handle) = slot.as_ref().map(|w| Arc::clone(&w.handle)) else {
-        return Ok(());
-    };
-    let mut env: std::collections::BTreeMap<String, String> = agent.base_env.clone();
-    env.extend(ctx.config.env.clone());
-    let env: Vec<(String, String)> = env.into_iter().collect();
-    let cwd = ctx.config.cwd.as_str();
-    let (check, install): (Vec<String>, Vec<String>) = match ctx.config.language.as_str() {
-        "python" => (
-            [
-                "python3",
-                "-c",
-                "import sys, importlib.util, importlib.metadata as m, re\n\
-                 missing = []\n\
-                 for spec in sys.argv[1:]:\n\
-                 \x20   name = re.split(r'[\\[<>=!~; ]', spec, maxsplit=1)[0]\n\
-                 \x20   try:\n\
-                 \x20       m.distribution(name)\n\
-                 \x20       continue\n\
-                 \x20   except Exception:\n\
-                 \x20       pass\n\
-                 \x20   try:\n\
-                 \x20       if importlib.util.find_spec(name.replace('-', '_')) is not None:\n\
-                 \x20           continue\n\
-                 \x20   except Exception:\n\
-                 \x20       pass\n\
-                 \x20   missing.append(spec)\n\
-                 print('\\n'.join(missing))\n",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-            [
-                "python3",
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--no-input",
-                "-q",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        ),
-        "javascript" => (
-            [
-                "node",
-                "-e",
-                "const missing = [];\n\
-                 for (const spec of process.argv.slice(1)) {\n\
-                 \x20 const name = spec.replace(/(.)@.*$/, '$1');\n\
-                 \x20 try { require.resolve(name, { paths: [process.cwd()] }); } catch { missing.push(spec); }\n\
-                 }\n\
-                 console.log(missing.join('\\n'));\n",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-            ["npm", "install", "--no-audit", "--no-fund", "--silent"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        ),
-        other => {
-            return Err(format!("libraries are not supported for {other} contexts"));
-        }
-    };
-    let mut argv = check;
-    argv.extend(libs.iter().cloned());
-    let (code, out) = handle
-        .run_helper(agent, &argv, cwd, &env, timeout)
-        .await
-        .map_err(|e| format!("could not check {}: {e}", libs.join(", ")))?;
-    if code != 0 {
-        return Err(format!(
-            "could not check {}: {}",
-            libs.join(", "),
-            out.trim()
-        ));
-    }
-    let missing: Vec<String> = out
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let mut argv = install;
-    argv.extend(missing.iter().cloned());
-    let result = handle.run_helper(agent, &argv, cwd, &env, timeout).await;
-    let why = match result {
-        Ok((0, _)) => return Ok(()),
-        Ok((code, out)) => {
-            let tail: String = out.trim().lines().last().unwrap_or_default().to_owned();
-            format!("{} (exit code {code})", tail)
-        }
-        Err(e) => e,
-    };
-    Err(format!(
-        "could not install {}: {why} (the session has no network unless its network policy allows the package index)",
-        missing.join(", ")
-    ))
 }
 
 #[cfg(test)]

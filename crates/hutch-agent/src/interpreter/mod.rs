@@ -10,8 +10,12 @@
 //! the agent starts, used when an execution names none, and cannot be deleted.
 
 mod execute;
+mod libraries;
 pub(crate) mod routes;
+mod source;
 mod worker;
+
+pub(crate) use libraries::with_libraries_on_python_path;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

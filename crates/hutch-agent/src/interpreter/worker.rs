@@ -21,18 +21,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
 
+use super::source::{self, WORKER_SOURCE_PATH, WorkerSource};
 use crate::Agent;
 use crate::commands::CommandCgroup;
 use crate::reaper::Exit;
-
-/// The python worker's source, passed with `-c` (no file user code could overwrite). Python
-/// runs with `-S`: the worker adds the site-packages directories itself, without the cost of
-/// the `site` module's startup work (`.pth` imports, `sitecustomize`).
-const PYTHON_WORKER: &str = include_str!("../../workers/python_worker.py");
-/// The javascript worker's source, passed with `-e`.
-const NODE_WORKER: &str = include_str!("../../workers/node_worker.js");
-/// The bash worker's source, passed with `-c`.
-const BASH_WORKER: &str = include_str!("../../workers/bash_worker.sh");
 
 /// How long a new worker may take to report `ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -183,29 +175,31 @@ pub(crate) struct WorkerSpec<'a> {
 impl Worker {
     /// Starts a worker and waits for its `ready`.
     pub(crate) async fn start(agent: &Agent, spec: WorkerSpec<'_>) -> Result<Worker, String> {
-        let (program, argv): (&str, Vec<String>) = match spec.language {
-            "javascript" => ("node", vec!["node".into(), "-e".into(), NODE_WORKER.into()]),
+        // The source comes from a sealed memfd at fd 5 (see `source`); python runs with `-S`
+        // (the worker adds the site-packages directories itself, without the cost of the
+        // `site` module's startup work), node keeps `/proc/self/fd/5` as the main module's
+        // path instead of resolving it to the memfd's name.
+        let (program, source, argv): (&str, &WorkerSource, Vec<&str>) = match spec.language {
+            "javascript" => (
+                "node",
+                &source::NODE,
+                vec!["node", "--preserve-symlinks-main", WORKER_SOURCE_PATH],
+            ),
             "bash" => (
                 "bash",
-                vec![
-                    "bash".into(),
-                    "--noprofile".into(),
-                    "--norc".into(),
-                    "-c".into(),
-                    BASH_WORKER.into(),
-                    "hutch-bash-worker".into(),
-                ],
+                &source::BASH,
+                vec!["bash", "--noprofile", "--norc", WORKER_SOURCE_PATH],
             ),
             _ => (
                 "python3",
-                vec![
-                    "python3".into(),
-                    "-S".into(),
-                    "-c".into(),
-                    PYTHON_WORKER.into(),
-                ],
+                &source::PYTHON,
+                vec!["python3", "-S", WORKER_SOURCE_PATH],
             ),
         };
+        let argv: Vec<String> = argv.into_iter().map(str::to_owned).collect();
+        let source = source
+            .file()
+            .map_err(|e| format!("cannot load the {} worker: {e}", spec.language))?;
         let mut env = spec.env;
         if spec.language == "python" {
             env.push(("HUTCH_KERNEL".into(), spec.kernel.into()));
@@ -253,7 +247,7 @@ impl Worker {
         };
         let (process, exited) = agent
             .reaper
-            .spawn_with_fds(&pspec, &[cin_r.as_fd(), cout_w.as_fd()])
+            .spawn_with_fds(&pspec, &[cin_r.as_fd(), cout_w.as_fd(), source])
             .map_err(|e| match e {
                 SpawnError::Cwd { cwd, source } => format!("cannot enter {cwd}: {source}"),
                 e => format!("cannot start the {} worker: {e}", spec.language),

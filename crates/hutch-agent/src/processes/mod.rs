@@ -108,6 +108,7 @@ struct Ended {
     exit: Exit,
     duration_ms: u64,
     timed_out: bool,
+    oom_killed: bool,
 }
 
 /// One chunk of output.
@@ -178,6 +179,7 @@ impl Managed {
             exit_code,
             signal,
             timed_out: ring.ended.is_some_and(|e| e.timed_out),
+            oom_killed: ring.ended.is_some_and(|e| e.oom_killed),
             started_at: self.started_at.clone(),
             duration_ms: ring.ended.map(|e| e.duration_ms),
             next_seq: ring.next_seq,
@@ -364,6 +366,7 @@ impl Reader {
                         signal,
                         duration_ms: ended.duration_ms,
                         timed_out: ended.timed_out,
+                        oom_killed: ended.oom_killed,
                     }));
                     self.done = true;
                 }
@@ -424,6 +427,7 @@ pub(crate) fn start(
         exited,
         cgroup,
         started,
+        oom,
     } = commands::start(
         agent,
         &plan,
@@ -506,6 +510,7 @@ pub(crate) fn start(
             exit,
             duration_ms,
             timed_out,
+            oom_killed: !timed_out && agent.oom.killed(oom, exit),
         });
         process.changed.send_modify(|v| *v += 1);
         agent.processes.finished();
@@ -582,6 +587,7 @@ mod tests {
             exit: Exit::Code(0),
             duration_ms: 1,
             timed_out: false,
+            oom_killed: false,
         });
         p.changed.send_modify(|v| *v += 1);
     }
@@ -694,7 +700,8 @@ mod tests {
                     exit_code: Some(0),
                     signal: None,
                     duration_ms: 1,
-                    timed_out: false
+                    timed_out: false,
+                    oom_killed: false
                 },
             ]
         );

@@ -228,7 +228,7 @@ pub(crate) async fn handler(
         started,
         _permit: permit,
     };
-    Ok(ws.on_upgrade(move |socket| relay(socket, session)))
+    Ok(ws.on_upgrade(move |socket| relay(socket, session, agent)))
 }
 
 fn default_shell() -> &'static str {
@@ -239,7 +239,7 @@ fn default_shell() -> &'static str {
     }
 }
 
-async fn relay(mut socket: WebSocket, mut session: Session) {
+async fn relay(mut socket: WebSocket, mut session: Session, agent: Arc<Agent>) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut exited = None;
     loop {
@@ -293,6 +293,7 @@ async fn relay(mut socket: WebSocket, mut session: Session) {
         signal,
         duration_ms: session.started.started.elapsed().as_millis() as u64,
         timed_out: false,
+        oom_killed: agent.oom.killed(session.started.oom, exit),
     };
     let text = serde_json::to_string(&event).unwrap_or_default();
     let _ = socket.send(Message::Text(text.into())).await;

@@ -1,8 +1,9 @@
 """Protocol tests of the interpreter workers.
 
-Each test starts a worker exactly as the agent does: `python3 -c SRC`, `node -e SRC` or
-`bash --noprofile --norc -c SRC`, fd 0 = /dev/null, fds 1/2 = pipes, fd 3 = control in,
-fd 4 = control out, in its own process group. Run from the repository root:
+Each test starts a worker exactly as the agent does: `python3 -S /proc/self/fd/5`,
+`node --preserve-symlinks-main /proc/self/fd/5` or `bash --noprofile --norc /proc/self/fd/5`
+with fd 5 = the worker's source in a sealed memfd, fd 0 = /dev/null, fds 1/2 = pipes, fd 3 =
+control in, fd 4 = control out, in its own process group. Run from the repository root:
 
     /usr/bin/python3 -m unittest discover -s crates/hutch-agent/workers/tests -v
 """
@@ -30,6 +31,18 @@ def _read(name):
         return f.read()
 
 
+SOURCE_PATH = "/proc/self/fd/5"
+
+
+def _sealed_source(name):
+    """The worker's source in a memfd sealed against every change, as the agent serves it."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    os.write(fd, _read(name).encode())
+    seals = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+    return fd
+
+
 def _importable(module):
     r = subprocess.run([PYTHON, "-c", "import " + module], capture_output=True)
     return r.returncode == 0
@@ -45,15 +58,15 @@ class Worker:
 
     def __init__(self, language, kernel=None, env=None, cwd=None):
         if language == "python":
-            src = _read("python_worker.py")
+            source = _sealed_source("python_worker.py")
             # as the agent runs it: no `site` at startup, the worker adds site-packages itself
-            argv = [PYTHON, "-S", "-c", src]
+            argv = [PYTHON, "-S", SOURCE_PATH]
         elif language == "javascript":
-            src = _read("node_worker.js")
-            argv = [NODE, "-e", src]
+            source = _sealed_source("node_worker.js")
+            argv = [NODE, "--preserve-symlinks-main", SOURCE_PATH]
         else:
-            src = _read("bash_worker.sh")
-            argv = [BASH, "--noprofile", "--norc", "-c", src]
+            source = _sealed_source("bash_worker.sh")
+            argv = [BASH, "--noprofile", "--norc", SOURCE_PATH]
         e = dict(os.environ if env is None else env)
         if kernel:
             e["HUTCH_KERNEL"] = kernel
@@ -64,10 +77,12 @@ class Worker:
         # Park the child's ends above 3/4 so the dup2 in the child cannot clobber them.
         hi_r = fcntl.fcntl(ctl_in_r, fcntl.F_DUPFD_CLOEXEC, 20)
         hi_w = fcntl.fcntl(ctl_out_w, fcntl.F_DUPFD_CLOEXEC, 20)
+        hi_src = fcntl.fcntl(source, fcntl.F_DUPFD_CLOEXEC, 20)
 
         def child():
             os.dup2(hi_r, 3)
             os.dup2(hi_w, 4)
+            os.dup2(hi_src, 5)
             os.setpgid(0, 0)
 
         t0 = time.perf_counter()
@@ -76,12 +91,12 @@ class Worker:
             stdin=subprocess.DEVNULL,
             stdout=out_w,
             stderr=err_w,
-            pass_fds=(3, 4),
+            pass_fds=(3, 4, 5),
             preexec_fn=child,
             env=e,
             cwd=cwd,
         )
-        for fd in (ctl_in_r, ctl_out_w, out_w, err_w, hi_r, hi_w):
+        for fd in (ctl_in_r, ctl_out_w, out_w, err_w, hi_r, hi_w, hi_src, source):
             os.close(fd)
         self.out_fd, self.err_fd = out_r, err_r
         self.stdout = bytearray()
@@ -365,6 +380,55 @@ class PlainPythonTest(unittest.TestCase):
         msgs = self.w.run("import os\npid = os.fork()\nif pid == 0:\n    print('child')\nelse:\n    os.waitpid(pid, 0)\n")
         self.assertEqual(len(by_type(msgs, "done")), 1)
         self.assertEqual(by_type(self.w.run("1"), "result")[0]["data"]["text/plain"], "1")
+
+
+class StartTest(unittest.TestCase):
+    """How a worker is started: a short command line, its source on a sealed descriptor that
+    the worker closes, and for the user's code the view `python3 -c` / `node -e` gives."""
+
+    def cmdline(self, w):
+        with open("/proc/%d/cmdline" % w.proc.pid, "rb") as f:
+            return f.read().split(b"\0")[:-1]
+
+    def source_fds(self, w):
+        """The worker's descriptors that still name its source (bash's own script fd aside)."""
+        fds = []
+        for fd in os.listdir("/proc/%d/fd" % w.proc.pid):
+            try:
+                target = os.readlink("/proc/%d/fd/%s" % (w.proc.pid, fd))
+            except OSError:
+                continue
+            if target.startswith("/memfd:") and fd != "255":
+                fds.append(fd)
+        return fds
+
+    def test_python(self):
+        w = Worker("python", kernel="python")
+        try:
+            self.assertEqual(self.cmdline(w), [PYTHON.encode(), b"-S", SOURCE_PATH.encode()])
+            self.assertEqual(self.source_fds(w), [])
+            msgs = w.run("import sys\n(sys.argv, sys.path[0], '__file__' in globals())")
+            self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], "(['-c'], '', False)")
+        finally:
+            w.close()
+
+    def test_node(self):
+        w = Worker("javascript")
+        try:
+            self.assertEqual(self.cmdline(w), [NODE.encode(), b"--preserve-symlinks-main", SOURCE_PATH.encode()])
+            self.assertEqual(self.source_fds(w), [])
+            msgs = w.run("process.argv.length")
+            self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], "1")
+        finally:
+            w.close()
+
+    def test_bash(self):
+        w = Worker("bash")
+        try:
+            self.assertEqual(self.cmdline(w), [BASH.encode(), b"--noprofile", b"--norc", SOURCE_PATH.encode()])
+            self.assertEqual(self.source_fds(w), [])
+        finally:
+            w.close()
 
 
 class PythonExitTest(unittest.TestCase):

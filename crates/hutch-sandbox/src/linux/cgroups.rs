@@ -126,6 +126,9 @@ pub(crate) struct SandboxCgroup {
     pub(crate) v2_dir: Option<PathBuf>,
     /// An open descriptor of `v2_dir`, for `CLONE_INTO_CGROUP` and for the agent.
     pub(crate) v2_fd: Option<OwnedFd>,
+    /// The out-of-memory counters of the cgroup that holds the memory limit, opened
+    /// read-only for the agent: `memory.events` (v2) or `memory.oom_control` (v1).
+    pub(crate) memory_events: Option<OwnedFd>,
     /// The sandbox's v1 directories (limits and freezer).
     v1_dirs: Vec<PathBuf>,
 }
@@ -297,7 +300,23 @@ impl Cgroups {
                 sys::open(dir, libc::O_RDONLY | libc::O_DIRECTORY).map_err(io_err("open", dir))?;
             cgroup.v2_fd = Some(fd);
         }
+        cgroup.memory_events = self.open_memory_events(&cgroup);
         Ok(cgroup)
+    }
+
+    /// Opens the sandbox's out-of-memory counters read-only, where the limits are: the agent
+    /// can read them but never write a limit (v1 is not even visible inside the sandbox).
+    /// `None` when the file is missing (kernels before 4.13 count no `oom_kill`).
+    fn open_memory_events(&self, cgroup: &SandboxCgroup) -> Option<OwnedFd> {
+        let path = match self.limits {
+            LimitsVia::V2 => cgroup.v2_dir.as_ref()?.join("memory.events"),
+            LimitsVia::V1 => {
+                let memory = self.mounts.memory.as_ref()?;
+                let dir = cgroup.v1_dirs.iter().find(|d| d.starts_with(memory))?;
+                dir.join("memory.oom_control")
+            }
+        };
+        sys::open(&path, libc::O_RDONLY).ok()
     }
 
     /// Writes `resources` as the limits of the sandbox's cgroups.
@@ -380,6 +399,7 @@ impl Cgroups {
         SandboxCgroup {
             v2_dir,
             v2_fd: None,
+            memory_events: None,
             v1_dirs,
         }
     }

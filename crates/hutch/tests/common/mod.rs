@@ -43,6 +43,10 @@ pub struct TestServer {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     extra_args: Vec<String>,
+    /// Where it listens (`127.0.0.1:0`: a free port).
+    listen: String,
+    /// Whether it runs in a network namespace of its own.
+    private_network: bool,
 }
 
 impl TestServer {
@@ -53,6 +57,41 @@ impl TestServer {
 
     /// Starts a server with extra `hutch serve` arguments.
     pub fn start_with(args: &[&str]) -> TestServer {
+        TestServer::launch(args, "127.0.0.1:0", false)
+    }
+
+    /// Starts a server in a network namespace of its own (with only a loopback), listening
+    /// on `listen`: a documented address such as `127.0.0.1:7420` meets nothing else on
+    /// this machine there. Reach it with commands run through [`TestServer::in_network`].
+    pub fn start_in_private_network(listen: &str, args: &[&str]) -> TestServer {
+        TestServer::launch(args, listen, true)
+    }
+
+    /// `command` made to run in the server's network namespace (for a server started by
+    /// [`TestServer::start_in_private_network`]; unchanged otherwise).
+    pub fn in_network(&self, command: Command) -> Command {
+        let Some(pid) = self.pid().filter(|_| self.private_network) else {
+            return command;
+        };
+        let mut entered = Command::new("nsenter");
+        entered
+            .arg(format!("--net=/proc/{pid}/ns/net"))
+            .arg("--")
+            .arg(command.get_program())
+            .args(command.get_args());
+        for (name, value) in command.get_envs() {
+            match value {
+                Some(value) => entered.env(name, value),
+                None => entered.env_remove(name),
+            };
+        }
+        if let Some(dir) = command.get_current_dir() {
+            entered.current_dir(dir);
+        }
+        entered
+    }
+
+    fn launch(args: &[&str], listen: &str, private_network: bool) -> TestServer {
         let tempdir = tempfile::Builder::new()
             .prefix("hutch-e2e")
             .tempdir_in("/tmp")
@@ -64,14 +103,32 @@ impl TestServer {
             _tempdir: Some(tempdir),
             url: String::new(),
             extra_args: args.iter().map(|s| s.to_string()).collect(),
+            listen: listen.to_owned(),
+            private_network,
         };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hutch"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--on-exit", "destroy"])
+        let hutch = env!("CARGO_BIN_EXE_hutch");
+        let mut command = if self.private_network {
+            // unshare and the shell exec in turn: the child's pid is the server's.
+            let mut command = Command::new("unshare");
+            command.args([
+                "--net",
+                "--",
+                "sh",
+                "-c",
+                "ip link set lo up && exec \"$0\" \"$@\"",
+            ]);
+            command.arg(hutch);
+            command
+        } else {
+            Command::new(hutch)
+        };
+        let mut child = command
+            .args(["serve", "--listen", &self.listen, "--on-exit", "destroy"])
             .arg("--data-dir")
             .arg(&self.data)
             .args(&self.extra_args)

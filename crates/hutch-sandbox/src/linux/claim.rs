@@ -1,0 +1,125 @@
+//! Claiming a built sandbox for a session: its limits, its [`Claim`] and the agent's `ok`.
+
+use std::fs;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+
+use uuid::Uuid;
+
+use super::build::{Embryo, read_status_line};
+use super::{LinuxRuntime, lock, sys_err};
+use crate::init::Claim;
+use crate::sys;
+use crate::{SandboxError, SandboxRecord, SandboxSpec};
+
+impl LinuxRuntime {
+    /// [`crate::Runtime::create`]: claims a pooled sandbox, or builds one, for `spec`.
+    pub(super) async fn create_sandbox(
+        &self,
+        spec: &SandboxSpec,
+    ) -> Result<SandboxRecord, SandboxError> {
+        if spec.image != "default" {
+            return Err(SandboxError::InvalidSpec(format!(
+                "unknown image {:?}; available: default",
+                spec.image
+            )));
+        }
+        let config = &self.inner.config;
+        let disk_mb = spec.resources.disk_mb.or(config.disk_mb_default);
+        if let Some(mb) = disk_mb
+            && mb > config.disk_mb_max
+        {
+            return Err(SandboxError::InvalidSpec(format!(
+                "resources.diskMb must be at most {} on this server, got {mb}",
+                config.disk_mb_max
+            )));
+        }
+        // Pooled sandboxes have no quota: a session with one is built for it.
+        let pooled = if disk_mb.is_none() {
+            lock(&self.inner.pool).pop()
+        } else {
+            None
+        };
+        if pooled.is_some() {
+            self.inner.pool_wanted.notify_one();
+        }
+        let this = self.clone();
+        let mut spec_owned = spec.clone();
+        spec_owned.resources.disk_mb = disk_mb;
+        let claimed = tokio::task::spawn_blocking(move || {
+            let embryo = match pooled {
+                Some(embryo) => embryo,
+                None => {
+                    let sandbox_id = Uuid::now_v7();
+                    this.build(sandbox_id, &spec_owned.resources)
+                        .inspect_err(|_| {
+                            let _ = this.teardown(sandbox_id);
+                        })?
+                }
+            };
+            let pool_id = embryo.id;
+            let claimed = this.claim(embryo, &spec_owned);
+            lock(&this.inner.pool_ids).remove(&pool_id);
+            claimed
+        })
+        .await
+        .map_err(|e| SandboxError::Sys {
+            call: "create task".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let (spawned, record) = claimed?;
+        self.watch(&record, spawned.pidfd)?;
+        Ok(record)
+    }
+
+    /// Hands a built sandbox to session `spec.id` (blocking).
+    fn claim(
+        &self,
+        embryo: Embryo,
+        spec: &SandboxSpec,
+    ) -> Result<(sys::Spawned, SandboxRecord), SandboxError> {
+        let inner = &self.inner;
+        let id = spec.id;
+        let result = (|| {
+            inner
+                .cgroups
+                .set_limits(&inner.cgroups.existing(embryo.id), &spec.resources)?;
+            let claim = Claim {
+                hostname: spec.hostname.clone(),
+                env: spec.env.clone(),
+                max_upload_bytes: inner.config.max_upload_bytes,
+                memory_mb: Some(spec.resources.memory_mb),
+            };
+            let mut json =
+                serde_json::to_vec(&claim).map_err(|e| SandboxError::InvalidSpec(e.to_string()))?;
+            json.push(b'\n');
+            fs::File::from(embryo.claim)
+                .write_all(&json)
+                .map_err(sys_err("send claim"))?;
+            match read_status_line(&embryo.status, inner.config.start_timeout) {
+                Ok(line) if line == "ok" => Ok(()),
+                Ok(line) => Err(SandboxError::Start {
+                    id,
+                    reason: line.trim_start_matches("error: ").to_owned(),
+                }),
+                Err(reason) => Err(SandboxError::Start { id, reason }),
+            }
+        })();
+        match result {
+            Ok(()) => {
+                let record = SandboxRecord {
+                    id,
+                    sandbox_id: embryo.id,
+                    agent_pid: embryo.spawned.pid,
+                };
+                Ok((embryo.spawned, record))
+            }
+            Err(e) => {
+                let _ = sys::pidfd_send_signal(embryo.spawned.pidfd.as_raw_fd(), libc::SIGKILL);
+                let _ = self.teardown(embryo.id);
+                sys::wait_blocking(embryo.spawned.pid);
+                Err(e)
+            }
+        }
+    }
+}

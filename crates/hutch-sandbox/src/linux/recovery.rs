@@ -1,0 +1,77 @@
+//! After a restart: adopting the sandboxes that outlived the server, and sweeping the rest.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+
+use tokio::net::UnixStream;
+use uuid::Uuid;
+
+use super::{LinuxRuntime, io, lock};
+use crate::sys;
+use crate::{Runtime, SandboxError, SandboxRecord};
+
+impl LinuxRuntime {
+    /// [`crate::Runtime::adopt`]: watches a sandbox an earlier server process claimed, if it is
+    /// still alive and reachable.
+    pub(super) async fn adopt_sandbox(&self, record: &SandboxRecord) -> Result<bool, SandboxError> {
+        // Pin the process first, then check it is the sandbox's: a pid reused after the check
+        // could not slip in.
+        let Ok(pidfd) = sys::pidfd_open(record.agent_pid) else {
+            return Ok(false);
+        };
+        let cgroup = self.inner.cgroups.existing(record.sandbox_id);
+        if !self.inner.cgroups.contains(&cgroup, record.agent_pid) {
+            return Ok(false);
+        }
+        if UnixStream::connect(self.socket_path(record.sandbox_id))
+            .await
+            .is_err()
+        {
+            return Ok(false);
+        }
+        self.watch(record, pidfd)?;
+        Ok(true)
+    }
+
+    /// [`crate::Runtime::sweep`]: destroys every sandbox on this host that is neither pooled nor
+    /// the live sandbox of a `known` session.
+    pub(super) async fn sweep_unknown(
+        &self,
+        known: &HashSet<Uuid>,
+    ) -> Result<Vec<Uuid>, SandboxError> {
+        let mut found: HashSet<Uuid> = self.inner.cgroups.list().into_iter().collect();
+        for sub in ["sandboxes", "sockets"] {
+            let dir = self.inner.config.data_dir.join(sub);
+            for entry in fs::read_dir(&dir).map_err(io("list", &dir))?.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if let Ok(id) = Uuid::parse_str(name.trim_end_matches(".sock")) {
+                    found.insert(id);
+                }
+            }
+        }
+        let mut keep = lock(&self.inner.pool_ids).clone();
+        // Sandboxes this process watches, by sandbox id, with the session each belongs to.
+        let live: HashMap<Uuid, Uuid> = lock(&self.inner.live)
+            .iter()
+            .map(|(session, live)| (live.sandbox_id, *session))
+            .collect();
+        keep.extend(
+            live.iter()
+                .filter(|(_, session)| known.contains(session))
+                .map(|(sandbox, _)| *sandbox),
+        );
+        let mut swept = Vec::new();
+        for sandbox_id in found.into_iter().filter(|id| !keep.contains(id)) {
+            let id = live.get(&sandbox_id).copied().unwrap_or(sandbox_id);
+            self.destroy(&SandboxRecord {
+                id,
+                sandbox_id,
+                agent_pid: 0,
+            })
+            .await?;
+            swept.push(sandbox_id);
+        }
+        Ok(swept)
+    }
+}

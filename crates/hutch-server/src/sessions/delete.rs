@@ -1,0 +1,105 @@
+//! Deleting sessions: one on request (after its uploads), or all of them at shutdown, and the
+//! destroy of a DELETING row that both share with expiry, deaths and recovery.
+
+use hutch_api::{Session, SessionStatus, TaskType};
+use hutch_sandbox::SandboxError;
+use uuid::Uuid;
+
+use super::claims::Claim;
+use super::{SessionError, Sessions};
+use crate::auth::Caller;
+use crate::storage::TransferError;
+use crate::store::{StoreError, StoredSession, now_ms};
+
+/// How long after a failed destroy the reaper tries again, in milliseconds.
+pub(super) const DESTROY_RETRY_MS: i64 = 30_000;
+
+impl Sessions {
+    /// Deletes a session and destroys its sandbox; returns the session as it was last seen.
+    ///
+    /// First, with `upload`, each bound storage context whose policy says so is uploaded; if
+    /// one fails (for any reason but the context having been deleted), the session is kept
+    /// and the error says why, so that nothing is lost (`upload = false` skips the uploads).
+    /// A concurrent delete of the same session (or one racing the reaper) answers not found.
+    pub(crate) async fn delete(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        upload: bool,
+    ) -> Result<Session, SessionError> {
+        let row = self.visible(caller, id).await?;
+        let Some(claim) = self.claims.try_claim(id) else {
+            return Err(if row.status == SessionStatus::Creating {
+                SessionError::Conflict(format!("session {id} is still being created"))
+            } else {
+                SessionError::NotFound(id)
+            });
+        };
+        if upload && row.status == SessionStatus::Running {
+            let syncs = self.store.syncs(id).await?;
+            match self
+                .transfer_all(id, &row.tenant, &syncs, TaskType::Upload)
+                .await
+            {
+                Ok(()) => {}
+                Err(SessionError::SyncFailed {
+                    source: TransferError::ContextGone(_),
+                    ..
+                }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        let Some(row) = self.store.mark_deleting(id, None).await? else {
+            return Err(SessionError::NotFound(id));
+        };
+        self.destroy(&claim, &row).await?;
+        tracing::info!(session = %id, tenant = %caller.tenant, "session deleted");
+        Ok(row.to_api())
+    }
+
+    /// Destroys every session (for a shutdown that must leave nothing running). Sessions
+    /// another task holds (being created or destroyed) are left to that task.
+    pub(crate) async fn destroy_all(&self) -> Result<usize, StoreError> {
+        let mut destroyed = 0;
+        for row in self.store.all().await? {
+            let Some(claim) = self.claims.try_claim(row.id) else {
+                continue;
+            };
+            let Some(row) = self.store.mark_deleting(row.id, None).await? else {
+                continue;
+            };
+            match self.destroy(&claim, &row).await {
+                Ok(()) => destroyed += 1,
+                Err(err) => {
+                    tracing::error!(session = %row.id, error = %crate::error::chain(&err), "destroying a session at shutdown failed")
+                }
+            }
+        }
+        Ok(destroyed)
+    }
+
+    /// Destroys the sandbox of a DELETING row and deletes the row, under the session's claim.
+    ///
+    /// If the runtime fails, the row stays DELETING and is due again after [`DESTROY_RETRY_MS`].
+    pub(super) async fn destroy(
+        &self,
+        claim: &Claim,
+        row: &StoredSession,
+    ) -> Result<(), SessionError> {
+        debug_assert_eq!(claim.id, row.id);
+        if let Some(record) = &row.record {
+            match self.runtime.destroy(record).await {
+                Ok(()) | Err(SandboxError::Gone(_)) => {}
+                Err(err) => {
+                    let retry = now_ms().saturating_add(DESTROY_RETRY_MS);
+                    if let Err(store_err) = self.store.retry_at(row.id, retry).await {
+                        tracing::error!(session = %row.id, error = %crate::error::chain(&store_err), "scheduling a destroy retry");
+                    }
+                    return Err(err.into());
+                }
+            }
+        }
+        self.store.delete(row.id).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,44 @@
+//! Sandboxes that died on their own: what is left of them destroyed, their sessions deleted.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::Sessions;
+
+/// How often the died watcher looks again at a session another task is creating or destroying.
+const DIED_RETRY: Duration = Duration::from_millis(100);
+/// How many times it looks (a minute in all) before leaving the session to its expiry.
+const DIED_ATTEMPTS: u32 = 600;
+
+impl Sessions {
+    /// Handles a sandbox whose agent died on its own: destroys what is left and deletes the
+    /// session. If another task is creating or destroying the session, waits for it first.
+    pub(crate) async fn sandbox_died(&self, id: Uuid) {
+        for _ in 0..DIED_ATTEMPTS {
+            let Some(claim) = self.claims.try_claim(id) else {
+                tokio::time::sleep(DIED_RETRY).await;
+                continue;
+            };
+            // Not RUNNING, PAUSED or DELETING: already deleted, or its create failed.
+            let row = match self.store.mark_deleting(id, None).await {
+                Ok(Some(row)) => row,
+                Ok(None) => return,
+                Err(err) => {
+                    tracing::error!(session = %id, error = %crate::error::chain(&err), "handling a died sandbox");
+                    return;
+                }
+            };
+            match self.destroy(&claim, &row).await {
+                Ok(()) => {
+                    tracing::warn!(session = %id, tenant = %row.tenant, "sandbox died on its own; session destroyed");
+                }
+                Err(err) => {
+                    tracing::error!(session = %id, error = %crate::error::chain(&err), "destroying a died sandbox failed; the reaper will retry");
+                }
+            }
+            return;
+        }
+        tracing::error!(session = %id, "sandbox died but its session stayed busy; left to expire");
+    }
+}

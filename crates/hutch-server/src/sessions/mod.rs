@@ -1,0 +1,163 @@
+//! The session engine: what creating, changing, expiring and deleting a session does.
+//!
+//! [`Sessions`] joins the [`Store`] and the [`Runtime`]. Handlers, the TTL reaper, the
+//! died-sandbox watcher and crash recovery all go through it, so that the rules live in one
+//! place:
+//!
+//! - tenancy: a session of another tenant is reported exactly like a missing one;
+//! - a session's sandbox is destroyed at most once at a time: every path that creates or
+//!   destroys a sandbox first takes the session's claim in an in-memory set ([`Claims`]), and
+//!   gives up (or, for the died watcher, waits) when another path holds it;
+//! - a row is deleted only after its sandbox is destroyed; a destroy that fails leaves the
+//!   row DELETING and the reaper retries it later.
+//!
+//! It knows nothing of HTTP: it returns [`SessionError`], which the API layer maps to codes.
+//!
+//! One file per path through it: `create.rs`, `delete.rs` (and the destroy every path shares),
+//! `reaper.rs` (expiry), `died.rs` (sandboxes that died on their own), `recovery.rs` (start-up),
+//! `storage_sync.rs` (transfers with storage contexts); `claims.rs` holds the claims.
+
+mod claims;
+mod create;
+mod delete;
+mod died;
+mod error;
+mod reaper;
+mod recovery;
+mod storage_sync;
+
+use std::sync::Arc;
+
+use hutch_api::{Session, SessionList, SessionStatus};
+use hutch_sandbox::Runtime;
+use tokio::net::UnixStream;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::storage::Storage;
+use crate::store::{Store, StoredSession, now_ms};
+use crate::validate::{Page, SessionChanges};
+
+use claims::Claims;
+pub use error::SessionError;
+pub use recovery::RecoverySummary;
+
+/// The session engine.
+pub(crate) struct Sessions {
+    pub(crate) store: Store,
+    runtime: Arc<dyn Runtime>,
+    /// Storage contexts, for the transfers of `contextSyncs`.
+    pub(crate) storage: Arc<Storage>,
+    claims: Claims,
+    max_sessions: usize,
+    tenant_max_sessions: usize,
+    tenant_max_memory_mb: u64,
+}
+
+impl Sessions {
+    /// An engine over `store`, `runtime` and `storage` holding at most `max_sessions`
+    /// sessions, with no per-tenant quotas.
+    pub(crate) fn new(
+        store: Store,
+        runtime: Arc<dyn Runtime>,
+        storage: Arc<Storage>,
+        max_sessions: usize,
+    ) -> Self {
+        Sessions {
+            store,
+            runtime,
+            storage,
+            claims: Claims::default(),
+            max_sessions,
+            tenant_max_sessions: usize::MAX,
+            tenant_max_memory_mb: u64::MAX,
+        }
+    }
+
+    /// The same engine, holding at most `max_sessions` sessions and `max_memory_mb` of
+    /// `memoryMb` (summed) per tenant.
+    pub(crate) fn with_tenant_quotas(mut self, max_sessions: usize, max_memory_mb: u64) -> Self {
+        self.tenant_max_sessions = max_sessions;
+        self.tenant_max_memory_mb = max_memory_mb;
+        self
+    }
+
+    /// Deletes a row whose sandbox is gone or never existed, logging a failure.
+    async fn forget(&self, id: Uuid) {
+        if let Err(err) = self.store.delete(id).await {
+            tracing::error!(session = %id, error = %crate::error::chain(&err), "deleting a session row");
+        }
+    }
+
+    /// A session the caller may see.
+    async fn visible(&self, caller: &Caller, id: Uuid) -> Result<StoredSession, SessionError> {
+        match self.store.get(id).await? {
+            Some(row) if caller.may_see(&row.tenant) => Ok(row),
+            _ => Err(SessionError::NotFound(id)),
+        }
+    }
+
+    /// One session.
+    pub(crate) async fn get(&self, caller: &Caller, id: Uuid) -> Result<Session, SessionError> {
+        Ok(self.visible(caller, id).await?.to_api())
+    }
+
+    /// One page of the caller's sessions (every tenant's for an admin).
+    pub(crate) async fn list(
+        &self,
+        caller: &Caller,
+        page: Page,
+    ) -> Result<SessionList, SessionError> {
+        let tenant = (!caller.admin).then_some(caller.tenant.as_str());
+        let (rows, total) = self.store.list(tenant, page.limit, page.offset).await?;
+        Ok(SessionList {
+            sessions: rows.iter().map(StoredSession::to_api).collect(),
+            total,
+            limit: page.limit,
+            offset: page.offset,
+        })
+    }
+
+    /// Changes a session's expiry and/or metadata.
+    pub(crate) async fn update(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        changes: SessionChanges,
+    ) -> Result<Session, SessionError> {
+        let row = self.visible(caller, id).await?;
+        let expires_at_ms = changes.ttl_secs.map(|ttl| {
+            now_ms().saturating_add(i64::try_from(ttl.saturating_mul(1000)).unwrap_or(i64::MAX))
+        });
+        match self
+            .store
+            .update(id, expires_at_ms, changes.metadata.as_ref())
+            .await?
+        {
+            Some(updated) => Ok(updated.to_api()),
+            None if row.status == SessionStatus::Deleting => Err(SessionError::Conflict(format!(
+                "session {id} is being deleted"
+            ))),
+            None => Err(SessionError::NotFound(id)),
+        }
+    }
+
+    /// Opens a connection to the agent of a RUNNING session the caller may see.
+    pub(crate) async fn connect(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+    ) -> Result<UnixStream, SessionError> {
+        let row = self.visible(caller, id).await?;
+        if row.status != SessionStatus::Running {
+            return Err(SessionError::Conflict(format!(
+                "session {id} is {}, not RUNNING",
+                row.status.as_str()
+            )));
+        }
+        self.runtime
+            .connect(id)
+            .await
+            .map_err(|source| SessionError::Unavailable { id, source })
+    }
+}

@@ -1,0 +1,107 @@
+//! Crash recovery at start-up: live sandboxes adopted again, the rest destroyed and swept.
+
+use std::collections::HashSet;
+
+use hutch_api::SessionStatus;
+use hutch_sandbox::SandboxError;
+
+use super::Sessions;
+use super::delete::DESTROY_RETRY_MS;
+use crate::store::{StoreError, now_ms};
+
+/// What crash recovery did at start-up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoverySummary {
+    /// Sandboxes found alive and taken back.
+    pub adopted: usize,
+    /// Sessions whose sandbox was destroyed (interrupted, expired or lost).
+    pub destroyed: usize,
+    /// Leftovers of unknown sandboxes the runtime cleaned.
+    pub swept: usize,
+}
+
+impl Sessions {
+    /// Crash recovery, run once before serving: destroys sessions a crash interrupted, expired
+    /// or lost, re-adopts live sandboxes, then sweeps leftovers of unknown ones.
+    pub(crate) async fn recover(&self) -> Result<RecoverySummary, StoreError> {
+        let now = now_ms();
+        let mut summary = RecoverySummary::default();
+        let mut known = HashSet::new();
+        for row in self.store.all().await? {
+            let id = row.id;
+            let fate = match (row.status, &row.record) {
+                (SessionStatus::Creating | SessionStatus::Deleting, _) => Fate::Interrupted,
+                _ if row.expires_at_ms <= now => Fate::Expired,
+                (_, None) => Fate::Lost,
+                (_, Some(record)) => match self.runtime.adopt(record).await {
+                    Ok(true) => {
+                        tracing::debug!(session = %id, "sandbox re-adopted");
+                        known.insert(id);
+                        summary.adopted += 1;
+                        continue;
+                    }
+                    Ok(false) => Fate::Lost,
+                    Err(err) => {
+                        tracing::warn!(session = %id, error = %crate::error::chain(&err), "adopting a sandbox failed");
+                        Fate::Lost
+                    }
+                },
+            };
+            match fate {
+                Fate::Lost => {
+                    tracing::warn!(session = %id, "session {id} lost in restart, destroyed")
+                }
+                Fate::Interrupted => {
+                    tracing::info!(session = %id, status = row.status.as_str(), "session interrupted by the restart, destroyed")
+                }
+                Fate::Expired => {
+                    tracing::info!(session = %id, "session expired while the server was down, destroyed")
+                }
+            }
+            if let Some(record) = &row.record
+                && let Err(err) = self.runtime.destroy(record).await
+                && !matches!(err, SandboxError::Gone(_))
+            {
+                tracing::error!(session = %id, error = %crate::error::chain(&err), "destroying a sandbox during recovery failed; the reaper will retry");
+                self.store.mark_deleting(id, None).await?;
+                self.store
+                    .retry_at(id, now.saturating_add(DESTROY_RETRY_MS))
+                    .await?;
+                continue;
+            }
+            self.store.delete(id).await?;
+            summary.destroyed += 1;
+        }
+        match self.runtime.sweep(&known).await {
+            Ok(swept) => {
+                for id in &swept {
+                    tracing::info!(session = %id, "swept leftovers of an unknown sandbox");
+                }
+                summary.swept = swept.len();
+            }
+            Err(err) => {
+                tracing::error!(error = %crate::error::chain(&err), "sweeping leftover sandboxes failed");
+            }
+        }
+        tracing::info!(
+            adopted = summary.adopted,
+            destroyed = summary.destroyed,
+            swept = summary.swept,
+            "recovery: adopted {}, destroyed {}, swept {}",
+            summary.adopted,
+            summary.destroyed,
+            summary.swept
+        );
+        Ok(summary)
+    }
+}
+
+/// Why recovery destroys a session.
+enum Fate {
+    /// It was being created or deleted when the server stopped.
+    Interrupted,
+    /// It expired while the server was down.
+    Expired,
+    /// Its sandbox is dead, unreachable or unrecorded.
+    Lost,
+}

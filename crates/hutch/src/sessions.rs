@@ -1,0 +1,277 @@
+//! `hutch sessions create|ls|get|rm`: manage sessions from the command line.
+//!
+//! Each prints a table for people, or with `--json` the API's own JSON for programs;
+//! `create -q` and `ls -q` print only ids, one a line, so that `S=$(hutch sessions create -q)`
+//! and `hutch sessions rm $(hutch sessions ls -q)` work.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use hutch_api::{CreateSessionRequest, ResourcesRequest, Session};
+use hutch_client::HutchClient;
+use uuid::Uuid;
+
+use crate::connection::{Connection, block_on};
+
+/// Options of `hutch sessions`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct SessionsArgs {
+    #[command(subcommand)]
+    command: SessionsCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum SessionsCommand {
+    /// Create a session; prints it (`-q`: only its id).
+    Create(CreateArgs),
+    /// List your sessions, oldest first.
+    #[command(visible_alias = "list")]
+    Ls(ListArgs),
+    /// Show one session.
+    Get(GetArgs),
+    /// Delete sessions (everything in them is destroyed).
+    #[command(visible_alias = "delete")]
+    Rm(RemoveArgs),
+}
+
+impl SessionsCommand {
+    /// The server and token the subcommand was given.
+    fn connection(&self) -> &Connection {
+        match self {
+            SessionsCommand::Create(args) => &args.connection,
+            SessionsCommand::Ls(args) => &args.connection,
+            SessionsCommand::Get(args) => &args.connection,
+            SessionsCommand::Rm(args) => &args.connection,
+        }
+    }
+}
+
+/// How a result is printed.
+#[derive(clap::Args, Debug)]
+struct Output {
+    /// Print the API's JSON instead of a table.
+    #[arg(long, conflicts_with = "quiet")]
+    json: bool,
+    /// Print only session ids, one a line.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct CreateArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// Time to live: seconds, or 90s, 30m, 1h (60 s to 8 h; the server's default otherwise).
+    #[arg(long, value_parser = crate::duration::parse)]
+    ttl: Option<std::time::Duration>,
+    /// The image.
+    #[arg(long)]
+    image: Option<String>,
+    /// Memory limit in MiB.
+    #[arg(long)]
+    memory_mb: Option<u64>,
+    /// CPU limit in CPUs (0.5 = half a core).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Most processes and threads alive at once.
+    #[arg(long)]
+    pids: Option<u64>,
+    /// Disk quota in MiB.
+    #[arg(long)]
+    disk_mb: Option<u64>,
+    /// A label, `KEY=VALUE` (repeatable).
+    #[arg(long = "metadata", short = 'm', value_parser = crate::exec::parse_pair)]
+    metadata: Vec<(String, String)>,
+    /// An environment variable of every process in the session, `NAME=VALUE` (repeatable).
+    #[arg(long = "env", short = 'e', value_parser = crate::exec::parse_pair)]
+    env: Vec<(String, String)>,
+    #[command(flatten)]
+    output: Output,
+}
+
+#[derive(clap::Args, Debug)]
+struct ListArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// At most this many sessions (1 to 100).
+    #[arg(long)]
+    limit: Option<u32>,
+    /// Skip this many first.
+    #[arg(long)]
+    offset: Option<u64>,
+    #[command(flatten)]
+    output: Output,
+}
+
+#[derive(clap::Args, Debug)]
+struct GetArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// The session.
+    session: Uuid,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct RemoveArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// The sessions.
+    #[arg(required = true)]
+    sessions: Vec<Uuid>,
+}
+
+pub(crate) fn main(args: SessionsArgs) -> ExitCode {
+    let server = args.command.connection().url.clone();
+    block_on(&server, run(args.command), 1)
+}
+
+async fn run(command: SessionsCommand) -> anyhow::Result<u8> {
+    let client = command.connection().client()?;
+    match command {
+        SessionsCommand::Create(args) => create(&client, args).await,
+        SessionsCommand::Ls(args) => list(&client, args).await,
+        SessionsCommand::Get(args) => {
+            let session = client.get_session(args.session).await?;
+            print_sessions(&[session], args.json, false)?;
+            Ok(0)
+        }
+        SessionsCommand::Rm(args) => remove(&client, args).await,
+    }
+}
+
+async fn create(client: &HutchClient, args: CreateArgs) -> anyhow::Result<u8> {
+    let resources = ResourcesRequest {
+        cpus: args.cpus,
+        memory_mb: args.memory_mb,
+        pids: args.pids,
+        disk_mb: args.disk_mb,
+    };
+    let req = CreateSessionRequest {
+        ttl: args.ttl.map(|ttl| ttl.as_secs()),
+        image: args.image,
+        metadata: (!args.metadata.is_empty()).then(|| args.metadata.into_iter().collect()),
+        resources: (resources != ResourcesRequest::default()).then_some(resources),
+        env: (!args.env.is_empty()).then(|| args.env.into_iter().collect::<BTreeMap<_, _>>()),
+        context_syncs: None,
+    };
+    let session = client
+        .create_session(&req)
+        .await
+        .context("creating the session")?;
+    print_sessions(&[session], args.output.json, args.output.quiet)?;
+    Ok(0)
+}
+
+async fn list(client: &HutchClient, args: ListArgs) -> anyhow::Result<u8> {
+    let page = client
+        .list_sessions(args.limit, args.offset)
+        .await
+        .context("listing sessions")?;
+    if args.output.json {
+        print_json(&page)?;
+    } else {
+        print_sessions(&page.sessions, false, args.output.quiet)?;
+        let shown = page.offset + page.sessions.len() as u64;
+        if !args.output.quiet && shown < page.total {
+            eprintln!(
+                "({} of {} shown; --offset {shown} for the next page)",
+                page.sessions.len(),
+                page.total
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// Deletes each session, printing its id once it is gone; a failure is reported and the
+/// rest are still deleted (exit 1 if any failed).
+async fn remove(client: &HutchClient, args: RemoveArgs) -> anyhow::Result<u8> {
+    let mut failed = false;
+    for id in args.sessions {
+        match client.delete_session(id).await {
+            Ok(_) => println!("{id}"),
+            Err(error) => {
+                let error = anyhow::Error::new(error).context(format!("deleting {id}"));
+                // An unreachable server or a refused token fails every one alike.
+                if matches!(
+                    error.downcast_ref::<hutch_client::ClientError>(),
+                    Some(hutch_client::ClientError::Connect { .. })
+                ) {
+                    return Err(error);
+                }
+                eprintln!("hutch: {error:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(u8::from(failed))
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Prints sessions as JSON (one object for one session), as ids, or as a table.
+fn print_sessions(sessions: &[Session], json: bool, quiet: bool) -> anyhow::Result<()> {
+    if json {
+        return match sessions {
+            [one] => print_json(one),
+            many => print_json(&many),
+        };
+    }
+    let mut out = std::io::stdout().lock();
+    if quiet {
+        for session in sessions {
+            writeln!(out, "{}", session.session_id)?;
+        }
+        return Ok(());
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let mut rows = vec![[
+        "SESSION".to_owned(),
+        "STATUS".to_owned(),
+        "IMAGE".to_owned(),
+        "CPUS".to_owned(),
+        "MEMORY".to_owned(),
+        "EXPIRES IN".to_owned(),
+        "METADATA".to_owned(),
+    ]];
+    for s in sessions {
+        let left = (s.expires_at - now).whole_seconds().max(0);
+        let metadata: Vec<String> = s.metadata.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        rows.push([
+            s.session_id.to_string(),
+            s.status.as_str().to_owned(),
+            s.image.clone(),
+            s.resources.cpus.to_string(),
+            format!("{} MiB", s.resources.memory_mb),
+            format!("{}m{:02}s", left / 60, left % 60),
+            metadata.join(","),
+        ]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| {
+            rows.iter()
+                .map(|row| row[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        writeln!(out, "{}", line.join("  ").trim_end())?;
+    }
+    Ok(())
+}
