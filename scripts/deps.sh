@@ -102,6 +102,16 @@ deps_test() {
     if ! "$sdk_venv/bin/python" -c 'import hutch, httpx, websockets, pytest' 2>/dev/null; then
         pip_install "$sdk_venv" -e "$PWD/python" pytest
     fi
+
+    # openapi-python-client generates a Python client from docs/openapi.json in a test:
+    # crates/hutch-server/tests/python_client.rs. python-dateutil is what the generated client
+    # imports besides httpx and attrs.
+    local opc_version=0.29.1 opc_venv="$PWD/target/venv-openapi-python-client"
+    if [[ "$("$opc_venv/bin/openapi-python-client" --version 2>/dev/null)" != *" $opc_version" ]] \
+        || ! "$opc_venv/bin/python" -c 'import dateutil' 2>/dev/null; then
+        rm -rf "$opc_venv"
+        pip_install "$opc_venv" "openapi-python-client==$opc_version" python-dateutil
+    fi
 }
 
 case ${1:-} in

@@ -1,14 +1,23 @@
-//! The agent's HTTP routes. Each parses its request and delegates.
+//! The agent's HTTP routes. Each parses its request and delegates; each documented one
+//! describes itself with a `#[utoipa::path]` annotation (see [`crate::openapi`]).
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use hutch_api::limits::COMMANDS_CONCURRENT_MAX;
-use hutch_api::{CommandRequest, CommandResult, ErrorBody, ErrorCode};
+use hutch_api::processes::{CommandResponse, StreamControl};
+use hutch_api::responses::{
+    BadRequest, Conflict, ContextNotFound, DiskFull, FileNotFound, Forbidden, Internal,
+    PayloadTooLarge, ProcessNotFound, RangeNotSatisfiable, RateLimited,
+};
+use hutch_api::{CommandRequest, CommandResult, ErrorBody, ErrorCode, ProcessEvent};
 use serde::de::DeserializeOwned;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{AgentError, error_response};
 use crate::{Agent, commands};
@@ -17,14 +26,21 @@ use crate::{Agent, commands};
 pub(crate) const REQUEST_BODY_MAX_BYTES: usize =
     6 * hutch_api::limits::COMMAND_STDIN_MAX_BYTES + 2 * hutch_api::limits::COMMAND_MAX_BYTES;
 
-/// The agent's routes.
-pub(crate) fn router(agent: Arc<Agent>) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/commands", post(run_command))
+/// The documented routes: each handler's `#[utoipa::path]` annotation describes it, so the
+/// router and [`crate::openapi`] come from the same list.
+pub(crate) fn documented_routes() -> OpenApiRouter<Arc<Agent>> {
+    OpenApiRouter::with_openapi(AgentDoc::openapi())
+        .routes(routes!(run_command))
         .merge(crate::files::routes())
         .merge(crate::processes::routes::routes())
         .merge(crate::interpreter::routes::router())
+}
+
+/// The agent's routes.
+pub(crate) fn router(agent: Arc<Agent>) -> Router {
+    let (documented, _) = documented_routes().split_for_parts();
+    documented
+        .route("/health", get(health))
         // Bodies are read their own bounded way (see read_json).
         .layer(axum::extract::DefaultBodyLimit::disable())
         .fallback(not_found)
@@ -33,11 +49,42 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
         .with_state(agent)
 }
 
+/// The root of the agent's own document: what the routes' annotations refer to.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "hutch agent",
+        description = "The API a session's agent serves inside its sandbox. The control plane \
+            publishes it under `/v1/sessions/{id}/`."
+    ),
+    components(
+        schemas(ErrorBody, ErrorCode, StreamControl),
+        responses(
+            BadRequest,
+            Conflict,
+            ContextNotFound,
+            DiskFull,
+            FileNotFound,
+            Forbidden,
+            Internal,
+            PayloadTooLarge,
+            ProcessNotFound,
+            RangeNotSatisfiable,
+            RateLimited,
+        ),
+    )
+)]
+struct AgentDoc;
+
 async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-async fn not_found() -> Response {
+/// The answer to a path or method the agent does not serve. The body is read (and thrown
+/// away) first, so that a client still sending it receives the answer instead of a broken
+/// pipe.
+async fn not_found(req: Request) -> Response {
+    drain(req.into_body()).await;
     let code = ErrorCode::NotFound;
     error_response(
         code,
@@ -45,14 +92,37 @@ async fn not_found() -> Response {
     )
 }
 
-/// `POST /commands`. A command holds one of the session's [`COMMANDS_CONCURRENT_MAX`]
-/// permits from before its body is read until its result is ready, so that the memory
-/// commands hold (bodies, output buffers) is bounded per session; without a free permit the
-/// request answers 429 `rate_limited` at once.
+/// Runs a command in the session and waits for it to finish.
 ///
-/// With `background` or `stream` in the body, or `Accept: application/x-ndjson`, the command
-/// becomes a process of the session instead (see [`crate::processes`]) and gives its permit
-/// back once its body is read.
+/// Exactly one of `command` (run by `/bin/sh -c`) and `argv` must be given. The command's whole
+/// process tree is killed at its timeout and when its first process exits.
+///
+/// With `background: true` the command starts detached and the answer is at once its
+/// `StartedProcess` (`processId`, `pid`); see the `processes` routes. With `stream: true` or
+/// `Accept: application/x-ndjson` the answer is a stream of `ProcessEvent`s, one JSON object
+/// per line, ending with `exit`.
+#[utoipa::path(
+    post,
+    path = "/commands",
+    operation_id = "runCommand",
+    tag = "commands",
+    request_body = CommandRequest,
+    responses(
+        (status = 200, description = "The command ran (whatever its exit status), was \
+            started in the background, or streams its events",
+            content(
+                (CommandResponse = "application/json"),
+                (ProcessEvent = "application/x-ndjson"),
+            )),
+        (status = 413, response = PayloadTooLarge),
+        (status = 507, response = DiskFull),
+    )
+)]
+// A command holds one of the session's `COMMANDS_CONCURRENT_MAX` permits from before its body
+// is read until its result is ready, so that the memory commands hold (bodies, output buffers)
+// is bounded per session; without a free permit the request answers 429 `rate_limited` at
+// once. A background or streamed command becomes a process of the session instead (see
+// `crate::processes`) and gives its permit back once its body is read.
 async fn run_command(
     State(agent): State<Arc<Agent>>,
     req: Request,

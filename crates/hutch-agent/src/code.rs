@@ -13,6 +13,7 @@ use axum::Json;
 use axum::extract::{Request, State};
 use hutch_api::limits::COMMANDS_CONCURRENT_MAX;
 use hutch_api::processes::CODE_LANGUAGES;
+use hutch_api::responses::{DiskFull, PayloadTooLarge};
 use hutch_api::{CodeRequest, CommandRequest, CommandResult};
 
 use crate::Agent;
@@ -53,7 +54,21 @@ fn command_of(req: CodeRequest) -> Result<CommandRequest, AgentError> {
     })
 }
 
-/// `POST /code`.
+/// Runs a snippet in a fresh process: `python` (`python3 -c`), `javascript` (`node -e`) or
+/// `bash` (`bash -c`), answered like a one-shot command. Nothing survives between runs.
+#[utoipa::path(
+    post,
+    path = "/code",
+    operation_id = "runCode",
+    tag = "processes",
+    request_body = CodeRequest,
+    responses(
+        (status = 200, description = "The code ran (whatever its exit status)",
+            body = CommandResult),
+        (status = 413, response = PayloadTooLarge),
+        (status = 507, response = DiskFull),
+    )
+)]
 pub(crate) async fn run(
     State(agent): State<Arc<Agent>>,
     req: Request,

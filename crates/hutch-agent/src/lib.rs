@@ -12,6 +12,9 @@
 //! a command over it answers 429 `rate_limited` without being read or run. Streamed and
 //! background commands are processes of the session ([`processes`]), bounded separately by
 //! [`hutch_api::limits::PROCESSES_RUNNING_MAX`].
+//!
+//! Each route describes itself with an annotation on its handler; [`openapi`] returns that
+//! description, which the control plane publishes under `/v1/sessions/{id}/`.
 
 // Tests may unwrap; the non-test build is still checked for it.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -72,6 +75,19 @@ pub(crate) struct Agent {
     pub(crate) interpreters: interpreter::Interpreters,
     /// Whether the OOM killer acted.
     pub(crate) oom: oom::OomCounter,
+}
+
+/// The OpenAPI description of the agent's routes, at the paths the agent serves them
+/// (`/commands`, `/files`, …), built from the annotations on their handlers. The control plane
+/// publishes it under `/v1/sessions/{id}/` with its own responses added; the agent knows
+/// nothing of those. Every tagged union's variants are named schemas (see
+/// [`hutch_api::variants`]).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut openapi = api::documented_routes().into_openapi();
+    hutch_api::variants::name_tagged_variants(
+        openapi.components.get_or_insert_with(Default::default),
+    );
+    openapi
 }
 
 /// Serves the agent API until the process is killed.

@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::{PartialSchema, ToSchema};
 
 /// What kind of file an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -116,3 +118,19 @@ pub struct UploadResults {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entries: Option<u64>,
 }
+
+/// Raw bytes as a request or response body (a file, a tar stream, standard input): described
+/// as a binary string, so that clients pass bytes or a file, not a list of numbers.
+#[derive(Debug, Clone, Copy)]
+pub struct Binary;
+
+impl PartialSchema for Binary {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .into()
+    }
+}
+
+impl ToSchema for Binary {}

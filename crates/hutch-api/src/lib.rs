@@ -6,7 +6,8 @@
 //! server, the agent, the Rust client and the benchmarks.
 //!
 //! Each wire type also derives `utoipa::ToSchema`: the server's OpenAPI document
-//! (`docs/openapi.json`) takes its schemas, descriptions and bounds from here.
+//! (`docs/openapi.json`) takes its schemas, descriptions and bounds from here, and the error
+//! responses its routes share ([`responses`]).
 
 pub mod commands;
 pub mod env;
@@ -15,9 +16,11 @@ pub mod files;
 pub mod interpreter;
 pub mod limits;
 pub mod processes;
+pub mod responses;
 mod schema;
 pub mod sessions;
 pub mod storage;
+pub mod variants;
 
 pub use commands::{CommandRequest, CommandResult};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};

@@ -308,6 +308,27 @@ const HEADERS: [(HeaderName, HeaderName); 3] = [
     ),
 ];
 
+/// The rate-limit headers as the OpenAPI document names and describes them, in the order of
+/// [`HEADERS`]; each is also sent as `X-` followed by its name.
+pub(crate) const DOCUMENTED_HEADERS: [(&str, &str); 3] = [
+    (
+        "RateLimit-Limit",
+        "The most requests of this route's class the tenant may send at once (the burst). \
+         Sent by every route that needs a token unless its class's limit is `off`, and \
+         repeated as `X-RateLimit-Limit`.",
+    ),
+    (
+        "RateLimit-Remaining",
+        "How many more requests of this route's class the tenant may send at once; repeated \
+         as `X-RateLimit-Remaining`.",
+    ),
+    (
+        "RateLimit-Reset",
+        "Seconds until the whole burst is available again, rounded up; repeated as \
+         `X-RateLimit-Reset`.",
+    ),
+];
+
 impl Outcome {
     /// Sets the rate-limit headers (and `Retry-After` on a refusal), replacing any the
     /// response had.
@@ -532,6 +553,14 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         limits.retain_recent();
         assert_eq!(limits.tenants(), 0);
+    }
+
+    #[test]
+    fn the_documented_headers_are_the_sent_ones() {
+        for ((name, x_name), (documented, _)) in HEADERS.iter().zip(DOCUMENTED_HEADERS) {
+            assert_eq!(name.as_str(), documented.to_ascii_lowercase());
+            assert_eq!(x_name.as_str(), format!("x-{name}"));
+        }
     }
 
     #[test]

@@ -26,11 +26,29 @@ use hutch_api::{ErrorCode, FileType, UploadResult, UploadResults};
 use super::fsys::{self, Root, fs_error};
 use super::transfer::{BodyReader, BodyWriter, blocking, too_large};
 use super::{PathQuery, files, query};
+use hutch_api::responses::{DiskFull, FileNotFound, Forbidden, PayloadTooLarge};
+
 use crate::Agent;
 use crate::error::AgentError;
 
-/// `GET /files/archive?path=`: a tar stream of the directory and everything below it
-/// (symlinks as symlinks; mounts below and special files are left out).
+/// Downloads a directory as a tar archive, streamed.
+///
+/// Files, directories (empty ones too) and symlinks (as symlinks), with modes and times;
+/// special files and other file systems below are left out.
+#[utoipa::path(
+    get,
+    path = "/files/archive",
+    operation_id = "downloadArchive",
+    tag = "files",
+    params(
+        ("path" = String, Query, description = "The directory."),
+    ),
+    responses(
+        (status = 200, description = "A tar stream", content_type = "application/x-tar", body = inline(hutch_api::files::Binary)),
+        (status = 403, response = Forbidden),
+        (status = 404, response = FileNotFound),
+    )
+)]
 pub(super) async fn download(
     State(agent): State<Arc<Agent>>,
     q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
@@ -158,8 +176,33 @@ fn add_dir(
     Ok(())
 }
 
-/// `PUT /files/archive?path=&parents=`: extracts a tar stream into the directory (created
-/// when missing, with its parents unless `parents=false`).
+/// Extracts a tar archive into a directory, streamed.
+///
+/// The directory is created with its parents when missing. Entries keep their modes. Refused,
+/// with an error naming the entry (`details.path`): absolute paths, `..`, symlinks that are
+/// absolute or climb out of the directory, hard links to outside names, device nodes and
+/// FIFOs, more than 100000 entries, more bytes than the maximum upload. Every entry is
+/// resolved inside the directory, so not even a symlink made by an earlier entry leads out.
+/// Not atomic: entries before a refused one stay.
+#[utoipa::path(
+    put,
+    path = "/files/archive",
+    operation_id = "uploadArchive",
+    tag = "files",
+    params(
+        ("path" = String, Query, description = "The directory to extract into."),
+        ("parents" = Option<bool>, Query, description = "Create the directory's missing parents; default true (false: 404 when its parent is missing)."),
+    ),
+    request_body(content = inline(hutch_api::files::Binary), content_type = "application/octet-stream",
+        description = "A tar stream (any content type is read as one)."),
+    responses(
+        (status = 200, description = "Extracted", body = hutch_api::UploadResults),
+        (status = 403, response = Forbidden),
+        (status = 404, response = FileNotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 507, response = DiskFull),
+    )
+)]
 pub(super) async fn upload(
     State(agent): State<Arc<Agent>>,
     q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,

@@ -18,20 +18,24 @@ use std::ffi::CString;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use hutch_api::limits::{
     FILES_LIST_DEPTH_DEFAULT, FILES_LIST_DEPTH_MAX, FILES_LIST_MAX_ENTRIES,
     FILES_MULTIPART_MAX_FILES,
+};
+use hutch_api::responses::{
+    DiskFull, FileNotFound, Forbidden, PayloadTooLarge, RangeNotSatisfiable,
 };
 use hutch_api::{
     ErrorBody, ErrorCode, FileInfo, FileList, FileType, MkdirRequest, MoveRequest, UploadResult,
     UploadResults,
 };
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use self::fsys::{Root, fs_error};
 use self::path::{SandboxPath, parse_mode};
@@ -58,17 +62,14 @@ impl Files {
 }
 
 /// The file routes.
-pub(crate) fn routes() -> Router<Arc<Agent>> {
-    Router::new()
-        .route("/files", get(list).post(upload_multipart).delete(remove))
-        .route("/files/stat", get(stat))
-        .route("/files/content", get(download).put(upload))
-        .route("/files/mkdir", post(mkdir))
-        .route("/files/move", post(move_file))
-        .route(
-            "/files/archive",
-            get(archive::download).put(archive::upload),
-        )
+pub(crate) fn routes() -> OpenApiRouter<Arc<Agent>> {
+    OpenApiRouter::new()
+        .routes(routes!(list, upload_multipart, remove))
+        .routes(routes!(stat))
+        .routes(routes!(download, upload))
+        .routes(routes!(mkdir))
+        .routes(routes!(move_file))
+        .routes(routes!(archive::download, archive::upload))
 }
 
 fn files(agent: &Agent) -> Arc<Files> {
@@ -137,7 +138,23 @@ fn stat_at(
     Ok(info(path, &st, target))
 }
 
-/// `GET /files/stat?path=`: one file, not following a final symlink.
+/// Describes one file.
+///
+/// A final symlink is described, not followed (`linkTarget` gives its target).
+#[utoipa::path(
+    get,
+    path = "/files/stat",
+    operation_id = "statFile",
+    tag = "files",
+    params(
+        ("path" = String, Query, description = "The file."),
+    ),
+    responses(
+        (status = 200, description = "The file", body = hutch_api::FileInfo),
+        (status = 403, response = Forbidden),
+        (status = 404, response = FileNotFound),
+    )
+)]
 async fn stat(
     State(agent): State<Arc<Agent>>,
     q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
@@ -155,8 +172,26 @@ async fn stat(
     .await
 }
 
-/// `GET /files?path=&depth=`: the entries below a directory, `depth` levels down (symlinks
-/// are listed, not followed; other file systems below are listed, not entered).
+/// Lists a directory.
+///
+/// Entries below `path` (default `/workspace`), `depth` levels down, sorted by name within
+/// each directory. Symlinks are listed, not followed; other file systems below are listed,
+/// not entered. At most 10000 entries; past them `truncated` is true.
+#[utoipa::path(
+    get,
+    path = "/files",
+    operation_id = "listFiles",
+    tag = "files",
+    params(
+        ("path" = Option<String>, Query, description = "The directory; default `/workspace`."),
+        ("depth" = Option<u32>, Query, minimum = 1, maximum = 16, description = "Levels to list, 1 to 16; default 1."),
+    ),
+    responses(
+        (status = 200, description = "The entries", body = hutch_api::FileList),
+        (status = 403, response = Forbidden),
+        (status = 404, response = FileNotFound),
+    )
+)]
 async fn list(
     State(agent): State<Arc<Agent>>,
     q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
@@ -227,8 +262,25 @@ fn walk(
     Ok(())
 }
 
-/// `DELETE /files?path=&recursive=`: a file, a link, an empty directory, or with
-/// `recursive=true` a directory and everything below it.
+/// Deletes a file, a symlink (not its target) or a directory.
+///
+/// A directory that is not empty needs `recursive=true` (409 otherwise); recursion never
+/// follows symlinks nor enters other file systems.
+#[utoipa::path(
+    delete,
+    path = "/files",
+    operation_id = "deleteFile",
+    tag = "files",
+    params(
+        ("path" = String, Query, description = "What to delete."),
+        ("recursive" = Option<bool>, Query, description = "Delete a directory and everything in it; default false."),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, response = Forbidden),
+        (status = 404, response = FileNotFound),
+    )
+)]
 async fn remove(
     State(agent): State<Arc<Agent>>,
     q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
@@ -252,9 +304,24 @@ async fn remove(
     .await
 }
 
-/// `POST /files/mkdir`: with `parents` (the default) creates missing parents too and
-/// succeeds when the directory is already there (`mkdir -p`); with `parents: false` the
-/// parent must exist and the directory must not (409).
+/// Creates a directory.
+#[utoipa::path(
+    post,
+    path = "/files/mkdir",
+    operation_id = "makeDirectory",
+    tag = "files",
+    request_body = hutch_api::MkdirRequest,
+    responses(
+        (status = 201, description = "Created (or, with `parents`, already there)", body = hutch_api::FileInfo),
+        (status = 403, response = Forbidden),
+        (status = 404, response = FileNotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 507, response = DiskFull),
+    )
+)]
+// `POST /files/mkdir`: with `parents` (the default) creates missing parents too and
+// succeeds when the directory is already there (`mkdir -p`); with `parents: false` the
+// parent must exist and the directory must not (409).
 async fn mkdir(
     State(agent): State<Arc<Agent>>,
     req: Request,
@@ -290,9 +357,25 @@ async fn mkdir(
     .await
 }
 
-/// `POST /files/move`: renames within the sandbox (one file system: `/workspace` and the
-/// image's directories are one overlay each, `/tmp` is another; across them answers 409).
-/// Missing parents of the destination are created unless `parents: false`.
+/// Moves (renames) a file or directory.
+///
+/// Within one file system of the sandbox (`/tmp` is its own; across, 409).
+#[utoipa::path(
+    post,
+    path = "/files/move",
+    operation_id = "moveFile",
+    tag = "files",
+    request_body = hutch_api::MoveRequest,
+    responses(
+        (status = 200, description = "Moved; the file at its new path", body = hutch_api::FileInfo),
+        (status = 403, response = Forbidden),
+        (status = 404, response = FileNotFound),
+        (status = 413, response = PayloadTooLarge),
+    )
+)]
+// `POST /files/move`: renames within the sandbox (one file system: `/workspace` and the
+// image's directories are one overlay each, `/tmp` is another; across them answers 409).
+// Missing parents of the destination are created unless `parents: false`.
 async fn move_file(
     State(agent): State<Arc<Agent>>,
     req: Request,
@@ -388,8 +471,30 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         })
 }
 
-/// `GET /files/content?path=`: a regular file, streamed; `Range: bytes=` answers 206 (or 416);
-/// `Accept-Encoding: gzip` compresses on the fly (not with a range).
+/// Downloads a file, streamed.
+///
+/// A regular file only (409 for a directory: use the archive route). `Range: bytes=a-b`
+/// (one range) answers 206 with `Content-Range`, or 416 outside the file.
+/// `Accept-Encoding: gzip` compresses on the fly (`Content-Encoding: gzip`, no length) when no
+/// range is asked for.
+#[utoipa::path(
+    get,
+    path = "/files/content",
+    operation_id = "downloadFile",
+    tag = "files",
+    params(
+        ("path" = String, Query, description = "The file."),
+        ("Range" = Option<String>, Header, description = "One byte range, `bytes=0-1023`, `bytes=1024-` or `bytes=-512`."),
+        ("Accept-Encoding" = Option<String>, Header, description = "`gzip` to compress the whole file on the fly."),
+    ),
+    responses(
+        (status = 200, description = "The whole file", content_type = "application/octet-stream", body = inline(hutch_api::files::Binary)),
+        (status = 206, description = "The requested range", content_type = "application/octet-stream", body = inline(hutch_api::files::Binary)),
+        (status = 403, response = Forbidden),
+        (status = 404, response = FileNotFound),
+        (status = 416, response = RangeNotSatisfiable),
+    )
+)]
 async fn download(
     State(agent): State<Arc<Agent>>,
     headers: HeaderMap,
@@ -499,8 +604,32 @@ fn send_range(file: &std::fs::File, start: u64, len: u64, out: &BodyWriter) -> s
     Ok(())
 }
 
-/// `PUT /files/content?path=&mode=&parents=&overwrite=`: the raw body becomes the file
-/// (missing parents are created unless `parents=false`).
+/// Uploads a file: the raw body, streamed.
+///
+/// Written to a temporary file in the same directory and renamed over `path` once complete:
+/// a failed or interrupted upload leaves nothing. The file belongs to the sandbox's root user
+/// with `mode` (default `0644`). Past the server's maximum upload size (`--max-upload-mb`),
+/// 413; past the session's disk quota, 507.
+#[utoipa::path(
+    put,
+    path = "/files/content",
+    operation_id = "uploadFile",
+    tag = "files",
+    params(
+        ("path" = String, Query, description = "Where to write."),
+        ("mode" = Option<String>, Query, description = "Permission bits, octal (at most `1777`); default `0644`."),
+        ("parents" = Option<bool>, Query, description = "Create missing parent directories; default true (false: 404 when the parent is missing)."),
+        ("overwrite" = Option<bool>, Query, description = "Replace an existing file; default true (false: 409 if it exists)."),
+    ),
+    request_body(content = inline(hutch_api::files::Binary), content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "Written", body = hutch_api::UploadResults),
+        (status = 403, response = Forbidden),
+        (status = 404, response = FileNotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 507, response = DiskFull),
+    )
+)]
 async fn upload(
     State(agent): State<Arc<Agent>>,
     q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
@@ -542,11 +671,33 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// `POST /files?path=&mode=&parents=&overwrite=`: `multipart/form-data` with several files.
-/// Each file part goes to its `filename`, or to the value of a `path` field sent just before
-/// it, taken relative to the `path` query (default `/workspace`). Every file is written (or
-/// fails) on its own; the response lists each; if one failed the status is that failure's,
-/// and the error names the file.
+/// Uploads several files in one `multipart/form-data` request.
+///
+/// Each file part is written to its `filename`, or to the value of a `path` field sent just
+/// before it, relative to the `path` query (default `/workspace`); parents are created unless
+/// `parents=false`. Each file is written (atomically) or fails on its own. When all are
+/// written the answer lists them; when one fails the answer has that failure's status, its
+/// error names the file in `details.path`, and `details.files` lists every file's result.
+#[utoipa::path(
+    post,
+    path = "/files",
+    operation_id = "uploadFiles",
+    tag = "files",
+    params(
+        ("path" = Option<String>, Query, description = "Directory relative names go in; default `/workspace`."),
+        ("mode" = Option<String>, Query, description = "Permission bits of every file, octal; default `0644`."),
+        ("parents" = Option<bool>, Query, description = "Create missing parent directories; default true."),
+        ("overwrite" = Option<bool>, Query, description = "Replace existing files; default true."),
+    ),
+    request_body(content = inline(Object), content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "Every file written", body = hutch_api::UploadResults),
+        (status = 403, response = Forbidden),
+        (status = 404, response = FileNotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 507, response = DiskFull),
+    )
+)]
 async fn upload_multipart(
     State(agent): State<Arc<Agent>>,
     q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,

@@ -1,19 +1,21 @@
 //! HTTP and WebSocket routes of interpreter contexts, with the seed-compatible aliases under
-//! `/process/interpreter/…`.
+//! `/process/interpreter/…` (each alias a handler of its own, so that it is documented too).
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use hutch_api::interpreter::{Deleted, HistoryList, InterruptResult};
 use hutch_api::limits::INTERPRETER_REQUEST_MAX_BYTES;
-use hutch_api::{ContextList, CreateContextRequest, ExecuteRequest, Frame};
+use hutch_api::responses::{ContextNotFound, PayloadTooLarge};
+use hutch_api::{Context, ContextList, CreateContextRequest, ExecuteRequest, Frame};
 use serde::Deserialize;
 use tokio::sync::mpsc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::Agent;
 use crate::error::AgentError;
@@ -25,30 +27,18 @@ const FIRST_MESSAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 const FRAME_BUFFER: usize = 256;
 
 /// The interpreter routes.
-pub(crate) fn router() -> Router<Arc<Agent>> {
-    Router::new()
-        .route(
-            "/interpreter/contexts",
-            post(create_context).get(list_contexts),
-        )
-        .route("/process/interpreter/context", post(create_context))
-        .route("/process/interpreter/contexts", get(list_contexts))
-        .route(
-            "/interpreter/contexts/{cid}",
-            get(get_context).delete(delete_context),
-        )
-        .route(
-            "/process/interpreter/context/{cid}",
-            axum::routing::delete(delete_context),
-        )
-        .route("/interpreter/contexts/{cid}/interrupt", post(interrupt))
-        .route("/interpreter/contexts/{cid}/restart", post(restart))
-        .route("/interpreter/contexts/{cid}/history", get(history))
-        .route("/interpreter/execute", get(execute_ws).post(execute_ndjson))
-        .route(
-            "/process/interpreter/execute",
-            get(execute_ws).post(execute_ndjson),
-        )
+pub(crate) fn router() -> OpenApiRouter<Arc<Agent>> {
+    OpenApiRouter::new()
+        .routes(routes!(create_context, list_contexts))
+        .routes(routes!(create_context_alias))
+        .routes(routes!(list_contexts_alias))
+        .routes(routes!(get_context, delete_context))
+        .routes(routes!(delete_context_alias))
+        .routes(routes!(interrupt))
+        .routes(routes!(restart))
+        .routes(routes!(history))
+        .routes(routes!(execute_ws, execute_ndjson))
+        .routes(routes!(execute_ws_alias, execute_ndjson_alias))
 }
 
 async fn read_body<T: serde::de::DeserializeOwned + Default>(
@@ -67,6 +57,23 @@ async fn read_body<T: serde::de::DeserializeOwned + Default>(
     })
 }
 
+/// Creates an interpreter context: a python, javascript or bash worker with its own state.
+///
+/// The context's worker is started before the answer, in its own cgroup and process group, in
+/// `cwd` (created if missing), with the session's environment plus `env`. A session holds at
+/// most 32 contexts besides `default`. `POST /v1/sessions/{id}/process/interpreter/context`
+/// is an alias.
+#[utoipa::path(
+    post,
+    path = "/interpreter/contexts",
+    operation_id = "createContext",
+    tag = "interpreter",
+    request_body = CreateContextRequest,
+    responses(
+        (status = 200, description = "The context, started", body = Context),
+        (status = 413, response = PayloadTooLarge),
+    )
+)]
 async fn create_context(
     State(agent): State<Arc<Agent>>,
     req: Request,
@@ -75,12 +82,71 @@ async fn create_context(
     super::create(&agent, body).await.map(Json)
 }
 
+/// Alias of `POST …/interpreter/contexts`.
+#[utoipa::path(
+    post,
+    path = "/process/interpreter/context",
+    operation_id = "createContextAlias",
+    tag = "interpreter",
+    request_body = CreateContextRequest,
+    responses(
+        (status = 200, description = "The context, started", body = Context),
+        (status = 413, response = PayloadTooLarge),
+    )
+)]
+async fn create_context_alias(
+    agent: State<Arc<Agent>>,
+    req: Request,
+) -> Result<Json<hutch_api::Context>, AgentError> {
+    create_context(agent, req).await
+}
+
+/// Lists the session's created contexts (not `default`), oldest first.
+///
+/// `GET /v1/sessions/{id}/process/interpreter/contexts` is an alias.
+#[utoipa::path(
+    get,
+    path = "/interpreter/contexts",
+    operation_id = "listContexts",
+    tag = "interpreter",
+    responses(
+        (status = 200, description = "The contexts", body = ContextList),
+    )
+)]
 async fn list_contexts(State(agent): State<Arc<Agent>>) -> Json<ContextList> {
     Json(ContextList {
         contexts: super::list(&agent),
     })
 }
 
+/// Alias of `GET …/interpreter/contexts`.
+#[utoipa::path(
+    get,
+    path = "/process/interpreter/contexts",
+    operation_id = "listContextsAlias",
+    tag = "interpreter",
+    responses(
+        (status = 200, description = "The contexts", body = ContextList),
+    )
+)]
+async fn list_contexts_alias(agent: State<Arc<Agent>>) -> Json<ContextList> {
+    list_contexts(agent).await
+}
+
+/// Gets one context (`default` included).
+#[utoipa::path(
+    get,
+    path = "/interpreter/contexts/{cid}",
+    operation_id = "getContext",
+    tag = "interpreter",
+    params(
+        ("cid" = String, Path, description = "The context id, or `default`."),
+    ),
+    responses(
+        (status = 200, description = "The context", body = Context),
+        (status = 404, response = ContextNotFound),
+    )
+)]
 async fn get_context(
     State(agent): State<Arc<Agent>>,
     Path(cid): Path<String>,
@@ -88,6 +154,23 @@ async fn get_context(
     super::get(&agent, &cid).map(Json)
 }
 
+/// Deletes a context and kills its worker (and an execution it runs).
+///
+/// `default` cannot be deleted (400). `DELETE /v1/sessions/{id}/process/interpreter/context/{cid}`
+/// is an alias.
+#[utoipa::path(
+    delete,
+    path = "/interpreter/contexts/{cid}",
+    operation_id = "deleteContext",
+    tag = "interpreter",
+    params(
+        ("cid" = String, Path, description = "The context id."),
+    ),
+    responses(
+        (status = 200, description = "`{\"message\": \"Context deleted\"}`", body = Deleted),
+        (status = 404, response = ContextNotFound),
+    )
+)]
 async fn delete_context(
     State(agent): State<Arc<Agent>>,
     Path(cid): Path<String>,
@@ -98,6 +181,45 @@ async fn delete_context(
     }))
 }
 
+/// Alias of `DELETE …/interpreter/contexts/{cid}`.
+#[utoipa::path(
+    delete,
+    path = "/process/interpreter/context/{cid}",
+    operation_id = "deleteContextAlias",
+    tag = "interpreter",
+    params(
+        ("cid" = String, Path, description = "The context id."),
+    ),
+    responses(
+        (status = 200, description = "`{\"message\": \"Context deleted\"}`", body = Deleted),
+        (status = 404, response = ContextNotFound),
+    )
+)]
+async fn delete_context_alias(
+    agent: State<Arc<Agent>>,
+    cid: Path<String>,
+) -> Result<Json<Deleted>, AgentError> {
+    delete_context(agent, cid).await
+}
+
+/// Interrupts the context's running execution (SIGINT to its worker's process group).
+///
+/// The cell ends with a `KeyboardInterrupt` error frame and control `interrupted`; the
+/// context's state is kept. `interrupted` is false when nothing was running.
+#[utoipa::path(
+    post,
+    path = "/interpreter/contexts/{cid}/interrupt",
+    operation_id = "interruptContext",
+    tag = "interpreter",
+    params(
+        ("cid" = String, Path, description = "The context id, or `default`."),
+    ),
+    responses(
+        (status = 200, description = "Whether an execution was interrupted",
+            body = InterruptResult),
+        (status = 404, response = ContextNotFound),
+    )
+)]
 async fn interrupt(
     State(agent): State<Arc<Agent>>,
     Path(cid): Path<String>,
@@ -105,6 +227,20 @@ async fn interrupt(
     super::interrupt(&agent, &cid).map(|interrupted| Json(InterruptResult { interrupted }))
 }
 
+/// Restarts a context: kills its worker (ending a running execution) and starts a fresh one.
+#[utoipa::path(
+    post,
+    path = "/interpreter/contexts/{cid}/restart",
+    operation_id = "restartContext",
+    tag = "interpreter",
+    params(
+        ("cid" = String, Path, description = "The context id, or `default`."),
+    ),
+    responses(
+        (status = 200, description = "The context, with a fresh worker", body = Context),
+        (status = 404, response = ContextNotFound),
+    )
+)]
 async fn restart(
     State(agent): State<Arc<Agent>>,
     Path(cid): Path<String>,
@@ -117,6 +253,21 @@ struct HistoryQuery {
     limit: Option<usize>,
 }
 
+/// The context's last executions (at most its `historySize`), newest last.
+#[utoipa::path(
+    get,
+    path = "/interpreter/contexts/{cid}/history",
+    operation_id = "getContextHistory",
+    tag = "interpreter",
+    params(
+        ("cid" = String, Path, description = "The context id, or `default`."),
+        ("limit" = Option<u32>, Query, description = "Only the last `limit` executions."),
+    ),
+    responses(
+        (status = 200, description = "The executions", body = HistoryList),
+        (status = 404, response = ContextNotFound),
+    )
+)]
 async fn history(
     State(agent): State<Arc<Agent>>,
     Path(cid): Path<String>,
@@ -133,7 +284,23 @@ fn start(agent: Arc<Agent>, req: ExecuteRequest) -> mpsc::Receiver<Frame> {
     rx
 }
 
-/// `POST …/interpreter/execute`: the frames as NDJSON, one per line.
+/// Runs a cell and streams its frames as NDJSON.
+///
+/// The same frames as the WebSocket, one JSON object per line; the last line is the
+/// `control` frame (or, for an unknown context, the single `ContextError` frame). An invalid
+/// request answers 400 before anything runs. `…/process/interpreter/execute` is an alias.
+#[utoipa::path(
+    post,
+    path = "/interpreter/execute",
+    operation_id = "executeNdjson",
+    tag = "interpreter",
+    request_body = ExecuteRequest,
+    responses(
+        (status = 200, description = "The execution's frames, one per line",
+            content_type = "application/x-ndjson", body = Frame),
+        (status = 413, response = PayloadTooLarge),
+    )
+)]
 async fn execute_ndjson(
     State(agent): State<Arc<Agent>>,
     req: Request,
@@ -154,8 +321,47 @@ async fn execute_ndjson(
         .into_response())
 }
 
-/// `GET …/interpreter/execute` (WebSocket): the first message is the request, then frames
-/// until `control`, then close (1000, 4008 on timeout, 1011 on a crash).
+/// Alias of `POST …/interpreter/execute`.
+#[utoipa::path(
+    post,
+    path = "/process/interpreter/execute",
+    operation_id = "executeNdjsonAlias",
+    tag = "interpreter",
+    request_body = ExecuteRequest,
+    responses(
+        (status = 200, description = "The execution's frames, one per line",
+            content_type = "application/x-ndjson", body = Frame),
+        (status = 413, response = PayloadTooLarge),
+    )
+)]
+async fn execute_ndjson_alias(
+    agent: State<Arc<Agent>>,
+    req: Request,
+) -> Result<Response, AgentError> {
+    execute_ndjson(agent, req).await
+}
+
+/// Runs a cell over a WebSocket.
+///
+/// Upgrade, then send one text message, an `ExecuteRequest`. The server answers with
+/// `Frame`s as text messages — `stdout`/`stderr` (with `seq`), `result`, `artifact`, `error`
+/// — and always last a `control` frame stating the outcome (`completed`, `interrupted`,
+/// `timeout`, `exited`, `crashed`), then closes: 1000 (completed, interrupted, exited), 4008
+/// (timeout: the cell was interrupted, and its worker killed if it ignored that for 2 s),
+/// 1011 (the worker crashed). An unknown context answers one `ContextError` error frame and
+/// closes 1000; an invalid request one `InvalidRequest` error frame and closes 1008.
+/// Executions of one context run one at a time in arrival order; a client that disconnects
+/// does not stop its execution. `…/process/interpreter/execute` is an alias.
+#[utoipa::path(
+    get,
+    path = "/interpreter/execute",
+    operation_id = "executeWebSocket",
+    tag = "interpreter",
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol; first client \
+            message: an `ExecuteRequest`; server messages: `Frame`s", body = Frame),
+    )
+)]
 async fn execute_ws(
     State(agent): State<Arc<Agent>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -163,6 +369,23 @@ async fn execute_ws(
     Ok(crate::processes::routes::upgrade(ws)?
         .max_message_size(INTERPRETER_REQUEST_MAX_BYTES)
         .on_upgrade(move |socket| ws_session(agent, socket)))
+}
+
+/// Alias of the execute WebSocket.
+#[utoipa::path(
+    get,
+    path = "/process/interpreter/execute",
+    operation_id = "executeWebSocketAlias",
+    tag = "interpreter",
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol", body = Frame),
+    )
+)]
+async fn execute_ws_alias(
+    agent: State<Arc<Agent>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, AgentError> {
+    execute_ws(agent, ws).await
 }
 
 async fn close(mut socket: WebSocket, code: u16, reason: &str) {

@@ -155,7 +155,32 @@ impl Drop for Session {
     }
 }
 
-/// WS `/pty`.
+/// Opens a terminal over a WebSocket.
+///
+/// The program (`command` run by `/bin/sh -c`, default a login shell) gets a pseudo-terminal
+/// as its controlling terminal, in a session of its own, with `TERM=xterm-256color`. Binary
+/// messages are terminal bytes both ways; a `PtyControl` text message `{"type": "resize",
+/// "cols", "rows"}` resizes it. When the program exits the server sends an `exit`
+/// `ProcessEvent` as text and closes; when the client closes, the terminal is hung up and
+/// everything started in it is killed. At most 16 terminals per session.
+#[utoipa::path(
+    get,
+    path = "/pty",
+    operation_id = "openTerminal",
+    tag = "processes",
+    params(
+        ("cols" = Option<u16>, Query, description = "Columns, 1 to 1000; default 80.",
+            minimum = 1, maximum = 1000),
+        ("rows" = Option<u16>, Query, description = "Rows, 1 to 1000; default 24.",
+            minimum = 1, maximum = 1000),
+        ("command" = Option<String>, Query, description = "A shell command line to run instead \
+            of a login shell."),
+    ),
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol; client text messages \
+            are `PtyControl`s", body = PtyControl),
+    )
+)]
 pub(crate) async fn handler(
     State(agent): State<Arc<Agent>>,
     pty_query: Result<Query<PtyQuery>, QueryRejection>,

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -13,12 +12,16 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use futures_util::{SinkExt, StreamExt};
 use hutch_api::limits::PROCESS_STDIN_WRITE_MAX_BYTES;
 use hutch_api::processes::StreamControl;
-use hutch_api::{CommandRequest, ProcessEvent, ProcessList, SignalRequest, StartedProcess};
+use hutch_api::responses::{PayloadTooLarge, ProcessNotFound};
+use hutch_api::{
+    CommandRequest, ProcessEvent, ProcessInfo, ProcessList, SignalRequest, StartedProcess,
+};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{Frame, Managed, Reader, Stdin};
 use crate::Agent;
@@ -36,16 +39,16 @@ pub(crate) const CLOSE_WAIT: Duration = Duration::from_secs(5);
 const DELETE_WAIT: Duration = Duration::from_secs(5);
 
 /// The routes of this module.
-pub(crate) fn routes() -> Router<Arc<Agent>> {
-    Router::new()
-        .route("/commands/stream", get(command_stream))
-        .route("/processes", get(list))
-        .route("/processes/{pid}", get(get_one).delete(delete))
-        .route("/processes/{pid}/stream", get(reattach))
-        .route("/processes/{pid}/stdin", post(stdin))
-        .route("/processes/{pid}/signal", post(signal))
-        .route("/pty", get(super::pty::handler))
-        .route("/code", post(crate::code::run))
+pub(crate) fn routes() -> OpenApiRouter<Arc<Agent>> {
+    OpenApiRouter::new()
+        .routes(routes!(command_stream))
+        .routes(routes!(list))
+        .routes(routes!(get_one, delete))
+        .routes(routes!(reattach))
+        .routes(routes!(stdin))
+        .routes(routes!(signal))
+        .routes(routes!(super::pty::handler))
+        .routes(routes!(crate::code::run))
 }
 
 /// Whether a `POST /commands` asks for a process rather than a one-shot result.
@@ -115,7 +118,28 @@ fn ndjson(process: &Managed, reader: Reader) -> Response {
         .into_response()
 }
 
-/// WS `/commands/stream`: the first message is the command; then events out, stdin in.
+/// Runs a command and streams its events over a WebSocket.
+///
+/// After the upgrade the client sends the command as its first (text) message, a
+/// `CommandRequest` exactly as `POST …/commands` takes it. The server answers with
+/// `ProcessEvent`s as text messages: `start` (pid and processId), `stdout`/`stderr` chunks
+/// (`seq` numbered from 0 across both streams, `data` base64), and `exit` last, then closes; a
+/// request that cannot start gets one `error` event instead. Meanwhile binary client messages
+/// are written to the command's standard input and a `StreamControl` text message `{"type":
+/// "eof"}` closes it. With `background: true` the server sends `start` and closes at once.
+///
+/// The command is a process of the session: it runs on when the socket closes (until its
+/// timeout, default 60 s) and can be reattached with `…/processes/{pid}/stream?from=SEQ`.
+#[utoipa::path(
+    get,
+    path = "/commands/stream",
+    operation_id = "streamCommand",
+    tag = "processes",
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol; text messages are \
+            `ProcessEvent`s", body = ProcessEvent),
+    )
+)]
 async fn command_stream(
     State(agent): State<Arc<Agent>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -193,7 +217,30 @@ struct StreamQuery {
     from: Option<u64>,
 }
 
-/// WS `/processes/{pid}/stream?from=SEQ`: `start`, then output from `SEQ` (default 0).
+/// Reattaches to a process's output over a WebSocket.
+///
+/// The server sends `start`, then every buffered chunk from sequence number `from` (default
+/// 0) and live output until `exit`, then closes. When `from` is older than the buffer (1 MiB
+/// per process) a `truncated` event `{from, firstAvailable}` comes first. While a client is
+/// attached, output it has not yet received is never dropped (the process waits instead).
+/// Binary messages and `{"type": "eof"}` go to the process's standard input as on
+/// `…/commands/stream`.
+#[utoipa::path(
+    get,
+    path = "/processes/{pid}/stream",
+    operation_id = "attachProcess",
+    tag = "processes",
+    params(
+        ("pid" = i32, Path, description = "The process's pid inside the session.", minimum = 1),
+        ("from" = Option<u64>, Query, description = "The first sequence number wanted: one past \
+            the last one received."),
+    ),
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol; text messages are \
+            `ProcessEvent`s", body = ProcessEvent),
+        (status = 404, response = ProcessNotFound),
+    )
+)]
 async fn reattach(
     State(agent): State<Arc<Agent>>,
     Path(pid): Path<String>,
@@ -265,7 +312,17 @@ fn parse_pid(pid: &str) -> Result<i32, AgentError> {
         .ok_or_else(|| AgentError::invalid("pid", "pid must be a positive integer"))
 }
 
-/// `GET /processes`.
+/// The session's processes: running ones and the most recent finished ones (up to 32),
+/// oldest first.
+#[utoipa::path(
+    get,
+    path = "/processes",
+    operation_id = "listProcesses",
+    tag = "processes",
+    responses(
+        (status = 200, description = "The processes", body = ProcessList),
+    )
+)]
 async fn list(State(agent): State<Arc<Agent>>) -> Json<ProcessList> {
     let items = agent.processes.list();
     Json(ProcessList {
@@ -274,7 +331,20 @@ async fn list(State(agent): State<Arc<Agent>>) -> Json<ProcessList> {
     })
 }
 
-/// `GET /processes/{pid}`.
+/// One process: running or exited, its exit, and which output it still buffers.
+#[utoipa::path(
+    get,
+    path = "/processes/{pid}",
+    operation_id = "getProcess",
+    tag = "processes",
+    params(
+        ("pid" = i32, Path, description = "The process's pid inside the session.", minimum = 1),
+    ),
+    responses(
+        (status = 200, description = "The process", body = ProcessInfo),
+        (status = 404, response = ProcessNotFound),
+    )
+)]
 async fn get_one(
     State(agent): State<Arc<Agent>>,
     Path(pid): Path<String>,
@@ -283,7 +353,21 @@ async fn get_one(
     Ok(Json(process.info()).into_response())
 }
 
-/// `DELETE /processes/{pid}`: kills the whole tree and answers with its final state.
+/// Kills a process and everything it started (its whole cgroup) and answers with its final
+/// state. A finished process stays listed, so its exit and output can still be read.
+#[utoipa::path(
+    delete,
+    path = "/processes/{pid}",
+    operation_id = "killProcess",
+    tag = "processes",
+    params(
+        ("pid" = i32, Path, description = "The process's pid inside the session.", minimum = 1),
+    ),
+    responses(
+        (status = 200, description = "The process, killed", body = ProcessInfo),
+        (status = 404, response = ProcessNotFound),
+    )
+)]
 async fn delete(
     State(agent): State<Arc<Agent>>,
     Path(pid): Path<String>,
@@ -307,7 +391,25 @@ struct StdinQuery {
     eof: Option<bool>,
 }
 
-/// `POST /processes/{pid}/stdin?eof=`: the raw body is written; `eof=true` closes it after.
+/// Writes the raw request body (at most 1 MiB) to a process's standard input; `eof=true`
+/// closes it afterwards (with an empty body, it only closes it).
+#[utoipa::path(
+    post,
+    path = "/processes/{pid}/stdin",
+    operation_id = "writeProcessStdin",
+    tag = "processes",
+    params(
+        ("pid" = i32, Path, description = "The process's pid inside the session.", minimum = 1),
+        ("eof" = Option<bool>, Query, description = "Close standard input after the write."),
+    ),
+    request_body(content = inline(hutch_api::files::Binary), content_type = "application/octet-stream",
+        description = "The bytes to write."),
+    responses(
+        (status = 204, description = "Written"),
+        (status = 404, response = ProcessNotFound),
+        (status = 413, response = PayloadTooLarge),
+    )
+)]
 async fn stdin(
     State(agent): State<Arc<Agent>>,
     Path(pid): Path<String>,
@@ -327,7 +429,23 @@ async fn stdin(
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }
 
-/// `POST /processes/{pid}/signal`.
+/// Sends a signal to a process's whole process group (`SIGTERM`, `TERM` or `15`; HUP, INT,
+/// QUIT, ABRT, KILL, USR1, USR2, PIPE, ALRM, TERM, CONT, STOP, TSTP and WINCH are accepted).
+#[utoipa::path(
+    post,
+    path = "/processes/{pid}/signal",
+    operation_id = "signalProcess",
+    tag = "processes",
+    params(
+        ("pid" = i32, Path, description = "The process's pid inside the session.", minimum = 1),
+    ),
+    request_body = SignalRequest,
+    responses(
+        (status = 204, description = "Sent"),
+        (status = 404, response = ProcessNotFound),
+        (status = 413, response = PayloadTooLarge),
+    )
+)]
 async fn signal(
     State(agent): State<Arc<Agent>>,
     Path(pid): Path<String>,

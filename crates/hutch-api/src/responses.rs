@@ -1,0 +1,140 @@
+//! The shared error responses of the OpenAPI document: one per error code a route may answer,
+//! each an [`ErrorBody`] whose `code` is the one named, with an example and the
+//! `X-Hutch-Error-Code` header.
+//!
+//! Both sides use them: the agent's route annotations name the responses of their own routes
+//! (`response = FileNotFound`), and the server's name its own and adds, for every route inside
+//! a session, what the control plane answers before it relays (see `hutch-server`'s
+//! `openapi.rs`).
+
+use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::{ToResponse, ToSchema};
+
+use crate::error::{ErrorBody, ErrorCode};
+
+/// Declares the shared error responses: each is an [`ErrorBody`] whose `code` is the one
+/// named, with an example.
+macro_rules! error_responses {
+    ($($name:ident: $code:ident, $description:literal, $example:literal;)*) => {
+        $(
+            #[doc = concat!("Shared response: ", $description)]
+            #[derive(Debug, Clone, Copy)]
+            pub struct $name;
+
+            impl<'r> ToResponse<'r> for $name {
+                fn response() -> (&'r str, RefOr<utoipa::openapi::Response>) {
+                    (
+                        stringify!($name),
+                        error_response(ErrorCode::$code, $description, $example),
+                    )
+                }
+            }
+        )*
+    };
+}
+
+error_responses! {
+    BadRequest: InvalidRequest,
+        "`invalid_request`: the request is malformed or a value is out of range; \
+         `details.field` names the field when there is one.",
+        "ttl must be between 60 and 28800 seconds, got 5";
+    Unauthorized: Unauthorized,
+        "`unauthorized`: the bearer token is missing, malformed, expired or wrongly signed.",
+        "missing bearer token";
+    SessionNotFound: SessionNotFound,
+        "`session_not_found`: no session with this id belongs to the caller.",
+        "no session 0196a3c2-0000-7000-8000-000000000000";
+    ProcessNotFound: ProcessNotFound,
+        "`process_not_found`: the session has no process with this pid (or \
+         `session_not_found`: no session with this id belongs to the caller).",
+        "no process with pid 42 in this session";
+    Conflict: Conflict,
+        "`conflict`: the session's state does not allow this (it is being created or \
+         deleted, or is not `RUNNING`), its process limit is reached, it holds its maximum \
+         of interpreter contexts, or a context's worker cannot start again.",
+        "session 0196a3c2-0000-7000-8000-000000000000 is being deleted";
+    PayloadTooLarge: PayloadTooLarge,
+        "`payload_too_large`: the request body is larger than accepted; `details.limitBytes` \
+         gives the limit.",
+        "request body is larger than 8388608 bytes";
+    UriTooLong: UriTooLong,
+        "`uri_too_long`: the request target (path and query) is longer than accepted; \
+         `details.limitBytes` gives the limit.",
+        "the request target is longer than 8192 bytes";
+    HeadersTooLarge: HeadersTooLarge,
+        "`headers_too_large`: the request's header fields add up to more than accepted; \
+         `details.limitBytes` gives the limit.",
+        "the request's header fields add up to more than 16384 bytes";
+    RateLimited: RateLimited,
+        "`rate_limited`: the tenant sent more requests than its rate limit allows (or, for \
+         commands, the session runs as many commands at once as it may); `Retry-After` gives \
+         the seconds to wait. Creating a session may also answer `quota_exceeded`: a \
+         per-tenant quota (sessions, memory) is used up.",
+        "too many lifecycle requests; retry in 1 s";
+    Internal: Internal,
+        "`internal`: an unexpected fault inside hutch; the server log has the cause.",
+        "internal error; the server log has the cause";
+    SandboxUnavailable: SandboxUnavailable,
+        "`sandbox_unavailable`: the session's sandbox cannot be reached or failed.",
+        "the sandbox of session 0196a3c2-0000-7000-8000-000000000000 cannot be reached";
+    Capacity: Capacity,
+        "`capacity`: the server runs as many sessions as it may; delete one or retry later.",
+        "the server runs its maximum of 1000 sessions; delete one or retry later";
+    DiskFull: DiskFull,
+        "`disk_full`: the session's disk quota is exhausted; `details.path` names the file \
+         being written.",
+        "write /workspace/data.bin: the session's disk is full";
+    StorageContextNotFound: StorageContextNotFound,
+        "`storage_context_not_found`: no storage context with this id belongs to the caller.",
+        "no storage context 0196a3c2-0000-7000-8000-000000000000";
+    SyncFailed: SyncFailed,
+        "`sync_failed`: moving content between the session and a storage context failed; \
+         the message says which context, which path and why, and `details` name them.",
+        "upload of storage context 0196a3c2-0000-7000-8000-000000000000 at /workspace/data \
+         failed: the content is larger than the limit of 1073741824 bytes";
+    Forbidden: Forbidden,
+        "`forbidden`: the file API does not touch this path: /proc, /sys, /dev, device nodes, \
+         FIFOs, or the sandbox root itself.",
+        "/proc/1/environ is a device node, FIFO or socket, or lies on /proc, /sys or /dev, which the file API does not touch";
+    FileNotFound: FileNotFound,
+        "`file_not_found`: no file or directory at the path (or a component of it) in the \
+         session; `details.path` names it.",
+        "open /workspace/missing.txt: no such file or directory";
+    RangeNotSatisfiable: RangeNotSatisfiable,
+        "`range_not_satisfiable`: the requested range lies outside the file; \
+         `Content-Range: bytes */SIZE` and `details.size` give its size.",
+        "/workspace/a.txt: the requested range lies outside the file (10 bytes)";
+    ContextNotFound: ContextNotFound,
+        "`context_not_found`: the session has no interpreter context with this id (or the \
+         session is not the caller's).",
+        "context not found: 0192f5a4-7c1e-7d30-9b1a-3c1f0e6b2a11";
+}
+
+/// One shared error response: `description`, an [`ErrorBody`] schema with an example, and the
+/// `X-Hutch-Error-Code` header (the server adds the headers of its own, such as
+/// `X-Request-Id`).
+fn error_response(
+    code: ErrorCode,
+    description: &str,
+    example: &str,
+) -> RefOr<utoipa::openapi::Response> {
+    let example = serde_json::to_value(ErrorBody::new(code, example)).ok();
+    ResponseBuilder::new()
+        .description(description)
+        .header(
+            "X-Hutch-Error-Code",
+            HeaderBuilder::new()
+                .schema(Some(Ref::from_schema_name(ErrorCode::name())))
+                .description(Some("The error's `code`, repeated from the body."))
+                .build(),
+        )
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(ErrorBody::name())))
+                .example(example)
+                .build(),
+        )
+        .build()
+        .into()
+}
