@@ -37,6 +37,14 @@ def test_env_and_timeout(session: Any) -> None:
     assert slow.timed_out
 
 
+def test_out_of_memory_is_reported(client: Any) -> None:
+    session = client.create_session(ttl=600, resources={"memoryMb": 64})
+    assert not session.code.run("python", "print('fine')").oom_killed
+    hog = session.code.run("python", "b = bytearray(1 << 30)")
+    assert hog.oom_killed
+    assert hog.exit_code != 0
+
+
 def test_unknown_language_is_refused_locally(session: Any) -> None:
     with pytest.raises(ValueError):
         session.code.run("cobol", "DISPLAY 'HI'")

@@ -10,6 +10,9 @@ import pytest
 from hutch import SandboxOperationError, SessionNotFoundError, SessionsClient
 from hutch.commands import CommandResult, Process
 
+# Fills memory until the kernel's OOM killer ends it (`tail` keeps the newline-free line whole).
+MEMORY_HOG = "head -c 500m /dev/zero | tail"
+
 
 def test_run_a_shell_command(session: Any) -> None:
     result = session.commands.run("echo hello; echo oops >&2; exit 3")
@@ -110,3 +113,28 @@ def test_background_process_reads_stdin(session: Any) -> None:
     result = process.wait()
     assert result.stdout == "got hello\n"
     assert result.exit_code == 0
+
+
+@pytest.mark.requires_route("GET", "/v1/sessions/{id}/processes")
+def test_out_of_memory_is_reported(client: SessionsClient) -> None:
+    session = client.create_session(ttl=600, resources={"memoryMb": 64})
+    fine = session.commands.run("echo fine")
+    assert fine.ok and not fine.oom_killed
+
+    one_shot = session.commands.run(MEMORY_HOG)
+    assert one_shot.oom_killed
+    assert not one_shot.ok and not one_shot.timed_out
+
+    streamed = session.commands.run(MEMORY_HOG, on_stderr=lambda _: None)
+    assert streamed.oom_killed
+
+    process = session.commands.run(MEMORY_HOG, background=True)
+    assert process.wait().oom_killed
+    process.refresh()
+    assert process.info["status"] == "exited"
+    assert process.oom_killed
+
+    survivor = session.commands.run("echo still here", background=True)
+    assert survivor.wait().stdout == "still here\n"
+    survivor.refresh()
+    assert not survivor.oom_killed

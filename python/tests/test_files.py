@@ -67,3 +67,24 @@ def test_upload_many_in_one_request(session: Any) -> None:
     answer = session.files.upload_many({"/workspace/m/one.txt": "1", "/workspace/m/two.txt": b"22"})
     assert [f["size"] for f in answer["files"]] == [1, 2]
     assert session.files.read_text("/workspace/m/two.txt") == "22"
+
+
+def test_missing_parents_are_created_unless_refused(session: Any) -> None:
+    session.files.write("/workspace/src.txt", "moved")
+    with pytest.raises(SandboxAPIError) as info:
+        session.files.move("/workspace/src.txt", "/workspace/new/dir/dst.txt", parents=False)
+    assert info.value.status_code == 404
+    assert session.files.exists("/workspace/src.txt")
+    assert not session.files.exists("/workspace/new")
+
+    session.files.move("/workspace/src.txt", "/workspace/new/dir/dst.txt")
+    assert session.files.read_text("/workspace/new/dir/dst.txt") == "moved"
+    assert not session.files.exists("/workspace/src.txt")
+
+    with pytest.raises(SandboxAPIError) as info:
+        session.files.write("/workspace/absent/a.txt", "x", parents=False)
+    assert info.value.status_code == 404
+    with pytest.raises(SandboxAPIError) as info:
+        session.files.upload_many({"/workspace/absent/b.txt": "y"}, parents=False)
+    assert info.value.status_code == 404
+    assert not session.files.exists("/workspace/absent")

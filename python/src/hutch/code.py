@@ -23,6 +23,9 @@ class CodeResult:
     duration_ms: int = 0
     timed_out: bool = False
     results: List[Dict[str, Any]] = field(default_factory=list)
+    oom_killed: bool = False
+    """Whether the kernel's out-of-memory killer ended the run: the session reached its memory
+    limit (``memoryMb``)."""
 
     @property
     def ok(self) -> bool:
@@ -39,6 +42,7 @@ class CodeResult:
             stderr=str(data.get("stderr", "")),
             duration_ms=int(data.get("durationMs", 0) or 0),
             timed_out=bool(data.get("timedOut", False)),
+            oom_killed=bool(data.get("oomKilled", False)),
             results=[dict(r) for r in data.get("results", []) or []],
         )
 

@@ -32,6 +32,9 @@ class CommandResult:
     duration_ms: int = 0
     timed_out: bool = False
     truncated: bool = False
+    oom_killed: bool = False
+    """Whether the kernel's out-of-memory killer ended the command: the session reached its
+    memory limit (``memoryMb``)."""
 
     @property
     def ok(self) -> bool:
@@ -48,6 +51,7 @@ class CommandResult:
             duration_ms=int(data.get("durationMs", 0) or 0),
             timed_out=bool(data.get("timedOut", False)),
             truncated=bool(data.get("truncated", False)),
+            oom_killed=bool(data.get("oomKilled", False)),
         )
 
 
@@ -67,6 +71,12 @@ class Process:
     def path(self) -> str:
         """``/sessions/{id}/processes/{pid}``."""
         return f"{self._session_path}/processes/{self.pid}"
+
+    @property
+    def oom_killed(self) -> bool:
+        """Whether the kernel's out-of-memory killer ended the process, as of the last
+        :meth:`refresh` (``oomKilled`` of its status)."""
+        return bool(self.info.get("oomKilled", False))
 
     def refresh(self) -> Dict[str, Any]:
         """Fetches the process's current state."""

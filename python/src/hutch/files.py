@@ -168,18 +168,23 @@ class Files:
             answer = {}
         return answer if isinstance(answer, dict) else {"files": answer}
 
-    def write(self, path: str, content: Union[str, bytes]) -> Dict[str, Any]:
-        """Writes text (UTF-8) or bytes to ``path``."""
-        return self.upload(path, content.encode() if isinstance(content, str) else content)
+    def write(self, path: str, content: Union[str, bytes], *, parents: bool = True) -> Dict[str, Any]:
+        """Writes text (UTF-8) or bytes to ``path``; missing parent directories are created
+        unless ``parents=False`` (404 when the parent is missing)."""
+        data = content.encode() if isinstance(content, str) else content
+        return self.upload(path, data, parents=parents)
 
-    def upload_many(self, files: Mapping[str, Union[bytes, str]]) -> Dict[str, Any]:
+    def upload_many(self, files: Mapping[str, Union[bytes, str]], *, parents: bool = True) -> Dict[str, Any]:
         """Uploads several files in one multipart request (``POST …/files``):
-        ``{"/workspace/a.txt": b"…", …}``."""
+        ``{"/workspace/a.txt": b"…", …}``. Missing parent directories are created unless
+        ``parents=False``."""
         parts = [
             ("file", (path, data.encode() if isinstance(data, str) else data, "application/octet-stream"))
             for path, data in files.items()
         ]
-        response = self._transport.request("POST", self._base, files=parts)
+        response = self._transport.request(
+            "POST", self._base, params={"parents": "true" if parents else "false"}, files=parts
+        )
         answer = response.json() if response.content else {}
         return answer if isinstance(answer, dict) else {"files": answer}
 
@@ -249,9 +254,12 @@ class Files:
         data = self._transport.json("POST", f"{self._base}/mkdir", json_body=body)
         return FileInfo.from_json(data) if isinstance(data, dict) and "path" in data else None
 
-    def move(self, source: str, destination: str, overwrite: bool = False) -> Optional[FileInfo]:
+    def move(
+        self, source: str, destination: str, overwrite: bool = False, *, parents: bool = True
+    ) -> Optional[FileInfo]:
         """Moves or renames ``source`` to ``destination`` (409 if it exists, unless
-        ``overwrite``)."""
-        body = {"from": source, "to": destination, "overwrite": overwrite}
+        ``overwrite``). Missing parent directories of ``destination`` are created unless
+        ``parents=False`` (404 when one is missing)."""
+        body = {"from": source, "to": destination, "overwrite": overwrite, "parents": parents}
         data = self._transport.json("POST", f"{self._base}/move", json_body=body)
         return FileInfo.from_json(data) if isinstance(data, dict) and "path" in data else None
