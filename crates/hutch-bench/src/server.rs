@@ -48,8 +48,9 @@ impl ServerProcess {
             if let Some(u) = line.split("listening on ").nth(1) {
                 url = Some(u.trim().to_owned());
             }
-            if line.starts_with("token for tenant") {
-                token = line.rsplit(' ').next().map(str::to_owned);
+            // `hutch serve` prints the token as a line to paste: `export TOKEN=…`.
+            if let Some(t) = line.trim().strip_prefix("export TOKEN=") {
+                token = Some(t.to_owned());
             }
         }
         std::thread::spawn(move || for _ in lines {});

@@ -192,10 +192,10 @@ async fn errors_carry_the_envelope() {
 
 #[tokio::test]
 async fn transport_errors_are_reported() {
-    // Nothing listens on port 1.
+    // Nothing listens on port 1: the error names the URL it tried.
     let client = HutchClient::new("http://127.0.0.1:1", "t").unwrap();
     assert!(matches!(
         client.health().await,
-        Err(ClientError::Transport { .. })
+        Err(ClientError::Connect { url, .. }) if url.contains("127.0.0.1:1")
     ));
 }
