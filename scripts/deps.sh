@@ -69,6 +69,7 @@ deps_test() {
     command -v systemd-analyze >/dev/null || need+=(systemd) # checks the service unit
     python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
     command -v ip >/dev/null || need+=(iproute2)           # the docs test's private network
+    command -v openssl >/dev/null || need+=(openssl)       # the image tests' token service
     # OCI image tests (crates/hutch-image/tests) run their own registry and fill it with images
     # built from real files: Debian's docker-registry, skopeo and umoci, busybox-static for a
     # no-libc image, and mmdebstrap for a Debian image with python3 (built once, cached in

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpListener as StdListener;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,10 +39,13 @@ pub fn store() -> (tempfile::TempDir, Arc<ImageStore>) {
     (dir, store)
 }
 
-/// A directory under `target/` for test data (fixtures are cached here between runs).
+/// A directory for test data (fixtures are cached here between runs). It is under `/tmp`, not
+/// `target/`: the user namespaces that mount layers map root to the sandbox uid range, which
+/// must be able to walk down to the store, whatever the permissions of the checkout's parents.
 pub fn scratch() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let dir = std::env::temp_dir().join("hutch-image-tests");
     std::fs::create_dir_all(&dir).expect("scratch dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod scratch");
     dir
 }
 
