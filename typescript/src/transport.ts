@@ -75,6 +75,7 @@ export class Transport {
   readonly verifyTls: boolean;
   private readonly base: URL;
   private readonly agent: http.Agent;
+  private closed = false;
 
   constructor(options: TransportOptions) {
     this.apiUrl = normalizeApiUrl(options.url);
@@ -103,8 +104,9 @@ export class Transport {
     return url;
   }
 
-  /** Closes the pooled connections. */
+  /** Closes the pooled connections; later requests fail. */
   close(): void {
+    this.closed = true;
     this.agent.destroy();
   }
 
@@ -114,6 +116,7 @@ export class Transport {
    * answer's body (so its connection returns to the pool).
    */
   async request(method: string, path: string, options: RequestOptions = {}): Promise<IncomingMessage> {
+    if (this.closed) throw new HutchConnectionError("the client is closed");
     const url = path.startsWith("http") ? new URL(path) : this.url(path, options.query);
     const replayable = options.body === undefined || isBytes(options.body);
     // A pooled connection the server has just closed fails at once: an idempotent request
