@@ -6,7 +6,7 @@
 import { randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { stat } from "node:fs/promises";
-import { Readable, Transform } from "node:stream";
+import { Readable, Transform, pipeline as pipe } from "node:stream";
 import { pipeline } from "node:stream/promises";
 
 import { NotFoundError } from "./errors.js";
@@ -134,9 +134,10 @@ export class Files {
     let body = typeof data === "string" ? Buffer.from(data) : data;
     let size = body instanceof Uint8Array ? body.byteLength : options.size;
     if (options.onProgress) {
-      const source = body instanceof Uint8Array ? Readable.from([body]) : body;
+      const source = body instanceof Readable ? body : Readable.from(body instanceof Uint8Array ? [body] : body, { objectMode: false });
       options.onProgress(0, size);
-      body = Readable.from(source).pipe(progress(size, options.onProgress));
+      // Errors of the source reach the counting stream, and from there the request.
+      body = pipe(source, progress(size, options.onProgress), () => undefined);
     }
     const answer = await this.transport.json<Schemas["UploadResults"]>("PUT", `${this.base}/content`, {
       query: {
