@@ -47,14 +47,20 @@ export function connect(transport: Transport, path: string, query?: Query): Prom
       resolve(reader);
     });
     ws.once("unexpected-response", (request, response) => {
+      // The refused handshake's connection is not reused: close it once its body is read.
+      const socket = response.socket;
+      const done = (): void => {
+        request.destroy();
+        socket?.destroy();
+      };
       readText(response, 64 * 1024).then(
         (text) => {
           reject(errorFromResponse(response.statusCode ?? 0, headerRecord(response), text));
-          request.destroy();
+          done();
         },
         (error: Error) => {
           onError(error);
-          request.destroy();
+          done();
         },
       );
     });
