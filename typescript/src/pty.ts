@@ -7,6 +7,9 @@ import { type ExitEvent, exitEvent } from "./process-stream.js";
 import type { Transport } from "./transport.js";
 import { type MessageReader, connect, jsonFrame } from "./ws.js";
 
+/** How much output waits for a terminal's first listener. */
+const PENDING_LIMIT = 1024 * 1024;
+
 /** Receives a terminal's output as UTF-8 text. */
 export type DataListener = (text: string) => void;
 
@@ -31,6 +34,9 @@ export class Terminal {
   /** Resolves with the program's exit, or with undefined when the terminal closed first. */
   readonly exited: Promise<ExitEvent | undefined>;
   private readonly listeners = new Set<DataListener>();
+  /** Output that came while nobody listened, for the first listener (at most 1 MiB). */
+  private pending: string[] = [];
+  private pendingLength = 0;
 
   private constructor(private readonly reader: MessageReader, onData?: DataListener) {
     if (onData) this.listeners.add(onData);
@@ -55,9 +61,16 @@ export class Terminal {
     return new Terminal(reader, options.onData);
   }
 
-  /** Adds a listener of the output; returns the function that removes it. */
+  /**
+   * Adds a listener of the output; returns the function that removes it. The first listener
+   * also gets what came before it (the last 1 MiB of it).
+   */
   onData(listener: DataListener): () => void {
     this.listeners.add(listener);
+    const pending = this.pending;
+    this.pending = [];
+    this.pendingLength = 0;
+    for (const text of pending) listener(text);
     return () => this.listeners.delete(listener);
   }
 
@@ -79,7 +92,16 @@ export class Terminal {
   private async pump(): Promise<ExitEvent | undefined> {
     const decoder = new StringDecoder("utf8");
     const emit = (text: string): void => {
-      if (text) for (const listener of this.listeners) listener(text);
+      if (!text) return;
+      if (this.listeners.size === 0) {
+        this.pending.push(text);
+        this.pendingLength += text.length;
+        while (this.pendingLength > PENDING_LIMIT && this.pending.length > 1) {
+          this.pendingLength -= this.pending.shift()?.length ?? 0;
+        }
+        return;
+      }
+      for (const listener of this.listeners) listener(text);
     };
     try {
       for await (const message of this.reader) {

@@ -1,23 +1,17 @@
 // Commands: one-shot, with callbacks, streamed as an async iterator, with standard input.
 
 import assert from "node:assert/strict";
-import { before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
 import { CommandResult, SessionNotFoundError } from "@hutch/sdk";
 
 import { suiteOptions, useClient } from "./server.mjs";
 
 describe("commands", suiteOptions(), () => {
-  const ctx = useClient();
-  let hutch;
-  let session;
-  before(async () => {
-    hutch = ctx.hutch;
-    session = await hutch.sessions.create({ ttl: 600 });
-  });
+  const ctx = useClient({ session: { ttl: 600 } });
 
   test("a command line runs in a shell; a non-zero exit is a result, not an error", async () => {
-    const result = await session.commands.run("echo out; echo err >&2; exit 3");
+    const result = await ctx.session.commands.run("echo out; echo err >&2; exit 3");
     assert.ok(result instanceof CommandResult);
     assert.equal(result.exitCode, 3);
     assert.equal(result.ok, false);
@@ -27,7 +21,7 @@ describe("commands", suiteOptions(), () => {
   });
 
   test("argv runs without a shell, with cwd, env and stdin", async () => {
-    const result = await session.commands.run(["sh", "-c", 'pwd; echo "$GREETING"; cat'], {
+    const result = await ctx.session.commands.run(["sh", "-c", 'pwd; echo "$GREETING"; cat'], {
       cwd: "/tmp",
       env: { GREETING: "hello $HOME" },
       stdin: "from stdin",
@@ -36,17 +30,17 @@ describe("commands", suiteOptions(), () => {
   });
 
   test("a command past its timeout is killed and says so", async () => {
-    const result = await session.commands.run("sleep 30", { timeout: 0.5 });
+    const result = await ctx.session.commands.run("sleep 30", { timeout: 0.5 });
     assert.equal(result.timedOut, true);
     assert.notEqual(result.exitCode, 0);
-    await assert.rejects(session.commands.run("true", { timeout: -1 }), RangeError);
-    await assert.rejects(session.commands.run(""), TypeError);
+    await assert.rejects(ctx.session.commands.run("true", { timeout: -1 }), RangeError);
+    await assert.rejects(ctx.session.commands.run(""), TypeError);
   });
 
   test("callbacks get the output as it comes", async () => {
     const seen = [];
     const started = Date.now();
-    const result = await session.commands.run("for i in 1 2 3; do echo line $i; sleep 0.2; done; echo bye >&2", {
+    const result = await ctx.session.commands.run("for i in 1 2 3; do echo line $i; sleep 0.2; done; echo bye >&2", {
       onStdout: (text) => seen.push([Date.now() - started, text]),
       onStderr: (text) => seen.push([Date.now() - started, `err:${text}`]),
     });
@@ -57,7 +51,7 @@ describe("commands", suiteOptions(), () => {
   });
 
   test("a stream is an async iterator of numbered events ending with the exit", async () => {
-    const stream = await session.commands.stream("printf 'a'; printf 'b' >&2; printf 'c'");
+    const stream = await ctx.session.commands.stream("printf 'a'; printf 'b' >&2; printf 'c'");
     assert.ok(stream.pid > 0);
     const events = [];
     for await (const event of stream) events.push(event);
@@ -69,7 +63,7 @@ describe("commands", suiteOptions(), () => {
   });
 
   test("a stream writes to standard input, binary-safe, until it is closed", async () => {
-    const stream = await session.commands.stream("od -An -tx1", { openStdin: true });
+    const stream = await ctx.session.commands.stream("od -An -tx1", { openStdin: true });
     await stream.sendStdin(Buffer.from([0, 1, 255]));
     await stream.sendStdin("A");
     await stream.closeStdin();
@@ -79,7 +73,7 @@ describe("commands", suiteOptions(), () => {
 
   test("a UTF-8 character split across chunks arrives whole", async () => {
     // 65536 bytes of 'x' then 'é': the pipe's chunk boundary falls inside the character.
-    const result = await session.commands.run("head -c 65535 /dev/zero | tr '\\0' x; printf '\\303\\251'", {
+    const result = await ctx.session.commands.run("head -c 65535 /dev/zero | tr '\\0' x; printf '\\303\\251'", {
       onStdout: () => undefined,
     });
     assert.equal(result.stdout.length, 65536);
@@ -87,7 +81,7 @@ describe("commands", suiteOptions(), () => {
   });
 
   test("a command in a deleted session fails with session_not_found", async () => {
-    const gone = await hutch.sessions.create({ ttl: 300 });
+    const gone = await ctx.hutch.sessions.create({ ttl: 300 });
     await gone.delete();
     await assert.rejects(gone.commands.run("true"), SessionNotFoundError);
     await assert.rejects(gone.commands.stream("true"), SessionNotFoundError);

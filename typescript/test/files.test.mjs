@@ -6,7 +6,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import v8 from "node:v8";
 import vm from "node:vm";
 
@@ -29,61 +29,57 @@ function retained() {
 const MiB = 1024 * 1024;
 
 describe("files", suiteOptions(), () => {
-  const ctx = useClient();
-  let session;
-  before(async () => {
-    session = await ctx.hutch.sessions.create({ ttl: 600, resources: { diskMb: 512 } });
-  });
+  const ctx = useClient({ session: { ttl: 600, resources: { diskMb: 512 } } });
 
   test("text and bytes are written and read back; parents are created", async () => {
-    const written = await session.files.write("/workspace/deep/dir/hello.txt", "héllo\n");
+    const written = await ctx.session.files.write("/workspace/deep/dir/hello.txt", "héllo\n");
     assert.deepEqual(written, { path: "/workspace/deep/dir/hello.txt", size: 7 });
-    assert.equal(await session.files.readText("/workspace/deep/dir/hello.txt"), "héllo\n");
+    assert.equal(await ctx.session.files.readText("/workspace/deep/dir/hello.txt"), "héllo\n");
     const bytes = Buffer.from([0, 1, 2, 255]);
-    await session.files.write("/workspace/bin", bytes, { mode: "0600" });
-    assert.deepEqual(await session.files.read("/workspace/bin"), bytes);
-    const info = await session.files.stat("/workspace/bin");
+    await ctx.session.files.write("/workspace/bin", bytes, { mode: "0600" });
+    assert.deepEqual(await ctx.session.files.read("/workspace/bin"), bytes);
+    const info = await ctx.session.files.stat("/workspace/bin");
     assert.deepEqual([info.type, info.size, info.mode], ["file", 4, "0600"]);
   });
 
   test("a range reads part of a file", async () => {
-    await session.files.write("/workspace/digits", "0123456789");
-    assert.equal((await session.files.read("/workspace/digits", { start: 2, end: 4 })).toString(), "234");
-    assert.equal((await session.files.read("/workspace/digits", { start: 7 })).toString(), "789");
+    await ctx.session.files.write("/workspace/digits", "0123456789");
+    assert.equal((await ctx.session.files.read("/workspace/digits", { start: 2, end: 4 })).toString(), "234");
+    assert.equal((await ctx.session.files.read("/workspace/digits", { start: 7 })).toString(), "789");
   });
 
   test("directories are listed, made, moved and removed", async () => {
-    await session.files.mkdir("/workspace/tree/a/b");
-    await session.files.writeMany({ "/workspace/tree/a/one.txt": "1", "/workspace/tree/two.txt": new Uint8Array([50]) });
-    const names = (await session.files.list("/workspace/tree", { depth: 3 })).map((f) => f.path);
+    await ctx.session.files.mkdir("/workspace/tree/a/b");
+    await ctx.session.files.writeMany({ "/workspace/tree/a/one.txt": "1", "/workspace/tree/two.txt": new Uint8Array([50]) });
+    const names = (await ctx.session.files.list("/workspace/tree", { depth: 3 })).map((f) => f.path);
     assert.deepEqual(names.sort(), ["/workspace/tree/a", "/workspace/tree/a/b", "/workspace/tree/a/one.txt", "/workspace/tree/two.txt"]);
-    const moved = await session.files.move("/workspace/tree/two.txt", "/workspace/elsewhere/2.txt");
+    const moved = await ctx.session.files.move("/workspace/tree/two.txt", "/workspace/elsewhere/2.txt");
     assert.equal(moved.path, "/workspace/elsewhere/2.txt");
-    assert.equal(await session.files.exists("/workspace/tree/two.txt"), false);
-    await assert.rejects(session.files.move("/workspace/tree/a/one.txt", "/workspace/elsewhere/2.txt"), ConflictError);
-    await session.files.remove("/workspace/tree", { recursive: true });
-    assert.equal(await session.files.exists("/workspace/tree"), false);
+    assert.equal(await ctx.session.files.exists("/workspace/tree/two.txt"), false);
+    await assert.rejects(ctx.session.files.move("/workspace/tree/a/one.txt", "/workspace/elsewhere/2.txt"), ConflictError);
+    await ctx.session.files.remove("/workspace/tree", { recursive: true });
+    assert.equal(await ctx.session.files.exists("/workspace/tree"), false);
   });
 
   test("a missing file, a write without its parent and /proc are refused with their codes", async () => {
-    await assert.rejects(session.files.read("/workspace/nope"), (error) => {
+    await assert.rejects(ctx.session.files.read("/workspace/nope"), (error) => {
       assert.ok(error instanceof FileNotFoundError && error instanceof NotFoundError);
       assert.equal(error.details.path, "/workspace/nope");
       return true;
     });
-    await assert.rejects(session.files.write("/workspace/no/parent.txt", "x", { parents: false }), NotFoundError);
-    await assert.rejects(session.files.write("/workspace/digits", "x", { overwrite: false }), ConflictError);
-    await assert.rejects(session.files.read("/proc/self/environ"), ForbiddenError);
+    await assert.rejects(ctx.session.files.write("/workspace/no/parent.txt", "x", { parents: false }), NotFoundError);
+    await assert.rejects(ctx.session.files.write("/workspace/digits", "x", { overwrite: false }), ConflictError);
+    await assert.rejects(ctx.session.files.read("/proc/self/environ"), ForbiddenError);
   });
 
   test("a directory goes out as a tar archive and comes back in", async () => {
-    await session.files.writeMany({ "/workspace/src/a.txt": "A", "/workspace/src/sub/b.txt": "B" });
+    await ctx.session.files.writeMany({ "/workspace/src/a.txt": "A", "/workspace/src/sub/b.txt": "B" });
     const chunks = [];
-    for await (const chunk of await session.files.archive("/workspace/src")) chunks.push(chunk);
+    for await (const chunk of await ctx.session.files.archive("/workspace/src")) chunks.push(chunk);
     const tar = Buffer.concat(chunks);
-    const answer = await session.files.extractArchive("/workspace/copy", tar);
+    const answer = await ctx.session.files.extractArchive("/workspace/copy", tar);
     assert.equal(answer.entries >= 3, true);
-    assert.equal(await session.files.readText("/workspace/copy/sub/b.txt"), "B");
+    assert.equal(await ctx.session.files.readText("/workspace/copy/sub/b.txt"), "B");
   });
 
   test("local files are uploaded and downloaded with progress", async () => {
@@ -93,10 +89,10 @@ describe("files", suiteOptions(), () => {
       const content = randomBytes(3 * MiB + 17);
       writeFileSync(local, content);
       const progress = [];
-      await session.files.uploadFile(local, "/workspace/up.bin", { onProgress: (done, total) => progress.push([done, total]) });
+      await ctx.session.files.uploadFile(local, "/workspace/up.bin", { onProgress: (done, total) => progress.push([done, total]) });
       assert.deepEqual(progress.at(-1), [content.length, content.length]);
       const back = join(dir, "down.bin");
-      const bytes = await session.files.downloadFile("/workspace/up.bin", back);
+      const bytes = await ctx.session.files.downloadFile("/workspace/up.bin", back);
       assert.equal(bytes, content.length);
       assert.ok(readFileSync(back).equals(content));
     } finally {
@@ -119,12 +115,12 @@ describe("files", suiteOptions(), () => {
         yield chunk;
       }
     }
-    const written = await session.files.write("/workspace/big.bin", source(), { size, timeoutMs: 120_000 });
+    const written = await ctx.session.files.write("/workspace/big.bin", source(), { size, timeoutMs: 120_000 });
     assert.equal(written.size, size);
 
     const received = createHash("sha256");
     let bytes = 0;
-    for await (const chunk of await session.files.readStream("/workspace/big.bin")) {
+    for await (const chunk of await ctx.session.files.readStream("/workspace/big.bin")) {
       received.update(chunk);
       bytes += chunk.length;
       if (bytes % (10 * MiB) < chunk.length) peak = Math.max(peak, retained() - baseline);
@@ -135,6 +131,6 @@ describe("files", suiteOptions(), () => {
     // reads ahead before backpressure reaches it).
     t.diagnostic(`memory held while streaming 100 MiB: at most ${(peak / MiB).toFixed(1)} MiB more`);
     assert.ok(peak < 16 * MiB, `memory grew by ${(peak / MiB).toFixed(1)} MiB while streaming 100 MiB`);
-    await session.files.remove("/workspace/big.bin");
+    await ctx.session.files.remove("/workspace/big.bin");
   });
 });

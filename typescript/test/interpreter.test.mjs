@@ -9,11 +9,10 @@ import { ContextError, Execution, ExecutionTimeoutError, InvalidRequestError } f
 import { suiteOptions, useClient } from "./server.mjs";
 
 describe("interpreter", suiteOptions(), () => {
-  const ctx = useClient();
+  const ctx = useClient({ session: { ttl: 600 } });
   let interpreter;
-  before(async () => {
-    const session = await ctx.hutch.sessions.create({ ttl: 600 });
-    interpreter = session.codeInterpreter();
+  before(() => {
+    interpreter = ctx.session.codeInterpreter();
   });
 
   test("the default context keeps state; callbacks get stdout and the result", async () => {

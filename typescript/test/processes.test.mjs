@@ -2,23 +2,19 @@
 // off and is reattached from its last sequence number without losing output.
 
 import assert from "node:assert/strict";
-import { before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
 import { Process, ProcessNotFoundError } from "@hutch/sdk";
 
 import { suiteOptions, useClient } from "./server.mjs";
 
 describe("processes", suiteOptions(), () => {
-  const ctx = useClient();
-  let session;
-  before(async () => {
-    session = await ctx.hutch.sessions.create({ ttl: 600 });
-  });
+  const ctx = useClient({ session: { ttl: 600 } });
 
   test("a background process is listed, waited for and described", async () => {
-    const process = await session.commands.run("sleep 0.3; echo done", { background: true });
+    const process = await ctx.session.commands.run("sleep 0.3; echo done", { background: true });
     assert.ok(process instanceof Process);
-    const listed = await session.processes.list();
+    const listed = await ctx.session.processes.list();
     assert.ok(listed.some((p) => p.pid === process.pid && p.status === "running"));
     const result = await process.wait();
     assert.equal(result.stdout, "done\n");
@@ -29,18 +25,18 @@ describe("processes", suiteOptions(), () => {
   });
 
   test("standard input goes to a running process until it is closed", async () => {
-    const process = await session.processes.start("tr a-z A-Z");
+    const process = await ctx.session.processes.start("tr a-z A-Z");
     await process.sendStdin("hello ");
     await process.sendStdin(Buffer.from("world"), { eof: true });
     assert.equal((await process.wait()).stdout, "HELLO WORLD");
-    const cat = await session.processes.start("wc -c");
+    const cat = await ctx.session.processes.start("wc -c");
     await cat.sendStdin("12345");
     await cat.closeStdin();
     assert.equal((await cat.wait()).stdout.trim(), "5");
   });
 
   test("a signal reaches the process group; kill ends the whole tree", async () => {
-    const trapped = await session.processes.start("trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.05; done");
+    const trapped = await ctx.session.processes.start("trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.05; done");
     const stream = await trapped.attach();
     for await (const event of stream) {
       if (event.type === "stdout" && event.text.includes("ready")) break;
@@ -50,7 +46,7 @@ describe("processes", suiteOptions(), () => {
     assert.equal(result.exitCode, 7);
     assert.match(result.stdout, /got TERM/);
 
-    const tree = await session.processes.start("sleep 300 & sleep 300 & wait");
+    const tree = await ctx.session.processes.start("sleep 300 & sleep 300 & wait");
     await tree.kill();
     const info = await tree.info();
     assert.equal(info.status, "exited");
@@ -59,7 +55,7 @@ describe("processes", suiteOptions(), () => {
 
   test("a stream that breaks off is reattached from its last sequence number and loses nothing", async () => {
     const count = 40;
-    const stream = await session.commands.stream(`for i in $(seq 1 ${count}); do echo line $i; sleep 0.02; done`);
+    const stream = await ctx.session.commands.stream(`for i in $(seq 1 ${count}); do echo line $i; sleep 0.02; done`);
     const received = [];
     for await (const event of stream) {
       if (event.type === "stdout") received.push(event.text);
@@ -68,7 +64,7 @@ describe("processes", suiteOptions(), () => {
     const from = stream.nextSeq;
     assert.ok(from >= 5);
 
-    const process = session.processes.get(stream.pid);
+    const process = ctx.session.processes.get(stream.pid);
     const resumed = await process.attach({ from });
     const rest = [];
     for await (const event of resumed) {
@@ -83,7 +79,7 @@ describe("processes", suiteOptions(), () => {
   });
 
   test("an explicit close also lets a reattach pick up where it left off", async () => {
-    const stream = await session.commands.stream("echo one; sleep 0.5; echo two");
+    const stream = await ctx.session.commands.stream("echo one; sleep 0.5; echo two");
     const first = [];
     for await (const event of stream) {
       if (event.type === "stdout") {
@@ -92,12 +88,12 @@ describe("processes", suiteOptions(), () => {
       }
     }
     assert.deepEqual(first, ["one\n"]);
-    const rest = await session.processes.get(stream.pid).wait({ from: stream.nextSeq });
+    const rest = await ctx.session.processes.get(stream.pid).wait({ from: stream.nextSeq });
     assert.equal(rest.stdout, "two\n");
   });
 
   test("an unknown pid is process_not_found", async () => {
-    await assert.rejects(session.processes.get(999999).info(), ProcessNotFoundError);
-    await assert.rejects(session.processes.get(999999).attach(), ProcessNotFoundError);
+    await assert.rejects(ctx.session.processes.get(999999).info(), ProcessNotFoundError);
+    await assert.rejects(ctx.session.processes.get(999999).attach(), ProcessNotFoundError);
   });
 });

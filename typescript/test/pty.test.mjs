@@ -1,7 +1,7 @@
 // Terminals: a real controlling terminal that takes keystrokes, resizes, and reports its exit.
 
 import assert from "node:assert/strict";
-import { before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
 import { suiteOptions, useClient } from "./server.mjs";
 
@@ -22,15 +22,11 @@ function waitFor(read, pattern, ms = 10_000) {
 }
 
 describe("terminals", suiteOptions(), () => {
-  const ctx = useClient();
-  let session;
-  before(async () => {
-    session = await ctx.hutch.sessions.create({ ttl: 600 });
-  });
+  const ctx = useClient({ session: { ttl: 600 } });
 
   test("a shell takes keystrokes, sees its size change, and exits", async () => {
     let output = "";
-    const terminal = await session.pty({ cols: 100, rows: 30, onData: (text) => (output += text) });
+    const terminal = await ctx.session.pty({ cols: 100, rows: 30, onData: (text) => (output += text) });
     await terminal.write("tty; stty size\n");
     await waitFor(() => output, /\/dev\/pts\/\d+[\s\S]*30 100/);
     await terminal.resize(120, 40);
@@ -43,11 +39,11 @@ describe("terminals", suiteOptions(), () => {
 
   test("a command runs in place of the shell; closing hangs up", async () => {
     let output = "";
-    const terminal = await session.pty({ command: "echo $TERM; sleep 300" });
+    const terminal = await ctx.session.pty({ command: "echo $TERM; sleep 300" });
     terminal.onData((text) => (output += text));
     await waitFor(() => output, /xterm-256color/);
     terminal.close();
     assert.equal(await terminal.exited, undefined);
-    await assert.rejects(session.pty({ cols: 0 }), RangeError);
+    await assert.rejects(ctx.session.pty({ cols: 0 }), RangeError);
   });
 });

@@ -142,14 +142,16 @@ export function suiteOptions() {
 
 /**
  * Call in a `describe` body: before its tests, `ctx.hutch` becomes a client of a fresh tenant
- * on the test server (`ctx.server`); after them, the sessions the tenant left are deleted,
- * the client closed, and a server started for this file alone stopped.
+ * on the test server (`ctx.server`), and with `session` options `ctx.session` a session
+ * created with them; after the tests, the sessions the tenant left are deleted, the client
+ * closed, and a server started for this file alone stopped.
  */
-export function useClient() {
+export function useClient(options = {}) {
   const ctx = {};
   before(async () => {
     ctx.server = await testServer();
     ctx.hutch = new Hutch({ url: ctx.server.url, token: mintToken(ctx.server, newTenant()) });
+    if (options.session) ctx.session = await ctx.hutch.sessions.create(options.session);
   });
   after(async () => {
     if (ctx.hutch) {

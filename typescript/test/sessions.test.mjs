@@ -1,7 +1,7 @@
 // Sessions: create, list, get, extend, update, delete, and the errors of each.
 
 import assert from "node:assert/strict";
-import { before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
 import {
   Hutch,
@@ -15,45 +15,41 @@ import { mintToken, newTenant, suiteOptions, testServer, useClient } from "./ser
 
 describe("sessions", suiteOptions(), () => {
   const ctx = useClient();
-  let hutch;
-  before(() => {
-    hutch = ctx.hutch;
-  });
 
   test("health and the OpenAPI document need no session", async () => {
-    assert.equal((await hutch.health()).status, "ok");
-    const doc = await hutch.openapi();
+    assert.equal((await ctx.hutch.health()).status, "ok");
+    const doc = await ctx.hutch.openapi();
     assert.ok("/v1/sessions" in doc.paths);
   });
 
   test("a session is created, found, listed, extended, relabelled and deleted", async () => {
-    const session = await hutch.sessions.create({ ttl: 600, metadata: { owner: "ts" }, resources: { memoryMb: 256 } });
+    const session = await ctx.hutch.sessions.create({ ttl: 600, metadata: { owner: "ts" }, resources: { memoryMb: 256 } });
     assert.ok(session instanceof Session);
     assert.equal(session.status, "RUNNING");
     assert.deepEqual(session.metadata, { owner: "ts" });
     assert.equal(session.resources.memoryMb, 256);
     assert.ok(session.expiresAt > session.createdAt && !session.isExpired());
 
-    const found = await hutch.sessions.get(session.id);
+    const found = await ctx.hutch.sessions.get(session.id);
     assert.equal(found.id, session.id);
-    const page = await hutch.sessions.list({ limit: 100 });
+    const page = await ctx.hutch.sessions.list({ limit: 100 });
     assert.ok(page.sessions.some((s) => s.id === session.id));
     assert.equal(page.total, page.sessions.length);
 
     const extended = await session.extend(3600);
     assert.ok(extended.expiresAt.getTime() - Date.now() > 3000 * 1000);
-    const relabelled = await hutch.sessions.update(session.id, { metadata: { owner: "other" } });
+    const relabelled = await ctx.hutch.sessions.update(session.id, { metadata: { owner: "other" } });
     assert.deepEqual(relabelled.metadata, { owner: "other" });
 
-    const deleted = await hutch.sessions.delete(session.id);
+    const deleted = await ctx.hutch.sessions.delete(session.id);
     assert.equal(deleted.id, session.id);
-    await assert.rejects(hutch.sessions.get(session.id), SessionNotFoundError);
+    await assert.rejects(ctx.hutch.sessions.get(session.id), SessionNotFoundError);
   });
 
   test("every session of the caller is reached page by page", async () => {
-    const created = await Promise.all([1, 2, 3].map(() => hutch.sessions.create({ ttl: 300 })));
+    const created = await Promise.all([1, 2, 3].map(() => ctx.hutch.sessions.create({ ttl: 300 })));
     const seen = [];
-    for await (const session of hutch.sessions.all(2)) seen.push(session.id);
+    for await (const session of ctx.hutch.sessions.all(2)) seen.push(session.id);
     for (const session of created) assert.ok(seen.includes(session.id));
     await Promise.all(created.map((s) => s.delete()));
   });
@@ -61,7 +57,7 @@ describe("sessions", suiteOptions(), () => {
   test("another tenant's session is not found", async () => {
     const server = await testServer();
     const other = new Hutch({ url: server.url, token: mintToken(server, newTenant()) });
-    const mine = await hutch.sessions.create({ ttl: 300 });
+    const mine = await ctx.hutch.sessions.create({ ttl: 300 });
     try {
       await assert.rejects(other.sessions.get(mine.id), (error) => {
         assert.ok(error instanceof SessionNotFoundError);
@@ -86,10 +82,10 @@ describe("sessions", suiteOptions(), () => {
   });
 
   test("values out of range are refused: by the SDK before sending, by the server otherwise", async () => {
-    await assert.rejects(hutch.sessions.create({ ttl: 5 }), RangeError);
-    await assert.rejects(hutch.sessions.list({ limit: 0 }), RangeError);
+    await assert.rejects(ctx.hutch.sessions.create({ ttl: 5 }), RangeError);
+    await assert.rejects(ctx.hutch.sessions.list({ limit: 0 }), RangeError);
     const tooMany = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`k${i}`, "v"]));
-    await assert.rejects(hutch.sessions.create({ ttl: 300, metadata: tooMany }), (error) => {
+    await assert.rejects(ctx.hutch.sessions.create({ ttl: 300, metadata: tooMany }), (error) => {
       assert.ok(error instanceof InvalidRequestError);
       assert.equal(error.status, 400);
       return true;
