@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
-import { CommandResult, SessionNotFoundError } from "@hutch/sdk";
+import { CommandResult, InvalidRequestError, SessionNotFoundError } from "@hutch/sdk";
 
 import { suiteOptions, useClient } from "./server.mjs";
 
@@ -78,6 +78,11 @@ describe("commands", suiteOptions(), () => {
     });
     assert.equal(result.stdout.length, 65536);
     assert.ok(result.stdout.endsWith("xé"));
+  });
+
+  test("a stream that cannot start fails with the error the one-shot route answers", async () => {
+    await assert.rejects(ctx.session.commands.stream("true", { cwd: "relative/dir" }), InvalidRequestError);
+    await assert.rejects(ctx.session.commands.run("true", { cwd: "relative/dir" }), InvalidRequestError);
   });
 
   test("a command in a deleted session fails with session_not_found", async () => {
