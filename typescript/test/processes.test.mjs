@@ -92,6 +92,30 @@ describe("processes", suiteOptions(), () => {
     assert.equal(rest.stdout, "two\n");
   });
 
+  test("output older than the 1 MiB buffer is reported as truncated, and the rest still comes", async () => {
+    const process = await ctx.session.processes.start("head -c 3000000 /dev/zero | tr '\\0' a; echo; echo end");
+    for (let i = 0; (await process.info()).status === "running"; i++) {
+      assert.ok(i < 200, "the process finishes");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const stream = await process.attach({ from: 0 });
+    const events = [];
+    let bytes = 0;
+    let tail = "";
+    for await (const event of stream) {
+      if (event.type === "stdout") {
+        bytes += event.data.length;
+        tail = (tail + event.text).slice(-16);
+      } else events.push(event);
+    }
+    assert.ok(tail.endsWith("aaa\nend\n"), JSON.stringify(tail));
+    assert.equal(events[0].type, "truncated");
+    assert.equal(events[0].from, 0);
+    assert.ok(events[0].firstAvailable > 0);
+    assert.ok(bytes <= 1024 * 1024 + 64 * 1024 && bytes > 0, `${bytes} bytes came`);
+    assert.equal(stream.exit?.exitCode, 0);
+  });
+
   test("an unknown pid is process_not_found", async () => {
     await assert.rejects(ctx.session.processes.get(999999).info(), ProcessNotFoundError);
     await assert.rejects(ctx.session.processes.get(999999).attach(), ProcessNotFoundError);
