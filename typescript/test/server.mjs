@@ -155,7 +155,9 @@ export function useClient(options = {}) {
   });
   after(async () => {
     if (ctx.hutch) {
-      for await (const session of ctx.hutch.sessions.all()) await session.delete().catch(() => undefined);
+      const left = [];
+      for await (const session of ctx.hutch.sessions.all()) left.push(session);
+      await Promise.all(left.map((session) => session.delete().catch(() => undefined)));
       ctx.hutch.close();
     }
     if (ownServer) {
