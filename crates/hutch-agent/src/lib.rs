@@ -26,6 +26,7 @@ mod error;
 mod files;
 mod interpreter;
 mod oom;
+mod ports;
 mod processes;
 mod reaper;
 
