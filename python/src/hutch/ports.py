@@ -125,8 +125,8 @@ class Ports:
         **kwargs: Any,
     ) -> httpx.Response:
         """Sends a request to ``path`` on ``port`` with the bearer token and returns the app's
-        answer. ``kwargs`` go to :meth:`httpx.Client.request` (``content``, ``headers``,
-        ``params``, ``timeout``). A 4xx/5xx answer raises the matching SDK error; a port
+        answer. ``kwargs`` are those of the SDK's transport: ``content``, ``json_body``,
+        ``headers``, ``params``, ``timeout``. A 4xx/5xx answer raises the matching SDK error; a port
         nothing listens on raises :class:`SandboxOperationError` with code
         ``port_unreachable``."""
         port = _check_port(port)
