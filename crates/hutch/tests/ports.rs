@@ -90,6 +90,11 @@ async fn http(
     }
 }
 
+/// `GET path` with exactly `headers`.
+async fn get(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> Reply {
+    http(server, "GET", path, headers, vec![]).await
+}
+
 /// `Authorization: Bearer …` for `tenant`.
 fn bearer(server: &TestServer, tenant: &str) -> String {
     format!("Bearer {}", server.token(tenant))
@@ -239,49 +244,36 @@ async fn a_web_server_in_the_session_answers_through_its_port() {
 
     // The page, and the page its relative link leads to.
     let base = format!("/v1/sessions/{id}/ports/8000");
-    let page = http(
-        &server,
-        "GET",
-        &format!("{base}/"),
-        &[("authorization", &auth)],
-        vec![],
-    )
-    .await;
+    let page = get(&server, &format!("{base}/"), &[("authorization", &auth)]).await;
     assert_eq!(page.status, 200, "{}", page.text());
     assert!(page.text().contains("href=\"docs/\""), "{}", page.text());
-    let docs = http(
+    let docs = get(
         &server,
-        "GET",
         &format!("{base}/docs/"),
         &[("authorization", &auth)],
-        vec![],
     )
     .await;
     assert_eq!(docs.text(), "the docs\n");
     // The app's redirect to an absolute path stays under the port's prefix, and the port's
     // own path without a final slash gains one, so relative links resolve under it.
-    let redirect = http(
+    let redirect = get(
         &server,
-        "GET",
         &format!("{base}/docs"),
         &[("authorization", &auth)],
-        vec![],
     )
     .await;
     assert_eq!(redirect.status, 301);
     assert_eq!(redirect.header("location"), format!("{base}/docs/"));
-    let bare = http(&server, "GET", &base, &[("authorization", &auth)], vec![]).await;
+    let bare = get(&server, &base, &[("authorization", &auth)]).await;
     assert_eq!(bare.status, 308);
     assert_eq!(bare.header("location"), format!("{base}/"));
 
     // The app sees its own path and query, the client's Host, the forwarding headers, and
     // never the bearer token.
-    let seen = http(
+    let seen = get(
         &server,
-        "GET",
         &format!("/v1/sessions/{id}/ports/8001/api/items?q=a%20b"),
         &[("authorization", &auth), ("x-forwarded-prefix", "/spoofed")],
-        vec![],
     )
     .await
     .json();
@@ -313,49 +305,36 @@ async fn a_web_server_in_the_session_answers_through_its_port() {
     // A port nothing listens on answers at once, with its own code; a port that is no port
     // is a bad request.
     let started = Instant::now();
-    let closed = http(
+    let closed = get(
         &server,
-        "GET",
         &format!("/v1/sessions/{id}/ports/9999/"),
         &[("authorization", &auth)],
-        vec![],
     )
     .await;
     assert_eq!(closed.status, 502, "{}", closed.text());
     assert_eq!(closed.error_code(), "port_unreachable");
     assert_eq!(closed.json()["error"]["details"]["port"], 9999);
     assert!(started.elapsed() < Duration::from_secs(3));
-    let bad = http(
+    let bad = get(
         &server,
-        "GET",
         &format!("/v1/sessions/{id}/ports/70000/"),
         &[("authorization", &auth)],
-        vec![],
     )
     .await;
     assert_eq!(bad.status, 400);
     assert_eq!(bad.json()["error"]["details"]["field"], "port");
 
     // Without a token: 401; another tenant: 404, for the port and for its list.
-    let anonymous = http(&server, "GET", &format!("{base}/"), &[], vec![]).await;
+    let anonymous = get(&server, &format!("{base}/"), &[]).await;
     assert_eq!(anonymous.status, 401);
     let bob = bearer(&server, "bob");
-    let foreign = http(
-        &server,
-        "GET",
-        &format!("{base}/"),
-        &[("authorization", &bob)],
-        vec![],
-    )
-    .await;
+    let foreign = get(&server, &format!("{base}/"), &[("authorization", &bob)]).await;
     assert_eq!(foreign.status, 404);
     assert_eq!(foreign.error_code(), "session_not_found");
-    let foreign_list = http(
+    let foreign_list = get(
         &server,
-        "GET",
         &format!("/v1/sessions/{id}/ports"),
         &[("authorization", &bob)],
-        vec![],
     )
     .await;
     assert_eq!(foreign_list.status, 404);
@@ -398,14 +377,7 @@ async fn a_signed_link_opens_one_port_without_a_token_until_it_expires() {
     assert!(link.expires_at > time::OffsetDateTime::now_utc());
 
     // No bearer header: the token in the path is the credential; the app sees its own path.
-    let opened = http(
-        &server,
-        "GET",
-        &format!("{}page?x=1", link.path),
-        &[],
-        vec![],
-    )
-    .await;
+    let opened = get(&server, &format!("{}page?x=1", link.path), &[]).await;
     assert_eq!(opened.status, 200, "{}", opened.text());
     assert_eq!(opened.json()["path"], "/page?x=1");
     assert_eq!(opened.header("referrer-policy"), "same-origin");
@@ -422,7 +394,7 @@ async fn a_signed_link_opens_one_port_without_a_token_until_it_expires() {
         if forged.ends_with("fQ") { "fX" } else { "fQ" },
     );
     for token in [format!("{forged}.{signature}"), "not-a-token".to_owned()] {
-        let refused = http(&server, "GET", &format!("/preview/{token}/"), &[], vec![]).await;
+        let refused = get(&server, &format!("/preview/{token}/"), &[]).await;
         assert_eq!(refused.status, 403, "{}", refused.text());
         assert_eq!(refused.error_code(), "link_invalid");
     }
@@ -450,14 +422,14 @@ async fn a_signed_link_opens_one_port_without_a_token_until_it_expires() {
 
     // Past its expiry the link answers 401 with its own code.
     tokio::time::sleep_until((Instant::now() + Duration::from_secs(4)).into()).await;
-    let expired = http(&server, "GET", &link.path, &[], vec![]).await;
+    let expired = get(&server, &link.path, &[]).await;
     assert_eq!(expired.status, 401, "{}", expired.text());
     assert_eq!(expired.error_code(), "link_expired");
 
     // A link outlives nothing: once the session is gone it is a 404.
     let later = self::link(&client, &s, 8000, 60).await;
     client.delete_session(s.session_id).await.unwrap();
-    let gone = http(&server, "GET", &later.path, &[], vec![]).await;
+    let gone = get(&server, &later.path, &[]).await;
     assert_eq!(gone.status, 404, "{}", gone.text());
 }
 
@@ -478,12 +450,10 @@ async fn the_host_form_of_a_link_keeps_its_token_in_a_cookie_of_that_host() {
     );
 
     // The first visit moves the token into a cookie of this host, and comes back without it.
-    let first = http(
+    let first = get(
         &server,
-        "GET",
         &format!("/app/?theme=dark&hutch_preview_token={}", link.token),
         &[("host", &host)],
-        vec![],
     )
     .await;
     assert_eq!(first.status, 303, "{}", first.text());
@@ -505,12 +475,10 @@ async fn the_host_form_of_a_link_keeps_its_token_in_a_cookie_of_that_host() {
     // With the cookie every path is the app's, absolute ones included; the app sees neither
     // the cookie nor a prefix.
     let cookies = format!("lang=en; hutch_preview={}", link.token);
-    let page = http(
+    let page = get(
         &server,
-        "GET",
         "/static/app.js",
         &[("host", &host), ("cookie", &cookies)],
-        vec![],
     )
     .await;
     assert_eq!(page.status, 200, "{}", page.text());
@@ -522,33 +490,19 @@ async fn the_host_form_of_a_link_keeps_its_token_in_a_cookie_of_that_host() {
 
     // Without the cookie: 401. The cookie on another port's host: 403. The API is not
     // served on a preview host, and the API's own host still serves it.
-    let bare = http(&server, "GET", "/", &[("host", &host)], vec![]).await;
+    let bare = get(&server, "/", &[("host", &host)]).await;
     assert_eq!(bare.status, 401);
     let other_port = format!("8001-{}.preview.test:{port}", s.session_id);
-    let elsewhere = http(
-        &server,
-        "GET",
-        "/",
-        &[("host", &other_port), ("cookie", &cookies)],
-        vec![],
-    )
-    .await;
+    let elsewhere = get(&server, "/", &[("host", &other_port), ("cookie", &cookies)]).await;
     assert_eq!(elsewhere.status, 403);
     assert_eq!(elsewhere.error_code(), "link_invalid");
-    let api = http(
-        &server,
-        "GET",
-        "/health",
-        &[("host", &host), ("cookie", &cookies)],
-        vec![],
-    )
-    .await;
+    let api = get(&server, "/health", &[("host", &host), ("cookie", &cookies)]).await;
     assert_eq!(
         api.json()["path"],
         "/health",
         "the app's /health, not the server's"
     );
-    let health = http(&server, "GET", "/health", &[], vec![]).await;
+    let health = get(&server, "/health", &[]).await;
     assert_eq!(health.json()["status"], "ok");
 }
 
@@ -572,7 +526,7 @@ async fn connections_into_one_session_are_bounded() {
         open.push(tokio_tungstenite::connect_async(request).await.unwrap().0);
     }
 
-    let refused = http(&server, "GET", &path, &[("authorization", &auth)], vec![]).await;
+    let refused = get(&server, &path, &[("authorization", &auth)]).await;
     assert_eq!(refused.status, 429, "{}", refused.text());
     assert_eq!(refused.json()["error"]["details"]["limit"], 2);
 
@@ -583,7 +537,7 @@ async fn connections_into_one_session_are_bounded() {
     for _ in 0..10 {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let reply = http(&server, "GET", &path, &[("authorization", &auth)], vec![]).await;
+            let reply = get(&server, &path, &[("authorization", &auth)]).await;
             if reply.status == 200 {
                 break;
             }
