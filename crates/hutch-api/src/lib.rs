@@ -15,6 +15,7 @@ pub mod error;
 pub mod files;
 pub mod interpreter;
 pub mod limits;
+pub mod network;
 pub mod processes;
 pub mod responses;
 mod schema;
@@ -31,6 +32,7 @@ pub use interpreter::{
     Context, ContextList, CreateContextRequest, ExecuteRequest, Frame, HistoryEntry, HistoryList,
     InterruptResult,
 };
+pub use network::{Egress, NetworkPolicy};
 pub use processes::{
     CodeRequest, ProcessEvent, ProcessInfo, ProcessList, ProcessStatus, SignalRequest, SignalSpec,
     StartedProcess,

@@ -61,7 +61,7 @@ pub use error::ApiError;
 pub use ratelimit::{
     DEFAULT_RATE_LIFECYCLE, DEFAULT_RATE_SESSION, Period, RateLimit, RateLimitParseError,
 };
-pub use sessions::{RecoverySummary, SessionError};
+pub use sessions::{NetworkLimits, RecoverySummary, SessionError};
 pub use storage::archive::ArchiveError;
 pub use storage::{StorageLimits, TransferError};
 pub use store::StoreError;
@@ -122,6 +122,8 @@ pub struct ServerConfig {
     pub tenant_max_memory_mb: u64,
     /// Bounds on storage contexts (sizes per context and per tenant, count per tenant).
     pub storage: StorageLimits,
+    /// What the operator allows sessions on the network.
+    pub network: NetworkLimits,
 }
 
 impl ServerConfig {
@@ -143,6 +145,7 @@ impl ServerConfig {
             tenant_max_sessions: DEFAULT_TENANT_MAX_SESSIONS,
             tenant_max_memory_mb: DEFAULT_TENANT_MAX_MEMORY_MB,
             storage: StorageLimits::default(),
+            network: NetworkLimits::default(),
         }
     }
 }
@@ -284,7 +287,8 @@ impl Server {
         ));
         let sessions = Arc::new(
             Sessions::new(store, runtime, Arc::clone(&storage), config.max_sessions)
-                .with_tenant_quotas(config.tenant_max_sessions, config.tenant_max_memory_mb),
+                .with_tenant_quotas(config.tenant_max_sessions, config.tenant_max_memory_mb)
+                .with_network(config.network),
         );
         let recovery = sessions.recover().await?;
         storage.recover().await?;

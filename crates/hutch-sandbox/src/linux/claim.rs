@@ -24,6 +24,9 @@ impl LinuxRuntime {
                 spec.image
             )));
         }
+        if wants_network(spec) && self.inner.network.is_none() {
+            return Err(super::no_network());
+        }
         let config = &self.inner.config;
         let disk_mb = spec.resources.disk_mb.or(config.disk_mb_default);
         if let Some(mb) = disk_mb
@@ -84,11 +87,25 @@ impl LinuxRuntime {
             inner
                 .cgroups
                 .set_limits(&inner.cgroups.existing(embryo.id), &spec.resources)?;
+            let nameserver = match (&inner.network, &spec.network) {
+                (Some(network), Some(policy)) if wants_network(spec) => Some(
+                    network
+                        .attach(
+                            embryo.id,
+                            embryo.spawned.pid,
+                            &self.sandbox_dir(embryo.id),
+                            policy,
+                        )?
+                        .gateway,
+                ),
+                _ => None,
+            };
             let claim = Claim {
                 hostname: spec.hostname.clone(),
                 env: spec.env.clone(),
                 max_upload_bytes: inner.config.max_upload_bytes,
                 memory_mb: Some(spec.resources.memory_mb),
+                nameserver,
             };
             let mut json =
                 serde_json::to_vec(&claim).map_err(|e| SandboxError::InvalidSpec(e.to_string()))?;
@@ -122,4 +139,11 @@ impl LinuxRuntime {
             }
         }
     }
+}
+
+/// Whether `spec` asks for any network beyond `lo`.
+fn wants_network(spec: &SandboxSpec) -> bool {
+    spec.network
+        .as_ref()
+        .is_some_and(|p| p.egress != hutch_api::Egress::None)
 }

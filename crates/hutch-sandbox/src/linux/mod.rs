@@ -36,6 +36,7 @@ mod build;
 mod cgroups;
 mod claim;
 mod image;
+pub mod network;
 mod pool;
 mod quota;
 mod recovery;
@@ -90,6 +91,8 @@ pub struct LinuxConfig {
     /// Largest upload the file API of each sandbox accepts, in bytes; `None`: the agent's
     /// default.
     pub max_upload_bytes: Option<u64>,
+    /// Sandbox networking; `None`: every sandbox has only `lo`.
+    pub network: Option<network::NetworkConfig>,
 }
 
 impl LinuxConfig {
@@ -109,6 +112,7 @@ impl LinuxConfig {
             disk_mb_default: None,
             disk_mb_max: hutch_api::limits::DISK_MB_RANGE.1,
             max_upload_bytes: None,
+            network: None,
         })
     }
 }
@@ -130,6 +134,8 @@ struct Inner {
     /// The agent binary, opened once (descriptor numbered above the child's targets).
     agent_exe: OwnedFd,
     live: Mutex<HashMap<Uuid, Arc<Live>>>,
+    /// Sandbox networking, when the server gives sandboxes any.
+    network: Option<network::Network>,
     died: mpsc::UnboundedSender<Uuid>,
 }
 
@@ -220,6 +226,11 @@ impl LinuxRuntime {
             image = %image.skeleton.display(),
             "linux runtime ready"
         );
+        let network = config
+            .network
+            .clone()
+            .map(|net| network::Network::start(net, &instance))
+            .transpose()?;
         let (died, died_rx) = mpsc::unbounded_channel();
         let trash = start_trash_thread(data.join("trash"))?;
         let inner = Inner {
@@ -233,6 +244,7 @@ impl LinuxRuntime {
             image,
             agent_exe,
             live: Mutex::new(HashMap::new()),
+            network,
             died,
         };
         Ok((
@@ -280,6 +292,30 @@ impl Runtime for LinuxRuntime {
         self.sweep_unknown(known).await
     }
 
+    async fn set_network(
+        &self,
+        record: &SandboxRecord,
+        policy: &hutch_api::NetworkPolicy,
+    ) -> Result<(), SandboxError> {
+        let network = self.inner.network.as_ref().ok_or_else(no_network)?;
+        network.update(
+            record.sandbox_id,
+            &self.sandbox_dir(record.sandbox_id),
+            policy,
+        )
+    }
+
+    fn network_counters(&self) -> HashMap<Uuid, network::NetworkCounters> {
+        let Some(network) = &self.inner.network else {
+            return HashMap::new();
+        };
+        let by_sandbox = network.counters();
+        lock(&self.inner.live)
+            .iter()
+            .filter_map(|(session, live)| by_sandbox.get(&live.sandbox_id).map(|c| (*session, *c)))
+            .collect()
+    }
+
     async fn connect(&self, id: Uuid) -> Result<UnixStream, SandboxError> {
         let sandbox_id = lock(&self.inner.live)
             .get(&id)
@@ -294,6 +330,13 @@ impl Runtime for LinuxRuntime {
             }
         })
     }
+}
+
+/// The error for a network policy on a server that gives sandboxes no network.
+fn no_network() -> SandboxError {
+    SandboxError::InvalidSpec(
+        "this server gives sessions no network (its operator has not enabled it)".into(),
+    )
 }
 
 /// Locks a mutex, ignoring poisoning (the data stays consistent: every critical section here

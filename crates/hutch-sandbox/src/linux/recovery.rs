@@ -29,6 +29,12 @@ impl LinuxRuntime {
         {
             return Ok(false);
         }
+        if let Some(network) = &self.inner.network
+            && network.was_attached(&self.sandbox_dir(record.sandbox_id))
+            && !network.adopt(record.sandbox_id, &self.sandbox_dir(record.sandbox_id))?
+        {
+            return Ok(false);
+        }
         self.watch(record, pidfd)?;
         Ok(true)
     }
@@ -71,6 +77,15 @@ impl LinuxRuntime {
             })
             .await?;
             swept.push(sandbox_id);
+        }
+        if self.inner.network.is_some() {
+            let this = self.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(network) = &this.inner.network {
+                    network.sweep(&keep);
+                }
+            })
+            .await;
         }
         // What is left in `sandboxes/` is live: the skeletons none of them uses can go.
         let data = &self.inner.config.data_dir;

@@ -75,6 +75,9 @@ impl LinuxRuntime {
             _ => {}
         }
         let dir = self.sandbox_dir(id);
+        if let Some(network) = &self.inner.network {
+            network.detach(id, &dir);
+        }
         quota::release(&dir);
         let trashed = self
             .inner
