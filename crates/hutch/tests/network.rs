@@ -381,7 +381,7 @@ async fn networked_sessions_survive_a_server_kill_and_cycles_leave_nothing_behin
     let cycles: usize = std::env::var("HUTCH_NETWORK_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(40);
+        .unwrap_or(200);
     for _ in 0..cycles {
         let s = networked(&client, policy(Egress::Allow, &["allowed.test"])).await;
         client.delete_session(s.session_id).await.unwrap();

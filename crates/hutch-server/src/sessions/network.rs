@@ -23,11 +23,11 @@ impl Sessions {
     }
 
     /// The policy a new session gets: the asked one within the operator's ceiling, or the
-    /// server's default.
+    /// server's default. The error says what the operator allows.
     pub(super) fn network_for(
         &self,
         asked: Option<NetworkPolicy>,
-    ) -> Result<Option<NetworkPolicy>, SessionError> {
+    ) -> Result<Option<NetworkPolicy>, String> {
         let policy = asked.unwrap_or(NetworkPolicy {
             egress: self.network.default,
             allow: Vec::new(),
@@ -37,13 +37,13 @@ impl Sessions {
         Ok((policy.egress != Egress::None).then_some(policy))
     }
 
-    fn check_network(&self, policy: &NetworkPolicy) -> Result<(), SessionError> {
+    fn check_network(&self, policy: &NetworkPolicy) -> Result<(), String> {
         if policy.egress > self.network.allowed {
-            return Err(SessionError::NetworkNotAllowed(format!(
+            return Err(format!(
                 "network egress {:?} is not allowed on this server; its operator allows at most {:?}",
                 policy.egress.as_str(),
                 self.network.allowed.as_str()
-            )));
+            ));
         }
         Ok(())
     }
@@ -64,7 +64,8 @@ impl Sessions {
         policy: &NetworkPolicy,
     ) -> Result<Session, SessionError> {
         let row = self.visible(caller, id).await?;
-        self.check_network(policy)?;
+        self.check_network(policy)
+            .map_err(SessionError::NetworkNotAllowed)?;
         let record = match (&row.record, row.status) {
             (Some(record), SessionStatus::Running | SessionStatus::Paused) => record,
             _ => {
