@@ -15,10 +15,14 @@
 //! - [`interpreter`]: context ready, `x = 1 + 1` over the execute WebSocket, idle worker
 //!   memory, for the plain and IPython kernels, against ipykernel driven by jupyter_client
 //!   (targets: ready ≤ 20 ms, execute ≤ 1 ms plain / ≤ 3 ms IPython, idle ≤ 15 MiB plain).
+//! - [`network`]: create with `egress: allow` beside `none` (target: ≤ 5 ms more at p50), and
+//!   a download from a session beside the same download from the server's namespace
+//!   (target: ≥ 80 %).
 
 pub mod commands;
 pub mod files;
 pub mod interpreter;
+pub mod network;
 pub mod peers;
 pub mod server;
 pub mod sessions;

@@ -6,7 +6,7 @@ use anyhow::Context;
 use hutch_api::Egress;
 use hutch_api::network::Ipv4Cidr;
 use hutch_sandbox::linux::network::{
-    DEFAULT_BANDWIDTH_MBIT, DEFAULT_MAX_CONNECTIONS, DEFAULT_POOL, NetworkConfig,
+    DEFAULT_BANDWIDTH_MBIT, DEFAULT_MAX_CONNECTIONS, DEFAULT_POOL, DEFAULT_WARM_POOL, NetworkConfig,
 };
 use hutch_server::NetworkLimits;
 
@@ -37,6 +37,10 @@ pub(crate) struct NetworkArgs {
     /// Bandwidth of one session in each direction, in Mbit/s.
     #[arg(long, env = "HUTCH_NETWORK_BANDWIDTH_MBIT", default_value_t = DEFAULT_BANDWIDTH_MBIT)]
     network_bandwidth_mbit: u32,
+    /// Sandboxes kept built and wired ahead of networked sessions (besides `--warm-pool`),
+    /// so that egress adds little to create. Used only when sessions may have a network.
+    #[arg(long, env = "HUTCH_NETWORK_WARM_POOL", default_value_t = DEFAULT_WARM_POOL)]
+    network_warm_pool: usize,
 }
 
 fn parse_egress(s: &str) -> Result<Egress, String> {
@@ -94,6 +98,7 @@ impl NetworkArgs {
             denied,
             max_connections: self.network_max_connections,
             bandwidth_mbit: self.network_bandwidth_mbit,
+            warm_pool: self.network_warm_pool,
         }))
     }
 }

@@ -39,7 +39,7 @@ impl LinuxRuntime {
         }
         // Pooled sandboxes have no quota: a session with one is built for it.
         let pooled = if disk_mb.is_none() {
-            lock(&self.inner.pool).pop()
+            self.take_pooled(wants_network(spec))
         } else {
             None
         };
@@ -87,15 +87,14 @@ impl LinuxRuntime {
             inner
                 .cgroups
                 .set_limits(&inner.cgroups.existing(embryo.id), &spec.resources)?;
-            let nameserver = match (&inner.network, &spec.network) {
-                (Some(network), Some(policy)) if wants_network(spec) => Some(
+            let dir = self.sandbox_dir(embryo.id);
+            let nameserver = match (&inner.network, &spec.network, embryo.wired) {
+                (Some(network), Some(policy), Some(slot)) if wants_network(spec) => {
+                    Some(network.activate(embryo.id, slot, &dir, policy)?.gateway)
+                }
+                (Some(network), Some(policy), None) if wants_network(spec) => Some(
                     network
-                        .attach(
-                            embryo.id,
-                            embryo.spawned.pid,
-                            &self.sandbox_dir(embryo.id),
-                            policy,
-                        )?
+                        .attach(embryo.id, embryo.spawned.pid, &dir, policy)?
                         .gateway,
                 ),
                 _ => None,

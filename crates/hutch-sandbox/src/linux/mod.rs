@@ -123,6 +123,8 @@ struct Inner {
     pool: Mutex<Vec<Embryo>>,
     /// Ids of pooled sandboxes and of those being built for the pool.
     pool_ids: Mutex<HashSet<Uuid>>,
+    /// The subset of `pool_ids` wired for the network.
+    wired_ids: Mutex<HashSet<Uuid>>,
     /// Wakes the pool filler.
     pool_wanted: tokio::sync::Notify,
     /// Set at shutdown: sandboxes built for the pool from then on are torn down, not pooled.
@@ -237,6 +239,7 @@ impl LinuxRuntime {
             config,
             pool: Mutex::new(Vec::new()),
             pool_ids: Mutex::new(HashSet::new()),
+            wired_ids: Mutex::new(HashSet::new()),
             pool_wanted: tokio::sync::Notify::new(),
             closing: std::sync::atomic::AtomicBool::new(false),
             trash,

@@ -30,7 +30,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
-use hutch_api::network::{Ipv4Cidr, NetworkPolicy, ParsedPolicy};
+use hutch_api::network::{Egress, Ipv4Cidr, NetworkPolicy, ParsedPolicy};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -54,6 +54,8 @@ pub struct NetworkConfig {
     pub max_connections: u32,
     /// Bandwidth of a session in each direction, in Mbit/s.
     pub bandwidth_mbit: u32,
+    /// How many sandboxes to keep built and wired ahead of networked sessions.
+    pub warm_pool: usize,
 }
 
 /// Default pool of sandbox addresses (16,384 sessions).
@@ -62,6 +64,8 @@ pub const DEFAULT_POOL: &str = "10.231.0.0/16";
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 512;
 /// Default bandwidth of a session in each direction, in Mbit/s.
 pub const DEFAULT_BANDWIDTH_MBIT: u32 = 1000;
+/// Default number of sandboxes kept wired ahead of networked sessions.
+pub const DEFAULT_WARM_POOL: usize = 2;
 
 /// The addresses of one slot of the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,6 +208,53 @@ impl Network {
         Ok(slot)
     }
 
+    /// Wires a pooled sandbox ahead of its session: slot, table (nothing admitted), veth.
+    /// Blocking. On error nothing is left.
+    pub(crate) fn prewire(
+        &self,
+        sandbox_id: Uuid,
+        pid: i32,
+        dir: &Path,
+    ) -> Result<Slot, SandboxError> {
+        let none = NetworkPolicy::default();
+        let slot = self.take_slot()?;
+        let tag = tag(sandbox_id);
+        let result = (|| {
+            write_state(dir, slot.index, &none)?;
+            self.rules
+                .install_session(&tag, slot, &ParsedPolicy::default(), &self.config)?;
+            link::create(&tag, pid, slot, self.config.bandwidth_mbit)
+        })();
+        if let Err(e) = result {
+            self.detach(sandbox_id, dir);
+            lock(&self.used).remove(&slot.index);
+            return Err(e);
+        }
+        Ok(slot)
+    }
+
+    /// Gives a sandbox wired by [`Network::prewire`] its session's policy and starts its
+    /// resolver. Touches nftables only for a policy with ranges (or `all`).
+    pub(crate) fn activate(
+        &self,
+        sandbox_id: Uuid,
+        slot: Slot,
+        dir: &Path,
+        policy: &NetworkPolicy,
+    ) -> Result<Slot, SandboxError> {
+        let parsed = policy.parse().map_err(SandboxError::InvalidSpec)?;
+        write_state(dir, slot.index, policy)?;
+        if parsed.egress == Egress::All
+            || !parsed.allow.ranges.is_empty()
+            || !parsed.deny.ranges.is_empty()
+        {
+            self.rules
+                .install_session(&tag(sandbox_id), slot, &parsed, &self.config)?;
+        }
+        self.serve(sandbox_id, slot, parsed)?;
+        Ok(slot)
+    }
+
     /// Starts the resolver of a wired sandbox and records it as attached.
     fn serve(
         &self,
@@ -281,9 +332,17 @@ impl Network {
         if attached.is_none() && !self.was_attached(dir) {
             return;
         }
-        if let Some(attached) = attached {
-            attached.resolver.stop();
-            lock(&self.used).remove(&attached.slot.index);
+        match attached {
+            Some(attached) => {
+                attached.resolver.stop();
+                lock(&self.used).remove(&attached.slot.index);
+            }
+            // Wired but never claimed (pooled), or left by an earlier process.
+            None => {
+                if let Some(state) = read_state(dir) {
+                    lock(&self.used).remove(&state.slot);
+                }
+            }
         }
         let tag = tag(sandbox_id);
         link::remove(&tag);

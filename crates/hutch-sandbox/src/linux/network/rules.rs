@@ -13,8 +13,10 @@
 //!   the source address (no spoofing), lets replies through, rejects what is always denied
 //!   (`never`: loopback, link-local and metadata, multicast, the pool — other sessions — and
 //!   the operator's additions; `private` unless in `private_ok`), then the session's deny
-//!   list, the connection cap, and accepts per the policy: `all`, the `allow` ranges, or the
-//!   `dns` set the resolver fills. Anything else is rejected at once (a fast error, not a
+//!   list, the connection cap, and accepts what is in the `allow` set (the policy's ranges;
+//!   `0.0.0.0/0` for `all`) or in the `dns` set the resolver fills. The rules are the same
+//!   for every policy, only the sets differ: a sandbox wired ahead of its session (with empty
+//!   sets: nothing gets out) takes a policy of names without touching nftables at all. Anything else is rejected at once (a fast error, not a
 //!   timeout). Nothing new may enter the sandbox. Named counters count bytes each way, new
 //!   connections and refused packets.
 //!
@@ -160,12 +162,18 @@ impl Rules {
             .iter()
             .map(Ipv4Cidr::to_string)
             .collect();
-        let allow: Vec<String> = policy
-            .allow
-            .ranges
-            .iter()
-            .map(Ipv4Cidr::to_string)
-            .collect();
+        // `all` is an allow list of everything: the rules are the same for every policy, so a
+        // sandbox wired ahead of its session needs no new rules for a policy of names.
+        let allow: Vec<String> = match policy.egress {
+            Egress::All => vec!["0.0.0.0/0".to_owned()],
+            Egress::Allow => policy
+                .allow
+                .ranges
+                .iter()
+                .map(Ipv4Cidr::to_string)
+                .collect(),
+            Egress::None => Vec::new(),
+        };
         let deny: Vec<String> = policy.deny.ranges.iter().map(Ipv4Cidr::to_string).collect();
 
         let mut s = String::new();
@@ -230,19 +238,11 @@ impl Rules {
             let _ = writeln!(s, "add rule inet {t} forward {rule}");
         }
         let admit = "counter name connections counter name bytes_out accept";
-        match policy.egress {
-            Egress::None => {}
-            Egress::All => {
-                let _ = writeln!(s, "add rule inet {t} forward iifname {dev} {admit}");
-            }
-            Egress::Allow => {
-                for set in ["allow", "dns"] {
-                    let _ = writeln!(
-                        s,
-                        "add rule inet {t} forward iifname {dev} ip daddr @{set} {admit}"
-                    );
-                }
-            }
+        for set in ["allow", "dns"] {
+            let _ = writeln!(
+                s,
+                "add rule inet {t} forward iifname {dev} ip daddr @{set} {admit}"
+            );
         }
         let _ = writeln!(s, "add rule inet {t} forward iifname {dev} {denied}");
         nft(&s)
