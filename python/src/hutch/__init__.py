@@ -51,6 +51,7 @@ from .sessions import (
     SessionList,
     SessionsClient,
     SessionStatus,
+    network_policy,
 )
 
 __version__ = "0.1.0"
@@ -65,6 +66,7 @@ __all__ = [
     "Resources",
     "MIN_TTL",
     "MAX_TTL",
+    "network_policy",
     "SandboxAPIError",
     "SandboxConnectionError",
     "UnauthorizedError",
