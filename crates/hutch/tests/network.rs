@@ -400,3 +400,80 @@ async fn networked_sessions_survive_a_server_kill_and_cycles_leave_nothing_behin
         "no pool address is left: {addresses:?}"
     );
 }
+
+/// Runs `code` with `libraries` through the interpreter (NDJSON): its frames, as text.
+async fn execute_with_libraries(
+    client: &HutchClient,
+    s: &Session,
+    code: &str,
+    libraries: &[&str],
+) -> String {
+    let body = serde_json::json!({"code": code, "libraries": libraries, "timeout": 120});
+    let (status, bytes) = client
+        .request(
+            http::Method::POST,
+            &format!("/v1/sessions/{}/interpreter/execute", s.session_id),
+            Some(serde_json::to_vec(&body).unwrap().into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 200);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[tokio::test]
+async fn libraries_install_from_an_index_the_policy_allows_and_fail_clearly_otherwise() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let setup = Setup::start(&[]);
+    let client = setup.client("alice");
+    let index_env = std::collections::BTreeMap::from([
+        (
+            "PIP_INDEX_URL".to_owned(),
+            "http://pkgs.test/simple/".to_owned(),
+        ),
+        ("PIP_TRUSTED_HOST".to_owned(), "pkgs.test".to_owned()),
+        ("PIP_RETRIES".to_owned(), "0".to_owned()),
+    ]);
+    let create = |allow: &'static [&'static str]| CreateSessionRequest {
+        env: Some(index_env.clone()),
+        network: Some(policy(Egress::Allow, allow)),
+        ..Default::default()
+    };
+
+    let s = client
+        .create_session(&create(&["pkgs.test"]))
+        .await
+        .unwrap();
+    let frames = execute_with_libraries(
+        &client,
+        &s,
+        "import hutchtestpkg\nprint(hutchtestpkg.GREETING)",
+        &["hutchtestpkg"],
+    )
+    .await;
+    assert!(frames.contains("hello from hutchtestpkg"), "{frames}");
+    let pip = sh(
+        &client,
+        &s,
+        "pip install -q --target /tmp/t hutchtestpkg && ls /tmp/t",
+    )
+    .await;
+    assert_eq!(
+        pip.exit_code, 0,
+        "`!pip` goes through the policy too: {pip:?}"
+    );
+
+    // The index is not in this session's policy: the install fails and says why.
+    let s = client
+        .create_session(&create(&["allowed.test"]))
+        .await
+        .unwrap();
+    let frames =
+        execute_with_libraries(&client, &s, "print('should not run')", &["hutchtestpkg"]).await;
+    assert!(frames.contains("LibraryInstallError"), "{frames}");
+    assert!(frames.contains("hutchtestpkg"), "{frames}");
+    assert!(frames.contains("network policy"), "{frames}");
+    assert!(!frames.contains("should not run"), "{frames}");
+}

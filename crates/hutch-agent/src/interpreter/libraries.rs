@@ -174,12 +174,20 @@ pub(crate) async fn install(
     Err(if offline && needs_download {
         format!(
             "could not install {}: the session has no network access, so {} cannot reach a {} \
-             (an operator cannot give sessions one yet); libraries given as paths to packages \
-             inside the session install without it. {} said: {said}",
+             (create the session with a `network` policy that allows it); libraries given as \
+             paths to packages inside the session install without it. {} said: {said}",
             missing.join(", "),
             installer.tool,
             installer.source,
             installer.tool,
+        )
+    } else if needs_download {
+        format!(
+            "could not install {}: {said} (if the {} is not in the session's network policy, \
+             {} cannot reach it)",
+            missing.join(", "),
+            installer.source,
+            installer.tool
         )
     } else {
         format!("could not install {}: {said}", missing.join(", "))
