@@ -255,49 +255,40 @@ pub(crate) async fn scrape(State(state): State<AppState>) -> Result<Response, Ap
 /// The per-session network counters in the text exposition format.
 fn render_network(counters: &HashMap<Uuid, NetworkCounters>) -> String {
     use std::fmt::Write as _;
-    if counters.is_empty() {
-        return String::new();
-    }
+    type Series = (&'static str, fn(&NetworkCounters) -> u64);
+    let families: [(&str, &str, &[Series]); 3] = [
+        (
+            "hutch_session_network_bytes_total",
+            "Bytes a networked session sent (out) and received (in).",
+            &[
+                ("direction=\"out\",", |c| c.bytes_out),
+                ("direction=\"in\",", |c| c.bytes_in),
+            ],
+        ),
+        (
+            "hutch_session_network_connections_total",
+            "Connections a networked session opened.",
+            &[("", |c| c.connections)],
+        ),
+        (
+            "hutch_session_network_denied_total",
+            "Packets of a networked session its policy or the always-denied destinations refused.",
+            &[("", |c| c.denied)],
+        ),
+    ];
     let mut sorted: Vec<_> = counters.iter().collect();
     sorted.sort_by_key(|(id, _)| **id);
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP hutch_session_network_bytes_total Bytes a networked session sent (out) and received (in).\n# TYPE hutch_session_network_bytes_total counter"
-    );
-    for (id, c) in &sorted {
-        let _ = writeln!(
-            out,
-            "hutch_session_network_bytes_total{{session=\"{id}\",direction=\"out\"}} {}",
-            c.bytes_out
-        );
-        let _ = writeln!(
-            out,
-            "hutch_session_network_bytes_total{{session=\"{id}\",direction=\"in\"}} {}",
-            c.bytes_in
-        );
+    if sorted.is_empty() {
+        return out;
     }
-    let _ = writeln!(
-        out,
-        "# HELP hutch_session_network_connections_total Connections a networked session opened.\n# TYPE hutch_session_network_connections_total counter"
-    );
-    for (id, c) in &sorted {
-        let _ = writeln!(
-            out,
-            "hutch_session_network_connections_total{{session=\"{id}\"}} {}",
-            c.connections
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP hutch_session_network_denied_total Packets of a networked session its policy or the always-denied destinations refused.\n# TYPE hutch_session_network_denied_total counter"
-    );
-    for (id, c) in &sorted {
-        let _ = writeln!(
-            out,
-            "hutch_session_network_denied_total{{session=\"{id}\"}} {}",
-            c.denied
-        );
+    for (name, help, series) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (id, c) in &sorted {
+            for (labels, value) in series {
+                let _ = writeln!(out, "{name}{{{labels}session=\"{id}\"}} {}", value(c));
+            }
+        }
     }
     out
 }

@@ -7,13 +7,11 @@
 //! configured by `ip` and `tc` started inside the sandbox's network namespace (`setns` before
 //! `exec`), as host root: the sandbox itself holds no `CAP_NET_ADMIN` once claimed.
 
-use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::{Slot, net_err};
+use super::{Slot, command, net_err};
 use crate::SandboxError;
 use crate::sys;
 
@@ -109,41 +107,5 @@ pub(super) fn list_tags() -> Vec<String> {
 
 /// Runs `program -batch -` with `script` on its standard input, inside `netns` if given.
 fn run(program: &str, script: &str, netns: Option<&OwnedFd>) -> Result<(), SandboxError> {
-    let mut command = Command::new(program);
-    command
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if let Some(fd) = netns {
-        let fd = fd.as_raw_fd();
-        // SAFETY: between fork and exec the closure makes one system call (setns) on a
-        // descriptor this process holds open until the child has started.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-    let mut child = command
-        .spawn()
-        .map_err(|e| net_err(format!("starting {program}: {e} (is iproute2 installed?)")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| net_err(format!("writing to {program}: {e}")))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| net_err(format!("waiting for {program}: {e}")))?;
-    if !out.status.success() {
-        return Err(net_err(format!(
-            "{program} failed: {}; input was:\n{script}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
+    command::run(program, &["-batch", "-"], script, netns)
 }

@@ -19,6 +19,7 @@
 //! The veth pair vanishes with the sandbox's namespace; the table, the slot and the resolver
 //! are removed by [`Network::detach`] (every teardown) or [`Network::sweep`] (after a crash).
 
+mod command;
 mod dns;
 mod link;
 mod resolver;
@@ -181,8 +182,8 @@ impl Network {
     }
 
     /// Wires sandbox `sandbox_id` (agent `pid`, directory `dir`) for `policy`: table, veth,
-    /// resolver, state file. Blocking; needs a tokio runtime context for the resolver. Gives
-    /// the slot; on error nothing is left.
+    /// resolver, state file ([`Network::prewire`] then [`Network::activate`]). Blocking; needs
+    /// a tokio runtime context for the resolver. Gives the slot; on error nothing is left.
     pub(crate) fn attach(
         &self,
         sandbox_id: Uuid,
@@ -190,22 +191,10 @@ impl Network {
         dir: &Path,
         policy: &NetworkPolicy,
     ) -> Result<Slot, SandboxError> {
-        let parsed = policy.parse().map_err(SandboxError::InvalidSpec)?;
-        let slot = self.take_slot()?;
-        let tag = tag(sandbox_id);
-        let result = (|| {
-            write_state(dir, slot.index, policy)?;
-            self.rules
-                .install_session(&tag, slot, &parsed, &self.config)?;
-            link::create(&tag, pid, slot, self.config.bandwidth_mbit)?;
-            self.serve(sandbox_id, slot, parsed)
-        })();
-        if let Err(e) = result {
-            self.detach(sandbox_id, dir);
-            lock(&self.used).remove(&slot.index);
-            return Err(e);
-        }
-        Ok(slot)
+        policy.parse().map_err(SandboxError::InvalidSpec)?;
+        let slot = self.prewire(sandbox_id, pid, dir)?;
+        self.activate(sandbox_id, slot, dir, policy)
+            .inspect_err(|_| self.detach(sandbox_id, dir))
     }
 
     /// Wires a pooled sandbox ahead of its session: slot, table (nothing admitted), veth.

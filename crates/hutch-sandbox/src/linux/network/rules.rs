@@ -25,14 +25,13 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use hutch_api::network::{Egress, Ipv4Cidr, ParsedPolicy};
 
-use super::{NetworkConfig, NetworkCounters, Slot, link, net_err};
+use super::{NetworkConfig, NetworkCounters, Slot, command, link, net_err};
 use crate::SandboxError;
 
 /// Ranges no session reaches, whatever its policy (besides the pool and operator additions).
@@ -299,32 +298,7 @@ impl Rules {
 
 /// Runs `nft -f -` on `script`: one atomic transaction.
 fn nft(script: &str) -> Result<(), SandboxError> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            net_err(format!(
-                "starting nft: {e} (sandbox networking needs the nftables package)"
-            ))
-        })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| net_err(format!("writing to nft: {e}")))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| net_err(format!("waiting for nft: {e}")))?;
-    if !out.status.success() {
-        return Err(net_err(format!(
-            "nft failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
+    command::run("nft", &["-f", "-"], script, None)
 }
 
 /// Runs `nft ARGS` and gives its output.
