@@ -177,6 +177,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     linux.max_upload_bytes = Some(args.max_upload_mb.saturating_mul(1024 * 1024));
     let network_limits = args.network.limits()?;
     linux.network = args.network.runtime_config(args.listen)?;
+    linux.package_index = args.network.package_index()?;
     let (runtime, died) = LinuxRuntime::new(linux).context("preparing the linux runtime")?;
     let mut config = ServerConfig::new(args.data_dir.clone());
     config.listen = args.listen;

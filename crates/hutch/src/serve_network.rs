@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use anyhow::Context;
 use hutch_api::Egress;
 use hutch_api::network::Ipv4Cidr;
+use hutch_sandbox::linux::index_proxy::PackageIndex;
 use hutch_sandbox::linux::network::{
     DEFAULT_BANDWIDTH_MBIT, DEFAULT_MAX_CONNECTIONS, DEFAULT_POOL, DEFAULT_WARM_POOL, NetworkConfig,
 };
@@ -41,6 +42,19 @@ pub(crate) struct NetworkArgs {
     /// so that egress adds little to create. Used only when sessions may have a network.
     #[arg(long, env = "HUTCH_NETWORK_WARM_POOL", default_value_t = DEFAULT_WARM_POOL)]
     network_warm_pool: usize,
+    /// A Python package index (`https://host/simple/`) every session reaches through a proxy
+    /// on its own loopback, even without network; the proxy reaches nothing else.
+    #[arg(long, env = "HUTCH_PIP_INDEX_URL", value_name = "URL")]
+    pip_index_url: Option<String>,
+    /// More hosts (comma-separated, `host` or `host:port`) the index's pages link to, such as
+    /// `files.pythonhosted.org` for PyPI.
+    #[arg(
+        long,
+        env = "HUTCH_PIP_INDEX_HOSTS",
+        value_name = "HOSTS",
+        value_delimiter = ','
+    )]
+    pip_index_hosts: Vec<String>,
 }
 
 fn parse_egress(s: &str) -> Result<Egress, String> {
@@ -64,6 +78,14 @@ impl NetworkArgs {
             default: self.network_default,
             allowed: self.network_allowed,
         })
+    }
+
+    /// The operator's package index, if any.
+    pub(crate) fn package_index(&self) -> anyhow::Result<Option<PackageIndex>> {
+        self.pip_index_url
+            .as_deref()
+            .map(|url| PackageIndex::new(url, &self.pip_index_hosts).map_err(anyhow::Error::msg))
+            .transpose()
     }
 
     /// The runtime's network settings; `None` when sessions may have no network.

@@ -477,3 +477,39 @@ async fn libraries_install_from_an_index_the_policy_allows_and_fail_clearly_othe
     assert!(frames.contains("network policy"), "{frames}");
     assert!(!frames.contains("should not run"), "{frames}");
 }
+
+#[tokio::test]
+async fn the_operators_package_index_is_reachable_without_network_and_nothing_else_is() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let setup = Setup::start(&["--pip-index-url", "http://203.0.113.12/simple/"]);
+    let client = setup.client("alice");
+    let s = common::session(&client).await;
+
+    let frames = execute_with_libraries(
+        &client,
+        &s,
+        "import hutchtestpkg\nprint(hutchtestpkg.GREETING)",
+        &["hutchtestpkg"],
+    )
+    .await;
+    assert!(frames.contains("hello from hutchtestpkg"), "{frames}");
+
+    let through = |url: &str| {
+        format!("curl -s -o /dev/null -w '%{{http_code}}' -x http://127.0.0.1:3141 {url}")
+    };
+    let index = sh(&client, &s, &through("http://203.0.113.12/hello.txt")).await;
+    assert_eq!(index.stdout, "200", "the index host: {index:?}");
+    let other = sh(
+        &client,
+        &s,
+        &through(&format!("http://{SECOND_HOST}/hello.txt")),
+    )
+    .await;
+    assert_eq!(other.stdout, "403", "anything else: {other:?}");
+    let tunnel = sh(&client, &s, &through("https://203.0.113.10/")).await;
+    assert_ne!(tunnel.exit_code, 0, "no tunnel elsewhere: {tunnel:?}");
+    let (status, _) = fetch(&client, &s, "http://203.0.113.12/hello.txt").await;
+    assert_eq!(status, "000", "and still no network of its own");
+}

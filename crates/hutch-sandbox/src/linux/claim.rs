@@ -99,9 +99,15 @@ impl LinuxRuntime {
                 ),
                 _ => None,
             };
+            let mut env = spec.env.clone();
+            if let Some(proxies) = &inner.index_proxies {
+                for (name, value) in proxies.env() {
+                    env.entry(name).or_insert(value);
+                }
+            }
             let claim = Claim {
                 hostname: spec.hostname.clone(),
-                env: spec.env.clone(),
+                env,
                 max_upload_bytes: inner.config.max_upload_bytes,
                 memory_mb: Some(spec.resources.memory_mb),
                 nameserver,
@@ -113,7 +119,10 @@ impl LinuxRuntime {
                 .write_all(&json)
                 .map_err(sys_err("send claim"))?;
             match read_status_line(&embryo.status, inner.config.start_timeout) {
-                Ok(line) if line == "ok" => Ok(()),
+                Ok(line) if line == "ok" => match &inner.index_proxies {
+                    Some(proxies) => proxies.start(embryo.id, embryo.spawned.pid),
+                    None => Ok(()),
+                },
                 Ok(line) => Err(SandboxError::Start {
                     id,
                     reason: line.trim_start_matches("error: ").to_owned(),

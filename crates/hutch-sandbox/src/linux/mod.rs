@@ -36,6 +36,7 @@ mod build;
 mod cgroups;
 mod claim;
 mod image;
+pub mod index_proxy;
 pub mod network;
 mod pool;
 mod quota;
@@ -93,6 +94,8 @@ pub struct LinuxConfig {
     pub max_upload_bytes: Option<u64>,
     /// Sandbox networking; `None`: every sandbox has only `lo`.
     pub network: Option<network::NetworkConfig>,
+    /// The operator's package index, reachable from every sandbox through its proxy.
+    pub package_index: Option<index_proxy::PackageIndex>,
 }
 
 impl LinuxConfig {
@@ -113,6 +116,7 @@ impl LinuxConfig {
             disk_mb_max: hutch_api::limits::DISK_MB_RANGE.1,
             max_upload_bytes: None,
             network: None,
+            package_index: None,
         })
     }
 }
@@ -138,6 +142,8 @@ struct Inner {
     live: Mutex<HashMap<Uuid, Arc<Live>>>,
     /// Sandbox networking, when the server gives sandboxes any.
     network: Option<network::Network>,
+    /// Package index proxies, when the operator names an index.
+    index_proxies: Option<index_proxy::IndexProxies>,
     died: mpsc::UnboundedSender<Uuid>,
 }
 
@@ -233,6 +239,10 @@ impl LinuxRuntime {
             .clone()
             .map(|net| network::Network::start(net, &instance))
             .transpose()?;
+        let index_proxies = config
+            .package_index
+            .clone()
+            .map(index_proxy::IndexProxies::new);
         let (died, died_rx) = mpsc::unbounded_channel();
         let trash = start_trash_thread(data.join("trash"))?;
         let inner = Inner {
@@ -248,6 +258,7 @@ impl LinuxRuntime {
             agent_exe,
             live: Mutex::new(HashMap::new()),
             network,
+            index_proxies,
             died,
         };
         Ok((

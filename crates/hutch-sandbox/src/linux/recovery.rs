@@ -36,6 +36,11 @@ impl LinuxRuntime {
             return Ok(false);
         }
         self.watch(record, pidfd)?;
+        if let Some(proxies) = &self.inner.index_proxies
+            && let Err(e) = proxies.start(record.sandbox_id, record.agent_pid)
+        {
+            tracing::warn!(session = %record.id, error = %e, "restarting the package index proxy failed");
+        }
         Ok(true)
     }
 

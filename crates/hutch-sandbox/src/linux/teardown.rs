@@ -78,6 +78,9 @@ impl LinuxRuntime {
         if let Some(network) = &self.inner.network {
             network.detach(id, &dir);
         }
+        if let Some(proxies) = &self.inner.index_proxies {
+            proxies.stop(id);
+        }
         quota::release(&dir);
         let trashed = self
             .inner
