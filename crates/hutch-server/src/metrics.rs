@@ -439,6 +439,27 @@ impl Runtime for MeteredRuntime {
 mod tests {
     use axum::http::HeaderValue;
 
+    #[test]
+    fn network_counters_are_one_series_per_session_and_nothing_without_sessions() {
+        assert_eq!(render_network(&HashMap::new()), "");
+        let id = Uuid::nil();
+        let counters = NetworkCounters {
+            bytes_out: 10,
+            bytes_in: 20,
+            connections: 3,
+            denied: 4,
+        };
+        let text = render_network(&HashMap::from([(id, counters)]));
+        for line in [
+            format!("hutch_session_network_bytes_total{{direction=\"out\",session=\"{id}\"}} 10"),
+            format!("hutch_session_network_bytes_total{{direction=\"in\",session=\"{id}\"}} 20"),
+            format!("hutch_session_network_connections_total{{session=\"{id}\"}} 3"),
+            format!("hutch_session_network_denied_total{{session=\"{id}\"}} 4"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+    }
+
     use super::*;
 
     /// The value of the series `name{labels}` in `text`, if present.

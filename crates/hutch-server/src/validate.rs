@@ -481,6 +481,25 @@ mod tests {
     }
 
     #[test]
+    fn network_lists_are_checked_on_create_and_update() {
+        let bad = hutch_api::NetworkPolicy {
+            egress: hutch_api::Egress::Allow,
+            allow: vec!["fd00:ec2::254".into()],
+            deny: vec![],
+        };
+        let req = CreateSessionRequest {
+            network: Some(bad.clone()),
+            ..Default::default()
+        };
+        assert_eq!(field(create(req).unwrap_err()), "network");
+        let req = UpdateSessionRequest {
+            network: Some(bad),
+            ..Default::default()
+        };
+        assert_eq!(field(update(req).unwrap_err()), "network");
+    }
+
+    #[test]
     fn env_names_are_checked() {
         let env = BTreeMap::from([("A=B".to_owned(), "x".to_owned())]);
         let req = CreateSessionRequest {
