@@ -159,7 +159,10 @@ pub(crate) async fn install(
         return Ok(false);
     }
 
-    let offline = !has_network();
+    // A proxy the server gives every session (its package index, `--pip-index-url`) is a
+    // way out for pip even without network.
+    let proxied = installer.python && env.iter().any(|(k, _)| k == "PIP_PROXY");
+    let offline = !has_network() && !proxied;
     let mut argv = owned(installer.install);
     if offline {
         argv.push(installer.no_retries.to_owned());
