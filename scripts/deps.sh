@@ -108,6 +108,13 @@ deps_test() {
         pip_install "$sdk_venv" -e "$PWD/python" pytest
     fi
 
+    # The TypeScript SDK (typescript/) and its tests: node (Debian's nodejs, installed above
+    # for JavaScript contexts), npm, and the packages package-lock.json pins.
+    command -v npm >/dev/null || apt_install npm
+    if ! (cd typescript && npm ls --silent >/dev/null 2>&1); then
+        (cd typescript && npm ci --no-audit --no-fund)
+    fi
+
     # openapi-python-client generates a Python client from docs/openapi.json in a test:
     # crates/hutch-server/tests/python_client.rs. python-dateutil is what the generated client
     # imports besides httpx and attrs.

@@ -60,6 +60,11 @@ benchmarks() {
     return $ok
 }
 
+# The TypeScript SDK's tests against a real server, then its benchmark in quick mode.
+typescript_sdk() {
+    (cd typescript && export HUTCH_BIN="$PWD/../target/debug/hutch" && npm test && npm run bench -- --quick)
+}
+
 step "install test dependencies" scripts/deps.sh test
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --locked --all-targets -- -D warnings
@@ -69,6 +74,7 @@ step "systemd unit (systemd-analyze verify)" check_unit
 step "interpreter workers (protocol tests)" /usr/bin/python3 -m unittest discover -s crates/hutch-agent/workers/tests
 step "Python SDK tests (against a real hutch serve)" \
     env HUTCH_BIN="$PWD/target/debug/hutch" target/venv-sdk/bin/pytest -q python/tests
+step "TypeScript SDK tests (against a real hutch serve)" typescript_sdk
 step "benchmarks (quick mode: checks that they run, figures are not meaningful)" benchmarks
 
 echo
