@@ -54,6 +54,10 @@ deps_serve() {
     command -v unshare >/dev/null || need+=(util-linux)
     command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs) # per-session disk quotas
     command -v curl >/dev/null || need+=(curl)
+    # Sessions with network (--network-allowed): veth pairs and token buckets through ip and
+    # tc, filtering and NAT through nft.
+    command -v ip >/dev/null || need+=(iproute2)
+    command -v nft >/dev/null || need+=(nftables)
     if ((${#need[@]})); then
         apt_install "${need[@]}"
     fi

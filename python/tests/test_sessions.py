@@ -211,3 +211,28 @@ def test_every_example_is_run_by_a_test() -> None:
     assert examples
     for example in examples:
         assert f'run_example(hutch_server, "{example.name}"' in tests, example.name
+
+
+def test_network_policies_are_checked_before_any_request(client: SessionsClient) -> None:
+    with pytest.raises(ValueError, match="egress"):
+        client.create_session(network="some")
+    with pytest.raises(ValueError, match="only with egress"):
+        client.create_session(network={"egress": "all", "allow": ["pypi.org"]})
+    with pytest.raises(ValueError, match="list of strings"):
+        client.create_session(network={"egress": "allow", "allow": "pypi.org"})
+    with pytest.raises(ValueError, match="unknown"):
+        client.create_session(network={"egres": "all"})
+
+
+def test_network_beyond_the_servers_ceiling_is_forbidden(client: SessionsClient) -> None:
+    # The test server allows no network: egress none works, anything more is a 403.
+    session = client.create_session(network="none")
+    assert session.status == SessionStatus.RUNNING
+    with pytest.raises(SandboxOperationError) as info:
+        client.create_session(network={"egress": "allow", "allow": ["pypi.org"]})
+    assert info.value.status_code == 403
+    assert info.value.code == "forbidden"
+    assert "at most" in info.value.message
+    with pytest.raises(SandboxOperationError) as info:
+        session.update_network("all")
+    assert info.value.status_code == 403

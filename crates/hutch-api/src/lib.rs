@@ -16,6 +16,7 @@ pub mod files;
 pub mod interpreter;
 pub mod limits;
 pub mod ports;
+pub mod network;
 pub mod processes;
 pub mod responses;
 mod schema;
@@ -33,6 +34,7 @@ pub use interpreter::{
     InterruptResult,
 };
 pub use ports::{CreateLinkRequest, ListeningPort, PortLink, PortList};
+pub use network::{Egress, NetworkPolicy};
 pub use processes::{
     CodeRequest, ProcessEvent, ProcessInfo, ProcessList, ProcessStatus, SignalRequest, SignalSpec,
     StartedProcess,

@@ -48,6 +48,10 @@ error_responses! {
         "`process_not_found`: the session has no process with this pid (or \
          `session_not_found`: no session with this id belongs to the caller).",
         "no process with pid 42 in this session";
+    NetworkForbidden: Forbidden,
+        "`forbidden`: the server's operator does not allow what the request asks for (a \
+         network egress wider than the server's `--network-allowed`).",
+        "network egress \"all\" is not allowed on this server; its operator allows at most \"allow\"";
     Conflict: Conflict,
         "`conflict`: the session's state does not allow this (it is being created or \
          deleted, or is not `RUNNING`), its process limit is reached, it holds its maximum \

@@ -118,6 +118,9 @@ pub struct CreateSessionRequest {
     /// before the session runs and uploaded back when it is deleted or expires. At most 8.
     #[schema(max_items = 8)]
     pub context_syncs: Option<Vec<crate::storage::ContextSync>>,
+    /// Network egress; default: the server's `--network-default` (out of the box `none`: only
+    /// `lo`).
+    pub network: Option<crate::network::NetworkPolicy>,
 }
 
 /// `PATCH /v1/sessions/{id}`: each present field replaces the current value.
@@ -131,6 +134,9 @@ pub struct UpdateSessionRequest {
     /// New metadata, replacing the old.
     #[schema(schema_with = crate::schema::metadata_request)]
     pub metadata: Option<BTreeMap<String, String>>,
+    /// New network policy; applies to connections opened from now on. A session created
+    /// with `egress: none` has no network interface and cannot be given one.
+    pub network: Option<crate::network::NetworkPolicy>,
 }
 
 /// A session as the API shows it.

@@ -132,6 +132,7 @@ async fn full_session_cycle() {
             &UpdateSessionRequest {
                 ttl: Some(600),
                 metadata: Some([("a".to_owned(), "b".to_owned())].into()),
+                network: None,
             },
         )
         .await

@@ -91,6 +91,9 @@ pub struct Claim {
     /// The session's memory limit in MiB, named when the OOM killer acts.
     #[serde(default)]
     pub memory_mb: Option<u64>,
+    /// The resolver of a networked sandbox: `/etc/resolv.conf` names it alone.
+    #[serde(default)]
+    pub nameserver: Option<std::net::Ipv4Addr>,
 }
 
 /// A sandbox set up and claimed, ready to serve.
@@ -400,6 +403,21 @@ fn build_root(config: &InitConfig) -> Result<(), InitError> {
     Ok(())
 }
 
+/// Points the sandbox's DNS at its resolver (replacing the image's file or link).
+fn write_resolv_conf(nameserver: std::net::Ipv4Addr) -> io::Result<()> {
+    let path = Path::new("/etc/resolv.conf");
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    fs::write(
+        path,
+        format!(
+            "# written by hutch: the session's resolver\nnameserver {nameserver}\noptions timeout:2 attempts:2\n"
+        ),
+    )
+}
+
 /// Capabilities root inside a sandbox keeps (within its user namespace): Docker's default
 /// set less `NET_RAW` and `MKNOD`.
 const KEPT_CAPABILITIES: &[u32] = &[
@@ -419,6 +437,9 @@ const KEPT_CAPABILITIES: &[u32] = &[
 
 fn lock_down(claim: &Claim) -> Result<(), InitError> {
     sys::sethostname(&claim.hostname).map_err(step("set hostname"))?;
+    if let Some(nameserver) = claim.nameserver {
+        write_resolv_conf(nameserver).map_err(step("write /etc/resolv.conf"))?;
+    }
     sys::loopback_up().map_err(step("bring lo up"))?;
     sys::unshare(libc::CLONE_NEWCGROUP).map_err(step("new cgroup namespace"))?;
 

@@ -17,13 +17,15 @@ pub mod process;
 mod seccomp;
 mod sys;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
 use hutch_api::Resources;
 use serde::{Deserialize, Serialize};
 use tokio::net::UnixStream;
 use uuid::Uuid;
+
+pub use linux::network::NetworkCounters;
 
 /// What to build: one sandbox for one session.
 #[derive(Debug, Clone)]
@@ -38,6 +40,8 @@ pub struct SandboxSpec {
     pub resources: Resources,
     /// Environment every process in the sandbox starts with.
     pub env: BTreeMap<String, String>,
+    /// Network egress; `None` or `egress: none`: only `lo`.
+    pub network: Option<hutch_api::NetworkPolicy>,
 }
 
 /// What the store keeps about a live sandbox so that a restarted server can find it again.
@@ -119,4 +123,22 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Opens a new connection to the sandbox's agent, which speaks HTTP/1.1 on it.
     async fn connect(&self, id: Uuid) -> Result<UnixStream, SandboxError>;
+
+    /// Replaces the network policy of a running sandbox; connections opened from now on
+    /// follow it. Fails for a sandbox created without network.
+    async fn set_network(
+        &self,
+        record: &SandboxRecord,
+        policy: &hutch_api::NetworkPolicy,
+    ) -> Result<(), SandboxError> {
+        let _ = (record, policy);
+        Err(SandboxError::InvalidSpec(
+            "this runtime gives sandboxes no network".into(),
+        ))
+    }
+
+    /// Traffic counters of every networked sandbox, by session id.
+    fn network_counters(&self) -> HashMap<Uuid, NetworkCounters> {
+        HashMap::new()
+    }
 }

@@ -42,8 +42,8 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Json, Query, SessionId};
 use crate::openapi::{
-    BadRequest, Capacity, Conflict, DiskFull, Internal, PayloadTooLarge, RateLimited,
-    SessionNotFound, StorageContextNotFound, SyncFailed, Unauthorized,
+    BadRequest, Capacity, Conflict, DiskFull, Internal, NetworkForbidden, PayloadTooLarge,
+    RateLimited, SessionNotFound, StorageContextNotFound, SyncFailed, Unauthorized,
 };
 use crate::validate;
 
@@ -152,6 +152,7 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
             )),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = NetworkForbidden),
         (status = 404, response = StorageContextNotFound),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
@@ -229,9 +230,10 @@ pub(crate) async fn get_session(
     Ok(Json(state.sessions.get(&caller, id).await?))
 }
 
-/// Changes a session's time to live or metadata.
+/// Changes a session's time to live, metadata or network policy.
 ///
-/// Each field given replaces the current value; a new `ttl` counts from now.
+/// Each field given replaces the current value; a new `ttl` counts from now; a new `network`
+/// applies to connections opened from then on.
 #[utoipa::path(
     patch,
     path = "/v1/sessions/{id}",
@@ -243,6 +245,7 @@ pub(crate) async fn get_session(
         (status = 200, description = "The session as changed", body = Session),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = NetworkForbidden),
         (status = 404, response = SessionNotFound),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),

@@ -43,6 +43,9 @@ pub enum ApiError {
     /// No session with this id belongs to the caller (404).
     #[error("no session {0}")]
     SessionNotFound(Uuid),
+    /// The server's operator does not allow what the request asks for (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// The operation conflicts with the session's current state (409).
     #[error("{0}")]
     Conflict(String),
@@ -162,6 +165,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => ErrorCode::Unauthorized,
             ApiError::NotFound { .. } => ErrorCode::NotFound,
             ApiError::SessionNotFound(_) => ErrorCode::SessionNotFound,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
             ApiError::Conflict(_) => ErrorCode::Conflict,
             ApiError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             ApiError::UriTooLong { .. } => ErrorCode::UriTooLong,
@@ -300,6 +304,7 @@ impl From<SessionError> for ApiError {
         match err {
             SessionError::NotFound(id) => ApiError::SessionNotFound(id),
             SessionError::Conflict(message) => ApiError::Conflict(message),
+            SessionError::NetworkNotAllowed(message) => ApiError::Forbidden(message),
             SessionError::Capacity(limit) => ApiError::Capacity(format!(
                 "the server runs its maximum of {limit} sessions; delete one or retry later"
             )),

@@ -64,7 +64,7 @@ pub use ports::PortsConfig;
 pub use ratelimit::{
     DEFAULT_RATE_LIFECYCLE, DEFAULT_RATE_SESSION, Period, RateLimit, RateLimitParseError,
 };
-pub use sessions::{RecoverySummary, SessionError};
+pub use sessions::{NetworkLimits, RecoverySummary, SessionError};
 pub use storage::archive::ArchiveError;
 pub use storage::{StorageLimits, TransferError};
 pub use store::StoreError;
@@ -127,6 +127,8 @@ pub struct ServerConfig {
     pub storage: StorageLimits,
     /// How ports inside sessions are reached from outside (preview domain, connections).
     pub ports: PortsConfig,
+    /// What the operator allows sessions on the network.
+    pub network: NetworkLimits,
 }
 
 impl ServerConfig {
@@ -149,6 +151,7 @@ impl ServerConfig {
             tenant_max_memory_mb: DEFAULT_TENANT_MAX_MEMORY_MB,
             storage: StorageLimits::default(),
             ports: PortsConfig::default(),
+            network: NetworkLimits::default(),
         }
     }
 }
@@ -293,7 +296,8 @@ impl Server {
         ));
         let sessions = Arc::new(
             Sessions::new(store, runtime, Arc::clone(&storage), config.max_sessions)
-                .with_tenant_quotas(config.tenant_max_sessions, config.tenant_max_memory_mb),
+                .with_tenant_quotas(config.tenant_max_sessions, config.tenant_max_memory_mb)
+                .with_network(config.network),
         );
         let recovery = sessions.recover().await?;
         storage.recover().await?;

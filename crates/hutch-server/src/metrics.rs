@@ -13,13 +13,19 @@
 //! | `hutch_error_responses_total` | counter | `code` |
 //! | `hutch_command_executions_total` | counter | none |
 //! | `hutch_sandbox_create_duration_seconds` | histogram | `outcome`: `ok`, `error` |
+//! | `hutch_session_network_bytes_total` | counter | `session`, `direction`: `out`, `in` |
+//! | `hutch_session_network_connections_total` | counter | `session` |
+//! | `hutch_session_network_denied_total` | counter | `session` |
 //!
 //! Every label value comes from a closed set, whatever the client sends: methods outside the
 //! standard ones are `other`, routes are the router's templates (never ids), paths no route
 //! matched are `unmatched`, and error codes are [`ErrorCode`] names. Nothing names a tenant.
+//! The network counters are the exception that names sessions: one series per live networked
+//! session (bounded by `--max-sessions`), read from the kernel's counters at each scrape and
+//! gone with the session.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +36,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hutch_api::{ErrorCode, SessionStatus};
-use hutch_sandbox::{Runtime, SandboxError, SandboxRecord, SandboxSpec};
+use hutch_sandbox::{NetworkCounters, Runtime, SandboxError, SandboxRecord, SandboxSpec};
 use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
@@ -237,7 +243,54 @@ pub(crate) async fn scrape(State(state): State<AppState>) -> Result<Response, Ap
         .await
         .map_err(|err| ApiError::Internal(Box::new(err)))?;
     state.metrics.set_sessions(&counts);
-    Ok(([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], state.metrics.render()).into_response())
+    let mut text = state.metrics.render();
+    let sessions = Arc::clone(&state.sessions);
+    let network = tokio::task::spawn_blocking(move || sessions.network_counters())
+        .await
+        .unwrap_or_default();
+    text.push_str(&render_network(&network));
+    Ok(([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], text).into_response())
+}
+
+/// The per-session network counters in the text exposition format.
+fn render_network(counters: &HashMap<Uuid, NetworkCounters>) -> String {
+    use std::fmt::Write as _;
+    type Series = (&'static str, fn(&NetworkCounters) -> u64);
+    let families: [(&str, &str, &[Series]); 3] = [
+        (
+            "hutch_session_network_bytes_total",
+            "Bytes a networked session sent (out) and received (in).",
+            &[
+                ("direction=\"out\",", |c| c.bytes_out),
+                ("direction=\"in\",", |c| c.bytes_in),
+            ],
+        ),
+        (
+            "hutch_session_network_connections_total",
+            "Connections a networked session opened.",
+            &[("", |c| c.connections)],
+        ),
+        (
+            "hutch_session_network_denied_total",
+            "Packets of a networked session its policy or the always-denied destinations refused.",
+            &[("", |c| c.denied)],
+        ),
+    ];
+    let mut sorted: Vec<_> = counters.iter().collect();
+    sorted.sort_by_key(|(id, _)| **id);
+    let mut out = String::new();
+    if sorted.is_empty() {
+        return out;
+    }
+    for (name, help, series) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (id, c) in &sorted {
+            for (labels, value) in series {
+                let _ = writeln!(out, "{name}{{{labels}session=\"{id}\"}} {}", value(c));
+            }
+        }
+    }
+    out
 }
 
 /// Middleware: times every request and counts error responses by code.
@@ -368,11 +421,44 @@ impl Runtime for MeteredRuntime {
     async fn connect(&self, id: Uuid) -> Result<UnixStream, SandboxError> {
         self.inner.connect(id).await
     }
+
+    async fn set_network(
+        &self,
+        record: &SandboxRecord,
+        policy: &hutch_api::NetworkPolicy,
+    ) -> Result<(), SandboxError> {
+        self.inner.set_network(record, policy).await
+    }
+
+    fn network_counters(&self) -> HashMap<Uuid, NetworkCounters> {
+        self.inner.network_counters()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;
+
+    #[test]
+    fn network_counters_are_one_series_per_session_and_nothing_without_sessions() {
+        assert_eq!(render_network(&HashMap::new()), "");
+        let id = Uuid::nil();
+        let counters = NetworkCounters {
+            bytes_out: 10,
+            bytes_in: 20,
+            connections: 3,
+            denied: 4,
+        };
+        let text = render_network(&HashMap::from([(id, counters)]));
+        for line in [
+            format!("hutch_session_network_bytes_total{{direction=\"out\",session=\"{id}\"}} 10"),
+            format!("hutch_session_network_bytes_total{{direction=\"in\",session=\"{id}\"}} 20"),
+            format!("hutch_session_network_connections_total{{session=\"{id}\"}} 3"),
+            format!("hutch_session_network_denied_total{{session=\"{id}\"}} 4"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+    }
 
     use super::*;
 

@@ -32,8 +32,8 @@ use self::contract::{Contract, nest_agent_routes};
 use crate::error::ApiError;
 pub(crate) use hutch_api::responses::{
     BadRequest, Capacity, Conflict, DiskFull, HeadersTooLarge, Internal, LinkExpired, LinkInvalid,
-    PayloadTooLarge, PortUnreachable, RateLimited, SandboxUnavailable, SessionNotFound,
-    StorageContextNotFound, SyncFailed, Unauthorized, UriTooLong,
+    NetworkForbidden, PayloadTooLarge, PortUnreachable, RateLimited, SandboxUnavailable,
+    SessionNotFound, StorageContextNotFound, SyncFailed, Unauthorized, UriTooLong,
 };
 
 /// Name of the bearer-token security scheme every `/v1` operation but the document's own
@@ -229,6 +229,7 @@ impl ToSchema for Health {}
             BadRequest,
             Unauthorized,
             SessionNotFound,
+            NetworkForbidden,
             Conflict,
             PayloadTooLarge,
             UriTooLong,

@@ -15,8 +15,8 @@ use hutch_api::limits::{
     METADATA_MAX_VALUE_BYTES, PIDS_RANGE, TTL_DEFAULT_SECS, TTL_MAX_SECS, TTL_MIN_SECS,
 };
 use hutch_api::{
-    ContextSync, CreateSessionRequest, CreateStorageContextRequest, Resources, ResourcesRequest,
-    SyncRequest, TaskType, UpdateSessionRequest,
+    ContextSync, CreateSessionRequest, CreateStorageContextRequest, NetworkPolicy, Resources,
+    ResourcesRequest, SyncRequest, TaskType, UpdateSessionRequest,
 };
 use serde::Deserialize;
 use uuid::Uuid;
@@ -41,6 +41,8 @@ pub(crate) struct NewSession {
     pub(crate) env: BTreeMap<String, String>,
     /// Storage contexts bound to paths.
     pub(crate) context_syncs: Vec<ContextSync>,
+    /// Network egress as asked for (checked); the server's default when absent.
+    pub(crate) network: Option<NetworkPolicy>,
 }
 
 /// An update request that passed every check.
@@ -50,6 +52,8 @@ pub(crate) struct SessionChanges {
     pub(crate) ttl_secs: Option<u64>,
     /// New labels, replacing the old.
     pub(crate) metadata: Option<BTreeMap<String, String>>,
+    /// New network policy (checked).
+    pub(crate) network: Option<NetworkPolicy>,
 }
 
 /// Checks `POST /v1/sessions` and fills in defaults.
@@ -69,6 +73,7 @@ pub(crate) fn create(req: CreateSessionRequest) -> Result<NewSession, ApiError> 
     let resources = resources(req.resources.unwrap_or_default())?;
     let context_syncs = req.context_syncs.unwrap_or_default();
     check_context_syncs(&context_syncs)?;
+    let network = req.network.map(network).transpose()?;
     Ok(NewSession {
         ttl_secs,
         image,
@@ -76,6 +81,7 @@ pub(crate) fn create(req: CreateSessionRequest) -> Result<NewSession, ApiError> 
         resources,
         env,
         context_syncs,
+        network,
     })
 }
 
@@ -88,7 +94,16 @@ pub(crate) fn update(req: UpdateSessionRequest) -> Result<SessionChanges, ApiErr
     Ok(SessionChanges {
         ttl_secs,
         metadata: req.metadata,
+        network: req.network.map(network).transpose()?,
     })
+}
+
+/// Checks a network policy's lists (the operator's ceiling is checked by the sessions).
+pub(crate) fn network(policy: NetworkPolicy) -> Result<NetworkPolicy, ApiError> {
+    policy
+        .parse()
+        .map_err(|message| ApiError::invalid("network", message))?;
+    Ok(policy)
 }
 
 /// Checks a time to live in seconds.
@@ -460,8 +475,28 @@ mod tests {
         let req = UpdateSessionRequest {
             metadata: Some(long_value),
             ttl: None,
+            network: None,
         };
         assert_eq!(field(update(req).unwrap_err()), "metadata");
+    }
+
+    #[test]
+    fn network_lists_are_checked_on_create_and_update() {
+        let bad = hutch_api::NetworkPolicy {
+            egress: hutch_api::Egress::Allow,
+            allow: vec!["fd00:ec2::254".into()],
+            deny: vec![],
+        };
+        let req = CreateSessionRequest {
+            network: Some(bad.clone()),
+            ..Default::default()
+        };
+        assert_eq!(field(create(req).unwrap_err()), "network");
+        let req = UpdateSessionRequest {
+            network: Some(bad),
+            ..Default::default()
+        };
+        assert_eq!(field(update(req).unwrap_err()), "network");
     }
 
     #[test]

@@ -12,10 +12,16 @@ pub(crate) struct BenchArgs {
     /// The scenario: `sessions` (create → run `true` → delete), `commands` (a command's round
     /// trip and 100 MB of streamed output, each beside the same run directly), `files`
     /// (1 GiB upload and download beside `cp`) or `interpreter` (context ready, `x = 1 + 1`
-    /// over WebSocket, idle memory; beside ipykernel) or `ports` (a small GET to a web server
-    /// in a session through `/ports/8000/`, beside the same GET from inside the session).
-    #[arg(value_parser = ["sessions", "commands", "files", "interpreter", "ports"])]
+    /// over WebSocket, idle memory; beside ipykernel), `ports` (a small GET to a web server
+    /// in a session through `/ports/8000/`, beside the same GET from inside the session) or
+    /// `network` (create with egress beside without; a download from a session beside the
+    /// same download here; needs --url of a server with networking, run in its network
+    /// namespace).
+    #[arg(value_parser = ["sessions", "commands", "files", "interpreter", "ports", "network"])]
     scenario: String,
+    /// `network`: a large file to download from a session and from here.
+    #[arg(long)]
+    download_url: Option<String>,
     /// `files`: size of the file in MiB (default 1024, or 64 with --quick).
     #[arg(long)]
     size_mb: Option<u64>,
@@ -53,6 +59,10 @@ pub(crate) fn main(mut args: BenchArgs) -> anyhow::Result<()> {
 
 async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let quick = args.quick;
+    anyhow::ensure!(
+        args.scenario != "network" || args.url.is_some(),
+        "the network scenario needs --url and --token of a server started with --network-allowed all: a server of the benchmark's own would change the forwarding and nftables of this network namespace"
+    );
     // A server of our own unless one was named; it is stopped when this function returns.
     let own_server = match &args.url {
         Some(_) => None,
@@ -94,6 +104,9 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let report = hutch_bench::ports::run(&client, &token, config).await?;
         hutch_bench::ports::print(&report);
         return Ok(());
+    }
+    if args.scenario == "network" {
+        return network_scenario(&client, &args).await;
     }
     if args.scenario == "interpreter" {
         return crate::bench_interpreter::run(&client, &url, &token, &args).await;
@@ -194,5 +207,47 @@ async fn files_scenario(client: &HutchClient, token: &str, args: &BenchArgs) -> 
         "missed"
     };
     println!("target ≥ 500 MB/s both ways: {verdict} (upload {up:.0}, download {down:.0})");
+    Ok(())
+}
+
+/// `hutch bench network`: the create latency egress adds, and download throughput.
+async fn network_scenario(client: &HutchClient, args: &BenchArgs) -> anyhow::Result<()> {
+    println!(
+        "scenario: create with egress allow beside none; download from a session beside the same download here"
+    );
+    println!(
+        "iterations: {} (after {} warm-up), server: {}",
+        args.iterations,
+        args.warmup,
+        client.base_url()
+    );
+    let report = hutch_bench::network::run(
+        client,
+        args.warmup,
+        args.iterations,
+        args.download_url.as_deref(),
+    )
+    .await?;
+    println!();
+    println!("{:<40} {:>12} {:>12}", "", "p50", "p99");
+    row("create, egress none", &report.create_none);
+    row("create, egress allow", &report.create_allow);
+    let added = report
+        .create_allow
+        .p50()
+        .saturating_sub(report.create_none.p50());
+    println!("added by egress at p50: {}", ms(added));
+    let mb_s = |(bytes, took): (u64, std::time::Duration)| {
+        bytes as f64 / 1e6 / took.as_secs_f64().max(1e-9)
+    };
+    if let (Some(session), Some(host)) = (report.session_download, report.host_download) {
+        println!(
+            "download of {} MB: session {:.0} MB/s, here {:.0} MB/s ({:.0} %)",
+            session.0 / 1_000_000,
+            mb_s(session),
+            mb_s(host),
+            100.0 * mb_s(session) / mb_s(host).max(1e-9)
+        );
+    }
     Ok(())
 }

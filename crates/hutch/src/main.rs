@@ -20,6 +20,7 @@ mod connection;
 mod duration;
 mod exec;
 mod serve;
+mod serve_network;
 mod sessions;
 mod shell;
 mod token;

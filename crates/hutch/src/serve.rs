@@ -110,6 +110,8 @@ pub(crate) struct ServeArgs {
     /// unset), `always` or `never`.
     #[arg(long, env = "HUTCH_LOG_COLOR", value_enum, default_value_t = LogColor::Auto)]
     log_color: LogColor,
+    #[command(flatten)]
+    network: crate::serve_network::NetworkArgs,
 }
 
 /// When the text log is coloured.
@@ -201,6 +203,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     linux.disk_mb_default = args.disk_mb_default;
     linux.disk_mb_max = args.disk_mb_max;
     linux.max_upload_bytes = Some(args.max_upload_mb.saturating_mul(1024 * 1024));
+    let network_limits = args.network.limits()?;
+    linux.network = args.network.runtime_config(args.listen)?;
+    linux.package_index = args.network.package_index()?;
     let (runtime, died) = LinuxRuntime::new(linux).context("preparing the linux runtime")?;
     let mut config = ServerConfig::new(args.data_dir.clone());
     config.listen = args.listen;
@@ -224,6 +229,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tenant_max_contexts: args.tenant_max_contexts,
     };
     config.destroy_on_exit = args.on_exit == "destroy";
+    config.network = network_limits;
     let server = Server::start(config, Arc::new(runtime.clone()), died)
         .await
         .context("starting the server")?;

@@ -158,6 +158,7 @@ async fn create(client: &HutchClient, args: CreateArgs) -> anyhow::Result<u8> {
         resources: (resources != ResourcesRequest::default()).then_some(resources),
         env: (!args.env.is_empty()).then(|| args.env.into_iter().collect::<BTreeMap<_, _>>()),
         context_syncs: None,
+        network: None,
     };
     let session = client
         .create_session(&req)

@@ -95,6 +95,7 @@ async fn patch_extends_the_ttl_and_replaces_metadata() {
     let update = UpdateSessionRequest {
         ttl: Some(3600),
         metadata: Some([("stage".to_owned(), "two".to_owned())].into()),
+        network: None,
     };
     let patched = client.update_session(s.session_id, &update).await.unwrap();
     assert!(patched.expires_at > s.expires_at + Duration::from_secs(3000));

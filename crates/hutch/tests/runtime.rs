@@ -31,6 +31,7 @@ fn spec() -> SandboxSpec {
         image: "default".into(),
         resources: hutch_api::Resources::default(),
         env: BTreeMap::from([("GREETING".into(), "hi".into())]),
+        network: None,
     }
 }
 

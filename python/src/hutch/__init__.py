@@ -52,6 +52,7 @@ from .sessions import (
     SessionList,
     SessionsClient,
     SessionStatus,
+    network_policy,
 )
 
 __version__ = "0.1.0"
@@ -66,6 +67,7 @@ __all__ = [
     "Resources",
     "MIN_TTL",
     "MAX_TTL",
+    "network_policy",
     "SandboxAPIError",
     "SandboxConnectionError",
     "UnauthorizedError",

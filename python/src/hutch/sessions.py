@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .storage import ContextManager, StorageContexts
 
 __all__ = [
+    "network_policy",
     "MIN_TTL",
     "MAX_TTL",
     "MAX_PAGE",
@@ -38,6 +39,48 @@ MAX_TTL = 28800
 """Longest session time to live, in seconds (8 hours)."""
 MAX_PAGE = 100
 """Largest page ``list_sessions`` accepts."""
+EGRESS = ("none", "allow", "all")
+"""The egress modes of a network policy."""
+MAX_NETWORK_ENTRIES = 256
+"""Most entries in a network policy's ``allow`` or ``deny`` list."""
+
+
+def network_policy(
+    egress: str, allow: Optional[List[str]] = None, deny: Optional[List[str]] = None
+) -> Dict[str, Any]:
+    """The wire form of a network policy, checked.
+
+    ``egress`` is ``"none"``, ``"allow"`` (only ``allow``: DNS names, ``*.`` wildcards, IPv4
+    addresses and CIDR ranges) or ``"all"`` (everything but ``deny``). Raises ``ValueError``.
+    """
+    if egress not in EGRESS:
+        raise ValueError(f"egress must be one of {', '.join(EGRESS)}, got {egress!r}")
+    body: Dict[str, Any] = {"egress": egress}
+    for name, entries in (("allow", allow), ("deny", deny)):
+        if entries is None:
+            continue
+        if isinstance(entries, str) or not all(isinstance(e, str) for e in entries):
+            raise ValueError(f"{name} must be a list of strings, got {entries!r}")
+        if len(entries) > MAX_NETWORK_ENTRIES:
+            raise ValueError(f"{name} has {len(entries)} entries; at most {MAX_NETWORK_ENTRIES}")
+        body[name] = list(entries)
+    if body.get("allow") and egress != "allow":
+        raise ValueError('allow is used only with egress "allow"')
+    return body
+
+
+def _network_body(network: Any) -> Dict[str, Any]:
+    """A policy given as ``"allow"``-style mode or as a dict with ``egress``, ``allow``, ``deny``."""
+    if isinstance(network, str):
+        return network_policy(network)
+    if isinstance(network, Mapping):
+        unknown = set(network) - {"egress", "allow", "deny"}
+        if unknown:
+            raise ValueError(f"unknown network policy keys: {sorted(unknown)}")
+        return network_policy(
+            str(network.get("egress", "none")), network.get("allow"), network.get("deny")
+        )
+    raise ValueError(f"network must be a dict or an egress mode, got {network!r}")
 
 
 class SessionStatus(str, Enum):
@@ -162,6 +205,17 @@ class SessionHandle:
         """Deletes the session."""
         return self._client.delete_session(self.session_id)
 
+    def update_network(
+        self, egress: str, allow: Optional[List[str]] = None, deny: Optional[List[str]] = None
+    ) -> "Session":
+        """Replaces the session's network policy; new connections follow it.
+
+        Only a session created with network can change it (``"none"`` included).
+        """
+        return self._client.update_session(
+            self.session_id, network=network_policy(egress, allow, deny)
+        )
+
 
 @dataclass
 class Session:
@@ -231,6 +285,12 @@ class Session:
     def code_interpreter(self) -> "CodeInterpreter":
         """The stateful, multi-context code interpreter of this session."""
         return self.handle.code_interpreter()
+
+    def update_network(
+        self, egress: str, allow: Optional[List[str]] = None, deny: Optional[List[str]] = None
+    ) -> "Session":
+        """Replaces the session's network policy (see :func:`network_policy`)."""
+        return self.handle.update_network(egress, allow, deny)
 
     def is_expired(self) -> bool:
         """Whether the session's time to live has passed."""
@@ -315,6 +375,7 @@ class SessionsClient:
         resources: Optional[Mapping[str, Any]] = None,
         env: Optional[Mapping[str, str]] = None,
         context_syncs: Optional[List[Mapping[str, Any]]] = None,
+        network: Optional[Any] = None,
     ) -> Session:
         """Creates a session (``POST /sessions``) and returns it once it runs.
 
@@ -322,7 +383,9 @@ class SessionsClient:
         image (default ``default``); ``metadata`` is a dict of string labels. ``resources`` may
         hold ``cpus``, ``memoryMb``/``memory_mb`` and ``pids``; ``env`` variables every process
         starts with; ``context_syncs`` binds storage contexts to paths
-        (``[{"contextId": …, "path": "/workspace/data"}]``).
+        (``[{"contextId": …, "path": "/workspace/data"}]``); ``network`` is the egress policy,
+        ``{"egress": "allow", "allow": ["pypi.org"], "deny": []}`` or just ``"all"`` (default:
+        the server's, out of the box ``"none"``: only loopback).
 
         Raises ``ValueError`` for a bad argument before any request.
         """
@@ -353,6 +416,8 @@ class SessionsClient:
             body["env"] = dict(env)
         if context_syncs is not None:
             body["contextSyncs"] = [_camel_keys(s) for s in context_syncs]
+        if network is not None:
+            body["network"] = _network_body(network)
         data = self.transport.json("POST", "/sessions", json_body=body, timeout=max(self.timeout, 120.0))
         return Session.from_json(data, self)
 
@@ -384,8 +449,10 @@ class SessionsClient:
         session_id: str,
         ttl: Optional[int] = None,
         metadata: Optional[Mapping[str, str]] = None,
+        network: Optional[Any] = None,
     ) -> Session:
-        """Changes a session's TTL (counted from now) or replaces its metadata."""
+        """Changes a session's TTL (counted from now), replaces its metadata, or its network
+        policy (which applies to new connections)."""
         sid = check_session_id(session_id)
         body: Dict[str, Any] = {}
         if ttl is not None:
@@ -394,6 +461,8 @@ class SessionsClient:
             body["ttl"] = ttl
         if metadata is not None:
             body["metadata"] = dict(metadata)
+        if network is not None:
+            body["network"] = _network_body(network)
         return Session.from_json(self.transport.json("PATCH", f"/sessions/{sid}", json_body=body), self)
 
     def delete_session(self, session_id: str) -> Session:

@@ -159,7 +159,10 @@ pub(crate) async fn install(
         return Ok(false);
     }
 
-    let offline = !has_network();
+    // A proxy the server gives every session (its package index, `--pip-index-url`) is a
+    // way out for pip even without network.
+    let proxied = installer.python && env.iter().any(|(k, _)| k == "PIP_PROXY");
+    let offline = !has_network() && !proxied;
     let mut argv = owned(installer.install);
     if offline {
         argv.push(installer.no_retries.to_owned());
@@ -174,12 +177,20 @@ pub(crate) async fn install(
     Err(if offline && needs_download {
         format!(
             "could not install {}: the session has no network access, so {} cannot reach a {} \
-             (an operator cannot give sessions one yet); libraries given as paths to packages \
-             inside the session install without it. {} said: {said}",
+             (create the session with a `network` policy that allows it); libraries given as \
+             paths to packages inside the session install without it. {} said: {said}",
             missing.join(", "),
             installer.tool,
             installer.source,
             installer.tool,
+        )
+    } else if needs_download {
+        format!(
+            "could not install {}: {said} (if the {} is not in the session's network policy, \
+             {} cannot reach it)",
+            missing.join(", "),
+            installer.source,
+            installer.tool
         )
     } else {
         format!("could not install {}: {said}", missing.join(", "))

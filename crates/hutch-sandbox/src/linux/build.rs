@@ -24,6 +24,9 @@ pub(super) struct Embryo {
     pub(super) spawned: sys::Spawned,
     pub(super) claim: OwnedFd,
     pub(super) status: OwnedFd,
+    /// The network slot it was wired with ahead of its session, if it was (see
+    /// [`super::network::Network::prewire`]).
+    pub(super) wired: Option<super::network::Slot>,
 }
 
 impl LinuxRuntime {
@@ -201,6 +204,7 @@ impl LinuxRuntime {
             spawned,
             claim: config_w,
             status: status_r,
+            wired: None,
         })
     }
 }

@@ -24,6 +24,9 @@ impl LinuxRuntime {
                 spec.image
             )));
         }
+        if wants_network(spec) && self.inner.network.is_none() {
+            return Err(super::no_network());
+        }
         let config = &self.inner.config;
         let disk_mb = spec.resources.disk_mb.or(config.disk_mb_default);
         if let Some(mb) = disk_mb
@@ -36,7 +39,7 @@ impl LinuxRuntime {
         }
         // Pooled sandboxes have no quota: a session with one is built for it.
         let pooled = if disk_mb.is_none() {
-            lock(&self.inner.pool).pop()
+            self.take_pooled(wants_network(spec))
         } else {
             None
         };
@@ -84,11 +87,30 @@ impl LinuxRuntime {
             inner
                 .cgroups
                 .set_limits(&inner.cgroups.existing(embryo.id), &spec.resources)?;
+            let dir = self.sandbox_dir(embryo.id);
+            let nameserver = match (&inner.network, &spec.network, embryo.wired) {
+                (Some(network), Some(policy), Some(slot)) if wants_network(spec) => {
+                    Some(network.activate(embryo.id, slot, &dir, policy)?.gateway)
+                }
+                (Some(network), Some(policy), None) if wants_network(spec) => Some(
+                    network
+                        .attach(embryo.id, embryo.spawned.pid, &dir, policy)?
+                        .gateway,
+                ),
+                _ => None,
+            };
+            let mut env = spec.env.clone();
+            if let Some(proxies) = &inner.index_proxies {
+                for (name, value) in proxies.env() {
+                    env.entry(name).or_insert(value);
+                }
+            }
             let claim = Claim {
                 hostname: spec.hostname.clone(),
-                env: spec.env.clone(),
+                env,
                 max_upload_bytes: inner.config.max_upload_bytes,
                 memory_mb: Some(spec.resources.memory_mb),
+                nameserver,
             };
             let mut json =
                 serde_json::to_vec(&claim).map_err(|e| SandboxError::InvalidSpec(e.to_string()))?;
@@ -97,7 +119,10 @@ impl LinuxRuntime {
                 .write_all(&json)
                 .map_err(sys_err("send claim"))?;
             match read_status_line(&embryo.status, inner.config.start_timeout) {
-                Ok(line) if line == "ok" => Ok(()),
+                Ok(line) if line == "ok" => match &inner.index_proxies {
+                    Some(proxies) => proxies.start(embryo.id, embryo.spawned.pid),
+                    None => Ok(()),
+                },
                 Ok(line) => Err(SandboxError::Start {
                     id,
                     reason: line.trim_start_matches("error: ").to_owned(),
@@ -122,4 +147,11 @@ impl LinuxRuntime {
             }
         }
     }
+}
+
+/// Whether `spec` asks for any network beyond `lo`.
+fn wants_network(spec: &SandboxSpec) -> bool {
+    spec.network
+        .as_ref()
+        .is_some_and(|p| p.egress != hutch_api::Egress::None)
 }

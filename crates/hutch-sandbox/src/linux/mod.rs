@@ -36,6 +36,8 @@ mod build;
 mod cgroups;
 mod claim;
 mod image;
+pub mod index_proxy;
+pub mod network;
 mod pool;
 mod quota;
 mod recovery;
@@ -90,6 +92,10 @@ pub struct LinuxConfig {
     /// Largest upload the file API of each sandbox accepts, in bytes; `None`: the agent's
     /// default.
     pub max_upload_bytes: Option<u64>,
+    /// Sandbox networking; `None`: every sandbox has only `lo`.
+    pub network: Option<network::NetworkConfig>,
+    /// The operator's package index, reachable from every sandbox through its proxy.
+    pub package_index: Option<index_proxy::PackageIndex>,
 }
 
 impl LinuxConfig {
@@ -109,6 +115,8 @@ impl LinuxConfig {
             disk_mb_default: None,
             disk_mb_max: hutch_api::limits::DISK_MB_RANGE.1,
             max_upload_bytes: None,
+            network: None,
+            package_index: None,
         })
     }
 }
@@ -119,6 +127,8 @@ struct Inner {
     pool: Mutex<Vec<Embryo>>,
     /// Ids of pooled sandboxes and of those being built for the pool.
     pool_ids: Mutex<HashSet<Uuid>>,
+    /// The subset of `pool_ids` wired for the network.
+    wired_ids: Mutex<HashSet<Uuid>>,
     /// Wakes the pool filler.
     pool_wanted: tokio::sync::Notify,
     /// Set at shutdown: sandboxes built for the pool from then on are torn down, not pooled.
@@ -130,6 +140,10 @@ struct Inner {
     /// The agent binary, opened once (descriptor numbered above the child's targets).
     agent_exe: OwnedFd,
     live: Mutex<HashMap<Uuid, Arc<Live>>>,
+    /// Sandbox networking, when the server gives sandboxes any.
+    network: Option<network::Network>,
+    /// Package index proxies, when the operator names an index.
+    index_proxies: Option<index_proxy::IndexProxies>,
     died: mpsc::UnboundedSender<Uuid>,
 }
 
@@ -220,12 +234,22 @@ impl LinuxRuntime {
             image = %image.skeleton.display(),
             "linux runtime ready"
         );
+        let network = config
+            .network
+            .clone()
+            .map(|net| network::Network::start(net, &instance))
+            .transpose()?;
+        let index_proxies = config
+            .package_index
+            .clone()
+            .map(index_proxy::IndexProxies::new);
         let (died, died_rx) = mpsc::unbounded_channel();
         let trash = start_trash_thread(data.join("trash"))?;
         let inner = Inner {
             config,
             pool: Mutex::new(Vec::new()),
             pool_ids: Mutex::new(HashSet::new()),
+            wired_ids: Mutex::new(HashSet::new()),
             pool_wanted: tokio::sync::Notify::new(),
             closing: std::sync::atomic::AtomicBool::new(false),
             trash,
@@ -233,6 +257,8 @@ impl LinuxRuntime {
             image,
             agent_exe,
             live: Mutex::new(HashMap::new()),
+            network,
+            index_proxies,
             died,
         };
         Ok((
@@ -280,6 +306,30 @@ impl Runtime for LinuxRuntime {
         self.sweep_unknown(known).await
     }
 
+    async fn set_network(
+        &self,
+        record: &SandboxRecord,
+        policy: &hutch_api::NetworkPolicy,
+    ) -> Result<(), SandboxError> {
+        let network = self.inner.network.as_ref().ok_or_else(no_network)?;
+        network.update(
+            record.sandbox_id,
+            &self.sandbox_dir(record.sandbox_id),
+            policy,
+        )
+    }
+
+    fn network_counters(&self) -> HashMap<Uuid, network::NetworkCounters> {
+        let Some(network) = &self.inner.network else {
+            return HashMap::new();
+        };
+        let by_sandbox = network.counters();
+        lock(&self.inner.live)
+            .iter()
+            .filter_map(|(session, live)| by_sandbox.get(&live.sandbox_id).map(|c| (*session, *c)))
+            .collect()
+    }
+
     async fn connect(&self, id: Uuid) -> Result<UnixStream, SandboxError> {
         let sandbox_id = lock(&self.inner.live)
             .get(&id)
@@ -294,6 +344,13 @@ impl Runtime for LinuxRuntime {
             }
         })
     }
+}
+
+/// The error for a network policy on a server that gives sandboxes no network.
+fn no_network() -> SandboxError {
+    SandboxError::InvalidSpec(
+        "this server gives sessions no network (its operator has not enabled it)".into(),
+    )
 }
 
 /// Locks a mutex, ignoring poisoning (the data stays consistent: every critical section here

@@ -14,24 +14,48 @@ impl LinuxRuntime {
     /// Starts keeping `warm_pool` built sandboxes ready. Call once the server has swept the
     /// leftovers of earlier runs. Needs a tokio runtime.
     pub fn start_pool(&self) {
-        if self.inner.config.warm_pool == 0 {
+        if self.pool_targets() == (0, 0) {
             return;
         }
         let runtime = self.clone();
         tokio::spawn(async move { runtime.fill_pool().await });
     }
 
-    /// Keeps the pool at `warm_pool` sandboxes until shutdown.
+    /// How many pooled sandboxes of each kind to keep: plain, and wired for the network.
+    fn pool_targets(&self) -> (usize, usize) {
+        let wired = match &self.inner.config.network {
+            Some(network) => network.warm_pool,
+            None => 0,
+        };
+        (self.inner.config.warm_pool, wired)
+    }
+
+    /// Builds a sandbox for the pool, wiring it for the network when `wired`.
+    fn build_pooled(&self, id: Uuid, wired: bool) -> Result<Embryo, crate::SandboxError> {
+        let mut embryo = self.build(id, &Resources::default())?;
+        if wired && let Some(network) = &self.inner.network {
+            embryo.wired = Some(network.prewire(id, embryo.spawned.pid, &self.sandbox_dir(id))?);
+        }
+        Ok(embryo)
+    }
+
+    /// Keeps the pool at its targets until shutdown.
     async fn fill_pool(self) {
-        let target = self.inner.config.warm_pool;
+        let (plain, wired) = self.pool_targets();
+        let target = plain + wired;
         while !self.inner.closing.load(std::sync::atomic::Ordering::SeqCst) {
             let wanted = target.saturating_sub(lock(&self.inner.pool_ids).len());
+            let wired_now = lock(&self.inner.wired_ids).len();
             let builds: Vec<_> = (0..wanted)
-                .map(|_| {
+                .map(|n| {
                     let id = Uuid::now_v7();
                     lock(&self.inner.pool_ids).insert(id);
+                    let wire = wired_now + n < wired;
+                    if wire {
+                        lock(&self.inner.wired_ids).insert(id);
+                    }
                     let this = self.clone();
-                    tokio::task::spawn_blocking(move || (id, this.build(id, &Resources::default())))
+                    tokio::task::spawn_blocking(move || (id, this.build_pooled(id, wire)))
                 })
                 .collect();
             let mut failed = false;
@@ -42,6 +66,7 @@ impl LinuxRuntime {
                     Ok((id, Err(e))) => {
                         tracing::error!(error = %e, "building a sandbox for the warm pool failed");
                         lock(&self.inner.pool_ids).remove(&id);
+                        lock(&self.inner.wired_ids).remove(&id);
                         let this = self.clone();
                         let _ = tokio::task::spawn_blocking(move || this.teardown(id)).await;
                         failed = true;
@@ -62,6 +87,15 @@ impl LinuxRuntime {
         }
     }
 
+    /// Takes a pooled sandbox: one wired for the network when `wired`, a plain one otherwise.
+    pub(super) fn take_pooled(&self, wired: bool) -> Option<Embryo> {
+        let mut pool = lock(&self.inner.pool);
+        let index = pool.iter().rposition(|e| e.wired.is_some() == wired)?;
+        let embryo = pool.swap_remove(index);
+        lock(&self.inner.wired_ids).remove(&embryo.id);
+        Some(embryo)
+    }
+
     /// Destroys the pooled sandboxes, and those still being built for the pool once they are.
     pub(super) async fn drain_pool(&self) {
         self.inner
@@ -78,6 +112,7 @@ impl LinuxRuntime {
                 let _ = tokio::task::spawn_blocking(move || this.teardown(id)).await;
                 sys::reap(embryo.spawned.pid);
                 lock(&self.inner.pool_ids).remove(&id);
+                lock(&self.inner.wired_ids).remove(&id);
             }
             if lock(&self.inner.pool_ids).is_empty() || tokio::time::Instant::now() >= deadline {
                 return;

@@ -29,7 +29,18 @@ impl LinuxRuntime {
         {
             return Ok(false);
         }
+        if let Some(network) = &self.inner.network
+            && network.was_attached(&self.sandbox_dir(record.sandbox_id))
+            && !network.adopt(record.sandbox_id, &self.sandbox_dir(record.sandbox_id))?
+        {
+            return Ok(false);
+        }
         self.watch(record, pidfd)?;
+        if let Some(proxies) = &self.inner.index_proxies
+            && let Err(e) = proxies.start(record.sandbox_id, record.agent_pid)
+        {
+            tracing::warn!(session = %record.id, error = %e, "restarting the package index proxy failed");
+        }
         Ok(true)
     }
 
@@ -71,6 +82,15 @@ impl LinuxRuntime {
             })
             .await?;
             swept.push(sandbox_id);
+        }
+        if self.inner.network.is_some() {
+            let this = self.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(network) = &this.inner.network {
+                    network.sweep(&keep);
+                }
+            })
+            .await;
         }
         // What is left in `sandboxes/` is live: the skeletons none of them uses can go.
         let data = &self.inner.config.data_dir;

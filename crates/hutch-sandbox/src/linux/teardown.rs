@@ -75,6 +75,12 @@ impl LinuxRuntime {
             _ => {}
         }
         let dir = self.sandbox_dir(id);
+        if let Some(network) = &self.inner.network {
+            network.detach(id, &dir);
+        }
+        if let Some(proxies) = &self.inner.index_proxies {
+            proxies.stop(id);
+        }
         quota::release(&dir);
         let trashed = self
             .inner

@@ -19,6 +19,9 @@ impl Sessions {
         for sync in &new.context_syncs {
             self.storage.visible(caller, sync.context_id).await?;
         }
+        let network = self
+            .network_for(new.network)
+            .map_err(SessionError::NetworkNotAllowed)?;
         let id = Uuid::now_v7();
         let claim = self.claims.try_claim(id).ok_or_else(|| {
             SessionError::Conflict(format!("session id {id} is already in use; retry"))
@@ -71,6 +74,7 @@ impl Sessions {
             image: row.image.clone(),
             resources: row.resources,
             env: row.env.clone(),
+            network,
         };
         let record = match self.runtime.create(&spec).await {
             Ok(record) => record,

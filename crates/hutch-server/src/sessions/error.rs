@@ -15,6 +15,9 @@ pub enum SessionError {
     /// The session is in a state that does not allow this.
     #[error("{0}")]
     Conflict(String),
+    /// The network policy asks for more than the server's operator allows.
+    #[error("{0}")]
+    NetworkNotAllowed(String),
     /// `max_sessions` sessions exist already.
     #[error("the server holds its maximum of {0} sessions")]
     Capacity(usize),

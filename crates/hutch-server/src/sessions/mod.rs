@@ -22,6 +22,7 @@ mod create;
 mod delete;
 mod died;
 mod error;
+mod network;
 mod reaper;
 mod recovery;
 mod storage_sync;
@@ -40,6 +41,7 @@ use crate::validate::{Page, SessionChanges};
 
 use claims::Claims;
 pub use error::SessionError;
+pub use network::NetworkLimits;
 pub use recovery::RecoverySummary;
 
 /// The session engine.
@@ -52,6 +54,8 @@ pub(crate) struct Sessions {
     max_sessions: usize,
     tenant_max_sessions: usize,
     tenant_max_memory_mb: u64,
+    /// The operator's network limits.
+    network: NetworkLimits,
 }
 
 impl Sessions {
@@ -71,6 +75,7 @@ impl Sessions {
             max_sessions,
             tenant_max_sessions: usize::MAX,
             tenant_max_memory_mb: u64::MAX,
+            network: NetworkLimits::default(),
         }
     }
 
@@ -126,6 +131,12 @@ impl Sessions {
         changes: SessionChanges,
     ) -> Result<Session, SessionError> {
         let row = self.visible(caller, id).await?;
+        if let Some(policy) = &changes.network {
+            self.update_network(caller, id, policy).await?;
+            if changes.ttl_secs.is_none() && changes.metadata.is_none() {
+                return Ok(row.to_api());
+            }
+        }
         let expires_at_ms = changes.ttl_secs.map(|ttl| {
             now_ms().saturating_add(i64::try_from(ttl.saturating_mul(1000)).unwrap_or(i64::MAX))
         });

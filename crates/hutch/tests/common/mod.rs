@@ -67,6 +67,8 @@ pub struct TestServer {
     listen: String,
     /// Whether it runs in a network namespace of its own.
     private_network: bool,
+    /// The network namespace it runs in, when the test made one for it.
+    netns: Option<PathBuf>,
 }
 
 impl TestServer {
@@ -111,13 +113,28 @@ impl TestServer {
         entered
     }
 
+    /// Starts a server in the network namespace `netns` (a `/proc/PID/ns/net` path the test
+    /// holds open), listening on `listen`; restarts enter the same namespace.
+    pub fn start_in_netns(netns: &Path, listen: &str, args: &[&str]) -> TestServer {
+        let mut server = TestServer::prepare(args, listen, true);
+        server.netns = Some(netns.to_owned());
+        server.spawn();
+        server
+    }
+
     fn launch(args: &[&str], listen: &str, private_network: bool) -> TestServer {
+        let mut server = TestServer::prepare(args, listen, private_network);
+        server.spawn();
+        server
+    }
+
+    fn prepare(args: &[&str], listen: &str, private_network: bool) -> TestServer {
         let tempdir = tempfile::Builder::new()
             .prefix("hutch-e2e")
             .tempdir_in("/tmp")
             .expect("temp dir");
         let data = tempdir.path().to_owned();
-        let mut server = TestServer {
+        TestServer {
             child: None,
             data,
             _tempdir: Some(tempdir),
@@ -125,14 +142,18 @@ impl TestServer {
             extra_args: args.iter().map(|s| s.to_string()).collect(),
             listen: listen.to_owned(),
             private_network,
-        };
-        server.spawn();
-        server
+            netns: None,
+        }
     }
 
     fn spawn(&mut self) {
         let hutch = env!("CARGO_BIN_EXE_hutch");
-        let mut command = if self.private_network {
+        let mut command = if let Some(netns) = &self.netns {
+            let mut command = Command::new("nsenter");
+            command.arg(format!("--net={}", netns.display())).arg("--");
+            command.arg(hutch);
+            command
+        } else if self.private_network {
             // unshare and the shell exec in turn: the child's pid is the server's.
             let mut command = Command::new("unshare");
             command.args([

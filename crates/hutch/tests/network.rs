@@ -1,0 +1,515 @@
+//! Network egress by policy, against a real server in a network namespace whose only way out
+//! is the test's own internet (see `net_common`): names, ranges, the resolver, what is always
+//! denied, live changes, crash recovery and clean-up.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test fails
+
+mod common;
+mod net_common;
+
+use std::time::{Duration, Instant};
+
+use hutch_api::{CreateSessionRequest, Egress, NetworkPolicy, Session, UpdateSessionRequest};
+use hutch_client::HutchClient;
+
+use common::{TestServer, can_run_sandboxes, sh};
+use net_common::{Forwarder, SECOND_HOST, SERVER_UPLINK, TestInternet};
+
+/// Where the server listens inside its namespace.
+const LISTEN: &str = "127.0.0.1:7420";
+
+/// A server whose sessions may have any egress, with its internet and a client of `alice`.
+struct Setup {
+    internet: TestInternet,
+    server: TestServer,
+    forwarder: Forwarder,
+}
+
+impl Setup {
+    fn start(extra: &[&str]) -> Setup {
+        let internet = TestInternet::start();
+        let mut args = vec![
+            "--warm-pool",
+            "1",
+            "--network-allowed",
+            "all",
+            "--network-dns",
+            net_common::DNS,
+        ];
+        args.extend_from_slice(extra);
+        let server = TestServer::start_in_netns(&internet.server_netns(), LISTEN, &args);
+        let forwarder = Forwarder::start(&internet.server_netns(), LISTEN.parse().unwrap());
+        Setup {
+            internet,
+            server,
+            forwarder,
+        }
+    }
+
+    fn client(&self, tenant: &str) -> HutchClient {
+        HutchClient::new(&self.forwarder.url(), &self.server.token(tenant)).unwrap()
+    }
+}
+
+fn policy(egress: Egress, allow: &[&str]) -> NetworkPolicy {
+    NetworkPolicy {
+        egress,
+        allow: allow.iter().map(|s| s.to_string()).collect(),
+        deny: Vec::new(),
+    }
+}
+
+async fn networked(client: &HutchClient, network: NetworkPolicy) -> Session {
+    client
+        .create_session(&CreateSessionRequest {
+            network: Some(network),
+            ..Default::default()
+        })
+        .await
+        .expect("create a networked session")
+}
+
+/// `curl` of `url` from inside: the HTTP status (`000` when no connection was made) and how
+/// long it took.
+async fn fetch(client: &HutchClient, s: &Session, url: &str) -> (String, Duration) {
+    let started = Instant::now();
+    let out = sh(
+        client,
+        s,
+        &format!("curl -s -o /dev/null -m 10 -w '%{{http_code}}' {url}"),
+    )
+    .await;
+    (out.stdout.trim().to_owned(), started.elapsed())
+}
+
+#[tokio::test]
+async fn without_a_policy_a_session_has_no_network_and_dns_fails_fast() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let setup = Setup::start(&[]);
+    let client = setup.client("alice");
+    let s = common::session(&client).await;
+
+    let links = sh(&client, &s, "tail -n +3 /proc/net/dev | cut -d: -f1")
+        .await
+        .stdout;
+    assert_eq!(links.split_whitespace().collect::<Vec<_>>(), ["lo"]);
+    let (status, took) = fetch(&client, &s, "http://203.0.113.10/hello.txt").await;
+    assert_eq!(status, "000");
+    assert!(took < Duration::from_secs(3), "fails at once: {took:?}");
+    let started = Instant::now();
+    let dns = sh(&client, &s, "getent hosts allowed.test").await;
+    assert_ne!(dns.exit_code, 0, "{dns:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "DNS fails at once"
+    );
+}
+
+#[tokio::test]
+async fn allow_admits_the_listed_names_only_and_a_change_applies_to_new_connections() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let setup = Setup::start(&[]);
+    let client = setup.client("alice");
+    let s = networked(&client, policy(Egress::Allow, &["allowed.test"])).await;
+
+    let resolv = sh(&client, &s, "cat /etc/resolv.conf").await.stdout;
+    assert!(resolv.contains("nameserver 10.231."), "{resolv}");
+    let (status, _) = fetch(&client, &s, "http://allowed.test/hello.txt").await;
+    assert_eq!(status, "200", "the listed name works");
+
+    // Same host, another name: the resolver refuses it, at once.
+    let started = Instant::now();
+    let other = sh(&client, &s, "getent hosts other.test").await;
+    assert_ne!(other.exit_code, 0, "{other:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // An address not listed and never answered is rejected at once.
+    let (status, took) = fetch(&client, &s, &format!("http://{SECOND_HOST}/hello.txt")).await;
+    assert_eq!(status, "000");
+    assert!(
+        took < Duration::from_secs(3),
+        "rejected, not dropped: {took:?}"
+    );
+
+    // A range in the list admits its addresses without DNS.
+    let s2 = networked(&client, policy(Egress::Allow, &["203.0.113.11/32"])).await;
+    let (status, _) = fetch(&client, &s2, &format!("http://{SECOND_HOST}/hello.txt")).await;
+    assert_eq!(status, "200");
+
+    // PATCH: from now on second.test, and no longer allowed.test.
+    let patched = client
+        .update_session(
+            s.session_id,
+            &UpdateSessionRequest {
+                network: Some(policy(Egress::Allow, &["second.test"])),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.session_id, s.session_id);
+    let (status, _) = fetch(&client, &s, "http://second.test/hello.txt").await;
+    assert_eq!(status, "200");
+    let (status, _) = fetch(&client, &s, "http://allowed.test/hello.txt").await;
+    assert_eq!(status, "000", "the old name is gone");
+    let (status, _) = fetch(&client, &s, "http://203.0.113.10/hello.txt").await;
+    assert_eq!(status, "000", "so are the addresses it had admitted");
+
+    let metrics = reqwest_metrics(&setup).await;
+    let id = s.session_id.to_string();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("hutch_session_network_denied_total")
+                && l.contains(&id)
+                && !l.ends_with(" 0")),
+        "refusals are counted: {metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("direction=\"in\"") && l.contains(&id) && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
+/// The `/metrics` text, fetched through the forwarder.
+async fn reqwest_metrics(setup: &Setup) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-s", &format!("{}/metrics", setup.forwarder.url())])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn always_denied_targets_stay_unreachable_and_the_network_cannot_be_changed_inside() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let setup = Setup::start(&[]);
+    let client = setup.client("alice");
+    let a = networked(&client, policy(Egress::All, &[])).await;
+    let b = networked(&client, policy(Egress::All, &[])).await;
+
+    let (status, _) = fetch(&client, &a, &format!("http://{SECOND_HOST}/hello.txt")).await;
+    assert_eq!(status, "200", "egress all reaches the internet");
+    let (status, _) = fetch(&client, &a, "http://other.test/hello.txt").await;
+    assert_eq!(status, "200", "and resolves any name");
+
+    let b_addr = sh(&client, &b, "ip -o -4 addr show dev eth0")
+        .await
+        .stdout
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let gateway = sh(&client, &a, "ip route show default")
+        .await
+        .stdout
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_owned();
+    // Kept: the process lives on after the request.
+    let _web = client
+        .start_process(
+            b.session_id,
+            &hutch_api::CommandRequest {
+                command: Some("exec python3 -m http.server 8000 >/dev/null 2>&1".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let up = sh(
+        &client,
+        &b,
+        "for i in $(seq 100); do curl -s -o /dev/null 127.0.0.1:8000 && exit 0; sleep 0.1; done; exit 1",
+    )
+    .await;
+    assert_eq!(up.exit_code, 0, "the other session serves: {up:?}");
+    // A service of the host's own, on every address of the server's namespace.
+    let mut host_service = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", setup.internet.server_netns().display()))
+        .args([
+            "--",
+            "python3",
+            "-m",
+            "http.server",
+            "9000",
+            "--bind",
+            "0.0.0.0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !setup
+        .internet
+        .in_server_ns("ss", &["-ltn"])
+        .contains(":9000")
+    {
+        assert!(Instant::now() < deadline, "the host service did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for target in [
+        "169.254.169.254:80".to_owned(), // cloud metadata
+        format!("{SERVER_UPLINK}:9000"), // the host's own address
+        format!("{gateway}:9000"),       // the host, through the gateway
+        format!("{gateway}:7420"),       // the control plane's port
+        "127.0.0.1:7420".to_owned(),     // loopback is the sandbox's own
+        format!("{b_addr}:8000"),        // another session
+        "10.1.2.3:80".to_owned(),        // private ranges
+        "192.168.1.1:80".to_owned(),
+    ] {
+        let (status, took) = fetch(&client, &a, &format!("http://{target}/")).await;
+        assert_eq!(status, "000", "{target} is unreachable");
+        assert!(took < Duration::from_secs(5), "{target}: {took:?}");
+    }
+
+    let _ = host_service.kill();
+    let _ = host_service.wait();
+
+    for attempt in [
+        "ip route add 198.51.100.0/24 dev eth0",
+        "ip addr add 198.51.100.7/24 dev eth0",
+        "ip link set eth0 down",
+        "python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, 1)'",
+        "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6",
+    ] {
+        let out = sh(&client, &a, attempt).await;
+        assert_ne!(out.exit_code, 0, "{attempt} must fail inside: {out:?}");
+    }
+    let v6 = sh(&client, &a, "ip -6 addr show dev eth0").await.stdout;
+    assert!(!v6.contains("inet6"), "no IPv6 address: {v6}");
+}
+
+#[tokio::test]
+async fn policies_beyond_the_operators_ceiling_or_malformed_are_refused() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let internet = TestInternet::start();
+    let server = TestServer::start_in_netns(
+        &internet.server_netns(),
+        LISTEN,
+        &[
+            "--warm-pool",
+            "0",
+            "--network-allowed",
+            "allow",
+            "--network-dns",
+            net_common::DNS,
+        ],
+    );
+    let forwarder = Forwarder::start(&internet.server_netns(), LISTEN.parse().unwrap());
+    let client = HutchClient::new(&forwarder.url(), &server.token("alice")).unwrap();
+    let err = client
+        .create_session(&CreateSessionRequest {
+            network: Some(policy(Egress::All, &[])),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("forbidden") && err.contains("at most \"allow\""),
+        "{err}"
+    );
+    let err = client
+        .create_session(&CreateSessionRequest {
+            network: Some(policy(Egress::Allow, &["2001:db8::1"])),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("invalid_request") && err.contains("IPv6"),
+        "{err}"
+    );
+
+    // A session without network cannot be given one later.
+    let s = common::session(&client).await;
+    let err = client
+        .update_session(
+            s.session_id,
+            &UpdateSessionRequest {
+                network: Some(policy(Egress::Allow, &["allowed.test"])),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no network interface"), "{err}");
+}
+
+#[tokio::test]
+async fn networked_sessions_survive_a_server_kill_and_cycles_leave_nothing_behind() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let mut setup = Setup::start(&[]);
+    let client = setup.client("alice");
+    let mut sessions = Vec::new();
+    for _ in 0..5 {
+        sessions.push(networked(&client, policy(Egress::Allow, &["allowed.test"])).await);
+    }
+    setup.server.kill_hard();
+    setup.server.restart();
+    let client = setup.client("alice");
+    for s in &sessions {
+        let (status, _) = fetch(&client, s, "http://allowed.test/hello.txt").await;
+        assert_eq!(status, "200", "adopted with its network and resolver");
+        let (status, _) = fetch(&client, s, "http://second.test/hello.txt").await;
+        assert_eq!(status, "000", "and its policy");
+    }
+    for s in &sessions {
+        client.delete_session(s.session_id).await.unwrap();
+    }
+
+    let cycles: usize = std::env::var("HUTCH_NETWORK_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    for _ in 0..cycles {
+        let s = networked(&client, policy(Egress::Allow, &["allowed.test"])).await;
+        client.delete_session(s.session_id).await.unwrap();
+    }
+    // What is left now is the warm pool's; an orderly stop removes that too.
+    setup.server.stop();
+    let base = setup.internet.tables();
+    assert_eq!(
+        base.len(),
+        1,
+        "only the server's own table is left: {base:?}"
+    );
+    assert!(setup.internet.sandbox_interfaces().is_empty());
+    let addresses = setup.internet.addresses();
+    assert!(
+        addresses.iter().all(|a| !a.starts_with("10.231.")),
+        "no pool address is left: {addresses:?}"
+    );
+}
+
+/// Runs `code` with `libraries` through the interpreter (NDJSON): its frames, as text.
+async fn execute_with_libraries(
+    client: &HutchClient,
+    s: &Session,
+    code: &str,
+    libraries: &[&str],
+) -> String {
+    let body = serde_json::json!({"code": code, "libraries": libraries, "timeout": 120});
+    let (status, bytes) = client
+        .request(
+            http::Method::POST,
+            &format!("/v1/sessions/{}/interpreter/execute", s.session_id),
+            Some(serde_json::to_vec(&body).unwrap().into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 200);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[tokio::test]
+async fn libraries_install_from_an_index_the_policy_allows_and_fail_clearly_otherwise() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let setup = Setup::start(&[]);
+    let client = setup.client("alice");
+    let index_env = std::collections::BTreeMap::from([
+        (
+            "PIP_INDEX_URL".to_owned(),
+            "http://pkgs.test/simple/".to_owned(),
+        ),
+        ("PIP_TRUSTED_HOST".to_owned(), "pkgs.test".to_owned()),
+        ("PIP_RETRIES".to_owned(), "0".to_owned()),
+    ]);
+    let create = |allow: &'static [&'static str]| CreateSessionRequest {
+        env: Some(index_env.clone()),
+        network: Some(policy(Egress::Allow, allow)),
+        ..Default::default()
+    };
+
+    let s = client
+        .create_session(&create(&["pkgs.test"]))
+        .await
+        .unwrap();
+    let frames = execute_with_libraries(
+        &client,
+        &s,
+        "import hutchtestpkg\nprint(hutchtestpkg.GREETING)",
+        &["hutchtestpkg"],
+    )
+    .await;
+    assert!(frames.contains("hello from hutchtestpkg"), "{frames}");
+    let pip = sh(
+        &client,
+        &s,
+        "pip install -q --target /tmp/t hutchtestpkg && ls /tmp/t",
+    )
+    .await;
+    assert_eq!(
+        pip.exit_code, 0,
+        "`!pip` goes through the policy too: {pip:?}"
+    );
+
+    // The index is not in this session's policy: the install fails and says why.
+    let s = client
+        .create_session(&create(&["allowed.test"]))
+        .await
+        .unwrap();
+    let frames =
+        execute_with_libraries(&client, &s, "print('should not run')", &["hutchtestpkg"]).await;
+    assert!(frames.contains("LibraryInstallError"), "{frames}");
+    assert!(frames.contains("hutchtestpkg"), "{frames}");
+    assert!(frames.contains("network policy"), "{frames}");
+    assert!(!frames.contains("should not run"), "{frames}");
+}
+
+#[tokio::test]
+async fn the_operators_package_index_is_reachable_without_network_and_nothing_else_is() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let setup = Setup::start(&["--pip-index-url", "http://203.0.113.12/simple/"]);
+    let client = setup.client("alice");
+    let s = common::session(&client).await;
+
+    let frames = execute_with_libraries(
+        &client,
+        &s,
+        "import hutchtestpkg\nprint(hutchtestpkg.GREETING)",
+        &["hutchtestpkg"],
+    )
+    .await;
+    assert!(frames.contains("hello from hutchtestpkg"), "{frames}");
+
+    let through = |url: &str| {
+        format!("curl -s -o /dev/null -w '%{{http_code}}' -x http://127.0.0.1:3141 {url}")
+    };
+    let index = sh(&client, &s, &through("http://203.0.113.12/hello.txt")).await;
+    assert_eq!(index.stdout, "200", "the index host: {index:?}");
+    let other = sh(
+        &client,
+        &s,
+        &through(&format!("http://{SECOND_HOST}/hello.txt")),
+    )
+    .await;
+    assert_eq!(other.stdout, "403", "anything else: {other:?}");
+    let tunnel = sh(&client, &s, &through("https://203.0.113.10/")).await;
+    assert_ne!(tunnel.exit_code, 0, "no tunnel elsewhere: {tunnel:?}");
+    let (status, _) = fetch(&client, &s, "http://203.0.113.12/hello.txt").await;
+    assert_eq!(status, "000", "and still no network of its own");
+}
