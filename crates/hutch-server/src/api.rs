@@ -303,7 +303,12 @@ async fn proxy(
     if crate::metrics::is_command(req.method(), req.uri().path()) {
         state.metrics.count_execution();
     }
-    crate::proxy::forward(id, stream, req).await
+    let agent = crate::proxy::AgentLink {
+        id,
+        runtime: state.sessions.runtime(),
+        timeout: state.agent_timeout,
+    };
+    crate::proxy::forward(agent, stream, req).await
 }
 
 /// Unknown routes and methods.

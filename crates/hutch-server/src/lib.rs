@@ -80,6 +80,9 @@ pub const DEFAULT_TENANT_MAX_SESSIONS: usize = 100;
 pub const DEFAULT_TENANT_MAX_MEMORY_MB: u64 = 65_536;
 /// How often the TTL reaper looks for expired sessions by default.
 pub const DEFAULT_REAPER_INTERVAL: Duration = Duration::from_millis(200);
+/// How long an agent may leave a request without an answer's head before it is probed, and
+/// then how long the probe may wait, by default.
+pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Name of the database file inside the data directory.
 pub const DATABASE_FILE: &str = "hutch.db";
 /// Directory of storage context content inside the data directory.
@@ -122,6 +125,9 @@ pub struct ServerConfig {
     pub tenant_max_memory_mb: u64,
     /// Bounds on storage contexts (sizes per context and per tenant, count per tenant).
     pub storage: StorageLimits,
+    /// While a proxied request waits for its answer's head, the agent's `/health` is probed
+    /// this often; a probe unanswered this long answers the request 504 `sandbox_timeout`.
+    pub agent_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -143,6 +149,7 @@ impl ServerConfig {
             tenant_max_sessions: DEFAULT_TENANT_MAX_SESSIONS,
             tenant_max_memory_mb: DEFAULT_TENANT_MAX_MEMORY_MB,
             storage: StorageLimits::default(),
+            agent_timeout: DEFAULT_AGENT_TIMEOUT,
         }
     }
 }
@@ -192,6 +199,8 @@ pub(crate) struct AppState {
     pub(crate) limits: Arc<ratelimit::RateLimiters>,
     /// This server's Prometheus metrics.
     pub(crate) metrics: metrics::Metrics,
+    /// How long an agent may take to answer a probe (see [`ServerConfig::agent_timeout`]).
+    pub(crate) agent_timeout: Duration,
 }
 
 /// Background tasks, aborted when the server is dropped.
@@ -306,6 +315,7 @@ impl Server {
             ready: Arc::new(AtomicBool::new(true)),
             limits,
             metrics,
+            agent_timeout: config.agent_timeout,
         };
         Ok(Server {
             config,

@@ -95,6 +95,11 @@ pub(crate) struct ServeArgs {
         requires = "tls_cert"
     )]
     tls_key: Option<PathBuf>,
+    /// While a request inside a session waits for the agent's answer, the agent's health is
+    /// probed this often, and a probe left unanswered this long (a stopped or stuck agent)
+    /// answers the request 504 `sandbox_timeout`: `10s`, `1m`, or plain seconds.
+    #[arg(long, env = "HUTCH_AGENT_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = crate::duration::parse)]
+    agent_timeout: std::time::Duration,
     /// Log format: `text` or `json`.
     #[arg(long, env = "HUTCH_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -192,6 +197,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tenant_max_contexts: args.tenant_max_contexts,
     };
     config.destroy_on_exit = args.on_exit == "destroy";
+    config.agent_timeout = args.agent_timeout;
     let server = Server::start(config, Arc::new(runtime.clone()), died)
         .await
         .context("starting the server")?;

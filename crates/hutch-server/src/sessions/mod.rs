@@ -142,6 +142,11 @@ impl Sessions {
         }
     }
 
+    /// The runtime the sandboxes run on.
+    pub(crate) fn runtime(&self) -> Arc<dyn Runtime> {
+        Arc::clone(&self.runtime)
+    }
+
     /// Opens a connection to the agent of a RUNNING session the caller may see.
     pub(crate) async fn connect(
         &self,
