@@ -67,6 +67,8 @@ pub struct TestServer {
     listen: String,
     /// Whether it runs in a network namespace of its own.
     private_network: bool,
+    /// Whether it starts with SIGHUP, SIGINT and SIGQUIT ignored, as `nohup … &` starts it.
+    signals_ignored: bool,
 }
 
 impl TestServer {
@@ -78,6 +80,15 @@ impl TestServer {
     /// Starts a server with extra `hutch serve` arguments.
     pub fn start_with(args: &[&str]) -> TestServer {
         TestServer::launch(args, "127.0.0.1:0", false)
+    }
+
+    /// Starts a server with SIGHUP, SIGINT and SIGQUIT ignored, as `nohup hutch serve &` from
+    /// a script would, and extra `hutch serve` arguments.
+    pub fn start_with_signals_ignored(args: &[&str]) -> TestServer {
+        let mut server = TestServer::prepare(args, "127.0.0.1:0", false);
+        server.signals_ignored = true;
+        server.spawn();
+        server
     }
 
     /// Starts a server in a network namespace of its own (with only a loopback), listening
@@ -112,12 +123,18 @@ impl TestServer {
     }
 
     fn launch(args: &[&str], listen: &str, private_network: bool) -> TestServer {
+        let mut server = TestServer::prepare(args, listen, private_network);
+        server.spawn();
+        server
+    }
+
+    fn prepare(args: &[&str], listen: &str, private_network: bool) -> TestServer {
         let tempdir = tempfile::Builder::new()
             .prefix("hutch-e2e")
             .tempdir_in("/tmp")
             .expect("temp dir");
         let data = tempdir.path().to_owned();
-        let mut server = TestServer {
+        TestServer {
             child: None,
             data,
             _tempdir: Some(tempdir),
@@ -125,9 +142,8 @@ impl TestServer {
             extra_args: args.iter().map(|s| s.to_string()).collect(),
             listen: listen.to_owned(),
             private_network,
-        };
-        server.spawn();
-        server
+            signals_ignored: false,
+        }
     }
 
     fn spawn(&mut self) {
@@ -142,6 +158,12 @@ impl TestServer {
                 "-c",
                 "ip link set lo up && exec \"$0\" \"$@\"",
             ]);
+            command.arg(hutch);
+            command
+        } else if self.signals_ignored {
+            // An ignored signal survives exec: the server starts with them ignored.
+            let mut command = Command::new("sh");
+            command.args(["-c", "trap '' HUP INT QUIT; exec \"$0\" \"$@\""]);
             command.arg(hutch);
             command
         } else {
