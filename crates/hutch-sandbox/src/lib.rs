@@ -11,6 +11,7 @@
 //! It knows nothing of HTTP, tenants, tokens or the store: the server talks to a sandbox only
 //! through [`Runtime::connect`], which hands back a stream to the sandbox's agent.
 
+pub mod deadline;
 pub mod init;
 pub mod linux;
 pub mod process;
@@ -18,6 +19,7 @@ mod seccomp;
 mod sys;
 
 use std::collections::{BTreeMap, HashSet};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use hutch_api::Resources;
@@ -119,4 +121,8 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Opens a new connection to the sandbox's agent, which speaks HTTP/1.1 on it.
     async fn connect(&self, id: Uuid) -> Result<UnixStream, SandboxError>;
+
+    /// Sets the time after which the sandbox of session `id` ends itself, whether or not a
+    /// server is there to destroy it (see [`deadline`]); a later call replaces it.
+    async fn set_deadline(&self, id: Uuid, deadline: SystemTime) -> Result<(), SandboxError>;
 }

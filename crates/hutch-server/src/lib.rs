@@ -83,6 +83,9 @@ pub const DEFAULT_REAPER_INTERVAL: Duration = Duration::from_millis(200);
 /// How long an agent may leave a request without an answer's head before it is probed, and
 /// then how long the probe may wait, by default.
 pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a sandbox outlives its session's expiry, by default, when no server destroys it
+/// (the server stopped and did not come back).
+pub const DEFAULT_ORPHAN_GRACE: Duration = Duration::from_secs(300);
 /// Name of the database file inside the data directory.
 pub const DATABASE_FILE: &str = "hutch.db";
 /// Directory of storage context content inside the data directory.
@@ -128,6 +131,9 @@ pub struct ServerConfig {
     /// While a proxied request waits for its answer's head, the agent's `/health` is probed
     /// this often; a probe unanswered this long answers the request 504 `sandbox_timeout`.
     pub agent_timeout: Duration,
+    /// How long a sandbox outlives its session's expiry when no server destroys it: past
+    /// that, its agent ends it.
+    pub orphan_grace: Duration,
 }
 
 impl ServerConfig {
@@ -150,6 +156,7 @@ impl ServerConfig {
             tenant_max_memory_mb: DEFAULT_TENANT_MAX_MEMORY_MB,
             storage: StorageLimits::default(),
             agent_timeout: DEFAULT_AGENT_TIMEOUT,
+            orphan_grace: DEFAULT_ORPHAN_GRACE,
         }
     }
 }
@@ -293,7 +300,8 @@ impl Server {
         ));
         let sessions = Arc::new(
             Sessions::new(store, runtime, Arc::clone(&storage), config.max_sessions)
-                .with_tenant_quotas(config.tenant_max_sessions, config.tenant_max_memory_mb),
+                .with_tenant_quotas(config.tenant_max_sessions, config.tenant_max_memory_mb)
+                .with_orphan_grace(config.orphan_grace),
         );
         let recovery = sessions.recover().await?;
         storage.recover().await?;

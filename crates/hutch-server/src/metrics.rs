@@ -368,6 +368,14 @@ impl Runtime for MeteredRuntime {
     async fn connect(&self, id: Uuid) -> Result<UnixStream, SandboxError> {
         self.inner.connect(id).await
     }
+
+    async fn set_deadline(
+        &self,
+        id: Uuid,
+        deadline: std::time::SystemTime,
+    ) -> Result<(), SandboxError> {
+        self.inner.set_deadline(id, deadline).await
+    }
 }
 
 #[cfg(test)]

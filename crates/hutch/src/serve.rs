@@ -100,6 +100,10 @@ pub(crate) struct ServeArgs {
     /// answers the request 504 `sandbox_timeout`: `10s`, `1m`, or plain seconds.
     #[arg(long, env = "HUTCH_AGENT_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = crate::duration::parse)]
     agent_timeout: std::time::Duration,
+    /// How long a sandbox outlives its session's expiry when no server destroys it (this one
+    /// stopped and did not come back): past it, the sandbox's agent ends the sandbox.
+    #[arg(long, env = "HUTCH_ORPHAN_GRACE", value_name = "DURATION", default_value = "5m", value_parser = crate::duration::parse)]
+    orphan_grace: std::time::Duration,
     /// Log format: `text` or `json`.
     #[arg(long, env = "HUTCH_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -198,6 +202,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     config.destroy_on_exit = args.on_exit == "destroy";
     config.agent_timeout = args.agent_timeout;
+    config.orphan_grace = args.orphan_grace;
     let server = Server::start(config, Arc::new(runtime.clone()), died)
         .await
         .context("starting the server")?;
