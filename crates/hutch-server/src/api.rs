@@ -307,6 +307,7 @@ async fn proxy(
         id,
         runtime: state.sessions.runtime(),
         timeout: state.agent_timeout,
+        idle_timeout: state.upgraded_idle_timeout,
     };
     crate::proxy::forward(agent, stream, req).await
 }

@@ -25,6 +25,7 @@
 mod api;
 pub mod auth;
 mod bounds;
+mod connections;
 mod error;
 mod extract;
 mod metrics;
@@ -57,6 +58,10 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 pub use auth::{AuthError, JwtSecret, MintOptions, SecretSource, TokenPolicy};
+pub use connections::{
+    ConnectionLimits, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+};
 pub use error::ApiError;
 pub use ratelimit::{
     DEFAULT_RATE_LIFECYCLE, DEFAULT_RATE_SESSION, Period, RateLimit, RateLimitParseError,
@@ -86,6 +91,8 @@ pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a sandbox outlives its session's expiry, by default, when no server destroys it
 /// (the server stopped and did not come back).
 pub const DEFAULT_ORPHAN_GRACE: Duration = Duration::from_secs(300);
+/// How long an upgraded connection (a WebSocket) may stay idle by default.
+pub const DEFAULT_UPGRADED_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Name of the database file inside the data directory.
 pub const DATABASE_FILE: &str = "hutch.db";
 /// Directory of storage context content inside the data directory.
@@ -134,6 +141,12 @@ pub struct ServerConfig {
     /// How long a sandbox outlives its session's expiry when no server destroys it: past
     /// that, its agent ends it.
     pub orphan_grace: Duration,
+    /// Bounds on the connections held (in all, per client address) and on the time to send
+    /// a request's head.
+    pub connections: ConnectionLimits,
+    /// How long an upgraded connection (a WebSocket) may carry nothing in either direction
+    /// before it is closed.
+    pub upgraded_idle_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -157,6 +170,8 @@ impl ServerConfig {
             storage: StorageLimits::default(),
             agent_timeout: DEFAULT_AGENT_TIMEOUT,
             orphan_grace: DEFAULT_ORPHAN_GRACE,
+            connections: ConnectionLimits::default(),
+            upgraded_idle_timeout: DEFAULT_UPGRADED_IDLE_TIMEOUT,
         }
     }
 }
@@ -208,6 +223,9 @@ pub(crate) struct AppState {
     pub(crate) metrics: metrics::Metrics,
     /// How long an agent may take to answer a probe (see [`ServerConfig::agent_timeout`]).
     pub(crate) agent_timeout: Duration,
+    /// How long an upgraded connection may stay idle (see
+    /// [`ServerConfig::upgraded_idle_timeout`]).
+    pub(crate) upgraded_idle_timeout: Duration,
 }
 
 /// Background tasks, aborted when the server is dropped.
@@ -324,6 +342,7 @@ impl Server {
             limits,
             metrics,
             agent_timeout: config.agent_timeout,
+            upgraded_idle_timeout: config.upgraded_idle_timeout,
         };
         Ok(Server {
             config,
@@ -417,13 +436,9 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError>
     where
-        L: axum::serve::Listener,
-        L::Addr: std::fmt::Debug,
+        L: axum::serve::Listener<Addr = std::net::SocketAddr>,
     {
-        let result = axum::serve(listener, self.app())
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(ServerError::Serve);
+        connections::serve(listener, self.app(), self.config.connections, shutdown).await;
         self.state.ready.store(false, Ordering::Release);
         drop(self._tasks);
         if self.config.destroy_on_exit {
@@ -437,7 +452,7 @@ impl Server {
             tracing::info!("stopped; sandboxes are left running for the next start to re-adopt");
         }
         self.state.sessions.store.close().await;
-        result
+        Ok(())
     }
 }
 

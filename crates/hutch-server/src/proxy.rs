@@ -12,9 +12,10 @@
 //!    an agent that answers before reading the whole body (a refusal, a quota hit) and closes
 //!    is relayed like any other answer ([`agent_io`]);
 //! 3. WebSocket and other upgrades pass through: when the client asks to upgrade and the agent
-//!    answers `101 Switching Protocols`, both upgraded connections are spliced together with
-//!    `copy_bidirectional` until either side closes. Any other answer to an upgrade request
-//!    is relayed as it is.
+//!    answers `101 Switching Protocols`, both upgraded connections are spliced together until
+//!    either side closes or nothing moves for [`AgentLink::idle_timeout`] ([`splice`]); the
+//!    client's connection keeps counting against its connection bounds meanwhile. Any other
+//!    answer to an upgrade request is relayed as it is.
 //!
 //! While the answer's head has not come, a watchdog asks the agent's `/health` on a
 //! connection of its own every [`AgentLink::timeout`]; when that probe is not answered within
@@ -26,6 +27,7 @@
 //! 502 `sandbox_unavailable`. Errors after the head has been sent cut the response short.
 
 mod agent_io;
+mod splice;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +42,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use uuid::Uuid;
 
-use self::agent_io::{AgentStream, Relayed};
+use self::agent_io::{AgentStream, ClientBody, Relayed};
+use self::splice::{SpliceEnd, splice};
+use crate::connections::ConnectionSlot;
 use crate::error::ApiError;
 
 /// The `Host` the agent sees.
@@ -68,6 +72,8 @@ pub(crate) struct AgentLink {
     /// How long a probe may wait for the agent's answer, and how often one is sent while a
     /// request waits for its answer's head.
     pub(crate) timeout: Duration,
+    /// How long an upgraded connection may carry nothing in either direction.
+    pub(crate) idle_timeout: Duration,
 }
 
 impl AgentLink {
@@ -113,6 +119,8 @@ pub(crate) async fn forward(
     })?;
     let upgrade = requested_upgrade(req.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    // An upgraded connection keeps counting against the client's connection bounds.
+    let slot = req.extensions().get::<ConnectionSlot>().cloned();
 
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -128,7 +136,7 @@ pub(crate) async fn forward(
     }
     parts.uri = target;
     parts.version = Version::HTTP_11;
-    let upstream = Request::from_parts(parts, body);
+    let upstream = Request::from_parts(parts, Body::new(ClientBody::new(body)));
 
     let stream = match upgrade {
         Some(_) => AgentStream::strict(stream),
@@ -157,6 +165,7 @@ pub(crate) async fn forward(
             ));
         };
         let agent_upgrade = hyper::upgrade::on(&mut response);
+        let idle_timeout = agent.idle_timeout;
         tokio::spawn(async move {
             let (client, agent) = match tokio::try_join!(client_upgrade, agent_upgrade) {
                 Ok(pair) => pair,
@@ -165,10 +174,16 @@ pub(crate) async fn forward(
                     return;
                 }
             };
-            let (mut client, mut agent) = (TokioIo::new(client), TokioIo::new(agent));
-            if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut agent).await {
-                tracing::debug!(session = %id, error = %err, "upgraded connection ended with an error");
+            match splice(TokioIo::new(client), TokioIo::new(agent), idle_timeout).await {
+                SpliceEnd::Closed(Ok(_)) => {}
+                SpliceEnd::Closed(Err(err)) => {
+                    tracing::debug!(session = %id, error = %err, "upgraded connection ended with an error");
+                }
+                SpliceEnd::Idle => {
+                    tracing::debug!(session = %id, "upgraded connection closed: idle");
+                }
             }
+            drop(slot);
         });
         let (mut parts, body) = response.into_parts();
         let agent_upgrade_header = parts.headers.get(header::UPGRADE).cloned();

@@ -9,12 +9,16 @@
 //! is really gone) does the exchange fail.
 //!
 //! [`Relayed`] is the agent's response body with the connection's task attached: once the
-//! client has the whole answer (or went away), the task ends, so that a client still sending
-//! a body nobody reads is not drained forever.
+//! client has the whole answer (or went away), the task ends. [`ClientBody`] is the client's
+//! request body on its way: when the exchange ends before it does, what the client still
+//! sends is read and dropped for [`DRAIN_LINGER`] at most. Closing the client's connection
+//! with its body unread would reset it, and a reset can destroy the answer on its way to the
+//! client; draining without end would let a client hold the connection.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -129,6 +133,69 @@ impl AsyncWrite for AgentStream {
                 Poll::Ready(Ok(()))
             }
             other => other,
+        }
+    }
+}
+
+/// How long the rest of a client's body is read after its exchange ended.
+const DRAIN_LINGER: Duration = Duration::from_secs(5);
+
+/// The client's request body on its way to the agent; see the module's documentation.
+pub(crate) struct ClientBody {
+    body: Option<axum::body::Body>,
+    ended: bool,
+}
+
+impl ClientBody {
+    /// Wraps the client's body.
+    pub(crate) fn new(body: axum::body::Body) -> ClientBody {
+        ClientBody {
+            ended: body.is_end_stream(),
+            body: Some(body),
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let Some(body) = this.body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = Pin::new(body).poll_frame(cx);
+        if let Poll::Ready(None | Some(Err(_))) = frame {
+            this.ended = true;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.as_ref().map(Body::size_hint).unwrap_or_default()
+    }
+}
+
+impl Drop for ClientBody {
+    fn drop(&mut self) {
+        let Some(mut body) = self.body.take().filter(|_| !self.ended) else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(DRAIN_LINGER, async {
+                    while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {}
+                })
+                .await;
+            });
         }
     }
 }
