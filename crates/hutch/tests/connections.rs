@@ -57,6 +57,17 @@ async fn received_until_closed(streams: Vec<TcpStream>, within: Duration) -> Vec
     all
 }
 
+/// How many of `outcomes` are answers with this status line start (`HTTP/1.1 429`).
+fn answered(outcomes: &[Option<String>], status_line: &str) -> usize {
+    outcomes
+        .iter()
+        .filter(|o| {
+            o.as_deref()
+                .is_some_and(|text| text.starts_with(status_line))
+        })
+        .count()
+}
+
 /// `GET /health` from a fresh connection; its status, or the error.
 fn health(url: &str) -> Result<u16, String> {
     let out = Command::new("curl")
@@ -112,13 +123,7 @@ async fn a_slow_client_attack_is_bounded_and_real_clients_are_still_served() {
     );
 
     let attacked = received_until_closed(attack, HEADER_TIMEOUT * 3).await;
-    let refused = attacked
-        .iter()
-        .filter(|o| {
-            o.as_deref()
-                .is_some_and(|text| text.starts_with("HTTP/1.1 429"))
-        })
-        .count();
+    let refused = answered(&attacked, "HTTP/1.1 429");
     // (A connection the header timeout closed makes room for one more.)
     assert!(
         (2000 - 2 * PER_CLIENT..2000).contains(&refused),
@@ -131,19 +136,13 @@ async fn a_slow_client_attack_is_bounded_and_real_clients_are_still_served() {
     );
     assert!(attack_started.elapsed() < HEADER_TIMEOUT * 3);
 
-    // Two attackers together fill the server: a third client is refused 503, and once the
+    // Two attackers together fill the server: a fourth address is refused 503, and once the
     // header timeout has closed theirs, everyone is served again.
     let first = slow_clients(addr, "127.0.0.3", PER_CLIENT).await;
     let second = slow_clients(addr, "127.0.0.4", PER_CLIENT).await;
     let third = slow_clients(addr, "127.0.0.5", TOTAL).await;
     let third = received_until_closed(third, Duration::from_millis(500)).await;
-    let full = third
-        .iter()
-        .filter(|o| {
-            o.as_deref()
-                .is_some_and(|text| text.starts_with("HTTP/1.1 503"))
-        })
-        .count();
+    let full = answered(&third, "HTTP/1.1 503");
     assert!(full >= PER_CLIENT, "{full} of {TOTAL} answered 503");
     tokio::time::sleep(HEADER_TIMEOUT + Duration::from_secs(1)).await;
     assert_eq!(health(&server.url), Ok(200));
