@@ -98,6 +98,21 @@ pub enum SandboxError {
     },
 }
 
+/// What [`Runtime::snapshot`] copied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotReport {
+    /// Entries copied (files, directories, links, whiteouts).
+    pub entries: u64,
+    /// Bytes of file content copied.
+    pub bytes: u64,
+    /// Entries left out (sockets).
+    pub skipped: u64,
+    /// How long the sandbox's processes were frozen.
+    pub frozen: std::time::Duration,
+    /// How long the whole snapshot took.
+    pub elapsed: std::time::Duration,
+}
+
 /// A backend that runs sandboxes. `hutch serve` holds one and reaches sandboxes only through it.
 #[async_trait]
 pub trait Runtime: Send + Sync + 'static {
@@ -119,4 +134,19 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Opens a new connection to the sandbox's agent, which speaks HTTP/1.1 on it.
     async fn connect(&self, id: Uuid) -> Result<UnixStream, SandboxError>;
+
+    /// Copies the sandbox's writable root layer (overlayfs' upper directory, whiteouts
+    /// included) into the new directory `into`, freezing the sandbox's processes while it
+    /// copies so that no file is torn; they run on afterwards. Runtimes without snapshots
+    /// refuse with [`SandboxError::InvalidSpec`].
+    async fn snapshot(
+        &self,
+        record: &SandboxRecord,
+        into: &std::path::Path,
+    ) -> Result<SnapshotReport, SandboxError> {
+        let _ = (record, into);
+        Err(SandboxError::InvalidSpec(
+            "this runtime cannot snapshot sessions".to_owned(),
+        ))
+    }
 }

@@ -14,6 +14,7 @@
 //! | `PATCH /v1/sessions/{id}` | [`update_session`] |
 //! | `DELETE /v1/sessions/{id}?upload` | [`delete_session`] |
 //! | `/v1/contexts…`, `/v1/sessions/{id}/context/…` | [`crate::storage_api`] |
+//! | `/v1/images…`, `/v1/sessions/{id}/snapshot` | [`crate::images_api`] |
 //! | any `/v1/sessions/{id}/{*rest}` | [`proxy`]: forwarded to the session's agent |
 //! | `GET /v1/openapi.json`, `GET /docs` (no auth) | [`crate::openapi`]: the API contract |
 //! | `GET /metrics` (no auth) | [`crate::metrics::scrape`]: Prometheus text format |
@@ -60,6 +61,7 @@ pub(crate) fn app(state: AppState) -> Router {
                 .delete(delete_session),
         )
         .merge(crate::storage_api::routes())
+        .merge(crate::images_api::routes())
         // Authenticates and charges the tenant's lifecycle rate limit.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -17,8 +17,8 @@
 //! relay to agents · `openapi` the API contract (`/v1/openapi.json`, `/docs`) · `metrics`
 //! Prometheus metrics (`/metrics`) · `bounds` limits on the request head · `ratelimit`
 //! per-tenant rate limits · `storage` storage contexts and their transfers, `storage_api`
-//! their routes · `images` the OCI image store, pulls and snapshot names · `tls` TLS on the
-//! listener.
+//! their routes · `images` the OCI image store, pulls and snapshot names, `images_api` their
+//! routes · `tls` TLS on the listener.
 
 // Tests may unwrap; the non-test build is still checked for it.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -29,6 +29,7 @@ mod bounds;
 mod error;
 mod extract;
 pub mod images;
+mod images_api;
 mod metrics;
 pub mod openapi;
 mod proxy;

@@ -31,9 +31,9 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 use self::contract::{Contract, nest_agent_routes};
 use crate::error::ApiError;
 pub(crate) use hutch_api::responses::{
-    BadRequest, Capacity, Conflict, DiskFull, HeadersTooLarge, Internal, PayloadTooLarge,
-    RateLimited, SandboxUnavailable, SessionNotFound, StorageContextNotFound, SyncFailed,
-    Unauthorized, UriTooLong,
+    BadRequest, Capacity, Conflict, DiskFull, HeadersTooLarge, ImageForbidden, ImageImportFailed,
+    ImageNotFound, ImagePullFailed, Internal, PayloadTooLarge, RateLimited, SandboxUnavailable,
+    SessionNotFound, StorageContextNotFound, SyncFailed, Unauthorized, UriTooLong,
 };
 
 /// Name of the bearer-token security scheme every `/v1` operation but the document's own
@@ -216,6 +216,12 @@ impl ToSchema for Health {}
         crate::storage_api::delete_context,
         crate::storage_api::sync_context,
         crate::storage_api::context_info,
+        crate::images_api::list_images,
+        crate::images_api::get_image,
+        crate::images_api::delete_image,
+        crate::images_api::pull_image,
+        crate::images_api::import_image,
+        crate::images_api::snapshot_session,
         metrics,
         serve_json,
         serve_docs,
@@ -237,6 +243,10 @@ impl ToSchema for Health {}
             DiskFull,
             StorageContextNotFound,
             SyncFailed,
+            ImageNotFound,
+            ImagePullFailed,
+            ImageImportFailed,
+            ImageForbidden,
         ),
     ),
     tags(
@@ -251,6 +261,8 @@ impl ToSchema for Health {}
             code runs in a session, answered by its agent."),
         (name = "interpreter", description = "Interpreter contexts: long-lived python, \
             javascript and bash workers with their own state, answered by the session's agent."),
+        (name = "images", description = "OCI images pulled from registries or imported, \
+            shared by every tenant, and snapshots of sessions, owned by one."),
         (name = "meta", description = "Health, metrics, and this contract."),
     ),
 )]

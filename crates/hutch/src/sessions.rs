@@ -212,7 +212,7 @@ async fn remove(client: &HutchClient, args: RemoveArgs) -> anyhow::Result<u8> {
     Ok(u8::from(failed))
 }
 
-fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+pub(crate) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value)?;
     writeln!(out)?;
@@ -227,8 +227,8 @@ fn print_sessions(sessions: &[Session], json: bool, quiet: bool) -> anyhow::Resu
             many => print_json(&many),
         };
     }
-    let mut out = std::io::stdout().lock();
     if quiet {
+        let mut out = std::io::stdout().lock();
         for session in sessions {
             writeln!(out, "{}", session.session_id)?;
         }
@@ -257,7 +257,13 @@ fn print_sessions(sessions: &[Session], json: bool, quiet: bool) -> anyhow::Resu
             metadata.join(","),
         ]);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
+    print_table(&rows)
+}
+
+/// Prints rows as a table of left-aligned columns, the first row being the header.
+pub(crate) fn print_table<const N: usize>(rows: &[[String; N]]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let widths: Vec<usize> = (0..N)
         .map(|i| {
             rows.iter()
                 .map(|row| row[i].chars().count())
@@ -265,7 +271,7 @@ fn print_sessions(sessions: &[Session], json: bool, quiet: bool) -> anyhow::Resu
                 .unwrap_or(0)
         })
         .collect();
-    for row in &rows {
+    for row in rows {
         let line: Vec<String> = row
             .iter()
             .zip(&widths)

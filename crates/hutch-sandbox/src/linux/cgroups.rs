@@ -470,6 +470,64 @@ impl Cgroups {
         Ok(())
     }
 
+    /// Freezes (or thaws) every process of the sandbox, waiting up to `deadline` until the
+    /// kernel reports them frozen. Uses `cgroup.freeze` (v2) or the v1 freezer.
+    pub(crate) fn freeze(
+        &self,
+        cgroup: &SandboxCgroup,
+        frozen: bool,
+        deadline: Duration,
+    ) -> Result<(), CgroupError> {
+        let until = Instant::now() + deadline;
+        if let Some(dir) = cgroup
+            .v2_dir
+            .as_ref()
+            .filter(|d| d.join("cgroup.freeze").exists())
+        {
+            write_file(&dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
+            let want = if frozen { "frozen 1" } else { "frozen 0" };
+            let events = dir.join("cgroup.events");
+            loop {
+                let text = fs::read_to_string(&events).map_err(io_err("read", &events))?;
+                if text.lines().any(|line| line.trim() == want) {
+                    return Ok(());
+                }
+                if Instant::now() >= until {
+                    return Err(CgroupError::Io {
+                        op: "wait for",
+                        path: events,
+                        source: io::Error::new(io::ErrorKind::TimedOut, want),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let Some(freezer) = cgroup
+            .v1_dirs
+            .iter()
+            .find(|d| d.join("freezer.state").exists())
+        else {
+            return Err(CgroupError::Unsupported);
+        };
+        let state = freezer.join("freezer.state");
+        let want = if frozen { "FROZEN" } else { "THAWED" };
+        write_file(&state, want)?;
+        loop {
+            let text = fs::read_to_string(&state).map_err(io_err("read", &state))?;
+            if text.trim() == want {
+                return Ok(());
+            }
+            if Instant::now() >= until {
+                return Err(CgroupError::Io {
+                    op: "wait for",
+                    path: state,
+                    source: io::Error::new(io::ErrorKind::TimedOut, want),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Removes the sandbox's cgroups (and any child cgroups the agent made). Missing
     /// directories are fine; busy ones are retried until `deadline`.
     pub(crate) fn remove(

@@ -39,6 +39,7 @@ mod image;
 mod pool;
 mod quota;
 mod recovery;
+mod snapshot;
 mod teardown;
 mod trash;
 mod watch;
@@ -293,6 +294,14 @@ impl Runtime for LinuxRuntime {
                 io("connect", &path)(e)
             }
         })
+    }
+
+    async fn snapshot(
+        &self,
+        record: &SandboxRecord,
+        into: &Path,
+    ) -> Result<crate::SnapshotReport, SandboxError> {
+        self.snapshot_root(record, into).await
     }
 }
 

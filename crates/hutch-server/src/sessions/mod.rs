@@ -15,7 +15,8 @@
 //!
 //! One file per path through it: `create.rs`, `delete.rs` (and the destroy every path shares),
 //! `reaper.rs` (expiry), `died.rs` (sandboxes that died on their own), `recovery.rs` (start-up),
-//! `storage_sync.rs` (transfers with storage contexts); `claims.rs` holds the claims.
+//! `storage_sync.rs` (transfers with storage contexts), `snapshot.rs` (copies of a session's
+//! writable layer); `claims.rs` holds the claims.
 
 mod claims;
 mod create;
@@ -24,6 +25,7 @@ mod died;
 mod error;
 mod reaper;
 mod recovery;
+mod snapshot;
 mod storage_sync;
 
 use std::sync::Arc;
