@@ -28,6 +28,7 @@ from .errors import (
 from .code import CodeResult
 from .commands import CommandResult, Process
 from .files import FileInfo
+from .images import Image, ImageConfig, ImageDetail, ImageLayer, Images, PullProgress
 from .interactive import (
     InteractiveResult,
     InteractiveSandboxSession,
@@ -94,4 +95,10 @@ __all__ = [
     "ContextInfoResult",
     "ContextSyncResult",
     "ContextSync",
+    "Image",
+    "ImageDetail",
+    "ImageLayer",
+    "ImageConfig",
+    "Images",
+    "PullProgress",
 ]

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .code import Code
     from .commands import Commands
     from .files import Files
+    from .images import Image, Images
     from .interpreter import CodeInterpreter
     from .storage import ContextManager, StorageContexts
 
@@ -146,6 +147,15 @@ class SessionHandle:
 
         return CodeInterpreter(self._client.transport, self.path)
 
+    def snapshot(self, name: str) -> "Image":
+        """Turns the session's files (its writable layer over its image) into the image
+        ``name``, owned by the caller's tenant and usable as ``image`` by later sessions. The
+        session keeps running; its processes are frozen while the files are copied."""
+        from .images import Image
+
+        data = self._client.transport.json("POST", f"{self.path}/snapshot", json_body={"name": name})
+        return Image.from_json(data)
+
     def refresh(self) -> "Session":
         """Fetches the session's current state."""
         return self._client.get_session(self.session_id)
@@ -218,6 +228,10 @@ class Session:
     def code_interpreter(self) -> "CodeInterpreter":
         """The stateful, multi-context code interpreter of this session."""
         return self.handle.code_interpreter()
+
+    def snapshot(self, name: str) -> "Image":
+        """Turns the session's files into the image ``name`` (see :meth:`SessionHandle.snapshot`)."""
+        return self.handle.snapshot(name)
 
     def is_expired(self) -> bool:
         """Whether the session's time to live has passed."""
@@ -414,6 +428,13 @@ class SessionsClient:
         from .storage import StorageContexts
 
         return StorageContexts(self.transport)
+
+    @property
+    def images(self) -> "Images":
+        """Images: pull, import, list, get, delete (``/images``)."""
+        from .images import Images
+
+        return Images(self.transport)
 
     # -- service ----------------------------------------------------------------------------
 
