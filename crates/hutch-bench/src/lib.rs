@@ -15,9 +15,12 @@
 //! - [`interpreter`]: context ready, `x = 1 + 1` over the execute WebSocket, idle worker
 //!   memory, for the plain and IPython kernels, against ipykernel driven by jupyter_client
 //!   (targets: ready ≤ 20 ms, execute ≤ 1 ms plain / ≤ 3 ms IPython, idle ≤ 15 MiB plain).
+//! - [`images`]: the first pull and unpack of an image from a local registry through the
+//!   API, against `skopeo copy` + `umoci unpack` of the same image (target: not slower).
 
 pub mod commands;
 pub mod files;
+pub mod images;
 pub mod interpreter;
 pub mod peers;
 pub mod server;

@@ -138,7 +138,10 @@ impl HutchClient {
         let body = http_body_util::StreamBody::new(chunks);
         let req = self
             .request_head(Method::POST, &path, true)?
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/x-tar"))
+            .header(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            )
             .header(http::header::CONTENT_LENGTH, length)
             .body(body)
             .map_err(|e| transport(&path, e))?;

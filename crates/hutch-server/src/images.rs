@@ -520,7 +520,9 @@ impl Images {
         parse_reference(name).map(Named::Reference)
     }
 
-    fn check_manager(&self, admin: bool, what: &'static str) -> Result<(), ImageError> {
+    /// Whether a caller (`admin` or not) may import and delete shared images; `what` names the
+    /// operation in the error.
+    pub fn check_manager(&self, admin: bool, what: &'static str) -> Result<(), ImageError> {
         if admin || self.config.managers == ImageManagers::Tenants {
             Ok(())
         } else {

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderMap;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
@@ -33,13 +33,15 @@ use time::OffsetDateTime;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{Json, Query, SessionId};
+use crate::extract::{ImageName, Json, Query, SessionId};
 use crate::images::ImageView;
 use crate::openapi::{
     BadRequest, Conflict, ImageForbidden, ImageImportFailed, ImageNotFound, Internal,
     PayloadTooLarge, RateLimited, SessionNotFound, Unauthorized,
 };
 
+/// Most bytes of a refused import read (and dropped) before the refusal is sent.
+const DRAIN_MAX_BYTES: u64 = 64 << 20;
 /// Bytes a layer's download advances before another progress line is sent.
 const PROGRESS_STEP_BYTES: u64 = 1 << 20;
 
@@ -111,7 +113,7 @@ pub(crate) async fn list_images(
 pub(crate) async fn get_image(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ImageName(name): ImageName,
 ) -> Result<Json<ImageDetail>, ApiError> {
     let view = blocking(&state, move |images| images.get(&caller.tenant, &name)).await?;
     Ok(Json(detail(&view)))
@@ -144,7 +146,7 @@ pub(crate) async fn get_image(
 pub(crate) async fn delete_image(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ImageName(name): ImageName,
 ) -> Result<Json<Image>, ApiError> {
     let view = blocking(&state, move |images| {
         images.remove(&caller.tenant, caller.admin, &name)
@@ -287,8 +289,9 @@ pub(crate) struct ImportQuery {
     tag = "images",
     params(("name" = Option<String>, Query, description = "The name to store the image \
         under; the archive must then hold exactly one image.")),
-    request_body(content = Vec<u8>, content_type = "application/x-tar",
-        description = "The archive."),
+    request_body(content = inline(hutch_api::files::Binary),
+        content_type = "application/octet-stream",
+        description = "The archive, a tar file (any content type is read as it)."),
     responses(
         (status = 200, description = "The images stored", body = ImportResult),
         (status = 400, response = BadRequest),
@@ -313,10 +316,18 @@ pub(crate) async fn import_image(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit) {
-        return Err(ApiError::PayloadTooLarge {
-            limit: usize::try_from(limit).unwrap_or(usize::MAX),
-        });
+    let refusal = match state.images.check_manager(caller.admin, "import") {
+        Err(err) => Some(ApiError::from(err)),
+        Ok(()) if declared.is_some_and(|length| length > limit) => {
+            Some(ApiError::PayloadTooLarge {
+                limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            })
+        }
+        Ok(()) => None,
+    };
+    if let Some(refusal) = refusal {
+        drain(body).await;
+        return Err(refusal);
     }
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
@@ -327,6 +338,20 @@ pub(crate) async fn import_image(
     Ok(Json(ImportResult {
         images: views.iter().map(image).collect(),
     }))
+}
+
+/// Reads and drops up to [`DRAIN_MAX_BYTES`] of a refused body, so that the client, still
+/// sending, reads the answer instead of a reset connection.
+async fn drain(body: Body) {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut read: u64 = 0;
+    while read < DRAIN_MAX_BYTES {
+        match stream.next().await {
+            Some(Ok(chunk)) => read += chunk.len() as u64,
+            _ => return,
+        }
+    }
 }
 
 /// Runs a store operation (file system work) off the async threads.

@@ -12,9 +12,14 @@ pub(crate) struct BenchArgs {
     /// The scenario: `sessions` (create → run `true` → delete), `commands` (a command's round
     /// trip and 100 MB of streamed output, each beside the same run directly), `files`
     /// (1 GiB upload and download beside `cp`) or `interpreter` (context ready, `x = 1 + 1`
-    /// over WebSocket, idle memory; beside ipykernel).
-    #[arg(value_parser = ["sessions", "commands", "files", "interpreter"])]
+    /// over WebSocket, idle memory; beside ipykernel) or `images` (first pull + unpack of the
+    /// Debian python image from a local registry, beside skopeo copy + umoci unpack).
+    #[arg(value_parser = ["sessions", "commands", "files", "interpreter", "images"])]
     scenario: String,
+    /// `images`: the OCI layout to push to the local registry (default: the Debian python
+    /// image the image tests build and cache under the temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) image_layout: Option<std::path::PathBuf>,
     /// `files`: size of the file in MiB (default 1024, or 64 with --quick).
     #[arg(long)]
     size_mb: Option<u64>,
@@ -51,6 +56,10 @@ pub(crate) fn main(mut args: BenchArgs) -> anyhow::Result<()> {
 }
 
 async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.scenario == "images" {
+        // Starts its own registry and a server that reaches it.
+        return crate::bench_images::run(&args).await;
+    }
     let quick = args.quick;
     // A server of our own unless one was named; it is stopped when this function returns.
     let own_server = match &args.url {

@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 
 mod agent;
 mod bench;
+mod bench_images;
 mod bench_interpreter;
 mod connection;
 mod duration;

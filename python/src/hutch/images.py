@@ -220,7 +220,7 @@ class Images:
         binary file object), streamed, and returns the images stored; ``name`` names the one
         image it holds. Needs an admin token unless the server lets tenants manage images."""
         params = {"name": name} if name is not None else None
-        headers = {"Content-Type": "application/x-tar"}
+        headers = {"Content-Type": "application/octet-stream"}
         if isinstance(archive, (str, os.PathLike)):
             with open(archive, "rb") as file:
                 response = self._transport.request(
