@@ -31,9 +31,9 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 use self::contract::{Contract, nest_agent_routes};
 use crate::error::ApiError;
 pub(crate) use hutch_api::responses::{
-    BadRequest, Capacity, Conflict, DiskFull, HeadersTooLarge, Internal, PayloadTooLarge,
-    RateLimited, SandboxUnavailable, SessionNotFound, StorageContextNotFound, SyncFailed,
-    Unauthorized, UriTooLong,
+    BadRequest, Capacity, Conflict, DiskFull, HeadersTooLarge, Internal, LanguageUnavailable,
+    PayloadTooLarge, RateLimited, SandboxUnavailable, SessionNotFound, StorageContextNotFound,
+    SyncFailed, Unauthorized, UriTooLong,
 };
 
 /// Name of the bearer-token security scheme every `/v1` operation but the document's own
@@ -235,6 +235,7 @@ impl ToSchema for Health {}
             SandboxUnavailable,
             Capacity,
             DiskFull,
+            LanguageUnavailable,
             StorageContextNotFound,
             SyncFailed,
         ),

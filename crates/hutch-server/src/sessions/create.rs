@@ -1,7 +1,7 @@
 //! Creating a session: the quota-checked row, the sandbox, the downloads of its contexts.
 
 use hutch_api::{Session, SessionStatus, TaskType};
-use hutch_sandbox::SandboxSpec;
+use hutch_sandbox::{SandboxImage, SandboxSpec};
 use uuid::Uuid;
 
 use super::{SessionError, Sessions};
@@ -68,7 +68,7 @@ impl Sessions {
         let spec = SandboxSpec {
             id,
             hostname: hostname(id),
-            image: row.image.clone(),
+            image: SandboxImage::Default,
             resources: row.resources,
             env: row.env.clone(),
         };
