@@ -59,6 +59,15 @@ pub enum ErrorCode {
     FileNotFound,
     /// The requested byte range lies outside the file (416).
     RangeNotSatisfiable,
+    /// No image of this name is stored or in its registry, and no snapshot of the caller
+    /// has this name (404).
+    ImageNotFound,
+    /// The image could not be pulled: the registry refused, failed or could not be reached,
+    /// a blob did not match its digest, or the image is not usable; `details.registryAnswer`
+    /// gives the registry's answer (422).
+    ImagePullFailed,
+    /// The uploaded archive is not an importable image (422).
+    ImageImportFailed,
     /// An unexpected fault inside hutch (500). The log has the cause.
     Internal,
 }
@@ -77,6 +86,8 @@ impl ErrorCode {
             | ErrorCode::ProcessNotFound
             | ErrorCode::ContextNotFound => 404,
             ErrorCode::RangeNotSatisfiable => 416,
+            ErrorCode::ImageNotFound => 404,
+            ErrorCode::ImagePullFailed | ErrorCode::ImageImportFailed => 422,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UriTooLong => 414,
@@ -114,6 +125,9 @@ impl ErrorCode {
             ErrorCode::SyncFailed => "sync_failed",
             ErrorCode::FileNotFound => "file_not_found",
             ErrorCode::RangeNotSatisfiable => "range_not_satisfiable",
+            ErrorCode::ImageNotFound => "image_not_found",
+            ErrorCode::ImagePullFailed => "image_pull_failed",
+            ErrorCode::ImageImportFailed => "image_import_failed",
             ErrorCode::Internal => "internal",
         }
     }
@@ -208,6 +222,9 @@ mod tests {
             ErrorCode::SyncFailed,
             ErrorCode::FileNotFound,
             ErrorCode::RangeNotSatisfiable,
+            ErrorCode::ImageNotFound,
+            ErrorCode::ImagePullFailed,
+            ErrorCode::ImageImportFailed,
             ErrorCode::Internal,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());

@@ -112,6 +112,25 @@ error_responses! {
         "`context_not_found`: the session has no interpreter context with this id (or the \
          session is not the caller's).",
         "context not found: 0192f5a4-7c1e-7d30-9b1a-3c1f0e6b2a11";
+    ImageNotFound: ImageNotFound,
+        "`image_not_found`: no image of this name is stored or in its registry, and the \
+         caller has no snapshot of this name; `details.image` names it.",
+        "image docker.io/library/pyhton:3.11 not found: manifest unknown";
+    ImagePullFailed: ImagePullFailed,
+        "`image_pull_failed`: the image could not be pulled (the registry refused, failed or \
+         could not be reached, a blob did not match its digest, or the image is unusable); \
+         `details.image` names it and `details.registryAnswer` gives the registry's answer.",
+        "pulling localhost:5000/tool:1.2 failed: error sending request";
+    ImageImportFailed: ImageImportFailed,
+        "`image_import_failed`: the body is not an importable image archive (an OCI image \
+         layout tarball or a `docker save` archive), or a blob in it does not match its digest.",
+        "not an importable image archive: neither index.json (OCI layout) nor manifest.json \
+         (docker save) found";
+    ImageForbidden: Forbidden,
+        "`forbidden`: the token may not do this (importing and deleting images needs an admin \
+         token unless the server opens them to tenants), or the image's registry is not on \
+         the server's list of allowed registries.",
+        "registry quay.io is not on the list of allowed registries";
 }
 
 /// One shared error response: `description`, an [`ErrorBody`] schema with an example, and the

@@ -17,7 +17,8 @@
 //! relay to agents · `openapi` the API contract (`/v1/openapi.json`, `/docs`) · `metrics`
 //! Prometheus metrics (`/metrics`) · `bounds` limits on the request head · `ratelimit`
 //! per-tenant rate limits · `storage` storage contexts and their transfers, `storage_api`
-//! their routes · `tls` TLS on the listener.
+//! their routes · `images` the OCI image store, pulls and snapshot names · `tls` TLS on the
+//! listener.
 
 // Tests may unwrap; the non-test build is still checked for it.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -27,6 +28,7 @@ pub mod auth;
 mod bounds;
 mod error;
 mod extract;
+pub mod images;
 mod metrics;
 pub mod openapi;
 mod proxy;
@@ -58,6 +60,7 @@ use uuid::Uuid;
 
 pub use auth::{AuthError, JwtSecret, MintOptions, SecretSource, TokenPolicy};
 pub use error::ApiError;
+pub use images::{ImageError, ImageManagers, Images, ImagesConfig};
 pub use ratelimit::{
     DEFAULT_RATE_LIFECYCLE, DEFAULT_RATE_SESSION, Period, RateLimit, RateLimitParseError,
 };
@@ -80,6 +83,8 @@ pub const DEFAULT_TENANT_MAX_SESSIONS: usize = 100;
 pub const DEFAULT_TENANT_MAX_MEMORY_MB: u64 = 65_536;
 /// How often the TTL reaper looks for expired sessions by default.
 pub const DEFAULT_REAPER_INTERVAL: Duration = Duration::from_millis(200);
+/// How often unused image layers are collected (deletes also collect at once).
+pub const IMAGE_COLLECT_INTERVAL: Duration = Duration::from_secs(600);
 /// Name of the database file inside the data directory.
 pub const DATABASE_FILE: &str = "hutch.db";
 /// Directory of storage context content inside the data directory.
@@ -122,6 +127,8 @@ pub struct ServerConfig {
     pub tenant_max_memory_mb: u64,
     /// Bounds on storage contexts (sizes per context and per tenant, count per tenant).
     pub storage: StorageLimits,
+    /// The image store: registries, cache bound, who manages images.
+    pub images: ImagesConfig,
 }
 
 impl ServerConfig {
@@ -143,6 +150,7 @@ impl ServerConfig {
             tenant_max_sessions: DEFAULT_TENANT_MAX_SESSIONS,
             tenant_max_memory_mb: DEFAULT_TENANT_MAX_MEMORY_MB,
             storage: StorageLimits::default(),
+            images: ImagesConfig::default(),
         }
     }
 }
@@ -165,6 +173,9 @@ pub enum ServerError {
     /// The store failed.
     #[error("the sessions store failed")]
     Store(#[from] StoreError),
+    /// The image store could not be opened.
+    #[error("opening the image store")]
+    Images(#[from] ImageError),
     /// Binding the listen address failed.
     #[error("listening on {addr}")]
     Bind {
@@ -192,6 +203,8 @@ pub(crate) struct AppState {
     pub(crate) limits: Arc<ratelimit::RateLimiters>,
     /// This server's Prometheus metrics.
     pub(crate) metrics: metrics::Metrics,
+    /// The image store and puller.
+    pub(crate) images: Arc<Images>,
 }
 
 /// Background tasks, aborted when the server is dropped.
@@ -288,6 +301,10 @@ impl Server {
         );
         let recovery = sessions.recover().await?;
         storage.recover().await?;
+        let images = Arc::new(Images::open(
+            &config.data_dir.join(images::IMAGES_DIR),
+            config.images.clone(),
+        )?);
 
         let reaper = tokio::spawn(reap_forever(Arc::clone(&sessions), config.reaper_interval));
         let watcher = tokio::spawn(watch_died(Arc::clone(&sessions), died));
@@ -300,19 +317,24 @@ impl Server {
             Arc::clone(&limits),
             ratelimit::RETAIN_INTERVAL,
         ));
+        let collect = tokio::spawn(collect_images_forever(
+            Arc::clone(&images),
+            IMAGE_COLLECT_INTERVAL,
+        ));
         let state = AppState {
             sessions,
             verifier: Arc::new(verifier),
             ready: Arc::new(AtomicBool::new(true)),
             limits,
             metrics,
+            images,
         };
         Ok(Server {
             config,
             state,
             startup_token,
             recovery,
-            _tasks: Tasks(vec![reaper, watcher, upkeep, retain]),
+            _tasks: Tasks(vec![reaper, watcher, upkeep, retain, collect]),
         })
     }
 
@@ -330,6 +352,11 @@ impl Server {
     /// What crash recovery did during [`Server::start`].
     pub fn recovery(&self) -> RecoverySummary {
         self.recovery
+    }
+
+    /// The server's images: what session creation resolves an `image` with.
+    pub fn images(&self) -> &Arc<Images> {
+        &self.state.images
     }
 
     /// The configuration the server was started with.
@@ -431,6 +458,21 @@ async fn reap_forever(sessions: Arc<Sessions>, interval: Duration) {
         ticks.tick().await;
         if let Err(err) = sessions.reap().await {
             tracing::error!(error = %error::chain(&err), "reaper pass failed");
+        }
+    }
+}
+
+/// Collects the image cache every `interval` (the first time at once).
+async fn collect_images_forever(images: Arc<Images>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let images = Arc::clone(&images);
+        match tokio::task::spawn_blocking(move || images.collect()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::error!(error = %error::chain(&err), "image collection failed"),
+            Err(err) => tracing::error!(error = %err, "image collection task failed"),
         }
     }
 }

@@ -85,6 +85,47 @@ pub(crate) struct ServeArgs {
     /// `payload_too_large`.
     #[arg(long, env = "HUTCH_MAX_UPLOAD_MB", default_value_t = hutch_api::limits::FILES_UPLOAD_MAX_BYTES_DEFAULT / (1024 * 1024))]
     max_upload_mb: u64,
+    /// Docker-style `config.json` with registry credentials (`auths`), used when pulling.
+    #[arg(long, env = "HUTCH_REGISTRY_AUTH", value_name = "FILE")]
+    registry_auth: Option<PathBuf>,
+    /// A mirror that registry pulls go to instead, as `REGISTRY=http(s)://HOST[:PORT]`
+    /// (repeatable; the variable takes a comma-separated list).
+    #[arg(
+        long,
+        env = "HUTCH_REGISTRY_MIRROR",
+        value_name = "REG=URL",
+        value_delimiter = ','
+    )]
+    registry_mirror: Vec<String>,
+    /// A registry reached over plain HTTP instead of HTTPS (repeatable; the variable takes a
+    /// comma-separated list).
+    #[arg(
+        long,
+        env = "HUTCH_INSECURE_REGISTRY",
+        value_name = "REG",
+        value_delimiter = ','
+    )]
+    insecure_registry: Vec<String>,
+    /// The only registries images may be pulled from, comma-separated (`docker.io` for Docker
+    /// Hub short names); without it, any.
+    #[arg(
+        long,
+        env = "HUTCH_ALLOWED_REGISTRIES",
+        value_name = "REG,…",
+        value_delimiter = ','
+    )]
+    allowed_registries: Option<Vec<String>>,
+    /// Bytes of unpacked image layers kept, in GiB: past it, the least recently used images
+    /// no session uses are collected (snapshots are not).
+    #[arg(long, env = "HUTCH_IMAGE_CACHE_GB", default_value_t = hutch_server::images::DEFAULT_IMAGE_CACHE_BYTES >> 30)]
+    image_cache_gb: u64,
+    /// Largest image archive `POST /v1/images/import` accepts, in MiB.
+    #[arg(long, env = "HUTCH_IMAGE_IMPORT_MAX_MB", default_value_t = hutch_server::images::DEFAULT_IMPORT_MAX_BYTES >> 20)]
+    image_import_max_mb: u64,
+    /// Who may import and delete images: `admins` (admin tokens only) or `tenants` (any
+    /// token). Pulling is open to every tenant, within the allowed registries.
+    #[arg(long, env = "HUTCH_IMAGE_MANAGERS", value_enum, default_value_t = ImageManagersArg::Admins)]
+    image_managers: ImageManagersArg,
     /// PEM certificate chain (the server's certificate first): serve HTTPS and WSS instead of
     /// plain HTTP. Needs `--tls-key`.
     #[arg(
@@ -109,6 +150,15 @@ pub(crate) struct ServeArgs {
     /// unset), `always` or `never`.
     #[arg(long, env = "HUTCH_LOG_COLOR", value_enum, default_value_t = LogColor::Auto)]
     log_color: LogColor,
+}
+
+/// Who may import and delete images.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ImageManagersArg {
+    /// Admin tokens only.
+    Admins,
+    /// Any token.
+    Tenants,
 }
 
 /// When the text log is coloured.
@@ -182,6 +232,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     linux.disk_mb_default = args.disk_mb_default;
     linux.disk_mb_max = args.disk_mb_max;
     linux.max_upload_bytes = Some(args.max_upload_mb.saturating_mul(1024 * 1024));
+    // A wrong registry option is reported before the runtime starts.
+    let images = images_config(&args, linux.uid_base)?;
     let (runtime, died) = LinuxRuntime::new(linux).context("preparing the linux runtime")?;
     let mut config = ServerConfig::new(args.data_dir.clone());
     config.listen = args.listen;
@@ -201,6 +253,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tenant_max_contexts: args.tenant_max_contexts,
     };
     config.destroy_on_exit = args.on_exit == "destroy";
+    config.images = images;
     let server = Server::start(config, Arc::new(runtime.clone()), died)
         .await
         .context("starting the server")?;
@@ -229,6 +282,35 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The server destroyed its sessions if asked to; what is left here is the warm pool.
     runtime.shutdown(false).await;
     result
+}
+
+/// The image store's settings from the registry and image options.
+fn images_config(args: &ServeArgs, uid_base: u32) -> anyhow::Result<hutch_server::ImagesConfig> {
+    let mut registries = hutch_image::RegistryConfig::default();
+    for mirror in &args.registry_mirror {
+        registries.add_mirror(mirror)?;
+    }
+    registries
+        .plain_http
+        .extend(args.insecure_registry.iter().cloned());
+    registries.allowed = args
+        .allowed_registries
+        .as_ref()
+        .map(|allowed| allowed.iter().map(|r| r.trim().to_owned()).collect());
+    if let Some(path) = &args.registry_auth {
+        registries.load_credentials(path)?;
+    }
+    Ok(hutch_server::ImagesConfig {
+        registries,
+        cache_bytes: args.image_cache_gb.saturating_mul(1 << 30),
+        import_max_bytes: args.image_import_max_mb.saturating_mul(1 << 20),
+        managers: match args.image_managers {
+            ImageManagersArg::Admins => hutch_server::ImageManagers::Admins,
+            ImageManagersArg::Tenants => hutch_server::ImageManagers::Tenants,
+        },
+        uid_base,
+        id_count: hutch_sandbox::linux::UID_COUNT,
+    })
 }
 
 /// The start-up token and a request that uses it, as lines that work when pasted into a shell.
