@@ -1,7 +1,7 @@
 //! Creating a session: the quota-checked row, the sandbox, the downloads of its contexts.
 
 use hutch_api::{Session, SessionStatus, TaskType};
-use hutch_sandbox::{SandboxImage, SandboxSpec};
+use hutch_sandbox::SandboxSpec;
 use uuid::Uuid;
 
 use super::{SessionError, Sessions};
@@ -65,10 +65,17 @@ impl Sessions {
             self.forget(id).await;
             return Err(err.into());
         }
+        let (image, lease) = match self.resolve_image(&caller.tenant, &row.image).await {
+            Ok(resolved) => resolved,
+            Err(err) => {
+                self.forget(id).await;
+                return Err(err);
+            }
+        };
         let spec = SandboxSpec {
             id,
             hostname: hostname(id),
-            image: SandboxImage::Default,
+            image,
             resources: row.resources,
             env: row.env.clone(),
         };
@@ -79,6 +86,9 @@ impl Sessions {
                 return Err(err.into());
             }
         };
+        if let Some(lease) = lease {
+            self.leases.hold(id, lease);
+        }
         if let Err(err) = self
             .transfer_all(id, &caller.tenant, &new.context_syncs, TaskType::Download)
             .await
