@@ -274,13 +274,14 @@ async fn a_busybox_image_without_libc_runs_commands_and_files_but_has_no_python(
         .unwrap_err();
     assert_eq!(code.code(), Some(ErrorCode::LanguageUnavailable), "{code}");
 
-    // The session is fine all the same.
+    // The session is fine all the same: commands run, and a terminal runs the image's sh.
     assert_eq!(
         common::sh(&client, &session, "echo still here")
             .await
             .stdout,
         "still here\n"
     );
+    terminal_echoes(&client, &session, "echo term-$((6 * 7))", "term-42").await;
 }
 
 #[tokio::test]
@@ -289,7 +290,7 @@ async fn a_musl_image_runs_its_program_as_the_images_user_in_its_working_dir() {
         return;
     }
     let registry = registry_with(&[(image_support::musl_layout(), "team/musl-app:1.0")]);
-    let server = server_with_mirror(&registry.addr, &[]);
+    let mut server = server_with_mirror(&registry.addr, &[]);
     let client = server.client("alice");
     let session = create_on(&client, "team/musl-app:1.0").await.unwrap();
 
@@ -312,6 +313,64 @@ async fn a_musl_image_runs_its_program_as_the_images_user_in_its_working_dir() {
     )
     .await;
     assert_eq!(workspace.stdout, "1000\n", "{workspace:?}");
+
+    // Background processes and terminals run as the image's user too.
+    let started = client
+        .start_process(
+            session.session_id,
+            &CommandRequest {
+                argv: Some(vec!["hello".into()]),
+                ..CommandRequest::default()
+            },
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = client
+            .get_process(session.session_id, started.pid)
+            .await
+            .unwrap();
+        if info.exit_code.is_some() {
+            assert_eq!(info.exit_code, Some(0), "{info:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{info:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    terminal_echoes(&client, &session, "id -u", "\n1000").await;
+
+    // A restarted server adopts the session, image and all.
+    server.restart();
+    let client = server.client("alice");
+    let again = exec(&client, &session, &["hello"]).await;
+    assert_eq!(again.stdout, "hello from musl as 1000\n", "{again:?}");
+}
+
+/// Opens a terminal (the image's shell), types `line` and waits for `expected` on the screen.
+async fn terminal_echoes(client: &HutchClient, session: &Session, line: &str, expected: &str) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut socket = client
+        .open_terminal(session.session_id, 80, 24, None)
+        .await
+        .unwrap()
+        .socket;
+    socket
+        .send(Message::Binary(format!("{line}\r").into()))
+        .await
+        .unwrap();
+    let mut screen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !screen.contains(expected) {
+        match tokio::time::timeout_at(deadline, socket.next()).await {
+            Ok(Some(Ok(Message::Binary(data)))) => {
+                screen.push_str(&String::from_utf8_lossy(&data));
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no {expected:?} in {screen:?}: {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]
