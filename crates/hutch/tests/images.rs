@@ -59,19 +59,18 @@ async fn exec(client: &HutchClient, session: &Session, argv: &[&str]) -> hutch_a
         .unwrap()
 }
 
-/// Sends a request into the session: its status and JSON answer (NDJSON: one value a line).
-async fn call(
+/// Posts `body` into the session: the status and the JSON answer (NDJSON: one value a line).
+async fn post(
     client: &HutchClient,
     session: &Session,
-    method: http::Method,
     rest: &str,
-    body: Option<Value>,
+    body: Value,
 ) -> (u16, Vec<Value>) {
     let (status, bytes) = client
         .request(
-            method,
+            http::Method::POST,
             &format!("/v1/sessions/{}{rest}", session.session_id),
-            body.map(|b| serde_json::to_vec(&b).unwrap().into()),
+            Some(serde_json::to_vec(&body).unwrap().into()),
         )
         .await
         .unwrap();
@@ -81,6 +80,22 @@ async fn call(
         .filter_map(|line| serde_json::from_str(line).ok())
         .collect();
     (status.as_u16(), values)
+}
+
+/// Writes `content` to `path` in the session through the file API.
+async fn upload(client: &HutchClient, session: &Session, path: &str, content: &'static str) {
+    let (status, body) = client
+        .request(
+            http::Method::PUT,
+            &format!(
+                "/v1/sessions/{}/files/content?path={path}",
+                session.session_id
+            ),
+            Some(content.into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 200, "{body:?}");
 }
 
 /// The text of every `stdout` frame and the `result` of an NDJSON execution.
@@ -147,48 +162,40 @@ async fn a_python_image_from_a_docker_hub_mirror_runs_commands_code_contexts_and
 
     // An interpreter context keeps its state between executions (the `auto` kernel, with no
     // IPython in the image).
-    let (status, ctx) = call(
+    let (status, ctx) = post(
         &client,
         &session,
-        http::Method::POST,
         "/interpreter/contexts",
-        Some(json!({"language": "python"})),
+        json!({"language": "python"}),
     )
     .await;
     assert_eq!(status, 200, "{ctx:?}");
     let id = ctx[0]["id"].as_str().unwrap().to_owned();
-    let (_, first) = call(
+    let (_, first) = post(
         &client,
         &session,
-        http::Method::POST,
         "/interpreter/execute",
-        Some(json!({"contextId": id, "code": "total = 20\nprint('set')"})),
+        json!({"contextId": id, "code": "total = 20\nprint('set')"}),
     )
     .await;
     assert_eq!(output_of(&first), "set\n", "{first:?}");
-    let (_, second) = call(
+    let (_, second) = post(
         &client,
         &session,
-        http::Method::POST,
         "/interpreter/execute",
-        Some(json!({"contextId": id, "code": "total + 22"})),
+        json!({"contextId": id, "code": "total + 22"}),
     )
     .await;
     assert_eq!(output_of(&second), "42\n", "{second:?}");
 
     // Files land in the session and read back.
-    let (status, _) = client
-        .request(
-            http::Method::PUT,
-            &format!(
-                "/v1/sessions/{}/files/content?path=/workspace/data.txt",
-                session.session_id
-            ),
-            Some("written through the file API\n".into()),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status.as_u16(), 200);
+    upload(
+        &client,
+        &session,
+        "/workspace/data.txt",
+        "written through the file API\n",
+    )
+    .await;
     let read = exec(
         &client,
         &session,
@@ -215,18 +222,7 @@ async fn a_busybox_image_without_libc_runs_commands_and_files_but_has_no_python(
     assert_eq!(ran.stdout, "/bin\n/root\n0\n/bin/busybox\n", "{ran:?}");
 
     // Files: written through the API, read by the image's own cat.
-    let (status, _) = client
-        .request(
-            http::Method::PUT,
-            &format!(
-                "/v1/sessions/{}/files/content?path=/workspace/note",
-                session.session_id
-            ),
-            Some("no libc here\n".into()),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status.as_u16(), 200);
+    upload(&client, &session, "/workspace/note", "no libc here\n").await;
     assert_eq!(
         exec(&client, &session, &["cat", "/workspace/note"])
             .await
@@ -235,12 +231,11 @@ async fn a_busybox_image_without_libc_runs_commands_and_files_but_has_no_python(
     );
 
     // No python3 in the image: contexts, executions and /code say so with a code of their own.
-    let (status, body) = call(
+    let (status, body) = post(
         &client,
         &session,
-        http::Method::POST,
         "/interpreter/contexts",
-        Some(json!({"language": "python"})),
+        json!({"language": "python"}),
     )
     .await;
     assert_eq!(status, 422, "{body:?}");
@@ -249,12 +244,11 @@ async fn a_busybox_image_without_libc_runs_commands_and_files_but_has_no_python(
         body[0]["error"]["message"],
         "image docker.io/library/busybox:latest has no python3"
     );
-    let (status, body) = call(
+    let (status, body) = post(
         &client,
         &session,
-        http::Method::POST,
         "/interpreter/execute",
-        Some(json!({"code": "1 + 1"})),
+        json!({"code": "1 + 1"}),
     )
     .await;
     assert_eq!(

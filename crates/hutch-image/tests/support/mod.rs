@@ -598,14 +598,28 @@ pub fn cached_layout(name: &str, build: impl FnOnce(&Path)) -> PathBuf {
     dir
 }
 
+/// `/bin` holding the host's static busybox and a link to it for each of `applets`.
+fn busybox_entries(applets: &[&str]) -> Vec<Entry> {
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static is installed");
+    let mut entries = vec![
+        Entry::Dir("bin", 0o755),
+        Entry::File("bin/busybox".to_owned(), busybox, 0o755),
+    ];
+    for applet in applets {
+        entries.push(Entry::Symlink(
+            format!("bin/{applet}"),
+            "busybox".to_owned(),
+        ));
+    }
+    entries
+}
+
 /// A static busybox image built from the host's `busybox-static`, behind an index that also
 /// offers an arm64 variant.
 pub fn busybox_layout() -> PathBuf {
     cached_layout("busybox-v1", |dir| {
-        let busybox = std::fs::read("/bin/busybox").expect("busybox-static is installed");
-        let mut entries = vec![
-            Entry::Dir("bin", 0o755),
-            Entry::File("bin/busybox".to_owned(), busybox, 0o755),
+        let mut entries = busybox_entries(&["sh", "ls", "cat", "echo", "true", "id", "stat"]);
+        entries.extend([
             Entry::Dir("etc", 0o755),
             Entry::File(
                 "etc/passwd".to_owned(),
@@ -614,13 +628,7 @@ pub fn busybox_layout() -> PathBuf {
             ),
             Entry::Dir("root", 0o700),
             Entry::Dir("tmp", 0o1777),
-        ];
-        for applet in ["sh", "ls", "cat", "echo", "true", "id", "stat"] {
-            entries.push(Entry::Symlink(
-                format!("bin/{applet}"),
-                "busybox".to_owned(),
-            ));
-        }
+        ]);
         write_layout(
             dir,
             &[layer(&entries)],
@@ -657,10 +665,10 @@ pub fn musl_layout() -> PathBuf {
             .arg(&source));
         let loader = std::fs::read("/usr/lib/x86_64-linux-musl/libc.so")
             .expect("musl is installed (scripts/deps.sh installs musl-tools)");
-        let busybox = std::fs::read("/bin/busybox").expect("busybox-static is installed");
-        let mut entries = vec![
-            Entry::Dir("bin", 0o755),
-            Entry::File("bin/busybox".to_owned(), busybox, 0o755),
+        let mut entries = busybox_entries(&[
+            "sh", "ls", "cat", "echo", "id", "pwd", "env", "stat", "true",
+        ]);
+        entries.extend([
             Entry::Dir("lib", 0o755),
             Entry::File("lib/ld-musl-x86_64.so.1".to_owned(), loader, 0o755),
             Entry::Dir("usr", 0o755),
@@ -691,15 +699,7 @@ pub fn musl_layout() -> PathBuf {
             Entry::Dir("srv/app", 0o777),
             Entry::Dir("home", 0o755),
             Entry::Dir("home/app", 0o755),
-        ];
-        for applet in [
-            "sh", "ls", "cat", "echo", "id", "pwd", "env", "stat", "true",
-        ] {
-            entries.push(Entry::Symlink(
-                format!("bin/{applet}"),
-                "busybox".to_owned(),
-            ));
-        }
+        ]);
         write_layout(
             dir,
             &[layer(&entries)],
