@@ -15,7 +15,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 import pytest
 
@@ -30,17 +30,29 @@ def _blob(blobs: Path, data: bytes) -> dict:
     return {"digest": f"sha256:{digest}", "size": len(data)}
 
 
-def write_layout(root: Path, files: dict) -> Path:
-    """An OCI image layout (tag ``latest``) of one gzipped layer holding ``files``."""
+def write_layout(root: Path, files: dict, links: Optional[dict] = None) -> Path:
+    """An OCI image layout (tag ``latest``) of one gzipped layer holding ``files`` (name →
+    (content, mode) or content) and the symlinks ``links`` (name → target)."""
     blobs = root / "blobs" / "sha256"
     blobs.mkdir(parents=True)
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for directory in sorted({str(Path(n).parent) for n in [*files, *(links or {})]} - {"."}):
+            info = tarfile.TarInfo(directory)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            tar.addfile(info)
         for name, content in files.items():
+            data, mode = content if isinstance(content, tuple) else (content, 0o644)
             info = tarfile.TarInfo(name)
-            info.size = len(content)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(content))
+            info.size = len(data)
+            info.mode = mode
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            tar.addfile(info)
     diff_id = "sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()
     layer = _blob(blobs, gzip.compress(raw.getvalue(), mtime=0))
     config = _blob(
@@ -134,8 +146,11 @@ def registry() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def image_server(registry: str) -> Iterator[HutchServer]:
-    """A server that reaches the test registry over plain HTTP."""
-    server = start_server(["--warm-pool", "1", "--insecure-registry", registry])
+    """A server that reaches the test registry over plain HTTP, also as Docker Hub's mirror."""
+    server = start_server(
+        ["--warm-pool", "1", "--insecure-registry", registry,
+         "--registry-mirror", f"docker.io=http://{registry}"]
+    )
     yield server
     server.stop()
 
@@ -219,3 +234,38 @@ def test_a_default_session_cannot_be_snapshotted(image_server: HutchServer) -> N
         assert invalid.value.status_code == 400
     finally:
         client.delete_session(session.session_id)
+
+
+def test_snapshot_then_fork(image_server: HutchServer, registry: str, tmp_path: Path) -> None:
+    busybox = Path("/bin/busybox")
+    if not busybox.exists():
+        pytest.skip("busybox-static is needed (scripts/deps.sh installs it)")
+    layout = write_layout(
+        tmp_path / "busybox",
+        {"bin/busybox": (busybox.read_bytes(), 0o755), "root/.keep": b""},
+        {f"bin/{applet}": "busybox" for applet in ("sh", "cat", "echo", "mkdir")},
+    )
+    subprocess.run(
+        ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:latest",
+         f"docker://{registry}/library/busybox:sdk"],
+        check=True,
+    )
+    client = image_server.client()
+    source = client.create_session(ttl=600, image="busybox:sdk")
+    try:
+        assert source.commands.run("echo prepared > /root/state.txt").exit_code == 0
+        snapshot = source.snapshot("sdk-env")
+        assert snapshot.name == "sdk-env" and snapshot.snapshot and snapshot.layers == 2
+        later = client.create_session(ttl=600, image="sdk-env")
+        assert later.commands.run("cat /root/state.txt").stdout == "prepared\n"
+        forks = source.fork(count=3, ttl=600)
+        assert len(forks) == 3
+        for fork in forks:
+            assert fork.image.startswith("fork-")
+            assert fork.commands.run("cat /root/state.txt").stdout == "prepared\n"
+        with pytest.raises(ValueError):
+            source.fork(count=0)
+    finally:
+        for s in client.list_sessions(limit=100):
+            client.delete_session(s.session_id)
+    client.images.delete("sdk-env")

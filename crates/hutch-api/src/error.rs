@@ -47,6 +47,9 @@ pub enum ErrorCode {
     SandboxUnavailable,
     /// The session's disk quota is exhausted (507).
     DiskFull,
+    /// The session's image lacks the program a language needs (`python3`, `node`, `bash`);
+    /// the message names the image and the program (422).
+    LanguageUnavailable,
     /// No storage context with this id belongs to the caller (404).
     StorageContextNotFound,
     /// Moving content between a session and a storage context failed (502); the message
@@ -94,6 +97,7 @@ impl ErrorCode {
             ErrorCode::SandboxUnavailable | ErrorCode::SyncFailed => 502,
             ErrorCode::Capacity => 503,
             ErrorCode::DiskFull => 507,
+            ErrorCode::LanguageUnavailable => 422,
         }
     }
 
@@ -116,6 +120,7 @@ impl ErrorCode {
             ErrorCode::Capacity => "capacity",
             ErrorCode::SandboxUnavailable => "sandbox_unavailable",
             ErrorCode::DiskFull => "disk_full",
+            ErrorCode::LanguageUnavailable => "language_unavailable",
             ErrorCode::StorageContextNotFound => "storage_context_not_found",
             ErrorCode::SyncFailed => "sync_failed",
             ErrorCode::FileNotFound => "file_not_found",
@@ -212,6 +217,7 @@ mod tests {
             ErrorCode::Capacity,
             ErrorCode::SandboxUnavailable,
             ErrorCode::DiskFull,
+            ErrorCode::LanguageUnavailable,
             ErrorCode::StorageContextNotFound,
             ErrorCode::SyncFailed,
             ErrorCode::FileNotFound,

@@ -173,3 +173,30 @@ pub struct SnapshotRequest {
     )]
     pub name: String,
 }
+
+/// Most sessions one `POST /v1/sessions/{id}/fork` creates.
+pub const FORK_MAX_COUNT: u32 = 20;
+
+/// `POST /v1/sessions/{id}/fork`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"count": 3, "ttl": 600}))]
+pub struct ForkRequest {
+    /// How many sessions to create, 1 to 20; default 1.
+    #[schema(minimum = 1, maximum = 20)]
+    pub count: Option<u32>,
+    /// Time to live of each new session in seconds, 60 to 28800; default the server's.
+    #[schema(minimum = 60, maximum = 28800)]
+    pub ttl: Option<u64>,
+}
+
+/// `POST /v1/sessions/{id}/fork`: the new sessions and the snapshot they run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ForkResult {
+    /// The snapshot the new sessions were created from (`fork-…`; removed by the server once
+    /// no session uses it).
+    pub snapshot: String,
+    /// The new sessions, `RUNNING`.
+    pub sessions: Vec<crate::sessions::Session>,
+}

@@ -29,8 +29,8 @@ pub use files::{
     FileInfo, FileList, FileType, MkdirRequest, MoveRequest, UploadResult, UploadResults,
 };
 pub use images::{
-    Image, ImageConfig, ImageDetail, ImageLayer, ImageList, ImportResult, LayerState, PullEvent,
-    PullRequest, SnapshotRequest,
+    ForkRequest, ForkResult, Image, ImageConfig, ImageDetail, ImageLayer, ImageList, ImportResult,
+    LayerState, PullEvent, PullRequest, SnapshotRequest,
 };
 pub use interpreter::{
     Context, ContextList, CreateContextRequest, ExecuteRequest, Frame, HistoryEntry, HistoryList,

@@ -84,6 +84,10 @@ error_responses! {
         "`disk_full`: the session's disk quota is exhausted; `details.path` names the file \
          being written.",
         "write /workspace/data.bin: the session's disk is full";
+    LanguageUnavailable: LanguageUnavailable,
+        "`language_unavailable`: the session's image has no program for this language \
+         (`python3`, `node`, `bash`); `details` name the image and the program.",
+        "image docker.io/library/busybox:latest has no python3";
     StorageContextNotFound: StorageContextNotFound,
         "`storage_context_not_found`: no storage context with this id belongs to the caller.",
         "no storage context 0196a3c2-0000-7000-8000-000000000000";

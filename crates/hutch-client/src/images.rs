@@ -11,7 +11,8 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 use hutch_api::{
-    ErrorBody, Image, ImageDetail, ImageList, ImportResult, PullEvent, PullRequest, SnapshotRequest,
+    ErrorBody, ForkRequest, ForkResult, Image, ImageDetail, ImageList, ImportResult, PullEvent,
+    PullRequest, SnapshotRequest,
 };
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -52,6 +53,16 @@ impl HutchClient {
             Some(&req),
         )
         .await
+    }
+
+    /// `POST /v1/sessions/{id}/fork`: new sessions from a snapshot of the session's files.
+    pub async fn fork_session(
+        &self,
+        id: Uuid,
+        req: &ForkRequest,
+    ) -> Result<ForkResult, ClientError> {
+        self.call(Method::POST, &format!("/v1/sessions/{id}/fork"), Some(req))
+            .await
     }
 
     /// `POST /v1/images/pull`: pulls `reference`, handing each progress line to `progress`,

@@ -18,6 +18,8 @@ mod seccomp;
 mod sys;
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use hutch_api::Resources;
@@ -32,12 +34,62 @@ pub struct SandboxSpec {
     pub id: Uuid,
     /// Host name inside the sandbox.
     pub hostname: String,
-    /// Image name; only `default` exists so far.
-    pub image: String,
+    /// What its root file system is made of.
+    pub image: SandboxImage,
     /// Limits enforced by cgroups.
     pub resources: Resources,
     /// Environment every process in the sandbox starts with.
     pub env: BTreeMap<String, String>,
+}
+
+/// What a sandbox's root file system is made of.
+#[derive(Debug, Clone)]
+pub enum SandboxImage {
+    /// The embedded `default` image: a read-only view of the host's system directories.
+    Default,
+    /// An OCI image: its unpacked layers, shared read-only, under the session's own writes.
+    Oci(OciImage),
+}
+
+impl SandboxImage {
+    /// The name users know the image by (`default`, `docker.io/library/python:3.11`).
+    pub fn name(&self) -> &str {
+        match self {
+            SandboxImage::Default => "default",
+            SandboxImage::Oci(image) => &image.name,
+        }
+    }
+}
+
+/// An OCI image as a sandbox mounts and runs it.
+#[derive(Clone)]
+pub struct OciImage {
+    /// What identifies the image's content (its config digest): the warm pool keeps ready
+    /// sandboxes per key.
+    pub key: String,
+    /// The name users know it by, as they wrote it, for messages (`busybox:latest`).
+    pub name: String,
+    /// The unpacked layers' directories on the host, topmost first (overlayfs' order).
+    pub layers: Vec<PathBuf>,
+    /// `KEY=value` pairs of the image's `Env`; the session's `env` goes on top.
+    pub env: Vec<String>,
+    /// The image's `WorkingDir`, if it names one (`/workspace` otherwise).
+    pub working_dir: Option<String>,
+    /// The image's `User` (`name`, `uid`, `name:group`, `uid:gid`), if it names one.
+    pub user: Option<String>,
+    /// Whatever keeps the layers on disk (the server's image lease): the runtime keeps a
+    /// clone while a sandbox built from this image waits in the warm pool.
+    pub hold: Option<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for OciImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OciImage")
+            .field("key", &self.key)
+            .field("name", &self.name)
+            .field("layers", &self.layers.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the store keeps about a live sandbox so that a restarted server can find it again.
@@ -148,5 +200,12 @@ pub trait Runtime: Send + Sync + 'static {
         Err(SandboxError::InvalidSpec(
             "this runtime cannot snapshot sessions".to_owned(),
         ))
+    }
+
+    /// Lets go of the OCI image `key` ([`OciImage::key`]): sandboxes built from it and waiting
+    /// unclaimed are torn down, dropping their hold on it (before the image is removed, say).
+    /// Sessions running on it are not touched.
+    async fn forget_image(&self, key: &str) {
+        let _ = key;
     }
 }

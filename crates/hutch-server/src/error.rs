@@ -336,6 +336,7 @@ impl From<SessionError> for ApiError {
                     }
                 }
             }
+            SessionError::Image(err) => err.into(),
             SessionError::Sandbox(err) => err.into(),
             SessionError::Store(err) => ApiError::Internal(Box::new(err)),
         }

@@ -28,6 +28,10 @@ pub const IMAGES_DIR: &str = "images-oci";
 pub const SNAPSHOT_REGISTRY: &str = "snapshots.hutch.internal";
 /// Directory, beside the store's own, that maps snapshot tenant hashes back to tenants.
 const SNAPSHOT_TENANTS_DIR: &str = "snapshot-tenants";
+/// Name prefix of the snapshots forks are made from.
+pub const FORK_PREFIX: &str = "fork-";
+/// Seconds a fork's snapshot is kept at least, while its sessions are being created.
+const FORK_GRACE_SECS: u64 = 60;
 /// Longest snapshot name.
 pub const SNAPSHOT_NAME_MAX: usize = 128;
 /// Default bound on the layers kept on disk (`--image-cache-gb`), in bytes.
@@ -394,6 +398,7 @@ impl Images {
     /// Removes unused layers, then the least recently used unused images while the layers
     /// take more than the cache bound. Snapshots are never collected, only deleted.
     pub fn collect(&self) -> Result<hutch_image::GcReport, ImageError> {
+        self.forget_unused_forks()?;
         let report = self
             .store
             .collect_keeping(self.config.cache_bytes, |record| {
@@ -410,20 +415,50 @@ impl Images {
         Ok(report)
     }
 
+    /// Removes the snapshots forks were made from (`fork-…`) once no session uses them, a
+    /// minute after they were made (so that the forks being created have taken them).
+    fn forget_unused_forks(&self) -> Result<(), ImageError> {
+        let now = unix_now();
+        for record in self.store.images()? {
+            let fork = snapshot_owner(&record.name).is_some()
+                && display_name(&record.name).starts_with(FORK_PREFIX);
+            if !fork || record.stored_at.saturating_add(FORK_GRACE_SECS) > now {
+                continue;
+            }
+            let Ok(reference) = ImageRef::parse(&record.name) else {
+                continue;
+            };
+            if self.store.users(&reference) == 0 {
+                match self.store.remove_image(&reference) {
+                    Ok(_) | Err(StoreError::InUse(_) | StoreError::NotFound(_)) => {}
+                    Err(err) => return Err(ImageError::Store(err)),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Starts `tenant`'s snapshot `name` of a session running the image `base`: checks the
     /// name is free, finds the base image, and makes the directory the session's writable
     /// layer is to be copied into ([`SnapshotPlan::layer_dir`]).
+    ///
+    /// `base_record` is the record the session's lease holds, when known: the exact layers it
+    /// runs on, even if its name now points at newer ones.
     pub fn plan_snapshot(
         &self,
         tenant: &str,
         name: &str,
         base: &str,
+        base_record: Option<ImageRecord>,
     ) -> Result<SnapshotPlan, ImageError> {
         let target = self.record_tenant(tenant, name)?;
         if self.store.image(&target).is_ok() {
             return Err(ImageError::NameTaken(name.to_owned()));
         }
-        let base = self.store.image(self.name(tenant, base)?.store_ref())?;
+        let base = match base_record {
+            Some(record) => record,
+            None => self.store.image(self.name(tenant, base)?.store_ref())?,
+        };
         let pin = self.store.pin(
             &base
                 .layers

@@ -8,6 +8,7 @@
 //! | `GET /v1/images/{name}` | [`get_image`] |
 //! | `DELETE /v1/images/{name}` | [`delete_image`] |
 //! | `POST /v1/sessions/{id}/snapshot` | [`snapshot_session`] |
+//! | `POST /v1/sessions/{id}/fork` | [`fork_session`] |
 //!
 //! An image's name holds `/` and `:`: it may be sent percent-encoded as one path segment
 //! (`/v1/images/docker.io%2Flibrary%2Fpython%3A3.11`) or written out
@@ -23,9 +24,11 @@ use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::TryStreamExt;
+use hutch_api::images::FORK_MAX_COUNT;
 use hutch_api::{
-    ErrorBody, Image, ImageConfig, ImageDetail, ImageLayer, ImageList, ImportResult, LayerState,
-    PullEvent, PullRequest, SnapshotRequest,
+    CreateSessionRequest, ErrorBody, ForkRequest, ForkResult, Image, ImageConfig, ImageDetail,
+    ImageLayer, ImageList, ImportResult, LayerState, PullEvent, PullRequest, ResourcesRequest,
+    SnapshotRequest,
 };
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -34,11 +37,12 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ImageName, Json, Query, SessionId};
-use crate::images::ImageView;
+use crate::images::{FORK_PREFIX, ImageView};
 use crate::openapi::{
-    BadRequest, Conflict, ImageForbidden, ImageImportFailed, ImageNotFound, Internal,
+    BadRequest, Capacity, Conflict, ImageForbidden, ImageImportFailed, ImageNotFound, Internal,
     PayloadTooLarge, RateLimited, SessionNotFound, Unauthorized,
 };
+use crate::validate;
 
 /// Most bytes of a refused import read (and dropped) before the refusal is sent.
 const DRAIN_MAX_BYTES: u64 = 64 << 20;
@@ -57,6 +61,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/v1/images/{*name}", get(get_image).delete(delete_image))
         .route("/v1/sessions/{id}/snapshot", post(snapshot_session))
+        .route("/v1/sessions/{id}/fork", post(fork_session))
 }
 
 /// Lists the images the caller may use.
@@ -148,6 +153,20 @@ pub(crate) async fn delete_image(
     caller: Caller,
     ImageName(name): ImageName,
 ) -> Result<Json<Image>, ApiError> {
+    let (tenant, lookup) = (caller.tenant.clone(), name.clone());
+    let view = blocking(&state, move |images| images.get(&tenant, &lookup)).await?;
+    if view.tenant.is_none() {
+        state
+            .images
+            .check_manager(caller.admin, "delete")
+            .map_err(ApiError::from)?;
+    }
+    // Ready sandboxes of the warm pool hold the image too: they go first, so that only
+    // sessions keep it.
+    state
+        .sessions
+        .forget_image(&view.record.id.to_string())
+        .await;
     let view = blocking(&state, move |images| {
         images.remove(&caller.tenant, caller.admin, &name)
     })
@@ -469,25 +488,128 @@ pub(crate) async fn snapshot_session(
         ));
     }
     let row = state.sessions.snapshot_source(&caller, id).await?;
-    let (tenant, name, base) = (row.tenant.clone(), req.name.clone(), row.image.clone());
-    let plan = blocking(&state, move |images| {
-        images.plan_snapshot(&tenant, &name, &base)
+    let view = take_snapshot(&state, &row, &req.name).await?;
+    Ok(Json(image(&view)))
+}
+
+/// Snapshots the session `row` as its tenant's image `name`.
+async fn take_snapshot(
+    state: &AppState,
+    row: &crate::store::StoredSession,
+    name: &str,
+) -> Result<ImageView, ApiError> {
+    let base_record = state.sessions.image_record(row.id);
+    let (tenant, name, base) = (row.tenant.clone(), name.to_owned(), row.image.clone());
+    let plan = blocking(state, move |images| {
+        images.plan_snapshot(&tenant, &name, &base, base_record)
     })
     .await?;
     let report = state
         .sessions
-        .copy_root_layer(&row, &plan.layer_dir())
+        .copy_root_layer(row, &plan.layer_dir())
         .await?;
     tracing::info!(
-        session = %id,
+        session = %row.id,
         bytes = report.bytes,
         entries = report.entries,
         frozen_ms = u64::try_from(report.frozen.as_millis()).unwrap_or(u64::MAX),
         "copied a session's layer"
     );
-    let view = blocking(&state, move |images| {
+    blocking(state, move |images| {
         images.commit_snapshot(plan, report.bytes)
     })
-    .await?;
-    Ok(Json(image(&view)))
+    .await
+}
+
+/// Forks a running session.
+///
+/// Snapshots the session (its files, not its processes) and creates `count` new sessions
+/// from that snapshot at once, with the source session's resources, environment and
+/// metadata. Either every new session is created or none is (those made are deleted again).
+/// The snapshot (`fork-…`) is removed by the server once no session uses it. Sessions of the
+/// `default` image cannot be forked (409).
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/fork",
+    operation_id = "forkSession",
+    tag = "images",
+    params(("id" = uuid::Uuid, Path, description = "The session id.")),
+    request_body = ForkRequest,
+    responses(
+        (status = 200, description = "The new sessions", body = ForkResult),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = SessionNotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+        (status = 503, response = Capacity),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn fork_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    SessionId(id): SessionId,
+    Json(req): Json<ForkRequest>,
+) -> Result<Json<ForkResult>, ApiError> {
+    let count = req.count.unwrap_or(1);
+    if !(1..=FORK_MAX_COUNT).contains(&count) {
+        return Err(ApiError::invalid(
+            "count",
+            format!("count must be between 1 and {FORK_MAX_COUNT}, got {count}"),
+        ));
+    }
+    let row = state.sessions.snapshot_source(&caller, id).await?;
+    let name = format!("{FORK_PREFIX}{}", uuid::Uuid::new_v4().simple());
+    take_snapshot(&state, &row, &name).await?;
+    // The new sessions belong to the source session's tenant, who owns the snapshot.
+    let owner = Caller {
+        tenant: row.tenant.clone(),
+        admin: caller.admin,
+    };
+    let request = CreateSessionRequest {
+        ttl: req.ttl,
+        image: Some(name.clone()),
+        metadata: Some(row.metadata.clone()),
+        resources: Some(ResourcesRequest {
+            cpus: Some(row.resources.cpus),
+            memory_mb: Some(row.resources.memory_mb),
+            pids: Some(row.resources.pids),
+            disk_mb: row.resources.disk_mb,
+        }),
+        env: (!row.env.is_empty()).then(|| row.env.clone()),
+        context_syncs: None,
+    };
+    let mut creates = Vec::new();
+    for _ in 0..count {
+        let new = validate::create(request.clone())?;
+        creates.push(state.sessions.create(&owner, new));
+    }
+    let results = futures_util::future::join_all(creates).await;
+    let mut sessions = Vec::new();
+    let mut failure = None;
+    for result in results {
+        match result {
+            Ok(session) => sessions.push(session),
+            Err(err) => failure = failure.or(Some(err)),
+        }
+    }
+    if let Some(err) = failure {
+        for session in &sessions {
+            if let Err(undo) = state
+                .sessions
+                .delete(&owner, session.session_id, false)
+                .await
+            {
+                tracing::warn!(session = %session.session_id, error = %crate::error::chain(&undo), "deleting a fork after another failed");
+            }
+        }
+        return Err(err.into());
+    }
+    Ok(Json(ForkResult {
+        snapshot: name,
+        sessions,
+    }))
 }

@@ -296,16 +296,18 @@ impl Server {
             Arc::new(blobs),
             config.storage,
         ));
-        let sessions = Arc::new(
-            Sessions::new(store, runtime, Arc::clone(&storage), config.max_sessions)
-                .with_tenant_quotas(config.tenant_max_sessions, config.tenant_max_memory_mb),
-        );
-        let recovery = sessions.recover().await?;
-        storage.recover().await?;
+        // Opened before recovery: adopted sessions take their image leases again.
         let images = Arc::new(Images::open(
             &config.data_dir.join(images::IMAGES_DIR),
             config.images.clone(),
         )?);
+        let sessions = Arc::new(
+            Sessions::new(store, runtime, Arc::clone(&storage), config.max_sessions)
+                .with_tenant_quotas(config.tenant_max_sessions, config.tenant_max_memory_mb)
+                .with_images(Arc::clone(&images)),
+        );
+        let recovery = sessions.recover().await?;
+        storage.recover().await?;
 
         let reaper = tokio::spawn(reap_forever(Arc::clone(&sessions), config.reaper_interval));
         let watcher = tokio::spawn(watch_died(Arc::clone(&sessions), died));

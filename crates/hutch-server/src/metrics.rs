@@ -368,6 +368,18 @@ impl Runtime for MeteredRuntime {
     async fn connect(&self, id: Uuid) -> Result<UnixStream, SandboxError> {
         self.inner.connect(id).await
     }
+
+    async fn snapshot(
+        &self,
+        record: &SandboxRecord,
+        into: &std::path::Path,
+    ) -> Result<hutch_sandbox::SnapshotReport, SandboxError> {
+        self.inner.snapshot(record, into).await
+    }
+
+    async fn forget_image(&self, key: &str) {
+        self.inner.forget_image(key).await;
+    }
 }
 
 #[cfg(test)]

@@ -32,8 +32,9 @@ use self::contract::{Contract, nest_agent_routes};
 use crate::error::ApiError;
 pub(crate) use hutch_api::responses::{
     BadRequest, Capacity, Conflict, DiskFull, HeadersTooLarge, ImageForbidden, ImageImportFailed,
-    ImageNotFound, ImagePullFailed, Internal, PayloadTooLarge, RateLimited, SandboxUnavailable,
-    SessionNotFound, StorageContextNotFound, SyncFailed, Unauthorized, UriTooLong,
+    ImageNotFound, ImagePullFailed, Internal, LanguageUnavailable, PayloadTooLarge, RateLimited,
+    SandboxUnavailable, SessionNotFound, StorageContextNotFound, SyncFailed, Unauthorized,
+    UriTooLong,
 };
 
 /// Name of the bearer-token security scheme every `/v1` operation but the document's own
@@ -222,6 +223,7 @@ impl ToSchema for Health {}
         crate::images_api::pull_image,
         crate::images_api::import_image,
         crate::images_api::snapshot_session,
+        crate::images_api::fork_session,
         metrics,
         serve_json,
         serve_docs,
@@ -241,6 +243,7 @@ impl ToSchema for Health {}
             SandboxUnavailable,
             Capacity,
             DiskFull,
+            LanguageUnavailable,
             StorageContextNotFound,
             SyncFailed,
             ImageNotFound,

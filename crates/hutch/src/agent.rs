@@ -30,6 +30,9 @@ pub(crate) fn main() -> ExitCode {
         max_upload_bytes: claim.max_upload_bytes,
         memory_events,
         memory_mb: claim.memory_mb,
+        image: claim.image,
+        working_dir: claim.working_dir,
+        user: claim.user,
     };
     match hutch_agent::run(agent_config) {
         Ok(()) => ExitCode::SUCCESS,

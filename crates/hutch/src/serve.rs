@@ -63,6 +63,13 @@ pub(crate) struct ServeArgs {
     /// Sandboxes kept built and ready to claim (0 builds each on demand).
     #[arg(long, env = "HUTCH_WARM_POOL", default_value_t = 4)]
     warm_pool: usize,
+    /// Sandboxes kept ready for each recently used OCI image (0: OCI sessions are built on
+    /// demand).
+    #[arg(long, env = "HUTCH_WARM_POOL_PER_IMAGE", default_value_t = 2)]
+    warm_pool_per_image: usize,
+    /// How many OCI images (the most recently used) the warm pool keeps sandboxes for.
+    #[arg(long, env = "HUTCH_WARM_POOL_IMAGES", default_value_t = 4)]
+    warm_pool_images: usize,
     /// What an orderly shutdown does with running sessions: `keep` them for the next start to
     /// re-adopt, or `destroy` them.
     #[arg(long, env = "HUTCH_ON_EXIT", default_value = "keep", value_parser = ["keep", "destroy"])]
@@ -212,6 +219,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut linux =
         LinuxConfig::new(args.data_dir.clone()).context("configuring the linux runtime")?;
     linux.warm_pool = args.warm_pool;
+    linux.warm_pool_per_image = args.warm_pool_per_image;
+    linux.warm_pool_images = args.warm_pool_images;
     if let Some(mb) = args.disk_mb_default {
         let (min, max) = hutch_api::limits::DISK_MB_RANGE;
         anyhow::ensure!(

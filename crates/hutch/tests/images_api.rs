@@ -373,3 +373,229 @@ fn images_are_pulled_imported_listed_and_removed_from_the_command_line() {
         String::from_utf8_lossy(&missing.stderr)
     );
 }
+
+/// Runs `sh -c SCRIPT` in a session and returns its stdout (exit 0 required).
+async fn sh(client: &HutchClient, id: uuid::Uuid, script: &str) -> String {
+    let result = client
+        .run_command(
+            id,
+            &hutch_api::CommandRequest {
+                argv: Some(vec!["/bin/sh".into(), "-c".into(), script.into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.exit_code, 0, "{script}: {result:?}");
+    result.stdout
+}
+
+/// A session on `image`.
+async fn session_on(client: &HutchClient, image: &str) -> hutch_api::Session {
+    client
+        .create_session(&CreateSessionRequest {
+            image: Some(image.to_owned()),
+            ttl: Some(600),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_snapshot_of_a_running_session_becomes_an_image_and_forks_see_its_files() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let registry = Registry::start();
+    registry.push(&image_support::busybox_layout(), "library/busybox:1.36");
+    let mirror = format!("docker.io=http://{}", registry.addr);
+    let server = TestServer::start_with(&["--warm-pool", "0", "--registry-mirror", &mirror]);
+    let alice = server.client("alice");
+    let source = session_on(&alice, "busybox:1.36").await;
+    sh(
+        &alice,
+        source.session_id,
+        "echo prepared > /root/state.txt && rm /etc/passwd && mkdir -p /opt/data && echo 1 > /opt/data/n",
+    )
+    .await;
+
+    // The session keeps running through the snapshot.
+    let snapshot = alice
+        .snapshot_session(source.session_id, "prepared")
+        .await
+        .unwrap();
+    assert_eq!(
+        (snapshot.name.as_str(), snapshot.snapshot),
+        ("prepared", true)
+    );
+    assert_eq!(snapshot.tenant.as_deref(), Some("alice"));
+    assert_eq!(snapshot.layers, 2);
+    assert_eq!(
+        sh(&alice, source.session_id, "cat /root/state.txt").await,
+        "prepared\n"
+    );
+    assert_eq!(
+        code(alice.snapshot_session(source.session_id, "prepared").await),
+        ErrorCode::Conflict
+    );
+
+    // Usable as `image` by its tenant; another tenant does not see it.
+    let later = session_on(&alice, "prepared").await;
+    assert_eq!(
+        sh(&alice, later.session_id, "cat /root/state.txt").await,
+        "prepared\n"
+    );
+    assert_eq!(
+        sh(
+            &alice,
+            later.session_id,
+            "test -e /etc/passwd || echo deleted"
+        )
+        .await,
+        "deleted\n"
+    );
+    let bob = server.client("bob");
+    assert_eq!(
+        code(bob.get_image("prepared").await),
+        ErrorCode::ImageNotFound
+    );
+    assert!(
+        bob.list_images()
+            .await
+            .unwrap()
+            .images
+            .iter()
+            .all(|i| !i.snapshot)
+    );
+    assert_eq!(
+        code(alice.delete_image("prepared").await),
+        ErrorCode::Conflict,
+        "a snapshot in use stays"
+    );
+
+    // Fork 10: each sees the files; none sees another's (or the source's) later writes.
+    let forked = alice
+        .fork_session(
+            source.session_id,
+            &hutch_api::ForkRequest {
+                count: Some(10),
+                ttl: Some(600),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(forked.sessions.len(), 10);
+    assert!(forked.snapshot.starts_with("fork-"));
+    sh(&alice, source.session_id, "echo source-later > /opt/data/n").await;
+    for (i, fork) in forked.sessions.iter().enumerate() {
+        assert_eq!(fork.image, forked.snapshot);
+        sh(
+            &alice,
+            fork.session_id,
+            &format!("echo {i} > /opt/data/mine"),
+        )
+        .await;
+    }
+    // The source goes; its forks are unharmed.
+    alice.delete_session(source.session_id).await.unwrap();
+    for (i, fork) in forked.sessions.iter().enumerate() {
+        assert_eq!(
+            sh(
+                &alice,
+                fork.session_id,
+                "cat /root/state.txt /opt/data/n /opt/data/mine"
+            )
+            .await,
+            format!("prepared\n1\n{i}\n")
+        );
+    }
+    assert_eq!(
+        code(
+            alice
+                .fork_session(
+                    later.session_id,
+                    &hutch_api::ForkRequest {
+                        count: Some(21),
+                        ttl: None
+                    }
+                )
+                .await
+        ),
+        ErrorCode::InvalidRequest
+    );
+    for fork in &forked.sessions {
+        alice.delete_session(fork.session_id).await.unwrap();
+    }
+    alice.delete_session(later.session_id).await.unwrap();
+    alice.delete_image("prepared").await.unwrap();
+}
+
+#[tokio::test]
+async fn collection_removes_unused_layers_and_never_a_layer_in_use() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let registry = Registry::start();
+    registry.push(&image_support::busybox_layout(), "library/busybox:1.36");
+    let work = tempfile::tempdir().unwrap();
+    let archive = tarball(&tiny_layout(work.path()), work.path());
+    let mirror = format!("docker.io=http://{}", registry.addr);
+    // A cache bound of 0 GiB: every image no session uses goes at the next collection.
+    let server = TestServer::start_with(&[
+        "--warm-pool",
+        "0",
+        "--registry-mirror",
+        &mirror,
+        "--image-cache-gb",
+        "0",
+        "--image-managers",
+        "tenants",
+    ]);
+    let alice = server.client("alice");
+    let session = session_on(&alice, "busybox:1.36").await;
+    alice
+        .import_image(&archive, Some("local/tiny:1"))
+        .await
+        .unwrap();
+    alice
+        .import_image(&archive, Some("local/tiny:2"))
+        .await
+        .unwrap();
+    assert_eq!(stored_layers(&server), 2);
+
+    // Deleting one image collects: the unused tiny image goes with its layer, busybox stays
+    // while its session runs, and the session still works.
+    alice.delete_image("local/tiny:1").await.unwrap();
+    let left: Vec<String> = alice
+        .list_images()
+        .await
+        .unwrap()
+        .images
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(left, vec!["docker.io/library/busybox:1.36"]);
+    assert_eq!(stored_layers(&server), 1);
+    assert_eq!(
+        sh(&alice, session.session_id, "echo alive").await,
+        "alive\n"
+    );
+    // `sessions` counts the leases: the session's, and any ready sandbox of the image's warm
+    // pool.
+    let busybox = alice.get_image("busybox:1.36").await.unwrap();
+    assert!(busybox.image.sessions >= 1, "{busybox:?}");
+    assert_eq!(
+        code(alice.delete_image("busybox:1.36").await),
+        ErrorCode::Conflict
+    );
+    assert_eq!(
+        sh(&alice, session.session_id, "echo still").await,
+        "still\n"
+    );
+
+    // Once the session is gone, the image (and its warm sandboxes) can go, layers and all.
+    alice.delete_session(session.session_id).await.unwrap();
+    alice.delete_image("busybox:1.36").await.unwrap();
+    assert_eq!(stored_layers(&server), 0);
+}

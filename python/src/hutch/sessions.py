@@ -156,6 +156,18 @@ class SessionHandle:
         data = self._client.transport.json("POST", f"{self.path}/snapshot", json_body={"name": name})
         return Image.from_json(data)
 
+    def fork(self, count: int = 1, ttl: Optional[int] = None) -> List["Session"]:
+        """Creates ``count`` (1 to 20) new sessions from a snapshot of this session's files (not
+        its processes), with its resources, environment and metadata, all at once; ``ttl`` in
+        seconds, the server's default otherwise. Either all are created or none."""
+        if not 1 <= count <= 20:
+            raise ValueError(f"count must be between 1 and 20, got {count}")
+        body: Dict[str, Any] = {"count": count}
+        if ttl is not None:
+            body["ttl"] = ttl
+        data = self._client.transport.json("POST", f"{self.path}/fork", json_body=body)
+        return [Session.from_json(s, self._client) for s in data.get("sessions", [])]
+
     def refresh(self) -> "Session":
         """Fetches the session's current state."""
         return self._client.get_session(self.session_id)
@@ -232,6 +244,10 @@ class Session:
     def snapshot(self, name: str) -> "Image":
         """Turns the session's files into the image ``name`` (see :meth:`SessionHandle.snapshot`)."""
         return self.handle.snapshot(name)
+
+    def fork(self, count: int = 1, ttl: Optional[int] = None) -> List["Session"]:
+        """New sessions from a snapshot of this session's files (see :meth:`SessionHandle.fork`)."""
+        return self.handle.fork(count, ttl)
 
     def is_expired(self) -> bool:
         """Whether the session's time to live has passed."""

@@ -65,10 +65,17 @@ impl Sessions {
             self.forget(id).await;
             return Err(err.into());
         }
+        let (image, lease) = match self.resolve_image(&caller.tenant, &row.image).await {
+            Ok(resolved) => resolved,
+            Err(err) => {
+                self.forget(id).await;
+                return Err(err);
+            }
+        };
         let spec = SandboxSpec {
             id,
             hostname: hostname(id),
-            image: row.image.clone(),
+            image,
             resources: row.resources,
             env: row.env.clone(),
         };
@@ -79,6 +86,9 @@ impl Sessions {
                 return Err(err.into());
             }
         };
+        if let Some(lease) = lease {
+            self.leases.hold(id, lease);
+        }
         if let Err(err) = self
             .transfer_all(id, &caller.tenant, &new.context_syncs, TaskType::Download)
             .await

@@ -36,6 +36,7 @@ impl Sessions {
                 (_, Some(record)) => match self.runtime.adopt(record).await {
                     Ok(true) => {
                         tracing::debug!(session = %id, "sandbox re-adopted");
+                        self.retake_image(&row).await;
                         known.insert(id);
                         summary.adopted += 1;
                         continue;

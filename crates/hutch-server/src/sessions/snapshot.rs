@@ -37,6 +37,12 @@ impl Sessions {
         Ok(row)
     }
 
+    /// The record of the image session `id` runs on, as its lease holds it (`None` for
+    /// `default` sessions).
+    pub(crate) fn image_record(&self, id: Uuid) -> Option<hutch_image::ImageRecord> {
+        self.leases.record(id)
+    }
+
     /// Copies the writable root layer of the session `row` into the new directory `into`,
     /// with its processes frozen meanwhile.
     pub(crate) async fn copy_root_layer(

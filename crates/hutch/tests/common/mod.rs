@@ -280,11 +280,13 @@ pub struct HostView {
 
 /// Finds the host processes of `session` by the UTS namespace its commands run in.
 pub async fn host_view(client: &HutchClient, session: &Session) -> HostView {
-    let uts = sh(client, session, "readlink /proc/self/ns/uts")
-        .await
-        .stdout
-        .trim()
-        .to_owned();
+    host_view_by(client, session, "readlink /proc/self/ns/uts").await
+}
+
+/// [`host_view`], reading the UTS namespace link with `command` (such as `busybox readlink
+/// /proc/self/ns/uts` in an image without `readlink`).
+pub async fn host_view_by(client: &HutchClient, session: &Session, command: &str) -> HostView {
+    let uts = sh(client, session, command).await.stdout.trim().to_owned();
     assert!(uts.starts_with("uts:["), "unexpected uts link {uts:?}");
     let pids = pids_in_uts(&uts);
     let agent_pid = *pids
