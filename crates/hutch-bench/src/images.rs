@@ -196,3 +196,179 @@ fn run(command: &mut Command) -> Result<(), BenchError> {
         )))
     }
 }
+
+/// Disk used by many sessions of one image.
+pub struct DiskReport {
+    /// Sessions created.
+    pub sessions: usize,
+    /// Bytes of the image store's layers with every session running (one copy, shared).
+    pub layer_bytes: u64,
+    /// Bytes of the sessions' own directories (their writable layers), all together.
+    pub session_bytes: u64,
+}
+
+/// Creates `count` sessions of `image`, measures the disk under `data_dir` (layers and the
+/// sessions' own directories, by `du`), and deletes them.
+pub async fn disk_of_sessions(
+    client: &HutchClient,
+    image: &str,
+    count: usize,
+    data_dir: &Path,
+) -> Result<DiskReport, BenchError> {
+    let mut ids = Vec::new();
+    let request = hutch_api::CreateSessionRequest {
+        image: Some(image.to_owned()),
+        ..Default::default()
+    };
+    let mut failure = None;
+    for _ in 0..count {
+        match client.create_session(&request).await {
+            Ok(session) => ids.push(session.session_id),
+            Err(source) => {
+                failure = Some(BenchError::Api {
+                    step: "create a session of the image",
+                    source,
+                });
+                break;
+            }
+        }
+    }
+    let layer_bytes = du(&data_dir.join("images-oci/layers"));
+    let session_bytes = du(&data_dir.join("sandboxes"));
+    for id in ids {
+        let _ = client.delete_session(id).await;
+    }
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    Ok(DiskReport {
+        sessions: count,
+        layer_bytes,
+        session_bytes,
+    })
+}
+
+/// Bytes on disk under `path` (`du -sb`, hard links once), or 0.
+fn du(path: &Path) -> u64 {
+    Command::new("du")
+        .arg("-sb")
+        .arg(path)
+        .output()
+        .ok()
+        .and_then(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Timings of a snapshot and of forks of a session holding much new data.
+pub struct SnapshotReport {
+    /// MiB of new files the session held.
+    pub mib: u64,
+    /// `POST /v1/sessions/{id}/snapshot`.
+    pub snapshot: Duration,
+    /// `POST /v1/sessions/{id}/fork` of `forks` sessions (a snapshot of its own, then the
+    /// creates).
+    pub fork: Duration,
+    /// `forks` sessions created at once from the snapshot image.
+    pub create_from_snapshot: Duration,
+    /// How many sessions each fork made.
+    pub forks: u32,
+}
+
+/// Fills a session of `image` with `mib` MiB of new files, then times its snapshot, a fork of
+/// `forks` sessions, and `forks` creates at once from the snapshot; deletes all it made.
+pub async fn snapshot_and_fork(
+    client: &HutchClient,
+    image: &str,
+    mib: u64,
+    forks: u32,
+) -> Result<SnapshotReport, BenchError> {
+    let api = |step: &'static str| move |source| BenchError::Api { step, source };
+    let source = client
+        .create_session(&hutch_api::CreateSessionRequest {
+            image: Some(image.to_owned()),
+            resources: Some(hutch_api::ResourcesRequest {
+                memory_mb: Some(1024),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .map_err(api("create the source session"))?;
+    let id = source.session_id;
+    let fill = format!(
+        "mkdir -p /root/data && for i in $(seq 1 {}); do head -c 67108864 /dev/urandom > /root/data/part-$i; done",
+        mib.div_ceil(64)
+    );
+    let filled = client
+        .run_command(
+            id,
+            &hutch_api::CommandRequest {
+                command: Some(fill),
+                timeout: Some(600.0),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(api("write the session's files"))?;
+    if filled.exit_code != 0 {
+        return Err(BenchError::Server(format!(
+            "writing the files failed: {}",
+            filled.stderr
+        )));
+    }
+    let name = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let start = Instant::now();
+    client
+        .snapshot_session(id, &name)
+        .await
+        .map_err(api("snapshot"))?;
+    let snapshot = start.elapsed();
+    let start = Instant::now();
+    let forked = client
+        .fork_session(
+            id,
+            &hutch_api::ForkRequest {
+                count: Some(forks),
+                ttl: None,
+            },
+        )
+        .await
+        .map_err(api("fork"))?;
+    let fork = start.elapsed();
+    let request = hutch_api::CreateSessionRequest {
+        image: Some(name.clone()),
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let created =
+        futures_util::future::join_all((0..forks).map(|_| client.create_session(&request))).await;
+    let create_from_snapshot = start.elapsed();
+    let mut made: Vec<uuid::Uuid> = forked.sessions.iter().map(|s| s.session_id).collect();
+    let mut failure = None;
+    for result in created {
+        match result {
+            Ok(session) => made.push(session.session_id),
+            Err(source) => failure = Some(api("create from the snapshot")(source)),
+        }
+    }
+    made.push(id);
+    for id in made {
+        let _ = client.delete_session(id).await;
+    }
+    let _ = client.delete_image(&name).await;
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    Ok(SnapshotReport {
+        mib: mib.div_ceil(64) * 64,
+        snapshot,
+        fork,
+        create_from_snapshot,
+        forks,
+    })
+}

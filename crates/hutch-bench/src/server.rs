@@ -18,6 +18,11 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     /// Starts `binary serve` with `warm_pool` pre-built sandboxes, and waits until it
     /// listens and its pool is full.
     pub fn start(binary: &Path, warm_pool: usize) -> Result<ServerProcess, BenchError> {

@@ -40,7 +40,7 @@ pub(crate) struct BenchArgs {
     token: Option<String>,
     /// Warm pool of the server the benchmark starts.
     #[arg(long, default_value_t = 4)]
-    warm_pool: usize,
+    pub(crate) warm_pool: usize,
 }
 
 pub(crate) fn main(mut args: BenchArgs) -> anyhow::Result<()> {
