@@ -9,10 +9,10 @@ mod common;
 mod image_support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
-use common::{SECRET, TestServer, can_run_sandboxes};
+use common::{SECRET, TestServer, can_run_sandboxes, ok};
 use http::{Method, StatusCode};
 use hutch_api::{CreateSessionRequest, ErrorCode, LayerState, PullEvent};
 use hutch_client::{ClientError, HutchClient};
@@ -290,24 +290,7 @@ async fn snapshots_need_a_valid_name_and_a_session_of_an_oci_image() {
 
 /// Runs `hutch ARGS…` with `HUTCH_URL` and `HUTCH_TOKEN` set as a user would set them.
 fn hutch(url: &str, token: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hutch"))
-        .args(args)
-        .env("HUTCH_URL", url)
-        .env("HUTCH_TOKEN", token)
-        .output()
-        .unwrap()
-}
-
-/// Standard output of a command that must succeed.
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    common::hutch_cli(url, token, args)
 }
 
 #[test]

@@ -486,21 +486,7 @@ impl Cgroups {
         {
             write_file(&dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
             let want = if frozen { "frozen 1" } else { "frozen 0" };
-            let events = dir.join("cgroup.events");
-            loop {
-                let text = fs::read_to_string(&events).map_err(io_err("read", &events))?;
-                if text.lines().any(|line| line.trim() == want) {
-                    return Ok(());
-                }
-                if Instant::now() >= until {
-                    return Err(CgroupError::Io {
-                        op: "wait for",
-                        path: events,
-                        source: io::Error::new(io::ErrorKind::TimedOut, want),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            return wait_for_line(&dir.join("cgroup.events"), want, until);
         }
         let Some(freezer) = cgroup
             .v1_dirs
@@ -512,20 +498,7 @@ impl Cgroups {
         let state = freezer.join("freezer.state");
         let want = if frozen { "FROZEN" } else { "THAWED" };
         write_file(&state, want)?;
-        loop {
-            let text = fs::read_to_string(&state).map_err(io_err("read", &state))?;
-            if text.trim() == want {
-                return Ok(());
-            }
-            if Instant::now() >= until {
-                return Err(CgroupError::Io {
-                    op: "wait for",
-                    path: state,
-                    source: io::Error::new(io::ErrorKind::TimedOut, want),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_for_line(&state, want, until)
     }
 
     /// Removes the sandbox's cgroups (and any child cgroups the agent made). Missing
@@ -547,6 +520,24 @@ impl Cgroups {
             remove_tree(dir, until)?;
         }
         Ok(())
+    }
+}
+
+/// Polls `file` until one of its lines reads `want`, or fails once `until` has passed.
+fn wait_for_line(file: &Path, want: &str, until: Instant) -> Result<(), CgroupError> {
+    loop {
+        let text = fs::read_to_string(file).map_err(io_err("read", file))?;
+        if text.lines().any(|line| line.trim() == want) {
+            return Ok(());
+        }
+        if Instant::now() >= until {
+            return Err(CgroupError::Io {
+                op: "wait for",
+                path: file.to_owned(),
+                source: io::Error::new(io::ErrorKind::TimedOut, want.to_owned()),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -405,3 +405,25 @@ pub fn assert_nothing_left(server: &TestServer, view: &HostView) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Runs `hutch ARGS…` with `HUTCH_URL` and `HUTCH_TOKEN` set as a user would set them.
+pub fn hutch_cli(url: &str, token: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_hutch"))
+        .args(args)
+        .env("HUTCH_URL", url)
+        .env("HUTCH_TOKEN", token)
+        .output()
+        .unwrap()
+}
+
+/// Standard output of a command that must succeed.
+pub fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
