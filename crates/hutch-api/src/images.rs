@@ -39,7 +39,8 @@ pub struct Image {
     /// When a session last used it (or when it was stored).
     #[serde(with = "time::serde::rfc3339")]
     pub last_used: OffsetDateTime,
-    /// Sessions using it now.
+    /// Holds on it now: sessions using it, and ready sandboxes the warm pool keeps for it.
+    /// While it is above 0 (pool sandboxes aside), the image cannot be deleted.
     pub sessions: u64,
 }
 

@@ -50,7 +50,7 @@ class Image:
     size_bytes: int
     layers: int
     sessions: int
-    """Sessions using it now."""
+    """Holds on it now: sessions using it, and ready sandboxes the warm pool keeps for it."""
     snapshot: bool = False
     tenant: Optional[str] = None
     """The owning tenant, for snapshots."""
