@@ -42,8 +42,9 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Json, Query, SessionId};
 use crate::openapi::{
-    BadRequest, Capacity, Conflict, DiskFull, Internal, PayloadTooLarge, RateLimited,
-    SessionNotFound, StorageContextNotFound, SyncFailed, Unauthorized,
+    BadRequest, Capacity, Conflict, DiskFull, ImageForbidden, ImagePullFailed, Internal,
+    PayloadTooLarge, RateLimited, SessionNotFound, StorageContextNotFound, SyncFailed,
+    Unauthorized,
 };
 use crate::validate;
 
@@ -147,9 +148,11 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
             )),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = ImageForbidden),
         (status = 404, response = StorageContextNotFound),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
+        (status = 422, response = ImagePullFailed),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),
         (status = 502, response = SyncFailed),
