@@ -13,7 +13,7 @@ use hutch_api::{Image, LayerState, PullEvent};
 use hutch_client::HutchClient;
 
 use crate::connection::{Connection, block_on};
-use crate::sessions::{print_json, print_table};
+use crate::sessions::{delete_each, print_json, print_table};
 
 /// Options of `hutch image`.
 #[derive(clap::Args, Debug)]
@@ -125,24 +125,11 @@ async fn run(command: ImageCommand) -> anyhow::Result<u8> {
             Ok(0)
         }
         ImageCommand::Rm(args) => {
-            let mut failed = false;
-            for name in args.images {
-                match client.delete_image(&name).await {
-                    Ok(image) => println!("{}", image.name),
-                    Err(error) => {
-                        let error = anyhow::Error::new(error).context(format!("deleting {name}"));
-                        if matches!(
-                            error.downcast_ref::<hutch_client::ClientError>(),
-                            Some(hutch_client::ClientError::Connect { .. })
-                        ) {
-                            return Err(error);
-                        }
-                        eprintln!("hutch: {error:#}");
-                        failed = true;
-                    }
-                }
-            }
-            Ok(u8::from(failed))
+            delete_each(args.images, |name| {
+                let client = &client;
+                async move { client.delete_image(&name).await.map(|image| image.name) }
+            })
+            .await
         }
     }
 }

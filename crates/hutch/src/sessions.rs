@@ -191,13 +191,27 @@ async fn list(client: &HutchClient, args: ListArgs) -> anyhow::Result<u8> {
 /// Deletes each session, printing its id once it is gone; a failure is reported and the
 /// rest are still deleted (exit 1 if any failed).
 async fn remove(client: &HutchClient, args: RemoveArgs) -> anyhow::Result<u8> {
+    delete_each(args.sessions, |id| async move {
+        client.delete_session(id).await.map(|_| id.to_string())
+    })
+    .await
+}
+
+/// Deletes each item with `delete`, printing what it answers once the item is gone; a failure
+/// is reported and the rest are still deleted (exit 1 if any failed). An unreachable server
+/// fails them all alike, so it stops at once.
+pub(crate) async fn delete_each<T, F, Fut>(items: Vec<T>, delete: F) -> anyhow::Result<u8>
+where
+    T: std::fmt::Display + Clone,
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = Result<String, hutch_client::ClientError>>,
+{
     let mut failed = false;
-    for id in args.sessions {
-        match client.delete_session(id).await {
-            Ok(_) => println!("{id}"),
+    for item in items {
+        match delete(item.clone()).await {
+            Ok(shown) => println!("{shown}"),
             Err(error) => {
-                let error = anyhow::Error::new(error).context(format!("deleting {id}"));
-                // An unreachable server or a refused token fails every one alike.
+                let error = anyhow::Error::new(error).context(format!("deleting {item}"));
                 if matches!(
                     error.downcast_ref::<hutch_client::ClientError>(),
                     Some(hutch_client::ClientError::Connect { .. })
