@@ -82,6 +82,9 @@ deps_test() {
     for pkg in docker-registry skopeo umoci busybox-static mmdebstrap; do
         pkg_installed "$pkg" || need+=("$pkg")
     done
+    # The musl image of the session image tests (crates/hutch/tests/images.rs): a C program
+    # linked by musl-gcc, beside busybox.
+    pkg_installed musl-tools || need+=(musl-tools)
     if ((${#need[@]})); then
         apt_install "${need[@]}"
     fi

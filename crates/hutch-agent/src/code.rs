@@ -13,7 +13,7 @@ use axum::Json;
 use axum::extract::{Request, State};
 use hutch_api::limits::COMMANDS_CONCURRENT_MAX;
 use hutch_api::processes::CODE_LANGUAGES;
-use hutch_api::responses::{DiskFull, PayloadTooLarge};
+use hutch_api::responses::{DiskFull, LanguageUnavailable, PayloadTooLarge};
 use hutch_api::{CodeRequest, CommandRequest, CommandResult};
 
 use crate::Agent;
@@ -66,6 +66,7 @@ fn command_of(req: CodeRequest) -> Result<CommandRequest, AgentError> {
         (status = 200, description = "The code ran (whatever its exit status)",
             body = CommandResult),
         (status = 413, response = PayloadTooLarge),
+        (status = 422, response = LanguageUnavailable),
         (status = 507, response = DiskFull),
     )
 )]
@@ -80,6 +81,15 @@ pub(crate) async fn run(
     };
     let code: CodeRequest = read_json(req.into_body()).await?;
     let command = command_of(code)?;
+    if let Some(program) = command.argv.as_ref().and_then(|argv| argv.first()) {
+        let path = command
+            .env
+            .as_ref()
+            .and_then(|env| env.get("PATH"))
+            .or_else(|| agent.base_env.get("PATH"))
+            .map_or("", String::as_str);
+        agent.image.require(program, path)?;
+    }
     crate::commands::run(&agent, command).await.map(Json)
 }
 

@@ -28,9 +28,6 @@ use crate::Agent;
 use crate::error::AgentError;
 use crate::oom::OomMark;
 
-/// Default working directory of commands.
-pub(crate) const DEFAULT_CWD: &str = "/workspace";
-
 /// How long output may keep flowing after the command's processes are gone (a pipe held by
 /// something that escaped the kill) before the agent answers with what it has.
 pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(2);
@@ -77,6 +74,15 @@ pub(crate) fn validate(agent: &Agent, req: CommandRequest) -> Result<Plan, Agent
                     format!("command is longer than {COMMAND_MAX_BYTES} bytes"),
                 ));
             }
+            if !std::path::Path::new("/bin/sh").exists() {
+                return Err(AgentError::invalid(
+                    "command",
+                    format!(
+                        "image {} has no /bin/sh to run a command string; give argv to run a program directly",
+                        agent.image.name
+                    ),
+                ));
+            }
             ("/bin/sh".to_owned(), vec!["-c".to_owned(), command])
         }
         (None, Some(mut argv)) => {
@@ -103,7 +109,7 @@ pub(crate) fn validate(agent: &Agent, req: CommandRequest) -> Result<Plan, Agent
             "arguments may not be empty programs or contain NUL",
         ));
     }
-    let cwd = req.cwd.unwrap_or_else(|| DEFAULT_CWD.to_owned());
+    let cwd = req.cwd.unwrap_or_else(|| agent.image.cwd.clone());
     if !cwd.starts_with('/') || cwd.len() > PATH_MAX_BYTES || cwd.contains('\0') {
         return Err(AgentError::invalid("cwd", "cwd must be an absolute path"));
     }
@@ -329,6 +335,7 @@ pub(crate) fn start(
         cwd: std::path::Path::new(&plan.cwd),
         stdio,
         cgroup: cgroup.as_ref().map(CommandCgroup::own),
+        user: agent.image.user_ids()?,
     };
     let started = Instant::now();
     let oom = agent.oom.mark();

@@ -30,6 +30,14 @@ pub enum AgentError {
     /// The program could not be started (not found, not executable, bad cwd).
     #[error("{0}")]
     Spawn(#[from] hutch_sandbox::process::SpawnError),
+    /// The image has no program for the language asked for.
+    #[error("image {image} has no {program}")]
+    LanguageUnavailable {
+        /// The image's name.
+        image: String,
+        /// The missing program.
+        program: String,
+    },
     /// No interpreter context with this id.
     #[error("context not found: {0}")]
     ContextNotFound(String),
@@ -107,6 +115,7 @@ impl AgentError {
                 ErrorCode::Conflict
             }
             AgentError::ContextNotFound(_) => ErrorCode::ContextNotFound,
+            AgentError::LanguageUnavailable { .. } => ErrorCode::LanguageUnavailable,
             AgentError::Conflict(_) => ErrorCode::Conflict,
             AgentError::PortUnreachable { .. } => ErrorCode::PortUnreachable,
             AgentError::Runtime(_) | AgentError::Cgroup { .. } => ErrorCode::Internal,
@@ -140,6 +149,11 @@ impl AgentError {
                 field: Some(field), ..
             } => body = body.with_detail("field", *field),
             AgentError::Busy { limit } => body = body.with_detail("limit", *limit),
+            AgentError::LanguageUnavailable { image, program } => {
+                body = body
+                    .with_detail("image", image.as_str())
+                    .with_detail("program", program.as_str());
+            }
             AgentError::File { path, .. } => body = body.with_detail("path", path.as_str()),
             AgentError::PortUnreachable { port, .. } => body = body.with_detail("port", *port),
             AgentError::ProcessNotFound(pid)

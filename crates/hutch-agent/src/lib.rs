@@ -30,6 +30,7 @@ mod commands;
 mod deadline;
 mod error;
 mod files;
+mod image;
 mod interpreter;
 mod oom;
 mod ports;
@@ -64,6 +65,13 @@ pub struct AgentConfig {
     pub memory_mb: Option<u64>,
     /// The sandbox's deadline: past it, the agent ends the sandbox (see [`deadline`]).
     pub deadline: hutch_sandbox::deadline::DeadlineFile,
+    /// The name of the sandbox's image (`default` when absent), named when a language's
+    /// program is missing from it.
+    pub image: Option<String>,
+    /// The default working directory of commands and contexts (`/workspace` when absent).
+    pub working_dir: Option<String>,
+    /// The user commands and contexts run as (the image's `User`); root when absent.
+    pub user: Option<String>,
 }
 
 /// Shared state of the agent's handlers.
@@ -71,6 +79,8 @@ pub(crate) struct Agent {
     pub(crate) reaper: Arc<reaper::Reaper>,
     pub(crate) cgroup_dir: Option<OwnedFd>,
     pub(crate) base_env: BTreeMap<String, String>,
+    /// The image: default working directory, user, name.
+    pub(crate) image: image::Image,
     pub(crate) next_command: std::sync::atomic::AtomicU64,
     /// One permit per command that may run at once.
     pub(crate) commands: Arc<tokio::sync::Semaphore>,
@@ -99,6 +109,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     openapi
 }
 
+/// Hands `/workspace` to the image's user, so that its commands can write where they start.
+fn give_workspace_to(user: &image::RunAs) {
+    let workspace = std::path::Path::new(image::DEFAULT_CWD);
+    if let Err(e) = std::os::unix::fs::lchown(workspace, Some(user.uid), Some(user.gid)) {
+        tracing::warn!(error = %e, uid = user.uid, "cannot hand /workspace to the image's user");
+    }
+}
+
 /// Serves the agent API until the process is killed.
 pub fn run(config: AgentConfig) -> Result<(), AgentError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -111,6 +129,7 @@ pub fn run(config: AgentConfig) -> Result<(), AgentError> {
 
 async fn serve(config: AgentConfig) -> Result<(), AgentError> {
     let reaper = reaper::Reaper::start().map_err(AgentError::Runtime)?;
+    let image = image::Image::new(config.image, config.working_dir, config.user.as_deref());
     let mut base_env = BTreeMap::from([
         (
             "PATH".to_owned(),
@@ -121,6 +140,17 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
         ("LANG".to_owned(), "C.UTF-8".to_owned()),
         ("HOSTNAME".to_owned(), config.hostname.clone()),
     ]);
+    if let Some(user) = image.user() {
+        base_env.insert(
+            "HOME".to_owned(),
+            user.home.clone().unwrap_or("/".to_owned()),
+        );
+        base_env.insert(
+            "USER".to_owned(),
+            user.name.clone().unwrap_or_else(|| user.uid.to_string()),
+        );
+        give_workspace_to(user);
+    }
     base_env.extend(config.env);
     // Python `libraries` installed in any context are importable everywhere.
     let base_env = interpreter::with_libraries_on_python_path(base_env);
@@ -130,11 +160,13 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
             .unwrap_or(hutch_api::limits::FILES_UPLOAD_MAX_BYTES_DEFAULT),
     )
     .map_err(AgentError::Runtime)?;
+    let interpreters = interpreter::Interpreters::new(&image.cwd);
     let agent = Arc::new(Agent {
         files: Arc::new(files),
         reaper,
         cgroup_dir: config.cgroup_dir,
         base_env,
+        image,
         next_command: std::sync::atomic::AtomicU64::new(1),
         commands: Arc::new(tokio::sync::Semaphore::new(
             hutch_api::limits::COMMANDS_CONCURRENT_MAX,
@@ -143,7 +175,7 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
         ptys: Arc::new(tokio::sync::Semaphore::new(
             hutch_api::limits::PTY_SESSIONS_MAX,
         )),
-        interpreters: interpreter::Interpreters::new(),
+        interpreters,
         oom: oom::OomCounter::new(config.memory_events, config.memory_mb),
     });
     interpreter::prewarm(&agent);

@@ -49,6 +49,9 @@ pub enum ErrorCode {
     SandboxTimeout,
     /// The session's disk quota is exhausted (507).
     DiskFull,
+    /// The session's image lacks the program a language needs (`python3`, `node`, `bash`);
+    /// the message names the image and the program (422).
+    LanguageUnavailable,
     /// No storage context with this id belongs to the caller (404).
     StorageContextNotFound,
     /// Moving content between a session and a storage context failed (502); the message
@@ -58,6 +61,15 @@ pub enum ErrorCode {
     FileNotFound,
     /// The requested byte range lies outside the file (416).
     RangeNotSatisfiable,
+    /// No image of this name is stored or in its registry, and no snapshot of the caller
+    /// has this name (404).
+    ImageNotFound,
+    /// The image could not be pulled: the registry refused, failed or could not be reached,
+    /// a blob did not match its digest, or the image is not usable; `details.registryAnswer`
+    /// gives the registry's answer (422).
+    ImagePullFailed,
+    /// The uploaded archive is not an importable image (422).
+    ImageImportFailed,
     /// An unexpected fault inside hutch (500). The log has the cause.
     Internal,
     /// Nothing in the session accepts connections on the port (502).
@@ -83,6 +95,8 @@ impl ErrorCode {
             | ErrorCode::ProcessNotFound
             | ErrorCode::ContextNotFound => 404,
             ErrorCode::RangeNotSatisfiable => 416,
+            ErrorCode::ImageNotFound => 404,
+            ErrorCode::ImagePullFailed | ErrorCode::ImageImportFailed => 422,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UriTooLong => 414,
@@ -95,6 +109,7 @@ impl ErrorCode {
             ErrorCode::Capacity => 503,
             ErrorCode::SandboxTimeout => 504,
             ErrorCode::DiskFull => 507,
+            ErrorCode::LanguageUnavailable => 422,
         }
     }
 
@@ -118,10 +133,14 @@ impl ErrorCode {
             ErrorCode::SandboxUnavailable => "sandbox_unavailable",
             ErrorCode::SandboxTimeout => "sandbox_timeout",
             ErrorCode::DiskFull => "disk_full",
+            ErrorCode::LanguageUnavailable => "language_unavailable",
             ErrorCode::StorageContextNotFound => "storage_context_not_found",
             ErrorCode::SyncFailed => "sync_failed",
             ErrorCode::FileNotFound => "file_not_found",
             ErrorCode::RangeNotSatisfiable => "range_not_satisfiable",
+            ErrorCode::ImageNotFound => "image_not_found",
+            ErrorCode::ImagePullFailed => "image_pull_failed",
+            ErrorCode::ImageImportFailed => "image_import_failed",
             ErrorCode::Internal => "internal",
             ErrorCode::PortUnreachable => "port_unreachable",
             ErrorCode::LinkExpired => "link_expired",
@@ -215,10 +234,14 @@ mod tests {
             ErrorCode::SandboxUnavailable,
             ErrorCode::SandboxTimeout,
             ErrorCode::DiskFull,
+            ErrorCode::LanguageUnavailable,
             ErrorCode::StorageContextNotFound,
             ErrorCode::SyncFailed,
             ErrorCode::FileNotFound,
             ErrorCode::RangeNotSatisfiable,
+            ErrorCode::ImageNotFound,
+            ErrorCode::ImagePullFailed,
+            ErrorCode::ImageImportFailed,
             ErrorCode::Internal,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());

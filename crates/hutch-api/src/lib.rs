@@ -13,6 +13,7 @@ pub mod commands;
 pub mod env;
 pub mod error;
 pub mod files;
+pub mod images;
 pub mod interpreter;
 pub mod limits;
 pub mod ports;
@@ -28,6 +29,10 @@ pub use commands::{CommandRequest, CommandResult};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use files::{
     FileInfo, FileList, FileType, MkdirRequest, MoveRequest, UploadResult, UploadResults,
+};
+pub use images::{
+    ForkRequest, ForkResult, Image, ImageConfig, ImageDetail, ImageLayer, ImageList, ImportResult,
+    LayerState, PullEvent, PullRequest, SnapshotRequest,
 };
 pub use interpreter::{
     Context, ContextList, CreateContextRequest, ExecuteRequest, Frame, HistoryEntry, HistoryList,

@@ -49,8 +49,9 @@ error_responses! {
          `session_not_found`: no session with this id belongs to the caller).",
         "no process with pid 42 in this session";
     NetworkForbidden: Forbidden,
-        "`forbidden`: the server's operator does not allow what the request asks for (a \
-         network egress wider than the server's `--network-allowed`).",
+        "`forbidden`: the server's operator does not allow what the request asks for: a \
+         network egress wider than the server's `--network-allowed`, or an image from a \
+         registry not on the server's list of allowed registries.",
         "network egress \"all\" is not allowed on this server; its operator allows at most \"allow\"";
     Conflict: Conflict,
         "`conflict`: the session's state does not allow this (it is being created or \
@@ -93,6 +94,10 @@ error_responses! {
         "`disk_full`: the session's disk quota is exhausted; `details.path` names the file \
          being written.",
         "write /workspace/data.bin: the session's disk is full";
+    LanguageUnavailable: LanguageUnavailable,
+        "`language_unavailable`: the session's image has no program for this language \
+         (`python3`, `node`, `bash`); `details` name the image and the program.",
+        "image docker.io/library/busybox:latest has no python3";
     StorageContextNotFound: StorageContextNotFound,
         "`storage_context_not_found`: no storage context with this id belongs to the caller.",
         "no storage context 0196a3c2-0000-7000-8000-000000000000";
@@ -128,6 +133,20 @@ error_responses! {
         "`link_invalid`: the preview link is malformed, wrongly signed, or made for another \
          session or port.",
         "this preview link is not valid: wrong signature";
+    ImageNotFound: ImageNotFound,
+        "`image_not_found`: no image of this name is stored or in its registry, and the \
+         caller has no snapshot of this name; `details.image` names it.",
+        "image docker.io/library/pyhton:3.11 not found: manifest unknown";
+    ImagePullFailed: ImagePullFailed,
+        "`image_pull_failed`: the image could not be pulled (the registry refused, failed or \
+         could not be reached, a blob did not match its digest, or the image is unusable); \
+         `details.image` names it and `details.registryAnswer` gives the registry's answer.",
+        "pulling localhost:5000/tool:1.2 failed: error sending request";
+    ImageImportFailed: ImageImportFailed,
+        "`image_import_failed`: the body is not an importable image archive (an OCI image \
+         layout tarball or a `docker save` archive), or a blob in it does not match its digest.",
+        "not an importable image archive: neither index.json (OCI layout) nor manifest.json \
+         (docker save) found";
 }
 
 /// One shared error response: `description`, an [`ErrorBody`] schema with an example, and the
@@ -157,4 +176,9 @@ fn error_response(
         )
         .build()
         .into()
+    ImageForbidden: Forbidden,
+        "`forbidden`: the token may not do this (importing and deleting images needs an admin \
+         token unless the server opens them to tenants), or the image's registry is not on \
+         the server's list of allowed registries.",
+        "registry quay.io is not on the list of allowed registries";
 }

@@ -20,9 +20,12 @@
 //! - [`network`]: create with `egress: allow` beside `none` (target: ≤ 5 ms more at p50), and
 //!   a download from a session beside the same download from the server's namespace
 //!   (target: ≥ 80 %).
+//! - [`images`]: the first pull and unpack of an image from a local registry through the
+//!   API, against `skopeo copy` + `umoci unpack` of the same image (target: not slower).
 
 pub mod commands;
 pub mod files;
+pub mod images;
 pub mod interpreter;
 pub mod network;
 pub mod peers;

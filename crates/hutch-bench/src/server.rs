@@ -18,9 +18,23 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     /// Starts `binary serve` with `warm_pool` pre-built sandboxes, and waits until it
     /// listens and its pool is full.
     pub fn start(binary: &Path, warm_pool: usize) -> Result<ServerProcess, BenchError> {
+        ServerProcess::start_with(binary, warm_pool, &[])
+    }
+
+    /// As [`ServerProcess::start`], with extra `hutch serve` arguments.
+    pub fn start_with(
+        binary: &Path,
+        warm_pool: usize,
+        extra: &[&str],
+    ) -> Result<ServerProcess, BenchError> {
         let data_dir = std::env::temp_dir().join(format!("hutch-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
         let mut child = Command::new(binary)
@@ -29,6 +43,7 @@ impl ServerProcess {
             .arg(&data_dir)
             .arg("--warm-pool")
             .arg(warm_pool.to_string())
+            .args(extra)
             .env("HUTCH_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()

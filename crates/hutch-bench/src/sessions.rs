@@ -20,12 +20,26 @@ pub struct SessionsReport {
     pub delete: Samples,
 }
 
-/// Runs `warmup` unmeasured cycles, then `iterations` measured ones.
+/// Runs `warmup` unmeasured cycles, then `iterations` measured ones, on the `default` image.
 pub async fn run(
     client: &HutchClient,
     warmup: usize,
     iterations: usize,
 ) -> Result<SessionsReport, BenchError> {
+    run_on(client, None, warmup, iterations).await
+}
+
+/// As [`run`], with sessions on `image` (`None`: the server's default).
+pub async fn run_on(
+    client: &HutchClient,
+    image: Option<&str>,
+    warmup: usize,
+    iterations: usize,
+) -> Result<SessionsReport, BenchError> {
+    let create = CreateSessionRequest {
+        image: image.map(str::to_owned),
+        ..CreateSessionRequest::default()
+    };
     let mut report = SessionsReport::default();
     let command = CommandRequest {
         argv: Some(vec!["true".into()]),
@@ -34,7 +48,7 @@ pub async fn run(
     for i in 0..warmup + iterations {
         let start = Instant::now();
         let session = client
-            .create_session(&CreateSessionRequest::default())
+            .create_session(&create)
             .await
             .map_err(|source| BenchError::Api {
                 step: "create",

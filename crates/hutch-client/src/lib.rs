@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod images;
 pub mod processes;
 pub mod terminal;
 
@@ -318,6 +319,57 @@ impl HutchClient {
         body: Option<Bytes>,
         authorize: bool,
     ) -> Result<(StatusCode, Bytes), ClientError> {
+        let response = self.open(method.clone(), path, body, authorize).await?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Transport {
+                method,
+                path: path.to_owned(),
+                source: Box::new(e),
+            })?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+
+    /// Sends a request and answers the response as it starts, its body still to read.
+    pub(crate) async fn open(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        authorize: bool,
+    ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
+        let transport = |source: Box<dyn std::error::Error + Send + Sync>| ClientError::Transport {
+            method: method.clone(),
+            path: path.to_owned(),
+            source,
+        };
+        let mut builder = self.request_head(method.clone(), path, authorize)?;
+        if body.is_some() {
+            builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        let req = builder
+            .body(Full::new(body.unwrap_or_default()))
+            .map_err(|e| transport(Box::new(e)))?;
+        self.http.request(req).await.map_err(|e| {
+            if e.is_connect() {
+                self.connect_error(&e)
+            } else {
+                transport(Box::new(e))
+            }
+        })
+    }
+
+    /// The method, URL and (when `authorize`) token of a request to `path`.
+    pub(crate) fn request_head(
+        &self,
+        method: Method,
+        path: &str,
+        authorize: bool,
+    ) -> Result<http::request::Builder, ClientError> {
         let url = format!("{}{path}", self.base);
         let uri: Uri = url
             .parse()
@@ -325,36 +377,11 @@ impl HutchClient {
                 url: url.clone(),
                 reason: e.to_string(),
             })?;
-        let transport = |source: Box<dyn std::error::Error + Send + Sync>| ClientError::Transport {
-            method: method.clone(),
-            path: path.to_owned(),
-            source,
-        };
-        let mut builder = Request::builder().method(method.clone()).uri(uri);
+        let mut builder = Request::builder().method(method).uri(uri);
         if authorize {
             builder = builder.header(AUTHORIZATION, self.auth.clone());
         }
-        if body.is_some() {
-            builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        }
-        let req = builder
-            .body(Full::new(body.unwrap_or_default()))
-            .map_err(|e| transport(Box::new(e)))?;
-        let response = self.http.request(req).await.map_err(|e| {
-            if e.is_connect() {
-                self.connect_error(&e)
-            } else {
-                transport(Box::new(e))
-            }
-        })?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| transport(Box::new(e)))?
-            .to_bytes();
-        Ok((status, bytes))
+        Ok(builder)
     }
 }
 

@@ -339,8 +339,8 @@ impl HutchClient {
     }
 }
 
-/// Percent-encodes a query value.
-fn percent_encode(value: &str) -> String {
+/// Percent-encodes a query value or a path segment.
+pub(crate) fn percent_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

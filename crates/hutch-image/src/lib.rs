@@ -20,5 +20,5 @@ pub use pull::{LayerStatus, ProgressFn, PullError, PullProgress, Puller};
 pub use record::{ImageRecord, LayerRecord, LayerRef, RunConfig};
 pub use reference::{ImageRef, ReferenceError};
 pub use registry::{Credentials, Mirror, RegistryConfig, RegistryConfigError};
-pub use store::{GcReport, ImageLease, ImageStore, StoreError};
+pub use store::{GcReport, ImageLease, ImageStore, LayerPin, StoreError};
 pub use unpack::{Skipped, UnpackError, UnpackOptions, UnpackReport, unpack_layer};

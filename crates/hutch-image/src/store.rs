@@ -223,6 +223,27 @@ impl ImageStore {
         Ok(record)
     }
 
+    /// Stores a layer whose tree `fill` writes into the directory it is given (which does
+    /// not exist yet), under `diff_id`; `fill` answers the bytes the tree takes on disk.
+    /// Nothing is visible under `layers/` unless `fill` succeeds. For layers made from no tar
+    /// stream (snapshots of sessions) `diff_id` names the content rather than hashes it.
+    pub fn add_layer<E: From<StoreError>>(
+        &self,
+        diff_id: &Digest,
+        fill: impl FnOnce(&Path) -> Result<u64, E>,
+    ) -> Result<LayerRecord, E> {
+        let staging = self.staging()?;
+        let disk_bytes = fill(&staging.path().join("root"))?;
+        let record = LayerRecord {
+            diff_id: diff_id.clone(),
+            disk_bytes,
+            skipped: Vec::new(),
+        };
+        write_json(&staging.path().join("layer.json"), &record)?;
+        staging.commit(&self.layer_dir(diff_id))?;
+        Ok(record)
+    }
+
     /// Stores (or replaces) the record of an image.
     pub fn put_image(&self, record: &ImageRecord) -> Result<(), StoreError> {
         let _records = lock(&self.records);
@@ -310,9 +331,9 @@ impl ImageStore {
         })
     }
 
-    /// Keeps `layers` from being collected until the pin is dropped (a pull or import holds one
-    /// while it assembles an image).
-    pub(crate) fn pin(self: &Arc<Self>, layers: &[Digest]) -> LayerPin {
+    /// Keeps `layers` from being collected until the pin is dropped (a pull, an import or a
+    /// snapshot holds one while it assembles an image).
+    pub fn pin(self: &Arc<Self>, layers: &[Digest]) -> LayerPin {
         let mut in_use = lock(&self.in_use);
         for layer in layers {
             *in_use.layers.entry(layer.clone()).or_default() += 1;
@@ -368,6 +389,16 @@ impl ImageStore {
     /// Removes layers no image names and nothing uses, then, while the layers take more than
     /// `max_bytes`, the least recently used images nothing uses and the layers only they named.
     pub fn collect(&self, max_bytes: u64) -> Result<GcReport, StoreError> {
+        self.collect_keeping(max_bytes, |_| false)
+    }
+
+    /// As [`ImageStore::collect`], but never removes an image for which `keep` is true (nor,
+    /// so, its layers): the size bound is met with the other images only.
+    pub fn collect_keeping(
+        &self,
+        max_bytes: u64,
+        keep: impl Fn(&ImageRecord) -> bool,
+    ) -> Result<GcReport, StoreError> {
         let _records = lock(&self.records);
         let mut report = GcReport::default();
         let mut images = self.images()?;
@@ -398,7 +429,7 @@ impl ImageStore {
             let in_use = lock(&self.in_use);
             let Some(victim) = images
                 .iter()
-                .position(|image| !in_use.images.contains_key(&image.name))
+                .position(|image| !in_use.images.contains_key(&image.name) && !keep(image))
             else {
                 return Ok(report);
             };
@@ -485,7 +516,7 @@ impl Drop for ImageLease {
 }
 
 /// Layers kept from collection while an image is being assembled.
-pub(crate) struct LayerPin {
+pub struct LayerPin {
     store: Arc<ImageStore>,
     layers: Vec<Digest>,
 }

@@ -579,6 +579,32 @@ async fn collection_keeps_images_in_use_and_evicts_the_least_recently_used() {
 }
 
 #[tokio::test]
+async fn collection_never_evicts_the_images_it_is_told_to_keep() {
+    let registry = Registry::start();
+    registry.push(&support::busybox_layout(), "keep/busybox:latest");
+    registry.push(&whiteout_layout(), "keep/whiteouts:latest");
+    let (_dir, store) = support::store();
+    let puller = Puller::new(Arc::clone(&store), plain_http(&registry.addr));
+    let busybox = reference(&format!("{}/keep/busybox", registry.addr));
+    let whiteouts = reference(&format!("{}/keep/whiteouts", registry.addr));
+    let evicted = puller.pull(&busybox, &quiet).await.expect("pull");
+    let kept = puller.pull(&whiteouts, &quiet).await.expect("pull");
+
+    // Even at a bound of zero bytes, and although it is the least recently used, the kept
+    // image and its layers stay; the other goes.
+    store.acquire(&busybox).expect("acquire");
+    let report = store
+        .collect_keeping(0, |record| record.name == kept.name)
+        .expect("collect");
+    assert_eq!(report.images, vec![evicted.name.clone()]);
+    assert!(store.image(&whiteouts).is_ok());
+    for layer in &kept.layers {
+        assert!(store.layer(&layer.diff_id).expect("layer").is_some());
+    }
+    assert!(store.image(&busybox).is_err());
+}
+
+#[tokio::test]
 async fn a_debian_python_image_pulls_as_python_3_11_and_runs_python() {
     // Built by mmdebstrap from Debian's packages the first time (minutes), cached after.
     let layout = support::debian_python_layout();

@@ -96,6 +96,16 @@ pub struct Claim {
     /// The resolver of a networked sandbox: `/etc/resolv.conf` names it alone.
     #[serde(default)]
     pub nameserver: Option<std::net::Ipv4Addr>,
+    /// The name of the image the sandbox runs, named when a program is missing from it.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// The default working directory (the image's `WorkingDir`); `/workspace` when absent.
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    /// The user commands and contexts run as (the image's `User`: `name`, `uid`,
+    /// `name:group`, `uid:gid`); root when absent.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// A sandbox set up and claimed, ready to serve.
@@ -288,25 +298,7 @@ fn build_root(config: &InitConfig) -> Result<(), InitError> {
     .map_err(step("make mounts private"))?;
 
     for overlay in &config.overlays {
-        let lower: Vec<String> = overlay
-            .lower
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        let data = format!(
-            "lowerdir={},upperdir={},workdir={},userxattr,volatile",
-            lower.join(":"),
-            overlay.upper.display(),
-            overlay.work.display()
-        );
-        sys::mount(
-            Some("overlay"),
-            &inside(root, &overlay.target),
-            Some("overlay"),
-            nosuid_nodev,
-            Some(&data),
-        )
-        .map_err(step("mount overlay"))?;
+        mount_overlay(&inside(root, &overlay.target), overlay).map_err(step("mount overlay"))?;
     }
 
     let proc_dir = root.join("proc");
@@ -440,6 +432,43 @@ fn write_resolv_conf(nameserver: std::net::Ipv4Addr) -> io::Result<()> {
         format!(
             "# written by hutch: the session's resolver\nnameserver {nameserver}\noptions timeout:2 attempts:2\n"
         ),
+    )
+}
+
+/// Longest option string handed to `mount(2)` (the kernel copies one page of it).
+const MOUNT_OPTIONS_MAX: usize = 4000;
+
+/// Mounts one overlay. The classic `mount(2)` with a `lowerdir=a:b:…` option string is used
+/// while the options fit in a page; an image with more or longer layer paths is mounted with
+/// the new mount API, one `lowerdir+` per layer.
+fn mount_overlay(target: &Path, overlay: &OverlayMount) -> io::Result<()> {
+    let lower: Vec<String> = overlay
+        .lower
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={},userxattr,volatile",
+        lower.join(":"),
+        overlay.upper.display(),
+        overlay.work.display()
+    );
+    if data.len() <= MOUNT_OPTIONS_MAX {
+        return sys::mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            Some(&data),
+        );
+    }
+    sys::mount_overlay(
+        target,
+        &sys::OverlaySpec {
+            lower: &overlay.lower,
+            upper: &overlay.upper,
+            work: &overlay.work,
+        },
     )
 }
 

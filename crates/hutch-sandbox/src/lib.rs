@@ -19,6 +19,8 @@ mod seccomp;
 mod sys;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -36,14 +38,64 @@ pub struct SandboxSpec {
     pub id: Uuid,
     /// Host name inside the sandbox.
     pub hostname: String,
-    /// Image name; only `default` exists so far.
-    pub image: String,
+    /// What its root file system is made of.
+    pub image: SandboxImage,
     /// Limits enforced by cgroups.
     pub resources: Resources,
     /// Environment every process in the sandbox starts with.
     pub env: BTreeMap<String, String>,
     /// Network egress; `None` or `egress: none`: only `lo`.
     pub network: Option<hutch_api::NetworkPolicy>,
+}
+
+/// What a sandbox's root file system is made of.
+#[derive(Debug, Clone)]
+pub enum SandboxImage {
+    /// The embedded `default` image: a read-only view of the host's system directories.
+    Default,
+    /// An OCI image: its unpacked layers, shared read-only, under the session's own writes.
+    Oci(OciImage),
+}
+
+impl SandboxImage {
+    /// The name users know the image by (`default`, `docker.io/library/python:3.11`).
+    pub fn name(&self) -> &str {
+        match self {
+            SandboxImage::Default => "default",
+            SandboxImage::Oci(image) => &image.name,
+        }
+    }
+}
+
+/// An OCI image as a sandbox mounts and runs it.
+#[derive(Clone)]
+pub struct OciImage {
+    /// What identifies the image's content (its config digest): the warm pool keeps ready
+    /// sandboxes per key.
+    pub key: String,
+    /// The name users know it by, as they wrote it, for messages (`busybox:latest`).
+    pub name: String,
+    /// The unpacked layers' directories on the host, topmost first (overlayfs' order).
+    pub layers: Vec<PathBuf>,
+    /// `KEY=value` pairs of the image's `Env`; the session's `env` goes on top.
+    pub env: Vec<String>,
+    /// The image's `WorkingDir`, if it names one (`/workspace` otherwise).
+    pub working_dir: Option<String>,
+    /// The image's `User` (`name`, `uid`, `name:group`, `uid:gid`), if it names one.
+    pub user: Option<String>,
+    /// Whatever keeps the layers on disk (the server's image lease): the runtime keeps a
+    /// clone while a sandbox built from this image waits in the warm pool.
+    pub hold: Option<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for OciImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OciImage")
+            .field("key", &self.key)
+            .field("name", &self.name)
+            .field("layers", &self.layers.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the store keeps about a live sandbox so that a restarted server can find it again.
@@ -104,6 +156,21 @@ pub enum SandboxError {
     },
 }
 
+/// What [`Runtime::snapshot`] copied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotReport {
+    /// Entries copied (files, directories, links, whiteouts).
+    pub entries: u64,
+    /// Bytes of file content copied.
+    pub bytes: u64,
+    /// Entries left out (sockets).
+    pub skipped: u64,
+    /// How long the sandbox's processes were frozen.
+    pub frozen: std::time::Duration,
+    /// How long the whole snapshot took.
+    pub elapsed: std::time::Duration,
+}
+
 /// A backend that runs sandboxes. `hutch serve` holds one and reaches sandboxes only through it.
 #[async_trait]
 pub trait Runtime: Send + Sync + 'static {
@@ -147,4 +214,26 @@ pub trait Runtime: Send + Sync + 'static {
     /// Sets the time after which the sandbox of session `id` ends itself, whether or not a
     /// server is there to destroy it (see [`deadline`]); a later call replaces it.
     async fn set_deadline(&self, id: Uuid, deadline: SystemTime) -> Result<(), SandboxError>;
+
+    /// Copies the sandbox's writable root layer (overlayfs' upper directory, whiteouts
+    /// included) into the new directory `into`, freezing the sandbox's processes while it
+    /// copies so that no file is torn; they run on afterwards. Runtimes without snapshots
+    /// refuse with [`SandboxError::InvalidSpec`].
+    async fn snapshot(
+        &self,
+        record: &SandboxRecord,
+        into: &std::path::Path,
+    ) -> Result<SnapshotReport, SandboxError> {
+        let _ = (record, into);
+        Err(SandboxError::InvalidSpec(
+            "this runtime cannot snapshot sessions".to_owned(),
+        ))
+    }
+
+    /// Lets go of the OCI image `key` ([`OciImage::key`]): sandboxes built from it and waiting
+    /// unclaimed are torn down, dropping their hold on it (before the image is removed, say).
+    /// Sessions running on it are not touched.
+    async fn forget_image(&self, key: &str) {
+        let _ = key;
+    }
 }

@@ -30,6 +30,8 @@ pub struct ProcessSpec<'a> {
     pub stdio: [BorrowedFd<'a>; 3],
     /// A cgroup v2 directory to start in.
     pub cgroup: Option<BorrowedFd<'a>>,
+    /// The user and group to run as (`uid`, `gid`, inside the sandbox); root when absent.
+    pub user: Option<(u32, u32)>,
 }
 
 /// How to start a process, beyond what it runs.
@@ -71,6 +73,17 @@ pub enum SpawnError {
     Exec {
         /// The program.
         program: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Becoming the requested user failed.
+    #[error("cannot run as uid {uid} gid {gid}: {source}")]
+    User {
+        /// The user id.
+        uid: u32,
+        /// The group id.
+        gid: u32,
         /// The OS error.
         #[source]
         source: io::Error,
@@ -136,6 +149,7 @@ fn c(s: &[u8], what: &'static str) -> Result<CString, SpawnError> {
 /// Failure report from child to parent: the stage and the errno.
 const STAGE_CWD: u32 = 1;
 const STAGE_EXEC: u32 = 2;
+const STAGE_USER: u32 = 3;
 
 /// Starts a process. The caller reaps it (it is a child of the calling process).
 pub fn spawn(spec: &ProcessSpec<'_>, filter: &ChildFilter) -> Result<Process, SpawnError> {
@@ -222,6 +236,7 @@ pub fn spawn_with(
         env: &env_ptrs,
         fprog: &fprog,
         controlling_terminal: options.controlling_terminal,
+        user: spec.user,
     };
 
     let mut pidfd: RawFd = -1;
@@ -277,6 +292,8 @@ pub fn spawn_with(
             cwd: spec.cwd.display().to_string(),
             source,
         }
+    } else if let (STAGE_USER, Some((uid, gid))) = (stage, spec.user) {
+        SpawnError::User { uid, gid, source }
     } else {
         SpawnError::Exec {
             program: spec.program.display().to_string(),
@@ -297,6 +314,7 @@ struct ChildPlan<'a> {
     env: &'a [*const libc::c_char],
     fprog: &'a libc::sock_fprog,
     controlling_terminal: bool,
+    user: Option<(u32, u32)>,
 }
 
 impl ChildPlan<'_> {
@@ -333,9 +351,6 @@ impl ChildPlan<'_> {
                 u32::MAX,
                 libc::CLOSE_RANGE_CLOEXEC,
             );
-            if libc::chdir(self.cwd.as_ptr()) != 0 {
-                fail(STAGE_CWD);
-            }
             // The agent may be shielded from the OOM killer; what it runs is not.
             let fd = libc::open(
                 c"/proc/self/oom_score_adj".as_ptr(),
@@ -344,6 +359,19 @@ impl ChildPlan<'_> {
             if fd >= 0 {
                 libc::write(fd, b"0".as_ptr().cast(), 1);
                 libc::close(fd);
+            }
+            // The image's user: its group alone, then the ids (which clears the capabilities).
+            if let Some((uid, gid)) = self.user {
+                let groups = [gid];
+                if libc::syscall(libc::SYS_setgroups, 1, groups.as_ptr()) != 0
+                    || libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
+                    || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
+                {
+                    fail(STAGE_USER);
+                }
+            }
+            if libc::chdir(self.cwd.as_ptr()) != 0 {
+                fail(STAGE_CWD);
             }
             // Rust ignores SIGPIPE, tokio may block signals, and the server may have inherited
             // ignored ones: give the program the defaults.
@@ -391,6 +419,7 @@ mod tests {
             cwd: Path::new(cwd),
             stdio: [fd, fd, fd],
             cgroup: None,
+            user: None,
         };
         let process = spawn(&spec, &ChildFilter::new().unwrap())?;
         let mut status = 0;

@@ -70,6 +70,156 @@ pub(crate) fn mount(
     Ok(())
 }
 
+/// An overlay to mount with the new mount API (see [`mount_overlay`]).
+pub(crate) struct OverlaySpec<'a> {
+    /// Read-only lower directories, topmost first.
+    pub(crate) lower: &'a [std::path::PathBuf],
+    /// The writable upper directory.
+    pub(crate) upper: &'a Path,
+    /// Overlayfs' work directory, on the same file system as `upper`.
+    pub(crate) work: &'a Path,
+}
+
+// The new mount API's constants (linux/mount.h), which the libc crate does not all carry.
+const FSOPEN_CLOEXEC: libc::c_uint = 0x1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 0x1;
+const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
+const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// Mounts an overlay on `target` (`nosuid,nodev`, `userxattr,volatile`) with `fsopen` and
+/// `fsconfig`, handing the lower directories over one `lowerdir+` at a time: unlike one
+/// `lowerdir=a:b:…` option string, limited to a page, this takes hundreds of layers with paths
+/// of any length (Linux 6.8 and later).
+pub(crate) fn mount_overlay(target: &Path, overlay: &OverlaySpec<'_>) -> io::Result<()> {
+    // SAFETY: the name is a NUL-terminated string; the call returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) };
+    if fd < 0 {
+        return Err(last_error("fsopen overlay"));
+    }
+    // SAFETY: fsopen returned a new descriptor this function owns.
+    let fs = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let set = |command: libc::c_uint, key: Option<&CStr>, value: Option<&CStr>| -> io::Result<()> {
+        // SAFETY: key and value are NUL-terminated strings that outlive the call, or null where
+        // fsconfig wants null (a flag's value; the key and value of a command).
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                command,
+                key.map_or(std::ptr::null(), CStr::as_ptr),
+                value.map_or(std::ptr::null(), CStr::as_ptr),
+                0,
+            )
+        };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            let detail = fs_context_log(&fs);
+            return Err(io::Error::new(
+                err.kind(),
+                format!(
+                    "overlay option {}{}: {err}{detail}",
+                    key.map_or("(create)".into(), CStr::to_string_lossy),
+                    value.map_or(String::new(), |v| format!("={}", v.to_string_lossy()))
+                ),
+            ));
+        }
+        Ok(())
+    };
+    for lower in overlay.lower {
+        set(
+            FSCONFIG_SET_STRING,
+            Some(c"lowerdir+"),
+            Some(&cstring(lower)?),
+        )?;
+    }
+    set(
+        FSCONFIG_SET_STRING,
+        Some(c"upperdir"),
+        Some(&cstring(overlay.upper)?),
+    )?;
+    set(
+        FSCONFIG_SET_STRING,
+        Some(c"workdir"),
+        Some(&cstring(overlay.work)?),
+    )?;
+    set(FSCONFIG_SET_FLAG, Some(c"userxattr"), None)?;
+    set(FSCONFIG_SET_FLAG, Some(c"volatile"), None)?;
+    set(FSCONFIG_CMD_CREATE, None, None).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("create overlay of {} layers: {e}", overlay.lower.len()),
+        )
+    })?;
+    // SAFETY: fs is a configured file system context; the call returns a new descriptor or -1.
+    let mnt = unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        )
+    };
+    if mnt < 0 {
+        return Err(last_error("fsmount overlay"));
+    }
+    // SAFETY: fsmount returned a new descriptor this function owns.
+    let mnt = unsafe { OwnedFd::from_raw_fd(mnt as RawFd) };
+    let c_target = cstring(target)?;
+    // SAFETY: mnt is a detached mount; the empty path and target are NUL-terminated strings.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mnt.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c_target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc != 0 {
+        return Err(last_error(format_args!(
+            "move overlay onto {}",
+            target.display()
+        )));
+    }
+    Ok(())
+}
+
+/// What the kernel logged on a file system context (overlayfs names the option it refused
+/// there), as `: message; message`, or nothing.
+fn fs_context_log(fs: &OwnedFd) -> String {
+    let mut lines = Vec::new();
+    let mut buf = [0u8; 512];
+    for _ in 0..8 {
+        // SAFETY: reading into a local buffer of the given size from a descriptor we own.
+        let n = unsafe { libc::read(fs.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        lines.push(String::from_utf8_lossy(&buf[..n as usize]).into_owned());
+    }
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", lines.join("; "))
+    }
+}
+
+/// Grows a pipe's buffer to at least `bytes` (`F_SETPIPE_SZ`).
+pub(crate) fn set_pipe_size(pipe: &OwnedFd, bytes: usize) -> io::Result<()> {
+    let bytes = libc::c_int::try_from(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pipe size too large"))?;
+    // SAFETY: fcntl on a descriptor the caller owns.
+    if unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, bytes) } < 0 {
+        return Err(last_error("F_SETPIPE_SZ"));
+    }
+    Ok(())
+}
+
 /// `umount2(2)`.
 pub(crate) fn umount2(target: &Path, flags: libc::c_int) -> io::Result<()> {
     let c_target = cstring(target)?;

@@ -15,6 +15,7 @@
 //! | `DELETE /v1/sessions/{id}?upload` | [`delete_session`] |
 //! | `/v1/contexts…`, `/v1/sessions/{id}/context/…` | [`crate::storage_api`] |
 //! | `/v1/sessions/{id}/ports/{port}/…`, `POST …/link`, `/preview/{token}/…`, preview hosts | [`crate::ports`]: relayed to a port inside the session |
+//! | `/v1/images…`, `/v1/sessions/{id}/snapshot` | [`crate::images_api`] |
 //! | any `/v1/sessions/{id}/{*rest}` | [`proxy`]: forwarded to the session's agent |
 //! | `GET /v1/openapi.json`, `GET /docs` (no auth) | [`crate::openapi`]: the API contract |
 //! | `GET /metrics` (no auth) | [`crate::metrics::scrape`]: Prometheus text format |
@@ -42,8 +43,9 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Json, Query, SessionId};
 use crate::openapi::{
-    BadRequest, Capacity, Conflict, DiskFull, Internal, NetworkForbidden, PayloadTooLarge,
-    RateLimited, SessionNotFound, StorageContextNotFound, SyncFailed, Unauthorized,
+    BadRequest, Capacity, Conflict, DiskFull, ImagePullFailed, Internal,
+    NetworkForbidden, PayloadTooLarge, RateLimited, SessionNotFound, StorageContextNotFound, SyncFailed,
+    Unauthorized,
 };
 use crate::validate;
 
@@ -61,6 +63,7 @@ pub(crate) fn app(state: AppState) -> Router {
                 .delete(delete_session),
         )
         .merge(crate::storage_api::routes())
+        .merge(crate::images_api::routes())
         // Authenticates and charges the tenant's lifecycle rate limit.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -156,6 +159,7 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
         (status = 404, response = StorageContextNotFound),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
+        (status = 422, response = ImagePullFailed),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),
         (status = 502, response = SyncFailed),

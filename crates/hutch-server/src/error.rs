@@ -130,6 +130,30 @@ pub enum ApiError {
         /// How long it was given.
         waited: std::time::Duration,
     },
+    /// The token may not do this (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// No image of this name, here, in its registry or among the caller's snapshots (404).
+    #[error("{message}")]
+    ImageNotFound {
+        /// The image's name.
+        image: String,
+        /// What happened, for people.
+        message: String,
+    },
+    /// The image could not be pulled (422).
+    #[error("{message}")]
+    ImagePullFailed {
+        /// The image's name.
+        image: String,
+        /// The registry's answer.
+        answer: String,
+        /// What happened, for people.
+        message: String,
+    },
+    /// The uploaded archive is not an importable image (422).
+    #[error("{0}")]
+    ImageImportFailed(String),
     /// An unexpected fault inside hutch (500); the cause is logged, not sent.
     #[error("internal error")]
     Internal(#[source] Cause),
@@ -189,6 +213,10 @@ impl ApiError {
             ApiError::Capacity(_) => ErrorCode::Capacity,
             ApiError::SandboxUnavailable { .. } => ErrorCode::SandboxUnavailable,
             ApiError::SandboxTimeout { .. } => ErrorCode::SandboxTimeout,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::ImageNotFound { .. } => ErrorCode::ImageNotFound,
+            ApiError::ImagePullFailed { .. } => ErrorCode::ImagePullFailed,
+            ApiError::ImageImportFailed(_) => ErrorCode::ImageImportFailed,
             ApiError::Internal(_) => ErrorCode::Internal,
             ApiError::PortUnreachable { .. } => ErrorCode::PortUnreachable,
             ApiError::PortConnections { .. } => ErrorCode::RateLimited,
@@ -250,6 +278,16 @@ impl ApiError {
                     None => body,
                 }
             }
+            ApiError::ImageNotFound { image, message } => {
+                ErrorBody::new(code, message.clone()).with_detail("image", image.as_str())
+            }
+            ApiError::ImagePullFailed {
+                image,
+                answer,
+                message,
+            } => ErrorBody::new(code, message.clone())
+                .with_detail("image", image.as_str())
+                .with_detail("registryAnswer", answer.as_str()),
             ApiError::Internal(_) => {
                 ErrorBody::new(code, "internal error; the server log has the cause")
             }
@@ -368,6 +406,7 @@ impl From<SessionError> for ApiError {
                     }
                 }
             }
+            SessionError::Image(err) => err.into(),
             SessionError::Sandbox(err) => err.into(),
             SessionError::Store(err) => ApiError::Internal(Box::new(err)),
         }
@@ -394,6 +433,31 @@ impl From<crate::storage::StorageError> for ApiError {
                 message: err.to_string(),
             },
             StorageError::Store(err) => ApiError::Internal(Box::new(err)),
+        }
+    }
+}
+
+impl From<crate::images::ImageError> for ApiError {
+    fn from(err: crate::images::ImageError) -> Self {
+        use crate::images::ImageError;
+        let message = err.to_string();
+        match err {
+            ImageError::InvalidName { .. } => ApiError::invalid("image", message),
+            ImageError::NotFound { image, .. } => ApiError::ImageNotFound { image, message },
+            ImageError::PullFailed { image, answer } => ApiError::ImagePullFailed {
+                image,
+                answer,
+                message,
+            },
+            ImageError::RegistryNotAllowed(_) | ImageError::AdminOnly(_) => {
+                ApiError::Forbidden(message)
+            }
+            ImageError::ImportFailed(_) => ApiError::ImageImportFailed(message),
+            ImageError::TooLarge(limit) => ApiError::PayloadTooLarge {
+                limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            },
+            ImageError::InUse(_) | ImageError::NameTaken(_) => ApiError::Conflict(message),
+            ImageError::Store(store) => ApiError::Internal(Box::new(store)),
         }
     }
 }
@@ -442,6 +506,37 @@ mod tests {
         let body = err.body();
         assert_eq!(body.error.code, ErrorCode::Internal);
         assert!(!body.error.message.contains("disk"));
+    }
+
+    #[test]
+    fn image_errors_map_to_codes_with_the_registry_answer() {
+        use crate::images::ImageError;
+        let failed = ApiError::from(ImageError::PullFailed {
+            image: "localhost:5000/tool:1.2".into(),
+            answer: "connection refused".into(),
+        });
+        assert_eq!(failed.code(), ErrorCode::ImagePullFailed);
+        assert_eq!(
+            failed.body().error.details["registryAnswer"],
+            "connection refused"
+        );
+        let missing = ApiError::from(ImageError::NotFound {
+            image: "docker.io/library/nope:latest".into(),
+            answer: Some("manifest unknown".into()),
+        });
+        assert_eq!(missing.code().status(), 404);
+        assert_eq!(
+            missing.body().error.details["image"],
+            "docker.io/library/nope:latest"
+        );
+        assert_eq!(
+            ApiError::from(ImageError::RegistryNotAllowed("quay.io".into())).code(),
+            ErrorCode::Forbidden
+        );
+        assert_eq!(
+            ApiError::from(ImageError::InUse("x".into())).code(),
+            ErrorCode::Conflict
+        );
     }
 
     #[test]

@@ -154,6 +154,26 @@ where
     }
 }
 
+/// The `{*name}` tail of an image route: an image's name, percent-decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ImageName(pub(crate) String);
+
+impl<S> FromRequestParts<S> for ImageName
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| {
+                ApiError::invalid("name", format!("invalid path: {}", rejection.body_text()))
+            })?;
+        Ok(ImageName(params.get("name").cloned().unwrap_or_default()))
+    }
+}
+
 /// The `{id}` path segment as a UUID; errors name `field`.
 async fn path_uuid<S: Send + Sync>(
     parts: &mut Parts,

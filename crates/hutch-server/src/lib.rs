@@ -17,7 +17,8 @@
 //! relay to agents · `openapi` the API contract (`/v1/openapi.json`, `/docs`) · `metrics`
 //! Prometheus metrics (`/metrics`) · `bounds` limits on the request head · `ratelimit`
 //! per-tenant rate limits · `storage` storage contexts and their transfers, `storage_api`
-//! their routes · `ports` ports reached from outside and preview links · `tls` TLS on the
+//! their routes · `ports` ports reached from outside and preview links · `images` the OCI
+//! image store, pulls and snapshot names, `images_api` their routes · `tls` TLS on the
 //! listener.
 
 // Tests may unwrap; the non-test build is still checked for it.
@@ -29,6 +30,8 @@ mod bounds;
 mod connections;
 mod error;
 mod extract;
+pub mod images;
+mod images_api;
 mod metrics;
 pub mod openapi;
 mod ports;
@@ -66,6 +69,7 @@ pub use connections::{
 };
 pub use error::ApiError;
 pub use ports::PortsConfig;
+pub use images::{ImageError, ImageManagers, Images, ImagesConfig};
 pub use ratelimit::{
     DEFAULT_RATE_LIFECYCLE, DEFAULT_RATE_SESSION, Period, RateLimit, RateLimitParseError,
 };
@@ -96,6 +100,8 @@ pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_ORPHAN_GRACE: Duration = Duration::from_secs(300);
 /// How long an upgraded connection (a WebSocket) may stay idle by default.
 pub const DEFAULT_UPGRADED_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How often unused image layers are collected (deletes also collect at once).
+pub const IMAGE_COLLECT_INTERVAL: Duration = Duration::from_secs(600);
 /// Name of the database file inside the data directory.
 pub const DATABASE_FILE: &str = "hutch.db";
 /// Directory of storage context content inside the data directory.
@@ -154,6 +160,8 @@ pub struct ServerConfig {
     /// How long an upgraded connection (a WebSocket) may carry nothing in either direction
     /// before it is closed.
     pub upgraded_idle_timeout: Duration,
+    /// The image store: registries, cache bound, who manages images.
+    pub images: ImagesConfig,
 }
 
 impl ServerConfig {
@@ -181,6 +189,7 @@ impl ServerConfig {
             orphan_grace: DEFAULT_ORPHAN_GRACE,
             connections: ConnectionLimits::default(),
             upgraded_idle_timeout: DEFAULT_UPGRADED_IDLE_TIMEOUT,
+            images: ImagesConfig::default(),
         }
     }
 }
@@ -203,6 +212,9 @@ pub enum ServerError {
     /// The store failed.
     #[error("the sessions store failed")]
     Store(#[from] StoreError),
+    /// The image store could not be opened.
+    #[error("opening the image store")]
+    Images(#[from] ImageError),
     /// Binding the listen address failed.
     #[error("listening on {addr}")]
     Bind {
@@ -237,6 +249,8 @@ pub(crate) struct AppState {
     /// How long an upgraded connection may stay idle (see
     /// [`ServerConfig::upgraded_idle_timeout`]).
     pub(crate) upgraded_idle_timeout: Duration,
+    /// The image store and puller.
+    pub(crate) images: Arc<Images>,
 }
 
 /// Background tasks, aborted when the server is dropped.
@@ -328,11 +342,17 @@ impl Server {
             Arc::new(blobs),
             config.storage,
         ));
+        // Opened before recovery: adopted sessions take their image leases again.
+        let images = Arc::new(Images::open(
+            &config.data_dir.join(images::IMAGES_DIR),
+            config.images.clone(),
+        )?);
         let sessions = Arc::new(
             Sessions::new(store, runtime, Arc::clone(&storage), config.max_sessions)
                 .with_tenant_quotas(config.tenant_max_sessions, config.tenant_max_memory_mb)
                 .with_network(config.network)
                 .with_orphan_grace(config.orphan_grace),
+                .with_images(Arc::clone(&images)),
         );
         let recovery = sessions.recover().await?;
         storage.recover().await?;
@@ -348,6 +368,10 @@ impl Server {
             Arc::clone(&limits),
             ratelimit::RETAIN_INTERVAL,
         ));
+        let collect = tokio::spawn(collect_images_forever(
+            Arc::clone(&images),
+            IMAGE_COLLECT_INTERVAL,
+        ));
         let state = AppState {
             sessions,
             verifier: Arc::new(verifier),
@@ -357,13 +381,14 @@ impl Server {
             ports,
             agent_timeout: config.agent_timeout,
             upgraded_idle_timeout: config.upgraded_idle_timeout,
+            images,
         };
         Ok(Server {
             config,
             state,
             startup_token,
             recovery,
-            _tasks: Tasks(vec![reaper, watcher, upkeep, retain]),
+            _tasks: Tasks(vec![reaper, watcher, upkeep, retain, collect]),
         })
     }
 
@@ -381,6 +406,11 @@ impl Server {
     /// What crash recovery did during [`Server::start`].
     pub fn recovery(&self) -> RecoverySummary {
         self.recovery
+    }
+
+    /// The server's images: what session creation resolves an `image` with.
+    pub fn images(&self) -> &Arc<Images> {
+        &self.state.images
     }
 
     /// The configuration the server was started with.
@@ -479,6 +509,21 @@ async fn reap_forever(sessions: Arc<Sessions>, interval: Duration) {
         ticks.tick().await;
         if let Err(err) = sessions.reap().await {
             tracing::error!(error = %error::chain(&err), "reaper pass failed");
+        }
+    }
+}
+
+/// Collects the image cache every `interval` (the first time at once).
+async fn collect_images_forever(images: Arc<Images>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let images = Arc::clone(&images);
+        match tokio::task::spawn_blocking(move || images.collect()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::error!(error = %error::chain(&err), "image collection failed"),
+            Err(err) => tracing::error!(error = %err, "image collection task failed"),
         }
     }
 }

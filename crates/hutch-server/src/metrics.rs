@@ -441,6 +441,18 @@ impl Runtime for MeteredRuntime {
     ) -> Result<(), SandboxError> {
         self.inner.set_deadline(id, deadline).await
     }
+
+    async fn snapshot(
+        &self,
+        record: &SandboxRecord,
+        into: &std::path::Path,
+    ) -> Result<hutch_sandbox::SnapshotReport, SandboxError> {
+        self.inner.snapshot(record, into).await
+    }
+
+    async fn forget_image(&self, key: &str) {
+        self.inner.forget_image(key).await;
+    }
 }
 
 #[cfg(test)]

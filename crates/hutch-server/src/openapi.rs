@@ -31,7 +31,8 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 use self::contract::{Contract, nest_agent_routes};
 use crate::error::ApiError;
 pub(crate) use hutch_api::responses::{
-    BadRequest, Capacity, Conflict, DiskFull, HeadersTooLarge, Internal, LinkExpired, LinkInvalid,
+    BadRequest, Capacity, Conflict, DiskFull, HeadersTooLarge, ImageForbidden, ImageImportFailed,
+    ImageNotFound, ImagePullFailed, Internal, LanguageUnavailable, LinkExpired, LinkInvalid,
     NetworkForbidden, PayloadTooLarge, PortUnreachable, RateLimited, SandboxTimeout,
     SandboxUnavailable, SessionNotFound, StorageContextNotFound, SyncFailed, Unauthorized,
     UriTooLong,
@@ -220,6 +221,13 @@ impl ToSchema for Health {}
         crate::ports::routes::create_link,
         crate::ports::routes::relay_to_port,
         crate::ports::routes::open_preview_link,
+        crate::images_api::list_images,
+        crate::images_api::get_image,
+        crate::images_api::delete_image,
+        crate::images_api::pull_image,
+        crate::images_api::import_image,
+        crate::images_api::snapshot_session,
+        crate::images_api::fork_session,
         metrics,
         serve_json,
         serve_docs,
@@ -241,11 +249,16 @@ impl ToSchema for Health {}
             SandboxTimeout,
             Capacity,
             DiskFull,
+            LanguageUnavailable,
             StorageContextNotFound,
             SyncFailed,
             PortUnreachable,
             LinkExpired,
             LinkInvalid,
+            ImageNotFound,
+            ImagePullFailed,
+            ImageImportFailed,
+            ImageForbidden,
         ),
     ),
     tags(
@@ -263,6 +276,8 @@ impl ToSchema for Health {}
         (name = "ports", description = "Ports a process listens on inside a session, \
             reached from outside through the control plane (HTTP and WebSocket), and signed \
             preview links that open one port in a browser without a bearer token."),
+        (name = "images", description = "OCI images pulled from registries or imported, \
+            shared by every tenant, and snapshots of sessions, owned by one."),
         (name = "meta", description = "Health, metrics, and this contract."),
     ),
 )]

@@ -23,8 +23,11 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
-/// The only image that exists so far.
+/// The embedded image: a read-only view of the host's system directories.
 pub(crate) const DEFAULT_IMAGE: &str = "default";
+
+/// Longest `image` a session may name (an OCI reference's own bound).
+pub(crate) const IMAGE_NAME_MAX_BYTES: usize = hutch_image::reference::MAX_REFERENCE_LEN;
 
 /// A create request that passed every check, with defaults filled in.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,10 +63,16 @@ pub(crate) struct SessionChanges {
 pub(crate) fn create(req: CreateSessionRequest) -> Result<NewSession, ApiError> {
     let ttl_secs = ttl(req.ttl.unwrap_or(TTL_DEFAULT_SECS))?;
     let image = req.image.unwrap_or_else(|| DEFAULT_IMAGE.to_owned());
-    if image != DEFAULT_IMAGE {
+    // Whether an OCI reference or snapshot of this name exists is up to the image store.
+    if image.is_empty()
+        || image.len() > IMAGE_NAME_MAX_BYTES
+        || image.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(ApiError::invalid(
             "image",
-            format!("image {image:?} does not exist; the only image is {DEFAULT_IMAGE:?}"),
+            format!(
+                "image must be `default`, an OCI reference or a snapshot's name: 1 to {IMAGE_NAME_MAX_BYTES} bytes without spaces or control characters"
+            ),
         ));
     }
     let metadata = req.metadata.unwrap_or_default();
@@ -453,12 +462,20 @@ mod tests {
     }
 
     #[test]
-    fn unknown_image_is_refused() {
-        let req = CreateSessionRequest {
-            image: Some("python:3.11".into()),
+    fn image_names_are_bounded_and_left_to_the_image_store() {
+        let named = |image: &str| CreateSessionRequest {
+            image: Some(image.into()),
             ..Default::default()
         };
-        assert_eq!(field(create(req).unwrap_err()), "image");
+        assert_eq!(create(named("python:3.11")).unwrap().image, "python:3.11");
+        for bad in [
+            "",
+            "python 3",
+            "a\nb",
+            &"x".repeat(IMAGE_NAME_MAX_BYTES + 1),
+        ] {
+            assert_eq!(field(create(named(bad)).unwrap_err()), "image", "{bad:?}");
+        }
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub(crate) fn main() -> ExitCode {
         memory_events,
         memory_mb: claim.memory_mb,
         deadline,
+        image: claim.image,
+        working_dir: claim.working_dir,
+        user: claim.user,
     };
     match hutch_agent::run(agent_config) {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,15 +13,20 @@ pub(crate) struct BenchArgs {
     /// trip and 100 MB of streamed output, each beside the same run directly), `files`
     /// (1 GiB upload and download beside `cp`) or `interpreter` (context ready, `x = 1 + 1`
     /// over WebSocket, idle memory; beside ipykernel), `ports` (a small GET to a web server
-    /// in a session through `/ports/8000/`, beside the same GET from inside the session) or
+    /// in a session through `/ports/8000/`, beside the same GET from inside the session),
     /// `network` (create with egress beside without; a download from a session beside the
     /// same download here; needs --url of a server with networking, run in its network
-    /// namespace).
-    #[arg(value_parser = ["sessions", "commands", "files", "interpreter", "ports", "network"])]
+    /// namespace) or `images` (first pull + unpack of the Debian python image from a local
+    /// registry, beside skopeo copy + umoci unpack).
+    #[arg(value_parser = ["sessions", "commands", "files", "interpreter", "ports", "network", "images"])]
     scenario: String,
     /// `network`: a large file to download from a session and from here.
     #[arg(long)]
     download_url: Option<String>,
+    /// `images`: the OCI layout to push to the local registry (default: the Debian python
+    /// image the image tests build and cache under the temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) image_layout: Option<std::path::PathBuf>,
     /// `files`: size of the file in MiB (default 1024, or 64 with --quick).
     #[arg(long)]
     size_mb: Option<u64>,
@@ -42,7 +47,7 @@ pub(crate) struct BenchArgs {
     token: Option<String>,
     /// Warm pool of the server the benchmark starts.
     #[arg(long, default_value_t = 4)]
-    warm_pool: usize,
+    pub(crate) warm_pool: usize,
 }
 
 pub(crate) fn main(mut args: BenchArgs) -> anyhow::Result<()> {
@@ -58,6 +63,10 @@ pub(crate) fn main(mut args: BenchArgs) -> anyhow::Result<()> {
 }
 
 async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.scenario == "images" {
+        // Starts its own registry and a server that reaches it.
+        return crate::bench_images::run(&args).await;
+    }
     let quick = args.quick;
     anyhow::ensure!(
         args.scenario != "network" || args.url.is_some(),

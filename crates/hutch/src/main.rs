@@ -5,7 +5,7 @@
 //! - `hutch agent` is PID 1 inside every sandbox, started by the runtime, never by users;
 //! - client subcommands (`hutch token`, `hutch bench`) prepare for or measure a server;
 //!   `hutch sessions` creates, lists and deletes sessions, `hutch exec` and `hutch shell` run
-//!   commands and terminals in one.
+//!   commands and terminals in one, `hutch image` pulls, imports, lists and deletes images.
 //!
 //! This crate only wires the libraries together and maps errors to exit codes.
 
@@ -15,10 +15,12 @@ use clap::{Parser, Subcommand};
 
 mod agent;
 mod bench;
+mod bench_images;
 mod bench_interpreter;
 mod connection;
 mod duration;
 mod exec;
+mod images;
 mod serve;
 mod serve_network;
 mod sessions;
@@ -47,6 +49,8 @@ enum Command {
     Exec(exec::ExecArgs),
     /// Open an interactive terminal in a session.
     Shell(shell::ShellArgs),
+    /// Pull, import, list and delete the server's images.
+    Image(images::ImageArgs),
     /// Run inside a sandbox as its PID 1 (started by `hutch serve`, not by hand).
     #[command(hide = true)]
     Agent,
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
         Command::Sessions(args) => return sessions::main(args),
         Command::Exec(args) => return exec::main(args),
         Command::Shell(args) => return shell::main(args),
+        Command::Image(args) => return images::main(args),
         Command::Serve(args) => serve::main(*args),
         Command::Token(args) => token::main(args),
         Command::Bench(args) => bench::main(args),

@@ -63,6 +63,13 @@ pub(crate) struct ServeArgs {
     /// Sandboxes kept built and ready to claim (0 builds each on demand).
     #[arg(long, env = "HUTCH_WARM_POOL", default_value_t = 4)]
     warm_pool: usize,
+    /// Sandboxes kept ready for each recently used OCI image (0: OCI sessions are built on
+    /// demand).
+    #[arg(long, env = "HUTCH_WARM_POOL_PER_IMAGE", default_value_t = 2)]
+    warm_pool_per_image: usize,
+    /// How many OCI images (the most recently used) the warm pool keeps sandboxes for.
+    #[arg(long, env = "HUTCH_WARM_POOL_IMAGES", default_value_t = 4)]
+    warm_pool_images: usize,
     /// What an orderly shutdown does with running sessions: `keep` them for the next start to
     /// re-adopt, or `destroy` them.
     #[arg(long, env = "HUTCH_ON_EXIT", default_value = "keep", value_parser = ["keep", "destroy"])]
@@ -86,6 +93,47 @@ pub(crate) struct ServeArgs {
     /// Most connections relayed into one session's ports at once; past it, 429.
     #[arg(long, env = "HUTCH_PORT_CONNECTIONS_MAX", default_value_t = hutch_api::limits::PORT_CONNECTIONS_MAX_DEFAULT)]
     port_connections_max: usize,
+    /// Docker-style `config.json` with registry credentials (`auths`), used when pulling.
+    #[arg(long, env = "HUTCH_REGISTRY_AUTH", value_name = "FILE")]
+    registry_auth: Option<PathBuf>,
+    /// A mirror that registry pulls go to instead, as `REGISTRY=http(s)://HOST[:PORT]`
+    /// (repeatable; the variable takes a comma-separated list).
+    #[arg(
+        long,
+        env = "HUTCH_REGISTRY_MIRROR",
+        value_name = "REG=URL",
+        value_delimiter = ','
+    )]
+    registry_mirror: Vec<String>,
+    /// A registry reached over plain HTTP instead of HTTPS (repeatable; the variable takes a
+    /// comma-separated list).
+    #[arg(
+        long,
+        env = "HUTCH_INSECURE_REGISTRY",
+        value_name = "REG",
+        value_delimiter = ','
+    )]
+    insecure_registry: Vec<String>,
+    /// The only registries images may be pulled from, comma-separated (`docker.io` for Docker
+    /// Hub short names); without it, any.
+    #[arg(
+        long,
+        env = "HUTCH_ALLOWED_REGISTRIES",
+        value_name = "REG,…",
+        value_delimiter = ','
+    )]
+    allowed_registries: Option<Vec<String>>,
+    /// Bytes of unpacked image layers kept, in GiB: past it, the least recently used images
+    /// no session uses are collected (snapshots are not).
+    #[arg(long, env = "HUTCH_IMAGE_CACHE_GB", default_value_t = hutch_server::images::DEFAULT_IMAGE_CACHE_BYTES >> 30)]
+    image_cache_gb: u64,
+    /// Largest image archive `POST /v1/images/import` accepts, in MiB.
+    #[arg(long, env = "HUTCH_IMAGE_IMPORT_MAX_MB", default_value_t = hutch_server::images::DEFAULT_IMPORT_MAX_BYTES >> 20)]
+    image_import_max_mb: u64,
+    /// Who may import and delete images: `admins` (admin tokens only) or `tenants` (any
+    /// token). Pulling is open to every tenant, within the allowed registries.
+    #[arg(long, env = "HUTCH_IMAGE_MANAGERS", value_enum, default_value_t = ImageManagersArg::Admins)]
+    image_managers: ImageManagersArg,
     /// PEM certificate chain (the server's certificate first): serve HTTPS and WSS instead of
     /// plain HTTP. Needs `--tls-key`.
     #[arg(
@@ -137,6 +185,15 @@ pub(crate) struct ServeArgs {
     log_color: LogColor,
     #[command(flatten)]
     network: crate::serve_network::NetworkArgs,
+}
+
+/// Who may import and delete images.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ImageManagersArg {
+    /// Admin tokens only.
+    Admins,
+    /// Any token.
+    Tenants,
 }
 
 /// When the text log is coloured.
@@ -217,6 +274,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut linux =
         LinuxConfig::new(args.data_dir.clone()).context("configuring the linux runtime")?;
     linux.warm_pool = args.warm_pool;
+    linux.warm_pool_per_image = args.warm_pool_per_image;
+    linux.warm_pool_images = args.warm_pool_images;
     if let Some(mb) = args.disk_mb_default {
         let (min, max) = hutch_api::limits::DISK_MB_RANGE;
         anyhow::ensure!(
@@ -231,6 +290,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let network_limits = args.network.limits()?;
     linux.network = args.network.runtime_config(args.listen)?;
     linux.package_index = args.network.package_index()?;
+    // A wrong registry option is reported before the runtime starts.
+    let images = images_config(&args, linux.uid_base)?;
     let (runtime, died) = LinuxRuntime::new(linux).context("preparing the linux runtime")?;
     let mut config = ServerConfig::new(args.data_dir.clone());
     config.listen = args.listen;
@@ -263,6 +324,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         header_timeout: args.header_timeout,
     };
     config.upgraded_idle_timeout = args.websocket_idle_timeout;
+    config.images = images;
     let server = Server::start(config, Arc::new(runtime.clone()), died)
         .await
         .context("starting the server")?;
@@ -291,6 +353,35 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The server destroyed its sessions if asked to; what is left here is the warm pool.
     runtime.shutdown(false).await;
     result
+}
+
+/// The image store's settings from the registry and image options.
+fn images_config(args: &ServeArgs, uid_base: u32) -> anyhow::Result<hutch_server::ImagesConfig> {
+    let mut registries = hutch_image::RegistryConfig::default();
+    for mirror in &args.registry_mirror {
+        registries.add_mirror(mirror)?;
+    }
+    registries
+        .plain_http
+        .extend(args.insecure_registry.iter().cloned());
+    registries.allowed = args
+        .allowed_registries
+        .as_ref()
+        .map(|allowed| allowed.iter().map(|r| r.trim().to_owned()).collect());
+    if let Some(path) = &args.registry_auth {
+        registries.load_credentials(path)?;
+    }
+    Ok(hutch_server::ImagesConfig {
+        registries,
+        cache_bytes: args.image_cache_gb.saturating_mul(1 << 30),
+        import_max_bytes: args.image_import_max_mb.saturating_mul(1 << 20),
+        managers: match args.image_managers {
+            ImageManagersArg::Admins => hutch_server::ImageManagers::Admins,
+            ImageManagersArg::Tenants => hutch_server::ImageManagers::Tenants,
+        },
+        uid_base,
+        id_count: hutch_sandbox::linux::UID_COUNT,
+    })
 }
 
 /// The start-up token and a request that uses it, as lines that work when pasted into a shell.

@@ -192,13 +192,27 @@ async fn list(client: &HutchClient, args: ListArgs) -> anyhow::Result<u8> {
 /// Deletes each session, printing its id once it is gone; a failure is reported and the
 /// rest are still deleted (exit 1 if any failed).
 async fn remove(client: &HutchClient, args: RemoveArgs) -> anyhow::Result<u8> {
+    delete_each(args.sessions, |id| async move {
+        client.delete_session(id).await.map(|_| id.to_string())
+    })
+    .await
+}
+
+/// Deletes each item with `delete`, printing what it answers once the item is gone; a failure
+/// is reported and the rest are still deleted (exit 1 if any failed). An unreachable server
+/// fails them all alike, so it stops at once.
+pub(crate) async fn delete_each<T, F, Fut>(items: Vec<T>, delete: F) -> anyhow::Result<u8>
+where
+    T: std::fmt::Display + Clone,
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = Result<String, hutch_client::ClientError>>,
+{
     let mut failed = false;
-    for id in args.sessions {
-        match client.delete_session(id).await {
-            Ok(_) => println!("{id}"),
+    for item in items {
+        match delete(item.clone()).await {
+            Ok(shown) => println!("{shown}"),
             Err(error) => {
-                let error = anyhow::Error::new(error).context(format!("deleting {id}"));
-                // An unreachable server or a refused token fails every one alike.
+                let error = anyhow::Error::new(error).context(format!("deleting {item}"));
                 if matches!(
                     error.downcast_ref::<hutch_client::ClientError>(),
                     Some(hutch_client::ClientError::Connect { .. })
@@ -213,7 +227,7 @@ async fn remove(client: &HutchClient, args: RemoveArgs) -> anyhow::Result<u8> {
     Ok(u8::from(failed))
 }
 
-fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+pub(crate) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value)?;
     writeln!(out)?;
@@ -228,8 +242,8 @@ fn print_sessions(sessions: &[Session], json: bool, quiet: bool) -> anyhow::Resu
             many => print_json(&many),
         };
     }
-    let mut out = std::io::stdout().lock();
     if quiet {
+        let mut out = std::io::stdout().lock();
         for session in sessions {
             writeln!(out, "{}", session.session_id)?;
         }
@@ -258,7 +272,13 @@ fn print_sessions(sessions: &[Session], json: bool, quiet: bool) -> anyhow::Resu
             metadata.join(","),
         ]);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
+    print_table(&rows)
+}
+
+/// Prints rows as a table of left-aligned columns, the first row being the header.
+pub(crate) fn print_table<const N: usize>(rows: &[[String; N]]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let widths: Vec<usize> = (0..N)
         .map(|i| {
             rows.iter()
                 .map(|row| row[i].chars().count())
@@ -266,7 +286,7 @@ fn print_sessions(sessions: &[Session], json: bool, quiet: bool) -> anyhow::Resu
                 .unwrap_or(0)
         })
         .collect();
-    for row in &rows {
+    for row in rows {
         let line: Vec<String> = row
             .iter()
             .zip(&widths)

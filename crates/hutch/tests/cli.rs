@@ -5,30 +5,13 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::{TestServer, can_run_sandboxes};
+use common::{TestServer, can_run_sandboxes, ok};
 
 /// Runs `hutch ARGS…` with `HUTCH_URL` and `HUTCH_TOKEN` set as a user would set them.
 fn hutch(url: &str, token: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hutch"))
-        .args(args)
-        .env("HUTCH_URL", url)
-        .env("HUTCH_TOKEN", token)
-        .output()
-        .unwrap()
-}
-
-/// Standard output of a command that must succeed.
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    common::hutch_cli(url, token, args)
 }
 
 fn json(text: &str) -> serde_json::Value {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use hutch_sandbox::linux::{LinuxConfig, LinuxRuntime};
-use hutch_sandbox::{Runtime, SandboxError, SandboxSpec};
+use hutch_sandbox::{OciImage, Runtime, SandboxError, SandboxImage, SandboxSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn runtime(warm_pool: usize) -> (LinuxRuntime, tempfile::TempDir) {
@@ -28,7 +28,7 @@ fn spec() -> SandboxSpec {
     SandboxSpec {
         id: uuid::Uuid::now_v7(),
         hostname: "rt-test".into(),
-        image: "default".into(),
+        image: SandboxImage::Default,
         resources: hutch_api::Resources::default(),
         env: BTreeMap::from([("GREETING".into(), "hi".into())]),
         network: None,
@@ -91,20 +91,97 @@ async fn pooled_and_on_demand_sandboxes_run_commands_and_leave_nothing() {
     }
 }
 
+fn run_ok(command: &mut std::process::Command) {
+    let status = command.status().unwrap();
+    assert!(status.success(), "{command:?}: {status}");
+}
+
+/// An OCI image of `count` layers unpacked by hand under `dir`, owned by the sandbox's root:
+/// the bottom layer holds a static busybox (`/bin/sh`), layer `i` a file `/layers/<i>`, and the
+/// top layer deletes the file of layer 0 with a whiteout (a 0/0 character device).
+fn layered_image(dir: &std::path::Path, count: usize) -> OciImage {
+    use std::os::unix::fs::PermissionsExt;
+    let busybox = std::path::Path::new("/bin/busybox");
+    let mut layers = Vec::new();
+    for i in 0..count {
+        // Long directory names: the option string of so many layers would not fit in a page.
+        let root = dir.join(format!("layer-{i:04}-{}", "x".repeat(60)));
+        std::fs::create_dir_all(root.join("layers")).unwrap();
+        std::fs::write(
+            root.join("layers").join(i.to_string()),
+            format!("layer {i}\n"),
+        )
+        .unwrap();
+        if i == 0 {
+            std::fs::create_dir_all(root.join("bin")).unwrap();
+            std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+            std::fs::set_permissions(
+                root.join("bin/busybox"),
+                std::fs::Permissions::from_mode(0o755),
+            )
+            .unwrap();
+            for applet in ["sh", "cat", "ls", "id", "pwd"] {
+                std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+            }
+        }
+        if i == count - 1 {
+            run_ok(
+                std::process::Command::new("mknod")
+                    .arg(root.join("layers/0"))
+                    .args(["c", "0", "0"]),
+            );
+        }
+        run_ok(
+            std::process::Command::new("chown")
+                .args(["-R", "1000000000:1000000000"])
+                .arg(&root),
+        );
+        layers.push(root);
+    }
+    layers.reverse();
+    OciImage {
+        key: format!("sha256:test-{count}"),
+        name: format!("layered:{count}"),
+        layers,
+        env: vec!["PATH=/bin".into(), "FROM_IMAGE=yes".into()],
+        working_dir: None,
+        user: None,
+        hold: None,
+    }
+}
+
 #[tokio::test]
-async fn unknown_images_are_refused() {
-    if !common::can_run_sandboxes() {
+async fn an_oci_image_of_many_layers_is_the_whole_root() {
+    if !common::can_run_sandboxes() || !std::path::Path::new("/bin/busybox").exists() {
         return;
     }
-    let (runtime, _data) = runtime(0);
+    let (runtime, data) = runtime(0);
+    let image = layered_image(&data.path().join("layers"), 120);
     let spec = SandboxSpec {
-        image: "ubuntu:24.04".into(),
+        image: SandboxImage::Oci(image),
         ..spec()
     };
-    assert!(matches!(
-        runtime.create(&spec).await,
-        Err(SandboxError::InvalidSpec(_))
-    ));
+    runtime.create(&spec).await.unwrap();
+
+    let out = run(
+        &runtime,
+        spec.id,
+        "cat /layers/1 /layers/119; ls /layers | wc -l; ls /layers/0 2>&1; echo $FROM_IMAGE $GREETING; pwd; ls -d /proc/1 /dev/null /workspace /tmp /etc/hosts; ls /usr 2>&1",
+    )
+    .await;
+    let stdout = out["stdout"].as_str().unwrap();
+    assert_eq!(out["exitCode"], 1, "{out}");
+    assert!(stdout.starts_with("layer 1\nlayer 119\n"), "{stdout}");
+    assert!(
+        stdout.contains("\n119\n"),
+        "layer 0's file is whited out: {stdout}"
+    );
+    assert!(
+        stdout.contains("yes hi\n/workspace\n"),
+        "image env, session env, default cwd: {stdout}"
+    );
+    assert!(stdout.contains("/etc/hosts"), "{stdout}");
+    assert!(!stdout.contains("bin\nlib"), "no host /usr: {stdout}");
     runtime.shutdown(true).await;
 }
 

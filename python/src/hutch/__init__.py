@@ -28,6 +28,7 @@ from .errors import (
 from .code import CodeResult
 from .commands import CommandResult, Process
 from .files import FileInfo
+from .images import Image, ImageConfig, ImageDetail, ImageLayer, Images, PullProgress
 from .interactive import (
     InteractiveResult,
     InteractiveSandboxSession,
@@ -100,4 +101,10 @@ __all__ = [
     "Ports",
     "ListeningPort",
     "PortLink",
+    "Image",
+    "ImageDetail",
+    "ImageLayer",
+    "ImageConfig",
+    "Images",
+    "PullProgress",
 ]

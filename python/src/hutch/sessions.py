@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .code import Code
     from .commands import Commands
     from .files import Files
+    from .images import Image, Images
     from .interpreter import CodeInterpreter
     from .ports import Ports
     from .storage import ContextManager, StorageContexts
@@ -197,6 +198,27 @@ class SessionHandle:
 
         return CodeInterpreter(self._client.transport, self.path)
 
+    def snapshot(self, name: str) -> "Image":
+        """Turns the session's files (its writable layer over its image) into the image
+        ``name``, owned by the caller's tenant and usable as ``image`` by later sessions. The
+        session keeps running; its processes are frozen while the files are copied."""
+        from .images import Image
+
+        data = self._client.transport.json("POST", f"{self.path}/snapshot", json_body={"name": name})
+        return Image.from_json(data)
+
+    def fork(self, count: int = 1, ttl: Optional[int] = None) -> List["Session"]:
+        """Creates ``count`` (1 to 20) new sessions from a snapshot of this session's files (not
+        its processes), with its resources, environment and metadata, all at once; ``ttl`` in
+        seconds, the server's default otherwise. Either all are created or none."""
+        if not 1 <= count <= 20:
+            raise ValueError(f"count must be between 1 and 20, got {count}")
+        body: Dict[str, Any] = {"count": count}
+        if ttl is not None:
+            body["ttl"] = ttl
+        data = self._client.transport.json("POST", f"{self.path}/fork", json_body=body)
+        return [Session.from_json(s, self._client) for s in data.get("sessions", [])]
+
     def refresh(self) -> "Session":
         """Fetches the session's current state."""
         return self._client.get_session(self.session_id)
@@ -291,6 +313,14 @@ class Session:
     ) -> "Session":
         """Replaces the session's network policy (see :func:`network_policy`)."""
         return self.handle.update_network(egress, allow, deny)
+
+    def snapshot(self, name: str) -> "Image":
+        """Turns the session's files into the image ``name`` (see :meth:`SessionHandle.snapshot`)."""
+        return self.handle.snapshot(name)
+
+    def fork(self, count: int = 1, ttl: Optional[int] = None) -> List["Session"]:
+        """New sessions from a snapshot of this session's files (see :meth:`SessionHandle.fork`)."""
+        return self.handle.fork(count, ttl)
 
     def is_expired(self) -> bool:
         """Whether the session's time to live has passed."""
@@ -496,6 +526,13 @@ class SessionsClient:
         from .storage import StorageContexts
 
         return StorageContexts(self.transport)
+
+    @property
+    def images(self) -> "Images":
+        """Images: pull, import, list, get, delete (``/images``)."""
+        from .images import Images
+
+        return Images(self.transport)
 
     # -- service ----------------------------------------------------------------------------
 

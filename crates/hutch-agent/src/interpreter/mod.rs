@@ -32,9 +32,6 @@ use hutch_api::{Context as ContextInfo, CreateContextRequest, HistoryEntry};
 use crate::Agent;
 use crate::error::AgentError;
 
-/// Default working directory of contexts.
-const DEFAULT_CWD: &str = "/workspace";
-
 /// All contexts of the session.
 pub(crate) struct Interpreters {
     contexts: Mutex<BTreeMap<String, Arc<Context>>>,
@@ -77,12 +74,13 @@ pub(crate) struct Context {
 }
 
 impl Interpreters {
-    /// The registry with the `default` context (not started yet, see [`prewarm`]).
-    pub(crate) fn new() -> Interpreters {
+    /// The registry with the `default` context (not started yet, see [`prewarm`]), working
+    /// in `cwd`.
+    pub(crate) fn new(cwd: &str) -> Interpreters {
         let default = Context::new(
             DEFAULT_CONTEXT_ID.to_owned(),
             Config {
-                cwd: DEFAULT_CWD.to_owned(),
+                cwd: cwd.to_owned(),
                 language: "python".to_owned(),
                 kernel: "auto".to_owned(),
                 env: BTreeMap::new(),
@@ -276,7 +274,7 @@ fn validate_timeout(field: &'static str, timeout: f64) -> Result<(), AgentError>
     }
 }
 
-fn validate_create(req: CreateContextRequest) -> Result<Config, AgentError> {
+fn validate_create(req: CreateContextRequest, default_cwd: &str) -> Result<Config, AgentError> {
     let language = req.language.unwrap_or_else(|| "python".to_owned());
     let kernel = match (language.as_str(), req.kernel.as_deref()) {
         ("python", None | Some("auto")) => "auto",
@@ -304,7 +302,7 @@ fn validate_create(req: CreateContextRequest) -> Result<Config, AgentError> {
             ));
         }
     };
-    let cwd = req.cwd.unwrap_or_else(|| DEFAULT_CWD.to_owned());
+    let cwd = req.cwd.unwrap_or_else(|| default_cwd.to_owned());
     if !cwd.starts_with('/') || cwd.len() > PATH_MAX_BYTES || cwd.contains('\0') {
         return Err(AgentError::invalid("cwd", "cwd must be an absolute path"));
     }
@@ -339,12 +337,38 @@ fn validate_create(req: CreateContextRequest) -> Result<Config, AgentError> {
     })
 }
 
+/// Fails with `language_unavailable` when the image has no program for `language` on the
+/// `PATH` its worker would get (the session's, or `env`'s own).
+fn require_language(
+    agent: &Agent,
+    language: &str,
+    env: &BTreeMap<String, String>,
+) -> Result<(), AgentError> {
+    let path = env
+        .get("PATH")
+        .or_else(|| agent.base_env.get("PATH"))
+        .map_or("", String::as_str);
+    agent
+        .image
+        .require(crate::image::program_of(language), path)
+}
+
+/// Fails with `language_unavailable` when the image lacks the program of context `id`'s
+/// language (an unknown context passes: the execution reports it).
+pub(crate) fn require_context_language(agent: &Agent, id: &str) -> Result<(), AgentError> {
+    match agent.interpreters.get(id) {
+        Some(ctx) => require_language(agent, &ctx.config.language, &ctx.config.env),
+        None => Ok(()),
+    }
+}
+
 /// Creates a context and starts its worker.
 pub(crate) async fn create(
     agent: &Arc<Agent>,
     req: CreateContextRequest,
 ) -> Result<ContextInfo, AgentError> {
-    let config = validate_create(req)?;
+    let config = validate_create(req, &agent.image.cwd)?;
+    require_language(agent, &config.language, &config.env)?;
     std::fs::create_dir_all(&config.cwd).map_err(|e| {
         AgentError::invalid("cwd", format!("cannot create cwd {}: {e}", config.cwd))
     })?;

@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use hutch_api::interpreter::{Deleted, HistoryList, InterruptResult};
 use hutch_api::limits::INTERPRETER_REQUEST_MAX_BYTES;
-use hutch_api::responses::{ContextNotFound, PayloadTooLarge};
+use hutch_api::responses::{ContextNotFound, LanguageUnavailable, PayloadTooLarge};
 use hutch_api::{Context, ContextList, CreateContextRequest, ExecuteRequest, Frame};
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -72,6 +72,7 @@ async fn read_body<T: serde::de::DeserializeOwned + Default>(
     responses(
         (status = 200, description = "The context, started", body = Context),
         (status = 413, response = PayloadTooLarge),
+        (status = 422, response = LanguageUnavailable),
     )
 )]
 async fn create_context(
@@ -92,6 +93,7 @@ async fn create_context(
     responses(
         (status = 200, description = "The context, started", body = Context),
         (status = 413, response = PayloadTooLarge),
+        (status = 422, response = LanguageUnavailable),
     )
 )]
 async fn create_context_alias(
@@ -299,6 +301,7 @@ fn start(agent: Arc<Agent>, req: ExecuteRequest) -> mpsc::Receiver<Frame> {
         (status = 200, description = "The execution's frames, one per line",
             content_type = "application/x-ndjson", body = Frame),
         (status = 413, response = PayloadTooLarge),
+        (status = 422, response = LanguageUnavailable),
     )
 )]
 async fn execute_ndjson(
@@ -307,6 +310,12 @@ async fn execute_ndjson(
 ) -> Result<Response, AgentError> {
     let body: ExecuteRequest = read_body(req, INTERPRETER_REQUEST_MAX_BYTES).await?;
     super::validate_execute(&body)?;
+    super::require_context_language(
+        &agent,
+        body.context_id
+            .as_deref()
+            .unwrap_or(hutch_api::interpreter::DEFAULT_CONTEXT_ID),
+    )?;
     let rx = start(agent, body);
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         let frame = rx.recv().await?;

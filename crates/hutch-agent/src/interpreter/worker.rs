@@ -109,6 +109,7 @@ impl WorkerHandle {
             cwd: std::path::Path::new(cwd),
             stdio: [null.as_fd(), out_w.as_fd(), out_w.as_fd()],
             cgroup: self.cgroup.as_ref().map(CommandCgroup::own),
+            user: agent.image.user_ids().map_err(|e| e.to_string())?,
         };
         let (process, exited) = agent
             .reaper
@@ -213,10 +214,11 @@ impl Worker {
             .map_or("", |(_, v)| v.as_str());
         let program_path = find_program(program, path).ok_or_else(|| {
             format!(
-                "cannot start the {} worker: {program} is not installed",
-                spec.language
+                "cannot start the {} worker: image {} has no {program}",
+                spec.language, agent.image.name
             )
         })?;
+        let user = agent.image.user_ids().map_err(|e| e.to_string())?;
         let cgroup = match &agent.cgroup_dir {
             Some(dir) => Some(
                 CommandCgroup::create_named(dir, &spec.cgroup_name)
@@ -244,6 +246,7 @@ impl Worker {
             cwd: std::path::Path::new(spec.cwd),
             stdio: [null.as_fd(), out_w.as_fd(), err_w.as_fd()],
             cgroup: cgroup.as_ref().map(CommandCgroup::own),
+            user,
         };
         let (process, exited) = agent
             .reaper

@@ -598,14 +598,28 @@ pub fn cached_layout(name: &str, build: impl FnOnce(&Path)) -> PathBuf {
     dir
 }
 
+/// `/bin` holding the host's static busybox and a link to it for each of `applets`.
+fn busybox_entries(applets: &[&str]) -> Vec<Entry> {
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static is installed");
+    let mut entries = vec![
+        Entry::Dir("bin", 0o755),
+        Entry::File("bin/busybox".to_owned(), busybox, 0o755),
+    ];
+    for applet in applets {
+        entries.push(Entry::Symlink(
+            format!("bin/{applet}"),
+            "busybox".to_owned(),
+        ));
+    }
+    entries
+}
+
 /// A static busybox image built from the host's `busybox-static`, behind an index that also
 /// offers an arm64 variant.
 pub fn busybox_layout() -> PathBuf {
     cached_layout("busybox-v1", |dir| {
-        let busybox = std::fs::read("/bin/busybox").expect("busybox-static is installed");
-        let mut entries = vec![
-            Entry::Dir("bin", 0o755),
-            Entry::File("bin/busybox".to_owned(), busybox, 0o755),
+        let mut entries = busybox_entries(&["sh", "ls", "cat", "echo", "true", "id", "stat"]);
+        entries.extend([
             Entry::Dir("etc", 0o755),
             Entry::File(
                 "etc/passwd".to_owned(),
@@ -614,13 +628,7 @@ pub fn busybox_layout() -> PathBuf {
             ),
             Entry::Dir("root", 0o700),
             Entry::Dir("tmp", 0o1777),
-        ];
-        for applet in ["sh", "ls", "cat", "echo", "true", "id", "stat"] {
-            entries.push(Entry::Symlink(
-                format!("bin/{applet}"),
-                "busybox".to_owned(),
-            ));
-        }
+        ]);
         write_layout(
             dir,
             &[layer(&entries)],
@@ -629,6 +637,76 @@ pub fn busybox_layout() -> PathBuf {
                 working_dir: Some("/root"),
                 cmd: Some(vec!["/bin/sh"]),
                 multi_platform: true,
+                ..ImageSpec::default()
+            },
+        );
+    })
+}
+
+/// A musl image: a C program linked by `musl-gcc` against musl's own loader
+/// (`/lib/ld-musl-x86_64.so.1`, no glibc anywhere), beside a static busybox. It runs as the
+/// user `app` (1000:1000) in `/srv/app`, with `GREETING` and `PATH` in its `Env`.
+pub fn musl_layout() -> PathBuf {
+    cached_layout("musl-v1", |dir| {
+        let work = tempfile::Builder::new()
+            .prefix("hutch-musl-")
+            .tempdir_in(scratch())
+            .expect("tempdir");
+        let source = work.path().join("hello.c");
+        std::fs::write(
+            &source,
+            "#include <stdio.h>\n#include <unistd.h>\nint main(void) {\n  printf(\"hello from musl as %d\\n\", (int)getuid());\n  return 0;\n}\n",
+        )
+        .expect("source");
+        let program = work.path().join("hello");
+        run(Command::new("musl-gcc")
+            .args(["-Os", "-s", "-o"])
+            .arg(&program)
+            .arg(&source));
+        let loader = std::fs::read("/usr/lib/x86_64-linux-musl/libc.so")
+            .expect("musl is installed (scripts/deps.sh installs musl-tools)");
+        let mut entries = busybox_entries(&[
+            "sh", "ls", "cat", "echo", "id", "pwd", "env", "stat", "true",
+        ]);
+        entries.extend([
+            Entry::Dir("lib", 0o755),
+            Entry::File("lib/ld-musl-x86_64.so.1".to_owned(), loader, 0o755),
+            Entry::Dir("usr", 0o755),
+            Entry::Dir("usr/local", 0o755),
+            Entry::Dir("usr/local/bin", 0o755),
+            Entry::File(
+                "usr/local/bin/hello".to_owned(),
+                std::fs::read(&program).expect("program"),
+                0o755,
+            ),
+            Entry::Dir("etc", 0o755),
+            Entry::File(
+                "etc/passwd".to_owned(),
+                b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n".to_vec(),
+                0o644,
+            ),
+            Entry::File(
+                "etc/group".to_owned(),
+                b"root:x:0:\napp:x:1000:\n".to_vec(),
+                0o644,
+            ),
+            Entry::File(
+                "etc/os-release".to_owned(),
+                b"ID=hutch-musl-test\n".to_vec(),
+                0o644,
+            ),
+            Entry::Dir("srv", 0o755),
+            Entry::Dir("srv/app", 0o777),
+            Entry::Dir("home", 0o755),
+            Entry::Dir("home/app", 0o755),
+        ]);
+        write_layout(
+            dir,
+            &[layer(&entries)],
+            &ImageSpec {
+                env: vec!["PATH=/usr/local/bin:/bin", "GREETING=from-image"],
+                working_dir: Some("/srv/app"),
+                user: Some("app"),
                 ..ImageSpec::default()
             },
         );

@@ -14,9 +14,9 @@ use hutch_api::Resources;
 use uuid::Uuid;
 
 use super::{LinuxRuntime, UID_COUNT, image, io, quota, sys_err};
-use crate::SandboxError;
 use crate::init::{self, InitConfig, OverlayMount};
 use crate::sys::{self, ChildFd};
+use crate::{SandboxError, SandboxImage};
 
 /// A built sandbox that no session has claimed yet.
 pub(super) struct Embryo {
@@ -31,7 +31,12 @@ pub(super) struct Embryo {
 
 impl LinuxRuntime {
     /// Builds the directories and init configuration of a sandbox.
-    fn prepare(&self, id: Uuid, disk_mb: Option<u64>) -> Result<InitConfig, SandboxError> {
+    fn prepare(
+        &self,
+        id: Uuid,
+        disk_mb: Option<u64>,
+        image: &SandboxImage,
+    ) -> Result<InitConfig, SandboxError> {
         let owner = self.inner.config.uid_base;
         let dir = self.sandbox_dir(id);
         let rootfs = dir.join("rootfs");
@@ -44,31 +49,49 @@ impl LinuxRuntime {
             None => dir.clone(),
         };
         let mut overlays = Vec::new();
-        let mut layer = |name: &str, target: PathBuf, lower: PathBuf| -> Result<(), SandboxError> {
-            let upper = layers.join("upper").join(name);
-            let work = layers.join("work").join(name);
-            for d in [&upper, &work] {
-                fs::create_dir_all(d).map_err(io("create", d))?;
+        let mut layer =
+            |name: &str, target: PathBuf, lower: Vec<PathBuf>| -> Result<(), SandboxError> {
+                let upper = layers.join("upper").join(name);
+                let work = layers.join("work").join(name);
+                for d in [&upper, &work] {
+                    fs::create_dir_all(d).map_err(io("create", d))?;
+                }
+                overlays.push(OverlayMount {
+                    target,
+                    lower,
+                    upper,
+                    work,
+                });
+                Ok(())
+            };
+        let built_on = match image {
+            SandboxImage::Default => {
+                let default = &self.inner.image;
+                layer("root", "/".into(), vec![default.skeleton.clone()])?;
+                for host_dir in &default.overlay_dirs {
+                    let name = host_dir
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or("dir")
+                        .to_owned();
+                    layer(&name, host_dir.clone(), vec![host_dir.clone()])?;
+                }
+                default.skeleton.as_path()
             }
-            overlays.push(OverlayMount {
-                target,
-                lower: vec![lower],
-                upper,
-                work,
-            });
-            Ok(())
+            SandboxImage::Oci(oci) => {
+                // hutch's mount points above the image, its fallback /etc below: one overlay,
+                // no host directory in it.
+                let helpers = &self.inner.oci_layers;
+                let mut lower = Vec::with_capacity(oci.layers.len() + 2);
+                lower.push(helpers.top.clone());
+                lower.extend(oci.layers.iter().cloned());
+                lower.push(helpers.base.clone());
+                layer("root", "/".into(), lower)?;
+                helpers.dir()
+            }
         };
-        layer("root", "/".into(), self.inner.image.skeleton.clone())?;
-        for host_dir in &self.inner.image.overlay_dirs {
-            let name = host_dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("dir")
-                .to_owned();
-            layer(&name, host_dir.clone(), host_dir.clone())?;
-        }
         fs::create_dir_all(&rootfs).map_err(io("create", &rootfs))?;
-        image::mark_in_use(&dir, &self.inner.image).map_err(io("mark the image in", &dir))?;
+        image::mark_in_use(&dir, built_on).map_err(io("mark the image in", &dir))?;
         for path in walk_dirs(&dir) {
             sys::lchown(&path, owner, owner).map_err(io("chown", &path))?;
         }
@@ -82,10 +105,15 @@ impl LinuxRuntime {
         })
     }
 
-    /// Builds sandbox `id` up to `built` (blocking: run off the async threads).
-    pub(super) fn build(&self, id: Uuid, resources: &Resources) -> Result<Embryo, SandboxError> {
+    /// Builds sandbox `id` on `image` up to `built` (blocking: run off the async threads).
+    pub(super) fn build(
+        &self,
+        id: Uuid,
+        resources: &Resources,
+        image: &SandboxImage,
+    ) -> Result<Embryo, SandboxError> {
         let inner = &self.inner;
-        let mut config = self.prepare(id, resources.disk_mb)?;
+        let mut config = self.prepare(id, resources.disk_mb, image)?;
         let cgroup = inner.cgroups.create(id, resources)?;
         config.has_cgroup_dir = cgroup.v2_fd.is_some();
         config.has_memory_events = cgroup.memory_events.is_some();
@@ -100,7 +128,12 @@ impl LinuxRuntime {
         let mut json =
             serde_json::to_vec(&config).map_err(|e| SandboxError::InvalidSpec(e.to_string()))?;
         json.push(b'\n');
-        // The pipe buffer (64 KiB) holds the whole config, so this does not block.
+        // The pipe buffer holds the whole config (grown past its 64 KiB for images with many
+        // layers), so this does not block.
+        if json.len() > 60 * 1024 {
+            sys::set_pipe_size(&config_w, json.len() + 4096)
+                .map_err(sys_err("grow config pipe"))?;
+        }
         (&fs::File::from(config_w.try_clone().map_err(sys_err("dup"))?))
             .write_all(&json)
             .map_err(sys_err("write init config"))?;

@@ -470,6 +470,37 @@ impl Cgroups {
         Ok(())
     }
 
+    /// Freezes (or thaws) every process of the sandbox, waiting up to `deadline` until the
+    /// kernel reports them frozen. Uses `cgroup.freeze` (v2) or the v1 freezer.
+    pub(crate) fn freeze(
+        &self,
+        cgroup: &SandboxCgroup,
+        frozen: bool,
+        deadline: Duration,
+    ) -> Result<(), CgroupError> {
+        let until = Instant::now() + deadline;
+        if let Some(dir) = cgroup
+            .v2_dir
+            .as_ref()
+            .filter(|d| d.join("cgroup.freeze").exists())
+        {
+            write_file(&dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
+            let want = if frozen { "frozen 1" } else { "frozen 0" };
+            return wait_for_line(&dir.join("cgroup.events"), want, until);
+        }
+        let Some(freezer) = cgroup
+            .v1_dirs
+            .iter()
+            .find(|d| d.join("freezer.state").exists())
+        else {
+            return Err(CgroupError::Unsupported);
+        };
+        let state = freezer.join("freezer.state");
+        let want = if frozen { "FROZEN" } else { "THAWED" };
+        write_file(&state, want)?;
+        wait_for_line(&state, want, until)
+    }
+
     /// Removes the sandbox's cgroups (and any child cgroups the agent made). Missing
     /// directories are fine; busy ones are retried until `deadline`.
     pub(crate) fn remove(
@@ -489,6 +520,24 @@ impl Cgroups {
             remove_tree(dir, until)?;
         }
         Ok(())
+    }
+}
+
+/// Polls `file` until one of its lines reads `want`, or fails once `until` has passed.
+fn wait_for_line(file: &Path, want: &str, until: Instant) -> Result<(), CgroupError> {
+    loop {
+        let text = fs::read_to_string(file).map_err(io_err("read", file))?;
+        if text.lines().any(|line| line.trim() == want) {
+            return Ok(());
+        }
+        if Instant::now() >= until {
+            return Err(CgroupError::Io {
+                op: "wait for",
+                path: file.to_owned(),
+                source: io::Error::new(io::ErrorKind::TimedOut, want.to_owned()),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

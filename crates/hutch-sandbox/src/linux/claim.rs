@@ -1,5 +1,6 @@
 //! Claiming a built sandbox for a session: its limits, its [`Claim`] and the agent's `ok`.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -10,7 +11,7 @@ use super::build::{Embryo, read_status_line};
 use super::{LinuxRuntime, lock, sys_err};
 use crate::init::Claim;
 use crate::sys;
-use crate::{SandboxError, SandboxRecord, SandboxSpec};
+use crate::{SandboxError, SandboxImage, SandboxRecord, SandboxSpec};
 
 impl LinuxRuntime {
     /// [`crate::Runtime::create`]: claims a pooled sandbox, or builds one, for `spec`.
@@ -18,12 +19,6 @@ impl LinuxRuntime {
         &self,
         spec: &SandboxSpec,
     ) -> Result<SandboxRecord, SandboxError> {
-        if spec.image != "default" {
-            return Err(SandboxError::InvalidSpec(format!(
-                "unknown image {:?}; available: default",
-                spec.image
-            )));
-        }
         if wants_network(spec) && self.inner.network.is_none() {
             return Err(super::no_network());
         }
@@ -39,13 +34,10 @@ impl LinuxRuntime {
         }
         // Pooled sandboxes have no quota: a session with one is built for it.
         let pooled = if disk_mb.is_none() {
-            self.take_pooled(wants_network(spec))
+            self.take_pooled(&spec.image, wants_network(spec))
         } else {
             None
         };
-        if pooled.is_some() {
-            self.inner.pool_wanted.notify_one();
-        }
         let this = self.clone();
         let mut spec_owned = spec.clone();
         spec_owned.resources.disk_mb = disk_mb;
@@ -54,7 +46,7 @@ impl LinuxRuntime {
                 Some(embryo) => embryo,
                 None => {
                     let sandbox_id = Uuid::now_v7();
-                    this.build(sandbox_id, &spec_owned.resources)
+                    this.build(sandbox_id, &spec_owned.resources, &spec_owned.image)
                         .inspect_err(|_| {
                             let _ = this.teardown(sandbox_id);
                         })?
@@ -99,7 +91,11 @@ impl LinuxRuntime {
                 ),
                 _ => None,
             };
-            let mut env = spec.env.clone();
+            let (working_dir, user) = match &spec.image {
+                SandboxImage::Default => (None, None),
+                SandboxImage::Oci(image) => (image.working_dir.clone(), image.user.clone()),
+            };
+            let mut env = session_env(spec);
             if let Some(proxies) = &inner.index_proxies {
                 for (name, value) in proxies.env() {
                     env.entry(name).or_insert(value);
@@ -111,6 +107,9 @@ impl LinuxRuntime {
                 max_upload_bytes: inner.config.max_upload_bytes,
                 memory_mb: Some(spec.resources.memory_mb),
                 nameserver,
+                image: Some(spec.image.name().to_owned()),
+                working_dir,
+                user,
             };
             let mut json =
                 serde_json::to_vec(&claim).map_err(|e| SandboxError::InvalidSpec(e.to_string()))?;
@@ -154,4 +153,49 @@ fn wants_network(spec: &SandboxSpec) -> bool {
     spec.network
         .as_ref()
         .is_some_and(|p| p.egress != hutch_api::Egress::None)
+}
+
+/// The environment of the session's processes: the image's `Env`, the session's `env` on top.
+fn session_env(spec: &SandboxSpec) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    if let SandboxImage::Oci(image) = &spec.image {
+        for pair in &image.env {
+            let (key, value) = pair.split_once('=').unwrap_or((pair.as_str(), ""));
+            if !key.is_empty() {
+                env.insert(key.to_owned(), value.to_owned());
+            }
+        }
+    }
+    env.extend(spec.env.clone());
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::OciImage;
+
+    #[test]
+    fn the_session_env_goes_on_top_of_the_image_env() {
+        let spec = SandboxSpec {
+            id: Uuid::nil(),
+            hostname: "h".into(),
+            image: SandboxImage::Oci(OciImage {
+                key: "k".into(),
+                name: "img".into(),
+                layers: Vec::new(),
+                env: vec!["PATH=/bin".into(), "A=image".into(), "EMPTY=".into()],
+                working_dir: None,
+                user: None,
+                hold: None,
+            }),
+            resources: hutch_api::Resources::default(),
+            env: BTreeMap::from([("A".to_owned(), "session".to_owned())]),
+            network: None,
+        };
+        let env = session_env(&spec);
+        assert_eq!(env["PATH"], "/bin");
+        assert_eq!(env["A"], "session");
+        assert_eq!(env["EMPTY"], "");
+    }
 }

@@ -116,6 +116,24 @@ const GENERATED_ETC: &[(&str, &str)] = &[
 /// Prefix of the skeletons' directory names: `default-<content hash>`.
 const SKELETON_PREFIX: &str = "default-";
 
+/// Directories hutch's top layer gives every OCI image: the mount points of the sandbox's own
+/// file systems and the default working directory.
+const OCI_TOP_DIRS: &[(&str, u32)] = &[
+    ("proc", 0o555),
+    ("dev", 0o755),
+    ("sys", 0o555),
+    ("tmp", 0o1777),
+    ("run", 0o755),
+    ("workspace", 0o755),
+];
+
+/// What hutch's bottom layer gives an OCI image that lacks it: a root user, its home, and the
+/// name files a sandbox without network still reads.
+const OCI_BASE_DIRS: &[(&str, u32)] = &[("etc", 0o755), ("root", 0o700)];
+
+/// Prefix of the OCI helper layers' directory names: `oci-<content hash>`.
+const OCI_LAYERS_PREFIX: &str = "oci-";
+
 /// Prefix of a skeleton being built: `.staging-<server pid>`.
 const STAGING_PREFIX: &str = ".staging-";
 
@@ -129,6 +147,23 @@ pub(crate) struct DefaultImage {
     pub(crate) skeleton: PathBuf,
     /// Host system directories that get their own overlay, e.g. `/usr`.
     pub(crate) overlay_dirs: Vec<PathBuf>,
+}
+
+/// hutch's own layers around an OCI image's (in `<data>/images/oci-<hash>/`).
+#[derive(Debug, Clone)]
+pub(crate) struct OciLayers {
+    /// Above the image: the mount points and `/workspace`, so that every image has them.
+    pub(crate) top: PathBuf,
+    /// Below the image: `/etc/passwd`, `/etc/group`, `/etc/hosts`, `/etc/resolv.conf` and
+    /// `/root`, seen only where the image has none of its own.
+    pub(crate) base: PathBuf,
+}
+
+impl OciLayers {
+    /// The directory holding both layers, named after their content.
+    pub(crate) fn dir(&self) -> &Path {
+        self.top.parent().unwrap_or(&self.top)
+    }
 }
 
 /// FNV-1a: the same value for the same input in every build, unlike std's default hasher.
@@ -221,19 +256,58 @@ pub(crate) fn build_default(images_dir: &Path, owner: u32) -> io::Result<Default
     })
 }
 
-/// Records in `sandbox_dir` that its sandbox is built on `image`'s skeleton.
-pub(crate) fn mark_in_use(sandbox_dir: &Path, image: &DefaultImage) -> io::Result<()> {
-    let name = image.skeleton.file_name().unwrap_or_default();
+/// Builds (or reuses) hutch's layers around OCI images under `images_dir`, owned by `owner`.
+pub(crate) fn build_oci_layers(images_dir: &Path, owner: u32) -> io::Result<OciLayers> {
+    fs::create_dir_all(images_dir)?;
+    let staging = images_dir.join(format!("{STAGING_PREFIX}oci-{}", std::process::id()));
+    if staging.exists() {
+        fs::remove_dir_all(&staging)?;
+    }
+    let mut hasher = StableHasher::default();
+    for (layer, dirs) in [("top", OCI_TOP_DIRS), ("base", OCI_BASE_DIRS)] {
+        for (dir, mode) in dirs {
+            let path = staging.join(layer).join(dir);
+            fs::create_dir_all(&path)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(*mode))?;
+            (layer, dir, mode).hash(&mut hasher);
+        }
+    }
+    let etc = staging.join("base/etc");
+    for (name, content) in GENERATED_ETC {
+        fs::write(etc.join(name), content)?;
+        fs::set_permissions(etc.join(name), fs::Permissions::from_mode(0o644))?;
+        (name, content).hash(&mut hasher);
+    }
+    chown_tree(&staging, owner)?;
+    for dir in [staging.clone(), staging.join("top"), staging.join("base")] {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+    }
+    let dir = images_dir.join(format!("{OCI_LAYERS_PREFIX}{:016x}", hasher.finish()));
+    if dir.exists() {
+        fs::remove_dir_all(&staging)?;
+    } else {
+        fs::rename(&staging, &dir)?;
+    }
+    Ok(OciLayers {
+        top: dir.join("top"),
+        base: dir.join("base"),
+    })
+}
+
+/// Records in `sandbox_dir` that its sandbox is built on the image directory `built_on` (a
+/// skeleton, or the OCI helper layers).
+pub(crate) fn mark_in_use(sandbox_dir: &Path, built_on: &Path) -> io::Result<()> {
+    let name = built_on.file_name().unwrap_or_default();
     fs::write(sandbox_dir.join(SKELETON_MARK), name.as_encoded_bytes())
 }
 
-/// Removes what no sandbox in `sandboxes_dir` uses from `images_dir`: the skeletons other than
-/// `current` that no sandbox's mark names, and staging directories that earlier server
+/// Removes what no sandbox in `sandboxes_dir` uses from `images_dir`: the skeletons and OCI
+/// helper layers other than those in `current` that no sandbox's mark names, and staging directories that earlier server
 /// processes left behind. A sandbox without a mark (built before marks existed) could use any
 /// skeleton, so while one exists no skeleton is removed. Returns the removed directories.
 pub(crate) fn remove_unused(
     images_dir: &Path,
-    current: &Path,
+    current: &[&Path],
     sandboxes_dir: &Path,
 ) -> io::Result<Vec<PathBuf>> {
     let mut in_use = std::collections::HashSet::new();
@@ -254,8 +328,8 @@ pub(crate) fn remove_unused(
         let entry = entry?;
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        let unused = if name.starts_with(SKELETON_PREFIX) {
-            !unmarked && path != current && !in_use.contains(&name)
+        let unused = if name.starts_with(SKELETON_PREFIX) || name.starts_with(OCI_LAYERS_PREFIX) {
+            !unmarked && !current.contains(&path.as_path()) && !in_use.contains(&name)
         } else {
             name.starts_with(STAGING_PREFIX) && name != own_staging
         };
@@ -334,11 +408,7 @@ mod tests {
             let dir = data.path().join("sandboxes").join(format!("sandbox-{i}"));
             fs::create_dir(&dir).unwrap();
             if let Some(skeleton) = skeleton {
-                let image = DefaultImage {
-                    skeleton: data.path().join("images").join(skeleton),
-                    overlay_dirs: Vec::new(),
-                };
-                mark_in_use(&dir, &image).unwrap();
+                mark_in_use(&dir, &data.path().join("images").join(skeleton)).unwrap();
             }
         }
         data
@@ -356,7 +426,7 @@ mod tests {
     fn remove_unused_in(data: &Path, current: &str) -> Vec<PathBuf> {
         remove_unused(
             &data.join("images"),
-            &data.join("images").join(current),
+            &[&data.join("images").join(current)],
             &data.join("sandboxes"),
         )
         .unwrap()

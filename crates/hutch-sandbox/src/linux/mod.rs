@@ -41,6 +41,7 @@ pub mod network;
 mod pool;
 mod quota;
 mod recovery;
+mod snapshot;
 mod teardown;
 mod trash;
 mod watch;
@@ -61,7 +62,6 @@ use uuid::Uuid;
 use crate::sys;
 use crate::{Runtime, SandboxError, SandboxRecord, SandboxSpec};
 
-use build::Embryo;
 use cgroups::CgroupError;
 use trash::start_trash_thread;
 use watch::Live;
@@ -83,8 +83,12 @@ pub struct LinuxConfig {
     pub agent_binary: PathBuf,
     /// How long a sandbox may take to report ready.
     pub start_timeout: Duration,
-    /// How many built, unclaimed sandboxes to keep ready.
+    /// How many built, unclaimed sandboxes of the `default` image to keep ready.
     pub warm_pool: usize,
+    /// How many built, unclaimed sandboxes to keep ready for each recently used OCI image.
+    pub warm_pool_per_image: usize,
+    /// How many OCI images (the most recently used) the warm pool keeps sandboxes for.
+    pub warm_pool_images: usize,
     /// Disk quota in MiB of sessions that ask for none; `None`: no quota.
     pub disk_mb_default: Option<u64>,
     /// Largest disk quota in MiB a session may ask for.
@@ -112,6 +116,8 @@ impl LinuxConfig {
             agent_binary: exe,
             start_timeout: Duration::from_secs(10),
             warm_pool: 4,
+            warm_pool_per_image: 2,
+            warm_pool_images: 4,
             disk_mb_default: None,
             disk_mb_max: hutch_api::limits::DISK_MB_RANGE.1,
             max_upload_bytes: None,
@@ -123,12 +129,10 @@ impl LinuxConfig {
 
 struct Inner {
     config: LinuxConfig,
-    /// Built sandboxes ready to claim.
-    pool: Mutex<Vec<Embryo>>,
+    /// Built sandboxes ready to claim, per image.
+    pool: Mutex<pool::Pool>,
     /// Ids of pooled sandboxes and of those being built for the pool.
     pool_ids: Mutex<HashSet<Uuid>>,
-    /// The subset of `pool_ids` wired for the network.
-    wired_ids: Mutex<HashSet<Uuid>>,
     /// Wakes the pool filler.
     pool_wanted: tokio::sync::Notify,
     /// Set at shutdown: sandboxes built for the pool from then on are torn down, not pooled.
@@ -137,6 +141,8 @@ struct Inner {
     trash: std::sync::mpsc::Sender<PathBuf>,
     cgroups: cgroups::Cgroups,
     image: image::DefaultImage,
+    /// hutch's layers above and below every OCI image's.
+    oci_layers: image::OciLayers,
     /// The agent binary, opened once (descriptor numbered above the child's targets).
     agent_exe: OwnedFd,
     live: Mutex<HashMap<Uuid, Arc<Live>>>,
@@ -224,6 +230,8 @@ impl LinuxRuntime {
         let cgroups = cgroups::Cgroups::detect(&instance, config.uid_base)?;
         let image = image::build_default(&data.join("images"), config.uid_base)
             .map_err(io("build image in", &data.join("images")))?;
+        let oci_layers = image::build_oci_layers(&data.join("images"), config.uid_base)
+            .map_err(io("build image layers in", &data.join("images")))?;
         let exe = sys::open(&config.agent_binary, libc::O_PATH)
             .map_err(io("open", &config.agent_binary))?;
         let agent_exe =
@@ -247,14 +255,14 @@ impl LinuxRuntime {
         let trash = start_trash_thread(data.join("trash"))?;
         let inner = Inner {
             config,
-            pool: Mutex::new(Vec::new()),
+            pool: Mutex::new(pool::Pool::default()),
             pool_ids: Mutex::new(HashSet::new()),
-            wired_ids: Mutex::new(HashSet::new()),
             pool_wanted: tokio::sync::Notify::new(),
             closing: std::sync::atomic::AtomicBool::new(false),
             trash,
             cgroups,
             image,
+            oci_layers,
             agent_exe,
             live: Mutex::new(HashMap::new()),
             network,
@@ -343,6 +351,10 @@ impl Runtime for LinuxRuntime {
         })
     }
 
+    async fn forget_image(&self, key: &str) {
+        self.forget_pooled_image(key).await;
+    }
+
     async fn connect(&self, id: Uuid) -> Result<UnixStream, SandboxError> {
         let sandbox_id = lock(&self.inner.live)
             .get(&id)
@@ -356,6 +368,14 @@ impl Runtime for LinuxRuntime {
                 io("connect", &path)(e)
             }
         })
+    }
+
+    async fn snapshot(
+        &self,
+        record: &SandboxRecord,
+        into: &Path,
+    ) -> Result<crate::SnapshotReport, SandboxError> {
+        self.snapshot_root(record, into).await
     }
 }
 

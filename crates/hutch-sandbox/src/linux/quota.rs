@@ -28,7 +28,7 @@ use crate::SandboxError;
 /// Name of the image file in the sandbox's directory.
 const IMAGE: &str = "disk.img";
 /// Name of the mount point in the sandbox's directory.
-const MOUNT: &str = "disk";
+pub(super) const MOUNT: &str = "disk";
 
 /// Creates, formats and mounts a `mb` MiB file system for the sandbox in `dir`, its root owned
 /// by `owner`. Returns the mount point.

@@ -96,7 +96,7 @@ impl LinuxRuntime {
         let data = &self.inner.config.data_dir;
         match image::remove_unused(
             &data.join("images"),
-            &self.inner.image.skeleton,
+            &[&self.inner.image.skeleton, self.inner.oci_layers.dir()],
             &data.join("sandboxes"),
         ) {
             Ok(removed) => {

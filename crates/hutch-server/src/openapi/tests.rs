@@ -99,12 +99,14 @@ fn operations(doc: &Value) -> Vec<(String, String, Value)> {
     out
 }
 
-/// The path of each `.route(...)` in `api.rs`, `storage_api.rs` and `ports/routes.rs`.
+/// The path of each `.route(...)` in `api.rs`, `storage_api.rs`, `ports/routes.rs` and
+/// `images_api.rs`.
 fn router_paths() -> Vec<String> {
     let sources = [
         include_str!("../api.rs"),
         include_str!("../storage_api.rs"),
         include_str!("../ports/routes.rs"),
+        include_str!("../images_api.rs"),
     ];
     let mut paths = Vec::new();
     for chunk in sources.iter().flat_map(|s| s.split(".route(").skip(1)) {

@@ -68,10 +68,17 @@ impl Sessions {
             self.forget(id).await;
             return Err(err.into());
         }
+        let (image, lease) = match self.resolve_image(&caller.tenant, &row.image).await {
+            Ok(resolved) => resolved,
+            Err(err) => {
+                self.forget(id).await;
+                return Err(err);
+            }
+        };
         let spec = SandboxSpec {
             id,
             hostname: hostname(id),
-            image: row.image.clone(),
+            image,
             resources: row.resources,
             env: row.env.clone(),
             network,
@@ -86,6 +93,9 @@ impl Sessions {
         if let Err(err) = self.set_deadline(id, row.expires_at_ms).await {
             // The agent then ends the sandbox at the longest TTL plus its own grace.
             tracing::error!(session = %id, error = %crate::error::chain(&err), "setting a new sandbox's deadline");
+        }
+        if let Some(lease) = lease {
+            self.leases.hold(id, lease);
         }
         if let Err(err) = self
             .transfer_all(id, &caller.tenant, &new.context_syncs, TaskType::Download)

@@ -99,6 +99,7 @@ impl Sessions {
                 }
             }
         }
+        self.leases.release(row.id);
         self.store.delete(row.id).await?;
         Ok(())
     }

@@ -68,6 +68,9 @@ pub enum SessionError {
         #[source]
         source: TransferError,
     },
+    /// The session's image could not be resolved, found or pulled.
+    #[error(transparent)]
+    Image(#[from] crate::images::ImageError),
     /// The runtime failed.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),

@@ -15,16 +15,20 @@
 //!
 //! One file per path through it: `create.rs`, `delete.rs` (and the destroy every path shares),
 //! `reaper.rs` (expiry), `died.rs` (sandboxes that died on their own), `recovery.rs` (start-up),
-//! `storage_sync.rs` (transfers with storage contexts); `claims.rs` holds the claims.
+//! `storage_sync.rs` (transfers with storage contexts), `images.rs` (each session's image and
+//! its lease), `snapshot.rs` (copies of a session's writable layer); `claims.rs` holds the
+//! claims.
 
 mod claims;
 mod create;
 mod delete;
 mod died;
 mod error;
+mod images;
 mod network;
 mod reaper;
 mod recovery;
+mod snapshot;
 mod storage_sync;
 
 use std::sync::Arc;
@@ -51,6 +55,10 @@ pub(crate) struct Sessions {
     /// Storage contexts, for the transfers of `contextSyncs`.
     pub(crate) storage: Arc<Storage>,
     claims: Claims,
+    /// The OCI image store sessions resolve their `image` with; `None`: only `default`.
+    images: Option<Arc<crate::images::Images>>,
+    /// The image leases of live sessions.
+    leases: images::Leases,
     max_sessions: usize,
     tenant_max_sessions: usize,
     tenant_max_memory_mb: u64,
@@ -74,6 +82,8 @@ impl Sessions {
             runtime,
             storage,
             claims: Claims::default(),
+            images: None,
+            leases: images::Leases::default(),
             max_sessions,
             tenant_max_sessions: usize::MAX,
             tenant_max_memory_mb: u64::MAX,
@@ -106,8 +116,16 @@ impl Sessions {
         self
     }
 
-    /// Deletes a row whose sandbox is gone or never existed, logging a failure.
+    /// The same engine, resolving OCI images and snapshots with `images`.
+    pub(crate) fn with_images(mut self, images: Arc<crate::images::Images>) -> Self {
+        self.images = Some(images);
+        self
+    }
+
+    /// Deletes a row whose sandbox is gone or never existed (releasing its image), logging a
+    /// failure.
     async fn forget(&self, id: Uuid) {
+        self.leases.release(id);
         if let Err(err) = self.store.delete(id).await {
             tracing::error!(session = %id, error = %crate::error::chain(&err), "deleting a session row");
         }

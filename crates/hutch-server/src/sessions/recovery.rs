@@ -40,6 +40,7 @@ impl Sessions {
                         if let Err(err) = self.set_deadline(id, row.expires_at_ms).await {
                             tracing::warn!(session = %id, error = %crate::error::chain(&err), "setting an adopted sandbox's deadline");
                         }
+                        self.retake_image(&row).await;
                         known.insert(id);
                         summary.adopted += 1;
                         continue;

@@ -319,11 +319,13 @@ pub struct HostView {
 
 /// Finds the host processes of `session` by the UTS namespace its commands run in.
 pub async fn host_view(client: &HutchClient, session: &Session) -> HostView {
-    let uts = sh(client, session, "readlink /proc/self/ns/uts")
-        .await
-        .stdout
-        .trim()
-        .to_owned();
+    host_view_by(client, session, "readlink /proc/self/ns/uts").await
+}
+
+/// [`host_view`], reading the UTS namespace link with `command` (such as `busybox readlink
+/// /proc/self/ns/uts` in an image without `readlink`).
+pub async fn host_view_by(client: &HutchClient, session: &Session, command: &str) -> HostView {
+    let uts = sh(client, session, command).await.stdout.trim().to_owned();
     assert!(uts.starts_with("uts:["), "unexpected uts link {uts:?}");
     let pids = pids_in_uts(&uts);
     let agent_pid = *pids
@@ -441,4 +443,26 @@ pub fn assert_nothing_left(server: &TestServer, view: &HostView) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Runs `hutch ARGS…` with `HUTCH_URL` and `HUTCH_TOKEN` set as a user would set them.
+pub fn hutch_cli(url: &str, token: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_hutch"))
+        .args(args)
+        .env("HUTCH_URL", url)
+        .env("HUTCH_TOKEN", token)
+        .output()
+        .unwrap()
+}
+
+/// Standard output of a command that must succeed.
+pub fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
