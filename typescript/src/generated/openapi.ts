@@ -178,8 +178,9 @@ export interface paths {
         options?: never;
         head?: never;
         /**
-         * Changes a session's time to live or metadata.
-         * @description Each field given replaces the current value; a new `ttl` counts from now.
+         * Changes a session's time to live, metadata or network policy.
+         * @description Each field given replaces the current value; a new `ttl` counts from now; a new `network`
+         *     applies to connections opened from then on.
          */
         patch: operations["updateSession"];
         trace?: never;
@@ -1119,6 +1120,7 @@ export interface components {
              *     before the session runs and uploaded back when it is deleted or expires. At most 8.
              */
             contextSyncs?: components["schemas"]["ContextSync"][] | null;
+            network?: components["schemas"]["NetworkPolicy"] | null;
         };
         /**
          * @description `POST /v1/contexts`.
@@ -1138,6 +1140,11 @@ export interface components {
             /** @description `Context deleted`. */
             message: string;
         };
+        /**
+         * @description What a session may reach outside.
+         * @enum {string}
+         */
+        Egress: "none" | "allow" | "all";
         EofStreamControl: {
             /**
              * @description discriminator enum property added by openapi-typescript
@@ -1405,6 +1412,28 @@ export interface components {
             overwrite?: boolean | null;
             /** @description Create missing parent directories of `to`; default true (false: 404 when missing). */
             parents?: boolean | null;
+        };
+        /**
+         * @description A session's network policy, on create and on `PATCH /v1/sessions/{id}`.
+         * @example {
+         *       "allow": [
+         *         "pypi.org",
+         *         "*.pythonhosted.org",
+         *         "151.101.0.0/16"
+         *       ],
+         *       "egress": "allow"
+         *     }
+         */
+        NetworkPolicy: {
+            /** @description `none` (default): no network; `allow`: only `allow`; `all`: everything but `deny`. */
+            egress: components["schemas"]["Egress"];
+            /**
+             * @description With `allow`: DNS names (`pypi.org`), wildcard names (`*.example.com`: any name below
+             *     it, not the name itself), IPv4 addresses and CIDR ranges. At most 256 entries.
+             */
+            allow?: string[];
+            /** @description Names and ranges refused even when `allow` or `all` would admit them. At most 256. */
+            deny?: string[];
         };
         /**
          * @description One frame of a process's stream.
@@ -1859,6 +1888,7 @@ export interface components {
             metadata?: {
                 [key: string]: string;
             } | null;
+            network?: components["schemas"]["NetworkPolicy"] | null;
         };
         /** @description The result of one uploaded file. */
         UploadResult: {
@@ -2060,6 +2090,26 @@ export interface components {
                  *       "error": {
                  *         "code": "internal",
                  *         "message": "internal error; the server log has the cause"
+                 *       }
+                 *     }
+                 */
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `forbidden`: the server's operator does not allow what the request asks for (a network egress wider than the server's `--network-allowed`). */
+        NetworkForbidden: {
+            headers: {
+                /** @description The error's `code`, repeated from the body. */
+                "X-Hutch-Error-Code"?: components["schemas"]["ErrorCode"];
+                "X-Request-Id": components["headers"]["RequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "error": {
+                 *         "code": "forbidden",
+                 *         "message": "network egress \"all\" is not allowed on this server; its operator allows at most \"allow\""
                  *       }
                  *     }
                  */
@@ -2660,6 +2710,7 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NetworkForbidden"];
             404: components["responses"]["StorageContextNotFound"];
             409: components["responses"]["Conflict"];
             413: components["responses"]["PayloadTooLarge"];
@@ -2795,6 +2846,7 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NetworkForbidden"];
             404: components["responses"]["SessionNotFound"];
             409: components["responses"]["Conflict"];
             413: components["responses"]["PayloadTooLarge"];
