@@ -34,6 +34,7 @@ pub(crate) fn documented_routes() -> OpenApiRouter<Arc<Agent>> {
         .merge(crate::files::routes())
         .merge(crate::processes::routes::routes())
         .merge(crate::interpreter::routes::router())
+        .merge(crate::ports::routes())
 }
 
 /// The agent's routes.
@@ -41,6 +42,7 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
     let (documented, _) = documented_routes().split_for_parts();
     documented
         .route("/health", get(health))
+        .merge(crate::ports::tunnel_routes())
         // Bodies are read their own bounded way (see read_json).
         .layer(axum::extract::DefaultBodyLimit::disable())
         .fallback(not_found)

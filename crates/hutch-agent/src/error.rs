@@ -62,6 +62,14 @@ pub enum AgentError {
     /// The process did not read its standard input in time.
     #[error("process {0} is not reading its standard input; nothing was written or part was")]
     StdinBlocked(i32),
+    /// Nothing in the session accepts connections on the port.
+    #[error("nothing in this session accepts connections on port {port} ({reason})")]
+    PortUnreachable {
+        /// The port.
+        port: u16,
+        /// What connecting answered.
+        reason: String,
+    },
     /// An operation on the command's cgroup failed.
     #[error("command cgroup {op}: {source}")]
     Cgroup {
@@ -100,6 +108,7 @@ impl AgentError {
             }
             AgentError::ContextNotFound(_) => ErrorCode::ContextNotFound,
             AgentError::Conflict(_) => ErrorCode::Conflict,
+            AgentError::PortUnreachable { .. } => ErrorCode::PortUnreachable,
             AgentError::Runtime(_) | AgentError::Cgroup { .. } => ErrorCode::Internal,
         }
     }
@@ -132,6 +141,7 @@ impl AgentError {
             } => body = body.with_detail("field", *field),
             AgentError::Busy { limit } => body = body.with_detail("limit", *limit),
             AgentError::File { path, .. } => body = body.with_detail("path", path.as_str()),
+            AgentError::PortUnreachable { port, .. } => body = body.with_detail("port", *port),
             AgentError::ProcessNotFound(pid)
             | AgentError::Exited(pid)
             | AgentError::StdinClosed(pid)

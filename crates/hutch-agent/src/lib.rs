@@ -8,6 +8,10 @@
 //!
 //! As PID 1 the agent also reaps every orphan in the sandbox ([`reaper`]).
 //!
+//! Living in the session's network namespace, it also lists the session's listening TCP
+//! ports and opens tunnels to them for the control plane ([`ports`]), which is how ports are
+//! reached from outside whatever the session's network.
+//!
 //! A session runs at most [`hutch_api::limits::COMMANDS_CONCURRENT_MAX`] commands at once;
 //! a command over it answers 429 `rate_limited` without being read or run. Streamed and
 //! background commands are processes of the session ([`processes`]), bounded separately by
@@ -26,6 +30,7 @@ mod error;
 mod files;
 mod interpreter;
 mod oom;
+mod ports;
 mod processes;
 mod reaper;
 

@@ -58,6 +58,13 @@ pub enum ErrorCode {
     RangeNotSatisfiable,
     /// An unexpected fault inside hutch (500). The log has the cause.
     Internal,
+    /// Nothing in the session accepts connections on the port (502).
+    PortUnreachable,
+    /// The preview link has expired; ask for a new one (401).
+    LinkExpired,
+    /// The preview link is malformed, wrongly signed, or made for another session or port
+    /// (403).
+    LinkInvalid,
 }
 
 impl ErrorCode {
@@ -65,8 +72,8 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         match self {
             ErrorCode::InvalidRequest => 400,
-            ErrorCode::Unauthorized => 401,
-            ErrorCode::Forbidden => 403,
+            ErrorCode::Unauthorized | ErrorCode::LinkExpired => 401,
+            ErrorCode::Forbidden | ErrorCode::LinkInvalid => 403,
             ErrorCode::NotFound
             | ErrorCode::SessionNotFound
             | ErrorCode::StorageContextNotFound
@@ -80,7 +87,9 @@ impl ErrorCode {
             ErrorCode::HeadersTooLarge => 431,
             ErrorCode::RateLimited | ErrorCode::QuotaExceeded => 429,
             ErrorCode::Internal => 500,
-            ErrorCode::SandboxUnavailable | ErrorCode::SyncFailed => 502,
+            ErrorCode::SandboxUnavailable | ErrorCode::SyncFailed | ErrorCode::PortUnreachable => {
+                502
+            }
             ErrorCode::Capacity => 503,
             ErrorCode::DiskFull => 507,
         }
@@ -110,6 +119,9 @@ impl ErrorCode {
             ErrorCode::FileNotFound => "file_not_found",
             ErrorCode::RangeNotSatisfiable => "range_not_satisfiable",
             ErrorCode::Internal => "internal",
+            ErrorCode::PortUnreachable => "port_unreachable",
+            ErrorCode::LinkExpired => "link_expired",
+            ErrorCode::LinkInvalid => "link_invalid",
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod files;
 pub mod interpreter;
 pub mod limits;
+pub mod ports;
 pub mod network;
 pub mod processes;
 pub mod responses;
@@ -32,6 +33,7 @@ pub use interpreter::{
     Context, ContextList, CreateContextRequest, ExecuteRequest, Frame, HistoryEntry, HistoryList,
     InterruptResult,
 };
+pub use ports::{CreateLinkRequest, ListeningPort, PortLink, PortList};
 pub use network::{Egress, NetworkPolicy};
 pub use processes::{
     CodeRequest, ProcessEvent, ProcessInfo, ProcessList, ProcessStatus, SignalRequest, SignalSpec,

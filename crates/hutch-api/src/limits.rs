@@ -155,3 +155,12 @@ pub const INTERPRETER_LIBRARY_MAX_BYTES: usize = 200;
 /// Most bytes of results, artifacts and errors (together) one execution may send; past it
 /// they are dropped and one `OutputTooLarge` error frame says so.
 pub const INTERPRETER_MESSAGES_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// Shortest and longest lifetime of a preview link, in seconds (1 s to 24 h).
+pub const PREVIEW_LINK_TTL_RANGE: (u64, u64) = (1, 86_400);
+/// Lifetime of a preview link when the request names none, in seconds (1 h).
+pub const PREVIEW_LINK_TTL_DEFAULT_SECS: u64 = 3_600;
+/// Most connections relayed into one session's ports at once, by default.
+pub const PORT_CONNECTIONS_MAX_DEFAULT: usize = 64;
+/// Most listening sockets `GET /v1/sessions/{id}/ports` lists.
+pub const PORTS_LIST_MAX: usize = 1_024;

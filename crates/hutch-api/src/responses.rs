@@ -112,6 +112,17 @@ error_responses! {
         "`context_not_found`: the session has no interpreter context with this id (or the \
          session is not the caller's).",
         "context not found: 0192f5a4-7c1e-7d30-9b1a-3c1f0e6b2a11";
+    PortUnreachable: PortUnreachable,
+        "`port_unreachable`: nothing in the session accepts connections on the port; \
+         `details.port` names it.",
+        "nothing in session 0196a3c2-0000-7000-8000-000000000000 accepts connections on port 8000";
+    LinkExpired: LinkExpired,
+        "`link_expired`: the preview link has expired; ask for a new one.",
+        "this preview link expired at 2026-01-01T12:00:00Z; ask for a new one";
+    LinkInvalid: LinkInvalid,
+        "`link_invalid`: the preview link is malformed, wrongly signed, or made for another \
+         session or port.",
+        "this preview link is not valid: wrong signature";
 }
 
 /// One shared error response: `description`, an [`ErrorBody`] schema with an example, and the

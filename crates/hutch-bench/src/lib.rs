@@ -15,6 +15,8 @@
 //! - [`interpreter`]: context ready, `x = 1 + 1` over the execute WebSocket, idle worker
 //!   memory, for the plain and IPython kernels, against ipykernel driven by jupyter_client
 //!   (targets: ready ≤ 20 ms, execute ≤ 1 ms plain / ≤ 3 ms IPython, idle ≤ 15 MiB plain).
+//! - [`ports`]: a small GET to a web server in a session through `/ports/{port}/`, against the
+//!   same GET sent from inside the session's network namespace.
 //! - [`network`]: create with `egress: allow` beside `none` (target: ≤ 5 ms more at p50), and
 //!   a download from a session beside the same download from the server's namespace
 //!   (target: ≥ 80 %).
@@ -24,6 +26,7 @@ pub mod files;
 pub mod interpreter;
 pub mod network;
 pub mod peers;
+pub mod ports;
 pub mod server;
 pub mod sessions;
 pub mod stats;

@@ -24,6 +24,11 @@ impl Samples {
         self.values.len()
     }
 
+    /// All samples added up.
+    pub fn total(&self) -> Duration {
+        self.values.iter().sum()
+    }
+
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()

@@ -14,6 +14,7 @@
 //! | `PATCH /v1/sessions/{id}` | [`update_session`] |
 //! | `DELETE /v1/sessions/{id}?upload` | [`delete_session`] |
 //! | `/v1/contexts…`, `/v1/sessions/{id}/context/…` | [`crate::storage_api`] |
+//! | `/v1/sessions/{id}/ports/{port}/…`, `POST …/link`, `/preview/{token}/…`, preview hosts | [`crate::ports`]: relayed to a port inside the session |
 //! | any `/v1/sessions/{id}/{*rest}` | [`proxy`]: forwarded to the session's agent |
 //! | `GET /v1/openapi.json`, `GET /docs` (no auth) | [`crate::openapi`]: the API contract |
 //! | `GET /metrics` (no auth) | [`crate::metrics::scrape`]: Prometheus text format |
@@ -72,6 +73,7 @@ pub(crate) fn app(state: AppState) -> Router {
         .route("/v1/openapi.json", get(crate::openapi::serve_json))
         .route("/docs", get(crate::openapi::serve_docs))
         .merge(sessions)
+        .merge(crate::ports::routes::routes(state.clone()))
         .route(
             crate::metrics::PROXY_ROUTE,
             // Authenticates and charges the tenant's session rate limit.
@@ -82,6 +84,11 @@ pub(crate) fn app(state: AppState) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
+        // Requests to a preview host go to the session's port, never to the API.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::ports::host::serve_preview_hosts,
+        ))
         // Innermost first: a handler's panic becomes a 500, then the head bounds, then metrics
         // (which see those 500s and the 414/431), then the request id.
         .layer(CatchPanicLayer::custom(answer_panic))
@@ -296,7 +303,7 @@ pub(crate) async fn delete_session(
 }
 
 /// Any method on `/v1/sessions/{id}/{*rest}`: relayed to the session's agent.
-async fn proxy(
+pub(crate) async fn proxy(
     State(state): State<AppState>,
     caller: Caller,
     SessionId(id): SessionId,

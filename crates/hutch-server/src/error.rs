@@ -122,6 +122,31 @@ pub enum ApiError {
     /// An unexpected fault inside hutch (500); the cause is logged, not sent.
     #[error("internal error")]
     Internal(#[source] Cause),
+    /// The app on a session's port did not answer (502).
+    #[error("port {port} of session {id} did not answer: {reason}")]
+    PortUnreachable {
+        /// The session id.
+        id: Uuid,
+        /// The port.
+        port: u16,
+        /// What happened.
+        reason: String,
+    },
+    /// The session has its maximum of relayed port connections open (429).
+    #[error("session {id} has {limit} port connections open, its maximum; retry when one ends")]
+    PortConnections {
+        /// The session id.
+        id: Uuid,
+        /// The most connections a session has open at once.
+        limit: usize,
+    },
+    /// The preview link has expired (401).
+    #[error("{0}")]
+    LinkExpired(String),
+    /// The preview link is malformed, wrongly signed, or made for another session or port
+    /// (403).
+    #[error("{0}")]
+    LinkInvalid(String),
 }
 
 impl ApiError {
@@ -153,6 +178,10 @@ impl ApiError {
             ApiError::Capacity(_) => ErrorCode::Capacity,
             ApiError::SandboxUnavailable { .. } => ErrorCode::SandboxUnavailable,
             ApiError::Internal(_) => ErrorCode::Internal,
+            ApiError::PortUnreachable { .. } => ErrorCode::PortUnreachable,
+            ApiError::PortConnections { .. } => ErrorCode::RateLimited,
+            ApiError::LinkExpired(_) => ErrorCode::LinkExpired,
+            ApiError::LinkInvalid(_) => ErrorCode::LinkInvalid,
         }
     }
 
@@ -206,6 +235,12 @@ impl ApiError {
             ApiError::Internal(_) => {
                 ErrorBody::new(code, "internal error; the server log has the cause")
             }
+            ApiError::PortUnreachable { id, port, .. } => ErrorBody::new(code, self.to_string())
+                .with_detail("sessionId", id.to_string())
+                .with_detail("port", *port),
+            ApiError::PortConnections { id, limit } => ErrorBody::new(code, self.to_string())
+                .with_detail("sessionId", id.to_string())
+                .with_detail("limit", *limit),
             _ => ErrorBody::new(code, self.to_string()),
         }
     }
@@ -251,6 +286,15 @@ impl IntoResponse for ApiError {
             axum::Json(self.body()),
         )
             .into_response()
+    }
+}
+
+impl From<crate::ports::link::LinkError> for ApiError {
+    fn from(err: crate::ports::link::LinkError) -> Self {
+        match err {
+            crate::ports::link::LinkError::Expired { .. } => ApiError::LinkExpired(err.to_string()),
+            crate::ports::link::LinkError::Invalid(_) => ApiError::LinkInvalid(err.to_string()),
+        }
     }
 }
 

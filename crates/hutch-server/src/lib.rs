@@ -17,7 +17,8 @@
 //! relay to agents · `openapi` the API contract (`/v1/openapi.json`, `/docs`) · `metrics`
 //! Prometheus metrics (`/metrics`) · `bounds` limits on the request head · `ratelimit`
 //! per-tenant rate limits · `storage` storage contexts and their transfers, `storage_api`
-//! their routes · `tls` TLS on the listener.
+//! their routes · `ports` ports reached from outside and preview links · `tls` TLS on the
+//! listener.
 
 // Tests may unwrap; the non-test build is still checked for it.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -29,6 +30,7 @@ mod error;
 mod extract;
 mod metrics;
 pub mod openapi;
+mod ports;
 mod proxy;
 mod ratelimit;
 mod sessions;
@@ -58,6 +60,7 @@ use uuid::Uuid;
 
 pub use auth::{AuthError, JwtSecret, MintOptions, SecretSource, TokenPolicy};
 pub use error::ApiError;
+pub use ports::PortsConfig;
 pub use ratelimit::{
     DEFAULT_RATE_LIFECYCLE, DEFAULT_RATE_SESSION, Period, RateLimit, RateLimitParseError,
 };
@@ -122,6 +125,8 @@ pub struct ServerConfig {
     pub tenant_max_memory_mb: u64,
     /// Bounds on storage contexts (sizes per context and per tenant, count per tenant).
     pub storage: StorageLimits,
+    /// How ports inside sessions are reached from outside (preview domain, connections).
+    pub ports: PortsConfig,
     /// What the operator allows sessions on the network.
     pub network: NetworkLimits,
 }
@@ -145,6 +150,7 @@ impl ServerConfig {
             tenant_max_sessions: DEFAULT_TENANT_MAX_SESSIONS,
             tenant_max_memory_mb: DEFAULT_TENANT_MAX_MEMORY_MB,
             storage: StorageLimits::default(),
+            ports: PortsConfig::default(),
             network: NetworkLimits::default(),
         }
     }
@@ -195,6 +201,8 @@ pub(crate) struct AppState {
     pub(crate) limits: Arc<ratelimit::RateLimiters>,
     /// This server's Prometheus metrics.
     pub(crate) metrics: metrics::Metrics,
+    /// Ports reached from outside and their preview links.
+    pub(crate) ports: Arc<ports::Ports>,
 }
 
 /// Background tasks, aborted when the server is dropped.
@@ -270,6 +278,7 @@ impl Server {
         {
             tracing::info!(path = %path.display(), "created a new token secret");
         }
+        let ports = Arc::new(ports::Ports::new(&config.ports, secret.as_bytes()));
         let store = store::Store::open(&config.data_dir.join(DATABASE_FILE)).await?;
         let metrics = metrics::Metrics::new();
         let runtime: Arc<dyn hutch_sandbox::Runtime> =
@@ -310,6 +319,7 @@ impl Server {
             ready: Arc::new(AtomicBool::new(true)),
             limits,
             metrics,
+            ports,
         };
         Ok(Server {
             config,
@@ -390,6 +400,7 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let listener = tls::TlsListener::new(listener, tls).map_err(ServerError::Serve)?;
+        self.state.ports.set_https();
         if let Ok(addr) = axum::serve::Listener::local_addr(&listener) {
             tracing::info!(%addr, "serving over TLS");
         }

@@ -31,9 +31,9 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 use self::contract::{Contract, nest_agent_routes};
 use crate::error::ApiError;
 pub(crate) use hutch_api::responses::{
-    BadRequest, Capacity, Conflict, DiskFull, HeadersTooLarge, Internal, NetworkForbidden,
-    PayloadTooLarge, RateLimited, SandboxUnavailable, SessionNotFound, StorageContextNotFound,
-    SyncFailed, Unauthorized, UriTooLong,
+    BadRequest, Capacity, Conflict, DiskFull, HeadersTooLarge, Internal, LinkExpired, LinkInvalid,
+    NetworkForbidden, PayloadTooLarge, PortUnreachable, RateLimited, SandboxUnavailable,
+    SessionNotFound, StorageContextNotFound, SyncFailed, Unauthorized, UriTooLong,
 };
 
 /// Name of the bearer-token security scheme every `/v1` operation but the document's own
@@ -216,6 +216,9 @@ impl ToSchema for Health {}
         crate::storage_api::delete_context,
         crate::storage_api::sync_context,
         crate::storage_api::context_info,
+        crate::ports::routes::create_link,
+        crate::ports::routes::relay_to_port,
+        crate::ports::routes::open_preview_link,
         metrics,
         serve_json,
         serve_docs,
@@ -238,6 +241,9 @@ impl ToSchema for Health {}
             DiskFull,
             StorageContextNotFound,
             SyncFailed,
+            PortUnreachable,
+            LinkExpired,
+            LinkInvalid,
         ),
     ),
     tags(
@@ -252,6 +258,9 @@ impl ToSchema for Health {}
             code runs in a session, answered by its agent."),
         (name = "interpreter", description = "Interpreter contexts: long-lived python, \
             javascript and bash workers with their own state, answered by the session's agent."),
+        (name = "ports", description = "Ports a process listens on inside a session, \
+            reached from outside through the control plane (HTTP and WebSocket), and signed \
+            preview links that open one port in a browser without a bearer token."),
         (name = "meta", description = "Health, metrics, and this contract."),
     ),
 )]

@@ -191,7 +191,7 @@ fn agent_target(uri: &Uri) -> Option<Uri> {
 }
 
 /// The protocol the client asks to upgrade to (`Connection: upgrade` plus `Upgrade: x`).
-fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+pub(crate) fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
     let asks = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -206,7 +206,7 @@ fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
 }
 
 /// Removes the hop-by-hop headers, including any the `Connection` header names.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

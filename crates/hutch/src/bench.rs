@@ -12,10 +12,12 @@ pub(crate) struct BenchArgs {
     /// The scenario: `sessions` (create → run `true` → delete), `commands` (a command's round
     /// trip and 100 MB of streamed output, each beside the same run directly), `files`
     /// (1 GiB upload and download beside `cp`) or `interpreter` (context ready, `x = 1 + 1`
-    /// over WebSocket, idle memory; beside ipykernel) or `network` (create with egress beside
-    /// without; a download from a session beside the same download here; needs --url of a
-    /// server with networking, run in its network namespace).
-    #[arg(value_parser = ["sessions", "commands", "files", "interpreter", "network"])]
+    /// over WebSocket, idle memory; beside ipykernel), `ports` (a small GET to a web server
+    /// in a session through `/ports/8000/`, beside the same GET from inside the session) or
+    /// `network` (create with egress beside without; a download from a session beside the
+    /// same download here; needs --url of a server with networking, run in its network
+    /// namespace).
+    #[arg(value_parser = ["sessions", "commands", "files", "interpreter", "ports", "network"])]
     scenario: String,
     /// `network`: a large file to download from a session and from here.
     #[arg(long)]
@@ -85,6 +87,22 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("scenario: commands (round trip of `true`; streamed stdout), server: {url}");
         let report = hutch_bench::commands::run(&client, config).await?;
         hutch_bench::commands::print(&report, &config);
+        return Ok(());
+    }
+    if args.scenario == "ports" {
+        let config = hutch_bench::ports::PortsConfig {
+            iterations: args.iterations,
+            warmup: args.warmup,
+        };
+        println!(
+            "scenario: ports (a 1 KiB GET through /ports/8000/, beside the same GET inside the session), server: {url}"
+        );
+        println!(
+            "iterations: {} (after {} warm-up)",
+            args.iterations, args.warmup
+        );
+        let report = hutch_bench::ports::run(&client, &token, config).await?;
+        hutch_bench::ports::print(&report);
         return Ok(());
     }
     if args.scenario == "network" {

@@ -78,6 +78,14 @@ pub(crate) struct ServeArgs {
     /// `payload_too_large`.
     #[arg(long, env = "HUTCH_MAX_UPLOAD_MB", default_value_t = hutch_api::limits::FILES_UPLOAD_MAX_BYTES_DEFAULT / (1024 * 1024))]
     max_upload_mb: u64,
+    /// Domain of host-based preview links, `{port}-{sessionId}.DOMAIN` (point a wildcard DNS
+    /// name `*.DOMAIN` at this server; `localhost` works in a browser on this machine).
+    /// Without it, preview links have only their path form.
+    #[arg(long, env = "HUTCH_PREVIEW_DOMAIN", value_name = "DOMAIN", value_parser = parse_preview_domain)]
+    preview_domain: Option<String>,
+    /// Most connections relayed into one session's ports at once; past it, 429.
+    #[arg(long, env = "HUTCH_PORT_CONNECTIONS_MAX", default_value_t = hutch_api::limits::PORT_CONNECTIONS_MAX_DEFAULT)]
+    port_connections_max: usize,
     /// PEM certificate chain (the server's certificate first): serve HTTPS and WSS instead of
     /// plain HTTP. Needs `--tls-key`.
     #[arg(
@@ -128,6 +136,26 @@ impl LogColor {
                     && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
             }
         }
+    }
+}
+
+/// A preview domain: a DNS name (letters, digits, `-` and `.`), stored in lower case.
+fn parse_preview_domain(raw: &str) -> Result<String, String> {
+    let domain = raw.trim_matches('.').to_ascii_lowercase();
+    let valid = !domain.is_empty()
+        && domain.len() <= 200
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if valid {
+        Ok(domain)
+    } else {
+        Err(format!(
+            "{raw:?} is not a DNS name such as preview.example.com"
+        ))
     }
 }
 
@@ -191,6 +219,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.tenant_max_sessions = args.tenant_max_sessions;
     config.tenant_max_memory_mb = args.tenant_max_memory_mb;
     config.max_sessions = args.max_sessions;
+    config.ports = hutch_server::PortsConfig {
+        preview_domain: args.preview_domain,
+        max_connections: args.port_connections_max,
+    };
     config.storage = hutch_server::StorageLimits {
         context_max_bytes: args.context_max_mb.saturating_mul(1 << 20),
         tenant_max_bytes: args.tenant_contexts_max_mb.saturating_mul(1 << 20),

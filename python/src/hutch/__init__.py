@@ -35,6 +35,7 @@ from .interactive import (
     KernelType,
 )
 from .interpreter import Artifact, CodeInterpreter, Execution, ExecutionError, Result
+from .ports import ListeningPort, PortLink, Ports
 from .storage import (
     ContextInfoResult,
     ContextStatusData,
@@ -96,4 +97,7 @@ __all__ = [
     "ContextInfoResult",
     "ContextSyncResult",
     "ContextSync",
+    "Ports",
+    "ListeningPort",
+    "PortLink",
 ]

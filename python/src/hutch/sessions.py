@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .commands import Commands
     from .files import Files
     from .interpreter import CodeInterpreter
+    from .ports import Ports
     from .storage import ContextManager, StorageContexts
 
 __all__ = [
@@ -177,6 +178,13 @@ class SessionHandle:
         return Files(self._client.transport, self.path)
 
     @property
+    def ports(self) -> "Ports":
+        """Ports listening inside the session, reached from outside, and preview links."""
+        from .ports import Ports
+
+        return Ports(self._client.transport, self.path)
+
+    @property
     def context(self) -> "ContextManager":
         """Storage-context synchronisation for this session (``info``, ``sync``)."""
         from .storage import ContextManager
@@ -263,6 +271,11 @@ class Session:
     def files(self) -> "Files":
         """The session's filesystem."""
         return self.handle.files
+
+    @property
+    def ports(self) -> "Ports":
+        """Ports listening inside the session, reached from outside, and preview links."""
+        return self.handle.ports
 
     @property
     def context(self) -> "ContextManager":

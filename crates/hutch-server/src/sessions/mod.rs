@@ -153,6 +153,15 @@ impl Sessions {
         }
     }
 
+    /// The tenant of a session the caller may see.
+    pub(crate) async fn tenant_of(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+    ) -> Result<String, SessionError> {
+        Ok(self.visible(caller, id).await?.tenant)
+    }
+
     /// Opens a connection to the agent of a RUNNING session the caller may see.
     pub(crate) async fn connect(
         &self,
