@@ -65,6 +65,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/preview/{token}/{path}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Opens a port through a preview link.
+         * @description Any method, and WebSocket upgrades, on any path under `/preview/{token}/` go to the port
+         *     the link opens, as with `relayToPort`, with no bearer token: the token in the path is the
+         *     credential. The app's relative links resolve under `/preview/{token}/` and keep working;
+         *     absolute ones (`/static/app.js`) leave it, so apps that use them want the link's host form
+         *     (`hostUrl`). Responses carry `Referrer-Policy: same-origin` unless the app sets one.
+         */
+        get: operations["openPreviewLink"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/contexts": {
         parameters: {
             query?: never;
@@ -593,6 +617,79 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/sessions/{id}/ports": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Lists the session's listening TCP ports.
+         * @description Every TCP socket listening in the session's network namespace, IPv4 and IPv6, with the
+         *     address it is bound to and, when it can be found, the process holding it. Each port
+         *     listed can be reached from outside at `/v1/sessions/{id}/ports/{port}/`.
+         */
+        get: operations["listPorts"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{id}/ports/{port}/link": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Makes a signed preview link to a port.
+         * @description Whoever holds the link reaches this port of this session, and nothing else, without a
+         *     bearer token until it expires: `url` on the API's own address (the token in the path), and,
+         *     when the server has a preview domain, `hostUrl` on a host of its own
+         *     (`{port}-{sessionId}.{domain}`), whose first visit moves the token into a cookie of that
+         *     host. Nothing needs to listen on the port yet. `POST` to the app's own `/link` path is this
+         *     route; other methods on it reach the app.
+         */
+        post: operations["createPortLink"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{id}/ports/{port}/{path}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Relays a request to a port inside the session.
+         * @description Any method, and WebSocket upgrades, on any path under `/v1/sessions/{id}/ports/{port}/` go
+         *     to whatever listens on that TCP port inside the session (on `127.0.0.1`, `0.0.0.0`, `::`
+         *     or `::1`), as `/{path}`, reached from inside the session so that it works whatever its
+         *     network. Bodies stream both ways. The bearer token is not passed on; `X-Forwarded-Host`,
+         *     `X-Forwarded-Proto` and `X-Forwarded-Prefix` (`/v1/sessions/{id}/ports/{port}`) are set,
+         *     and a redirect to an absolute path gains that prefix. A port nothing listens on answers
+         *     502 `port_unreachable`; past the session's maximum of open connections, 429.
+         */
+        get: operations["relayToPort"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/sessions/{id}/process/interpreter/context": {
         parameters: {
             query?: never;
@@ -1082,6 +1179,14 @@ export interface components {
             /** @description How many past executions the context keeps for `…/history`, [0, 1000]; default 100. */
             historySize?: number | null;
         };
+        /** @description A request for a preview link to one port. */
+        CreateLinkRequest: {
+            /**
+             * Format: int64
+             * @description Seconds the link works for, 1 to 86400; default 3600.
+             */
+            ttl?: number | null;
+        };
         /**
          * @description `POST /v1/sessions`.
          * @example {
@@ -1172,7 +1277,7 @@ export interface components {
          * @description A stable, machine-readable error code. Each maps to exactly one HTTP status.
          * @enum {string}
          */
-        ErrorCode: "invalid_request" | "unauthorized" | "forbidden" | "not_found" | "session_not_found" | "process_not_found" | "context_not_found" | "conflict" | "payload_too_large" | "uri_too_long" | "headers_too_large" | "rate_limited" | "quota_exceeded" | "capacity" | "sandbox_unavailable" | "disk_full" | "storage_context_not_found" | "sync_failed" | "file_not_found" | "range_not_satisfiable" | "internal";
+        ErrorCode: "invalid_request" | "unauthorized" | "forbidden" | "not_found" | "session_not_found" | "process_not_found" | "context_not_found" | "conflict" | "payload_too_large" | "uri_too_long" | "headers_too_large" | "rate_limited" | "quota_exceeded" | "capacity" | "sandbox_unavailable" | "disk_full" | "storage_context_not_found" | "sync_failed" | "file_not_found" | "range_not_satisfiable" | "internal" | "port_unreachable" | "link_expired" | "link_invalid";
         /** @description What went wrong: a stable code, a message for people, and optional structured details. */
         ErrorDetail: {
             /** @description Stable code to match on. */
@@ -1377,6 +1482,34 @@ export interface components {
             interrupted: boolean;
         };
         /**
+         * @description One listening TCP socket inside a session.
+         * @example {
+         *       "address": "0.0.0.0",
+         *       "pid": 12,
+         *       "port": 8000,
+         *       "process": "python3"
+         *     }
+         */
+        ListeningPort: {
+            /**
+             * Format: int32
+             * @description The TCP port.
+             */
+            port: number;
+            /**
+             * @description The address it listens on: `0.0.0.0` or `::` for every address, `127.0.0.1` or `::1`
+             *     for loopback only.
+             */
+            address: string;
+            /**
+             * Format: int32
+             * @description The pid (inside the session) of a process holding the socket, when one was found.
+             */
+            pid?: number | null;
+            /** @description That process's name (its `comm`), when one was found. */
+            process?: string | null;
+        };
+        /**
          * @description `POST /v1/sessions/{id}/files/mkdir`.
          * @example {
          *       "mode": "0755",
@@ -1434,6 +1567,37 @@ export interface components {
             allow?: string[];
             /** @description Names and ranges refused even when `allow` or `all` would admit them. At most 256. */
             deny?: string[];
+        };
+        /**
+         * @description A signed preview link to one port of a session: whoever holds it reaches that port (and
+         *     nothing else) without a bearer token until it expires.
+         */
+        PortLink: {
+            /** @description The link on the API's own address: `{base}/preview/{token}/`. */
+            url: string;
+            /**
+             * @description The same link as a path, for clients that know the API's address better than the
+             *     server does (behind a proxy): `/preview/{token}/`.
+             */
+            path: string;
+            /**
+             * @description The host-based link, `{scheme}://{port}-{sessionId}.{previewDomain}/?hutch_preview_token={token}`,
+             *     when the server has a preview domain: its first visit sets a cookie for that host
+             *     alone, so apps that use absolute paths work there.
+             */
+            hostUrl?: string | null;
+            /** @description The token itself. */
+            token: string;
+            /**
+             * Format: date-time
+             * @description When the link stops working (RFC 3339, UTC).
+             */
+            expiresAt: string;
+        };
+        /** @description The listening TCP sockets of a session, by port then address. */
+        PortList: {
+            /** @description The sockets; at most [`crate::limits::PORTS_LIST_MAX`]. */
+            ports: components["schemas"]["ListeningPort"][];
         };
         /**
          * @description One frame of a process's stream.
@@ -2096,6 +2260,46 @@ export interface components {
                 "application/json": components["schemas"]["ErrorBody"];
             };
         };
+        /** @description `link_expired`: the preview link has expired; ask for a new one. */
+        LinkExpired: {
+            headers: {
+                /** @description The error's `code`, repeated from the body. */
+                "X-Hutch-Error-Code"?: components["schemas"]["ErrorCode"];
+                "X-Request-Id": components["headers"]["RequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "error": {
+                 *         "code": "link_expired",
+                 *         "message": "this preview link expired at 2026-01-01T12:00:00Z; ask for a new one"
+                 *       }
+                 *     }
+                 */
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `link_invalid`: the preview link is malformed, wrongly signed, or made for another session or port. */
+        LinkInvalid: {
+            headers: {
+                /** @description The error's `code`, repeated from the body. */
+                "X-Hutch-Error-Code"?: components["schemas"]["ErrorCode"];
+                "X-Request-Id": components["headers"]["RequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "error": {
+                 *         "code": "link_invalid",
+                 *         "message": "this preview link is not valid: wrong signature"
+                 *       }
+                 *     }
+                 */
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
         /** @description `forbidden`: the server's operator does not allow what the request asks for (a network egress wider than the server's `--network-allowed`). */
         NetworkForbidden: {
             headers: {
@@ -2130,6 +2334,26 @@ export interface components {
                  *       "error": {
                  *         "code": "payload_too_large",
                  *         "message": "request body is larger than 8388608 bytes"
+                 *       }
+                 *     }
+                 */
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `port_unreachable`: nothing in the session accepts connections on the port; `details.port` names it. */
+        PortUnreachable: {
+            headers: {
+                /** @description The error's `code`, repeated from the body. */
+                "X-Hutch-Error-Code"?: components["schemas"]["ErrorCode"];
+                "X-Request-Id": components["headers"]["RequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "error": {
+                 *         "code": "port_unreachable",
+                 *         "message": "nothing in session 0196a3c2-0000-7000-8000-000000000000 accepts connections on port 8000"
                  *       }
                  *     }
                  */
@@ -2442,6 +2666,42 @@ export interface operations {
             414: components["responses"]["UriTooLong"];
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
+        };
+    };
+    openPreviewLink: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, 1 to 128 bytes, echoed in the response and logged with the request; a new UUID is made when it is missing or out of bounds. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /** @description The link's token. */
+                token: string;
+                /** @description The app's own path (may be empty, and may hold further `/`). */
+                path: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The app's answer, relayed as it is (any status) */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: components["responses"]["LinkExpired"];
+            403: components["responses"]["LinkInvalid"];
+            404: components["responses"]["SessionNotFound"];
+            409: components["responses"]["Conflict"];
+            414: components["responses"]["UriTooLong"];
+            429: components["responses"]["RateLimited"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["Internal"];
+            502: components["responses"]["PortUnreachable"];
         };
     };
     listStorageContexts: {
@@ -4012,6 +4272,142 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+        };
+    };
+    listPorts: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, 1 to 128 bytes, echoed in the response and logged with the request; a new UUID is made when it is missing or out of bounds. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /** @description The session id. */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The listening sockets, by port */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "X-RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "X-RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PortList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["SessionNotFound"];
+            409: components["responses"]["Conflict"];
+            414: components["responses"]["UriTooLong"];
+            429: components["responses"]["RateLimited"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["Internal"];
+            502: components["responses"]["SandboxUnavailable"];
+        };
+    };
+    createPortLink: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, 1 to 128 bytes, echoed in the response and logged with the request; a new UUID is made when it is missing or out of bounds. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /** @description The session id. */
+                id: string;
+                /** @description The TCP port. */
+                port: number;
+            };
+            cookie?: never;
+        };
+        /** @description The link's lifetime; may be empty. */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateLinkRequest"];
+            };
+        };
+        responses: {
+            /** @description The link */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "X-RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "X-RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PortLink"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["SessionNotFound"];
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["PayloadTooLarge"];
+            414: components["responses"]["UriTooLong"];
+            429: components["responses"]["RateLimited"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["Internal"];
+            502: components["responses"]["SandboxUnavailable"];
+        };
+    };
+    relayToPort: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, 1 to 128 bytes, echoed in the response and logged with the request; a new UUID is made when it is missing or out of bounds. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /** @description The session id. */
+                id: string;
+                /** @description The TCP port. */
+                port: number;
+                /** @description The app's own path (may be empty, and may hold further `/`). */
+                path: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The app's answer, relayed as it is (any status) */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "X-RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "X-RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["SessionNotFound"];
+            409: components["responses"]["Conflict"];
+            414: components["responses"]["UriTooLong"];
+            429: components["responses"]["RateLimited"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["Internal"];
+            502: components["responses"]["PortUnreachable"];
         };
     };
     createContextAlias: {
