@@ -15,8 +15,8 @@ pub mod error;
 pub mod files;
 pub mod interpreter;
 pub mod limits;
-pub mod ports;
 pub mod network;
+pub mod ports;
 pub mod processes;
 pub mod responses;
 mod schema;
@@ -33,8 +33,8 @@ pub use interpreter::{
     Context, ContextList, CreateContextRequest, ExecuteRequest, Frame, HistoryEntry, HistoryList,
     InterruptResult,
 };
-pub use ports::{CreateLinkRequest, ListeningPort, PortLink, PortList};
 pub use network::{Egress, NetworkPolicy};
+pub use ports::{CreateLinkRequest, ListeningPort, PortLink, PortList};
 pub use processes::{
     CodeRequest, ProcessEvent, ProcessInfo, ProcessList, ProcessStatus, SignalRequest, SignalSpec,
     StartedProcess,
