@@ -48,7 +48,23 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
         .fallback(not_found)
         // A known path with the wrong method is still answered in the error envelope.
         .method_not_allowed_fallback(not_found)
+        // A handler that panics (say, the OS refusing a thread under the session's pids limit)
+        // answers 500 instead of closing the connection with no answer at all.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            answer_panic,
+        ))
         .with_state(agent)
+}
+
+/// The answer of a handler that panicked: 500 `internal`, the panic logged as its cause.
+fn answer_panic(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic with no message");
+    AgentError::Runtime(std::io::Error::other(format!("a handler panicked: {what}")))
+        .into_response()
 }
 
 /// The root of the agent's own document: what the routes' annotations refer to.
@@ -238,5 +254,18 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, AgentError::Invalid { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_panic_answers_500_in_the_envelope() {
+        let response = answer_panic(Box::new("thread limit"));
+        assert_eq!(response.status(), 500);
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let body: ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body.error.code, ErrorCode::Internal);
+        assert!(body.error.message.contains("thread limit"), "{body:?}");
     }
 }

@@ -6,7 +6,8 @@
 //! code, serves the file API, and keeps interpreter contexts. By the time [`run`] is called the sandbox is already built and
 //! locked down (see `hutch_sandbox::init`).
 //!
-//! As PID 1 the agent also reaps every orphan in the sandbox ([`reaper`]).
+//! As PID 1 the agent also reaps every orphan in the sandbox ([`reaper`]), and it ends the
+//! sandbox once its deadline has passed with no server to destroy it ([`deadline`]).
 //!
 //! Living in the session's network namespace, it also lists the session's listening TCP
 //! ports and opens tunnels to them for the control plane ([`ports`]), which is how ports are
@@ -26,6 +27,7 @@
 mod api;
 mod code;
 mod commands;
+mod deadline;
 mod error;
 mod files;
 mod interpreter;
@@ -60,6 +62,8 @@ pub struct AgentConfig {
     pub memory_events: Option<OwnedFd>,
     /// The session's memory limit in MiB, named when the OOM killer ends something.
     pub memory_mb: Option<u64>,
+    /// The sandbox's deadline: past it, the agent ends the sandbox (see [`deadline`]).
+    pub deadline: hutch_sandbox::deadline::DeadlineFile,
 }
 
 /// Shared state of the agent's handlers.
@@ -143,6 +147,7 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
         oom: oom::OomCounter::new(config.memory_events, config.memory_mb),
     });
     interpreter::prewarm(&agent);
+    deadline::watch(config.deadline);
     let std_listener = std::os::unix::net::UnixListener::from(config.listener);
     std_listener
         .set_nonblocking(true)

@@ -45,6 +45,8 @@ pub enum ErrorCode {
     Capacity,
     /// The session's sandbox could not be reached or has failed (502).
     SandboxUnavailable,
+    /// The session's sandbox did not answer in time: it is stopped or stuck (504).
+    SandboxTimeout,
     /// The session's disk quota is exhausted (507).
     DiskFull,
     /// No storage context with this id belongs to the caller (404).
@@ -91,6 +93,7 @@ impl ErrorCode {
                 502
             }
             ErrorCode::Capacity => 503,
+            ErrorCode::SandboxTimeout => 504,
             ErrorCode::DiskFull => 507,
         }
     }
@@ -113,6 +116,7 @@ impl ErrorCode {
             ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::Capacity => "capacity",
             ErrorCode::SandboxUnavailable => "sandbox_unavailable",
+            ErrorCode::SandboxTimeout => "sandbox_timeout",
             ErrorCode::DiskFull => "disk_full",
             ErrorCode::StorageContextNotFound => "storage_context_not_found",
             ErrorCode::SyncFailed => "sync_failed",
@@ -209,6 +213,7 @@ mod tests {
             ErrorCode::QuotaExceeded,
             ErrorCode::Capacity,
             ErrorCode::SandboxUnavailable,
+            ErrorCode::SandboxTimeout,
             ErrorCode::DiskFull,
             ErrorCode::StorageContextNotFound,
             ErrorCode::SyncFailed,

@@ -81,6 +81,11 @@ error_responses! {
     SandboxUnavailable: SandboxUnavailable,
         "`sandbox_unavailable`: the session's sandbox cannot be reached or failed.",
         "the sandbox of session 0196a3c2-0000-7000-8000-000000000000 cannot be reached";
+    SandboxTimeout: SandboxTimeout,
+        "`sandbox_timeout`: the session's sandbox accepted the request but did not start \
+         answering in time (it is stopped or stuck); `details.waitedMs` says how long it was \
+         given.",
+        "the sandbox of session 0196a3c2-0000-7000-8000-000000000000 did not answer within 10 s";
     Capacity: Capacity,
         "`capacity`: the server runs as many sessions as it may; delete one or retry later.",
         "the server runs its maximum of 1000 sessions; delete one or retry later";

@@ -48,8 +48,10 @@ use uuid::Uuid;
 /// The path every API route starts with; a base URL may end with it.
 const API_PREFIX: &str = "/v1";
 
-/// How long an idle pooled connection is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an idle pooled connection is kept: less than the server's header timeout (30 s
+/// by default), which closes idle connections, so a request is not sent on a connection the
+/// server is closing.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]

@@ -67,6 +67,18 @@ impl Runtime for FakeRuntime {
         );
         Ok(ours)
     }
+
+    async fn set_deadline(
+        &self,
+        id: Uuid,
+        _deadline: std::time::SystemTime,
+    ) -> Result<(), SandboxError> {
+        if self.live.lock().unwrap().contains(&id) {
+            Ok(())
+        } else {
+            Err(SandboxError::Gone(id))
+        }
+    }
 }
 
 async fn fake_agent(

@@ -5,7 +5,8 @@
 //! [`crate::linux`]). [`enter`] then speaks a two-step protocol with the runtime, one JSON line
 //! at a time on [`CONFIG_FD`] and one status line at a time on [`STATUS_FD`]:
 //!
-//! 1. read an [`InitConfig`] and build the root file system:
+//! 1. read an [`InitConfig`], create the sandbox's [`crate::deadline`] file beside its root
+//!    (kept open read-only) and build the root file system:
 //!    make every mount private, so nothing below propagates to the host; mount the overlays of
 //!    the image (root first, then each host system directory); mount a fresh `/proc` (masking
 //!    kernel files as container runtimes do), a minimal `/dev` (null, zero, full, random,
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::deadline::DeadlineFile;
 use crate::sys;
 
 /// Descriptor the init configuration is read from (a pipe, closed after reading).
@@ -107,19 +109,30 @@ pub struct Sandboxed {
     pub memory_events: Option<OwnedFd>,
     /// The session's part of the configuration.
     pub claim: Claim,
+    /// The sandbox's deadline, as the runtime writes it.
+    pub deadline: DeadlineFile,
     status: fs::File,
 }
 
 impl Sandboxed {
     /// Tells the runtime the sandbox is ready; closes the status pipe. Gives the listener,
-    /// the cgroup directory, the out-of-memory counters and the claim.
-    pub fn report_ready(mut self) -> (OwnedFd, Option<OwnedFd>, Option<OwnedFd>, Claim) {
+    /// the cgroup directory, the out-of-memory counters, the claim and the deadline file.
+    pub fn report_ready(
+        mut self,
+    ) -> (
+        OwnedFd,
+        Option<OwnedFd>,
+        Option<OwnedFd>,
+        Claim,
+        DeadlineFile,
+    ) {
         let _ = self.status.write_all(b"ok\n");
         (
             self.listener,
             self.cgroup_dir,
             self.memory_events,
             self.claim,
+            self.deadline,
         )
     }
 }
@@ -168,11 +181,12 @@ pub fn enter() -> Result<Sandboxed, InitError> {
     };
     let mut status = fs::File::from(status);
     match set_up(config_fd, listener, &mut status) {
-        Ok((listener, cgroup_dir, memory_events, claim)) => Ok(Sandboxed {
+        Ok((listener, cgroup_dir, memory_events, claim, deadline)) => Ok(Sandboxed {
             listener,
             cgroup_dir,
             memory_events,
             claim,
+            deadline,
             status,
         }),
         Err(error) => {
@@ -215,15 +229,26 @@ fn set_up(
     for fd in cgroup_dir.iter().chain(memory_events.iter()) {
         set_cloexec(fd).map_err(step("close-on-exec"))?;
     }
+    // The sandbox's host directory holds the root's mount point: the deadline file goes
+    // beside it, while the host's file system is still in reach.
+    let sandbox_dir = config.rootfs.parent().unwrap_or(Path::new("/"));
+    let deadline = DeadlineFile::create_in(sandbox_dir).map_err(step("deadline file"))?;
     build_root(&config)?;
     status.write_all(b"built\n").map_err(step("report built"))?;
     let claim: Claim = read_line(&mut config_pipe, "claim")?;
     lock_down(&claim)?;
-    Ok((listener, cgroup_dir, memory_events, claim))
+    Ok((listener, cgroup_dir, memory_events, claim, deadline))
 }
 
-/// What [`set_up`] hands on: listener, cgroup directory, out-of-memory counters, claim.
-type SetUp = (OwnedFd, Option<OwnedFd>, Option<OwnedFd>, Claim);
+/// What [`set_up`] hands on: listener, cgroup directory, out-of-memory counters, claim,
+/// deadline file.
+type SetUp = (
+    OwnedFd,
+    Option<OwnedFd>,
+    Option<OwnedFd>,
+    Claim,
+    DeadlineFile,
+);
 
 /// PID 1 of its pid namespace, and in a user namespace that does not map host root.
 fn in_fresh_sandbox() -> bool {

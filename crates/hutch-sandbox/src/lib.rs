@@ -11,6 +11,7 @@
 //! It knows nothing of HTTP, tenants, tokens or the store: the server talks to a sandbox only
 //! through [`Runtime::connect`], which hands back a stream to the sandbox's agent.
 
+pub mod deadline;
 pub mod init;
 pub mod linux;
 pub mod process;
@@ -18,6 +19,7 @@ mod seccomp;
 mod sys;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use hutch_api::Resources;
@@ -141,4 +143,8 @@ pub trait Runtime: Send + Sync + 'static {
     fn network_counters(&self) -> HashMap<Uuid, NetworkCounters> {
         HashMap::new()
     }
+
+    /// Sets the time after which the sandbox of session `id` ends itself, whether or not a
+    /// server is there to destroy it (see [`deadline`]); a later call replaces it.
+    async fn set_deadline(&self, id: Uuid, deadline: SystemTime) -> Result<(), SandboxError>;
 }

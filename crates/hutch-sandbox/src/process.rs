@@ -345,24 +345,9 @@ impl ChildPlan<'_> {
                 libc::write(fd, b"0".as_ptr().cast(), 1);
                 libc::close(fd);
             }
-            // Rust ignores SIGPIPE and tokio may block signals: give the program the defaults.
-            let empty: libc::sigset_t = std::mem::zeroed();
-            libc::syscall(
-                libc::SYS_rt_sigprocmask,
-                libc::SIG_SETMASK,
-                &empty as *const libc::sigset_t,
-                std::ptr::null_mut::<libc::sigset_t>(),
-                8usize,
-            );
-            let mut dfl: libc::sigaction = std::mem::zeroed();
-            dfl.sa_sigaction = libc::SIG_DFL;
-            libc::syscall(
-                libc::SYS_rt_sigaction,
-                libc::SIGPIPE,
-                &dfl as *const libc::sigaction,
-                std::ptr::null_mut::<libc::sigaction>(),
-                8usize,
-            );
+            // Rust ignores SIGPIPE, tokio may block signals, and the server may have inherited
+            // ignored ones: give the program the defaults.
+            crate::sys::reset_signals_for_exec();
             if libc::syscall(
                 libc::SYS_seccomp,
                 1, /* SECCOMP_SET_MODE_FILTER */

@@ -7,6 +7,11 @@
 //! handle-based opens, clock and swap control, `io_uring`, `unshare` and `setns`. (Docker's
 //! default profile is the opposite, an allow list; a system call newer than this table is
 //! allowed here.)
+//! Before any of that, every system call made through the x32 ABI (an x86-64 call whose number
+//! has bit 30 set, `__X32_SYSCALL_BIT`) answers `EPERM`: such numbers match none of the table's
+//! rules, so on a kernel with x32 enabled `syscall(0x40000000 | __NR_unshare, …)` would pass a
+//! deny list (the rule compiler checks the architecture field only). Nothing hutch runs uses
+//! x32.
 //! For user processes `clone3` also answers `ENOSYS`, because its flags sit in memory a filter
 //! cannot read; libc then falls back to `clone`, whose flags the filter checks. The agent
 //! itself keeps `clone3` (it starts processes straight into their cgroups with it) and adds
@@ -17,7 +22,7 @@ use std::io;
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
+    SeccompRule, TargetArch, sock_filter,
 };
 
 /// System calls denied outright.
@@ -98,7 +103,47 @@ fn other(e: impl std::fmt::Debug) -> io::Error {
     io::Error::other(format!("seccomp: {e:?}"))
 }
 
-/// Compiles the filters: (denials with `EPERM`, `clone3` with `ENOSYS`).
+/// The x32 ABI's flag in an x86-64 system call number.
+#[cfg(target_arch = "x86_64")]
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// `AUDIT_ARCH_X86_64`: the architecture field of an x86-64 (or x32) system call.
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+
+/// Instructions that answer `EPERM` to every x32 system call and fall through, past their
+/// end, for anything else. Offsets are those of `struct seccomp_data`: `nr` at 0, `arch` at 4.
+#[cfg(target_arch = "x86_64")]
+fn refuse_x32() -> BpfProgram {
+    let op = |code: u32, jt: u8, jf: u8, k: u32| sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let (ld_w_abs, jeq_k, jge_k, ret_k) = (
+        libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+        libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+        libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K,
+        libc::BPF_RET | libc::BPF_K,
+    );
+    vec![
+        op(ld_w_abs, 0, 0, 4),
+        // Another architecture: the table's own check answers it.
+        op(jeq_k, 0, 3, AUDIT_ARCH_X86_64),
+        op(ld_w_abs, 0, 0, 0),
+        op(jge_k, 0, 1, X32_SYSCALL_BIT),
+        op(ret_k, 0, 0, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+    ]
+}
+
+/// No x32 ABI elsewhere: nothing to refuse.
+#[cfg(not(target_arch = "x86_64"))]
+fn refuse_x32() -> BpfProgram {
+    Vec::new()
+}
+
+/// Compiles the filters: (x32 refused, then denials with `EPERM`; `clone3` with `ENOSYS`).
 pub(crate) fn programs() -> io::Result<(BpfProgram, BpfProgram)> {
     let arch = arch()?;
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
@@ -132,10 +177,9 @@ pub(crate) fn programs() -> io::Result<(BpfProgram, BpfProgram)> {
         arch,
     )
     .map_err(other)?;
-    Ok((
-        deny.try_into().map_err(other)?,
-        no_clone3.try_into().map_err(other)?,
-    ))
+    let mut deny_program = refuse_x32();
+    deny_program.extend(BpfProgram::try_from(deny).map_err(other)?);
+    Ok((deny_program, no_clone3.try_into().map_err(other)?))
 }
 
 /// Installs the deny filter on the calling thread (and so on everything it starts).
@@ -189,6 +233,16 @@ mod tests {
                 let errno = *libc::__errno_location();
                 if rc != -1 || errno != libc::ENOSYS {
                     libc::_exit(12);
+                }
+                // Every x32 number is refused, listed or not (a kernel without x32 would
+                // answer ENOSYS).
+                #[cfg(target_arch = "x86_64")]
+                for nr in [libc::SYS_unshare, libc::SYS_getpid, libc::SYS_mount] {
+                    let rc = libc::syscall(0x4000_0000 | nr, libc::CLONE_NEWUSER);
+                    let errno = *libc::__errno_location();
+                    if rc != -1 || errno != libc::EPERM {
+                        libc::_exit(14);
+                    }
                 }
                 if libc::getpid() <= 0 {
                     libc::_exit(13);

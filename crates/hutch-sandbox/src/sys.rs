@@ -407,6 +407,41 @@ pub(crate) fn wait_blocking(pid: i32) {
     }
 }
 
+/// Gives the calling process every signal's default disposition and an empty signal mask,
+/// whatever it inherited: an ignored signal (`nohup`, a shell's `&`) survives `execve`, and so
+/// does the mask, so a sandbox started by a server that ignores SIGINT would ignore it in
+/// every process it runs. Raw system calls only: safe between `clone3` and `execve`.
+///
+/// # Safety
+/// Changes the dispositions of the whole process: only for a process about to `execve` (a
+/// handler installed by this program would be gone anyway).
+pub(crate) unsafe fn reset_signals_for_exec() {
+    // SAFETY: rt_sigprocmask and rt_sigaction read only the structures passed, which live on
+    // this stack frame.
+    unsafe {
+        let empty: libc::sigset_t = std::mem::zeroed();
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &empty as *const libc::sigset_t,
+            std::ptr::null_mut::<libc::sigset_t>(),
+            8usize,
+        );
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        // Signals 1..=64; SIGKILL and SIGSTOP refuse (EINVAL) and are always default.
+        for signal in 1..=64 {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                &default as *const libc::sigaction,
+                std::ptr::null_mut::<libc::sigaction>(),
+                8usize,
+            );
+        }
+    }
+}
+
 /// Runs in the child of `clone3` until `execve`.
 ///
 /// # Safety
@@ -446,14 +481,7 @@ unsafe fn child_after_clone(
         {
             fail(123);
         }
-        let empty_mask: libc::sigset_t = std::mem::zeroed();
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            &empty_mask as *const libc::sigset_t,
-            std::ptr::null_mut::<libc::sigset_t>(),
-            8usize,
-        );
+        reset_signals_for_exec();
         libc::syscall(
             libc::SYS_execveat,
             exe,

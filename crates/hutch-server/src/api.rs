@@ -313,7 +313,13 @@ pub(crate) async fn proxy(
     if crate::metrics::is_command(req.method(), req.uri().path()) {
         state.metrics.count_execution();
     }
-    crate::proxy::forward(id, stream, req).await
+    let agent = crate::proxy::AgentLink {
+        id,
+        runtime: state.sessions.runtime(),
+        timeout: state.agent_timeout,
+        idle_timeout: state.upgraded_idle_timeout,
+    };
+    crate::proxy::forward(agent, stream, req).await
 }
 
 /// Unknown routes and methods.

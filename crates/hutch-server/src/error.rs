@@ -119,6 +119,17 @@ pub enum ApiError {
         #[source]
         source: Cause,
     },
+    /// The session's sandbox took the request but did not start answering in time (504).
+    #[error(
+        "the sandbox of session {id} did not answer within {} s (it is stopped or stuck)",
+        waited.as_secs_f64()
+    )]
+    SandboxTimeout {
+        /// The session id.
+        id: Uuid,
+        /// How long it was given.
+        waited: std::time::Duration,
+    },
     /// An unexpected fault inside hutch (500); the cause is logged, not sent.
     #[error("internal error")]
     Internal(#[source] Cause),
@@ -177,6 +188,7 @@ impl ApiError {
             ApiError::DiskFull(_) => ErrorCode::DiskFull,
             ApiError::Capacity(_) => ErrorCode::Capacity,
             ApiError::SandboxUnavailable { .. } => ErrorCode::SandboxUnavailable,
+            ApiError::SandboxTimeout { .. } => ErrorCode::SandboxTimeout,
             ApiError::Internal(_) => ErrorCode::Internal,
             ApiError::PortUnreachable { .. } => ErrorCode::PortUnreachable,
             ApiError::PortConnections { .. } => ErrorCode::RateLimited,
@@ -210,6 +222,12 @@ impl ApiError {
             ApiError::SandboxUnavailable { id, .. } => {
                 ErrorBody::new(code, self.to_string()).with_detail("sessionId", id.to_string())
             }
+            ApiError::SandboxTimeout { id, waited } => ErrorBody::new(code, self.to_string())
+                .with_detail("sessionId", id.to_string())
+                .with_detail(
+                    "waitedMs",
+                    u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+                ),
             ApiError::RateLimited {
                 class,
                 retry_after_secs,
@@ -253,6 +271,9 @@ impl ApiError {
             }
             ApiError::SandboxUnavailable { id, source } => {
                 tracing::error!(session = %id, error = %chain(source.as_ref()), "sandbox unavailable");
+            }
+            ApiError::SandboxTimeout { id, waited } => {
+                tracing::warn!(session = %id, waited_ms = waited.as_millis(), "sandbox did not answer in time");
             }
             ApiError::Capacity(message) => {
                 tracing::warn!(%message, "refused a session: at capacity");

@@ -26,6 +26,7 @@
 mod api;
 pub mod auth;
 mod bounds;
+mod connections;
 mod error;
 mod extract;
 mod metrics;
@@ -59,6 +60,10 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 pub use auth::{AuthError, JwtSecret, MintOptions, SecretSource, TokenPolicy};
+pub use connections::{
+    ConnectionLimits, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+};
 pub use error::ApiError;
 pub use ports::PortsConfig;
 pub use ratelimit::{
@@ -83,6 +88,14 @@ pub const DEFAULT_TENANT_MAX_SESSIONS: usize = 100;
 pub const DEFAULT_TENANT_MAX_MEMORY_MB: u64 = 65_536;
 /// How often the TTL reaper looks for expired sessions by default.
 pub const DEFAULT_REAPER_INTERVAL: Duration = Duration::from_millis(200);
+/// How long an agent may leave a request without an answer's head before it is probed, and
+/// then how long the probe may wait, by default.
+pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a sandbox outlives its session's expiry, by default, when no server destroys it
+/// (the server stopped and did not come back).
+pub const DEFAULT_ORPHAN_GRACE: Duration = Duration::from_secs(300);
+/// How long an upgraded connection (a WebSocket) may stay idle by default.
+pub const DEFAULT_UPGRADED_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Name of the database file inside the data directory.
 pub const DATABASE_FILE: &str = "hutch.db";
 /// Directory of storage context content inside the data directory.
@@ -129,6 +142,18 @@ pub struct ServerConfig {
     pub ports: PortsConfig,
     /// What the operator allows sessions on the network.
     pub network: NetworkLimits,
+    /// While a proxied request waits for its answer's head, the agent's `/health` is probed
+    /// this often; a probe unanswered this long answers the request 504 `sandbox_timeout`.
+    pub agent_timeout: Duration,
+    /// How long a sandbox outlives its session's expiry when no server destroys it: past
+    /// that, its agent ends it.
+    pub orphan_grace: Duration,
+    /// Bounds on the connections held (in all, per client address) and on the time to send
+    /// a request's head.
+    pub connections: ConnectionLimits,
+    /// How long an upgraded connection (a WebSocket) may carry nothing in either direction
+    /// before it is closed.
+    pub upgraded_idle_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -152,6 +177,10 @@ impl ServerConfig {
             storage: StorageLimits::default(),
             ports: PortsConfig::default(),
             network: NetworkLimits::default(),
+            agent_timeout: DEFAULT_AGENT_TIMEOUT,
+            orphan_grace: DEFAULT_ORPHAN_GRACE,
+            connections: ConnectionLimits::default(),
+            upgraded_idle_timeout: DEFAULT_UPGRADED_IDLE_TIMEOUT,
         }
     }
 }
@@ -203,6 +232,11 @@ pub(crate) struct AppState {
     pub(crate) metrics: metrics::Metrics,
     /// Ports reached from outside and their preview links.
     pub(crate) ports: Arc<ports::Ports>,
+    /// How long an agent may take to answer a probe (see [`ServerConfig::agent_timeout`]).
+    pub(crate) agent_timeout: Duration,
+    /// How long an upgraded connection may stay idle (see
+    /// [`ServerConfig::upgraded_idle_timeout`]).
+    pub(crate) upgraded_idle_timeout: Duration,
 }
 
 /// Background tasks, aborted when the server is dropped.
@@ -297,7 +331,8 @@ impl Server {
         let sessions = Arc::new(
             Sessions::new(store, runtime, Arc::clone(&storage), config.max_sessions)
                 .with_tenant_quotas(config.tenant_max_sessions, config.tenant_max_memory_mb)
-                .with_network(config.network),
+                .with_network(config.network)
+                .with_orphan_grace(config.orphan_grace),
         );
         let recovery = sessions.recover().await?;
         storage.recover().await?;
@@ -320,6 +355,8 @@ impl Server {
             limits,
             metrics,
             ports,
+            agent_timeout: config.agent_timeout,
+            upgraded_idle_timeout: config.upgraded_idle_timeout,
         };
         Ok(Server {
             config,
@@ -414,13 +451,9 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError>
     where
-        L: axum::serve::Listener,
-        L::Addr: std::fmt::Debug,
+        L: axum::serve::Listener<Addr = std::net::SocketAddr>,
     {
-        let result = axum::serve(listener, self.app())
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(ServerError::Serve);
+        connections::serve(listener, self.app(), self.config.connections, shutdown).await;
         self.state.ready.store(false, Ordering::Release);
         drop(self._tasks);
         if self.config.destroy_on_exit {
@@ -434,7 +467,7 @@ impl Server {
             tracing::info!("stopped; sandboxes are left running for the next start to re-adopt");
         }
         self.state.sessions.store.close().await;
-        result
+        Ok(())
     }
 }
 

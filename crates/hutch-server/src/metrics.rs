@@ -433,6 +433,14 @@ impl Runtime for MeteredRuntime {
     fn network_counters(&self) -> HashMap<Uuid, NetworkCounters> {
         self.inner.network_counters()
     }
+
+    async fn set_deadline(
+        &self,
+        id: Uuid,
+        deadline: std::time::SystemTime,
+    ) -> Result<(), SandboxError> {
+        self.inner.set_deadline(id, deadline).await
+    }
 }
 
 #[cfg(test)]

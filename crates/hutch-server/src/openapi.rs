@@ -32,8 +32,9 @@ use self::contract::{Contract, nest_agent_routes};
 use crate::error::ApiError;
 pub(crate) use hutch_api::responses::{
     BadRequest, Capacity, Conflict, DiskFull, HeadersTooLarge, Internal, LinkExpired, LinkInvalid,
-    NetworkForbidden, PayloadTooLarge, PortUnreachable, RateLimited, SandboxUnavailable,
-    SessionNotFound, StorageContextNotFound, SyncFailed, Unauthorized, UriTooLong,
+    NetworkForbidden, PayloadTooLarge, PortUnreachable, RateLimited, SandboxTimeout,
+    SandboxUnavailable, SessionNotFound, StorageContextNotFound, SyncFailed, Unauthorized,
+    UriTooLong,
 };
 
 /// Name of the bearer-token security scheme every `/v1` operation but the document's own
@@ -237,6 +238,7 @@ impl ToSchema for Health {}
             RateLimited,
             Internal,
             SandboxUnavailable,
+            SandboxTimeout,
             Capacity,
             DiskFull,
             StorageContextNotFound,

@@ -9,22 +9,42 @@
 //!    `hutch-agent`; the body is streamed, never buffered, and has no size limit here (the agent
 //!    enforces its own);
 //! 2. the agent's status, headers (minus hop-by-hop) and streamed body come back as they are;
+//!    an agent that answers before reading the whole body (a refusal, a quota hit) and closes
+//!    is relayed like any other answer ([`agent_io`]);
 //! 3. WebSocket and other upgrades pass through: when the client asks to upgrade and the agent
-//!    answers `101 Switching Protocols`, both upgraded connections are spliced together with
-//!    `copy_bidirectional` until either side closes.
+//!    answers `101 Switching Protocols`, both upgraded connections are spliced together until
+//!    either side closes or nothing moves for [`AgentLink::idle_timeout`] ([`splice`]); the
+//!    client's connection keeps counting against its connection bounds meanwhile. Any other
+//!    answer to an upgrade request is relayed as it is.
+//!
+//! While the answer's head has not come, a watchdog asks the agent's `/health` on a
+//! connection of its own every [`AgentLink::timeout`]; when that probe is not answered within
+//! the same time the agent is stopped or stuck, and the request answers 504
+//! `sandbox_timeout`. There is no deadline on a whole exchange: a command may run for hours
+//! and a stream may last as long.
 //!
 //! A connection that cannot be opened or that fails before the agent's response head answers
 //! 502 `sandbox_unavailable`. Errors after the head has been sent cut the response short.
+
+mod agent_io;
+mod splice;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{StatusCode, Uri, Version};
 use axum::response::{IntoResponse, Response};
+use hutch_sandbox::Runtime;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use uuid::Uuid;
 
+use self::agent_io::{AgentStream, ClientBody, Relayed};
+use self::splice::{SpliceEnd, splice};
+use crate::connections::ConnectionSlot;
 use crate::error::ApiError;
 
 /// The `Host` the agent sees.
@@ -42,12 +62,54 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
-/// Relays `req` to the agent of session `id` over `stream`.
+/// One session's agent as the proxy reaches it: more connections for the watchdog's probes,
+/// and how long the agent may take to answer one.
+pub(crate) struct AgentLink {
+    /// The session.
+    pub(crate) id: Uuid,
+    /// Opens connections to the session's agent.
+    pub(crate) runtime: Arc<dyn Runtime>,
+    /// How long a probe may wait for the agent's answer, and how often one is sent while a
+    /// request waits for its answer's head.
+    pub(crate) timeout: Duration,
+    /// How long an upgraded connection may carry nothing in either direction.
+    pub(crate) idle_timeout: Duration,
+}
+
+impl AgentLink {
+    /// Completes when the agent leaves a `/health` probe unanswered for [`Self::timeout`];
+    /// probes are sent every [`Self::timeout`] for as long as this is polled.
+    async fn unresponsive(&self) {
+        loop {
+            tokio::time::sleep(self.timeout).await;
+            let probe = async {
+                let stream = self
+                    .runtime
+                    .connect(self.id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                agent_request(stream, "GET", "/health", Body::empty()).await
+            };
+            match tokio::time::timeout(self.timeout, probe).await {
+                Err(_) => return,
+                // Answered, or the agent is gone (the request itself then fails on its own).
+                Ok(result) => {
+                    if let Err(err) = result {
+                        tracing::debug!(session = %self.id, error = %err, "health probe failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Relays `req` to the agent of `agent.id` over `stream`.
 pub(crate) async fn forward(
-    id: Uuid,
+    agent: AgentLink,
     stream: UnixStream,
     mut req: Request,
 ) -> Result<Response, ApiError> {
+    let id = agent.id;
     let unavailable = |source: Box<dyn std::error::Error + Send + Sync>| {
         ApiError::SandboxUnavailable { id, source }
     };
@@ -57,6 +119,8 @@ pub(crate) async fn forward(
     })?;
     let upgrade = requested_upgrade(req.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    // An upgraded connection keeps counting against the client's connection bounds.
+    let slot = req.extensions().get::<ConnectionSlot>().cloned();
 
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -72,20 +136,27 @@ pub(crate) async fn forward(
     }
     parts.uri = target;
     parts.version = Version::HTTP_11;
-    let upstream = Request::from_parts(parts, body);
+    let upstream = Request::from_parts(parts, Body::new(ClientBody::new(body)));
 
+    let stream = match upgrade {
+        Some(_) => AgentStream::strict(stream),
+        None => AgentStream::new(stream),
+    };
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| unavailable(Box::new(e)))?;
-    tokio::spawn(async move {
+    let connection = tokio::spawn(async move {
         if let Err(err) = connection.with_upgrades().await {
             tracing::debug!(session = %id, error = %err, "agent connection ended with an error");
         }
     });
-    let mut response = sender
-        .send_request(upstream)
-        .await
-        .map_err(|e| unavailable(Box::new(e)))?;
+    let mut response = tokio::select! {
+        response = sender.send_request(upstream) => response.map_err(|e| unavailable(Box::new(e)))?,
+        () = agent.unresponsive() => {
+            connection.abort();
+            return Err(ApiError::SandboxTimeout { id, waited: agent.timeout });
+        }
+    };
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
@@ -94,6 +165,7 @@ pub(crate) async fn forward(
             ));
         };
         let agent_upgrade = hyper::upgrade::on(&mut response);
+        let idle_timeout = agent.idle_timeout;
         tokio::spawn(async move {
             let (client, agent) = match tokio::try_join!(client_upgrade, agent_upgrade) {
                 Ok(pair) => pair,
@@ -102,10 +174,16 @@ pub(crate) async fn forward(
                     return;
                 }
             };
-            let (mut client, mut agent) = (TokioIo::new(client), TokioIo::new(agent));
-            if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut agent).await {
-                tracing::debug!(session = %id, error = %err, "upgraded connection ended with an error");
+            match splice(TokioIo::new(client), TokioIo::new(agent), idle_timeout).await {
+                SpliceEnd::Closed(Ok(_)) => {}
+                SpliceEnd::Closed(Err(err)) => {
+                    tracing::debug!(session = %id, error = %err, "upgraded connection ended with an error");
+                }
+                SpliceEnd::Idle => {
+                    tracing::debug!(session = %id, "upgraded connection closed: idle");
+                }
             }
+            drop(slot);
         });
         let (mut parts, body) = response.into_parts();
         let agent_upgrade_header = parts.headers.get(header::UPGRADE).cloned();
@@ -122,7 +200,8 @@ pub(crate) async fn forward(
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::UPGRADE);
-    Ok(Response::from_parts(parts, Body::new(body)).into_response())
+    let body = Body::new(Relayed::new(body, connection));
+    Ok(Response::from_parts(parts, body).into_response())
 }
 
 /// The sending half of an HTTP/1.1 connection to an agent, for the control plane's own

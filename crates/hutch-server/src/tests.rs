@@ -5,7 +5,7 @@
 //! every call, flags a destroy that overlaps another destroy of the same sandbox, and serves a
 //! tiny fake agent over an in-process unix socket pair so the proxy is tested for real.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -64,6 +64,8 @@ struct FakeState {
     sweep_finds: Vec<Uuid>,
     /// Make `create` fail.
     fail_create: Option<CreateFailure>,
+    /// The deadline last set for each sandbox.
+    deadlines: HashMap<Uuid, std::time::SystemTime>,
 }
 
 /// Test double for [`Runtime`]; see the module docs.
@@ -155,6 +157,20 @@ impl Runtime for FakeRuntime {
                 .await;
         });
         Ok(ours)
+    }
+
+    async fn set_deadline(
+        &self,
+        id: Uuid,
+        deadline: std::time::SystemTime,
+    ) -> Result<(), SandboxError> {
+        self.with(|s| {
+            if !s.live.contains(&id) {
+                return Err(SandboxError::Gone(id));
+            }
+            s.deadlines.insert(id, deadline);
+            Ok(())
+        })
     }
 }
 
@@ -694,6 +710,15 @@ async fn session_lifecycle() {
     assert_eq!(spec.hostname, id.replace('-', "")[..12]);
     assert_eq!(spec.env["A"], "1");
     assert_eq!(spec.resources.cpus, 0.5);
+    // The sandbox ends itself a grace after its expiry if no server destroys it.
+    let deadline_of = |uuid| {
+        let deadline = h.runtime.with(|s| s.deadlines[&uuid]);
+        time::OffsetDateTime::from(deadline)
+    };
+    assert_eq!(
+        (deadline_of(uuid) - expires).whole_seconds(),
+        crate::DEFAULT_ORPHAN_GRACE.as_secs() as i64
+    );
 
     let (status, got) = call(&h.app, "GET", &format!("/v1/sessions/{id}"), Some(&t), None).await;
     assert_eq!(status, StatusCode::OK);
@@ -719,6 +744,11 @@ async fn session_lifecycle() {
     assert!(
         (3595..=3600).contains(&from_now.whole_seconds()),
         "{from_now}"
+    );
+    // A longer life renews the sandbox's own deadline.
+    assert_eq!(
+        (deadline_of(uuid) - new_expiry).whole_seconds(),
+        crate::DEFAULT_ORPHAN_GRACE.as_secs() as i64
     );
     let (status, err) = call(
         &h.app,

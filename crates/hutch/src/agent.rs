@@ -15,7 +15,7 @@ pub(crate) fn main() -> ExitCode {
             return ExitCode::from(SETUP_FAILED);
         }
     };
-    let (listener, cgroup_dir, memory_events, claim) = sandboxed.report_ready();
+    let (listener, cgroup_dir, memory_events, claim, deadline) = sandboxed.report_ready();
     // Warnings and errors go to the sandbox's agent.log on the host (the agent's stderr).
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -30,6 +30,7 @@ pub(crate) fn main() -> ExitCode {
         max_upload_bytes: claim.max_upload_bytes,
         memory_events,
         memory_mb: claim.memory_mb,
+        deadline,
     };
     match hutch_agent::run(agent_config) {
         Ok(()) => ExitCode::SUCCESS,

@@ -103,6 +103,31 @@ pub(crate) struct ServeArgs {
         requires = "tls_cert"
     )]
     tls_key: Option<PathBuf>,
+    /// While a request inside a session waits for the agent's answer, the agent's health is
+    /// probed this often, and a probe left unanswered this long (a stopped or stuck agent)
+    /// answers the request 504 `sandbox_timeout`: `10s`, `1m`, or plain seconds.
+    #[arg(long, env = "HUTCH_AGENT_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = crate::duration::parse)]
+    agent_timeout: std::time::Duration,
+    /// How long a sandbox outlives its session's expiry when no server destroys it (this one
+    /// stopped and did not come back): past it, the sandbox's agent ends the sandbox.
+    #[arg(long, env = "HUTCH_ORPHAN_GRACE", value_name = "DURATION", default_value = "5m", value_parser = crate::duration::parse)]
+    orphan_grace: std::time::Duration,
+    /// Most connections held at once; past it, new ones get 503 `capacity` and are closed.
+    /// Keep it below the open-file limit.
+    #[arg(long, env = "HUTCH_MAX_CONNECTIONS", default_value_t = hutch_server::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Most connections held at once from one IP address; past it, new ones from that address
+    /// get 429 `rate_limited` and are closed.
+    #[arg(long, env = "HUTCH_MAX_CONNECTIONS_PER_CLIENT", default_value_t = hutch_server::DEFAULT_MAX_CONNECTIONS_PER_CLIENT)]
+    max_connections_per_client: usize,
+    /// Time a client has to send a request's head, from the connection's start or the end of
+    /// its previous request (so it also closes idle kept-alive connections).
+    #[arg(long, env = "HUTCH_HEADER_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = crate::duration::parse)]
+    header_timeout: std::time::Duration,
+    /// How long a WebSocket (or other upgraded connection) may carry nothing in either
+    /// direction before it is closed; a client that pings keeps it.
+    #[arg(long, env = "HUTCH_WEBSOCKET_IDLE_TIMEOUT", value_name = "DURATION", default_value = "1h", value_parser = crate::duration::parse)]
+    websocket_idle_timeout: std::time::Duration,
     /// Log format: `text` or `json`.
     #[arg(long, env = "HUTCH_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -230,6 +255,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     config.destroy_on_exit = args.on_exit == "destroy";
     config.network = network_limits;
+    config.agent_timeout = args.agent_timeout;
+    config.orphan_grace = args.orphan_grace;
+    config.connections = hutch_server::ConnectionLimits {
+        max_connections: args.max_connections,
+        max_per_client: args.max_connections_per_client,
+        header_timeout: args.header_timeout,
+    };
+    config.upgraded_idle_timeout = args.websocket_idle_timeout;
     let server = Server::start(config, Arc::new(runtime.clone()), died)
         .await
         .context("starting the server")?;

@@ -202,6 +202,7 @@ _STATUS = {
     "internal": 500,
     "sandbox_unavailable": 502,
     "capacity": 503,
+    "sandbox_timeout": 504,
     "disk_full": 507,
 }
 

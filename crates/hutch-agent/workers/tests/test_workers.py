@@ -3,7 +3,8 @@
 Each test starts a worker exactly as the agent does: `python3 -S /proc/self/fd/5`,
 `node --preserve-symlinks-main /proc/self/fd/5` or `bash --noprofile --norc /proc/self/fd/5`
 with fd 5 = the worker's source in a sealed memfd, fd 0 = /dev/null, fds 1/2 = pipes, fd 3 =
-control in, fd 4 = control out, in its own process group. Run from the repository root:
+control in, fd 4 = control out, in its own process group, with every signal's default
+disposition and an empty signal mask (whatever the runner inherited, as `nohup` or `&` give). Run from the repository root:
 
     /usr/bin/python3 -m unittest discover -s crates/hutch-agent/workers/tests -v
 """
@@ -53,6 +54,18 @@ HAVE_PANDAS = _importable("pandas")
 HAVE_MPL = _importable("matplotlib")
 
 
+def _default_signals():
+    """Every signal's default disposition and an empty mask, as the agent gives a process."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # reserved by the C library
+
+
 class Worker:
     """One worker process and its pipes."""
 
@@ -84,6 +97,7 @@ class Worker:
             os.dup2(hi_w, 4)
             os.dup2(hi_src, 5)
             os.setpgid(0, 0)
+            _default_signals()
 
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(

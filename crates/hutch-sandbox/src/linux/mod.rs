@@ -51,7 +51,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use tokio::net::UnixStream;
@@ -328,6 +328,19 @@ impl Runtime for LinuxRuntime {
             .iter()
             .filter_map(|(session, live)| by_sandbox.get(&live.sandbox_id).map(|c| (*session, *c)))
             .collect()
+    }
+
+    async fn set_deadline(&self, id: Uuid, deadline: SystemTime) -> Result<(), SandboxError> {
+        let sandbox_id = lock(&self.inner.live)
+            .get(&id)
+            .map(|live| live.sandbox_id)
+            .ok_or(SandboxError::Gone(id))?;
+        let dir = self.sandbox_dir(sandbox_id);
+        crate::deadline::write(&dir, deadline).map_err(|source| SandboxError::Io {
+            op: "set the deadline in",
+            path: dir,
+            source,
+        })
     }
 
     async fn connect(&self, id: Uuid) -> Result<UnixStream, SandboxError> {

@@ -18,8 +18,8 @@ use utoipa::openapi::{Header, HeaderBuilder, OpenApi, Ref, RefOr, Required, Resp
 use utoipa::{Modify, ToResponse, ToSchema};
 
 use super::{
-    BEARER, BadRequest, Conflict, HeadersTooLarge, Internal, RateLimited, SandboxUnavailable,
-    SessionNotFound, Unauthorized, UriTooLong,
+    BEARER, BadRequest, Conflict, HeadersTooLarge, Internal, RateLimited, SandboxTimeout,
+    SandboxUnavailable, SessionNotFound, Unauthorized, UriTooLong,
 };
 use crate::ratelimit::DOCUMENTED_HEADERS;
 
@@ -220,7 +220,7 @@ fn add_control_plane_layer(operation: &mut Operation, in_session: bool) {
     let mut shared = Vec::new();
     // Every route inside a session may answer what the control plane answers before it
     // relays: a malformed id, a missing token, another tenant's or a missing session, one not
-    // RUNNING, a rate limit, an unreachable sandbox.
+    // RUNNING, a rate limit, an unreachable or unanswering sandbox.
     if in_session {
         shared.extend([
             ("400", BadRequest::response().0),
@@ -230,6 +230,7 @@ fn add_control_plane_layer(operation: &mut Operation, in_session: bool) {
             ("429", RateLimited::response().0),
             ("500", Internal::response().0),
             ("502", SandboxUnavailable::response().0),
+            ("504", SandboxTimeout::response().0),
         ]);
     }
     // Every route bounds the request head before anything else.

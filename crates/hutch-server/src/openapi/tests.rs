@@ -307,6 +307,13 @@ impl Runtime for NoSandboxes {
     async fn connect(&self, id: Uuid) -> Result<UnixStream, SandboxError> {
         Err(SandboxError::Gone(id))
     }
+    async fn set_deadline(
+        &self,
+        id: Uuid,
+        _deadline: std::time::SystemTime,
+    ) -> Result<(), SandboxError> {
+        Err(SandboxError::Gone(id))
+    }
 }
 
 async fn router() -> (Router, Server, tempfile::TempDir) {

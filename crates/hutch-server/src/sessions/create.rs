@@ -83,6 +83,10 @@ impl Sessions {
                 return Err(err.into());
             }
         };
+        if let Err(err) = self.set_deadline(id, row.expires_at_ms).await {
+            // The agent then ends the sandbox at the longest TTL plus its own grace.
+            tracing::error!(session = %id, error = %crate::error::chain(&err), "setting a new sandbox's deadline");
+        }
         if let Err(err) = self
             .transfer_all(id, &caller.tenant, &new.context_syncs, TaskType::Download)
             .await

@@ -30,7 +30,7 @@ mod storage_sync;
 use std::sync::Arc;
 
 use hutch_api::{Session, SessionList, SessionStatus};
-use hutch_sandbox::Runtime;
+use hutch_sandbox::{Runtime, SandboxError};
 use tokio::net::UnixStream;
 use uuid::Uuid;
 
@@ -56,6 +56,8 @@ pub(crate) struct Sessions {
     tenant_max_memory_mb: u64,
     /// The operator's network limits.
     network: NetworkLimits,
+    /// How long a sandbox outlives its session's expiry when nothing destroys it.
+    orphan_grace: std::time::Duration,
 }
 
 impl Sessions {
@@ -76,7 +78,24 @@ impl Sessions {
             tenant_max_sessions: usize::MAX,
             tenant_max_memory_mb: u64::MAX,
             network: NetworkLimits::default(),
+            orphan_grace: crate::DEFAULT_ORPHAN_GRACE,
         }
+    }
+
+    /// The same engine, whose sandboxes end themselves `grace` after their session's expiry
+    /// when no server destroys them.
+    pub(crate) fn with_orphan_grace(mut self, grace: std::time::Duration) -> Self {
+        self.orphan_grace = grace;
+        self
+    }
+
+    /// Tells the sandbox of session `id` its deadline: `expires_at_ms` plus the grace.
+    async fn set_deadline(&self, id: Uuid, expires_at_ms: i64) -> Result<(), SandboxError> {
+        let expires = std::time::UNIX_EPOCH
+            + std::time::Duration::from_millis(u64::try_from(expires_at_ms).unwrap_or(0));
+        self.runtime
+            .set_deadline(id, expires + self.orphan_grace)
+            .await
     }
 
     /// The same engine, holding at most `max_sessions` sessions and `max_memory_mb` of
@@ -145,7 +164,14 @@ impl Sessions {
             .update(id, expires_at_ms, changes.metadata.as_ref())
             .await?
         {
-            Some(updated) => Ok(updated.to_api()),
+            Some(updated) => {
+                if expires_at_ms.is_some() {
+                    self.set_deadline(id, updated.expires_at_ms)
+                        .await
+                        .map_err(|source| SessionError::Unavailable { id, source })?;
+                }
+                Ok(updated.to_api())
+            }
             None if row.status == SessionStatus::Deleting => Err(SessionError::Conflict(format!(
                 "session {id} is being deleted"
             ))),
@@ -160,6 +186,11 @@ impl Sessions {
         id: Uuid,
     ) -> Result<String, SessionError> {
         Ok(self.visible(caller, id).await?.tenant)
+    }
+
+    /// The runtime the sandboxes run on.
+    pub(crate) fn runtime(&self) -> Arc<dyn Runtime> {
+        Arc::clone(&self.runtime)
     }
 
     /// Opens a connection to the agent of a RUNNING session the caller may see.

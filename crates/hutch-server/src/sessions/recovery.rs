@@ -36,6 +36,10 @@ impl Sessions {
                 (_, Some(record)) => match self.runtime.adopt(record).await {
                     Ok(true) => {
                         tracing::debug!(session = %id, "sandbox re-adopted");
+                        // This server's grace applies from now on.
+                        if let Err(err) = self.set_deadline(id, row.expires_at_ms).await {
+                            tracing::warn!(session = %id, error = %crate::error::chain(&err), "setting an adopted sandbox's deadline");
+                        }
                         known.insert(id);
                         summary.adopted += 1;
                         continue;

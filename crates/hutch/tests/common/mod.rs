@@ -69,6 +69,8 @@ pub struct TestServer {
     private_network: bool,
     /// The network namespace it runs in, when the test made one for it.
     netns: Option<PathBuf>,
+    /// Whether it starts with SIGHUP, SIGINT and SIGQUIT ignored, as `nohup … &` starts it.
+    signals_ignored: bool,
 }
 
 impl TestServer {
@@ -80,6 +82,15 @@ impl TestServer {
     /// Starts a server with extra `hutch serve` arguments.
     pub fn start_with(args: &[&str]) -> TestServer {
         TestServer::launch(args, "127.0.0.1:0", false)
+    }
+
+    /// Starts a server with SIGHUP, SIGINT and SIGQUIT ignored, as `nohup hutch serve &` from
+    /// a script would, and extra `hutch serve` arguments.
+    pub fn start_with_signals_ignored(args: &[&str]) -> TestServer {
+        let mut server = TestServer::prepare(args, "127.0.0.1:0", false);
+        server.signals_ignored = true;
+        server.spawn();
+        server
     }
 
     /// Starts a server in a network namespace of its own (with only a loopback), listening
@@ -143,6 +154,7 @@ impl TestServer {
             listen: listen.to_owned(),
             private_network,
             netns: None,
+            signals_ignored: false,
         }
     }
 
@@ -163,6 +175,12 @@ impl TestServer {
                 "-c",
                 "ip link set lo up && exec \"$0\" \"$@\"",
             ]);
+            command.arg(hutch);
+            command
+        } else if self.signals_ignored {
+            // An ignored signal survives exec: the server starts with them ignored.
+            let mut command = Command::new("sh");
+            command.args(["-c", "trap '' HUP INT QUIT; exec \"$0\" \"$@\""]);
             command.arg(hutch);
             command
         } else {
