@@ -1277,7 +1277,7 @@ export interface components {
          * @description A stable, machine-readable error code. Each maps to exactly one HTTP status.
          * @enum {string}
          */
-        ErrorCode: "invalid_request" | "unauthorized" | "forbidden" | "not_found" | "session_not_found" | "process_not_found" | "context_not_found" | "conflict" | "payload_too_large" | "uri_too_long" | "headers_too_large" | "rate_limited" | "quota_exceeded" | "capacity" | "sandbox_unavailable" | "disk_full" | "storage_context_not_found" | "sync_failed" | "file_not_found" | "range_not_satisfiable" | "internal" | "port_unreachable" | "link_expired" | "link_invalid";
+        ErrorCode: "invalid_request" | "unauthorized" | "forbidden" | "not_found" | "session_not_found" | "process_not_found" | "context_not_found" | "conflict" | "payload_too_large" | "uri_too_long" | "headers_too_large" | "rate_limited" | "quota_exceeded" | "capacity" | "sandbox_unavailable" | "sandbox_timeout" | "disk_full" | "storage_context_not_found" | "sync_failed" | "file_not_found" | "range_not_satisfiable" | "internal" | "port_unreachable" | "link_expired" | "link_invalid";
         /** @description What went wrong: a stable code, a message for people, and optional structured details. */
         ErrorDetail: {
             /** @description Stable code to match on. */
@@ -2428,6 +2428,26 @@ export interface components {
                 "application/json": components["schemas"]["ErrorBody"];
             };
         };
+        /** @description `sandbox_timeout`: the session's sandbox accepted the request but did not start answering in time (it is stopped or stuck); `details.waitedMs` says how long it was given. */
+        SandboxTimeout: {
+            headers: {
+                /** @description The error's `code`, repeated from the body. */
+                "X-Hutch-Error-Code"?: components["schemas"]["ErrorCode"];
+                "X-Request-Id": components["headers"]["RequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "error": {
+                 *         "code": "sandbox_timeout",
+                 *         "message": "the sandbox of session 0196a3c2-0000-7000-8000-000000000000 did not answer within 10 s"
+                 *       }
+                 *     }
+                 */
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
         /** @description `sandbox_unavailable`: the session's sandbox cannot be reached or failed. */
         SandboxUnavailable: {
             headers: {
@@ -3161,6 +3181,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
             507: components["responses"]["DiskFull"];
         };
     };
@@ -3210,6 +3231,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
             507: components["responses"]["DiskFull"];
         };
     };
@@ -3253,6 +3275,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     getContextInfo: {
@@ -3302,6 +3325,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     syncContext: {
@@ -3350,6 +3374,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     listFiles: {
@@ -3398,6 +3423,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     uploadFiles: {
@@ -3455,6 +3481,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
             507: components["responses"]["DiskFull"];
         };
     };
@@ -3502,6 +3529,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     downloadArchive: {
@@ -3548,6 +3576,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     uploadArchive: {
@@ -3602,6 +3631,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
             507: components["responses"]["DiskFull"];
         };
     };
@@ -3670,6 +3700,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     uploadFile: {
@@ -3727,6 +3758,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
             507: components["responses"]["DiskFull"];
         };
     };
@@ -3776,6 +3808,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
             507: components["responses"]["DiskFull"];
         };
     };
@@ -3825,6 +3858,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     statFile: {
@@ -3871,6 +3905,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     listContexts: {
@@ -3913,6 +3948,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     createContext: {
@@ -3960,6 +3996,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     getContext: {
@@ -4004,6 +4041,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     deleteContext: {
@@ -4048,6 +4086,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     getContextHistory: {
@@ -4095,6 +4134,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     interruptContext: {
@@ -4139,6 +4179,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     restartContext: {
@@ -4183,6 +4224,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     executeWebSocket: {
@@ -4225,6 +4267,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     executeNdjson: {
@@ -4272,6 +4315,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     listPorts: {
@@ -4314,6 +4358,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     createPortLink: {
@@ -4364,6 +4409,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     relayToPort: {
@@ -4408,6 +4454,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["PortUnreachable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     createContextAlias: {
@@ -4455,6 +4502,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     deleteContextAlias: {
@@ -4499,6 +4547,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     listContextsAlias: {
@@ -4541,6 +4590,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     executeWebSocketAlias: {
@@ -4583,6 +4633,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     executeNdjsonAlias: {
@@ -4630,6 +4681,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     listProcesses: {
@@ -4672,6 +4724,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     getProcess: {
@@ -4716,6 +4769,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     killProcess: {
@@ -4760,6 +4814,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     signalProcess: {
@@ -4807,6 +4862,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     writeProcessStdin: {
@@ -4858,6 +4914,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     attachProcess: {
@@ -4905,6 +4962,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     openTerminal: {
@@ -4954,6 +5012,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
 }
