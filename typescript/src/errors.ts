@@ -149,6 +149,8 @@ export class PortUnreachableError extends ApiError {}
 export class LinkExpiredError extends ApiError {}
 /** 403 `link_invalid`: the preview link is malformed, wrongly signed, or for another port. */
 export class LinkInvalidError extends ApiError {}
+/** 504 `sandbox_timeout`: the session's sandbox did not answer in time (stopped or stuck). */
+export class SandboxTimeoutError extends ApiError {}
 /** 503 `capacity`: the server runs as many sessions as it may. */
 export class CapacityError extends ApiError {}
 /** 507 `disk_full`: the session's disk quota is exhausted (`details.path`). */
@@ -200,6 +202,7 @@ export const ERROR_CLASSES: { readonly [code in ErrorCode]: readonly [number, Ap
   port_unreachable: [502, PortUnreachableError],
   link_expired: [401, LinkExpiredError],
   link_invalid: [403, LinkInvalidError],
+  sandbox_timeout: [504, SandboxTimeoutError],
 };
 
 /** The class for an answer whose body named no known code, by HTTP status. */
