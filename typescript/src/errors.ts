@@ -143,6 +143,14 @@ export class InternalError extends ApiError {}
 export class SyncFailedError extends ApiError {}
 /** 502 `sandbox_unavailable`: the session's sandbox cannot be reached or failed. */
 export class SandboxUnavailableError extends ApiError {}
+/** 502 `port_unreachable`: nothing in the session accepts connections on the port. */
+export class PortUnreachableError extends ApiError {}
+/** 401 `link_expired`: the preview link has expired; ask for a new one. */
+export class LinkExpiredError extends ApiError {}
+/** 403 `link_invalid`: the preview link is malformed, wrongly signed, or for another port. */
+export class LinkInvalidError extends ApiError {}
+/** 504 `sandbox_timeout`: the session's sandbox did not answer in time (stopped or stuck). */
+export class SandboxTimeoutError extends ApiError {}
 /** 503 `capacity`: the server runs as many sessions as it may. */
 export class CapacityError extends ApiError {}
 /** 507 `disk_full`: the session's disk quota is exhausted (`details.path`). */
@@ -191,6 +199,10 @@ export const ERROR_CLASSES: { readonly [code in ErrorCode]: readonly [number, Ap
   sandbox_unavailable: [502, SandboxUnavailableError],
   capacity: [503, CapacityError],
   disk_full: [507, DiskFullError],
+  port_unreachable: [502, PortUnreachableError],
+  link_expired: [401, LinkExpiredError],
+  link_invalid: [403, LinkInvalidError],
+  sandbox_timeout: [504, SandboxTimeoutError],
 };
 
 /** The class for an answer whose body named no known code, by HTTP status. */

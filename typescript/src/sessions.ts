@@ -30,6 +30,8 @@ export interface CreateSessionOptions {
   env?: Record<string, string>;
   /** Storage contexts to bind to paths: downloaded before it runs, uploaded when it ends. */
   contextSyncs?: Schemas["ContextSync"][];
+  /** Network egress, `{ egress: "allow", allow: ["pypi.org"] }`; default the server's (`none`). */
+  network?: Schemas["NetworkPolicy"];
 }
 
 /** Options of {@link Sessions.update}. */
@@ -38,6 +40,8 @@ export interface UpdateSessionOptions {
   ttl?: number;
   /** New labels (they replace the old ones). */
   metadata?: Record<string, string>;
+  /** New network policy, for connections opened from now on. */
+  network?: Schemas["NetworkPolicy"];
 }
 
 /** One page of sessions. */
@@ -105,6 +109,12 @@ export class SessionHandle {
   async extend(ttl: number): Promise<Session> {
     checkTtl(ttl);
     const data = await this.transport.json<Schemas["Session"]>("PATCH", this.path, { json: { ttl } });
+    return new Session(this.transport, data);
+  }
+
+  /** Replaces the network policy; connections opened from now on follow it. */
+  async updateNetwork(network: Schemas["NetworkPolicy"]): Promise<Session> {
+    const data = await this.transport.json<Schemas["Session"]>("PATCH", this.path, { json: { network } });
     return new Session(this.transport, data);
   }
 

@@ -92,6 +92,22 @@ describe("sessions", suiteOptions(), () => {
     });
   });
 
+  test("network egress beyond what the server allows is forbidden", async () => {
+    const session = await ctx.hutch.sessions.create({ ttl: 300, network: { egress: "none" } });
+    assert.equal(session.status, "RUNNING");
+    for (const attempt of [
+      ctx.hutch.sessions.create({ ttl: 300, network: { egress: "allow", allow: ["pypi.org"] } }),
+      session.updateNetwork({ egress: "all" }),
+    ]) {
+      await assert.rejects(attempt, (error) => {
+        assert.equal(error.status, 403);
+        assert.equal(error.code, "forbidden");
+        return true;
+      });
+    }
+    await session.delete();
+  });
+
   test("the client reads HUTCH_URL and HUTCH_TOKEN", async () => {
     const server = await testServer();
     const saved = { url: process.env.HUTCH_URL, token: process.env.HUTCH_TOKEN };

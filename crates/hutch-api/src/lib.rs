@@ -16,8 +16,8 @@ pub mod files;
 pub mod images;
 pub mod interpreter;
 pub mod limits;
-pub mod ports;
 pub mod network;
+pub mod ports;
 pub mod processes;
 pub mod responses;
 mod schema;
@@ -38,8 +38,8 @@ pub use interpreter::{
     Context, ContextList, CreateContextRequest, ExecuteRequest, Frame, HistoryEntry, HistoryList,
     InterruptResult,
 };
-pub use ports::{CreateLinkRequest, ListeningPort, PortLink, PortList};
 pub use network::{Egress, NetworkPolicy};
+pub use ports::{CreateLinkRequest, ListeningPort, PortLink, PortList};
 pub use processes::{
     CodeRequest, ProcessEvent, ProcessInfo, ProcessList, ProcessStatus, SignalRequest, SignalSpec,
     StartedProcess,

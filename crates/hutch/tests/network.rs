@@ -69,6 +69,19 @@ async fn networked(client: &HutchClient, network: NetworkPolicy) -> Session {
         .expect("create a networked session")
 }
 
+/// `PATCH /v1/sessions/{id}` with a new network policy.
+async fn patch_network(
+    client: &HutchClient,
+    s: &Session,
+    network: NetworkPolicy,
+) -> Result<Session, hutch_client::ClientError> {
+    let update = UpdateSessionRequest {
+        network: Some(network),
+        ..Default::default()
+    };
+    client.update_session(s.session_id, &update).await
+}
+
 /// `curl` of `url` from inside: the HTTP status (`000` when no connection was made) and how
 /// long it took.
 async fn fetch(client: &HutchClient, s: &Session, url: &str) -> (String, Duration) {
@@ -140,14 +153,7 @@ async fn allow_admits_the_listed_names_only_and_a_change_applies_to_new_connecti
     assert_eq!(status, "200");
 
     // PATCH: from now on second.test, and no longer allowed.test.
-    let patched = client
-        .update_session(
-            s.session_id,
-            &UpdateSessionRequest {
-                network: Some(policy(Egress::Allow, &["second.test"])),
-                ..Default::default()
-            },
-        )
+    let patched = patch_network(&client, &s, policy(Egress::Allow, &["second.test"]))
         .await
         .unwrap();
     assert_eq!(patched.session_id, s.session_id);
@@ -339,14 +345,7 @@ async fn policies_beyond_the_operators_ceiling_or_malformed_are_refused() {
 
     // A session without network cannot be given one later.
     let s = common::session(&client).await;
-    let err = client
-        .update_session(
-            s.session_id,
-            &UpdateSessionRequest {
-                network: Some(policy(Egress::Allow, &["allowed.test"])),
-                ..Default::default()
-            },
-        )
+    let err = patch_network(&client, &s, policy(Egress::Allow, &["allowed.test"]))
         .await
         .unwrap_err()
         .to_string();

@@ -65,6 +65,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/preview/{token}/{path}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Opens a port through a preview link.
+         * @description Any method, and WebSocket upgrades, on any path under `/preview/{token}/` go to the port
+         *     the link opens, as with `relayToPort`, with no bearer token: the token in the path is the
+         *     credential. The app's relative links resolve under `/preview/{token}/` and keep working;
+         *     absolute ones (`/static/app.js`) leave it, so apps that use them want the link's host form
+         *     (`hostUrl`). Responses carry `Referrer-Policy: same-origin` unless the app sets one.
+         */
+        get: operations["openPreviewLink"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/contexts": {
         parameters: {
             query?: never;
@@ -178,8 +202,9 @@ export interface paths {
         options?: never;
         head?: never;
         /**
-         * Changes a session's time to live or metadata.
-         * @description Each field given replaces the current value; a new `ttl` counts from now.
+         * Changes a session's time to live, metadata or network policy.
+         * @description Each field given replaces the current value; a new `ttl` counts from now; a new `network`
+         *     applies to connections opened from then on.
          */
         patch: operations["updateSession"];
         trace?: never;
@@ -586,6 +611,79 @@ export interface paths {
          *     request answers 400 before anything runs. `…/process/interpreter/execute` is an alias.
          */
         post: operations["executeNdjson"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{id}/ports": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Lists the session's listening TCP ports.
+         * @description Every TCP socket listening in the session's network namespace, IPv4 and IPv6, with the
+         *     address it is bound to and, when it can be found, the process holding it. Each port
+         *     listed can be reached from outside at `/v1/sessions/{id}/ports/{port}/`.
+         */
+        get: operations["listPorts"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{id}/ports/{port}/link": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Makes a signed preview link to a port.
+         * @description Whoever holds the link reaches this port of this session, and nothing else, without a
+         *     bearer token until it expires: `url` on the API's own address (the token in the path), and,
+         *     when the server has a preview domain, `hostUrl` on a host of its own
+         *     (`{port}-{sessionId}.{domain}`), whose first visit moves the token into a cookie of that
+         *     host. Nothing needs to listen on the port yet. `POST` to the app's own `/link` path is this
+         *     route; other methods on it reach the app.
+         */
+        post: operations["createPortLink"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{id}/ports/{port}/{path}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Relays a request to a port inside the session.
+         * @description Any method, and WebSocket upgrades, on any path under `/v1/sessions/{id}/ports/{port}/` go
+         *     to whatever listens on that TCP port inside the session (on `127.0.0.1`, `0.0.0.0`, `::`
+         *     or `::1`), as `/{path}`, reached from inside the session so that it works whatever its
+         *     network. Bodies stream both ways. The bearer token is not passed on; `X-Forwarded-Host`,
+         *     `X-Forwarded-Proto` and `X-Forwarded-Prefix` (`/v1/sessions/{id}/ports/{port}`) are set,
+         *     and a redirect to an absolute path gains that prefix. A port nothing listens on answers
+         *     502 `port_unreachable`; past the session's maximum of open connections, 429.
+         */
+        get: operations["relayToPort"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -1081,6 +1179,14 @@ export interface components {
             /** @description How many past executions the context keeps for `…/history`, [0, 1000]; default 100. */
             historySize?: number | null;
         };
+        /** @description A request for a preview link to one port. */
+        CreateLinkRequest: {
+            /**
+             * Format: int64
+             * @description Seconds the link works for, 1 to 86400; default 3600.
+             */
+            ttl?: number | null;
+        };
         /**
          * @description `POST /v1/sessions`.
          * @example {
@@ -1119,6 +1225,7 @@ export interface components {
              *     before the session runs and uploaded back when it is deleted or expires. At most 8.
              */
             contextSyncs?: components["schemas"]["ContextSync"][] | null;
+            network?: components["schemas"]["NetworkPolicy"] | null;
         };
         /**
          * @description `POST /v1/contexts`.
@@ -1138,6 +1245,11 @@ export interface components {
             /** @description `Context deleted`. */
             message: string;
         };
+        /**
+         * @description What a session may reach outside.
+         * @enum {string}
+         */
+        Egress: "none" | "allow" | "all";
         EofStreamControl: {
             /**
              * @description discriminator enum property added by openapi-typescript
@@ -1165,7 +1277,7 @@ export interface components {
          * @description A stable, machine-readable error code. Each maps to exactly one HTTP status.
          * @enum {string}
          */
-        ErrorCode: "invalid_request" | "unauthorized" | "forbidden" | "not_found" | "session_not_found" | "process_not_found" | "context_not_found" | "conflict" | "payload_too_large" | "uri_too_long" | "headers_too_large" | "rate_limited" | "quota_exceeded" | "capacity" | "sandbox_unavailable" | "disk_full" | "storage_context_not_found" | "sync_failed" | "file_not_found" | "range_not_satisfiable" | "internal";
+        ErrorCode: "invalid_request" | "unauthorized" | "forbidden" | "not_found" | "session_not_found" | "process_not_found" | "context_not_found" | "conflict" | "payload_too_large" | "uri_too_long" | "headers_too_large" | "rate_limited" | "quota_exceeded" | "capacity" | "sandbox_unavailable" | "sandbox_timeout" | "disk_full" | "storage_context_not_found" | "sync_failed" | "file_not_found" | "range_not_satisfiable" | "internal" | "port_unreachable" | "link_expired" | "link_invalid";
         /** @description What went wrong: a stable code, a message for people, and optional structured details. */
         ErrorDetail: {
             /** @description Stable code to match on. */
@@ -1370,6 +1482,34 @@ export interface components {
             interrupted: boolean;
         };
         /**
+         * @description One listening TCP socket inside a session.
+         * @example {
+         *       "address": "0.0.0.0",
+         *       "pid": 12,
+         *       "port": 8000,
+         *       "process": "python3"
+         *     }
+         */
+        ListeningPort: {
+            /**
+             * Format: int32
+             * @description The TCP port.
+             */
+            port: number;
+            /**
+             * @description The address it listens on: `0.0.0.0` or `::` for every address, `127.0.0.1` or `::1`
+             *     for loopback only.
+             */
+            address: string;
+            /**
+             * Format: int32
+             * @description The pid (inside the session) of a process holding the socket, when one was found.
+             */
+            pid?: number | null;
+            /** @description That process's name (its `comm`), when one was found. */
+            process?: string | null;
+        };
+        /**
          * @description `POST /v1/sessions/{id}/files/mkdir`.
          * @example {
          *       "mode": "0755",
@@ -1405,6 +1545,59 @@ export interface components {
             overwrite?: boolean | null;
             /** @description Create missing parent directories of `to`; default true (false: 404 when missing). */
             parents?: boolean | null;
+        };
+        /**
+         * @description A session's network policy, on create and on `PATCH /v1/sessions/{id}`.
+         * @example {
+         *       "allow": [
+         *         "pypi.org",
+         *         "*.pythonhosted.org",
+         *         "151.101.0.0/16"
+         *       ],
+         *       "egress": "allow"
+         *     }
+         */
+        NetworkPolicy: {
+            /** @description `none` (default): no network; `allow`: only `allow`; `all`: everything but `deny`. */
+            egress: components["schemas"]["Egress"];
+            /**
+             * @description With `allow`: DNS names (`pypi.org`), wildcard names (`*.example.com`: any name below
+             *     it, not the name itself), IPv4 addresses and CIDR ranges. At most 256 entries.
+             */
+            allow?: string[];
+            /** @description Names and ranges refused even when `allow` or `all` would admit them. At most 256. */
+            deny?: string[];
+        };
+        /**
+         * @description A signed preview link to one port of a session: whoever holds it reaches that port (and
+         *     nothing else) without a bearer token until it expires.
+         */
+        PortLink: {
+            /** @description The link on the API's own address: `{base}/preview/{token}/`. */
+            url: string;
+            /**
+             * @description The same link as a path, for clients that know the API's address better than the
+             *     server does (behind a proxy): `/preview/{token}/`.
+             */
+            path: string;
+            /**
+             * @description The host-based link, `{scheme}://{port}-{sessionId}.{previewDomain}/?hutch_preview_token={token}`,
+             *     when the server has a preview domain: its first visit sets a cookie for that host
+             *     alone, so apps that use absolute paths work there.
+             */
+            hostUrl?: string | null;
+            /** @description The token itself. */
+            token: string;
+            /**
+             * Format: date-time
+             * @description When the link stops working (RFC 3339, UTC).
+             */
+            expiresAt: string;
+        };
+        /** @description The listening TCP sockets of a session, by port then address. */
+        PortList: {
+            /** @description The sockets; at most [`crate::limits::PORTS_LIST_MAX`]. */
+            ports: components["schemas"]["ListeningPort"][];
         };
         /**
          * @description One frame of a process's stream.
@@ -1859,6 +2052,7 @@ export interface components {
             metadata?: {
                 [key: string]: string;
             } | null;
+            network?: components["schemas"]["NetworkPolicy"] | null;
         };
         /** @description The result of one uploaded file. */
         UploadResult: {
@@ -2066,6 +2260,66 @@ export interface components {
                 "application/json": components["schemas"]["ErrorBody"];
             };
         };
+        /** @description `link_expired`: the preview link has expired; ask for a new one. */
+        LinkExpired: {
+            headers: {
+                /** @description The error's `code`, repeated from the body. */
+                "X-Hutch-Error-Code"?: components["schemas"]["ErrorCode"];
+                "X-Request-Id": components["headers"]["RequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "error": {
+                 *         "code": "link_expired",
+                 *         "message": "this preview link expired at 2026-01-01T12:00:00Z; ask for a new one"
+                 *       }
+                 *     }
+                 */
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `link_invalid`: the preview link is malformed, wrongly signed, or made for another session or port. */
+        LinkInvalid: {
+            headers: {
+                /** @description The error's `code`, repeated from the body. */
+                "X-Hutch-Error-Code"?: components["schemas"]["ErrorCode"];
+                "X-Request-Id": components["headers"]["RequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "error": {
+                 *         "code": "link_invalid",
+                 *         "message": "this preview link is not valid: wrong signature"
+                 *       }
+                 *     }
+                 */
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `forbidden`: the server's operator does not allow what the request asks for (a network egress wider than the server's `--network-allowed`). */
+        NetworkForbidden: {
+            headers: {
+                /** @description The error's `code`, repeated from the body. */
+                "X-Hutch-Error-Code"?: components["schemas"]["ErrorCode"];
+                "X-Request-Id": components["headers"]["RequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "error": {
+                 *         "code": "forbidden",
+                 *         "message": "network egress \"all\" is not allowed on this server; its operator allows at most \"allow\""
+                 *       }
+                 *     }
+                 */
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
         /** @description `payload_too_large`: the request body is larger than accepted; `details.limitBytes` gives the limit. */
         PayloadTooLarge: {
             headers: {
@@ -2080,6 +2334,26 @@ export interface components {
                  *       "error": {
                  *         "code": "payload_too_large",
                  *         "message": "request body is larger than 8388608 bytes"
+                 *       }
+                 *     }
+                 */
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `port_unreachable`: nothing in the session accepts connections on the port; `details.port` names it. */
+        PortUnreachable: {
+            headers: {
+                /** @description The error's `code`, repeated from the body. */
+                "X-Hutch-Error-Code"?: components["schemas"]["ErrorCode"];
+                "X-Request-Id": components["headers"]["RequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "error": {
+                 *         "code": "port_unreachable",
+                 *         "message": "nothing in session 0196a3c2-0000-7000-8000-000000000000 accepts connections on port 8000"
                  *       }
                  *     }
                  */
@@ -2148,6 +2422,26 @@ export interface components {
                  *       "error": {
                  *         "code": "rate_limited",
                  *         "message": "too many lifecycle requests; retry in 1 s"
+                 *       }
+                 *     }
+                 */
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `sandbox_timeout`: the session's sandbox accepted the request but did not start answering in time (it is stopped or stuck); `details.waitedMs` says how long it was given. */
+        SandboxTimeout: {
+            headers: {
+                /** @description The error's `code`, repeated from the body. */
+                "X-Hutch-Error-Code"?: components["schemas"]["ErrorCode"];
+                "X-Request-Id": components["headers"]["RequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "error": {
+                 *         "code": "sandbox_timeout",
+                 *         "message": "the sandbox of session 0196a3c2-0000-7000-8000-000000000000 did not answer within 10 s"
                  *       }
                  *     }
                  */
@@ -2392,6 +2686,42 @@ export interface operations {
             414: components["responses"]["UriTooLong"];
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
+        };
+    };
+    openPreviewLink: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, 1 to 128 bytes, echoed in the response and logged with the request; a new UUID is made when it is missing or out of bounds. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /** @description The link's token. */
+                token: string;
+                /** @description The app's own path (may be empty, and may hold further `/`). */
+                path: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The app's answer, relayed as it is (any status) */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: components["responses"]["LinkExpired"];
+            403: components["responses"]["LinkInvalid"];
+            404: components["responses"]["SessionNotFound"];
+            409: components["responses"]["Conflict"];
+            414: components["responses"]["UriTooLong"];
+            429: components["responses"]["RateLimited"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["Internal"];
+            502: components["responses"]["PortUnreachable"];
         };
     };
     listStorageContexts: {
@@ -2660,6 +2990,7 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NetworkForbidden"];
             404: components["responses"]["StorageContextNotFound"];
             409: components["responses"]["Conflict"];
             413: components["responses"]["PayloadTooLarge"];
@@ -2795,6 +3126,7 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NetworkForbidden"];
             404: components["responses"]["SessionNotFound"];
             409: components["responses"]["Conflict"];
             413: components["responses"]["PayloadTooLarge"];
@@ -2849,6 +3181,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
             507: components["responses"]["DiskFull"];
         };
     };
@@ -2898,6 +3231,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
             507: components["responses"]["DiskFull"];
         };
     };
@@ -2941,6 +3275,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     getContextInfo: {
@@ -2990,6 +3325,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     syncContext: {
@@ -3038,6 +3374,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     listFiles: {
@@ -3086,6 +3423,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     uploadFiles: {
@@ -3143,6 +3481,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
             507: components["responses"]["DiskFull"];
         };
     };
@@ -3190,6 +3529,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     downloadArchive: {
@@ -3236,6 +3576,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     uploadArchive: {
@@ -3290,6 +3631,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
             507: components["responses"]["DiskFull"];
         };
     };
@@ -3358,6 +3700,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     uploadFile: {
@@ -3415,6 +3758,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
             507: components["responses"]["DiskFull"];
         };
     };
@@ -3464,6 +3808,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
             507: components["responses"]["DiskFull"];
         };
     };
@@ -3513,6 +3858,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     statFile: {
@@ -3559,6 +3905,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     listContexts: {
@@ -3601,6 +3948,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     createContext: {
@@ -3648,6 +3996,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     getContext: {
@@ -3692,6 +4041,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     deleteContext: {
@@ -3736,6 +4086,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     getContextHistory: {
@@ -3783,6 +4134,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     interruptContext: {
@@ -3827,6 +4179,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     restartContext: {
@@ -3871,6 +4224,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     executeWebSocket: {
@@ -3913,6 +4267,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     executeNdjson: {
@@ -3960,6 +4315,146 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
+        };
+    };
+    listPorts: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, 1 to 128 bytes, echoed in the response and logged with the request; a new UUID is made when it is missing or out of bounds. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /** @description The session id. */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The listening sockets, by port */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "X-RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "X-RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PortList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["SessionNotFound"];
+            409: components["responses"]["Conflict"];
+            414: components["responses"]["UriTooLong"];
+            429: components["responses"]["RateLimited"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["Internal"];
+            502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
+        };
+    };
+    createPortLink: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, 1 to 128 bytes, echoed in the response and logged with the request; a new UUID is made when it is missing or out of bounds. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /** @description The session id. */
+                id: string;
+                /** @description The TCP port. */
+                port: number;
+            };
+            cookie?: never;
+        };
+        /** @description The link's lifetime; may be empty. */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateLinkRequest"];
+            };
+        };
+        responses: {
+            /** @description The link */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "X-RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "X-RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PortLink"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["SessionNotFound"];
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["PayloadTooLarge"];
+            414: components["responses"]["UriTooLong"];
+            429: components["responses"]["RateLimited"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["Internal"];
+            502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
+        };
+    };
+    relayToPort: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, 1 to 128 bytes, echoed in the response and logged with the request; a new UUID is made when it is missing or out of bounds. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /** @description The session id. */
+                id: string;
+                /** @description The TCP port. */
+                port: number;
+                /** @description The app's own path (may be empty, and may hold further `/`). */
+                path: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The app's answer, relayed as it is (any status) */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "X-RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "X-RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["SessionNotFound"];
+            409: components["responses"]["Conflict"];
+            414: components["responses"]["UriTooLong"];
+            429: components["responses"]["RateLimited"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["Internal"];
+            502: components["responses"]["PortUnreachable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     createContextAlias: {
@@ -4007,6 +4502,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     deleteContextAlias: {
@@ -4051,6 +4547,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     listContextsAlias: {
@@ -4093,6 +4590,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     executeWebSocketAlias: {
@@ -4135,6 +4633,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     executeNdjsonAlias: {
@@ -4182,6 +4681,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     listProcesses: {
@@ -4224,6 +4724,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     getProcess: {
@@ -4268,6 +4769,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     killProcess: {
@@ -4312,6 +4814,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     signalProcess: {
@@ -4359,6 +4862,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     writeProcessStdin: {
@@ -4410,6 +4914,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     attachProcess: {
@@ -4457,6 +4962,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
     openTerminal: {
@@ -4506,6 +5012,7 @@ export interface operations {
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
         };
     };
 }
