@@ -153,6 +153,14 @@ export class LinkInvalidError extends ApiError {}
 export class SandboxTimeoutError extends ApiError {}
 /** 503 `capacity`: the server runs as many sessions as it may. */
 export class CapacityError extends ApiError {}
+/** 422 `language_unavailable`: the session's image lacks the language's program. */
+export class LanguageUnavailableError extends ApiError {}
+/** 404 `image_not_found`: no image of this name here, in its registry or among snapshots. */
+export class ImageNotFoundError extends ApiError {}
+/** 422 `image_pull_failed`: the registry refused or failed (`details.registryAnswer`). */
+export class ImagePullFailedError extends ApiError {}
+/** 422 `image_import_failed`: the body is not an importable image archive. */
+export class ImageImportFailedError extends ApiError {}
 /** 507 `disk_full`: the session's disk quota is exhausted (`details.path`). */
 export class DiskFullError extends ApiError {}
 
@@ -203,6 +211,10 @@ export const ERROR_CLASSES: { readonly [code in ErrorCode]: readonly [number, Ap
   link_expired: [401, LinkExpiredError],
   link_invalid: [403, LinkInvalidError],
   sandbox_timeout: [504, SandboxTimeoutError],
+  language_unavailable: [422, LanguageUnavailableError],
+  image_not_found: [404, ImageNotFoundError],
+  image_pull_failed: [422, ImagePullFailedError],
+  image_import_failed: [422, ImageImportFailedError],
 };
 
 /** The class for an answer whose body named no known code, by HTTP status. */

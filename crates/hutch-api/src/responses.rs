@@ -147,6 +147,11 @@ error_responses! {
          layout tarball or a `docker save` archive), or a blob in it does not match its digest.",
         "not an importable image archive: neither index.json (OCI layout) nor manifest.json \
          (docker save) found";
+    ImageForbidden: Forbidden,
+        "`forbidden`: the token may not do this (importing and deleting images needs an admin \
+         token unless the server opens them to tenants), or the image's registry is not on \
+         the server's list of allowed registries.",
+        "registry quay.io is not on the list of allowed registries";
 }
 
 /// One shared error response: `description`, an [`ErrorBody`] schema with an example, and the
@@ -176,9 +181,4 @@ fn error_response(
         )
         .build()
         .into()
-    ImageForbidden: Forbidden,
-        "`forbidden`: the token may not do this (importing and deleting images needs an admin \
-         token unless the server opens them to tenants), or the image's registry is not on \
-         the server's list of allowed registries.",
-        "registry quay.io is not on the list of allowed registries";
 }

@@ -43,8 +43,8 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Json, Query, SessionId};
 use crate::openapi::{
-    BadRequest, Capacity, Conflict, DiskFull, ImagePullFailed, Internal,
-    NetworkForbidden, PayloadTooLarge, RateLimited, SessionNotFound, StorageContextNotFound, SyncFailed,
+    BadRequest, Capacity, Conflict, DiskFull, ImagePullFailed, Internal, NetworkForbidden,
+    PayloadTooLarge, RateLimited, SessionNotFound, StorageContextNotFound, SyncFailed,
     Unauthorized,
 };
 use crate::validate;

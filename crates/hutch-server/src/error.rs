@@ -43,7 +43,7 @@ pub enum ApiError {
     /// No session with this id belongs to the caller (404).
     #[error("no session {0}")]
     SessionNotFound(Uuid),
-    /// The server's operator does not allow what the request asks for (403).
+    /// The server's operator or the token does not allow what the request asks for (403).
     #[error("{0}")]
     Forbidden(String),
     /// The operation conflicts with the session's current state (409).
@@ -130,9 +130,6 @@ pub enum ApiError {
         /// How long it was given.
         waited: std::time::Duration,
     },
-    /// The token may not do this (403).
-    #[error("{0}")]
-    Forbidden(String),
     /// No image of this name, here, in its registry or among the caller's snapshots (404).
     #[error("{message}")]
     ImageNotFound {
@@ -213,7 +210,6 @@ impl ApiError {
             ApiError::Capacity(_) => ErrorCode::Capacity,
             ApiError::SandboxUnavailable { .. } => ErrorCode::SandboxUnavailable,
             ApiError::SandboxTimeout { .. } => ErrorCode::SandboxTimeout,
-            ApiError::Forbidden(_) => ErrorCode::Forbidden,
             ApiError::ImageNotFound { .. } => ErrorCode::ImageNotFound,
             ApiError::ImagePullFailed { .. } => ErrorCode::ImagePullFailed,
             ApiError::ImageImportFailed(_) => ErrorCode::ImageImportFailed,

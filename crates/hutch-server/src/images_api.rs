@@ -581,6 +581,8 @@ pub(crate) async fn fork_session(
         }),
         env: (!row.env.is_empty()).then(|| row.env.clone()),
         context_syncs: None,
+        // The store keeps no session's policy: forks get the server's default network.
+        network: None,
     };
     let mut creates = Vec::new();
     for _ in 0..count {

@@ -68,8 +68,8 @@ pub use connections::{
     DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
 };
 pub use error::ApiError;
-pub use ports::PortsConfig;
 pub use images::{ImageError, ImageManagers, Images, ImagesConfig};
+pub use ports::PortsConfig;
 pub use ratelimit::{
     DEFAULT_RATE_LIFECYCLE, DEFAULT_RATE_SESSION, Period, RateLimit, RateLimitParseError,
 };
@@ -351,7 +351,7 @@ impl Server {
             Sessions::new(store, runtime, Arc::clone(&storage), config.max_sessions)
                 .with_tenant_quotas(config.tenant_max_sessions, config.tenant_max_memory_mb)
                 .with_network(config.network)
-                .with_orphan_grace(config.orphan_grace),
+                .with_orphan_grace(config.orphan_grace)
                 .with_images(Arc::clone(&images)),
         );
         let recovery = sessions.recover().await?;

@@ -135,6 +135,103 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/images": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Lists the images the caller may use.
+         * @description Every image pulled or imported on this server (they are shared by all tenants), and the
+         *     caller's snapshots; an admin token sees every tenant's snapshots.
+         */
+        get: operations["listImages"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/images/import": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Imports an image archive.
+         * @description The body is an OCI image layout tarball (`skopeo copy … oci-archive:`) or a `docker save`
+         *     archive, streamed to disk (at most `--image-import-max-mb`); every blob is checked against
+         *     its digest. Images are stored under `name` when given, else under the names the archive
+         *     holds. Needs an admin token unless the server lets tenants manage images.
+         */
+        post: operations["importImage"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/images/pull": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Pulls an image from its registry.
+         * @description Fetches only the layers the server lacks, and refreshes what a tag points to. The answer
+         *     is NDJSON (`application/x-ndjson`), one `PullEvent` a line: `progress` lines (bytes done
+         *     and total per layer), then one `image` line with the image stored, or one `error` line
+         *     carrying the error a failed request would answer with (`image_not_found`,
+         *     `image_pull_failed` with the registry's answer, `forbidden` for a registry not allowed).
+         *     The pull goes on if the client goes away. Use it to warm the cache before creating
+         *     sessions: a create that has to pull counts the pull in its own time.
+         */
+        post: operations["pullImage"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/images/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Shows an image: its layers and run settings.
+         * @description The name is percent-encoded in one segment or written out with its slashes; short forms
+         *     (`python:3.11`) are normalised. Another tenant's snapshot answers 404.
+         */
+        get: operations["getImage"];
+        put?: never;
+        post?: never;
+        /**
+         * Deletes an image.
+         * @description A shared image needs an admin token unless the server lets tenants manage images; a
+         *     snapshot is deleted by its tenant. Refused with 409 while a session uses it. Its layers go
+         *     at once when no other image names them.
+         */
+        delete: operations["deleteImage"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/openapi.json": {
         parameters: {
             query?: never;
@@ -473,6 +570,30 @@ export interface paths {
         get: operations["statFile"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{id}/fork": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Forks a running session.
+         * @description Snapshots the session (its files, not its processes) and creates `count` new sessions
+         *     from that snapshot at once, with the source session's resources, environment and
+         *     metadata. Either every new session is created or none is (those made are deleted again).
+         *     The snapshot (`fork-…`) is removed by the server once no session uses it. Sessions of the
+         *     `default` image cannot be forked (409).
+         */
+        post: operations["forkSession"];
         delete?: never;
         options?: never;
         head?: never;
@@ -890,6 +1011,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/sessions/{id}/snapshot": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Snapshots a running session.
+         * @description Turns the session's files (its writable layer, on top of its image) into a new image named
+         *     `name`, owned by the session's tenant and usable as `image` by later sessions. The
+         *     session's processes are frozen while the layer is copied, so no file is torn, and run on
+         *     afterwards. Sessions of the `default` image cannot be snapshotted (409).
+         */
+        post: operations["snapshotSession"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1277,7 +1421,7 @@ export interface components {
          * @description A stable, machine-readable error code. Each maps to exactly one HTTP status.
          * @enum {string}
          */
-        ErrorCode: "invalid_request" | "unauthorized" | "forbidden" | "not_found" | "session_not_found" | "process_not_found" | "context_not_found" | "conflict" | "payload_too_large" | "uri_too_long" | "headers_too_large" | "rate_limited" | "quota_exceeded" | "capacity" | "sandbox_unavailable" | "sandbox_timeout" | "disk_full" | "storage_context_not_found" | "sync_failed" | "file_not_found" | "range_not_satisfiable" | "internal" | "port_unreachable" | "link_expired" | "link_invalid";
+        ErrorCode: "invalid_request" | "unauthorized" | "forbidden" | "not_found" | "session_not_found" | "process_not_found" | "context_not_found" | "conflict" | "payload_too_large" | "uri_too_long" | "headers_too_large" | "rate_limited" | "quota_exceeded" | "capacity" | "sandbox_unavailable" | "sandbox_timeout" | "disk_full" | "language_unavailable" | "storage_context_not_found" | "sync_failed" | "file_not_found" | "range_not_satisfiable" | "image_not_found" | "image_pull_failed" | "image_import_failed" | "internal" | "port_unreachable" | "link_expired" | "link_invalid";
         /** @description What went wrong: a stable code, a message for people, and optional structured details. */
         ErrorDetail: {
             /** @description Stable code to match on. */
@@ -1311,6 +1455,16 @@ export interface components {
          */
         ErrorProcessEvent: {
             /** @description The same envelope an HTTP error carries. */
+            error: components["schemas"]["ErrorDetail"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "error";
+        };
+        /** @description The pull failed. */
+        ErrorPullEvent: {
+            /** @description The error, as an error response would carry it. */
             error: components["schemas"]["ErrorDetail"];
             /**
              * @description discriminator enum property added by openapi-typescript
@@ -1433,6 +1587,35 @@ export interface components {
          */
         FileType: "file" | "directory" | "symlink" | "other";
         /**
+         * @description `POST /v1/sessions/{id}/fork`.
+         * @example {
+         *       "count": 3,
+         *       "ttl": 600
+         *     }
+         */
+        ForkRequest: {
+            /**
+             * Format: int32
+             * @description How many sessions to create, 1 to 20; default 1.
+             */
+            count?: number | null;
+            /**
+             * Format: int64
+             * @description Time to live of each new session in seconds, 60 to 28800; default the server's.
+             */
+            ttl?: number | null;
+        };
+        /** @description `POST /v1/sessions/{id}/fork`: the new sessions and the snapshot they run. */
+        ForkResult: {
+            /**
+             * @description The snapshot the new sessions were created from (`fork-…`; removed by the server once
+             *     no session uses it).
+             */
+            snapshot: string;
+            /** @description The new sessions, `RUNNING`. */
+            sessions: components["schemas"]["Session"][];
+        };
+        /**
          * @description One frame of an execution's stream (a WebSocket text message, or one NDJSON line). The
          *     last frame is always `control`.
          */
@@ -1476,11 +1659,116 @@ export interface components {
             /** @description Newest last. */
             executions: components["schemas"]["HistoryEntry"][];
         };
+        /** @description An image as the API lists it. */
+        Image: {
+            /** @description The name to use as `image`: a canonical reference, or a snapshot's short name. */
+            name: string;
+            /** @description For snapshots, the tenant owning it; absent for shared images. */
+            tenant?: string | null;
+            /** @description Whether this is a snapshot of a session. */
+            snapshot: boolean;
+            /** @description Digest of the image's config, which identifies its content. */
+            digest: string;
+            /** @description Digest of the manifest it was pulled by, when it came from a registry. */
+            manifestDigest?: string | null;
+            /**
+             * Format: int64
+             * @description Bytes its unpacked layers take on disk (a layer shared with another image counts in
+             *     both).
+             */
+            sizeBytes: number;
+            /**
+             * Format: int64
+             * @description Number of layers.
+             */
+            layers: number;
+            /** @description When the image was built, as its config says (RFC 3339), if it says. */
+            created?: string | null;
+            /**
+             * Format: date-time
+             * @description When this server stored it.
+             */
+            storedAt: string;
+            /**
+             * Format: date-time
+             * @description When a session last used it (or when it was stored).
+             */
+            lastUsed: string;
+            /**
+             * Format: int64
+             * @description Holds on it now: sessions using it, and ready sandboxes the warm pool keeps for it.
+             *     While it is above 0 (pool sandboxes aside), the image cannot be deleted.
+             */
+            sessions: number;
+        };
+        /**
+         * @description The run settings of an image. Sessions take `env`, `workingDir` and `user`; `entrypoint`
+         *     and `cmd` are shown only (the session's agent is its first process).
+         */
+        ImageConfig: {
+            /** @description `KEY=value` pairs. */
+            env: string[];
+            /** @description The working directory, if the image names one. */
+            workingDir?: string | null;
+            /** @description The user, if the image names one. */
+            user?: string | null;
+            /** @description The entrypoint, if any. */
+            entrypoint?: string[] | null;
+            /** @description The command, if any. */
+            cmd?: string[] | null;
+        };
+        /** @description `GET /v1/images/{name}`: an image with its layers and run settings. */
+        ImageDetail: components["schemas"]["Image"] & {
+            /** @description Its layers, bottom first. */
+            layerDigests: components["schemas"]["ImageLayer"][];
+            /** @description Its run settings. */
+            config: components["schemas"]["ImageConfig"];
+        };
+        /** @description One layer of an image. */
+        ImageLayer: {
+            /** @description Digest of the uncompressed content; names the layer on disk. */
+            diffId: string;
+            /** @description Digest of the blob as pulled or imported. */
+            blob: string;
+            /**
+             * Format: int64
+             * @description Size of that blob in bytes.
+             */
+            blobSize: number;
+        };
+        /** @description `GET /v1/images`: every image the caller sees, by name. */
+        ImageList: {
+            /**
+             * @description The images: every pulled or imported image, and the caller's snapshots (an admin
+             *     token sees every tenant's).
+             */
+            images: components["schemas"]["Image"][];
+        };
+        /** @description The pull is done: the image as stored. */
+        ImagePullEvent: {
+            /** @description The image. */
+            image: components["schemas"]["Image"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "image";
+        };
+        /** @description `POST /v1/images/import`: the images the archive held. */
+        ImportResult: {
+            /** @description The images stored. */
+            images: components["schemas"]["Image"][];
+        };
         /** @description `POST …/contexts/{cid}/interrupt`. */
         InterruptResult: {
             /** @description Whether an execution was running and got interrupted. */
             interrupted: boolean;
         };
+        /**
+         * @description What is happening to one layer of a pull.
+         * @enum {string}
+         */
+        LayerState: "cached" | "downloading" | "unpacking" | "done";
         /**
          * @description One listening TCP socket inside a session.
          * @example {
@@ -1673,8 +1961,48 @@ export interface components {
          * @enum {string}
          */
         ProcessStatus: "running" | "exited";
+        /** @description Progress of one layer. */
+        ProgressPullEvent: {
+            /** @description The layer's blob digest. */
+            layer: string;
+            /** @description What is happening to it. */
+            status: components["schemas"]["LayerState"];
+            /**
+             * Format: int64
+             * @description Bytes downloaded so far.
+             */
+            done: number;
+            /**
+             * Format: int64
+             * @description The blob's size.
+             */
+            total: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "progress";
+        };
         /** @description A message a client sends on a terminal WebSocket as text (binary messages are keystrokes). */
         PtyControl: components["schemas"]["ResizePtyControl"];
+        /**
+         * @description One line of `POST /v1/images/pull`'s NDJSON answer: progress lines, then one `image` or
+         *     `error` line.
+         */
+        PullEvent: components["schemas"]["ProgressPullEvent"] | components["schemas"]["ImagePullEvent"] | components["schemas"]["ErrorPullEvent"];
+        /**
+         * @description `POST /v1/images/pull`.
+         * @example {
+         *       "reference": "python:3.11"
+         *     }
+         */
+        PullRequest: {
+            /**
+             * @description The image to pull: `python:3.11`, `docker.io/library/python:3.11-slim`,
+             *     `localhost:5000/team/tool:1.2`, `…@sha256:…`.
+             */
+            reference: string;
+        };
         /** @description The terminal's new size. */
         ResizePtyControl: {
             /**
@@ -1822,6 +2150,19 @@ export interface components {
         };
         /** @description A signal, by name (`"SIGTERM"`, `"TERM"`) or number (`15`). */
         SignalSpec: string | number;
+        /**
+         * @description `POST /v1/sessions/{id}/snapshot`.
+         * @example {
+         *       "name": "my-env"
+         *     }
+         */
+        SnapshotRequest: {
+            /**
+             * @description The snapshot's name, unique among the tenant's snapshots: 1 to 128 lower-case letters,
+             *     digits, `.`, `_` and `-`, starting and ending with a letter or digit.
+             */
+            name: string;
+        };
         /** @description The process started. */
         StartProcessEvent: {
             /**
@@ -2240,6 +2581,86 @@ export interface components {
                 "application/json": components["schemas"]["ErrorBody"];
             };
         };
+        /** @description `forbidden`: the token may not do this (importing and deleting images needs an admin token unless the server opens them to tenants), or the image's registry is not on the server's list of allowed registries. */
+        ImageForbidden: {
+            headers: {
+                /** @description The error's `code`, repeated from the body. */
+                "X-Hutch-Error-Code"?: components["schemas"]["ErrorCode"];
+                "X-Request-Id": components["headers"]["RequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "error": {
+                 *         "code": "forbidden",
+                 *         "message": "registry quay.io is not on the list of allowed registries"
+                 *       }
+                 *     }
+                 */
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `image_import_failed`: the body is not an importable image archive (an OCI image layout tarball or a `docker save` archive), or a blob in it does not match its digest. */
+        ImageImportFailed: {
+            headers: {
+                /** @description The error's `code`, repeated from the body. */
+                "X-Hutch-Error-Code"?: components["schemas"]["ErrorCode"];
+                "X-Request-Id": components["headers"]["RequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "error": {
+                 *         "code": "image_import_failed",
+                 *         "message": "not an importable image archive: neither index.json (OCI layout) nor manifest.json (docker save) found"
+                 *       }
+                 *     }
+                 */
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `image_not_found`: no image of this name is stored or in its registry, and the caller has no snapshot of this name; `details.image` names it. */
+        ImageNotFound: {
+            headers: {
+                /** @description The error's `code`, repeated from the body. */
+                "X-Hutch-Error-Code"?: components["schemas"]["ErrorCode"];
+                "X-Request-Id": components["headers"]["RequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "error": {
+                 *         "code": "image_not_found",
+                 *         "message": "image docker.io/library/pyhton:3.11 not found: manifest unknown"
+                 *       }
+                 *     }
+                 */
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `image_pull_failed`: the image could not be pulled (the registry refused, failed or could not be reached, a blob did not match its digest, or the image is unusable); `details.image` names it and `details.registryAnswer` gives the registry's answer. */
+        ImagePullFailed: {
+            headers: {
+                /** @description The error's `code`, repeated from the body. */
+                "X-Hutch-Error-Code"?: components["schemas"]["ErrorCode"];
+                "X-Request-Id": components["headers"]["RequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "error": {
+                 *         "code": "image_pull_failed",
+                 *         "message": "pulling localhost:5000/tool:1.2 failed: error sending request"
+                 *       }
+                 *     }
+                 */
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
         /** @description `internal`: an unexpected fault inside hutch; the server log has the cause. */
         Internal: {
             headers: {
@@ -2254,6 +2675,26 @@ export interface components {
                  *       "error": {
                  *         "code": "internal",
                  *         "message": "internal error; the server log has the cause"
+                 *       }
+                 *     }
+                 */
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `language_unavailable`: the session's image has no program for this language (`python3`, `node`, `bash`); `details` name the image and the program. */
+        LanguageUnavailable: {
+            headers: {
+                /** @description The error's `code`, repeated from the body. */
+                "X-Hutch-Error-Code"?: components["schemas"]["ErrorCode"];
+                "X-Request-Id": components["headers"]["RequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "error": {
+                 *         "code": "language_unavailable",
+                 *         "message": "image docker.io/library/busybox:latest has no python3"
                  *       }
                  *     }
                  */
@@ -2300,7 +2741,7 @@ export interface components {
                 "application/json": components["schemas"]["ErrorBody"];
             };
         };
-        /** @description `forbidden`: the server's operator does not allow what the request asks for (a network egress wider than the server's `--network-allowed`). */
+        /** @description `forbidden`: the server's operator does not allow what the request asks for: a network egress wider than the server's `--network-allowed`, or an image from a registry not on the server's list of allowed registries. */
         NetworkForbidden: {
             headers: {
                 /** @description The error's `code`, repeated from the body. */
@@ -2887,6 +3328,213 @@ export interface operations {
             500: components["responses"]["Internal"];
         };
     };
+    listImages: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, 1 to 128 bytes, echoed in the response and logged with the request; a new UUID is made when it is missing or out of bounds. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The images, by name */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "X-RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "X-RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImageList"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            414: components["responses"]["UriTooLong"];
+            429: components["responses"]["RateLimited"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["Internal"];
+        };
+    };
+    importImage: {
+        parameters: {
+            query?: {
+                /** @description The name to store the image under; the archive must then hold exactly one image. */
+                name?: string;
+            };
+            header?: {
+                /** @description An id for this request, 1 to 128 bytes, echoed in the response and logged with the request; a new UUID is made when it is missing or out of bounds. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        /** @description The archive, a tar file (any content type is read as it). */
+        requestBody: {
+            content: {
+                "application/octet-stream": string;
+            };
+        };
+        responses: {
+            /** @description The images stored */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "X-RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "X-RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImportResult"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["ImageForbidden"];
+            413: components["responses"]["PayloadTooLarge"];
+            414: components["responses"]["UriTooLong"];
+            422: components["responses"]["ImageImportFailed"];
+            429: components["responses"]["RateLimited"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["Internal"];
+        };
+    };
+    pullImage: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, 1 to 128 bytes, echoed in the response and logged with the request; a new UUID is made when it is missing or out of bounds. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PullRequest"];
+            };
+        };
+        responses: {
+            /** @description Progress, then the image or the error, as NDJSON */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "X-RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "X-RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/x-ndjson": components["schemas"]["PullEvent"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["ImageForbidden"];
+            404: components["responses"]["ImageNotFound"];
+            413: components["responses"]["PayloadTooLarge"];
+            414: components["responses"]["UriTooLong"];
+            429: components["responses"]["RateLimited"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["Internal"];
+        };
+    };
+    getImage: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, 1 to 128 bytes, echoed in the response and logged with the request; a new UUID is made when it is missing or out of bounds. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /** @description The image's name: a reference or a snapshot's name, percent-encoded or written out. */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The image */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "X-RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "X-RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImageDetail"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["ImageNotFound"];
+            414: components["responses"]["UriTooLong"];
+            429: components["responses"]["RateLimited"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["Internal"];
+        };
+    };
+    deleteImage: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, 1 to 128 bytes, echoed in the response and logged with the request; a new UUID is made when it is missing or out of bounds. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /** @description The image's name: a reference or a snapshot's name, percent-encoded or written out. */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The image as it was */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "X-RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "X-RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Image"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["ImageForbidden"];
+            404: components["responses"]["ImageNotFound"];
+            409: components["responses"]["Conflict"];
+            414: components["responses"]["UriTooLong"];
+            429: components["responses"]["RateLimited"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["Internal"];
+        };
+    };
     getOpenApi: {
         parameters: {
             query?: never;
@@ -2995,6 +3643,7 @@ export interface operations {
             409: components["responses"]["Conflict"];
             413: components["responses"]["PayloadTooLarge"];
             414: components["responses"]["UriTooLong"];
+            422: components["responses"]["ImagePullFailed"];
             429: components["responses"]["RateLimited"];
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
@@ -3177,6 +3826,7 @@ export interface operations {
             409: components["responses"]["Conflict"];
             413: components["responses"]["PayloadTooLarge"];
             414: components["responses"]["UriTooLong"];
+            422: components["responses"]["LanguageUnavailable"];
             429: components["responses"]["RateLimited"];
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
@@ -3908,6 +4558,55 @@ export interface operations {
             504: components["responses"]["SandboxTimeout"];
         };
     };
+    forkSession: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, 1 to 128 bytes, echoed in the response and logged with the request; a new UUID is made when it is missing or out of bounds. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /** @description The session id. */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ForkRequest"];
+            };
+        };
+        responses: {
+            /** @description The new sessions */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "X-RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "X-RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ForkResult"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["SessionNotFound"];
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["PayloadTooLarge"];
+            414: components["responses"]["UriTooLong"];
+            429: components["responses"]["RateLimited"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["Internal"];
+            502: components["responses"]["SandboxUnavailable"];
+            503: components["responses"]["Capacity"];
+            504: components["responses"]["SandboxTimeout"];
+        };
+    };
     listContexts: {
         parameters: {
             query?: never;
@@ -3992,6 +4691,7 @@ export interface operations {
             409: components["responses"]["Conflict"];
             413: components["responses"]["PayloadTooLarge"];
             414: components["responses"]["UriTooLong"];
+            422: components["responses"]["LanguageUnavailable"];
             429: components["responses"]["RateLimited"];
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
@@ -4311,6 +5011,7 @@ export interface operations {
             409: components["responses"]["Conflict"];
             413: components["responses"]["PayloadTooLarge"];
             414: components["responses"]["UriTooLong"];
+            422: components["responses"]["LanguageUnavailable"];
             429: components["responses"]["RateLimited"];
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
@@ -4498,6 +5199,7 @@ export interface operations {
             409: components["responses"]["Conflict"];
             413: components["responses"]["PayloadTooLarge"];
             414: components["responses"]["UriTooLong"];
+            422: components["responses"]["LanguageUnavailable"];
             429: components["responses"]["RateLimited"];
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
@@ -5007,6 +5709,54 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             404: components["responses"]["SessionNotFound"];
             409: components["responses"]["Conflict"];
+            414: components["responses"]["UriTooLong"];
+            429: components["responses"]["RateLimited"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["Internal"];
+            502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
+        };
+    };
+    snapshotSession: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, 1 to 128 bytes, echoed in the response and logged with the request; a new UUID is made when it is missing or out of bounds. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /** @description The session id. */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SnapshotRequest"];
+            };
+        };
+        responses: {
+            /** @description The snapshot */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "X-RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "X-RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Image"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["SessionNotFound"];
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["PayloadTooLarge"];
             414: components["responses"]["UriTooLong"];
             429: components["responses"]["RateLimited"];
             431: components["responses"]["HeadersTooLarge"];
