@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -207,6 +208,68 @@ def _requires_route(request: pytest.FixtureRequest) -> None:
     method, path = marker.args
     if (method.upper(), _shape(path)) not in server.routes():
         pytest.skip(f"the server has no {method.upper()} {path} yet")
+
+
+def free_port() -> int:
+    """A free loopback port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[str]:
+    """A ``docker-registry`` on a loopback port (one per test module); yields its address."""
+    if shutil.which("docker-registry") is None or shutil.which("skopeo") is None:
+        pytest.skip("docker-registry and skopeo are needed (scripts/deps.sh installs them)")
+    work = Path(tempfile.mkdtemp(prefix="hutch-sdk-registry", dir="/tmp"))
+    addr = f"127.0.0.1:{free_port()}"
+    config = work / "config.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {work / 'storage'}\nhttp:\n  addr: {addr}\n"
+    )
+    process = subprocess.Popen(
+        ["docker-registry", "serve", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(tuple(addr.split(":")), timeout=1).close()  # type: ignore[arg-type]
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("the registry did not start")
+            time.sleep(0.05)
+    try:
+        yield addr
+    finally:
+        process.kill()
+        process.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def image_server(registry: str) -> Iterator[HutchServer]:
+    """A server that reaches the test registry over plain HTTP, also as Docker Hub's mirror."""
+    server = start_server(
+        ["--warm-pool", "1", "--insecure-registry", registry,
+         "--registry-mirror", f"docker.io=http://{registry}"]
+    )
+    yield server
+    server.stop()
+
+
+def push_layout(layout: Path, reference: str) -> None:
+    """Copies the OCI layout ``layout`` (tag ``latest``) to ``reference`` in a test registry."""
+    subprocess.run(
+        ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:latest",
+         f"docker://{reference}"],
+        check=True,
+    )
 
 
 def run_example(server: HutchServer, name: str, *args: str, timeout: float = 120) -> str:

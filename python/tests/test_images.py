@@ -8,20 +8,15 @@ import gzip
 import hashlib
 import io
 import json
-import shutil
-import socket
-import subprocess
 import tarfile
-import tempfile
-import time
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
 import pytest
 
 from hutch import Image, PullProgress, SandboxOperationError, SessionsClient
 
-from conftest import HutchServer, start_server
+from conftest import HutchServer, free_port, push_layout
 
 
 def _blob(blobs: Path, data: bytes) -> dict:
@@ -103,58 +98,6 @@ def tarball(layout: Path, into: Path) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def registry() -> Iterator[str]:
-    """A ``docker-registry`` on a loopback port; yields its address."""
-    if shutil.which("docker-registry") is None or shutil.which("skopeo") is None:
-        pytest.skip("docker-registry and skopeo are needed (scripts/deps.sh installs them)")
-    work = Path(tempfile.mkdtemp(prefix="hutch-sdk-registry", dir="/tmp"))
-    addr = f"127.0.0.1:{free_port()}"
-    config = work / "config.yml"
-    config.write_text(
-        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
-        f"    rootdirectory: {work / 'storage'}\nhttp:\n  addr: {addr}\n"
-    )
-    process = subprocess.Popen(
-        ["docker-registry", "serve", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(tuple(addr.split(":")), timeout=1).close()  # type: ignore[arg-type]
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError("the registry did not start")
-            time.sleep(0.05)
-    try:
-        yield addr
-    finally:
-        process.kill()
-        process.wait()
-        shutil.rmtree(work, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def image_server(registry: str) -> Iterator[HutchServer]:
-    """A server that reaches the test registry over plain HTTP, also as Docker Hub's mirror."""
-    server = start_server(
-        ["--warm-pool", "1", "--insecure-registry", registry,
-         "--registry-mirror", f"docker.io=http://{registry}"]
-    )
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def layout(tmp_path: Path) -> Path:
     return write_layout(tmp_path / "layout", {"hello.txt": b"hello from an image\n"})
@@ -162,11 +105,7 @@ def layout(tmp_path: Path) -> Path:
 
 def test_pull_list_get_and_delete(image_server: HutchServer, registry: str, layout: Path) -> None:
     reference = f"{registry}/sdk/hello:1"
-    subprocess.run(
-        ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:latest",
-         f"docker://{reference}"],
-        check=True,
-    )
+    push_layout(layout, reference)
     client = image_server.client()
     admin = SessionsClient(image_server.api_url, bearer_token=image_server.token("ops", admin=True))
     progress: List[PullProgress] = []
@@ -245,11 +184,7 @@ def test_snapshot_then_fork(image_server: HutchServer, registry: str, tmp_path: 
         {"bin/busybox": (busybox.read_bytes(), 0o755), "root/.keep": b""},
         {f"bin/{applet}": "busybox" for applet in ("sh", "cat", "echo", "mkdir")},
     )
-    subprocess.run(
-        ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:latest",
-         f"docker://{registry}/library/busybox:sdk"],
-        check=True,
-    )
+    push_layout(layout, f"{registry}/library/busybox:sdk")
     client = image_server.client()
     source = client.create_session(ttl=600, image="busybox:sdk")
     try:
