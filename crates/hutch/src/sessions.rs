@@ -89,7 +89,7 @@ struct CreateArgs {
     env: Vec<(String, String)>,
     /// Network egress: `none` (only loopback), `allow` (only the `--allow` list) or `all`
     /// (everything but `--deny`); the server's default otherwise.
-    #[arg(long, value_parser = parse_egress)]
+    #[arg(long, value_parser = crate::serve_network::parse_egress)]
     network: Option<Egress>,
     /// With `--network allow`: a DNS name, `*.` wildcard name, IPv4 address or CIDR range the
     /// session may reach (repeatable).
@@ -100,11 +100,6 @@ struct CreateArgs {
     deny: Vec<String>,
     #[command(flatten)]
     output: Output,
-}
-
-/// Parses `--network`: `none`, `allow` or `all`.
-fn parse_egress(s: &str) -> Result<Egress, String> {
-    Egress::parse(s).ok_or_else(|| format!("{s:?} is not none, allow or all"))
 }
 
 #[derive(clap::Args, Debug)]
