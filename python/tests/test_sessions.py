@@ -32,6 +32,7 @@ def test_create_with_defaults_returns_a_running_session(client: SessionsClient) 
     assert session.created_at.tzinfo is not None
     assert session.expires_at > session.created_at
     assert session.resources is not None and session.resources.memory_mb > 0
+    assert session.network == {"egress": "none", "allow": [], "deny": []}
     assert not session.is_expired()
 
 
@@ -228,6 +229,7 @@ def test_network_beyond_the_servers_ceiling_is_forbidden(client: SessionsClient)
     # The test server allows no network: egress none works, anything more is a 403.
     session = client.create_session(network="none")
     assert session.status == SessionStatus.RUNNING
+    assert client.get_session(session.session_id).network["egress"] == "none"
     with pytest.raises(SandboxOperationError) as info:
         client.create_session(network={"egress": "allow", "allow": ["pypi.org"]})
     assert info.value.status_code == 403

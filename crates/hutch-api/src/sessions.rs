@@ -160,6 +160,9 @@ pub struct Session {
     /// When the session expires and is destroyed.
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
+    /// The session's network policy: the one asked for on create (or the server's default),
+    /// as last changed by `PATCH /v1/sessions/{id}`.
+    pub network: crate::network::NetworkPolicy,
 }
 
 /// `GET /v1/sessions`: one page of the caller's sessions, oldest first.

@@ -581,8 +581,7 @@ pub(crate) async fn fork_session(
         }),
         env: (!row.env.is_empty()).then(|| row.env.clone()),
         context_syncs: None,
-        // The store keeps no session's policy: forks get the server's default network.
-        network: None,
+        network: Some(row.network.clone()),
     };
     let mut creates = Vec::new();
     for _ in 0..count {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use hutch_api::{Resources, Session, SessionStatus};
+use hutch_api::{NetworkPolicy, Resources, Session, SessionStatus};
 use hutch_sandbox::SandboxRecord;
 use sqlx::Row;
 use sqlx::sqlite::{
@@ -36,7 +36,8 @@ const INSERT_ATTEMPTS: usize = 3;
 /// The columns of a session row, in the order [`decode`] reads them.
 macro_rules! columns {
     () => {
-        "id, tenant, status, image, metadata, resources, env, created_at, expires_at, runtime_record"
+        "id, tenant, status, image, metadata, resources, env, created_at, expires_at, runtime_record, \
+         network"
     };
 }
 
@@ -143,6 +144,8 @@ pub(crate) struct StoredSession {
     pub(crate) expires_at_ms: i64,
     /// What the runtime needs to find the sandbox again; `None` while creating.
     pub(crate) record: Option<SandboxRecord>,
+    /// The effective network policy (`egress: none` on rows that kept none).
+    pub(crate) network: NetworkPolicy,
 }
 
 impl StoredSession {
@@ -156,6 +159,7 @@ impl StoredSession {
             resources: self.resources,
             created_at: ms_to_time(self.created_at_ms),
             expires_at: ms_to_time(self.expires_at_ms),
+            network: self.network.clone(),
         }
     }
 }
@@ -265,7 +269,7 @@ impl Store {
             let result = sqlx::query(concat!(
                 "INSERT INTO sessions (",
                 columns!(),
-                ") SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL ",
+                ") SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ? ",
                 "WHERE (SELECT COUNT(*) FROM sessions) < ? ",
                 "AND (SELECT COUNT(*) FROM sessions WHERE tenant = ?) < ? ",
                 "AND (SELECT COALESCE(SUM(json_extract(resources, '$.memoryMb')), 0) ",
@@ -280,6 +284,7 @@ impl Store {
             .bind(encode(session.id, "env", &session.env)?)
             .bind(session.created_at_ms)
             .bind(session.expires_at_ms)
+            .bind(encode(session.id, "network", &session.network)?)
             .bind(max_rows)
             .bind(&session.tenant)
             .bind(tenant_max_rows)
@@ -443,7 +448,7 @@ impl Store {
         rows.iter().map(decode).collect()
     }
 
-    /// Changes the expiry and/or metadata of a row that is not being deleted.
+    /// Changes the expiry, metadata and/or network policy of a row that is not being deleted.
     ///
     /// Returns the updated row, or `None` if there is no such row or it is DELETING.
     pub(crate) async fn update(
@@ -451,16 +456,19 @@ impl Store {
         id: Uuid,
         expires_at_ms: Option<i64>,
         metadata: Option<&BTreeMap<String, String>>,
+        network: Option<&NetworkPolicy>,
     ) -> Result<Option<StoredSession>, StoreError> {
         let metadata = metadata.map(|m| encode(id, "metadata", m)).transpose()?;
+        let network = network.map(|n| encode(id, "network", n)).transpose()?;
         let row = sqlx::query(concat!(
             "UPDATE sessions SET expires_at = COALESCE(?, expires_at), ",
-            "metadata = COALESCE(?, metadata) ",
+            "metadata = COALESCE(?, metadata), network = COALESCE(?, network) ",
             "WHERE id = ? AND status IN ('CREATING', 'RUNNING', 'PAUSED') RETURNING ",
             columns!()
         ))
         .bind(expires_at_ms)
         .bind(metadata)
+        .bind(network)
         .bind(id.to_string())
         .fetch_optional(&self.pool)
         .await
@@ -541,7 +549,7 @@ impl Store {
         sqlx::query(concat!(
             "INSERT INTO sessions (",
             columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(session.id.to_string())
         .bind(&session.tenant)
@@ -553,6 +561,7 @@ impl Store {
         .bind(session.created_at_ms)
         .bind(session.expires_at_ms)
         .bind(record)
+        .bind(encode(session.id, "network", &session.network)?)
         .execute(&self.pool)
         .await
         .map_err(query("insert raw session"))?;
@@ -596,6 +605,12 @@ fn decode(row: &SqliteRow) -> Result<StoredSession, StoreError> {
         .map(|r| serde_json::from_str(&r))
         .transpose()
         .map_err(|e| corrupt("runtime_record", e.to_string()))?;
+    let network: Option<String> = column(row, &raw_id, "network")?;
+    let network = network
+        .map(|n| serde_json::from_str(&n))
+        .transpose()
+        .map_err(|e| corrupt("network", e.to_string()))?
+        .unwrap_or_default();
     let created_at_ms: i64 = column(row, &raw_id, "created_at")?;
     let expires_at_ms: i64 = column(row, &raw_id, "expires_at")?;
     for (name, ms) in [("created_at", created_at_ms), ("expires_at", expires_at_ms)] {
@@ -613,6 +628,7 @@ fn decode(row: &SqliteRow) -> Result<StoredSession, StoreError> {
         created_at_ms,
         expires_at_ms,
         record,
+        network,
     })
 }
 
@@ -644,6 +660,7 @@ mod tests {
             created_at_ms,
             expires_at_ms: created_at_ms + 60_000,
             record: None,
+            network: NetworkPolicy::default(),
         }
     }
 
@@ -689,10 +706,47 @@ mod tests {
         );
         let deleting = store.mark_deleting(s.id, Some(61_000)).await.unwrap();
         assert_eq!(deleting.unwrap().status, SessionStatus::Deleting);
-        assert!(store.update(s.id, Some(5), None).await.unwrap().is_none());
+        assert!(
+            store
+                .update(s.id, Some(5), None, None)
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert!(store.delete(s.id).await.unwrap());
         assert!(!store.delete(s.id).await.unwrap());
         assert!(store.get(s.id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_network_policy_is_kept_changed_and_defaults_to_none() {
+        let (store, _dir) = open().await;
+        let mut s = session("a", 1_000);
+        s.network = NetworkPolicy {
+            egress: hutch_api::Egress::Allow,
+            allow: vec!["pypi.org".to_owned()],
+            deny: Vec::new(),
+        };
+        assert!(store.insert_creating(&s, 10).await.unwrap());
+        assert_eq!(store.get(s.id).await.unwrap().unwrap().network, s.network);
+        let all = NetworkPolicy {
+            egress: hutch_api::Egress::All,
+            allow: Vec::new(),
+            deny: vec!["example.com".to_owned()],
+        };
+        let updated = store.update(s.id, None, None, Some(&all)).await.unwrap();
+        assert_eq!(updated.unwrap().network, all);
+        assert_eq!(
+            store.get(s.id).await.unwrap().unwrap().to_api().network,
+            all
+        );
+        // A row written before the column existed reads as no network.
+        sqlx::query("UPDATE sessions SET network = NULL")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let legacy = store.get(s.id).await.unwrap().unwrap();
+        assert_eq!(legacy.network, NetworkPolicy::default());
     }
 
     #[tokio::test]

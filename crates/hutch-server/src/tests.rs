@@ -974,7 +974,7 @@ async fn reaper_destroys_expired_sessions_within_a_second() {
         .state
         .sessions
         .store
-        .update(uuid, Some(expires), None)
+        .update(uuid, Some(expires), None, None)
         .await
         .unwrap()
         .unwrap();
@@ -1038,6 +1038,7 @@ fn row(status: SessionStatus, expires_at_ms: i64, with_record: bool) -> StoredSe
             sandbox_id: Uuid::new_v4(),
             agent_pid: 7,
         }),
+        network: hutch_api::NetworkPolicy::default(),
     }
 }
 

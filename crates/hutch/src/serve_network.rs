@@ -57,7 +57,8 @@ pub(crate) struct NetworkArgs {
     pip_index_hosts: Vec<String>,
 }
 
-fn parse_egress(s: &str) -> Result<Egress, String> {
+/// Parses an egress flag: `none`, `allow` or `all`.
+pub(crate) fn parse_egress(s: &str) -> Result<Egress, String> {
     Egress::parse(s).ok_or_else(|| format!("{s:?} is not none, allow or all"))
 }
 

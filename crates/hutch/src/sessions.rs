@@ -9,7 +9,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use hutch_api::{CreateSessionRequest, ResourcesRequest, Session};
+use hutch_api::{CreateSessionRequest, Egress, NetworkPolicy, ResourcesRequest, Session};
 use hutch_client::HutchClient;
 use uuid::Uuid;
 
@@ -87,6 +87,17 @@ struct CreateArgs {
     /// An environment variable of every process in the session, `NAME=VALUE` (repeatable).
     #[arg(long = "env", short = 'e', value_parser = crate::exec::parse_pair)]
     env: Vec<(String, String)>,
+    /// Network egress: `none` (only loopback), `allow` (only the `--allow` list) or `all`
+    /// (everything but `--deny`); the server's default otherwise.
+    #[arg(long, value_parser = crate::serve_network::parse_egress)]
+    network: Option<Egress>,
+    /// With `--network allow`: a DNS name, `*.` wildcard name, IPv4 address or CIDR range the
+    /// session may reach (repeatable).
+    #[arg(long = "allow", value_name = "NAME", requires = "network")]
+    allow: Vec<String>,
+    /// A name or range refused even when `--network` admits it (repeatable).
+    #[arg(long = "deny", value_name = "NAME", requires = "network")]
+    deny: Vec<String>,
     #[command(flatten)]
     output: Output,
 }
@@ -158,7 +169,11 @@ async fn create(client: &HutchClient, args: CreateArgs) -> anyhow::Result<u8> {
         resources: (resources != ResourcesRequest::default()).then_some(resources),
         env: (!args.env.is_empty()).then(|| args.env.into_iter().collect::<BTreeMap<_, _>>()),
         context_syncs: None,
-        network: None,
+        network: args.network.map(|egress| NetworkPolicy {
+            egress,
+            allow: args.allow,
+            deny: args.deny,
+        }),
     };
     let session = client
         .create_session(&req)

@@ -119,6 +119,57 @@ fn sessions_are_created_listed_shown_and_removed_from_the_command_line() {
 }
 
 #[test]
+fn sessions_create_takes_a_network_policy_within_the_servers_ceiling() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    // Out of the box a server allows sessions no network.
+    let server = TestServer::start();
+    let token = server.token("cli");
+    let hutch = |args: &[&str]| hutch(&server.url, &token, args);
+
+    let created = json(&ok(hutch(&[
+        "sessions",
+        "create",
+        "--json",
+        "--network",
+        "none",
+    ])));
+    assert_eq!(created["network"]["egress"], "none", "{created}");
+
+    let refused = hutch(&[
+        "sessions",
+        "create",
+        "--network",
+        "allow",
+        "--allow",
+        "pypi.org",
+        "--allow",
+        "*.pythonhosted.org",
+        "--deny",
+        "evil.pythonhosted.org",
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("forbidden") && stderr.contains("at most \"none\""),
+        "the server's 403, as it says it: {stderr}"
+    );
+
+    let unknown = hutch(&["sessions", "create", "--network", "some"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(stderr.contains("not none, allow or all"), "{stderr}");
+    let alone = hutch(&["sessions", "create", "--allow", "pypi.org"]);
+    assert_eq!(alone.status.code(), Some(2), "--allow needs --network");
+    let stderr = String::from_utf8_lossy(&alone.stderr);
+    assert!(stderr.contains("--network"), "{stderr}");
+
+    let listed = json(&ok(hutch(&["sessions", "ls", "--json"])));
+    assert_eq!(listed["total"], 1, "the refused create left nothing behind");
+}
+
+#[test]
 fn exec_takes_a_command_with_or_without_a_double_dash_and_one_string_as_a_shell_line() {
     if !can_run_sandboxes() {
         return;

@@ -103,6 +103,7 @@ async fn without_a_policy_a_session_has_no_network_and_dns_fails_fast() {
     let setup = Setup::start(&[]);
     let client = setup.client("alice");
     let s = common::session(&client).await;
+    assert_eq!(s.network, policy(Egress::None, &[]), "the server's default");
 
     let links = sh(&client, &s, "tail -n +3 /proc/net/dev | cut -d: -f1")
         .await
@@ -128,6 +129,7 @@ async fn allow_admits_the_listed_names_only_and_a_change_applies_to_new_connecti
     let setup = Setup::start(&[]);
     let client = setup.client("alice");
     let s = networked(&client, policy(Egress::Allow, &["allowed.test"])).await;
+    assert_eq!(s.network, policy(Egress::Allow, &["allowed.test"]));
 
     let resolv = sh(&client, &s, "cat /etc/resolv.conf").await.stdout;
     assert!(resolv.contains("nameserver 10.231."), "{resolv}");
@@ -157,6 +159,15 @@ async fn allow_admits_the_listed_names_only_and_a_change_applies_to_new_connecti
         .await
         .unwrap();
     assert_eq!(patched.session_id, s.session_id);
+    assert_eq!(patched.network, policy(Egress::Allow, &["second.test"]));
+    let shown = client.get_session(s.session_id).await.unwrap();
+    assert_eq!(shown.network, patched.network, "GET shows the new policy");
+    let listed = client.list_sessions(None, None).await.unwrap().sessions;
+    let listed = listed
+        .iter()
+        .find(|l| l.session_id == s.session_id)
+        .unwrap();
+    assert_eq!(listed.network, patched.network, "and so does the list");
     let (status, _) = fetch(&client, &s, "http://second.test/hello.txt").await;
     assert_eq!(status, "200");
     let (status, _) = fetch(&client, &s, "http://allowed.test/hello.txt").await;

@@ -250,6 +250,8 @@ class Session:
     expires_at: datetime
     metadata: Dict[str, str] = field(default_factory=dict)
     resources: Optional[Resources] = None
+    network: Dict[str, Any] = field(default_factory=lambda: {"egress": "none", "allow": [], "deny": []})
+    """The session's network policy: ``egress``, ``allow`` and ``deny``, as last set."""
     _client: Optional["SessionsClient"] = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -261,6 +263,7 @@ class Session:
         except ValueError:
             status = SessionStatus.RUNNING
         resources = data.get("resources")
+        network = data.get("network") if isinstance(data.get("network"), Mapping) else {}
         return cls(
             session_id=str(data["sessionId"]),
             status=status,
@@ -269,6 +272,11 @@ class Session:
             expires_at=parse_time(str(data["expiresAt"])),
             metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
             resources=Resources.from_json(resources) if isinstance(resources, Mapping) else None,
+            network={
+                "egress": str(network.get("egress", "none")),
+                "allow": [str(e) for e in network.get("allow") or []],
+                "deny": [str(e) for e in network.get("deny") or []],
+            },
             _client=client,
         )
 

@@ -2112,6 +2112,11 @@ export interface components {
              * @description When the session expires and is destroyed.
              */
             expiresAt: string;
+            /**
+             * @description The session's network policy: the one asked for on create (or the server's default),
+             *     as last changed by `PATCH /v1/sessions/{id}`.
+             */
+            network: components["schemas"]["NetworkPolicy"];
         };
         /** @description `GET /v1/sessions`: one page of the caller's sessions, oldest first. */
         SessionList: {

@@ -1,6 +1,6 @@
 //! Creating a session: the quota-checked row, the sandbox, the downloads of its contexts.
 
-use hutch_api::{Session, SessionStatus, TaskType};
+use hutch_api::{Egress, Session, SessionStatus, TaskType};
 use hutch_sandbox::SandboxSpec;
 use uuid::Uuid;
 
@@ -39,6 +39,7 @@ impl Sessions {
             created_at_ms,
             expires_at_ms: created_at_ms.saturating_add(ttl_ms),
             record: None,
+            network: network.clone(),
         };
         let limits = RowLimits {
             max_rows: self.max_sessions,
@@ -81,7 +82,7 @@ impl Sessions {
             image,
             resources: row.resources,
             env: row.env.clone(),
-            network,
+            network: (network.egress != Egress::None).then_some(network),
         };
         let record = match self.runtime.create(&spec).await {
             Ok(record) => record,

@@ -160,7 +160,7 @@ impl Sessions {
         })
     }
 
-    /// Changes a session's expiry and/or metadata.
+    /// Changes a session's expiry, metadata and/or network policy.
     pub(crate) async fn update(
         &self,
         caller: &Caller,
@@ -169,9 +169,9 @@ impl Sessions {
     ) -> Result<Session, SessionError> {
         let row = self.visible(caller, id).await?;
         if let Some(policy) = &changes.network {
-            self.update_network(caller, id, policy).await?;
+            let updated = self.update_network(caller, id, policy).await?;
             if changes.ttl_secs.is_none() && changes.metadata.is_none() {
-                return Ok(row.to_api());
+                return Ok(updated);
             }
         }
         let expires_at_ms = changes.ttl_secs.map(|ttl| {
@@ -179,7 +179,7 @@ impl Sessions {
         });
         match self
             .store
-            .update(id, expires_at_ms, changes.metadata.as_ref())
+            .update(id, expires_at_ms, changes.metadata.as_ref(), None)
             .await?
         {
             Some(updated) => {

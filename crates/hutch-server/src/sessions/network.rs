@@ -27,14 +27,14 @@ impl Sessions {
     pub(super) fn network_for(
         &self,
         asked: Option<NetworkPolicy>,
-    ) -> Result<Option<NetworkPolicy>, String> {
+    ) -> Result<NetworkPolicy, String> {
         let policy = asked.unwrap_or(NetworkPolicy {
             egress: self.network.default,
             allow: Vec::new(),
             deny: Vec::new(),
         });
         self.check_network(&policy)?;
-        Ok((policy.egress != Egress::None).then_some(policy))
+        Ok(policy)
     }
 
     fn check_network(&self, policy: &NetworkPolicy) -> Result<(), String> {
@@ -56,7 +56,8 @@ impl Sessions {
         self.runtime.network_counters()
     }
 
-    /// Replaces the network policy of a RUNNING session the caller may see.
+    /// Replaces the network policy of a RUNNING session the caller may see, in its sandbox
+    /// and in the store; returns the session with its new policy.
     pub(crate) async fn update_network(
         &self,
         caller: &Caller,
@@ -77,6 +78,11 @@ impl Sessions {
         };
         self.runtime.set_network(record, policy).await?;
         tracing::info!(session = %id, egress = policy.egress.as_str(), "network policy changed");
-        Ok(row.to_api())
+        match self.store.update(id, None, None, Some(policy)).await? {
+            Some(updated) => Ok(updated.to_api()),
+            None => Err(SessionError::Conflict(format!(
+                "session {id} is being deleted"
+            ))),
+        }
     }
 }
