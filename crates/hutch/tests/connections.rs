@@ -111,6 +111,10 @@ async fn a_slow_client_attack_is_bounded_and_real_clients_are_still_served() {
     // answered 429 and closed at once.
     let attack_started = Instant::now();
     let attack = slow_clients(addr, "127.0.0.2", 2000).await;
+    // Opening 2,000 connections can outlast the header timeout on a loaded machine; each
+    // timeout window that passed while they opened freed PER_CLIENT places for later ones.
+    let windows =
+        1 + (attack_started.elapsed().as_secs_f64() / HEADER_TIMEOUT.as_secs_f64()).ceil() as usize;
 
     // Meanwhile real clients are served at once.
     let started = Instant::now();
@@ -126,15 +130,14 @@ async fn a_slow_client_attack_is_bounded_and_real_clients_are_still_served() {
     let refused = answered(&attacked, "HTTP/1.1 429");
     // (A connection the header timeout closed makes room for one more.)
     assert!(
-        (2000 - 2 * PER_CLIENT..2000).contains(&refused),
-        "{refused} of 2000 refused"
+        (2000 - (windows + 1) * PER_CLIENT..2000).contains(&refused),
+        "{refused} of 2000 refused, {windows} header-timeout windows while they opened"
     );
     // The held ones were closed by the header timeout: none is still open.
     assert!(
         attacked.iter().all(Option::is_some),
         "a slow client is still held"
     );
-    assert!(attack_started.elapsed() < HEADER_TIMEOUT * 3);
 
     // Two attackers together fill the server: a fourth address is refused 503, and once the
     // header timeout has closed theirs, everyone is served again.
