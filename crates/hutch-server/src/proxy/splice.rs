@@ -102,8 +102,42 @@ where
         }
     };
     tokio::select! {
-        result = tokio::io::copy_bidirectional(&mut client, &mut agent) => SpliceEnd::Closed(result),
+        result = copy_both_ways(&mut client, &mut agent) => SpliceEnd::Closed(result),
         () = idle => SpliceEnd::Idle,
+    }
+}
+
+/// Copies both ways until the agent's side ends, so that nothing the agent wrote is lost.
+///
+/// Unlike `copy_bidirectional`, a failed write towards the agent (it closed after its last
+/// frame while the client was still sending) does not end the splice: what the agent wrote
+/// before closing (an error frame, a close frame) still reaches the client. Returns the bytes
+/// copied client to agent and agent to client.
+async fn copy_both_ways<C, A>(client: &mut C, agent: &mut A) -> io::Result<(u64, u64)>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    A: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut agent_read, mut agent_write) = tokio::io::split(agent);
+    let up = async {
+        let copied = tokio::io::copy(&mut client_read, &mut agent_write).await;
+        let _ = agent_write.shutdown().await;
+        copied.unwrap_or(0)
+    };
+    let down = async {
+        let copied = tokio::io::copy(&mut agent_read, &mut client_write).await;
+        let _ = client_write.shutdown().await;
+        copied
+    };
+    tokio::pin!(up, down);
+    tokio::select! {
+        // The agent's side ended: the conversation is over, whatever the client still sends.
+        copied = &mut down => Ok((0, copied?)),
+        // The client closed (or writing to the agent failed): the agent's answer still flows.
+        up_copied = &mut up => Ok((up_copied, down.await?)),
     }
 }
 
@@ -112,6 +146,22 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 
     use super::*;
+
+    #[tokio::test]
+    async fn what_the_agent_wrote_before_closing_reaches_the_client_while_it_still_sends() {
+        let (client, mut client_peer) = duplex(1024);
+        let (agent, mut agent_peer) = duplex(1024);
+        let splice = tokio::spawn(splice(client, agent, Duration::from_secs(30)));
+        agent_peer.write_all(b"error frame").await.unwrap();
+        drop(agent_peer);
+        // The client keeps sending into a closed agent.
+        let _ = client_peer.write_all(b"eof").await;
+        let mut got = Vec::new();
+        client_peer.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"error frame");
+        let ended = tokio::time::timeout(Duration::from_secs(5), splice).await;
+        assert!(matches!(ended.unwrap().unwrap(), SpliceEnd::Closed(Ok(_))));
+    }
 
     #[tokio::test]
     async fn a_quiet_splice_ends_after_the_idle_timeout_and_traffic_keeps_it() {
