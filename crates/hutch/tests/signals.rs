@@ -26,10 +26,11 @@ async fn a_server_started_with_signals_ignored_gives_sessions_the_defaults() {
         return;
     }
     let server = TestServer::start_with_signals_ignored(&["--warm-pool", "1"]);
-    // The server itself really ignores them (bits 0, 1, 2: SIGHUP, SIGINT, SIGQUIT).
+    // The server itself really ignores SIGHUP and SIGQUIT (bits 0 and 2). SIGINT (bit 1) it
+    // soon catches itself, to shut down, so whether it still shows as ignored is a race.
     let server_status =
         std::fs::read_to_string(format!("/proc/{}/status", server.pid().unwrap())).unwrap();
-    assert_eq!(status_mask(&server_status, "SigIgn:") & 0b111, 0b111);
+    assert_eq!(status_mask(&server_status, "SigIgn:") & 0b101, 0b101);
 
     let client = server.client("alice");
     let s = session(&client).await;
