@@ -63,6 +63,15 @@ fn answer_panic(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .map(String::as_str)
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("a panic with no message");
+    // tokio panics when the blocking pool cannot start a thread: the session's own process
+    // limit (`pids`) is full, which is the caller's state, not a fault of the agent.
+    if what.contains("can't spawn worker thread") {
+        return AgentError::Conflict(format!(
+            "the session's process limit is reached; end some of its processes or create \
+             the session with a higher pids limit ({what})"
+        ))
+        .into_response();
+    }
     AgentError::Runtime(std::io::Error::other(format!("a handler panicked: {what}")))
         .into_response()
 }
@@ -267,5 +276,19 @@ mod tests {
         let body: ErrorBody = serde_json::from_slice(&body).unwrap();
         assert_eq!(body.error.code, ErrorCode::Internal);
         assert!(body.error.message.contains("thread limit"), "{body:?}");
+    }
+
+    #[tokio::test]
+    async fn a_full_process_limit_answers_409_not_500() {
+        let panic = "OS can't spawn worker thread: Resource temporarily unavailable (os error 11)";
+        let response = answer_panic(Box::new(panic.to_owned()));
+        assert_eq!(response.status(), 409);
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let body: ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body.error.code, ErrorCode::Conflict);
+        assert!(body.error.message.contains("process limit"), "{body:?}");
     }
 }
