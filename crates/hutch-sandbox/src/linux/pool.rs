@@ -3,8 +3,9 @@
 //! It keeps `warm_pool` sandboxes of the `default` image, and `warm_pool_per_image` of each of
 //! the `warm_pool_images` OCI images most recently asked for (by image key). An image enters
 //! the pool when a session is created from it; when more images than that are in it, the
-//! least recently used one leaves, and its sandboxes are torn down. A pooled OCI sandbox keeps
-//! the image's hold (the server's lease), so its layers stay on disk.
+//! least recently used one leaves, and its sandboxes are torn down; so does an image whose
+//! sandboxes fail to build. A pooled OCI sandbox keeps the image's hold (the server's lease),
+//! so its layers stay on disk.
 //!
 //! When the server gives sessions a network, it also keeps the network's `warm_pool`
 //! sandboxes of the `default` image wired ahead (a veth and an address each), so that a
@@ -270,6 +271,11 @@ impl LinuxRuntime {
                         lock(&self.inner.pool_ids).remove(&id);
                         let this = self.clone();
                         let _ = tokio::task::spawn_blocking(move || this.teardown(id)).await;
+                        // An OCI image that cannot be built leaves the pool until a session
+                        // asks for it again, rather than failing every second.
+                        if let SandboxImage::Oci(image) = &image {
+                            self.forget_pooled_image(&image.key).await;
+                        }
                         failed = true;
                     }
                     Err(e) => {
