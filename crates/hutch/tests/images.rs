@@ -368,6 +368,72 @@ async fn terminal_echoes(client: &HutchClient, session: &Session, line: &str, ex
 }
 
 #[tokio::test]
+async fn an_image_with_no_shell_runs_programs_and_refuses_command_strings_clearly() {
+    if !common::can_run_sandboxes() {
+        return;
+    }
+    let registry = registry_with(&[(image_support::no_shell_layout(), "team/no-shell:1")]);
+    let server = server_with_mirror(&registry.addr, &[]);
+    let client = server.client("alice");
+    let session = create_on(&client, "team/no-shell:1").await.unwrap();
+
+    // A program runs by argv, as root (hutch's fallback /etc/passwd), in /workspace.
+    let hello = exec(&client, &session, &["hello"]).await;
+    assert_eq!(hello.stdout, "hello from musl as 0\n", "{hello:?}");
+
+    // A command string needs /bin/sh: a 400 that says so, not a 500.
+    let err = client
+        .run_command(
+            session.session_id,
+            &CommandRequest {
+                command: Some("echo hi".into()),
+                ..CommandRequest::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    let ClientError::Api { status, body } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(status.as_u16(), 400, "{body:?}");
+    assert!(body.error.message.contains("has no /bin/sh"), "{body:?}");
+
+    // Files work with no program of the image's at all.
+    upload(&client, &session, "/workspace/f", "kept\n").await;
+    let (status, bytes) = client
+        .request(
+            http::Method::GET,
+            &format!(
+                "/v1/sessions/{}/files/content?path=/workspace/f",
+                session.session_id
+            ),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!((status.as_u16(), &bytes[..]), (200, &b"kept\n"[..]));
+}
+
+#[tokio::test]
+async fn an_image_of_a_hundred_and_ten_layers_mounts() {
+    if !common::can_run_sandboxes() {
+        return;
+    }
+    let registry = registry_with(&[(image_support::many_layers_layout(110), "team/layered:1")]);
+    let server = server_with_mirror(&registry.addr, &[]);
+    let client = server.client("alice");
+    // Far more layer paths than one page of mount options holds.
+    let session = create_on(&client, "team/layered:1").await.unwrap();
+    let seen = common::sh(
+        &client,
+        &session,
+        "cat /layers/0 /layers/109; ls /layers | wc -l",
+    )
+    .await;
+    assert_eq!(seen.stdout, "layer 0\nlayer 109\n110\n", "{seen:?}");
+}
+
+#[tokio::test]
 async fn unknown_images_and_unreachable_registries_are_refused_with_their_own_codes() {
     if !common::can_run_sandboxes() {
         return;

@@ -643,42 +643,94 @@ pub fn busybox_layout() -> PathBuf {
     })
 }
 
+/// `/usr/local/bin/hello`, a C program linked by `musl-gcc` that prints `hello from musl as
+/// <uid>`, and musl's loader as `/lib/ld-musl-x86_64.so.1`.
+fn musl_program_entries() -> Vec<Entry> {
+    let work = tempfile::Builder::new()
+        .prefix("hutch-musl-")
+        .tempdir_in(scratch())
+        .expect("tempdir");
+    let source = work.path().join("hello.c");
+    std::fs::write(
+        &source,
+        "#include <stdio.h>\n#include <unistd.h>\nint main(void) {\n  printf(\"hello from musl as %d\\n\", (int)getuid());\n  return 0;\n}\n",
+    )
+    .expect("source");
+    let program = work.path().join("hello");
+    run(Command::new("musl-gcc")
+        .args(["-Os", "-s", "-o"])
+        .arg(&program)
+        .arg(&source));
+    let loader = std::fs::read("/usr/lib/x86_64-linux-musl/libc.so")
+        .expect("musl is installed (scripts/deps.sh installs musl-tools)");
+    vec![
+        Entry::Dir("lib", 0o755),
+        Entry::File("lib/ld-musl-x86_64.so.1".to_owned(), loader, 0o755),
+        Entry::Dir("usr", 0o755),
+        Entry::Dir("usr/local", 0o755),
+        Entry::Dir("usr/local/bin", 0o755),
+        Entry::File(
+            "usr/local/bin/hello".to_owned(),
+            std::fs::read(&program).expect("program"),
+            0o755,
+        ),
+    ]
+}
+
+/// An image of nothing but the musl program of [`musl_layout`]: no shell, no `/etc`.
+pub fn no_shell_layout() -> PathBuf {
+    cached_layout("musl-no-shell-v1", |dir| {
+        write_layout(
+            dir,
+            &[layer(&musl_program_entries())],
+            &ImageSpec {
+                env: vec!["PATH=/usr/local/bin"],
+                ..ImageSpec::default()
+            },
+        );
+    })
+}
+
+/// An image of `count` layers: the bottom one a static busybox, layer `i` adding `/layers/<i>`.
+pub fn many_layers_layout(count: usize) -> PathBuf {
+    cached_layout(&format!("many-layers-{count}-v1"), |dir| {
+        let layers: Vec<Vec<u8>> = (0..count)
+            .map(|i| {
+                let mut entries = if i == 0 {
+                    busybox_entries(&["sh", "cat", "ls", "wc"])
+                } else {
+                    Vec::new()
+                };
+                entries.push(Entry::Dir("layers", 0o755));
+                entries.push(Entry::File(
+                    format!("layers/{i}"),
+                    format!("layer {i}\n").into_bytes(),
+                    0o644,
+                ));
+                layer(&entries)
+            })
+            .collect();
+        write_layout(
+            dir,
+            &layers,
+            &ImageSpec {
+                env: vec!["PATH=/bin"],
+                ..ImageSpec::default()
+            },
+        );
+    })
+}
+
 /// A musl image: a C program linked by `musl-gcc` against musl's own loader
 /// (`/lib/ld-musl-x86_64.so.1`, no glibc anywhere), beside a static busybox. It runs as the
 /// user `app` (1000:1000) in `/srv/app`, with `GREETING` and `PATH` in its `Env`.
 pub fn musl_layout() -> PathBuf {
     cached_layout("musl-v1", |dir| {
-        let work = tempfile::Builder::new()
-            .prefix("hutch-musl-")
-            .tempdir_in(scratch())
-            .expect("tempdir");
-        let source = work.path().join("hello.c");
-        std::fs::write(
-            &source,
-            "#include <stdio.h>\n#include <unistd.h>\nint main(void) {\n  printf(\"hello from musl as %d\\n\", (int)getuid());\n  return 0;\n}\n",
-        )
-        .expect("source");
-        let program = work.path().join("hello");
-        run(Command::new("musl-gcc")
-            .args(["-Os", "-s", "-o"])
-            .arg(&program)
-            .arg(&source));
-        let loader = std::fs::read("/usr/lib/x86_64-linux-musl/libc.so")
-            .expect("musl is installed (scripts/deps.sh installs musl-tools)");
         let mut entries = busybox_entries(&[
             "sh", "ls", "cat", "echo", "id", "pwd", "env", "stat", "true",
         ]);
+        entries.extend(musl_program_entries());
         entries.extend([
-            Entry::Dir("lib", 0o755),
-            Entry::File("lib/ld-musl-x86_64.so.1".to_owned(), loader, 0o755),
-            Entry::Dir("usr", 0o755),
-            Entry::Dir("usr/local", 0o755),
-            Entry::Dir("usr/local/bin", 0o755),
-            Entry::File(
-                "usr/local/bin/hello".to_owned(),
-                std::fs::read(&program).expect("program"),
-                0o755,
-            ),
             Entry::Dir("etc", 0o755),
             Entry::File(
                 "etc/passwd".to_owned(),
