@@ -58,11 +58,7 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
 
 /// The answer of a handler that panicked: 500 `internal`, the panic logged as its cause.
 fn answer_panic(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let what = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("a panic with no message");
+    let what = hutch_api::error::panic_message(panic.as_ref());
     // tokio panics when the blocking pool cannot start a thread: the session's own process
     // limit (`pids`) is full, which is the caller's state, not a fault of the agent.
     if what.contains("can't spawn worker thread") {

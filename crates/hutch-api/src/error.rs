@@ -149,6 +149,15 @@ impl ErrorCode {
     }
 }
 
+/// The message of a caught panic (a handler's, answered as 500 `internal`), for the log.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic with no message")
+}
+
 /// The body of every error response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"error": {"code": "invalid_request", "message": "ttl must be between 60 and 28800 seconds, got 5", "details": {"field": "ttl"}}}))]

@@ -337,11 +337,7 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
 /// A handler that panicked answers 500 `internal` in the envelope (the panic is logged as its
 /// cause) instead of dropping the connection.
 fn answer_panic(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let what = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("a panic with no message");
+    let what = hutch_api::error::panic_message(panic.as_ref());
     ApiError::Internal(format!("a handler panicked: {what}").into()).into_response()
 }
 
