@@ -289,7 +289,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     linux.max_upload_bytes = Some(args.max_upload_mb.saturating_mul(1024 * 1024));
     let network_limits = args.network.limits()?;
     linux.network = args.network.runtime_config(args.listen)?;
-    linux.package_index = args.network.package_index()?;
+    linux.package_indexes = args.network.package_indexes()?;
     // A wrong registry option is reported before the runtime starts.
     let images = images_config(&args, linux.uid_base)?;
     let (runtime, died) = LinuxRuntime::new(linux).context("preparing the linux runtime")?;

@@ -55,6 +55,10 @@ pub(crate) struct NetworkArgs {
         value_delimiter = ','
     )]
     pip_index_hosts: Vec<String>,
+    /// An npm registry (`https://host/`) every session reaches through the same proxy, even
+    /// without network; `npm install` in a session uses it.
+    #[arg(long, env = "HUTCH_NPM_REGISTRY", value_name = "URL")]
+    npm_registry: Option<String>,
 }
 
 /// Parses an egress flag: `none`, `allow` or `all`.
@@ -81,12 +85,17 @@ impl NetworkArgs {
         })
     }
 
-    /// The operator's package index, if any.
-    pub(crate) fn package_index(&self) -> anyhow::Result<Option<PackageIndex>> {
-        self.pip_index_url
+    /// The operator's package indexes: pip's and npm's, if given.
+    pub(crate) fn package_indexes(&self) -> anyhow::Result<Vec<PackageIndex>> {
+        let pip = self
+            .pip_index_url
             .as_deref()
-            .map(|url| PackageIndex::new(url, &self.pip_index_hosts).map_err(anyhow::Error::msg))
-            .transpose()
+            .map(|url| PackageIndex::new(url, &self.pip_index_hosts));
+        let npm = self.npm_registry.as_deref().map(PackageIndex::npm);
+        pip.into_iter()
+            .chain(npm)
+            .collect::<Result<_, _>>()
+            .map_err(anyhow::Error::msg)
     }
 
     /// The runtime's network settings; `None` when sessions may have no network.

@@ -523,3 +523,81 @@ async fn the_operators_package_index_is_reachable_without_network_and_nothing_el
     let (status, _) = fetch(&client, &s, "http://203.0.113.12/hello.txt").await;
     assert_eq!(status, "000", "and still no network of its own");
 }
+
+/// `npm install` of the test registry's package in `/tmp/app`, then a `require` of it.
+const NPM_INSTALL: &str = "mkdir -p /tmp/app && cd /tmp/app && npm install --no-progress hutchtestnpm 2>&1 && node -e \"console.log(require('hutchtestnpm').greeting)\"";
+
+#[tokio::test]
+async fn npm_install_reaches_the_operators_registry_without_network() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    {
+        let setup = Setup::start(&["--npm-registry", "http://203.0.113.12/npm/"]);
+        let client = setup.client("alice");
+        let s = common::session(&client).await;
+        assert_eq!(s.network, policy(Egress::None, &[]));
+
+        let npm = sh(&client, &s, NPM_INSTALL).await;
+        assert_eq!(npm.exit_code, 0, "{npm:?}");
+        assert!(npm.stdout.ends_with("hello from hutchtestnpm\n"), "{npm:?}");
+        // The proxy gives the registry's host and nothing else; the session still has no
+        // network of its own.
+        let other = sh(
+            &client,
+            &s,
+            &format!(
+                "curl -s -o /dev/null -w '%{{http_code}}' -x http://127.0.0.1:3141 http://{SECOND_HOST}/hello.txt"
+            ),
+        )
+        .await;
+        assert_eq!(other.stdout, "403", "{other:?}");
+        let (status, _) = fetch(&client, &s, "http://203.0.113.12/hello.txt").await;
+        assert_eq!(status, "000");
+    }
+
+    // Without the option a session without network has no registry: `npm install` fails, and
+    // `libraries` of a JavaScript context fail naming the package and the reason.
+    let setup = Setup::start(&[]);
+    let client = setup.client("alice");
+    let s = common::session(&client).await;
+    let npm = sh(&client, &s, NPM_INSTALL).await;
+    assert_ne!(npm.exit_code, 0, "{npm:?}");
+    let (status, bytes) = client
+        .request(
+            http::Method::POST,
+            &format!("/v1/sessions/{}/interpreter/contexts", s.session_id),
+            Some(
+                serde_json::to_vec(&serde_json::json!({"language": "javascript"}))
+                    .unwrap()
+                    .into(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 200, "{}", String::from_utf8_lossy(&bytes));
+    let context: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let body = serde_json::json!({
+        "code": "console.log('should not run')",
+        "contextId": context["id"],
+        "libraries": ["hutchtestnpm"],
+        "timeout": 120,
+    });
+    let (status, bytes) = client
+        .request(
+            http::Method::POST,
+            &format!("/v1/sessions/{}/interpreter/execute", s.session_id),
+            Some(serde_json::to_vec(&body).unwrap().into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 200);
+    let frames = String::from_utf8_lossy(&bytes);
+    assert!(frames.contains("LibraryInstallError"), "{frames}");
+    assert!(
+        frames.contains("could not install hutchtestnpm"),
+        "{frames}"
+    );
+    assert!(frames.contains("no network access"), "{frames}");
+    assert!(!frames.contains("should not run"), "{frames}");
+}

@@ -75,6 +75,9 @@ struct Installer {
     no_retries: &'static str,
     /// What the installer downloads from: "package index", "package registry".
     source: &'static str,
+    /// The environment variable that names the package index proxy the server gives every
+    /// session when the operator configured an index for this installer.
+    proxy_env: &'static str,
 }
 
 const PIP: Installer = Installer {
@@ -94,6 +97,7 @@ const PIP: Installer = Installer {
     ],
     no_retries: "--retries=0",
     source: "package index",
+    proxy_env: "PIP_PROXY",
 };
 
 const NPM: Installer = Installer {
@@ -103,6 +107,7 @@ const NPM: Installer = Installer {
     install: &["npm", "install", "--no-audit", "--no-fund", "--silent"],
     no_retries: "--fetch-retries=0",
     source: "package registry",
+    proxy_env: "npm_config_proxy",
 };
 
 /// Makes sure every package of `req.libraries` is present, installing the missing ones inside
@@ -159,9 +164,9 @@ pub(crate) async fn install(
         return Ok(false);
     }
 
-    // A proxy the server gives every session (its package index, `--pip-index-url`) is a
-    // way out for pip even without network.
-    let proxied = installer.python && env.iter().any(|(k, _)| k == "PIP_PROXY");
+    // A proxy the server gives every session (its package index, `--pip-index-url` or
+    // `--npm-registry`) is a way out for the installer even without network.
+    let proxied = env.iter().any(|(k, _)| k == installer.proxy_env);
     let offline = !has_network() && !proxied;
     let mut argv = owned(installer.install);
     if offline {

@@ -1,13 +1,15 @@
-//! The package index proxy: the operator's package index, reachable from every session (with
-//! or without network) and nothing else through it.
+//! The package index proxy: the operator's package indexes (a Python index, an npm
+//! registry), reachable from every session (with or without network) and nothing else
+//! through it.
 //!
-//! With `--pip-index-url`, each claimed sandbox gets a TCP listener on `127.0.0.1:3141` of its
-//! own network namespace. The socket is made there by a short-lived thread that enters the
-//! namespace (a socket keeps the namespace it was made in), and served by the server: an HTTP
-//! forward proxy that admits `CONNECT` and plain `GET`s to the index's hosts only, and
-//! answers 403 to anything else. pip finds it through `PIP_INDEX_URL` and `PIP_PROXY` in the
-//! session's environment. A session without network thus reaches the index and nothing more;
-//! a session with network reaches it either way.
+//! With `--pip-index-url` or `--npm-registry`, each claimed sandbox gets a TCP listener on
+//! `127.0.0.1:3141` of its own network namespace. The socket is made there by a short-lived
+//! thread that enters the namespace (a socket keeps the namespace it was made in), and served
+//! by the server: an HTTP forward proxy that admits `CONNECT` and plain `GET`s to the indexes'
+//! hosts only, and answers 403 to anything else. pip finds it through `PIP_INDEX_URL` and
+//! `PIP_PROXY` in the session's environment, npm through `npm_config_registry` and
+//! `npm_config_proxy` / `npm_config_https_proxy`. A session without network thus reaches the
+//! indexes and nothing more; a session with network reaches them either way.
 
 use std::collections::HashMap;
 use std::net::TcpListener as StdListener;
@@ -29,10 +31,22 @@ const MAX_HEAD: usize = 16 * 1024;
 /// Most connections of one sandbox through the proxy at once.
 const MAX_CONNECTIONS: usize = 32;
 
-/// The operator's package index.
+/// Which installer a package index serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexKind {
+    /// A Python package index (PEP 503 simple index), for pip.
+    Pip,
+    /// An npm registry, for npm.
+    Npm,
+}
+
+/// One of the operator's package indexes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackageIndex {
-    /// The index URL pip uses (`https://mirror.example/simple/`).
+    /// Which installer uses it.
+    pub kind: IndexKind,
+    /// The index URL the installer uses (`https://mirror.example/simple/`,
+    /// `https://registry.npmjs.org/`).
     pub url: String,
     /// Hosts (`host` or `host:port`) the proxy admits: the index's, and those its pages link
     /// to (`files.pythonhosted.org` for PyPI).
@@ -40,32 +54,59 @@ pub struct PackageIndex {
 }
 
 impl PackageIndex {
-    /// The index at `url`, plus `extra_hosts`. Fails on a URL that is not `http(s)://host…`.
+    /// The Python index at `url`, plus `extra_hosts`. Fails on a URL that is not
+    /// `http(s)://host…`.
     pub fn new(url: &str, extra_hosts: &[String]) -> Result<PackageIndex, String> {
+        PackageIndex::of_kind(IndexKind::Pip, url, extra_hosts)
+    }
+
+    /// The npm registry at `url`. Fails on a URL that is not `http(s)://host…`.
+    pub fn npm(url: &str) -> Result<PackageIndex, String> {
+        PackageIndex::of_kind(IndexKind::Npm, url, &[])
+    }
+
+    fn of_kind(kind: IndexKind, url: &str, extra_hosts: &[String]) -> Result<PackageIndex, String> {
+        let flag = match kind {
+            IndexKind::Pip => "--pip-index-url",
+            IndexKind::Npm => "--npm-registry",
+        };
         let host = host_of(url).ok_or_else(|| {
-            format!("--pip-index-url {url:?} is not an http:// or https:// URL with a host")
+            format!("{flag} {url:?} is not an http:// or https:// URL with a host")
         })?;
         let mut hosts = vec![host];
         hosts.extend(extra_hosts.iter().map(|h| h.to_ascii_lowercase()));
         Ok(PackageIndex {
+            kind,
             url: url.to_owned(),
             hosts,
         })
     }
 
-    /// The environment that points pip at the index through the proxy.
+    /// The environment that points the index's installer at it through the proxy.
     pub fn env(&self) -> Vec<(String, String)> {
-        let mut env = vec![
-            ("PIP_INDEX_URL".to_owned(), self.url.clone()),
-            (
-                "PIP_PROXY".to_owned(),
-                format!("http://127.0.0.1:{PROXY_PORT}"),
-            ),
-        ];
-        if self.url.starts_with("http://") {
-            env.push(("PIP_TRUSTED_HOST".to_owned(), self.hosts.join(" ")));
+        let proxy = format!("http://127.0.0.1:{PROXY_PORT}");
+        match self.kind {
+            IndexKind::Pip => {
+                let mut env = vec![
+                    ("PIP_INDEX_URL".to_owned(), self.url.clone()),
+                    ("PIP_PROXY".to_owned(), proxy),
+                ];
+                if self.url.starts_with("http://") {
+                    env.push(("PIP_TRUSTED_HOST".to_owned(), self.hosts.join(" ")));
+                }
+                env
+            }
+            // npm's own settings, as environment variables (`npm_config_<name>`); audit and
+            // funding requests go to endpoints a mirror may not have, so they are off.
+            IndexKind::Npm => vec![
+                ("npm_config_registry".to_owned(), self.url.clone()),
+                ("npm_config_proxy".to_owned(), proxy.clone()),
+                ("npm_config_https_proxy".to_owned(), proxy),
+                ("npm_config_audit".to_owned(), "false".to_owned()),
+                ("npm_config_fund".to_owned(), "false".to_owned()),
+                ("npm_config_update_notifier".to_owned(), "false".to_owned()),
+            ],
         }
-        env
     }
 
     /// Whether `authority` (`host:port`) may be reached: it is one of the index's hosts with
@@ -90,24 +131,35 @@ fn host_of(url: &str) -> Option<String> {
     (!authority.is_empty()).then(|| authority.to_ascii_lowercase())
 }
 
+/// The operator's package indexes, as one proxy serves them.
+#[derive(Debug)]
+struct Indexes(Vec<PackageIndex>);
+
+impl Indexes {
+    /// Whether one of the indexes admits `authority`.
+    fn admit(&self, authority: &str) -> bool {
+        self.0.iter().any(|index| index.admits(authority))
+    }
+}
+
 /// The proxies of the sandboxes of one server.
 pub(super) struct IndexProxies {
-    index: Arc<PackageIndex>,
+    indexes: Arc<Indexes>,
     serving: Mutex<HashMap<Uuid, tokio::task::AbortHandle>>,
 }
 
 impl IndexProxies {
-    /// Proxies to `index`.
-    pub(super) fn new(index: PackageIndex) -> IndexProxies {
-        IndexProxies {
-            index: Arc::new(index),
+    /// Proxies to `indexes`; `None` when there is none.
+    pub(super) fn new(indexes: Vec<PackageIndex>) -> Option<IndexProxies> {
+        (!indexes.is_empty()).then(|| IndexProxies {
+            indexes: Arc::new(Indexes(indexes)),
             serving: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// The environment sessions get.
     pub(super) fn env(&self) -> Vec<(String, String)> {
-        self.index.env()
+        self.indexes.0.iter().flat_map(PackageIndex::env).collect()
     }
 
     /// Starts the proxy of sandbox `sandbox_id`, whose agent is `pid` (its `lo` must be up).
@@ -117,7 +169,7 @@ impl IndexProxies {
             call: format!("package index proxy in sandbox {sandbox_id}"),
             source: e,
         })?;
-        let index = self.index.clone();
+        let indexes = self.indexes.clone();
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| SandboxError::Sys {
             call: "package index proxy".into(),
             source: std::io::Error::other(e),
@@ -134,9 +186,9 @@ impl IndexProxies {
                 let Ok(permit) = limit.clone().try_acquire_owned() else {
                     continue;
                 };
-                let index = index.clone();
+                let indexes = indexes.clone();
                 tokio::spawn(async move {
-                    let _ = serve(conn, &index).await;
+                    let _ = serve(conn, &indexes).await;
                     drop(permit);
                 });
             }
@@ -177,7 +229,7 @@ fn listen_in(pid: i32) -> std::io::Result<StdListener> {
 
 /// Serves one proxy connection: `CONNECT host:port` or `GET http://host/…` to an admitted
 /// host, else 403.
-async fn serve(mut conn: TcpStream, index: &PackageIndex) -> std::io::Result<()> {
+async fn serve(mut conn: TcpStream, indexes: &Indexes) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     let end = loop {
@@ -216,7 +268,7 @@ async fn serve(mut conn: TcpStream, index: &PackageIndex) -> std::io::Result<()>
         },
         _ => return refuse(&mut conn, "405 Method Not Allowed").await,
     };
-    if !index.admits(&authority) {
+    if !indexes.admit(&authority) {
         return refuse(&mut conn, "403 Forbidden").await;
     }
     let mut upstream =
@@ -261,7 +313,7 @@ async fn serve(mut conn: TcpStream, index: &PackageIndex) -> std::io::Result<()>
 }
 
 async fn refuse(conn: &mut TcpStream, status: &str) -> std::io::Result<()> {
-    let body = "the package index proxy reaches only the operator's package index\n";
+    let body = "the package index proxy reaches only the operator's package indexes\n";
     let reply = format!(
         "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
@@ -289,6 +341,7 @@ mod tests {
         assert!(local.admits("203.0.113.12:8080"));
         assert!(!local.admits("203.0.113.13:8080"));
         assert!(PackageIndex::new("ftp://x/", &[]).is_err());
+        assert!(PackageIndex::npm("registry.npmjs.org").is_err());
         assert_eq!(
             local.env().last().unwrap(),
             &(
@@ -296,5 +349,21 @@ mod tests {
                 "203.0.113.12:8080".to_owned()
             )
         );
+    }
+
+    #[test]
+    fn npm_is_pointed_at_its_registry_through_the_proxy() {
+        let npm = PackageIndex::npm("http://203.0.113.12/npm/").unwrap();
+        let env: HashMap<String, String> = npm.env().into_iter().collect();
+        assert_eq!(env["npm_config_registry"], "http://203.0.113.12/npm/");
+        assert_eq!(env["npm_config_proxy"], "http://127.0.0.1:3141");
+        assert_eq!(env["npm_config_https_proxy"], "http://127.0.0.1:3141");
+        let both = Indexes(vec![
+            PackageIndex::new("https://pypi.org/simple/", &[]).unwrap(),
+            npm,
+        ]);
+        assert!(both.admit("pypi.org:443"));
+        assert!(both.admit("203.0.113.12:80"));
+        assert!(!both.admit("registry.npmjs.org:443"));
     }
 }

@@ -98,8 +98,9 @@ pub struct LinuxConfig {
     pub max_upload_bytes: Option<u64>,
     /// Sandbox networking; `None`: every sandbox has only `lo`.
     pub network: Option<network::NetworkConfig>,
-    /// The operator's package index, reachable from every sandbox through its proxy.
-    pub package_index: Option<index_proxy::PackageIndex>,
+    /// The operator's package indexes (pip's, npm's), reachable from every sandbox through
+    /// its proxy.
+    pub package_indexes: Vec<index_proxy::PackageIndex>,
 }
 
 impl LinuxConfig {
@@ -122,7 +123,7 @@ impl LinuxConfig {
             disk_mb_max: hutch_api::limits::DISK_MB_RANGE.1,
             max_upload_bytes: None,
             network: None,
-            package_index: None,
+            package_indexes: Vec::new(),
         })
     }
 }
@@ -247,10 +248,7 @@ impl LinuxRuntime {
             .clone()
             .map(|net| network::Network::start(net, &instance))
             .transpose()?;
-        let index_proxies = config
-            .package_index
-            .clone()
-            .map(index_proxy::IndexProxies::new);
+        let index_proxies = index_proxy::IndexProxies::new(config.package_indexes.clone());
         let (died, died_rx) = mpsc::unbounded_channel();
         let trash = start_trash_thread(data.join("trash"))?;
         let inner = Inner {

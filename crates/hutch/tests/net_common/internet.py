@@ -1,7 +1,9 @@
 """The network tests' own internet, run inside a network namespace the test made.
 
-- an HTTP server on port 80 of every address, serving a directory that holds `hello.txt`
-  and a package index (`simple/hutchtestpkg/`) with a wheel this script builds;
+- an HTTP server on port 80 of every address, serving a directory that holds `hello.txt`,
+  a package index (`simple/hutchtestpkg/`) with a wheel this script builds, and an npm
+  registry (`npm/`: the packument `npm/hutchtestnpm`, whose tarball, also built here, is
+  `npm-files/hutchtestnpm-1.0.0.tgz`);
 - a DNS server on 203.0.113.53:53 answering the test names below with A records (TTL 60),
   no record for AAAA, NXDOMAIN for anything else.
 
@@ -10,10 +12,13 @@ Prints `ready` once both listen.
 import base64
 import hashlib
 import http.server
+import io
+import json
 import os
 import socket
 import socketserver
 import sys
+import tarfile
 import threading
 import zipfile
 
@@ -48,6 +53,44 @@ def build_index(root):
         f.write(f'<html><body><a href="../../{wheel}">{wheel}</a></body></html>\n')
     with open(os.path.join(root, "simple", "index.html"), "w") as f:
         f.write('<html><body><a href="hutchtestpkg/">hutchtestpkg</a></body></html>\n')
+
+
+def build_npm_registry(root):
+    files = {
+        "package/package.json": json.dumps(
+            {"name": "hutchtestnpm", "version": "1.0.0", "main": "index.js"}
+        ).encode(),
+        "package/index.js": b"module.exports = { greeting: 'hello from hutchtestnpm' };\n",
+    }
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    tarball = raw.getvalue()
+    os.makedirs(os.path.join(root, "npm"), exist_ok=True)
+    os.makedirs(os.path.join(root, "npm-files"), exist_ok=True)
+    with open(os.path.join(root, "npm-files", "hutchtestnpm-1.0.0.tgz"), "wb") as f:
+        f.write(tarball)
+    integrity = "sha512-" + base64.b64encode(hashlib.sha512(tarball).digest()).decode()
+    version = {
+        "name": "hutchtestnpm",
+        "version": "1.0.0",
+        "main": "index.js",
+        "dist": {
+            "tarball": "http://203.0.113.12/npm-files/hutchtestnpm-1.0.0.tgz",
+            "shasum": hashlib.sha1(tarball).hexdigest(),
+            "integrity": integrity,
+        },
+    }
+    packument = {
+        "name": "hutchtestnpm",
+        "dist-tags": {"latest": "1.0.0"},
+        "versions": {"1.0.0": version},
+    }
+    with open(os.path.join(root, "npm", "hutchtestnpm"), "w") as f:
+        json.dump(packument, f)
 
 
 def read_question(msg):
@@ -103,6 +146,7 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 if __name__ == "__main__":
     root = sys.argv[1]
     build_index(root)
+    build_npm_registry(root)
     os.chdir(root)
     ready = threading.Event()
     threading.Thread(target=serve_dns, daemon=True).start()
