@@ -16,13 +16,19 @@
 //! | `hutch_session_network_bytes_total` | counter | `session`, `direction`: `out`, `in` |
 //! | `hutch_session_network_connections_total` | counter | `session` |
 //! | `hutch_session_network_denied_total` | counter | `session` |
+//! | `hutch_session_port_requests_total` | counter | `session` |
+//! | `hutch_session_port_refused_total` | counter | `session` |
+//! | `hutch_session_port_bytes_total` | counter | `session`, `direction`: `in`, `out` |
+//! | `hutch_session_port_connections` | gauge | `session` |
 //!
 //! Every label value comes from a closed set, whatever the client sends: methods outside the
 //! standard ones are `other`, routes are the router's templates (never ids), paths no route
 //! matched are `unmatched`, and error codes are [`ErrorCode`] names. Nothing names a tenant.
-//! The network counters are the exception that names sessions: one series per live networked
-//! session (bounded by `--max-sessions`), read from the kernel's counters at each scrape and
-//! gone with the session.
+//! The network and port counters are the exception that names sessions: one series per live
+//! networked session (bounded by `--max-sessions`), read from the kernel's counters at each
+//! scrape and gone with the session; and one per live session whose ports were reached from
+//! outside, counted by the relay (`ports::traffic`) and dropped at the first scrape after the
+//! session is gone.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -48,6 +54,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::ports::traffic::PortCounters;
 
 /// Sessions by state (gauge), counted from the store at each scrape.
 pub(crate) const SESSIONS: &str = "hutch_sessions";
@@ -249,17 +256,31 @@ pub(crate) async fn scrape(State(state): State<AppState>) -> Result<Response, Ap
         .await
         .unwrap_or_default();
     text.push_str(&render_network(&network));
+    let mut ports = state.ports.counters();
+    for id in ports.keys().copied().collect::<Vec<_>>() {
+        if matches!(state.sessions.store.get(id).await, Ok(None)) {
+            state.ports.forget(id);
+            ports.remove(&id);
+        }
+    }
+    text.push_str(&render_ports(&ports));
     Ok(([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], text).into_response())
 }
 
+/// One series of a per-session family: its extra labels (each followed by a comma) and how to
+/// read its value.
+type Series<C> = (&'static str, fn(&C) -> u64);
+
+/// A family of per-session series: name, help, type, series.
+type Family<'a, C> = (&'static str, &'static str, &'static str, &'a [Series<C>]);
+
 /// The per-session network counters in the text exposition format.
 fn render_network(counters: &HashMap<Uuid, NetworkCounters>) -> String {
-    use std::fmt::Write as _;
-    type Series = (&'static str, fn(&NetworkCounters) -> u64);
-    let families: [(&str, &str, &[Series]); 3] = [
+    let families: [Family<NetworkCounters>; 3] = [
         (
             "hutch_session_network_bytes_total",
             "Bytes a networked session sent (out) and received (in).",
+            "counter",
             &[
                 ("direction=\"out\",", |c| c.bytes_out),
                 ("direction=\"in\",", |c| c.bytes_in),
@@ -268,24 +289,67 @@ fn render_network(counters: &HashMap<Uuid, NetworkCounters>) -> String {
         (
             "hutch_session_network_connections_total",
             "Connections a networked session opened.",
+            "counter",
             &[("", |c| c.connections)],
         ),
         (
             "hutch_session_network_denied_total",
             "Packets of a networked session its policy or the always-denied destinations refused.",
+            "counter",
             &[("", |c| c.denied)],
         ),
     ];
+    render_per_session(counters, &families)
+}
+
+/// The per-session counters of ports reached from outside in the text exposition format.
+fn render_ports(counters: &HashMap<Uuid, PortCounters>) -> String {
+    let families: [Family<PortCounters>; 4] = [
+        (
+            "hutch_session_port_requests_total",
+            "Requests and WebSockets relayed to a session's ports from outside.",
+            "counter",
+            &[("", |c| c.requests)],
+        ),
+        (
+            "hutch_session_port_refused_total",
+            "Requests to a session's ports refused because it had its most connections open.",
+            "counter",
+            &[("", |c| c.refused)],
+        ),
+        (
+            "hutch_session_port_bytes_total",
+            "Bytes relayed into a session's ports (in) and back from its apps (out).",
+            "counter",
+            &[
+                ("direction=\"in\",", |c| c.bytes_in),
+                ("direction=\"out\",", |c| c.bytes_out),
+            ],
+        ),
+        (
+            "hutch_session_port_connections",
+            "Connections relayed into a session's ports now.",
+            "gauge",
+            &[("", |c| c.open)],
+        ),
+    ];
+    render_per_session(counters, &families)
+}
+
+/// `families` of one series per session of `counters`, sorted by session; nothing without
+/// sessions.
+fn render_per_session<C>(counters: &HashMap<Uuid, C>, families: &[Family<C>]) -> String {
+    use std::fmt::Write as _;
     let mut sorted: Vec<_> = counters.iter().collect();
     sorted.sort_by_key(|(id, _)| **id);
     let mut out = String::new();
     if sorted.is_empty() {
         return out;
     }
-    for (name, help, series) in families {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (name, help, kind, series) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (id, c) in &sorted {
-            for (labels, value) in series {
+            for (labels, value) in series.iter() {
                 let _ = writeln!(out, "{name}{{{labels}session=\"{id}\"}} {}", value(c));
             }
         }
@@ -475,6 +539,30 @@ mod tests {
             format!("hutch_session_network_bytes_total{{direction=\"in\",session=\"{id}\"}} 20"),
             format!("hutch_session_network_connections_total{{session=\"{id}\"}} 3"),
             format!("hutch_session_network_denied_total{{session=\"{id}\"}} 4"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn port_counters_are_one_series_per_session() {
+        assert_eq!(render_ports(&HashMap::new()), "");
+        let id = Uuid::nil();
+        let counters = PortCounters {
+            requests: 5,
+            refused: 1,
+            bytes_in: 300,
+            bytes_out: 4000,
+            open: 2,
+        };
+        let text = render_ports(&HashMap::from([(id, counters)]));
+        for line in [
+            format!("hutch_session_port_requests_total{{session=\"{id}\"}} 5"),
+            format!("hutch_session_port_refused_total{{session=\"{id}\"}} 1"),
+            format!("hutch_session_port_bytes_total{{direction=\"in\",session=\"{id}\"}} 300"),
+            format!("hutch_session_port_bytes_total{{direction=\"out\",session=\"{id}\"}} 4000"),
+            format!("hutch_session_port_connections{{session=\"{id}\"}} 2"),
+            "# TYPE hutch_session_port_connections gauge".to_owned(),
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }

@@ -546,3 +546,89 @@ async fn connections_into_one_session_are_bounded() {
         }
     }
 }
+
+/// The value of `name{session="id"…}` (with `extra` labels first) in the `/metrics` text.
+async fn port_metric(client: &HutchClient, s: &Session, name: &str, extra: &str) -> Option<u64> {
+    let (status, body) = client
+        .request(http::Method::GET, "/metrics", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let series = format!("{name}{{{extra}session=\"{}\"}} ", s.session_id);
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix(&series).map(|v| v.parse().unwrap()))
+}
+
+#[tokio::test]
+async fn traffic_through_a_sessions_ports_is_counted_in_metrics() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start_with(&["--warm-pool", "1", "--port-connections-max", "1"]);
+    let client = server.client("alice");
+    let auth = bearer(&server, "alice");
+    let s = session_with_echo_app(&client, 8000).await;
+    let path = format!("/v1/sessions/{}/ports/8000/", s.session_id);
+
+    // A WebSocket holds the session's only place: it is open, and a GET beside it is refused.
+    let url = format!("ws://{}{path}ws", server.url.trim_start_matches("http://"));
+    let mut request = url.as_str().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", auth.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let message = "x".repeat(10_000);
+    ws.send(Message::text(message.clone())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(message));
+    let opened = |name| port_metric(&client, &s, name, "");
+    assert_eq!(opened("hutch_session_port_connections").await, Some(1));
+    assert_eq!(
+        get(&server, &path, &[("authorization", &auth)])
+            .await
+            .status,
+        429
+    );
+    ws.close(None).await.unwrap();
+    drop(ws);
+
+    // GETs once the place is back; the WebSocket and each GET that got through is a request.
+    let (mut relayed, mut refused) = (1, 1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while relayed < 4 {
+        match get(&server, &path, &[("authorization", &auth)])
+            .await
+            .status
+        {
+            200 => relayed += 1,
+            429 => refused += 1,
+            other => panic!("status {other}"),
+        }
+        assert!(Instant::now() < deadline, "the place never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        opened("hutch_session_port_requests_total").await,
+        Some(relayed)
+    );
+    assert_eq!(
+        opened("hutch_session_port_refused_total").await,
+        Some(refused)
+    );
+    // Both ways carried at least the WebSocket's 10,000-byte message.
+    for direction in ["in", "out"] {
+        let bytes = port_metric(
+            &client,
+            &s,
+            "hutch_session_port_bytes_total",
+            &format!("direction=\"{direction}\","),
+        )
+        .await
+        .unwrap();
+        assert!(bytes > 10_000, "{direction}: {bytes}");
+    }
+
+    // The series go with the session.
+    client.delete_session(s.session_id).await.unwrap();
+    assert_eq!(opened("hutch_session_port_requests_total").await, None);
+}

@@ -49,6 +49,14 @@ impl Connections {
         })
     }
 
+    /// How many connections are open into each session that has any.
+    pub(crate) fn open_counts(&self) -> HashMap<Uuid, usize> {
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// How many connections into `session` are open.
     #[cfg(test)]
     pub(crate) fn open(&self, session: Uuid) -> usize {

@@ -12,14 +12,17 @@
 //!
 //! A link comes from `POST /v1/sessions/{id}/ports/{port}/link` ([`link`] signs and checks
 //! it). `GET /v1/sessions/{id}/ports`, the list of listening ports, is the agent's own route.
-//! [`connections`] bounds the connections relayed into one session at once.
+//! [`connections`] bounds the connections relayed into one session at once; [`traffic`]
+//! counts what crosses each session's ports, for `/metrics`.
 
 mod connections;
 pub(crate) mod host;
 pub(crate) mod link;
 mod relay;
 pub(crate) mod routes;
+pub(crate) mod traffic;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -28,6 +31,7 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use connections::{ConnectionSlot, Connections};
 use link::LinkSigner;
+use traffic::{PortCounters, SessionTraffic, Traffic};
 
 /// The name of the cookie that carries a host link's token on its preview host.
 pub(crate) const COOKIE: &str = "hutch_preview";
@@ -62,6 +66,8 @@ pub(crate) struct Ports {
     pub(crate) domain: Option<String>,
     /// Open relayed connections per session.
     connections: Arc<Connections>,
+    /// What crossed each session's ports.
+    traffic: Traffic,
     /// Whether the server serves HTTPS (links are `https://` then, and cookies `Secure`).
     https: AtomicBool,
 }
@@ -78,6 +84,7 @@ impl Ports {
             signer: LinkSigner::new(secret),
             domain,
             connections: Connections::new(config.max_connections),
+            traffic: Traffic::default(),
             https: AtomicBool::new(false),
         }
     }
@@ -92,15 +99,51 @@ impl Ports {
         self.https.load(Ordering::Acquire)
     }
 
-    /// A slot for one more connection into `session`, or 429 when it has its maximum open.
-    pub(crate) fn slot(&self, session: Uuid) -> Result<ConnectionSlot, ApiError> {
-        self.connections
-            .acquire(session)
-            .ok_or(ApiError::PortConnections {
-                id: session,
-                limit: self.connections.limit(),
-            })
+    /// A slot for one more connection into `session`, or 429 when it has its maximum open;
+    /// either is counted on the session's traffic.
+    pub(crate) fn slot(&self, session: Uuid) -> Result<PortSlot, ApiError> {
+        let traffic = self.traffic.of(session);
+        match self.connections.acquire(session) {
+            Some(connection) => {
+                traffic.relayed();
+                Ok(PortSlot {
+                    _connection: connection,
+                    traffic,
+                })
+            }
+            None => {
+                traffic.refused();
+                Err(ApiError::PortConnections {
+                    id: session,
+                    limit: self.connections.limit(),
+                })
+            }
+        }
     }
+
+    /// The traffic counters of every session whose ports were reached, with the connections
+    /// open now.
+    pub(crate) fn counters(&self) -> HashMap<Uuid, PortCounters> {
+        let open = self.connections.open_counts();
+        let mut counters = self.traffic.snapshot();
+        for (id, c) in &mut counters {
+            c.open = open.get(id).copied().unwrap_or(0) as u64;
+        }
+        counters
+    }
+
+    /// Drops the counters of a session that is gone.
+    pub(crate) fn forget(&self, session: Uuid) {
+        self.traffic.forget(session);
+    }
+}
+
+/// The place of one relayed connection: held until it ends, with its session's counters.
+#[derive(Debug)]
+pub(crate) struct PortSlot {
+    _connection: ConnectionSlot,
+    /// Where the connection's bytes are counted.
+    pub(crate) traffic: Arc<SessionTraffic>,
 }
 
 /// A port number from a path segment: 1 to 65535, else 400 naming `port`.

@@ -28,7 +28,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use uuid::Uuid;
 
-use super::connections::ConnectionSlot;
+use super::PortSlot;
+use super::traffic::Counted;
 use crate::error::ApiError;
 use crate::proxy::{requested_upgrade, strip_hop_by_hop};
 
@@ -59,7 +60,7 @@ pub(crate) struct Target {
 pub(crate) async fn relay(
     target: Target,
     stream: UnixStream,
-    slot: ConnectionSlot,
+    slot: PortSlot,
     mut req: Request,
 ) -> Result<Response, ApiError> {
     let id = target.session;
@@ -67,6 +68,11 @@ pub(crate) async fn relay(
         Tunnel::Open(tunnel) => tunnel,
         Tunnel::Refused(response) => return Ok(response),
     };
+    // Everything through the tunnel, a WebSocket's frames after a `101` included, is counted.
+    let tunnel = TokioIo::new(Counted::new(
+        TokioIo::new(tunnel),
+        Arc::clone(&slot.traffic),
+    ));
     let upgrade = requested_upgrade(req.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let app_target = app_target(req.uri(), &target.prefix)?;
