@@ -14,9 +14,10 @@ pub(crate) struct BenchArgs {
     /// (1 GiB upload and download beside `cp`) or `interpreter` (context ready, `x = 1 + 1`
     /// over WebSocket, idle memory; beside ipykernel), `ports` (a small GET to a web server
     /// in a session through `/ports/8000/`, beside the same GET from inside the session),
-    /// `network` (create with egress beside without; a download from a session beside the
-    /// same download here; needs --url of a server with networking, run in its network
-    /// namespace) or `images` (first pull + unpack of the Debian python image from a local
+    /// `network` (create with egress allow beside none; a download from a session beside the
+    /// same download from the server's namespace; a GET through `/ports/8000/` beside the
+    /// same GET inside the session: without --url, in network namespaces of its own, with
+    /// a server of its own, leaving nothing behind) or `images` (first pull + unpack of the Debian python image from a local
     /// registry, beside skopeo copy + umoci unpack).
     #[arg(value_parser = ["sessions", "commands", "files", "interpreter", "ports", "network", "images"])]
     scenario: String,
@@ -27,9 +28,9 @@ pub(crate) struct BenchArgs {
     /// image the image tests build and cache under the temporary directory).
     #[arg(long, value_name = "DIR")]
     pub(crate) image_layout: Option<std::path::PathBuf>,
-    /// `files`: size of the file in MiB (default 1024, or 64 with --quick).
+    /// `files`, `network`: size of the file in MiB (default 1024, or 64 with --quick).
     #[arg(long)]
-    size_mb: Option<u64>,
+    pub(crate) size_mb: Option<u64>,
     /// Measured iterations.
     #[arg(long, default_value_t = 200)]
     pub(crate) iterations: usize,
@@ -48,12 +49,21 @@ pub(crate) struct BenchArgs {
     /// Warm pool of the server the benchmark starts.
     #[arg(long, default_value_t = 4)]
     pub(crate) warm_pool: usize,
+    /// `network`: this run is already inside the network namespace the benchmark made, and
+    /// may start a server with networking there (set by the benchmark itself).
+    #[arg(long, hide = true)]
+    in_own_network: bool,
 }
 
 pub(crate) fn main(mut args: BenchArgs) -> anyhow::Result<()> {
     if args.quick {
         args.iterations = args.iterations.min(20);
         args.warmup = args.warmup.min(3);
+    }
+    if args.scenario == "network" && args.url.is_none() && !args.in_own_network {
+        // A server of its own would change the forwarding and nftables of this namespace:
+        // the benchmark makes namespaces of its own and runs again inside one.
+        return crate::bench_network::run(&args);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -68,16 +78,18 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         return crate::bench_images::run(&args).await;
     }
     let quick = args.quick;
-    anyhow::ensure!(
-        args.scenario != "network" || args.url.is_some(),
-        "the network scenario needs --url and --token of a server started with --network-allowed all: a server of the benchmark's own would change the forwarding and nftables of this network namespace"
-    );
     // A server of our own unless one was named; it is stopped when this function returns.
+    let extra: &[&str] = if args.scenario == "network" {
+        crate::bench_network::SERVER_ARGS
+    } else {
+        &[]
+    };
     let own_server = match &args.url {
         Some(_) => None,
-        None => Some(ServerProcess::start(
+        None => Some(ServerProcess::start_with(
             &std::env::current_exe().context("finding the hutch binary")?,
             args.warm_pool,
+            extra,
         )?),
     };
     let (url, token) = match (&own_server, &args.url, &args.token) {
@@ -115,7 +127,7 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if args.scenario == "network" {
-        return network_scenario(&client, &args).await;
+        return network_scenario(&client, &token, &args).await;
     }
     if args.scenario == "interpreter" {
         return crate::bench_interpreter::run(&client, &url, &token, &args).await;
@@ -219,10 +231,15 @@ async fn files_scenario(client: &HutchClient, token: &str, args: &BenchArgs) -> 
     Ok(())
 }
 
-/// `hutch bench network`: the create latency egress adds, and download throughput.
-async fn network_scenario(client: &HutchClient, args: &BenchArgs) -> anyhow::Result<()> {
+/// `hutch bench network`: the create latency egress adds, download throughput, and a small
+/// GET through a preview port.
+async fn network_scenario(
+    client: &HutchClient,
+    token: &str,
+    args: &BenchArgs,
+) -> anyhow::Result<()> {
     println!(
-        "scenario: create with egress allow beside none; download from a session beside the same download here"
+        "scenario: create with egress allow beside none; download from a session beside the same download here; a GET through /ports/8000/ beside the same GET inside the session"
     );
     println!(
         "iterations: {} (after {} warm-up), server: {}",
@@ -249,13 +266,43 @@ async fn network_scenario(client: &HutchClient, args: &BenchArgs) -> anyhow::Res
     let mb_s = |(bytes, took): (u64, std::time::Duration)| {
         bytes as f64 / 1e6 / took.as_secs_f64().max(1e-9)
     };
+    let mut share = None;
     if let (Some(session), Some(host)) = (report.session_download, report.host_download) {
+        let percent = 100.0 * mb_s(session) / mb_s(host).max(1e-9);
         println!(
-            "download of {} MB: session {:.0} MB/s, here {:.0} MB/s ({:.0} %)",
+            "download of {} MB: session {:.0} MB/s, here {:.0} MB/s ({percent:.0} %)",
             session.0 / 1_000_000,
             mb_s(session),
             mb_s(host),
-            100.0 * mb_s(session) / mb_s(host).max(1e-9)
+        );
+        share = Some(percent);
+    }
+    let ports = hutch_bench::ports::run(
+        client,
+        token,
+        hutch_bench::ports::PortsConfig {
+            iterations: args.iterations,
+            warmup: args.warmup,
+        },
+    )
+    .await?;
+    hutch_bench::ports::print(&ports);
+    if args.quick {
+        println!(
+            "quick mode: few iterations and a small file, to check that the benchmark runs, not the figures"
+        );
+        return Ok(());
+    }
+    let verdict = |met: bool| if met { "met" } else { "missed" };
+    println!(
+        "target: egress allow adds ≤ 5 ms at p50: {} ({})",
+        verdict(added <= std::time::Duration::from_millis(5)),
+        ms(added)
+    );
+    if let Some(percent) = share {
+        println!(
+            "target: session download ≥ 80 % of here: {} ({percent:.0} %)",
+            verdict(percent >= 80.0)
         );
     }
     Ok(())
