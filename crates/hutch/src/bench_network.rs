@@ -6,8 +6,11 @@
 //! and the server's namespace, whose only link and only route lead to it. The benchmark then
 //! runs itself again inside the server's namespace (`nsenter --net`), where it starts its
 //! own `hutch serve` with networking and measures; the forwarding, nftables tables and
-//! sandbox interfaces that server makes all live in that namespace. When the run ends the
-//! holders are killed, the namespaces go with their last process, and nothing is left.
+//! sandbox interfaces that server makes all live in that namespace. Once that server has
+//! stopped, the benchmark checks that its namespace holds no sandbox interface, nftables
+//! table or pool address any more (after `--iterations` create/delete cycles with egress and
+//! as many without), then kills the holders: the namespaces go with their last process, and
+//! nothing is left.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -188,6 +191,48 @@ impl OwnNetwork {
         }
     }
 
+    /// What a stopped server left in its namespace: interfaces other than `lo` and the
+    /// uplink, sandboxes' nftables tables (the server's own masquerading table, the one
+    /// whose name the others extend, stays for its next start), addresses other than
+    /// loopback's and the uplink's.
+    fn leftovers(&self) -> anyhow::Result<Vec<String>> {
+        let output = |program: &str, args: &[&str]| -> anyhow::Result<String> {
+            let out = in_netns(self.server_ns.id(), program).args(args).output()?;
+            ensure!(out.status.success(), "{program} {args:?} failed");
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let mut left: Vec<String> = output("ip", &["-o", "link", "show"])?
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|name| name.split('@').next().unwrap_or(name))
+            .filter(|name| !["lo", "inet0"].contains(name))
+            .map(|name| format!("interface {name}"))
+            .collect();
+        let tables = output("nft", &["list", "tables"])?;
+        let mut tables: Vec<&str> = tables
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        tables.sort_by_key(|t| t.len());
+        if let Some((own, others)) = tables.split_first() {
+            ensure!(
+                others.iter().all(|t| t.starts_with(&format!("{own}-"))),
+                "tables not of the benchmark's server: {tables:?}"
+            );
+            left.extend(others.iter().map(|t| (*t).to_owned()));
+        }
+        left.extend(
+            output("ip", &["-o", "addr", "show"])?
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(3))
+                .filter(|a| !["127.0.0.1/8", "::1/128", "203.0.113.2/24"].contains(a))
+                .filter(|a| !a.starts_with("fe80:"))
+                .map(|a| format!("address {a}")),
+        );
+        Ok(left)
+    }
+
     fn server_netns(&self) -> PathBuf {
         Path::new("/proc")
             .join(self.server_ns.id().to_string())
@@ -215,7 +260,15 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
         command.arg("--quick");
     }
     let status = command.status().context("running the benchmark")?;
-    drop(net);
     ensure!(status.success(), "the network benchmark failed ({status})");
+    let left = net.leftovers()?;
+    ensure!(
+        left.is_empty(),
+        "the server left this in its namespace: {left:?}"
+    );
+    println!(
+        "left behind in the server's namespace after {} create/delete cycles with egress: nothing",
+        args.iterations + args.warmup
+    );
     Ok(())
 }
