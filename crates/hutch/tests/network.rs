@@ -368,7 +368,7 @@ async fn networked_sessions_survive_a_server_kill_and_cycles_leave_nothing_behin
     if !can_run_sandboxes() {
         return;
     }
-    let mut setup = Setup::start(&[]);
+    let mut setup = Setup::start(&["--network-warm-pool", "2"]);
     let client = setup.client("alice");
     let mut sessions = Vec::new();
     for _ in 0..5 {
@@ -395,7 +395,23 @@ async fn networked_sessions_survive_a_server_kill_and_cycles_leave_nothing_behin
         let s = networked(&client, policy(Egress::Allow, &["allowed.test"])).await;
         client.delete_session(s.session_id).await.unwrap();
     }
-    // What is left now is the warm pool's; an orderly stop removes that too.
+    // While the server runs, what is left is the warm pool's: its two wired sandboxes, each
+    // with an interface, a table and an address.
+    let wired = setup.internet.sandbox_interfaces();
+    assert!(wired.len() <= 2, "only the pool's interfaces: {wired:?}");
+    let tables = setup.internet.tables();
+    assert!(
+        tables.len() <= 3,
+        "the server's table and the pool's: {tables:?}"
+    );
+    let pool_addresses = setup
+        .internet
+        .addresses()
+        .into_iter()
+        .filter(|a| a.starts_with("10.231."))
+        .count();
+    assert!(pool_addresses <= 2, "only the pool's addresses");
+    // An orderly stop removes those too.
     setup.server.stop();
     let base = setup.internet.tables();
     assert_eq!(
