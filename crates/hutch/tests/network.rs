@@ -309,6 +309,56 @@ async fn always_denied_targets_stay_unreachable_and_the_network_cannot_be_change
     assert!(!v6.contains("inet6"), "no IPv6 address: {v6}");
 }
 
+/// Holds three connections to the web host open, tries a fourth, closes them.
+const FOURTH_CONNECTION: &str = "python3 - <<'EOF'
+import socket
+held = [socket.create_connection(('203.0.113.10', 80), timeout=5) for _ in range(3)]
+try:
+    socket.create_connection(('203.0.113.10', 80), timeout=5)
+    print('fourth: connected')
+except OSError as e:
+    print('fourth: refused', e)
+for c in held:
+    c.close()
+EOF";
+
+#[tokio::test]
+async fn a_sessions_connections_and_bandwidth_are_bounded() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let setup = Setup::start(&[
+        "--network-max-connections",
+        "3",
+        "--network-bandwidth-mbit",
+        "8",
+    ]);
+    let client = setup.client("alice");
+    let s = networked(&client, policy(Egress::All, &[])).await;
+
+    // 8 Mbit/s is 1 MB/s: 2 MiB take two seconds (unbounded, this link carries > 50 MB/s).
+    let download = sh(
+        &client,
+        &s,
+        "curl -s -o /dev/null -w '%{speed_download}' http://203.0.113.10/big.bin",
+    )
+    .await;
+    let bytes_per_s: f64 = download.stdout.trim().parse().unwrap();
+    assert!(bytes_per_s < 1_300_000.0, "{bytes_per_s} B/s");
+
+    // Three connections open: a fourth is rejected at once; once they close, connections
+    // are admitted again.
+    let started = Instant::now();
+    let fourth = sh(&client, &s, FOURTH_CONNECTION).await;
+    assert!(fourth.stdout.starts_with("fourth: refused"), "{fourth:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fetch(&client, &s, "http://203.0.113.10/hello.txt").await.0 != "200" {
+        assert!(Instant::now() < deadline, "connections stay refused");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn policies_beyond_the_operators_ceiling_or_malformed_are_refused() {
     if !can_run_sandboxes() {

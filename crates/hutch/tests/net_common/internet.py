@@ -1,6 +1,7 @@
 """The network tests' own internet, run inside a network namespace the test made.
 
 - an HTTP server on port 80 of every address, serving a directory that holds `hello.txt`,
+  `big.bin` (2 MiB),
   a package index (`simple/hutchtestpkg/`) with a wheel this script builds, and an npm
   registry (`npm/`: the packument `npm/hutchtestnpm`, whose tarball, also built here, is
   `npm-files/hutchtestnpm-1.0.0.tgz`);
@@ -34,6 +35,8 @@ def build_index(root):
     os.makedirs(os.path.join(root, "simple", "hutchtestpkg"), exist_ok=True)
     with open(os.path.join(root, "hello.txt"), "w") as f:
         f.write("hello from the test internet\n")
+    with open(os.path.join(root, "big.bin"), "wb") as f:
+        f.write(b"\0" * (2 * 1024 * 1024))
     wheel = "hutchtestpkg-0.1-py3-none-any.whl"
     files = {
         "hutchtestpkg/__init__.py": b"GREETING = 'hello from hutchtestpkg'\n",
