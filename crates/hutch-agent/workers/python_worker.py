@@ -702,7 +702,36 @@ def _make_ipython_kernel(module=None):
     c.InteractiveShell.colors = "NoColor"
     c.InteractiveShell.autoindent = False
     shell = HutchShell.instance(config=c, user_module=module)
+    shell.register_magic_function(_pip_magic, "line", "pip")
     return shell
+
+
+# The session's own directory for Python packages (`PYTHON_LIBRARIES_DIR` of the agent's
+# `interpreter/libraries.rs`), on every process's PYTHONPATH.
+_LIBRARIES_DIR = "/workspace/.hutch/site-packages"
+# Options by which `pip install` is told where to install.
+_PIP_WHERE = ("-t", "--target", "--prefix", "--root", "--user")
+
+
+def _pip_magic(line):
+    """`%pip ARGS`: pip of this interpreter. An `install` outside a virtual environment that
+    names no destination goes to the session's libraries directory, as `libraries` do: images
+    that follow PEP 668 refuse installs into their own site-packages."""
+    import importlib
+    import shlex
+    import subprocess
+
+    args = shlex.split(line)
+    outside_venv = sys.prefix == sys.base_prefix
+    names_where = any(a.split("=", 1)[0] in _PIP_WHERE for a in args)
+    if args[:1] == ["install"] and outside_venv and not names_where:
+        args[1:1] = ["--target", _LIBRARIES_DIR]
+    code = subprocess.call([sys.executable, "-m", "pip", *args])
+    importlib.invalidate_caches()
+    if _LIBRARIES_DIR not in sys.path:
+        sys.path.append(_LIBRARIES_DIR)
+    if code != 0:
+        print("pip exited with code %d" % code, file=sys.stderr)
 
 
 class _IPythonKernel:

@@ -571,6 +571,20 @@ async fn the_operators_package_index_is_reachable_without_network_and_nothing_el
     )
     .await;
     assert!(frames.contains("hello from hutchtestpkg"), "{frames}");
+    // `%pip install` in a notebook cell goes the same way, into the session's own directory
+    // (the image's Python refuses installs into its own site-packages, PEP 668).
+    let fresh = common::session(&client).await;
+    let frames = execute_with_libraries(
+        &client,
+        &fresh,
+        "%pip install -q hutchtestpkg\nimport hutchtestpkg\nprint(hutchtestpkg.GREETING, hutchtestpkg.__file__)",
+        &[],
+    )
+    .await;
+    assert!(
+        frames.contains("hello from hutchtestpkg /workspace/.hutch/site-packages/"),
+        "{frames}"
+    );
 
     let through = |url: &str| {
         format!("curl -s -o /dev/null -w '%{{http_code}}' -x http://127.0.0.1:3141 {url}")
