@@ -337,11 +337,12 @@ pub async fn host_view_by(client: &HutchClient, session: &Session, command: &str
         .expect("the sandbox's agent on the host");
     let cgroup_file =
         std::fs::read_to_string(format!("/proc/{agent_pid}/cgroup")).expect("agent cgroup");
+    // The agent lives in its sandbox cgroup's `agent/`.
     let cgroup = cgroup_file
         .lines()
         .find_map(|l| l.strip_prefix("0::"))
-        .expect("cgroup v2 line")
-        .to_owned();
+        .expect("cgroup v2 line");
+    let cgroup = cgroup.strip_suffix("/agent").unwrap_or(cgroup).to_owned();
     let sandbox_id = cgroup.rsplit('/').next().unwrap_or_default().to_owned();
     HostView {
         agent_pid,
