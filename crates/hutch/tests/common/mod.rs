@@ -133,6 +133,16 @@ impl TestServer {
         server
     }
 
+    /// Starts a server with its data directory at `data` (which the test made and removes),
+    /// and extra `hutch serve` arguments.
+    pub fn start_in_data_dir(data: &Path, args: &[&str]) -> TestServer {
+        let mut server = TestServer::prepare(args, "127.0.0.1:0", false);
+        server._tempdir = None;
+        server.data = data.to_owned();
+        server.spawn();
+        server
+    }
+
     fn launch(args: &[&str], listen: &str, private_network: bool) -> TestServer {
         let mut server = TestServer::prepare(args, listen, private_network);
         server.spawn();
