@@ -105,6 +105,9 @@ pub const FILES_LINK_TARGET_MAX_BYTES: usize = 4096;
 
 /// Fewest and most MiB of disk (the writable layer) a session may ask for.
 pub const DISK_MB_RANGE: (u64, u64) = (16, 1_048_576);
+/// MiB of disk a session that asks for none gets, unless the server's `--disk-mb-default`
+/// says otherwise. Sparse: only what the session writes takes space on the host.
+pub const DISK_MB_DEFAULT: u64 = 10_240;
 /// Most streamed and background processes one session runs at once (they do not count
 /// against [`COMMANDS_CONCURRENT_MAX`]); past it starting one answers 429 `rate_limited`.
 pub const PROCESSES_RUNNING_MAX: usize = 128;

@@ -91,8 +91,9 @@ error_responses! {
         "`capacity`: the server runs as many sessions as it may; delete one or retry later.",
         "the server runs its maximum of 1000 sessions; delete one or retry later";
     DiskFull: DiskFull,
-        "`disk_full`: the session's disk quota is exhausted; `details.path` names the file \
-         being written.",
+        "`disk_full`: the session's disk quota is exhausted (`details.path` names the file \
+         being written), or, on creates, storage transfers and image pulls and imports, the \
+         server's data directory has less free space than its reserve.",
         "write /workspace/data.bin: the session's disk is full";
     LanguageUnavailable: LanguageUnavailable,
         "`language_unavailable`: the session's image has no program for this language \

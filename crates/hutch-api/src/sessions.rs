@@ -90,7 +90,8 @@ pub struct ResourcesRequest {
     pub pids: Option<u64>,
     /// Disk quota in MiB, 16 to 1048576, over everything the session writes (its writable
     /// layer, `/tmp` and `/dev/shm`); past it writes fail with ENOSPC inside and the file API
-    /// answers 507 `disk_full`. Default: the server's `--disk-mb-default`, else none.
+    /// answers 507 `disk_full`. Default: the server's `--disk-mb-default` (10240 unless the
+    /// operator set another).
     #[schema(minimum = 16, maximum = 1048576)]
     pub disk_mb: Option<u64>,
 }

@@ -45,6 +45,10 @@ pub(crate) const GO_FD: RawFd = 7;
 /// memory cgroup's `memory.events` (v2) or `memory.oom_control` (v1), whose `oom_kill` line
 /// counts the processes the kernel's OOM killer killed in the sandbox.
 pub const MEMORY_EVENTS_FD: RawFd = 8;
+/// Descriptors of the `tasks` files of the sandbox's v1 `user/` cgroups (memory, pids, cpu),
+/// opened write-only by the runtime where v1 holds the limits: every process the agent starts
+/// moves itself into them (see [`crate::process`]).
+pub const USER_CGROUP_TASKS_FDS: [RawFd; 3] = [9, 10, 11];
 
 /// One overlay mount of the sandbox's root file system.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,10 +77,22 @@ pub struct InitConfig {
     /// Whether [`MEMORY_EVENTS_FD`] holds the sandbox's out-of-memory counters.
     #[serde(default)]
     pub has_memory_events: bool,
-    /// Size of the `/tmp` and `/dev/shm` tmpfs mounts in MiB (each); the kernel's default
-    /// when absent. Set with a disk quota.
+    /// Size of the `/tmp` and `/dev/shm` tmpfs mounts in MiB (each) at most; the share of the
+    /// session's memory limit alone when absent (see [`tmpfs_sizes`]). Set with a disk quota.
     #[serde(default)]
     pub tmpfs_mb: Option<u64>,
+    /// How many of [`USER_CGROUP_TASKS_FDS`] the runtime passed.
+    #[serde(default)]
+    pub user_cgroup_tasks: usize,
+}
+
+/// Sizes in MiB of `/tmp` and `/dev/shm` for a session with `memory_mb` of memory (and a disk
+/// quota of `disk_mb`): half and a quarter of the memory limit, at most the disk quota. Their
+/// pages are memory charged to the writer's cgroup, so together they stay below the limit and
+/// a writer that fills them gets `ENOSPC`, with room left to run commands.
+pub fn tmpfs_sizes(memory_mb: u64, disk_mb: Option<u64>) -> (u64, u64) {
+    let cap = |mb: u64| mb.min(disk_mb.unwrap_or(u64::MAX)).max(1);
+    (cap(memory_mb / 2), cap(memory_mb / 4))
 }
 
 /// What makes a built sandbox a session's: sent when the runtime hands it out.
@@ -239,13 +255,29 @@ fn set_up(
     for fd in cgroup_dir.iter().chain(memory_events.iter()) {
         set_cloexec(fd).map_err(step("close-on-exec"))?;
     }
+    let user_tasks: Vec<OwnedFd> = USER_CGROUP_TASKS_FDS
+        .iter()
+        .take(config.user_cgroup_tasks)
+        // SAFETY: as above; the first `user_cgroup_tasks` are present.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(*fd) })
+        .collect();
+    for fd in &user_tasks {
+        set_cloexec(fd).map_err(step("close-on-exec"))?;
+    }
+    crate::process::start_in_cgroups(user_tasks);
     // The sandbox's host directory holds the root's mount point: the deadline file goes
     // beside it, while the host's file system is still in reach.
     let sandbox_dir = config.rootfs.parent().unwrap_or(Path::new("/"));
     let deadline = DeadlineFile::create_in(sandbox_dir).map_err(step("deadline file"))?;
     build_root(&config)?;
+    // The cgroup namespace is rooted at the sandbox's cgroup, which the runtime then moves
+    // this process out of into `agent/`: `user/`, where commands start, stays inside it.
+    sys::unshare(libc::CLONE_NEWCGROUP).map_err(step("new cgroup namespace"))?;
     status.write_all(b"built\n").map_err(step("report built"))?;
     let claim: Claim = read_line(&mut config_pipe, "claim")?;
+    if let Some(memory_mb) = claim.memory_mb {
+        size_tmpfs(tmpfs_sizes(memory_mb, config.tmpfs_mb)).map_err(step("size /tmp"))?;
+    }
     lock_down(&claim)?;
     Ok((listener, cgroup_dir, memory_events, claim, deadline))
 }
@@ -351,9 +383,9 @@ fn build_root(config: &InitConfig) -> Result<(), InitError> {
         Some("newinstance,ptmxmode=0666,mode=0620"),
     )
     .map_err(step("mount /dev/pts"))?;
-    // tmpfs pages are charged to the memory cgroup of whoever writes them, so the session's
-    // memory limit bounds /tmp and /dev/shm; their nominal size is the kernel's default, or
-    // the session's disk quota when it has one (so that a full /tmp is ENOSPC, as on disk).
+    // tmpfs pages are charged to the memory cgroup of whoever writes them; the claim sizes
+    // /tmp and /dev/shm to a share of the session's memory limit (see `tmpfs_sizes`), so a
+    // full /tmp is ENOSPC, as on disk, long before the limit.
     let tmpfs_options = match config.tmpfs_mb {
         Some(mb) => format!("mode=1777,size={mb}m"),
         None => "mode=1777".to_owned(),
@@ -472,6 +504,21 @@ fn mount_overlay(target: &Path, overlay: &OverlayMount) -> io::Result<()> {
     )
 }
 
+/// Resizes `/tmp` and `/dev/shm` to the session's sizes in MiB (a pooled sandbox is built
+/// before its session's memory limit is known).
+fn size_tmpfs((tmp_mb, shm_mb): (u64, u64)) -> io::Result<()> {
+    for (target, mb) in [("/tmp", tmp_mb), ("/dev/shm", shm_mb)] {
+        sys::mount(
+            None,
+            Path::new(target),
+            None,
+            libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV,
+            Some(&format!("size={mb}m")),
+        )?;
+    }
+    Ok(())
+}
+
 /// Capabilities root inside a sandbox keeps (within its user namespace): Docker's default
 /// set less `NET_RAW` and `MKNOD`.
 const KEPT_CAPABILITIES: &[u32] = &[
@@ -495,7 +542,6 @@ fn lock_down(claim: &Claim) -> Result<(), InitError> {
         write_resolv_conf(nameserver).map_err(step("write /etc/resolv.conf"))?;
     }
     sys::loopback_up().map_err(step("bring lo up"))?;
-    sys::unshare(libc::CLONE_NEWCGROUP).map_err(step("new cgroup namespace"))?;
 
     let last_cap: u32 = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()

@@ -5,7 +5,9 @@
 //! `CLONE_INTO_CGROUP`, so a command begins life inside its own cgroup: moving a process
 //! between cgroups afterwards would cost a full RCU grace period (about 10 ms) on the first
 //! move. Between `clone3` and `execve` the child makes raw system calls only, on memory
-//! prepared before the clone.
+//! prepared before the clone. Where the limits are cgroup v1, the child also moves itself into
+//! the sandbox's v1 `user/` cgroups (see [`start_in_cgroups`]) before anything else: it moves a
+//! single thread (writing `0` to a `tasks` file), which takes no global lock.
 
 use std::ffi::CString;
 use std::io;
@@ -13,7 +15,18 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use std::sync::OnceLock;
+
 use crate::sys;
+
+/// Write-only descriptors of v1 `tasks` files every started process joins.
+static START_IN: OnceLock<Vec<OwnedFd>> = OnceLock::new();
+
+/// Makes every process [`spawn`] starts from now on move itself into the v1 cgroups whose
+/// `tasks` files `tasks` are (opened write-only by the host). Set once, by the sandbox's init.
+pub(crate) fn start_in_cgroups(tasks: Vec<OwnedFd>) {
+    let _ = START_IN.set(tasks);
+}
 
 /// What to start.
 #[derive(Debug)]
@@ -150,6 +163,7 @@ fn c(s: &[u8], what: &'static str) -> Result<CString, SpawnError> {
 const STAGE_CWD: u32 = 1;
 const STAGE_EXEC: u32 = 2;
 const STAGE_USER: u32 = 3;
+const STAGE_CGROUP: u32 = 4;
 
 /// Starts a process. The caller reaps it (it is a child of the calling process).
 pub fn spawn(spec: &ProcessSpec<'_>, filter: &ChildFilter) -> Result<Process, SpawnError> {
@@ -226,7 +240,12 @@ pub fn spawn_with(
         high[1].as_raw_fd(),
         high[2].as_raw_fd(),
     ];
+    let join: Vec<RawFd> = START_IN
+        .get()
+        .map(|fds| fds.iter().map(AsRawFd::as_raw_fd).collect())
+        .unwrap_or_default();
     let child = ChildPlan {
+        join: &join,
         stdio: high_raw,
         extra: &extra_raw,
         err: err_w.as_raw_fd(),
@@ -292,6 +311,8 @@ pub fn spawn_with(
             cwd: spec.cwd.display().to_string(),
             source,
         }
+    } else if stage == STAGE_CGROUP {
+        SpawnError::Clone(source)
     } else if let (STAGE_USER, Some((uid, gid))) = (stage, spec.user) {
         SpawnError::User { uid, gid, source }
     } else {
@@ -304,6 +325,8 @@ pub fn spawn_with(
 
 /// Everything the child needs, prepared before `clone3`.
 struct ChildPlan<'a> {
+    /// v1 `tasks` files to write `0` to.
+    join: &'a [RawFd],
     stdio: [RawFd; 3],
     /// Become descriptors 3, 4, ….
     extra: &'a [RawFd],
@@ -332,6 +355,11 @@ impl ChildPlan<'_> {
                 libc::write(self.err, report.as_ptr().cast(), 8);
                 libc::_exit(127)
             };
+            for fd in self.join {
+                if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
+                    fail(STAGE_CGROUP);
+                }
+            }
             libc::setsid();
             for (target, source) in self.stdio.iter().enumerate() {
                 libc::dup2(*source, target as RawFd);

@@ -174,6 +174,7 @@ pub(crate) async fn create_session(
     Json(req): Json<CreateSessionRequest>,
 ) -> Result<Json<Session>, ApiError> {
     let new = validate::create(req)?;
+    state.disk_reserve.check("creating a session")?;
     Ok(Json(state.sessions.create(&caller, new).await?))
 }
 

@@ -39,8 +39,8 @@ use crate::error::ApiError;
 use crate::extract::{ImageName, Json, Query, SessionId};
 use crate::images::{FORK_PREFIX, ImageView};
 use crate::openapi::{
-    BadRequest, Capacity, Conflict, ImageForbidden, ImageImportFailed, ImageNotFound, Internal,
-    PayloadTooLarge, RateLimited, SessionNotFound, Unauthorized,
+    BadRequest, Capacity, Conflict, DiskFull, ImageForbidden, ImageImportFailed, ImageNotFound,
+    Internal, PayloadTooLarge, RateLimited, SessionNotFound, Unauthorized,
 };
 use crate::validate;
 
@@ -199,6 +199,7 @@ pub(crate) async fn delete_image(
         (status = 413, response = PayloadTooLarge),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),
+        (status = 507, response = DiskFull),
     ),
     security(("bearer" = []))
 )]
@@ -226,6 +227,7 @@ pub(crate) async fn pull_image(
             }
             other => other.into(),
         })?;
+    state.disk_reserve.check("pulling an image")?;
     let (events, lines) = tokio::sync::mpsc::unbounded_channel::<PullEvent>();
     let images = Arc::clone(&state.images);
     tokio::spawn(async move {
@@ -320,6 +322,7 @@ pub(crate) struct ImportQuery {
         (status = 422, response = ImageImportFailed),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),
+        (status = 507, response = DiskFull),
     ),
     security(("bearer" = []))
 )]
@@ -342,7 +345,11 @@ pub(crate) async fn import_image(
                 limit: usize::try_from(limit).unwrap_or(usize::MAX),
             })
         }
-        Ok(()) => None,
+        Ok(()) => state
+            .disk_reserve
+            .check("importing an image")
+            .err()
+            .map(ApiError::from),
     };
     if let Some(refusal) = refusal {
         drain(body).await;

@@ -28,6 +28,7 @@ mod api;
 pub mod auth;
 mod bounds;
 mod connections;
+mod disk_reserve;
 mod error;
 mod extract;
 pub mod images;
@@ -102,6 +103,8 @@ pub const DEFAULT_ORPHAN_GRACE: Duration = Duration::from_secs(300);
 pub const DEFAULT_UPGRADED_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How often unused image layers are collected (deletes also collect at once).
 pub const IMAGE_COLLECT_INTERVAL: Duration = Duration::from_secs(600);
+/// MiB kept free on the data directory's file system by default.
+pub const DEFAULT_DISK_RESERVE_MB: u64 = 1024;
 /// Name of the database file inside the data directory.
 pub const DATABASE_FILE: &str = "hutch.db";
 /// Directory of storage context content inside the data directory.
@@ -162,6 +165,9 @@ pub struct ServerConfig {
     pub upgraded_idle_timeout: Duration,
     /// The image store: registries, cache bound, who manages images.
     pub images: ImagesConfig,
+    /// MiB that must stay free on the data directory's file system: below it, creates,
+    /// storage transfers and image pulls answer 507 `disk_full`.
+    pub disk_reserve_mb: u64,
 }
 
 impl ServerConfig {
@@ -190,6 +196,7 @@ impl ServerConfig {
             connections: ConnectionLimits::default(),
             upgraded_idle_timeout: DEFAULT_UPGRADED_IDLE_TIMEOUT,
             images: ImagesConfig::default(),
+            disk_reserve_mb: DEFAULT_DISK_RESERVE_MB,
         }
     }
 }
@@ -251,6 +258,8 @@ pub(crate) struct AppState {
     pub(crate) upgraded_idle_timeout: Duration,
     /// The image store and puller.
     pub(crate) images: Arc<Images>,
+    /// The data directory's free-space reserve.
+    pub(crate) disk_reserve: Arc<disk_reserve::DiskReserve>,
 }
 
 /// Background tasks, aborted when the server is dropped.
@@ -382,6 +391,10 @@ impl Server {
             agent_timeout: config.agent_timeout,
             upgraded_idle_timeout: config.upgraded_idle_timeout,
             images,
+            disk_reserve: Arc::new(disk_reserve::DiskReserve::new(
+                config.data_dir.clone(),
+                config.disk_reserve_mb,
+            )),
         };
         Ok(Server {
             config,

@@ -25,7 +25,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ContextId, Json, Query, SessionId};
 use crate::openapi::{
-    BadRequest, Conflict, Internal, PayloadTooLarge, RateLimited, StorageContextNotFound,
+    BadRequest, Conflict, DiskFull, Internal, PayloadTooLarge, RateLimited, StorageContextNotFound,
     Unauthorized,
 };
 use crate::validate;
@@ -171,6 +171,7 @@ pub(crate) async fn delete_context(
     responses(
         (status = 200, description = "The tasks started", body = SyncStarted),
         (status = 413, response = PayloadTooLarge),
+        (status = 507, response = DiskFull),
     ),
     security(("bearer" = []))
 )]
@@ -181,6 +182,7 @@ pub(crate) async fn sync_context(
     Json(req): Json<SyncRequest>,
 ) -> Result<Json<SyncStarted>, ApiError> {
     let target = validate::sync(req)?;
+    state.disk_reserve.check("a storage transfer")?;
     Ok(Json(state.sessions.sync(&caller, id, target).await?))
 }
 

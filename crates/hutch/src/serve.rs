@@ -74,13 +74,19 @@ pub(crate) struct ServeArgs {
     /// re-adopt, or `destroy` them.
     #[arg(long, env = "HUTCH_ON_EXIT", default_value = "keep", value_parser = ["keep", "destroy"])]
     on_exit: String,
-    /// Disk quota in MiB of sessions that ask for none (`resources.diskMb`); without it they
-    /// have none. A quota costs tens of milliseconds at create (see docs/architecture.md).
-    #[arg(long, env = "HUTCH_DISK_MB_DEFAULT")]
-    disk_mb_default: Option<u64>,
+    /// Disk quota in MiB of sessions that ask for none (`resources.diskMb`). The warm pool's
+    /// sandboxes are built with it; another quota costs tens of milliseconds at create (see
+    /// docs/architecture.md).
+    #[arg(long, env = "HUTCH_DISK_MB_DEFAULT", default_value_t = hutch_api::limits::DISK_MB_DEFAULT)]
+    disk_mb_default: u64,
     /// Largest disk quota in MiB a session may ask for.
     #[arg(long, env = "HUTCH_DISK_MB_MAX", default_value_t = hutch_api::limits::DISK_MB_RANGE.1)]
     disk_mb_max: u64,
+    /// MiB that must stay free on the data directory's file system: with less free, creates,
+    /// storage transfers and image pulls and imports answer 507 `disk_full`, while running
+    /// sessions carry on.
+    #[arg(long, env = "HUTCH_DISK_RESERVE_MB", default_value_t = hutch_server::DEFAULT_DISK_RESERVE_MB)]
+    disk_reserve_mb: u64,
     /// Largest file, archive or multipart request the file API accepts, in MiB; past it, 413
     /// `payload_too_large`.
     #[arg(long, env = "HUTCH_MAX_UPLOAD_MB", default_value_t = hutch_api::limits::FILES_UPLOAD_MAX_BYTES_DEFAULT / (1024 * 1024))]
@@ -276,15 +282,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     linux.warm_pool = args.warm_pool;
     linux.warm_pool_per_image = args.warm_pool_per_image;
     linux.warm_pool_images = args.warm_pool_images;
-    if let Some(mb) = args.disk_mb_default {
-        let (min, max) = hutch_api::limits::DISK_MB_RANGE;
-        anyhow::ensure!(
-            (min..=max.min(args.disk_mb_max)).contains(&mb),
-            "--disk-mb-default must be between {min} and --disk-mb-max ({}), got {mb}",
-            args.disk_mb_max.min(max)
-        );
-    }
-    linux.disk_mb_default = args.disk_mb_default;
+    let (min, max) = hutch_api::limits::DISK_MB_RANGE;
+    let mb = args.disk_mb_default;
+    anyhow::ensure!(
+        (min..=max.min(args.disk_mb_max)).contains(&mb),
+        "--disk-mb-default must be between {min} and --disk-mb-max ({}), got {mb}",
+        args.disk_mb_max.min(max)
+    );
+    linux.disk_mb_default = Some(mb);
     linux.disk_mb_max = args.disk_mb_max;
     linux.max_upload_bytes = Some(args.max_upload_mb.saturating_mul(1024 * 1024));
     let network_limits = args.network.limits()?;
@@ -325,6 +330,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     config.upgraded_idle_timeout = args.websocket_idle_timeout;
     config.images = images;
+    config.disk_reserve_mb = args.disk_reserve_mb;
     let server = Server::start(config, Arc::new(runtime.clone()), died)
         .await
         .context("starting the server")?;

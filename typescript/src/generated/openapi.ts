@@ -2066,7 +2066,8 @@ export interface components {
              * Format: int64
              * @description Disk quota in MiB, 16 to 1048576, over everything the session writes (its writable
              *     layer, `/tmp` and `/dev/shm`); past it writes fail with ENOSPC inside and the file API
-             *     answers 507 `disk_full`. Default: the server's `--disk-mb-default`, else none.
+             *     answers 507 `disk_full`. Default: the server's `--disk-mb-default` (10240 unless the
+             *     operator set another).
              */
             diskMb?: number | null;
         };
@@ -2506,7 +2507,7 @@ export interface components {
                 "application/json": components["schemas"]["ErrorBody"];
             };
         };
-        /** @description `disk_full`: the session's disk quota is exhausted; `details.path` names the file being written. */
+        /** @description `disk_full`: the session's disk quota is exhausted (`details.path` names the file being written), or, on creates, storage transfers and image pulls and imports, the server's data directory has less free space than its reserve. */
         DiskFull: {
             headers: {
                 /** @description The error's `code`, repeated from the body. */
@@ -3413,6 +3414,7 @@ export interface operations {
             429: components["responses"]["RateLimited"];
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
+            507: components["responses"]["DiskFull"];
         };
     };
     pullImage: {
@@ -3456,6 +3458,7 @@ export interface operations {
             429: components["responses"]["RateLimited"];
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
+            507: components["responses"]["DiskFull"];
         };
     };
     getImage: {
@@ -4030,6 +4033,7 @@ export interface operations {
             500: components["responses"]["Internal"];
             502: components["responses"]["SandboxUnavailable"];
             504: components["responses"]["SandboxTimeout"];
+            507: components["responses"]["DiskFull"];
         };
     };
     listFiles: {

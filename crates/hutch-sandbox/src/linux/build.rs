@@ -102,6 +102,7 @@ impl LinuxRuntime {
             has_cgroup_dir: false,
             has_memory_events: false,
             tmpfs_mb: disk_mb,
+            user_cgroup_tasks: 0,
         })
     }
 
@@ -117,6 +118,7 @@ impl LinuxRuntime {
         let cgroup = inner.cgroups.create(id, resources)?;
         config.has_cgroup_dir = cgroup.v2_fd.is_some();
         config.has_memory_events = cgroup.memory_events.is_some();
+        config.user_cgroup_tasks = cgroup.user_tasks.len();
 
         let socket = self.socket_path(id);
         let _ = fs::remove_file(&socket);
@@ -164,6 +166,11 @@ impl LinuxRuntime {
         ];
         let cgroup_src = cgroup.v2_fd.as_ref().map(high).transpose()?;
         let events_src = cgroup.memory_events.as_ref().map(high).transpose()?;
+        let tasks_src: Vec<OwnedFd> = cgroup
+            .user_tasks
+            .iter()
+            .map(high)
+            .collect::<Result<_, _>>()?;
         let mut fds: Vec<ChildFd> = sources
             .iter()
             .map(|(fd, target)| ChildFd {
@@ -182,6 +189,12 @@ impl LinuxRuntime {
                 });
             }
         }
+        for (fd, target) in tasks_src.iter().zip(init::USER_CGROUP_TASKS_FDS) {
+            fds.push(ChildFd {
+                source: fd.as_raw_fd(),
+                target,
+            });
+        }
         let argv: Vec<CString> = vec![c"hutch".to_owned(), c"agent".to_owned()];
         let flags = (libc::CLONE_NEWUSER
             | libc::CLONE_NEWPID
@@ -191,7 +204,7 @@ impl LinuxRuntime {
             | libc::CLONE_NEWUTS) as u64;
         let spawned = sys::spawn_into_namespaces(
             flags,
-            cgroup.v2_fd.as_ref().map(|fd| fd.as_raw_fd()),
+            cgroup.spawn_fd.as_ref().map(|fd| fd.as_raw_fd()),
             inner.agent_exe.as_raw_fd(),
             &argv,
             &fds,
@@ -199,7 +212,8 @@ impl LinuxRuntime {
         )
         .map_err(sys_err("start sandbox"))?;
         drop((
-            sources, cgroup_src, events_src, config_r, status_w, go_r, listener, dev_null, log,
+            sources, cgroup_src, events_src, tasks_src, config_r, status_w, go_r, listener,
+            dev_null, log,
         ));
 
         let release = || -> Result<(), SandboxError> {
@@ -222,7 +236,11 @@ impl LinuxRuntime {
                 .write_all(b"g")
                 .map_err(sys_err("release sandbox"))?;
             match read_status_line(&status_r, inner.config.start_timeout) {
-                Ok(line) if line == "built" => Ok(()),
+                Ok(line) if line == "built" => {
+                    Ok(inner
+                        .cgroups
+                        .settle_agent(&cgroup, spawned.pid, resources)?)
+                }
                 Ok(line) => Err(SandboxError::Start { id, reason: line }),
                 Err(reason) => Err(SandboxError::Start { id, reason }),
             }

@@ -11,6 +11,17 @@
 //!
 //! Hosts with no v2 tree at all still get limits through v1 and killing through the v1
 //! freezer; the agent then falls back to process groups for commands.
+//!
+//! Inside its sandbox cgroup `<id>/`, in every hierarchy, the agent and the code it runs live
+//! apart: the agent in `<id>/agent/`, everything it starts in `<id>/user/`. The session's
+//! limits (`memoryMb`, `pids`) hold `user/`; `<id>/` holds them plus a small reserve for the
+//! agent ([`AGENT_MEMORY_MB`], [`AGENT_PIDS`]) and the session's CPU quota, which `agent/` and
+//! `user/` share as two equal groups. So a fork bomb at the pids limit or a memory hog (or a
+//! full tmpfs, whose pages are charged to the writer's cgroup) stays in `user/`, and the agent
+//! keeps answering. Commands start straight in `user/…` through v2 (`CLONE_INTO_CGROUP` into
+//! the delegated `user/`); where the limits are v1, each new process also moves itself into
+//! the v1 `user/` cgroups through descriptors of their `tasks` files, opened by the host (see
+//! [`SandboxCgroup::user_tasks`]). Killing and freezing act on `<id>/`, so on both.
 
 use std::fs;
 use std::io;
@@ -22,6 +33,16 @@ use hutch_api::Resources;
 use uuid::Uuid;
 
 use crate::sys;
+
+/// The child cgroup the agent lives in.
+const AGENT: &str = "agent";
+/// The child cgroup everything the agent starts lives in; the session's limits hold it.
+const USER: &str = "user";
+/// Memory the sandbox's cgroup allows beyond the session's `memoryMb`, for the agent.
+pub(crate) const AGENT_MEMORY_MB: u64 = 64;
+/// Processes and threads the sandbox's cgroup allows beyond the session's `pids`, for the
+/// agent.
+pub(crate) const AGENT_PIDS: u64 = 64;
 
 /// Where the cgroup hierarchies hutch uses are mounted, read from `/proc/self/mountinfo`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -124,8 +145,14 @@ pub(crate) struct Cgroups {
 pub(crate) struct SandboxCgroup {
     /// The sandbox's v2 directory, if the host has a v2 tree.
     pub(crate) v2_dir: Option<PathBuf>,
-    /// An open descriptor of `v2_dir`, for `CLONE_INTO_CGROUP` and for the agent.
+    /// An open descriptor of `v2_dir`, for `CLONE_INTO_CGROUP` of the sandbox's first process.
+    pub(crate) spawn_fd: Option<OwnedFd>,
+    /// An open descriptor of the delegated v2 `user/`, for the agent's command cgroups.
     pub(crate) v2_fd: Option<OwnedFd>,
+    /// Write-only descriptors of the `tasks` files of `user/` in the v1 hierarchies that hold
+    /// limits (empty where v2 holds them): a process the agent starts writes `0` to each to
+    /// move itself there before it runs anything.
+    pub(crate) user_tasks: Vec<OwnedFd>,
     /// The out-of-memory counters of the cgroup that holds the memory limit, opened
     /// read-only for the agent: `memory.events` (v2) or `memory.oom_control` (v1).
     pub(crate) memory_events: Option<OwnedFd>,
@@ -268,7 +295,8 @@ impl Cgroups {
         }
     }
 
-    /// Creates the cgroups of sandbox `id` with `resources` as limits.
+    /// Creates the cgroups of sandbox `id` (its own, `agent/` and `user/` in each hierarchy)
+    /// with `resources` as limits.
     pub(crate) fn create(
         &self,
         id: Uuid,
@@ -277,31 +305,64 @@ impl Cgroups {
         let mut cgroup = self.existing(id);
         for dir in cgroup.v2_dir.iter().chain(cgroup.v1_dirs.iter()) {
             create_dir(dir)?;
+            create_dir(&dir.join(AGENT))?;
+            create_dir(&dir.join(USER))?;
         }
         self.set_limits(&cgroup, resources)?;
         if let Some(dir) = &cgroup.v2_dir {
-            // Delegate the directory to the sandbox's root, as systemd delegates a unit's
-            // cgroup: it may create children and move its own processes among them, but the
-            // limit files stay the host's.
-            for file in [
-                "",
-                "cgroup.procs",
-                "cgroup.threads",
-                "cgroup.subtree_control",
-            ] {
-                let path = if file.is_empty() {
-                    dir.clone()
-                } else {
-                    dir.join(file)
-                };
+            // Delegate `user/` to the sandbox's root, as systemd delegates a unit's cgroup: it
+            // may create children and move its own processes among them, but the limit files
+            // stay the host's. The agent starts commands from `agent/` into `user/…`, which
+            // needs write access to their common ancestor's `cgroup.procs` too.
+            let user = dir.join(USER);
+            let mut delegated = vec![dir.join("cgroup.procs"), user.clone()];
+            for file in ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"] {
+                delegated.push(user.join(file));
+            }
+            for path in delegated {
                 sys::lchown(&path, self.owner, self.owner).map_err(io_err("chown", &path))?;
             }
-            let fd =
-                sys::open(dir, libc::O_RDONLY | libc::O_DIRECTORY).map_err(io_err("open", dir))?;
-            cgroup.v2_fd = Some(fd);
+            let open_dir = |d: &Path| {
+                sys::open(d, libc::O_RDONLY | libc::O_DIRECTORY).map_err(io_err("open", d))
+            };
+            cgroup.spawn_fd = Some(open_dir(dir)?);
+            cgroup.v2_fd = Some(open_dir(&user)?);
+        }
+        if self.limits == LimitsVia::V1 {
+            for root in [&self.mounts.memory, &self.mounts.pids, &self.mounts.cpu] {
+                let Some(dir) = root
+                    .as_ref()
+                    .and_then(|r| cgroup.v1_dirs.iter().find(|d| d.starts_with(r)))
+                else {
+                    continue;
+                };
+                let tasks = dir.join(USER).join("tasks");
+                let fd = sys::open(&tasks, libc::O_WRONLY).map_err(io_err("open", &tasks))?;
+                cgroup.user_tasks.push(fd);
+            }
         }
         cgroup.memory_events = self.open_memory_events(&cgroup);
         Ok(cgroup)
+    }
+
+    /// Moves the sandbox's first process, `pid`, from the sandbox's cgroups into their
+    /// `agent/` once it has rooted its cgroup namespace in them (so that `user/` is inside that
+    /// namespace), and, where v2 holds the limits, lets `user/` have limits of its own now that
+    /// the sandbox's cgroup holds no process.
+    pub(crate) fn settle_agent(
+        &self,
+        cgroup: &SandboxCgroup,
+        pid: i32,
+        resources: &Resources,
+    ) -> Result<(), CgroupError> {
+        for dir in cgroup.v2_dir.iter().chain(cgroup.v1_dirs.iter()) {
+            write_file(&dir.join(AGENT).join("cgroup.procs"), &pid.to_string())?;
+        }
+        if let (LimitsVia::V2, Some(dir)) = (self.limits, &cgroup.v2_dir) {
+            self.enable_v2_controllers(dir)?;
+            self.set_limits(cgroup, resources)?;
+        }
+        Ok(())
     }
 
     /// Opens the sandbox's out-of-memory counters read-only, where the limits are: the agent
@@ -309,23 +370,31 @@ impl Cgroups {
     /// `None` when the file is missing (kernels before 4.13 count no `oom_kill`).
     fn open_memory_events(&self, cgroup: &SandboxCgroup) -> Option<OwnedFd> {
         let path = match self.limits {
-            LimitsVia::V2 => cgroup.v2_dir.as_ref()?.join("memory.events"),
+            LimitsVia::V2 => cgroup.v2_dir.as_ref()?.join(USER).join("memory.events"),
             LimitsVia::V1 => {
                 let memory = self.mounts.memory.as_ref()?;
                 let dir = cgroup.v1_dirs.iter().find(|d| d.starts_with(memory))?;
-                dir.join("memory.oom_control")
+                dir.join(USER).join("memory.oom_control")
             }
         };
         sys::open(&path, libc::O_RDONLY).ok()
     }
 
-    /// Writes `resources` as the limits of the sandbox's cgroups.
+    /// Writes `resources` as the limits of the sandbox's cgroups: the session's own on
+    /// `user/`, those plus the agent's reserve and the CPU quota on the sandbox's cgroup. On v2,
+    /// `user/` gets its limits once the agent has left the sandbox's cgroup (see
+    /// [`Cgroups::settle_agent`]); until then only the sandbox's cgroup has them.
     pub(crate) fn set_limits(
         &self,
         cgroup: &SandboxCgroup,
         resources: &Resources,
     ) -> Result<(), CgroupError> {
-        let memory = resources.memory_mb * 1024 * 1024;
+        let user_memory = resources.memory_mb.saturating_mul(1024 * 1024);
+        let memory = resources
+            .memory_mb
+            .saturating_add(AGENT_MEMORY_MB)
+            .saturating_mul(1024 * 1024);
+        let pids = resources.pids.saturating_add(AGENT_PIDS);
         let cpu_period = 100_000u64;
         let cpu_quota = ((resources.cpus * cpu_period as f64).round() as u64).max(1000);
         match self.limits {
@@ -333,12 +402,21 @@ impl Cgroups {
                 let Some(dir) = &cgroup.v2_dir else {
                     return Ok(());
                 };
-                write_file(&dir.join("memory.max"), &memory.to_string())?;
-                let swap = dir.join("memory.swap.max");
-                if swap.exists() {
-                    write_file(&swap, "0")?;
+                let user = dir.join(USER);
+                let user_limits = user.join("memory.max").exists();
+                for (dir, memory, pids) in
+                    [(dir, memory, pids), (&user, user_memory, resources.pids)]
+                {
+                    if dir == &user && !user_limits {
+                        continue;
+                    }
+                    write_file(&dir.join("memory.max"), &memory.to_string())?;
+                    let swap = dir.join("memory.swap.max");
+                    if swap.exists() {
+                        write_file(&swap, "0")?;
+                    }
+                    write_file(&dir.join("pids.max"), &pids.to_string())?;
                 }
-                write_file(&dir.join("pids.max"), &resources.pids.to_string())?;
                 let cpu = dir.join("cpu.max");
                 if cpu.exists() {
                     write_file(&cpu, &format!("{cpu_quota} {cpu_period}"))?;
@@ -350,21 +428,15 @@ impl Cgroups {
                         .and_then(|r| cgroup.v1_dirs.iter().find(|d| d.starts_with(r)))
                 };
                 if let Some(dir) = name(&self.mounts.memory) {
-                    // With swap accounting, memsw must stay >= the memory limit: lower it last
-                    // when shrinking, raise it first when growing.
-                    let memsw = dir.join("memory.memsw.limit_in_bytes");
-                    let limit = dir.join("memory.limit_in_bytes");
-                    if memsw.exists() {
-                        let _ = fs::write(&memsw, memory.to_string());
-                        write_file(&limit, &memory.to_string())?;
-                        write_file(&memsw, &memory.to_string())?;
-                    } else {
-                        write_file(&limit, &memory.to_string())?;
-                    }
-                    let _ = fs::write(dir.join("memory.swappiness"), "0");
+                    set_v1_memory(dir, memory)?;
+                    set_v1_memory(&dir.join(USER), user_memory)?;
                 }
                 if let Some(dir) = name(&self.mounts.pids) {
-                    write_file(&dir.join("pids.max"), &resources.pids.to_string())?;
+                    write_file(&dir.join("pids.max"), &pids.to_string())?;
+                    write_file(
+                        &dir.join(USER).join("pids.max"),
+                        &resources.pids.to_string(),
+                    )?;
                 }
                 if let Some(dir) = name(&self.mounts.cpu) {
                     write_file(&dir.join("cpu.cfs_period_us"), &cpu_period.to_string())?;
@@ -375,7 +447,8 @@ impl Cgroups {
         Ok(())
     }
 
-    /// Moves `pid` into the sandbox's v1 cgroups (v2 placement happens at clone time).
+    /// Moves the sandbox's first process, `pid`, into the sandbox's v1 cgroups (v2 placement
+    /// happens at clone time); [`Cgroups::settle_agent`] moves it on into `agent/`.
     pub(crate) fn attach_v1(&self, cgroup: &SandboxCgroup, pid: i32) -> Result<(), CgroupError> {
         for dir in &cgroup.v1_dirs {
             write_file(&dir.join("cgroup.procs"), &pid.to_string())?;
@@ -398,20 +471,26 @@ impl Cgroups {
             .collect();
         SandboxCgroup {
             v2_dir,
+            spawn_fd: None,
             v2_fd: None,
+            user_tasks: Vec::new(),
             memory_events: None,
             v1_dirs,
         }
     }
 
-    /// Whether `pid` is a member of the sandbox's tracking cgroup (v2, else the first v1).
+    /// Whether `pid` is the agent of the sandbox's tracking cgroup (v2, else the first v1):
+    /// a member of its `agent/`, or of the cgroup itself (where sandboxes built before the
+    /// split kept their agent).
     pub(crate) fn contains(&self, cgroup: &SandboxCgroup, pid: i32) -> bool {
         let Some(dir) = cgroup.v2_dir.as_ref().or(cgroup.v1_dirs.first()) else {
             return false;
         };
-        fs::read_to_string(dir.join("cgroup.procs"))
-            .map(|procs| procs.lines().any(|l| l.trim() == pid.to_string()))
-            .unwrap_or(false)
+        [dir.join(AGENT), dir.clone()].iter().any(|dir| {
+            fs::read_to_string(dir.join("cgroup.procs"))
+                .map(|procs| procs.lines().any(|l| l.trim() == pid.to_string()))
+                .unwrap_or(false)
+        })
     }
 
     /// Ids of every sandbox with a cgroup under hutch's parent, in any hierarchy.
@@ -510,13 +589,6 @@ impl Cgroups {
     ) -> Result<(), CgroupError> {
         let until = Instant::now() + deadline;
         for dir in cgroup.v2_dir.iter().chain(cgroup.v1_dirs.iter()) {
-            // A v1 memory cgroup outlives its rmdir, offline, for as long as any page charged
-            // to it stays cached; thousands of those slow every later cgroup operation. With
-            // no process left, reclaim what it still holds first.
-            let force_empty = dir.join("memory.force_empty");
-            if force_empty.exists() {
-                let _ = fs::write(&force_empty, "0");
-            }
             remove_tree(dir, until)?;
         }
         Ok(())
@@ -577,14 +649,37 @@ fn kill_listed(dir: &Path) -> Result<(), CgroupError> {
     Ok(())
 }
 
+/// Whether any process is in `dir` or below it (v2 says so itself; v1 is asked cgroup by
+/// cgroup).
 fn populated(dir: &Path) -> bool {
     let events = dir.join("cgroup.events");
     if let Ok(text) = fs::read_to_string(&events) {
         return text.lines().any(|l| l.trim() == "populated 1");
     }
-    fs::read_to_string(dir.join("cgroup.procs"))
+    let here = fs::read_to_string(dir.join("cgroup.procs"))
         .map(|p| !p.trim().is_empty())
-        .unwrap_or(false)
+        .unwrap_or(false);
+    here || fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_type().is_ok_and(|t| t.is_dir()) && populated(&e.path()))
+    })
+}
+
+/// Sets a v1 memory limit with swap off. With swap accounting, memsw must stay >= the memory
+/// limit: raise it first when growing, lower it last when shrinking.
+fn set_v1_memory(dir: &Path, bytes: u64) -> Result<(), CgroupError> {
+    let memsw = dir.join("memory.memsw.limit_in_bytes");
+    let limit = dir.join("memory.limit_in_bytes");
+    if memsw.exists() {
+        let _ = fs::write(&memsw, bytes.to_string());
+        write_file(&limit, &bytes.to_string())?;
+        write_file(&memsw, &bytes.to_string())?;
+    } else {
+        write_file(&limit, &bytes.to_string())?;
+    }
+    let _ = fs::write(dir.join("memory.swappiness"), "0");
+    Ok(())
 }
 
 fn wait_empty(dir: &Path, until: Instant) -> Result<(), CgroupError> {
@@ -613,6 +708,13 @@ fn remove_tree(dir: &Path, until: Instant) -> Result<(), CgroupError> {
                 remove_tree(&entry.path(), until)?;
             }
         }
+    }
+    // A v1 memory cgroup outlives its rmdir, offline, for as long as any page charged to it
+    // stays cached; thousands of those slow every later cgroup operation. With no process
+    // left, reclaim what it still holds first.
+    let force_empty = dir.join("memory.force_empty");
+    if force_empty.exists() {
+        let _ = fs::write(&force_empty, "0");
     }
     let mut pause = Duration::from_micros(100);
     loop {
@@ -731,11 +833,16 @@ mod tests {
         assert_eq!(cgroups.limits_via(), LimitsVia::V1);
         let id = Uuid::now_v7();
         // A real cgroupfs creates the control files with the directory; the fixture must.
+        let sandbox = |d: &Path| d.join("hutch/test").join(id.to_string());
         for d in [&memory, &pids, &cpu, &v2] {
-            fs::create_dir_all(d.join("hutch/test").join(id.to_string())).unwrap();
+            fs::create_dir_all(sandbox(d).join("user")).unwrap();
         }
+        for d in [&memory, &pids, &cpu] {
+            fs::write(sandbox(d).join("user/tasks"), "").unwrap();
+        }
+        fs::write(sandbox(&v2).join("cgroup.procs"), "").unwrap();
         for f in ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"] {
-            fs::write(v2.join("hutch/test").join(id.to_string()).join(f), "").unwrap();
+            fs::write(sandbox(&v2).join("user").join(f), "").unwrap();
         }
         let res = Resources {
             cpus: 0.5,
@@ -745,11 +852,25 @@ mod tests {
         };
         let cg = cgroups.create(id, &res).unwrap();
         let read = |p: PathBuf| fs::read_to_string(p).unwrap();
+        // The session's limits hold `user/`; the sandbox's cgroup adds the agent's reserve.
         assert_eq!(
-            read(memory.join(format!("hutch/test/{id}/memory.limit_in_bytes"))),
+            read(memory.join(format!("hutch/test/{id}/user/memory.limit_in_bytes"))),
             (64u64 << 20).to_string()
         );
-        assert_eq!(read(pids.join(format!("hutch/test/{id}/pids.max"))), "32");
+        assert_eq!(
+            read(memory.join(format!("hutch/test/{id}/memory.limit_in_bytes"))),
+            ((64 + AGENT_MEMORY_MB) << 20).to_string()
+        );
+        assert_eq!(
+            read(pids.join(format!("hutch/test/{id}/user/pids.max"))),
+            "32"
+        );
+        assert_eq!(
+            read(pids.join(format!("hutch/test/{id}/pids.max"))),
+            (32 + AGENT_PIDS).to_string()
+        );
+        assert!(pids.join(format!("hutch/test/{id}/agent")).is_dir());
+        assert_eq!(cg.user_tasks.len(), 3, "memory, pids and cpu");
         assert_eq!(
             read(cpu.join(format!("hutch/test/{id}/cpu.cfs_quota_us"))),
             "50000"

@@ -32,8 +32,8 @@ impl LinuxRuntime {
                 config.disk_mb_max
             )));
         }
-        // Pooled sandboxes have no quota: a session with one is built for it.
-        let pooled = if disk_mb.is_none() {
+        // Pooled sandboxes have the default quota: a session with another is built for it.
+        let pooled = if disk_mb == config.disk_mb_default {
             self.take_pooled(&spec.image, wants_network(spec))
         } else {
             None

@@ -89,7 +89,8 @@ pub struct LinuxConfig {
     pub warm_pool_per_image: usize,
     /// How many OCI images (the most recently used) the warm pool keeps sandboxes for.
     pub warm_pool_images: usize,
-    /// Disk quota in MiB of sessions that ask for none; `None`: no quota.
+    /// Disk quota in MiB of sessions that ask for none (built into the warm pool's sandboxes);
+    /// `None`: no quota.
     pub disk_mb_default: Option<u64>,
     /// Largest disk quota in MiB a session may ask for.
     pub disk_mb_max: u64,
@@ -119,7 +120,7 @@ impl LinuxConfig {
             warm_pool: 4,
             warm_pool_per_image: 2,
             warm_pool_images: 4,
-            disk_mb_default: None,
+            disk_mb_default: Some(hutch_api::limits::DISK_MB_DEFAULT),
             disk_mb_max: hutch_api::limits::DISK_MB_RANGE.1,
             max_upload_bytes: None,
             network: None,

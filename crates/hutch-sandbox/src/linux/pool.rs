@@ -93,7 +93,12 @@ impl LinuxRuntime {
         image: &SandboxImage,
         wired: bool,
     ) -> Result<Embryo, crate::SandboxError> {
-        let mut embryo = self.build(id, &Resources::default(), image)?;
+        // The default disk bound is built here, off the create path.
+        let resources = Resources {
+            disk_mb: self.inner.config.disk_mb_default,
+            ..Resources::default()
+        };
+        let mut embryo = self.build(id, &resources, image)?;
         if wired && let Some(network) = &self.inner.network {
             embryo.wired = Some(network.prewire(id, embryo.spawned.pid, &self.sandbox_dir(id))?);
         }

@@ -133,6 +133,16 @@ impl TestServer {
         server
     }
 
+    /// Starts a server with its data directory at `data` (which the test made and removes),
+    /// and extra `hutch serve` arguments.
+    pub fn start_in_data_dir(data: &Path, args: &[&str]) -> TestServer {
+        let mut server = TestServer::prepare(args, "127.0.0.1:0", false);
+        server._tempdir = None;
+        server.data = data.to_owned();
+        server.spawn();
+        server
+    }
+
     fn launch(args: &[&str], listen: &str, private_network: bool) -> TestServer {
         let mut server = TestServer::prepare(args, listen, private_network);
         server.spawn();
@@ -337,11 +347,12 @@ pub async fn host_view_by(client: &HutchClient, session: &Session, command: &str
         .expect("the sandbox's agent on the host");
     let cgroup_file =
         std::fs::read_to_string(format!("/proc/{agent_pid}/cgroup")).expect("agent cgroup");
+    // The agent lives in its sandbox cgroup's `agent/`.
     let cgroup = cgroup_file
         .lines()
         .find_map(|l| l.strip_prefix("0::"))
-        .expect("cgroup v2 line")
-        .to_owned();
+        .expect("cgroup v2 line");
+    let cgroup = cgroup.strip_suffix("/agent").unwrap_or(cgroup).to_owned();
     let sandbox_id = cgroup.rsplit('/').next().unwrap_or_default().to_owned();
     HostView {
         agent_pid,
