@@ -77,6 +77,9 @@ pub struct InitConfig {
     /// when absent. Set with a disk quota.
     #[serde(default)]
     pub tmpfs_mb: Option<u64>,
+    /// System calls the operator adds to the seccomp allow list.
+    #[serde(default)]
+    pub seccomp_allow: Vec<String>,
 }
 
 /// What makes a built sandbox a session's: sent when the runtime hands it out.
@@ -246,7 +249,7 @@ fn set_up(
     build_root(&config)?;
     status.write_all(b"built\n").map_err(step("report built"))?;
     let claim: Claim = read_line(&mut config_pipe, "claim")?;
-    lock_down(&claim)?;
+    lock_down(&claim, &config.seccomp_allow)?;
     Ok((listener, cgroup_dir, memory_events, claim, deadline))
 }
 
@@ -489,7 +492,7 @@ const KEPT_CAPABILITIES: &[u32] = &[
     31, // CAP_SETFCAP
 ];
 
-fn lock_down(claim: &Claim) -> Result<(), InitError> {
+fn lock_down(claim: &Claim, seccomp_allow: &[String]) -> Result<(), InitError> {
     sys::sethostname(&claim.hostname).map_err(step("set hostname"))?;
     if let Some(nameserver) = claim.nameserver {
         write_resolv_conf(nameserver).map_err(step("write /etc/resolv.conf"))?;
@@ -525,6 +528,6 @@ fn lock_down(claim: &Claim) -> Result<(), InitError> {
     sys::prctl(libc::PR_SET_DUMPABLE, 0, "PR_SET_DUMPABLE").map_err(step("set non-dumpable"))?;
     sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS")
         .map_err(step("set no_new_privs"))?;
-    crate::seccomp::install().map_err(step("install seccomp filter"))?;
+    crate::seccomp::install(seccomp_allow).map_err(step("install seccomp filter"))?;
     Ok(())
 }

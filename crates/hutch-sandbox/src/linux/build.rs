@@ -102,6 +102,7 @@ impl LinuxRuntime {
             has_cgroup_dir: false,
             has_memory_events: false,
             tmpfs_mb: disk_mb,
+            seccomp_allow: self.inner.config.seccomp_allow.clone(),
         })
     }
 

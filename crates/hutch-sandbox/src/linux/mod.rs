@@ -100,6 +100,9 @@ pub struct LinuxConfig {
     pub network: Option<network::NetworkConfig>,
     /// The operator's package index, reachable from every sandbox through its proxy.
     pub package_index: Option<index_proxy::PackageIndex>,
+    /// System calls added to the seccomp allow list of every sandbox (checked with
+    /// [`crate::check_seccomp_allow`]).
+    pub seccomp_allow: Vec<String>,
 }
 
 impl LinuxConfig {
@@ -123,6 +126,7 @@ impl LinuxConfig {
             max_upload_bytes: None,
             network: None,
             package_index: None,
+            seccomp_allow: Vec::new(),
         })
     }
 }
