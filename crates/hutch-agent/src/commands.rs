@@ -9,9 +9,9 @@
 //! Memory: a command holds at most its request (bounded by the agent's body limit) and
 //! [`COMMAND_OUTPUT_MAX_BYTES`] per output stream, plus the response built from them.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use hutch_api::limits::{
 };
 use hutch_api::{CommandRequest, CommandResult};
 use hutch_sandbox::process::{ProcessSpec, SpawnError, find_program};
+use hutch_sys::{fs, process};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 
@@ -146,8 +147,9 @@ pub(crate) fn validate(agent: &Agent, req: CommandRequest) -> Result<Plan, Agent
 
 /// A command's (or an interpreter context's) cgroup, removed when dropped.
 pub(crate) struct CommandCgroup {
-    /// The sandbox's cgroup directory (the parent).
-    dir: RawFd,
+    /// The sandbox's cgroup directory (the parent; a duplicate, so that a removal retried
+    /// off-thread outlives nothing it needs).
+    dir: OwnedFd,
     name: CString,
     /// The cgroup's own directory, which its first process starts in.
     own: OwnedFd,
@@ -166,31 +168,17 @@ impl CommandCgroup {
     /// Makes the child cgroup `name` of the sandbox's cgroup directory `dir`.
     pub(crate) fn create_named(dir: &OwnedFd, name: &str) -> io::Result<CommandCgroup> {
         let name = CString::new(name).map_err(io::Error::other)?;
-        // SAFETY: dir is an open directory descriptor; name is NUL-terminated.
-        if unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: as above.
-        let fd = unsafe {
-            libc::openat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
+        let dir = dir.try_clone()?;
+        fs::mkdirat(dir.as_fd(), &name, 0o755)?;
+        let own = match fs::openat_nofollow(dir.as_fd(), &name, libc::O_RDONLY | libc::O_DIRECTORY)
+        {
+            Ok(own) => own,
+            Err(err) => {
+                let _ = fs::unlinkat(dir.as_fd(), &name, libc::AT_REMOVEDIR);
+                return Err(err);
+            }
         };
-        if fd < 0 {
-            let err = io::Error::last_os_error();
-            // SAFETY: removing the directory just made.
-            unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) };
-            return Err(err);
-        }
-        // SAFETY: fd was just returned by openat and is owned by nobody else.
-        let own = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(CommandCgroup {
-            dir: dir.as_raw_fd(),
-            name,
-            own,
-        })
+        Ok(CommandCgroup { dir, name, own })
     }
 
     /// The cgroup's own directory, for starting a process in it.
@@ -198,38 +186,16 @@ impl CommandCgroup {
         self.own.as_fd()
     }
 
-    /// Writes `value` to the cgroup's file `file` (e.g. `memory.max`).
+    /// Writes `value` to the cgroup's control file `file` (`memory.max`, …).
     pub(crate) fn write(&self, file: &str, value: &str) -> io::Result<()> {
         let path = CString::new(file).map_err(io::Error::other)?;
-        // SAFETY: own is the cgroup's directory; path is NUL-terminated.
-        let fd = unsafe {
-            libc::openat(
-                self.own.as_raw_fd(),
-                path.as_ptr(),
-                libc::O_WRONLY | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd was just returned by openat.
-        let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        io::Write::write_all(&mut file, value.as_bytes())
+        let fd = fs::openat_nofollow(self.own.as_fd(), &path, libc::O_WRONLY)?;
+        io::Write::write_all(&mut std::fs::File::from(fd), value.as_bytes())
     }
 
     /// Kills every process in the cgroup.
     pub(crate) fn kill(&self) {
-        let Ok(path) = CString::new(format!("{}/cgroup.kill", self.name.to_string_lossy())) else {
-            return;
-        };
-        // SAFETY: dir is the sandbox's cgroup directory, open for the agent's lifetime.
-        let fd = unsafe { libc::openat(self.dir, path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-        if fd >= 0 {
-            // SAFETY: fd is the cgroup.kill file just opened; closed right after.
-            unsafe {
-                libc::write(fd, b"1".as_ptr().cast(), 1);
-                libc::close(fd);
-            }
+        if self.write("cgroup.kill", "1").is_ok() {
             return;
         }
         // Kernels before 5.14 have no cgroup.kill: kill the members one by one until none is
@@ -240,8 +206,7 @@ impl CommandCgroup {
                 return;
             }
             for pid in pids {
-                // SAFETY: kill takes integers only; the pid was read from the command's cgroup.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let _ = process::kill(pid, libc::SIGKILL);
             }
         }
     }
@@ -249,39 +214,33 @@ impl CommandCgroup {
     /// Pids in the command's cgroup.
     fn members(&self) -> Vec<i32> {
         use std::io::Read;
-        let Ok(path) = CString::new(format!("{}/cgroup.procs", self.name.to_string_lossy())) else {
+        let Ok(fd) = fs::openat_nofollow(self.own.as_fd(), c"cgroup.procs", libc::O_RDONLY) else {
             return Vec::new();
         };
-        // SAFETY: dir is the sandbox's cgroup directory, open for the agent's lifetime.
-        let fd = unsafe { libc::openat(self.dir, path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Vec::new();
-        }
-        // SAFETY: fd was just returned by openat and is owned by nobody else.
-        let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
         let mut text = String::new();
-        let _ = file.read_to_string(&mut text);
+        let _ = std::fs::File::from(fd).read_to_string(&mut text);
         text.lines().filter_map(|l| l.trim().parse().ok()).collect()
     }
 
-    fn try_remove(&self) -> bool {
-        // SAFETY: removing our own child cgroup directory by name.
-        unsafe { libc::unlinkat(self.dir, self.name.as_ptr(), libc::AT_REMOVEDIR) == 0 }
+    fn try_remove(dir: BorrowedFd<'_>, name: &CStr) -> bool {
+        fs::unlinkat(dir, name, libc::AT_REMOVEDIR).is_ok()
     }
 }
 
 impl Drop for CommandCgroup {
     fn drop(&mut self) {
         // A cgroup is busy until its last killed member is gone; retry briefly off-thread.
-        if self.try_remove() {
+        if CommandCgroup::try_remove(self.dir.as_fd(), &self.name) {
             return;
         }
-        let (dir, name) = (self.dir, self.name.clone());
+        let Ok(dir) = self.dir.try_clone() else {
+            return;
+        };
+        let name = self.name.clone();
         std::thread::spawn(move || {
             for _ in 0..200 {
                 std::thread::sleep(Duration::from_millis(10));
-                // SAFETY: as in try_remove.
-                if unsafe { libc::unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR) } == 0 {
+                if CommandCgroup::try_remove(dir.as_fd(), &name) {
                     return;
                 }
             }
@@ -477,8 +436,8 @@ pub(crate) fn kill_tree(cgroup: Option<&CommandCgroup>, pgid: i32) {
     match cgroup {
         Some(cgroup) => cgroup.kill(),
         None => {
-            // SAFETY: kill takes integers only; the group is the command's own (setsid).
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            // The group is the command's own (setsid).
+            let _ = process::kill_group(pgid, libc::SIGKILL);
         }
     }
 }
@@ -534,13 +493,7 @@ async fn capture(stream: Option<pipe::Receiver>, into: SharedCapture) {
 
 /// A pipe, both ends close-on-exec: `(read, write)`.
 pub(crate) fn pipe_pair() -> Result<(OwnedFd, OwnedFd), AgentError> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: fds has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(AgentError::Runtime(io::Error::last_os_error()));
-    }
-    // SAFETY: both were just returned by pipe2 and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    hutch_sys::pipe::pipe().map_err(AgentError::Runtime)
 }
 
 pub(crate) fn open_dev_null() -> Result<OwnedFd, AgentError> {

@@ -96,12 +96,9 @@ impl Reaper {
     fn reap_all(&self) {
         let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            let mut status = 0;
-            // SAFETY: waitpid writes only into `status`; WNOHANG keeps it from blocking.
-            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-            if pid <= 0 {
+            let Some((pid, status)) = hutch_sys::process::reap_any() else {
                 return;
-            }
+            };
             if let Some(tx) = waiting.remove(&pid) {
                 let _ = tx.send(Exit::from_status(status));
             }

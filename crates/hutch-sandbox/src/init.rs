@@ -84,6 +84,9 @@ pub struct InitConfig {
     /// How many of [`USER_CGROUP_TASKS_FDS`] the runtime passed.
     #[serde(default)]
     pub user_cgroup_tasks: usize,
+    /// System calls the operator adds to the seccomp allow list.
+    #[serde(default)]
+    pub seccomp_allow: Vec<String>,
 }
 
 /// Sizes in MiB of `/tmp` and `/dev/shm` for a session with `memory_mb` of memory (and a disk
@@ -278,7 +281,7 @@ fn set_up(
     if let Some(memory_mb) = claim.memory_mb {
         size_tmpfs(tmpfs_sizes(memory_mb, config.tmpfs_mb)).map_err(step("size /tmp"))?;
     }
-    lock_down(&claim)?;
+    lock_down(&claim, &config.seccomp_allow)?;
     Ok((listener, cgroup_dir, memory_events, claim, deadline))
 }
 
@@ -536,7 +539,7 @@ const KEPT_CAPABILITIES: &[u32] = &[
     31, // CAP_SETFCAP
 ];
 
-fn lock_down(claim: &Claim) -> Result<(), InitError> {
+fn lock_down(claim: &Claim, seccomp_allow: &[String]) -> Result<(), InitError> {
     sys::sethostname(&claim.hostname).map_err(step("set hostname"))?;
     if let Some(nameserver) = claim.nameserver {
         write_resolv_conf(nameserver).map_err(step("write /etc/resolv.conf"))?;
@@ -571,6 +574,6 @@ fn lock_down(claim: &Claim) -> Result<(), InitError> {
     sys::prctl(libc::PR_SET_DUMPABLE, 0, "PR_SET_DUMPABLE").map_err(step("set non-dumpable"))?;
     sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS")
         .map_err(step("set no_new_privs"))?;
-    crate::seccomp::install().map_err(step("install seccomp filter"))?;
+    crate::seccomp::install(seccomp_allow).map_err(step("install seccomp filter"))?;
     Ok(())
 }

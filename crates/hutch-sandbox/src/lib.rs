@@ -17,6 +17,7 @@ pub mod linux;
 pub mod process;
 mod seccomp;
 mod sys;
+mod syscalls;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -30,6 +31,7 @@ use tokio::net::UnixStream;
 use uuid::Uuid;
 
 pub use linux::network::NetworkCounters;
+pub use seccomp::check_allow_names as check_seccomp_allow;
 
 /// What to build: one sandbox for one session.
 #[derive(Debug, Clone)]

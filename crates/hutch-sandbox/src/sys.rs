@@ -364,13 +364,7 @@ pub(crate) fn dup_above(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
 
 /// A pipe whose both ends are close-on-exec: `(read, write)`.
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: fds has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(last_error("pipe2"));
-    }
-    // SAFETY: both descriptors were just returned by pipe2 and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    hutch_sys::pipe::pipe().map_err(|e| io::Error::new(e.kind(), format!("pipe2: {e}")))
 }
 
 /// Sends `signal` to the process behind `pidfd`. A process that already exited is not an error.

@@ -87,6 +87,16 @@ pub(crate) struct ServeArgs {
     /// sessions carry on.
     #[arg(long, env = "HUTCH_DISK_RESERVE_MB", default_value_t = hutch_server::DEFAULT_DISK_RESERVE_MB)]
     disk_reserve_mb: u64,
+    /// System calls to add to the seccomp allow list of every sandbox, by name,
+    /// comma-separated (`fanotify_init,migrate_pages`); those the deny list refuses (`bpf`,
+    /// `mount`, …) cannot be added.
+    #[arg(
+        long,
+        env = "HUTCH_SECCOMP_ALLOW",
+        value_name = "NAME,…",
+        value_delimiter = ','
+    )]
+    seccomp_allow: Vec<String>,
     /// Largest file, archive or multipart request the file API accepts, in MiB; past it, 413
     /// `payload_too_large`.
     #[arg(long, env = "HUTCH_MAX_UPLOAD_MB", default_value_t = hutch_api::limits::FILES_UPLOAD_MAX_BYTES_DEFAULT / (1024 * 1024))]
@@ -290,6 +300,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.disk_mb_max.min(max)
     );
     linux.disk_mb_default = Some(mb);
+    hutch_sandbox::check_seccomp_allow(&args.seccomp_allow)
+        .map_err(|e| anyhow::anyhow!("--seccomp-allow: {e}"))?;
+    linux.seccomp_allow = args.seccomp_allow.clone();
     linux.disk_mb_max = args.disk_mb_max;
     linux.max_upload_bytes = Some(args.max_upload_mb.saturating_mul(1024 * 1024));
     let network_limits = args.network.limits()?;

@@ -89,7 +89,7 @@ pub(super) async fn download(
     Ok(response)
 }
 
-fn header_for(st: &libc::stat, kind: tar::EntryType) -> tar::Header {
+fn header_for(st: &fsys::Stat, kind: tar::EntryType) -> tar::Header {
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(kind);
     header.set_mode(st.st_mode & 0o7777);

@@ -13,12 +13,19 @@
 //! Kernel interfaces are out of bounds even inside the sandbox: anything on procfs, sysfs,
 //! devpts or the sandbox's `/dev` (where the device nodes are) is refused with 403, and only
 //! regular files are read or written (never a device node or a FIFO).
+//!
+//! The system calls themselves are `hutch_sys::fs`'s, which has the confinement core's tests.
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use hutch_api::ErrorCode;
+pub(crate) use hutch_sys::fs::{
+    Stat, fchmod, fstat, linkat, lstatat, mkdirat, openat_mode, openat_nofollow, openat2, read_dir,
+    readlinkat, renameat2, set_mtime, symlinkat, unlinkat,
+};
+use hutch_sys::fs::{fs_type, open};
 
 use super::path::SandboxPath;
 use crate::error::AgentError;
@@ -43,13 +50,10 @@ pub(crate) struct Root {
     forbidden_devs: Vec<u64>,
 }
 
-/// Resolution flags of every path lookup.
-const RESOLVE: u64 = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-
 impl Root {
     /// Opens `/` of the calling process, which for the agent is the sandbox root.
     pub(crate) fn open() -> io::Result<Root> {
-        let fd = sys_open(c"/", libc::O_PATH | libc::O_DIRECTORY)?;
+        let fd = open(c"/", libc::O_PATH | libc::O_DIRECTORY)?;
         let root_dev = fstat(fd.as_fd())?.st_dev;
         let mut forbidden_devs = Vec::new();
         if let Ok(dev) = openat2(fd.as_fd(), c"dev", libc::O_PATH | libc::O_DIRECTORY, 0)
@@ -101,14 +105,7 @@ impl Root {
 
     /// Whether `fd` lies on a file system the API does not touch.
     pub(crate) fn is_forbidden(&self, fd: BorrowedFd<'_>) -> io::Result<bool> {
-        let mut sfs: libc::statfs = unsafe_zeroed_statfs();
-        // SAFETY: fd is open; sfs is a valid out pointer.
-        if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut sfs) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        #[allow(clippy::unnecessary_cast)]
-        let fs_type = sfs.f_type as i64;
-        if FORBIDDEN_FS.contains(&fs_type) {
+        if FORBIDDEN_FS.contains(&fs_type(fd)?) {
             return Ok(true);
         }
         let st = fstat(fd)?;
@@ -142,11 +139,6 @@ impl Root {
         }
         Ok(dir)
     }
-}
-
-fn unsafe_zeroed_statfs() -> libc::statfs {
-    // SAFETY: statfs is plain old data; all-zero is a valid value.
-    unsafe { std::mem::zeroed() }
 }
 
 /// The 403 of a path on a forbidden file system.
@@ -196,250 +188,8 @@ pub(crate) fn fs_error(op: &str, path: &str, e: io::Error) -> AgentError {
     }
 }
 
-fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
-fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
-    let fd = cvt(fd)?;
-    // SAFETY: fd was just returned by the kernel and belongs to nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn sys_open(path: &CStr, flags: i32) -> io::Result<OwnedFd> {
-    // SAFETY: path is NUL-terminated.
-    owned(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) })
-}
-
-/// `struct open_how` of `openat2(2)`.
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
-/// `openat2(dir, path, flags, mode)` resolving inside `dir` without magic links.
-pub(crate) fn openat2(
-    dir: BorrowedFd<'_>,
-    path: &CStr,
-    flags: i32,
-    mode: u32,
-) -> io::Result<OwnedFd> {
-    let how = OpenHow {
-        flags: (flags | libc::O_CLOEXEC) as u64,
-        mode: if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 {
-            u64::from(mode)
-        } else {
-            0
-        },
-        resolve: RESOLVE,
-    };
-    loop {
-        // SAFETY: how is a valid open_how of the size passed; path is NUL-terminated.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                dir.as_raw_fd(),
-                path.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
-        };
-        if rc < 0 {
-            let err = io::Error::last_os_error();
-            // EAGAIN: a rename raced the lookup; the kernel asks to retry.
-            if err.raw_os_error() == Some(libc::EAGAIN) {
-                continue;
-            }
-            return Err(err);
-        }
-        // SAFETY: a new descriptor owned by nobody else.
-        return Ok(unsafe { OwnedFd::from_raw_fd(rc as libc::c_int) });
-    }
-}
-
-/// Opens the single name `name` in `dir` without following a symlink there.
-pub(crate) fn openat_nofollow(dir: BorrowedFd<'_>, name: &CStr, flags: i32) -> io::Result<OwnedFd> {
-    openat_mode(dir, name, flags, 0)
-}
-
-/// `openat(dir, name, flags | O_NOFOLLOW | O_CLOEXEC, mode)`.
-pub(crate) fn openat_mode(
-    dir: BorrowedFd<'_>,
-    name: &CStr,
-    flags: i32,
-    mode: u32,
-) -> io::Result<OwnedFd> {
-    // SAFETY: name is NUL-terminated; dir is open.
-    owned(unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            mode as libc::c_uint,
-        )
-    })
-}
-
-/// `fstat`.
-pub(crate) fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
-    // SAFETY: stat is plain old data.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fd is open; st is a valid out pointer.
-    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
-    Ok(st)
-}
-
-/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
-pub(crate) fn lstatat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> {
-    // SAFETY: stat is plain old data.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: dir is open; name is NUL-terminated; st is a valid out pointer.
-    cvt(unsafe {
-        libc::fstatat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            &mut st,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })?;
-    Ok(st)
-}
-
-/// `readlinkat(dir, name)`.
-pub(crate) fn readlinkat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
-    // SAFETY: buf is writable for its length; name is NUL-terminated.
-    let n = unsafe {
-        libc::readlinkat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(n as usize);
-    Ok(buf)
-}
-
-/// The names in directory `dir` (without `.` and `..`), unsorted.
-pub(crate) fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
-    let fd = openat2(dir, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-    // SAFETY: fd is an open directory; fdopendir takes it over (closedir closes it).
-    let dirp = unsafe { libc::fdopendir(fd.as_raw_fd()) };
-    if dirp.is_null() {
-        return Err(io::Error::last_os_error());
-    }
-    std::mem::forget(fd);
-    let mut names = Vec::new();
-    loop {
-        // SAFETY: dirp is a valid DIR stream until closedir.
-        let entry = unsafe { libc::readdir(dirp) };
-        if entry.is_null() {
-            break;
-        }
-        // SAFETY: d_name of a returned entry is NUL-terminated.
-        let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
-        if name != c"." && name != c".." {
-            names.push(name.to_owned());
-        }
-    }
-    // SAFETY: dirp came from fdopendir and is closed once.
-    unsafe { libc::closedir(dirp) };
-    Ok(names)
-}
-
-/// `mkdirat(dir, name, mode)`.
-pub(crate) fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
-    // SAFETY: name is NUL-terminated; dir is open.
-    cvt(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t) }).map(drop)
-}
-
-/// `unlinkat(dir, name, flags)`.
-pub(crate) fn unlinkat(dir: BorrowedFd<'_>, name: &CStr, flags: i32) -> io::Result<()> {
-    // SAFETY: name is NUL-terminated; dir is open.
-    cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) }).map(drop)
-}
-
-/// `renameat2(from_dir, from, to_dir, to, flags)`.
-pub(crate) fn renameat2(
-    from_dir: BorrowedFd<'_>,
-    from: &CStr,
-    to_dir: BorrowedFd<'_>,
-    to: &CStr,
-    flags: u32,
-) -> io::Result<()> {
-    // SAFETY: both names are NUL-terminated; both descriptors are open.
-    cvt(unsafe {
-        libc::renameat2(
-            from_dir.as_raw_fd(),
-            from.as_ptr(),
-            to_dir.as_raw_fd(),
-            to.as_ptr(),
-            flags,
-        )
-    })
-    .map(drop)
-}
-
-/// `symlinkat(target, dir, name)`.
-pub(crate) fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
-    // SAFETY: both strings are NUL-terminated; dir is open.
-    cvt(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }).map(drop)
-}
-
-/// `linkat(from_dir, from, to_dir, to, 0)`: a hard link, never following a symlink.
-pub(crate) fn linkat(
-    from_dir: BorrowedFd<'_>,
-    from: &CStr,
-    to_dir: BorrowedFd<'_>,
-    to: &CStr,
-) -> io::Result<()> {
-    // SAFETY: both names are NUL-terminated; both descriptors are open.
-    cvt(unsafe {
-        libc::linkat(
-            from_dir.as_raw_fd(),
-            from.as_ptr(),
-            to_dir.as_raw_fd(),
-            to.as_ptr(),
-            0,
-        )
-    })
-    .map(drop)
-}
-
-/// `fchmod(fd, mode)`.
-pub(crate) fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
-    // SAFETY: fd is open.
-    cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) }).map(drop)
-}
-
-/// Sets the modification (and access) time of an open file.
-pub(crate) fn set_mtime(fd: BorrowedFd<'_>, secs: i64) -> io::Result<()> {
-    let times = [
-        libc::timespec {
-            tv_sec: secs as libc::time_t,
-            tv_nsec: 0,
-        },
-        libc::timespec {
-            tv_sec: secs as libc::time_t,
-            tv_nsec: 0,
-        },
-    ];
-    // SAFETY: fd is open; times points to two timespecs.
-    cvt(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) }).map(drop)
-}
-
 /// Whether `st` is a directory / regular file / symlink.
-pub(crate) fn kind(st: &libc::stat) -> hutch_api::FileType {
+pub(crate) fn kind(st: &Stat) -> hutch_api::FileType {
     match st.st_mode & libc::S_IFMT {
         libc::S_IFDIR => hutch_api::FileType::Directory,
         libc::S_IFREG => hutch_api::FileType::File,

@@ -100,10 +100,10 @@ fn query(
 }
 
 /// Describes a file from its `lstat`.
-pub(crate) fn info(path: &SandboxPath, st: &libc::stat, link_target: Option<String>) -> FileInfo {
+pub(crate) fn info(path: &SandboxPath, st: &fsys::Stat, link_target: Option<String>) -> FileInfo {
     let modified = time::OffsetDateTime::from_unix_timestamp(st.st_mtime)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-        + time::Duration::nanoseconds(st.st_mtime_nsec);
+        + time::Duration::nanoseconds(st.st_mtime_nsec as i64);
     FileInfo {
         path: path.to_string(),
         name: path.name().to_owned(),

@@ -120,7 +120,7 @@ pub(crate) async fn write_file(
             }
             _ => {}
         }
-        let temp = CString::new(format!(".hutch-upload-{:016x}", rand_u64()))
+        let temp = CString::new(format!(".hutch-upload-{:016x}", hutch_sys::random_u64()))
             .map_err(|e| AgentError::Runtime(io::Error::other(e)))?;
         let fd = fsys::openat_mode(
             parent.as_fd(),
@@ -217,21 +217,6 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| AgentError::Runtime(io::Error::other(e)))?
-}
-
-/// A random 64-bit number for temporary names.
-pub(crate) fn rand_u64() -> u64 {
-    let mut buf = [0u8; 8];
-    // SAFETY: buf is writable for its length.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n == 8 {
-        u64::from_ne_bytes(buf)
-    } else {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-    }
 }
 
 /// The writing end of a download: a `Write` that hands chunks to the response body, blocking

@@ -11,7 +11,7 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::OnceLock;
 
 /// The path a worker's interpreter opens its source by: its descriptor 5 (after control in 3
@@ -55,7 +55,7 @@ impl WorkerSource {
         if let Some(fd) = self.file.get() {
             return Ok(fd.as_fd());
         }
-        let fd = sealed_memfd(self.name, self.text.as_bytes())?;
+        let fd = hutch_sys::fs::sealed_memfd(self.name, self.text.as_bytes())?;
         // Two first uses at once both make one; the loser's is closed.
         let _ = self.file.set(fd);
         self.file
@@ -65,32 +65,11 @@ impl WorkerSource {
     }
 }
 
-/// A memfd named `name` holding `bytes`, sealed against writes, resizing and further seals;
-/// close-on-exec (a worker gets it by `dup2`, at descriptor 5).
-fn sealed_memfd(name: &CStr, bytes: &[u8]) -> io::Result<OwnedFd> {
-    // SAFETY: name is NUL-terminated; the flags are plain integers.
-    let raw =
-        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: raw was just returned by memfd_create and is owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let mut file = std::fs::File::from(fd);
-    io::Write::write_all(&mut file, bytes)?;
-    let fd = OwnedFd::from(file);
-    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
-    // SAFETY: fcntl on a descriptor this process owns; F_ADD_SEALS takes an integer.
-    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fd)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn the_source_file_holds_the_source_and_refuses_changes() {

@@ -8,7 +8,7 @@
 //! message.
 
 use std::io;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use hutch_api::limits::{
     INTERPRETER_OUTPUT_MAX_BYTES,
 };
 use hutch_sandbox::process::{ProcessSpec, SpawnError, find_program};
+use hutch_sys::process;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
@@ -69,8 +70,8 @@ pub(crate) struct WorkerHandle {
 impl WorkerHandle {
     /// SIGINT to the worker's process group.
     pub(crate) fn interrupt(&self) {
-        // SAFETY: kill takes integers only; the group is the worker's own (setsid).
-        unsafe { libc::kill(-self.pid, libc::SIGINT) };
+        // The group is the worker's own (setsid).
+        let _ = process::kill_group(self.pid, libc::SIGINT);
     }
 
     /// Kills the worker and everything it started.
@@ -78,8 +79,7 @@ impl WorkerHandle {
         match &self.cgroup {
             Some(cgroup) => cgroup.kill(),
             None => {
-                // SAFETY: as in interrupt.
-                unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+                let _ = process::kill_group(self.pid, libc::SIGKILL);
             }
         }
     }
@@ -101,7 +101,7 @@ impl WorkerHandle {
         let program =
             find_program(&argv[0], path).ok_or_else(|| format!("{} is not installed", argv[0]))?;
         let null = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
-        let (out_r, out_w) = pipe_pair().map_err(|e| e.to_string())?;
+        let (out_r, out_w) = hutch_sys::pipe::pipe().map_err(|e| e.to_string())?;
         let spec = ProcessSpec {
             program: &program,
             argv,
@@ -134,8 +134,8 @@ impl WorkerHandle {
         match tokio::time::timeout(timeout, read).await {
             Ok(done) => Ok(done),
             Err(_) => {
-                // SAFETY: kill takes integers only; the helper leads its own group.
-                unsafe { libc::kill(-process.pid, libc::SIGKILL) };
+                // The helper leads its own group.
+                let _ = process::kill_group(process.pid, libc::SIGKILL);
                 Err(format!("timed out after {} s", timeout.as_secs()))
             }
         }
@@ -235,10 +235,10 @@ impl Worker {
             use_rlimit = None;
         }
         let null = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
-        let (out_r, out_w) = pipe_pair().map_err(|e| e.to_string())?;
-        let (err_r, err_w) = pipe_pair().map_err(|e| e.to_string())?;
-        let (cin_r, cin_w) = pipe_pair().map_err(|e| e.to_string())?;
-        let (cout_r, cout_w) = pipe_pair().map_err(|e| e.to_string())?;
+        let (out_r, out_w) = hutch_sys::pipe::pipe().map_err(|e| e.to_string())?;
+        let (err_r, err_w) = hutch_sys::pipe::pipe().map_err(|e| e.to_string())?;
+        let (cin_r, cin_w) = hutch_sys::pipe::pipe().map_err(|e| e.to_string())?;
+        let (cout_r, cout_w) = hutch_sys::pipe::pipe().map_err(|e| e.to_string())?;
         let pspec = ProcessSpec {
             program: &program_path,
             argv: &argv,
@@ -259,15 +259,7 @@ impl Worker {
         if let Some(mb) = use_rlimit {
             // No memory controller: cap the worker's data segment instead (its children
             // inherit the limit, each on its own).
-            let bytes = mb * 1024 * 1024;
-            let limit = libc::rlimit64 {
-                rlim_cur: bytes,
-                rlim_max: bytes,
-            };
-            // SAFETY: prlimit64 reads `limit` only; the pid is our child.
-            unsafe {
-                libc::prlimit64(process.pid, libc::RLIMIT_DATA, &limit, std::ptr::null_mut())
-            };
+            let _ = process::limit_data(process.pid, mb * 1024 * 1024);
         }
         let handle = Arc::new(WorkerHandle {
             pid: process.pid,
@@ -615,17 +607,6 @@ fn handle_message(
         }
         _ => {}
     }
-}
-
-/// A pipe, both ends close-on-exec: `(read, write)`.
-fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: fds has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both were just returned by pipe2 and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 #[cfg(test)]

@@ -197,15 +197,12 @@ impl Managed {
         if self.finished() {
             return Err(AgentError::Exited(self.pid));
         }
-        // SAFETY: kill takes integers only; the group is the process's own (setsid).
-        if unsafe { libc::kill(-self.pid, signal) } != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ESRCH) {
-                return Err(AgentError::Exited(self.pid));
-            }
-            return Err(AgentError::Runtime(e));
+        // The group is the process's own (setsid).
+        match hutch_sys::process::kill_group(self.pid, signal) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Err(AgentError::Exited(self.pid)),
+            Err(e) => Err(AgentError::Runtime(e)),
         }
-        Ok(())
     }
 
     /// Writes to the process's standard input, then closes it if `eof`.

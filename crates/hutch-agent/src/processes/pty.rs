@@ -8,8 +8,7 @@
 //! exits the agent sends `{"type":"exit",…}` and closes; when the client closes, the terminal
 //! is hung up and everything started in it is killed.
 
-use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
@@ -21,8 +20,8 @@ use hutch_api::limits::{PTY_SESSIONS_MAX, PTY_SIZE_MAX};
 use hutch_api::processes::PtyControl;
 use hutch_api::{CommandRequest, ProcessEvent};
 use hutch_sandbox::process::SpawnOptions;
+use hutch_sys::pty::PtyMaster;
 use serde::Deserialize;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::Agent;
@@ -41,95 +40,6 @@ pub(crate) struct PtyQuery {
     command: Option<String>,
 }
 
-/// The master side of a terminal.
-struct Master(AsyncFd<OwnedFd>);
-
-impl Master {
-    /// Opens a new terminal of the given size: `(master, the terminal itself)`.
-    fn open(cols: u16, rows: u16) -> Result<(Master, OwnedFd), AgentError> {
-        let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
-        // SAFETY: opening a path with a NUL-terminated literal.
-        let fd = unsafe { libc::open(c"/dev/ptmx".as_ptr(), flags | libc::O_NONBLOCK) };
-        if fd < 0 {
-            return Err(AgentError::Runtime(io::Error::last_os_error()));
-        }
-        // SAFETY: fd was just opened and is owned by nobody else.
-        let master = unsafe { OwnedFd::from_raw_fd(fd) };
-        let unlock: libc::c_int = 0;
-        // SAFETY: TIOCSPTLCK reads one int from the pointer.
-        if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } != 0 {
-            return Err(AgentError::Runtime(io::Error::last_os_error()));
-        }
-        // SAFETY: TIOCGPTPEER takes open flags and returns a new descriptor of the peer.
-        let peer = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
-        if peer < 0 {
-            return Err(AgentError::Runtime(io::Error::last_os_error()));
-        }
-        // SAFETY: peer was just returned by the ioctl and is owned by nobody else.
-        let peer = unsafe { OwnedFd::from_raw_fd(peer) };
-        resize(master.as_raw_fd(), cols, rows)?;
-        // SAFETY: an OwnedFd stays open, on the same terminal, for as long as it is owned.
-        let master = unsafe { AsyncFd::register(master) }
-            .map_err(|e| AgentError::Runtime(io::Error::other(e.to_string())))?;
-        Ok((Master(master), peer))
-    }
-
-    async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let mut guard = self.0.readable().await?;
-            let result = guard.try_io(|fd| {
-                // SAFETY: reading into a buffer we own, of its length.
-                let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
-            match result {
-                Ok(result) => return result,
-                Err(_would_block) => continue,
-            }
-        }
-    }
-
-    async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
-        while !data.is_empty() {
-            let mut guard = self.0.writable().await?;
-            let result = guard.try_io(|fd| {
-                // SAFETY: writing from a buffer we own, of its length.
-                let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
-            match result {
-                Ok(Ok(n)) => data = &data[n..],
-                Ok(Err(e)) => return Err(e),
-                Err(_would_block) => continue,
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Sets a terminal's size.
-fn resize(fd: i32, cols: u16, rows: u16) -> Result<(), AgentError> {
-    let size = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads one winsize from the pointer.
-    if unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &size) } != 0 {
-        return Err(AgentError::Runtime(io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
 fn check_size(cols: u16, rows: u16) -> Result<(), AgentError> {
     for (field, value) in [("cols", cols), ("rows", rows)] {
         if value == 0 || value > PTY_SIZE_MAX {
@@ -144,7 +54,7 @@ fn check_size(cols: u16, rows: u16) -> Result<(), AgentError> {
 
 /// A running terminal session; dropping it kills everything started in it.
 struct Session {
-    master: Master,
+    master: PtyMaster,
     started: Started,
     _permit: OwnedSemaphorePermit,
 }
@@ -212,7 +122,7 @@ pub(crate) async fn handler(
     plan.env.retain(|(k, _)| k != "TERM");
     plan.env
         .push(("TERM".to_owned(), "xterm-256color".to_owned()));
-    let (master, terminal) = Master::open(cols, rows)?;
+    let (master, terminal) = PtyMaster::open(cols, rows).map_err(AgentError::Runtime)?;
     let started = commands::start(
         &agent,
         &plan,
@@ -269,7 +179,7 @@ async fn relay(mut socket: WebSocket, mut session: Session, agent: Arc<Agent>) {
                     if let Ok(PtyControl::Resize { cols, rows }) = serde_json::from_str(&text)
                         && check_size(cols, rows).is_ok()
                     {
-                        let _ = resize(session.master.0.as_raw_fd(), cols, rows);
+                        let _ = session.master.resize(cols, rows);
                     }
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}

@@ -103,6 +103,7 @@ impl LinuxRuntime {
             has_memory_events: false,
             tmpfs_mb: disk_mb,
             user_cgroup_tasks: 0,
+            seccomp_allow: self.inner.config.seccomp_allow.clone(),
         })
     }
 

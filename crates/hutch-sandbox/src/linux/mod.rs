@@ -102,6 +102,9 @@ pub struct LinuxConfig {
     /// The operator's package indexes (pip's, npm's), reachable from every sandbox through
     /// its proxy.
     pub package_indexes: Vec<index_proxy::PackageIndex>,
+    /// System calls added to the seccomp allow list of every sandbox (checked with
+    /// [`crate::check_seccomp_allow`]).
+    pub seccomp_allow: Vec<String>,
 }
 
 impl LinuxConfig {
@@ -125,6 +128,7 @@ impl LinuxConfig {
             max_upload_bytes: None,
             network: None,
             package_indexes: Vec::new(),
+            seccomp_allow: Vec::new(),
         })
     }
 }
