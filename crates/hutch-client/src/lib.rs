@@ -264,6 +264,26 @@ impl HutchClient {
             .await
     }
 
+    /// `POST /v1/sessions/{id}/pause`: freezes the session; returns it `PAUSED`.
+    pub async fn pause_session(&self, id: Uuid) -> Result<Session, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/sessions/{id}/pause"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `POST /v1/sessions/{id}/resume`: thaws a paused session; returns it `RUNNING`.
+    pub async fn resume_session(&self, id: Uuid) -> Result<Session, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/sessions/{id}/resume"),
+            None::<&()>,
+        )
+        .await
+    }
+
     /// `POST /v1/sessions/{id}/commands`: runs a command to completion.
     pub async fn run_command(
         &self,

@@ -230,6 +230,16 @@ pub trait Runtime: Send + Sync + 'static {
         ))
     }
 
+    /// Freezes (`frozen = true`) or thaws every process of the sandbox, its agent included,
+    /// with all their state: a paused session costs no CPU and comes back as it was. Doing it
+    /// twice is harmless. Runtimes that cannot pause refuse with [`SandboxError::InvalidSpec`].
+    async fn set_frozen(&self, record: &SandboxRecord, frozen: bool) -> Result<(), SandboxError> {
+        let _ = (record, frozen);
+        Err(SandboxError::InvalidSpec(
+            "this runtime cannot pause sessions".to_owned(),
+        ))
+    }
+
     /// Lets go of the OCI image `key` ([`OciImage::key`]): sandboxes built from it and waiting
     /// unclaimed are torn down, dropping their hold on it (before the image is removed, say).
     /// Sessions running on it are not touched.

@@ -453,6 +453,10 @@ impl Runtime for MeteredRuntime {
     async fn forget_image(&self, key: &str) {
         self.inner.forget_image(key).await;
     }
+
+    async fn set_frozen(&self, record: &SandboxRecord, frozen: bool) -> Result<(), SandboxError> {
+        self.inner.set_frozen(record, frozen).await
+    }
 }
 
 #[cfg(test)]

@@ -212,6 +212,8 @@ impl ToSchema for Health {}
         crate::api::get_session,
         crate::api::update_session,
         crate::api::delete_session,
+        crate::api::pause_session,
+        crate::api::resume_session,
         crate::storage_api::create_context,
         crate::storage_api::list_contexts,
         crate::storage_api::get_context,

@@ -20,7 +20,7 @@
 //! While the answer's head has not come, a watchdog asks the agent's `/health` on a
 //! connection of its own every [`AgentLink::timeout`]; when that probe is not answered within
 //! the same time the agent is stopped or stuck, and the request answers 504
-//! `sandbox_timeout`. There is no deadline on a whole exchange: a command may run for hours
+//! `sandbox_timeout` (unless the session is paused: then the request waits for the resume). There is no deadline on a whole exchange: a command may run for hours
 //! and a stream may last as long.
 //!
 //! A connection that cannot be opened or that fails before the agent's response head answers
@@ -67,6 +67,8 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 pub(crate) struct AgentLink {
     /// The session.
     pub(crate) id: Uuid,
+    /// The session engine: whether the session is paused (a frozen agent is not a stuck one).
+    pub(crate) sessions: Arc<crate::sessions::Sessions>,
     /// Opens connections to the session's agent.
     pub(crate) runtime: Arc<dyn Runtime>,
     /// How long a probe may wait for the agent's answer, and how often one is sent while a
@@ -91,6 +93,8 @@ impl AgentLink {
                 agent_request(stream, "GET", "/health", Body::empty()).await
             };
             match tokio::time::timeout(self.timeout, probe).await {
+                // A paused session's request waits for the resume.
+                Err(_) if self.sessions.is_paused(self.id).await => {}
                 Err(_) => return,
                 // Answered, or the agent is gone (the request itself then fails on its own).
                 Ok(result) => {

@@ -404,6 +404,15 @@ impl Cgroups {
         }
     }
 
+    /// Whether any of the sandbox's cgroup directories exists.
+    pub(crate) fn present(&self, cgroup: &SandboxCgroup) -> bool {
+        cgroup
+            .v2_dir
+            .iter()
+            .chain(cgroup.v1_dirs.iter())
+            .any(|dir| dir.exists())
+    }
+
     /// Whether `pid` is a member of the sandbox's tracking cgroup (v2, else the first v1).
     pub(crate) fn contains(&self, cgroup: &SandboxCgroup, pid: i32) -> bool {
         let Some(dir) = cgroup.v2_dir.as_ref().or(cgroup.v1_dirs.first()) else {

@@ -35,6 +35,7 @@
 mod build;
 mod cgroups;
 mod claim;
+mod freeze;
 mod image;
 pub mod index_proxy;
 pub mod network;
@@ -353,6 +354,10 @@ impl Runtime for LinuxRuntime {
 
     async fn forget_image(&self, key: &str) {
         self.forget_pooled_image(key).await;
+    }
+
+    async fn set_frozen(&self, record: &SandboxRecord, frozen: bool) -> Result<(), SandboxError> {
+        self.set_frozen_sandbox(record, frozen).await
     }
 
     async fn connect(&self, id: Uuid) -> Result<UnixStream, SandboxError> {

@@ -16,8 +16,8 @@
 //! One file per path through it: `create.rs`, `delete.rs` (and the destroy every path shares),
 //! `reaper.rs` (expiry), `died.rs` (sandboxes that died on their own), `recovery.rs` (start-up),
 //! `storage_sync.rs` (transfers with storage contexts), `images.rs` (each session's image and
-//! its lease), `snapshot.rs` (copies of a session's writable layer); `claims.rs` holds the
-//! claims.
+//! its lease), `snapshot.rs` (copies of a session's writable layer), `pause.rs` (pausing and
+//! resuming); `claims.rs` holds the claims.
 
 mod claims;
 mod create;
@@ -26,6 +26,7 @@ mod died;
 mod error;
 mod images;
 mod network;
+mod pause;
 mod reaper;
 mod recovery;
 mod snapshot;
@@ -66,6 +67,10 @@ pub(crate) struct Sessions {
     network: NetworkLimits,
     /// How long a sandbox outlives its session's expiry when nothing destroys it.
     orphan_grace: std::time::Duration,
+    /// Pauses, resumes and snapshots of a session take turns.
+    turns: pause::Turns,
+    /// The auto-pause of sessions created without `autoPause`.
+    auto_pause_default: Option<hutch_api::AutoPause>,
 }
 
 impl Sessions {
@@ -89,7 +94,15 @@ impl Sessions {
             tenant_max_memory_mb: u64::MAX,
             network: NetworkLimits::default(),
             orphan_grace: crate::DEFAULT_ORPHAN_GRACE,
+            turns: pause::Turns::default(),
+            auto_pause_default: None,
         }
+    }
+
+    /// The same engine, giving sessions created without `autoPause` this one.
+    pub(crate) fn with_auto_pause_default(mut self, auto: Option<hutch_api::AutoPause>) -> Self {
+        self.auto_pause_default = auto;
+        self
     }
 
     /// The same engine, whose sandboxes end themselves `grace` after their session's expiry
@@ -144,14 +157,19 @@ impl Sessions {
         Ok(self.visible(caller, id).await?.to_api())
     }
 
-    /// One page of the caller's sessions (every tenant's for an admin).
+    /// One page of the caller's sessions (every tenant's for an admin), in state `status` only
+    /// when given.
     pub(crate) async fn list(
         &self,
         caller: &Caller,
         page: Page,
+        status: Option<SessionStatus>,
     ) -> Result<SessionList, SessionError> {
         let tenant = (!caller.admin).then_some(caller.tenant.as_str());
-        let (rows, total) = self.store.list(tenant, page.limit, page.offset).await?;
+        let (rows, total) = self
+            .store
+            .list(tenant, status, page.limit, page.offset)
+            .await?;
         Ok(SessionList {
             sessions: rows.iter().map(StoredSession::to_api).collect(),
             total,
@@ -211,13 +229,21 @@ impl Sessions {
         Arc::clone(&self.runtime)
     }
 
-    /// Opens a connection to the agent of a RUNNING session the caller may see.
+    /// Opens a connection to the agent of a RUNNING session the caller may see. A session
+    /// that paused itself when idle is resumed first; one paused on request is refused with
+    /// [`SessionError::Paused`].
     pub(crate) async fn connect(
         &self,
         caller: &Caller,
         id: Uuid,
     ) -> Result<UnixStream, SessionError> {
-        let row = self.visible(caller, id).await?;
+        let mut row = self.visible(caller, id).await?;
+        if let Some(paused) = row.paused {
+            if paused.cause != crate::store::PauseCause::Idle {
+                return Err(SessionError::Paused(id));
+            }
+            row = self.resume_now(id).await?;
+        }
         if row.status != SessionStatus::Running {
             return Err(SessionError::Conflict(format!(
                 "session {id} is {}, not RUNNING",
