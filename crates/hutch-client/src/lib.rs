@@ -37,7 +37,7 @@ use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hutch_api::{
     CommandRequest, CommandResult, CreateSessionRequest, ErrorBody, Session, SessionList,
-    UpdateSessionRequest,
+    SessionStats, UpdateSessionRequest,
 };
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -279,6 +279,16 @@ impl HutchClient {
         self.call(
             Method::POST,
             &format!("/v1/sessions/{id}/resume"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `GET /v1/sessions/{id}/stats`: what the session's processes use now.
+    pub async fn session_stats(&self, id: Uuid) -> Result<SessionStats, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/sessions/{id}/stats"),
             None::<&()>,
         )
         .await

@@ -14,6 +14,7 @@
 //! | `PATCH /v1/sessions/{id}` | [`update_session`] |
 //! | `DELETE /v1/sessions/{id}?upload` | [`delete_session`] |
 //! | `POST /v1/sessions/{id}/pause`, `POST /v1/sessions/{id}/resume` | [`pause_session`], [`resume_session`] |
+//! | `GET /v1/sessions/{id}/stats` | [`session_stats`] |
 //! | `/v1/contexts…`, `/v1/sessions/{id}/context/…` | [`crate::storage_api`] |
 //! | `/v1/sessions/{id}/ports/{port}/…`, `POST …/link`, `/preview/{token}/…`, preview hosts | [`crate::ports`]: relayed to a port inside the session |
 //! | `/v1/images…`, `/v1/sessions/{id}/snapshot` | [`crate::images_api`] |
@@ -34,7 +35,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use hutch_api::limits::JSON_BODY_MAX_BYTES;
-use hutch_api::{CreateSessionRequest, Session, SessionList, SessionStatus, UpdateSessionRequest};
+use hutch_api::{
+    CreateSessionRequest, Session, SessionList, SessionStats, SessionStatus, UpdateSessionRequest,
+};
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -65,6 +68,7 @@ pub(crate) fn app(state: AppState) -> Router {
         )
         .route("/v1/sessions/{id}/pause", post(pause_session))
         .route("/v1/sessions/{id}/resume", post(resume_session))
+        .route("/v1/sessions/{id}/stats", get(session_stats))
         .merge(crate::storage_api::routes())
         .merge(crate::images_api::routes())
         // Authenticates and charges the tenant's lifecycle rate limit.
@@ -376,6 +380,35 @@ pub(crate) async fn resume_session(
     Ok(Json(state.sessions.resume(&caller, id).await?))
 }
 
+/// What a session's processes use now.
+///
+/// Memory, CPU time and tasks of every process of the session (its agent included), read
+/// from the session's cgroup; a paused session answers too.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}/stats",
+    operation_id = "getSessionStats",
+    tag = "sessions",
+    params(("id" = Uuid, Path, description = "The session id.")),
+    responses(
+        (status = 200, description = "The session's usage", body = SessionStats),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = SessionNotFound),
+        (status = 409, response = Conflict),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn session_stats(
+    State(state): State<AppState>,
+    caller: Caller,
+    SessionId(id): SessionId,
+) -> Result<Json<SessionStats>, ApiError> {
+    Ok(Json(state.sessions.stats(&caller, id).await?))
+}
+
 /// Any method on `/v1/sessions/{id}/{*rest}`: relayed to the session's agent.
 pub(crate) async fn proxy(
     State(state): State<AppState>,
@@ -389,6 +422,7 @@ pub(crate) async fn proxy(
     }
     let agent = crate::proxy::AgentLink {
         id,
+        busy: state.sessions.busy(id),
         sessions: std::sync::Arc::clone(&state.sessions),
         runtime: state.sessions.runtime(),
         timeout: state.agent_timeout,

@@ -16,13 +16,16 @@
 //! | `hutch_session_network_bytes_total` | counter | `session`, `direction`: `out`, `in` |
 //! | `hutch_session_network_connections_total` | counter | `session` |
 //! | `hutch_session_network_denied_total` | counter | `session` |
+//! | `hutch_session_memory_bytes` | gauge | `session` |
+//! | `hutch_session_cpu_seconds_total` | counter | `session` |
+//! | `hutch_session_pids` | gauge | `session` |
 //!
 //! Every label value comes from a closed set, whatever the client sends: methods outside the
 //! standard ones are `other`, routes are the router's templates (never ids), paths no route
 //! matched are `unmatched`, and error codes are [`ErrorCode`] names. Nothing names a tenant.
-//! The network counters are the exception that names sessions: one series per live networked
-//! session (bounded by `--max-sessions`), read from the kernel's counters at each scrape and
-//! gone with the session.
+//! The per-session series (network counters, usage) are the exception that names sessions: one
+//! series per live (networked) session (bounded by `--max-sessions`), read from the kernel's
+//! counters at each scrape and gone with the session.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -245,10 +248,13 @@ pub(crate) async fn scrape(State(state): State<AppState>) -> Result<Response, Ap
     state.metrics.set_sessions(&counts);
     let mut text = state.metrics.render();
     let sessions = Arc::clone(&state.sessions);
-    let network = tokio::task::spawn_blocking(move || sessions.network_counters())
-        .await
-        .unwrap_or_default();
+    let (network, usage) = tokio::task::spawn_blocking(move || {
+        (sessions.network_counters(), sessions.runtime().all_stats())
+    })
+    .await
+    .unwrap_or_default();
     text.push_str(&render_network(&network));
+    text.push_str(&render_usage(&usage));
     Ok(([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], text).into_response())
 }
 
@@ -288,6 +294,45 @@ fn render_network(counters: &HashMap<Uuid, NetworkCounters>) -> String {
             for (labels, value) in series {
                 let _ = writeln!(out, "{name}{{{labels}session=\"{id}\"}} {}", value(c));
             }
+        }
+    }
+    out
+}
+
+/// The per-session usage series in the text exposition format.
+fn render_usage(usage: &HashMap<Uuid, hutch_api::SessionStats>) -> String {
+    use std::fmt::Write as _;
+    type Series = fn(&hutch_api::SessionStats) -> String;
+    let families: [(&str, &str, &str, Series); 3] = [
+        (
+            "hutch_session_memory_bytes",
+            "gauge",
+            "Memory charged to a session's cgroup.",
+            |s| s.memory_bytes.to_string(),
+        ),
+        (
+            "hutch_session_cpu_seconds_total",
+            "counter",
+            "CPU time a session's processes used.",
+            |s| s.cpu_seconds.to_string(),
+        ),
+        (
+            "hutch_session_pids",
+            "gauge",
+            "Processes and threads alive in a session.",
+            |s| s.pids.to_string(),
+        ),
+    ];
+    let mut sorted: Vec<_> = usage.iter().collect();
+    sorted.sort_by_key(|(id, _)| **id);
+    let mut out = String::new();
+    if sorted.is_empty() {
+        return out;
+    }
+    for (name, kind, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (id, stats) in &sorted {
+            let _ = writeln!(out, "{name}{{session=\"{id}\"}} {}", value(stats));
         }
     }
     out
@@ -456,6 +501,14 @@ impl Runtime for MeteredRuntime {
 
     async fn set_frozen(&self, record: &SandboxRecord, frozen: bool) -> Result<(), SandboxError> {
         self.inner.set_frozen(record, frozen).await
+    }
+
+    fn stats(&self, record: &SandboxRecord) -> Result<hutch_api::SessionStats, SandboxError> {
+        self.inner.stats(record)
+    }
+
+    fn all_stats(&self) -> HashMap<Uuid, hutch_api::SessionStats> {
+        self.inner.all_stats()
     }
 }
 

@@ -214,6 +214,7 @@ impl ToSchema for Health {}
         crate::api::delete_session,
         crate::api::pause_session,
         crate::api::resume_session,
+        crate::api::session_stats,
         crate::storage_api::create_context,
         crate::storage_api::list_contexts,
         crate::storage_api::get_context,

@@ -69,6 +69,8 @@ pub(crate) struct AgentLink {
     pub(crate) id: Uuid,
     /// The session engine: whether the session is paused (a frozen agent is not a stuck one).
     pub(crate) sessions: Arc<crate::sessions::Sessions>,
+    /// Keeps the session awake (no auto-pause) while the exchange lasts.
+    pub(crate) busy: crate::sessions::Busy,
     /// Opens connections to the session's agent.
     pub(crate) runtime: Arc<dyn Runtime>,
     /// How long a probe may wait for the agent's answer, and how often one is sent while a
@@ -94,7 +96,7 @@ impl AgentLink {
             };
             match tokio::time::timeout(self.timeout, probe).await {
                 // A paused session's request waits for the resume.
-                Err(_) if self.sessions.is_paused(self.id).await => {}
+                Err(_) if self.sessions.waits_for_resume(self.id).await => {}
                 Err(_) => return,
                 // Answered, or the agent is gone (the request itself then fails on its own).
                 Ok(result) => {
@@ -170,6 +172,7 @@ pub(crate) async fn forward(
         };
         let agent_upgrade = hyper::upgrade::on(&mut response);
         let idle_timeout = agent.idle_timeout;
+        let busy = agent.busy;
         tokio::spawn(async move {
             let (client, agent) = match tokio::try_join!(client_upgrade, agent_upgrade) {
                 Ok(pair) => pair,
@@ -188,6 +191,7 @@ pub(crate) async fn forward(
                 }
             }
             drop(slot);
+            drop(busy);
         });
         let (mut parts, body) = response.into_parts();
         let agent_upgrade_header = parts.headers.get(header::UPGRADE).cloned();
@@ -204,7 +208,9 @@ pub(crate) async fn forward(
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::UPGRADE);
-    let body = Body::new(Relayed::new(body, connection));
+    let body = agent
+        .busy
+        .hold_through(Body::new(Relayed::new(body, connection)));
     Ok(Response::from_parts(parts, body).into_response())
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{
     HostView, TestServer, assert_nothing_left, can_run_sandboxes, host_view, session, sh, sh_with,
 };
-use hutch_api::{CommandRequest, CreateSessionRequest, ErrorCode, SessionStatus};
+use hutch_api::{AutoPause, CommandRequest, CreateSessionRequest, ErrorCode, SessionStatus};
 use hutch_client::HutchClient;
 
 /// CPU time the sandbox's processes used so far, in microseconds, from the host's cgroup files
@@ -307,4 +307,101 @@ async fn a_paused_session_expires_like_a_running_one() {
         }
     }
     assert_nothing_left(&server, &view);
+}
+
+#[tokio::test]
+async fn an_idle_session_pauses_itself_and_the_next_request_resumes_it() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let create = |keep_awake: bool| CreateSessionRequest {
+        auto_pause: Some(AutoPause {
+            idle_seconds: 10,
+            keep_awake,
+        }),
+        ..Default::default()
+    };
+    let idle = client.create_session(&create(false)).await.unwrap();
+    assert_eq!(idle.auto_pause.unwrap().idle_seconds, 10);
+    // A background process does not keep a session awake, unless it asks for keepAwake.
+    let background_only = client.create_session(&create(false)).await.unwrap();
+    background(&client, background_only.session_id, "sleep 1000").await;
+    let kept_awake = client.create_session(&create(true)).await.unwrap();
+    background(&client, kept_awake.session_id, "sleep 1000").await;
+    // A command that runs longer than idleSeconds keeps its session awake.
+    let busy = client.create_session(&create(false)).await.unwrap();
+    let long = {
+        let client = client.clone();
+        let busy = busy.clone();
+        tokio::spawn(async move { sh_with(&client, &busy, "sleep 13; echo done", 30.0).await })
+    };
+
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let status = |id| {
+        let client = client.clone();
+        async move { client.get_session(id).await.unwrap().status }
+    };
+    assert_eq!(status(idle.session_id).await, SessionStatus::Paused);
+    assert_eq!(
+        status(background_only.session_id).await,
+        SessionStatus::Paused
+    );
+    assert_eq!(status(kept_awake.session_id).await, SessionStatus::Running);
+    assert_eq!(status(busy.session_id).await, SessionStatus::Running);
+    assert_eq!(long.await.unwrap().stdout, "done\n");
+
+    // The next request resumes the session first and succeeds: the client sees no pause.
+    let started = Instant::now();
+    assert_eq!(sh(&client, &idle, "echo awake").await.stdout, "awake\n");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(status(idle.session_id).await, SessionStatus::Running);
+}
+
+#[tokio::test]
+async fn stats_come_from_the_session_cgroup_running_or_paused() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session(&client).await;
+    sh(
+        &client,
+        &s,
+        "head -c 20000000 /dev/zero > /workspace/f; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done",
+    )
+    .await;
+    background(&client, s.session_id, "sleep 1000").await;
+    let stats = client.session_stats(s.session_id).await.unwrap();
+    assert!(stats.memory_bytes > 1 << 20, "{stats:?}");
+    assert!(stats.cpu_seconds > 0.0, "{stats:?}");
+    // The agent and the background sleep, at least.
+    assert!(stats.pids >= 2, "{stats:?}");
+
+    client.pause_session(s.session_id).await.unwrap();
+    let paused = client.session_stats(s.session_id).await.unwrap();
+    assert!(paused.pids >= 2, "{paused:?}");
+
+    let (status, bytes) = client
+        .request(http::Method::GET, "/metrics", None)
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 200);
+    let text = String::from_utf8_lossy(&bytes);
+    for name in [
+        "hutch_session_memory_bytes",
+        "hutch_session_cpu_seconds_total",
+        "hutch_session_pids",
+    ] {
+        let series = format!("{name}{{session=\"{}\"}} ", s.session_id);
+        assert!(text.contains(&series), "{series} missing from /metrics");
+    }
+
+    let other = client
+        .session_stats(uuid::Uuid::now_v7())
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), Some(ErrorCode::SessionNotFound));
 }

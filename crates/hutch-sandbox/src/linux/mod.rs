@@ -45,6 +45,7 @@ mod recovery;
 mod snapshot;
 mod teardown;
 mod trash;
+mod usage;
 mod watch;
 
 use std::collections::{HashMap, HashSet};
@@ -358,6 +359,14 @@ impl Runtime for LinuxRuntime {
 
     async fn set_frozen(&self, record: &SandboxRecord, frozen: bool) -> Result<(), SandboxError> {
         self.set_frozen_sandbox(record, frozen).await
+    }
+
+    fn stats(&self, record: &SandboxRecord) -> Result<hutch_api::SessionStats, SandboxError> {
+        self.sandbox_stats(record)
+    }
+
+    fn all_stats(&self) -> HashMap<Uuid, hutch_api::SessionStats> {
+        self.every_sandbox_stats()
     }
 
     async fn connect(&self, id: Uuid) -> Result<UnixStream, SandboxError> {

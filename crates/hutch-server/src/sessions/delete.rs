@@ -115,6 +115,7 @@ impl Sessions {
         }
         self.leases.release(row.id);
         self.turns.forget(row.id);
+        self.activity.forget(row.id);
         self.store.delete(row.id).await?;
         Ok(())
     }

@@ -24,6 +24,7 @@ mod create;
 mod delete;
 mod died;
 mod error;
+mod idle;
 mod images;
 mod network;
 mod pause;
@@ -46,6 +47,7 @@ use crate::validate::{Page, SessionChanges};
 
 use claims::Claims;
 pub use error::SessionError;
+pub(crate) use idle::Busy;
 pub use network::NetworkLimits;
 pub use recovery::RecoverySummary;
 
@@ -69,6 +71,8 @@ pub(crate) struct Sessions {
     orphan_grace: std::time::Duration,
     /// Pauses, resumes and snapshots of a session take turns.
     turns: pause::Turns,
+    /// When each session was last used, for auto-pause.
+    activity: idle::Activity,
     /// The auto-pause of sessions created without `autoPause`.
     auto_pause_default: Option<hutch_api::AutoPause>,
 }
@@ -95,6 +99,7 @@ impl Sessions {
             network: NetworkLimits::default(),
             orphan_grace: crate::DEFAULT_ORPHAN_GRACE,
             turns: pause::Turns::default(),
+            activity: idle::Activity::default(),
             auto_pause_default: None,
         }
     }
@@ -224,6 +229,12 @@ impl Sessions {
         Ok(self.visible(caller, id).await?.tenant)
     }
 
+    /// Marks a request to session `id` in flight (it keeps the session awake) until the
+    /// guard is dropped.
+    pub(crate) fn busy(&self, id: Uuid) -> idle::Busy {
+        self.activity.busy(id)
+    }
+
     /// The runtime the sandboxes run on.
     pub(crate) fn runtime(&self) -> Arc<dyn Runtime> {
         Arc::clone(&self.runtime)
@@ -237,6 +248,8 @@ impl Sessions {
         caller: &Caller,
         id: Uuid,
     ) -> Result<UnixStream, SessionError> {
+        // Before the state is read: an auto-pause that reads the activity after this sees it.
+        self.activity.touch(id);
         let mut row = self.visible(caller, id).await?;
         if let Some(paused) = row.paused {
             if paused.cause != crate::store::PauseCause::Idle {

@@ -69,6 +69,26 @@ impl Sessions {
         Ok(self.resume_now(id).await?.to_api())
     }
 
+    /// What the processes of a session the caller may see use now, running or paused.
+    pub(crate) async fn stats(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+    ) -> Result<hutch_api::SessionStats, SessionError> {
+        let row = self.visible(caller, id).await?;
+        let record = row.record.ok_or_else(|| not_pausable(id, row.status))?;
+        let runtime = Arc::clone(&self.runtime);
+        tokio::task::spawn_blocking(move || runtime.stats(&record))
+            .await
+            .map_err(|err| {
+                SessionError::Sandbox(SandboxError::Sys {
+                    call: "stats task".to_owned(),
+                    source: std::io::Error::other(err.to_string()),
+                })
+            })?
+            .map_err(SessionError::from)
+    }
+
     /// Pauses session `id` for `cause`, unless it is paused already.
     pub(super) async fn pause_now(
         &self,
@@ -86,6 +106,13 @@ impl Sessions {
             SessionStatus::Running => {}
             SessionStatus::Creating | SessionStatus::Deleting => {
                 return Err(not_pausable(id, row.status));
+            }
+        }
+        if cause == PauseCause::Idle {
+            // A request came in since the pass looked: it stays awake.
+            let idle = row.auto_pause.map(|a| a.idle_seconds).unwrap_or(u64::MAX);
+            if !self.idle_at_least(id, Duration::from_secs(idle)) {
+                return Ok(row);
             }
         }
         let record = row
@@ -141,6 +168,7 @@ impl Sessions {
         let Some(running) = self.store.set_resumed(id).await? else {
             return Err(self.gone_meanwhile(id).await);
         };
+        self.activity.touch(id);
         let paused_ms = row.paused.map_or(0, |p| now_ms().saturating_sub(p.at_ms));
         tracing::info!(session = %id, paused_ms, "session resumed");
         Ok(running)
@@ -172,10 +200,18 @@ impl Sessions {
         }
     }
 
-    /// Whether session `id` is PAUSED now (for the proxy's watchdog, which must not take a
-    /// frozen agent for a stuck one).
-    pub(crate) async fn is_paused(&self, id: Uuid) -> bool {
-        matches!(self.store.get(id).await, Ok(Some(row)) if row.status == SessionStatus::Paused)
+    /// For the proxy's watchdog, whose probe a frozen agent left unanswered: whether session
+    /// `id` is paused, in which case its request waits for the resume. A session that paused
+    /// itself while the request was on its way is resumed (the request is activity).
+    pub(crate) async fn waits_for_resume(&self, id: Uuid) -> bool {
+        match self.store.get(id).await {
+            Ok(Some(row)) => match row.paused.map(|p| p.cause) {
+                Some(PauseCause::Idle) => self.resume_now(id).await.is_ok(),
+                Some(PauseCause::Request) => true,
+                None => false,
+            },
+            _ => false,
+        }
     }
 
     /// Sends `POST {path}` to the agent of session `id` and waits for its answer.
