@@ -1179,7 +1179,7 @@ async fn proxy_needs_a_running_reachable_sandbox() {
         None,
     )
     .await;
-    assert_error(status, &err, StatusCode::CONFLICT, "conflict");
+    assert_error(status, &err, StatusCode::CONFLICT, "session_paused");
 
     let id = id_of(&create(&h.app, &t, json!({})).await);
     h.runtime.with(|s| s.live.clear());
