@@ -16,6 +16,7 @@ from hutch import (
     SandboxOperationError,
     Session,
     SessionNotFoundError,
+    SessionPausedError,
     SessionsClient,
     SessionStatus,
     UnauthorizedError,
@@ -184,6 +185,31 @@ def test_pause_and_resume(client: SessionsClient) -> None:
     assert client.get_session(session.session_id).status is SessionStatus.PAUSED
     assert client.resume_session(session.session_id).status is SessionStatus.RUNNING
     assert session.commands.run("echo awake").stdout == "awake\n"
+
+
+@pytest.mark.requires_route("POST", "/v1/sessions/{id}/pause")
+def test_a_paused_session_refuses_work_until_resumed(client: SessionsClient) -> None:
+    session = client.create_session(ttl=600)
+    paused = session.pause()
+    assert paused.status is SessionStatus.PAUSED and paused.paused_at is not None
+    assert [s.session_id for s in client.list_sessions(status=SessionStatus.PAUSED)] == [
+        session.session_id
+    ]
+    with pytest.raises(SessionPausedError, match="resume"):
+        session.commands.run("true")
+    assert session.stats().pids >= 1
+    assert session.resume().paused_at is None
+    assert session.commands.run("echo back").stdout == "back\n"
+
+
+@pytest.mark.requires_route("POST", "/v1/sessions/{id}/pause")
+def test_auto_pause_is_checked_and_shown(client: SessionsClient) -> None:
+    with pytest.raises(ValueError, match="auto_pause"):
+        client.create_session(auto_pause=5)
+    with pytest.raises(ValueError, match="keep_awake"):
+        client.create_session(keep_awake=True)
+    session = client.create_session(ttl=600, auto_pause=60, keep_awake=True)
+    assert session.auto_pause == {"idleSeconds": 60, "keepAwake": True}
 
 
 def test_session_handle_without_a_request(client: SessionsClient) -> None:

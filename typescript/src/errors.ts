@@ -18,6 +18,7 @@
  * │   │   ├── ContextNotFoundError    404 context_not_found
  * │   │   └── StorageContextNotFoundError  404 storage_context_not_found
  * │   ├── ConflictError               409 conflict
+ * │   │   └── SessionPausedError      409 session_paused (resume the session first)
  * │   ├── PayloadTooLargeError        413 payload_too_large
  * │   ├── UriTooLongError             414 uri_too_long
  * │   ├── RangeNotSatisfiableError    416 range_not_satisfiable
@@ -105,6 +106,9 @@ export class ContextNotFoundError extends NotFoundError {}
 export class StorageContextNotFoundError extends NotFoundError {}
 /** 409 `conflict`: the session's or the resource's state does not allow this. */
 export class ConflictError extends ApiError {}
+
+/** 409 `session_paused`: the session is paused; resume it first. */
+export class SessionPausedError extends ConflictError {}
 /** 413 `payload_too_large`: the body is larger than accepted (`details.limitBytes`). */
 export class PayloadTooLargeError extends ApiError {}
 /** 414 `uri_too_long`: the path and query are longer than accepted. */
@@ -196,6 +200,7 @@ export const ERROR_CLASSES: { readonly [code in ErrorCode]: readonly [number, Ap
   context_not_found: [404, ContextNotFoundError],
   storage_context_not_found: [404, StorageContextNotFoundError],
   conflict: [409, ConflictError],
+  session_paused: [409, SessionPausedError],
   payload_too_large: [413, PayloadTooLargeError],
   uri_too_long: [414, UriTooLongError],
   range_not_satisfiable: [416, RangeNotSatisfiableError],

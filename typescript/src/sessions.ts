@@ -32,6 +32,8 @@ export interface CreateSessionOptions {
   contextSyncs?: Schemas["ContextSync"][];
   /** Network egress, `{ egress: "allow", allow: ["pypi.org"] }`; default the server's (`none`). */
   network?: Schemas["NetworkPolicy"];
+  /** Pause the session once idle `idleSeconds` (10..28800); the next request resumes it. */
+  autoPause?: Schemas["AutoPause"];
 }
 
 /** Options of {@link Sessions.update}. */
@@ -118,6 +120,23 @@ export class SessionHandle {
     return new Session(this.transport, data);
   }
 
+  /** Freezes every process of the session with its state; resolves with it `PAUSED`. */
+  async pause(): Promise<Session> {
+    const data = await this.transport.json<Schemas["Session"]>("POST", `${this.path}/pause`);
+    return new Session(this.transport, data);
+  }
+
+  /** Thaws a paused session where it stopped; resolves with it `RUNNING`. */
+  async resume(): Promise<Session> {
+    const data = await this.transport.json<Schemas["Session"]>("POST", `${this.path}/resume`);
+    return new Session(this.transport, data);
+  }
+
+  /** What the session's processes use now (memory, CPU time, tasks), from its cgroup. */
+  stats(): Promise<Schemas["SessionStats"]> {
+    return this.transport.json<Schemas["SessionStats"]>("GET", `${this.path}/stats`);
+  }
+
   /** Deletes the session (its bound storage contexts are uploaded first). */
   async delete(): Promise<Session> {
     const data = await this.transport.json<Schemas["Session"]>("DELETE", this.path, { timeoutMs: 300_000 });
@@ -139,6 +158,10 @@ export class Session extends SessionHandle {
   readonly createdAt: Date;
   /** When it expires and is destroyed. */
   readonly expiresAt: Date;
+  /** When it pauses itself; absent when it never does. */
+  readonly autoPause?: Schemas["AutoPause"];
+  /** When a `PAUSED` session was paused. */
+  readonly pausedAt?: Date;
 
   constructor(transport: Transport, data: Schemas["Session"]) {
     super(transport, data.sessionId);
@@ -148,6 +171,8 @@ export class Session extends SessionHandle {
     this.resources = data.resources;
     this.createdAt = new Date(data.createdAt);
     this.expiresAt = new Date(data.expiresAt);
+    if (data.autoPause) this.autoPause = data.autoPause;
+    if (data.pausedAt) this.pausedAt = new Date(data.pausedAt);
   }
 
   /** Whether its expiry time has passed. */
@@ -172,13 +197,14 @@ export class Sessions {
   }
 
   /** One page of the caller's sessions, oldest first (`limit` 1..100, default 20). */
-  async list(options: { limit?: number; offset?: number } = {}): Promise<SessionList> {
-    const { limit = 20, offset = 0 } = options;
+  async list(options: { limit?: number; offset?: number; status?: SessionStatus } = {}): Promise<SessionList> {
+    const { limit = 20, offset = 0, status } = options;
     if (!(Number.isInteger(limit) && limit >= 1 && limit <= 100)) {
       throw new RangeError(`limit must be an integer from 1 to 100, got ${limit}`);
     }
     if (!(Number.isInteger(offset) && offset >= 0)) throw new RangeError(`offset must be 0 or more, got ${offset}`);
-    const data = await this.transport.json<Schemas["SessionList"]>("GET", "/sessions", { query: { limit, offset } });
+    const query = status === undefined ? { limit, offset } : { limit, offset, status };
+    const data = await this.transport.json<Schemas["SessionList"]>("GET", "/sessions", { query });
     return { ...data, sessions: data.sessions.map((s) => new Session(this.transport, s)) };
   }
 
@@ -209,6 +235,16 @@ export class Sessions {
   /** Sets a session's time to live to `ttl` seconds from now. */
   extend(id: string, ttl: number): Promise<Session> {
     return this.handle(id).extend(ttl);
+  }
+
+  /** Pauses a session (see {@link SessionHandle.pause}). */
+  pause(id: string): Promise<Session> {
+    return this.handle(id).pause();
+  }
+
+  /** Resumes a paused session (see {@link SessionHandle.resume}). */
+  resume(id: string): Promise<Session> {
+    return this.handle(id).resume();
   }
 
   /** Deletes a session; resolves with it as last seen. */

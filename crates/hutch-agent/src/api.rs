@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use hutch_api::limits::COMMANDS_CONCURRENT_MAX;
 use hutch_api::processes::{CommandResponse, StreamControl};
@@ -42,6 +42,8 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
     let (documented, _) = documented_routes().split_for_parts();
     documented
         .route("/health", get(health))
+        .route("/pause", post(pause))
+        .route("/resume", post(resume))
         .merge(crate::ports::tunnel_routes())
         // Bodies are read their own bounded way (see read_json).
         .layer(axum::extract::DefaultBodyLimit::disable())
@@ -54,6 +56,21 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
             answer_panic,
         ))
         .with_state(agent)
+}
+
+/// A pause begins: the awake clock stops (see [`crate::awake`]); sent by the control plane
+/// just before it freezes the sandbox.
+async fn pause() -> axum::http::StatusCode {
+    crate::awake::pause();
+    axum::http::StatusCode::NO_CONTENT
+}
+
+/// The pause ended: the awake clock runs again; sent by the control plane just after it thawed
+/// the sandbox.
+async fn resume() -> axum::http::StatusCode {
+    let stood = crate::awake::resume();
+    tracing::debug!(paused_ms = stood.as_millis() as u64, "resumed");
+    axum::http::StatusCode::NO_CONTENT
 }
 
 /// The answer of a handler that panicked: 500 `internal`, the panic logged as its cause.

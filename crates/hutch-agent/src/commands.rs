@@ -358,7 +358,7 @@ pub(crate) async fn run(agent: &Agent, req: CommandRequest) -> Result<CommandRes
     let mut exited = exited;
     let first = tokio::select! {
         exit = &mut exited => Some(exit),
-        () = tokio::time::sleep(plan.timeout) => None,
+        () = crate::awake::sleep(plan.timeout) => None,
     };
     let timed_out = first.is_none();
     // Whatever the command left running (or everything, on timeout) dies now.

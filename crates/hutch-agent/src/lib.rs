@@ -25,6 +25,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod api;
+mod awake;
 mod code;
 mod commands;
 mod deadline;

@@ -30,6 +30,9 @@ pub enum ErrorCode {
     ContextNotFound,
     /// The operation conflicts with the resource's current state (409).
     Conflict,
+    /// The session is paused: its processes are frozen until `POST
+    /// /v1/sessions/{id}/resume` (409).
+    SessionPaused,
     /// The request body is larger than the server accepts (413).
     PayloadTooLarge,
     /// The request target (path and query) is longer than the server accepts (414).
@@ -97,7 +100,7 @@ impl ErrorCode {
             ErrorCode::RangeNotSatisfiable => 416,
             ErrorCode::ImageNotFound => 404,
             ErrorCode::ImagePullFailed | ErrorCode::ImageImportFailed => 422,
-            ErrorCode::Conflict => 409,
+            ErrorCode::Conflict | ErrorCode::SessionPaused => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UriTooLong => 414,
             ErrorCode::HeadersTooLarge => 431,
@@ -124,6 +127,7 @@ impl ErrorCode {
             ErrorCode::ProcessNotFound => "process_not_found",
             ErrorCode::ContextNotFound => "context_not_found",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::SessionPaused => "session_paused",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UriTooLong => "uri_too_long",
             ErrorCode::HeadersTooLarge => "headers_too_large",

@@ -45,8 +45,8 @@ pub use processes::{
     StartedProcess,
 };
 pub use sessions::{
-    CreateSessionRequest, Resources, ResourcesRequest, Session, SessionList, SessionStatus,
-    UpdateSessionRequest,
+    AutoPause, CreateSessionRequest, Resources, ResourcesRequest, Session, SessionList,
+    SessionStats, SessionStatus, UpdateSessionRequest,
 };
 pub use storage::{
     ContextInfo, ContextStatusData, ContextSync, CreateStorageContextRequest, StorageContext,

@@ -56,7 +56,8 @@ error_responses! {
     Conflict: Conflict,
         "`conflict`: the session's state does not allow this (it is being created or \
          deleted, or is not `RUNNING`), its process limit is reached, it holds its maximum \
-         of interpreter contexts, or a context's worker cannot start again.",
+         of interpreter contexts, or a context's worker cannot start again; or \
+         `session_paused`: the session is paused (`POST /v1/sessions/{id}/resume` first).",
         "session 0196a3c2-0000-7000-8000-000000000000 is being deleted";
     PayloadTooLarge: PayloadTooLarge,
         "`payload_too_large`: the request body is larger than accepted; `details.limitBytes` \

@@ -122,6 +122,43 @@ pub struct CreateSessionRequest {
     /// Network egress; default: the server's `--network-default` (out of the box `none`: only
     /// `lo`).
     pub network: Option<crate::network::NetworkPolicy>,
+    /// Pause the session after it has been idle this long; default: the server's
+    /// `--auto-pause-idle` (out of the box: never). A request to a session paused this way
+    /// resumes it first.
+    pub auto_pause: Option<AutoPause>,
+}
+
+/// When a session pauses itself: after `idleSeconds` with no API request to it and no
+/// command, execution or terminal of it running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"idleSeconds": 300}))]
+pub struct AutoPause {
+    /// Seconds of idleness before the session pauses, 10..=28800.
+    #[schema(minimum = 10, maximum = 28800)]
+    pub idle_seconds: u64,
+    /// Also count a background process that is still running (started with `POST
+    /// /processes`) as activity; default false.
+    #[serde(default)]
+    pub keep_awake: bool,
+}
+
+/// `GET /v1/sessions/{id}/stats`: what the session's processes use now, read from its cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"memoryBytes": 9437184, "rssBytes": 6291456, "cacheBytes": 3145728, "cpuSeconds": 0.42, "pids": 3}))]
+pub struct SessionStats {
+    /// Memory charged to the session in all (its processes' memory, page cache and kernel
+    /// memory), in bytes.
+    pub memory_bytes: u64,
+    /// Anonymous memory of its processes (their resident set less file pages), in bytes.
+    pub rss_bytes: u64,
+    /// Page cache charged to the session, in bytes.
+    pub cache_bytes: u64,
+    /// CPU time its processes used since it started, user and system, in seconds.
+    pub cpu_seconds: f64,
+    /// Processes and threads alive in it.
+    pub pids: u64,
 }
 
 /// `PATCH /v1/sessions/{id}`: each present field replaces the current value.
@@ -164,6 +201,16 @@ pub struct Session {
     /// The session's network policy: the one asked for on create (or the server's default),
     /// as last changed by `PATCH /v1/sessions/{id}`.
     pub network: crate::network::NetworkPolicy,
+    /// When the session pauses itself; absent when it never does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_pause: Option<AutoPause>,
+    /// When a `PAUSED` session was paused; absent otherwise.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub paused_at: Option<OffsetDateTime>,
 }
 
 /// `GET /v1/sessions`: one page of the caller's sessions, oldest first.

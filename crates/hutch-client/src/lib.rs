@@ -37,7 +37,7 @@ use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hutch_api::{
     CommandRequest, CommandResult, CreateSessionRequest, ErrorBody, Session, SessionList,
-    UpdateSessionRequest,
+    SessionStats, UpdateSessionRequest,
 };
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -262,6 +262,36 @@ impl HutchClient {
     pub async fn delete_session(&self, id: Uuid) -> Result<Session, ClientError> {
         self.call(Method::DELETE, &format!("/v1/sessions/{id}"), None::<&()>)
             .await
+    }
+
+    /// `POST /v1/sessions/{id}/pause`: freezes the session; returns it `PAUSED`.
+    pub async fn pause_session(&self, id: Uuid) -> Result<Session, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/sessions/{id}/pause"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `POST /v1/sessions/{id}/resume`: thaws a paused session; returns it `RUNNING`.
+    pub async fn resume_session(&self, id: Uuid) -> Result<Session, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/sessions/{id}/resume"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `GET /v1/sessions/{id}/stats`: what the session's processes use now.
+    pub async fn session_stats(&self, id: Uuid) -> Result<SessionStats, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/sessions/{id}/stats"),
+            None::<&()>,
+        )
+        .await
     }
 
     /// `POST /v1/sessions/{id}/commands`: runs a command to completion.

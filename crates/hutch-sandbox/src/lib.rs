@@ -232,6 +232,31 @@ pub trait Runtime: Send + Sync + 'static {
         ))
     }
 
+    /// Freezes (`frozen = true`) or thaws every process of the sandbox, its agent included,
+    /// with all their state: a paused session costs no CPU and comes back as it was. Doing it
+    /// twice is harmless. Runtimes that cannot pause refuse with [`SandboxError::InvalidSpec`].
+    async fn set_frozen(&self, record: &SandboxRecord, frozen: bool) -> Result<(), SandboxError> {
+        let _ = (record, frozen);
+        Err(SandboxError::InvalidSpec(
+            "this runtime cannot pause sessions".to_owned(),
+        ))
+    }
+
+    /// What the sandbox's processes use now (memory, CPU time, tasks), from its cgroup
+    /// (blocking: reads a few kernel files). Runtimes without counters refuse with
+    /// [`SandboxError::InvalidSpec`].
+    fn stats(&self, record: &SandboxRecord) -> Result<hutch_api::SessionStats, SandboxError> {
+        let _ = record;
+        Err(SandboxError::InvalidSpec(
+            "this runtime keeps no usage counters".to_owned(),
+        ))
+    }
+
+    /// [`Runtime::stats`] of every live sandbox, by session id (blocking).
+    fn all_stats(&self) -> HashMap<Uuid, hutch_api::SessionStats> {
+        HashMap::new()
+    }
+
     /// Lets go of the OCI image `key` ([`OciImage::key`]): sandboxes built from it and waiting
     /// unclaimed are torn down, dropping their hold on it (before the image is removed, say).
     /// Sessions running on it are not touched.

@@ -9,10 +9,12 @@
 //! |---|---|
 //! | `GET /health` (no auth) | [`health`] |
 //! | `POST /v1/sessions` | [`create_session`] |
-//! | `GET /v1/sessions?limit&offset` | [`list_sessions`] |
+//! | `GET /v1/sessions?limit&offset&status` | [`list_sessions`] |
 //! | `GET /v1/sessions/{id}` | [`get_session`] |
 //! | `PATCH /v1/sessions/{id}` | [`update_session`] |
 //! | `DELETE /v1/sessions/{id}?upload` | [`delete_session`] |
+//! | `POST /v1/sessions/{id}/pause`, `POST /v1/sessions/{id}/resume` | [`pause_session`], [`resume_session`] |
+//! | `GET /v1/sessions/{id}/stats` | [`session_stats`] |
 //! | `/v1/contexts…`, `/v1/sessions/{id}/context/…` | [`crate::storage_api`] |
 //! | `/v1/sessions/{id}/ports/{port}/…`, `POST …/link`, `/preview/{token}/…`, preview hosts | [`crate::ports`]: relayed to a port inside the session |
 //! | `/v1/images…`, `/v1/sessions/{id}/snapshot` | [`crate::images_api`] |
@@ -31,9 +33,11 @@ use axum::http::StatusCode;
 use axum::http::{HeaderValue, Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use hutch_api::limits::JSON_BODY_MAX_BYTES;
-use hutch_api::{CreateSessionRequest, Session, SessionList, UpdateSessionRequest};
+use hutch_api::{
+    CreateSessionRequest, Session, SessionList, SessionStats, SessionStatus, UpdateSessionRequest,
+};
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -44,8 +48,8 @@ use crate::error::ApiError;
 use crate::extract::{Json, Query, SessionId};
 use crate::openapi::{
     BadRequest, Capacity, Conflict, DiskFull, ImagePullFailed, Internal, NetworkForbidden,
-    PayloadTooLarge, RateLimited, SessionNotFound, StorageContextNotFound, SyncFailed,
-    Unauthorized,
+    PayloadTooLarge, RateLimited, SandboxUnavailable, SessionNotFound, StorageContextNotFound,
+    SyncFailed, Unauthorized,
 };
 use crate::validate;
 
@@ -62,6 +66,9 @@ pub(crate) fn app(state: AppState) -> Router {
                 .patch(update_session)
                 .delete(delete_session),
         )
+        .route("/v1/sessions/{id}/pause", post(pause_session))
+        .route("/v1/sessions/{id}/resume", post(resume_session))
+        .route("/v1/sessions/{id}/stats", get(session_stats))
         .merge(crate::storage_api::routes())
         .merge(crate::images_api::routes())
         // Authenticates and charges the tenant's lifecycle rate limit.
@@ -191,6 +198,8 @@ pub(crate) async fn create_session(
             description = "Sessions on the page, 1 to 100; default 20."),
         ("offset" = Option<u64>, Query, maximum = 9223372036854775807_u64,
             description = "How many sessions to skip; default 0."),
+        ("status" = Option<SessionStatus>, Query,
+            description = "Only sessions in this state; default: every state."),
     ),
     responses(
         (status = 200, description = "One page of sessions", body = SessionList),
@@ -204,10 +213,10 @@ pub(crate) async fn create_session(
 pub(crate) async fn list_sessions(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<validate::PageQuery>,
+    Query(query): Query<validate::SessionListQuery>,
 ) -> Result<Json<SessionList>, ApiError> {
-    let page = validate::page(query)?;
-    Ok(Json(state.sessions.list(&caller, page).await?))
+    let (page, status) = validate::session_list(query)?;
+    Ok(Json(state.sessions.list(&caller, page, status).await?))
 }
 
 /// Shows a session.
@@ -307,6 +316,100 @@ pub(crate) async fn delete_session(
     Ok(Json(state.sessions.delete(&caller, id, upload).await?))
 }
 
+/// Pauses a session.
+///
+/// Freezes every process of the session with all its state (memory, open files, terminals,
+/// interpreter variables): a paused session uses no CPU. Until it is resumed, its in-session
+/// routes (commands, files, processes, interpreters, ports) answer 409 `session_paused` at
+/// once; open WebSockets stay open and carry on after the resume. A running command's or
+/// execution's timeout does not count the time paused. The time to live keeps running: a
+/// paused session expires like a running one (its storage contexts are uploaded first).
+/// Pausing a paused session answers it as it is.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/pause",
+    operation_id = "pauseSession",
+    tag = "sessions",
+    params(("id" = Uuid, Path, description = "The session id.")),
+    responses(
+        (status = 200, description = "The session, `PAUSED`", body = Session),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = SessionNotFound),
+        (status = 409, response = Conflict),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+        (status = 502, response = SandboxUnavailable),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn pause_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    SessionId(id): SessionId,
+) -> Result<Json<Session>, ApiError> {
+    Ok(Json(state.sessions.pause(&caller, id).await?))
+}
+
+/// Resumes a paused session.
+///
+/// Thaws every process of the session where it stopped. Resuming a running session answers
+/// it as it is.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/resume",
+    operation_id = "resumeSession",
+    tag = "sessions",
+    params(("id" = Uuid, Path, description = "The session id.")),
+    responses(
+        (status = 200, description = "The session, `RUNNING`", body = Session),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = SessionNotFound),
+        (status = 409, response = Conflict),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+        (status = 502, response = SandboxUnavailable),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn resume_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    SessionId(id): SessionId,
+) -> Result<Json<Session>, ApiError> {
+    Ok(Json(state.sessions.resume(&caller, id).await?))
+}
+
+/// What a session's processes use now.
+///
+/// Memory, CPU time and tasks of every process of the session (its agent included), read
+/// from the session's cgroup; a paused session answers too.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}/stats",
+    operation_id = "getSessionStats",
+    tag = "sessions",
+    params(("id" = Uuid, Path, description = "The session id.")),
+    responses(
+        (status = 200, description = "The session's usage", body = SessionStats),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = SessionNotFound),
+        (status = 409, response = Conflict),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn session_stats(
+    State(state): State<AppState>,
+    caller: Caller,
+    SessionId(id): SessionId,
+) -> Result<Json<SessionStats>, ApiError> {
+    Ok(Json(state.sessions.stats(&caller, id).await?))
+}
+
 /// Any method on `/v1/sessions/{id}/{*rest}`: relayed to the session's agent.
 pub(crate) async fn proxy(
     State(state): State<AppState>,
@@ -320,6 +423,8 @@ pub(crate) async fn proxy(
     }
     let agent = crate::proxy::AgentLink {
         id,
+        busy: state.sessions.busy(id),
+        sessions: std::sync::Arc::clone(&state.sessions),
         runtime: state.sessions.runtime(),
         timeout: state.agent_timeout,
         idle_timeout: state.upgraded_idle_timeout,

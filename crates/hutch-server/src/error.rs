@@ -49,6 +49,9 @@ pub enum ApiError {
     /// The operation conflicts with the session's current state (409).
     #[error("{0}")]
     Conflict(String),
+    /// The session is paused (409).
+    #[error("{0}")]
+    SessionPaused(String),
     /// The request body is larger than the control plane accepts (413).
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge {
@@ -199,6 +202,7 @@ impl ApiError {
             ApiError::SessionNotFound(_) => ErrorCode::SessionNotFound,
             ApiError::Forbidden(_) => ErrorCode::Forbidden,
             ApiError::Conflict(_) => ErrorCode::Conflict,
+            ApiError::SessionPaused(_) => ErrorCode::SessionPaused,
             ApiError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             ApiError::UriTooLong { .. } => ErrorCode::UriTooLong,
             ApiError::HeadersTooLarge { .. } => ErrorCode::HeadersTooLarge,
@@ -359,6 +363,7 @@ impl From<SessionError> for ApiError {
         match err {
             SessionError::NotFound(id) => ApiError::SessionNotFound(id),
             SessionError::Conflict(message) => ApiError::Conflict(message),
+            SessionError::Paused(_) => ApiError::SessionPaused(message),
             SessionError::NetworkNotAllowed(message) => ApiError::Forbidden(message),
             SessionError::Capacity(limit) => ApiError::Capacity(format!(
                 "the server runs its maximum of {limit} sessions; delete one or retry later"

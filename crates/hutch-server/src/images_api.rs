@@ -589,6 +589,7 @@ pub(crate) async fn fork_session(
         env: (!row.env.is_empty()).then(|| row.env.clone()),
         context_syncs: None,
         network: Some(row.network.clone()),
+        auto_pause: row.auto_pause,
     };
     let mut creates = Vec::new();
     for _ in 0..count {

@@ -93,6 +93,8 @@ pub const DEFAULT_TENANT_MAX_SESSIONS: usize = 100;
 pub const DEFAULT_TENANT_MAX_MEMORY_MB: u64 = 65_536;
 /// How often the TTL reaper looks for expired sessions by default.
 pub const DEFAULT_REAPER_INTERVAL: Duration = Duration::from_millis(200);
+/// How often the reaper looks for sessions idle long enough to pause themselves.
+const AUTO_PAUSE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long an agent may leave a request without an answer's head before it is probed, and
 /// then how long the probe may wait, by default.
 pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -157,6 +159,9 @@ pub struct ServerConfig {
     /// How long a sandbox outlives its session's expiry when no server destroys it: past
     /// that, its agent ends it.
     pub orphan_grace: Duration,
+    /// The auto-pause of sessions created without `autoPause`; `None`: they never pause
+    /// themselves.
+    pub auto_pause_default: Option<hutch_api::AutoPause>,
     /// Bounds on the connections held (in all, per client address) and on the time to send
     /// a request's head.
     pub connections: ConnectionLimits,
@@ -193,6 +198,7 @@ impl ServerConfig {
             network: NetworkLimits::default(),
             agent_timeout: DEFAULT_AGENT_TIMEOUT,
             orphan_grace: DEFAULT_ORPHAN_GRACE,
+            auto_pause_default: None,
             connections: ConnectionLimits::default(),
             upgraded_idle_timeout: DEFAULT_UPGRADED_IDLE_TIMEOUT,
             images: ImagesConfig::default(),
@@ -361,6 +367,7 @@ impl Server {
                 .with_tenant_quotas(config.tenant_max_sessions, config.tenant_max_memory_mb)
                 .with_network(config.network)
                 .with_orphan_grace(config.orphan_grace)
+                .with_auto_pause_default(config.auto_pause_default)
                 .with_images(Arc::clone(&images)),
         );
         let recovery = sessions.recover().await?;
@@ -514,14 +521,20 @@ impl Server {
     }
 }
 
-/// Runs the TTL reaper every `interval`.
+/// Runs the TTL reaper every `interval`, and the auto-pause pass every second.
 async fn reap_forever(sessions: Arc<Sessions>, interval: Duration) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_auto_pause = std::time::Instant::now();
     loop {
         ticks.tick().await;
         if let Err(err) = sessions.reap().await {
             tracing::error!(error = %error::chain(&err), "reaper pass failed");
+        }
+        // Idleness is counted in seconds: one auto-pause pass a second is enough.
+        if last_auto_pause.elapsed() >= AUTO_PAUSE_INTERVAL {
+            last_auto_pause = std::time::Instant::now();
+            sessions.auto_pause().await;
         }
     }
 }

@@ -20,15 +20,18 @@
 //! | `hutch_session_port_refused_total` | counter | `session` |
 //! | `hutch_session_port_bytes_total` | counter | `session`, `direction`: `in`, `out` |
 //! | `hutch_session_port_connections` | gauge | `session` |
+//! | `hutch_session_memory_bytes` | gauge | `session` |
+//! | `hutch_session_cpu_seconds_total` | counter | `session` |
+//! | `hutch_session_pids` | gauge | `session` |
 //!
 //! Every label value comes from a closed set, whatever the client sends: methods outside the
 //! standard ones are `other`, routes are the router's templates (never ids), paths no route
 //! matched are `unmatched`, and error codes are [`ErrorCode`] names. Nothing names a tenant.
-//! The network and port counters are the exception that names sessions: one series per live
-//! networked session (bounded by `--max-sessions`), read from the kernel's counters at each
-//! scrape and gone with the session; and one per live session whose ports were reached from
-//! outside, counted by the relay (`ports::traffic`) and dropped at the first scrape after the
-//! session is gone.
+//! The per-session series (network, port and usage counters) are the exception that names
+//! sessions: one series per live (networked) session (bounded by `--max-sessions`), read from
+//! the kernel's counters at each scrape and gone with the session; the port counters are
+//! counted by the relay (`ports::traffic`) and dropped at the first scrape after the session is
+//! gone.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -252,9 +255,11 @@ pub(crate) async fn scrape(State(state): State<AppState>) -> Result<Response, Ap
     state.metrics.set_sessions(&counts);
     let mut text = state.metrics.render();
     let sessions = Arc::clone(&state.sessions);
-    let network = tokio::task::spawn_blocking(move || sessions.network_counters())
-        .await
-        .unwrap_or_default();
+    let (network, usage) = tokio::task::spawn_blocking(move || {
+        (sessions.network_counters(), sessions.runtime().all_stats())
+    })
+    .await
+    .unwrap_or_default();
     text.push_str(&render_network(&network));
     let mut ports = state.ports.counters();
     for id in ports.keys().copied().collect::<Vec<_>>() {
@@ -264,6 +269,7 @@ pub(crate) async fn scrape(State(state): State<AppState>) -> Result<Response, Ap
         }
     }
     text.push_str(&render_ports(&ports));
+    text.push_str(&render_usage(&usage));
     Ok(([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], text).into_response())
 }
 
@@ -352,6 +358,45 @@ fn render_per_session<C>(counters: &HashMap<Uuid, C>, families: &[Family<C>]) ->
             for (labels, value) in series.iter() {
                 let _ = writeln!(out, "{name}{{{labels}session=\"{id}\"}} {}", value(c));
             }
+        }
+    }
+    out
+}
+
+/// The per-session usage series in the text exposition format.
+fn render_usage(usage: &HashMap<Uuid, hutch_api::SessionStats>) -> String {
+    use std::fmt::Write as _;
+    type Series = fn(&hutch_api::SessionStats) -> String;
+    let families: [(&str, &str, &str, Series); 3] = [
+        (
+            "hutch_session_memory_bytes",
+            "gauge",
+            "Memory charged to a session's cgroup.",
+            |s| s.memory_bytes.to_string(),
+        ),
+        (
+            "hutch_session_cpu_seconds_total",
+            "counter",
+            "CPU time a session's processes used.",
+            |s| s.cpu_seconds.to_string(),
+        ),
+        (
+            "hutch_session_pids",
+            "gauge",
+            "Processes and threads alive in a session.",
+            |s| s.pids.to_string(),
+        ),
+    ];
+    let mut sorted: Vec<_> = usage.iter().collect();
+    sorted.sort_by_key(|(id, _)| **id);
+    let mut out = String::new();
+    if sorted.is_empty() {
+        return out;
+    }
+    for (name, kind, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (id, stats) in &sorted {
+            let _ = writeln!(out, "{name}{{session=\"{id}\"}} {}", value(stats));
         }
     }
     out
@@ -516,6 +561,18 @@ impl Runtime for MeteredRuntime {
 
     async fn forget_image(&self, key: &str) {
         self.inner.forget_image(key).await;
+    }
+
+    async fn set_frozen(&self, record: &SandboxRecord, frozen: bool) -> Result<(), SandboxError> {
+        self.inner.set_frozen(record, frozen).await
+    }
+
+    fn stats(&self, record: &SandboxRecord) -> Result<hutch_api::SessionStats, SandboxError> {
+        self.inner.stats(record)
+    }
+
+    fn all_stats(&self) -> HashMap<Uuid, hutch_api::SessionStats> {
+        self.inner.all_stats()
     }
 }
 

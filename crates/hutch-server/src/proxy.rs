@@ -20,7 +20,7 @@
 //! While the answer's head has not come, a watchdog asks the agent's `/health` on a
 //! connection of its own every [`AgentLink::timeout`]; when that probe is not answered within
 //! the same time the agent is stopped or stuck, and the request answers 504
-//! `sandbox_timeout`. There is no deadline on a whole exchange: a command may run for hours
+//! `sandbox_timeout` (unless the session is paused: then the request waits for the resume). There is no deadline on a whole exchange: a command may run for hours
 //! and a stream may last as long.
 //!
 //! A connection that cannot be opened or that fails before the agent's response head answers
@@ -67,6 +67,10 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 pub(crate) struct AgentLink {
     /// The session.
     pub(crate) id: Uuid,
+    /// The session engine: whether the session is paused (a frozen agent is not a stuck one).
+    pub(crate) sessions: Arc<crate::sessions::Sessions>,
+    /// Keeps the session awake (no auto-pause) while the exchange lasts.
+    pub(crate) busy: crate::sessions::Busy,
     /// Opens connections to the session's agent.
     pub(crate) runtime: Arc<dyn Runtime>,
     /// How long a probe may wait for the agent's answer, and how often one is sent while a
@@ -91,6 +95,8 @@ impl AgentLink {
                 agent_request(stream, "GET", "/health", Body::empty()).await
             };
             match tokio::time::timeout(self.timeout, probe).await {
+                // A paused session's request waits for the resume.
+                Err(_) if self.sessions.waits_for_resume(self.id).await => {}
                 Err(_) => return,
                 // Answered, or the agent is gone (the request itself then fails on its own).
                 Ok(result) => {
@@ -166,6 +172,7 @@ pub(crate) async fn forward(
         };
         let agent_upgrade = hyper::upgrade::on(&mut response);
         let idle_timeout = agent.idle_timeout;
+        let busy = agent.busy;
         tokio::spawn(async move {
             let (client, agent) = match tokio::try_join!(client_upgrade, agent_upgrade) {
                 Ok(pair) => pair,
@@ -184,6 +191,7 @@ pub(crate) async fn forward(
                 }
             }
             drop(slot);
+            drop(busy);
         });
         let (mut parts, body) = response.into_parts();
         let agent_upgrade_header = parts.headers.get(header::UPGRADE).cloned();
@@ -200,7 +208,9 @@ pub(crate) async fn forward(
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::UPGRADE);
-    let body = Body::new(Relayed::new(body, connection));
+    let body = agent
+        .busy
+        .hold_through(Body::new(Relayed::new(body, connection)));
     Ok(Response::from_parts(parts, body).into_response())
 }
 

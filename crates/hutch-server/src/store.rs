@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use hutch_api::{NetworkPolicy, Resources, Session, SessionStatus};
+use hutch_api::{AutoPause, NetworkPolicy, Resources, Session, SessionStatus};
 use hutch_sandbox::SandboxRecord;
 use sqlx::Row;
 use sqlx::sqlite::{
@@ -37,7 +37,7 @@ const INSERT_ATTEMPTS: usize = 3;
 macro_rules! columns {
     () => {
         "id, tenant, status, image, metadata, resources, env, created_at, expires_at, runtime_record, \
-         network"
+         network, paused_at, pause_cause, auto_pause"
     };
 }
 
@@ -146,6 +146,46 @@ pub(crate) struct StoredSession {
     pub(crate) record: Option<SandboxRecord>,
     /// The effective network policy (`egress: none` on rows that kept none).
     pub(crate) network: NetworkPolicy,
+    /// When and why a PAUSED row was paused; `None` in every other state.
+    pub(crate) paused: Option<Paused>,
+    /// When the session pauses itself; `None`: never.
+    pub(crate) auto_pause: Option<AutoPause>,
+}
+
+/// Why a session is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PauseCause {
+    /// `POST /v1/sessions/{id}/pause`: only a resume undoes it.
+    Request,
+    /// Auto-pause: any request to the session resumes it.
+    Idle,
+}
+
+impl PauseCause {
+    /// The name stored.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            PauseCause::Request => "request",
+            PauseCause::Idle => "idle",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "request" => Some(PauseCause::Request),
+            "idle" => Some(PauseCause::Idle),
+            _ => None,
+        }
+    }
+}
+
+/// When and why a session was paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Paused {
+    /// Unix ms.
+    pub(crate) at_ms: i64,
+    /// Why.
+    pub(crate) cause: PauseCause,
 }
 
 impl StoredSession {
@@ -160,6 +200,8 @@ impl StoredSession {
             created_at: ms_to_time(self.created_at_ms),
             expires_at: ms_to_time(self.expires_at_ms),
             network: self.network.clone(),
+            auto_pause: self.auto_pause,
+            paused_at: self.paused.map(|p| ms_to_time(p.at_ms)),
         }
     }
 }
@@ -264,12 +306,16 @@ impl Store {
         let tenant_max_rows = as_i64(u64::try_from(limits.tenant_max_rows).unwrap_or(u64::MAX));
         let tenant_max_memory_mb = as_i64(limits.tenant_max_memory_mb);
         let memory_mb = as_i64(session.resources.memory_mb);
+        let auto_pause = session
+            .auto_pause
+            .map(|a| encode(session.id, "auto_pause", &a))
+            .transpose()?;
         let mut outcome = InsertOutcome::Inserted;
         for _ in 0..INSERT_ATTEMPTS {
             let result = sqlx::query(concat!(
                 "INSERT INTO sessions (",
                 columns!(),
-                ") SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ? ",
+                ") SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, NULL, ? ",
                 "WHERE (SELECT COUNT(*) FROM sessions) < ? ",
                 "AND (SELECT COUNT(*) FROM sessions WHERE tenant = ?) < ? ",
                 "AND (SELECT COALESCE(SUM(json_extract(resources, '$.memoryMb')), 0) ",
@@ -285,6 +331,7 @@ impl Store {
             .bind(session.created_at_ms)
             .bind(session.expires_at_ms)
             .bind(encode(session.id, "network", &session.network)?)
+            .bind(auto_pause.as_deref())
             .bind(max_rows)
             .bind(&session.tenant)
             .bind(tenant_max_rows)
@@ -366,52 +413,43 @@ impl Store {
         row.as_ref().map(decode).transpose()
     }
 
-    /// One page of rows, oldest first, of one tenant (or of all with `None`), and the total.
+    /// One page of rows, oldest first, of one tenant (or of all with `None`) and, with
+    /// `status`, in that state only; and the total of such rows.
     pub(crate) async fn list(
         &self,
         tenant: Option<&str>,
+        status: Option<SessionStatus>,
         limit: u32,
         offset: u64,
     ) -> Result<(Vec<StoredSession>, u64), StoreError> {
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
-        let (rows, total): (Vec<SqliteRow>, i64) = match tenant {
-            Some(tenant) => {
-                let rows = sqlx::query(concat!(
-                    "SELECT ",
-                    columns!(),
-                    " FROM sessions WHERE tenant = ? ORDER BY created_at, id LIMIT ? OFFSET ?"
-                ))
-                .bind(tenant)
-                .bind(i64::from(limit))
-                .bind(offset)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(query("list sessions"))?;
-                let total = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE tenant = ?")
-                    .bind(tenant)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(query("count sessions"))?;
-                (rows, total)
-            }
-            None => {
-                let rows = sqlx::query(concat!(
-                    "SELECT ",
-                    columns!(),
-                    " FROM sessions ORDER BY created_at, id LIMIT ? OFFSET ?"
-                ))
-                .bind(i64::from(limit))
-                .bind(offset)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(query("list sessions"))?;
-                let total = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(query("count sessions"))?;
-                (rows, total)
-            }
-        };
+        let status = status.map(SessionStatus::as_str);
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM sessions WHERE (? IS NULL OR tenant = ?) AND (? IS NULL OR status = ?) ",
+            "ORDER BY created_at, id LIMIT ? OFFSET ?"
+        ))
+        .bind(tenant)
+        .bind(tenant)
+        .bind(status)
+        .bind(status)
+        .bind(i64::from(limit))
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query("list sessions"))?;
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sessions WHERE (? IS NULL OR tenant = ?) \
+             AND (? IS NULL OR status = ?)",
+        )
+        .bind(tenant)
+        .bind(tenant)
+        .bind(status)
+        .bind(status)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query("count sessions"))?;
         let sessions = rows.iter().map(decode).collect::<Result<_, _>>()?;
         Ok((sessions, u64::try_from(total).unwrap_or_default()))
     }
@@ -474,6 +512,56 @@ impl Store {
         .await
         .map_err(query("update session"))?;
         row.as_ref().map(decode).transpose()
+    }
+
+    /// Marks a RUNNING row PAUSED at `at_ms` for `cause` and returns it; `None` if there is no
+    /// such row or it is not RUNNING.
+    pub(crate) async fn set_paused(
+        &self,
+        id: Uuid,
+        at_ms: i64,
+        cause: PauseCause,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        let row = sqlx::query(concat!(
+            "UPDATE sessions SET status = 'PAUSED', paused_at = ?, pause_cause = ? ",
+            "WHERE id = ? AND status = 'RUNNING' RETURNING ",
+            columns!()
+        ))
+        .bind(at_ms)
+        .bind(cause.as_str())
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query("set session paused"))?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// Marks a PAUSED row RUNNING again and returns it; `None` if there is no such row or it
+    /// is not PAUSED.
+    pub(crate) async fn set_resumed(&self, id: Uuid) -> Result<Option<StoredSession>, StoreError> {
+        let row = sqlx::query(concat!(
+            "UPDATE sessions SET status = 'RUNNING', paused_at = NULL, pause_cause = NULL ",
+            "WHERE id = ? AND status = 'PAUSED' RETURNING ",
+            columns!()
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query("set session resumed"))?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// RUNNING rows that pause themselves when idle, for the auto-pause pass.
+    pub(crate) async fn auto_pausing(&self) -> Result<Vec<StoredSession>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM sessions WHERE status = 'RUNNING' AND auto_pause IS NOT NULL"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query("list auto-pausing sessions"))?;
+        rows.iter().map(decode).collect()
     }
 
     /// Marks a row DELETING and returns it, if it is RUNNING, PAUSED or already DELETING and,
@@ -549,7 +637,7 @@ impl Store {
         sqlx::query(concat!(
             "INSERT INTO sessions (",
             columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(session.id.to_string())
         .bind(&session.tenant)
@@ -562,6 +650,14 @@ impl Store {
         .bind(session.expires_at_ms)
         .bind(record)
         .bind(encode(session.id, "network", &session.network)?)
+        .bind(session.paused.map(|p| p.at_ms))
+        .bind(session.paused.map(|p| p.cause.as_str()))
+        .bind(
+            session
+                .auto_pause
+                .map(|a| encode(session.id, "auto_pause", &a))
+                .transpose()?,
+        )
         .execute(&self.pool)
         .await
         .map_err(query("insert raw session"))?;
@@ -611,6 +707,27 @@ fn decode(row: &SqliteRow) -> Result<StoredSession, StoreError> {
         .transpose()
         .map_err(|e| corrupt("network", e.to_string()))?
         .unwrap_or_default();
+    let auto_pause: Option<String> = column(row, &raw_id, "auto_pause")?;
+    let auto_pause = auto_pause
+        .map(|a| serde_json::from_str(&a))
+        .transpose()
+        .map_err(|e| corrupt("auto_pause", e.to_string()))?;
+    let paused_at: Option<i64> = column(row, &raw_id, "paused_at")?;
+    let pause_cause: Option<String> = column(row, &raw_id, "pause_cause")?;
+    let paused = match (status, paused_at, pause_cause) {
+        (SessionStatus::Paused, Some(at_ms), Some(cause)) => Some(Paused {
+            at_ms,
+            cause: PauseCause::parse(&cause)
+                .ok_or_else(|| corrupt("pause_cause", format!("unknown cause {cause:?}")))?,
+        }),
+        (SessionStatus::Paused, _, _) => {
+            return Err(corrupt(
+                "paused_at",
+                "a PAUSED row without its pause".to_owned(),
+            ));
+        }
+        _ => None,
+    };
     let created_at_ms: i64 = column(row, &raw_id, "created_at")?;
     let expires_at_ms: i64 = column(row, &raw_id, "expires_at")?;
     for (name, ms) in [("created_at", created_at_ms), ("expires_at", expires_at_ms)] {
@@ -629,6 +746,8 @@ fn decode(row: &SqliteRow) -> Result<StoredSession, StoreError> {
         expires_at_ms,
         record,
         network,
+        paused,
+        auto_pause,
     })
 }
 
@@ -661,6 +780,8 @@ mod tests {
             expires_at_ms: created_at_ms + 60_000,
             record: None,
             network: NetworkPolicy::default(),
+            paused: None,
+            auto_pause: None,
         }
     }
 
@@ -810,13 +931,13 @@ mod tests {
             store.insert_creating(&session("a", i), 100).await.unwrap();
         }
         store.insert_creating(&session("b", 3), 100).await.unwrap();
-        let (page, total) = store.list(Some("a"), 2, 1).await.unwrap();
+        let (page, total) = store.list(Some("a"), None, 2, 1).await.unwrap();
         assert_eq!(total, 5);
         assert_eq!(
             page.iter().map(|s| s.created_at_ms).collect::<Vec<_>>(),
             vec![1, 2]
         );
-        let (all, total) = store.list(None, 100, 0).await.unwrap();
+        let (all, total) = store.list(None, None, 100, 0).await.unwrap();
         assert_eq!((all.len(), total), (6, 6));
     }
 

@@ -1039,6 +1039,11 @@ fn row(status: SessionStatus, expires_at_ms: i64, with_record: bool) -> StoredSe
             agent_pid: 7,
         }),
         network: hutch_api::NetworkPolicy::default(),
+        paused: (status == SessionStatus::Paused).then_some(crate::store::Paused {
+            at_ms: now_ms(),
+            cause: crate::store::PauseCause::Request,
+        }),
+        auto_pause: None,
     }
 }
 
@@ -1174,7 +1179,7 @@ async fn proxy_needs_a_running_reachable_sandbox() {
         None,
     )
     .await;
-    assert_error(status, &err, StatusCode::CONFLICT, "conflict");
+    assert_error(status, &err, StatusCode::CONFLICT, "session_paused");
 
     let id = id_of(&create(&h.app, &t, json!({})).await);
     h.runtime.with(|s| s.live.clear());

@@ -15,8 +15,8 @@ use hutch_api::limits::{
     METADATA_MAX_VALUE_BYTES, PIDS_RANGE, TTL_DEFAULT_SECS, TTL_MAX_SECS, TTL_MIN_SECS,
 };
 use hutch_api::{
-    ContextSync, CreateSessionRequest, CreateStorageContextRequest, NetworkPolicy, Resources,
-    ResourcesRequest, SyncRequest, TaskType, UpdateSessionRequest,
+    AutoPause, ContextSync, CreateSessionRequest, CreateStorageContextRequest, NetworkPolicy,
+    Resources, ResourcesRequest, SessionStatus, SyncRequest, TaskType, UpdateSessionRequest,
 };
 use serde::Deserialize;
 use uuid::Uuid;
@@ -46,6 +46,8 @@ pub(crate) struct NewSession {
     pub(crate) context_syncs: Vec<ContextSync>,
     /// Network egress as asked for (checked); the server's default when absent.
     pub(crate) network: Option<NetworkPolicy>,
+    /// Auto-pause as asked for (checked); the server's default when absent.
+    pub(crate) auto_pause: Option<AutoPause>,
 }
 
 /// An update request that passed every check.
@@ -83,6 +85,7 @@ pub(crate) fn create(req: CreateSessionRequest) -> Result<NewSession, ApiError> 
     let context_syncs = req.context_syncs.unwrap_or_default();
     check_context_syncs(&context_syncs)?;
     let network = req.network.map(network).transpose()?;
+    let auto_pause = req.auto_pause.map(auto_pause).transpose()?;
     Ok(NewSession {
         ttl_secs,
         image,
@@ -91,7 +94,28 @@ pub(crate) fn create(req: CreateSessionRequest) -> Result<NewSession, ApiError> 
         env,
         context_syncs,
         network,
+        auto_pause,
     })
+}
+
+/// Shortest `autoPause.idleSeconds`.
+pub(crate) const AUTO_PAUSE_IDLE_MIN_SECS: u64 = 10;
+/// Longest `autoPause.idleSeconds` (the longest TTL).
+pub(crate) const AUTO_PAUSE_IDLE_MAX_SECS: u64 = 28_800;
+
+/// Checks `autoPause`.
+pub(crate) fn auto_pause(auto: AutoPause) -> Result<AutoPause, ApiError> {
+    if !(AUTO_PAUSE_IDLE_MIN_SECS..=AUTO_PAUSE_IDLE_MAX_SECS).contains(&auto.idle_seconds) {
+        return Err(ApiError::invalid(
+            "autoPause.idleSeconds",
+            format!(
+                "autoPause.idleSeconds must be between {AUTO_PAUSE_IDLE_MIN_SECS} and \
+                 {AUTO_PAUSE_IDLE_MAX_SECS}, got {}",
+                auto.idle_seconds
+            ),
+        ));
+    }
+    Ok(auto)
 }
 
 /// Checks `PATCH /v1/sessions/{id}`.
@@ -217,6 +241,41 @@ pub(crate) struct PageQuery {
     limit: Option<String>,
     /// How many to skip.
     offset: Option<String>,
+}
+
+/// The query of `GET /v1/sessions`, as sent; [`session_list`] checks it.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct SessionListQuery {
+    /// Page size.
+    limit: Option<String>,
+    /// How many to skip.
+    offset: Option<String>,
+    /// Only sessions in this state.
+    status: Option<String>,
+}
+
+/// Checks the query of `GET /v1/sessions`: its page, and the state to keep (all when absent).
+pub(crate) fn session_list(
+    query: SessionListQuery,
+) -> Result<(Page, Option<SessionStatus>), ApiError> {
+    let page = page(PageQuery {
+        limit: query.limit,
+        offset: query.offset,
+    })?;
+    let status = query
+        .status
+        .map(|status| {
+            SessionStatus::parse(&status).ok_or_else(|| {
+                ApiError::invalid(
+                    "status",
+                    format!(
+                        "status must be one of CREATING, RUNNING, PAUSED, DELETING, got {status:?}"
+                    ),
+                )
+            })
+        })
+        .transpose()?;
+    Ok((page, status))
 }
 
 /// Checks `limit` and `offset` of a list route.

@@ -176,6 +176,10 @@ pub(crate) struct ServeArgs {
     /// stopped and did not come back): past it, the sandbox's agent ends the sandbox.
     #[arg(long, env = "HUTCH_ORPHAN_GRACE", value_name = "DURATION", default_value = "5m", value_parser = crate::duration::parse)]
     orphan_grace: std::time::Duration,
+    /// Pause sessions created without `autoPause` once idle this long (no request and nothing
+    /// running; see `autoPause`); unset: never.
+    #[arg(long, env = "HUTCH_AUTO_PAUSE_IDLE", value_name = "DURATION", value_parser = crate::duration::parse)]
+    auto_pause_idle: Option<std::time::Duration>,
     /// Most connections held at once; past it, new ones get 503 `capacity` and are closed.
     /// Keep it below the open-file limit.
     #[arg(long, env = "HUTCH_MAX_CONNECTIONS", default_value_t = hutch_server::DEFAULT_MAX_CONNECTIONS)]
@@ -336,6 +340,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.network = network_limits;
     config.agent_timeout = args.agent_timeout;
     config.orphan_grace = args.orphan_grace;
+    config.auto_pause_default = args.auto_pause_idle.map(|idle| hutch_api::AutoPause {
+        idle_seconds: idle.as_secs().max(1),
+        keep_awake: false,
+    });
     config.connections = hutch_server::ConnectionLimits {
         max_connections: args.max_connections,
         max_per_client: args.max_connections_per_client,

@@ -169,6 +169,7 @@ async fn create(client: &HutchClient, args: CreateArgs) -> anyhow::Result<u8> {
         resources: (resources != ResourcesRequest::default()).then_some(resources),
         env: (!args.env.is_empty()).then(|| args.env.into_iter().collect::<BTreeMap<_, _>>()),
         context_syncs: None,
+        auto_pause: None,
         network: args.network.map(|egress| NetworkPolicy {
             egress,
             allow: args.allow,

@@ -23,6 +23,7 @@ from .errors import (
     SandboxConnectionError,
     SandboxOperationError,
     SessionNotFoundError,
+    SessionPausedError,
     UnauthorizedError,
 )
 from .code import CodeResult
@@ -52,6 +53,7 @@ from .sessions import (
     SessionHandle,
     SessionList,
     SessionsClient,
+    SessionStats,
     SessionStatus,
     network_policy,
 )
@@ -65,6 +67,7 @@ __all__ = [
     "SessionHandle",
     "SessionList",
     "SessionStatus",
+    "SessionStats",
     "Resources",
     "MIN_TTL",
     "MAX_TTL",
@@ -73,6 +76,7 @@ __all__ = [
     "SandboxConnectionError",
     "UnauthorizedError",
     "SessionNotFoundError",
+    "SessionPausedError",
     "RateLimitError",
     "SandboxOperationError",
     "ContextNotFoundError",

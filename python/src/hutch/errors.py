@@ -9,6 +9,7 @@ the SDK turns it into one of these classes::
     ├── SessionNotFoundError         404 session_not_found (or another tenant's session)
     ├── RateLimitError               429: .limit, .remaining, .reset, .retry_after
     └── SandboxOperationError        every other 4xx/5xx
+        ├── SessionPausedError       409 session_paused: resume the session first
         ├── ContextNotFoundError     404 context_not_found / storage_context_not_found
         ├── ContextError             the interpreter could not find or start a context
         └── ExecutionTimeoutError    an execution ran past its timeout (also a TimeoutError)
@@ -32,6 +33,7 @@ __all__ = [
     "RateLimitError",
     "SandboxOperationError",
     "ContextNotFoundError",
+    "SessionPausedError",
     "ContextError",
     "ExecutionTimeoutError",
     "HTTPError",
@@ -125,6 +127,10 @@ class SandboxOperationError(SandboxAPIError):
     """Any other failed operation (400, 403, 404, 409, 413, 5xx, …)."""
 
 
+class SessionPausedError(SandboxOperationError):
+    """409 ``session_paused``: the session is paused; ``resume()`` it first."""
+
+
 class ContextNotFoundError(SandboxOperationError):
     """404 ``context_not_found``: no interpreter or storage context with this id."""
 
@@ -201,6 +207,8 @@ def error_from_response(status_code: int, headers: Mapping[str, str], text: str)
         )
     if status_code == 404 and code == "session_not_found":
         return SessionNotFoundError(message, status_code, code, details, response)
+    if status_code == 409 and code == "session_paused":
+        return SessionPausedError(message, status_code, code, details, response)
     if status_code == 404 and code in ("context_not_found", "storage_context_not_found"):
         return ContextNotFoundError(message, status_code, code, details, response)
     return SandboxOperationError(message, status_code, code, details, response)

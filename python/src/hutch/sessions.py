@@ -25,10 +25,12 @@ __all__ = [
     "network_policy",
     "MIN_TTL",
     "MAX_TTL",
+    "MIN_AUTO_PAUSE",
     "MAX_PAGE",
     "SessionStatus",
     "Resources",
     "Session",
+    "SessionStats",
     "SessionList",
     "SessionHandle",
     "SessionsClient",
@@ -38,6 +40,8 @@ MIN_TTL = 60
 """Shortest session time to live, in seconds."""
 MAX_TTL = 28800
 """Longest session time to live, in seconds (8 hours)."""
+MIN_AUTO_PAUSE = 10
+"""Shortest idle time before a session pauses itself, in seconds."""
 MAX_PAGE = 100
 """Largest page ``list_sessions`` accepts."""
 EGRESS = ("none", "allow", "all")
@@ -227,6 +231,18 @@ class SessionHandle:
         """Deletes the session."""
         return self._client.delete_session(self.session_id)
 
+    def pause(self) -> "Session":
+        """Freezes every process of the session with its state; returns it ``PAUSED``."""
+        return self._client.pause_session(self.session_id)
+
+    def resume(self) -> "Session":
+        """Thaws a paused session where it stopped; returns it ``RUNNING``."""
+        return self._client.resume_session(self.session_id)
+
+    def stats(self) -> "SessionStats":
+        """What the session's processes use now (memory, CPU time, tasks)."""
+        return self._client.session_stats(self.session_id)
+
     def update_network(
         self, egress: str, allow: Optional[List[str]] = None, deny: Optional[List[str]] = None
     ) -> "Session":
@@ -252,6 +268,10 @@ class Session:
     resources: Optional[Resources] = None
     network: Dict[str, Any] = field(default_factory=lambda: {"egress": "none", "allow": [], "deny": []})
     """The session's network policy: ``egress``, ``allow`` and ``deny``, as last set."""
+    auto_pause: Optional[Dict[str, Any]] = None
+    """When the session pauses itself (``idleSeconds``, ``keepAwake``); ``None``: never."""
+    paused_at: Optional[datetime] = None
+    """When a ``PAUSED`` session was paused."""
     _client: Optional["SessionsClient"] = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -277,6 +297,8 @@ class Session:
                 "allow": [str(e) for e in network.get("allow") or []],
                 "deny": [str(e) for e in network.get("deny") or []],
             },
+            auto_pause=dict(data["autoPause"]) if isinstance(data.get("autoPause"), Mapping) else None,
+            paused_at=parse_time(str(data["pausedAt"])) if data.get("pausedAt") else None,
             _client=client,
         )
 
@@ -330,9 +352,48 @@ class Session:
         """New sessions from a snapshot of this session's files (see :meth:`SessionHandle.fork`)."""
         return self.handle.fork(count, ttl)
 
+    def pause(self) -> "Session":
+        """Freezes the session (see :meth:`SessionHandle.pause`)."""
+        return self.handle.pause()
+
+    def resume(self) -> "Session":
+        """Thaws the session (see :meth:`SessionHandle.resume`)."""
+        return self.handle.resume()
+
+    def stats(self) -> "SessionStats":
+        """What the session's processes use now (see :meth:`SessionHandle.stats`)."""
+        return self.handle.stats()
+
     def is_expired(self) -> bool:
         """Whether the session's time to live has passed."""
         return datetime.now(self.expires_at.tzinfo) >= self.expires_at
+
+
+@dataclass(frozen=True)
+class SessionStats:
+    """What a session's processes use now, from its cgroup."""
+
+    memory_bytes: int
+    """Memory charged to the session in all (processes, page cache, kernel)."""
+    rss_bytes: int
+    """Anonymous memory of its processes."""
+    cache_bytes: int
+    """Page cache charged to it."""
+    cpu_seconds: float
+    """CPU time used since it started."""
+    pids: int
+    """Processes and threads alive in it."""
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "SessionStats":
+        """Parses the wire form."""
+        return cls(
+            memory_bytes=int(data.get("memoryBytes", 0)),
+            rss_bytes=int(data.get("rssBytes", 0)),
+            cache_bytes=int(data.get("cacheBytes", 0)),
+            cpu_seconds=float(data.get("cpuSeconds", 0.0)),
+            pids=int(data.get("pids", 0)),
+        )
 
 
 @dataclass
@@ -414,6 +475,8 @@ class SessionsClient:
         env: Optional[Mapping[str, str]] = None,
         context_syncs: Optional[List[Mapping[str, Any]]] = None,
         network: Optional[Any] = None,
+        auto_pause: Optional[int] = None,
+        keep_awake: bool = False,
     ) -> Session:
         """Creates a session (``POST /sessions``) and returns it once it runs.
 
@@ -423,7 +486,10 @@ class SessionsClient:
         starts with; ``context_syncs`` binds storage contexts to paths
         (``[{"contextId": …, "path": "/workspace/data"}]``); ``network`` is the egress policy,
         ``{"egress": "allow", "allow": ["pypi.org"], "deny": []}`` or just ``"all"`` (default:
-        the server's, out of the box ``"none"``: only loopback).
+        the server's, out of the box ``"none"``: only loopback). ``auto_pause`` pauses the
+        session once idle that many seconds (10 to 28800; no request and nothing running,
+        background processes too with ``keep_awake``); the next request resumes it first, so
+        the pause is never seen (default: the server's, out of the box never).
 
         Raises ``ValueError`` for a bad argument before any request.
         """
@@ -456,20 +522,36 @@ class SessionsClient:
             body["contextSyncs"] = [_camel_keys(s) for s in context_syncs]
         if network is not None:
             body["network"] = _network_body(network)
+        if auto_pause is not None:
+            if isinstance(auto_pause, bool) or not isinstance(auto_pause, int):
+                raise ValueError(f"auto_pause must be an integer number of seconds, got {auto_pause!r}")
+            if not MIN_AUTO_PAUSE <= auto_pause <= MAX_TTL:
+                raise ValueError(
+                    f"auto_pause must be between {MIN_AUTO_PAUSE} and {MAX_TTL} seconds, got {auto_pause}"
+                )
+            body["autoPause"] = {"idleSeconds": auto_pause, "keepAwake": bool(keep_awake)}
+        elif keep_awake:
+            raise ValueError("keep_awake is used only with auto_pause")
         data = self.transport.json("POST", "/sessions", json_body=body, timeout=max(self.timeout, 120.0))
         return Session.from_json(data, self)
 
-    def list_sessions(self, limit: int = 20, offset: int = 0) -> SessionList:
+    def list_sessions(
+        self, limit: int = 20, offset: int = 0, status: Optional[SessionStatus] = None
+    ) -> SessionList:
         """Lists the caller's sessions, oldest first (``GET /sessions``).
 
-        ``limit`` is 1 to 100, ``offset`` at least 0. The result iterates over its sessions
-        and has ``sessions``, ``total``, ``limit`` and ``offset``.
+        ``limit`` is 1 to 100, ``offset`` at least 0; ``status`` keeps the sessions in that
+        state only. The result iterates over its sessions and has ``sessions``, ``total``,
+        ``limit`` and ``offset``.
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"limit must be between 1 and {MAX_PAGE}, got {limit!r}")
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ValueError(f"offset must be 0 or more, got {offset!r}")
-        data = self.transport.json("GET", "/sessions", params={"limit": limit, "offset": offset})
+        params: Dict[str, Any] = {"limit": limit, "offset": offset}
+        if status is not None:
+            params["status"] = SessionStatus(status).value
+        data = self.transport.json("GET", "/sessions", params=params)
         return SessionList(
             sessions=[Session.from_json(s, self) for s in data.get("sessions", [])],
             total=int(data.get("total", 0)),
@@ -521,6 +603,11 @@ class SessionsClient:
         """Thaws a paused session (``POST /sessions/{id}/resume``)."""
         sid = check_session_id(session_id)
         return Session.from_json(self.transport.json("POST", f"/sessions/{sid}/resume"), self)
+
+    def session_stats(self, session_id: str) -> SessionStats:
+        """What a session's processes use now (``GET /sessions/{id}/stats``)."""
+        sid = check_session_id(session_id)
+        return SessionStats.from_json(self.transport.json("GET", f"/sessions/{sid}/stats"))
 
     def session(self, session_id: str) -> SessionHandle:
         """A handle on an existing session, without a request."""

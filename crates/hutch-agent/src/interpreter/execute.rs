@@ -284,7 +284,7 @@ async fn run_cell(
     let oom = agent.oom.mark();
     // A write to a worker that just died fails; its exit event still arrives below.
     let _ = worker.send(&msg).await;
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::awake::now() + timeout;
     let mut phase = Phase::Running;
     let mut timed_out = false;
     let mut timeout_error_sent = false;
@@ -304,16 +304,16 @@ async fn run_cell(
         };
         let event = tokio::select! {
             event = worker.events.recv() => event,
-            () = tokio::time::sleep_until(wake.into()) => {
+            () = crate::awake::sleep_until(wake) => {
                 match phase {
                     Phase::Running => {
                         timed_out = true;
                         worker.handle.interrupt();
-                        phase = Phase::Interrupting(Instant::now() + INTERRUPT_GRACE);
+                        phase = Phase::Interrupting(crate::awake::now() + INTERRUPT_GRACE);
                     }
                     Phase::Interrupting(_) => {
                         worker.handle.kill();
-                        phase = Phase::Killed(Instant::now() + KILL_GRACE);
+                        phase = Phase::Killed(crate::awake::now() + KILL_GRACE);
                     }
                     Phase::Killed(_) => {
                         if !timeout_error_sent {

@@ -131,7 +131,7 @@ impl WorkerHandle {
             let exit = exited.await.unwrap_or(Exit::Signal(libc::SIGKILL));
             (exit.code(), String::from_utf8_lossy(&out).into_owned())
         };
-        match tokio::time::timeout(timeout, read).await {
+        match crate::awake::timeout(timeout, read).await {
             Ok(done) => Ok(done),
             Err(_) => {
                 // The helper leads its own group.

@@ -476,7 +476,7 @@ pub(crate) fn start(
         let first = match timeout {
             Some(timeout) => tokio::select! {
                 exit = &mut exited => Some(exit),
-                () = tokio::time::sleep(timeout) => None,
+                () = crate::awake::sleep(timeout) => None,
             },
             None => Some((&mut exited).await),
         };

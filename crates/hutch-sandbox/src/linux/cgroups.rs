@@ -160,6 +160,20 @@ pub(crate) struct SandboxCgroup {
     v1_dirs: Vec<PathBuf>,
 }
 
+/// Where a sandbox's usage counters are: its v2 directory, and its v1 directories of the
+/// controllers that enforce its limits (`None` where v2 enforces them or the host lacks them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UsageDirs {
+    /// The v2 directory (`cpu.stat` is there even without the cpu controller).
+    pub(crate) v2: Option<PathBuf>,
+    /// The v1 memory directory.
+    pub(crate) memory: Option<PathBuf>,
+    /// The v1 pids directory.
+    pub(crate) pids: Option<PathBuf>,
+    /// The v1 cpu directory (with `cpuacct.usage` where cpuacct shares its mount).
+    pub(crate) cpu: Option<PathBuf>,
+}
+
 /// A cgroup error, naming the file or directory involved.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CgroupError {
@@ -477,6 +491,28 @@ impl Cgroups {
             memory_events: None,
             v1_dirs,
         }
+    }
+
+    /// The directories of sandbox `id` that hold its usage counters (see `usage.rs`).
+    pub(crate) fn usage_dirs(&self, id: Uuid) -> UsageDirs {
+        let name = id.to_string();
+        let at = |root: &Option<PathBuf>| root.as_ref().map(|r| r.join(&self.parent).join(&name));
+        let v1 = self.limits != LimitsVia::V2;
+        UsageDirs {
+            v2: at(&self.mounts.v2),
+            memory: at(&self.mounts.memory).filter(|_| v1),
+            pids: at(&self.mounts.pids).filter(|_| v1),
+            cpu: at(&self.mounts.cpu).filter(|_| v1),
+        }
+    }
+
+    /// Whether any of the sandbox's cgroup directories exists.
+    pub(crate) fn present(&self, cgroup: &SandboxCgroup) -> bool {
+        cgroup
+            .v2_dir
+            .iter()
+            .chain(cgroup.v1_dirs.iter())
+            .any(|dir| dir.exists())
     }
 
     /// Whether `pid` is the agent of the sandbox's tracking cgroup (v2, else the first v1):

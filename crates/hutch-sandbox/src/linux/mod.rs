@@ -35,6 +35,7 @@
 mod build;
 mod cgroups;
 mod claim;
+mod freeze;
 mod image;
 pub mod index_proxy;
 pub mod network;
@@ -44,6 +45,7 @@ mod recovery;
 mod snapshot;
 mod teardown;
 mod trash;
+mod usage;
 mod watch;
 
 use std::collections::{HashMap, HashSet};
@@ -356,6 +358,18 @@ impl Runtime for LinuxRuntime {
 
     async fn forget_image(&self, key: &str) {
         self.forget_pooled_image(key).await;
+    }
+
+    async fn set_frozen(&self, record: &SandboxRecord, frozen: bool) -> Result<(), SandboxError> {
+        self.set_frozen_sandbox(record, frozen).await
+    }
+
+    fn stats(&self, record: &SandboxRecord) -> Result<hutch_api::SessionStats, SandboxError> {
+        self.sandbox_stats(record)
+    }
+
+    fn all_stats(&self) -> HashMap<Uuid, hutch_api::SessionStats> {
+        self.every_sandbox_stats()
     }
 
     async fn connect(&self, id: Uuid) -> Result<UnixStream, SandboxError> {

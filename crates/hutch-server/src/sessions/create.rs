@@ -40,6 +40,8 @@ impl Sessions {
             expires_at_ms: created_at_ms.saturating_add(ttl_ms),
             record: None,
             network: network.clone(),
+            paused: None,
+            auto_pause: new.auto_pause.or(self.auto_pause_default),
         };
         let limits = RowLimits {
             max_rows: self.max_sessions,

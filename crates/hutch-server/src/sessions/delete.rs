@@ -35,8 +35,16 @@ impl Sessions {
                 SessionError::NotFound(id)
             });
         };
-        if upload && row.status == SessionStatus::Running {
-            let syncs = self.store.syncs(id).await?;
+        let syncs = self.store.syncs(id).await?;
+        let uploads = upload
+            && !syncs.is_empty()
+            && matches!(row.status, SessionStatus::Running | SessionStatus::Paused);
+        if uploads {
+            let paused = row.status == SessionStatus::Paused;
+            if paused {
+                // Its contexts are uploaded like a running one's: thawed first.
+                self.thaw_for_end(&row).await;
+            }
             match self
                 .transfer_all(id, &row.tenant, &syncs, TaskType::Upload)
                 .await
@@ -46,7 +54,13 @@ impl Sessions {
                     source: TransferError::ContextGone(_),
                     ..
                 }) => {}
-                Err(err) => return Err(err),
+                Err(err) => {
+                    // The session is kept, as it was.
+                    if paused && let Err(freeze_err) = self.refreeze(&row).await {
+                        tracing::warn!(session = %id, error = %crate::error::chain(&freeze_err), "freezing a paused session again");
+                    }
+                    return Err(err);
+                }
             }
         }
         let Some(row) = self.store.mark_deleting(id, None).await? else {
@@ -100,6 +114,8 @@ impl Sessions {
             }
         }
         self.leases.release(row.id);
+        self.turns.forget(row.id);
+        self.activity.forget(row.id);
         self.store.delete(row.id).await?;
         Ok(())
     }

@@ -15,6 +15,9 @@ pub enum SessionError {
     /// The session is in a state that does not allow this.
     #[error("{0}")]
     Conflict(String),
+    /// The session is paused on request: nothing runs in it until it is resumed.
+    #[error("session {0} is paused; resume it (POST /v1/sessions/{0}/resume) to use it")]
+    Paused(Uuid),
     /// The network policy asks for more than the server's operator allows.
     #[error("{0}")]
     NetworkNotAllowed(String),

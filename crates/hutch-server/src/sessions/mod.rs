@@ -16,16 +16,18 @@
 //! One file per path through it: `create.rs`, `delete.rs` (and the destroy every path shares),
 //! `reaper.rs` (expiry), `died.rs` (sandboxes that died on their own), `recovery.rs` (start-up),
 //! `storage_sync.rs` (transfers with storage contexts), `images.rs` (each session's image and
-//! its lease), `snapshot.rs` (copies of a session's writable layer); `claims.rs` holds the
-//! claims.
+//! its lease), `snapshot.rs` (copies of a session's writable layer), `pause.rs` (pausing and
+//! resuming); `claims.rs` holds the claims.
 
 mod claims;
 mod create;
 mod delete;
 mod died;
 mod error;
+mod idle;
 mod images;
 mod network;
+mod pause;
 mod reaper;
 mod recovery;
 mod snapshot;
@@ -45,6 +47,7 @@ use crate::validate::{Page, SessionChanges};
 
 use claims::Claims;
 pub use error::SessionError;
+pub(crate) use idle::Busy;
 pub use network::NetworkLimits;
 pub use recovery::RecoverySummary;
 
@@ -66,6 +69,12 @@ pub(crate) struct Sessions {
     network: NetworkLimits,
     /// How long a sandbox outlives its session's expiry when nothing destroys it.
     orphan_grace: std::time::Duration,
+    /// Pauses, resumes and snapshots of a session take turns.
+    turns: pause::Turns,
+    /// When each session was last used, for auto-pause.
+    activity: idle::Activity,
+    /// The auto-pause of sessions created without `autoPause`.
+    auto_pause_default: Option<hutch_api::AutoPause>,
 }
 
 impl Sessions {
@@ -89,7 +98,16 @@ impl Sessions {
             tenant_max_memory_mb: u64::MAX,
             network: NetworkLimits::default(),
             orphan_grace: crate::DEFAULT_ORPHAN_GRACE,
+            turns: pause::Turns::default(),
+            activity: idle::Activity::default(),
+            auto_pause_default: None,
         }
+    }
+
+    /// The same engine, giving sessions created without `autoPause` this one.
+    pub(crate) fn with_auto_pause_default(mut self, auto: Option<hutch_api::AutoPause>) -> Self {
+        self.auto_pause_default = auto;
+        self
     }
 
     /// The same engine, whose sandboxes end themselves `grace` after their session's expiry
@@ -144,14 +162,19 @@ impl Sessions {
         Ok(self.visible(caller, id).await?.to_api())
     }
 
-    /// One page of the caller's sessions (every tenant's for an admin).
+    /// One page of the caller's sessions (every tenant's for an admin), in state `status` only
+    /// when given.
     pub(crate) async fn list(
         &self,
         caller: &Caller,
         page: Page,
+        status: Option<SessionStatus>,
     ) -> Result<SessionList, SessionError> {
         let tenant = (!caller.admin).then_some(caller.tenant.as_str());
-        let (rows, total) = self.store.list(tenant, page.limit, page.offset).await?;
+        let (rows, total) = self
+            .store
+            .list(tenant, status, page.limit, page.offset)
+            .await?;
         Ok(SessionList {
             sessions: rows.iter().map(StoredSession::to_api).collect(),
             total,
@@ -206,18 +229,34 @@ impl Sessions {
         Ok(self.visible(caller, id).await?.tenant)
     }
 
+    /// Marks a request to session `id` in flight (it keeps the session awake) until the
+    /// guard is dropped.
+    pub(crate) fn busy(&self, id: Uuid) -> idle::Busy {
+        self.activity.busy(id)
+    }
+
     /// The runtime the sandboxes run on.
     pub(crate) fn runtime(&self) -> Arc<dyn Runtime> {
         Arc::clone(&self.runtime)
     }
 
-    /// Opens a connection to the agent of a RUNNING session the caller may see.
+    /// Opens a connection to the agent of a RUNNING session the caller may see. A session
+    /// that paused itself when idle is resumed first; one paused on request is refused with
+    /// [`SessionError::Paused`].
     pub(crate) async fn connect(
         &self,
         caller: &Caller,
         id: Uuid,
     ) -> Result<UnixStream, SessionError> {
-        let row = self.visible(caller, id).await?;
+        // Before the state is read: an auto-pause that reads the activity after this sees it.
+        self.activity.touch(id);
+        let mut row = self.visible(caller, id).await?;
+        if let Some(paused) = row.paused {
+            if paused.cause != crate::store::PauseCause::Idle {
+                return Err(SessionError::Paused(id));
+            }
+            row = self.resume_now(id).await?;
+        }
         if row.status != SessionStatus::Running {
             return Err(SessionError::Conflict(format!(
                 "session {id} is {}, not RUNNING",

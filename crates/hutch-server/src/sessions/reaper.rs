@@ -21,12 +21,23 @@ impl Sessions {
             let this = Arc::clone(self);
             tokio::spawn(async move {
                 let id = claim.id;
-                if row.status == SessionStatus::Running {
+                let paused = row.status == SessionStatus::Paused;
+                if paused {
+                    // Expiry ends a paused session like a running one: thawed for its uploads.
+                    this.thaw_for_end(&row).await;
+                }
+                if matches!(row.status, SessionStatus::Running | SessionStatus::Paused) {
                     this.upload_before_expiry(&row).await;
                 }
                 let row = match this.store.mark_deleting(id, Some(now)).await {
                     Ok(Some(row)) => row,
-                    Ok(None) => return, // extended or deleted meanwhile
+                    Ok(None) => {
+                        // Extended or deleted meanwhile; a paused one stays paused.
+                        if paused && let Err(err) = this.refreeze(&row).await {
+                            tracing::warn!(session = %id, error = %crate::error::chain(&err), "freezing a paused session again");
+                        }
+                        return;
+                    }
                     Err(err) => {
                         tracing::error!(session = %id, error = %crate::error::chain(&err), "reaper: marking an expired session");
                         return;

@@ -40,6 +40,12 @@ impl Sessions {
                         if let Err(err) = self.set_deadline(id, row.expires_at_ms).await {
                             tracing::warn!(session = %id, error = %crate::error::chain(&err), "setting an adopted sandbox's deadline");
                         }
+                        // A paused session stays paused, whatever a crash interrupted.
+                        if row.status == SessionStatus::Paused
+                            && let Err(err) = self.refreeze(&row).await
+                        {
+                            tracing::warn!(session = %id, error = %crate::error::chain(&err), "freezing an adopted paused sandbox");
+                        }
                         self.retake_image(&row).await;
                         known.insert(id);
                         summary.adopted += 1;

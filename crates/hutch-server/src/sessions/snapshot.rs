@@ -53,6 +53,14 @@ impl Sessions {
         let record = row.record.as_ref().ok_or_else(|| {
             SessionError::Conflict(format!("session {} has no sandbox yet", row.id))
         })?;
+        // The snapshot thaws the sandbox when done: no pause may come in between.
+        let _turn = self.turns.take(row.id).await;
+        if self.store.get(row.id).await?.map(|r| r.status) != Some(SessionStatus::Running) {
+            return Err(SessionError::Conflict(format!(
+                "session {} is no longer RUNNING",
+                row.id
+            )));
+        }
         Ok(self.runtime.snapshot(record, into).await?)
     }
 }

@@ -1,0 +1,407 @@
+//! Pausing and resuming sessions, end to end: a paused session's processes are frozen (no CPU
+//! time), keep every byte of their state, and go on after the resume; its in-session routes
+//! answer 409 `session_paused` at once; timeouts do not count the pause; a paused session
+//! survives a server crash and expires like a running one.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test fails
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{
+    HostView, TestServer, assert_nothing_left, can_run_sandboxes, host_view, session, sh, sh_with,
+};
+use hutch_api::{AutoPause, CommandRequest, CreateSessionRequest, ErrorCode, SessionStatus};
+use hutch_client::HutchClient;
+
+/// CPU time the sandbox's processes used so far, in microseconds, from the host's cgroup files
+/// (v2 `cpu.stat`, else v1 `cpuacct.usage`).
+fn cpu_usec(view: &HostView) -> u64 {
+    let relative = view.cgroup.trim_start_matches('/');
+    for root in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
+        let stat = Path::new(root).join(relative).join("cpu.stat");
+        if let Ok(text) = std::fs::read_to_string(&stat)
+            && let Some(usec) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))
+                .and_then(|v| v.trim().parse().ok())
+        {
+            return usec;
+        }
+    }
+    let usage = Path::new("/sys/fs/cgroup/cpuacct")
+        .join(relative)
+        .join("cpuacct.usage");
+    let ns: u64 = std::fs::read_to_string(&usage)
+        .unwrap_or_else(|e| panic!("no CPU accounting for {}: {e}", view.cgroup))
+        .trim()
+        .parse()
+        .unwrap();
+    ns / 1000
+}
+
+/// Starts `command` as a background process of the session.
+async fn background(client: &HutchClient, session: uuid::Uuid, command: &str) {
+    let req = CommandRequest {
+        command: Some(command.to_owned()),
+        ..CommandRequest::default()
+    };
+    client.start_process(session, &req).await.unwrap();
+}
+
+/// Runs Python `code` in the session's default interpreter context; returns its stdout.
+async fn python(client: &HutchClient, session: uuid::Uuid, code: &str) -> String {
+    let body = serde_json::json!({ "code": code });
+    let (status, bytes) = client
+        .request(
+            http::Method::POST,
+            &format!("/v1/sessions/{session}/interpreter/execute"),
+            Some(serde_json::to_vec(&body).unwrap().into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 200);
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|f| f["type"] == "stdout")
+        .map(|f| f["text"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_paused_session_uses_no_cpu_and_runs_on_after_resume() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session(&client).await;
+    let view = host_view(&client, &s).await;
+    background(
+        &client,
+        s.session_id,
+        "i=0; while true; do i=$((i+1)); done",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let paused = client.pause_session(s.session_id).await.unwrap();
+    assert_eq!(paused.status, SessionStatus::Paused);
+    assert!(paused.paused_at.is_some());
+    let before = cpu_usec(&view);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = cpu_usec(&view) - before;
+    assert!(during < 10_000, "{during} µs of CPU while paused");
+
+    let resumed = client.resume_session(s.session_id).await.unwrap();
+    assert_eq!(resumed.status, SessionStatus::Running);
+    assert_eq!(resumed.paused_at, None);
+    let before = cpu_usec(&view);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = cpu_usec(&view) - before;
+    // Well under a core on a busy host, but clearly running.
+    assert!(
+        after > 20_000,
+        "only {after} µs of CPU in 2 s after the resume"
+    );
+}
+
+#[tokio::test]
+async fn state_survives_a_pause_and_a_timeout_does_not_count_it() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session(&client).await;
+    assert_eq!(
+        python(&client, s.session_id, "x = 41\nprint('set')").await,
+        "set\n"
+    );
+    sh(&client, &s, "echo kept > /workspace/file").await;
+    background(
+        &client,
+        s.session_id,
+        "i=0; while true; do i=$((i+1)); echo $i >> /workspace/seq; sleep 0.1; done",
+    )
+    .await;
+    // A command with a 5 s timeout that needs 3 s, paused 1 s in for 10 s.
+    let slow = {
+        let client = client.clone();
+        let s = s.clone();
+        tokio::spawn(async move { sh_with(&client, &s, "sleep 3; echo finished", 5.0).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    client.pause_session(s.session_id).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    client.resume_session(s.session_id).await.unwrap();
+
+    let slow = slow.await.unwrap();
+    assert_eq!(slow.stdout, "finished\n", "{slow:?}");
+    assert_eq!(slow.exit_code, 0, "{slow:?}");
+    assert_eq!(python(&client, s.session_id, "print(x + 1)").await, "42\n");
+    assert_eq!(
+        sh(&client, &s, "cat /workspace/file").await.stdout,
+        "kept\n"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seq = sh(&client, &s, "cat /workspace/seq").await.stdout;
+    let numbers: Vec<u64> = seq.lines().map(|l| l.parse().unwrap()).collect();
+    let expected: Vec<u64> = (1..=numbers.len() as u64).collect();
+    assert_eq!(
+        numbers, expected,
+        "the background process went on where it stopped"
+    );
+    // 10 s paused: about 2 s of counting at 10 a second, not 12 s.
+    assert!(
+        numbers.len() < 60,
+        "it counted while paused: {}",
+        numbers.len()
+    );
+}
+
+#[tokio::test]
+async fn requests_to_a_paused_session_answer_409_at_once() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session(&client).await;
+    let other = session(&client).await;
+    client.pause_session(s.session_id).await.unwrap();
+    // Pausing twice is harmless and answers the session as it is.
+    let again = client.pause_session(s.session_id).await.unwrap();
+    assert_eq!(again.status, SessionStatus::Paused);
+    assert_eq!(
+        client.get_session(s.session_id).await.unwrap().status,
+        SessionStatus::Paused
+    );
+
+    for (method, rest) in [
+        (http::Method::POST, "commands"),
+        (http::Method::GET, "files?path=/workspace"),
+        (http::Method::GET, "processes"),
+    ] {
+        let started = Instant::now();
+        let body =
+            (method == http::Method::POST).then(|| br#"{"command": "true"}"#.to_vec().into());
+        let (status, body) = client
+            .request(
+                method,
+                &format!("/v1/sessions/{}/{rest}", s.session_id),
+                body,
+            )
+            .await
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(1), "{rest} hung");
+        assert_eq!(status.as_u16(), 409, "{rest}");
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "session_paused", "{rest}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("resume")
+        );
+    }
+    let err = client
+        .run_command(s.session_id, &CommandRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::SessionPaused));
+
+    // The list filters by state.
+    let (status, bytes) = client
+        .request(http::Method::GET, "/v1/sessions?status=PAUSED", None)
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 200);
+    let list: hutch_api::SessionList = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(list.total, 1);
+    assert_eq!(list.sessions[0].session_id, s.session_id);
+    let (status, _) = client
+        .request(http::Method::GET, "/v1/sessions?status=ASLEEP", None)
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 400);
+
+    client.resume_session(s.session_id).await.unwrap();
+    let twice = client.resume_session(s.session_id).await.unwrap();
+    assert_eq!(twice.status, SessionStatus::Running);
+    assert_eq!(sh(&client, &s, "echo awake").await.stdout, "awake\n");
+    assert_eq!(sh(&client, &other, "echo other").await.stdout, "other\n");
+}
+
+#[tokio::test]
+async fn paused_sessions_stay_paused_through_a_server_crash_and_resume() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let mut server = TestServer::start();
+    let client = server.client("alice");
+    let mut sessions = Vec::new();
+    for n in 0..3 {
+        let s = session(&client).await;
+        sh(&client, &s, &format!("echo {n} > /workspace/n")).await;
+        client.pause_session(s.session_id).await.unwrap();
+        sessions.push(s);
+    }
+
+    server.kill_hard();
+    server.restart();
+    let client = server.client("alice");
+
+    for (n, s) in sessions.iter().enumerate() {
+        let row = client.get_session(s.session_id).await.unwrap();
+        assert_eq!(
+            row.status,
+            SessionStatus::Paused,
+            "session {n} after the restart"
+        );
+        let refused = client
+            .run_command(s.session_id, &CommandRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Some(ErrorCode::SessionPaused));
+    }
+    for (n, s) in sessions.iter().enumerate() {
+        client.resume_session(s.session_id).await.unwrap();
+        assert_eq!(
+            sh(&client, s, "cat /workspace/n").await.stdout,
+            format!("{n}\n")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_paused_session_expires_like_a_running_one() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = client
+        .create_session(&CreateSessionRequest {
+            ttl: Some(60),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let view = host_view(&client, &s).await;
+    client.pause_session(s.session_id).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(75);
+    loop {
+        match client.get_session(s.session_id).await {
+            Ok(row) => {
+                assert!(Instant::now() < deadline, "still {:?}", row.status);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(err) => {
+                assert_eq!(err.code(), Some(ErrorCode::SessionNotFound));
+                break;
+            }
+        }
+    }
+    assert_nothing_left(&server, &view);
+}
+
+#[tokio::test]
+async fn an_idle_session_pauses_itself_and_the_next_request_resumes_it() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let create = |keep_awake: bool| CreateSessionRequest {
+        auto_pause: Some(AutoPause {
+            idle_seconds: 10,
+            keep_awake,
+        }),
+        ..Default::default()
+    };
+    let idle = client.create_session(&create(false)).await.unwrap();
+    assert_eq!(idle.auto_pause.unwrap().idle_seconds, 10);
+    // A background process does not keep a session awake, unless it asks for keepAwake.
+    let background_only = client.create_session(&create(false)).await.unwrap();
+    background(&client, background_only.session_id, "sleep 1000").await;
+    let kept_awake = client.create_session(&create(true)).await.unwrap();
+    background(&client, kept_awake.session_id, "sleep 1000").await;
+    // A command that runs longer than idleSeconds keeps its session awake.
+    let busy = client.create_session(&create(false)).await.unwrap();
+    let long = {
+        let client = client.clone();
+        let busy = busy.clone();
+        tokio::spawn(async move { sh_with(&client, &busy, "sleep 13; echo done", 30.0).await })
+    };
+
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let status = |id| {
+        let client = client.clone();
+        async move { client.get_session(id).await.unwrap().status }
+    };
+    assert_eq!(status(idle.session_id).await, SessionStatus::Paused);
+    assert_eq!(
+        status(background_only.session_id).await,
+        SessionStatus::Paused
+    );
+    assert_eq!(status(kept_awake.session_id).await, SessionStatus::Running);
+    assert_eq!(status(busy.session_id).await, SessionStatus::Running);
+    assert_eq!(long.await.unwrap().stdout, "done\n");
+
+    // The next request resumes the session first and succeeds: the client sees no pause.
+    let started = Instant::now();
+    assert_eq!(sh(&client, &idle, "echo awake").await.stdout, "awake\n");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(status(idle.session_id).await, SessionStatus::Running);
+}
+
+#[tokio::test]
+async fn stats_come_from_the_session_cgroup_running_or_paused() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session(&client).await;
+    sh(
+        &client,
+        &s,
+        "head -c 20000000 /dev/zero > /workspace/f; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done",
+    )
+    .await;
+    background(&client, s.session_id, "sleep 1000").await;
+    let stats = client.session_stats(s.session_id).await.unwrap();
+    assert!(stats.memory_bytes > 1 << 20, "{stats:?}");
+    assert!(stats.cpu_seconds > 0.0, "{stats:?}");
+    // The agent and the background sleep, at least.
+    assert!(stats.pids >= 2, "{stats:?}");
+
+    client.pause_session(s.session_id).await.unwrap();
+    let paused = client.session_stats(s.session_id).await.unwrap();
+    assert!(paused.pids >= 2, "{paused:?}");
+
+    let (status, bytes) = client
+        .request(http::Method::GET, "/metrics", None)
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 200);
+    let text = String::from_utf8_lossy(&bytes);
+    for name in [
+        "hutch_session_memory_bytes",
+        "hutch_session_cpu_seconds_total",
+        "hutch_session_pids",
+    ] {
+        let series = format!("{name}{{session=\"{}\"}} ", s.session_id);
+        assert!(text.contains(&series), "{series} missing from /metrics");
+    }
+
+    let other = client
+        .session_stats(uuid::Uuid::now_v7())
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), Some(ErrorCode::SessionNotFound));
+}
