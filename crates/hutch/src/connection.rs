@@ -14,10 +14,10 @@ use hutch_client::{ClientError, HutchClient};
 #[derive(clap::Args, Debug)]
 pub(crate) struct Connection {
     /// The server's URL, with or without the API's `/v1`.
-    #[arg(long, env = "HUTCH_URL", default_value = "http://127.0.0.1:7420")]
+    #[arg(long, global = true, env = "HUTCH_URL", default_value = "http://127.0.0.1:7420")]
     pub(crate) url: String,
     /// A bearer token (see `hutch token`).
-    #[arg(long, env = "HUTCH_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "HUTCH_TOKEN", hide_env_values = true)]
     pub(crate) token: String,
 }
 
