@@ -47,10 +47,7 @@ impl Download {
 impl HutchClient {
     /// `GET /v1/sessions/{id}/files/stat?path`.
     pub async fn stat_file(&self, id: Uuid, path: &str) -> Result<FileInfo, ClientError> {
-        let path = format!(
-            "/v1/sessions/{id}/files/stat?path={}",
-            percent_encode(path)
-        );
+        let path = format!("/v1/sessions/{id}/files/stat?path={}", percent_encode(path));
         self.call(Method::GET, &path, None::<&()>).await
     }
 

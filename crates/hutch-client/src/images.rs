@@ -138,8 +138,13 @@ impl HutchClient {
             .await
             .map_err(|e| ClientError::Protocol(format!("reading {}: {e}", file.display())))?
             .len();
-        self.send_stream(Method::POST, &path, file_chunks(archive).boxed(), Some(length))
-            .await
+        self.send_stream(
+            Method::POST,
+            &path,
+            file_chunks(archive).boxed(),
+            Some(length),
+        )
+        .await
     }
 }
 

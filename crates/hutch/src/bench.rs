@@ -17,8 +17,9 @@ pub(crate) struct BenchArgs {
     /// `network` (create with egress beside without; a download from a session beside the
     /// same download here; needs --url of a server with networking, run in its network
     /// namespace) or `images` (first pull + unpack of the Debian python image from a local
-    /// registry, beside skopeo copy + umoci unpack).
-    #[arg(value_parser = ["sessions", "commands", "files", "interpreter", "ports", "network", "images"])]
+    /// registry, beside skopeo copy + umoci unpack) or `clients` (per-call overhead of the
+    /// Python and TypeScript SDKs beside the Rust client; run from the checkout).
+    #[arg(value_parser = ["sessions", "commands", "files", "interpreter", "ports", "network", "images", "clients"])]
     scenario: String,
     /// `network`: a large file to download from a session and from here.
     #[arg(long)]
@@ -116,6 +117,9 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.scenario == "network" {
         return network_scenario(&client, &args).await;
+    }
+    if args.scenario == "clients" {
+        return crate::bench_clients::run(&client, &url, &token, &args).await;
     }
     if args.scenario == "interpreter" {
         return crate::bench_interpreter::run(&client, &url, &token, &args).await;

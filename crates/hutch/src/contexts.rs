@@ -168,7 +168,8 @@ async fn run(args: ContextsArgs) -> anyhow::Result<u8> {
                 let client = &client;
                 async move {
                     let path = format!("/v1/contexts/{id}");
-                    let _: serde_json::Value = client.call(Method::DELETE, &path, None::<&()>).await?;
+                    let _: serde_json::Value =
+                        client.call(Method::DELETE, &path, None::<&()>).await?;
                     Ok(id.to_string())
                 }
             })
@@ -214,10 +215,10 @@ async fn run(args: ContextsArgs) -> anyhow::Result<u8> {
 
 async fn context_info(client: &HutchClient, session: Uuid) -> anyhow::Result<ContextInfo> {
     let path = format!("/v1/sessions/{session}/context/info");
-    Ok(client
+    client
         .call(Method::GET, &path, None::<&()>)
         .await
-        .context("reading the session's transfers")?)
+        .context("reading the session's transfers")
 }
 
 /// Polls the session's transfers until each of `started` is done; answers them as they ended.

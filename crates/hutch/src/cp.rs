@@ -6,6 +6,8 @@
 //! is the copy's name. Files are streamed as they are read; directories travel as a tar
 //! stream (built and unpacked on the fly, never held whole). A progress bar is drawn on
 //! standard error when it is a terminal (`--quiet` hides it). `--json` prints what was copied.
+//! What comes out of a session is untrusted: entries of its archive that would land outside
+//! the destination are refused, and set-id bits are dropped.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -225,9 +227,9 @@ async fn download(
         };
         if directory {
             std::fs::create_dir_all(&target)?;
-            let mut archive = tar::Archive::new(chunks);
-            archive.set_preserve_permissions(true);
-            archive.unpack(&target)
+            // Permission bits only (no set-id bits from a session's files); paths that would
+            // leave the target, through `..` or a symlink, are refused by `unpack`.
+            tar::Archive::new(chunks).unpack(&target)
         } else {
             let mut file = std::fs::File::create(&target)?;
             std::io::copy(&mut chunks, &mut file)?;

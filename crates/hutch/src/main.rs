@@ -18,6 +18,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 mod agent;
 mod bench;
+mod bench_clients;
 mod bench_images;
 mod bench_interpreter;
 mod connection;
@@ -55,7 +56,7 @@ enum Command {
     Sessions(sessions::SessionsArgs),
     /// Run a command in a new session, streaming its output, then delete the session; exits
     /// with the command's exit code.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Run a command in a session, streaming its output; exits with its exit code.
     Exec(exec::ExecArgs),
     /// Open an interactive terminal in a session.
@@ -87,7 +88,7 @@ fn main() -> ExitCode {
         Command::Sessions(args) => return sessions::main(args),
         Command::Exec(args) => return exec::main(args),
         Command::Shell(args) => return shell::main(args),
-        Command::Run(args) => return run::main(args),
+        Command::Run(args) => return run::main(*args),
         Command::Cp(args) => return cp::main(args),
         Command::Ps(args) => return processes::ps_main(args),
         Command::Logs(args) => return processes::logs_main(args),

@@ -168,7 +168,11 @@ async fn print_from(
     let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
     while let Some(item) = stream.next().await {
         match item.context("reading the process's output")? {
-            StreamItem::Output { seq, stderr: err, data } => {
+            StreamItem::Output {
+                seq,
+                stderr: err,
+                data,
+            } => {
                 if err {
                     stderr.write_all(&data)?;
                     stderr.flush()?;

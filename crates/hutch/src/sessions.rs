@@ -9,11 +9,10 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use hutch_api::{
-    ContextSync, CreateSessionRequest, Egress, NetworkPolicy, ResourcesRequest, Session,
-    SyncPolicy,
-};
 use http::Method;
+use hutch_api::{
+    ContextSync, CreateSessionRequest, Egress, NetworkPolicy, ResourcesRequest, Session, SyncPolicy,
+};
 use hutch_client::HutchClient;
 use uuid::Uuid;
 
@@ -29,7 +28,7 @@ pub(crate) struct SessionsArgs {
 #[derive(clap::Subcommand, Debug)]
 enum SessionsCommand {
     /// Create a session; prints it (`-q`: only its id).
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List your sessions, oldest first.
     #[command(visible_alias = "list")]
     Ls(ListArgs),
@@ -136,8 +135,7 @@ impl SessionSpec {
             image: self.image,
             metadata: (!self.metadata.is_empty()).then(|| self.metadata.into_iter().collect()),
             resources: (resources != ResourcesRequest::default()).then_some(resources),
-            env: (!self.env.is_empty())
-                .then(|| self.env.into_iter().collect::<BTreeMap<_, _>>()),
+            env: (!self.env.is_empty()).then(|| self.env.into_iter().collect::<BTreeMap<_, _>>()),
             context_syncs: (!self.contexts.is_empty()).then_some(self.contexts),
             network: self.network.map(|egress| NetworkPolicy {
                 egress,
@@ -215,7 +213,7 @@ pub(crate) fn main(args: SessionsArgs) -> ExitCode {
 async fn run(command: SessionsCommand) -> anyhow::Result<u8> {
     let client = command.connection().client()?;
     match command {
-        SessionsCommand::Create(args) => create(&client, args).await,
+        SessionsCommand::Create(args) => create(&client, *args).await,
         SessionsCommand::Ls(args) => list(&client, args).await,
         SessionsCommand::Get(args) => {
             let session = client.get_session(args.session).await?;
@@ -272,7 +270,11 @@ async fn remove(client: &HutchClient, args: RemoveArgs) -> anyhow::Result<u8> {
 /// reported and the rest are still changed.
 async fn change(client: &HutchClient, args: ChangeArgs, action: &str) -> anyhow::Result<u8> {
     let json = args.json;
-    let verb = if action == "pause" { "pausing" } else { "resuming" };
+    let verb = if action == "pause" {
+        "pausing"
+    } else {
+        "resuming"
+    };
     for_each_item(verb, args.sessions, |id| async move {
         let path = format!("/v1/sessions/{id}/{action}");
         let session: Session = client.call(Method::POST, &path, None::<&()>).await?;
