@@ -97,7 +97,6 @@ fn run_blocks(server: &TestServer, file: &str, python: &Path) -> String {
     let scratch = tempfile::tempdir().unwrap();
     let mut script = String::new();
     let mut report = String::new();
-    let mut ran = 0;
     for (n, block) in blocks(&markdown).iter().enumerate() {
         let name = format!("{file} block {} (line {})", n + 1, block.line);
         if let Some(why) = &block.skip {
@@ -127,11 +126,9 @@ fn run_blocks(server: &TestServer, file: &str, python: &Path) -> String {
                  {SKIP_MARKER}WHY -->"
             ),
         }
-        ran += 1;
         writeln!(report, "ran {name}").unwrap();
     }
     if script.is_empty() {
-        assert!(ran > 0, "{file} has no block that runs or is checked");
         return report;
     }
 
@@ -206,6 +203,10 @@ fn every_block_of_the_readmes_runs_as_pasted() {
     let server = TestServer::start_in_private_network(DOCUMENTED_ADDRESS, &["--warm-pool", "1"]);
     for file in documents() {
         let report = run_blocks(&server, &file, &python);
+        assert!(
+            !file.ends_with("README.md") || report.contains("ran "),
+            "{file} has blocks that run"
+        );
         eprint!("{report}");
     }
 }
