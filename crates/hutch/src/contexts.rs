@@ -19,7 +19,7 @@ use hutch_client::HutchClient;
 use uuid::Uuid;
 
 use crate::connection::{Connection, block_on};
-use crate::sessions::{delete_each, print_json, print_table};
+use crate::sessions::{Output, delete_each, print_json, print_table};
 
 /// How often `sync` asks whether its transfers are done.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -97,17 +97,6 @@ enum ContextsCommand {
         #[arg(long)]
         json: bool,
     },
-}
-
-/// How a list is printed.
-#[derive(clap::Args, Debug)]
-struct Output {
-    /// Print the API's JSON instead of a table.
-    #[arg(long, conflicts_with = "quiet")]
-    json: bool,
-    /// Print only context ids, one a line.
-    #[arg(long, short = 'q')]
-    quiet: bool,
 }
 
 fn parse_mode(value: &str) -> Result<TaskType, String> {

@@ -56,15 +56,15 @@ impl SessionsCommand {
     }
 }
 
-/// How a result is printed.
+/// How a result is printed (sessions, storage contexts).
 #[derive(clap::Args, Debug)]
-struct Output {
+pub(crate) struct Output {
     /// Print the API's JSON instead of a table.
     #[arg(long, conflicts_with = "quiet")]
-    json: bool,
-    /// Print only session ids, one a line.
+    pub(crate) json: bool,
+    /// Print only ids, one a line.
     #[arg(long, short = 'q')]
-    quiet: bool,
+    pub(crate) quiet: bool,
 }
 
 #[derive(clap::Args, Debug)]

@@ -105,6 +105,19 @@ fn sessions_are_created_listed_shown_and_removed_from_the_command_line() {
         stderr.contains(missing) && stderr.contains("session_not_found"),
         "{stderr}"
     );
+    for (action, verb) in [("pause", "pausing"), ("resume", "resuming")] {
+        let refused = hutch(&["sessions", action, missing]);
+        assert_eq!(
+            refused.status.code(),
+            Some(1),
+            "{action} of a missing session"
+        );
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.starts_with(&format!("hutch: {verb} {missing}: ")) && stderr.contains("404"),
+            "the server's answer, naming the session: {stderr}"
+        );
+    }
     let flags = [
         "sessions",
         "ls",
