@@ -20,8 +20,9 @@ use crate::connection::{Connection, block_on};
 use crate::exec::exit_code_of;
 use crate::sessions::{print_json, print_table};
 
-/// How many times in a row `logs --follow` reattaches after its connection dropped.
-const REATTACH_ATTEMPTS: u32 = 5;
+/// How many times `logs --follow` reattaches after its connection dropped (waiting 0.2 s more
+/// each time, at most 2 s: about 15 s in all for a server that restarts).
+const REATTACH_ATTEMPTS: u32 = 10;
 
 /// Options of `hutch ps`.
 #[derive(clap::Args, Debug)]
@@ -138,7 +139,8 @@ async fn logs(args: LogsArgs) -> anyhow::Result<u8> {
             Err(error) if args.follow && is_dropped(&error) && failures < REATTACH_ATTEMPTS => {
                 failures += 1;
                 eprintln!("hutch: the stream dropped ({error:#}); reattaching from {next}");
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
+                tokio::time::sleep(Duration::from_millis((200 * u64::from(failures)).min(2000)))
+                    .await;
             }
             Err(error) => return Err(error),
         }

@@ -604,3 +604,97 @@ fn completions_are_printed_for_bash_zsh_and_fish() {
         "bash takes the script: {checked:?}"
     );
 }
+
+/// A TCP relay to `target` whose open connections can be cut, as a flaky network would.
+struct CuttableRelay {
+    url: String,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl CuttableRelay {
+    fn start(target: &str) -> CuttableRelay {
+        let target = target.trim_start_matches("http://").to_owned();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let relay_open = open.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                let mut ends = relay_open.lock().unwrap();
+                ends.push(client.try_clone().unwrap());
+                ends.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        CuttableRelay { url, open }
+    }
+
+    /// Cuts every connection open now; new ones are relayed again.
+    fn cut(&self) {
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn logs_follow_reattaches_after_a_dropped_connection_without_losing_or_repeating_output() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let token = server.token("cli");
+    let hutch = |args: &[&str]| hutch(&server.url, &token, args);
+    let s = ok(hutch(&["sessions", "create", "-q"])).trim().to_owned();
+    let pid = ok(hutch(&[
+        "exec",
+        "-d",
+        &s,
+        "echo before; read line; echo after",
+    ]));
+    let pid = pid.trim();
+
+    let relay = CuttableRelay::start(&server.url);
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let follower = Command::new(env!("CARGO_BIN_EXE_hutch"))
+        .args(["logs", "-f", &s, pid])
+        .env("HUTCH_URL", &relay.url)
+        .env("HUTCH_TOKEN", &token)
+        .stdout(out.reopen().unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(out.path()).unwrap() != "before\n" {
+        assert!(Instant::now() < deadline, "the follower printed nothing");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    relay.cut();
+    let client = server.client("cli");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let session = uuid::Uuid::parse_str(&s).unwrap();
+    runtime
+        .block_on(client.write_process_stdin(session, pid.parse().unwrap(), b"go\n".to_vec(), true))
+        .unwrap();
+    let followed = follower.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&followed.stderr);
+    assert_eq!(followed.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("reattaching from 1"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(out.path()).unwrap(),
+        "before\nafter\n",
+        "each chunk once"
+    );
+}
