@@ -54,7 +54,7 @@ check_unit() {
 
 benchmarks() {
     local scenario ok=0
-    for scenario in sessions commands files interpreter ports network images; do
+    for scenario in sessions commands files interpreter ports network images clients; do
         cargo run --locked -q -p hutch -- bench "$scenario" --quick || ok=1
     done
     return $ok

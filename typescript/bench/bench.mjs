@@ -4,6 +4,9 @@
 //   npm run bench                      200 measured calls each (after 10 unmeasured)
 //   npm run bench -- --quick           20 calls: checks that it runs, the figures mean little
 //   npm run bench -- --url URL --token TOKEN   a running server instead of starting one
+//   node bench/bench.mjs --json --url URL --token TOKEN   one JSON object per case and line,
+//                                      {"client", "case", "p50_ms", "p99_ms", "n"}, and no
+//                                      Rust run (what `hutch bench clients` reads)
 //
 // Without --url it starts a server as the tests do (HUTCH_BIN or target/debug/hutch). The
 // Rust figures come from `hutch bench interpreter|commands --url …` run against that server.
@@ -19,6 +22,7 @@ import { hutchBinary, mintToken, startServer, unavailable } from "../test/server
 const { values } = parseArgs({
   options: {
     quick: { type: "boolean", default: false },
+    json: { type: "boolean", default: false },
     iterations: { type: "string" },
     warmup: { type: "string" },
     url: { type: "string" },
@@ -79,8 +83,13 @@ try {
   rows.push(["TypeScript: x = 1 + 1 (interpreter context, kept connection)", execute]);
   rows.push(["TypeScript: commands.run(\"true\") (kept connection)", command]);
   await session.delete();
+  if (values.json) {
+    for (const [name, { p50, p99 }] of [["execute x = 1 + 1", execute], ["commands true", command]]) {
+      console.log(JSON.stringify({ client: "typescript", case: name, p50_ms: p50, p99_ms: p99, n: iterations }));
+    }
+  }
 
-  const binary = hutchBinary();
+  const binary = values.json ? undefined : hutchBinary();
   if (binary) {
     const args = ["--url", url, "--token", token, "--iterations", String(iterations), "--warmup", String(warmup)];
     const run = (scenario) =>
@@ -98,6 +107,7 @@ try {
   await server?.stop();
 }
 
+if (values.json) process.exit(0);
 console.log(`per-call latency, ${iterations} calls after ${warmup} unmeasured, server ${url}\n`);
 console.log(`${"".padEnd(64)}${"p50".padStart(10)}${"p99".padStart(11)}`);
 for (const [label, { p50, p99 }] of rows) {

@@ -7,22 +7,17 @@ use std::path::Path;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::header::CONTENT_TYPE;
-use http::{HeaderValue, Method, StatusCode};
+use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use hutch_api::{
     ErrorBody, ForkRequest, ForkResult, Image, ImageDetail, ImageList, ImportResult, PullEvent,
     PullRequest, SnapshotRequest,
 };
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use uuid::Uuid;
 
+use crate::files::file_chunks;
 use crate::processes::percent_encode;
 use crate::{ClientError, HutchClient, error_from};
-
-/// Bytes of an archive read and sent at a time.
-const UPLOAD_CHUNK: usize = 256 * 1024;
 
 impl HutchClient {
     /// `GET /v1/images`.
@@ -143,64 +138,14 @@ impl HutchClient {
             .await
             .map_err(|e| ClientError::Protocol(format!("reading {}: {e}", file.display())))?
             .len();
-        let chunks = file_chunks(archive)
-            .map(|chunk| chunk.map(hyper::body::Frame::data))
-            .boxed();
-        let body = http_body_util::StreamBody::new(chunks);
-        let req = self
-            .request_head(Method::POST, &path, true)?
-            .header(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            )
-            .header(http::header::CONTENT_LENGTH, length)
-            .body(body)
-            .map_err(|e| transport(&path, e))?;
-        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        connector.set_nodelay(true);
-        let http = Client::builder(TokioExecutor::new()).build(connector);
-        let response = http.request(req).await.map_err(|e| {
-            if e.is_connect() {
-                self.connect_error(&e)
-            } else {
-                transport(&path, e)
-            }
-        })?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| transport(&path, e))?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(error_from(status, &bytes));
-        }
-        serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
-            method: Method::POST,
-            path,
-            source,
-        })
+        self.send_stream(
+            Method::POST,
+            &path,
+            file_chunks(archive).boxed(),
+            Some(length),
+        )
+        .await
     }
-}
-
-/// The chunks of a file, read as they are sent.
-fn file_chunks(
-    file: tokio::fs::File,
-) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
-    futures_util::stream::unfold(Some(file), |file| async move {
-        use tokio::io::AsyncReadExt;
-        let mut file = file?;
-        let mut buffer = vec![0u8; UPLOAD_CHUNK];
-        match file.read(&mut buffer).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buffer.truncate(n);
-                Some((Ok(Bytes::from(buffer)), Some(file)))
-            }
-            Err(e) => Some((Err(e), None)),
-        }
-    })
 }
 
 /// A transport error of a request to `path`.

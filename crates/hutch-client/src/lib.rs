@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod files;
 pub mod images;
 pub mod processes;
 pub mod terminal;
@@ -319,8 +320,9 @@ impl HutchClient {
         self.send(method, path, body, true).await
     }
 
-    /// Sends a JSON request and decodes a JSON success answer or the error envelope.
-    async fn call<T: DeserializeOwned>(
+    /// Sends a JSON request and decodes a JSON success answer or the error envelope (for a
+    /// route this client has no method of its own for).
+    pub async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,

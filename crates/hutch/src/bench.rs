@@ -18,8 +18,9 @@ pub(crate) struct BenchArgs {
     /// same download from the server's namespace; a GET through `/ports/8000/` beside the
     /// same GET inside the session: without --url, in network namespaces of its own, with
     /// a server of its own, leaving nothing behind) or `images` (first pull + unpack of the Debian python image from a local
-    /// registry, beside skopeo copy + umoci unpack).
-    #[arg(value_parser = ["sessions", "commands", "files", "interpreter", "ports", "network", "images"])]
+    /// registry, beside skopeo copy + umoci unpack) or `clients` (per-call overhead of the
+    /// Python and TypeScript SDKs beside the Rust client; run from the checkout).
+    #[arg(value_parser = ["sessions", "commands", "files", "interpreter", "ports", "network", "images", "clients"])]
     scenario: String,
     /// `network`: a large file to download from a session and from here.
     #[arg(long)]
@@ -128,6 +129,9 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.scenario == "network" {
         return network_scenario(&client, &token, &args).await;
+    }
+    if args.scenario == "clients" {
+        return crate::bench_clients::run(&client, &url, &token, &args).await;
     }
     if args.scenario == "interpreter" {
         return crate::bench_interpreter::run(&client, &url, &token, &args).await;

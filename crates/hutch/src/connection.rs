@@ -14,17 +14,26 @@ use hutch_client::{ClientError, HutchClient};
 #[derive(clap::Args, Debug)]
 pub(crate) struct Connection {
     /// The server's URL, with or without the API's `/v1`.
-    #[arg(long, env = "HUTCH_URL", default_value = "http://127.0.0.1:7420")]
+    #[arg(
+        long,
+        global = true,
+        env = "HUTCH_URL",
+        default_value = "http://127.0.0.1:7420"
+    )]
     pub(crate) url: String,
     /// A bearer token (see `hutch token`).
-    #[arg(long, env = "HUTCH_TOKEN", hide_env_values = true)]
-    pub(crate) token: String,
+    #[arg(long, global = true, env = "HUTCH_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
 }
 
 impl Connection {
     /// A client of the server.
     pub(crate) fn client(&self) -> anyhow::Result<HutchClient> {
-        HutchClient::new(&self.url, &self.token).context("creating the client")
+        let token = self.token.as_deref().context(
+            "no token: set HUTCH_TOKEN or pass --token (`hutch token --sub TENANT` on the server \
+             mints one)",
+        )?;
+        HutchClient::new(&self.url, token).context("creating the client")
     }
 }
 

@@ -18,13 +18,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use hutch_api::{CommandRequest, ProcessEvent};
+use hutch_client::HutchClient;
 use hutch_client::processes::StreamItem;
 use uuid::Uuid;
 
 use crate::connection::{Connection, block_on};
 
 /// How `hutch exec` exits when the command could not be run.
-const EXIT_NOT_RUN: u8 = 125;
+pub(crate) const EXIT_NOT_RUN: u8 = 125;
 
 /// Options of `hutch exec`.
 #[derive(clap::Args, Debug)]
@@ -34,7 +35,9 @@ Examples:
   hutch exec $S 'ls / | wc -l'          one argument with spaces or shell syntax:
                                         a command line for /bin/sh -c
   hutch exec $S -- grep -r --count x .  `--` ends hutch's own options
-  echo hi | hutch exec $S cat           standard input goes to the command")]
+  echo hi | hutch exec $S cat           standard input goes to the command
+  P=$(hutch exec -d $S ./serve.sh)      in the background: prints its pid for
+                                        `hutch logs $S $P` and `hutch ps $S`")]
 pub(crate) struct ExecArgs {
     #[command(flatten)]
     connection: Connection,
@@ -47,6 +50,13 @@ pub(crate) struct ExecArgs {
     /// Seconds before the command and everything it started is killed.
     #[arg(long)]
     timeout: Option<f64>,
+    /// Start the command in the background and print its pid (see `hutch ps` and
+    /// `hutch logs`) instead of waiting for it.
+    #[arg(long, short = 'd')]
+    detach: bool,
+    /// With `--detach`: print the API's JSON instead of the pid.
+    #[arg(long, requires = "detach")]
+    json: bool,
     /// The session.
     session: Uuid,
     /// The program and its arguments, or one command line for `/bin/sh -c`.
@@ -63,7 +73,7 @@ const SHELL_SYNTAX: &[char] = &[
 /// The request that runs `command` as `hutch exec` reads it: one argument with spaces or
 /// shell syntax is a command line for `/bin/sh -c`; otherwise an argv (so that a program
 /// that cannot be run is told as such, exit 125, rather than by a shell's 127).
-fn command_request(mut command: Vec<String>) -> CommandRequest {
+pub(crate) fn command_request(mut command: Vec<String>) -> CommandRequest {
     let shell_line = |line: &str| line.contains(char::is_whitespace) || line.contains(SHELL_SYNTAX);
     if command.len() == 1 && shell_line(&command[0]) {
         CommandRequest {
@@ -125,8 +135,30 @@ async fn run(args: ExecArgs) -> anyhow::Result<u8> {
         timeout: args.timeout,
         ..command_request(args.command)
     };
+    if args.detach {
+        let started = client
+            .start_process(args.session, &req)
+            .await
+            .context("starting the command")?;
+        if args.json {
+            crate::sessions::print_json(&started)?;
+        } else {
+            println!("{}", started.pid);
+        }
+        return Ok(0);
+    }
+    stream(&client, args.session, &req).await
+}
+
+/// Runs `req` in `session`, its output on ours and our standard input (unless a terminal) on
+/// its; answers its exit code as a shell reports it.
+pub(crate) async fn stream(
+    client: &HutchClient,
+    session: Uuid,
+    req: &CommandRequest,
+) -> anyhow::Result<u8> {
     let mut stream = client
-        .stream_command(args.session, &req)
+        .stream_command(session, req)
         .await
         .context("starting the command")?;
     let mut input = if std::io::stdin().is_terminal() {

@@ -13,6 +13,7 @@ use hutch_api::{Image, LayerState, PullEvent};
 use hutch_client::HutchClient;
 
 use crate::connection::{Connection, block_on};
+use crate::progress::human_bytes;
 use crate::sessions::{delete_each, print_json, print_table};
 
 /// Options of `hutch image`.
@@ -243,22 +244,6 @@ fn state_name(status: LayerState) -> &'static str {
 fn short(digest: &str) -> &str {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     hex.get(..12).unwrap_or(hex)
-}
-
-/// Bytes in B, KiB, MiB or GiB with one decimal.
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 /// Prints images as a table.

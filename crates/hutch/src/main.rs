@@ -4,24 +4,33 @@
 //!   runtime;
 //! - `hutch agent` is PID 1 inside every sandbox, started by the runtime, never by users;
 //! - client subcommands (`hutch token`, `hutch bench`) prepare for or measure a server;
-//!   `hutch sessions` creates, lists and deletes sessions, `hutch exec` and `hutch shell` run
-//!   commands and terminals in one, `hutch image` pulls, imports, lists and deletes images.
+//!   `hutch sessions` creates, lists, pauses, resumes and deletes sessions, `hutch run` runs a
+//!   command in a session of its own, `hutch exec` and `hutch shell` run commands and
+//!   terminals in one, `hutch cp` copies files in and out, `hutch ps` and `hutch logs` show
+//!   its processes, `hutch contexts` manages storage contexts, `hutch image` pulls, imports,
+//!   lists and deletes images; `hutch completions` prints shell completions.
 //!
 //! This crate only wires the libraries together and maps errors to exit codes.
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod agent;
 mod bench;
+mod bench_clients;
 mod bench_images;
 mod bench_interpreter;
 mod bench_network;
 mod connection;
+mod contexts;
+mod cp;
 mod duration;
 mod exec;
 mod images;
+mod processes;
+mod progress;
+mod run;
 mod serve;
 mod serve_network;
 mod sessions;
@@ -44,14 +53,30 @@ enum Command {
     Token(token::TokenArgs),
     /// Measure hutch beside a peer in the same run.
     Bench(bench::BenchArgs),
-    /// Create, list, show and delete sessions.
+    /// Create, list, show, pause, resume and delete sessions.
     Sessions(sessions::SessionsArgs),
+    /// Run a command in a new session, streaming its output, then delete the session; exits
+    /// with the command's exit code.
+    Run(Box<run::RunArgs>),
     /// Run a command in a session, streaming its output; exits with its exit code.
     Exec(exec::ExecArgs),
     /// Open an interactive terminal in a session.
     Shell(shell::ShellArgs),
+    /// Copy a file or directory into or out of a session (`SESSION:PATH`).
+    Cp(cp::CpArgs),
+    /// List a session's processes.
+    Ps(processes::PsArgs),
+    /// Print a process's output (`--follow`: until it exits).
+    Logs(processes::LogsArgs),
+    /// Create, list, delete and sync storage contexts.
+    Contexts(contexts::ContextsArgs),
     /// Pull, import, list and delete the server's images.
     Image(images::ImageArgs),
+    /// Print shell completions: `hutch completions bash > /etc/bash_completion.d/hutch`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Run inside a sandbox as its PID 1 (started by `hutch serve`, not by hand).
     #[command(hide = true)]
     Agent,
@@ -64,6 +89,15 @@ fn main() -> ExitCode {
         Command::Sessions(args) => return sessions::main(args),
         Command::Exec(args) => return exec::main(args),
         Command::Shell(args) => return shell::main(args),
+        Command::Run(args) => return run::main(*args),
+        Command::Cp(args) => return cp::main(args),
+        Command::Ps(args) => return processes::ps_main(args),
+        Command::Logs(args) => return processes::logs_main(args),
+        Command::Contexts(args) => return contexts::main(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "hutch", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
         Command::Image(args) => return images::main(args),
         Command::Serve(args) => serve::main(*args),
         Command::Token(args) => token::main(args),

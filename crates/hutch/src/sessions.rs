@@ -1,4 +1,4 @@
-//! `hutch sessions create|ls|get|rm`: manage sessions from the command line.
+//! `hutch sessions create|ls|get|rm|pause|resume`: manage sessions from the command line.
 //!
 //! Each prints a table for people, or with `--json` the API's own JSON for programs;
 //! `create -q` and `ls -q` print only ids, one a line, so that `S=$(hutch sessions create -q)`
@@ -9,7 +9,10 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use hutch_api::{CreateSessionRequest, Egress, NetworkPolicy, ResourcesRequest, Session};
+use http::Method;
+use hutch_api::{
+    ContextSync, CreateSessionRequest, Egress, NetworkPolicy, ResourcesRequest, Session, SyncPolicy,
+};
 use hutch_client::HutchClient;
 use uuid::Uuid;
 
@@ -25,7 +28,7 @@ pub(crate) struct SessionsArgs {
 #[derive(clap::Subcommand, Debug)]
 enum SessionsCommand {
     /// Create a session; prints it (`-q`: only its id).
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List your sessions, oldest first.
     #[command(visible_alias = "list")]
     Ls(ListArgs),
@@ -34,6 +37,10 @@ enum SessionsCommand {
     /// Delete sessions (everything in them is destroyed).
     #[command(visible_alias = "delete")]
     Rm(RemoveArgs),
+    /// Pause sessions: their processes are frozen until `resume`; prints each one paused.
+    Pause(ChangeArgs),
+    /// Resume paused sessions; prints each one resumed.
+    Resume(ChangeArgs),
 }
 
 impl SessionsCommand {
@@ -44,25 +51,35 @@ impl SessionsCommand {
             SessionsCommand::Ls(args) => &args.connection,
             SessionsCommand::Get(args) => &args.connection,
             SessionsCommand::Rm(args) => &args.connection,
+            SessionsCommand::Pause(args) | SessionsCommand::Resume(args) => &args.connection,
         }
     }
 }
 
-/// How a result is printed.
+/// How a result is printed (sessions, storage contexts).
 #[derive(clap::Args, Debug)]
-struct Output {
+pub(crate) struct Output {
     /// Print the API's JSON instead of a table.
     #[arg(long, conflicts_with = "quiet")]
-    json: bool,
-    /// Print only session ids, one a line.
+    pub(crate) json: bool,
+    /// Print only ids, one a line.
     #[arg(long, short = 'q')]
-    quiet: bool,
+    pub(crate) quiet: bool,
 }
 
 #[derive(clap::Args, Debug)]
 struct CreateArgs {
     #[command(flatten)]
     connection: Connection,
+    #[command(flatten)]
+    spec: SessionSpec,
+    #[command(flatten)]
+    output: Output,
+}
+
+/// What a new session is made of (`hutch sessions create`, `hutch run`).
+#[derive(clap::Args, Debug)]
+pub(crate) struct SessionSpec {
     /// Time to live: seconds, or 90s, 30m, 1h (60 s to 8 h; the server's default otherwise).
     #[arg(long, value_parser = crate::duration::parse)]
     ttl: Option<std::time::Duration>,
@@ -98,8 +115,49 @@ struct CreateArgs {
     /// A name or range refused even when `--network` admits it (repeatable).
     #[arg(long = "deny", value_name = "NAME", requires = "network")]
     deny: Vec<String>,
-    #[command(flatten)]
-    output: Output,
+    /// A storage context bound to a directory, `CONTEXT_ID:/PATH`: downloaded there before
+    /// the session runs, uploaded when it is deleted (repeatable; see `hutch contexts`).
+    #[arg(long = "context", value_name = "ID:PATH", value_parser = parse_context_sync)]
+    contexts: Vec<ContextSync>,
+}
+
+impl SessionSpec {
+    /// The create request these options make.
+    pub(crate) fn request(self) -> CreateSessionRequest {
+        let resources = ResourcesRequest {
+            cpus: self.cpus,
+            memory_mb: self.memory_mb,
+            pids: self.pids,
+            disk_mb: self.disk_mb,
+        };
+        CreateSessionRequest {
+            ttl: self.ttl.map(|ttl| ttl.as_secs()),
+            image: self.image,
+            metadata: (!self.metadata.is_empty()).then(|| self.metadata.into_iter().collect()),
+            resources: (resources != ResourcesRequest::default()).then_some(resources),
+            env: (!self.env.is_empty()).then(|| self.env.into_iter().collect::<BTreeMap<_, _>>()),
+            context_syncs: (!self.contexts.is_empty()).then_some(self.contexts),
+            auto_pause: None,
+            network: self.network.map(|egress| NetworkPolicy {
+                egress,
+                allow: self.allow,
+                deny: self.deny,
+            }),
+        }
+    }
+}
+
+/// Parses `CONTEXT_ID:/PATH`.
+fn parse_context_sync(value: &str) -> Result<ContextSync, String> {
+    let (id, path) = value
+        .split_once(':')
+        .ok_or_else(|| format!("{value:?} is not CONTEXT_ID:/PATH"))?;
+    let context_id = Uuid::parse_str(id).map_err(|e| format!("{id:?} is not a context id: {e}"))?;
+    Ok(ContextSync {
+        context_id,
+        path: path.to_owned(),
+        policy: SyncPolicy::default(),
+    })
 }
 
 #[derive(clap::Args, Debug)]
@@ -136,6 +194,18 @@ struct RemoveArgs {
     sessions: Vec<Uuid>,
 }
 
+#[derive(clap::Args, Debug)]
+struct ChangeArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// The sessions.
+    #[arg(required = true)]
+    sessions: Vec<Uuid>,
+    /// Print each session's JSON, one object a line, instead of its id.
+    #[arg(long)]
+    json: bool,
+}
+
 pub(crate) fn main(args: SessionsArgs) -> ExitCode {
     let server = args.command.connection().url.clone();
     block_on(&server, run(args.command), 1)
@@ -144,7 +214,7 @@ pub(crate) fn main(args: SessionsArgs) -> ExitCode {
 async fn run(command: SessionsCommand) -> anyhow::Result<u8> {
     let client = command.connection().client()?;
     match command {
-        SessionsCommand::Create(args) => create(&client, args).await,
+        SessionsCommand::Create(args) => create(&client, *args).await,
         SessionsCommand::Ls(args) => list(&client, args).await,
         SessionsCommand::Get(args) => {
             let session = client.get_session(args.session).await?;
@@ -152,30 +222,13 @@ async fn run(command: SessionsCommand) -> anyhow::Result<u8> {
             Ok(0)
         }
         SessionsCommand::Rm(args) => remove(&client, args).await,
+        SessionsCommand::Pause(args) => change(&client, args, "pause").await,
+        SessionsCommand::Resume(args) => change(&client, args, "resume").await,
     }
 }
 
 async fn create(client: &HutchClient, args: CreateArgs) -> anyhow::Result<u8> {
-    let resources = ResourcesRequest {
-        cpus: args.cpus,
-        memory_mb: args.memory_mb,
-        pids: args.pids,
-        disk_mb: args.disk_mb,
-    };
-    let req = CreateSessionRequest {
-        ttl: args.ttl.map(|ttl| ttl.as_secs()),
-        image: args.image,
-        metadata: (!args.metadata.is_empty()).then(|| args.metadata.into_iter().collect()),
-        resources: (resources != ResourcesRequest::default()).then_some(resources),
-        env: (!args.env.is_empty()).then(|| args.env.into_iter().collect::<BTreeMap<_, _>>()),
-        context_syncs: None,
-        auto_pause: None,
-        network: args.network.map(|egress| NetworkPolicy {
-            egress,
-            allow: args.allow,
-            deny: args.deny,
-        }),
-    };
+    let req = args.spec.request();
     let session = client
         .create_session(&req)
         .await
@@ -214,6 +267,27 @@ async fn remove(client: &HutchClient, args: RemoveArgs) -> anyhow::Result<u8> {
     .await
 }
 
+/// `POST /v1/sessions/{id}/pause|resume` for each session (`action`); like `rm`, a failure is
+/// reported and the rest are still changed.
+async fn change(client: &HutchClient, args: ChangeArgs, action: &str) -> anyhow::Result<u8> {
+    let json = args.json;
+    let verb = if action == "pause" {
+        "pausing"
+    } else {
+        "resuming"
+    };
+    for_each_item(verb, args.sessions, |id| async move {
+        let path = format!("/v1/sessions/{id}/{action}");
+        let session: Session = client.call(Method::POST, &path, None::<&()>).await?;
+        Ok(if json {
+            serde_json::to_string(&session).map_err(hutch_client::ClientError::Encode)?
+        } else {
+            id.to_string()
+        })
+    })
+    .await
+}
+
 /// Deletes each item with `delete`, printing what it answers once the item is gone; a failure
 /// is reported and the rest are still deleted (exit 1 if any failed). An unreachable server
 /// fails them all alike, so it stops at once.
@@ -223,12 +297,28 @@ where
     F: Fn(T) -> Fut,
     Fut: std::future::Future<Output = Result<String, hutch_client::ClientError>>,
 {
+    for_each_item("deleting", items, delete).await
+}
+
+/// Does `action` (`verb`, as in "deleting") to each item, printing what it answers; a failure
+/// is reported and the rest are still done (exit 1 if any failed). An unreachable server fails
+/// them all alike, so it stops at once.
+pub(crate) async fn for_each_item<T, F, Fut>(
+    verb: &str,
+    items: Vec<T>,
+    action: F,
+) -> anyhow::Result<u8>
+where
+    T: std::fmt::Display + Clone,
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = Result<String, hutch_client::ClientError>>,
+{
     let mut failed = false;
     for item in items {
-        match delete(item.clone()).await {
+        match action(item.clone()).await {
             Ok(shown) => println!("{shown}"),
             Err(error) => {
-                let error = anyhow::Error::new(error).context(format!("deleting {item}"));
+                let error = anyhow::Error::new(error).context(format!("{verb} {item}"));
                 if matches!(
                     error.downcast_ref::<hutch_client::ClientError>(),
                     Some(hutch_client::ClientError::Connect { .. })

@@ -1,17 +1,21 @@
-//! Every code block of `README.md` and `python/README.md` runs as pasted, in order, against
-//! a real server.
+//! Every code block of `README.md`, `python/README.md` and `docs/*.md` runs as pasted, in
+//! order, against a real server; the TypeScript blocks (of `typescript/README.md`, and the
+//! `ts` blocks of `README.md`) are run by the TypeScript suite (`typescript/test/docs.test.mjs`),
+//! and a test here checks that `typescript/README.md` holds no block that neither runs.
 //!
-//! The server listens where the READMEs say, `127.0.0.1:7420`, in a network namespace of its
-//! own so that it meets nothing else on this machine. The blocks of one file run as one
+//! The server listens where the documents say, `127.0.0.1:7420`, in a network namespace of
+//! its own so that it meets nothing else on this machine. The blocks of one file run as one
 //! `bash -euo pipefail` session in the checkout, as a reader pastes them into one shell:
 //! `sh` blocks as they are, `python` blocks with the SDK's virtualenv (`target/venv-sdk`,
 //! made by `scripts/deps.sh`), with what a reader on the server's machine has: `hutch` on
-//! the `PATH`, and `hutch token` finding the server's secret.
+//! the `PATH`, and `hutch token` finding the server's secret. A `json` block (an example
+//! answer or request body) must parse as JSON.
 //!
 //! A block that cannot run here (one that installs, or serves until stopped) carries a
 //! marker on the line before its fence, `<!-- docs-test: skip: WHY -->`; the test lists what
 //! it skipped and why. Any other block is code in a language the test runs (`sh`, `bash`,
-//! `python`) or marked as text (` ```text `): a block of another language fails the test.
+//! `python`, `json`) or marked as text (` ```text `, for diagrams and output): a block of
+//! another language, or with none, fails the test.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
@@ -86,13 +90,13 @@ fn repo() -> PathBuf {
 }
 
 /// Runs the blocks of `file` (relative to the checkout) in order against `server`; returns
-/// what ran and what was skipped, or panics with the session's output.
+/// what ran and what was skipped, or panics with the session's output. A file with only text,
+/// JSON and skipped blocks starts no shell.
 fn run_blocks(server: &TestServer, file: &str, python: &Path) -> String {
     let markdown = std::fs::read_to_string(repo().join(file)).unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let mut script = String::new();
     let mut report = String::new();
-    let mut ran = 0;
     for (n, block) in blocks(&markdown).iter().enumerate() {
         let name = format!("{file} block {} (line {})", n + 1, block.line);
         if let Some(why) = &block.skip {
@@ -102,6 +106,11 @@ fn run_blocks(server: &TestServer, file: &str, python: &Path) -> String {
         }
         match block.language.as_str() {
             "text" => continue,
+            "json" => {
+                if let Err(e) = serde_json::from_str::<serde_json::Value>(&block.code) {
+                    panic!("{name} is not JSON: {e}\n{}", block.code);
+                }
+            }
             "sh" | "bash" => {
                 writeln!(script, "echo '== {name}'").unwrap();
                 script.push_str(&block.code);
@@ -113,14 +122,15 @@ fn run_blocks(server: &TestServer, file: &str, python: &Path) -> String {
                 writeln!(script, "'{}' '{}'", python.display(), path.display()).unwrap();
             }
             other => panic!(
-                "{name} is in {other:?}: make it sh, bash, python or text, or mark it \
+                "{name} is in {other:?}: make it sh, bash, python, json or text, or mark it \
                  {SKIP_MARKER}WHY -->"
             ),
         }
-        ran += 1;
         writeln!(report, "ran {name}").unwrap();
     }
-    assert!(ran > 0, "{file} has blocks that run");
+    if script.is_empty() {
+        return report;
+    }
 
     let hutch = Path::new(env!("CARGO_BIN_EXE_hutch"));
     let path = format!(
@@ -191,8 +201,55 @@ fn every_block_of_the_readmes_runs_as_pasted() {
         return;
     }
     let server = TestServer::start_in_private_network(DOCUMENTED_ADDRESS, &["--warm-pool", "1"]);
-    for file in ["README.md", "python/README.md"] {
-        let report = run_blocks(&server, file, &python);
+    for file in documents() {
+        let report = run_blocks(&server, &file, &python);
+        assert!(
+            !file.ends_with("README.md") || report.contains("ran "),
+            "{file} has blocks that run"
+        );
         eprint!("{report}");
+    }
+}
+
+/// The documents whose blocks run here: the READMEs and every `docs/*.md`.
+fn documents() -> Vec<String> {
+    let mut docs: Vec<String> = std::fs::read_dir(repo().join("docs"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".md"))
+        .map(|name| format!("docs/{name}"))
+        .collect();
+    docs.sort();
+    let mut files = vec!["README.md".to_owned(), "python/README.md".to_owned()];
+    files.extend(docs);
+    files
+}
+
+#[test]
+fn every_block_of_the_docs_is_code_that_runs_text_or_marked() {
+    // Checked without a server, so that a block in a language nothing runs fails at once.
+    for file in documents() {
+        let markdown = std::fs::read_to_string(repo().join(&file)).unwrap();
+        for block in blocks(&markdown) {
+            assert!(
+                block.skip.is_some()
+                    || ["sh", "bash", "python", "json", "text"].contains(&block.language.as_str()),
+                "{file} line {}: a {:?} block: make it sh, bash, python, json or text, or mark \
+                 it {SKIP_MARKER}WHY -->",
+                block.line,
+                block.language
+            );
+        }
+    }
+    // The TypeScript README is the TypeScript suite's: each block is `ts` (run there), text,
+    // or marked.
+    let markdown = std::fs::read_to_string(repo().join("typescript/README.md")).unwrap();
+    for block in blocks(&markdown) {
+        assert!(
+            block.skip.is_some() || ["ts", "typescript", "text"].contains(&block.language.as_str()),
+            "typescript/README.md line {}: a {:?} block the TypeScript docs test does not run",
+            block.line,
+            block.language
+        );
     }
 }
