@@ -30,6 +30,9 @@ mod bounds;
 mod connections;
 mod error;
 mod extract;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod images;
 mod images_api;
 mod metrics;
