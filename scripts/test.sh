@@ -55,7 +55,7 @@ check_unit() {
 
 benchmarks() {
     local scenario ok=0
-    for scenario in sessions commands files interpreter ports images; do
+    for scenario in sessions commands files interpreter ports images soak; do
         cargo run --locked -q -p hutch -- bench "$scenario" --quick || ok=1
     done
     return $ok

@@ -17,8 +17,10 @@ pub(crate) struct BenchArgs {
     /// `network` (create with egress beside without; a download from a session beside the
     /// same download here; needs --url of a server with networking, run in its network
     /// namespace) or `images` (first pull + unpack of the Debian python image from a local
-    /// registry, beside skopeo copy + umoci unpack).
-    #[arg(value_parser = ["sessions", "commands", "files", "interpreter", "ports", "network", "images"])]
+    /// registry, beside skopeo copy + umoci unpack) or `soak` (--cycles create → run `true` →
+    /// delete cycles from --clients concurrent clients; the server's RSS, descriptors, cgroups,
+    /// mounts and directories before and after, and the p99 per window).
+    #[arg(value_parser = ["sessions", "commands", "files", "interpreter", "ports", "network", "images", "soak"])]
     scenario: String,
     /// `network`: a large file to download from a session and from here.
     #[arg(long)]
@@ -30,6 +32,12 @@ pub(crate) struct BenchArgs {
     /// `files`: size of the file in MiB (default 1024, or 64 with --quick).
     #[arg(long)]
     size_mb: Option<u64>,
+    /// `soak`: cycles in all (default 10000, or 200 with --quick).
+    #[arg(long)]
+    pub(crate) cycles: Option<usize>,
+    /// `soak`: concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) clients: usize,
     /// Measured iterations.
     #[arg(long, default_value_t = 200)]
     pub(crate) iterations: usize,
@@ -87,6 +95,9 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let client = HutchClient::new(&url, &token).context("creating the client")?;
     client.health().await.context("reaching the server")?;
+    if args.scenario == "soak" {
+        return crate::bench_soak::run(&client, own_server.as_ref(), &args).await;
+    }
     if args.scenario == "files" {
         return files_scenario(&client, &token, &args).await;
     }

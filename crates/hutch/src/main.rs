@@ -17,6 +17,7 @@ mod agent;
 mod bench;
 mod bench_images;
 mod bench_interpreter;
+mod bench_soak;
 mod connection;
 mod duration;
 mod exec;
