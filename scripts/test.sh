@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, lints, the shell scripts and the service unit, unit
 # tests, the end-to-end tests against a real `hutch serve`, among them the API contract check
-# by schemathesis (crates/hutch/tests/schemathesis.rs), and the benchmarks in quick mode.
+# by schemathesis (crates/hutch/tests/schemathesis.rs), every fuzz target for a few seconds
+# (scripts/fuzz.sh), and the benchmarks in quick mode.
 #
 # Every step runs even when an earlier one failed; the summary at the end names the failed
 # steps, and the exit status is non-zero when there are any.
@@ -54,7 +55,7 @@ check_unit() {
 
 benchmarks() {
     local scenario ok=0
-    for scenario in sessions commands files interpreter ports network images clients; do
+    for scenario in sessions commands files interpreter ports network images clients soak; do
         cargo run --locked -q -p hutch -- bench "$scenario" --quick || ok=1
     done
     return $ok
@@ -75,6 +76,7 @@ step "interpreter workers (protocol tests)" /usr/bin/python3 -m unittest discove
 step "Python SDK tests (against a real hutch serve)" \
     env HUTCH_BIN="$PWD/target/debug/hutch" target/venv-sdk/bin/pytest -q python/tests
 step "TypeScript SDK tests (against a real hutch serve)" typescript_sdk
+step "fuzzing (every target for 5 s)" scripts/fuzz.sh 5
 step "benchmarks (quick mode: checks that they run, figures are not meaningful)" benchmarks
 
 echo

@@ -31,6 +31,14 @@ mod commands;
 mod deadline;
 mod error;
 mod files;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    //! Entry points for the fuzz targets (`crates/hutch-fuzz`): the parsers that read client
+    //! or worker bytes, reachable without a running agent.
+    pub use crate::files::fuzzing::*;
+    pub use crate::interpreter::fuzzing::*;
+}
 mod image;
 mod interpreter;
 mod oom;

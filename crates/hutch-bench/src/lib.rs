@@ -20,6 +20,9 @@
 //! - [`network`]: create with `egress: allow` beside `none` (target: ≤ 5 ms more at p50), and
 //!   a download from a session beside the same download from the server's namespace
 //!   (target: ≥ 80 %).
+//! - [`soak`]: 10,000 create → run `true` → delete cycles from 8 concurrent clients, with the
+//!   server's RSS, descriptors, cgroups, mounts and directories counted before and after
+//!   (target: no growth beyond the warm pool) and the p99 per window (target: flat).
 //! - [`images`]: the first pull and unpack of an image from a local registry through the
 //!   API, against `skopeo copy` + `umoci unpack` of the same image (target: not slower).
 
@@ -32,6 +35,7 @@ pub mod peers;
 pub mod ports;
 pub mod server;
 pub mod sessions;
+pub mod soak;
 pub mod stats;
 
 pub use stats::Samples;

@@ -23,6 +23,11 @@ impl ServerProcess {
         &self.data_dir
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts `binary serve` with `warm_pool` pre-built sandboxes, and waits until it
     /// listens and its pool is full.
     pub fn start(binary: &Path, warm_pool: usize) -> Result<ServerProcess, BenchError> {

@@ -31,6 +31,9 @@ mod connections;
 mod disk_reserve;
 mod error;
 mod extract;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod images;
 mod images_api;
 mod metrics;

@@ -19,8 +19,10 @@ pub(crate) struct BenchArgs {
     /// same GET inside the session: without --url, in network namespaces of its own, with
     /// a server of its own, leaving nothing behind) or `images` (first pull + unpack of the Debian python image from a local
     /// registry, beside skopeo copy + umoci unpack) or `clients` (per-call overhead of the
-    /// Python and TypeScript SDKs beside the Rust client; run from the checkout).
-    #[arg(value_parser = ["sessions", "commands", "files", "interpreter", "ports", "network", "images", "clients"])]
+    /// Python and TypeScript SDKs beside the Rust client; run from the checkout) or `soak` (--cycles create → run `true` →
+    /// delete cycles from --clients concurrent clients; the server's RSS, descriptors, cgroups,
+    /// mounts and directories before and after, and the p99 per window).
+    #[arg(value_parser = ["sessions", "commands", "files", "interpreter", "ports", "network", "images", "clients", "soak"])]
     scenario: String,
     /// `network`: a large file to download from a session and from here.
     #[arg(long)]
@@ -32,6 +34,12 @@ pub(crate) struct BenchArgs {
     /// `files`, `network`: size of the file in MiB (default 1024, or 64 with --quick).
     #[arg(long)]
     pub(crate) size_mb: Option<u64>,
+    /// `soak`: cycles in all (default 10000, or 200 with --quick).
+    #[arg(long)]
+    pub(crate) cycles: Option<usize>,
+    /// `soak`: concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) clients: usize,
     /// Measured iterations.
     #[arg(long, default_value_t = 200)]
     pub(crate) iterations: usize,
@@ -100,6 +108,9 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let client = HutchClient::new(&url, &token).context("creating the client")?;
     client.health().await.context("reaching the server")?;
+    if args.scenario == "soak" {
+        return crate::bench_soak::run(&client, own_server.as_ref(), &args).await;
+    }
     if args.scenario == "files" {
         return files_scenario(&client, &token, &args).await;
     }

@@ -22,6 +22,7 @@ mod bench_clients;
 mod bench_images;
 mod bench_interpreter;
 mod bench_network;
+mod bench_soak;
 mod connection;
 mod contexts;
 mod cp;

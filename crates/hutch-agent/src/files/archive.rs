@@ -395,7 +395,7 @@ fn clear(dir: BorrowedFd<'_>, leaf: &CString) {
     }
 }
 
-fn extract(
+pub(super) fn extract(
     root: &Root,
     dest: &OwnedFd,
     reader: BodyReader,

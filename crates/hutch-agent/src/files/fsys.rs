@@ -65,6 +65,17 @@ impl Root {
         Ok(Root { fd, forbidden_devs })
     }
 
+    /// Opens `dir` as the root, with no forbidden mounts besides [`FORBIDDEN_FS`]: the fuzz
+    /// targets confine to a scratch directory of the host.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn open_dir(dir: &CStr) -> io::Result<Root> {
+        let fd = sys_open(dir, libc::O_PATH | libc::O_DIRECTORY)?;
+        Ok(Root {
+            fd,
+            forbidden_devs: Vec::new(),
+        })
+    }
+
     /// The root's descriptor.
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()

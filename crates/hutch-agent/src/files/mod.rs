@@ -12,6 +12,8 @@
 mod archive;
 mod content;
 mod fsys;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzzing;
 mod path;
 mod transfer;
 

@@ -10,6 +10,8 @@
 //! the agent starts, used when an execution names none, and cannot be deleted.
 
 mod execute;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzzing;
 mod libraries;
 pub(crate) mod routes;
 mod source;

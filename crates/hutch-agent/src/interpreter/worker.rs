@@ -356,7 +356,7 @@ pub(crate) fn signal_name(sig: i32) -> &'static str {
 
 /// Output accounting of the execution in progress.
 #[derive(Default)]
-struct Output {
+pub(super) struct Output {
     used: usize,
     truncated: bool,
     /// Bytes of results, artifacts and errors so far.
@@ -367,7 +367,8 @@ struct Output {
 }
 
 impl Output {
-    fn push(&mut self, stderr: bool, bytes: &[u8], tx: &mpsc::UnboundedSender<Event>) {
+    /// Accounts and decodes `bytes` of fd 1 (or fd 2 when `stderr`), sending their text.
+    pub(super) fn push(&mut self, stderr: bool, bytes: &[u8], tx: &mpsc::UnboundedSender<Event>) {
         let room = INTERPRETER_OUTPUT_MAX_BYTES.saturating_sub(self.used);
         let kept = bytes.len().min(room);
         if kept < bytes.len() {
@@ -387,7 +388,7 @@ impl Output {
     }
 
     /// End of an execution: what is left of a partial character, and the truncation marker.
-    fn finish(&mut self, tx: &mpsc::UnboundedSender<Event>) {
+    pub(super) fn finish(&mut self, tx: &mpsc::UnboundedSender<Event>) {
         for stderr in [false, true] {
             let pending = if stderr {
                 std::mem::take(&mut self.pending_err)
@@ -482,6 +483,47 @@ fn drain_now(
     }
 }
 
+/// One line of the worker's control pipe (fd 4).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum ControlLine<'a> {
+    /// A whole line without its newline: one JSON message.
+    Message(&'a [u8]),
+    /// A line longer than [`INTERPRETER_FRAME_MAX_BYTES`] ended; its bytes were dropped.
+    Overlong,
+}
+
+/// Splits the control pipe's bytes into lines, however the reads cut them, holding at most
+/// [`INTERPRETER_FRAME_MAX_BYTES`] of an unfinished line.
+#[derive(Debug, Default)]
+pub(super) struct ControlLines {
+    line: Vec<u8>,
+    overlong: bool,
+}
+
+impl ControlLines {
+    /// Feeds the bytes of one read; `on` gets every line they finish.
+    pub(super) fn feed(&mut self, mut bytes: &[u8], mut on: impl FnMut(ControlLine<'_>)) {
+        while let Some(pos) = bytes.iter().position(|b| *b == b'\n') {
+            if self.overlong {
+                self.overlong = false;
+                on(ControlLine::Overlong);
+            } else {
+                self.line.extend_from_slice(&bytes[..pos]);
+                let msg = std::mem::take(&mut self.line);
+                on(ControlLine::Message(&msg));
+            }
+            bytes = &bytes[pos + 1..];
+        }
+        if !self.overlong {
+            self.line.extend_from_slice(bytes);
+            if self.line.len() > INTERPRETER_FRAME_MAX_BYTES {
+                self.line = Vec::new();
+                self.overlong = true;
+            }
+        }
+    }
+}
+
 /// The worker's reading task: fd 1, fd 2, fd 4 and its exit, until it exits.
 async fn read_loop(
     (out, err, ctrl): (pipe::Receiver, pipe::Receiver, pipe::Receiver),
@@ -493,8 +535,7 @@ async fn read_loop(
     let mut buf_out = vec![0u8; INTERPRETER_CHUNK_MAX_BYTES];
     let mut buf_err = vec![0u8; INTERPRETER_CHUNK_MAX_BYTES];
     let mut buf_ctrl = vec![0u8; 64 * 1024];
-    let mut line: Vec<u8> = Vec::new();
-    let mut overlong = false;
+    let mut lines = ControlLines::default();
     let (mut out_open, mut err_open, mut ctrl_open) = (true, true, true);
     loop {
         tokio::select! {
@@ -508,32 +549,19 @@ async fn read_loop(
             },
             r = ctrl.read(&mut buf_ctrl), if ctrl_open => match r {
                 Ok(0) | Err(_) => ctrl_open = false,
-                Ok(n) => {
-                    let mut rest = &buf_ctrl[..n];
-                    while let Some(pos) = rest.iter().position(|b| *b == b'\n') {
-                        if !overlong {
-                            line.extend_from_slice(&rest[..pos]);
-                            let msg = std::mem::take(&mut line);
-                            handle_message(&msg, &out, &err, &mut buf_out, &mut output, &tx);
-                        } else {
-                            overlong = false;
-                            let _ = tx.send(Event::Message(serde_json::json!({
-                                "type": "error",
-                                "name": "OutputTooLarge",
-                                "value": format!("a result or artifact was larger than {INTERPRETER_FRAME_MAX_BYTES} bytes and was dropped"),
-                                "traceback": "",
-                            })));
-                        }
-                        rest = &rest[pos + 1..];
+                Ok(n) => lines.feed(&buf_ctrl[..n], |line| match line {
+                    ControlLine::Message(msg) => {
+                        handle_message(msg, &out, &err, &mut buf_out, &mut output, &tx);
                     }
-                    if !overlong {
-                        line.extend_from_slice(rest);
-                        if line.len() > INTERPRETER_FRAME_MAX_BYTES {
-                            line = Vec::new();
-                            overlong = true;
-                        }
+                    ControlLine::Overlong => {
+                        let _ = tx.send(Event::Message(serde_json::json!({
+                            "type": "error",
+                            "name": "OutputTooLarge",
+                            "value": format!("a result or artifact was larger than {INTERPRETER_FRAME_MAX_BYTES} bytes and was dropped"),
+                            "traceback": "",
+                        })));
                     }
-                }
+                }),
             },
             exit = &mut exited => {
                 let exit = exit.unwrap_or(Exit::Signal(libc::SIGKILL));

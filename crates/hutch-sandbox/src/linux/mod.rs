@@ -426,6 +426,13 @@ fn check_reachable(dir: &Path) -> Result<(), SandboxError> {
     Ok(())
 }
 
+/// The cgroups of the server whose data directory is `data_dir`: `hutch/<instance>/`
+/// below the root of each cgroup hierarchy it uses (for tools that watch a server's sandboxes
+/// come and go, such as `hutch bench soak`).
+pub fn cgroup_parent(data_dir: &Path) -> PathBuf {
+    Path::new("hutch").join(instance_name(data_dir))
+}
+
 /// A short stable name for this data directory, naming its cgroup parent.
 fn instance_name(data_dir: &Path) -> String {
     use std::hash::Hasher;

@@ -43,7 +43,7 @@ pub(crate) async fn serve_preview_hosts(
 }
 
 /// The `{port}-{sessionId}` label of `host` when it is a host under `domain` (any port).
-fn preview_label(host: &str, domain: &str) -> Option<String> {
+pub(crate) fn preview_label(host: &str, domain: &str) -> Option<String> {
     let name = match host.rsplit_once(':') {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
@@ -71,7 +71,7 @@ async fn serve(state: &AppState, label: &str, req: Request) -> Result<Response, 
 }
 
 /// The port and session a preview host names; anything else under the domain is no route.
-fn parse_label(label: &str) -> Result<(u16, Uuid), ApiError> {
+pub(crate) fn parse_label(label: &str) -> Result<(u16, Uuid), ApiError> {
     let not_found = || ApiError::NotFound {
         method: "any".into(),
         path: format!("preview host {label:?} (expected {{port}}-{{sessionId}})"),
@@ -92,7 +92,7 @@ fn check(state: &AppState, token: &str, session: Uuid, port: u16) -> Result<Gran
 }
 
 /// The token in the query of a link's first visit.
-fn query_token(uri: &Uri) -> Option<String> {
+pub(crate) fn query_token(uri: &Uri) -> Option<String> {
     uri.query()?.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=')?;
         (key == TOKEN_PARAM).then(|| value.to_owned())
@@ -100,7 +100,7 @@ fn query_token(uri: &Uri) -> Option<String> {
 }
 
 /// The token in the preview cookie.
-fn cookie_token(req: &Request) -> Option<String> {
+pub(crate) fn cookie_token(req: &Request) -> Option<String> {
     req.headers()
         .get_all(header::COOKIE)
         .iter()
