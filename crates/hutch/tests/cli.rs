@@ -352,6 +352,16 @@ fn run_makes_a_session_streams_the_command_and_deletes_the_session() {
     assert_eq!(listed["total"], 0, "Ctrl-C deleted the session: {listed}");
 }
 
+/// Writes `data` and the end of input to process `pid` of session `s`, as an SDK would.
+fn write_stdin(server: &TestServer, s: &str, pid: &str, data: &[u8]) {
+    let client = server.client("cli");
+    let session = uuid::Uuid::parse_str(s).unwrap();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(client.write_process_stdin(session, pid.parse().unwrap(), data.to_vec(), true))
+        .unwrap();
+}
+
 /// The id of the only session, once there is one.
 fn wait_for_one_session(hutch: &impl Fn(&[&str]) -> Output, deadline: Instant) -> String {
     loop {
@@ -501,12 +511,10 @@ fn ps_lists_processes_and_logs_reads_and_follows_their_output() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let client = server.client("cli");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let session = uuid::Uuid::parse_str(&s).unwrap();
-    runtime
-        .block_on(client.write_process_stdin(session, pid.parse().unwrap(), b"go\n".to_vec(), true))
-        .unwrap();
+    write_stdin(
+        &server, &s, pid, b"go
+",
+    );
     let followed = follower.wait_with_output().unwrap();
     assert_eq!(followed.status.code(), Some(4), "{followed:?}");
     assert_eq!(String::from_utf8_lossy(&followed.stdout), "first\nsecond\n");
@@ -682,12 +690,10 @@ fn logs_follow_reattaches_after_a_dropped_connection_without_losing_or_repeating
         std::thread::sleep(Duration::from_millis(50));
     }
     relay.cut();
-    let client = server.client("cli");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let session = uuid::Uuid::parse_str(&s).unwrap();
-    runtime
-        .block_on(client.write_process_stdin(session, pid.parse().unwrap(), b"go\n".to_vec(), true))
-        .unwrap();
+    write_stdin(
+        &server, &s, pid, b"go
+",
+    );
     let followed = follower.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&followed.stderr);
     assert_eq!(followed.status.code(), Some(0), "{stderr}");
