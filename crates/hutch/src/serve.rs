@@ -74,11 +74,11 @@ pub(crate) struct ServeArgs {
     /// re-adopt, or `destroy` them.
     #[arg(long, env = "HUTCH_ON_EXIT", default_value = "keep", value_parser = ["keep", "destroy"])]
     on_exit: String,
-    /// Disk quota in MiB of sessions that ask for none (`resources.diskMb`). The warm pool's
-    /// sandboxes are built with it; another quota costs tens of milliseconds at create (see
-    /// docs/architecture.md).
-    #[arg(long, env = "HUTCH_DISK_MB_DEFAULT", default_value_t = hutch_api::limits::DISK_MB_DEFAULT)]
-    disk_mb_default: u64,
+    /// Disk quota in MiB of sessions that ask for none (`resources.diskMb`); default 10240, or
+    /// `--disk-mb-max` when that is lower. The warm pool's sandboxes are built with it; another
+    /// quota costs tens of milliseconds at create (see docs/architecture.md).
+    #[arg(long, env = "HUTCH_DISK_MB_DEFAULT")]
+    disk_mb_default: Option<u64>,
     /// Largest disk quota in MiB a session may ask for.
     #[arg(long, env = "HUTCH_DISK_MB_MAX", default_value_t = hutch_api::limits::DISK_MB_RANGE.1)]
     disk_mb_max: u64,
@@ -297,7 +297,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     linux.warm_pool_per_image = args.warm_pool_per_image;
     linux.warm_pool_images = args.warm_pool_images;
     let (min, max) = hutch_api::limits::DISK_MB_RANGE;
-    let mb = args.disk_mb_default;
+    let mb = args
+        .disk_mb_default
+        .unwrap_or(hutch_api::limits::DISK_MB_DEFAULT.min(args.disk_mb_max));
     anyhow::ensure!(
         (min..=max.min(args.disk_mb_max)).contains(&mb),
         "--disk-mb-default must be between {min} and --disk-mb-max ({}), got {mb}",

@@ -182,12 +182,11 @@ async fn a_memory_hog_at_the_limit_leaves_the_agent_answering() {
         .await
         .unwrap();
     assert!(status.is_success(), "{status} {body:?}");
-    assert_eq!(
+    assert!(
         std::fs::read_to_string(format!("/proc/{}/cgroup", view.agent_pid))
             .unwrap()
             .lines()
             .any(|l| l.starts_with("0::") && l.ends_with("/agent")),
-        true,
         "the agent lives in agent/, beside the code it runs"
     );
     sh(&client, &s, "pkill -9 -f 'while true' ; true").await;

@@ -135,7 +135,8 @@ async fn a_quota_leaves_nothing_behind_after_delete_or_a_crash() {
     if !can_run_sandboxes() {
         return;
     }
-    let mut server = TestServer::start();
+    // No warm pool: its sandboxes have loop-mounted disks of their own.
+    let mut server = TestServer::start_with(&["--warm-pool", "0"]);
     let client = server.client("alice");
     let s = session_with_disk(&client, 32).await;
     let view = host_view(&client, &s).await;
