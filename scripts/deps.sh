@@ -85,7 +85,9 @@ deps_test() {
     # The musl image of the session image tests (crates/hutch/tests/images.rs): a C program
     # linked by musl-gcc, beside busybox.
     pkg_installed musl-tools || need+=(musl-tools)
-    # The fuzz runner (scripts/fuzz.sh) builds libFuzzer with a C++ compiler.
+    # The clock-jump test (crates/hutch/tests/lifecycle.rs) shifts a server's wall clock with
+    # libfaketime; the fuzz runner (scripts/fuzz.sh) builds libFuzzer with a C++ compiler.
+    pkg_installed libfaketime || need+=(libfaketime)
     command -v c++ >/dev/null || need+=(g++)
     if ((${#need[@]})); then
         apt_install "${need[@]}"

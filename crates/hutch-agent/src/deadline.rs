@@ -4,7 +4,7 @@
 //! sessions at expiry long before; this bounds the life of a sandbox whose server stopped and
 //! did not come back.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use hutch_sandbox::deadline::DeadlineFile;
 
@@ -25,10 +25,11 @@ pub(crate) fn watch(file: DeadlineFile) {
         SystemTime::now() + Duration::from_secs(hutch_api::limits::TTL_MAX_SECS) + UNSET_GRACE;
     tokio::spawn(async move {
         let mut passed_before = false;
+        let mut clock = DeadlineClock::default();
         loop {
             tokio::time::sleep(CHECK_INTERVAL).await;
             let deadline = file.read().unwrap_or(unset);
-            let passed = SystemTime::now() > deadline;
+            let passed = clock.passed(deadline, SystemTime::now(), Instant::now());
             if passed && passed_before {
                 tracing::warn!(
                     ?deadline,
@@ -39,4 +40,65 @@ pub(crate) fn watch(file: DeadlineFile) {
             passed_before = passed;
         }
     });
+}
+
+/// Measures the time left to a wall-clock deadline on the monotonic clock: the wall clock is
+/// read when a deadline is first seen, and from then on only real time counts, so a jump of
+/// the system clock neither ends the sandbox early nor keeps it late.
+#[derive(Debug, Default)]
+struct DeadlineClock {
+    /// The deadline last seen, and the monotonic instant it falls on.
+    anchored: Option<(SystemTime, Instant)>,
+}
+
+impl DeadlineClock {
+    /// Whether `deadline` has passed, the wall clock reading `wall` at the monotonic `now`.
+    fn passed(&mut self, deadline: SystemTime, wall: SystemTime, now: Instant) -> bool {
+        let at = match self.anchored {
+            Some((seen, at)) if seen == deadline => at,
+            _ => {
+                let left = deadline.duration_since(wall).unwrap_or(Duration::ZERO);
+                let at = now.checked_add(left).unwrap_or(now + FAR_AHEAD);
+                self.anchored = Some((deadline, at));
+                at
+            }
+        };
+        now >= at
+    }
+}
+
+/// Far enough to stand for "never" when a deadline cannot be placed on the monotonic clock.
+const FAR_AHEAD: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wall_clock_jump_after_the_deadline_was_seen_changes_nothing() {
+        let mut clock = DeadlineClock::default();
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let now = Instant::now();
+        let deadline = wall + Duration::from_secs(60);
+        assert!(!clock.passed(deadline, wall, now));
+        // Two hours ahead on the wall clock, one second of real time.
+        let jumped = wall + Duration::from_secs(7_200);
+        assert!(!clock.passed(deadline, jumped, now + Duration::from_secs(1)));
+        // Real time reaches the deadline.
+        assert!(clock.passed(deadline, jumped, now + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn a_new_deadline_is_placed_from_the_wall_clock_of_the_moment() {
+        let mut clock = DeadlineClock::default();
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let now = Instant::now();
+        assert!(
+            clock.passed(wall - Duration::from_secs(1), wall, now),
+            "already past"
+        );
+        let renewed = wall + Duration::from_secs(30);
+        assert!(!clock.passed(renewed, wall, now + Duration::from_secs(1)));
+        assert!(clock.passed(renewed, wall, now + Duration::from_secs(31)));
+    }
 }

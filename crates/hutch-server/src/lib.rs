@@ -27,6 +27,7 @@
 mod api;
 pub mod auth;
 mod bounds;
+mod clock;
 mod connections;
 mod disk_reserve;
 mod error;

@@ -206,11 +206,7 @@ impl StoredSession {
     }
 }
 
-/// The current time in unix milliseconds.
-pub(crate) fn now_ms() -> i64 {
-    let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-    i64::try_from(nanos).unwrap_or(i64::MAX)
-}
+pub(crate) use crate::clock::now_ms;
 
 /// A unix-ms time as a date; out-of-range values (refused when rows are read) clamp to the epoch.
 fn ms_to_time(ms: i64) -> OffsetDateTime {

@@ -852,6 +852,72 @@ async fn a_worker_crash_ends_the_execution_at_once() {
 }
 
 #[tokio::test]
+async fn a_worker_killed_from_outside_mid_cell_ends_the_execution_and_the_context_goes_on() {
+    let it = interp!();
+    assert_eq!(it.run(None, "state = 1").await.outcome(), "completed");
+    // A cell that would run for a minute, killed from the host (as an operator or the host's
+    // OOM killer would) once it has started.
+    let mut ws = it
+        .open(json!({"code": "import time\nprint('running', flush=True)\ntime.sleep(60)"}))
+        .await;
+    let first = tokio::time::timeout(Duration::from_secs(30), ws.next())
+        .await
+        .expect("the cell starts")
+        .unwrap()
+        .unwrap();
+    assert!(first.to_text().unwrap().contains("running"), "{first:?}");
+    let client = it.client.clone();
+    let session = client.get_session(it.session).await.unwrap();
+    let view = common::host_view(&client, &session).await;
+    let workers: Vec<i32> = common::pids_in_uts(&view.uts)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with("python3\0-S\0"))
+        })
+        .collect();
+    assert_eq!(workers.len(), 1, "one python worker: {workers:?}");
+    let killed = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &workers[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let mut frames = Vec::new();
+    let mut close = None;
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+        match msg.unwrap() {
+            Message::Text(text) => frames.push(serde_json::from_str::<Value>(&text).unwrap()),
+            Message::Close(frame) => {
+                close = frame.map(|f| u16::from(f.code));
+                break;
+            }
+            _ => {}
+        }
+    }
+    let run = Run { frames, close };
+    assert!(killed.elapsed() < Duration::from_secs(5), "ended at once");
+    assert_eq!(run.outcome(), "crashed", "{run:?}");
+    assert_eq!(run.control()["signal"], 9);
+    assert_eq!(run.close, Some(1011));
+    let err = run.error().unwrap();
+    assert_eq!(err["name"], "WorkerCrashed");
+    assert_eq!(
+        err["value"],
+        "the python worker was killed by signal 9 (SIGKILL)"
+    );
+    // The context is usable again, with a fresh worker (the killed one's state is gone).
+    let (_, info) = it
+        .call(http::Method::GET, "/interpreter/contexts/default", None)
+        .await;
+    assert_eq!(info["active"], false, "{info}");
+    let again = it.run(None, "print('again')\nstate").await;
+    assert_eq!(again.stdout(), "again\n", "{again:?}");
+    assert_eq!(again.error_name(), Some("NameError"));
+}
+
+#[tokio::test]
 async fn a_worker_that_dies_while_idle_is_restarted_on_next_use() {
     let it = interp!();
     let run = it

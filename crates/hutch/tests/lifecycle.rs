@@ -84,6 +84,59 @@ async fn ttl_expiry_destroys_the_session_within_a_second() {
     assert_nothing_left(&server, &view);
 }
 
+/// libfaketime, which shifts the wall clock of the process it is preloaded into.
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+#[tokio::test]
+async fn a_wall_clock_jump_does_not_expire_sessions_early() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    assert!(
+        std::path::Path::new(FAKETIME).exists(),
+        "libfaketime is missing: scripts/deps.sh test installs it"
+    );
+    // The server's wall clock follows the offset in this file (read on every call); its
+    // monotonic clock stays the real one, as a system clock step leaves it.
+    let offset = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(offset.path(), "+0\n").unwrap();
+    let offset_path = offset.path().to_string_lossy().into_owned();
+    let server = TestServer::start_with_env(
+        &[
+            ("LD_PRELOAD", FAKETIME),
+            ("FAKETIME_TIMESTAMP_FILE", offset_path.as_str()),
+            ("FAKETIME_NO_CACHE", "1"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+        &["--warm-pool", "1"],
+    );
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", server.pid().unwrap())).unwrap();
+    assert!(
+        maps.contains("libfaketime"),
+        "the server runs with libfaketime"
+    );
+    let client = server.client("alice");
+    let s = client
+        .create_session(&CreateSessionRequest {
+            ttl: Some(600),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // The system clock jumps half an hour ahead: past the session's expiry and the grace its
+    // sandbox would end itself after (tokens, which carry wall-clock expiries of their
+    // issuer, are still valid for the test's hour).
+    std::fs::write(offset.path(), "+30m\n").unwrap();
+    // Many reaper passes (every 200 ms) and agent deadline checks (every second).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let after = client.get_session(s.session_id).await.expect("still there");
+    assert_eq!(after.expires_at, s.expires_at, "the expiry did not move");
+    assert_eq!(sh(&client, &s, "echo alive").await.stdout, "alive\n");
+    client.delete_session(s.session_id).await.unwrap();
+}
+
 #[tokio::test]
 async fn patch_extends_the_ttl_and_replaces_metadata() {
     if !can_run_sandboxes() {

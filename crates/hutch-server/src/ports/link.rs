@@ -124,12 +124,10 @@ impl LinkSigner {
     }
 }
 
-/// Now, in unix seconds.
+/// Now, in unix seconds, on the server's clock (see [`crate::clock`]): a link lives as long
+/// as the session it opens, whatever the system clock does meanwhile.
 pub(crate) fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    u64::try_from(crate::clock::now_ms() / 1000).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -71,6 +71,8 @@ pub struct TestServer {
     netns: Option<PathBuf>,
     /// Whether it starts with SIGHUP, SIGINT and SIGQUIT ignored, as `nohup … &` starts it.
     signals_ignored: bool,
+    /// Extra environment of the server process.
+    env: Vec<(String, String)>,
 }
 
 impl TestServer {
@@ -89,6 +91,17 @@ impl TestServer {
     pub fn start_with_signals_ignored(args: &[&str]) -> TestServer {
         let mut server = TestServer::prepare(args, "127.0.0.1:0", false);
         server.signals_ignored = true;
+        server.spawn();
+        server
+    }
+
+    /// Starts a server with extra environment variables and `hutch serve` arguments.
+    pub fn start_with_env(env: &[(&str, &str)], args: &[&str]) -> TestServer {
+        let mut server = TestServer::prepare(args, "127.0.0.1:0", false);
+        server.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         server.spawn();
         server
     }
@@ -165,6 +178,7 @@ impl TestServer {
             private_network,
             netns: None,
             signals_ignored: false,
+            env: Vec::new(),
         }
     }
 
@@ -203,6 +217,7 @@ impl TestServer {
             .args(&self.extra_args)
             .env("HUTCH_JWT_SECRET", SECRET)
             .env("HUTCH_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
