@@ -69,7 +69,7 @@ impl Root {
     /// targets confine to a scratch directory of the host.
     #[cfg(feature = "fuzzing")]
     pub(crate) fn open_dir(dir: &CStr) -> io::Result<Root> {
-        let fd = sys_open(dir, libc::O_PATH | libc::O_DIRECTORY)?;
+        let fd = open(dir, libc::O_PATH | libc::O_DIRECTORY)?;
         Ok(Root {
             fd,
             forbidden_devs: Vec::new(),
