@@ -726,7 +726,8 @@ def _pip_magic(line):
     names_where = any(a.split("=", 1)[0] in _PIP_WHERE for a in args)
     if args[:1] == ["install"] and outside_venv and not names_where:
         args[1:1] = ["--target", _LIBRARIES_DIR]
-    code = subprocess.call([sys.executable, "-m", "pip", *args])
+    env = dict(os.environ, PIP_ROOT_USER_ACTION="ignore")
+    code = subprocess.call([sys.executable, "-m", "pip", *args], env=env)
     importlib.invalidate_caches()
     if _LIBRARIES_DIR not in sys.path:
         sys.path.append(_LIBRARIES_DIR)
