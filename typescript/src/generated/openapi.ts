@@ -738,6 +738,32 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/sessions/{id}/pause": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Pauses a session.
+         * @description Freezes every process of the session with all its state (memory, open files, terminals,
+         *     interpreter variables): a paused session uses no CPU. Until it is resumed, its in-session
+         *     routes (commands, files, processes, interpreters, ports) answer 409 `session_paused` at
+         *     once; open WebSockets stay open and carry on after the resume. A running command's or
+         *     execution's timeout does not count the time paused. The time to live keeps running: a
+         *     paused session expires like a running one (its storage contexts are uploaded first).
+         *     Pausing a paused session answers it as it is.
+         */
+        post: operations["pauseSession"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/sessions/{id}/ports": {
         parameters: {
             query?: never;
@@ -1011,6 +1037,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/sessions/{id}/resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Resumes a paused session.
+         * @description Thaws every process of the session where it stopped. Resuming a running session answers
+         *     it as it is.
+         */
+        post: operations["resumeSession"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/sessions/{id}/snapshot": {
         parameters: {
             query?: never;
@@ -1034,6 +1081,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/sessions/{id}/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * What a session's processes use now.
+         * @description Memory, CPU time and tasks of every process of the session (its agent included), read
+         *     from the session's cgroup; a paused session answers too.
+         */
+        get: operations["getSessionStats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1051,6 +1119,25 @@ export interface components {
              * @enum {string}
              */
             type: "artifact";
+        };
+        /**
+         * @description When a session pauses itself: after `idleSeconds` with no API request to it and no
+         *     command, execution or terminal of it running.
+         * @example {
+         *       "idleSeconds": 300
+         *     }
+         */
+        AutoPause: {
+            /**
+             * Format: int64
+             * @description Seconds of idleness before the session pauses, 10..=28800.
+             */
+            idleSeconds: number;
+            /**
+             * @description Also count a background process that is still running (started with `POST
+             *     /processes`) as activity; default false.
+             */
+            keepAwake?: boolean;
         };
         /**
          * @description `POST /v1/sessions/{id}/code`: a snippet run in a fresh process.
@@ -1370,6 +1457,7 @@ export interface components {
              */
             contextSyncs?: components["schemas"]["ContextSync"][] | null;
             network?: components["schemas"]["NetworkPolicy"] | null;
+            autoPause?: components["schemas"]["AutoPause"] | null;
         };
         /**
          * @description `POST /v1/contexts`.
@@ -1421,7 +1509,7 @@ export interface components {
          * @description A stable, machine-readable error code. Each maps to exactly one HTTP status.
          * @enum {string}
          */
-        ErrorCode: "invalid_request" | "unauthorized" | "forbidden" | "not_found" | "session_not_found" | "process_not_found" | "context_not_found" | "conflict" | "payload_too_large" | "uri_too_long" | "headers_too_large" | "rate_limited" | "quota_exceeded" | "capacity" | "sandbox_unavailable" | "sandbox_timeout" | "disk_full" | "language_unavailable" | "storage_context_not_found" | "sync_failed" | "file_not_found" | "range_not_satisfiable" | "image_not_found" | "image_pull_failed" | "image_import_failed" | "internal" | "port_unreachable" | "link_expired" | "link_invalid";
+        ErrorCode: "invalid_request" | "unauthorized" | "forbidden" | "not_found" | "session_not_found" | "process_not_found" | "context_not_found" | "conflict" | "session_paused" | "payload_too_large" | "uri_too_long" | "headers_too_large" | "rate_limited" | "quota_exceeded" | "capacity" | "sandbox_unavailable" | "sandbox_timeout" | "disk_full" | "language_unavailable" | "storage_context_not_found" | "sync_failed" | "file_not_found" | "range_not_satisfiable" | "image_not_found" | "image_pull_failed" | "image_import_failed" | "internal" | "port_unreachable" | "link_expired" | "link_invalid";
         /** @description What went wrong: a stable code, a message for people, and optional structured details. */
         ErrorDetail: {
             /** @description Stable code to match on. */
@@ -2118,6 +2206,12 @@ export interface components {
              *     as last changed by `PATCH /v1/sessions/{id}`.
              */
             network: components["schemas"]["NetworkPolicy"];
+            autoPause?: components["schemas"]["AutoPause"] | null;
+            /**
+             * Format: date-time
+             * @description When a `PAUSED` session was paused; absent otherwise.
+             */
+            pausedAt?: string | null;
         };
         /** @description `GET /v1/sessions`: one page of the caller's sessions, oldest first. */
         SessionList: {
@@ -2138,6 +2232,44 @@ export interface components {
              * @description How many sessions were skipped.
              */
             offset: number;
+        };
+        /**
+         * @description `GET /v1/sessions/{id}/stats`: what the session's processes use now, read from its cgroup.
+         * @example {
+         *       "cacheBytes": 3145728,
+         *       "cpuSeconds": 0.42,
+         *       "memoryBytes": 9437184,
+         *       "pids": 3,
+         *       "rssBytes": 6291456
+         *     }
+         */
+        SessionStats: {
+            /**
+             * Format: int64
+             * @description Memory charged to the session in all (its processes' memory, page cache and kernel
+             *     memory), in bytes.
+             */
+            memoryBytes: number;
+            /**
+             * Format: int64
+             * @description Anonymous memory of its processes (their resident set less file pages), in bytes.
+             */
+            rssBytes: number;
+            /**
+             * Format: int64
+             * @description Page cache charged to the session, in bytes.
+             */
+            cacheBytes: number;
+            /**
+             * Format: double
+             * @description CPU time its processes used since it started, user and system, in seconds.
+             */
+            cpuSeconds: number;
+            /**
+             * Format: int64
+             * @description Processes and threads alive in it.
+             */
+            pids: number;
         };
         /**
          * @description Where a session is in its lifecycle.
@@ -2467,7 +2599,7 @@ export interface components {
                 "application/json": components["schemas"]["ErrorBody"];
             };
         };
-        /** @description `conflict`: the session's state does not allow this (it is being created or deleted, or is not `RUNNING`), its process limit is reached, it holds its maximum of interpreter contexts, or a context's worker cannot start again. */
+        /** @description `conflict`: the session's state does not allow this (it is being created or deleted, or is not `RUNNING`), its process limit is reached, it holds its maximum of interpreter contexts, or a context's worker cannot start again; or `session_paused`: the session is paused (`POST /v1/sessions/{id}/resume` first). */
         Conflict: {
             headers: {
                 /** @description The error's `code`, repeated from the body. */
@@ -3577,6 +3709,8 @@ export interface operations {
                 limit?: number;
                 /** @description How many sessions to skip; default 0. */
                 offset?: number;
+                /** @description Only sessions in this state; default: every state. */
+                status?: components["schemas"]["SessionStatus"];
             };
             header?: {
                 /** @description An id for this request, 1 to 128 bytes, echoed in the response and logged with the request; a new UUID is made when it is missing or out of bounds. */
@@ -5028,6 +5162,49 @@ export interface operations {
             504: components["responses"]["SandboxTimeout"];
         };
     };
+    pauseSession: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, 1 to 128 bytes, echoed in the response and logged with the request; a new UUID is made when it is missing or out of bounds. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /** @description The session id. */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The session, `PAUSED` */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "X-RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "X-RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Session"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["SessionNotFound"];
+            409: components["responses"]["Conflict"];
+            414: components["responses"]["UriTooLong"];
+            429: components["responses"]["RateLimited"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["Internal"];
+            502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
+        };
+    };
     listPorts: {
         parameters: {
             query?: never;
@@ -5726,6 +5903,49 @@ export interface operations {
             504: components["responses"]["SandboxTimeout"];
         };
     };
+    resumeSession: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, 1 to 128 bytes, echoed in the response and logged with the request; a new UUID is made when it is missing or out of bounds. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /** @description The session id. */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The session, `RUNNING` */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "X-RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "X-RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Session"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["SessionNotFound"];
+            409: components["responses"]["Conflict"];
+            414: components["responses"]["UriTooLong"];
+            429: components["responses"]["RateLimited"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["Internal"];
+            502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
+        };
+    };
     snapshotSession: {
         parameters: {
             query?: never;
@@ -5766,6 +5986,49 @@ export interface operations {
             404: components["responses"]["SessionNotFound"];
             409: components["responses"]["Conflict"];
             413: components["responses"]["PayloadTooLarge"];
+            414: components["responses"]["UriTooLong"];
+            429: components["responses"]["RateLimited"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["Internal"];
+            502: components["responses"]["SandboxUnavailable"];
+            504: components["responses"]["SandboxTimeout"];
+        };
+    };
+    getSessionStats: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, 1 to 128 bytes, echoed in the response and logged with the request; a new UUID is made when it is missing or out of bounds. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /** @description The session id. */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The session's usage */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-RateLimit-Limit": components["headers"]["RateLimitLimit"];
+                    "X-RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+                    "X-RateLimit-Reset": components["headers"]["RateLimitReset"];
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SessionStats"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["SessionNotFound"];
+            409: components["responses"]["Conflict"];
             414: components["responses"]["UriTooLong"];
             429: components["responses"]["RateLimited"];
             431: components["responses"]["HeadersTooLarge"];
