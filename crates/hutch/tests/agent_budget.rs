@@ -106,7 +106,12 @@ async fn a_full_process_table_leaves_the_agent_answering() {
     let view = host_view(&client, &s).await;
     // A fork bomb that fills the session's pids limit and keeps it full: none of its
     // processes ends.
-    start(&client, &s, "while :; do sleep 3600 & done 2>/dev/null").await;
+    let bomb = "import os, time\n\
+        while True:\n    \
+            try:\n        \
+                if os.fork() == 0:\n            time.sleep(3600); os._exit(0)\n    \
+            except OSError:\n        time.sleep(0.01)\n";
+    start(&client, &s, &format!("python3 -c '{bomb}'")).await;
     let user_pids = || {
         let session = format!("/sys/fs/cgroup/pids{}", view.cgroup);
         ["/user/pids.current", "/pids.current"]
