@@ -21,6 +21,7 @@ mod connection;
 mod duration;
 mod exec;
 mod images;
+mod mcp;
 mod serve;
 mod serve_network;
 mod sessions;
@@ -51,6 +52,8 @@ enum Command {
     Shell(shell::ShellArgs),
     /// Pull, import, list and delete the server's images.
     Image(images::ImageArgs),
+    /// Serve MCP (Model Context Protocol) on stdin/stdout, calling the server at HUTCH_URL.
+    Mcp(mcp::McpArgs),
     /// Run inside a sandbox as its PID 1 (started by `hutch serve`, not by hand).
     #[command(hide = true)]
     Agent,
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Exec(args) => return exec::main(args),
         Command::Shell(args) => return shell::main(args),
         Command::Image(args) => return images::main(args),
+        Command::Mcp(args) => return mcp::main(args),
         Command::Serve(args) => serve::main(*args),
         Command::Token(args) => token::main(args),
         Command::Bench(args) => bench::main(args),
