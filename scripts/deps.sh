@@ -112,12 +112,13 @@ deps_test() {
     fi
 
     # The MCP server's tests (crates/hutch-mcp/tests/python) drive it with the official MCP
-    # Python client, over streamable HTTP and stdio.
+    # Python client, over streamable HTTP and stdio; they start servers with the Python SDK
+    # tests' helpers, so the SDK is installed beside it.
     local mcp_version=2.3.0 mcp_venv="$PWD/target/venv-mcp"
     if [[ "$("$mcp_venv/bin/python" -c 'import importlib.metadata as m; print(m.version("mcp"))' 2>/dev/null)" != "$mcp_version" ]] \
-        || ! "$mcp_venv/bin/python" -c 'import pytest' 2>/dev/null; then
+        || ! "$mcp_venv/bin/python" -c 'import hutch, pytest' 2>/dev/null; then
         rm -rf "$mcp_venv"
-        pip_install "$mcp_venv" "mcp==$mcp_version" pytest
+        pip_install "$mcp_venv" "mcp==$mcp_version" pytest -e "$PWD/python"
     fi
 
     # The TypeScript SDK (typescript/) and its tests: node (Debian's nodejs, installed above

@@ -167,12 +167,8 @@ impl HutchMcp {
         Parameters(args): Parameters<CreateSessionArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let api = self.api(&context);
-        answer(
-            api.json::<Value>(Method::POST, "/v1/sessions", Some(&args))
-                .await
-                .map(json_result),
-        )
+        self.json_tool(&context, Method::POST, "/v1/sessions", Some(&args))
+            .await
     }
 
     /// Lists the caller's sessions.
@@ -193,12 +189,8 @@ impl HutchMcp {
             query.push(format!("offset={offset}"));
         }
         let path = format!("/v1/sessions?{}", query.join("&"));
-        let api = self.api(&context);
-        answer(
-            api.json::<Value>(Method::GET, &path, None::<&()>)
-                .await
-                .map(json_result),
-        )
+        self.json_tool(&context, Method::GET, &path, None::<&()>)
+            .await
     }
 
     /// Deletes a session.
@@ -211,12 +203,13 @@ impl HutchMcp {
         Parameters(args): Parameters<SessionArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let api = self.api(&context);
-        answer(
-            api.json::<Value>(Method::DELETE, &session_path(&args.session_id), None::<&()>)
-                .await
-                .map(json_result),
+        self.json_tool(
+            &context,
+            Method::DELETE,
+            &session_path(&args.session_id),
+            None::<&()>,
         )
+        .await
     }
 
     /// Runs a command to completion.
@@ -261,12 +254,8 @@ impl HutchMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         let path = format!("{}/interpreter/contexts", session_path(&args.session_id));
-        let api = self.api(&context);
-        answer(
-            api.json::<Value>(Method::POST, &path, Some(&args))
-                .await
-                .map(json_result),
-        )
+        self.json_tool(&context, Method::POST, &path, Some(&args))
+            .await
     }
 
     /// Runs a cell in an interpreter context.
@@ -400,12 +389,8 @@ impl HutchMcp {
         if let Some(depth) = args.depth {
             path.push_str(&format!("&depth={depth}"));
         }
-        let api = self.api(&context);
-        answer(
-            api.json::<Value>(Method::GET, &path, None::<&()>)
-                .await
-                .map(json_result),
-        )
+        self.json_tool(&context, Method::GET, &path, None::<&()>)
+            .await
     }
 
     /// Makes a signed preview link to a port.
@@ -425,16 +410,28 @@ impl HutchMcp {
             session_path(&args.session_id),
             args.port
         );
-        let api = self.api(&context);
-        answer(
-            api.json::<Value>(Method::POST, &path, Some(&args))
-                .await
-                .map(json_result),
-        )
+        self.json_tool(&context, Method::POST, &path, Some(&args))
+            .await
     }
 }
 
 impl HutchMcp {
+    /// Makes one JSON call and answers its JSON as the tool's result.
+    async fn json_tool(
+        &self,
+        context: &RequestContext<RoleServer>,
+        method: Method,
+        path: &str,
+        body: Option<&impl serde::Serialize>,
+    ) -> Result<CallToolResult, ErrorData> {
+        answer(
+            self.api(context)
+                .json::<Value>(method, path, body)
+                .await
+                .map(json_result),
+        )
+    }
+
     /// Posts a command or a code run and answers its result (a non-zero exit code is a
     /// result like any other: the model reads `exitCode`).
     async fn run_to_completion(

@@ -16,7 +16,7 @@ import pytest
 from mcp import ClientSession
 from mcp.shared.exceptions import MCPError
 
-from conftest import HutchServer
+from conftest import McpServer
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +32,7 @@ def anyio_backend() -> str:
 
 
 @asynccontextmanager
-async def connect(server: HutchServer, transport: str, token: str) -> AsyncIterator[ClientSession]:
+async def connect(server: McpServer, transport: str, token: str) -> AsyncIterator[ClientSession]:
     """An MCP session over ``transport`` as the tenant of ``token``."""
     opener = server.http if transport == "http" else server.stdio
     async with opener(token) as session:
