@@ -1,22 +1,27 @@
 """hutch's MCP server driven by the official MCP Python client, over streamable HTTP
 (``POST /v1/mcp``) and stdio (``hutch mcp``): the tools, the file resources, a matplotlib
-figure as image content, tenancy, the API's bounds, and the token the HTTP endpoint needs."""
+figure as image content, tenancy, the API's bounds, the token the HTTP endpoint needs, and the
+README's client configurations."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 import urllib.request
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, AsyncIterator, Dict
 
 import httpx2
 import pytest
 from mcp import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from conftest import McpServer
+from conftest import REPO, McpServer
 
 pytestmark = pytest.mark.anyio
 
@@ -219,3 +224,32 @@ def leaves(error: BaseException) -> list:
     if isinstance(error, BaseExceptionGroup):
         return [leaf for inner in error.exceptions for leaf in leaves(inner)]
     return [error]
+
+
+def readme_configs() -> list:
+    """The ``mcpServers`` JSON blocks of the README's MCP section, parsed."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("\n## MCP\n", 1)[1].split("\n## ", 1)[0]
+    return [json.loads(block.split("\n```", 1)[0]) for block in section.split("```json\n")[1:]]
+
+
+async def test_the_readmes_client_configurations_work_as_pasted(hutch_server, token):
+    stdio_config, http_config = (config["mcpServers"]["hutch"] for config in readme_configs())
+    # stdio: the command as given, with `hutch` on the PATH and a real token in its env.
+    env = dict(stdio_config["env"], HUTCH_URL=hutch_server.url, HUTCH_TOKEN=token,
+               PATH=f"{Path(hutch_server.server.binary).parent}:{os.environ['PATH']}")
+    params = StdioServerParameters(command=stdio_config["command"], args=stdio_config["args"],
+                                   env=env)
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            assert {tool.name for tool in (await session.list_tools()).tools} == TOOLS
+    # HTTP: the URL's path on this server, the header with a real token.
+    assert http_config["url"].startswith("http://127.0.0.1:7420/")
+    url = hutch_server.url + http_config["url"].removeprefix("http://127.0.0.1:7420")
+    headers = {name: value.replace("<token>", token) for name, value in http_config["headers"].items()}
+    async with httpx2.AsyncClient(headers=headers, timeout=60) as http:
+        async with streamable_http_client(url, http_client=http) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                assert {tool.name for tool in (await session.list_tools()).tools} == TOOLS
