@@ -115,6 +115,16 @@ deps_test() {
         pip_install "$sdk_venv" -e "$PWD/python" pytest
     fi
 
+    # The MCP server's tests (crates/hutch-mcp/tests/python) drive it with the official MCP
+    # Python client, over streamable HTTP and stdio; they start servers with the Python SDK
+    # tests' helpers, so the SDK is installed beside it.
+    local mcp_version=2.3.0 mcp_venv="$PWD/target/venv-mcp"
+    if [[ "$("$mcp_venv/bin/python" -c 'import importlib.metadata as m; print(m.version("mcp"))' 2>/dev/null)" != "$mcp_version" ]] \
+        || ! "$mcp_venv/bin/python" -c 'import hutch, pytest' 2>/dev/null; then
+        rm -rf "$mcp_venv"
+        pip_install "$mcp_venv" "mcp==$mcp_version" pytest -e "$PWD/python"
+    fi
+
     # The TypeScript SDK (typescript/) and its tests: node (Debian's nodejs, installed above
     # for JavaScript contexts), npm, and the packages package-lock.json pins.
     command -v npm >/dev/null || apt_install npm

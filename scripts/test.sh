@@ -77,6 +77,8 @@ step "Python SDK tests (against a real hutch serve)" \
     env HUTCH_BIN="$PWD/target/debug/hutch" target/venv-sdk/bin/pytest -q python/tests
 step "TypeScript SDK tests (against a real hutch serve)" typescript_sdk
 step "fuzzing (every target for 5 s)" scripts/fuzz.sh 5
+step "MCP tests (the official MCP Python client against a real hutch serve)" \
+    env HUTCH_BIN="$PWD/target/debug/hutch" target/venv-mcp/bin/pytest -q -p no:cacheprovider crates/hutch-mcp/tests/python
 step "benchmarks (quick mode: checks that they run, figures are not meaningful)" benchmarks
 
 echo

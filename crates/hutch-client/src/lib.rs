@@ -30,6 +30,8 @@ pub mod images;
 pub mod processes;
 pub mod terminal;
 
+pub use processes::percent_encode;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -318,6 +320,46 @@ impl HutchClient {
         body: Option<Bytes>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
         self.send(method, path, body, true).await
+    }
+
+    /// Sends `request` with the token and answers as soon as the head arrives, its body still
+    /// to read, whatever the status. The request's URI is a path with an optional query
+    /// (relative to the base URL); its headers (such as `Range` or `Content-Type`) are sent
+    /// as they are.
+    pub async fn send_request(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
+        let (parts, body) = request.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
+        let method = parts.method;
+        let mut builder = self.request_head(method.clone(), &path, true)?;
+        for (name, value) in &parts.headers {
+            if name != AUTHORIZATION {
+                builder = builder.header(name, value);
+            }
+        }
+        let req = builder
+            .body(Full::new(body))
+            .map_err(|e| ClientError::Transport {
+                method: method.clone(),
+                path: path.clone(),
+                source: Box::new(e),
+            })?;
+        self.http.request(req).await.map_err(|e| {
+            if e.is_connect() {
+                self.connect_error(&e)
+            } else {
+                ClientError::Transport {
+                    method,
+                    path,
+                    source: Box::new(e),
+                }
+            }
+        })
     }
 
     /// Sends a JSON request and decodes a JSON success answer or the error envelope (for a

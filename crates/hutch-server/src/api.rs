@@ -21,6 +21,7 @@
 //! | any `/v1/sessions/{id}/{*rest}` | [`proxy`]: forwarded to the session's agent |
 //! | `GET /v1/openapi.json`, `GET /docs` (no auth) | [`crate::openapi`]: the API contract |
 //! | `GET /metrics` (no auth) | [`crate::metrics::scrape`]: Prometheus text format |
+//! | `POST /v1/mcp` | [`crate::mcp`]: the MCP server, its tools calling this router |
 //!
 //! Each handler's `#[utoipa::path]` annotation is its entry in the OpenAPI document.
 //! Every response carries an `X-Request-Id` header: the client's, or a new UUID.
@@ -56,8 +57,23 @@ use crate::validate;
 /// The request id header, taken from the client or generated.
 pub(crate) const REQUEST_ID: &str = "x-request-id";
 
-/// Builds the router over `state`.
+/// Builds the router over `state`: the API, and beside it the MCP endpoint whose tools call
+/// the API's router in-process.
 pub(crate) fn app(state: AppState) -> Router {
+    let api = api(state.clone());
+    crate::mcp::routes(state.clone(), api.clone())
+        // Like every API route: not on a preview host, the head bounded, a request id.
+        .layer(middleware::from_fn_with_state(
+            state,
+            crate::ports::host::serve_preview_hosts,
+        ))
+        .layer(middleware::from_fn(crate::bounds::bound_request_head))
+        .layer(middleware::from_fn(request_id))
+        .merge(api)
+}
+
+/// The API's routes and their middleware.
+fn api(state: AppState) -> Router {
     let sessions = Router::new()
         .route("/v1/sessions", get(list_sessions).post(create_session))
         .route(

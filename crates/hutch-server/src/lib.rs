@@ -19,7 +19,7 @@
 //! per-tenant rate limits · `storage` storage contexts and their transfers, `storage_api`
 //! their routes · `ports` ports reached from outside and preview links · `images` the OCI
 //! image store, pulls and snapshot names, `images_api` their routes · `tls` TLS on the
-//! listener.
+//! listener · `mcp` the MCP endpoint (`/v1/mcp`).
 
 // Tests may unwrap; the non-test build is still checked for it.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -37,6 +37,7 @@ mod extract;
 pub mod fuzzing;
 pub mod images;
 mod images_api;
+mod mcp;
 mod metrics;
 pub mod openapi;
 mod ports;

@@ -29,6 +29,7 @@ mod cp;
 mod duration;
 mod exec;
 mod images;
+mod mcp;
 mod processes;
 mod progress;
 mod run;
@@ -78,6 +79,8 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Serve MCP (Model Context Protocol) on stdin/stdout, calling the server at HUTCH_URL.
+    Mcp(mcp::McpArgs),
     /// Run inside a sandbox as its PID 1 (started by `hutch serve`, not by hand).
     #[command(hide = true)]
     Agent,
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::Image(args) => return images::main(args),
+        Command::Mcp(args) => return mcp::main(args),
         Command::Serve(args) => serve::main(*args),
         Command::Token(args) => token::main(args),
         Command::Bench(args) => bench::main(args),
