@@ -105,10 +105,11 @@ deps_test() {
         pip_install "$peers" ipykernel jupyter_client
     fi
 
-    # The Python SDK (python/) and its tests.
+    # The Python SDK (python/) and its tests; build, setuptools and wheel make the wheel its
+    # packaging test installs into a fresh environment.
     local sdk_venv="$PWD/target/venv-sdk"
-    if ! "$sdk_venv/bin/python" -c 'import hutch, httpx, websockets, pytest' 2>/dev/null; then
-        pip_install "$sdk_venv" -e "$PWD/python" pytest
+    if ! "$sdk_venv/bin/python" -c 'import hutch, httpx, websockets, pytest, build, setuptools, wheel' 2>/dev/null; then
+        pip_install "$sdk_venv" -e "$PWD/python" pytest build setuptools wheel
     fi
 
     # The TypeScript SDK (typescript/) and its tests: node (Debian's nodejs, installed above
