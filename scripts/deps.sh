@@ -108,7 +108,7 @@ deps_test() {
     # The Python SDK (python/) and its tests; build, setuptools and wheel make the wheel its
     # packaging test installs into a fresh environment.
     local sdk_venv="$PWD/target/venv-sdk"
-    if ! "$sdk_venv/bin/python" -c 'import hutch, httpx, websockets, pytest, build, setuptools, wheel' 2>/dev/null; then
+    if ! "$sdk_venv/bin/python" -c 'import hutch, httpx, sniffio, websockets, pytest, build, setuptools, wheel' 2>/dev/null; then
         pip_install "$sdk_venv" -e "$PWD/python" pytest build setuptools wheel
     fi
 
