@@ -198,28 +198,27 @@ def face(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def client(hutch_server: HutchServer, face: str) -> Iterator[SessionsClient]:
-    """A client for a fresh tenant, of each face; its sessions are deleted afterwards."""
-    c = hutch_server.client(face=face)
+def _tenant_client(server: HutchServer, face: str) -> Iterator[SessionsClient]:
+    """A client for a fresh tenant; its sessions are deleted afterwards."""
+    c = server.client(face=face)
     yield c
     try:
         for s in c.list_sessions(limit=100):
             c.delete_session(s.session_id)
     finally:
         c.close()
+
+
+@pytest.fixture
+def client(hutch_server: HutchServer, face: str) -> Iterator[SessionsClient]:
+    """A client for a fresh tenant, of each face; its sessions are deleted afterwards."""
+    yield from _tenant_client(hutch_server, face)
 
 
 @pytest.fixture
 def sync_client(hutch_server: HutchServer) -> Iterator[SessionsClient]:
     """A blocking client for a fresh tenant, for tests of the blocking face alone."""
-    c = hutch_server.client()
-    yield c
-    try:
-        for s in c.list_sessions(limit=100):
-            c.delete_session(s.session_id)
-    finally:
-        c.close()
+    yield from _tenant_client(hutch_server, "sync")
 
 
 @pytest.fixture

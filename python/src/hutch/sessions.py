@@ -162,19 +162,18 @@ def check_session_id(session_id: str) -> str:
         raise ValueError(f"session_id must be a UUID, got {session_id!r}") from None
 
 
-class SessionHandle:
-    """What can be done inside one session: commands, code, files, interpreters, storage sync.
+C = TypeVar("C")
 
-    Get one from :meth:`SessionsClient.session` (no request) or use a :class:`Session` returned
-    by the client, which has the same attributes.
-    """
 
-    def __init__(self, client: "SessionsClient", session_id: str) -> None:
+class _Handle(Generic[C]):
+    """One session of one client: what both faces' handles are made of."""
+
+    def __init__(self, client: C, session_id: str) -> None:
         self._client = client
         self.session_id = check_session_id(session_id)
 
     @property
-    def client(self) -> "SessionsClient":
+    def client(self) -> C:
         """The client this handle talks through."""
         return self._client
 
@@ -182,6 +181,14 @@ class SessionHandle:
     def path(self) -> str:
         """``/sessions/{id}``: the prefix of this session's routes."""
         return f"/sessions/{self.session_id}"
+
+
+class SessionHandle(_Handle["SessionsClient"]):
+    """What can be done inside one session: commands, code, files, interpreters, storage sync.
+
+    Get one from :meth:`SessionsClient.session` (no request) or use a :class:`Session` returned
+    by the client, which has the same attributes.
+    """
 
     @property
     def commands(self) -> "Commands":
@@ -716,22 +723,8 @@ class SessionsClient(_SessionCalls[Session]):
         return self.transport.call(self._openapi_call())
 
 
-class AsyncSessionHandle:
+class AsyncSessionHandle(_Handle["AsyncSessionsClient"]):
     """:class:`SessionHandle` for event loops: the same attributes, whose calls are awaited."""
-
-    def __init__(self, client: "AsyncSessionsClient", session_id: str) -> None:
-        self._client = client
-        self.session_id = check_session_id(session_id)
-
-    @property
-    def client(self) -> "AsyncSessionsClient":
-        """The client this handle talks through."""
-        return self._client
-
-    @property
-    def path(self) -> str:
-        """``/sessions/{id}``: the prefix of this session's routes."""
-        return f"/sessions/{self.session_id}"
 
     @property
     def commands(self) -> "AsyncCommands":
