@@ -36,6 +36,9 @@ Params = Mapping[str, Union[str, int, float, bool, None]]
 T = TypeVar("T")
 TimeoutArg = Union[None, float, httpx.Timeout]
 
+POOL_SIZE = 8
+"""Most connections in one of :class:`AsyncTransport`'s pools."""
+
 
 def normalize_api_url(api_url: str) -> str:
     """``http://host:port`` or ``http://host:port/v1`` → ``http://host:port/v1`` (no slash)."""
@@ -229,12 +232,31 @@ class AsyncTransport(_Base):
         max_connections: int = 200,
     ) -> None:
         super().__init__(api_url, bearer_token, timeout, verify_ssl)
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._client = httpx.AsyncClient(limits=limits, **self._client_args())
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+        # httpcore's pool looks at every connection for every request it places, which costs
+        # more than the request itself once a hundred run at once: the connections are split
+        # into pools of at most POOL_SIZE, and each request goes to the least busy one.
+        pools = -(-max_connections // POOL_SIZE)
+        size = -(-max_connections // pools)
+        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+        self._clients = [httpx.AsyncClient(limits=limits, **self._client_args()) for _ in range(pools)]
+        self._busy = [0] * pools
 
     async def close(self) -> None:
-        """Closes the connection pool."""
-        await self._client.aclose()
+        """Closes the connection pools."""
+        for client in self._clients:
+            await client.aclose()
+
+    @asynccontextmanager
+    async def _client(self) -> AsyncIterator[httpx.AsyncClient]:
+        """The least busy pool, counted busy while the caller uses it."""
+        index = min(range(len(self._busy)), key=self._busy.__getitem__)
+        self._busy[index] += 1
+        try:
+            yield self._clients[index]
+        finally:
+            self._busy[index] -= 1
 
     async def send(self, call: Call[Any]) -> httpx.Response:
         """Sends a call; raises the SDK error matching a 4xx/5xx answer."""
@@ -242,7 +264,8 @@ class AsyncTransport(_Base):
         retries = call.retries
         while True:
             try:
-                response = await self._client.request(call.method, call.path, **kwargs)
+                async with self._client() as client:
+                    response = await client.request(call.method, call.path, **kwargs)
                 break
             except httpx.RemoteProtocolError as e:
                 if retries > 0:
@@ -262,7 +285,9 @@ class AsyncTransport(_Base):
     async def stream(self, call: Call[Any]) -> AsyncIterator[httpx.Response]:
         """Opens a streamed answer; raises the SDK error matching a 4xx/5xx answer."""
         try:
-            async with self._client.stream(call.method, call.path, **call.kwargs()) as response:
+            async with self._client() as client, client.stream(
+                call.method, call.path, **call.kwargs()
+            ) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     _raise_for_status(response)
