@@ -99,6 +99,10 @@ def test_background_process(session: Any) -> None:
     listed = session.commands.list_processes()
     assert any(p.pid == process.pid for p in listed)
     assert process.refresh().status == "running"
+    # Killed only once it has printed (its output's next sequence number moved past 0).
+    deadline = time.monotonic() + 30
+    while process.refresh().raw.get("nextSeq", 0) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
     process.kill()
     result = process.wait()
     assert "started" in result.stdout
