@@ -109,10 +109,11 @@ deps_test() {
         pip_install "$peers" ipykernel jupyter_client
     fi
 
-    # The Python SDK (python/) and its tests.
+    # The Python SDK (python/) and its tests; build, setuptools and wheel make the wheel its
+    # packaging test installs into a fresh environment.
     local sdk_venv="$PWD/target/venv-sdk"
-    if ! "$sdk_venv/bin/python" -c 'import hutch, httpx, websockets, pytest' 2>/dev/null; then
-        pip_install "$sdk_venv" -e "$PWD/python" pytest
+    if ! "$sdk_venv/bin/python" -c 'import hutch, httpx, sniffio, websockets, pytest, build, setuptools, wheel' 2>/dev/null; then
+        pip_install "$sdk_venv" -e "$PWD/python" pytest build setuptools wheel
     fi
 
     # The MCP server's tests (crates/hutch-mcp/tests/python) drive it with the official MCP

@@ -6,6 +6,10 @@ free loopback port; tokens are minted with ``hutch token`` on the same data dire
 need root: without it (or without a binary) the tests are skipped, except under ``CI=true``
 where that is a failure.
 
+Every test that takes the ``client`` fixture (or ``session``, made from it) runs twice: with
+the blocking ``SessionsClient`` (``[sync]``) and with ``AsyncSessionsClient`` driven through
+``faces.blocking`` (``[async]``), so one test body checks both faces of the SDK.
+
 Tests for routes a server may not have yet are marked
 ``@pytest.mark.requires_route("POST", "/v1/sessions/{id}/code")``: they are skipped while the
 server's ``/v1/openapi.json`` lacks the route, and run as soon as it has it
@@ -32,7 +36,8 @@ from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 import pytest
 
-from hutch import SessionsClient
+import faces
+from hutch import AsyncSessionsClient, SessionsClient
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "test-secret-for-hutch-python-sdk-tests"
@@ -123,9 +128,17 @@ class HutchServer:
         out = subprocess.run(args, env=self.env, check=True, capture_output=True, text=True)
         return out.stdout.strip()
 
-    def client(self, sub: Optional[str] = None) -> SessionsClient:
-        """A client for a tenant (a fresh one by default)."""
-        return SessionsClient(self.api_url, bearer_token=self.token(sub or new_tenant()))
+    def client(self, sub: Optional[str] = None, face: str = "sync") -> SessionsClient:
+        """A client for a tenant (a fresh one by default): the blocking client, or with
+        ``face="async"`` the async client driven through :func:`faces.blocking`."""
+        token = self.token(sub or new_tenant())
+        if face == "async":
+
+            async def make() -> AsyncSessionsClient:
+                return AsyncSessionsClient(self.api_url, bearer_token=token)
+
+            return faces.blocking(faces.run(make()))  # type: ignore[no-any-return]
+        return SessionsClient(self.api_url, bearer_token=token)
 
     def routes(self) -> Set[Tuple[str, str]]:
         """``(METHOD, path-with-{})`` of every route in the server's OpenAPI document."""
@@ -179,16 +192,33 @@ def hutch_server() -> Iterator[HutchServer]:
     server.stop()
 
 
-@pytest.fixture
-def client(hutch_server: HutchServer) -> Iterator[SessionsClient]:
+@pytest.fixture(params=["sync", "async"])
+def face(request: pytest.FixtureRequest) -> str:
+    """Which face of the SDK a test drives: ``sync`` or ``async``."""
+    return str(request.param)
+
+
+def _tenant_client(server: HutchServer, face: str) -> Iterator[SessionsClient]:
     """A client for a fresh tenant; its sessions are deleted afterwards."""
-    c = hutch_server.client()
+    c = server.client(face=face)
     yield c
     try:
         for s in c.list_sessions(limit=100):
             c.delete_session(s.session_id)
     finally:
         c.close()
+
+
+@pytest.fixture
+def client(hutch_server: HutchServer, face: str) -> Iterator[SessionsClient]:
+    """A client for a fresh tenant, of each face; its sessions are deleted afterwards."""
+    yield from _tenant_client(hutch_server, face)
+
+
+@pytest.fixture
+def sync_client(hutch_server: HutchServer) -> Iterator[SessionsClient]:
+    """A blocking client for a fresh tenant, for tests of the blocking face alone."""
+    yield from _tenant_client(hutch_server, "sync")
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any, List
 import pytest
 
 from hutch import SandboxOperationError, SessionNotFoundError, SessionsClient
-from hutch.commands import CommandResult, Process
+from hutch.commands import AsyncProcess, CommandResult, Process
 
 # Fills memory until the kernel's OOM killer ends it (`tail` keeps the newline-free line whole).
 MEMORY_HOG = "head -c 500m /dev/zero | tail"
@@ -95,15 +95,19 @@ def test_streamed_output_arrives_before_the_command_ends(session: Any) -> None:
 @pytest.mark.requires_route("GET", "/v1/sessions/{id}/processes")
 def test_background_process(session: Any) -> None:
     process = session.commands.run("echo started; sleep 30", background=True)
-    assert isinstance(process, Process)
+    assert isinstance(process, (Process, AsyncProcess))
     listed = session.commands.list_processes()
-    assert any(str(p.get("pid")) == str(process.pid) for p in listed)
-    assert process.refresh()["status"] == "running"
+    assert any(p.pid == process.pid for p in listed)
+    assert process.refresh().status == "running"
+    # Killed only once it has printed (its output's next sequence number moved past 0).
+    deadline = time.monotonic() + 30
+    while process.refresh().raw.get("nextSeq", 0) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
     process.kill()
     result = process.wait()
     assert "started" in result.stdout
     assert result.exit_code == 128 + 9
-    assert process.refresh()["status"] == "exited"
+    assert process.refresh().status == "exited"
 
 
 @pytest.mark.requires_route("POST", "/v1/sessions/{id}/processes/{pid}/stdin")

@@ -65,7 +65,7 @@ def test_missing_file_is_a_404(session: Any) -> None:
 
 def test_upload_many_in_one_request(session: Any) -> None:
     answer = session.files.upload_many({"/workspace/m/one.txt": "1", "/workspace/m/two.txt": b"22"})
-    assert [f["size"] for f in answer["files"]] == [1, 2]
+    assert [f.size for f in answer.files] == [1, 2]
     assert session.files.read_text("/workspace/m/two.txt") == "22"
 
 

@@ -10,6 +10,7 @@ import pytest
 from conftest import HutchServer, run_example
 from hutch import (
     ContextError,
+    InterpreterContext,
     ExecutionTimeoutError,
     HTTPError,
     SandboxAPIError,
@@ -35,12 +36,13 @@ def test_default_context_keeps_state(session: Any) -> None:
 def test_create_list_get_delete_context(session: Any) -> None:
     interpreter = session.code_interpreter()
     ctx = interpreter.create_context(cwd="/workspace/project")
-    assert set(ctx) >= {"id", "cwd", "language", "createdAt", "active"}
-    assert ctx["cwd"] == "/workspace/project"
-    assert ctx["language"] == "python"
-    assert ctx["active"] is True
-    assert [c["id"] for c in interpreter.list_contexts()] == [ctx["id"]]
-    assert interpreter.get_context(ctx["id"])["id"] == ctx["id"]
+    assert isinstance(ctx, InterpreterContext)
+    assert ctx.cwd == "/workspace/project"
+    assert ctx.language == "python"
+    assert ctx.active is True
+    assert ctx["createdAt"] == ctx.created_at  # the wire form, as seed code reads it
+    assert [c.id for c in interpreter.list_contexts()] == [ctx.id]
+    assert interpreter.get_context(ctx.id).id == ctx.id
     out: List[str] = []
     interpreter.execute("import os\nprint(os.getcwd())", context_id=ctx["id"], on_stdout=out.append)
     assert "".join(out) == "/workspace/project\n"

@@ -14,7 +14,7 @@ from hutch import (
     SandboxAPIError,
     SandboxConnectionError,
     SandboxOperationError,
-    Session,
+    SessionInfo,
     SessionNotFoundError,
     SessionPausedError,
     SessionsClient,
@@ -25,7 +25,7 @@ from hutch import (
 
 def test_create_with_defaults_returns_a_running_session(client: SessionsClient) -> None:
     session = client.create_session()
-    assert isinstance(session, Session)
+    assert isinstance(session, SessionInfo)
     assert uuid.UUID(session.session_id)
     assert session.status is SessionStatus.RUNNING
     assert session.image == "default"

@@ -10,9 +10,25 @@ Quick start::
         interpreter = session.code_interpreter()
         interpreter.execute("x = 41 + 1\nprint(x)", on_stdout=print)
         client.delete_session(session.session_id)
+
+The same from an event loop::
+
+    from hutch import AsyncSessionsClient
+
+    async with AsyncSessionsClient("http://127.0.0.1:7420/v1", bearer_token=TOKEN) as client:
+        session = await client.create_session(ttl=600)
+        print((await session.commands.run("echo hello")).stdout)
+        await client.delete_session(session.session_id)
 """
 
 from .errors import (
+    ERROR_CODES,
+    ConflictError,
+    ForbiddenError,
+    InvalidRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+    SandboxUnavailableError,
     ContextError,
     ContextNotFoundError,
     ErrorResponse,
@@ -26,19 +42,49 @@ from .errors import (
     SessionPausedError,
     UnauthorizedError,
 )
-from .code import CodeResult
-from .commands import CommandResult, Process
-from .files import FileInfo
-from .images import Image, ImageConfig, ImageDetail, ImageLayer, Images, PullProgress
+from .code import AsyncCode, Code, CodeResult
+from .commands import (
+    AsyncCommands,
+    AsyncProcess,
+    CommandResult,
+    Commands,
+    OutputChunk,
+    Process,
+    ProcessInfo,
+)
+from .files import AsyncFiles, FileInfo, Files, WriteInfo
+from .images import (
+    AsyncImages,
+    Image,
+    ImageConfig,
+    ImageDetail,
+    ImageLayer,
+    Images,
+    PullProgress,
+)
 from .interactive import (
     InteractiveResult,
     InteractiveSandboxSession,
     InteractiveSettings,
     KernelType,
 )
-from .interpreter import Artifact, CodeInterpreter, Execution, ExecutionError, Result
-from .ports import ListeningPort, PortLink, Ports
+from .interpreter import (
+    Artifact,
+    AsyncCodeInterpreter,
+    CodeInterpreter,
+    Execution,
+    ExecutionError,
+    HistoryEntry,
+    InterpreterContext,
+    Result,
+)
+from .ports import AsyncPorts, ListeningPort, PortLink, Ports
+from .pty import AsyncTerminal, Terminal
 from .storage import (
+    AsyncContextManager,
+    AsyncStorageContexts,
+    ContextManager,
+    StorageContexts,
     ContextInfoResult,
     ContextStatusData,
     ContextSync,
@@ -46,6 +92,11 @@ from .storage import (
     StorageContext,
 )
 from .sessions import (
+    AsyncSession,
+    AsyncSessionHandle,
+    AsyncSessionList,
+    AsyncSessionsClient,
+    SessionInfo,
     MAX_TTL,
     MIN_TTL,
     Resources,
@@ -63,6 +114,39 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "SessionsClient",
+    "AsyncSessionsClient",
+    "AsyncSession",
+    "AsyncSessionHandle",
+    "AsyncSessionList",
+    "SessionInfo",
+    "Commands",
+    "AsyncCommands",
+    "AsyncProcess",
+    "ProcessInfo",
+    "OutputChunk",
+    "Code",
+    "AsyncCode",
+    "Files",
+    "AsyncFiles",
+    "WriteInfo",
+    "AsyncCodeInterpreter",
+    "InterpreterContext",
+    "HistoryEntry",
+    "AsyncPorts",
+    "AsyncImages",
+    "Terminal",
+    "AsyncTerminal",
+    "ContextManager",
+    "AsyncContextManager",
+    "StorageContexts",
+    "AsyncStorageContexts",
+    "ERROR_CODES",
+    "InvalidRequestError",
+    "ForbiddenError",
+    "NotFoundError",
+    "ConflictError",
+    "PayloadTooLargeError",
+    "SandboxUnavailableError",
     "Session",
     "SessionHandle",
     "SessionList",

@@ -1,21 +1,43 @@
-"""The HTTP transport shared by every part of the SDK: base URL, bearer token, error mapping."""
+"""The HTTP transports shared by every part of the SDK: base URL, bearer token, error mapping.
+
+The SDK's operations are described once, as :class:`Call` values (a request and the function
+that parses its answer); :class:`Transport` sends them blocking and :class:`AsyncTransport`
+from an event loop, each over one pool of keep-alive connections.
+"""
 
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
-from typing import Any, Iterator, Mapping, Optional, Union
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from typing import (
+    Any,
+    AsyncIterator,
+    Callable,
+    Dict,
+    Generic,
+    Iterator,
+    Mapping,
+    Optional,
+    TypeVar,
+    Union,
+)
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from .errors import SandboxConnectionError, error_from_response
+from .errors import SandboxAPIError, SandboxConnectionError, error_from_response
 
-__all__ = ["Transport", "normalize_api_url"]
+__all__ = ["Call", "Transport", "AsyncTransport", "normalize_api_url", "answer_json"]
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 
 Params = Mapping[str, Union[str, int, float, bool, None]]
+T = TypeVar("T")
+TimeoutArg = Union[None, float, httpx.Timeout]
+
+POOL_SIZE = 8
+"""Most connections in one of :class:`AsyncTransport`'s pools."""
 
 
 def normalize_api_url(api_url: str) -> str:
@@ -28,26 +50,99 @@ def normalize_api_url(api_url: str) -> str:
     return url
 
 
-class Transport:
-    """One ``httpx.Client`` with the bearer token, answering JSON or raising SDK errors."""
+def answer_json(response: httpx.Response) -> Any:
+    """The JSON body of an answer (``None`` when empty)."""
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except json.JSONDecodeError as e:
+        raise SandboxConnectionError(
+            f"{response.request.method} {response.request.url.path}: the answer is not JSON"
+        ) from e
+
+
+def _identity(data: Any) -> Any:
+    return data
+
+
+@dataclass
+class Call(Generic[T]):
+    """One request of the API and how to read its answer, independent of any I/O.
+
+    ``parse`` gets the answer's JSON body, or the whole ``httpx.Response`` when ``raw``.
+    """
+
+    method: str
+    path: str
+    params: Optional[Params] = None
+    json_body: Any = None
+    content: Any = None
+    files: Any = None
+    headers: Optional[Mapping[str, str]] = None
+    timeout: TimeoutArg = None
+    parse: Callable[[Any], T] = field(default=_identity)
+    raw: bool = False
+
+    def kwargs(self) -> Dict[str, Any]:
+        """The keyword arguments of ``httpx.Client.request``/``stream`` for this call."""
+        kwargs: Dict[str, Any] = {
+            "params": {k: v for k, v in (self.params or {}).items() if v is not None}
+        }
+        if self.json_body is not None:
+            kwargs["json"] = self.json_body
+        if self.content is not None:
+            kwargs["content"] = self.content
+        if self.files is not None:
+            kwargs["files"] = self.files
+        if self.headers:
+            kwargs["headers"] = dict(self.headers)
+        if self.timeout is not None:
+            kwargs["timeout"] = self.timeout
+        return kwargs
+
+    @property
+    def retries(self) -> int:
+        """How often a request may be sent again on a connection the server had closed: once
+        for an idempotent request without a body, never otherwise."""
+        return 1 if self.method in _IDEMPOTENT and self.content is None and self.files is None else 0
+
+    def answer(self, response: httpx.Response) -> T:
+        """Parses a successful answer."""
+        return self.parse(response if self.raw else answer_json(response))
+
+
+def _transport_error(api_url: str, call: Call[Any], e: httpx.TransportError) -> SandboxAPIError:
+    if isinstance(e, httpx.TimeoutException):
+        return SandboxConnectionError(
+            f"{call.method} {call.path}: no answer from {api_url} in time ({e})"
+        )
+    return SandboxConnectionError(f"cannot reach {api_url}: {e}")
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    if response.status_code >= 400:
+        raise error_from_response(response.status_code, response.headers, response.text)
+
+
+class _Base:
+    """What both transports share: the address, the token and the client settings."""
 
     def __init__(
-        self,
-        api_url: str,
-        bearer_token: str,
-        timeout: float = 30.0,
-        verify_ssl: bool = True,
+        self, api_url: str, bearer_token: str, timeout: float, verify_ssl: bool
     ) -> None:
         self.api_url = normalize_api_url(api_url)
         self.bearer_token = bearer_token
         self.timeout = timeout
         self.verify_ssl = verify_ssl
-        self._client = httpx.Client(
-            base_url=self.api_url,
-            headers={"Authorization": f"Bearer {bearer_token}", "User-Agent": "hutch-python"},
-            timeout=timeout,
-            verify=verify_ssl,
-        )
+
+    def _client_args(self) -> Dict[str, Any]:
+        return {
+            "base_url": self.api_url,
+            "headers": {"Authorization": f"Bearer {self.bearer_token}", "User-Agent": "hutch-python"},
+            "timeout": self.timeout,
+            "verify": self.verify_ssl,
+        }
 
     @property
     def root_url(self) -> str:
@@ -61,125 +156,141 @@ class Transport:
         scheme = "wss" if parts.scheme == "https" else "ws"
         return urlunsplit((scheme, parts.netloc, parts.path, "", ""))
 
+
+class Transport(_Base):
+    """One ``httpx.Client`` with the bearer token, answering JSON or raising SDK errors."""
+
+    def __init__(
+        self,
+        api_url: str,
+        bearer_token: str,
+        timeout: float = 30.0,
+        verify_ssl: bool = True,
+    ) -> None:
+        super().__init__(api_url, bearer_token, timeout, verify_ssl)
+        self._client = httpx.Client(**self._client_args())
+
     def close(self) -> None:
         """Closes the connection pool."""
         self._client.close()
 
-    def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Optional[Params] = None,
-        json_body: Any = None,
-        content: Any = None,
-        files: Any = None,
-        headers: Optional[Mapping[str, str]] = None,
-        timeout: Optional[float] = None,
-    ) -> httpx.Response:
-        clean = {k: v for k, v in (params or {}).items() if v is not None}
-        kwargs: dict[str, Any] = {"params": clean}
-        if json_body is not None:
-            kwargs["json"] = json_body
-        if content is not None:
-            kwargs["content"] = content
-        if files is not None:
-            kwargs["files"] = files
-        if headers:
-            kwargs["headers"] = dict(headers)
-        if timeout is not None:
-            kwargs["timeout"] = timeout
-        # A keep-alive connection the server has just closed fails with "disconnected
-        # without sending a response": an idempotent request is safe to send once more.
-        retries = 1 if method in _IDEMPOTENT and content is None and files is None else 0
+    def send(self, call: Call[Any]) -> httpx.Response:
+        """Sends a call; raises the SDK error matching a 4xx/5xx answer."""
+        kwargs = call.kwargs()
+        retries = call.retries
         while True:
             try:
-                response = self._client.request(method, path, **kwargs)
+                response = self._client.request(call.method, call.path, **kwargs)
+                break
+            except httpx.RemoteProtocolError as e:
+                # A keep-alive connection the server has just closed fails with "disconnected
+                # without sending a response": an idempotent request is safe to send again.
+                if retries > 0:
+                    retries -= 1
+                    continue
+                raise _transport_error(self.api_url, call, e) from e
+            except httpx.TransportError as e:
+                raise _transport_error(self.api_url, call, e) from e
+        _raise_for_status(response)
+        return response
+
+    def call(self, call: Call[T]) -> T:
+        """Sends a call and returns its parsed answer."""
+        return call.answer(self.send(call))
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Sends a request (``params``, ``json_body``, ``content``, ``files``, ``headers``,
+        ``timeout``); raises the SDK error matching a 4xx/5xx answer."""
+        return self.send(Call(method, path, **kwargs))
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Sends a request and returns its JSON body (``None`` when empty)."""
+        return answer_json(self.send(Call(method, path, **kwargs)))
+
+    @contextmanager
+    def stream(self, call: Call[Any]) -> Iterator[httpx.Response]:
+        """Opens a streamed answer; raises the SDK error matching a 4xx/5xx answer."""
+        try:
+            with self._client.stream(call.method, call.path, **call.kwargs()) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for_status(response)
+                yield response
+        except httpx.TransportError as e:
+            raise _transport_error(self.api_url, call, e) from e
+
+
+class AsyncTransport(_Base):
+    """One ``httpx.AsyncClient`` with the bearer token: :class:`Transport` for event loops."""
+
+    def __init__(
+        self,
+        api_url: str,
+        bearer_token: str,
+        timeout: float = 30.0,
+        verify_ssl: bool = True,
+        max_connections: int = 200,
+    ) -> None:
+        super().__init__(api_url, bearer_token, timeout, verify_ssl)
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+        # httpcore's pool looks at every connection for every request it places, which costs
+        # more than the request itself once a hundred run at once: the connections are split
+        # into pools of at most POOL_SIZE, and each request goes to the least busy one.
+        pools = -(-max_connections // POOL_SIZE)
+        size = -(-max_connections // pools)
+        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+        self._clients = [httpx.AsyncClient(limits=limits, **self._client_args()) for _ in range(pools)]
+        self._busy = [0] * pools
+
+    async def close(self) -> None:
+        """Closes the connection pools."""
+        for client in self._clients:
+            await client.aclose()
+
+    @asynccontextmanager
+    async def _client(self) -> AsyncIterator[httpx.AsyncClient]:
+        """The least busy pool, counted busy while the caller uses it."""
+        index = min(range(len(self._busy)), key=self._busy.__getitem__)
+        self._busy[index] += 1
+        try:
+            yield self._clients[index]
+        finally:
+            self._busy[index] -= 1
+
+    async def send(self, call: Call[Any]) -> httpx.Response:
+        """Sends a call; raises the SDK error matching a 4xx/5xx answer."""
+        kwargs = call.kwargs()
+        retries = call.retries
+        while True:
+            try:
+                async with self._client() as client:
+                    response = await client.request(call.method, call.path, **kwargs)
                 break
             except httpx.RemoteProtocolError as e:
                 if retries > 0:
                     retries -= 1
                     continue
-                raise SandboxConnectionError(f"cannot reach {self.api_url}: {e}") from e
-            except httpx.TimeoutException as e:
-                raise SandboxConnectionError(
-                    f"{method} {path}: no answer from {self.api_url} in time ({e})"
-                ) from e
+                raise _transport_error(self.api_url, call, e) from e
             except httpx.TransportError as e:
-                raise SandboxConnectionError(f"cannot reach {self.api_url}: {e}") from e
-        if response.status_code >= 400:
-            raise error_from_response(response.status_code, response.headers, response.text)
+                raise _transport_error(self.api_url, call, e) from e
+        _raise_for_status(response)
         return response
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Optional[Params] = None,
-        json_body: Any = None,
-        content: Any = None,
-        files: Any = None,
-        headers: Optional[Mapping[str, str]] = None,
-        timeout: Optional[float] = None,
-    ) -> httpx.Response:
-        """Sends a request; raises the SDK error matching a 4xx/5xx answer."""
-        return self._send(
-            method,
-            path,
-            params=params,
-            json_body=json_body,
-            content=content,
-            files=files,
-            headers=headers,
-            timeout=timeout,
-        )
+    async def call(self, call: Call[T]) -> T:
+        """Sends a call and returns its parsed answer."""
+        return call.answer(await self.send(call))
 
-    def json(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Optional[Params] = None,
-        json_body: Any = None,
-        timeout: Optional[float] = None,
-    ) -> Any:
-        """Sends a request and returns its JSON body (``None`` when empty)."""
-        response = self._send(method, path, params=params, json_body=json_body, timeout=timeout)
-        if not response.content:
-            return None
+    @asynccontextmanager
+    async def stream(self, call: Call[Any]) -> AsyncIterator[httpx.Response]:
+        """Opens a streamed answer; raises the SDK error matching a 4xx/5xx answer."""
         try:
-            return response.json()
-        except json.JSONDecodeError as e:
-            raise SandboxConnectionError(f"{method} {path}: the answer is not JSON") from e
-
-    @contextmanager
-    def stream(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Optional[Params] = None,
-        json_body: Any = None,
-        headers: Optional[Mapping[str, str]] = None,
-        timeout: Optional[float] = None,
-    ) -> Iterator[httpx.Response]:
-        """Opens a streamed response; raises the SDK error matching a 4xx/5xx answer."""
-        clean = {k: v for k, v in (params or {}).items() if v is not None}
-        kwargs: dict[str, Any] = {"params": clean}
-        if json_body is not None:
-            kwargs["json"] = json_body
-        if headers:
-            kwargs["headers"] = dict(headers)
-        if timeout is not None:
-            kwargs["timeout"] = timeout
-        try:
-            with self._client.stream(method, path, **kwargs) as response:
+            async with self._client() as client, client.stream(
+                call.method, call.path, **call.kwargs()
+            ) as response:
                 if response.status_code >= 400:
-                    response.read()
-                    raise error_from_response(
-                        response.status_code, response.headers, response.text
-                    )
+                    await response.aread()
+                    _raise_for_status(response)
                 yield response
         except httpx.TransportError as e:
-            raise SandboxConnectionError(f"cannot reach {self.api_url}: {e}") from e
+            raise _transport_error(self.api_url, call, e) from e

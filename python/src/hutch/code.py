@@ -1,13 +1,14 @@
-"""Stateless code runs: ``POST /sessions/{id}/code`` runs a snippet in a fresh process."""
+"""Stateless code runs: ``POST /sessions/{id}/code`` runs a snippet in a fresh process
+(:class:`Code`, and :class:`AsyncCode` for event loops)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
-from ._http import Transport
+from ._http import AsyncTransport, Call, Transport
 
-__all__ = ["LANGUAGES", "CodeResult", "Code"]
+__all__ = ["LANGUAGES", "CodeResult", "Code", "AsyncCode"]
 
 LANGUAGES = ("python", "javascript", "bash")
 """Languages the code route runs."""
@@ -47,6 +48,32 @@ class CodeResult:
         )
 
 
+def code_call(
+    session_path: str,
+    language: str,
+    code: str,
+    timeout: Optional[float] = None,
+    env: Optional[Mapping[str, str]] = None,
+) -> Call[CodeResult]:
+    """The request that runs ``code`` written in ``language``, checked."""
+    if language not in LANGUAGES:
+        raise ValueError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
+    body: Dict[str, Any] = {"language": language, "code": code}
+    if timeout is not None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        body["timeout"] = timeout
+    if env is not None:
+        body["env"] = dict(env)
+    return Call(
+        "POST",
+        f"{session_path}/code",
+        json_body=body,
+        timeout=(timeout or 60.0) + 30.0,
+        parse=lambda data: CodeResult.from_json(data or {}),
+    )
+
+
 class Code:
     """Runs code in one session, each time in a fresh process."""
 
@@ -62,19 +89,24 @@ class Code:
         env: Optional[Mapping[str, str]] = None,
     ) -> CodeResult:
         """Runs ``code`` written in ``language`` (``python``, ``javascript`` or ``bash``)."""
-        if language not in LANGUAGES:
-            raise ValueError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
-        body: Dict[str, Any] = {"language": language, "code": code}
-        if timeout is not None:
-            if timeout <= 0:
-                raise ValueError(f"timeout must be positive, got {timeout}")
-            body["timeout"] = timeout
-        if env is not None:
-            body["env"] = dict(env)
-        data = self._transport.json(
-            "POST",
-            f"{self._session_path}/code",
-            json_body=body,
-            timeout=(timeout or 60.0) + 30.0,
+        return self._transport.call(code_call(self._session_path, language, code, timeout, env))
+
+
+class AsyncCode:
+    """:class:`Code` for event loops."""
+
+    def __init__(self, transport: AsyncTransport, session_path: str) -> None:
+        self._transport = transport
+        self._session_path = session_path
+
+    async def run(
+        self,
+        language: str,
+        code: str,
+        timeout: Optional[float] = None,
+        env: Optional[Mapping[str, str]] = None,
+    ) -> CodeResult:
+        """Runs ``code`` written in ``language`` (``python``, ``javascript`` or ``bash``)."""
+        return await self._transport.call(
+            code_call(self._session_path, language, code, timeout, env)
         )
-        return CodeResult.from_json(data or {})

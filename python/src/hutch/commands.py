@@ -1,25 +1,53 @@
-"""Shell commands in a session: one-shot, streamed, or in the background."""
+"""Shell commands in a session: one-shot, streamed, or in the background.
+
+:class:`Commands` and :class:`Process` block; :class:`AsyncCommands` and :class:`AsyncProcess`
+are their twins for event loops. Both build the same requests and read the same frames
+(:class:`CommandOutput`).
+"""
 
 from __future__ import annotations
 
 import base64
 import codecs
 import json
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from dataclasses import dataclass, field
+from typing import (
+    Any,
+    AsyncIterator,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Literal,
+    Mapping,
+    Optional,
+    Sequence,
+    Union,
+    overload,
+)
 
-from ._http import Transport
-from ._ws import ws_connect, ws_frames
+from ._http import AsyncTransport, Call, Transport
+from ._ws import AsyncFrameReader, FrameReader, ws_connect, ws_connect_async
 from .errors import (
     SandboxAPIError,
     SandboxConnectionError,
     SandboxOperationError,
-    error_from_response,
+    error_from_frame,
 )
 
-__all__ = ["CommandResult", "Process", "Commands"]
+__all__ = [
+    "CommandResult",
+    "OutputChunk",
+    "ProcessInfo",
+    "CommandOutput",
+    "Process",
+    "AsyncProcess",
+    "Commands",
+    "AsyncCommands",
+]
 
 OutputCallback = Callable[[str], None]
+Command = Union[str, Sequence[str]]
 
 
 @dataclass
@@ -55,17 +83,186 @@ class CommandResult:
         )
 
 
-class Process:
-    """A background process started with ``commands.run(..., background=True)``."""
+@dataclass(frozen=True)
+class OutputChunk:
+    """A piece of a command's output, as it streams."""
 
-    def __init__(self, transport: Transport, session_path: str, info: Mapping[str, Any]) -> None:
-        self._transport = transport
-        self._session_path = session_path
-        self.info: Dict[str, Any] = dict(info)
-        pid = info.get("pid", info.get("id"))
+    stream: str
+    """``stdout`` or ``stderr``."""
+    text: str
+
+
+@dataclass
+class ProcessInfo:
+    """A background process as the API shows it."""
+
+    pid: int
+    process_id: Optional[int] = None
+    """Its id, unique within the session."""
+    command: List[str] = field(default_factory=list)
+    """The program and its arguments (a command line runs as ``/bin/sh -c LINE``)."""
+    status: str = ""
+    """``running`` or ``exited``."""
+    exit_code: Optional[int] = None
+    signal: Optional[int] = None
+    timed_out: bool = False
+    oom_killed: bool = False
+    started_at: Optional[str] = None
+    exited_at: Optional[str] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    """Every field of the wire form, including ones this SDK does not know yet."""
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ProcessInfo":
+        """Parses the wire form."""
+        pid = data.get("pid", data.get("id"))
         if pid is None:
-            raise SandboxOperationError(f"the server did not name the process: {info!r}")
-        self.pid = pid
+            raise SandboxOperationError(f"the server did not name the process: {dict(data)!r}")
+        command = data.get("command")
+        return cls(
+            pid=int(pid),
+            process_id=int(data["processId"]) if data.get("processId") is not None else None,
+            command=[str(c) for c in command] if isinstance(command, list) else [],
+            status=str(data.get("status", "")),
+            exit_code=int(data["exitCode"]) if data.get("exitCode") is not None else None,
+            signal=int(data["signal"]) if isinstance(data.get("signal"), int) else None,
+            timed_out=bool(data.get("timedOut", False)),
+            oom_killed=bool(data.get("oomKilled", False)),
+            started_at=data.get("startedAt"),
+            exited_at=data.get("exitedAt"),
+            raw=dict(data),
+        )
+
+
+class CommandOutput:
+    """Reads the frames of a command's or process's stream into chunks and a result.
+
+    ``feed(frame)`` returns the chunks the frame carried (stdout/stderr ``data`` is base64
+    bytes; chunk boundaries may split a character, so each stream has its own incremental
+    decoder); ``finish()`` returns the :class:`CommandResult` once the stream ended.
+    """
+
+    def __init__(
+        self,
+        on_stdout: Optional[OutputCallback] = None,
+        on_stderr: Optional[OutputCallback] = None,
+    ) -> None:
+        self._callbacks = {"stdout": on_stdout, "stderr": on_stderr}
+        self._text: Dict[str, List[str]] = {"stdout": [], "stderr": []}
+        self._decoders = {
+            kind: codecs.getincrementaldecoder("utf-8")("replace") for kind in self._text
+        }
+        self._final: Optional[Dict[str, Any]] = None
+
+    def _emit(self, kind: str, text: str) -> List[OutputChunk]:
+        if not text:
+            return []
+        self._text[kind].append(text)
+        callback = self._callbacks[kind]
+        if callback:
+            callback(text)
+        return [OutputChunk(kind, text)]
+
+    def feed(self, frame: Mapping[str, Any]) -> List[OutputChunk]:
+        """Takes one frame; raises the SDK error an ``error`` frame carries."""
+        kind = frame.get("type")
+        if kind in ("stdout", "stderr"):
+            assert isinstance(kind, str)
+            if "data" in frame:
+                try:
+                    raw = base64.b64decode(str(frame["data"]))
+                except ValueError:
+                    raw = str(frame["data"]).encode()
+                text = str(self._decoders[kind].decode(raw))
+            else:
+                text = str(frame.get("text", ""))
+            return self._emit(kind, text)
+        if kind == "error":
+            detail = frame.get("error")
+            if isinstance(detail, dict):
+                raise error_from_frame(detail)
+            raise SandboxOperationError(str(frame.get("message", frame)))
+        if kind == "exit" or "exitCode" in frame:
+            self._final = dict(frame)
+        return []
+
+    def flush(self) -> List[OutputChunk]:
+        """The text still held by the decoders once the stream ended."""
+        chunks: List[OutputChunk] = []
+        for kind, decoder in self._decoders.items():
+            chunks += self._emit(kind, decoder.decode(b"", final=True))
+        return chunks
+
+    def finish(self) -> CommandResult:
+        """The command's result; raises when the stream ended before the exit."""
+        self.flush()
+        final = self._final
+        if final is None:
+            raise SandboxConnectionError("the command's stream ended before its exit")
+        if final.get("exitCode") is None:
+            signal = final.get("signal")
+            final["exitCode"] = 128 + int(signal) if signal else -1
+        result = CommandResult.from_json(final)
+        result.stdout = "".join(self._text["stdout"])
+        result.stderr = "".join(self._text["stderr"])
+        return result
+
+
+def command_body(
+    cmd: Command,
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Optional[str] = None,
+    timeout: Optional[float] = None,
+    stdin: Optional[str] = None,
+) -> Dict[str, Any]:
+    """The wire form of a command request, checked."""
+    body: Dict[str, Any] = {}
+    if isinstance(cmd, str):
+        if not cmd:
+            raise ValueError("cmd must not be empty")
+        body["command"] = cmd
+    else:
+        argv = [str(a) for a in cmd]
+        if not argv:
+            raise ValueError("cmd must not be empty")
+        body["argv"] = argv
+    if cwd is not None:
+        body["cwd"] = cwd
+    if env is not None:
+        body["env"] = dict(env)
+    if timeout is not None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        body["timeout"] = timeout
+    if stdin is not None:
+        body["stdin"] = stdin
+    return body
+
+
+def _http_timeout(timeout: Optional[float]) -> float:
+    return (timeout or 60.0) + 30.0
+
+
+def _process_list(data: Any) -> List[ProcessInfo]:
+    items: List[Any] = (
+        (data.get("processes") or data.get("items") or []) if isinstance(data, dict) else (data or [])
+    )
+    return [ProcessInfo.from_json(p) for p in items]
+
+
+class _ProcessCalls:
+    """The requests of one background process, shared by both faces."""
+
+    def __init__(self, session_path: str, info: Mapping[str, Any]) -> None:
+        self._session_path = session_path
+        self.state = ProcessInfo.from_json(info)
+        """The process as last seen (:meth:`refresh` updates it)."""
+        self.pid = self.state.pid
+
+    @property
+    def info(self) -> Dict[str, Any]:
+        """The last seen wire form of the process."""
+        return self.state.raw
 
     @property
     def path(self) -> str:
@@ -76,24 +273,49 @@ class Process:
     def oom_killed(self) -> bool:
         """Whether the kernel's out-of-memory killer ended the process, as of the last
         :meth:`refresh` (``oomKilled`` of its status)."""
-        return bool(self.info.get("oomKilled", False))
+        return self.state.oom_killed
 
-    def refresh(self) -> Dict[str, Any]:
-        """Fetches the process's current state."""
-        data = self._transport.json("GET", self.path)
-        self.info = dict(data or {})
-        return self.info
+    def _refresh_call(self) -> Call[ProcessInfo]:
+        def keep(data: Any) -> ProcessInfo:
+            self.state = ProcessInfo.from_json({"pid": self.pid, **(data or {})})
+            return self.state
 
-    def send_stdin(self, data: Union[str, bytes], eof: bool = False) -> None:
-        """Writes to the process's standard input; ``eof=True`` closes it afterwards."""
-        raw = data.encode() if isinstance(data, str) else data
-        self._transport.request(
+        return Call("GET", self.path, parse=keep)
+
+    def _stdin_call(self, data: Union[str, bytes], eof: bool) -> Call[None]:
+        return Call(
             "POST",
             f"{self.path}/stdin",
             params={"eof": "true" if eof else None},
-            content=raw,
+            content=data.encode() if isinstance(data, str) else data,
             headers={"Content-Type": "application/octet-stream"},
+            parse=lambda _: None,
         )
+
+    def _signal_call(self, signal: Union[str, int]) -> Call[None]:
+        return Call("POST", f"{self.path}/signal", json_body={"signal": signal}, parse=lambda _: None)
+
+    def _remove_call(self) -> Call[None]:
+        return Call("DELETE", self.path, parse=lambda _: None)
+
+    def _stream_path(self, from_seq: int) -> str:
+        return f"{self.path}/stream?from={from_seq}"
+
+
+class Process(_ProcessCalls):
+    """A background process started with ``commands.run(..., background=True)``."""
+
+    def __init__(self, transport: Transport, session_path: str, info: Mapping[str, Any]) -> None:
+        super().__init__(session_path, info)
+        self._transport = transport
+
+    def refresh(self) -> ProcessInfo:
+        """Fetches the process's current state."""
+        return self._transport.call(self._refresh_call())
+
+    def send_stdin(self, data: Union[str, bytes], eof: bool = False) -> None:
+        """Writes to the process's standard input; ``eof=True`` closes it afterwards."""
+        self._transport.call(self._stdin_call(data, eof))
 
     def close_stdin(self) -> None:
         """Closes the process's standard input (end of file)."""
@@ -101,7 +323,7 @@ class Process:
 
     def signal(self, signal: Union[str, int] = "TERM") -> None:
         """Sends a signal (``"TERM"``, ``"KILL"``, ``"INT"`` or a number)."""
-        self._transport.json("POST", f"{self.path}/signal", json_body={"signal": signal})
+        self._transport.call(self._signal_call(signal))
 
     def kill(self) -> None:
         """Kills the process and everything it started."""
@@ -109,7 +331,15 @@ class Process:
 
     def remove(self) -> None:
         """Kills the process if it runs and forgets it."""
-        self._transport.request("DELETE", self.path)
+        self._transport.call(self._remove_call())
+
+    def stream(self, from_seq: int = 0) -> Iterator[OutputChunk]:
+        """The process's output from ``from_seq`` as it comes, until it exits."""
+        output = CommandOutput()
+        with ws_connect(self._transport, self._stream_path(from_seq)) as ws:
+            for frame in FrameReader(ws):
+                yield from output.feed(frame)
+        yield from output.flush()
 
     def wait(
         self,
@@ -118,135 +348,165 @@ class Process:
         from_seq: int = 0,
     ) -> CommandResult:
         """Streams the process's output from ``from_seq`` until it exits."""
-        with ws_connect(self._transport, f"{self.path}/stream?from={from_seq}") as ws:
-            return _collect(ws_frames(ws), on_stdout, on_stderr)
+        output = CommandOutput(on_stdout, on_stderr)
+        with ws_connect(self._transport, self._stream_path(from_seq)) as ws:
+            for frame in FrameReader(ws):
+                output.feed(frame)
+        return output.finish()
 
 
-def _text(frame: Mapping[str, Any], decoder: "codecs.IncrementalDecoder") -> str:
-    """The text of an output frame: ``data`` is base64 bytes (chunk boundaries may split a
-    character, so each stream has its own incremental decoder); ``text`` is taken as is."""
-    if "data" in frame:
-        try:
-            raw = base64.b64decode(str(frame["data"]))
-        except ValueError:
-            raw = str(frame["data"]).encode()
-        return str(decoder.decode(raw))
-    return str(frame.get("text", ""))
+class AsyncProcess(_ProcessCalls):
+    """:class:`Process` for event loops."""
+
+    def __init__(
+        self, transport: AsyncTransport, session_path: str, info: Mapping[str, Any]
+    ) -> None:
+        super().__init__(session_path, info)
+        self._transport = transport
+
+    async def refresh(self) -> ProcessInfo:
+        """Fetches the process's current state."""
+        return await self._transport.call(self._refresh_call())
+
+    async def send_stdin(self, data: Union[str, bytes], eof: bool = False) -> None:
+        """Writes to the process's standard input; ``eof=True`` closes it afterwards."""
+        await self._transport.call(self._stdin_call(data, eof))
+
+    async def close_stdin(self) -> None:
+        """Closes the process's standard input (end of file)."""
+        await self.send_stdin(b"", eof=True)
+
+    async def signal(self, signal: Union[str, int] = "TERM") -> None:
+        """Sends a signal (``"TERM"``, ``"KILL"``, ``"INT"`` or a number)."""
+        await self._transport.call(self._signal_call(signal))
+
+    async def kill(self) -> None:
+        """Kills the process and everything it started."""
+        await self.signal("KILL")
+
+    async def remove(self) -> None:
+        """Kills the process if it runs and forgets it."""
+        await self._transport.call(self._remove_call())
+
+    async def stream(self, from_seq: int = 0) -> AsyncIterator[OutputChunk]:
+        """The process's output from ``from_seq`` as it comes, until it exits."""
+        output = CommandOutput()
+        async with ws_connect_async(self._transport, self._stream_path(from_seq)) as ws:
+            async for frame in AsyncFrameReader(ws):
+                for chunk in output.feed(frame):
+                    yield chunk
+        for chunk in output.flush():
+            yield chunk
+
+    async def wait(
+        self,
+        on_stdout: Optional[OutputCallback] = None,
+        on_stderr: Optional[OutputCallback] = None,
+        from_seq: int = 0,
+    ) -> CommandResult:
+        """Streams the process's output from ``from_seq`` until it exits."""
+        output = CommandOutput(on_stdout, on_stderr)
+        async with ws_connect_async(self._transport, self._stream_path(from_seq)) as ws:
+            async for frame in AsyncFrameReader(ws):
+                output.feed(frame)
+        return output.finish()
 
 
-def _collect(
-    frames: Any,
+class _CommandCalls:
+    """The requests of one session's commands, shared by both faces."""
+
+    def __init__(self, session_path: str) -> None:
+        self._session_path = session_path
+
+    def _one_shot_call(self, body: Mapping[str, Any], timeout: Optional[float]) -> Call[CommandResult]:
+        return Call(
+            "POST",
+            f"{self._session_path}/commands",
+            json_body=dict(body),
+            timeout=_http_timeout(timeout),
+            parse=lambda data: CommandResult.from_json(data or {}),
+        )
+
+    def _background_call(self, body: Mapping[str, Any], timeout: Optional[float]) -> Call[Dict[str, Any]]:
+        return Call(
+            "POST",
+            f"{self._session_path}/commands",
+            json_body={**body, "background": True},
+            timeout=_http_timeout(timeout),
+            parse=lambda data: dict(data or {}),
+        )
+
+    def _list_call(self) -> Call[List[ProcessInfo]]:
+        return Call("GET", f"{self._session_path}/processes", parse=_process_list)
+
+    @property
+    def _stream_path(self) -> str:
+        return f"{self._session_path}/commands/stream"
+
+    @staticmethod
+    def _stream_opening(body: Mapping[str, Any], stdin: Optional[str]) -> List[str]:
+        """The messages that start a streamed command: the request, then (like the one-shot
+        route) an end of file when there is nothing to read on standard input."""
+        messages = [json.dumps(body)]
+        if stdin is None:
+            messages.append(json.dumps({"type": "eof"}))
+        return messages
+
+
+def _streaming_refused(e: SandboxAPIError) -> bool:
+    """Whether a server answered that it has no streaming route."""
+    return e.status_code in (404, 405)
+
+
+def _hand_over(
+    result: CommandResult,
     on_stdout: Optional[OutputCallback],
     on_stderr: Optional[OutputCallback],
 ) -> CommandResult:
-    out: List[str] = []
-    err: List[str] = []
-    decoders = {
-        "stdout": codecs.getincrementaldecoder("utf-8")("replace"),
-        "stderr": codecs.getincrementaldecoder("utf-8")("replace"),
-    }
-    final: Optional[Dict[str, Any]] = None
-    for frame in frames:
-        kind = frame.get("type")
-        if kind in ("stdout", "stderr"):
-            text = _text(frame, decoders[kind])
-            if not text:
-                continue
-            (out if kind == "stdout" else err).append(text)
-            callback = on_stdout if kind == "stdout" else on_stderr
-            if callback:
-                callback(text)
-        elif kind == "error":
-            detail = frame.get("error")
-            if isinstance(detail, dict):
-                code = str(detail.get("code", ""))
-                raise error_from_response(
-                    _STATUS.get(code, 400), {}, json.dumps({"error": detail})
-                )
-            raise SandboxOperationError(str(frame.get("message", frame)))
-        elif kind == "exit" or "exitCode" in frame:
-            final = dict(frame)
-    for kind, decoder in decoders.items():
-        tail = decoder.decode(b"", final=True)
-        if tail:
-            (out if kind == "stdout" else err).append(tail)
-            callback = on_stdout if kind == "stdout" else on_stderr
-            if callback:
-                callback(tail)
-    if final is None:
-        raise SandboxConnectionError("the command's stream ended before its exit")
-    if final.get("exitCode") is None:
-        signal = final.get("signal")
-        final["exitCode"] = 128 + int(signal) if signal else -1
-    result = CommandResult.from_json(final)
-    result.stdout = "".join(out)
-    result.stderr = "".join(err)
+    if on_stdout is not None and result.stdout:
+        on_stdout(result.stdout)
+    if on_stderr is not None and result.stderr:
+        on_stderr(result.stderr)
     return result
 
 
-# The HTTP status of each error code, for errors that arrive inside a stream.
-_STATUS = {
-    "invalid_request": 400,
-    "unauthorized": 401,
-    "forbidden": 403,
-    "not_found": 404,
-    "session_not_found": 404,
-    "process_not_found": 404,
-    "file_not_found": 404,
-    "context_not_found": 404,
-    "storage_context_not_found": 404,
-    "conflict": 409,
-    "payload_too_large": 413,
-    "rate_limited": 429,
-    "quota_exceeded": 429,
-    "internal": 500,
-    "sandbox_unavailable": 502,
-    "capacity": 503,
-    "sandbox_timeout": 504,
-    "disk_full": 507,
-}
-
-
-class Commands:
+class Commands(_CommandCalls):
     """Runs commands in one session (``/sessions/{id}/commands``)."""
 
     def __init__(self, transport: Transport, session_path: str) -> None:
+        super().__init__(session_path)
         self._transport = transport
-        self._session_path = session_path
 
-    def _request(
+    @overload
+    def run(
         self,
-        cmd: Union[str, Sequence[str]],
-        env: Optional[Mapping[str, str]],
-        cwd: Optional[str],
-        timeout: Optional[float],
-        stdin: Optional[str],
-    ) -> Dict[str, Any]:
-        body: Dict[str, Any] = {}
-        if isinstance(cmd, str):
-            if not cmd:
-                raise ValueError("cmd must not be empty")
-            body["command"] = cmd
-        else:
-            argv = [str(a) for a in cmd]
-            if not argv:
-                raise ValueError("cmd must not be empty")
-            body["argv"] = argv
-        if cwd is not None:
-            body["cwd"] = cwd
-        if env is not None:
-            body["env"] = dict(env)
-        if timeout is not None:
-            if timeout <= 0:
-                raise ValueError(f"timeout must be positive, got {timeout}")
-            body["timeout"] = timeout
-        if stdin is not None:
-            body["stdin"] = stdin
-        return body
+        cmd: Command,
+        env: Optional[Mapping[str, str]] = ...,
+        cwd: Optional[str] = ...,
+        timeout: Optional[float] = ...,
+        on_stdout: Optional[OutputCallback] = ...,
+        on_stderr: Optional[OutputCallback] = ...,
+        background: Literal[False] = ...,
+        stdin: Optional[str] = ...,
+    ) -> CommandResult: ...
+
+    @overload
+    def run(
+        self,
+        cmd: Command,
+        env: Optional[Mapping[str, str]] = ...,
+        cwd: Optional[str] = ...,
+        timeout: Optional[float] = ...,
+        on_stdout: Optional[OutputCallback] = ...,
+        on_stderr: Optional[OutputCallback] = ...,
+        *,
+        background: Literal[True],
+        stdin: Optional[str] = ...,
+    ) -> Process: ...
 
     def run(
         self,
-        cmd: Union[str, Sequence[str]],
+        cmd: Command,
         env: Optional[Mapping[str, str]] = None,
         cwd: Optional[str] = None,
         timeout: Optional[float] = None,
@@ -254,7 +514,7 @@ class Commands:
         on_stderr: Optional[OutputCallback] = None,
         background: bool = False,
         stdin: Optional[str] = None,
-    ) -> Any:
+    ) -> Union[CommandResult, Process]:
         """Runs ``cmd`` (a shell command line, or an argv list run without a shell).
 
         Returns a :class:`CommandResult` (``exit_code``, ``stdout``, ``stderr``,
@@ -263,48 +523,146 @@ class Commands:
         streaming route when the server has it, otherwise delivered whole at the end). With
         ``background=True`` it returns a :class:`Process` at once.
         """
-        body = self._request(cmd, env, cwd, timeout, stdin)
-        http_timeout = (timeout or 60.0) + 30.0
+        body = command_body(cmd, env, cwd, timeout, stdin)
         if background:
-            body["background"] = True
-            data = self._transport.json(
-                "POST", f"{self._session_path}/commands", json_body=body, timeout=http_timeout
-            )
-            return Process(self._transport, self._session_path, data or {})
-        if on_stdout is not None or on_stderr is not None:
-            try:
-                with ws_connect(self._transport, f"{self._session_path}/commands/stream") as ws:
-                    ws.send(json.dumps(body))
-                    if stdin is None:
-                        # Like the one-shot route: nothing to read on standard input.
-                        ws.send(json.dumps({"type": "eof"}))
-                    return _collect(ws_frames(ws), on_stdout, on_stderr)
-            except SandboxAPIError as e:
-                if e.status_code not in (404, 405):
-                    raise
-            # No streaming route on this server: run once and hand over the whole output.
-            result = self._one_shot(body, http_timeout)
-            if on_stdout is not None and result.stdout:
-                on_stdout(result.stdout)
-            if on_stderr is not None and result.stderr:
-                on_stderr(result.stderr)
-            return result
-        return self._one_shot(body, http_timeout)
+            info = self._transport.call(self._background_call(body, timeout))
+            return Process(self._transport, self._session_path, info)
+        if on_stdout is None and on_stderr is None:
+            return self._transport.call(self._one_shot_call(body, timeout))
+        output = CommandOutput(on_stdout, on_stderr)
+        try:
+            for _ in self._stream_frames(body, stdin, output):
+                pass
+            return output.finish()
+        except SandboxAPIError as e:
+            if not _streaming_refused(e):
+                raise
+        result = self._transport.call(self._one_shot_call(body, timeout))
+        return _hand_over(result, on_stdout, on_stderr)
 
-    def _one_shot(self, body: Mapping[str, Any], http_timeout: float) -> CommandResult:
-        data = self._transport.json(
-            "POST", f"{self._session_path}/commands", json_body=dict(body), timeout=http_timeout
-        )
-        return CommandResult.from_json(data or {})
+    def _stream_frames(
+        self, body: Mapping[str, Any], stdin: Optional[str], output: CommandOutput
+    ) -> Iterator[OutputChunk]:
+        with ws_connect(self._transport, self._stream_path) as ws:
+            for message in self._stream_opening(body, stdin):
+                ws.send(message)
+            for frame in FrameReader(ws):
+                yield from output.feed(frame)
+        yield from output.flush()
 
-    def list_processes(self) -> List[Dict[str, Any]]:
+    def stream(
+        self,
+        cmd: Command,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        timeout: Optional[float] = None,
+        stdin: Optional[str] = None,
+    ) -> Iterator[OutputChunk]:
+        """Runs ``cmd`` and yields its output as it comes; a non-zero exit is not an error
+        (use :meth:`run` with callbacks to get the exit code too)."""
+        body = command_body(cmd, env, cwd, timeout, stdin)
+        return self._stream_frames(body, stdin, CommandOutput())
+
+    def list_processes(self) -> List[ProcessInfo]:
         """The session's background processes."""
-        data = self._transport.json("GET", f"{self._session_path}/processes")
-        if isinstance(data, dict):
-            items: List[Any] = data.get("processes") or data.get("items") or []
-            return [dict(p) for p in items]
-        return [dict(p) for p in (data or [])]
+        return self._transport.call(self._list_call())
 
     def process(self, pid: Union[int, str]) -> Process:
         """A handle on a background process."""
         return Process(self._transport, self._session_path, {"pid": pid})
+
+
+class AsyncCommands(_CommandCalls):
+    """:class:`Commands` for event loops."""
+
+    def __init__(self, transport: AsyncTransport, session_path: str) -> None:
+        super().__init__(session_path)
+        self._transport = transport
+
+    @overload
+    async def run(
+        self,
+        cmd: Command,
+        env: Optional[Mapping[str, str]] = ...,
+        cwd: Optional[str] = ...,
+        timeout: Optional[float] = ...,
+        on_stdout: Optional[OutputCallback] = ...,
+        on_stderr: Optional[OutputCallback] = ...,
+        background: Literal[False] = ...,
+        stdin: Optional[str] = ...,
+    ) -> CommandResult: ...
+
+    @overload
+    async def run(
+        self,
+        cmd: Command,
+        env: Optional[Mapping[str, str]] = ...,
+        cwd: Optional[str] = ...,
+        timeout: Optional[float] = ...,
+        on_stdout: Optional[OutputCallback] = ...,
+        on_stderr: Optional[OutputCallback] = ...,
+        *,
+        background: Literal[True],
+        stdin: Optional[str] = ...,
+    ) -> AsyncProcess: ...
+
+    async def run(
+        self,
+        cmd: Command,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        timeout: Optional[float] = None,
+        on_stdout: Optional[OutputCallback] = None,
+        on_stderr: Optional[OutputCallback] = None,
+        background: bool = False,
+        stdin: Optional[str] = None,
+    ) -> Union[CommandResult, AsyncProcess]:
+        """Runs ``cmd``; see :meth:`Commands.run`."""
+        body = command_body(cmd, env, cwd, timeout, stdin)
+        if background:
+            info = await self._transport.call(self._background_call(body, timeout))
+            return AsyncProcess(self._transport, self._session_path, info)
+        if on_stdout is None and on_stderr is None:
+            return await self._transport.call(self._one_shot_call(body, timeout))
+        output = CommandOutput(on_stdout, on_stderr)
+        try:
+            async for _ in self._stream_frames(body, stdin, output):
+                pass
+            return output.finish()
+        except SandboxAPIError as e:
+            if not _streaming_refused(e):
+                raise
+        result = await self._transport.call(self._one_shot_call(body, timeout))
+        return _hand_over(result, on_stdout, on_stderr)
+
+    async def _stream_frames(
+        self, body: Mapping[str, Any], stdin: Optional[str], output: CommandOutput
+    ) -> AsyncIterator[OutputChunk]:
+        async with ws_connect_async(self._transport, self._stream_path) as ws:
+            for message in self._stream_opening(body, stdin):
+                await ws.send(message)
+            async for frame in AsyncFrameReader(ws):
+                for chunk in output.feed(frame):
+                    yield chunk
+        for chunk in output.flush():
+            yield chunk
+
+    def stream(
+        self,
+        cmd: Command,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        timeout: Optional[float] = None,
+        stdin: Optional[str] = None,
+    ) -> AsyncIterator[OutputChunk]:
+        """Runs ``cmd`` and yields its output as it comes: ``async for chunk in …``."""
+        body = command_body(cmd, env, cwd, timeout, stdin)
+        return self._stream_frames(body, stdin, CommandOutput())
+
+    async def list_processes(self) -> List[ProcessInfo]:
+        """The session's background processes."""
+        return await self._transport.call(self._list_call())
+
+    def process(self, pid: Union[int, str]) -> AsyncProcess:
+        """A handle on a background process."""
+        return AsyncProcess(self._transport, self._session_path, {"pid": pid})

@@ -8,9 +8,16 @@ the SDK turns it into one of these classes::
     ├── UnauthorizedError            401: missing, malformed, expired or wrongly signed token
     ├── SessionNotFoundError         404 session_not_found (or another tenant's session)
     ├── RateLimitError               429: .limit, .remaining, .reset, .retry_after
-    └── SandboxOperationError        every other 4xx/5xx
-        ├── SessionPausedError       409 session_paused: resume the session first
+    └── SandboxOperationError        every other 4xx/5xx, by code (see ERROR_CODES):
+        ├── InvalidRequestError      400 invalid_request
+        ├── ForbiddenError           403 forbidden
+        ├── NotFoundError            404 not_found, process_not_found, file_not_found,
+        │                                image_not_found
         ├── ContextNotFoundError     404 context_not_found / storage_context_not_found
+        ├── ConflictError            409 conflict
+        ├── SessionPausedError       409 session_paused: resume the session first
+        ├── PayloadTooLargeError     413 payload_too_large
+        ├── SandboxUnavailableError  502 sandbox_unavailable, 503 capacity, 504 sandbox_timeout
         ├── ContextError             the interpreter could not find or start a context
         └── ExecutionTimeoutError    an execution ran past its timeout (also a TimeoutError)
 
@@ -22,7 +29,7 @@ working: ``HTTPError`` is an alias of :class:`SandboxAPIError`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple, Type
 
 __all__ = [
     "ErrorResponse",
@@ -33,10 +40,19 @@ __all__ = [
     "RateLimitError",
     "SandboxOperationError",
     "ContextNotFoundError",
-    "SessionPausedError",
     "ContextError",
     "ExecutionTimeoutError",
     "HTTPError",
+    "InvalidRequestError",
+    "ForbiddenError",
+    "NotFoundError",
+    "ConflictError",
+    "SessionPausedError",
+    "PayloadTooLargeError",
+    "SandboxUnavailableError",
+    "ERROR_CODES",
+    "status_of",
+    "error_from_frame",
 ]
 
 
@@ -127,8 +143,33 @@ class SandboxOperationError(SandboxAPIError):
     """Any other failed operation (400, 403, 404, 409, 413, 5xx, …)."""
 
 
-class SessionPausedError(SandboxOperationError):
+class InvalidRequestError(SandboxOperationError):
+    """400 ``invalid_request``: the request is malformed or a value is out of bounds."""
+
+
+class ForbiddenError(SandboxOperationError):
+    """403 ``forbidden``: the token may not do this."""
+
+
+class NotFoundError(SandboxOperationError):
+    """404: no such route, process, file or image."""
+
+
+class ConflictError(SandboxOperationError):
+    """409 ``conflict``: the target is in a state that forbids the operation."""
+
+
+class SessionPausedError(ConflictError):
     """409 ``session_paused``: the session is paused; ``resume()`` it first."""
+
+
+class PayloadTooLargeError(SandboxOperationError):
+    """413 ``payload_too_large``: a body or a field is over its limit."""
+
+
+class SandboxUnavailableError(SandboxOperationError):
+    """502/503/504: the sandbox cannot answer now, the server is at capacity, or the sandbox
+    took too long."""
 
 
 class ContextNotFoundError(SandboxOperationError):
@@ -205,10 +246,57 @@ def error_from_response(status_code: int, headers: Mapping[str, str], text: str)
             reset=_int_header(headers, "ratelimit-reset", "x-ratelimit-reset"),
             retry_after=_int_header(headers, "retry-after"),
         )
-    if status_code == 404 and code == "session_not_found":
-        return SessionNotFoundError(message, status_code, code, details, response)
-    if status_code == 409 and code == "session_paused":
-        return SessionPausedError(message, status_code, code, details, response)
-    if status_code == 404 and code in ("context_not_found", "storage_context_not_found"):
-        return ContextNotFoundError(message, status_code, code, details, response)
-    return SandboxOperationError(message, status_code, code, details, response)
+    cls: Type[SandboxAPIError] = SandboxOperationError
+    if code in ERROR_CODES and ERROR_CODES[code][0] == status_code:
+        cls = ERROR_CODES[code][1]
+    return cls(message, status_code, code, details, response)
+
+
+ERROR_CODES: Dict[str, Tuple[int, Type[SandboxAPIError]]] = {
+    "invalid_request": (400, InvalidRequestError),
+    "unauthorized": (401, UnauthorizedError),
+    "link_expired": (401, UnauthorizedError),
+    "forbidden": (403, ForbiddenError),
+    "link_invalid": (403, ForbiddenError),
+    "not_found": (404, NotFoundError),
+    "session_not_found": (404, SessionNotFoundError),
+    "process_not_found": (404, NotFoundError),
+    "file_not_found": (404, NotFoundError),
+    "image_not_found": (404, NotFoundError),
+    "context_not_found": (404, ContextNotFoundError),
+    "storage_context_not_found": (404, ContextNotFoundError),
+    "conflict": (409, ConflictError),
+    "session_paused": (409, SessionPausedError),
+    "payload_too_large": (413, PayloadTooLargeError),
+    "uri_too_long": (414, InvalidRequestError),
+    "range_not_satisfiable": (416, InvalidRequestError),
+    "image_pull_failed": (422, SandboxOperationError),
+    "image_import_failed": (422, SandboxOperationError),
+    "language_unavailable": (422, SandboxOperationError),
+    "rate_limited": (429, RateLimitError),
+    "quota_exceeded": (429, RateLimitError),
+    "headers_too_large": (431, InvalidRequestError),
+    "internal": (500, SandboxOperationError),
+    "sandbox_unavailable": (502, SandboxUnavailableError),
+    "sync_failed": (502, SandboxOperationError),
+    "port_unreachable": (502, SandboxOperationError),
+    "capacity": (503, SandboxUnavailableError),
+    "sandbox_timeout": (504, SandboxUnavailableError),
+    "disk_full": (507, SandboxOperationError),
+}
+"""Every error code of the API with its HTTP status and the class raised for it; a test keeps it
+in step with ``components.schemas.ErrorCode`` of the server's OpenAPI document."""
+
+
+def status_of(code: str) -> int:
+    """The HTTP status the API answers with for ``code`` (500 for an unknown code)."""
+    entry = ERROR_CODES.get(code)
+    return entry[0] if entry else 500
+
+
+def error_from_frame(detail: Mapping[str, Any]) -> SandboxAPIError:
+    """The exception for an error envelope that arrived inside a stream (no HTTP status)."""
+    import json
+
+    code = str(detail.get("code", ""))
+    return error_from_response(status_of(code), {}, json.dumps({"error": dict(detail)}))

@@ -1,4 +1,5 @@
-"""Files of a session: list, stat, streamed upload and download, delete, mkdir, move."""
+"""Files of a session: list, stat, streamed upload and download, delete, mkdir, move
+(:class:`Files`, and :class:`AsyncFiles` for event loops)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,25 @@ import io
 import os
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optional, Union
+from typing import (
+    Any,
+    AsyncIterator,
+    BinaryIO,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+    Union,
+)
 
-from ._http import Transport
+from ._http import AsyncTransport, Call, Transport
+from .errors import SandboxAPIError
 from .sessions import parse_time
 
-__all__ = ["FileInfo", "Files", "ProgressCallback", "CHUNK_SIZE"]
+__all__ = ["FileInfo", "WriteInfo", "Files", "AsyncFiles", "ProgressCallback", "CHUNK_SIZE"]
 
 ProgressCallback = Callable[[int, Optional[int]], None]
 """Called as ``progress(bytes_done, bytes_total)``; ``bytes_total`` is ``None`` when unknown."""
@@ -20,6 +34,7 @@ CHUNK_SIZE = 256 * 1024
 """Bytes per chunk of a streamed upload or download."""
 
 Source = Union[bytes, str, "os.PathLike[str]", BinaryIO]
+Destination = Union[None, str, "os.PathLike[str]", BinaryIO]
 
 
 @dataclass
@@ -60,6 +75,49 @@ class FileInfo:
         )
 
 
+@dataclass
+class WriteInfo:
+    """What an upload wrote: each file's path and size."""
+
+    files: List[FileInfo]
+
+    @classmethod
+    def from_json(cls, data: Any) -> "WriteInfo":
+        """Parses the wire form (``{"files": [{"path", "size"}, …]}``, or one file)."""
+        if isinstance(data, Mapping) and isinstance(data.get("files"), list):
+            items = data["files"]
+        elif isinstance(data, list):
+            items = data
+        elif isinstance(data, Mapping) and "path" in data:
+            items = [data]
+        else:
+            items = []
+        return cls([FileInfo.from_json(f) for f in items if isinstance(f, Mapping)])
+
+
+def _open_source(data: Source) -> Tuple[BinaryIO, bool, Optional[int]]:
+    """The stream to read an upload from, whether to close it, and its size when known."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        raw = bytes(data)
+        return io.BytesIO(raw), False, len(raw)
+    if isinstance(data, (str, os.PathLike)):
+        stream = open(data, "rb")
+        return stream, True, os.fstat(stream.fileno()).st_size
+    try:
+        total: Optional[int] = os.fstat(data.fileno()).st_size - data.tell()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        total = None
+    return data, False, total
+
+
+def _open_destination(destination: Destination) -> Tuple[BinaryIO, bool]:
+    if destination is None:
+        return io.BytesIO(), False
+    if isinstance(destination, (str, os.PathLike)):
+        return open(destination, "wb"), True
+    return destination, False
+
+
 def _chunks(stream: BinaryIO, total: Optional[int], progress: Optional[ProgressCallback]) -> Iterator[bytes]:
     done = 0
     if progress:
@@ -74,37 +132,152 @@ def _chunks(stream: BinaryIO, total: Optional[int], progress: Optional[ProgressC
         yield chunk
 
 
-class Files:
+async def _async_chunks(
+    stream: BinaryIO, total: Optional[int], progress: Optional[ProgressCallback]
+) -> AsyncIterator[bytes]:
+    for chunk in _chunks(stream, total, progress):
+        yield chunk
+
+
+class _Progress:
+    """Counts the bytes of a download for its progress callback."""
+
+    def __init__(self, headers: Mapping[str, str], progress: Optional[ProgressCallback]) -> None:
+        length = headers.get("content-length")
+        self.total = int(length) if length and length.isdigit() else None
+        self.done = 0
+        self._progress = progress
+        if progress:
+            progress(0, self.total)
+
+    def add(self, chunk: bytes) -> bytes:
+        self.done += len(chunk)
+        if self._progress:
+            self._progress(self.done, self.total)
+        return chunk
+
+
+def _ignore(_: Any) -> None:
+    return None
+
+
+def _entries(data: Any) -> List[FileInfo]:
+    entries: List[Any]
+    if isinstance(data, dict):
+        entries = data.get("entries") or data.get("files") or data.get("items") or []
+    else:
+        entries = data or []
+    return [FileInfo.from_json(e) for e in entries]
+
+
+def _maybe_info(data: Any) -> Optional[FileInfo]:
+    return FileInfo.from_json(data) if isinstance(data, dict) and "path" in data else None
+
+
+def _missing(e: SandboxAPIError) -> bool:
+    return e.status_code == 404
+
+
+class _FileCalls:
+    """The requests of one session's files, shared by both faces."""
+
+    def __init__(self, session_path: str) -> None:
+        self._base = f"{session_path}/files"
+
+    def _list_call(self, path: str, depth: Optional[int]) -> Call[List[FileInfo]]:
+        return Call("GET", self._base, params={"path": path, "depth": depth}, parse=_entries)
+
+    def _stat_call(self, path: str) -> Call[FileInfo]:
+        return Call("GET", f"{self._base}/stat", params={"path": path}, parse=FileInfo.from_json)
+
+    def _upload_call(
+        self,
+        path: str,
+        content: Any,
+        total: Optional[int],
+        timeout: Optional[float],
+        parents: bool,
+        overwrite: bool,
+        mode: Optional[str],
+    ) -> Call[WriteInfo]:
+        headers = {"Content-Type": "application/octet-stream"}
+        if total is not None:
+            headers["Content-Length"] = str(total)
+        return Call(
+            "PUT",
+            f"{self._base}/content",
+            params={
+                "path": path,
+                "parents": "true" if parents else "false",
+                "overwrite": "true" if overwrite else "false",
+                "mode": mode,
+            },
+            content=content,
+            headers=headers,
+            timeout=timeout,
+            parse=WriteInfo.from_json,
+        )
+
+    def _upload_many_call(self, files: Mapping[str, Union[bytes, str]], parents: bool) -> Call[WriteInfo]:
+        parts = [
+            ("file", (path, data.encode() if isinstance(data, str) else data, "application/octet-stream"))
+            for path, data in files.items()
+        ]
+        return Call(
+            "POST",
+            self._base,
+            params={"parents": "true" if parents else "false"},
+            files=parts,
+            parse=WriteInfo.from_json,
+        )
+
+    def _download_call(self, path: str, timeout: Optional[float]) -> Call[None]:
+        return Call("GET", f"{self._base}/content", params={"path": path}, timeout=timeout)
+
+    def _delete_call(self, path: str, recursive: bool) -> Call[None]:
+        return Call(
+            "DELETE",
+            self._base,
+            params={"path": path, "recursive": "true" if recursive else None},
+            parse=_ignore,
+        )
+
+    def _mkdir_call(self, path: str, parents: bool, mode: Optional[str]) -> Call[Optional[FileInfo]]:
+        body: Dict[str, Any] = {"path": path, "parents": parents}
+        if mode is not None:
+            body["mode"] = mode
+        return Call("POST", f"{self._base}/mkdir", json_body=body, parse=_maybe_info)
+
+    def _move_call(
+        self, source: str, destination: str, overwrite: bool, parents: bool
+    ) -> Call[Optional[FileInfo]]:
+        body = {"from": source, "to": destination, "overwrite": overwrite, "parents": parents}
+        return Call("POST", f"{self._base}/move", json_body=body, parse=_maybe_info)
+
+
+class Files(_FileCalls):
     """The filesystem of one session (``/sessions/{id}/files…``). Relative paths are relative
     to ``/workspace``."""
 
     def __init__(self, transport: Transport, session_path: str) -> None:
+        super().__init__(session_path)
         self._transport = transport
-        self._base = f"{session_path}/files"
 
     def list(self, path: str = "/workspace", depth: Optional[int] = None) -> List[FileInfo]:
         """The entries below directory ``path`` (``depth`` levels, default 1)."""
-        data = self._transport.json("GET", self._base, params={"path": path, "depth": depth})
-        entries: List[Any]
-        if isinstance(data, dict):
-            entries = data.get("entries") or data.get("files") or data.get("items") or []
-        else:
-            entries = data or []
-        return [FileInfo.from_json(e) for e in entries]
+        return self._transport.call(self._list_call(path, depth))
 
     def stat(self, path: str) -> FileInfo:
         """What ``path`` is."""
-        return FileInfo.from_json(self._transport.json("GET", f"{self._base}/stat", params={"path": path}))
+        return self._transport.call(self._stat_call(path))
 
     def exists(self, path: str) -> bool:
         """Whether ``path`` exists."""
-        from .errors import SandboxAPIError
-
         try:
             self.stat(path)
             return True
         except SandboxAPIError as e:
-            if e.status_code == 404:
+            if _missing(e):
                 return False
             raise
 
@@ -118,80 +291,53 @@ class Files:
         parents: bool = True,
         overwrite: bool = True,
         mode: Optional[str] = None,
-    ) -> Dict[str, Any]:
+    ) -> WriteInfo:
         """Writes ``data`` to ``path``, streamed (``PUT …/files/content``).
 
         ``data`` is bytes, a local file path, or a binary file object. ``on_progress(done,
         total)`` is called as chunks go out. Missing parent directories are created unless
         ``parents=False``; an existing file is replaced unless ``overwrite=False`` (409).
-        ``mode`` is an octal string (``"0644"``). Returns the server's answer (``files`` with
-        the path and size written).
+        ``mode`` is an octal string (``"0644"``). Returns what was written.
         """
-        stream: BinaryIO
-        close = False
-        total: Optional[int] = None
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            raw = bytes(data)
-            stream, total = io.BytesIO(raw), len(raw)
-        elif isinstance(data, (str, os.PathLike)):
-            stream, close = open(data, "rb"), True
-            total = os.fstat(stream.fileno()).st_size
-        else:
-            stream = data
-            try:
-                total = os.fstat(stream.fileno()).st_size - stream.tell()
-            except (AttributeError, OSError, io.UnsupportedOperation):
-                total = None
-        headers = {"Content-Type": "application/octet-stream"}
-        if total is not None:
-            headers["Content-Length"] = str(total)
+        stream, close, total = _open_source(data)
         try:
-            response = self._transport.request(
-                "PUT",
-                f"{self._base}/content",
-                params={
-                    "path": path,
-                    "parents": "true" if parents else "false",
-                    "overwrite": "true" if overwrite else "false",
-                    "mode": mode,
-                },
-                content=_chunks(stream, total, on_progress),
-                headers=headers,
-                timeout=timeout,
+            return self._transport.call(
+                self._upload_call(
+                    path, _chunks(stream, total, on_progress), total, timeout, parents, overwrite, mode
+                )
             )
         finally:
             if close:
                 stream.close()
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = {}
-        return answer if isinstance(answer, dict) else {"files": answer}
 
-    def write(self, path: str, content: Union[str, bytes], *, parents: bool = True) -> Dict[str, Any]:
+    def write(self, path: str, content: Union[str, bytes], *, parents: bool = True) -> WriteInfo:
         """Writes text (UTF-8) or bytes to ``path``; missing parent directories are created
         unless ``parents=False`` (404 when the parent is missing)."""
         data = content.encode() if isinstance(content, str) else content
         return self.upload(path, data, parents=parents)
 
-    def upload_many(self, files: Mapping[str, Union[bytes, str]], *, parents: bool = True) -> Dict[str, Any]:
+    def upload_many(self, files: Mapping[str, Union[bytes, str]], *, parents: bool = True) -> WriteInfo:
         """Uploads several files in one multipart request (``POST …/files``):
         ``{"/workspace/a.txt": b"…", …}``. Missing parent directories are created unless
         ``parents=False``."""
-        parts = [
-            ("file", (path, data.encode() if isinstance(data, str) else data, "application/octet-stream"))
-            for path, data in files.items()
-        ]
-        response = self._transport.request(
-            "POST", self._base, params={"parents": "true" if parents else "false"}, files=parts
-        )
-        answer = response.json() if response.content else {}
-        return answer if isinstance(answer, dict) else {"files": answer}
+        return self._transport.call(self._upload_many_call(files, parents))
+
+    def stream(
+        self,
+        path: str,
+        on_progress: Optional[ProgressCallback] = None,
+        timeout: Optional[float] = None,
+    ) -> Iterator[bytes]:
+        """The content of ``path`` in chunks, as it arrives."""
+        with self._transport.stream(self._download_call(path, timeout)) as response:
+            progress = _Progress(response.headers, on_progress)
+            for chunk in response.iter_bytes(CHUNK_SIZE):
+                yield progress.add(chunk)
 
     def download(
         self,
         path: str,
-        destination: Union[None, str, "os.PathLike[str]", BinaryIO] = None,
+        destination: Destination = None,
         on_progress: Optional[ProgressCallback] = None,
         timeout: Optional[float] = None,
     ) -> Union[bytes, int]:
@@ -200,41 +346,22 @@ class Files:
         Without ``destination`` returns the bytes; with a local path or binary file object
         writes there and returns the byte count. ``on_progress(done, total)`` follows along.
         """
-        out: BinaryIO
-        close = False
-        if destination is None:
-            out = io.BytesIO()
-        elif isinstance(destination, (str, os.PathLike)):
-            out, close = open(destination, "wb"), True
-        else:
-            out = destination
+        out, close = _open_destination(destination)
         done = 0
         try:
-            with self._transport.stream(
-                "GET", f"{self._base}/content", params={"path": path}, timeout=timeout
-            ) as response:
-                length = response.headers.get("content-length")
-                total = int(length) if length and length.isdigit() else None
-                if on_progress:
-                    on_progress(0, total)
-                for chunk in response.iter_bytes(CHUNK_SIZE):
-                    out.write(chunk)
-                    done += len(chunk)
-                    if on_progress:
-                        on_progress(done, total)
+            for chunk in self.stream(path, on_progress, timeout):
+                out.write(chunk)
+                done += len(chunk)
         finally:
             if close:
                 out.close()
-        if destination is None:
-            assert isinstance(out, io.BytesIO)
+        if isinstance(out, io.BytesIO) and destination is None:
             return out.getvalue()
         return done
 
     def read(self, path: str) -> bytes:
         """The content of ``path``."""
-        data = self.download(path)
-        assert isinstance(data, bytes)
-        return data
+        return b"".join(self.stream(path))
 
     def read_text(self, path: str, encoding: str = "utf-8") -> str:
         """The content of ``path`` as text."""
@@ -242,17 +369,11 @@ class Files:
 
     def delete(self, path: str, recursive: bool = False) -> None:
         """Deletes a file, or a directory (with ``recursive=True`` when not empty)."""
-        self._transport.request(
-            "DELETE", self._base, params={"path": path, "recursive": "true" if recursive else None}
-        )
+        self._transport.call(self._delete_call(path, recursive))
 
     def mkdir(self, path: str, parents: bool = True, mode: Optional[str] = None) -> Optional[FileInfo]:
         """Creates a directory (and its parents, by default)."""
-        body: Dict[str, Any] = {"path": path, "parents": parents}
-        if mode is not None:
-            body["mode"] = mode
-        data = self._transport.json("POST", f"{self._base}/mkdir", json_body=body)
-        return FileInfo.from_json(data) if isinstance(data, dict) and "path" in data else None
+        return self._transport.call(self._mkdir_call(path, parents, mode))
 
     def move(
         self, source: str, destination: str, overwrite: bool = False, *, parents: bool = True
@@ -260,6 +381,127 @@ class Files:
         """Moves or renames ``source`` to ``destination`` (409 if it exists, unless
         ``overwrite``). Missing parent directories of ``destination`` are created unless
         ``parents=False`` (404 when one is missing)."""
-        body = {"from": source, "to": destination, "overwrite": overwrite, "parents": parents}
-        data = self._transport.json("POST", f"{self._base}/move", json_body=body)
-        return FileInfo.from_json(data) if isinstance(data, dict) and "path" in data else None
+        return self._transport.call(self._move_call(source, destination, overwrite, parents))
+
+
+class AsyncFiles(_FileCalls):
+    """:class:`Files` for event loops."""
+
+    def __init__(self, transport: AsyncTransport, session_path: str) -> None:
+        super().__init__(session_path)
+        self._transport = transport
+
+    async def list(self, path: str = "/workspace", depth: Optional[int] = None) -> List[FileInfo]:
+        """The entries below directory ``path`` (``depth`` levels, default 1)."""
+        return await self._transport.call(self._list_call(path, depth))
+
+    async def stat(self, path: str) -> FileInfo:
+        """What ``path`` is."""
+        return await self._transport.call(self._stat_call(path))
+
+    async def exists(self, path: str) -> bool:
+        """Whether ``path`` exists."""
+        try:
+            await self.stat(path)
+            return True
+        except SandboxAPIError as e:
+            if _missing(e):
+                return False
+            raise
+
+    async def upload(
+        self,
+        path: str,
+        data: Source,
+        on_progress: Optional[ProgressCallback] = None,
+        timeout: Optional[float] = None,
+        *,
+        parents: bool = True,
+        overwrite: bool = True,
+        mode: Optional[str] = None,
+    ) -> WriteInfo:
+        """Writes ``data`` to ``path``, streamed; see :meth:`Files.upload`."""
+        stream, close, total = _open_source(data)
+        try:
+            return await self._transport.call(
+                self._upload_call(
+                    path,
+                    _async_chunks(stream, total, on_progress),
+                    total,
+                    timeout,
+                    parents,
+                    overwrite,
+                    mode,
+                )
+            )
+        finally:
+            if close:
+                stream.close()
+
+    async def write(self, path: str, content: Union[str, bytes], *, parents: bool = True) -> WriteInfo:
+        """Writes text (UTF-8) or bytes to ``path``."""
+        data = content.encode() if isinstance(content, str) else content
+        return await self.upload(path, data, parents=parents)
+
+    async def upload_many(
+        self, files: Mapping[str, Union[bytes, str]], *, parents: bool = True
+    ) -> WriteInfo:
+        """Uploads several files in one multipart request; see :meth:`Files.upload_many`."""
+        return await self._transport.call(self._upload_many_call(files, parents))
+
+    async def stream(
+        self,
+        path: str,
+        on_progress: Optional[ProgressCallback] = None,
+        timeout: Optional[float] = None,
+    ) -> AsyncIterator[bytes]:
+        """The content of ``path`` in chunks, as it arrives: ``async for chunk in …``."""
+        async with self._transport.stream(self._download_call(path, timeout)) as response:
+            progress = _Progress(response.headers, on_progress)
+            async for chunk in response.aiter_bytes(CHUNK_SIZE):
+                yield progress.add(chunk)
+
+    async def download(
+        self,
+        path: str,
+        destination: Destination = None,
+        on_progress: Optional[ProgressCallback] = None,
+        timeout: Optional[float] = None,
+    ) -> Union[bytes, int]:
+        """Reads ``path``, streamed; see :meth:`Files.download`."""
+        out, close = _open_destination(destination)
+        done = 0
+        try:
+            async for chunk in self.stream(path, on_progress, timeout):
+                out.write(chunk)
+                done += len(chunk)
+        finally:
+            if close:
+                out.close()
+        if isinstance(out, io.BytesIO) and destination is None:
+            return out.getvalue()
+        return done
+
+    async def read(self, path: str) -> bytes:
+        """The content of ``path``."""
+        return b"".join([chunk async for chunk in self.stream(path)])
+
+    async def read_text(self, path: str, encoding: str = "utf-8") -> str:
+        """The content of ``path`` as text."""
+        return (await self.read(path)).decode(encoding)
+
+    async def delete(self, path: str, recursive: bool = False) -> None:
+        """Deletes a file, or a directory (with ``recursive=True`` when not empty)."""
+        await self._transport.call(self._delete_call(path, recursive))
+
+    async def mkdir(
+        self, path: str, parents: bool = True, mode: Optional[str] = None
+    ) -> Optional[FileInfo]:
+        """Creates a directory (and its parents, by default)."""
+        return await self._transport.call(self._mkdir_call(path, parents, mode))
+
+    async def move(
+        self, source: str, destination: str, overwrite: bool = False, *, parents: bool = True
+    ) -> Optional[FileInfo]:
+        """Moves or renames ``source`` to ``destination``; see :meth:`Files.move`."""
+        return await self._transport.call(self._move_call(source, destination, overwrite, parents))

@@ -1,7 +1,7 @@
 """Images: OCI images pulled from registries or imported, shared by every tenant, and
 snapshots of sessions, owned by one.
 
-``client.images`` pulls (with progress), imports, lists, shows and deletes them
+``client.images`` (or ``AsyncImages`` on the async client) pulls (with progress), imports, lists, shows and deletes them
 (``/v1/images``); ``session.snapshot(name)`` turns a running session's files into an image and
 ``session.fork(count)`` makes new sessions from such a snapshot::
 
@@ -20,11 +20,11 @@ import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, Any, Callable, Dict, Iterator, List, Mapping, Optional, Union
+from typing import IO, Any, AsyncIterator, Callable, Iterator, List, Mapping, Optional, Union
 from urllib.parse import quote
 
-from ._http import Transport
-from .errors import SandboxConnectionError, error_from_response
+from ._http import AsyncTransport, Call, Transport
+from .errors import SandboxConnectionError, error_from_frame
 from .sessions import parse_time
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "ImageConfig",
     "PullProgress",
     "Images",
+    "AsyncImages",
 ]
 
 #: Bytes of an archive sent at a time by :meth:`Images.import_`.
@@ -152,7 +153,88 @@ def _name_path(name: str) -> str:
     return "/images/" + quote(name, safe="")
 
 
-class Images:
+ProgressCallback = Callable[[PullProgress], None]
+Archive = Union[str, "os.PathLike[str]", IO[bytes]]
+
+
+class PullReader:
+    """Reads the NDJSON lines of a pull: progress to the callback, the image at the end."""
+
+    def __init__(self, reference: str, on_progress: Optional[ProgressCallback]) -> None:
+        self.reference = reference
+        self.on_progress = on_progress
+
+    def feed(self, line: str) -> Optional[Image]:
+        """Takes one line; returns the image once the pull is done, raises if it failed."""
+        if not line.strip():
+            return None
+        event = json.loads(line)
+        kind = event.get("type")
+        if kind == "progress":
+            if self.on_progress is not None:
+                self.on_progress(
+                    PullProgress(
+                        layer=str(event.get("layer", "")),
+                        status=str(event.get("status", "")),
+                        done=int(event.get("done", 0) or 0),
+                        total=int(event.get("total", 0) or 0),
+                    )
+                )
+        elif kind == "image":
+            return Image.from_json(event["image"])
+        elif kind == "error":
+            raise error_from_frame(event.get("error") or {})
+        return None
+
+    def ended(self) -> SandboxConnectionError:
+        """The error for a pull whose stream ended before its result."""
+        return SandboxConnectionError(f"the pull of {self.reference} ended before its result")
+
+
+def _images(data: Any) -> List[Image]:
+    return [Image.from_json(i) for i in (data or {}).get("images", [])]
+
+
+class _ImageCalls:
+    """The requests of the images API, shared by both faces."""
+
+    def _list_call(self) -> Call[List[Image]]:
+        return Call("GET", "/images", parse=_images)
+
+    def _get_call(self, name: str) -> Call[ImageDetail]:
+        return Call("GET", _name_path(name), parse=ImageDetail.from_json)
+
+    def _delete_call(self, name: str) -> Call[Image]:
+        return Call("DELETE", _name_path(name), parse=Image.from_json)
+
+    def _pull_call(self, reference: str, timeout: Optional[float]) -> Call[None]:
+        return Call("POST", "/images/pull", json_body={"reference": reference}, timeout=timeout)
+
+    def _import_call(
+        self, content: Any, size: Optional[int], name: Optional[str], timeout: Optional[float]
+    ) -> Call[List[Image]]:
+        headers = {"Content-Type": "application/octet-stream"}
+        if size is not None:
+            headers["Content-Length"] = str(size)
+        return Call(
+            "POST",
+            "/images/import",
+            params={"name": name} if name is not None else None,
+            content=content,
+            headers=headers,
+            timeout=timeout,
+            parse=_images,
+        )
+
+
+def _open_archive(archive: Archive) -> "tuple[IO[bytes], bool, Optional[int]]":
+    if isinstance(archive, (str, os.PathLike)):
+        file = open(archive, "rb")
+        return file, True, os.fstat(file.fileno()).st_size
+    return archive, False, None
+
+
+class Images(_ImageCalls):
     """The images the caller may use (``/images``)."""
 
     def __init__(self, transport: Transport) -> None:
@@ -160,88 +242,101 @@ class Images:
 
     def list(self) -> List[Image]:
         """Every pulled or imported image, and the caller's snapshots, by name."""
-        data = self._transport.json("GET", "/images") or {}
-        return [Image.from_json(i) for i in data.get("images", [])]
+        return self._transport.call(self._list_call())
 
     def get(self, name: str) -> ImageDetail:
         """One image with its layers and run settings; a missing one raises a 404
         ``image_not_found``."""
-        return ImageDetail.from_json(self._transport.json("GET", _name_path(name)))
+        return self._transport.call(self._get_call(name))
 
     def delete(self, name: str) -> Image:
         """Deletes an image (409 ``conflict`` while a session uses it; a shared image needs an
         admin token unless the server lets tenants manage images)."""
-        return Image.from_json(self._transport.json("DELETE", _name_path(name)))
+        return self._transport.call(self._delete_call(name))
 
     def pull(
         self,
         reference: str,
-        on_progress: Optional[Callable[[PullProgress], None]] = None,
+        on_progress: Optional[ProgressCallback] = None,
         timeout: Optional[float] = 3600.0,
     ) -> Image:
         """Pulls ``reference`` into the server (only the layers it lacks), calling
         ``on_progress`` for each progress line, and returns the image. A failed pull raises
         the error a failed request would (``image_not_found``, ``image_pull_failed`` with the
         registry's answer in ``details["registryAnswer"]``, ``forbidden``)."""
-        with self._transport.stream(
-            "POST", "/images/pull", json_body={"reference": reference}, timeout=timeout
-        ) as response:
+        reader = PullReader(reference, on_progress)
+        with self._transport.stream(self._pull_call(reference, timeout)) as response:
             for line in response.iter_lines():
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                kind = event.get("type")
-                if kind == "progress":
-                    if on_progress is not None:
-                        on_progress(
-                            PullProgress(
-                                layer=str(event.get("layer", "")),
-                                status=str(event.get("status", "")),
-                                done=int(event.get("done", 0) or 0),
-                                total=int(event.get("total", 0) or 0),
-                            )
-                        )
-                elif kind == "image":
-                    return Image.from_json(event["image"])
-                elif kind == "error":
-                    error = event.get("error") or {}
-                    code = str(error.get("code", ""))
-                    status = _status_of(code)
-                    raise error_from_response(status, {}, json.dumps({"error": error}))
-        raise SandboxConnectionError(f"the pull of {reference} ended before its result")
+                image = reader.feed(line)
+                if image is not None:
+                    return image
+        raise reader.ended()
 
     def import_(
         self,
-        archive: Union[str, "os.PathLike[str]", IO[bytes]],
+        archive: Archive,
         name: Optional[str] = None,
         timeout: Optional[float] = 3600.0,
     ) -> List[Image]:
         """Imports an OCI image layout tarball or a ``docker save`` archive (a path or a
         binary file object), streamed, and returns the images stored; ``name`` names the one
         image it holds. Needs an admin token unless the server lets tenants manage images."""
-        params = {"name": name} if name is not None else None
-        headers = {"Content-Type": "application/octet-stream"}
-        if isinstance(archive, (str, os.PathLike)):
-            with open(archive, "rb") as file:
-                response = self._transport.request(
-                    "POST",
-                    "/images/import",
-                    params=params,
-                    content=_chunks(file),
-                    headers={**headers, "Content-Length": str(os.fstat(file.fileno()).st_size)},
-                    timeout=timeout,
-                )
-        else:
-            response = self._transport.request(
-                "POST",
-                "/images/import",
-                params=params,
-                content=_chunks(archive),
-                headers=headers,
-                timeout=timeout,
+        file, close, size = _open_archive(archive)
+        try:
+            return self._transport.call(self._import_call(_chunks(file), size, name, timeout))
+        finally:
+            if close:
+                file.close()
+
+
+class AsyncImages(_ImageCalls):
+    """:class:`Images` for event loops."""
+
+    def __init__(self, transport: AsyncTransport) -> None:
+        self._transport = transport
+
+    async def list(self) -> List[Image]:
+        """Every pulled or imported image, and the caller's snapshots, by name."""
+        return await self._transport.call(self._list_call())
+
+    async def get(self, name: str) -> ImageDetail:
+        """One image with its layers and run settings."""
+        return await self._transport.call(self._get_call(name))
+
+    async def delete(self, name: str) -> Image:
+        """Deletes an image; see :meth:`Images.delete`."""
+        return await self._transport.call(self._delete_call(name))
+
+    async def pull(
+        self,
+        reference: str,
+        on_progress: Optional[ProgressCallback] = None,
+        timeout: Optional[float] = 3600.0,
+    ) -> Image:
+        """Pulls ``reference``; see :meth:`Images.pull`."""
+        reader = PullReader(reference, on_progress)
+        async with self._transport.stream(self._pull_call(reference, timeout)) as response:
+            async for line in response.aiter_lines():
+                image = reader.feed(line)
+                if image is not None:
+                    return image
+        raise reader.ended()
+
+    async def import_(
+        self,
+        archive: Archive,
+        name: Optional[str] = None,
+        timeout: Optional[float] = 3600.0,
+    ) -> List[Image]:
+        """Imports an image archive; see :meth:`Images.import_`."""
+        file, close, size = _open_archive(archive)
+        try:
+            return await self._transport.call(
+                self._import_call(_async_chunks(file), size, name, timeout)
             )
-        data = response.json()
-        return [Image.from_json(i) for i in data.get("images", [])]
+        finally:
+            if close:
+                file.close()
 
 
 def _chunks(file: IO[bytes]) -> Iterator[bytes]:
@@ -252,15 +347,6 @@ def _chunks(file: IO[bytes]) -> Iterator[bytes]:
         yield chunk
 
 
-_STATUS: Dict[str, int] = {
-    "invalid_request": 400,
-    "forbidden": 403,
-    "image_not_found": 404,
-    "image_pull_failed": 422,
-    "internal": 500,
-}
-
-
-def _status_of(code: str) -> int:
-    """The HTTP status a failed request with this code answers with."""
-    return _STATUS.get(code, 500)
+async def _async_chunks(file: IO[bytes]) -> AsyncIterator[bytes]:
+    for chunk in _chunks(file):
+        yield chunk

@@ -13,9 +13,16 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 from types import TracebackType
-from typing import Any, Dict, List, Optional, Sequence, Type, Union
+from typing import List, Optional, Sequence, Type, Union
 
-from .interpreter import Artifact, CodeInterpreter, Execution, ExecutionError, Result
+from .interpreter import (
+    Artifact,
+    CodeInterpreter,
+    Execution,
+    ExecutionError,
+    InterpreterContext,
+    Result,
+)
 from .sessions import Session, SessionsClient
 
 __all__ = [
@@ -141,12 +148,12 @@ class InteractiveSandboxSession:
         self._image = image
         self.session: Optional[Session] = None
         self.interpreter: Optional[CodeInterpreter] = None
-        self.context: Optional[Dict[str, Any]] = None
+        self.context: Optional[InterpreterContext] = None
 
     @property
     def context_id(self) -> Optional[str]:
         """The id of the interpreter context, once open."""
-        return None if self.context is None else str(self.context["id"])
+        return None if self.context is None else self.context.id
 
     def open(self) -> "InteractiveSandboxSession":
         """Creates the session and its interpreter context."""

@@ -13,7 +13,7 @@ from typing import Any, List, Mapping, Optional
 
 import httpx
 
-from ._http import Transport
+from ._http import AsyncTransport, Call, Transport, _Base
 
 __all__ = [
     "MIN_LINK_TTL",
@@ -21,6 +21,7 @@ __all__ = [
     "ListeningPort",
     "PortLink",
     "Ports",
+    "AsyncPorts",
 ]
 
 MIN_LINK_TTL = 1
@@ -93,29 +94,64 @@ class PortLink:
         )
 
 
-class Ports:
-    """The ports of one session."""
+def _check_ttl(ttl: int) -> int:
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not MIN_LINK_TTL <= ttl <= MAX_LINK_TTL:
+        raise ValueError(
+            f"ttl must be an integer from {MIN_LINK_TTL} to {MAX_LINK_TTL} seconds, got {ttl!r}"
+        )
+    return ttl
 
-    def __init__(self, transport: Transport, session_path: str) -> None:
-        self._transport = transport
+
+class _PortCalls:
+    """The requests and addresses of one session's ports, shared by both faces."""
+
+    def __init__(self, transport: _Base, session_path: str) -> None:
+        self._base_transport = transport
         self._session_path = session_path
 
-    def list(self) -> List[ListeningPort]:
-        """The session's listening TCP sockets, by port."""
-        data = self._transport.json("GET", f"{self._session_path}/ports")
-        return [ListeningPort.from_json(p) for p in (data or {}).get("ports", [])]
+    def _list_call(self) -> Call[List[ListeningPort]]:
+        return Call(
+            "GET",
+            f"{self._session_path}/ports",
+            parse=lambda data: [ListeningPort.from_json(p) for p in (data or {}).get("ports", [])],
+        )
+
+    def _app_call(self, port: int, method: str, path: str, kwargs: Mapping[str, Any]) -> Call[Any]:
+        port = _check_port(port)
+        return Call(method, f"{self._session_path}/ports/{port}/{_app_path(path)}", **kwargs)
+
+    def _link_call(self, port: int, ttl: int) -> Call[PortLink]:
+        port = _check_port(port)
+        return Call(
+            "POST",
+            f"{self._session_path}/ports/{port}/link",
+            json_body={"ttl": _check_ttl(ttl)},
+            parse=PortLink.from_json,
+        )
 
     def url(self, port: int, path: str = "/") -> str:
         """The URL of ``path`` on ``port`` through the API (it needs the bearer token, which
-        :meth:`request` sends)."""
+        ``request`` sends)."""
         port = _check_port(port)
-        return f"{self._transport.api_url}{self._session_path}/ports/{port}/{_app_path(path)}"
+        return f"{self._base_transport.api_url}{self._session_path}/ports/{port}/{_app_path(path)}"
 
     def ws_url(self, port: int, path: str = "/") -> str:
         """:meth:`url` with a ``ws://`` or ``wss://`` scheme, for WebSocket clients (send the
         ``Authorization: Bearer`` header yourself)."""
         port = _check_port(port)
-        return f"{self._transport.ws_url}{self._session_path}/ports/{port}/{_app_path(path)}"
+        return f"{self._base_transport.ws_url}{self._session_path}/ports/{port}/{_app_path(path)}"
+
+
+class Ports(_PortCalls):
+    """The ports of one session."""
+
+    def __init__(self, transport: Transport, session_path: str) -> None:
+        super().__init__(transport, session_path)
+        self._transport = transport
+
+    def list(self) -> List[ListeningPort]:
+        """The session's listening TCP sockets, by port."""
+        return self._transport.call(self._list_call())
 
     def request(
         self,
@@ -129,21 +165,32 @@ class Ports:
         ``headers``, ``params``, ``timeout``. A 4xx/5xx answer raises the matching SDK error; a port
         nothing listens on raises :class:`SandboxOperationError` with code
         ``port_unreachable``."""
-        port = _check_port(port)
-        return self._transport.request(
-            method, f"{self._session_path}/ports/{port}/{_app_path(path)}", **kwargs
-        )
+        return self._transport.send(self._app_call(port, method, path, kwargs))
 
     def link(self, port: int, ttl: int = 3600) -> PortLink:
         """A signed preview link to ``port`` that works without a bearer token for ``ttl``
         seconds (1 to 86400). Whoever holds it reaches this port of this session, and nothing
         else."""
-        port = _check_port(port)
-        if isinstance(ttl, bool) or not isinstance(ttl, int) or not MIN_LINK_TTL <= ttl <= MAX_LINK_TTL:
-            raise ValueError(
-                f"ttl must be an integer from {MIN_LINK_TTL} to {MAX_LINK_TTL} seconds, got {ttl!r}"
-            )
-        data = self._transport.json(
-            "POST", f"{self._session_path}/ports/{port}/link", json_body={"ttl": ttl}
-        )
-        return PortLink.from_json(data)
+        return self._transport.call(self._link_call(port, ttl))
+
+
+class AsyncPorts(_PortCalls):
+    """:class:`Ports` for event loops."""
+
+    def __init__(self, transport: AsyncTransport, session_path: str) -> None:
+        super().__init__(transport, session_path)
+        self._transport = transport
+
+    async def list(self) -> List[ListeningPort]:
+        """The session's listening TCP sockets, by port."""
+        return await self._transport.call(self._list_call())
+
+    async def request(
+        self, port: int, method: str = "GET", path: str = "/", **kwargs: Any
+    ) -> httpx.Response:
+        """Sends a request to ``path`` on ``port``; see :meth:`Ports.request`."""
+        return await self._transport.send(self._app_call(port, method, path, kwargs))
+
+    async def link(self, port: int, ttl: int = 3600) -> PortLink:
+        """A signed preview link to ``port``; see :meth:`Ports.link`."""
+        return await self._transport.call(self._link_call(port, ttl))
