@@ -248,9 +248,11 @@ impl Sessions {
         caller: &Caller,
         id: Uuid,
     ) -> Result<UnixStream, SessionError> {
-        // Before the state is read: an auto-pause that reads the activity after this sees it.
-        self.activity.touch(id);
         let mut row = self.visible(caller, id).await?;
+        // Only sessions the caller may see are tracked. An auto-pause that slips in between the
+        // read above and the connection is undone by the proxy's watchdog, which resumes a
+        // session paused by idleness under a request.
+        self.activity.touch(id);
         if let Some(paused) = row.paused {
             if paused.cause != crate::store::PauseCause::Idle {
                 return Err(SessionError::Paused(id));
