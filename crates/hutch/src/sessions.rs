@@ -9,9 +9,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use http::Method;
 use hutch_api::{
-    ContextSync, CreateSessionRequest, Egress, NetworkPolicy, ResourcesRequest, Session, SyncPolicy,
+    AutoPause, ContextSync, CreateSessionRequest, Egress, NetworkPolicy, ResourcesRequest, Session,
+    SyncPolicy,
 };
 use hutch_client::HutchClient;
 use uuid::Uuid;
@@ -119,6 +119,13 @@ pub(crate) struct SessionSpec {
     /// the session runs, uploaded when it is deleted (repeatable; see `hutch contexts`).
     #[arg(long = "context", value_name = "ID:PATH", value_parser = parse_context_sync)]
     contexts: Vec<ContextSync>,
+    /// Pause the session once idle this long (10 s to 8 h); the next request resumes it
+    /// unseen. The server's default otherwise.
+    #[arg(long, value_parser = crate::duration::parse)]
+    auto_pause: Option<std::time::Duration>,
+    /// With `--auto-pause`: a background process that still runs keeps the session awake.
+    #[arg(long, requires = "auto_pause")]
+    keep_awake: bool,
 }
 
 impl SessionSpec {
@@ -137,7 +144,10 @@ impl SessionSpec {
             resources: (resources != ResourcesRequest::default()).then_some(resources),
             env: (!self.env.is_empty()).then(|| self.env.into_iter().collect::<BTreeMap<_, _>>()),
             context_syncs: (!self.contexts.is_empty()).then_some(self.contexts),
-            auto_pause: None,
+            auto_pause: self.auto_pause.map(|idle| AutoPause {
+                idle_seconds: idle.as_secs(),
+                keep_awake: self.keep_awake,
+            }),
             network: self.network.map(|egress| NetworkPolicy {
                 egress,
                 allow: self.allow,
@@ -277,8 +287,11 @@ async fn change(client: &HutchClient, args: ChangeArgs, action: &str) -> anyhow:
         "resuming"
     };
     for_each_item(verb, args.sessions, |id| async move {
-        let path = format!("/v1/sessions/{id}/{action}");
-        let session: Session = client.call(Method::POST, &path, None::<&()>).await?;
+        let session = if action == "pause" {
+            client.pause_session(id).await?
+        } else {
+            client.resume_session(id).await?
+        };
         Ok(if json {
             serde_json::to_string(&session).map_err(hutch_client::ClientError::Encode)?
         } else {

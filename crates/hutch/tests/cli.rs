@@ -69,8 +69,27 @@ fn sessions_are_created_listed_shown_and_removed_from_the_command_line() {
     .whole_seconds();
     assert!((500..=600).contains(&ttl), "--ttl 10m: {ttl} s left");
 
-    let created = json(&ok(hutch(&["sessions", "create", "--json"])));
+    let created = json(&ok(hutch(&[
+        "sessions",
+        "create",
+        "--auto-pause",
+        "2m",
+        "--keep-awake",
+        "--json",
+    ])));
     let second = created["sessionId"].as_str().unwrap().to_owned();
+    assert_eq!(created["autoPause"]["idleSeconds"], 120);
+    assert_eq!(created["autoPause"]["keepAwake"], true);
+
+    // Pause and resume: the session's state follows, in a table or as JSON.
+    assert_eq!(
+        ok(hutch(&["sessions", "pause", &second])),
+        format!("{second}\n")
+    );
+    let paused = json(&ok(hutch(&["sessions", "get", &second, "--json"])));
+    assert_eq!(paused["status"], "PAUSED");
+    let resumed = json(&ok(hutch(&["sessions", "resume", &second, "--json"])));
+    assert_eq!(resumed["status"], "RUNNING");
 
     let table = ok(hutch(&["sessions", "ls"]));
     let lines: Vec<&str> = table.lines().collect();
