@@ -409,6 +409,14 @@ class Session(SessionInfo):
         """Opens a terminal (see :meth:`SessionHandle.pty`)."""
         return self.handle.pty(cols, rows, command)
 
+    def refresh(self) -> "Session":
+        """Fetches the session's current state (see :meth:`SessionHandle.refresh`)."""
+        return self.handle.refresh()
+
+    def delete(self) -> "Session":
+        """Deletes the session (see :meth:`SessionHandle.delete`)."""
+        return self.handle.delete()
+
     def pause(self) -> "Session":
         """Freezes the session (see :meth:`SessionHandle.pause`)."""
         return self.handle.pause()
