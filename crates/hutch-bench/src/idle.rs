@@ -21,6 +21,7 @@ use hutch_api::{CommandRequest, CreateSessionRequest};
 use hutch_client::HutchClient;
 use uuid::Uuid;
 
+use crate::soak::{Resources, Watched};
 use crate::{BenchError, Samples};
 
 /// How long memory is left to settle (freed pages returned, reclaim done) before a reading.
@@ -132,6 +133,42 @@ pub struct DensityReport {
     pub pids: f64,
     /// Sessions that ran `true` after the resume (all of them, or the run fails).
     pub answered: usize,
+    /// What the server and the host held before the first create and with every session
+    /// held, when the benchmark started the server itself.
+    pub kernel: Option<(Held, Held)>,
+}
+
+/// Kernel objects a server's sessions hold, counted at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct Held {
+    /// The server's descriptors, cgroups and mounts (see [`Resources`]).
+    pub server: Resources,
+    /// Loop devices attached on the host (each session's disk is one).
+    pub loop_devices: u64,
+    /// Processes on the host.
+    pub processes: u64,
+}
+
+impl Held {
+    /// Counts them now.
+    pub fn measure(server: &Watched) -> Result<Held, BenchError> {
+        let failed = |e: io::Error| BenchError::Server(format!("counting kernel objects: {e}"));
+        let loop_devices = fs::read_dir("/sys/block")
+            .map_err(failed)?
+            .flatten()
+            .filter(|e| e.path().join("loop/backing_file").exists())
+            .count() as u64;
+        let processes = fs::read_dir("/proc")
+            .map_err(failed)?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+            .count() as u64;
+        Ok(Held {
+            server: Resources::measure(server).map_err(failed)?,
+            loop_devices,
+            processes,
+        })
+    }
 }
 
 /// Creates idle sessions until `cap`, a `MemAvailable` under `floor_kib` or a failed create,
@@ -141,9 +178,11 @@ pub async fn density(
     client: &HutchClient,
     cap: usize,
     floor_kib: u64,
+    server: Option<&Watched>,
 ) -> Result<DensityReport, BenchError> {
     tokio::time::sleep(SETTLE).await;
     let baseline = mem_available_kib().map_err(meminfo)?;
+    let held_before = server.map(Held::measure).transpose()?;
     let mut ids = Vec::new();
     let started = Instant::now();
     let stop = loop {
@@ -161,7 +200,11 @@ pub async fn density(
             Err(e) => break Stop::CreateFailed(e.to_string()),
         }
     };
-    let measured = measure_held(client, &ids, baseline, started).await;
+    let mut measured = measure_held(client, &ids, baseline, started).await;
+    if let (Ok(report), Some(server), Some(before)) = (&mut measured, server, held_before) {
+        // Measured while all sessions are still there (they were resumed).
+        report.kernel = Some((before, Held::measure(server)?));
+    }
     let mut delete_failed = None;
     for id in &ids {
         if let Err(e) = client.delete_session(*id).await {
@@ -224,6 +267,7 @@ async fn measure_held(
         paused_cgroup_kib: paused_cgroup as f64 / 1024.0 / n,
         pids: pids as f64 / n,
         answered,
+        kernel: None,
     })
 }
 

@@ -120,7 +120,7 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         return crate::bench_soak::run(&client, own_server.as_ref(), &args).await;
     }
     if args.scenario == "idle" {
-        return crate::bench_idle::run(&client, &args).await;
+        return crate::bench_idle::run(&client, own_server.as_ref(), &args).await;
     }
     if args.scenario == "files" {
         return files_scenario(&client, &token, &args).await;

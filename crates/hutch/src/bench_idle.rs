@@ -3,6 +3,8 @@
 
 use anyhow::Context;
 use hutch_bench::idle::{self, PeerDensity};
+use hutch_bench::server::ServerProcess;
+use hutch_bench::soak::Watched;
 use hutch_bench::stats::ms;
 use hutch_client::HutchClient;
 
@@ -20,9 +22,13 @@ pub(crate) const SERVER_ARGS: &[&str] = &[
 ];
 
 /// Peers started when the run is not quick (each is a few MiB; enough to average).
-const PEERS: usize = 20;
+const PEERS: usize = 50;
 
-pub(crate) async fn run(client: &HutchClient, args: &BenchArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(
+    client: &HutchClient,
+    server: Option<&ServerProcess>,
+    args: &BenchArgs,
+) -> anyhow::Result<()> {
     let cap = args.sessions.unwrap_or(if args.quick { 4 } else { 300 });
     let floor_kib = args.memory_floor_mb * 1024;
     let peers = if args.quick { 2 } else { PEERS.min(cap.max(1)) };
@@ -49,7 +55,12 @@ pub(crate) async fn run(client: &HutchClient, args: &BenchArgs) -> anyhow::Resul
     })
     .await
     .context("running the peers")?;
-    let density = idle::density(client, cap, floor_kib)
+    let watched = server.map(|s| Watched {
+        pid: s.pid(),
+        data_dir: s.data_dir().to_owned(),
+        cgroup_parent: hutch_sandbox::linux::cgroup_parent(s.data_dir()),
+    });
+    let density = idle::density(client, cap, floor_kib, watched.as_ref())
         .await
         .context("filling the machine with idle sessions")?;
 
@@ -96,6 +107,18 @@ pub(crate) async fn run(client: &HutchClient, args: &BenchArgs) -> anyhow::Resul
     );
     peer_row("podman run -d … sleep infinity", &podman);
     peer_row("unshare (pid,mnt,net,ipc,uts) sleep", &unshare);
+    if let Some((before, held)) = &density.kernel {
+        let n = density.sessions.max(1) as f64;
+        let per = |a: u64, b: u64| (b as f64 - a as f64) / n;
+        println!(
+            "per session: {:.1} server descriptors, {:.1} cgroups, {:.1} mounts of the data dir, {:.2} loop devices, {:.1} host processes",
+            per(before.server.fds, held.server.fds),
+            per(before.server.cgroups, held.server.cgroups),
+            per(before.server.mounts, held.server.mounts),
+            per(before.loop_devices, held.loop_devices),
+            per(before.processes, held.processes),
+        );
+    }
     if density.idle_kib > 0.0 {
         let fits = 16.0 * 1024.0 * 1024.0 / density.idle_kib;
         println!("idle sessions in 16 GiB at this cost: {fits:.0}");
