@@ -89,6 +89,11 @@ deps_test() {
     # libfaketime; the fuzz runner (scripts/fuzz.sh) builds libFuzzer with a C++ compiler.
     pkg_installed libfaketime || need+=(libfaketime)
     command -v c++ >/dev/null || need+=(g++)
+    # The peer of the idle benchmark: podman containers, run by runc (crun refuses hybrid
+    # cgroup hosts).
+    for pkg in podman runc; do
+        pkg_installed "$pkg" || need+=("$pkg")
+    done
     if ((${#need[@]})); then
         apt_install "${need[@]}"
     fi

@@ -55,7 +55,7 @@ check_unit() {
 
 benchmarks() {
     local scenario ok=0
-    for scenario in sessions commands files interpreter ports network images clients soak; do
+    for scenario in sessions commands files interpreter ports network images clients soak idle; do
         cargo run --locked -q -p hutch -- bench "$scenario" --quick || ok=1
     done
     return $ok

@@ -25,9 +25,13 @@
 //!   (target: no growth beyond the warm pool) and the p99 per window (target: flat).
 //! - [`images`]: the first pull and unpack of an image from a local registry through the
 //!   API, against `skopeo copy` + `umoci unpack` of the same image (target: not slower).
+//! - [`idle`]: pause and resume latency (target: each ≤ 5 ms at p50), host memory per idle
+//!   and per paused session, and how many idle sessions fit, against podman containers and
+//!   `unshare`d processes doing nothing.
 
 pub mod commands;
 pub mod files;
+pub mod idle;
 pub mod images;
 pub mod interpreter;
 pub mod network;

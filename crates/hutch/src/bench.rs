@@ -21,8 +21,10 @@ pub(crate) struct BenchArgs {
     /// registry, beside skopeo copy + umoci unpack) or `clients` (per-call overhead of the
     /// Python and TypeScript SDKs beside the Rust client; run from the checkout) or `soak` (--cycles create → run `true` →
     /// delete cycles from --clients concurrent clients; the server's RSS, descriptors, cgroups,
-    /// mounts and directories before and after, and the p99 per window).
-    #[arg(value_parser = ["sessions", "commands", "files", "interpreter", "ports", "network", "images", "clients", "soak"])]
+    /// mounts and directories before and after, and the p99 per window) or `idle` (pause and
+    /// resume latency; memory per idle and per paused session and how many idle sessions fit,
+    /// beside podman containers and `unshare`d processes).
+    #[arg(value_parser = ["sessions", "commands", "files", "interpreter", "ports", "network", "images", "clients", "soak", "idle"])]
     scenario: String,
     /// `network`: a large file to download from a session and from here.
     #[arg(long)]
@@ -37,6 +39,12 @@ pub(crate) struct BenchArgs {
     /// `soak`: cycles in all (default 10000, or 200 with --quick).
     #[arg(long)]
     pub(crate) cycles: Option<usize>,
+    /// `idle`: most idle sessions to create (default 300, or 4 with --quick).
+    #[arg(long)]
+    pub(crate) sessions: Option<usize>,
+    /// `idle`: stop creating sessions once the host's MemAvailable is under this many MiB.
+    #[arg(long, default_value_t = 8192)]
+    pub(crate) memory_floor_mb: u64,
     /// `soak`: concurrent clients.
     #[arg(long, default_value_t = 8)]
     pub(crate) clients: usize,
@@ -88,10 +96,10 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let quick = args.quick;
     // A server of our own unless one was named; it is stopped when this function returns.
-    let extra: &[&str] = if args.scenario == "network" {
-        crate::bench_network::SERVER_ARGS
-    } else {
-        &[]
+    let extra: &[&str] = match args.scenario.as_str() {
+        "network" => crate::bench_network::SERVER_ARGS,
+        "idle" => crate::bench_idle::SERVER_ARGS,
+        _ => &[],
     };
     let own_server = match &args.url {
         Some(_) => None,
@@ -110,6 +118,9 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     client.health().await.context("reaching the server")?;
     if args.scenario == "soak" {
         return crate::bench_soak::run(&client, own_server.as_ref(), &args).await;
+    }
+    if args.scenario == "idle" {
+        return crate::bench_idle::run(&client, own_server.as_ref(), &args).await;
     }
     if args.scenario == "files" {
         return files_scenario(&client, &token, &args).await;
@@ -196,7 +207,7 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn row(name: &str, samples: &Samples) {
+pub(crate) fn row(name: &str, samples: &Samples) {
     println!(
         "{name:<40} {:>12} {:>12}",
         ms(samples.p50()),

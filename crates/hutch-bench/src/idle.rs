@@ -1,0 +1,505 @@
+//! The idle scenario: what a session costs while nobody uses it, and how many fit.
+//!
+//! Three parts, in one run:
+//! - pause and resume latency through the API on one session (target: each ≤ 5 ms at p50);
+//! - density: sessions are created one after another until a stop condition ([`Stop`]), each
+//!   with its `default` interpreter context started but unused; host memory per idle session
+//!   is the drop of `MemAvailable` divided by their number, beside the mean of the sessions'
+//!   own cgroup figures (`GET /v1/sessions/{id}/stats`); then all are paused and measured again,
+//!   resumed, each runs `true` (every one must answer), and all are deleted;
+//! - peers: the same `MemAvailable` drop per container for `podman run -d … sleep infinity`
+//!   of an image imported from a local root file system tarball, and per plain `unshare`d
+//!   `sleep infinity` (new pid, mount, net, ipc and uts namespaces).
+
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hutch_api::{CommandRequest, CreateSessionRequest};
+use hutch_client::HutchClient;
+use uuid::Uuid;
+
+use crate::soak::{Resources, Watched};
+use crate::{BenchError, Samples};
+
+/// How long memory is left to settle (freed pages returned, reclaim done) before a reading.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// The host's `MemAvailable`, in KiB.
+pub fn mem_available_kib() -> io::Result<u64> {
+    let meminfo = fs::read_to_string("/proc/meminfo")?;
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| io::Error::other("no MemAvailable in /proc/meminfo"))
+}
+
+fn meminfo(e: io::Error) -> BenchError {
+    BenchError::Server(format!("reading /proc/meminfo: {e}"))
+}
+
+fn api(step: &'static str) -> impl FnOnce(hutch_client::ClientError) -> BenchError {
+    move |source| BenchError::Api { step, source }
+}
+
+/// Pause and resume latencies.
+#[derive(Debug, Default)]
+pub struct LatencyReport {
+    /// `POST /v1/sessions/{id}/pause` of a running session.
+    pub pause: Samples,
+    /// `POST /v1/sessions/{id}/resume` of a paused session.
+    pub resume: Samples,
+}
+
+/// Pauses and resumes one new idle session `warmup` + `iterations` times, then deletes it.
+pub async fn pause_resume(
+    client: &HutchClient,
+    warmup: usize,
+    iterations: usize,
+) -> Result<LatencyReport, BenchError> {
+    let session = client
+        .create_session(&CreateSessionRequest::default())
+        .await
+        .map_err(api("create"))?;
+    let id = session.session_id;
+    wait_default_context(client, id).await?;
+    let measured = async {
+        let mut report = LatencyReport::default();
+        for i in 0..warmup + iterations {
+            let start = Instant::now();
+            client.pause_session(id).await.map_err(api("pause"))?;
+            let paused = Instant::now();
+            client.resume_session(id).await.map_err(api("resume"))?;
+            let resumed = Instant::now();
+            if i >= warmup {
+                report.pause.push(paused - start);
+                report.resume.push(resumed - paused);
+            }
+        }
+        Ok::<_, BenchError>(report)
+    }
+    .await;
+    let deleted = client.delete_session(id).await;
+    let report = measured?;
+    deleted.map_err(api("delete"))?;
+    Ok(report)
+}
+
+/// Why the density run stopped creating sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// It reached the `--sessions` cap.
+    Cap,
+    /// `MemAvailable` fell under the floor.
+    MemoryFloor,
+    /// A create failed; its error.
+    CreateFailed(String),
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::Cap => f.write_str("reached the --sessions cap"),
+            Stop::MemoryFloor => f.write_str("MemAvailable fell under the floor"),
+            Stop::CreateFailed(e) => write!(f, "a create failed: {e}"),
+        }
+    }
+}
+
+/// What the density run measured.
+#[derive(Debug)]
+pub struct DensityReport {
+    /// Idle sessions held at once.
+    pub sessions: usize,
+    /// Why it stopped there.
+    pub stop: Stop,
+    /// Wall time from the first create until every `default` context was ready.
+    pub fill: Duration,
+    /// Drop of `MemAvailable` per idle session, KiB (see [`drop_per`]).
+    pub idle_kib: f64,
+    /// Drop of `MemAvailable` per paused session, KiB.
+    pub paused_kib: f64,
+    /// Mean `memoryBytes` of the stats route while idle, KiB.
+    pub idle_cgroup_kib: f64,
+    /// Mean `rssBytes` of the stats route while idle, KiB.
+    pub idle_cgroup_rss_kib: f64,
+    /// Mean `memoryBytes` of the stats route while paused, KiB.
+    pub paused_cgroup_kib: f64,
+    /// Mean processes and threads per session.
+    pub pids: f64,
+    /// Sessions that ran `true` after the resume (all of them, or the run fails).
+    pub answered: usize,
+    /// What the server and the host held before the first create and with every session
+    /// held, when the benchmark started the server itself.
+    pub kernel: Option<(Held, Held)>,
+}
+
+/// Kernel objects a server's sessions hold, counted at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct Held {
+    /// The server's descriptors, cgroups and mounts (see [`Resources`]).
+    pub server: Resources,
+    /// Loop devices attached on the host (each session's disk is one).
+    pub loop_devices: u64,
+    /// Processes on the host.
+    pub processes: u64,
+}
+
+impl Held {
+    /// Counts them now.
+    pub fn measure(server: &Watched) -> Result<Held, BenchError> {
+        let failed = |e: io::Error| BenchError::Server(format!("counting kernel objects: {e}"));
+        let loop_devices = fs::read_dir("/sys/block")
+            .map_err(failed)?
+            .flatten()
+            .filter(|e| e.path().join("loop/backing_file").exists())
+            .count() as u64;
+        let processes = fs::read_dir("/proc")
+            .map_err(failed)?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+            .count() as u64;
+        Ok(Held {
+            server: Resources::measure(server).map_err(failed)?,
+            loop_devices,
+            processes,
+        })
+    }
+}
+
+/// Creates idle sessions until `cap`, a `MemAvailable` under `floor_kib` or a failed create,
+/// measures them idle and paused, checks that each answers a command, and deletes them all
+/// (also when a step fails).
+pub async fn density(
+    client: &HutchClient,
+    cap: usize,
+    floor_kib: u64,
+    server: Option<&Watched>,
+) -> Result<DensityReport, BenchError> {
+    tokio::time::sleep(SETTLE).await;
+    let baseline = mem_available_kib().map_err(meminfo)?;
+    let held_before = server.map(Held::measure).transpose()?;
+    let mut ids = Vec::new();
+    let started = Instant::now();
+    let stop = loop {
+        if ids.len() >= cap {
+            break Stop::Cap;
+        }
+        if mem_available_kib().map_err(meminfo)? < floor_kib {
+            break Stop::MemoryFloor;
+        }
+        match client
+            .create_session(&CreateSessionRequest::default())
+            .await
+        {
+            Ok(session) => ids.push(session.session_id),
+            Err(e) => break Stop::CreateFailed(e.to_string()),
+        }
+    };
+    let mut measured = measure_held(client, &ids, baseline, started).await;
+    if let (Ok(report), Some(server), Some(before)) = (&mut measured, server, held_before) {
+        // Measured while all sessions are still there (they were resumed).
+        report.kernel = Some((before, Held::measure(server)?));
+    }
+    let mut delete_failed = None;
+    for id in &ids {
+        if let Err(e) = client.delete_session(*id).await {
+            delete_failed.get_or_insert(e);
+        }
+    }
+    let mut report = measured?;
+    if let Some(e) = delete_failed {
+        return Err(api("delete")(e));
+    }
+    report.stop = stop;
+    Ok(report)
+}
+
+/// The measuring part of [`density`], on the sessions `ids` it created.
+async fn measure_held(
+    client: &HutchClient,
+    ids: &[Uuid],
+    baseline: u64,
+    started: Instant,
+) -> Result<DensityReport, BenchError> {
+    let n = ids.len().max(1) as f64;
+    for id in ids {
+        wait_default_context(client, *id).await?;
+    }
+    let fill = started.elapsed();
+    tokio::time::sleep(SETTLE).await;
+    let idle = mem_available_kib().map_err(meminfo)?;
+    let (idle_cgroup, idle_rss, pids) = stats_sums(client, ids).await?;
+    for id in ids {
+        client.pause_session(*id).await.map_err(api("pause"))?;
+    }
+    tokio::time::sleep(SETTLE).await;
+    let paused = mem_available_kib().map_err(meminfo)?;
+    let (paused_cgroup, _, _) = stats_sums(client, ids).await?;
+    let command = CommandRequest {
+        argv: Some(vec!["true".into()]),
+        ..CommandRequest::default()
+    };
+    let mut answered = 0;
+    for id in ids {
+        client.resume_session(*id).await.map_err(api("resume"))?;
+        let result = client
+            .run_command(*id, &command)
+            .await
+            .map_err(api("run after resume"))?;
+        if result.exit_code == 0 {
+            answered += 1;
+        }
+    }
+    let per = |before: u64, after: u64| drop_per(before, after, ids.len());
+    Ok(DensityReport {
+        sessions: ids.len(),
+        stop: Stop::Cap,
+        fill,
+        idle_kib: per(baseline, idle),
+        paused_kib: per(baseline, paused),
+        idle_cgroup_kib: idle_cgroup as f64 / 1024.0 / n,
+        idle_cgroup_rss_kib: idle_rss as f64 / 1024.0 / n,
+        paused_cgroup_kib: paused_cgroup as f64 / 1024.0 / n,
+        pids: pids as f64 / n,
+        answered,
+        kernel: None,
+    })
+}
+
+/// The drop from `before` to `after` (KiB) shared by `count`; negative when memory was freed
+/// elsewhere meanwhile (the figure is then noise, not a cost).
+fn drop_per(before: u64, after: u64, count: usize) -> f64 {
+    (before as f64 - after as f64) / count.max(1) as f64
+}
+
+/// Sums of `memoryBytes`, `rssBytes` and `pids` over the sessions' stats.
+async fn stats_sums(client: &HutchClient, ids: &[Uuid]) -> Result<(u64, u64, u64), BenchError> {
+    let (mut memory, mut rss, mut pids) = (0, 0, 0);
+    for id in ids {
+        let stats = client.session_stats(*id).await.map_err(api("stats"))?;
+        memory += stats.memory_bytes;
+        rss += stats.rss_bytes;
+        pids += stats.pids;
+    }
+    Ok((memory, rss, pids))
+}
+
+/// Waits until the session's `default` context has started its worker (the agent starts it
+/// in the background shortly after the session is created).
+async fn wait_default_context(client: &HutchClient, id: Uuid) -> Result<(), BenchError> {
+    let path = format!("/v1/sessions/{id}/interpreter/contexts/default");
+    for _ in 0..600 {
+        let (status, body) = client
+            .request(http::Method::GET, &path, None)
+            .await
+            .map_err(api("default context"))?;
+        let context: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if status.is_success() && context["active"] == true {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(BenchError::Server(format!(
+        "session {id}: the default context did not start within 30 s"
+    )))
+}
+
+/// A peer's memory per container or process.
+#[derive(Debug, Clone)]
+pub struct PeerDensity {
+    /// Containers or processes started and measured.
+    pub count: usize,
+    /// Drop of `MemAvailable` per one, KiB.
+    pub kib: f64,
+}
+
+/// Starts `count` `unshare`d `sleep infinity` (new pid, mount, net, ipc and uts namespaces,
+/// a fresh `/proc`) and measures the drop of `MemAvailable` per process; all are killed
+/// before it returns.
+pub fn unshare_sleepers(count: usize) -> Result<PeerDensity, String> {
+    std::thread::sleep(SETTLE);
+    let before = mem_available_kib().map_err(|e| e.to_string())?;
+    let mut children: Vec<Child> = Vec::new();
+    let mut started = Ok(());
+    for _ in 0..count {
+        let spawned = Command::new("unshare")
+            .args([
+                "--fork",
+                "--kill-child",
+                "--pid",
+                "--mount-proc",
+                "--net",
+                "--ipc",
+                "--uts",
+                "--mount",
+                "sleep",
+                "infinity",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        match spawned {
+            Ok(child) => children.push(child),
+            Err(e) => {
+                started = Err(format!("starting unshare: {e}"));
+                break;
+            }
+        }
+    }
+    std::thread::sleep(SETTLE);
+    let after = mem_available_kib().map_err(|e| e.to_string());
+    // `--kill-child`: the sleeper dies with its unshare.
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    started?;
+    Ok(PeerDensity {
+        count,
+        kib: drop_per(before, after?, count),
+    })
+}
+
+/// The image the podman peer imports.
+const PODMAN_IMAGE: &str = "localhost/hutch-bench-idle:latest";
+
+/// Imports a busybox root file system as an image (no registry), starts `count` `podman run
+/// -d --network none … sleep infinity` containers and measures the drop of `MemAvailable` per
+/// container (its conmon included); all are removed, and the image, before it returns. `Err`
+/// says why podman could not run.
+pub fn podman_sleepers(count: usize, scratch: &Path) -> Result<PeerDensity, String> {
+    let busybox = which("busybox").ok_or("busybox is not installed")?;
+    if which("podman").is_none() {
+        return Err("podman is not installed (scripts/deps.sh test installs it)".into());
+    }
+    let dir = scratch.join(format!("hutch-bench-idle-rootfs-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    let rootfs = dir.join("rootfs");
+    let tarball = dir.join("rootfs.tar");
+    let built = (|| {
+        fs::create_dir_all(rootfs.join("bin"))?;
+        fs::copy(&busybox, rootfs.join("bin/busybox"))?;
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin/sleep"))?;
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh"))
+    })()
+    .map_err(|e| format!("building the root file system: {e}"));
+    let result = built
+        .and_then(|()| {
+            output(
+                Command::new("tar")
+                    .arg("-C")
+                    .arg(&rootfs)
+                    .arg("-cf")
+                    .arg(&tarball)
+                    .arg("."),
+            )
+        })
+        .and_then(|_| {
+            output(
+                Command::new("podman")
+                    .arg("import")
+                    .arg(&tarball)
+                    .arg(PODMAN_IMAGE),
+            )
+        })
+        .and_then(|_| podman_measure(count));
+    let _ = output(Command::new("podman").args(["rmi", "-f", PODMAN_IMAGE]));
+    let _ = fs::remove_dir_all(&dir);
+    result
+}
+
+/// The measuring part of [`podman_sleepers`], once the image exists.
+fn podman_measure(count: usize) -> Result<PeerDensity, String> {
+    let name = |i: usize| format!("hutch-bench-idle-{}-{i}", std::process::id());
+    // One container first, so that podman's own first-use state is not counted.
+    let first = output(Command::new("podman").args(podman_run(&name(count))));
+    let _ = output(Command::new("podman").args(["rm", "-f", "-t", "0", &name(count)]));
+    first?;
+    std::thread::sleep(SETTLE);
+    let before = mem_available_kib().map_err(|e| e.to_string())?;
+    let mut started = Ok(());
+    let mut names = Vec::new();
+    for i in 0..count {
+        names.push(name(i));
+        if let Err(e) = output(Command::new("podman").args(podman_run(&name(i)))) {
+            started = Err(e);
+            break;
+        }
+    }
+    std::thread::sleep(SETTLE);
+    let after = mem_available_kib().map_err(|e| e.to_string());
+    // By name: a container whose start failed exists too.
+    let _ = output(
+        Command::new("podman")
+            .args(["rm", "-f", "-t", "0", "--ignore"])
+            .args(&names),
+    );
+    started?;
+    Ok(PeerDensity {
+        count,
+        kib: drop_per(before, after?, count),
+    })
+}
+
+/// `podman run` arguments of one sleeper: runc (crun refuses hybrid cgroup hosts), limits
+/// within the ones this process may set, no network.
+fn podman_run(name: &str) -> Vec<&str> {
+    vec![
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--runtime",
+        "runc",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=4096:4096",
+        "--network",
+        "none",
+        PODMAN_IMAGE,
+        "sleep",
+        "infinity",
+    ]
+}
+
+/// Runs `cmd`; its stdout, or its stderr as the error.
+fn output(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The path of `program` in `PATH`.
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_available_is_read() {
+        let kib = mem_available_kib().expect("MemAvailable of this machine");
+        assert!(kib > 0);
+    }
+}

@@ -1,0 +1,161 @@
+//! `hutch bench idle`: pause and resume latency, memory per idle and per paused session, and
+//! how many idle sessions fit, beside podman containers and `unshare`d processes.
+
+use anyhow::Context;
+use hutch_bench::idle::{self, PeerDensity};
+use hutch_bench::server::ServerProcess;
+use hutch_bench::soak::Watched;
+use hutch_bench::stats::ms;
+use hutch_client::HutchClient;
+
+use crate::bench::{BenchArgs, row};
+
+/// `hutch serve` arguments of the server the benchmark starts: room for the sessions it holds
+/// (each asks for the default 512 MiB of memory limit, which is not memory used).
+pub(crate) const SERVER_ARGS: &[&str] = &[
+    "--max-sessions",
+    "1000",
+    "--tenant-max-sessions",
+    "1000",
+    "--tenant-max-memory-mb",
+    "1048576",
+];
+
+/// Peers started when the run is not quick (each is a few MiB; enough to average).
+const PEERS: usize = 50;
+
+pub(crate) async fn run(
+    client: &HutchClient,
+    server: Option<&ServerProcess>,
+    args: &BenchArgs,
+) -> anyhow::Result<()> {
+    let cap = args.sessions.unwrap_or(if args.quick { 4 } else { 300 });
+    let floor_kib = args.memory_floor_mb * 1024;
+    let peers = if args.quick { 2 } else { PEERS.min(cap.max(1)) };
+    println!(
+        "scenario: idle sessions (pause/resume latency; memory per idle and paused session; how many fit), server: {}",
+        client.base_url()
+    );
+    println!(
+        "pause/resume: {} (after {} warm-up); sessions: until {cap}, MemAvailable under {} MiB or a failed create; peers: {peers} each",
+        args.iterations, args.warmup, args.memory_floor_mb
+    );
+
+    let latency = idle::pause_resume(client, args.warmup, args.iterations)
+        .await
+        .context("measuring pause and resume")?;
+    // The peers first: sessions deleted at the end of the density run free their memory
+    // for a while after, which would hide the peers' cost.
+    let scratch = std::env::temp_dir();
+    let (podman, unshare) = tokio::task::spawn_blocking(move || {
+        (
+            idle::podman_sleepers(peers, &scratch),
+            idle::unshare_sleepers(peers),
+        )
+    })
+    .await
+    .context("running the peers")?;
+    let watched = server.map(|s| Watched {
+        pid: s.pid(),
+        data_dir: s.data_dir().to_owned(),
+        cgroup_parent: hutch_sandbox::linux::cgroup_parent(s.data_dir()),
+    });
+    let density = idle::density(client, cap, floor_kib, watched.as_ref())
+        .await
+        .context("filling the machine with idle sessions")?;
+
+    println!();
+    println!("{:<46} {:>12} {:>12}", "", "p50", "p99");
+    row("hutch: pause (POST /pause)", &latency.pause);
+    row("hutch: resume (POST /resume)", &latency.resume);
+
+    let mib = |kib: f64| kib / 1024.0;
+    println!();
+    println!(
+        "hutch: {} idle sessions held ({}), every default context ready after {:.1} s; {}/{} answered `true` after pause and resume",
+        density.sessions,
+        density.stop,
+        density.fill.as_secs_f64(),
+        density.answered,
+        density.sessions
+    );
+    println!(
+        "{:<46} {:>12} {:>12}",
+        "per session (MiB)", "host", "cgroup"
+    );
+    println!(
+        "{:<46} {:>12.2} {:>12.2}",
+        "hutch: idle (default context started)",
+        mib(density.idle_kib),
+        mib(density.idle_cgroup_kib)
+    );
+    println!(
+        "{:<46} {:>12} {:>12.2}",
+        "  of which anonymous (rssBytes)",
+        "",
+        mib(density.idle_cgroup_rss_kib)
+    );
+    println!(
+        "{:<46} {:>12.2} {:>12.2}",
+        "hutch: paused",
+        mib(density.paused_kib),
+        mib(density.paused_cgroup_kib)
+    );
+    println!(
+        "{:<46} {:>12.1}",
+        "hutch: processes and threads per session", density.pids
+    );
+    peer_row("podman run -d … sleep infinity", &podman);
+    peer_row("unshare (pid,mnt,net,ipc,uts) sleep", &unshare);
+    if let Some((before, held)) = &density.kernel {
+        let n = density.sessions.max(1) as f64;
+        let per = |a: u64, b: u64| (b as f64 - a as f64) / n;
+        println!(
+            "per session: {:.1} server descriptors, {:.1} cgroups, {:.1} mounts of the data dir, {:.2} loop devices, {:.1} host processes",
+            per(before.server.fds, held.server.fds),
+            per(before.server.cgroups, held.server.cgroups),
+            per(before.server.mounts, held.server.mounts),
+            per(before.loop_devices, held.loop_devices),
+            per(before.processes, held.processes),
+        );
+    }
+    if density.idle_kib > 0.0 {
+        let fits = 16.0 * 1024.0 * 1024.0 / density.idle_kib;
+        println!("idle sessions in 16 GiB at this cost: {fits:.0}");
+    }
+
+    anyhow::ensure!(
+        density.answered == density.sessions,
+        "{} of {} sessions did not answer after pause and resume",
+        density.sessions - density.answered,
+        density.sessions
+    );
+    if args.quick {
+        println!(
+            "quick mode: few sessions and iterations, to check that the benchmark runs, not the figures"
+        );
+        return Ok(());
+    }
+    let target = std::time::Duration::from_millis(5);
+    let verdict = |d: std::time::Duration| if d <= target { "met" } else { "missed" };
+    println!(
+        "target pause p50 ≤ 5 ms: {} ({}); resume p50 ≤ 5 ms: {} ({})",
+        verdict(latency.pause.p50()),
+        ms(latency.pause.p50()),
+        verdict(latency.resume.p50()),
+        ms(latency.resume.p50())
+    );
+    Ok(())
+}
+
+fn peer_row(name: &str, peer: &Result<PeerDensity, String>) {
+    match peer {
+        Ok(p) => println!(
+            "{:<46} {:>12.2} {:>12}",
+            format!("{name} (×{})", p.count),
+            p.kib / 1024.0,
+            "-"
+        ),
+        Err(why) => println!("{name}: not measured ({why})"),
+    }
+}
