@@ -526,9 +526,12 @@ impl Server {
     }
 }
 
-/// Runs the TTL reaper every `interval`, and the auto-pause pass every second.
+/// Runs the TTL reaper every `interval` (the first time one interval after start), and the
+/// auto-pause pass every second.
 async fn reap_forever(sessions: Arc<Sessions>, interval: Duration) {
-    let mut ticks = tokio::time::interval(interval);
+    // The first pass comes one interval after start: recovery has just dealt with what expired
+    // while the server was down.
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_auto_pause = std::time::Instant::now();
     loop {
