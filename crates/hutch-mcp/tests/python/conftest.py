@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from typing import AsyncIterator, Iterator
 
@@ -25,6 +26,10 @@ REPO = Path(__file__).resolve().parents[4]
 
 
 def _load_sdk_conftest():
+    # The SDK's conftest imports its sibling modules (``faces``) by name.
+    sdk_tests = str(REPO / "python" / "tests")
+    if sdk_tests not in sys.path:
+        sys.path.insert(0, sdk_tests)
     spec = importlib.util.spec_from_file_location(
         "hutch_sdk_conftest", REPO / "python" / "tests" / "conftest.py")
     assert spec is not None and spec.loader is not None
