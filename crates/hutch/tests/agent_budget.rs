@@ -7,19 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestServer, can_run_sandboxes, host_view, sh, sh_with};
-use hutch_api::{CommandRequest, CreateSessionRequest, ResourcesRequest};
-
-async fn session_with(
-    client: &hutch_client::HutchClient,
-    resources: ResourcesRequest,
-) -> hutch_api::Session {
-    let req = CreateSessionRequest {
-        resources: Some(resources),
-        ..CreateSessionRequest::default()
-    };
-    client.create_session(&req).await.expect("create session")
-}
+use common::{TestServer, can_run_sandboxes, host_view, session_with, sh, sh_with};
+use hutch_api::{CommandRequest, ResourcesRequest};
 
 /// Starts `command` in the background of session `s`.
 async fn start(client: &hutch_client::HutchClient, s: &hutch_api::Session, command: &str) {

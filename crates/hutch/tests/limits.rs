@@ -4,21 +4,8 @@
 
 mod common;
 
-use common::{TestServer, can_run_sandboxes, session, sh, sh_with};
-use hutch_api::{
-    CodeRequest, CommandRequest, CreateSessionRequest, ProcessStatus, ResourcesRequest,
-};
-
-async fn session_with(
-    client: &hutch_client::HutchClient,
-    resources: ResourcesRequest,
-) -> hutch_api::Session {
-    let req = CreateSessionRequest {
-        resources: Some(resources),
-        ..CreateSessionRequest::default()
-    };
-    client.create_session(&req).await.expect("create session")
-}
+use common::{TestServer, can_run_sandboxes, session, session_with, sh, sh_with};
+use hutch_api::{CodeRequest, CommandRequest, ProcessStatus, ResourcesRequest};
 
 #[tokio::test]
 async fn a_memory_hog_is_oom_killed_inside_its_own_session() {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hutch_api::{CommandRequest, CommandResult, CreateSessionRequest, Session};
+use hutch_api::{CommandRequest, CommandResult, CreateSessionRequest, ResourcesRequest, Session};
 use hutch_client::HutchClient;
 
 /// The HS256 secret every test server uses.
@@ -305,6 +305,15 @@ pub async fn session(client: &HutchClient) -> Session {
         .create_session(&CreateSessionRequest::default())
         .await
         .expect("create session")
+}
+
+/// Creates a session with these resource limits.
+pub async fn session_with(client: &HutchClient, resources: ResourcesRequest) -> Session {
+    let req = CreateSessionRequest {
+        resources: Some(resources),
+        ..CreateSessionRequest::default()
+    };
+    client.create_session(&req).await.expect("create session")
 }
 
 /// Runs a shell command line in a session.
