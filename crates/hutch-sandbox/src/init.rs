@@ -49,6 +49,9 @@ pub const MEMORY_EVENTS_FD: RawFd = 8;
 /// opened write-only by the runtime where v1 holds the limits: every process the agent starts
 /// moves itself into them (see [`crate::process`]).
 pub const USER_CGROUP_TASKS_FDS: [RawFd; 3] = [9, 10, 11];
+/// Descriptors of detached, idmapped copies of the host directories that hold shared layers
+/// (see [`InitConfig::idmapped`]), made by the runtime.
+pub const IDMAPPED_FDS: [RawFd; 4] = [12, 13, 14, 15];
 
 /// One overlay mount of the sandbox's root file system.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -87,6 +90,11 @@ pub struct InitConfig {
     /// System calls the operator adds to the seccomp allow list.
     #[serde(default)]
     pub seccomp_allow: Vec<String>,
+    /// Host directories holding shared lower layers, each to be covered (before the overlays
+    /// are mounted) by its idmapped copy from the matching [`IDMAPPED_FDS`] descriptor, which
+    /// shows the layers' owners in this sandbox's own id range.
+    #[serde(default)]
+    pub idmapped: Vec<PathBuf>,
 }
 
 /// Sizes in MiB of `/tmp` and `/dev/shm` for a session with `memory_mb` of memory (and a disk
@@ -268,11 +276,17 @@ fn set_up(
         set_cloexec(fd).map_err(step("close-on-exec"))?;
     }
     crate::process::start_in_cgroups(user_tasks);
+    let idmapped: Vec<OwnedFd> = IDMAPPED_FDS
+        .iter()
+        .take(config.idmapped.len())
+        // SAFETY: as above; one is present for each idmapped directory.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(*fd) })
+        .collect();
     // The sandbox's host directory holds the root's mount point: the deadline file goes
     // beside it, while the host's file system is still in reach.
     let sandbox_dir = config.rootfs.parent().unwrap_or(Path::new("/"));
     let deadline = DeadlineFile::create_in(sandbox_dir).map_err(step("deadline file"))?;
-    build_root(&config)?;
+    build_root(&config, idmapped)?;
     // The cgroup namespace is rooted at the sandbox's cgroup, which the runtime then moves
     // this process out of into `agent/`: `user/`, where commands start, stays inside it.
     sys::unshare(libc::CLONE_NEWCGROUP).map_err(step("new cgroup namespace"))?;
@@ -320,7 +334,7 @@ fn inside(rootfs: &Path, target: &Path) -> PathBuf {
     rootfs.join(target.strip_prefix("/").unwrap_or(target))
 }
 
-fn build_root(config: &InitConfig) -> Result<(), InitError> {
+fn build_root(config: &InitConfig, idmapped: Vec<OwnedFd>) -> Result<(), InitError> {
     let root = &config.rootfs;
     let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
     sys::mount(
@@ -331,6 +345,12 @@ fn build_root(config: &InitConfig) -> Result<(), InitError> {
         None,
     )
     .map_err(step("make mounts private"))?;
+
+    // The shared layers' directories, seen in this sandbox's id range (the descriptors close
+    // here; the mounts stay).
+    for (tree, dir) in idmapped.into_iter().zip(&config.idmapped) {
+        hutch_sys::idmap::attach(&tree, dir).map_err(step("attach idmapped layers"))?;
+    }
 
     for overlay in &config.overlays {
         mount_overlay(&inside(root, &overlay.target), overlay).map_err(step("mount overlay"))?;

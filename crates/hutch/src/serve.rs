@@ -70,6 +70,14 @@ pub(crate) struct ServeArgs {
     /// How many OCI images (the most recently used) the warm pool keeps sandboxes for.
     #[arg(long, env = "HUTCH_WARM_POOL_IMAGES", default_value_t = 4)]
     warm_pool_images: usize,
+    /// First host uid (and gid) of the sandbox id pool: the 65,536 ids from here own the
+    /// shared image layers; each sandbox maps its ids onto a range of its own above them.
+    #[arg(long, env = "HUTCH_UID_BASE", default_value_t = hutch_sandbox::linux::DEFAULT_UID_BASE)]
+    uid_base: u32,
+    /// How many sandbox id ranges (65,536 ids each) the pool holds: at most this many
+    /// sandboxes, warm pool included, at once.
+    #[arg(long, env = "HUTCH_UID_RANGES", default_value_t = hutch_sandbox::linux::DEFAULT_UID_RANGES)]
+    uid_ranges: u32,
     /// What an orderly shutdown does with running sessions: `keep` them for the next start to
     /// re-adopt, or `destroy` them.
     #[arg(long, env = "HUTCH_ON_EXIT", default_value = "keep", value_parser = ["keep", "destroy"])]
@@ -296,6 +304,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     linux.warm_pool = args.warm_pool;
     linux.warm_pool_per_image = args.warm_pool_per_image;
     linux.warm_pool_images = args.warm_pool_images;
+    linux.uid_base = args.uid_base;
+    linux.uid_ranges = args.uid_ranges;
     let (min, max) = hutch_api::limits::DISK_MB_RANGE;
     let mb = args
         .disk_mb_default

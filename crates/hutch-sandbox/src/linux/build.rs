@@ -4,7 +4,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -30,14 +30,15 @@ pub(super) struct Embryo {
 }
 
 impl LinuxRuntime {
-    /// Builds the directories and init configuration of a sandbox.
+    /// Builds the directories and init configuration of a sandbox whose root maps to host id
+    /// `owner` (the first of its range).
     fn prepare(
         &self,
         id: Uuid,
         disk_mb: Option<u64>,
         image: &SandboxImage,
+        owner: u32,
     ) -> Result<InitConfig, SandboxError> {
-        let owner = self.inner.config.uid_base;
         let dir = self.sandbox_dir(id);
         let rootfs = dir.join("rootfs");
         // With a quota, the writable layers live on the session's own file system.
@@ -104,7 +105,46 @@ impl LinuxRuntime {
             tmpfs_mb: disk_mb,
             user_cgroup_tasks: 0,
             seccomp_allow: self.inner.config.seccomp_allow.clone(),
+            idmapped: Vec::new(),
         })
+    }
+
+    /// The directories of `data_dir` that hold lower layers of `overlays` (the top-level
+    /// directory of each lower below it), with a detached copy of each whose owners show in
+    /// the range starting at `owner`. Lower layers elsewhere (the host's `/usr`) are owned by
+    /// host users no sandbox maps and stay as they are.
+    fn idmapped_layers(
+        &self,
+        overlays: &[OverlayMount],
+        owner: u32,
+    ) -> Result<Vec<(PathBuf, OwnedFd)>, SandboxError> {
+        let data = &self.inner.config.data_dir;
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for lower in overlays.iter().flat_map(|o| &o.lower) {
+            if let Ok(rest) = lower.strip_prefix(data)
+                && let Some(top) = rest.components().next()
+            {
+                let dir = data.join(top);
+                if !dirs.contains(&dir) {
+                    dirs.push(dir);
+                }
+            }
+        }
+        if dirs.len() > init::IDMAPPED_FDS.len() {
+            return Err(SandboxError::InvalidSpec(format!(
+                "lower layers in {} directories of the data directory, at most {} supported",
+                dirs.len(),
+                init::IDMAPPED_FDS.len()
+            )));
+        }
+        let userns = self.inner.ids.idmap(owner)?;
+        dirs.into_iter()
+            .map(|dir| {
+                let tree = hutch_sys::idmap::idmapped_tree(&dir, userns.as_fd())
+                    .map_err(io("idmap", &dir))?;
+                Ok((dir, tree))
+            })
+            .collect()
     }
 
     /// Builds sandbox `id` on `image` up to `built` (blocking: run off the async threads).
@@ -115,8 +155,12 @@ impl LinuxRuntime {
         image: &SandboxImage,
     ) -> Result<Embryo, SandboxError> {
         let inner = &self.inner;
-        let mut config = self.prepare(id, resources.disk_mb, image)?;
-        let cgroup = inner.cgroups.create(id, resources)?;
+        // Freed by the teardown that follows any failure from here on.
+        let owner = inner.ids.allocate(id)?;
+        let mut config = self.prepare(id, resources.disk_mb, image, owner)?;
+        let idmapped = self.idmapped_layers(&config.overlays, owner)?;
+        config.idmapped = idmapped.iter().map(|(dir, _)| dir.clone()).collect();
+        let cgroup = inner.cgroups.create(id, resources, owner)?;
         config.has_cgroup_dir = cgroup.v2_fd.is_some();
         config.has_memory_events = cgroup.memory_events.is_some();
         config.user_cgroup_tasks = cgroup.user_tasks.len();
@@ -172,6 +216,10 @@ impl LinuxRuntime {
             .iter()
             .map(high)
             .collect::<Result<_, _>>()?;
+        let idmapped_src: Vec<OwnedFd> = idmapped
+            .iter()
+            .map(|(_, tree)| high(tree))
+            .collect::<Result<_, _>>()?;
         let mut fds: Vec<ChildFd> = sources
             .iter()
             .map(|(fd, target)| ChildFd {
@@ -190,7 +238,11 @@ impl LinuxRuntime {
                 });
             }
         }
-        for (fd, target) in tasks_src.iter().zip(init::USER_CGROUP_TASKS_FDS) {
+        for (fd, target) in tasks_src
+            .iter()
+            .zip(init::USER_CGROUP_TASKS_FDS)
+            .chain(idmapped_src.iter().zip(init::IDMAPPED_FDS))
+        {
             fds.push(ChildFd {
                 source: fd.as_raw_fd(),
                 target,
@@ -213,13 +265,22 @@ impl LinuxRuntime {
         )
         .map_err(sys_err("start sandbox"))?;
         drop((
-            sources, cgroup_src, events_src, tasks_src, config_r, status_w, go_r, listener,
-            dev_null, log,
+            sources,
+            cgroup_src,
+            events_src,
+            tasks_src,
+            idmapped_src,
+            idmapped,
+            config_r,
+            status_w,
+            go_r,
+            listener,
+            dev_null,
+            log,
         ));
 
         let release = || -> Result<(), SandboxError> {
-            let base = inner.config.uid_base;
-            let map = format!("0 {base} {UID_COUNT}\n");
+            let map = format!("0 {owner} {UID_COUNT}\n");
             for file in ["uid_map", "gid_map"] {
                 let path = PathBuf::from(format!("/proc/{}/{file}", spawned.pid));
                 fs::write(&path, &map).map_err(io("write", &path))?;

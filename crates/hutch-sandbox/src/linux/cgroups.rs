@@ -136,8 +136,6 @@ pub(crate) struct Cgroups {
     limits: LimitsVia,
     /// Relative path of hutch's parent in every hierarchy: `hutch/<instance>`.
     parent: PathBuf,
-    /// Host uid and gid that root inside a sandbox maps to; owns the delegated v2 cgroup.
-    owner: u32,
 }
 
 /// The cgroups of one sandbox.
@@ -209,7 +207,7 @@ fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
 
 impl Cgroups {
     /// Chooses how to use the hierarchies in `mounts`. `instance` names this server's parent.
-    pub(crate) fn new(mounts: Mounts, instance: &str, owner: u32) -> Result<Cgroups, CgroupError> {
+    pub(crate) fn new(mounts: Mounts, instance: &str) -> Result<Cgroups, CgroupError> {
         let v2_controllers = mounts
             .v2
             .as_ref()
@@ -227,17 +225,16 @@ impl Cgroups {
             mounts,
             limits,
             parent: Path::new("hutch").join(instance),
-            owner,
         };
         cgroups.prepare_parents()?;
         Ok(cgroups)
     }
 
     /// Reads the host's mounts and sets up hutch's parents.
-    pub(crate) fn detect(instance: &str, owner: u32) -> Result<Cgroups, CgroupError> {
+    pub(crate) fn detect(instance: &str) -> Result<Cgroups, CgroupError> {
         let path = Path::new("/proc/self/mountinfo");
         let mountinfo = fs::read_to_string(path).map_err(io_err("read", path))?;
-        Cgroups::new(Mounts::parse(&mountinfo), instance, owner)
+        Cgroups::new(Mounts::parse(&mountinfo), instance)
     }
 
     /// How limits are enforced.
@@ -310,11 +307,13 @@ impl Cgroups {
     }
 
     /// Creates the cgroups of sandbox `id` (its own, `agent/` and `user/` in each hierarchy)
-    /// with `resources` as limits.
+    /// with `resources` as limits; `owner` (the host uid and gid root inside maps to) owns
+    /// the delegated v2 cgroup.
     pub(crate) fn create(
         &self,
         id: Uuid,
         resources: &Resources,
+        owner: u32,
     ) -> Result<SandboxCgroup, CgroupError> {
         let mut cgroup = self.existing(id);
         for dir in cgroup.v2_dir.iter().chain(cgroup.v1_dirs.iter()) {
@@ -334,7 +333,7 @@ impl Cgroups {
                 delegated.push(user.join(file));
             }
             for path in delegated {
-                sys::lchown(&path, self.owner, self.owner).map_err(io_err("chown", &path))?;
+                sys::lchown(&path, owner, owner).map_err(io_err("chown", &path))?;
             }
             let open_dir = |d: &Path| {
                 sys::open(d, libc::O_RDONLY | libc::O_DIRECTORY).map_err(io_err("open", d))
@@ -835,7 +834,7 @@ mod tests {
         };
         // SAFETY: getuid has no arguments and cannot fail.
         let me = unsafe { libc::getuid() };
-        let cgroups = Cgroups::new(mounts, "test", me).unwrap();
+        let cgroups = Cgroups::new(mounts, "test").unwrap();
         assert_eq!(cgroups.limits_via(), LimitsVia::V2);
         for dir in [v2.clone(), v2.join("hutch"), v2.join("hutch/test")] {
             let control = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap();
@@ -865,7 +864,7 @@ mod tests {
         };
         // SAFETY: getuid has no arguments and cannot fail.
         let me = unsafe { libc::getuid() };
-        let cgroups = Cgroups::new(mounts, "test", me).unwrap();
+        let cgroups = Cgroups::new(mounts, "test").unwrap();
         assert_eq!(cgroups.limits_via(), LimitsVia::V1);
         let id = Uuid::now_v7();
         // A real cgroupfs creates the control files with the directory; the fixture must.
@@ -886,7 +885,7 @@ mod tests {
             pids: 32,
             disk_mb: None,
         };
-        let cg = cgroups.create(id, &res).unwrap();
+        let cg = cgroups.create(id, &res, me).unwrap();
         let read = |p: PathBuf| fs::read_to_string(p).unwrap();
         // The session's limits hold `user/`; the sandbox's cgroup adds the agent's reserve.
         assert_eq!(

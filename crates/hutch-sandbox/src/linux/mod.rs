@@ -36,6 +36,7 @@ mod build;
 mod cgroups;
 mod claim;
 mod freeze;
+mod ids;
 mod image;
 pub mod index_proxy;
 pub mod network;
@@ -68,19 +69,26 @@ use cgroups::CgroupError;
 use trash::start_trash_thread;
 use watch::Live;
 
-/// Host uid (and gid) that uid 0 inside every sandbox maps to, by default. Sandboxes map
-/// 65,536 ids from here; none of them is a host user.
+/// First host uid (and gid) of the pool of sandbox id ranges, by default: its first range
+/// owns the shared image layers, and each sandbox maps its 65,536 ids onto a range of its own
+/// above it (see `ids.rs`); none of them is a host user.
 pub const DEFAULT_UID_BASE: u32 = 1_000_000_000;
 /// Number of ids mapped into each sandbox.
 pub const UID_COUNT: u32 = 65_536;
+/// Number of sandbox id ranges in the pool by default (at most this many sandboxes, pooled
+/// ones included, at once): up to host id 1,000,000,000 + 8,193 × 65,536 − 1 ≈ 1.54e9.
+pub const DEFAULT_UID_RANGES: u32 = 8_192;
 
 /// Settings of the linux runtime.
 #[derive(Debug, Clone)]
 pub struct LinuxConfig {
     /// hutch's data directory; sandboxes live under `sandboxes/`, sockets under `sockets/`.
     pub data_dir: PathBuf,
-    /// Host uid and gid that root inside a sandbox maps to.
+    /// First host uid and gid of the id pool: the range from here owns the shared image
+    /// layers; sandboxes get the ranges above it.
     pub uid_base: u32,
+    /// How many sandbox id ranges (of [`UID_COUNT`] ids each) the pool holds above its first.
+    pub uid_ranges: u32,
     /// The `hutch` binary to run as the agent.
     pub agent_binary: PathBuf,
     /// How long a sandbox may take to report ready.
@@ -120,6 +128,7 @@ impl LinuxConfig {
         Ok(LinuxConfig {
             data_dir,
             uid_base: DEFAULT_UID_BASE,
+            uid_ranges: DEFAULT_UID_RANGES,
             agent_binary: exe,
             start_timeout: Duration::from_secs(10),
             warm_pool: 4,
@@ -148,6 +157,8 @@ struct Inner {
     /// Directories to delete, handed to the trash thread.
     trash: std::sync::mpsc::Sender<PathBuf>,
     cgroups: cgroups::Cgroups,
+    /// Each sandbox's own range of host ids.
+    ids: ids::IdRanges,
     image: image::DefaultImage,
     /// hutch's layers above and below every OCI image's.
     oci_layers: image::OciLayers,
@@ -217,8 +228,11 @@ impl LinuxRuntime {
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o711))
                 .map_err(io("chmod", &dir))?;
         }
-        fs::set_permissions(data.join("sockets"), fs::Permissions::from_mode(0o700))
-            .map_err(io("chmod", &data.join("sockets")))?;
+        // A torn-down sandbox's files wait in `trash/` while its id range may serve another.
+        for dir in [data.join("sockets"), data.join("trash")] {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                .map_err(io("chmod", &dir))?;
+        }
         check_reachable(data)?;
         let longest_socket = data.join("sockets").join(format!("{}.sock", Uuid::nil()));
         if longest_socket.as_os_str().len() > SOCKET_PATH_MAX {
@@ -235,7 +249,9 @@ impl LinuxRuntime {
             )));
         }
         let instance = instance_name(data);
-        let cgroups = cgroups::Cgroups::detect(&instance, config.uid_base)?;
+        let ids = ids::IdRanges::new(config.uid_base, config.uid_ranges)?;
+        check_idmap(&data.join("images"))?;
+        let cgroups = cgroups::Cgroups::detect(&instance)?;
         let image = image::build_default(&data.join("images"), config.uid_base)
             .map_err(io("build image in", &data.join("images")))?;
         let oci_layers = image::build_oci_layers(&data.join("images"), config.uid_base)
@@ -266,6 +282,7 @@ impl LinuxRuntime {
             closing: std::sync::atomic::AtomicBool::new(false),
             trash,
             cgroups,
+            ids,
             image,
             oci_layers,
             agent_exe,
@@ -274,12 +291,31 @@ impl LinuxRuntime {
             index_proxies,
             died,
         };
-        Ok((
-            LinuxRuntime {
-                inner: Arc::new(inner),
-            },
-            died_rx,
-        ))
+        let runtime = LinuxRuntime {
+            inner: Arc::new(inner),
+        };
+        runtime.reserve_found_ranges()?;
+        Ok((runtime, died_rx))
+    }
+
+    /// Marks the id ranges of the sandboxes an earlier server process left in `sandboxes/`
+    /// (by their directory's owner) as held, until adoption keeps them or the sweep tears them
+    /// down: no new sandbox gets a range a live one may still run in.
+    fn reserve_found_ranges(&self) -> Result<(), SandboxError> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = self.inner.config.data_dir.join("sandboxes");
+        for entry in fs::read_dir(&dir).map_err(io("list", &dir))?.flatten() {
+            let Ok(id) = Uuid::parse_str(&entry.file_name().to_string_lossy()) else {
+                continue;
+            };
+            let Ok(meta) = fs::symlink_metadata(entry.path()) else {
+                continue;
+            };
+            if !self.inner.ids.reserve(id, meta.uid()) {
+                tracing::warn!(sandbox = %id, owner = meta.uid(), "a sandbox directory's owner starts no free id range of this server");
+            }
+        }
+        Ok(())
     }
 
     /// The directory of sandbox `id`.
@@ -407,6 +443,19 @@ fn no_network() -> SandboxError {
 /// is a single insert, remove or take).
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Fails when the file system of `dir` cannot be idmapped (sandboxes see the shared layers
+/// through idmapped mounts of it).
+fn check_idmap(dir: &Path) -> Result<(), SandboxError> {
+    let map = format!("0 {DEFAULT_UID_BASE} 1\n");
+    let ns = hutch_sys::idmap::user_namespace(&map).map_err(sys_err("create a user namespace"))?;
+    hutch_sys::idmap::idmapped_tree(dir, std::os::fd::AsFd::as_fd(&ns)).map_err(|e| {
+        SandboxError::InvalidSpec(format!(
+            "the data directory's file system cannot be idmapped ({e}), which sandboxes need to see the shared image layers in their own id range; put the data directory on ext4, xfs, btrfs or tmpfs"
+        ))
+    })?;
+    Ok(())
 }
 
 /// Fails when a sandbox's root user could not reach `dir` (an ancestor lacks `o+x`).

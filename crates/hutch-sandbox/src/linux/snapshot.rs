@@ -7,7 +7,8 @@
 //! `user.overlay.opaque` xattr (the overlay is mounted with `userxattr`). The copy keeps
 //! owners (host ids of the sandbox's range, as the image store keeps them), modes, times,
 //! hard links, symlinks, FIFOs, whiteouts and `user.*` xattrs, and drops overlayfs'
-//! bookkeeping xattrs other than `opaque`. Sockets are skipped.
+//! bookkeeping xattrs other than `opaque`. Sockets are skipped. Owners move from the
+//! sandbox's own id range to the shared range that owns every image layer (see `ids.rs`).
 //!
 //! The sandbox's cgroup is frozen (`cgroup.freeze`, or the v1 freezer) for the copy and thawed
 //! afterwards, whatever happened; a sandbox without a freezer is refused.
@@ -68,7 +69,10 @@ impl LinuxRuntime {
                 source: io::Error::other(err.to_string()),
             })?;
         let frozen_at = Instant::now();
-        let copied = copy_layer(&upper, into);
+        let ids = &self.inner.ids;
+        let first = ids.of(record.sandbox_id);
+        let owner = |id: u32| first.map_or(id, |first| ids.to_shared(first, id));
+        let copied = copy_layer(&upper, into, &owner);
         let frozen_for = frozen_at.elapsed();
         let thawed = self
             .inner
@@ -99,23 +103,30 @@ impl LinuxRuntime {
     }
 }
 
-/// Copies the layer at `from` into the new directory `to`.
-fn copy_layer(from: &Path, to: &Path) -> Result<SnapshotReport, SandboxError> {
+/// Copies the layer at `from` into the new directory `to`, each owner id changed by `owner`.
+fn copy_layer(
+    from: &Path,
+    to: &Path,
+    owner: &dyn Fn(u32) -> u32,
+) -> Result<SnapshotReport, SandboxError> {
     let mut copy = Copy {
         links: HashMap::new(),
         report: SnapshotReport::default(),
+        owner,
     };
     copy.entry(from, to)?;
     Ok(copy.report)
 }
 
-struct Copy {
+struct Copy<'a> {
     /// Inodes with more than one link already copied, by (device, inode).
     links: HashMap<(u64, u64), PathBuf>,
     report: SnapshotReport,
+    /// The owner id a copy gets for its original's.
+    owner: &'a dyn Fn(u32) -> u32,
 }
 
-impl Copy {
+impl Copy<'_> {
     fn entry(&mut self, from: &Path, to: &Path) -> Result<(), SandboxError> {
         let meta = fs::symlink_metadata(from).map_err(io_at("stat", from))?;
         let kind = meta.file_type();
@@ -154,7 +165,8 @@ impl Copy {
             return Ok(());
         }
         self.report.entries += 1;
-        lchown(to, meta.uid(), meta.gid()).map_err(io_at("chown", to))?;
+        lchown(to, (self.owner)(meta.uid()), (self.owner)(meta.gid()))
+            .map_err(io_at("chown", to))?;
         if !kind.is_symlink() {
             fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))
                 .map_err(io_at("chmod", to))?;
@@ -320,7 +332,7 @@ mod tests {
             unsafe { libc::lsetxattr(opaque.as_ptr(), name.as_ptr(), b"y".as_ptr().cast(), 1, 0) };
         assert_eq!(rc, 0, "{}", io::Error::last_os_error());
         let to = dir.join("copy");
-        let report = copy_layer(&from, &to).unwrap();
+        let report = copy_layer(&from, &to, &|id| id).unwrap();
         assert_eq!(fs::read(to.join("a.txt")).unwrap(), b"hello");
         let a = fs::metadata(to.join("a.txt")).unwrap();
         let b = fs::metadata(to.join("b.txt")).unwrap();

@@ -97,6 +97,8 @@ impl LinuxRuntime {
             }
             Err(_) => {}
         }
+        // Its processes are gone and its files out of reach: the id range may serve another.
+        self.inner.ids.release(id);
         Ok(())
     }
 }
