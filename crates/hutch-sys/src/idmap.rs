@@ -37,32 +37,24 @@ struct MountAttr {
 /// `<inside> <outside> <count>`), held by descriptor only: the process made to create it is
 /// gone when this returns. Needs `CAP_SETUID`/`CAP_SETGID` over the outside ids (root).
 pub fn user_namespace(map: &str) -> io::Result<OwnedFd> {
-    // SAFETY: a raw clone without a new stack behaves as fork: the child is a copy of this
-    // thread only, and runs nothing but async-signal-safe system calls (`prctl`, `pause`)
-    // until it is killed below; it never returns into Rust code.
+    // The child shares this address space (`CLONE_VM`: nothing is copied, however large the
+    // server) and runs on a stack of its own, doing nothing but wait to be killed.
+    let mut stack = vec![0u8; CHILD_STACK];
+    // SAFETY: the stack is ours and outlives the child (it is killed and reaped below, before
+    // `stack` is dropped); its top is 16-byte aligned as the ABI wants; the child function
+    // touches no memory of this process.
     let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
+        let top = stack.as_mut_ptr().add(CHILD_STACK) as usize & !15;
+        libc::clone(
+            wait_to_be_killed,
+            top as *mut libc::c_void,
+            libc::CLONE_NEWUSER | libc::CLONE_VM | libc::SIGCHLD,
+            std::ptr::null_mut(),
         )
     };
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }
-    if pid == 0 {
-        // SAFETY: only raw system calls, in the forked child (see above).
-        unsafe {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            loop {
-                libc::pause();
-            }
-        }
-    }
-    let pid = pid as i32;
     let result = (|| {
         for file in ["uid_map", "gid_map"] {
             fs::write(format!("/proc/{pid}/{file}"), map)?;
@@ -78,7 +70,22 @@ pub fn user_namespace(map: &str) -> io::Result<OwnedFd> {
         let _ = rustix::process::kill_process(child, Signal::KILL);
         let _ = rustix::process::waitpid(Some(child), WaitOptions::empty());
     }
+    drop(stack);
     result
+}
+
+/// Stack size of the child [`user_namespace`] makes.
+const CHILD_STACK: usize = 16 * 1024;
+
+/// The child of [`user_namespace`]: only raw system calls, until it is killed.
+extern "C" fn wait_to_be_killed(_: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: plain system calls without memory arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        loop {
+            libc::pause();
+        }
+    }
 }
 
 /// A detached copy of the mount at `dir` (just that mount, not those below it) whose file

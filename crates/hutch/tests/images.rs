@@ -513,9 +513,11 @@ async fn the_warm_pool_keeps_sandboxes_ready_for_a_recently_used_image() {
     let first = sandbox_of(&client, &first).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let pooled = loop {
+        // Built, not just begun: a sandbox's directory exists from the start of its build, its
+        // agent is in `agent/` once built.
         let pooled: Vec<String> = oci_sandboxes(&server)
             .into_iter()
-            .filter(|id| *id != first)
+            .filter(|id| *id != first && agent_settled(id))
             .collect();
         if pooled.len() >= 2 {
             break pooled;
@@ -541,6 +543,19 @@ async fn sandbox_of(client: &HutchClient, session: &Session) -> String {
     common::host_view_by(client, session, "busybox readlink /proc/self/ns/uts")
         .await
         .sandbox_id
+}
+
+/// Whether sandbox `id`'s agent has moved into its `agent/` cgroup (v2), which it does once
+/// built.
+fn agent_settled(id: &str) -> bool {
+    ["/sys/fs/cgroup/unified/hutch", "/sys/fs/cgroup/hutch"]
+        .iter()
+        .filter_map(|parent| std::fs::read_dir(parent).ok())
+        .flat_map(|instances| instances.flatten())
+        .any(|instance| {
+            std::fs::read_to_string(instance.path().join(id).join("agent/cgroup.procs"))
+                .is_ok_and(|procs| !procs.trim().is_empty())
+        })
 }
 
 /// The ids of the sandboxes built on an OCI image, claimed or not.
