@@ -5,7 +5,8 @@
 //! such call is here, built on `rustix` wherever it covers the call, so that the agent itself
 //! holds no `unsafe` code (its crate denies it) and each wrapper has tests of its own.
 //!
-//! - [`idmap`]: idmapped mounts, a sandbox's view of the shared layers in its own id range;
+//! - [`idmap`]: idmapped mounts, a sandbox's view of the shared layers in its own id range
+//!   (used by the runtime that builds sandboxes, and by a sandbox's first process);
 //! - [`fs`]: descriptor-relative file access, and the confinement core [`fs::openat2`], which
 //!   resolves every path inside a root directory and never through a `/proc` magic link;
 //! - [`process`]: signals, reaping and resource limits;
