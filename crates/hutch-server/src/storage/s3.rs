@@ -48,7 +48,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How old an object must be before the start-up sweep may remove it: another server on the
 /// same bucket may have completed it and be about to record it.
-pub(crate) const SWEEP_GRACE: Duration = Duration::from_secs(15 * 60);
+const SWEEP_GRACE: Duration = Duration::from_secs(15 * 60);
 
 /// Where blobs go on S3-compatible storage: `s3://bucket/prefix`, and how to reach it.
 #[derive(Clone, PartialEq, Eq)]
@@ -113,7 +113,6 @@ pub(crate) struct S3Blobs {
     store: Arc<AmazonS3>,
     prefix: Path,
     runtime: Handle,
-    sweep_grace: Duration,
 }
 
 impl fmt::Debug for S3Blobs {
@@ -175,15 +174,7 @@ impl S3Blobs {
             store: Arc::new(store),
             prefix: Path::from(config.prefix.as_str()),
             runtime,
-            sweep_grace: SWEEP_GRACE,
         })
-    }
-
-    /// The same store, with the start-up sweep removing objects of any age.
-    #[cfg(test)]
-    fn without_sweep_grace(mut self) -> S3Blobs {
-        self.sweep_grace = Duration::ZERO;
-        self
     }
 
     fn dir(&self, context: Uuid) -> Path {
@@ -350,7 +341,7 @@ impl BlobStore for S3Blobs {
     fn sweep(&self, live: &[(Uuid, Option<String>)]) -> io::Result<usize> {
         let keep: HashSet<(Uuid, Option<String>)> = live.iter().cloned().collect();
         let recent = SystemTime::now()
-            .checked_sub(self.sweep_grace)
+            .checked_sub(SWEEP_GRACE)
             .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         let mut removed = 0;
