@@ -138,6 +138,15 @@ deps_test() {
         (cd typescript && npm ci --no-audit --no-fund)
     fi
 
+    # moto in server mode stands in for S3 in the tests of storage contexts on object storage
+    # (crates/hutch/tests/common/s3.rs, run by scripts/test.sh with HUTCH_TEST_BLOB_STORE=s3).
+    local moto_version=5.2.5 moto_venv="$PWD/target/venv-moto"
+    if [[ "$("$moto_venv/bin/python" -c 'import importlib.metadata as m; print(m.version("moto"))' 2>/dev/null)" != "$moto_version" ]] \
+        || [[ ! -x "$moto_venv/bin/moto_server" ]]; then
+        rm -rf "$moto_venv"
+        pip_install "$moto_venv" "moto[server]==$moto_version"
+    fi
+
     # openapi-python-client generates a Python client from docs/openapi.json in a test:
     # crates/hutch-server/tests/python_client.rs. python-dateutil is what the generated client
     # imports besides httpx and attrs.

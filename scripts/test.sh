@@ -71,6 +71,8 @@ step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --locked --all-targets -- -D warnings
 step "shell scripts (bash -n, shellcheck)" check_scripts
 step "cargo test" cargo test --locked --workspace --no-fail-fast
+step "storage contexts on S3 (the storage suite again, against moto)" \
+    env HUTCH_TEST_BLOB_STORE=s3 cargo test --locked -p hutch --test storage
 step "systemd unit (systemd-analyze verify)" check_unit
 step "interpreter workers (protocol tests)" /usr/bin/python3 -m unittest discover -s crates/hutch-agent/workers/tests
 step "Python SDK tests (against a real hutch serve)" \

@@ -81,6 +81,7 @@ pub use ratelimit::{
 };
 pub use sessions::{NetworkLimits, RecoverySummary, SessionError};
 pub use storage::archive::ArchiveError;
+pub use storage::s3::{BlobStoreUrlError, S3Config};
 pub use storage::{StorageLimits, TransferError};
 pub use store::StoreError;
 pub use tls::{Tls, TlsError};
@@ -154,6 +155,9 @@ pub struct ServerConfig {
     pub tenant_max_memory_mb: u64,
     /// Bounds on storage contexts (sizes per context and per tenant, count per tenant).
     pub storage: StorageLimits,
+    /// Where storage contexts' content is kept: `None`, files under the data directory;
+    /// `Some`, objects in an S3-compatible bucket.
+    pub blob_store: Option<S3Config>,
     /// How ports inside sessions are reached from outside (preview domain, connections).
     pub ports: PortsConfig,
     /// What the operator allows sessions on the network.
@@ -199,6 +203,7 @@ impl ServerConfig {
             tenant_max_sessions: DEFAULT_TENANT_MAX_SESSIONS,
             tenant_max_memory_mb: DEFAULT_TENANT_MAX_MEMORY_MB,
             storage: StorageLimits::default(),
+            blob_store: None,
             ports: PortsConfig::default(),
             network: NetworkLimits::default(),
             agent_timeout: DEFAULT_AGENT_TIMEOUT,
@@ -233,6 +238,15 @@ pub enum ServerError {
     /// The image store could not be opened.
     #[error("opening the image store")]
     Images(#[from] ImageError),
+    /// The blob store of storage contexts could not be opened or did not answer.
+    #[error("opening the storage contexts' blob store {location}")]
+    BlobStore {
+        /// Where it is.
+        location: String,
+        /// What failed.
+        #[source]
+        source: io::Error,
+    },
     /// Binding the listen address failed.
     #[error("listening on {addr}")]
     Bind {
@@ -351,17 +365,36 @@ impl Server {
         let metrics = metrics::Metrics::new();
         let runtime: Arc<dyn hutch_sandbox::Runtime> =
             Arc::new(metrics::MeteredRuntime::new(runtime, metrics.clone()));
-        let blobs = storage::blobs::LocalBlobs::open(&config.data_dir.join(CONTEXTS_DIR)).map_err(
-            |source| ServerError::DataDir {
-                path: config.data_dir.join(CONTEXTS_DIR),
+        let blobs: Arc<dyn storage::blobs::BlobStore> = match &config.blob_store {
+            None => Arc::new(
+                storage::blobs::LocalBlobs::open(&config.data_dir.join(CONTEXTS_DIR)).map_err(
+                    |source| ServerError::DataDir {
+                        path: config.data_dir.join(CONTEXTS_DIR),
+                        source,
+                    },
+                )?,
+            ),
+            Some(s3) => Arc::new(
+                storage::s3::S3Blobs::open(s3, tokio::runtime::Handle::current()).map_err(
+                    |source| ServerError::BlobStore {
+                        location: format!("{s3:?}"),
+                        source,
+                    },
+                )?,
+            ),
+        };
+        let storage = Arc::new(storage::Storage::new(store.clone(), blobs, config.storage));
+        // A blob store that does not answer is reported now, not at the first transfer.
+        storage
+            .check_blobs()
+            .await
+            .map_err(|source| ServerError::BlobStore {
+                location: config
+                    .blob_store
+                    .as_ref()
+                    .map_or_else(|| CONTEXTS_DIR.to_owned(), |s3| format!("{s3:?}")),
                 source,
-            },
-        )?;
-        let storage = Arc::new(storage::Storage::new(
-            store.clone(),
-            Arc::new(blobs),
-            config.storage,
-        ));
+            })?;
         // Opened before recovery: adopted sessions take their image leases again.
         let images = Arc::new(Images::open(
             &config.data_dir.join(images::IMAGES_DIR),

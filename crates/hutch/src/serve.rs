@@ -57,6 +57,22 @@ pub(crate) struct ServeArgs {
     /// Most storage contexts one tenant may hold.
     #[arg(long, env = "HUTCH_TENANT_MAX_CONTEXTS", default_value_t = 100)]
     tenant_max_contexts: usize,
+    /// Keep storage contexts' content in an S3-compatible bucket, `s3://bucket/prefix`,
+    /// instead of the data directory (credentials from the AWS_* variables).
+    #[arg(long, env = "HUTCH_BLOB_STORE", value_name = "URL", value_parser = hutch_server::S3Config::parse)]
+    blob_store: Option<hutch_server::S3Config>,
+    /// Endpoint URL of the S3-compatible service of `--blob-store` (default: AWS, or
+    /// AWS_ENDPOINT_URL).
+    #[arg(
+        long,
+        env = "HUTCH_BLOB_STORE_ENDPOINT",
+        value_name = "URL",
+        requires = "blob_store"
+    )]
+    blob_store_endpoint: Option<String>,
+    /// Region of `--blob-store` (default: AWS_REGION or AWS_DEFAULT_REGION, else us-east-1).
+    #[arg(long, env = "HUTCH_BLOB_STORE_REGION", requires = "blob_store")]
+    blob_store_region: Option<String>,
     /// Most sessions alive at once.
     #[arg(long, env = "HUTCH_MAX_SESSIONS", default_value_t = hutch_server::DEFAULT_MAX_SESSIONS)]
     max_sessions: usize,
@@ -348,6 +364,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tenant_max_bytes: args.tenant_contexts_max_mb.saturating_mul(1 << 20),
         tenant_max_contexts: args.tenant_max_contexts,
     };
+    config.blob_store = args.blob_store.map(|s3| hutch_server::S3Config {
+        endpoint: args.blob_store_endpoint,
+        region: args.blob_store_region,
+        ..s3
+    });
     config.destroy_on_exit = args.on_exit == "destroy";
     config.network = network_limits;
     config.agent_timeout = args.agent_timeout;

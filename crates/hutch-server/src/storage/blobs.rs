@@ -8,8 +8,8 @@
 //! row pointing at half a blob.
 //!
 //! The trait is synchronous: the control plane calls it from blocking threads, where the tar
-//! stream is checked and rewritten. An object-storage backend would implement it the same way
-//! (a multipart upload completed in [`BlobWriter::commit`]).
+//! stream is checked and rewritten. The object-storage backend (`super::s3::S3Blobs`)
+//! implements it the same way: a multipart upload completed in [`BlobWriter::commit`].
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -35,12 +35,14 @@ pub(crate) trait BlobStore: Send + Sync + 'static {
     /// Removes leftovers: temporary files, and blobs of contexts not in `live` or not
     /// their context's current blob (`live` maps context → current blob).
     fn sweep(&self, live: &[(Uuid, Option<String>)]) -> io::Result<usize>;
+    /// Whether the store answers (for start-up and health checks); cheap and bounded.
+    fn check(&self) -> io::Result<()>;
 }
 
 /// Prefix of blobs being written.
 const TEMP_PREFIX: &str = ".tmp-";
 /// Suffix of committed blobs.
-const BLOB_SUFFIX: &str = ".tar";
+pub(crate) const BLOB_SUFFIX: &str = ".tar";
 
 /// Blobs as files: `{root}/{context}/{blob}.tar`, root-only.
 #[derive(Debug, Clone)]
@@ -115,7 +117,7 @@ impl Drop for LocalWriter {
 }
 
 /// Whether `name` can only be a blob name this store made (a UUID).
-fn valid_blob_name(name: &str) -> bool {
+pub(crate) fn valid_blob_name(name: &str) -> bool {
     Uuid::parse_str(name).is_ok()
 }
 
@@ -210,6 +212,17 @@ impl BlobStore for LocalBlobs {
             }
         }
         Ok(removed)
+    }
+
+    fn check(&self) -> io::Result<()> {
+        if fs::metadata(&self.root)?.is_dir() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "{} is not a directory",
+                self.root.display()
+            )))
+        }
     }
 }
 

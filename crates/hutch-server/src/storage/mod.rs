@@ -15,10 +15,12 @@
 //! context are serialised, and the last to commit wins; every commit bumps the version once.
 //! An upload that fails, however far it got, leaves the previous version as it was; a server
 //! killed during one leaves a temporary file that the next start sweeps, and its task is
-//! marked Failed then.
+//! marked Failed then. On S3 (`--blob-store`, [`s3`]) the same holds: the half-written
+//! version is an incomplete multipart upload no reader sees.
 
 pub(crate) mod archive;
 pub(crate) mod blobs;
+pub(crate) mod s3;
 
 use std::collections::HashMap;
 use std::io::{self, BufWriter};
@@ -203,6 +205,14 @@ impl Storage {
             Err(err) => tracing::error!(error = %err, "sweeping storage blobs"),
         }
         Ok(())
+    }
+
+    /// Whether the blob store answers (see [`BlobStore::check`]).
+    pub(crate) async fn check_blobs(&self) -> io::Result<()> {
+        let blobs = Arc::clone(&self.blobs);
+        tokio::task::spawn_blocking(move || blobs.check())
+            .await
+            .map_err(io::Error::other)?
     }
 
     /// Creates an empty context named `name` (already validated).

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod s3;
+
 use hutch_api::{CommandRequest, CommandResult, CreateSessionRequest, ResourcesRequest, Session};
 use hutch_client::HutchClient;
 
@@ -73,6 +75,8 @@ pub struct TestServer {
     signals_ignored: bool,
     /// Extra environment of the server process.
     env: Vec<(String, String)>,
+    /// The S3 stand-in holding its storage contexts, with `HUTCH_TEST_BLOB_STORE=s3`.
+    s3: Option<s3::Moto>,
 }
 
 impl TestServer {
@@ -179,6 +183,7 @@ impl TestServer {
             netns: None,
             signals_ignored: false,
             env: Vec::new(),
+            s3: s3::wanted().then(s3::Moto::start),
         }
     }
 
@@ -218,6 +223,21 @@ impl TestServer {
             .env("HUTCH_JWT_SECRET", SECRET)
             .env("HUTCH_LOG", "warn")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .args(self.s3.iter().flat_map(|moto| {
+                [
+                    "--blob-store".to_owned(),
+                    format!("s3://{}/{}", s3::BUCKET, s3::PREFIX),
+                    "--blob-store-endpoint".to_owned(),
+                    moto.endpoint(),
+                ]
+            }))
+            .envs(self.s3.iter().flat_map(|_| {
+                [
+                    ("AWS_ACCESS_KEY_ID", "testing"),
+                    ("AWS_SECRET_ACCESS_KEY", "testing"),
+                    ("AWS_REGION", "us-east-1"),
+                ]
+            }))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -247,6 +267,21 @@ impl TestServer {
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data
+    }
+
+    /// The names of the stored versions (blobs) of storage context `id`, wherever the
+    /// server keeps them (its data directory, or its bucket).
+    pub fn context_blobs(&self, id: &str) -> Vec<String> {
+        match &self.s3 {
+            Some(moto) => moto.keys(&format!("{}/{id}/", s3::PREFIX)),
+            None => match std::fs::read_dir(self.data.join("contexts").join(id)) {
+                Ok(entries) => entries
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect(),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(err) => panic!("listing the blobs of {id}: {err}"),
+            },
+        }
     }
 
     /// A token for `tenant`.
