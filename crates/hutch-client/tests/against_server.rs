@@ -20,7 +20,9 @@ use hutch_api::{
     UpdateSessionRequest,
 };
 use hutch_client::{ClientError, HutchClient};
-use hutch_sandbox::{Runtime, SandboxError, SandboxRecord, SandboxSpec};
+use hutch_sandbox::{
+    AgentConnection, Deaths, Runtime, RuntimeData, SandboxError, SandboxRecord, SandboxSpec,
+};
 use hutch_server::{Server, ServerConfig};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -39,7 +41,7 @@ impl Runtime for FakeRuntime {
         Ok(SandboxRecord {
             id: spec.id,
             sandbox_id: Uuid::new_v4(),
-            agent_pid: 1,
+            runtime: RuntimeData::default(),
         })
     }
 
@@ -56,7 +58,12 @@ impl Runtime for FakeRuntime {
         Ok(Vec::new())
     }
 
-    async fn connect(&self, id: Uuid) -> Result<UnixStream, SandboxError> {
+    fn deaths(&self) -> Deaths {
+        // No sandbox ever dies: the sender goes at once.
+        tokio::sync::mpsc::unbounded_channel().1
+    }
+
+    async fn connect(&self, id: Uuid) -> Result<AgentConnection, SandboxError> {
         if !self.live.lock().unwrap().contains(&id) {
             return Err(SandboxError::Gone(id));
         }
@@ -65,7 +72,7 @@ impl Runtime for FakeRuntime {
             hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(theirs), service_fn(fake_agent)),
         );
-        Ok(ours)
+        Ok(Box::new(ours))
     }
 
     async fn set_deadline(
@@ -103,11 +110,9 @@ async fn fake_agent(
 /// Starts a server on an ephemeral port; returns a client with the start-up token.
 async fn start() -> (HutchClient, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let (_died, died_rx) = tokio::sync::mpsc::unbounded_channel();
     let server = Server::start(
         ServerConfig::new(dir.path()),
         Arc::new(FakeRuntime::default()),
-        died_rx,
     )
     .await
     .unwrap();

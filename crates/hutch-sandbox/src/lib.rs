@@ -9,7 +9,11 @@
 //!   to build its root filesystem and lock itself down.
 //!
 //! It knows nothing of HTTP, tenants, tokens or the store: the server talks to a sandbox only
-//! through [`Runtime::connect`], which hands back a stream to the sandbox's agent.
+//! through [`Runtime::connect`], which hands back a stream to the sandbox's agent. Nothing in
+//! the trait assumes the sandbox runs on this host: the stream is any byte stream (a unix
+//! socket here, TCP to a pod elsewhere), what a runtime must remember about a sandbox is an
+//! opaque [`RuntimeData`] in its [`SandboxRecord`], and sandboxes that die on their own are
+//! reported through [`Runtime::deaths`].
 
 pub mod deadline;
 pub mod init;
@@ -27,7 +31,8 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use hutch_api::Resources;
 use serde::{Deserialize, Serialize};
-use tokio::net::UnixStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 pub use linux::network::NetworkCounters;
@@ -103,18 +108,63 @@ impl std::fmt::Debug for OciImage {
 /// What the store keeps about a live sandbox so that a restarted server can find it again.
 ///
 /// It is opaque to the server: stored as JSON and handed back to [`Runtime::adopt`] and
-/// [`Runtime::destroy`].
+/// [`Runtime::destroy`]. What only one runtime needs (the linux runtime's agent pid, a pod's
+/// name) lives in [`SandboxRecord::runtime`], whose fields sit beside `id` and `sandboxId` in
+/// the JSON: `{"id": …, "sandboxId": …, "agentPid": 1234}` for a linux sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxRecord {
     /// The session id.
     pub id: Uuid,
-    /// The sandbox's own id, which names its cgroups and directories on the host. Sandboxes
-    /// are built ahead of sessions, so it differs from the session id.
+    /// The sandbox's own id, which names what the runtime made for it (cgroups and directories
+    /// on the host, a pod). Sandboxes are built ahead of sessions, so it differs from the
+    /// session id.
     pub sandbox_id: Uuid,
-    /// Host pid of the sandbox's agent (PID 1 inside).
-    pub agent_pid: i32,
+    /// What only the runtime that made the sandbox reads.
+    #[serde(flatten)]
+    pub runtime: RuntimeData,
 }
+
+/// A runtime's own data about one sandbox: a JSON object the server stores without reading it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RuntimeData(serde_json::Map<String, serde_json::Value>);
+
+impl RuntimeData {
+    /// Encodes `value`, which must serialise as a JSON object whose keys are not `id` or
+    /// `sandboxId` (the record's own).
+    pub fn encode<T: Serialize>(value: &T) -> Result<RuntimeData, SandboxError> {
+        match serde_json::to_value(value) {
+            Ok(serde_json::Value::Object(map))
+                if !map.contains_key("id") && !map.contains_key("sandboxId") =>
+            {
+                Ok(RuntimeData(map))
+            }
+            Ok(other) => Err(SandboxError::Record(format!(
+                "runtime data must be an object without `id` or `sandboxId`, not {other}"
+            ))),
+            Err(err) => Err(SandboxError::Record(err.to_string())),
+        }
+    }
+
+    /// Decodes what [`RuntimeData::encode`] stored.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, SandboxError> {
+        serde_json::from_value(serde_json::Value::Object(self.0.clone()))
+            .map_err(|err| SandboxError::Record(err.to_string()))
+    }
+}
+
+/// A connection to a sandbox's agent: any byte stream (a unix socket, TCP, TLS over TCP).
+pub trait AgentIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> AgentIo for T {}
+
+/// What [`Runtime::connect`] hands back.
+pub type AgentConnection = Box<dyn AgentIo>;
+
+/// The receiving end of the ids of sessions whose sandbox died on its own (see
+/// [`Runtime::deaths`]).
+pub type Deaths = mpsc::UnboundedReceiver<Uuid>;
 
 /// Why a sandbox operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +197,9 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
+    /// A sandbox record's runtime data is not what this runtime wrote.
+    #[error("sandbox record: {0}")]
+    Record(String),
     /// A system call failed.
     #[error("{call}: {source}")]
     Sys {
@@ -192,8 +245,15 @@ pub trait Runtime: Send + Sync + 'static {
     /// killing any process still in them. Returns the ids it cleaned.
     async fn sweep(&self, known: &HashSet<Uuid>) -> Result<Vec<Uuid>, SandboxError>;
 
-    /// Opens a new connection to the sandbox's agent, which speaks HTTP/1.1 on it.
-    async fn connect(&self, id: Uuid) -> Result<UnixStream, SandboxError>;
+    /// Opens a new connection to the agent of session `id`'s sandbox, which speaks HTTP/1.1
+    /// on it.
+    async fn connect(&self, id: Uuid) -> Result<AgentConnection, SandboxError>;
+
+    /// A receiver of the ids of sessions whose sandbox dies on its own from now on (its agent
+    /// exited, its pod went away) rather than through [`Runtime::destroy`]. A later call
+    /// replaces it: the earlier receiver ends. The server destroys what is left of each such
+    /// sandbox and deletes its session.
+    fn deaths(&self) -> Deaths;
 
     /// Replaces the network policy of a running sandbox; connections opened from now on
     /// follow it. Fails for a sandbox created without network.
@@ -262,5 +322,33 @@ pub trait Runtime: Send + Sync + 'static {
     /// Sessions running on it are not touched.
     async fn forget_image(&self, key: &str) {
         let _ = key;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_stored_before_runtime_data_read_back_the_same() {
+        let json = r#"{"id":"0190f3a1-0000-7000-8000-000000000001","sandboxId":"0190f3a1-0000-7000-8000-000000000002","agentPid":4242}"#;
+        let record: SandboxRecord = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            record.runtime.decode::<serde_json::Value>().unwrap(),
+            serde_json::json!({"agentPid": 4242})
+        );
+        assert_eq!(serde_json::to_string(&record).unwrap(), json);
+    }
+
+    #[test]
+    fn runtime_data_is_an_object_that_leaves_the_ids_alone() {
+        assert!(RuntimeData::encode(&7).is_err());
+        assert!(RuntimeData::encode(&serde_json::json!({"id": 1})).is_err());
+        assert!(RuntimeData::encode(&serde_json::json!({"sandboxId": 1})).is_err());
+        let data = RuntimeData::encode(&serde_json::json!({"pod": "p"})).unwrap();
+        assert!(matches!(
+            data.decode::<std::collections::BTreeMap<String, u32>>(),
+            Err(SandboxError::Record(_))
+        ));
     }
 }

@@ -320,11 +320,11 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// Opens the store (SQLite, WAL, migrations), loads or creates the token secret, destroys
     /// or re-adopts the sandboxes of a previous run, sweeps leftovers, and starts the TTL
-    /// reaper and the watcher of `died` (ids of sandboxes whose agent exited on its own).
+    /// reaper and the watcher of the runtime's [`deaths`](hutch_sandbox::Runtime::deaths)
+    /// (sandboxes that died on their own).
     pub async fn start(
         config: ServerConfig,
         runtime: Arc<dyn hutch_sandbox::Runtime>,
-        died: UnboundedReceiver<Uuid>,
     ) -> Result<Server, ServerError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
             path: config.data_dir.clone(),
@@ -365,6 +365,8 @@ impl Server {
         let metrics = metrics::Metrics::new();
         let runtime: Arc<dyn hutch_sandbox::Runtime> =
             Arc::new(metrics::MeteredRuntime::new(runtime, metrics.clone()));
+        // Before recovery, which watches the sandboxes it adopts.
+        let died = runtime.deaths();
         let blobs: Arc<dyn storage::blobs::BlobStore> = match &config.blob_store {
             None => Arc::new(
                 storage::blobs::LocalBlobs::open(&config.data_dir.join(CONTEXTS_DIR)).map_err(

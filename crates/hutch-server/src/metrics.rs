@@ -45,14 +45,15 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hutch_api::{ErrorCode, SessionStatus};
-use hutch_sandbox::{NetworkCounters, Runtime, SandboxError, SandboxRecord, SandboxSpec};
+use hutch_sandbox::{
+    AgentConnection, Deaths, NetworkCounters, Runtime, SandboxError, SandboxRecord, SandboxSpec,
+};
 use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
-use tokio::net::UnixStream;
 use uuid::Uuid;
 
 use crate::AppState;
@@ -527,8 +528,12 @@ impl Runtime for MeteredRuntime {
         self.inner.sweep(known).await
     }
 
-    async fn connect(&self, id: Uuid) -> Result<UnixStream, SandboxError> {
+    async fn connect(&self, id: Uuid) -> Result<AgentConnection, SandboxError> {
         self.inner.connect(id).await
+    }
+
+    fn deaths(&self) -> Deaths {
+        self.inner.deaths()
     }
 
     async fn set_network(

@@ -37,9 +37,9 @@ use axum::extract::Request;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{StatusCode, Uri, Version};
 use axum::response::{IntoResponse, Response};
+use hutch_sandbox::AgentConnection;
 use hutch_sandbox::Runtime;
 use hyper_util::rt::TokioIo;
-use tokio::net::UnixStream;
 use uuid::Uuid;
 
 use self::agent_io::{AgentStream, ClientBody, Relayed};
@@ -112,7 +112,7 @@ impl AgentLink {
 /// Relays `req` to the agent of `agent.id` over `stream`.
 pub(crate) async fn forward(
     agent: AgentLink,
-    stream: UnixStream,
+    stream: AgentConnection,
     mut req: Request,
 ) -> Result<Response, ApiError> {
     let id = agent.id;
@@ -221,7 +221,7 @@ pub(crate) type AgentSender = hyper::client::conn::http1::SendRequest<Body>;
 /// Opens an HTTP/1.1 connection over `stream`; the returned task drives it until the sender
 /// is dropped (or the task is aborted).
 pub(crate) async fn agent_connection(
-    stream: UnixStream,
+    stream: AgentConnection,
 ) -> Result<(AgentSender, tokio::task::JoinHandle<()>), String> {
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -259,7 +259,7 @@ pub(crate) async fn agent_send(
 
 /// One request of the control plane's own on a new connection over `stream`.
 pub(crate) async fn agent_request(
-    stream: UnixStream,
+    stream: AgentConnection,
     method: &str,
     target: &str,
     body: Body,

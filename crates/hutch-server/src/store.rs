@@ -808,7 +808,8 @@ mod tests {
         let record = SandboxRecord {
             id: s.id,
             sandbox_id: Uuid::new_v4(),
-            agent_pid: 42,
+            runtime: hutch_sandbox::RuntimeData::encode(&serde_json::json!({"agentPid": 42}))
+                .unwrap(),
         };
         let running = store.set_running(s.id, &record).await.unwrap().unwrap();
         assert_eq!(running.status, SessionStatus::Running);
@@ -947,7 +948,8 @@ mod tests {
         let record = SandboxRecord {
             id: a.id,
             sandbox_id: Uuid::new_v4(),
-            agent_pid: 42,
+            runtime: hutch_sandbox::RuntimeData::encode(&serde_json::json!({"agentPid": 42}))
+                .unwrap(),
         };
         store.set_running(a.id, &record).await.unwrap().unwrap();
         let mut counts = store.count_by_status().await.unwrap();

@@ -17,7 +17,9 @@ use axum::http::{Request, StatusCode};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hutch_api::{CommandRequest, CommandResult, Resources, SessionStatus};
-use hutch_sandbox::{Runtime, SandboxError, SandboxRecord, SandboxSpec};
+use hutch_sandbox::{
+    AgentConnection, Deaths, Runtime, RuntimeData, SandboxError, SandboxRecord, SandboxSpec,
+};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -66,6 +68,8 @@ struct FakeState {
     fail_create: Option<CreateFailure>,
     /// The deadline last set for each sandbox.
     deadlines: HashMap<Uuid, std::time::SystemTime>,
+    /// The sender of the latest [`Runtime::deaths`].
+    died: Option<UnboundedSender<Uuid>>,
 }
 
 /// Test double for [`Runtime`]; see the module docs.
@@ -103,7 +107,7 @@ impl Runtime for FakeRuntime {
                     Ok(SandboxRecord {
                         id: spec.id,
                         sandbox_id: Uuid::new_v4(),
-                        agent_pid: 4242,
+                        runtime: fake_data(),
                     })
                 }
             }
@@ -142,7 +146,13 @@ impl Runtime for FakeRuntime {
         }))
     }
 
-    async fn connect(&self, id: Uuid) -> Result<UnixStream, SandboxError> {
+    fn deaths(&self) -> Deaths {
+        let (died, deaths) = unbounded_channel();
+        self.with(|s| s.died = Some(died));
+        deaths
+    }
+
+    async fn connect(&self, id: Uuid) -> Result<AgentConnection, SandboxError> {
         if !self.with(|s| s.live.contains(&id)) {
             return Err(SandboxError::Gone(id));
         }
@@ -156,7 +166,7 @@ impl Runtime for FakeRuntime {
                 .with_upgrades()
                 .await;
         });
-        Ok(ours)
+        Ok(Box::new(ours))
     }
 
     async fn set_deadline(
@@ -231,6 +241,11 @@ async fn fake_agent(
         .unwrap())
 }
 
+/// What the fake runtime keeps in its records (it never reads it back).
+fn fake_data() -> RuntimeData {
+    RuntimeData::encode(&json!({"fake": true})).unwrap()
+}
+
 /// A started server over a fake runtime in a temporary data directory.
 struct Harness {
     server: Server,
@@ -253,10 +268,10 @@ async fn harness_with(
     config.jwt_secret = Some(SECRET.into());
     config.reaper_interval = Duration::from_millis(50);
     configure(&mut config);
-    let (died, died_rx) = unbounded_channel();
-    let server = Server::start(config, runtime.clone(), died_rx)
-        .await
-        .unwrap();
+    let server = Server::start(config, runtime.clone()).await.unwrap();
+    let died = runtime
+        .with(|s| s.died.clone())
+        .expect("the server asks for deaths");
     let app = server.app();
     Harness {
         server,
@@ -492,9 +507,8 @@ async fn leeway_accepts_a_token_just_expired() {
 #[tokio::test]
 async fn startup_token_comes_with_a_data_dir_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let (_tx, rx) = unbounded_channel();
     let config = ServerConfig::new(dir.path());
-    let server = Server::start(config, Arc::new(FakeRuntime::default()), rx)
+    let server = Server::start(config, Arc::new(FakeRuntime::default()))
         .await
         .unwrap();
     let token = server.startup_token().unwrap().to_owned();
@@ -1036,7 +1050,7 @@ fn row(status: SessionStatus, expires_at_ms: i64, with_record: bool) -> StoredSe
         record: with_record.then(|| SandboxRecord {
             id,
             sandbox_id: Uuid::new_v4(),
-            agent_pid: 7,
+            runtime: fake_data(),
         }),
         network: hutch_api::NetworkPolicy::default(),
         paused: (status == SessionStatus::Paused).then_some(crate::store::Paused {

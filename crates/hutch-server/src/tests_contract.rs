@@ -17,7 +17,6 @@ use p256::elliptic_curve::sec1::ToEncodedPoint;
 use rsa::pkcs8::DecodePublicKey;
 use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
-use tokio::sync::mpsc::unbounded_channel;
 use tower::ServiceExt;
 
 use crate::auth::{Caller, MintOptions, TokenPolicy, Verifier, mint_token, mint_token_with};
@@ -476,8 +475,7 @@ async fn harness(configure: impl FnOnce(&mut ServerConfig)) -> Harness {
     let mut config = ServerConfig::new(dir.path());
     config.jwt_secret = Some(SECRET.into());
     configure(&mut config);
-    let (_died, died_rx) = unbounded_channel();
-    let server = Server::start(config, Arc::new(FakeRuntime::default()), died_rx)
+    let server = Server::start(config, Arc::new(FakeRuntime::default()))
         .await
         .unwrap();
     Harness {
@@ -583,8 +581,7 @@ async fn a_bad_key_file_stops_the_server_from_starting() {
     let mut config = ServerConfig::new(dir.path());
     config.jwt_secret = Some(SECRET.into());
     config.jwt_public_key = Some(testdata("p384-public.pem"));
-    let (_died, died_rx) = unbounded_channel();
-    let err = Server::start(config, Arc::new(FakeRuntime::default()), died_rx)
+    let err = Server::start(config, Arc::new(FakeRuntime::default()))
         .await
         .unwrap_err();
     assert!(

@@ -342,7 +342,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     linux.package_indexes = args.network.package_indexes()?;
     // A wrong registry option is reported before the runtime starts.
     let images = images_config(&args, linux.uid_base)?;
-    let (runtime, died) = LinuxRuntime::new(linux).context("preparing the linux runtime")?;
+    let runtime = LinuxRuntime::new(linux).context("preparing the linux runtime")?;
     let mut config = ServerConfig::new(args.data_dir.clone());
     config.listen = args.listen;
     config.jwt_secret = args.jwt_secret;
@@ -385,7 +385,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.upgraded_idle_timeout = args.websocket_idle_timeout;
     config.images = images;
     config.disk_reserve_mb = args.disk_reserve_mb;
-    let server = Server::start(config, Arc::new(runtime.clone()), died)
+    let server = Server::start(config, Arc::new(runtime.clone()))
         .await
         .context("starting the server")?;
     runtime.start_pool();

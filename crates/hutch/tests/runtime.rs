@@ -20,7 +20,7 @@ fn runtime(warm_pool: usize) -> (LinuxRuntime, tempfile::TempDir) {
     let mut config = LinuxConfig::new(data.path().to_owned()).unwrap();
     config.agent_binary = PathBuf::from(env!("CARGO_BIN_EXE_hutch"));
     config.warm_pool = warm_pool;
-    let (runtime, _died) = LinuxRuntime::new(config).unwrap();
+    let runtime = LinuxRuntime::new(config).unwrap();
     (runtime, data)
 }
 

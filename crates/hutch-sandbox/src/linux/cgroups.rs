@@ -832,8 +832,6 @@ mod tests {
             v2: Some(v2.clone()),
             ..Mounts::default()
         };
-        // SAFETY: getuid has no arguments and cannot fail.
-        let me = unsafe { libc::getuid() };
         let cgroups = Cgroups::new(mounts, "test").unwrap();
         assert_eq!(cgroups.limits_via(), LimitsVia::V2);
         for dir in [v2.clone(), v2.join("hutch"), v2.join("hutch/test")] {

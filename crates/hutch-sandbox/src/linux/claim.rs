@@ -63,7 +63,7 @@ impl LinuxRuntime {
             source: std::io::Error::other(e.to_string()),
         })?;
         let (spawned, record) = claimed?;
-        self.watch(&record, spawned.pidfd)?;
+        self.watch(&record, spawned.pid, spawned.pidfd)?;
         Ok(record)
     }
 
@@ -129,15 +129,8 @@ impl LinuxRuntime {
                 Err(reason) => Err(SandboxError::Start { id, reason }),
             }
         })();
-        match result {
-            Ok(()) => {
-                let record = SandboxRecord {
-                    id,
-                    sandbox_id: embryo.id,
-                    agent_pid: embryo.spawned.pid,
-                };
-                Ok((embryo.spawned, record))
-            }
+        match result.and_then(|()| super::record(id, embryo.id, embryo.spawned.pid)) {
+            Ok(record) => Ok((embryo.spawned, record)),
             Err(e) => {
                 let _ = sys::pidfd_send_signal(embryo.spawned.pidfd.as_raw_fd(), libc::SIGKILL);
                 let _ = self.teardown(embryo.id);

@@ -63,7 +63,9 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::sys;
-use crate::{Runtime, SandboxError, SandboxRecord, SandboxSpec};
+use crate::{
+    AgentConnection, Deaths, Runtime, RuntimeData, SandboxError, SandboxRecord, SandboxSpec,
+};
 
 use cgroups::CgroupError;
 use trash::start_trash_thread;
@@ -169,7 +171,8 @@ struct Inner {
     network: Option<network::Network>,
     /// Package index proxies, when the operator names an index.
     index_proxies: Option<index_proxy::IndexProxies>,
-    died: mpsc::UnboundedSender<Uuid>,
+    /// Where deaths are reported: the sender of the latest [`Runtime::deaths`].
+    died: Mutex<mpsc::UnboundedSender<Uuid>>,
 }
 
 /// The linux runtime. Cheap to clone.
@@ -208,11 +211,8 @@ const SOCKET_PATH_MAX: usize = 107;
 
 impl LinuxRuntime {
     /// Prepares the host: checks the data directory, builds the `default` image and hutch's
-    /// cgroup parents. Returns the runtime and a receiver of the ids of sandboxes that died on
-    /// their own (their agent exited without `destroy`).
-    pub fn new(
-        config: LinuxConfig,
-    ) -> Result<(LinuxRuntime, mpsc::UnboundedReceiver<Uuid>), SandboxError> {
+    /// cgroup parents.
+    pub fn new(config: LinuxConfig) -> Result<LinuxRuntime, SandboxError> {
         let data = &config.data_dir;
         for dir in [
             data.clone(),
@@ -272,7 +272,8 @@ impl LinuxRuntime {
             .map(|net| network::Network::start(net, &instance))
             .transpose()?;
         let index_proxies = index_proxy::IndexProxies::new(config.package_indexes.clone());
-        let (died, died_rx) = mpsc::unbounded_channel();
+        // Nothing is watched before the server asks for deaths: this first receiver can go.
+        let (died, _) = mpsc::unbounded_channel();
         let trash = start_trash_thread(data.join("trash"))?;
         let inner = Inner {
             config,
@@ -289,13 +290,13 @@ impl LinuxRuntime {
             live: Mutex::new(HashMap::new()),
             network,
             index_proxies,
-            died,
+            died: Mutex::new(died),
         };
         let runtime = LinuxRuntime {
             inner: Arc::new(inner),
         };
         runtime.reserve_found_ranges()?;
-        Ok((runtime, died_rx))
+        Ok(runtime)
     }
 
     /// Marks the id ranges of the sandboxes an earlier server process left in `sandboxes/`
@@ -408,19 +409,23 @@ impl Runtime for LinuxRuntime {
         self.every_sandbox_stats()
     }
 
-    async fn connect(&self, id: Uuid) -> Result<UnixStream, SandboxError> {
+    fn deaths(&self) -> Deaths {
+        let (died, deaths) = mpsc::unbounded_channel();
+        *lock(&self.inner.died) = died;
+        deaths
+    }
+
+    async fn connect(&self, id: Uuid) -> Result<AgentConnection, SandboxError> {
         let sandbox_id = lock(&self.inner.live)
             .get(&id)
             .map(|live| live.sandbox_id)
             .ok_or(SandboxError::Gone(id))?;
         let path = self.socket_path(sandbox_id);
-        UnixStream::connect(&path).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                SandboxError::Gone(id)
-            } else {
-                io("connect", &path)(e)
-            }
-        })
+        match UnixStream::connect(&path).await {
+            Ok(stream) => Ok(Box::new(stream)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SandboxError::Gone(id)),
+            Err(e) => Err(io("connect", &path)(e)),
+        }
     }
 
     async fn snapshot(
@@ -429,6 +434,38 @@ impl Runtime for LinuxRuntime {
         into: &Path,
     ) -> Result<crate::SnapshotReport, SandboxError> {
         self.snapshot_root(record, into).await
+    }
+}
+
+/// What the linux runtime keeps in a [`SandboxRecord`] beside the ids.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LinuxData {
+    /// Host pid of the sandbox's agent (PID 1 inside).
+    agent_pid: i32,
+}
+
+/// The record of a claimed sandbox whose agent runs as host pid `agent_pid`.
+fn record(id: Uuid, sandbox_id: Uuid, agent_pid: i32) -> Result<SandboxRecord, SandboxError> {
+    Ok(SandboxRecord {
+        id,
+        sandbox_id,
+        runtime: RuntimeData::encode(&LinuxData { agent_pid })?,
+    })
+}
+
+/// The host pid of the agent of the sandbox `record` names.
+fn agent_pid(record: &SandboxRecord) -> Result<i32, SandboxError> {
+    Ok(record.runtime.decode::<LinuxData>()?.agent_pid)
+}
+
+/// A record naming only the sandbox, enough for [`Runtime::destroy`] (which finds the rest by
+/// the sandbox id).
+fn bare_record(id: Uuid, sandbox_id: Uuid) -> SandboxRecord {
+    SandboxRecord {
+        id,
+        sandbox_id,
+        runtime: RuntimeData::default(),
     }
 }
 

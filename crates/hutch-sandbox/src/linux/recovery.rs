@@ -6,7 +6,7 @@ use std::fs;
 use tokio::net::UnixStream;
 use uuid::Uuid;
 
-use super::{LinuxRuntime, image, io, lock};
+use super::{LinuxRuntime, agent_pid, bare_record, image, io, lock};
 use crate::sys;
 use crate::{Runtime, SandboxError, SandboxRecord};
 
@@ -16,11 +16,14 @@ impl LinuxRuntime {
     pub(super) async fn adopt_sandbox(&self, record: &SandboxRecord) -> Result<bool, SandboxError> {
         // Pin the process first, then check it is the sandbox's: a pid reused after the check
         // could not slip in.
-        let Ok(pidfd) = sys::pidfd_open(record.agent_pid) else {
+        let Ok(pid) = agent_pid(record) else {
+            return Ok(false);
+        };
+        let Ok(pidfd) = sys::pidfd_open(pid) else {
             return Ok(false);
         };
         let cgroup = self.inner.cgroups.existing(record.sandbox_id);
-        if !self.inner.cgroups.contains(&cgroup, record.agent_pid) {
+        if !self.inner.cgroups.contains(&cgroup, pid) {
             return Ok(false);
         }
         if UnixStream::connect(self.socket_path(record.sandbox_id))
@@ -35,9 +38,9 @@ impl LinuxRuntime {
         {
             return Ok(false);
         }
-        self.watch(record, pidfd)?;
+        self.watch(record, pid, pidfd)?;
         if let Some(proxies) = &self.inner.index_proxies
-            && let Err(e) = proxies.start(record.sandbox_id, record.agent_pid)
+            && let Err(e) = proxies.start(record.sandbox_id, pid)
         {
             tracing::warn!(session = %record.id, error = %e, "restarting the package index proxy failed");
         }
@@ -75,12 +78,7 @@ impl LinuxRuntime {
         let mut swept = Vec::new();
         for sandbox_id in found.into_iter().filter(|id| !keep.contains(id)) {
             let id = live.get(&sandbox_id).copied().unwrap_or(sandbox_id);
-            self.destroy(&SandboxRecord {
-                id,
-                sandbox_id,
-                agent_pid: 0,
-            })
-            .await?;
+            self.destroy(&bare_record(id, sandbox_id)).await?;
             swept.push(sandbox_id);
         }
         if self.inner.network.is_some() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::{LinuxRuntime, io, lock, quota};
+use super::{LinuxRuntime, bare_record, io, lock, quota};
 use crate::sys;
 use crate::{Runtime, SandboxError, SandboxRecord};
 
@@ -22,14 +22,7 @@ impl LinuxRuntime {
                 .map(|(id, l)| (*id, l.sandbox_id))
                 .collect();
             for (id, sandbox_id) in live {
-                if let Err(e) = self
-                    .destroy(&SandboxRecord {
-                        id,
-                        sandbox_id,
-                        agent_pid: 0,
-                    })
-                    .await
-                {
+                if let Err(e) = self.destroy(&bare_record(id, sandbox_id)).await {
                     tracing::warn!(session = %id, error = %e, "destroying a sandbox at shutdown failed");
                 }
             }

@@ -23,13 +23,15 @@ pub(super) struct Live {
 }
 
 impl LinuxRuntime {
-    /// Watches `pid` until it exits: reaps it and reports it as died unless being destroyed.
+    /// Watches the sandbox's agent, host pid `pid`, until it exits: reaps it and reports it as
+    /// died unless being destroyed.
     pub(super) fn watch(
         &self,
         record: &SandboxRecord,
+        pid: i32,
         pidfd: OwnedFd,
     ) -> Result<Arc<Live>, SandboxError> {
-        let (id, pid) = (record.id, record.agent_pid);
+        let id = record.id;
         let pidfd = Arc::new(pidfd);
         let (tx, rx) = watch::channel(false);
         let live = Arc::new(Live {
@@ -51,7 +53,7 @@ impl LinuxRuntime {
             let _ = tx.send(true);
             if !watched.destroying.load(std::sync::atomic::Ordering::SeqCst) {
                 tracing::warn!(session = %id, pid, "sandbox agent exited on its own");
-                let _ = runtime.inner.died.send(id);
+                let _ = lock(&runtime.inner.died).send(id);
             }
         });
         lock(&self.inner.live).insert(id, live.clone());

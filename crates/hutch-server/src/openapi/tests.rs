@@ -12,9 +12,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use hutch_sandbox::{Runtime, SandboxError, SandboxRecord, SandboxSpec};
+use hutch_sandbox::{AgentConnection, Deaths, Runtime, SandboxError, SandboxRecord, SandboxSpec};
 use serde_json::Value;
-use tokio::net::UnixStream;
 use tower::ServiceExt;
 use uuid::Uuid;
 
@@ -306,8 +305,12 @@ impl Runtime for NoSandboxes {
     async fn sweep(&self, _known: &HashSet<Uuid>) -> Result<Vec<Uuid>, SandboxError> {
         Ok(Vec::new())
     }
-    async fn connect(&self, id: Uuid) -> Result<UnixStream, SandboxError> {
+    async fn connect(&self, id: Uuid) -> Result<AgentConnection, SandboxError> {
         Err(SandboxError::Gone(id))
+    }
+    fn deaths(&self) -> Deaths {
+        // No sandbox ever dies: the sender goes at once.
+        tokio::sync::mpsc::unbounded_channel().1
     }
     async fn set_deadline(
         &self,
@@ -322,10 +325,7 @@ async fn router() -> (Router, Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = ServerConfig::new(dir.path());
     config.jwt_secret = Some(SECRET.into());
-    let (_died, died_rx) = tokio::sync::mpsc::unbounded_channel();
-    let server = Server::start(config, Arc::new(NoSandboxes), died_rx)
-        .await
-        .unwrap();
+    let server = Server::start(config, Arc::new(NoSandboxes)).await.unwrap();
     (server.app(), server, dir)
 }
 

@@ -23,9 +23,9 @@ use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{StatusCode, Uri, Version};
 use axum::response::Response;
 use hutch_api::ports::{TUNNEL_PROTOCOL, tunnel_path};
+use hutch_sandbox::AgentConnection;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::net::UnixStream;
 use uuid::Uuid;
 
 use super::PortSlot;
@@ -59,7 +59,7 @@ pub(crate) struct Target {
 /// `slot` until the exchange, or the upgraded connection, ends.
 pub(crate) async fn relay(
     target: Target,
-    stream: UnixStream,
+    stream: AgentConnection,
     slot: PortSlot,
     mut req: Request,
 ) -> Result<Response, ApiError> {
@@ -168,7 +168,7 @@ enum Tunnel {
 }
 
 /// Asks the agent for a tunnel to `port`.
-async fn open_tunnel(id: Uuid, port: u16, stream: UnixStream) -> Result<Tunnel, ApiError> {
+async fn open_tunnel(id: Uuid, port: u16, stream: AgentConnection) -> Result<Tunnel, ApiError> {
     let unavailable = |source: Box<dyn std::error::Error + Send + Sync>| {
         ApiError::SandboxUnavailable { id, source }
     };

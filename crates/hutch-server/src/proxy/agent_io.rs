@@ -21,15 +21,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use hutch_sandbox::AgentConnection;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
 
-/// A unix stream to an agent whose writes, once the agent has stopped reading, are dropped
+/// A stream to an agent whose writes, once the agent has stopped reading, are dropped
 /// (unless it is [`AgentStream::strict`]).
 pub(crate) struct AgentStream {
-    stream: UnixStream,
+    stream: AgentConnection,
     /// Whether writes to a closed agent are dropped rather than failed.
     drops_writes_after_close: bool,
     /// Whether a write failed because the agent closed its end: what follows is dropped.
@@ -38,7 +38,7 @@ pub(crate) struct AgentStream {
 
 impl AgentStream {
     /// Wraps a connected stream for one request and its answer.
-    pub(crate) fn new(stream: UnixStream) -> AgentStream {
+    pub(crate) fn new(stream: AgentConnection) -> AgentStream {
         AgentStream {
             stream,
             drops_writes_after_close: true,
@@ -48,7 +48,7 @@ impl AgentStream {
 
     /// Wraps a connected stream that may become an upgraded connection, where a closed agent
     /// must end the splice: writes to a closed agent fail.
-    pub(crate) fn strict(stream: UnixStream) -> AgentStream {
+    pub(crate) fn strict(stream: AgentConnection) -> AgentStream {
         AgentStream {
             drops_writes_after_close: false,
             ..AgentStream::new(stream)
@@ -243,13 +243,14 @@ impl Body for Relayed {
 #[cfg(test)]
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixStream;
 
     use super::*;
 
     #[tokio::test]
     async fn an_answer_written_before_the_peer_closed_is_read_after_a_broken_pipe() {
         let (proxy_end, mut agent_end) = UnixStream::pair().unwrap();
-        let mut proxy_end = AgentStream::new(proxy_end);
+        let mut proxy_end = AgentStream::new(Box::new(proxy_end));
         proxy_end.write_all(b"request head").await.unwrap();
         let mut head = [0u8; 12];
         agent_end.read_exact(&mut head).await.unwrap();
@@ -271,7 +272,7 @@ mod tests {
     #[tokio::test]
     async fn other_write_errors_still_fail() {
         let (proxy_end, _agent_end) = UnixStream::pair().unwrap();
-        let mut proxy_end = AgentStream::new(proxy_end);
+        let mut proxy_end = AgentStream::new(Box::new(proxy_end));
         let refused = io::Error::from(io::ErrorKind::PermissionDenied);
         let result = proxy_end.tolerate(Poll::Ready(Err(refused)), 3);
         assert!(matches!(result, Poll::Ready(Err(_))));

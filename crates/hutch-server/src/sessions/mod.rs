@@ -36,8 +36,8 @@ mod storage_sync;
 use std::sync::Arc;
 
 use hutch_api::{Session, SessionList, SessionStatus};
+use hutch_sandbox::AgentConnection;
 use hutch_sandbox::{Runtime, SandboxError};
-use tokio::net::UnixStream;
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -247,7 +247,7 @@ impl Sessions {
         &self,
         caller: &Caller,
         id: Uuid,
-    ) -> Result<UnixStream, SessionError> {
+    ) -> Result<AgentConnection, SessionError> {
         let mut row = self.visible(caller, id).await?;
         // Only sessions the caller may see are tracked. An auto-pause that slips in between the
         // read above and the connection is undone by the proxy's watchdog, which resumes a

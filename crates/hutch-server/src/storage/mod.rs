@@ -36,7 +36,7 @@ use hutch_api::{
     ContextStatusData, ContextSync, ErrorBody, ErrorCode, StorageContext, StorageContextList,
     TaskStatus, TaskType,
 };
-use tokio::net::UnixStream;
+use hutch_sandbox::AgentConnection;
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -354,7 +354,7 @@ impl Storage {
         task: i64,
         tenant: &str,
         session: Uuid,
-        agent: Result<UnixStream, String>,
+        agent: Result<AgentConnection, String>,
         sync: &ContextSync,
         task_type: TaskType,
     ) -> Result<u64, TransferError> {
@@ -400,7 +400,7 @@ impl Storage {
     async fn upload(
         &self,
         tenant: &str,
-        agent: UnixStream,
+        agent: AgentConnection,
         sync: &ContextSync,
     ) -> Result<u64, TransferError> {
         let id = sync.context_id;
@@ -484,7 +484,11 @@ impl Storage {
 
     /// Writes the context's current version into the bound path of the session. Returns the
     /// version written (0 for an empty context, which only makes the directory).
-    async fn download(&self, agent: UnixStream, sync: &ContextSync) -> Result<u64, TransferError> {
+    async fn download(
+        &self,
+        agent: AgentConnection,
+        sync: &ContextSync,
+    ) -> Result<u64, TransferError> {
         let id = sync.context_id;
         // The row names the current blob; a commit may remove it before it is opened, in
         // which case the row names a newer one.
