@@ -34,6 +34,11 @@ function route(): void {
   main.focus({ preventScroll: true });
 }
 
+/** Marks, once, the moment the first page is usable (the performance timeline's entry). */
+function markInteractive(): void {
+  if (!performance.getEntriesByName("console-interactive").length) performance.mark("console-interactive");
+}
+
 function showWho(login: Login | undefined): void {
   const who = document.getElementById("who") as HTMLElement;
   who.textContent = login ? `${login.tenant}${login.admin ? " (admin)" : ""}` : "";
@@ -96,6 +101,7 @@ function showSessions(): () => void {
     count.textContent = `(${shown.length})`;
     replace(body, ...shown.map((s) => row(s, stats.get(s.sessionId), () => void refresh())));
     if (!shown.length) body.append(h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No sessions.")));
+    markInteractive();
   };
   const refresh = async (): Promise<void> => {
     const list = await attempt("Listing sessions", () =>
@@ -264,4 +270,4 @@ takeLinkLogin();
 setupTheme();
 window.addEventListener("hashchange", route);
 route();
-document.body.dataset.ready = "true";
+if (!currentLogin()) markInteractive();

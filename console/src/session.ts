@@ -233,11 +233,11 @@ function showProcesses(panel: HTMLElement, id: string): () => void {
     output,
   );
   let socket: WebSocket | undefined;
-  const attach = (processId: number): void => {
+  const attach = (pid: number): void => {
     socket?.close();
     output.textContent = "";
     const decode = (data: string): string => new TextDecoder().decode(Uint8Array.from(atob(data), (c) => c.charCodeAt(0)));
-    socket = openSocket(`/sessions/${id}/processes/${processId}/stream`, { from: 0 });
+    socket = openSocket(`/sessions/${id}/processes/${pid}/stream`, { from: 0 });
     socket.onmessage = (event) => {
       const e = JSON.parse(String(event.data)) as { type: string; data?: string; exitCode?: number | null; firstAvailable?: number };
       if ((e.type === "stdout" || e.type === "stderr") && e.data) output.append(h("span", { class: e.type }, decode(e.data)));
@@ -255,13 +255,13 @@ function showProcesses(panel: HTMLElement, id: string): () => void {
         h("td", { class: "mono" }, p.command.join(" ")),
         h("td", {}, p.status === "running" ? "running" : `exited ${p.exitCode ?? ""}`),
         h("td", { class: "actions" },
-          h("button", { type: "button", onclick: () => attach(p.processId) }, "Output"),
+          h("button", { type: "button", "aria-label": `Output of ${p.pid}`, onclick: () => attach(p.pid) }, "Output"),
           p.status === "running"
             ? h("button", {
                 type: "button",
                 class: "danger",
                 onclick: () => void attempt("Killing", async () => {
-                  await call("DELETE", `/sessions/${id}/processes/${p.processId}`);
+                  await call("DELETE", `/sessions/${id}/processes/${p.pid}`);
                   await list();
                 }),
               }, "Kill")
@@ -277,7 +277,7 @@ function showProcesses(panel: HTMLElement, id: string): () => void {
         json: { command: command.value, background: true, timeout: 3600 },
       });
       await list();
-      attach(started.processId);
+      attach(started.pid);
     });
   });
   void list();
