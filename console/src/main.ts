@@ -248,15 +248,17 @@ function showContexts(): () => void {
 }
 
 function setupTheme(): void {
-  const saved = localStorage.getItem("hutch.console.theme");
-  if (saved) document.documentElement.dataset.theme = saved;
+  const system = matchMedia("(prefers-color-scheme: dark)");
+  const apply = (): void => {
+    const saved = localStorage.getItem("hutch.console.theme");
+    document.documentElement.dataset.theme = saved ?? (system.matches ? "dark" : "light");
+  };
+  apply();
+  system.addEventListener("change", apply);
   document.getElementById("theme")?.addEventListener("click", () => {
-    const dark = document.documentElement.dataset.theme
-      ? document.documentElement.dataset.theme === "dark"
-      : matchMedia("(prefers-color-scheme: dark)").matches;
-    const next = dark ? "light" : "dark";
-    document.documentElement.dataset.theme = next;
+    const next = document.documentElement.dataset.theme === "dark" ? "light" : "dark";
     localStorage.setItem("hutch.console.theme", next);
+    apply();
   });
   document.getElementById("logout")?.addEventListener("click", () => {
     void logout().then(() => {

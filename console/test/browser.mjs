@@ -13,15 +13,16 @@
 // Sandboxes need root: without it the test is skipped, except under CI=true.
 
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
 
 import { chromium } from "playwright-core";
+
+import { startHutch } from "../../typescript/test/hutch-serve.mjs";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const BIN = process.env.HUTCH_BIN ?? join(REPO, "target", "debug", "hutch");
@@ -55,41 +56,6 @@ const env = {
 };
 const hutch = (...args) => execFileSync(BIN, args, { env, encoding: "utf8" }).trim();
 
-/** Starts `hutch serve` on a free loopback port; resolves with its URL once healthy. */
-async function startServer(dataDir) {
-  const child = spawn(BIN, ["serve", "--listen", "127.0.0.1:0", "--on-exit", "destroy", "--data-dir", dataDir], {
-    env,
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  const url = await new Promise((resolveUrl, reject) => {
-    const timer = setTimeout(() => reject(new Error("hutch serve did not listen within 60 s")), WAIT_MS);
-    createInterface({ input: child.stdout }).on("line", (line) => {
-      const match = /listening on (\S+)/.exec(line);
-      if (match) {
-        clearTimeout(timer);
-        resolveUrl(match[1].replace(/\/+$/, ""));
-      }
-    });
-    child.once("exit", (code) => reject(new Error(`hutch serve exited (${code}) before listening`)));
-  });
-  child.stdout.resume();
-  for (let i = 0; ; i++) {
-    const ok = await fetch(`${url}/health`).then((r) => r.ok, () => false);
-    if (ok) break;
-    if (i > 600) throw new Error("hutch serve never became healthy");
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  const stop = async () => {
-    if (child.exitCode !== null) return;
-    const exited = new Promise((r) => child.once("exit", r));
-    child.kill("SIGTERM");
-    const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
-    await exited;
-    clearTimeout(timer);
-  };
-  return { url, stop };
-}
-
 /** The embedded assets' sizes, raw and gzip-compressed (what the binary serves). */
 function assetSizes() {
   const dist = join(REPO, "console", "dist");
@@ -112,9 +78,9 @@ function assetSizes() {
 
 rmSync(SHOTS, { recursive: true, force: true });
 mkdirSync(SHOTS, { recursive: true });
-const dataDir = mkdtempSync(join(tmpdir(), "hutch-console-"));
 const profile = mkdtempSync(join(tmpdir(), "hutch-console-chromium-"));
-const server = await startServer(dataDir);
+const server = await startHutch(BIN, env);
+const dataDir = server.dataDir;
 const origin = new URL(server.url).origin;
 const tokenA = hutch("token", "--sub", "console-a", "--ttl", "1h", "--data-dir", dataDir);
 const link = (...args) => hutch("console-link", "--url", server.url, "--data-dir", dataDir, ...args);
@@ -329,6 +295,5 @@ try {
 } finally {
   await context?.close();
   await server.stop();
-  rmSync(dataDir, { recursive: true, force: true });
   rmSync(profile, { recursive: true, force: true });
 }

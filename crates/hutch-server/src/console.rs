@@ -23,7 +23,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::header::{
     ACCEPT_ENCODING, AUTHORIZATION, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_SECURITY_POLICY,
     CONTENT_TYPE, COOKIE as COOKIE_HEADER, LOCATION, SET_COOKIE, UPGRADE, VARY,
@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 use crate::auth::{Caller, MintOptions};
 use crate::error::ApiError;
-use crate::extract::Json;
+use crate::extract::{Json, Query};
 use crate::ports::link::{LinkError, LinkSigner};
 
 /// The console's cookie: a bearer token, `HttpOnly`.

@@ -283,9 +283,25 @@ async fn send(
     auth: Option<&str>,
     body: Option<Body>,
 ) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let bearer = auth.map(|token| format!("Bearer {token}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .iter()
+        .map(|value| ("authorization", value.as_str()))
+        .collect();
+    send_with(app, method, uri, &headers, body).await
+}
+
+/// Sends one request with the given headers; returns the status, headers and body.
+async fn send_with(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Option<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
     let mut req = Request::builder().method(method).uri(uri);
-    if let Some(token) = auth {
-        req = req.header("authorization", format!("Bearer {token}"));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
     }
     let req = req.body(body.unwrap_or_else(Body::empty)).unwrap();
     let response = app.clone().oneshot(req).await.unwrap();
@@ -1498,30 +1514,6 @@ async fn oversized_request_heads_answer_in_the_envelope() {
     );
 }
 
-/// Sends one request with the given extra headers; returns the status, headers and body.
-async fn send_with(
-    app: &Router,
-    method: &str,
-    uri: &str,
-    headers: &[(&str, &str)],
-) -> (StatusCode, axum::http::HeaderMap, Value) {
-    let mut req = Request::builder().method(method).uri(uri);
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    let response = app
-        .clone()
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let value = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    (status, headers, value)
-}
-
 /// The console cookie's `name=value` pair from a `Set-Cookie` answer.
 fn console_cookie(headers: &axum::http::HeaderMap) -> String {
     let set = headers.get("set-cookie").unwrap().to_str().unwrap();
@@ -1533,14 +1525,7 @@ fn console_cookie(headers: &axum::http::HeaderMap) -> String {
 
 /// Logs in to the console with `token`: the cookie and its CSRF token.
 async fn console_login(app: &Router, token: &str) -> (String, String) {
-    let bearer = format!("Bearer {token}");
-    let (status, headers, body) = send_with(
-        app,
-        "POST",
-        "/console/session",
-        &[("authorization", &bearer)],
-    )
-    .await;
+    let (status, headers, body) = send(app, "POST", "/console/session", Some(token), None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     (
         console_cookie(&headers),
@@ -1555,6 +1540,7 @@ async fn console_list(app: &Router, cookie: &str, csrf: &str) -> Vec<String> {
         "GET",
         "/v1/sessions",
         &[("cookie", cookie), ("x-hutch-csrf", csrf)],
+        None,
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -1582,10 +1568,11 @@ async fn the_console_is_served_with_a_strict_csp() {
     // Every embedded asset is served, compressed when asked, and nothing else is.
     for (name, raw, gz) in crate::console::assets() {
         let uri = format!("/console/{name}");
-        let (status, headers, _) = send_with(&h.app, "GET", &uri, &[]).await;
+        let (status, headers, _) = send_with(&h.app, "GET", &uri, &[], None).await;
         assert_eq!(status, StatusCode::OK, "{name}");
         assert_eq!(headers["content-length"], raw.len().to_string().as_str());
-        let (_, headers, _) = send_with(&h.app, "GET", &uri, &[("accept-encoding", "gzip")]).await;
+        let (_, headers, _) =
+            send_with(&h.app, "GET", &uri, &[("accept-encoding", "gzip")], None).await;
         assert_eq!(headers["content-encoding"], "gzip");
         assert_eq!(headers["content-length"], gz.len().to_string().as_str());
     }
@@ -1614,8 +1601,14 @@ async fn console_cookies_need_their_csrf_token_and_never_reach_the_agent() {
             ("x-hutch-csrf", bob_csrf.as_str()),
         ],
     ] {
-        let (status, _, body) =
-            send_with(&h.app, "DELETE", &format!("/v1/sessions/{id}"), &headers).await;
+        let (status, _, body) = send_with(
+            &h.app,
+            "DELETE",
+            &format!("/v1/sessions/{id}"),
+            &headers,
+            None,
+        )
+        .await;
         assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
     }
     // A relayed request carries neither the cookie nor a token to the session's agent; the
@@ -1626,13 +1619,14 @@ async fn console_cookies_need_their_csrf_token_and_never_reach_the_agent() {
         "GET",
         &format!("/v1/sessions/{id}/whoami"),
         &[("cookie", &both), ("x-hutch-csrf", &csrf)],
+        None,
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{echoed}");
     assert_eq!(echoed["headers"]["cookie"], "other=1", "{echoed}");
     assert!(echoed["headers"].get("authorization").is_none(), "{echoed}");
     // Logging out clears the cookie.
-    let (status, headers, _) = send_with(&h.app, "DELETE", "/console/session", &[]).await;
+    let (status, headers, _) = send_with(&h.app, "DELETE", "/console/session", &[], None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert!(
         headers["set-cookie"]
@@ -1657,7 +1651,7 @@ async fn console_logins_see_only_their_tenants_sessions_and_links_open_once() {
     )
     .unwrap();
     let uri = format!("/console/login?t={link}");
-    let (status, headers, _) = send_with(&h.app, "GET", &uri, &[]).await;
+    let (status, headers, _) = send_with(&h.app, "GET", &uri, &[], None).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let location = headers["location"].to_str().unwrap().to_owned();
     let csrf = location
@@ -1668,13 +1662,13 @@ async fn console_logins_see_only_their_tenants_sessions_and_links_open_once() {
     let cookie = console_cookie(&headers);
     assert_eq!(console_list(&h.app, &cookie, csrf).await, vec![id]);
     // Once only; a bearer token is no link; a link is no bearer token.
-    let (status, _, body) = send_with(&h.app, "GET", &uri, &[]).await;
+    let (status, _, body) = send_with(&h.app, "GET", &uri, &[], None).await;
     assert_error(status, &body, StatusCode::FORBIDDEN, "link_invalid");
     let uri = format!("/console/login?t={}", token("alice"));
-    let (status, _, body) = send_with(&h.app, "GET", &uri, &[]).await;
+    let (status, _, body) = send_with(&h.app, "GET", &uri, &[], None).await;
     assert_error(status, &body, StatusCode::FORBIDDEN, "link_invalid");
     let (status, body) = call(&h.app, "GET", "/v1/sessions", Some(&link), None).await;
     assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
-    let (status, _, body) = send_with(&h.app, "GET", "/console/login", &[]).await;
+    let (status, _, body) = send_with(&h.app, "GET", "/console/login", &[], None).await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
 }
