@@ -518,16 +518,14 @@ fn take_cookie(headers: &mut HeaderMap) -> Option<String> {
             }
         }
     }
-    if found.is_none() {
-        return None;
-    }
+    let found = found?;
     headers.remove(COOKIE_HEADER);
     if !kept.is_empty()
         && let Ok(value) = HeaderValue::from_str(&kept.join("; "))
     {
         headers.insert(COOKIE_HEADER, value);
     }
-    found
+    Some(found)
 }
 
 /// The value of query parameter `name` of `uri`, and `uri` without it.
