@@ -50,6 +50,7 @@ deps_serve() {
         pkg_installed "$pkg" || need+=("$pkg")
     done
     [[ -x /usr/bin/node ]] || need+=(nodejs)
+    command -v npm >/dev/null || need+=(npm) # builds the web console (console/)
     command -v ps >/dev/null || need+=(procps)
     command -v unshare >/dev/null || need+=(util-linux)
     command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs) # per-session disk quotas
@@ -62,6 +63,22 @@ deps_serve() {
         apt_install "${need[@]}"
     fi
     ensure_rust
+    build_console
+}
+
+# The web console (console/): its packages as package-lock.json pins them, then its build into
+# console/dist, which building hutch embeds (crates/hutch-server/build.rs). Rebuilt only when
+# a source is newer than the last build.
+build_console() {
+    if ! (cd console && npm ls --silent >/dev/null 2>&1); then
+        (cd console && npm ci --no-audit --no-fund)
+    fi
+    local sources=(console/src console/build.mjs console/package-lock.json typescript/src/errors.ts typescript/src/generated)
+    if [[ -f console/dist/index.html ]] && [[ -z $(find "${sources[@]}" -newer console/dist/index.html) ]]; then
+        return
+    fi
+    say deps "building the web console"
+    (cd console && npm run build)
 }
 
 # Tests and benchmarks: the API contract checker, the Python SDK's tests, shell checks, and
@@ -74,6 +91,7 @@ deps_test() {
     python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
     command -v ip >/dev/null || need+=(iproute2)           # the docs test's private network
     command -v openssl >/dev/null || need+=(openssl)       # the image tests' token service
+    pkg_installed chromium || need+=(chromium)             # the console's browser test
     # OCI image tests (crates/hutch-image/tests) run their own registry and fill it with images
     # built from real files: Debian's docker-registry, skopeo and umoci, busybox-static for a
     # no-libc image, and mmdebstrap for a Debian image with python3 (built once, cached in

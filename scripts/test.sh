@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, lints, the shell scripts and the service unit, unit
 # tests, the end-to-end tests against a real `hutch serve`, among them the API contract check
-# by schemathesis (crates/hutch/tests/schemathesis.rs), every fuzz target for a few seconds
+# by schemathesis (crates/hutch/tests/schemathesis.rs), the web console in a real browser
+# (console/test/browser.mjs), every fuzz target for a few seconds
 # (scripts/fuzz.sh), and the benchmarks in quick mode.
 #
 # Every step runs even when an earlier one failed; the summary at the end names the failed
@@ -78,6 +79,8 @@ step "interpreter workers (protocol tests)" /usr/bin/python3 -m unittest discove
 step "Python SDK tests (against a real hutch serve)" \
     env HUTCH_BIN="$PWD/target/debug/hutch" target/venv-sdk/bin/pytest -q python/tests
 step "TypeScript SDK tests (against a real hutch serve)" typescript_sdk
+step "web console in a real browser (chromium against a real hutch serve)" \
+    env HUTCH_BIN="$PWD/target/debug/hutch" npm --prefix console test
 step "fuzzing (every target for 5 s)" scripts/fuzz.sh 5
 step "MCP tests (the official MCP Python client against a real hutch serve)" \
     env HUTCH_BIN="$PWD/target/debug/hutch" target/venv-mcp/bin/pytest -q -p no:cacheprovider crates/hutch-mcp/tests/python

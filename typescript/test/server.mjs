@@ -7,16 +7,16 @@
 // (`node --test test/files.test.mjs`) starts its own. Sandboxes need root: without it (or
 // without a binary) the tests are skipped, except under CI=true where that is a failure.
 
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { after, before } from "node:test";
 
 import { Hutch } from "@hutch/sdk";
+
+import { startHutch } from "./hutch-serve.mjs";
 
 /** The checkout's root. */
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -50,52 +50,8 @@ function hutchEnv() {
 }
 
 /** Starts `hutch serve` on a free port with a fresh data directory; resolves once healthy. */
-export async function startServer(args = []) {
-  const binary = hutchBinary();
-  const dataDir = mkdtempSync(join(tmpdir(), "hutch-ts-sdk-"));
-  const child = spawn(
-    binary,
-    ["serve", "--listen", "127.0.0.1:0", "--on-exit", "destroy", "--data-dir", dataDir, ...args],
-    { env: hutchEnv(), stdio: ["ignore", "pipe", "inherit"] },
-  );
-  const url = await new Promise((resolveUrl, reject) => {
-    const lines = createInterface({ input: child.stdout });
-    const timer = setTimeout(() => reject(new Error("hutch serve did not listen within 60 s")), 60_000);
-    lines.on("line", (line) => {
-      const match = /listening on (\S+)/.exec(line);
-      if (match) {
-        clearTimeout(timer);
-        resolveUrl(match[1].replace(/\/+$/, ""));
-      }
-    });
-    child.once("exit", (code) => reject(new Error(`hutch serve exited (${code}) before listening`)));
-  });
-  child.stdout.resume();
-  for (let i = 0; ; i++) {
-    try {
-      const response = await fetch(`${url}/health`);
-      if (response.ok) break;
-    } catch {
-      // not yet
-    }
-    if (i > 300) throw new Error("hutch serve never became healthy");
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return {
-    url,
-    dataDir,
-    pid: child.pid,
-    async stop() {
-      if (child.exitCode === null) {
-        const exited = new Promise((r) => child.once("exit", r));
-        child.kill("SIGTERM");
-        const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
-        await exited;
-        clearTimeout(timer);
-      }
-      rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
+export function startServer(args = []) {
+  return startHutch(hutchBinary(), hutchEnv(), args);
 }
 
 let shared;

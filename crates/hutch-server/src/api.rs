@@ -20,6 +20,7 @@
 //! | `/v1/images…`, `/v1/sessions/{id}/snapshot` | [`crate::images_api`] |
 //! | any `/v1/sessions/{id}/{*rest}` | [`proxy`]: forwarded to the session's agent |
 //! | `GET /v1/openapi.json`, `GET /docs` (no auth) | [`crate::openapi`]: the API contract |
+//! | `GET /console/…` (no auth), `GET /console/login`, `POST`/`DELETE /console/session` | [`crate::console`]: the web console and its login |
 //! | `GET /metrics` (no auth) | [`crate::metrics::scrape`]: Prometheus text format |
 //! | `POST /v1/mcp` | [`crate::mcp`]: the MCP server, its tools calling this router |
 //!
@@ -98,6 +99,7 @@ fn api(state: AppState) -> Router {
         .route("/metrics", get(crate::metrics::scrape))
         .route("/v1/openapi.json", get(crate::openapi::serve_json))
         .route("/docs", get(crate::openapi::serve_docs))
+        .merge(crate::console::routes())
         .merge(sessions)
         .merge(crate::ports::routes::routes(state.clone()))
         .route(
@@ -122,6 +124,11 @@ fn api(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),
             crate::metrics::track,
+        ))
+        // The console's cookie becomes the bearer token (CSRF checked) and never goes further.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::console::cookie_auth,
         ))
         .layer(middleware::from_fn(request_id))
         .with_state(state)

@@ -19,7 +19,8 @@
 //! per-tenant rate limits · `storage` storage contexts and their transfers, `storage_api`
 //! their routes · `ports` ports reached from outside and preview links · `images` the OCI
 //! image store, pulls and snapshot names, `images_api` their routes · `tls` TLS on the
-//! listener · `mcp` the MCP endpoint (`/v1/mcp`).
+//! listener · `mcp` the MCP endpoint (`/v1/mcp`) · `console` the web console (`/console/`) and its
+//! cookie login.
 
 // Tests may unwrap; the non-test build is still checked for it.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -29,6 +30,7 @@ pub mod auth;
 mod bounds;
 mod clock;
 mod connections;
+pub mod console;
 mod disk_reserve;
 mod error;
 mod extract;
@@ -285,6 +287,8 @@ pub(crate) struct AppState {
     pub(crate) images: Arc<Images>,
     /// The data directory's free-space reserve.
     pub(crate) disk_reserve: Arc<disk_reserve::DiskReserve>,
+    /// The web console's login links and CSRF keys.
+    pub(crate) console: Arc<console::Console>,
 }
 
 /// Background tasks, aborted when the server is dropped.
@@ -441,6 +445,13 @@ impl Server {
             disk_reserve: Arc::new(disk_reserve::DiskReserve::new(
                 config.data_dir.clone(),
                 config.disk_reserve_mb,
+            )),
+            console: Arc::new(console::Console::new(
+                secret.as_bytes(),
+                MintOptions {
+                    issuer: config.jwt_issuer.clone(),
+                    audience: config.jwt_audience.clone(),
+                },
             )),
         };
         Ok(Server {

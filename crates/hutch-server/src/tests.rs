@@ -298,9 +298,25 @@ async fn send(
     auth: Option<&str>,
     body: Option<Body>,
 ) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let bearer = auth.map(|token| format!("Bearer {token}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .iter()
+        .map(|value| ("authorization", value.as_str()))
+        .collect();
+    send_with(app, method, uri, &headers, body).await
+}
+
+/// Sends one request with the given headers; returns the status, headers and body.
+async fn send_with(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Option<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
     let mut req = Request::builder().method(method).uri(uri);
-    if let Some(token) = auth {
-        req = req.header("authorization", format!("Bearer {token}"));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
     }
     let req = req.body(body.unwrap_or_else(Body::empty)).unwrap();
     let response = app.clone().oneshot(req).await.unwrap();
@@ -1510,4 +1526,163 @@ async fn oversized_request_heads_answer_in_the_envelope() {
         series(&text, errors, &[("code", "uri_too_long")]),
         Some(1.0)
     );
+}
+
+/// The console cookie's `name=value` pair from a `Set-Cookie` answer.
+fn console_cookie(headers: &axum::http::HeaderMap) -> String {
+    let set = headers.get("set-cookie").unwrap().to_str().unwrap();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    set.split(';').next().unwrap().to_owned()
+}
+
+/// Logs in to the console with `token`: the cookie and its CSRF token.
+async fn console_login(app: &Router, token: &str) -> (String, String) {
+    let (status, headers, body) = send(app, "POST", "/console/session", Some(token), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    (
+        console_cookie(&headers),
+        body["csrf"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// The ids of the sessions a console login lists.
+async fn console_list(app: &Router, cookie: &str, csrf: &str) -> Vec<String> {
+    let (status, _, body) = send_with(
+        app,
+        "GET",
+        "/v1/sessions",
+        &[("cookie", cookie), ("x-hutch-csrf", csrf)],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(id_of)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_console_is_served_with_a_strict_csp() {
+    let h = harness().await;
+    let (status, headers, _) = send(&h.app, "GET", "/console", None, None).await;
+    assert_eq!(status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(headers["location"], "/console/");
+    let (status, headers, page) = send(&h.app, "GET", "/console/", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-security-policy"], crate::console::CSP);
+    assert!(crate::console::CSP.contains("script-src 'self';"));
+    assert!(crate::console::CSP.contains("connect-src 'self';"));
+    assert!(crate::console::CSP.contains("frame-ancestors 'none'"));
+    assert!(page.as_str().unwrap().contains("<html"), "{page}");
+    // Every embedded asset is served, compressed when asked, and nothing else is.
+    for (name, raw, gz) in crate::console::assets() {
+        let uri = format!("/console/{name}");
+        let (status, headers, _) = send_with(&h.app, "GET", &uri, &[], None).await;
+        assert_eq!(status, StatusCode::OK, "{name}");
+        assert_eq!(headers["content-length"], raw.len().to_string().as_str());
+        let (_, headers, _) =
+            send_with(&h.app, "GET", &uri, &[("accept-encoding", "gzip")], None).await;
+        assert_eq!(headers["content-encoding"], "gzip");
+        assert_eq!(headers["content-length"], gz.len().to_string().as_str());
+    }
+    let (status, _, body) = send(&h.app, "GET", "/console/../jwt-secret", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, _, body) = send(&h.app, "GET", "/console/assets/none.js", None, None).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn console_cookies_need_their_csrf_token_and_never_reach_the_agent() {
+    let h = harness().await;
+    let alice = token("alice");
+    let id = id_of(&create(&h.app, &alice, json!({})).await);
+    let (status, body) = call(&h.app, "POST", "/console/session", None, None).await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    let (cookie, csrf) = console_login(&h.app, &alice).await;
+    assert_eq!(console_list(&h.app, &cookie, &csrf).await, vec![id.clone()]);
+    // Without the CSRF token, or with another cookie's, the cookie authenticates nothing.
+    let (_, bob_csrf) = console_login(&h.app, &token("bob")).await;
+    for headers in [
+        vec![("cookie", cookie.as_str())],
+        vec![("cookie", cookie.as_str()), ("x-hutch-csrf", "")],
+        vec![
+            ("cookie", cookie.as_str()),
+            ("x-hutch-csrf", bob_csrf.as_str()),
+        ],
+    ] {
+        let (status, _, body) = send_with(
+            &h.app,
+            "DELETE",
+            &format!("/v1/sessions/{id}"),
+            &headers,
+            None,
+        )
+        .await;
+        assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    }
+    // A relayed request carries neither the cookie nor a token to the session's agent; the
+    // request's other cookies go on.
+    let both = format!("other=1; {cookie}");
+    let (status, _, echoed) = send_with(
+        &h.app,
+        "GET",
+        &format!("/v1/sessions/{id}/whoami"),
+        &[("cookie", &both), ("x-hutch-csrf", &csrf)],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{echoed}");
+    assert_eq!(echoed["headers"]["cookie"], "other=1", "{echoed}");
+    assert!(echoed["headers"].get("authorization").is_none(), "{echoed}");
+    // Logging out clears the cookie.
+    let (status, headers, _) = send_with(&h.app, "DELETE", "/console/session", &[], None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(
+        headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+}
+
+#[tokio::test]
+async fn console_logins_see_only_their_tenants_sessions_and_links_open_once() {
+    let h = harness().await;
+    let id = id_of(&create(&h.app, &token("alice"), json!({})).await);
+    let (cookie, csrf) = console_login(&h.app, &token("bob")).await;
+    assert!(console_list(&h.app, &cookie, &csrf).await.is_empty());
+    // An admin's login link sees every tenant's sessions.
+    let link = crate::console::login_token(
+        SECRET.as_bytes(),
+        "root",
+        true,
+        crate::console::LINK_TTL_DEFAULT,
+    )
+    .unwrap();
+    let uri = format!("/console/login?t={link}");
+    let (status, headers, _) = send_with(&h.app, "GET", &uri, &[], None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let location = headers["location"].to_str().unwrap().to_owned();
+    let csrf = location
+        .strip_prefix("/console/#csrf=")
+        .and_then(|rest| rest.split('&').next())
+        .unwrap();
+    assert!(location.ends_with("&tenant=root&admin=true"), "{location}");
+    let cookie = console_cookie(&headers);
+    assert_eq!(console_list(&h.app, &cookie, csrf).await, vec![id]);
+    // Once only; a bearer token is no link; a link is no bearer token.
+    let (status, _, body) = send_with(&h.app, "GET", &uri, &[], None).await;
+    assert_error(status, &body, StatusCode::FORBIDDEN, "link_invalid");
+    let uri = format!("/console/login?t={}", token("alice"));
+    let (status, _, body) = send_with(&h.app, "GET", &uri, &[], None).await;
+    assert_error(status, &body, StatusCode::FORBIDDEN, "link_invalid");
+    let (status, body) = call(&h.app, "GET", "/v1/sessions", Some(&link), None).await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    let (status, _, body) = send_with(&h.app, "GET", "/console/login", &[], None).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
 }

@@ -3,7 +3,8 @@
 //! - `hutch serve` runs the control plane (the API, the store, the reaper) and the linux
 //!   runtime;
 //! - `hutch agent` is PID 1 inside every sandbox, started by the runtime, never by users;
-//! - client subcommands (`hutch token`, `hutch bench`) prepare for or measure a server;
+//! - client subcommands (`hutch token`, `hutch console-link`, `hutch bench`) prepare for or
+//!   measure a server;
 //!   `hutch sessions` creates, lists, pauses, resumes and deletes sessions, `hutch run` runs a
 //!   command in a session of its own, `hutch exec` and `hutch shell` run commands and
 //!   terminals in one, `hutch cp` copies files in and out, `hutch ps` and `hutch logs` show
@@ -25,6 +26,7 @@ mod bench_interpreter;
 mod bench_network;
 mod bench_soak;
 mod connection;
+mod console_link;
 mod contexts;
 mod cp;
 mod duration;
@@ -54,6 +56,9 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Mint a bearer token with the server's secret.
     Token(token::TokenArgs),
+    /// Print a one-time login link of the web console (`/console/`), signed with the
+    /// server's secret.
+    ConsoleLink(console_link::ConsoleLinkArgs),
     /// Measure hutch beside a peer in the same run.
     Bench(bench::BenchArgs),
     /// Create, list, show, pause, resume and delete sessions.
@@ -107,6 +112,7 @@ fn main() -> ExitCode {
         Command::Mcp(args) => return mcp::main(args),
         Command::Serve(args) => serve::main(*args),
         Command::Token(args) => token::main(args),
+        Command::ConsoleLink(args) => console_link::main(args),
         Command::Bench(args) => bench::main(args),
     };
     match result {

@@ -9,6 +9,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -67,8 +68,14 @@ impl std::fmt::Debug for LinkSigner {
 impl LinkSigner {
     /// A signer whose key is derived from the server's token `secret`.
     pub(crate) fn new(secret: &[u8]) -> Self {
+        Self::with_label(KEY_LABEL, secret)
+    }
+
+    /// A signer whose key is derived from `secret` under `label`: signers of different
+    /// labels never accept each other's tokens (the console's login links use their own).
+    pub(crate) fn with_label(label: &[u8], secret: &[u8]) -> Self {
         let derived = Sha256::new()
-            .chain_update(KEY_LABEL)
+            .chain_update(label)
             .chain_update([0])
             .chain_update(secret)
             .finalize();
@@ -79,19 +86,35 @@ impl LinkSigner {
 
     /// The token of `grant`.
     pub(crate) fn sign(&self, grant: &Grant) -> String {
+        self.sign_payload(grant)
+    }
+
+    /// The token of any payload: its JSON, base64url, a dot, and the tag of that text.
+    pub(crate) fn sign_payload<T: Serialize>(&self, payload: &T) -> String {
         // Serialising a struct of plain fields cannot fail.
-        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(grant).unwrap_or_default());
-        let tag = self
-            .mac()
-            .chain_update(payload.as_bytes())
-            .finalize()
-            .into_bytes();
-        format!("{payload}.{}", URL_SAFE_NO_PAD.encode(tag))
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(payload).unwrap_or_default());
+        format!("{payload}.{}", self.tag(payload.as_bytes()))
+    }
+
+    /// The HMAC-SHA256 of `data` under the derived key, base64url.
+    pub(crate) fn tag(&self, data: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(self.mac().chain_update(data).finalize().into_bytes())
     }
 
     /// The grant of `token` if its signature matches and it has not expired at `now` (unix
     /// seconds).
     pub(crate) fn verify(&self, token: &str, now: u64) -> Result<Grant, LinkError> {
+        let grant: Grant = self.open(token)?;
+        if grant.expires <= now {
+            return Err(LinkError::Expired {
+                expired: grant.expires,
+            });
+        }
+        Ok(grant)
+    }
+
+    /// The payload of `token` if its signature matches (its expiry is the caller's to check).
+    pub(crate) fn open<T: DeserializeOwned>(&self, token: &str) -> Result<T, LinkError> {
         if token.len() > TOKEN_MAX_BYTES {
             return Err(LinkError::Invalid("too long"));
         }
@@ -105,17 +128,11 @@ impl LinkSigner {
             .chain_update(payload.as_bytes())
             .verify_slice(&tag)
             .map_err(|_| LinkError::Invalid("wrong signature"))?;
-        let grant: Grant = URL_SAFE_NO_PAD
+        URL_SAFE_NO_PAD
             .decode(payload)
             .ok()
             .and_then(|json| serde_json::from_slice(&json).ok())
-            .ok_or(LinkError::Invalid("malformed"))?;
-        if grant.expires <= now {
-            return Err(LinkError::Expired {
-                expired: grant.expires,
-            });
-        }
-        Ok(grant)
+            .ok_or(LinkError::Invalid("malformed"))
     }
 
     /// A fresh HMAC-SHA256 under the derived key.
