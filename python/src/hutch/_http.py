@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 from contextlib import asynccontextmanager, contextmanager
-from urllib.parse import quote, urlencode
-from urllib.request import getproxies, proxy_bypass
 from dataclasses import dataclass, field
 from typing import (
     Any,
@@ -28,7 +26,8 @@ from typing import (
     TypeVar,
     Union,
 )
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from urllib.request import getproxies, proxy_bypass
 
 import httpx
 
