@@ -382,7 +382,8 @@ async fn the_router_answers_exactly_the_documented_methods() {
             let (status, code) = probe(&app, &method, &concrete).await;
             // The API answers a method it does not route 404 `not_found`; the MCP transport
             // answers 405, as its specification asks.
-            let unrouted = (status == StatusCode::NOT_FOUND && code.as_deref() == Some("not_found"))
+            let unrouted = (status == StatusCode::NOT_FOUND
+                && code.as_deref() == Some("not_found"))
                 || (path == MCP_PATH && status == StatusCode::METHOD_NOT_ALLOWED);
             if documented {
                 assert!(!unrouted, "{method} {path} is documented but not routed");
