@@ -4,15 +4,17 @@
 
 Prints one JSON object per line::
 
-    {"client": "python-sync", "case": "execute x = 1 + 1", "p50_ms": …, "p99_ms": …, "n": …}
+    {"client": "python-sync", "case": "execute x = 1 + 1", "p50_ms": …, "p99_ms": …, "n": …,
+     "cpu_ms": …}
     {"client": "python-sync", "case": "commands true", …}
     {"client": "python-async", "case": "execute x = 1 + 1", …}
     {"client": "python-async", "case": "commands true", …}
     {"client": "python-async", "case": "100 concurrent executions", "per_second": …,
-     "sync_per_second": …}
+     "sync_per_second": …, "cpu_ms": …}
 
-The last line runs ``x = 1 + 1`` on 100 interpreter contexts at once from one event loop
-(``asyncio.gather``), and the same executions one after another with the blocking client.
+``cpu_ms`` is the CPU time this process (the client) spent per call. The last line runs
+``x = 1 + 1`` on 100 interpreter contexts at once from one event loop (``asyncio.gather``),
+and the same executions one after another with the blocking client.
 A session holds at most 32 contexts, so the 100 are spread over 4 sessions. ``--quick`` runs
 few iterations: it checks that everything works; its figures mean little. ``--url`` defaults
 to ``HUTCH_URL`` and ``--token`` to ``HUTCH_TOKEN``.
@@ -41,38 +43,49 @@ def percentile(samples: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def figures(client: str, case: str, samples: Sequence[float]) -> Dict[str, Any]:
-    """One line of output for a latency case (samples in seconds)."""
+class Samples(List[float]):
+    """Seconds per call, and the CPU seconds this process spent on all of them."""
+
+    cpu = 0.0
+
+
+def figures(client: str, case: str, samples: Samples) -> Dict[str, Any]:
+    """One line of output for a latency case."""
     return {
         "client": client,
         "case": case,
         "p50_ms": round(percentile(samples, 0.5) * 1000, 3),
         "p99_ms": round(percentile(samples, 0.99) * 1000, 3),
         "n": len(samples),
+        "cpu_ms": round(samples.cpu / len(samples) * 1000, 3),
     }
 
 
-def measure(call: Callable[[], Any], warmup: int, iterations: int) -> List[float]:
+def measure(call: Callable[[], Any], warmup: int, iterations: int) -> Samples:
     """Seconds per call of ``call``, after ``warmup`` unmeasured calls."""
     for _ in range(warmup):
         call()
-    samples = []
+    samples = Samples()
+    cpu = time.process_time()
     for _ in range(iterations):
         started = time.perf_counter()
         call()
         samples.append(time.perf_counter() - started)
+    samples.cpu = time.process_time() - cpu
     return samples
 
 
-async def measure_async(call: Callable[[], Awaitable[Any]], warmup: int, iterations: int) -> List[float]:
+async def measure_async(call: Callable[[], Awaitable[Any]], warmup: int, iterations: int) -> Samples:
     """:func:`measure` for a coroutine function."""
     for _ in range(warmup):
         await call()
-    samples = []
+    samples = Samples()
+    cpu = time.process_time()
     for _ in range(iterations):
         started = time.perf_counter()
         await call()
         samples.append(time.perf_counter() - started)
+    samples.cpu = time.process_time() - cpu
     return samples
 
 
@@ -127,10 +140,11 @@ async def concurrent_case(url: str, token: str, rounds: int) -> None:
                 await asyncio.gather(*(i.execute(CODE, context_id=c) for _, i, c in contexts))
 
             await one_round()  # every worker started and warm
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             for _ in range(rounds):
                 await one_round()
             per_second = rounds * len(contexts) / (time.perf_counter() - started)
+            cpu_ms = (time.process_time() - cpu) / (rounds * len(contexts)) * 1000
 
             def sequential() -> float:
                 with SessionsClient(url, bearer_token=token) as blocking:
@@ -154,6 +168,7 @@ async def concurrent_case(url: str, token: str, rounds: int) -> None:
             "case": "100 concurrent executions",
             "per_second": round(per_second, 1),
             "sync_per_second": round(sync_per_second, 1),
+            "cpu_ms": round(cpu_ms, 3),
         }
     )
 

@@ -5,7 +5,7 @@
 //   npm run bench -- --quick           20 calls: checks that it runs, the figures mean little
 //   npm run bench -- --url URL --token TOKEN   a running server instead of starting one
 //   node bench/bench.mjs --json --url URL --token TOKEN   one JSON object per case and line,
-//                                      {"client", "case", "p50_ms", "p99_ms", "n"}, and no
+//                                      {"client", "case", "p50_ms", "p99_ms", "n", "cpu_ms"}, and no
 //                                      Rust run (what `hutch bench clients` reads)
 //
 // Without --url it starts a server as the tests do (HUTCH_BIN or target/debug/hutch). The
@@ -39,16 +39,19 @@ function percentiles(samples) {
   return { p50: at(0.5), p99: at(0.99) };
 }
 
-/** Times `call` `iterations` times after `warmup` unmeasured calls. */
+/** Times `call` `iterations` times after `warmup` unmeasured calls; `cpu` is this process's
+ * CPU time per call, in ms. */
 async function measure(call) {
   for (let i = 0; i < warmup; i++) await call();
   const samples = [];
+  const cpu = process.cpuUsage();
   for (let i = 0; i < iterations; i++) {
     const started = performance.now();
     await call();
     samples.push(performance.now() - started);
   }
-  return percentiles(samples);
+  const used = process.cpuUsage(cpu);
+  return { ...percentiles(samples), cpu: (used.user + used.system) / 1000 / iterations };
 }
 
 /** The p50 and p99 (ms) of the line of `hutch bench` output that starts with `label`. */
@@ -84,8 +87,10 @@ try {
   rows.push(["TypeScript: commands.run(\"true\") (kept connection)", command]);
   await session.delete();
   if (values.json) {
-    for (const [name, { p50, p99 }] of [["execute x = 1 + 1", execute], ["commands true", command]]) {
-      console.log(JSON.stringify({ client: "typescript", case: name, p50_ms: p50, p99_ms: p99, n: iterations }));
+    for (const [name, { p50, p99, cpu }] of [["execute x = 1 + 1", execute], ["commands true", command]]) {
+      console.log(
+        JSON.stringify({ client: "typescript", case: name, p50_ms: p50, p99_ms: p99, n: iterations, cpu_ms: cpu }),
+      );
     }
   }
 

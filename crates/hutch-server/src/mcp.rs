@@ -23,6 +23,7 @@ use tower::ServiceExt;
 
 use crate::AppState;
 use crate::api::REQUEST_ID;
+use crate::openapi::Unauthorized;
 
 /// The route of the MCP endpoint.
 pub(crate) const MCP_ROUTE: &str = "/v1/mcp";
@@ -34,6 +35,53 @@ pub(crate) fn routes(state: AppState, api: Router) -> Router {
         .route_service(MCP_ROUTE, service)
         .route_layer(middleware::from_fn_with_state(state, authenticate))
 }
+
+/// The Model Context Protocol endpoint (streamable HTTP).
+///
+/// One JSON-RPC 2.0 message of MCP per `POST` (`initialize`, `tools/list`, `tools/call`,
+/// `resources/list`, `resources/read`, …), answered with one JSON-RPC message as
+/// `application/json`; a notification or a response is accepted with 202 and no body. The
+/// client must send `Content-Type: application/json` and `Accept: application/json,
+/// text/event-stream`, as the MCP streamable-HTTP transport requires. The server is
+/// stateless: it issues no `Mcp-Session-Id`, every request carries its own bearer token, and
+/// `GET` and `DELETE` (the transport's event stream and session end) answer 405.
+///
+/// The token is checked before MCP sees the request (401, an `ErrorBody`). Each tool then
+/// calls this API as the same caller, so its bounds, rate limits and tenancy hold: a refused
+/// tool call is a tool result with `isError`, carrying the API's error code, inside a 200.
+/// The transport's own refusals are not `ErrorBody`s: a malformed message, an unsupported
+/// protocol version (400) or an unknown method (404) answer a JSON-RPC error object; a
+/// missing `Accept` (406), a wrong `Content-Type` (415) or a body over the JSON body limit
+/// (413) answer plain text.
+#[utoipa::path(
+    post,
+    path = "/v1/mcp",
+    operation_id = "mcp",
+    tag = "mcp",
+    request_body(content = inline(Object), content_type = "application/json",
+        description = "One JSON-RPC 2.0 message of MCP: `{\"jsonrpc\": \"2.0\", \"id\", \
+            \"method\", \"params\"}`."),
+    responses(
+        (status = 200, description = "The JSON-RPC answer: `result`, or `error` for a failed \
+            request", content_type = "application/json", body = inline(Object)),
+        (status = 202, description = "A notification or response, accepted; no body"),
+        (status = 400, description = "A malformed JSON-RPC message or an unsupported \
+            `MCP-Protocol-Version` (a JSON-RPC error object, or text)",
+            content_type = "application/json", body = inline(Object)),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "An unknown JSON-RPC method (a JSON-RPC error object)",
+            content_type = "application/json", body = inline(Object)),
+        (status = 406, description = "`Accept` lacks `application/json` or \
+            `text/event-stream`", content_type = "text/plain", body = String),
+        (status = 413, description = "The body is larger than the JSON body limit",
+            content_type = "text/plain", body = String),
+        (status = 415, description = "`Content-Type` is not `application/json`",
+            content_type = "text/plain", body = String),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)] // documents the route of the MCP service; never called
+pub(crate) fn mcp() {}
 
 /// Refuses a request without a valid bearer token with the API's 401.
 async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -231,6 +231,7 @@ impl ToSchema for Health {}
         crate::images_api::import_image,
         crate::images_api::snapshot_session,
         crate::images_api::fork_session,
+        crate::mcp::mcp,
         metrics,
         serve_json,
         serve_docs,
@@ -281,6 +282,8 @@ impl ToSchema for Health {}
             preview links that open one port in a browser without a bearer token."),
         (name = "images", description = "OCI images pulled from registries or imported, \
             shared by every tenant, and snapshots of sessions, owned by one."),
+        (name = "mcp", description = "The Model Context Protocol server over streamable \
+            HTTP: the same sessions as MCP tools and resources, for agents that speak MCP."),
         (name = "meta", description = "Health, metrics, and this contract."),
     ),
 )]

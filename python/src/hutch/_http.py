@@ -2,7 +2,9 @@
 
 The SDK's operations are described once, as :class:`Call` values (a request and the function
 that parses its answer); :class:`Transport` sends them blocking and :class:`AsyncTransport`
-from an event loop, each over one pool of keep-alive connections.
+from an event loop, each over kept connections. Over ``http://``, JSON calls and NDJSON
+streams (``call``, ``lines``) take the lean HTTP/1.1 client of :mod:`._wire`; uploads,
+downloads, raw answers and ``https://`` go through httpx.
 """
 
 from __future__ import annotations
@@ -17,15 +19,19 @@ from typing import (
     Dict,
     Generic,
     Iterator,
+    List,
     Mapping,
     Optional,
+    Tuple,
     TypeVar,
     Union,
 )
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from urllib.request import getproxies, proxy_bypass
 
 import httpx
 
+from ._wire import AsyncLane, Head, Lane, LineSplitter, WireError, WireTimeout
 from .errors import SandboxAPIError, SandboxConnectionError, error_from_response
 
 __all__ = ["Call", "Transport", "AsyncTransport", "normalize_api_url", "answer_json"]
@@ -112,6 +118,93 @@ class Call(Generic[T]):
         return self.parse(response if self.raw else answer_json(response))
 
 
+def _lean(call: Call[Any]) -> bool:
+    """Whether the lean client can send ``call``: a JSON body or none, an answer read as
+    JSON or as lines."""
+    return call.content is None and call.files is None and not call.raw and call.path.startswith("/")
+
+
+def _direct(api_url: str) -> bool:
+    """Whether the lean client can reach ``api_url``: plain ``http://``, and no proxy set in
+    the environment for it (httpx honours ``HTTP_PROXY``, so those calls stay with httpx)."""
+    if not api_url.startswith("http://"):
+        return False
+    proxies = getproxies()
+    if "http" not in proxies and "all" not in proxies:
+        return True
+    return bool(proxy_bypass(urlsplit(api_url).hostname or ""))
+
+
+def _query_value(value: Union[str, int, float, bool]) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class _LaneRoute:
+    """What the lean client needs of a transport: where the API is and the headers every
+    request carries; turns a :class:`Call` into a request and an answer into its result."""
+
+    def __init__(self, base: "_Base") -> None:
+        parts = urlsplit(base.api_url)
+        self.host = parts.hostname or "localhost"
+        self.port = parts.port or 80
+        self.netloc = parts.netloc
+        self.base_path = parts.path
+        self.api_url = base.api_url
+        self.timeout = base.timeout
+        self.headers = {
+            "Authorization": f"Bearer {base.bearer_token}",
+            "User-Agent": "hutch-python",
+            "Accept-Encoding": "identity",
+        }
+
+    def request(
+        self, call: Call[Any]
+    ) -> Tuple[str, str, Dict[str, str], Optional[bytes], Optional[float], Optional[float]]:
+        """Method, target, headers, body and the connect and read timeouts of ``call``."""
+        target = self.base_path + quote(call.path, safe="/:@!$&'()*+,;=-._~%")
+        params = {k: _query_value(v) for k, v in (call.params or {}).items() if v is not None}
+        if params:
+            target += "?" + urlencode(params)
+        headers = dict(self.headers)
+        body = None
+        if call.json_body is not None:
+            body = json.dumps(call.json_body).encode()
+            headers["Content-Type"] = "application/json"
+        if call.headers:
+            headers.update(call.headers)
+        timeout = self.timeout if call.timeout is None else call.timeout
+        if isinstance(timeout, httpx.Timeout):
+            return call.method, target, headers, body, timeout.connect, timeout.read
+        return call.method, target, headers, body, timeout, timeout
+
+    def error(self, call: Call[Any], e: WireError) -> SandboxAPIError:
+        """The SDK error for a failed exchange."""
+        if isinstance(e, WireTimeout):
+            return SandboxConnectionError(
+                f"{call.method} {call.path}: no answer from {self.api_url} in time ({e})"
+            )
+        return SandboxConnectionError(f"cannot reach {self.api_url}: {e}")
+
+    @staticmethod
+    def check(head: Head, body: bytes) -> None:
+        """Raises the SDK error matching a 4xx/5xx answer."""
+        if head.status >= 400:
+            raise error_from_response(head.status, head.headers, body.decode("utf-8", "replace"))
+
+    @staticmethod
+    def answer(call: Call[T], body: bytes) -> T:
+        """Parses a successful answer's JSON body."""
+        if not body:
+            return call.parse(None)
+        try:
+            data = json.loads(body)
+        except ValueError as e:
+            raise SandboxConnectionError(f"{call.method} {call.path}: the answer is not JSON") from e
+        return call.parse(data)
+
+
 def _transport_error(api_url: str, call: Call[Any], e: httpx.TransportError) -> SandboxAPIError:
     if isinstance(e, httpx.TimeoutException):
         return SandboxConnectionError(
@@ -135,6 +228,7 @@ class _Base:
         self.bearer_token = bearer_token
         self.timeout = timeout
         self.verify_ssl = verify_ssl
+        self._route = _LaneRoute(self) if _direct(self.api_url) else None
 
     def _client_args(self) -> Dict[str, Any]:
         return {
@@ -168,11 +262,43 @@ class Transport(_Base):
         verify_ssl: bool = True,
     ) -> None:
         super().__init__(api_url, bearer_token, timeout, verify_ssl)
-        self._client = httpx.Client(**self._client_args())
+        self._httpx: Optional[httpx.Client] = None
+        route = self._route
+        self._lane = None if route is None else Lane(route.host, route.port, route.netloc)
+
+    @property
+    def _client(self) -> httpx.Client:
+        """The httpx client, made on first use (loading its TLS settings takes milliseconds,
+        and a client of ``http://`` that only makes JSON calls never needs it)."""
+        if self._httpx is None:
+            self._httpx = httpx.Client(**self._client_args())
+        return self._httpx
 
     def close(self) -> None:
-        """Closes the connection pool."""
-        self._client.close()
+        """Closes the connection pools."""
+        if self._httpx is not None:
+            self._httpx.close()
+        if self._lane is not None:
+            self._lane.close()
+
+    @contextmanager
+    def _exchange(self, call: Call[Any]) -> Iterator[Iterator[bytes]]:
+        """Sends ``call`` with the lean client; yields its body's bytes as they come, after
+        raising the SDK error of a 4xx/5xx answer."""
+        assert self._lane is not None and self._route is not None
+        route = self._route
+        method, target, headers, body, connect, read = route.request(call)
+        parts = self._lane.exchange(method, target, headers, body, connect, read, call.retries)
+        try:
+            head = next(parts)
+            assert isinstance(head, Head)
+            if head.status >= 400:
+                route.check(head, b"".join(parts))  # type: ignore[arg-type]
+            yield parts  # type: ignore[misc]
+        except WireError as e:
+            raise route.error(call, e) from e
+        finally:
+            parts.close()  # type: ignore[attr-defined]
 
     def send(self, call: Call[Any]) -> httpx.Response:
         """Sends a call; raises the SDK error matching a 4xx/5xx answer."""
@@ -196,7 +322,23 @@ class Transport(_Base):
 
     def call(self, call: Call[T]) -> T:
         """Sends a call and returns its parsed answer."""
-        return call.answer(self.send(call))
+        if self._lane is None or not _lean(call):
+            return call.answer(self.send(call))
+        with self._exchange(call) as parts:
+            body = b"".join(parts)
+        assert self._route is not None
+        return self._route.answer(call, body)
+
+    @contextmanager
+    def lines(self, call: Call[Any]) -> Iterator[Iterator[str]]:
+        """Opens a streamed answer read as lines (NDJSON); raises the SDK error matching a
+        4xx/5xx answer."""
+        if self._lane is None or not _lean(call):
+            with self.stream(call) as response:
+                yield response.iter_lines()
+            return
+        with self._exchange(call) as parts:
+            yield _lines_of(parts)
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Sends a request (``params``, ``json_body``, ``content``, ``files``, ``headers``,
@@ -237,16 +379,50 @@ class AsyncTransport(_Base):
         # httpcore's pool looks at every connection for every request it places, which costs
         # more than the request itself once a hundred run at once: the connections are split
         # into pools of at most POOL_SIZE, and each request goes to the least busy one.
-        pools = -(-max_connections // POOL_SIZE)
-        size = -(-max_connections // pools)
-        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        self._clients = [httpx.AsyncClient(limits=limits, **self._client_args()) for _ in range(pools)]
-        self._busy = [0] * pools
+        self._pools = -(-max_connections // POOL_SIZE)
+        self._pool_size = -(-max_connections // self._pools)
+        self._httpx: List[httpx.AsyncClient] = []
+        self._busy = [0] * self._pools
+        route = self._route
+        self._lane = (
+            None if route is None else AsyncLane(route.host, route.port, route.netloc, max_connections)
+        )
+
+    @property
+    def _clients(self) -> List[httpx.AsyncClient]:
+        """The httpx clients, made on first use (see :attr:`Transport._client`)."""
+        if not self._httpx:
+            size = self._pool_size
+            limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+            self._httpx = [
+                httpx.AsyncClient(limits=limits, **self._client_args()) for _ in range(self._pools)
+            ]
+        return self._httpx
 
     async def close(self) -> None:
         """Closes the connection pools."""
-        for client in self._clients:
+        for client in self._httpx:
             await client.aclose()
+        if self._lane is not None:
+            await self._lane.close()
+
+    @asynccontextmanager
+    async def _exchange(self, call: Call[Any]) -> AsyncIterator[AsyncIterator[bytes]]:
+        """:meth:`Transport._exchange` for an event loop."""
+        assert self._lane is not None and self._route is not None
+        route = self._route
+        method, target, headers, body, connect, read = route.request(call)
+        parts = self._lane.exchange(method, target, headers, body, connect, read, call.retries)
+        try:
+            head = await parts.__anext__()
+            assert isinstance(head, Head)
+            if head.status >= 400:
+                route.check(head, b"".join([chunk async for chunk in parts]))  # type: ignore[misc]
+            yield parts  # type: ignore[misc]
+        except WireError as e:
+            raise route.error(call, e) from e
+        finally:
+            await parts.aclose()  # type: ignore[attr-defined]
 
     @asynccontextmanager
     async def _client(self) -> AsyncIterator[httpx.AsyncClient]:
@@ -279,7 +455,22 @@ class AsyncTransport(_Base):
 
     async def call(self, call: Call[T]) -> T:
         """Sends a call and returns its parsed answer."""
-        return call.answer(await self.send(call))
+        if self._lane is None or not _lean(call):
+            return call.answer(await self.send(call))
+        async with self._exchange(call) as parts:
+            body = b"".join([chunk async for chunk in parts])
+        assert self._route is not None
+        return self._route.answer(call, body)
+
+    @asynccontextmanager
+    async def lines(self, call: Call[Any]) -> AsyncIterator[AsyncIterator[str]]:
+        """:meth:`Transport.lines` for an event loop."""
+        if self._lane is None or not _lean(call):
+            async with self.stream(call) as response:
+                yield response.aiter_lines()
+            return
+        async with self._exchange(call) as parts:
+            yield _alines_of(parts)
 
     @asynccontextmanager
     async def stream(self, call: Call[Any]) -> AsyncIterator[httpx.Response]:
@@ -294,3 +485,23 @@ class AsyncTransport(_Base):
                 yield response
         except httpx.TransportError as e:
             raise _transport_error(self.api_url, call, e) from e
+
+
+def _lines_of(parts: Iterator[bytes]) -> Iterator[str]:
+    """The lines of a body read in pieces."""
+    splitter = LineSplitter()
+    for chunk in parts:
+        for line in splitter.feed(chunk):
+            yield line.decode()
+    for line in splitter.finish():
+        yield line.decode()
+
+
+async def _alines_of(parts: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    """:func:`_lines_of` for an event loop."""
+    splitter = LineSplitter()
+    async for chunk in parts:
+        for line in splitter.feed(chunk):
+            yield line.decode()
+    for line in splitter.finish():
+        yield line.decode()

@@ -530,8 +530,8 @@ class CodeInterpreter(_InterpreterCalls):
         collector = ExecutionCollector(
             ExecutionCallbacks(on_stdout, on_stderr, on_error, on_artifact, on_control, on_result)
         )
-        with self._transport.stream(self._execute_call(request)) as response:
-            for frame in _frames(response.iter_lines()):
+        with self._transport.lines(self._execute_call(request)) as lines:
+            for frame in _frames(lines):
                 collector.feed(frame)
         return collector.finish()
 
@@ -623,8 +623,8 @@ class AsyncCodeInterpreter(_InterpreterCalls):
         collector = ExecutionCollector(
             ExecutionCallbacks(on_stdout, on_stderr, on_error, on_artifact, on_control, on_result)
         )
-        async with self._transport.stream(self._execute_call(request)) as response:
-            async for line in response.aiter_lines():
+        async with self._transport.lines(self._execute_call(request)) as lines:
+            async for line in lines:
                 for frame in _frames(iter((line,))):
                     collector.feed(frame)
         return collector.finish()

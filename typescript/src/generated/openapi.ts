@@ -232,6 +232,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/mcp": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * The Model Context Protocol endpoint (streamable HTTP).
+         * @description One JSON-RPC 2.0 message of MCP per `POST` (`initialize`, `tools/list`, `tools/call`,
+         *     `resources/list`, `resources/read`, …), answered with one JSON-RPC message as
+         *     `application/json`; a notification or a response is accepted with 202 and no body. The
+         *     client must send `Content-Type: application/json` and `Accept: application/json,
+         *     text/event-stream`, as the MCP streamable-HTTP transport requires. The server is
+         *     stateless: it issues no `Mcp-Session-Id`, every request carries its own bearer token, and
+         *     `GET` and `DELETE` (the transport's event stream and session end) answer 405.
+         *
+         *     The token is checked before MCP sees the request (401, an `ErrorBody`). Each tool then
+         *     calls this API as the same caller, so its bounds, rate limits and tenancy hold: a refused
+         *     tool call is a tool result with `isError`, carrying the API's error code, inside a 200.
+         *     The transport's own refusals are not `ErrorBody`s: a malformed message, an unsupported
+         *     protocol version (400) or an unknown method (404) answer a JSON-RPC error object; a
+         *     missing `Accept` (406), a wrong `Content-Type` (415) or a body over the JSON body limit
+         *     (413) answer plain text.
+         */
+        post: operations["mcp"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/openapi.json": {
         parameters: {
             query?: never;
@@ -3673,6 +3707,96 @@ export interface operations {
             429: components["responses"]["RateLimited"];
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["Internal"];
+        };
+    };
+    mcp: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, 1 to 128 bytes, echoed in the response and logged with the request; a new UUID is made when it is missing or out of bounds. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        /** @description One JSON-RPC 2.0 message of MCP: `{"jsonrpc": "2.0", "id", "method", "params"}`. */
+        requestBody: {
+            content: {
+                "application/json": Record<string, never>;
+            };
+        };
+        responses: {
+            /** @description The JSON-RPC answer: `result`, or `error` for a failed request */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": Record<string, never>;
+                };
+            };
+            /** @description A notification or response, accepted; no body */
+            202: {
+                headers: {
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description A malformed JSON-RPC message or an unsupported `MCP-Protocol-Version` (a JSON-RPC error object, or text) */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": Record<string, never>;
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description An unknown JSON-RPC method (a JSON-RPC error object) */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": Record<string, never>;
+                };
+            };
+            /** @description `Accept` lacks `application/json` or `text/event-stream` */
+            406: {
+                headers: {
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
+                };
+            };
+            /** @description The body is larger than the JSON body limit */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
+                };
+            };
+            414: components["responses"]["UriTooLong"];
+            /** @description `Content-Type` is not `application/json` */
+            415: {
+                headers: {
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
+                };
+            };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     getOpenApi: {

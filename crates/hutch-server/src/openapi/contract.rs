@@ -138,12 +138,13 @@ fn has_tag(operation: &Operation, tag: &str) -> bool {
 }
 
 /// Whether `operation` needs the bearer token, and so is rate limited: the rate limit is
-/// charged to the token's tenant.
+/// charged to the token's tenant. The MCP endpoint is not: each API call of its tools is.
 fn rate_limited(operation: &Operation) -> bool {
     operation
         .security
         .as_ref()
         .is_some_and(|reqs| !reqs.is_empty())
+        && !has_tag(operation, "mcp")
 }
 
 /// Adds what the annotations do not say (see the module's documentation).
