@@ -387,7 +387,6 @@ if sys.argv and sys.argv[0] == "/proc/self/fd/%d" % _SOURCE_FD:
         sys.path[0] = ""
     for _name in ("__file__", "__cached__"):
         _G.pop(_name, None)
-_G.pop("_compile_apart", None)  # the start's helper (at the end of this file)
 
 
 def _add_site_dirs():

@@ -5,6 +5,7 @@
 //! such call is here, built on `rustix` wherever it covers the call, so that the agent itself
 //! holds no `unsafe` code (its crate denies it) and each wrapper has tests of its own.
 //!
+//! - [`heap`]: the C allocator's arenas, and giving its free memory back;
 //! - [`fs`]: descriptor-relative file access, and the confinement core [`fs::openat2`], which
 //!   resolves every path inside a root directory and never through a `/proc` magic link;
 //! - [`process`]: signals, reaping and resource limits;
@@ -13,6 +14,7 @@
 //! - [`random_u64`]: kernel randomness.
 
 pub mod fs;
+pub mod heap;
 pub mod pipe;
 pub mod process;
 pub mod pty;
