@@ -191,8 +191,9 @@ impl KernelMemory {
     }
 }
 
-/// The mean memory of the sessions' agents (the server's `hutch agent` children) and of
-/// their `default` context workers (the agents' python children), from `smaps_rollup`, KiB.
+/// The mean memory of the sessions' agents (the server's `hutch agent` children whose worker
+/// has started: the warm pool's are left out) and of their `default` context workers (the
+/// agents' python children), from `smaps_rollup`, KiB.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SessionProcesses {
     /// Agents measured.
@@ -274,18 +275,20 @@ impl SessionProcesses {
             .filter(|(_, parent, _)| *parent == server_pid)
             .map(|(pid, _, _)| *pid)
             .collect();
-        let workers: Vec<u32> = all
+        let workers: Vec<(u32, u32)> = all
             .iter()
             .filter(|(_, parent, name)| agents.contains(parent) && name.starts_with("python"))
-            .map(|(pid, _, _)| *pid)
+            .map(|(pid, parent, _)| (*pid, *parent))
             .collect();
+        // Only the agents of sessions (their worker started), not those of the warm pool.
         let agent: Vec<ProcessMemory> = agents
             .iter()
+            .filter(|a| workers.iter().any(|(_, parent)| parent == *a))
             .filter_map(|p| ProcessMemory::read(*p))
             .collect();
         let worker: Vec<ProcessMemory> = workers
             .iter()
-            .filter_map(|p| ProcessMemory::read(*p))
+            .filter_map(|(p, _)| ProcessMemory::read(*p))
             .collect();
         Ok(SessionProcesses {
             agents: agent.len(),
