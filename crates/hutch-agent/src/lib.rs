@@ -126,8 +126,14 @@ fn give_workspace_to(user: &image::RunAs) {
     }
 }
 
+/// The C allocator's arenas in the agent (see [`hutch_sys::heap::limit_arenas`]).
+const AGENT_MALLOC_ARENAS: i32 = 2;
+
 /// Serves the agent API until the process is killed.
 pub fn run(config: AgentConfig) -> Result<(), AgentError> {
+    // One thread serves; the blocking pool's threads would each get an arena of their own,
+    // whose freed memory stays with it. Two are plenty for the agent's own allocations.
+    hutch_sys::heap::limit_arenas(AGENT_MALLOC_ARENAS);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(16)

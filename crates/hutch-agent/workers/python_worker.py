@@ -13,6 +13,354 @@
 # Startup is kept minimal for the plain kernel: no `json`, `re`, `ast`, `signal`, `traceback`
 # or `linecache` import at start (the C modules `_json` and `_signal` are used instead, `_ast`
 # at the first execution; everything else is imported when first needed).
+#
+# Layout: the code needed only later (`_COLD_SRC`), the worker (`_WORKER_SRC`), then the start,
+# which compiles the worker apart (see `_compile_apart`) and runs it.
+
+# --- code needed only later -------------------------------------------------------------
+# Compiled at first use: compiling it at start would cost more than the rest of the worker.
+
+_COLD_SRC = r'''
+# --- exit -----------------------------------------------------------------------------------
+
+
+def _exit_worker(code):
+    if code is None:
+        rc = 0
+    elif isinstance(code, int):
+        rc = code
+    else:
+        try:
+            print(code, file=sys.stderr)
+        except Exception:
+            pass
+        rc = 1
+    try:
+        import atexit
+
+        atexit._run_exitfuncs()
+    except BaseException:
+        pass
+    _flush_stdio()
+    _libc_fflush()
+    os._exit(rc & 0xFF)
+
+
+# --- tracebacks ----------------------------------------------------------------------------
+
+
+def _strip_worker_frames(tb):
+    """The traceback `tb` without the worker's own frames."""
+    import types
+
+    kept = []
+    while tb is not None:
+        if tb.tb_frame.f_globals is not _G:
+            kept.append(tb)
+        tb = tb.tb_next
+    for t in reversed(kept):
+        tb = types.TracebackType(tb, t.tb_frame, t.tb_lasti, t.tb_lineno)
+    return tb
+
+
+def _format_exc(e):
+    """Traceback text of `e` without the worker's own leading frames."""
+    _sync_linecache()
+    import traceback
+
+    tb = _strip_worker_frames(e.__traceback__)
+    try:
+        return "".join(traceback.format_exception(type(e), e, tb))
+    except Exception:
+        return "%s: %s\n" % (type(e).__name__, e)
+
+
+# --- rich display ---------------------------------------------------------------------------
+
+_REPRS = (
+    ("text/html", "_repr_html_"),
+    ("text/markdown", "_repr_markdown_"),
+    ("image/svg+xml", "_repr_svg_"),
+    ("image/png", "_repr_png_"),
+    ("image/jpeg", "_repr_jpeg_"),
+    ("application/json", "_repr_json_"),
+    ("text/latex", "_repr_latex_"),
+    ("application/pdf", "_repr_pdf_"),
+    ("application/javascript", "_repr_javascript_"),
+)
+
+
+def _b64(b):
+    import binascii
+
+    return binascii.b2a_base64(b, newline=False).decode("ascii")
+
+
+def _mime_value(mime, v):
+    if isinstance(v, tuple) and v:
+        v = v[0]
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return _b64(bytes(v))
+    if mime == "application/json" or isinstance(v, str):
+        return v
+    return str(v)
+
+
+def _bundle(obj):
+    data = {}
+    cls = type(obj)
+    if callable(getattr(cls, "_repr_mimebundle_", None)):
+        try:
+            r = obj._repr_mimebundle_()
+            if isinstance(r, tuple):
+                r = r[0]
+            if isinstance(r, dict):
+                for k, v in r.items():
+                    if v is not None:
+                        data[str(k)] = _mime_value(str(k), v)
+        except Exception:
+            pass
+    for mime, meth in _REPRS:
+        if mime in data or not callable(getattr(cls, meth, None)):
+            continue
+        try:
+            v = getattr(obj, meth)()
+        except Exception:
+            continue
+        if v is not None:
+            data[mime] = _mime_value(mime, v)
+    if "text/plain" not in data:
+        data["text/plain"] = repr(obj)
+    return data
+
+
+def _display_now(*objs, **kwargs):
+    """`display()` for the plain kernel: each object becomes a `result` message."""
+    raw = kwargs.get("raw", False)
+    for obj in objs:
+        if raw and isinstance(obj, dict):
+            _send_result({str(k): _mime_value(str(k), v) for k, v in obj.items()})
+        else:
+            _send_result(_bundle(obj))
+
+
+# --- matplotlib figures --------------------------------------------------------------------
+
+
+def _emit_figures_now():
+    """Every open pyplot figure becomes an `artifact` PNG and is closed."""
+    global _fig_seq
+    if "matplotlib.pyplot" not in sys.modules:
+        return
+    try:
+        from matplotlib._pylab_helpers import Gcf
+        import matplotlib.pyplot as plt
+    except Exception:
+        return
+    for manager in list(Gcf.get_all_fig_managers()):
+        fig = manager.canvas.figure
+        try:
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", bbox_inches="tight")
+            _fig_seq += 1
+            _send(
+                {
+                    "type": "artifact",
+                    "id": _cur_id,
+                    "name": "figure-%d.png" % _fig_seq,
+                    "mimeType": "image/png",
+                    "data": _b64(buf.getvalue()),
+                }
+            )
+        finally:
+            plt.close(fig)
+
+
+def _patch_pyplot(plt):
+    orig = plt.show
+
+    def show(*args, **kwargs):
+        if _executing:
+            _emit_figures()
+        else:
+            return orig(*args, **kwargs)
+
+    show.__doc__ = orig.__doc__
+    plt.show = show
+
+
+# --- IPython kernel -------------------------------------------------------------------------
+
+
+def _make_ipython_kernel(module=None):
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.core.displayhook import DisplayHook
+    from IPython.core.displaypub import DisplayPublisher
+    from traitlets import Type
+    from traitlets.config import Config
+
+    class HutchDisplayHook(DisplayHook):
+        def start_displayhook(self):
+            pass
+
+        def write_output_prompt(self):
+            pass
+
+        def write_format_data(self, format_dict, md_dict=None):
+            _send_result({str(k): _mime_value(str(k), v) for k, v in format_dict.items()})
+
+        def finish_displayhook(self):
+            pass
+
+    class HutchDisplayPublisher(DisplayPublisher):
+        def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kw):
+            _send_result({str(k): _mime_value(str(k), v) for k, v in data.items()})
+
+        def clear_output(self, wait=False):
+            pass
+
+    class HutchShell(InteractiveShell):
+        displayhook_class = Type(HutchDisplayHook)
+        display_pub_class = Type(HutchDisplayPublisher)
+        # `!cmd` runs with the worker's fds 1/2 (no pty), so its output is captured raw.
+        system = InteractiveShell.system_raw
+
+        exit_request = None
+
+        def enable_gui(self, gui=None):
+            # `%matplotlib inline` needs no event loop; there is no display for a GUI one.
+            if gui not in (None, "inline"):
+                raise RuntimeError("no GUI event loop in a sandbox (no display): %s" % gui)
+
+        def ask_exit(self):
+            # `exit()` / `quit()` (IPython's ExitAutocall)
+            self.exit_now = True
+
+        def showtraceback(self, exc_tuple=None, *args, **kwargs):
+            et, ev, tb = exc_tuple or sys.exc_info()
+            if et is not None and issubclass(et, SystemExit):
+                self.exit_request = ev if ev is not None else SystemExit()
+                return
+            if et is not None:
+                exc_tuple = (et, ev, _strip_worker_frames(tb))
+            return super().showtraceback(exc_tuple, *args, **kwargs)
+
+        def _showtraceback(self, etype, evalue, stb):
+            try:
+                text = self.InteractiveTB.stb2text(stb)
+            except Exception:
+                text = "\n".join(stb)
+            _send_error(getattr(etype, "__name__", str(etype)), _exc_value(evalue), text)
+
+    import warnings
+
+    warnings.filterwarnings("ignore", message="To exit: use")
+    c = Config()
+    c.HistoryManager.enabled = False
+    c.InteractiveShell.colors = "NoColor"
+    c.InteractiveShell.autoindent = False
+    shell = HutchShell.instance(config=c, user_module=module)
+    shell.register_magic_function(_pip_magic, "line", "pip")
+    return shell
+
+
+# The session's own directory for Python packages (`PYTHON_LIBRARIES_DIR` of the agent's
+# `interpreter/libraries.rs`), on every process's PYTHONPATH.
+_LIBRARIES_DIR = "/workspace/.hutch/site-packages"
+# Options by which `pip install` is told where to install.
+_PIP_WHERE = ("-t", "--target", "--prefix", "--root", "--user")
+
+
+def _pip_magic(line):
+    """`%pip ARGS`: pip of this interpreter. An `install` outside a virtual environment that
+    names no destination goes to the session's libraries directory, as `libraries` do: images
+    that follow PEP 668 refuse installs into their own site-packages."""
+    import importlib
+    import shlex
+    import subprocess
+
+    args = shlex.split(line)
+    outside_venv = sys.prefix == sys.base_prefix
+    names_where = any(a.split("=", 1)[0] in _PIP_WHERE for a in args)
+    if args[:1] == ["install"] and outside_venv and not names_where:
+        args[1:1] = ["--target", _LIBRARIES_DIR]
+    env = dict(os.environ, PIP_ROOT_USER_ACTION="ignore")
+    code = subprocess.call([sys.executable, "-m", "pip", *args], env=env)
+    importlib.invalidate_caches()
+    if _LIBRARIES_DIR not in sys.path:
+        sys.path.append(_LIBRARIES_DIR)
+    if code != 0:
+        print("pip exited with code %d" % code, file=sys.stderr)
+
+
+class _IPythonKernel:
+    name = "ipython"
+
+    def __init__(self, module=None):
+        import warnings
+
+        # Startup warnings (e.g. an unwritable HOME for ~/.ipython) would land in the output
+        # of the first execution.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.shell = _make_ipython_kernel(module)
+
+    def run(self, code, n):
+        global _count
+        shell = self.shell
+        _count = shell.execution_count
+        res = shell.run_cell(code, store_history=True)
+        if shell.exit_request is not None:
+            raise shell.exit_request
+        if getattr(shell, "exit_now", False):
+            raise SystemExit(0)
+        _emit_figures()
+        if not res.success and not _error_sent:
+            e = res.error_before_exec or res.error_in_exec
+            if e is not None:
+                _send_error(type(e).__name__, _exc_value(e), "")
+        return None
+
+
+def _upgrade(plain, n):
+    """Turns the `auto` worker into the IPython kernel, before cell `n` runs; returns it.
+
+    The shell is created over the plain kernel's `__main__` module, so every variable survives;
+    the earlier cells become `In[1]`…`In[n-1]` and counting goes on from `n`. Without IPython
+    it returns None (the cell then fails with plain Python's SyntaxError) and never tries again.
+    """
+    global _kernel, _switched, _deferring, _pending
+    # SIGINT waits until the shell is whole (a half-imported IPython would stay broken).
+    _deferring = True
+    try:
+        kernel = _IPythonKernel(plain.module)
+    except Exception as e:
+        plain.upgrade = False
+        print("hutch: IPython syntax needs IPython, which could not be loaded (%s)"
+              % _exc_value(e), file=sys.stderr)
+        return None
+    finally:
+        _deferring = False
+    shell = kernel.shell
+    hist = shell.history_manager
+    for i in range(1, n):
+        src = _sources.get("<cell-%d>" % i, "")
+        hist.input_hist_parsed.append(src)
+        hist.input_hist_raw.append(src)
+    shell.execution_count = n
+    _kernel = kernel
+    _switched = True
+    if _pending:
+        # Interrupted while IPython loaded: the cell counts as run, as in the plain kernel.
+        _pending = False
+        shell.execution_count = n + 1
+        raise KeyboardInterrupt
+    return kernel
+'''
+
+# --- the worker -----------------------------------------------------------------------------
+
+_WORKER_SRC = r'''
 import os
 import sys
 import io
@@ -459,346 +807,6 @@ def _is_name(s, extra):
     return s != "" and not s[0].isdigit() and all(c.isalnum() or c in extra for c in s)
 
 
-# --- code needed only later -------------------------------------------------------------
-# Compiled at first use: compiling it at start would cost more than the rest of the worker.
-
-_COLD_SRC = r'''
-# --- exit -----------------------------------------------------------------------------------
-
-
-def _exit_worker(code):
-    if code is None:
-        rc = 0
-    elif isinstance(code, int):
-        rc = code
-    else:
-        try:
-            print(code, file=sys.stderr)
-        except Exception:
-            pass
-        rc = 1
-    try:
-        import atexit
-
-        atexit._run_exitfuncs()
-    except BaseException:
-        pass
-    _flush_stdio()
-    _libc_fflush()
-    os._exit(rc & 0xFF)
-
-
-# --- tracebacks ----------------------------------------------------------------------------
-
-
-def _strip_worker_frames(tb):
-    """The traceback `tb` without the worker's own frames."""
-    import types
-
-    kept = []
-    while tb is not None:
-        if tb.tb_frame.f_globals is not _G:
-            kept.append(tb)
-        tb = tb.tb_next
-    for t in reversed(kept):
-        tb = types.TracebackType(tb, t.tb_frame, t.tb_lasti, t.tb_lineno)
-    return tb
-
-
-def _format_exc(e):
-    """Traceback text of `e` without the worker's own leading frames."""
-    _sync_linecache()
-    import traceback
-
-    tb = _strip_worker_frames(e.__traceback__)
-    try:
-        return "".join(traceback.format_exception(type(e), e, tb))
-    except Exception:
-        return "%s: %s\n" % (type(e).__name__, e)
-
-
-# --- rich display ---------------------------------------------------------------------------
-
-_REPRS = (
-    ("text/html", "_repr_html_"),
-    ("text/markdown", "_repr_markdown_"),
-    ("image/svg+xml", "_repr_svg_"),
-    ("image/png", "_repr_png_"),
-    ("image/jpeg", "_repr_jpeg_"),
-    ("application/json", "_repr_json_"),
-    ("text/latex", "_repr_latex_"),
-    ("application/pdf", "_repr_pdf_"),
-    ("application/javascript", "_repr_javascript_"),
-)
-
-
-def _b64(b):
-    import binascii
-
-    return binascii.b2a_base64(b, newline=False).decode("ascii")
-
-
-def _mime_value(mime, v):
-    if isinstance(v, tuple) and v:
-        v = v[0]
-    if isinstance(v, (bytes, bytearray, memoryview)):
-        return _b64(bytes(v))
-    if mime == "application/json" or isinstance(v, str):
-        return v
-    return str(v)
-
-
-def _bundle(obj):
-    data = {}
-    cls = type(obj)
-    if callable(getattr(cls, "_repr_mimebundle_", None)):
-        try:
-            r = obj._repr_mimebundle_()
-            if isinstance(r, tuple):
-                r = r[0]
-            if isinstance(r, dict):
-                for k, v in r.items():
-                    if v is not None:
-                        data[str(k)] = _mime_value(str(k), v)
-        except Exception:
-            pass
-    for mime, meth in _REPRS:
-        if mime in data or not callable(getattr(cls, meth, None)):
-            continue
-        try:
-            v = getattr(obj, meth)()
-        except Exception:
-            continue
-        if v is not None:
-            data[mime] = _mime_value(mime, v)
-    if "text/plain" not in data:
-        data["text/plain"] = repr(obj)
-    return data
-
-
-def _display_now(*objs, **kwargs):
-    """`display()` for the plain kernel: each object becomes a `result` message."""
-    raw = kwargs.get("raw", False)
-    for obj in objs:
-        if raw and isinstance(obj, dict):
-            _send_result({str(k): _mime_value(str(k), v) for k, v in obj.items()})
-        else:
-            _send_result(_bundle(obj))
-
-
-# --- matplotlib figures --------------------------------------------------------------------
-
-
-def _emit_figures_now():
-    """Every open pyplot figure becomes an `artifact` PNG and is closed."""
-    global _fig_seq
-    if "matplotlib.pyplot" not in sys.modules:
-        return
-    try:
-        from matplotlib._pylab_helpers import Gcf
-        import matplotlib.pyplot as plt
-    except Exception:
-        return
-    for manager in list(Gcf.get_all_fig_managers()):
-        fig = manager.canvas.figure
-        try:
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", bbox_inches="tight")
-            _fig_seq += 1
-            _send(
-                {
-                    "type": "artifact",
-                    "id": _cur_id,
-                    "name": "figure-%d.png" % _fig_seq,
-                    "mimeType": "image/png",
-                    "data": _b64(buf.getvalue()),
-                }
-            )
-        finally:
-            plt.close(fig)
-
-
-def _patch_pyplot(plt):
-    orig = plt.show
-
-    def show(*args, **kwargs):
-        if _executing:
-            _emit_figures()
-        else:
-            return orig(*args, **kwargs)
-
-    show.__doc__ = orig.__doc__
-    plt.show = show
-
-
-# --- IPython kernel -------------------------------------------------------------------------
-
-
-def _make_ipython_kernel(module=None):
-    from IPython.core.interactiveshell import InteractiveShell
-    from IPython.core.displayhook import DisplayHook
-    from IPython.core.displaypub import DisplayPublisher
-    from traitlets import Type
-    from traitlets.config import Config
-
-    class HutchDisplayHook(DisplayHook):
-        def start_displayhook(self):
-            pass
-
-        def write_output_prompt(self):
-            pass
-
-        def write_format_data(self, format_dict, md_dict=None):
-            _send_result({str(k): _mime_value(str(k), v) for k, v in format_dict.items()})
-
-        def finish_displayhook(self):
-            pass
-
-    class HutchDisplayPublisher(DisplayPublisher):
-        def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kw):
-            _send_result({str(k): _mime_value(str(k), v) for k, v in data.items()})
-
-        def clear_output(self, wait=False):
-            pass
-
-    class HutchShell(InteractiveShell):
-        displayhook_class = Type(HutchDisplayHook)
-        display_pub_class = Type(HutchDisplayPublisher)
-        # `!cmd` runs with the worker's fds 1/2 (no pty), so its output is captured raw.
-        system = InteractiveShell.system_raw
-
-        exit_request = None
-
-        def enable_gui(self, gui=None):
-            # `%matplotlib inline` needs no event loop; there is no display for a GUI one.
-            if gui not in (None, "inline"):
-                raise RuntimeError("no GUI event loop in a sandbox (no display): %s" % gui)
-
-        def ask_exit(self):
-            # `exit()` / `quit()` (IPython's ExitAutocall)
-            self.exit_now = True
-
-        def showtraceback(self, exc_tuple=None, *args, **kwargs):
-            et, ev, tb = exc_tuple or sys.exc_info()
-            if et is not None and issubclass(et, SystemExit):
-                self.exit_request = ev if ev is not None else SystemExit()
-                return
-            if et is not None:
-                exc_tuple = (et, ev, _strip_worker_frames(tb))
-            return super().showtraceback(exc_tuple, *args, **kwargs)
-
-        def _showtraceback(self, etype, evalue, stb):
-            try:
-                text = self.InteractiveTB.stb2text(stb)
-            except Exception:
-                text = "\n".join(stb)
-            _send_error(getattr(etype, "__name__", str(etype)), _exc_value(evalue), text)
-
-    import warnings
-
-    warnings.filterwarnings("ignore", message="To exit: use")
-    c = Config()
-    c.HistoryManager.enabled = False
-    c.InteractiveShell.colors = "NoColor"
-    c.InteractiveShell.autoindent = False
-    shell = HutchShell.instance(config=c, user_module=module)
-    shell.register_magic_function(_pip_magic, "line", "pip")
-    return shell
-
-
-# The session's own directory for Python packages (`PYTHON_LIBRARIES_DIR` of the agent's
-# `interpreter/libraries.rs`), on every process's PYTHONPATH.
-_LIBRARIES_DIR = "/workspace/.hutch/site-packages"
-# Options by which `pip install` is told where to install.
-_PIP_WHERE = ("-t", "--target", "--prefix", "--root", "--user")
-
-
-def _pip_magic(line):
-    """`%pip ARGS`: pip of this interpreter. An `install` outside a virtual environment that
-    names no destination goes to the session's libraries directory, as `libraries` do: images
-    that follow PEP 668 refuse installs into their own site-packages."""
-    import importlib
-    import shlex
-    import subprocess
-
-    args = shlex.split(line)
-    outside_venv = sys.prefix == sys.base_prefix
-    names_where = any(a.split("=", 1)[0] in _PIP_WHERE for a in args)
-    if args[:1] == ["install"] and outside_venv and not names_where:
-        args[1:1] = ["--target", _LIBRARIES_DIR]
-    env = dict(os.environ, PIP_ROOT_USER_ACTION="ignore")
-    code = subprocess.call([sys.executable, "-m", "pip", *args], env=env)
-    importlib.invalidate_caches()
-    if _LIBRARIES_DIR not in sys.path:
-        sys.path.append(_LIBRARIES_DIR)
-    if code != 0:
-        print("pip exited with code %d" % code, file=sys.stderr)
-
-
-class _IPythonKernel:
-    name = "ipython"
-
-    def __init__(self, module=None):
-        import warnings
-
-        # Startup warnings (e.g. an unwritable HOME for ~/.ipython) would land in the output
-        # of the first execution.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.shell = _make_ipython_kernel(module)
-
-    def run(self, code, n):
-        global _count
-        shell = self.shell
-        _count = shell.execution_count
-        res = shell.run_cell(code, store_history=True)
-        if shell.exit_request is not None:
-            raise shell.exit_request
-        if getattr(shell, "exit_now", False):
-            raise SystemExit(0)
-        _emit_figures()
-        if not res.success and not _error_sent:
-            e = res.error_before_exec or res.error_in_exec
-            if e is not None:
-                _send_error(type(e).__name__, _exc_value(e), "")
-        return None
-
-
-def _upgrade(plain, n):
-    """Turns the `auto` worker into the IPython kernel, before cell `n` runs; returns it.
-
-    The shell is created over the plain kernel's `__main__` module, so every variable survives;
-    the earlier cells become `In[1]`…`In[n-1]` and counting goes on from `n`. Without IPython
-    it returns None (the cell then fails with plain Python's SyntaxError) and never tries again.
-    """
-    global _kernel, _switched, _deferring, _pending
-    # SIGINT waits until the shell is whole (a half-imported IPython would stay broken).
-    _deferring = True
-    try:
-        kernel = _IPythonKernel(plain.module)
-    except Exception as e:
-        plain.upgrade = False
-        print("hutch: IPython syntax needs IPython, which could not be loaded (%s)"
-              % _exc_value(e), file=sys.stderr)
-        return None
-    finally:
-        _deferring = False
-    shell = kernel.shell
-    hist = shell.history_manager
-    for i in range(1, n):
-        src = _sources.get("<cell-%d>" % i, "")
-        hist.input_hist_parsed.append(src)
-        hist.input_hist_raw.append(src)
-    shell.execution_count = n
-    _kernel = kernel
-    _switched = True
-    if _pending:
-        # Interrupted while IPython loaded: the cell counts as run, as in the plain kernel.
-        _pending = False
-        shell.execution_count = n + 1
-        raise KeyboardInterrupt
-    return kernel
-'''
 _cold_loaded = False
 
 
@@ -920,3 +928,54 @@ def _main():
 
 
 _main()
+'''
+
+# --- start ----------------------------------------------------------------------------------
+# The worker's own code is a string, compiled in a forked child that sends back the marshalled
+# code object: the parser's peak (about 1.5 MiB here) stays in the child, which exits, instead
+# of remaining in this process for good as a fragmented heap. Every idle session pays for what
+# its `default` worker keeps.
+
+
+def _compile_apart(src, name):
+    """`compile(src, name, "exec")` in a forked child; here when that fails."""
+    import os
+    import marshal
+
+    try:
+        r, w = os.pipe()
+    except OSError:
+        return compile(src, name, "exec")
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(r)
+        os.close(w)
+        return compile(src, name, "exec")
+    if pid == 0:
+        status = 1
+        try:
+            os.close(r)
+            data = memoryview(marshal.dumps(compile(src, name, "exec")))
+            while data:
+                data = data[os.write(w, data):]
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(w)
+    chunks = []
+    try:
+        while True:
+            chunk = os.read(r, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+    if status != 0:
+        return compile(src, name, "exec")
+    return marshal.loads(b"".join(chunks))
+
+
+exec(_compile_apart(globals().pop("_WORKER_SRC"), "<hutch-worker>"))

@@ -27,6 +27,9 @@ use crate::{BenchError, Samples};
 /// How long memory is left to settle (freed pages returned, reclaim done) before a reading.
 const SETTLE: Duration = Duration::from_secs(2);
 
+/// Time to live of the sessions the density run holds (the most a session may ask for).
+const HELD_TTL_SECONDS: u64 = 28_800;
+
 /// The host's `MemAvailable`, in KiB.
 pub fn mem_available_kib() -> io::Result<u64> {
     let meminfo = fs::read_to_string("/proc/meminfo")?;
@@ -136,6 +139,164 @@ pub struct DensityReport {
     /// What the server and the host held before the first create and with every session
     /// held, when the benchmark started the server itself.
     pub kernel: Option<(Held, Held)>,
+    /// The kernel's own memory per idle session (see [`KernelMemory`]), KiB.
+    pub kernel_memory: KernelMemory,
+    /// The sessions' processes while idle, when the benchmark started the server itself.
+    pub processes: Option<SessionProcesses>,
+}
+
+/// What the kernel holds for itself, from `/proc/meminfo` (KiB): at one moment, or its
+/// growth per session.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KernelMemory {
+    /// `Slab`: kernel objects (cgroups, namespaces, mounts, inodes, dentries, …).
+    pub slab: f64,
+    /// `KernelStack`: a kernel stack per thread.
+    pub kernel_stack: f64,
+    /// `PageTables`: the processes' page tables.
+    pub page_tables: f64,
+    /// `Percpu`: per-CPU allocations (cgroup statistics among them).
+    pub percpu: f64,
+}
+
+impl KernelMemory {
+    /// Reads it now.
+    pub fn read() -> io::Result<KernelMemory> {
+        let meminfo = fs::read_to_string("/proc/meminfo")?;
+        let field = |name: &str| -> f64 {
+            meminfo
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0)
+        };
+        Ok(KernelMemory {
+            slab: field("Slab"),
+            kernel_stack: field("KernelStack"),
+            page_tables: field("PageTables"),
+            percpu: field("Percpu"),
+        })
+    }
+
+    /// The growth from `before` to `self`, shared by `count`.
+    fn per(&self, before: &KernelMemory, count: usize) -> KernelMemory {
+        let n = count.max(1) as f64;
+        KernelMemory {
+            slab: (self.slab - before.slab) / n,
+            kernel_stack: (self.kernel_stack - before.kernel_stack) / n,
+            page_tables: (self.page_tables - before.page_tables) / n,
+            percpu: (self.percpu - before.percpu) / n,
+        }
+    }
+}
+
+/// The mean memory of the sessions' agents (the server's `hutch agent` children whose worker
+/// has started: the warm pool's are left out) and of their `default` context workers (the
+/// agents' python children), from `smaps_rollup`, KiB.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionProcesses {
+    /// Agents measured.
+    pub agents: usize,
+    /// Their mean `Rss`, `Pss` and `Private_Dirty` (memory no other process shares: the
+    /// heap, the stacks, and the pages of the executable the loader relocated).
+    pub agent: ProcessMemory,
+    /// Workers measured.
+    pub workers: usize,
+    /// Their mean `Rss`, `Pss` and `Private_Dirty`.
+    pub worker: ProcessMemory,
+}
+
+/// One process's (or a mean) resident, proportional and private dirty memory, KiB.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessMemory {
+    /// `Rss`.
+    pub rss: f64,
+    /// `Pss`.
+    pub pss: f64,
+    /// `Private_Dirty`.
+    pub private_dirty: f64,
+}
+
+impl ProcessMemory {
+    fn read(pid: u32) -> Option<ProcessMemory> {
+        let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+        let field = |name: &str| -> Option<f64> {
+            rollup
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        };
+        Some(ProcessMemory {
+            rss: field("Rss")?,
+            pss: field("Pss")?,
+            private_dirty: field("Private_Dirty")?,
+        })
+    }
+
+    fn mean(all: &[ProcessMemory]) -> ProcessMemory {
+        let n = all.len().max(1) as f64;
+        ProcessMemory {
+            rss: all.iter().map(|m| m.rss).sum::<f64>() / n,
+            pss: all.iter().map(|m| m.pss).sum::<f64>() / n,
+            private_dirty: all.iter().map(|m| m.private_dirty).sum::<f64>() / n,
+        }
+    }
+}
+
+impl SessionProcesses {
+    /// Measures the agents of the server `server_pid` and their python workers now.
+    pub fn measure(server_pid: u32) -> io::Result<SessionProcesses> {
+        // (pid, parent, name) of every process.
+        let mut all = Vec::new();
+        for entry in fs::read_dir("/proc")?.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // `pid (name) state ppid …`; the name may hold spaces and parentheses.
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let name = stat[open + 1..close].to_owned();
+            let parent = stat[close + 1..]
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(parent) = parent {
+                all.push((pid, parent, name));
+            }
+        }
+        let agents: Vec<u32> = all
+            .iter()
+            .filter(|(_, parent, _)| *parent == server_pid)
+            .map(|(pid, _, _)| *pid)
+            .collect();
+        let workers: Vec<(u32, u32)> = all
+            .iter()
+            .filter(|(_, parent, name)| agents.contains(parent) && name.starts_with("python"))
+            .map(|(pid, parent, _)| (*pid, *parent))
+            .collect();
+        // Only the agents of sessions (their worker started), not those of the warm pool.
+        let agent: Vec<ProcessMemory> = agents
+            .iter()
+            .filter(|a| workers.iter().any(|(_, parent)| parent == *a))
+            .filter_map(|p| ProcessMemory::read(*p))
+            .collect();
+        let worker: Vec<ProcessMemory> = workers
+            .iter()
+            .filter_map(|(p, _)| ProcessMemory::read(*p))
+            .collect();
+        Ok(SessionProcesses {
+            agents: agent.len(),
+            agent: ProcessMemory::mean(&agent),
+            workers: worker.len(),
+            worker: ProcessMemory::mean(&worker),
+        })
+    }
 }
 
 /// Kernel objects a server's sessions hold, counted at one moment.
@@ -182,8 +343,14 @@ pub async fn density(
 ) -> Result<DensityReport, BenchError> {
     tokio::time::sleep(SETTLE).await;
     let baseline = mem_available_kib().map_err(meminfo)?;
+    let kernel_baseline = KernelMemory::read().map_err(meminfo)?;
     let held_before = server.map(Held::measure).transpose()?;
     let mut ids = Vec::new();
+    // Alive until every one is measured and asked to answer, however long filling takes.
+    let held_session = CreateSessionRequest {
+        ttl: Some(HELD_TTL_SECONDS),
+        ..CreateSessionRequest::default()
+    };
     let started = Instant::now();
     let stop = loop {
         if ids.len() >= cap {
@@ -192,15 +359,13 @@ pub async fn density(
         if mem_available_kib().map_err(meminfo)? < floor_kib {
             break Stop::MemoryFloor;
         }
-        match client
-            .create_session(&CreateSessionRequest::default())
-            .await
-        {
+        match client.create_session(&held_session).await {
             Ok(session) => ids.push(session.session_id),
             Err(e) => break Stop::CreateFailed(e.to_string()),
         }
     };
-    let mut measured = measure_held(client, &ids, baseline, started).await;
+    let mut measured =
+        measure_held(client, &ids, (baseline, kernel_baseline), started, server).await;
     if let (Ok(report), Some(server), Some(before)) = (&mut measured, server, held_before) {
         // Measured while all sessions are still there (they were resumed).
         report.kernel = Some((before, Held::measure(server)?));
@@ -223,8 +388,9 @@ pub async fn density(
 async fn measure_held(
     client: &HutchClient,
     ids: &[Uuid],
-    baseline: u64,
+    (baseline, kernel_baseline): (u64, KernelMemory),
     started: Instant,
+    server: Option<&Watched>,
 ) -> Result<DensityReport, BenchError> {
     let n = ids.len().max(1) as f64;
     for id in ids {
@@ -233,6 +399,13 @@ async fn measure_held(
     let fill = started.elapsed();
     tokio::time::sleep(SETTLE).await;
     let idle = mem_available_kib().map_err(meminfo)?;
+    let kernel_memory = KernelMemory::read()
+        .map_err(meminfo)?
+        .per(&kernel_baseline, ids.len());
+    let processes = server
+        .map(|s| SessionProcesses::measure(s.pid))
+        .transpose()
+        .map_err(|e| BenchError::Server(format!("measuring the sessions' processes: {e}")))?;
     let (idle_cgroup, idle_rss, pids) = stats_sums(client, ids).await?;
     for id in ids {
         client.pause_session(*id).await.map_err(api("pause"))?;
@@ -268,6 +441,8 @@ async fn measure_held(
         pids: pids as f64 / n,
         answered,
         kernel: None,
+        kernel_memory,
+        processes,
     })
 }
 

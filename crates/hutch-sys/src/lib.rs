@@ -5,6 +5,7 @@
 //! such call is here, built on `rustix` wherever it covers the call, so that the agent itself
 //! holds no `unsafe` code (its crate denies it) and each wrapper has tests of its own.
 //!
+//! - [`heap`]: the C allocator's arenas, and giving its free memory back;
 //! - [`idmap`]: idmapped mounts, a sandbox's view of the shared layers in its own id range
 //!   (used by the runtime that builds sandboxes, and by a sandbox's first process);
 //! - [`fs`]: descriptor-relative file access, and the confinement core [`fs::openat2`], which
@@ -15,6 +16,7 @@
 //! - [`random_u64`]: kernel randomness.
 
 pub mod fs;
+pub mod heap;
 pub mod idmap;
 pub mod pipe;
 pub mod process;

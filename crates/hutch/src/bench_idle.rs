@@ -11,14 +11,16 @@ use hutch_client::HutchClient;
 use crate::bench::{BenchArgs, row};
 
 /// `hutch serve` arguments of the server the benchmark starts: room for the sessions it holds
-/// (each asks for the default 512 MiB of memory limit, which is not memory used).
+/// (each asks for the default 512 MiB of memory limit, which is not memory used); what stops
+/// the run is the `--sessions` cap, the memory floor or a failed create, not an admission
+/// limit.
 pub(crate) const SERVER_ARGS: &[&str] = &[
     "--max-sessions",
-    "1000",
+    "100000",
     "--tenant-max-sessions",
-    "1000",
+    "100000",
     "--tenant-max-memory-mb",
-    "1048576",
+    "51200000",
 ];
 
 /// Peers started when the run is not quick (each is a few MiB; enough to average).
@@ -104,6 +106,27 @@ pub(crate) async fn run(
     println!(
         "{:<46} {:>12.1}",
         "hutch: processes and threads per session", density.pids
+    );
+    if let Some(p) = &density.processes {
+        for (what, count, m) in [
+            ("agent", p.agents, &p.agent),
+            ("default worker", p.workers, &p.worker),
+        ] {
+            println!(
+                "  {what} (mean of {count}): private {:.2}, Pss {:.2}, Rss {:.2}",
+                mib(m.private_dirty),
+                mib(m.pss),
+                mib(m.rss)
+            );
+        }
+    }
+    let k = &density.kernel_memory;
+    println!(
+        "  kernel (growth of /proc/meminfo): slab {:.2}, kernel stacks {:.2}, page tables {:.2}, per-CPU {:.2}",
+        mib(k.slab),
+        mib(k.kernel_stack),
+        mib(k.page_tables),
+        mib(k.percpu)
     );
     peer_row("podman run -d … sleep infinity", &podman);
     peer_row("unshare (pid,mnt,net,ipc,uts) sleep", &unshare);

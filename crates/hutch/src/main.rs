@@ -93,6 +93,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The agent (one per session, exactly `hutch agent`) skips clap: building the whole
+    // command tree to parse one word leaves freed memory behind in every session.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == "agent") && args.next().is_none() {
+        return agent::main();
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Agent => return agent::main(),

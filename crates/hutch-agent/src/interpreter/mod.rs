@@ -132,6 +132,9 @@ pub(crate) fn prewarm(agent: &Arc<Agent>) {
                 tracing::warn!(error = %e, "the default interpreter context did not start");
             }
         }
+        // The agent's start is over (its root file system built, the worker started): what
+        // the allocator freed on the way goes back, instead of staying in every idle session.
+        hutch_sys::heap::give_back_free();
     });
 }
 

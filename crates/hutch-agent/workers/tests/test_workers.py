@@ -255,6 +255,14 @@ class PlainPythonTest(unittest.TestCase):
         msgs = self.w.run("import os\n'HUTCH_KERNEL' in os.environ")
         self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], "False")
 
+    def test_the_start_leaves_no_child_behind(self):
+        # The worker's code was compiled in a forked child (`_compile_apart`), which was reaped.
+        msgs = self.w.run(
+            "import os\nopen('/proc/%d/task/%d/children' % (os.getpid(), os.getpid())).read()"
+        )
+        [res] = by_type(msgs, "result")
+        self.assertEqual(res["data"]["text/plain"], "''")
+
     def test_last_expression_is_the_result_and_state_persists(self):
         self.assertEqual(done(self.w.run("x = 6 * 7"))["status"], "ok")
         msgs = self.w.run("y = x\ny")
