@@ -82,7 +82,7 @@ pub use ratelimit::{
 pub use sessions::{NetworkLimits, RecoverySummary, SessionError};
 pub use storage::archive::ArchiveError;
 pub use storage::{StorageLimits, TransferError};
-pub use store::StoreError;
+pub use store::{POSTGRES_TIMEOUT, StoreError, StoreLocation};
 pub use tls::{Tls, TlsError};
 
 use auth::Verifier;
@@ -124,6 +124,12 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Directory of the database and the generated token secret; created if missing.
     pub data_dir: PathBuf,
+    /// Where the sessions store is: `None` for SQLite in `{data_dir}/hutch.db` (the default),
+    /// or a PostgreSQL database that several replicas may share.
+    pub store: Option<StoreLocation>,
+    /// Whether pending store migrations are applied at start (otherwise the schema must be up
+    /// to date: `hutch migrate`).
+    pub migrate: bool,
     /// HS256 secret; when `None` one is kept in `{data_dir}/jwt-secret`.
     pub jwt_secret: Option<String>,
     /// Most sessions alive at once (in any state); past it creates answer 503 `capacity`.
@@ -181,11 +187,20 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// Where the sessions store is: [`ServerConfig::store`], or SQLite in the data directory.
+    pub fn store_location(&self) -> StoreLocation {
+        self.store
+            .clone()
+            .unwrap_or_else(|| StoreLocation::Sqlite(self.data_dir.join(DATABASE_FILE)))
+    }
+
     /// The defaults, with data in `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
             data_dir: data_dir.into(),
+            store: None,
+            migrate: true,
             jwt_secret: None,
             max_sessions: DEFAULT_MAX_SESSIONS,
             reaper_interval: DEFAULT_REAPER_INTERVAL,
@@ -347,7 +362,9 @@ impl Server {
             tracing::info!(path = %path.display(), "created a new token secret");
         }
         let ports = Arc::new(ports::Ports::new(&config.ports, secret.as_bytes()));
-        let store = store::Store::open(&config.data_dir.join(DATABASE_FILE)).await?;
+        let location = config.store_location();
+        let store = store::Store::open(&location, config.migrate).await?;
+        tracing::info!(store = %location.display(), kind = location.kind(), "store open");
         let metrics = metrics::Metrics::new();
         let runtime: Arc<dyn hutch_sandbox::Runtime> =
             Arc::new(metrics::MeteredRuntime::new(runtime, metrics.clone()));
