@@ -117,6 +117,13 @@ pub const DATABASE_FILE: &str = "hutch.db";
 /// Directory of storage context content inside the data directory.
 pub const CONTEXTS_DIR: &str = "contexts";
 
+/// Applies the pending migrations of the store at `location` (`hutch migrate`).
+pub async fn migrate(location: &StoreLocation) -> Result<(), StoreError> {
+    let store = store::Store::open(location, true).await?;
+    store.close().await;
+    Ok(())
+}
+
 /// How to run the control plane.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -127,6 +134,9 @@ pub struct ServerConfig {
     /// Where the sessions store is: `None` for SQLite in `{data_dir}/hutch.db` (the default),
     /// or a PostgreSQL database that several replicas may share.
     pub store: Option<StoreLocation>,
+    /// This server's name among those sharing one store: every `/metrics` series carries it as
+    /// the `replica` label. `None`: no label.
+    pub replica: Option<String>,
     /// Whether pending store migrations are applied at start (otherwise the schema must be up
     /// to date: `hutch migrate`).
     pub migrate: bool,
@@ -200,6 +210,7 @@ impl ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
             data_dir: data_dir.into(),
             store: None,
+            replica: None,
             migrate: true,
             jwt_secret: None,
             max_sessions: DEFAULT_MAX_SESSIONS,
@@ -365,7 +376,7 @@ impl Server {
         let location = config.store_location();
         let store = store::Store::open(&location, config.migrate).await?;
         tracing::info!(store = %location.display(), kind = location.kind(), "store open");
-        let metrics = metrics::Metrics::new();
+        let metrics = metrics::Metrics::for_replica(config.replica.as_deref());
         let runtime: Arc<dyn hutch_sandbox::Runtime> =
             Arc::new(metrics::MeteredRuntime::new(runtime, metrics.clone()));
         let blobs = storage::blobs::LocalBlobs::open(&config.data_dir.join(CONTEXTS_DIR)).map_err(

@@ -183,6 +183,37 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the database could not be reached or did not answer in time (PostgreSQL down,
+    /// restarting, unreachable, or every connection busy past the timeout), as opposed to a
+    /// fault in what was asked: the request may succeed when retried later.
+    pub fn is_unavailable(&self) -> bool {
+        let source = match self {
+            StoreError::Open { source, .. } | StoreError::Query { source, .. } => source,
+            _ => return false,
+        };
+        match source {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            // PostgreSQL's SQLSTATEs: class 08 (connection exception), 57P01..57P03 (the
+            // server is shutting down or starting), 57014 (statement_timeout), 55P03
+            // (lock_timeout), 53300 (too many connections).
+            sqlx::Error::Database(err) => err.code().is_some_and(|code| {
+                code.starts_with("08")
+                    || matches!(
+                        &*code,
+                        "57P01" | "57P02" | "57P03" | "57014" | "55P03" | "53300"
+                    )
+            }),
+            _ => false,
+        }
+    }
+}
+
 /// The limits a new row must fit in (see [`Store::insert_creating_within`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RowLimits {
@@ -505,6 +536,7 @@ impl Store {
     }
 
     /// Where the store is.
+    #[cfg(test)]
     pub(crate) fn location(&self) -> &StoreLocation {
         &self.location
     }
@@ -523,6 +555,7 @@ impl Store {
     /// Closes every connection (checkpointing SQLite's WAL).
     pub(crate) async fn close(&self) {
         on_pool!(self, |pool| pool.close().await);
+        tracing::debug!(store = %self.location.display(), "store closed");
     }
 
     /// Inserts a new row in state CREATING unless `max_rows` rows exist already.
@@ -1364,5 +1397,60 @@ mod tests {
         );
         Store::open(&fresh, true).await.unwrap().close().await;
         Store::open(&fresh, false).await.unwrap().close().await;
+    }
+
+    /// PostgreSQL refusing this server's connections (its role held to 0 connections, those
+    /// open ended): a statement fails within the store's timeout with an error that says
+    /// "unavailable" (so requests answer 503 `store_unavailable`), and once PostgreSQL accepts
+    /// connections again the same store works on its own, with its rows intact.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_loss_is_unavailable_and_recovered_from() {
+        let (url, role) = testing::postgres_database_of_a_role().await;
+        let store = Store::open(&StoreLocation::Postgres(url), true)
+            .await
+            .unwrap();
+        let s = session("a", 1);
+        assert!(store.insert_creating(&s, 10).await.unwrap());
+        testing::admin(&[
+            &format!("ALTER ROLE {role} CONNECTION LIMIT 0"),
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+            ),
+        ])
+        .await;
+        let started = std::time::Instant::now();
+        let err = store.get(s.id).await.unwrap_err();
+        assert!(err.is_unavailable(), "{err:?}");
+        assert!(
+            started.elapsed() < POSTGRES_TIMEOUT * 3,
+            "took {:?}",
+            started.elapsed()
+        );
+        let api = crate::error::ApiError::from(err);
+        assert_eq!(api.code(), hutch_api::ErrorCode::StoreUnavailable);
+        testing::admin(&[&format!("ALTER ROLE {role} CONNECTION LIMIT -1")]).await;
+        assert_eq!(store.get(s.id).await.unwrap().unwrap(), s);
+        store.close().await;
+    }
+
+    /// Errors in what was asked are not "unavailable": they stay 500 `internal`.
+    #[test]
+    fn only_reachability_errors_are_unavailable() {
+        let corrupt = StoreError::Corrupt {
+            id: "x".to_owned(),
+            column: "status",
+            reason: "bad".to_owned(),
+        };
+        assert!(!corrupt.is_unavailable());
+        let timed_out = StoreError::Query {
+            op: "get session",
+            source: sqlx::Error::PoolTimedOut,
+        };
+        assert!(timed_out.is_unavailable());
+        let not_found = StoreError::Query {
+            op: "get session",
+            source: sqlx::Error::RowNotFound,
+        };
+        assert!(!not_found.is_unavailable());
     }
 }

@@ -52,6 +52,9 @@ struct Cli {
 enum Command {
     /// Serve the API (control plane and linux runtime); needs root.
     Serve(Box<serve::ServeArgs>),
+    /// Apply the sessions store's pending migrations (SQLite or `--store postgres://…`), and
+    /// exit.
+    Migrate(serve::MigrateArgs),
     /// Mint a bearer token with the server's secret.
     Token(token::TokenArgs),
     /// Measure hutch beside a peer in the same run.
@@ -107,6 +110,7 @@ fn main() -> ExitCode {
         Command::Mcp(args) => return mcp::main(args),
         Command::Serve(args) => serve::main(*args),
         Command::Token(args) => token::main(args),
+        Command::Migrate(args) => serve::migrate_main(args),
         Command::Bench(args) => bench::main(args),
     };
     match result {

@@ -54,17 +54,38 @@ pub(crate) fn postgres_url(name: &str) -> String {
 
 /// A new, empty database in the test cluster; returns its URL.
 pub(crate) async fn postgres_database() -> String {
-    use sqlx::Connection as _;
     let name = format!("t_{}", Uuid::new_v4().simple());
+    admin(&[&format!("CREATE DATABASE {name}")]).await;
+    postgres_url(&name)
+}
+
+/// A new, empty database owned by a new role that is not a superuser (so that limits on
+/// roles apply to it); returns its URL, connecting as that role, and the role's name.
+pub(crate) async fn postgres_database_of_a_role() -> (String, String) {
+    let name = format!("t_{}", Uuid::new_v4().simple());
+    admin(&[
+        &format!("CREATE ROLE {name} LOGIN"),
+        &format!("CREATE DATABASE {name} OWNER {name}"),
+    ])
+    .await;
+    let url =
+        postgres_url(&name).replacen("postgres://postgres@", &format!("postgres://{name}@"), 1);
+    (url, name)
+}
+
+/// Runs statements as the cluster's superuser.
+pub(crate) async fn admin(statements: &[&str]) {
+    use sqlx::Connection as _;
     let mut admin = sqlx::PgConnection::connect(&postgres_url("postgres"))
         .await
         .expect("connecting to the test cluster");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .expect("creating a test database");
+    for statement in statements {
+        sqlx::query(sqlx::AssertSqlSafe(statement.to_string()))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
     admin.close().await.expect("closing the admin connection");
-    postgres_url(&name)
 }
 
 /// A fresh PostgreSQL store (a database of its own in the test cluster), migrated.
