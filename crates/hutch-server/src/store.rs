@@ -1453,4 +1453,28 @@ mod tests {
         };
         assert!(!not_found.is_unavailable());
     }
+
+    /// `--store` takes PostgreSQL URLs only, and its password never reaches logs.
+    #[test]
+    fn store_locations_parse_strictly_and_hide_passwords() {
+        let url = "postgres://hutch:s3cret@db.internal:5432/hutch?sslmode=disable";
+        let location = StoreLocation::postgres(url).unwrap();
+        assert_eq!(location, StoreLocation::Postgres(url.to_owned()));
+        let shown = location.display();
+        assert_eq!(
+            shown,
+            "postgres://hutch:***@db.internal:5432/hutch?sslmode=disable"
+        );
+        assert!(!format!("{location:?}").contains("s3cret"));
+        assert_eq!(
+            StoreLocation::postgres("postgresql://db/hutch")
+                .unwrap()
+                .display(),
+            "postgresql://db/hutch"
+        );
+        for bad in ["sqlite:///tmp/x.db", "mysql://db/x", "db.internal:5432", ""] {
+            let err = StoreLocation::postgres(bad).unwrap_err();
+            assert!(matches!(err, StoreError::Location(_)), "{bad}: {err:?}");
+        }
+    }
 }

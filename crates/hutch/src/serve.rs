@@ -501,7 +501,29 @@ fn try_lines(token: &str, scheme: &str, addr: SocketAddr, tls_cert: Option<&Path
 mod tests {
     use clap::Args;
 
-    use super::ServeArgs;
+    use super::{MigrateArgs, ServeArgs, StoreArgs, migrate_main};
+
+    /// `hutch migrate` without `--store` creates and migrates the SQLite database of the
+    /// data directory, and running it again changes nothing.
+    #[test]
+    fn migrate_brings_a_sqlite_store_up_to_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = || MigrateArgs {
+            data_dir: dir.path().join("data"),
+            store: StoreArgs { url: None },
+        };
+        migrate_main(args()).unwrap();
+        let db = dir.path().join("data").join(hutch_server::DATABASE_FILE);
+        assert!(db.exists());
+        migrate_main(args()).unwrap();
+        let refused = migrate_main(MigrateArgs {
+            data_dir: dir.path().to_owned(),
+            store: StoreArgs {
+                url: Some("mysql://db/hutch".to_owned()),
+            },
+        });
+        assert!(refused.is_err());
+    }
 
     /// Every option of `hutch serve`, read from its clap definition, has its row in the
     /// option table of docs/operations.md, naming its environment variable.
