@@ -112,6 +112,10 @@ deps_test() {
     for pkg in podman runc; do
         pkg_installed "$pkg" || need+=("$pkg")
     done
+    # The store tests (crates/hutch-server/src/store/testing.rs) run against a real
+    # PostgreSQL they start themselves (initdb + postgres on a temporary directory); setpriv
+    # (util-linux) runs it as the package's postgres user.
+    pkg_installed postgresql || need+=(postgresql)
     if ((${#need[@]})); then
         apt_install "${need[@]}"
     fi

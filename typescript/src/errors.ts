@@ -29,6 +29,7 @@
  * │   ├── SyncFailedError             502 sync_failed
  * │   ├── SandboxUnavailableError     502 sandbox_unavailable
  * │   ├── CapacityError               503 capacity
+ * │   ├── StoreUnavailableError       503 store_unavailable (retry later)
  * │   └── DiskFullError               507 disk_full
  * ├── ContextError                    an interpreter context could not be found or started
  * └── ExecutionTimeoutError           an execution ran past its timeout (.execution)
@@ -157,6 +158,8 @@ export class LinkInvalidError extends ApiError {}
 export class SandboxTimeoutError extends ApiError {}
 /** 503 `capacity`: the server runs as many sessions as it may. */
 export class CapacityError extends ApiError {}
+/** 503 `store_unavailable`: the server's sessions store cannot be reached; nothing changed, retry later. */
+export class StoreUnavailableError extends ApiError {}
 /** 422 `language_unavailable`: the session's image lacks the language's program. */
 export class LanguageUnavailableError extends ApiError {}
 /** 404 `image_not_found`: no image of this name here, in its registry or among snapshots. */
@@ -211,6 +214,7 @@ export const ERROR_CLASSES: { readonly [code in ErrorCode]: readonly [number, Ap
   sync_failed: [502, SyncFailedError],
   sandbox_unavailable: [502, SandboxUnavailableError],
   capacity: [503, CapacityError],
+  store_unavailable: [503, StoreUnavailableError],
   disk_full: [507, DiskFullError],
   port_unreachable: [502, PortUnreachableError],
   link_expired: [401, LinkExpiredError],

@@ -46,6 +46,9 @@ pub enum ErrorCode {
     QuotaExceeded,
     /// The server is at capacity and cannot start another sandbox (503).
     Capacity,
+    /// The sessions store (PostgreSQL) cannot be reached or did not answer in time; nothing
+    /// was changed, retry later (503).
+    StoreUnavailable,
     /// The session's sandbox could not be reached or has failed (502).
     SandboxUnavailable,
     /// The session's sandbox did not answer in time: it is stopped or stuck (504).
@@ -110,6 +113,7 @@ impl ErrorCode {
                 502
             }
             ErrorCode::Capacity => 503,
+            ErrorCode::StoreUnavailable => 503,
             ErrorCode::SandboxTimeout => 504,
             ErrorCode::DiskFull => 507,
             ErrorCode::LanguageUnavailable => 422,
@@ -134,6 +138,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::Capacity => "capacity",
+            ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::SandboxUnavailable => "sandbox_unavailable",
             ErrorCode::SandboxTimeout => "sandbox_timeout",
             ErrorCode::DiskFull => "disk_full",
@@ -244,6 +249,7 @@ mod tests {
             ErrorCode::RateLimited,
             ErrorCode::QuotaExceeded,
             ErrorCode::Capacity,
+            ErrorCode::StoreUnavailable,
             ErrorCode::SandboxUnavailable,
             ErrorCode::SandboxTimeout,
             ErrorCode::DiskFull,

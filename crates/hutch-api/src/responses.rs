@@ -89,7 +89,10 @@ error_responses! {
          given.",
         "the sandbox of session 0196a3c2-0000-7000-8000-000000000000 did not answer within 10 s";
     Capacity: Capacity,
-        "`capacity`: the server runs as many sessions as it may; delete one or retry later.",
+        "`capacity`: the server runs as many sessions as it may; delete one or retry later. \
+         Any route that reads or writes sessions may also answer `store_unavailable`: the \
+         sessions store (PostgreSQL) cannot be reached or did not answer in time; nothing \
+         was changed, retry later.",
         "the server runs its maximum of 1000 sessions; delete one or retry later";
     DiskFull: DiskFull,
         "`disk_full`: the session's disk quota is exhausted (`details.path` names the file \

@@ -8,6 +8,7 @@
 //! | route | handler |
 //! |---|---|
 //! | `GET /health` (no auth) | [`health`] |
+//! | `GET /health/live`, `GET /health/ready` (no auth) | [`health_live`], [`health_ready`] |
 //! | `POST /v1/sessions` | [`create_session`] |
 //! | `GET /v1/sessions?limit&offset&status` | [`list_sessions`] |
 //! | `GET /v1/sessions/{id}` | [`get_session`] |
@@ -96,6 +97,8 @@ fn api(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(JSON_BODY_MAX_BYTES));
     Router::new()
         .route("/health", get(health))
+        .route("/health/live", get(health_live))
+        .route("/health/ready", get(health_ready))
         .route("/metrics", get(crate::metrics::scrape))
         .route("/v1/openapi.json", get(crate::openapi::serve_json))
         .route("/docs", get(crate::openapi::serve_docs))
@@ -159,6 +162,69 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
         )
             .into_response()
     }
+}
+
+/// Whether the process serves HTTP at all (a liveness probe: restart it when this fails).
+///
+/// Always 200 with `{"status": "ok"}` while the process answers. No token is needed.
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    operation_id = "healthLive",
+    tag = "meta",
+    responses(
+        (status = 200, description = "The process answers",
+            body = crate::openapi::Health, example = json!({"status": "ok"})),
+    )
+)]
+pub(crate) async fn health_live() -> Response {
+    Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+/// Whether this replica should get traffic (a readiness probe).
+///
+/// 200 once the server has started and its sessions store answers; 503 with
+/// `{"status": "starting"}` while it starts or stops, and with
+/// `{"status": "store_unavailable"}` while the store (PostgreSQL) cannot be reached (the
+/// check waits at most the store's timeout). No token is needed.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    operation_id = "healthReady",
+    tag = "meta",
+    responses(
+        (status = 200, description = "The server serves requests and its store answers",
+            body = crate::openapi::Health, example = json!({"status": "ok"})),
+        (status = 503, description = "The server is starting or stopping, or its store cannot \
+            be reached", body = crate::openapi::Health,
+            example = json!({"status": "store_unavailable"})),
+    )
+)]
+pub(crate) async fn health_ready(State(state): State<AppState>) -> Response {
+    if !state.ready.load(Ordering::Acquire) {
+        return health(State(state)).await;
+    }
+    let ping = tokio::time::timeout(crate::store::POSTGRES_TIMEOUT, state.sessions.store.ping());
+    match ping.await {
+        Ok(Ok(())) => Json(serde_json::json!({"status": "ok"})).into_response(),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %crate::error::chain(&err), "readiness: the store does not answer");
+            store_unavailable()
+        }
+        Err(_) => {
+            tracing::warn!("readiness: the store did not answer in time");
+            store_unavailable()
+        }
+    }
+}
+
+/// The 503 of `/health/ready` while the store cannot be reached.
+fn store_unavailable() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(serde_json::json!({"status": "store_unavailable"})),
+    )
+        .into_response()
 }
 
 /// Creates a session.

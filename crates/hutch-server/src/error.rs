@@ -154,6 +154,9 @@ pub enum ApiError {
     /// The uploaded archive is not an importable image (422).
     #[error("{0}")]
     ImageImportFailed(String),
+    /// The sessions store cannot be reached or did not answer in time (503).
+    #[error("the sessions store is unavailable; retry later")]
+    StoreUnavailable(#[source] crate::store::StoreError),
     /// An unexpected fault inside hutch (500); the cause is logged, not sent.
     #[error("internal error")]
     Internal(#[source] Cause),
@@ -218,6 +221,7 @@ impl ApiError {
             ApiError::ImagePullFailed { .. } => ErrorCode::ImagePullFailed,
             ApiError::ImageImportFailed(_) => ErrorCode::ImageImportFailed,
             ApiError::Internal(_) => ErrorCode::Internal,
+            ApiError::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
             ApiError::PortUnreachable { .. } => ErrorCode::PortUnreachable,
             ApiError::PortConnections { .. } => ErrorCode::RateLimited,
             ApiError::LinkExpired(_) => ErrorCode::LinkExpired,
@@ -316,7 +320,20 @@ impl ApiError {
             ApiError::Capacity(message) => {
                 tracing::warn!(%message, "refused a session: at capacity");
             }
+            ApiError::StoreUnavailable(source) => {
+                tracing::warn!(error = %chain(source), "request failed: store unavailable");
+            }
             _ => {}
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(err: crate::store::StoreError) -> Self {
+        if err.is_unavailable() {
+            ApiError::StoreUnavailable(err)
+        } else {
+            ApiError::Internal(Box::new(err))
         }
     }
 }
@@ -409,7 +426,7 @@ impl From<SessionError> for ApiError {
             }
             SessionError::Image(err) => err.into(),
             SessionError::Sandbox(err) => err.into(),
-            SessionError::Store(err) => ApiError::Internal(Box::new(err)),
+            SessionError::Store(err) => ApiError::from(err),
         }
     }
 }
@@ -433,7 +450,7 @@ impl From<crate::storage::StorageError> for ApiError {
                 requested: None,
                 message: err.to_string(),
             },
-            StorageError::Store(err) => ApiError::Internal(Box::new(err)),
+            StorageError::Store(err) => ApiError::from(err),
         }
     }
 }

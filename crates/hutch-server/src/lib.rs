@@ -85,7 +85,7 @@ pub use sessions::{NetworkLimits, RecoverySummary, SessionError};
 pub use storage::archive::ArchiveError;
 pub use storage::s3::{BlobStoreUrlError, S3Config};
 pub use storage::{StorageLimits, TransferError};
-pub use store::StoreError;
+pub use store::{POSTGRES_TIMEOUT, StoreError, StoreLocation};
 pub use tls::{Tls, TlsError};
 
 use auth::Verifier;
@@ -120,6 +120,13 @@ pub const DATABASE_FILE: &str = "hutch.db";
 /// Directory of storage context content inside the data directory.
 pub const CONTEXTS_DIR: &str = "contexts";
 
+/// Applies the pending migrations of the store at `location` (`hutch migrate`).
+pub async fn migrate(location: &StoreLocation) -> Result<(), StoreError> {
+    let store = store::Store::open(location, true).await?;
+    store.close().await;
+    Ok(())
+}
+
 /// How to run the control plane.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -127,6 +134,15 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Directory of the database and the generated token secret; created if missing.
     pub data_dir: PathBuf,
+    /// Where the sessions store is: `None` for SQLite in `{data_dir}/hutch.db` (the default),
+    /// or a PostgreSQL database that several replicas may share.
+    pub store: Option<StoreLocation>,
+    /// This server's name among those sharing one store: every `/metrics` series carries it as
+    /// the `replica` label. `None`: no label.
+    pub replica: Option<String>,
+    /// Whether pending store migrations are applied at start (otherwise the schema must be up
+    /// to date: `hutch migrate`).
+    pub migrate: bool,
     /// HS256 secret; when `None` one is kept in `{data_dir}/jwt-secret`.
     pub jwt_secret: Option<String>,
     /// Most sessions alive at once (in any state); past it creates answer 503 `capacity`.
@@ -187,11 +203,21 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// Where the sessions store is: [`ServerConfig::store`], or SQLite in the data directory.
+    pub fn store_location(&self) -> StoreLocation {
+        self.store
+            .clone()
+            .unwrap_or_else(|| StoreLocation::Sqlite(self.data_dir.join(DATABASE_FILE)))
+    }
+
     /// The defaults, with data in `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
             data_dir: data_dir.into(),
+            store: None,
+            replica: None,
+            migrate: true,
             jwt_secret: None,
             max_sessions: DEFAULT_MAX_SESSIONS,
             reaper_interval: DEFAULT_REAPER_INTERVAL,
@@ -365,8 +391,10 @@ impl Server {
             tracing::info!(path = %path.display(), "created a new token secret");
         }
         let ports = Arc::new(ports::Ports::new(&config.ports, secret.as_bytes()));
-        let store = store::Store::open(&config.data_dir.join(DATABASE_FILE)).await?;
-        let metrics = metrics::Metrics::new();
+        let location = config.store_location();
+        let store = store::Store::open(&location, config.migrate).await?;
+        tracing::info!(store = %location.display(), kind = location.kind(), "store open");
+        let metrics = metrics::Metrics::for_replica(config.replica.as_deref());
         let runtime: Arc<dyn hutch_sandbox::Runtime> =
             Arc::new(metrics::MeteredRuntime::new(runtime, metrics.clone()));
         // Before recovery, which watches the sandboxes it adopts.

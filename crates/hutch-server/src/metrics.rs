@@ -125,6 +125,12 @@ impl Default for Metrics {
 impl Metrics {
     /// A fresh set of metrics, described, with the unlabelled and per-state series at zero.
     pub(crate) fn new() -> Metrics {
+        Metrics::for_replica(None)
+    }
+
+    /// [`Metrics::new`], with every series labelled `replica="<name>"` when a name is given
+    /// (`--replica`: tells apart the servers that share one store).
+    pub(crate) fn for_replica(replica: Option<&str>) -> Metrics {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(HTTP_REQUEST_DURATION.into()), HTTP_BUCKETS)
             .and_then(|b| {
@@ -138,6 +144,10 @@ impl Metrics {
                 tracing::error!(error = %err, "metrics buckets refused; histograms become summaries");
                 PrometheusBuilder::new()
             });
+        let builder = match replica {
+            Some(name) => builder.add_global_label("replica", name),
+            None => builder,
+        };
         let recorder = Arc::new(builder.build_recorder());
         let handle = recorder.handle();
         let this = Metrics { recorder, handle };
@@ -743,6 +753,21 @@ mod tests {
         a.count_execution();
         assert_eq!(sample(&a.render(), COMMAND_EXECUTIONS, &[]), Some(1.0));
         assert_eq!(sample(&b.render(), COMMAND_EXECUTIONS, &[]), Some(0.0));
+    }
+
+    #[test]
+    fn a_named_replica_labels_every_series() {
+        let m = Metrics::for_replica(Some("a"));
+        m.count_execution();
+        let text = m.render();
+        assert_eq!(
+            sample(&text, COMMAND_EXECUTIONS, &[("replica", "a")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, SESSIONS, &[("replica", "a"), ("state", "RUNNING")]),
+            Some(0.0)
+        );
     }
 
     #[test]

@@ -170,18 +170,21 @@ pub(crate) async fn serve_docs() -> Response {
 #[allow(dead_code)] // documents the route of `crate::metrics::scrape`; never called
 pub(crate) fn metrics() {}
 
-/// The body of `GET /health`.
+/// The body of `GET /health`, `/health/live` and `/health/ready`.
 pub(crate) struct Health;
 
 impl PartialSchema for Health {
     fn schema() -> RefOr<Schema> {
         ObjectBuilder::new()
-            .description(Some("Whether the server has finished starting."))
+            .description(Some(
+                "Whether the server has finished starting (and, for `/health/ready`, whether \
+                 its sessions store answers).",
+            ))
             .property(
                 "status",
                 ObjectBuilder::new()
                     .schema_type(Type::String)
-                    .enum_values(Some(["ok", "starting"])),
+                    .enum_values(Some(["ok", "starting", "store_unavailable"])),
             )
             .required("status")
             .into()
@@ -207,6 +210,8 @@ impl ToSchema for Health {}
     ),
     paths(
         crate::api::health,
+        crate::api::health_live,
+        crate::api::health_ready,
         crate::api::create_session,
         crate::api::list_sessions,
         crate::api::get_session,

@@ -1,12 +1,22 @@
 //! The sessions store: every SQL statement of the control plane, behind [`Store`].
 //!
-//! SQLite in WAL mode with `synchronous=NORMAL`, schema in `migrations/` applied on open. Times
-//! are unix milliseconds; metadata, resources, env and the runtime's [`SandboxRecord`] are JSON
-//! text. Queries are checked at run time (no `DATABASE_URL` needed to build).
+//! Two databases, one set of statements: SQLite (the default, a file in the data directory, WAL
+//! mode with `synchronous=NORMAL`) and PostgreSQL (`--store postgres://…`, shared by several
+//! replicas). Each has its schema in its own migrations (`migrations/`,
+//! `migrations-postgres/`), applied on open. Statements use `$N` parameters, which both
+//! drivers read, and portable SQL; the few that differ are chosen per database. Times are unix
+//! milliseconds; ids, metadata, resources, env and the runtime's [`SandboxRecord`] are text
+//! (JSON for the structured ones). Queries are checked at run time (no `DATABASE_URL` needed to
+//! build).
 //!
 //! The store knows rows and their states; it knows nothing of HTTP, tokens, or what a sandbox
 //! is beyond the opaque record it keeps for the runtime. State changes that must not race are
-//! single conditional statements (`UPDATE … WHERE status IN (…) RETURNING …`).
+//! single conditional statements (`UPDATE … WHERE status IN (…) RETURNING …`), which are
+//! atomic on both databases (PostgreSQL re-checks the `WHERE` of a row another transaction
+//! changed meanwhile). Inserts bounded by a count (quotas) are the exception: on PostgreSQL,
+//! under READ COMMITTED, two such statements could both see the count before either insert, so
+//! they run in a transaction that first takes a transaction-scoped advisory lock (see
+//! [`Store::insert_creating_within`] and `docs/architecture.md`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +26,7 @@ use std::time::Duration;
 use hutch_api::{AutoPause, NetworkPolicy, Resources, Session, SessionStatus};
 use hutch_sandbox::SandboxRecord;
 use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -24,6 +35,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 mod contexts;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub(crate) use contexts::{ContextInsert, StoredContext, TaskFilter};
 
@@ -32,6 +45,75 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many times a create whose row did not fit, but would by the time the usage is read
 /// again, is tried.
 const INSERT_ATTEMPTS: usize = 3;
+/// PostgreSQL: how long a request waits for a connection, and for one statement, before it
+/// fails with 503 `store_unavailable` (the database is down or unreachable).
+pub const POSTGRES_TIMEOUT: Duration = Duration::from_secs(5);
+/// PostgreSQL: connections each replica keeps at most.
+const POSTGRES_CONNECTIONS: u32 = 16;
+/// The advisory lock (`pg_advisory_xact_lock`) that serialises the inserts of session rows
+/// across replicas, so the counts each checks (capacity and tenant quotas) are exact.
+const SESSIONS_INSERT_LOCK: i64 = 0x6875_7463_6801;
+/// The first key of the advisory locks (`pg_advisory_xact_lock(key, hashtext(tenant))`) that
+/// serialise the inserts of one tenant's storage contexts.
+const CONTEXTS_INSERT_LOCK: i32 = 0x6863_7478;
+
+/// The statement inserting a session row if it fits in the limits, with the expression that
+/// reads a row's `memoryMb` out of its JSON `resources` (the one thing SQLite and PostgreSQL
+/// spell differently).
+macro_rules! insert_within {
+    ($($memory:tt)*) => {
+        concat!(
+            "INSERT INTO sessions (",
+            columns!(),
+            ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, NULL, NULL, $11 ",
+            "WHERE (SELECT COUNT(*) FROM sessions) < $12 ",
+            "AND (SELECT COUNT(*) FROM sessions WHERE tenant = $13) < $14 ",
+            "AND (SELECT CAST(COALESCE(SUM(",
+            $($memory)*,
+            "), 0) AS BIGINT) FROM sessions WHERE tenant = $15) + $16 <= $17"
+        )
+    };
+}
+
+/// The statement reading what [`insert_within!`] checks: rows in all, and the tenant's rows
+/// and memory.
+macro_rules! usage {
+    ($($memory:tt)*) => {
+        concat!(
+            "SELECT (SELECT COUNT(*) FROM sessions), ",
+            "(SELECT COUNT(*) FROM sessions WHERE tenant = $1), ",
+            "(SELECT CAST(COALESCE(SUM(",
+            $($memory)*,
+            "), 0) AS BIGINT) FROM sessions WHERE tenant = $2)"
+        )
+    };
+}
+
+/// A row's `memoryMb`, in SQLite.
+macro_rules! sqlite_memory {
+    () => {
+        "json_extract(resources, '$.memoryMb')"
+    };
+}
+
+/// A row's `memoryMb`, in PostgreSQL.
+macro_rules! postgres_memory {
+    () => {
+        "CAST(CAST(resources AS jsonb) ->> 'memoryMb' AS BIGINT)"
+    };
+}
+
+/// Runs `$body` (a closure-shaped block) with `$pool` bound to the store's pool, whichever
+/// database it is: the body is written once and compiled for each driver.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::store::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
 
 /// The columns of a session row, in the order [`decode`] reads them.
 macro_rules! columns {
@@ -44,15 +126,28 @@ macro_rules! columns {
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database file could not be opened.
-    #[error("opening the store at {path}")]
+    /// The database could not be opened (or reached).
+    #[error("opening the store at {location}")]
     Open {
-        /// The database file.
-        path: PathBuf,
-        /// What SQLite said.
+        /// The database file, or PostgreSQL's URL without its password.
+        location: String,
+        /// What the driver said.
         #[source]
         source: sqlx::Error,
     },
+    /// The schema is older than this version (and migrations were not to be applied).
+    #[error(
+        "the store's schema is at migration {applied}, this version needs {latest}: run `hutch migrate`"
+    )]
+    Unmigrated {
+        /// The latest migration applied.
+        applied: i64,
+        /// The latest this version knows.
+        latest: i64,
+    },
+    /// The store's location is not a PostgreSQL URL.
+    #[error("--store must be a postgres:// or postgresql:// URL: {0}")]
+    Location(String),
     /// The schema could not be brought up to date.
     #[error("migrating the store")]
     Migrate(#[source] sqlx::migrate::MigrateError),
@@ -61,7 +156,7 @@ pub enum StoreError {
     Query {
         /// What was being done.
         op: &'static str,
-        /// What SQLite said.
+        /// What the driver said.
         #[source]
         source: sqlx::Error,
     },
@@ -86,6 +181,37 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+impl StoreError {
+    /// Whether the database could not be reached or did not answer in time (PostgreSQL down,
+    /// restarting, unreachable, or every connection busy past the timeout), as opposed to a
+    /// fault in what was asked: the request may succeed when retried later.
+    pub fn is_unavailable(&self) -> bool {
+        let source = match self {
+            StoreError::Open { source, .. } | StoreError::Query { source, .. } => source,
+            _ => return false,
+        };
+        match source {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            // PostgreSQL's SQLSTATEs: class 08 (connection exception), 57P01..57P03 (the
+            // server is shutting down or starting), 57014 (statement_timeout), 55P03
+            // (lock_timeout), 53300 (too many connections).
+            sqlx::Error::Database(err) => err.code().is_some_and(|code| {
+                code.starts_with("08")
+                    || matches!(
+                        &*code,
+                        "57P01" | "57P02" | "57P03" | "57014" | "55P03" | "53300"
+                    )
+            }),
+            _ => false,
+        }
+    }
 }
 
 /// The limits a new row must fit in (see [`Store::insert_creating_within`]).
@@ -214,10 +340,84 @@ fn ms_to_time(ms: i64) -> OffsetDateTime {
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
+/// Where the store keeps its rows.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A SQLite database file (the default: `hutch.db` in the data directory).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, by URL (`postgres://user:password@host:port/database`).
+    Postgres(String),
+}
+
+impl StoreLocation {
+    /// A PostgreSQL location from `--store`/`HUTCH_STORE`; refuses anything but a
+    /// `postgres://` or `postgresql://` URL.
+    pub fn postgres(url: &str) -> Result<StoreLocation, StoreError> {
+        let parsed = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Location(format!("{}: {e}", redact(url))))?;
+        drop(parsed);
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(StoreLocation::Postgres(url.to_owned()))
+        } else {
+            Err(StoreError::Location(redact(url)))
+        }
+    }
+
+    /// The location as logs show it: the file, or the URL without its password.
+    pub fn display(&self) -> String {
+        match self {
+            StoreLocation::Sqlite(path) => path.display().to_string(),
+            StoreLocation::Postgres(url) => redact(url),
+        }
+    }
+
+    /// Which database: `sqlite` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreLocation::Sqlite(_) => "sqlite",
+            StoreLocation::Postgres(_) => "postgres",
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.kind(), self.display())
+    }
+}
+
+/// A URL with its password (if any) replaced by `***`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// The pool of one of the two databases.
+#[derive(Debug, Clone)]
+enum Pool {
+    /// SQLite: one file, one process.
+    Sqlite(SqlitePool),
+    /// PostgreSQL: shared by every replica.
+    Postgres(PgPool),
+}
+
 /// The sessions table.
 #[derive(Debug, Clone)]
 pub(crate) struct Store {
-    pool: SqlitePool,
+    pool: Pool,
+    /// Where it is.
+    location: StoreLocation,
 }
 
 /// Creates `path` with mode 0600 if missing, and makes it 0600 if not.
@@ -232,14 +432,30 @@ fn private_file(path: &Path) -> std::io::Result<()> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path` and applies pending migrations.
-    pub(crate) async fn open(path: &Path) -> Result<Store, StoreError> {
+    /// Opens the store at `location` and, with `migrate`, applies pending migrations (without,
+    /// the schema must be up to date already: see `hutch migrate`).
+    pub(crate) async fn open(location: &StoreLocation, migrate: bool) -> Result<Store, StoreError> {
+        let store = match location {
+            StoreLocation::Sqlite(path) => Store::open_sqlite(path).await?,
+            StoreLocation::Postgres(url) => Store::open_postgres(url).await?,
+        };
+        if migrate {
+            store.migrate().await?;
+        } else {
+            store.check_migrated().await?;
+        }
+        Ok(store)
+    }
+
+    /// Opens (creating if needed) the SQLite database at `path`.
+    async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
+        let open_error = |source| StoreError::Open {
+            location: path.display().to_string(),
+            source,
+        };
         // Sessions carry tenants' environment and metadata: only root may read the database.
         // SQLite gives its -wal and -shm files the mode of the database file.
-        private_file(path).map_err(|source| StoreError::Open {
-            path: path.to_owned(),
-            source: sqlx::Error::Io(source),
-        })?;
+        private_file(path).map_err(|source| open_error(sqlx::Error::Io(source)))?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -251,20 +467,95 @@ impl Store {
             .max_connections(8)
             .connect_with(options)
             .await
-            .map_err(|source| StoreError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .map_err(StoreError::Migrate)?;
-        Ok(Store { pool })
+            .map_err(open_error)?;
+        Ok(Store {
+            pool: Pool::Sqlite(pool),
+            location: StoreLocation::Sqlite(path.to_owned()),
+        })
     }
 
-    /// Closes every connection, checkpointing the WAL.
+    /// Connects to the PostgreSQL database at `url`. Every statement is bounded by
+    /// [`POSTGRES_TIMEOUT`] (`statement_timeout`), as is the wait for a connection.
+    async fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        let open_error = |source| StoreError::Open {
+            location: redact(url),
+            source,
+        };
+        let timeout_ms = POSTGRES_TIMEOUT.as_millis().to_string();
+        let options = PgConnectOptions::from_str(url)
+            .map_err(open_error)?
+            .application_name("hutch")
+            .options([
+                ("statement_timeout", timeout_ms.as_str()),
+                ("lock_timeout", timeout_ms.as_str()),
+            ]);
+        let pool = PgPoolOptions::new()
+            .max_connections(POSTGRES_CONNECTIONS)
+            .acquire_timeout(POSTGRES_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(open_error)?;
+        Ok(Store {
+            pool: Pool::Postgres(pool),
+            location: StoreLocation::Postgres(url.to_owned()),
+        })
+    }
+
+    /// Applies pending migrations. On PostgreSQL the migrator holds an advisory lock, so
+    /// replicas starting together migrate once.
+    pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
+        match &self.pool {
+            Pool::Sqlite(pool) => sqlx::migrate!("./migrations").run(pool).await,
+            Pool::Postgres(pool) => sqlx::migrate!("./migrations-postgres").run(pool).await,
+        }
+        .map_err(StoreError::Migrate)
+    }
+
+    /// Fails unless every migration this version knows has been applied.
+    async fn check_migrated(&self) -> Result<(), StoreError> {
+        let migrator = match &self.pool {
+            Pool::Sqlite(_) => sqlx::migrate!("./migrations"),
+            Pool::Postgres(_) => sqlx::migrate!("./migrations-postgres"),
+        };
+        let latest = migrator.iter().map(|m| m.version).max().unwrap_or_default();
+        let applied: Result<Option<i64>, sqlx::Error> = on_pool!(self, |pool| {
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(pool)
+                .await
+        });
+        let applied = match applied {
+            Ok(applied) => applied.unwrap_or_default(),
+            // No migrations table: nothing was ever applied.
+            Err(sqlx::Error::Database(_)) => 0,
+            Err(source) => return Err(query("read applied migrations")(source)),
+        };
+        if applied < latest {
+            return Err(StoreError::Unmigrated { applied, latest });
+        }
+        Ok(())
+    }
+
+    /// Where the store is.
+    #[cfg(test)]
+    pub(crate) fn location(&self) -> &StoreLocation {
+        &self.location
+    }
+
+    /// Whether the database answers a trivial statement (for `/health/ready`).
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(self, |pool| {
+            sqlx::query("SELECT 1")
+                .execute(pool)
+                .await
+                .map_err(query("ping"))?;
+            Ok(())
+        })
+    }
+
+    /// Closes every connection (checkpointing SQLite's WAL).
     pub(crate) async fn close(&self) {
-        self.pool.close().await;
+        on_pool!(self, |pool| pool.close().await);
+        tracing::debug!(store = %self.location.display(), "store closed");
     }
 
     /// Inserts a new row in state CREATING unless `max_rows` rows exist already.
@@ -308,48 +599,74 @@ impl Store {
             .transpose()?;
         let mut outcome = InsertOutcome::Inserted;
         for _ in 0..INSERT_ATTEMPTS {
-            let result = sqlx::query(concat!(
-                "INSERT INTO sessions (",
-                columns!(),
-                ") SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, NULL, ? ",
-                "WHERE (SELECT COUNT(*) FROM sessions) < ? ",
-                "AND (SELECT COUNT(*) FROM sessions WHERE tenant = ?) < ? ",
-                "AND (SELECT COALESCE(SUM(json_extract(resources, '$.memoryMb')), 0) ",
-                "FROM sessions WHERE tenant = ?) + ? <= ?"
-            ))
-            .bind(session.id.to_string())
-            .bind(&session.tenant)
-            .bind(SessionStatus::Creating.as_str())
-            .bind(&session.image)
-            .bind(encode(session.id, "metadata", &session.metadata)?)
-            .bind(encode(session.id, "resources", &session.resources)?)
-            .bind(encode(session.id, "env", &session.env)?)
-            .bind(session.created_at_ms)
-            .bind(session.expires_at_ms)
-            .bind(encode(session.id, "network", &session.network)?)
-            .bind(auto_pause.as_deref())
-            .bind(max_rows)
-            .bind(&session.tenant)
-            .bind(tenant_max_rows)
-            .bind(&session.tenant)
-            .bind(memory_mb)
-            .bind(tenant_max_memory_mb)
-            .execute(&self.pool)
-            .await
-            .map_err(query("insert session"))?;
-            if result.rows_affected() == 1 {
+            /// Binds the parameters of [`insert_within!`].
+            macro_rules! bind_insert {
+                ($sql:expr) => {
+                    sqlx::query($sql)
+                        .bind(session.id.to_string())
+                        .bind(&session.tenant)
+                        .bind(SessionStatus::Creating.as_str())
+                        .bind(&session.image)
+                        .bind(encode(session.id, "metadata", &session.metadata)?)
+                        .bind(encode(session.id, "resources", &session.resources)?)
+                        .bind(encode(session.id, "env", &session.env)?)
+                        .bind(session.created_at_ms)
+                        .bind(session.expires_at_ms)
+                        .bind(encode(session.id, "network", &session.network)?)
+                        .bind(auto_pause.as_deref())
+                        .bind(max_rows)
+                        .bind(&session.tenant)
+                        .bind(tenant_max_rows)
+                        .bind(&session.tenant)
+                        .bind(memory_mb)
+                        .bind(tenant_max_memory_mb)
+                };
+            }
+            let inserted = match &self.pool {
+                // One statement: SQLite's single writer makes the counts and the insert atomic.
+                Pool::Sqlite(pool) => bind_insert!(insert_within!(sqlite_memory!()))
+                    .execute(pool)
+                    .await
+                    .map_err(query("insert session"))?
+                    .rows_affected(),
+                // Several writers: under READ COMMITTED each statement sees the rows committed
+                // when it began, so two concurrent inserts could both fit. The advisory lock,
+                // taken before the statement, makes every insert see all the rows inserted
+                // before it; it is released at commit (or when the connection drops).
+                Pool::Postgres(pool) => {
+                    let mut tx = pool.begin().await.map_err(query("begin insert session"))?;
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                        .bind(SESSIONS_INSERT_LOCK)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query("lock session inserts"))?;
+                    let done = bind_insert!(insert_within!(postgres_memory!()))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query("insert session"))?;
+                    tx.commit().await.map_err(query("commit insert session"))?;
+                    done.rows_affected()
+                }
+            };
+            if inserted == 1 {
                 return Ok(InsertOutcome::Inserted);
             }
-            let (rows, tenant_rows, tenant_memory_mb): (i64, i64, i64) = sqlx::query_as(concat!(
-                "SELECT (SELECT COUNT(*) FROM sessions), ",
-                "(SELECT COUNT(*) FROM sessions WHERE tenant = ?), ",
-                "(SELECT COALESCE(SUM(json_extract(resources, '$.memoryMb')), 0) ",
-                "FROM sessions WHERE tenant = ?)"
-            ))
-            .bind(&session.tenant)
-            .bind(&session.tenant)
-            .fetch_one(&self.pool)
-            .await
+            let (rows, tenant_rows, tenant_memory_mb): (i64, i64, i64) = match &self.pool {
+                Pool::Sqlite(pool) => {
+                    sqlx::query_as(usage!(sqlite_memory!()))
+                        .bind(&session.tenant)
+                        .bind(&session.tenant)
+                        .fetch_one(pool)
+                        .await
+                }
+                Pool::Postgres(pool) => {
+                    sqlx::query_as(usage!(postgres_memory!()))
+                        .bind(&session.tenant)
+                        .bind(&session.tenant)
+                        .fetch_one(pool)
+                        .await
+                }
+            }
             .map_err(query("count sessions of a tenant"))?;
             let as_u64 = |n: i64| u64::try_from(n).unwrap_or_default();
             outcome = if tenant_rows >= tenant_max_rows {
@@ -382,31 +699,35 @@ impl Store {
         id: Uuid,
         record: &SandboxRecord,
     ) -> Result<Option<StoredSession>, StoreError> {
-        let row = sqlx::query(concat!(
-            "UPDATE sessions SET status = 'RUNNING', runtime_record = ? ",
-            "WHERE id = ? AND status = 'CREATING' RETURNING ",
-            columns!()
-        ))
-        .bind(encode(id, "runtime_record", record)?)
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(query("set session running"))?;
-        row.as_ref().map(decode).transpose()
+        on_pool!(self, |pool| {
+            let row = sqlx::query(concat!(
+                "UPDATE sessions SET status = 'RUNNING', runtime_record = $1 ",
+                "WHERE id = $2 AND status = 'CREATING' RETURNING ",
+                columns!()
+            ))
+            .bind(encode(id, "runtime_record", record)?)
+            .bind(id.to_string())
+            .fetch_optional(pool)
+            .await
+            .map_err(query("set session running"))?;
+            row.as_ref().map(decode).transpose()
+        })
     }
 
     /// One row by id.
     pub(crate) async fn get(&self, id: Uuid) -> Result<Option<StoredSession>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM sessions WHERE id = ?"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(query("get session"))?;
-        row.as_ref().map(decode).transpose()
+        on_pool!(self, |pool| {
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM sessions WHERE id = $1"
+            ))
+            .bind(id.to_string())
+            .fetch_optional(pool)
+            .await
+            .map_err(query("get session"))?;
+            row.as_ref().map(decode).transpose()
+        })
     }
 
     /// One page of rows, oldest first, of one tenant (or of all with `None`) and, with
@@ -418,68 +739,75 @@ impl Store {
         limit: u32,
         offset: u64,
     ) -> Result<(Vec<StoredSession>, u64), StoreError> {
-        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
-        let status = status.map(SessionStatus::as_str);
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM sessions WHERE (? IS NULL OR tenant = ?) AND (? IS NULL OR status = ?) ",
-            "ORDER BY created_at, id LIMIT ? OFFSET ?"
-        ))
-        .bind(tenant)
-        .bind(tenant)
-        .bind(status)
-        .bind(status)
-        .bind(i64::from(limit))
-        .bind(offset)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query("list sessions"))?;
-        let total: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM sessions WHERE (? IS NULL OR tenant = ?) \
-             AND (? IS NULL OR status = ?)",
-        )
-        .bind(tenant)
-        .bind(tenant)
-        .bind(status)
-        .bind(status)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(query("count sessions"))?;
-        let sessions = rows.iter().map(decode).collect::<Result<_, _>>()?;
-        Ok((sessions, u64::try_from(total).unwrap_or_default()))
+        on_pool!(self, |pool| {
+            let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+            let status = status.map(SessionStatus::as_str);
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM sessions WHERE ($1 IS NULL OR tenant = $2) AND ($3 IS NULL OR status = $4) ",
+                "ORDER BY created_at, id LIMIT $5 OFFSET $6"
+            ))
+            .bind(tenant)
+            .bind(tenant)
+            .bind(status)
+            .bind(status)
+            .bind(i64::from(limit))
+            .bind(offset)
+            .fetch_all(pool)
+            .await
+            .map_err(query("list sessions"))?;
+            let total: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM sessions WHERE ($1 IS NULL OR tenant = $2) \
+             AND ($3 IS NULL OR status = $4)",
+            )
+            .bind(tenant)
+            .bind(tenant)
+            .bind(status)
+            .bind(status)
+            .fetch_one(pool)
+            .await
+            .map_err(query("count sessions"))?;
+            let sessions = rows.iter().map(decode).collect::<Result<_, _>>()?;
+            Ok((sessions, u64::try_from(total).unwrap_or_default()))
+        })
     }
 
     /// How many rows are in each state (states without rows are left out), for metrics.
     pub(crate) async fn count_by_status(&self) -> Result<Vec<(SessionStatus, u64)>, StoreError> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT status, COUNT(*) FROM sessions GROUP BY status")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(query("count sessions by status"))?;
-        rows.into_iter()
-            .map(|(status, n)| {
-                let state = SessionStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
-                    id: "*".to_owned(),
-                    column: "status",
-                    reason: format!("unknown status {status:?}"),
-                })?;
-                Ok((state, u64::try_from(n).unwrap_or_default()))
-            })
-            .collect()
+        on_pool!(self, |pool| {
+            let rows: Vec<(String, i64)> =
+                sqlx::query_as("SELECT status, COUNT(*) FROM sessions GROUP BY status")
+                    .fetch_all(pool)
+                    .await
+                    .map_err(query("count sessions by status"))?;
+            rows.into_iter()
+                .map(|(status, n)| {
+                    let state =
+                        SessionStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
+                            id: "*".to_owned(),
+                            column: "status",
+                            reason: format!("unknown status {status:?}"),
+                        })?;
+                    Ok((state, u64::try_from(n).unwrap_or_default()))
+                })
+                .collect()
+        })
     }
 
     /// Every row, for crash recovery.
     pub(crate) async fn all(&self) -> Result<Vec<StoredSession>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM sessions ORDER BY created_at, id"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query("list all sessions"))?;
-        rows.iter().map(decode).collect()
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM sessions ORDER BY created_at, id"
+            ))
+            .fetch_all(pool)
+            .await
+            .map_err(query("list all sessions"))?;
+            rows.iter().map(decode).collect()
+        })
     }
 
     /// Changes the expiry, metadata and/or network policy of a row that is not being deleted.
@@ -492,22 +820,24 @@ impl Store {
         metadata: Option<&BTreeMap<String, String>>,
         network: Option<&NetworkPolicy>,
     ) -> Result<Option<StoredSession>, StoreError> {
-        let metadata = metadata.map(|m| encode(id, "metadata", m)).transpose()?;
-        let network = network.map(|n| encode(id, "network", n)).transpose()?;
-        let row = sqlx::query(concat!(
-            "UPDATE sessions SET expires_at = COALESCE(?, expires_at), ",
-            "metadata = COALESCE(?, metadata), network = COALESCE(?, network) ",
-            "WHERE id = ? AND status IN ('CREATING', 'RUNNING', 'PAUSED') RETURNING ",
-            columns!()
-        ))
-        .bind(expires_at_ms)
-        .bind(metadata)
-        .bind(network)
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(query("update session"))?;
-        row.as_ref().map(decode).transpose()
+        on_pool!(self, |pool| {
+            let metadata = metadata.map(|m| encode(id, "metadata", m)).transpose()?;
+            let network = network.map(|n| encode(id, "network", n)).transpose()?;
+            let row = sqlx::query(concat!(
+                "UPDATE sessions SET expires_at = COALESCE($1, expires_at), ",
+                "metadata = COALESCE($2, metadata), network = COALESCE($3, network) ",
+                "WHERE id = $4 AND status IN ('CREATING', 'RUNNING', 'PAUSED') RETURNING ",
+                columns!()
+            ))
+            .bind(expires_at_ms)
+            .bind(metadata)
+            .bind(network)
+            .bind(id.to_string())
+            .fetch_optional(pool)
+            .await
+            .map_err(query("update session"))?;
+            row.as_ref().map(decode).transpose()
+        })
     }
 
     /// Marks a RUNNING row PAUSED at `at_ms` for `cause` and returns it; `None` if there is no
@@ -518,46 +848,52 @@ impl Store {
         at_ms: i64,
         cause: PauseCause,
     ) -> Result<Option<StoredSession>, StoreError> {
-        let row = sqlx::query(concat!(
-            "UPDATE sessions SET status = 'PAUSED', paused_at = ?, pause_cause = ? ",
-            "WHERE id = ? AND status = 'RUNNING' RETURNING ",
-            columns!()
-        ))
-        .bind(at_ms)
-        .bind(cause.as_str())
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(query("set session paused"))?;
-        row.as_ref().map(decode).transpose()
+        on_pool!(self, |pool| {
+            let row = sqlx::query(concat!(
+                "UPDATE sessions SET status = 'PAUSED', paused_at = $1, pause_cause = $2 ",
+                "WHERE id = $3 AND status = 'RUNNING' RETURNING ",
+                columns!()
+            ))
+            .bind(at_ms)
+            .bind(cause.as_str())
+            .bind(id.to_string())
+            .fetch_optional(pool)
+            .await
+            .map_err(query("set session paused"))?;
+            row.as_ref().map(decode).transpose()
+        })
     }
 
     /// Marks a PAUSED row RUNNING again and returns it; `None` if there is no such row or it
     /// is not PAUSED.
     pub(crate) async fn set_resumed(&self, id: Uuid) -> Result<Option<StoredSession>, StoreError> {
-        let row = sqlx::query(concat!(
-            "UPDATE sessions SET status = 'RUNNING', paused_at = NULL, pause_cause = NULL ",
-            "WHERE id = ? AND status = 'PAUSED' RETURNING ",
-            columns!()
-        ))
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(query("set session resumed"))?;
-        row.as_ref().map(decode).transpose()
+        on_pool!(self, |pool| {
+            let row = sqlx::query(concat!(
+                "UPDATE sessions SET status = 'RUNNING', paused_at = NULL, pause_cause = NULL ",
+                "WHERE id = $1 AND status = 'PAUSED' RETURNING ",
+                columns!()
+            ))
+            .bind(id.to_string())
+            .fetch_optional(pool)
+            .await
+            .map_err(query("set session resumed"))?;
+            row.as_ref().map(decode).transpose()
+        })
     }
 
     /// RUNNING rows that pause themselves when idle, for the auto-pause pass.
     pub(crate) async fn auto_pausing(&self) -> Result<Vec<StoredSession>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM sessions WHERE status = 'RUNNING' AND auto_pause IS NOT NULL"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query("list auto-pausing sessions"))?;
-        rows.iter().map(decode).collect()
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM sessions WHERE status = 'RUNNING' AND auto_pause IS NOT NULL"
+            ))
+            .fetch_all(pool)
+            .await
+            .map_err(query("list auto-pausing sessions"))?;
+            rows.iter().map(decode).collect()
+        })
     }
 
     /// Marks a row DELETING and returns it, if it is RUNNING, PAUSED or already DELETING and,
@@ -569,95 +905,105 @@ impl Store {
         id: Uuid,
         expired_by: Option<i64>,
     ) -> Result<Option<StoredSession>, StoreError> {
-        let row = sqlx::query(concat!(
-            "UPDATE sessions SET status = 'DELETING' ",
-            "WHERE id = ? AND status IN ('RUNNING', 'PAUSED', 'DELETING') ",
-            "AND (? IS NULL OR expires_at <= ?) RETURNING ",
-            columns!()
-        ))
-        .bind(id.to_string())
-        .bind(expired_by)
-        .bind(expired_by)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(query("mark session deleting"))?;
-        row.as_ref().map(decode).transpose()
+        on_pool!(self, |pool| {
+            let row = sqlx::query(concat!(
+                "UPDATE sessions SET status = 'DELETING' ",
+                "WHERE id = $1 AND status IN ('RUNNING', 'PAUSED', 'DELETING') ",
+                "AND ($2 IS NULL OR expires_at <= $3) RETURNING ",
+                columns!()
+            ))
+            .bind(id.to_string())
+            .bind(expired_by)
+            .bind(expired_by)
+            .fetch_optional(pool)
+            .await
+            .map_err(query("mark session deleting"))?;
+            row.as_ref().map(decode).transpose()
+        })
     }
 
     /// Sets a row's expiry, so that the reaper comes back to it then (used to retry a destroy
     /// that failed).
     pub(crate) async fn retry_at(&self, id: Uuid, at_ms: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sessions SET expires_at = ? WHERE id = ?")
-            .bind(at_ms)
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await
-            .map_err(query("postpone session"))?;
-        Ok(())
+        on_pool!(self, |pool| {
+            sqlx::query("UPDATE sessions SET expires_at = $1 WHERE id = $2")
+                .bind(at_ms)
+                .bind(id.to_string())
+                .execute(pool)
+                .await
+                .map_err(query("postpone session"))?;
+            Ok(())
+        })
     }
 
     /// Rows due for destruction at `now_ms`: RUNNING or PAUSED past their expiry, and DELETING
     /// rows whose destroy failed and is due for a retry.
     pub(crate) async fn due(&self, now_ms: i64) -> Result<Vec<StoredSession>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM sessions WHERE expires_at <= ? ",
-            "AND status IN ('RUNNING', 'PAUSED', 'DELETING') ORDER BY expires_at LIMIT 1000"
-        ))
-        .bind(now_ms)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query("find expired sessions"))?;
-        rows.iter().map(decode).collect()
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM sessions WHERE expires_at <= $1 ",
+                "AND status IN ('RUNNING', 'PAUSED', 'DELETING') ORDER BY expires_at LIMIT 1000"
+            ))
+            .bind(now_ms)
+            .fetch_all(pool)
+            .await
+            .map_err(query("find expired sessions"))?;
+            rows.iter().map(decode).collect()
+        })
     }
 
     /// Deletes a row. Returns whether it existed.
     pub(crate) async fn delete(&self, id: Uuid) -> Result<bool, StoreError> {
-        let result = sqlx::query("DELETE FROM sessions WHERE id = ?")
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await
-            .map_err(query("delete session"))?;
-        Ok(result.rows_affected() == 1)
+        on_pool!(self, |pool| {
+            let result = sqlx::query("DELETE FROM sessions WHERE id = $1")
+                .bind(id.to_string())
+                .execute(pool)
+                .await
+                .map_err(query("delete session"))?;
+            Ok(result.rows_affected() == 1)
+        })
     }
 
     /// Inserts a row as it is, in any state (tests and recovery scenarios).
     #[cfg(test)]
     pub(crate) async fn insert_raw(&self, session: &StoredSession) -> Result<(), StoreError> {
-        let record = session
-            .record
-            .as_ref()
-            .map(|r| encode(session.id, "runtime_record", r))
-            .transpose()?;
-        sqlx::query(concat!(
-            "INSERT INTO sessions (",
-            columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(session.id.to_string())
-        .bind(&session.tenant)
-        .bind(session.status.as_str())
-        .bind(&session.image)
-        .bind(encode(session.id, "metadata", &session.metadata)?)
-        .bind(encode(session.id, "resources", &session.resources)?)
-        .bind(encode(session.id, "env", &session.env)?)
-        .bind(session.created_at_ms)
-        .bind(session.expires_at_ms)
-        .bind(record)
-        .bind(encode(session.id, "network", &session.network)?)
-        .bind(session.paused.map(|p| p.at_ms))
-        .bind(session.paused.map(|p| p.cause.as_str()))
-        .bind(
-            session
-                .auto_pause
-                .map(|a| encode(session.id, "auto_pause", &a))
-                .transpose()?,
-        )
-        .execute(&self.pool)
-        .await
-        .map_err(query("insert raw session"))?;
-        Ok(())
+        on_pool!(self, |pool| {
+            let record = session
+                .record
+                .as_ref()
+                .map(|r| encode(session.id, "runtime_record", r))
+                .transpose()?;
+            sqlx::query(concat!(
+                "INSERT INTO sessions (",
+                columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+            ))
+            .bind(session.id.to_string())
+            .bind(&session.tenant)
+            .bind(session.status.as_str())
+            .bind(&session.image)
+            .bind(encode(session.id, "metadata", &session.metadata)?)
+            .bind(encode(session.id, "resources", &session.resources)?)
+            .bind(encode(session.id, "env", &session.env)?)
+            .bind(session.created_at_ms)
+            .bind(session.expires_at_ms)
+            .bind(record)
+            .bind(encode(session.id, "network", &session.network)?)
+            .bind(session.paused.map(|p| p.at_ms))
+            .bind(session.paused.map(|p| p.cause.as_str()))
+            .bind(
+                session
+                    .auto_pause
+                    .map(|a| encode(session.id, "auto_pause", &a))
+                    .transpose()?,
+            )
+            .execute(pool)
+            .await
+            .map_err(query("insert raw session"))?;
+            Ok(())
+        })
     }
 }
 
@@ -675,7 +1021,7 @@ fn encode<T: serde::Serialize>(
 }
 
 /// Reads a row selected with [`columns!`].
-fn decode(row: &SqliteRow) -> Result<StoredSession, StoreError> {
+fn decode(row: &impl StoreRow) -> Result<StoredSession, StoreError> {
     let raw_id: String = column(row, "?", "id")?;
     let corrupt = |column: &'static str, reason: String| StoreError::Corrupt {
         id: raw_id.clone(),
@@ -747,21 +1093,84 @@ fn decode(row: &SqliteRow) -> Result<StoredSession, StoreError> {
     })
 }
 
+/// A row of either database, read by column name as the few types the store keeps.
+pub(crate) trait StoreRow {
+    /// A text column (`None` for NULL).
+    fn text(&self, name: &'static str) -> Result<Option<String>, sqlx::Error>;
+    /// An integer column (`None` for NULL).
+    fn int(&self, name: &'static str) -> Result<Option<i64>, sqlx::Error>;
+}
+
+/// [`StoreRow`] for a driver's row type.
+macro_rules! store_row {
+    ($row:ty) => {
+        impl StoreRow for $row {
+            fn text(&self, name: &'static str) -> Result<Option<String>, sqlx::Error> {
+                self.try_get(name)
+            }
+            fn int(&self, name: &'static str) -> Result<Option<i64>, sqlx::Error> {
+                self.try_get(name)
+            }
+        }
+    };
+}
+store_row!(SqliteRow);
+store_row!(PgRow);
+
+/// A type a column is read as.
+pub(crate) trait Column: Sized {
+    /// Reads column `name`; `Err` says why it cannot be.
+    fn read(row: &impl StoreRow, name: &'static str) -> Result<Self, String>;
+}
+
+impl Column for Option<String> {
+    fn read(row: &impl StoreRow, name: &'static str) -> Result<Self, String> {
+        row.text(name).map_err(|e| e.to_string())
+    }
+}
+
+impl Column for Option<i64> {
+    fn read(row: &impl StoreRow, name: &'static str) -> Result<Self, String> {
+        row.int(name).map_err(|e| e.to_string())
+    }
+}
+
+impl Column for String {
+    fn read(row: &impl StoreRow, name: &'static str) -> Result<Self, String> {
+        Option::<String>::read(row, name)?.ok_or_else(|| "NULL".to_owned())
+    }
+}
+
+impl Column for i64 {
+    fn read(row: &impl StoreRow, name: &'static str) -> Result<Self, String> {
+        Option::<i64>::read(row, name)?.ok_or_else(|| "NULL".to_owned())
+    }
+}
+
 /// One typed column of a row.
-fn column<'r, T>(row: &'r SqliteRow, id: &str, name: &'static str) -> Result<T, StoreError>
-where
-    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
-{
-    row.try_get(name).map_err(|e| StoreError::Corrupt {
+fn column<T: Column>(row: &impl StoreRow, id: &str, name: &'static str) -> Result<T, StoreError> {
+    T::read(row, name).map_err(|reason| StoreError::Corrupt {
         id: id.to_owned(),
         column: name,
-        reason: e.to_string(),
+        reason,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::{self, on_both};
+
+    on_both!(
+        lifecycle_round_trip,
+        the_network_policy_is_kept_changed_and_defaults_to_none,
+        capacity_is_enforced_by_the_insert,
+        tenant_quotas_are_enforced_by_the_insert,
+        quotas_are_exact_under_concurrent_inserts_from_two_pools,
+        list_pages_by_tenant,
+        counts_rows_by_status,
+        a_schema_not_migrated_is_refused,
+    );
 
     fn session(tenant: &str, created_at_ms: i64) -> StoredSession {
         StoredSession {
@@ -781,25 +1190,20 @@ mod tests {
         }
     }
 
-    async fn open() -> (Store, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("hutch.db")).await.unwrap();
-        (store, dir)
-    }
-
     #[tokio::test]
     async fn wal_mode_is_on() {
-        let (store, _dir) = open().await;
+        let (store, _dir) = testing::sqlite().await;
+        let Pool::Sqlite(pool) = &store.pool else {
+            unreachable!("a SQLite store")
+        };
         let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(&store.pool)
+            .fetch_one(pool)
             .await
             .unwrap();
         assert_eq!(mode, "wal");
     }
 
-    #[tokio::test]
-    async fn lifecycle_round_trip() {
-        let (store, _dir) = open().await;
+    async fn lifecycle_round_trip(store: Store) {
         let s = session("a", 1_000);
         assert!(store.insert_creating(&s, 10).await.unwrap());
         assert_eq!(store.get(s.id).await.unwrap().unwrap(), s);
@@ -836,9 +1240,7 @@ mod tests {
         assert!(store.get(s.id).await.unwrap().is_none());
     }
 
-    #[tokio::test]
-    async fn the_network_policy_is_kept_changed_and_defaults_to_none() {
-        let (store, _dir) = open().await;
+    async fn the_network_policy_is_kept_changed_and_defaults_to_none(store: Store) {
         let mut s = session("a", 1_000);
         s.network = NetworkPolicy {
             egress: hutch_api::Egress::Allow,
@@ -859,25 +1261,18 @@ mod tests {
             all
         );
         // A row written before the column existed reads as no network.
-        sqlx::query("UPDATE sessions SET network = NULL")
-            .execute(&store.pool)
-            .await
-            .unwrap();
+        testing::execute(&store, "UPDATE sessions SET network = NULL").await;
         let legacy = store.get(s.id).await.unwrap().unwrap();
         assert_eq!(legacy.network, NetworkPolicy::default());
     }
 
-    #[tokio::test]
-    async fn capacity_is_enforced_by_the_insert() {
-        let (store, _dir) = open().await;
+    async fn capacity_is_enforced_by_the_insert(store: Store) {
         assert!(store.insert_creating(&session("a", 1), 2).await.unwrap());
         assert!(store.insert_creating(&session("a", 2), 2).await.unwrap());
         assert!(!store.insert_creating(&session("a", 3), 2).await.unwrap());
     }
 
-    #[tokio::test]
-    async fn tenant_quotas_are_enforced_by_the_insert() {
-        let (store, _dir) = open().await;
+    async fn tenant_quotas_are_enforced_by_the_insert(store: Store) {
         let limits = RowLimits {
             max_rows: 10,
             tenant_max_rows: 2,
@@ -921,9 +1316,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn list_pages_by_tenant() {
-        let (store, _dir) = open().await;
+    async fn list_pages_by_tenant(store: Store) {
         for i in 0..5 {
             store.insert_creating(&session("a", i), 100).await.unwrap();
         }
@@ -938,9 +1331,7 @@ mod tests {
         assert_eq!((all.len(), total), (6, 6));
     }
 
-    #[tokio::test]
-    async fn counts_rows_by_status() {
-        let (store, _dir) = open().await;
+    async fn counts_rows_by_status(store: Store) {
         assert!(store.count_by_status().await.unwrap().is_empty());
         let a = session("a", 1);
         store.insert_creating(&a, 100).await.unwrap();
@@ -958,5 +1349,134 @@ mod tests {
             counts,
             vec![(SessionStatus::Creating, 1), (SessionStatus::Running, 1)]
         );
+    }
+
+    /// 40 creates at once for a tenant allowed 10, through two pools (two replicas' worth of
+    /// connections): exactly 10 rows go in, and every other insert says which quota it hit.
+    async fn quotas_are_exact_under_concurrent_inserts_from_two_pools(store: Store) {
+        let other = testing::reopen(&store).await;
+        let limits = RowLimits {
+            max_rows: 1000,
+            tenant_max_rows: 10,
+            tenant_max_memory_mb: u64::MAX,
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..40 {
+            let store = if i % 2 == 0 {
+                store.clone()
+            } else {
+                other.clone()
+            };
+            tasks.spawn(async move {
+                store
+                    .insert_creating_within(&session("a", i), limits)
+                    .await
+                    .unwrap()
+            });
+        }
+        let outcomes = tasks.join_all().await;
+        let inserted = outcomes
+            .iter()
+            .filter(|o| **o == InsertOutcome::Inserted)
+            .count();
+        assert_eq!(inserted, 10, "{outcomes:?}");
+        assert!(outcomes.iter().all(|o| matches!(
+            o,
+            InsertOutcome::Inserted | InsertOutcome::TenantRows { rows: 10 }
+        )));
+        let (_, total) = store.list(Some("a"), None, 100, 0).await.unwrap();
+        assert_eq!(total, 10);
+        other.close().await;
+    }
+
+    /// Opening without migrating refuses an empty database, and accepts it once migrated.
+    async fn a_schema_not_migrated_is_refused(store: Store) {
+        let fresh = testing::empty_like(&store).await;
+        let err = Store::open(&fresh, false).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Unmigrated { applied: 0, .. }),
+            "{err:?}"
+        );
+        Store::open(&fresh, true).await.unwrap().close().await;
+        Store::open(&fresh, false).await.unwrap().close().await;
+    }
+
+    /// PostgreSQL refusing this server's connections (its role held to 0 connections, those
+    /// open ended): a statement fails within the store's timeout with an error that says
+    /// "unavailable" (so requests answer 503 `store_unavailable`), and once PostgreSQL accepts
+    /// connections again the same store works on its own, with its rows intact.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_loss_is_unavailable_and_recovered_from() {
+        let (url, role) = testing::postgres_database_of_a_role().await;
+        let store = Store::open(&StoreLocation::Postgres(url), true)
+            .await
+            .unwrap();
+        let s = session("a", 1);
+        assert!(store.insert_creating(&s, 10).await.unwrap());
+        testing::admin(&[
+            &format!("ALTER ROLE {role} CONNECTION LIMIT 0"),
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+            ),
+        ])
+        .await;
+        let started = std::time::Instant::now();
+        let err = store.get(s.id).await.unwrap_err();
+        assert!(err.is_unavailable(), "{err:?}");
+        assert!(
+            started.elapsed() < POSTGRES_TIMEOUT * 3,
+            "took {:?}",
+            started.elapsed()
+        );
+        let api = crate::error::ApiError::from(err);
+        assert_eq!(api.code(), hutch_api::ErrorCode::StoreUnavailable);
+        testing::admin(&[&format!("ALTER ROLE {role} CONNECTION LIMIT -1")]).await;
+        assert_eq!(store.get(s.id).await.unwrap().unwrap(), s);
+        store.close().await;
+    }
+
+    /// Errors in what was asked are not "unavailable": they stay 500 `internal`.
+    #[test]
+    fn only_reachability_errors_are_unavailable() {
+        let corrupt = StoreError::Corrupt {
+            id: "x".to_owned(),
+            column: "status",
+            reason: "bad".to_owned(),
+        };
+        assert!(!corrupt.is_unavailable());
+        let timed_out = StoreError::Query {
+            op: "get session",
+            source: sqlx::Error::PoolTimedOut,
+        };
+        assert!(timed_out.is_unavailable());
+        let not_found = StoreError::Query {
+            op: "get session",
+            source: sqlx::Error::RowNotFound,
+        };
+        assert!(!not_found.is_unavailable());
+    }
+
+    /// `--store` takes PostgreSQL URLs only, and its password never reaches logs.
+    #[test]
+    fn store_locations_parse_strictly_and_hide_passwords() {
+        let url = "postgres://hutch:s3cret@db.internal:5432/hutch?sslmode=disable";
+        let location = StoreLocation::postgres(url).unwrap();
+        assert_eq!(location, StoreLocation::Postgres(url.to_owned()));
+        let shown = location.display();
+        assert_eq!(
+            shown,
+            "postgres://hutch:***@db.internal:5432/hutch?sslmode=disable"
+        );
+        assert!(!format!("{location:?}").contains("s3cret"));
+        assert_eq!(
+            StoreLocation::postgres("postgresql://db/hutch")
+                .unwrap()
+                .display(),
+            "postgresql://db/hutch"
+        );
+        for bad in ["sqlite:///tmp/x.db", "mysql://db/x", "db.internal:5432", ""] {
+            let err = StoreLocation::postgres(bad).unwrap_err();
+            assert!(matches!(err, StoreError::Location(_)), "{bad}: {err:?}");
+        }
     }
 }

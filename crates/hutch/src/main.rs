@@ -54,6 +54,9 @@ struct Cli {
 enum Command {
     /// Serve the API (control plane and linux runtime); needs root.
     Serve(Box<serve::ServeArgs>),
+    /// Apply the sessions store's pending migrations (SQLite or `--store postgres://…`), and
+    /// exit.
+    Migrate(serve::MigrateArgs),
     /// Mint a bearer token with the server's secret.
     Token(token::TokenArgs),
     /// Print a one-time login link of the web console (`/console/`), signed with the
@@ -118,6 +121,7 @@ fn main() -> ExitCode {
         Command::Mcp(args) => return mcp::main(args),
         Command::Serve(args) => serve::main(*args),
         Command::Token(args) => token::main(args),
+        Command::Migrate(args) => serve::migrate_main(args),
         Command::ConsoleLink(args) => console_link::main(args),
         Command::Bench(args) => bench::main(args),
     };

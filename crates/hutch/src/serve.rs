@@ -9,6 +9,63 @@ use anyhow::Context;
 use hutch_sandbox::linux::{LinuxConfig, LinuxRuntime};
 use hutch_server::{RateLimit, Server, ServerConfig, Tls};
 
+/// Where the sessions store is (`hutch serve`, `hutch migrate`).
+#[derive(clap::Args, Debug)]
+pub(crate) struct StoreArgs {
+    /// The sessions store: a PostgreSQL URL (`postgres://user:password@host:5432/hutch`),
+    /// which several `hutch serve` may share; without it, SQLite in the data directory.
+    #[arg(
+        long = "store",
+        env = "HUTCH_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    url: Option<String>,
+}
+
+impl StoreArgs {
+    /// The location given, if any.
+    pub(crate) fn location(&self) -> anyhow::Result<Option<hutch_server::StoreLocation>> {
+        self.url
+            .as_deref()
+            .map(hutch_server::StoreLocation::postgres)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+/// `hutch migrate`: applies the store's pending migrations, and exits.
+#[derive(clap::Args, Debug)]
+pub(crate) struct MigrateArgs {
+    /// Directory of the SQLite database (when no `--store` is given).
+    #[arg(long, env = "HUTCH_DATA_DIR", default_value = "/var/lib/hutch")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// Runs `hutch migrate`.
+pub(crate) fn migrate_main(args: MigrateArgs) -> anyhow::Result<()> {
+    let mut config = ServerConfig::new(args.data_dir);
+    config.store = args.store.location()?;
+    let location = config.store_location();
+    if let hutch_server::StoreLocation::Sqlite(path) = &location
+        && let Some(dir) = path.parent()
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime
+        .block_on(hutch_server::migrate(&location))
+        .with_context(|| format!("migrating the store at {}", location.display()))?;
+    println!("store at {} is up to date", location.display());
+    Ok(())
+}
+
 /// Options of `hutch serve`; each also comes from a `HUTCH_*` environment variable.
 #[derive(clap::Args, Debug)]
 pub(crate) struct ServeArgs {
@@ -18,6 +75,16 @@ pub(crate) struct ServeArgs {
     /// Directory for the database, the token secret and the sandboxes.
     #[arg(long, env = "HUTCH_DATA_DIR", default_value = "/var/lib/hutch")]
     data_dir: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Do not apply pending store migrations at start: refuse to start unless the schema is
+    /// up to date (run `hutch migrate` first).
+    #[arg(long, env = "HUTCH_NO_MIGRATE")]
+    no_migrate: bool,
+    /// This server's name among servers sharing one store: every `/metrics` series carries it
+    /// as the `replica` label.
+    #[arg(long, env = "HUTCH_REPLICA", value_name = "NAME")]
+    replica: Option<String>,
     /// HS256 secret for bearer tokens; without it one is generated into the data directory.
     #[arg(long, env = "HUTCH_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
@@ -344,6 +411,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let images = images_config(&args, linux.uid_base)?;
     let runtime = LinuxRuntime::new(linux).context("preparing the linux runtime")?;
     let mut config = ServerConfig::new(args.data_dir.clone());
+    config.store = args.store.location()?;
+    config.migrate = !args.no_migrate;
+    config.replica = args.replica.clone();
     config.listen = args.listen;
     config.jwt_secret = args.jwt_secret;
     config.jwt_public_key = args.jwt_public_key;
@@ -462,7 +532,29 @@ fn try_lines(token: &str, scheme: &str, addr: SocketAddr, tls_cert: Option<&Path
 mod tests {
     use clap::Args;
 
-    use super::ServeArgs;
+    use super::{MigrateArgs, ServeArgs, StoreArgs, migrate_main};
+
+    /// `hutch migrate` without `--store` creates and migrates the SQLite database of the
+    /// data directory, and running it again changes nothing.
+    #[test]
+    fn migrate_brings_a_sqlite_store_up_to_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = || MigrateArgs {
+            data_dir: dir.path().join("data"),
+            store: StoreArgs { url: None },
+        };
+        migrate_main(args()).unwrap();
+        let db = dir.path().join("data").join(hutch_server::DATABASE_FILE);
+        assert!(db.exists());
+        migrate_main(args()).unwrap();
+        let refused = migrate_main(MigrateArgs {
+            data_dir: dir.path().to_owned(),
+            store: StoreArgs {
+                url: Some("mysql://db/hutch".to_owned()),
+            },
+        });
+        assert!(refused.is_err());
+    }
 
     /// Every option of `hutch serve`, read from its clap definition, has its row in the
     /// option table of docs/operations.md, naming its environment variable.

@@ -17,7 +17,8 @@ the SDK turns it into one of these classes::
         ├── ConflictError            409 conflict
         ├── SessionPausedError       409 session_paused: resume the session first
         ├── PayloadTooLargeError     413 payload_too_large
-        ├── SandboxUnavailableError  502 sandbox_unavailable, 503 capacity, 504 sandbox_timeout
+        ├── SandboxUnavailableError  502 sandbox_unavailable, 503 capacity, 503 store_unavailable,
+        │                                504 sandbox_timeout
         ├── ContextError             the interpreter could not find or start a context
         └── ExecutionTimeoutError    an execution ran past its timeout (also a TimeoutError)
 
@@ -168,8 +169,8 @@ class PayloadTooLargeError(SandboxOperationError):
 
 
 class SandboxUnavailableError(SandboxOperationError):
-    """502/503/504: the sandbox cannot answer now, the server is at capacity, or the sandbox
-    took too long."""
+    """502/503/504: the sandbox cannot answer now, the server is at capacity or cannot reach its
+    sessions store (retry later), or the sandbox took too long."""
 
 
 class ContextNotFoundError(SandboxOperationError):
@@ -281,6 +282,7 @@ ERROR_CODES: Dict[str, Tuple[int, Type[SandboxAPIError]]] = {
     "sync_failed": (502, SandboxOperationError),
     "port_unreachable": (502, SandboxOperationError),
     "capacity": (503, SandboxUnavailableError),
+    "store_unavailable": (503, SandboxUnavailableError),
     "sandbox_timeout": (504, SandboxUnavailableError),
     "disk_full": (507, SandboxOperationError),
 }

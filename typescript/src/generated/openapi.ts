@@ -45,6 +45,49 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/health/live": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Whether the process serves HTTP at all (a liveness probe: restart it when this fails).
+         * @description Always 200 with `{"status": "ok"}` while the process answers. No token is needed.
+         */
+        get: operations["healthLive"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/health/ready": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Whether this replica should get traffic (a readiness probe).
+         * @description 200 once the server has started and its sessions store answers; 503 with
+         *     `{"status": "starting"}` while it starts or stops, and with
+         *     `{"status": "store_unavailable"}` while the store (PostgreSQL) cannot be reached (the
+         *     check waits at most the store's timeout). No token is needed.
+         */
+        get: operations["healthReady"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/metrics": {
         parameters: {
             query?: never;
@@ -1543,7 +1586,7 @@ export interface components {
          * @description A stable, machine-readable error code. Each maps to exactly one HTTP status.
          * @enum {string}
          */
-        ErrorCode: "invalid_request" | "unauthorized" | "forbidden" | "not_found" | "session_not_found" | "process_not_found" | "context_not_found" | "conflict" | "session_paused" | "payload_too_large" | "uri_too_long" | "headers_too_large" | "rate_limited" | "quota_exceeded" | "capacity" | "sandbox_unavailable" | "sandbox_timeout" | "disk_full" | "language_unavailable" | "storage_context_not_found" | "sync_failed" | "file_not_found" | "range_not_satisfiable" | "image_not_found" | "image_pull_failed" | "image_import_failed" | "internal" | "port_unreachable" | "link_expired" | "link_invalid";
+        ErrorCode: "invalid_request" | "unauthorized" | "forbidden" | "not_found" | "session_not_found" | "process_not_found" | "context_not_found" | "conflict" | "session_paused" | "payload_too_large" | "uri_too_long" | "headers_too_large" | "rate_limited" | "quota_exceeded" | "capacity" | "store_unavailable" | "sandbox_unavailable" | "sandbox_timeout" | "disk_full" | "language_unavailable" | "storage_context_not_found" | "sync_failed" | "file_not_found" | "range_not_satisfiable" | "image_not_found" | "image_pull_failed" | "image_import_failed" | "internal" | "port_unreachable" | "link_expired" | "link_invalid";
         /** @description What went wrong: a stable code, a message for people, and optional structured details. */
         ErrorDetail: {
             /** @description Stable code to match on. */
@@ -1742,10 +1785,10 @@ export interface components {
          *     last frame is always `control`.
          */
         Frame: components["schemas"]["StdoutFrame"] | components["schemas"]["StderrFrame"] | components["schemas"]["ResultFrame"] | components["schemas"]["ArtifactFrame"] | components["schemas"]["ErrorFrame"] | components["schemas"]["ControlFrame"];
-        /** @description Whether the server has finished starting. */
+        /** @description Whether the server has finished starting (and, for `/health/ready`, whether its sessions store answers). */
         Health: {
             /** @enum {string} */
-            status: "ok" | "starting";
+            status: "ok" | "starting" | "store_unavailable";
         };
         /** @description One past execution of a context. */
         HistoryEntry: {
@@ -2613,7 +2656,7 @@ export interface components {
                 "application/json": components["schemas"]["ErrorBody"];
             };
         };
-        /** @description `capacity`: the server runs as many sessions as it may; delete one or retry later. */
+        /** @description `capacity`: the server runs as many sessions as it may; delete one or retry later. Any route that reads or writes sessions may also answer `store_unavailable`: the sessions store (PostgreSQL) cannot be reached or did not answer in time; nothing was changed, retry later. */
         Capacity: {
             headers: {
                 /** @description The error's `code`, repeated from the body. */
@@ -3267,6 +3310,83 @@ export interface operations {
                     /**
                      * @example {
                      *       "status": "starting"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Health"];
+                };
+            };
+        };
+    };
+    healthLive: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, 1 to 128 bytes, echoed in the response and logged with the request; a new UUID is made when it is missing or out of bounds. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The process answers */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "status": "ok"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Health"];
+                };
+            };
+            414: components["responses"]["UriTooLong"];
+            431: components["responses"]["HeadersTooLarge"];
+        };
+    };
+    healthReady: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, 1 to 128 bytes, echoed in the response and logged with the request; a new UUID is made when it is missing or out of bounds. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The server serves requests and its store answers */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "status": "ok"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Health"];
+                };
+            };
+            414: components["responses"]["UriTooLong"];
+            431: components["responses"]["HeadersTooLarge"];
+            /** @description The server is starting or stopping, or its store cannot be reached */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "status": "store_unavailable"
                      *     }
                      */
                     "application/json": components["schemas"]["Health"];

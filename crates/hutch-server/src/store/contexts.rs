@@ -4,10 +4,12 @@
 use std::str::FromStr;
 
 use hutch_api::{ContextStatusData, ContextSync, StorageContext, TaskStatus, TaskType};
-use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
 
-use super::{Store, StoreError, column, encode, ms_to_time, query};
+use super::{
+    CONTEXTS_INSERT_LOCK, Pool, Store, StoreError, StoreRow, column, encode, ms_to_time, on_pool,
+    query,
+};
 
 /// The columns of a storage context row, in the order [`decode_context`] reads them.
 macro_rules! context_columns {
@@ -104,26 +106,48 @@ impl Store {
         context: &StoredContext,
         tenant_max: usize,
     ) -> Result<ContextInsert, StoreError> {
-        let result = sqlx::query(concat!(
-            "INSERT INTO storage_contexts (",
-            context_columns!(),
-            ") SELECT ?, ?, ?, ?, ?, ?, ?, ? ",
-            "WHERE (SELECT COUNT(*) FROM storage_contexts WHERE tenant = ?) < ?"
-        ))
-        .bind(context.id.to_string())
-        .bind(&context.tenant)
-        .bind(&context.name)
-        .bind(as_i64(context.version))
-        .bind(as_i64(context.size_bytes))
-        .bind(&context.blob)
-        .bind(context.created_at_ms)
-        .bind(context.updated_at_ms)
-        .bind(&context.tenant)
-        .bind(as_i64(u64::try_from(tenant_max).unwrap_or(u64::MAX)))
-        .execute(&self.pool)
-        .await;
+        /// The insert, bound.
+        macro_rules! insert {
+            () => {
+                sqlx::query(concat!(
+                    "INSERT INTO storage_contexts (",
+                    context_columns!(),
+                    ") SELECT $1, $2, $3, $4, $5, $6, $7, $8 ",
+                    "WHERE (SELECT COUNT(*) FROM storage_contexts WHERE tenant = $9) < $10"
+                ))
+                .bind(context.id.to_string())
+                .bind(&context.tenant)
+                .bind(&context.name)
+                .bind(as_i64(context.version))
+                .bind(as_i64(context.size_bytes))
+                .bind(&context.blob)
+                .bind(context.created_at_ms)
+                .bind(context.updated_at_ms)
+                .bind(&context.tenant)
+                .bind(as_i64(u64::try_from(tenant_max).unwrap_or(u64::MAX)))
+            };
+        }
+        let result = match &self.pool {
+            Pool::Sqlite(pool) => insert!().execute(pool).await.map(|d| d.rows_affected()),
+            // As for sessions (`Store::insert_creating_within`): the count must see every
+            // context of the tenant inserted before, so inserts of one tenant take turns.
+            Pool::Postgres(pool) => {
+                async {
+                    let mut tx = pool.begin().await?;
+                    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                        .bind(CONTEXTS_INSERT_LOCK)
+                        .bind(&context.tenant)
+                        .execute(&mut *tx)
+                        .await?;
+                    let done = insert!().execute(&mut *tx).await?;
+                    tx.commit().await?;
+                    Ok(done.rows_affected())
+                }
+                .await
+            }
+        };
         match result {
-            Ok(done) if done.rows_affected() == 1 => Ok(ContextInsert::Inserted),
+            Ok(1) => Ok(ContextInsert::Inserted),
             Ok(_) => Ok(ContextInsert::TooMany),
             Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
                 Ok(ContextInsert::NameTaken)
@@ -137,16 +161,18 @@ impl Store {
 
     /// One context by id.
     pub(crate) async fn get_context(&self, id: Uuid) -> Result<Option<StoredContext>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            context_columns!(),
-            " FROM storage_contexts WHERE id = ?"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(query("get storage context"))?;
-        row.as_ref().map(decode_context).transpose()
+        on_pool!(self, |pool| {
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                context_columns!(),
+                " FROM storage_contexts WHERE id = $1"
+            ))
+            .bind(id.to_string())
+            .fetch_optional(pool)
+            .await
+            .map_err(query("get storage context"))?;
+            row.as_ref().map(decode_context).transpose()
+        })
     }
 
     /// One page of contexts, oldest first, of one tenant (or of all with `None`), and the total.
@@ -156,51 +182,58 @@ impl Store {
         limit: u32,
         offset: u64,
     ) -> Result<(Vec<StoredContext>, u64), StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            context_columns!(),
-            " FROM storage_contexts WHERE (? IS NULL OR tenant = ?) ",
-            "ORDER BY created_at, id LIMIT ? OFFSET ?"
-        ))
-        .bind(tenant)
-        .bind(tenant)
-        .bind(i64::from(limit))
-        .bind(as_i64(offset))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query("list storage contexts"))?;
-        let (total,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM storage_contexts WHERE (? IS NULL OR tenant = ?)")
-                .bind(tenant)
-                .bind(tenant)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(query("count storage contexts"))?;
-        let contexts = rows.iter().map(decode_context).collect::<Result<_, _>>()?;
-        Ok((contexts, as_u64(total)))
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                context_columns!(),
+                " FROM storage_contexts WHERE ($1 IS NULL OR tenant = $2) ",
+                "ORDER BY created_at, id LIMIT $3 OFFSET $4"
+            ))
+            .bind(tenant)
+            .bind(tenant)
+            .bind(i64::from(limit))
+            .bind(as_i64(offset))
+            .fetch_all(pool)
+            .await
+            .map_err(query("list storage contexts"))?;
+            let (total,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM storage_contexts WHERE ($1 IS NULL OR tenant = $2)",
+            )
+            .bind(tenant)
+            .bind(tenant)
+            .fetch_one(pool)
+            .await
+            .map_err(query("count storage contexts"))?;
+            let contexts = rows.iter().map(decode_context).collect::<Result<_, _>>()?;
+            Ok((contexts, as_u64(total)))
+        })
     }
 
     /// Every context, for sweeping blobs at start.
     pub(crate) async fn all_contexts(&self) -> Result<Vec<StoredContext>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            context_columns!(),
-            " FROM storage_contexts"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query("list all storage contexts"))?;
-        rows.iter().map(decode_context).collect()
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                context_columns!(),
+                " FROM storage_contexts"
+            ))
+            .fetch_all(pool)
+            .await
+            .map_err(query("list all storage contexts"))?;
+            rows.iter().map(decode_context).collect()
+        })
     }
 
     /// Deletes a context; returns whether it existed.
     pub(crate) async fn delete_context(&self, id: Uuid) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM storage_contexts WHERE id = ?")
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await
-            .map_err(query("delete storage context"))?;
-        Ok(done.rows_affected() == 1)
+        on_pool!(self, |pool| {
+            let done = sqlx::query("DELETE FROM storage_contexts WHERE id = $1")
+                .bind(id.to_string())
+                .execute(pool)
+                .await
+                .map_err(query("delete storage context"))?;
+            Ok(done.rows_affected() == 1)
+        })
     }
 
     /// Bytes held by the tenant's contexts, all but `except`.
@@ -209,15 +242,18 @@ impl Store {
         tenant: &str,
         except: Uuid,
     ) -> Result<u64, StoreError> {
-        let (bytes,): (i64,) = sqlx::query_as(
-            "SELECT COALESCE(SUM(size_bytes), 0) FROM storage_contexts WHERE tenant = ? AND id != ?",
-        )
-        .bind(tenant)
-        .bind(except.to_string())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(query("sum storage context sizes"))?;
-        Ok(as_u64(bytes))
+        on_pool!(self, |pool| {
+            let (bytes,): (i64,) = sqlx::query_as(
+                "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM storage_contexts \
+             WHERE tenant = $1 AND id != $2",
+            )
+            .bind(tenant)
+            .bind(except.to_string())
+            .fetch_one(pool)
+            .await
+            .map_err(query("sum storage context sizes"))?;
+            Ok(as_u64(bytes))
+        })
     }
 
     /// Makes `blob` the current version of a context, bumping its version: one statement, so
@@ -230,18 +266,20 @@ impl Store {
         size_bytes: u64,
         now_ms: i64,
     ) -> Result<Option<u64>, StoreError> {
-        let version: Option<(i64,)> = sqlx::query_as(
-            "UPDATE storage_contexts SET version = version + 1, blob = ?, size_bytes = ?, \
-             updated_at = ? WHERE id = ? RETURNING version",
-        )
-        .bind(blob)
-        .bind(as_i64(size_bytes))
-        .bind(now_ms)
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(query("commit storage context version"))?;
-        Ok(version.map(|(v,)| as_u64(v)))
+        on_pool!(self, |pool| {
+            let version: Option<(i64,)> = sqlx::query_as(
+                "UPDATE storage_contexts SET version = version + 1, blob = $1, size_bytes = $2, \
+             updated_at = $3 WHERE id = $4 RETURNING version",
+            )
+            .bind(blob)
+            .bind(as_i64(size_bytes))
+            .bind(now_ms)
+            .bind(id.to_string())
+            .fetch_optional(pool)
+            .await
+            .map_err(query("commit storage context version"))?;
+            Ok(version.map(|(v,)| as_u64(v)))
+        })
     }
 
     /// Records the contexts a new session binds, in order.
@@ -250,49 +288,53 @@ impl Store {
         session: Uuid,
         syncs: &[ContextSync],
     ) -> Result<(), StoreError> {
-        for (position, sync) in syncs.iter().enumerate() {
-            sqlx::query(
+        on_pool!(self, |pool| {
+            for (position, sync) in syncs.iter().enumerate() {
+                sqlx::query(
                 "INSERT INTO session_context_syncs (session_id, position, context_id, path, policy) \
-                 VALUES (?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(session.to_string())
             .bind(i64::try_from(position).unwrap_or(i64::MAX))
             .bind(sync.context_id.to_string())
             .bind(&sync.path)
             .bind(encode(session, "policy", &sync.policy)?)
-            .execute(&self.pool)
+            .execute(pool)
             .await
             .map_err(query("insert session context sync"))?;
-        }
-        Ok(())
+            }
+            Ok(())
+        })
     }
 
     /// The contexts a session binds, in order.
     pub(crate) async fn syncs(&self, session: Uuid) -> Result<Vec<ContextSync>, StoreError> {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT context_id, path, policy FROM session_context_syncs \
-             WHERE session_id = ? ORDER BY position",
-        )
-        .bind(session.to_string())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query("list session context syncs"))?;
-        rows.into_iter()
-            .map(|(context_id, path, policy)| {
-                let corrupt = |column: &'static str, reason: String| StoreError::Corrupt {
-                    id: session.to_string(),
-                    column,
-                    reason,
-                };
-                Ok(ContextSync {
-                    context_id: Uuid::from_str(&context_id)
-                        .map_err(|e| corrupt("context_id", e.to_string()))?,
-                    path,
-                    policy: serde_json::from_str(&policy)
-                        .map_err(|e| corrupt("policy", e.to_string()))?,
+        on_pool!(self, |pool| {
+            let rows: Vec<(String, String, String)> = sqlx::query_as(
+                "SELECT context_id, path, policy FROM session_context_syncs \
+             WHERE session_id = $1 ORDER BY position",
+            )
+            .bind(session.to_string())
+            .fetch_all(pool)
+            .await
+            .map_err(query("list session context syncs"))?;
+            rows.into_iter()
+                .map(|(context_id, path, policy)| {
+                    let corrupt = |column: &'static str, reason: String| StoreError::Corrupt {
+                        id: session.to_string(),
+                        column,
+                        reason,
+                    };
+                    Ok(ContextSync {
+                        context_id: Uuid::from_str(&context_id)
+                            .map_err(|e| corrupt("context_id", e.to_string()))?,
+                        path,
+                        policy: serde_json::from_str(&policy)
+                            .map_err(|e| corrupt("policy", e.to_string()))?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// Records a new task of a session, forgetting the oldest finished ones past `keep`.
@@ -302,9 +344,10 @@ impl Store {
         data: &ContextStatusData,
         keep: usize,
     ) -> Result<i64, StoreError> {
-        let (id,): (i64,) = sqlx::query_as(
+        on_pool!(self, |pool| {
+            let (id,): (i64,) = sqlx::query_as(
             "INSERT INTO context_tasks (session_id, context_id, path, task_type, status, version, \
-             start_time, finish_time, error_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             start_time, finish_time, error_message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
         )
         .bind(session.to_string())
         .bind(data.context_id.to_string())
@@ -315,20 +358,21 @@ impl Store {
         .bind(data.start_time)
         .bind(data.finish_time)
         .bind(&data.error_message)
-        .fetch_one(&self.pool)
+        .fetch_one(pool)
         .await
         .map_err(query("insert context task"))?;
-        sqlx::query(
-            "DELETE FROM context_tasks WHERE session_id = ? AND status IN ('Success', 'Failed') \
-             AND id NOT IN (SELECT id FROM context_tasks WHERE session_id = ? ORDER BY id DESC LIMIT ?)",
+            sqlx::query(
+            "DELETE FROM context_tasks WHERE session_id = $1 AND status IN ('Success', 'Failed') \
+             AND id NOT IN (SELECT id FROM context_tasks WHERE session_id = $2 ORDER BY id DESC LIMIT $3)",
         )
         .bind(session.to_string())
         .bind(session.to_string())
         .bind(i64::try_from(keep).unwrap_or(i64::MAX))
-        .execute(&self.pool)
+        .execute(pool)
         .await
         .map_err(query("forget old context tasks"))?;
-        Ok(id)
+            Ok(id)
+        })
     }
 
     /// Moves a task on: to `Running`, or to a final state with its version, finish time and
@@ -341,19 +385,21 @@ impl Store {
         finish_time: i64,
         error_message: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE context_tasks SET status = ?, version = ?, finish_time = ?, error_message = ? \
-             WHERE id = ?",
+        on_pool!(self, |pool| {
+            sqlx::query(
+            "UPDATE context_tasks SET status = $1, version = $2, finish_time = $3, error_message = $4 \
+             WHERE id = $5",
         )
         .bind(status.as_str())
         .bind(as_i64(version))
         .bind(finish_time)
         .bind(error_message)
         .bind(id)
-        .execute(&self.pool)
+        .execute(pool)
         .await
         .map_err(query("update context task"))?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// A session's tasks matching `filter`, oldest first.
@@ -362,38 +408,42 @@ impl Store {
         session: Uuid,
         filter: &TaskFilter,
     ) -> Result<Vec<StoredTask>, StoreError> {
-        let context = filter.context_id.map(|id| id.to_string());
-        let task_type = filter.task_type.map(TaskType::as_str);
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            task_columns!(),
-            " FROM context_tasks WHERE session_id = ? AND (? IS NULL OR context_id = ?) ",
-            "AND (? IS NULL OR path = ?) AND (? IS NULL OR task_type = ?) ORDER BY id"
-        ))
-        .bind(session.to_string())
-        .bind(&context)
-        .bind(&context)
-        .bind(&filter.path)
-        .bind(&filter.path)
-        .bind(task_type)
-        .bind(task_type)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query("list context tasks"))?;
-        rows.iter().map(decode_task).collect()
+        on_pool!(self, |pool| {
+            let context = filter.context_id.map(|id| id.to_string());
+            let task_type = filter.task_type.map(TaskType::as_str);
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                task_columns!(),
+                " FROM context_tasks WHERE session_id = $1 AND ($2 IS NULL OR context_id = $3) ",
+                "AND ($4 IS NULL OR path = $5) AND ($6 IS NULL OR task_type = $7) ORDER BY id"
+            ))
+            .bind(session.to_string())
+            .bind(&context)
+            .bind(&context)
+            .bind(&filter.path)
+            .bind(&filter.path)
+            .bind(task_type)
+            .bind(task_type)
+            .fetch_all(pool)
+            .await
+            .map_err(query("list context tasks"))?;
+            rows.iter().map(decode_task).collect()
+        })
     }
 
     /// How many of a session's tasks have not finished.
     pub(crate) async fn unfinished_tasks(&self, session: Uuid) -> Result<u64, StoreError> {
-        let (n,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM context_tasks WHERE session_id = ? \
+        on_pool!(self, |pool| {
+            let (n,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM context_tasks WHERE session_id = $1 \
              AND status IN ('Pending', 'Running')",
-        )
-        .bind(session.to_string())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(query("count unfinished context tasks"))?;
-        Ok(as_u64(n))
+            )
+            .bind(session.to_string())
+            .fetch_one(pool)
+            .await
+            .map_err(query("count unfinished context tasks"))?;
+            Ok(as_u64(n))
+        })
     }
 
     /// Marks every unfinished task Failed with `message` (at start: a task of a server that
@@ -403,21 +453,23 @@ impl Store {
         now_secs: i64,
         message: &str,
     ) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE context_tasks SET status = 'Failed', finish_time = ?, error_message = ? \
+        on_pool!(self, |pool| {
+            let done = sqlx::query(
+                "UPDATE context_tasks SET status = 'Failed', finish_time = $1, error_message = $2 \
              WHERE status IN ('Pending', 'Running')",
-        )
-        .bind(now_secs)
-        .bind(message)
-        .execute(&self.pool)
-        .await
-        .map_err(query("fail unfinished context tasks"))?;
-        Ok(done.rows_affected())
+            )
+            .bind(now_secs)
+            .bind(message)
+            .execute(pool)
+            .await
+            .map_err(query("fail unfinished context tasks"))?;
+            Ok(done.rows_affected())
+        })
     }
 }
 
 /// Reads a row selected with [`context_columns!`].
-fn decode_context(row: &SqliteRow) -> Result<StoredContext, StoreError> {
+fn decode_context(row: &impl StoreRow) -> Result<StoredContext, StoreError> {
     let raw_id: String = column(row, "?", "id")?;
     let id = Uuid::from_str(&raw_id).map_err(|e| StoreError::Corrupt {
         id: raw_id.clone(),
@@ -439,7 +491,7 @@ fn decode_context(row: &SqliteRow) -> Result<StoredContext, StoreError> {
 }
 
 /// Reads a row selected with [`task_columns!`].
-fn decode_task(row: &SqliteRow) -> Result<StoredTask, StoreError> {
+fn decode_task(row: &impl StoreRow) -> Result<StoredTask, StoreError> {
     let id: i64 = column(row, "?", "id")?;
     let raw_id = id.to_string();
     let corrupt = |column: &'static str, reason: String| StoreError::Corrupt {
@@ -473,12 +525,14 @@ fn decode_task(row: &SqliteRow) -> Result<StoredTask, StoreError> {
 mod tests {
     use super::*;
     use crate::store::now_ms;
+    use crate::store::testing::{self, on_both};
 
-    async fn open() -> (Store, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("hutch.db")).await.unwrap();
-        (store, dir)
-    }
+    on_both!(
+        names_are_unique_per_tenant_and_counts_bounded,
+        each_commit_bumps_the_version_once,
+        concurrent_commits_from_two_pools_each_bump_once,
+        the_context_quota_is_exact_under_concurrent_inserts,
+    );
 
     fn context(tenant: &str, name: &str) -> StoredContext {
         let now = now_ms();
@@ -494,9 +548,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn names_are_unique_per_tenant_and_counts_bounded() {
-        let (store, _dir) = open().await;
+    async fn names_are_unique_per_tenant_and_counts_bounded(store: Store) {
         let a = context("alice", "cache");
         assert_eq!(
             store.insert_context(&a, 2).await.unwrap(),
@@ -535,9 +587,7 @@ mod tests {
         assert_eq!(store.get_context(a.id).await.unwrap().unwrap(), a);
     }
 
-    #[tokio::test]
-    async fn each_commit_bumps_the_version_once() {
-        let (store, _dir) = open().await;
+    async fn each_commit_bumps_the_version_once(store: Store) {
         let a = context("alice", "cache");
         store.insert_context(&a, 10).await.unwrap();
         assert_eq!(
@@ -563,5 +613,62 @@ mod tests {
         assert_eq!(store.tenant_context_bytes("alice", a.id).await.unwrap(), 0);
         assert!(store.delete_context(a.id).await.unwrap());
         assert_eq!(store.commit_version(a.id, "b3", 1, 3).await.unwrap(), None);
+    }
+
+    /// 20 commits at once through two pools: each gets its own version, 1 to 20, and the
+    /// context ends at version 20.
+    async fn concurrent_commits_from_two_pools_each_bump_once(store: Store) {
+        let other = testing::reopen(&store).await;
+        let a = context("alice", "cache");
+        store.insert_context(&a, 10).await.unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..20_u64 {
+            let store = if i % 2 == 0 {
+                store.clone()
+            } else {
+                other.clone()
+            };
+            tasks.spawn(async move {
+                store
+                    .commit_version(a.id, &format!("b{i}"), i, 1)
+                    .await
+                    .unwrap()
+                    .unwrap()
+            });
+        }
+        let mut versions = tasks.join_all().await;
+        versions.sort_unstable();
+        assert_eq!(versions, (1..=20).collect::<Vec<u64>>());
+        assert_eq!(store.get_context(a.id).await.unwrap().unwrap().version, 20);
+        other.close().await;
+    }
+
+    /// 20 inserts of different names at once, through two pools, for a tenant allowed 5:
+    /// exactly 5 go in.
+    async fn the_context_quota_is_exact_under_concurrent_inserts(store: Store) {
+        let other = testing::reopen(&store).await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..20 {
+            let store = if i % 2 == 0 {
+                store.clone()
+            } else {
+                other.clone()
+            };
+            tasks.spawn(async move {
+                store
+                    .insert_context(&context("alice", &format!("c{i}")), 5)
+                    .await
+                    .unwrap()
+            });
+        }
+        let outcomes = tasks.join_all().await;
+        let inserted = outcomes
+            .iter()
+            .filter(|o| **o == ContextInsert::Inserted)
+            .count();
+        assert_eq!(inserted, 5, "{outcomes:?}");
+        let (_, total) = store.list_contexts(Some("alice"), 100, 0).await.unwrap();
+        assert_eq!(total, 5);
+        other.close().await;
     }
 }
