@@ -15,6 +15,8 @@
 //! - [`pty`]: pseudo-terminals with an async master side;
 //! - [`random_u64`]: kernel randomness.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod fs;
 pub mod heap;
 pub mod idmap;
