@@ -95,9 +95,11 @@ describe("sessions", suiteOptions(), () => {
   test("network egress beyond what the server allows is forbidden", async () => {
     const session = await ctx.hutch.sessions.create({ ttl: 300, network: { egress: "none" } });
     assert.equal(session.status, "RUNNING");
+    // Each attempt starts only when awaited: a second one already refused would be an
+    // unhandled rejection while the first is awaited.
     for (const attempt of [
-      ctx.hutch.sessions.create({ ttl: 300, network: { egress: "allow", allow: ["pypi.org"] } }),
-      session.updateNetwork({ egress: "all" }),
+      () => ctx.hutch.sessions.create({ ttl: 300, network: { egress: "allow", allow: ["pypi.org"] } }),
+      () => session.updateNetwork({ egress: "all" }),
     ]) {
       await assert.rejects(attempt, (error) => {
         assert.equal(error.status, 403);

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, HOST};
+use axum::http::HeaderValue;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -83,11 +84,23 @@ pub(crate) fn routes(state: AppState, api: Router) -> Router {
 #[allow(dead_code)] // documents the route of the MCP service; never called
 pub(crate) fn mcp() {}
 
-/// Refuses a request without a valid bearer token with the API's 401.
+/// Refuses a request without a valid bearer token with the API's 401. The MCP transport's
+/// own plain-text refusals (406, 413, 415) come without a media type; they get the
+/// `text/plain` the API document gives them.
 async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
     match state.verifier.check(header) {
-        Ok(_) => next.run(req).await,
+        Ok(_) => {
+            let mut response = next.run(req).await;
+            if response.status().is_client_error() && !response.headers().contains_key(CONTENT_TYPE)
+            {
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+            }
+            response
+        }
         Err(error) => error.into_response(),
     }
 }

@@ -257,9 +257,14 @@ class PlainPythonTest(unittest.TestCase):
 
     def test_the_start_leaves_no_child_behind(self):
         # The worker's code was compiled in a forked child (`_compile_apart`), which was reaped.
-        msgs = self.w.run(
-            "import os\nopen('/proc/%d/task/%d/children' % (os.getpid(), os.getpid())).read()"
-        )
+        # A worker of its own: the shared one may hold children other tests started.
+        fresh = Worker("python", kernel="python")
+        try:
+            msgs = fresh.run(
+                "import os\nopen('/proc/%d/task/%d/children' % (os.getpid(), os.getpid())).read()"
+            )
+        finally:
+            fresh.close()
         [res] = by_type(msgs, "result")
         self.assertEqual(res["data"]["text/plain"], "''")
 

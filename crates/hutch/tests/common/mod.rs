@@ -463,8 +463,18 @@ pub fn assert_nothing_left(server: &TestServer, view: &HostView) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let mut left = Vec::new();
-        if !pids_in_uts(&view.uts).is_empty() {
-            left.push(format!("processes in {}", view.uts));
+        // The kernel reuses a freed namespace's inode number, so a sandbox built since (a
+        // warm one, say) may show the same `uts:[…]`: only processes still in this sandbox's
+        // cgroups are its own.
+        let own: Vec<i32> = pids_in_uts(&view.uts)
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                    .is_ok_and(|c| c.contains(&view.sandbox_id))
+            })
+            .collect();
+        if !own.is_empty() {
+            left.push(format!("processes {own:?} in {}", view.uts));
         }
         for hierarchy in ["unified", "memory", "pids", "cpu", ""] {
             let root = Path::new("/sys/fs/cgroup").join(hierarchy);
