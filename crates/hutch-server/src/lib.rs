@@ -447,12 +447,15 @@ impl Server {
         storage.recover().await?;
 
         let reaper = tokio::spawn(reap_forever(Arc::clone(&sessions), config.reaper_interval));
-        let heartbeat = tokio::spawn(heartbeat_forever(sessions.store.clone()));
         let watcher = tokio::spawn(watch_died(Arc::clone(&sessions), died));
         let upkeep = tokio::spawn(metrics::upkeep_forever(metrics.clone()));
         let limits = Arc::new(ratelimit::RateLimiters::new(
             config.rate_lifecycle,
             config.rate_session,
+        ));
+        let heartbeat = tokio::spawn(heartbeat_forever(
+            sessions.store.clone(),
+            Arc::clone(&limits),
         ));
         let retain = tokio::spawn(ratelimit::retain_forever(
             Arc::clone(&limits),
@@ -643,8 +646,9 @@ async fn join_replicas(
     Ok(store)
 }
 
-/// Refreshes this replica's heartbeat every [`store::replicas::HEARTBEAT_INTERVAL`].
-async fn heartbeat_forever(store: store::Store) {
+/// Refreshes this replica's heartbeat every [`store::replicas::HEARTBEAT_INTERVAL`], and
+/// shares the rate limits among the replicas alive.
+async fn heartbeat_forever(store: store::Store, limits: Arc<ratelimit::RateLimiters>) {
     if store.replica().is_none() {
         return;
     }
@@ -655,6 +659,11 @@ async fn heartbeat_forever(store: store::Store) {
         ticks.tick().await;
         if let Err(err) = store.heartbeat().await {
             tracing::warn!(error = %error::chain(&err), "replica heartbeat failed");
+            continue;
+        }
+        match store.live_replicas(store::now_ms()).await {
+            Ok(live) => limits.set_replicas(u32::try_from(live.len()).unwrap_or(u32::MAX)),
+            Err(err) => tracing::warn!(error = %error::chain(&err), "listing the live replicas"),
         }
     }
 }
