@@ -7,6 +7,7 @@
 //! after the connection preface, as a runtime of pods reaches one. Each transport is timed
 //! with one connection kept for every request, and with a fresh connection per request
 //! (connect, preface for TCP, request), as the control plane opens one per relayed request.
+//! The two transports take turns request by request, so that a busy machine weighs on both.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -79,25 +80,40 @@ async fn request(sender: &mut SendRequest<Empty<Bytes>>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `iterations` requests after `warmup`, on one kept connection or a fresh one each.
-async fn series(
+/// One request to `target`, on `kept` or on a fresh connection: how long it took.
+async fn timed(
     target: &Target,
+    kept: &mut SendRequest<Empty<Bytes>>,
+    fresh: bool,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    if fresh {
+        let mut sender = target.open().await?;
+        request(&mut sender).await?;
+    } else {
+        request(kept).await?;
+    }
+    Ok(started.elapsed())
+}
+
+/// `iterations` requests to each target after `warmup`, on one kept connection each or a
+/// fresh one per request. The targets take turns, each going first every other time, so
+/// that the machine's load falls on both alike.
+async fn series(
+    targets: [&Target; 2],
     fresh: bool,
     warmup: usize,
     iterations: usize,
-) -> anyhow::Result<Samples> {
-    let mut samples = Samples::new();
-    let mut kept = target.open().await?;
+) -> anyhow::Result<[Samples; 2]> {
+    let mut samples = [Samples::new(), Samples::new()];
+    let mut kept = [targets[0].open().await?, targets[1].open().await?];
     for i in 0..warmup + iterations {
-        let started = Instant::now();
-        if fresh {
-            let mut sender = target.open().await?;
-            request(&mut sender).await?;
-        } else {
-            request(&mut kept).await?;
-        }
-        if i >= warmup {
-            samples.push(started.elapsed());
+        for turn in 0..2 {
+            let which = (turn + i) % 2;
+            let took = timed(targets[which], &mut kept[which], fresh).await?;
+            if i >= warmup {
+                samples[which].push(took);
+            }
         }
     }
     Ok(samples)
@@ -223,8 +239,7 @@ pub(crate) async fn run(
         (false, "kept connection"),
         (true, "fresh connection per request"),
     ] {
-        let on_unix = series(&unix, fresh, args.warmup, args.iterations).await?;
-        let on_tcp = series(&tcp, fresh, args.warmup, args.iterations).await?;
+        let [on_unix, on_tcp] = series([&unix, &tcp], fresh, args.warmup, args.iterations).await?;
         for (name, samples) in [("unix socket", &on_unix), ("TCP + preface", &on_tcp)] {
             println!(
                 "{:<44} {:>10} {:>10}",
