@@ -19,6 +19,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 mod agent;
 mod bench;
+mod bench_agent;
 mod bench_clients;
 mod bench_idle;
 mod bench_images;

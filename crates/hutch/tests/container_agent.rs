@@ -16,12 +16,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hutch_sandbox::preface::{self, client_preface};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 
 /// How long anything a test waits for may take under load before the test fails.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -126,15 +128,14 @@ impl ContainerAgent {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body)))
             .unwrap();
-        let response = tokio::time::timeout(PATIENCE, async {
+        tokio::time::timeout(PATIENCE, async {
             let response = sender.send_request(request).await.unwrap();
             let status = response.status().as_u16();
             let body = response.into_body().collect().await.unwrap().to_bytes();
             (status, body.to_vec())
         })
         .await
-        .expect("the agent answers in time");
-        response
+        .expect("the agent answers in time")
     }
 
     /// Runs `command` with `sh -c`; its result.
@@ -373,6 +374,32 @@ async fn commands_files_code_and_process_trees_work_through_the_preface() {
             .any(|l| l.contains(r#""type":"stdout""#) && l.contains("42")),
         "{frames}"
     );
+
+    // A terminal over a WebSocket: upgrades work on the prefaced stream.
+    let stream = agent.connect_with(&agent.secret).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(
+        "ws://agent/pty?command=echo%20in-a-terminal%3B%20tty",
+        stream,
+    )
+    .await
+    .unwrap();
+    let mut screen = Vec::new();
+    let mut exited = false;
+    while let Some(message) = tokio::time::timeout(PATIENCE, ws.next())
+        .await
+        .expect("the terminal answers in time")
+    {
+        match message.unwrap() {
+            Message::Binary(bytes) => screen.extend_from_slice(&bytes),
+            Message::Text(text) => exited |= text.contains(r#""type":"exit""#),
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    let screen = String::from_utf8_lossy(&screen);
+    assert!(screen.contains("in-a-terminal"), "{screen}");
+    assert!(screen.contains("/dev/pts/"), "a real terminal: {screen}");
+    assert!(exited, "the exit event came");
 
     // A background tree, killed whole by its process group.
     let mark = marker();
