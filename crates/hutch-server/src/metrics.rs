@@ -93,7 +93,7 @@ pub(crate) const PROXY_ROUTE: &str = "/v1/sessions/{id}/{*rest}";
 /// First segments of the agent's routes, each its own `route` label value
 /// (`/v1/sessions/{id}/commands`); any other path under the relay keeps [`PROXY_ROUTE`].
 /// Extend it as the agent grows routes.
-const AGENT_ROUTES: &[&str] = &["commands", "health"];
+const AGENT_ROUTES: &[&str] = &["commands", "health", "interpreter"];
 
 /// Every session state, for the `state` label.
 const STATES: [SessionStatus; 4] = [
