@@ -788,6 +788,10 @@ mod tests {
             "/v1/sessions/{id}/commands"
         );
         assert_eq!(
+            route_label(Some(PROXY_ROUTE), "/v1/sessions/0191/interpreter/execute"),
+            "/v1/sessions/{id}/interpreter"
+        );
+        assert_eq!(
             route_label(Some(PROXY_ROUTE), "/v1/sessions/0191/random-1234"),
             PROXY_ROUTE
         );

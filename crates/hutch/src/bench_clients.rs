@@ -94,8 +94,10 @@ pub(crate) async fn run(
         .unwrap_or(if args.quick { 1 } else { DEFAULT_ROUNDS })
         .max(1);
     println!(
-        "scenario: clients (per-call overhead on a kept connection), {rounds} interleaved rounds of {} calls after {} unmeasured per client and case, server: {url}",
-        args.iterations, args.warmup
+        "scenario: clients (per-call overhead on a kept connection), {rounds} interleaved round{} of {} calls after {} unmeasured per client and case, server: {url}",
+        if rounds == 1 { "" } else { "s" },
+        args.iterations,
+        args.warmup
     );
     println!("load average at the start: {}", load_average());
     let mut common: Vec<String> = ["--url", url, "--token", token]
