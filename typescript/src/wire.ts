@@ -111,7 +111,14 @@ export class Lane {
 
   private encode(request: WireRequest): Buffer {
     let head = `${request.method} ${request.target} HTTP/1.1\r\nhost: ${this.hostHeader}\r\n`;
-    for (const name in request.headers) head += `${name}: ${request.headers[name]}\r\n`;
+    for (const name in request.headers) {
+      const value = request.headers[name];
+      // As Node's `http` does: a name or value that could end the line is refused.
+      if (/[\r\n\0]/.test(name) || /[\r\n\0]/.test(value) || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) {
+        throw new TypeError(`invalid header ${JSON.stringify(name)}`);
+      }
+      head += `${name}: ${value}\r\n`;
+    }
     const body = request.body;
     if (body !== undefined || (request.method !== "GET" && request.method !== "HEAD")) {
       head += `content-length: ${body?.length ?? 0}\r\n`;

@@ -133,3 +133,17 @@ test("no answer within the timeout rejects with WireTimeout, and a closed lane r
   lane.close();
   await assert.rejects(call(lane, "GET", "/echo"), /closed/);
 });
+
+test("a header that could end its line is refused before anything is sent", async () => {
+  const lane = new Lane("127.0.0.1", port, `127.0.0.1:${port}`);
+  const before = opened;
+  try {
+    const send = (headers) =>
+      lane.send({ method: "GET", target: "/echo", headers, timeoutMs: 1000, onData: () => {} });
+    await assert.rejects(send({ authorization: "Bearer x\r\nx-evil: 1" }), TypeError);
+    await assert.rejects(send({ "x-a\r\nb": "1" }), TypeError);
+    assert.equal(opened, before, "no connection was opened");
+  } finally {
+    lane.close();
+  }
+});
