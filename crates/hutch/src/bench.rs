@@ -56,6 +56,10 @@ pub(crate) struct BenchArgs {
     /// Unmeasured iterations first.
     #[arg(long, default_value_t = 10)]
     pub(crate) warmup: usize,
+    /// `clients`: interleaved rounds (each client in turn, again and again); the table shows
+    /// the medians of the rounds (default 5, or 1 with --quick).
+    #[arg(long)]
+    pub(crate) rounds: Option<usize>,
     /// Few iterations, for CI: checks that the benchmark runs, not the figures.
     #[arg(long)]
     pub(crate) quick: bool,
