@@ -1,6 +1,6 @@
 //! The Kubernetes runtime against the stand-in cluster (an in-process API server and a
 //! kubelet running each pod as a local process: no Kubernetes API server can run here).
-//! Needs root (the stand-in kubelet makes pid and mount namespaces).
+//! Needs user namespaces (the stand-in kubelet makes user, pid and mount namespaces), not root.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 

@@ -2,7 +2,7 @@
 //!
 //! Each pod gets a loopback address of its own (127.x.y.z with x from 64 to 127, its pod IP) and runs its main
 //! container's command, `/hutch/hutch` replaced by a local binary, with `--listen <pod
-//! IP>:7171` added, inside `unshare --pid --fork --kill-child --mount --propagation private`:
+//! IP>:7171` added, inside `unshare --user --map-root-user --pid --fork --kill-child --mount`:
 //! a pid namespace whose init is the agent, so killing it on delete kills everything the
 //! agent started, and a private mount namespace with a tmpfs over `/tmp`. The pod's Secret is
 //! written to a file of the kubelet's own directory for `HUTCH_AGENT_TOKEN_FILE`.
@@ -46,7 +46,7 @@ impl Kubelet {
         // Not under /tmp: the pods' processes get a tmpfs of their own there.
         let dir = tempfile::Builder::new()
             .prefix("hutch-kubelet-")
-            .tempdir_in("/run")?;
+            .tempdir_in("/var/tmp")?;
         let secrets = dir.path().to_owned();
         let state = Arc::new(Mutex::new(State::default()));
         let mut changes = store.subscribe();
@@ -218,7 +218,10 @@ fn run(
     }
     let mut command = tokio::process::Command::new("unshare");
     command
+        // A user namespace too: the stand-in needs no root.
         .args([
+            "--user",
+            "--map-root-user",
             "--pid",
             "--fork",
             "--kill-child",
