@@ -16,7 +16,6 @@
 //! Kubernetes API server can run where hutch's tests run.
 
 mod objects;
-mod preface;
 mod runtime;
 #[cfg(feature = "stand-in")]
 pub mod standin;
@@ -24,12 +23,12 @@ pub mod standin;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub use hutch_sandbox::preface::client_preface;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 pub use objects::{
     HUTCH_DIR, MANAGED_BY, POOL_LABEL, SANDBOX_LABEL, SESSION_LABEL, TOKEN_DIR, TOKEN_KEY,
     managed_selector, network_policy, object_name, owner_reference, pod, resources, secret,
 };
-pub use preface::client_preface;
 pub use runtime::{KubeError, KubernetesRuntime, PodData};
 
 /// Every (resource, verb) the runtime's calls use in its namespace: the deploy manifests'

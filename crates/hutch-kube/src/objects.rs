@@ -194,6 +194,11 @@ pub fn pod(
                 ..hutch_volume
             },
             VolumeMount {
+                name: "workspace".to_owned(),
+                mount_path: "/workspace".to_owned(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
                 name: "token".to_owned(),
                 mount_path: TOKEN_DIR.to_owned(),
                 read_only: Some(true),
@@ -210,6 +215,11 @@ pub fn pod(
             volumes: Some(vec![
                 Volume {
                     name: "hutch".to_owned(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Volume::default()
+                },
+                Volume {
+                    name: "workspace".to_owned(),
                     empty_dir: Some(EmptyDirVolumeSource::default()),
                     ..Volume::default()
                 },

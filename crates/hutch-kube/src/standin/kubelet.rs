@@ -4,7 +4,8 @@
 //! container's command, `/hutch/hutch` replaced by a local binary, with `--listen <pod
 //! IP>:7171` added, inside `unshare --user --map-root-user --pid --fork --kill-child --mount`:
 //! a pid namespace whose init is the agent, so killing it on delete kills everything the
-//! agent started, and a private mount namespace with a tmpfs over `/tmp`. The pod's Secret is
+//! agent started, and a private mount namespace with a tmpfs over `/tmp`, where
+//! `/tmp/workspace` stands for the pod's `/workspace` emptyDir (`HUTCH_SESSION_WORKDIR`). The pod's Secret is
 //! written to a file of the kubelet's own directory for `HUTCH_AGENT_TOKEN_FILE`.
 
 use std::collections::HashMap;
@@ -216,6 +217,10 @@ fn run(
         env.retain(|(name, _)| name != "HUTCH_AGENT_TOKEN_FILE");
         env.push(("HUTCH_AGENT_TOKEN_FILE".into(), file.display().to_string()));
     }
+    // The pod's `/workspace` emptyDir is a directory of the process's own `/tmp` here.
+    if !env.iter().any(|(name, _)| name == "HUTCH_SESSION_WORKDIR") {
+        env.push(("HUTCH_SESSION_WORKDIR".into(), "/tmp/workspace".into()));
+    }
     let mut command = tokio::process::Command::new("unshare");
     command
         // A user namespace too: the stand-in needs no root.
@@ -233,7 +238,7 @@ fn run(
         .args([
             "sh",
             "-c",
-            "mount -t tmpfs stand-in-tmp /tmp && exec \"$@\"",
+            "mount -t tmpfs stand-in-tmp /tmp && mkdir /tmp/workspace && exec \"$@\"",
             "sh",
         ])
         .args(&argv)
