@@ -38,6 +38,7 @@ mod processes;
 mod progress;
 mod run;
 mod serve;
+mod serve_kube;
 mod serve_network;
 mod sessions;
 mod shell;
