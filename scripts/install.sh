@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs what hutch needs, builds it, installs /usr/local/bin/hutch and serves with the
-# embedded defaults (127.0.0.1:7420, data in /var/lib/hutch). Run as root.
+# Installs what hutch needs, builds it, installs /usr/local/bin/hutch (and beside it
+# /usr/local/bin/hutch-agent, the agent alone, which sandboxes then run as PID 1 at less memory
+# per session) and serves with the embedded defaults (127.0.0.1:7420, data in /var/lib/hutch).
+# Run as root.
 #
 # Where systemd runs, it installs and enables the `hutch` service (deploy/systemd/hutch.service)
 # and starts it; elsewhere it runs `hutch serve` in the foreground.
@@ -25,8 +27,9 @@ scripts/deps.sh serve
 say install "[2/3] building hutch (release)"
 start=$SECONDS
 cargo build --release --locked -p hutch
+install -m 0755 target/release/hutch-agent /usr/local/bin/hutch-agent
 install -m 0755 target/release/hutch /usr/local/bin/hutch
-say install "[3/3] installed /usr/local/bin/hutch: $(hutch --version), $(($(stat -c %s /usr/local/bin/hutch) / 1048576)) MiB, built in $((SECONDS - start)) s"
+say install "[3/3] installed /usr/local/bin/hutch: $(hutch --version), $(($(stat -c %s /usr/local/bin/hutch) / 1048576)) MiB, and hutch-agent beside it, built in $((SECONDS - start)) s"
 
 if [[ -d /run/systemd/system ]]; then
     install -m 0644 deploy/systemd/hutch.service /etc/systemd/system/hutch.service

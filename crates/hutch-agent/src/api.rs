@@ -58,17 +58,20 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
         .with_state(agent)
 }
 
-/// A pause begins: the awake clock stops (see [`crate::awake`]); sent by the control plane
+/// A pause begins: the awake clock stops (see [`crate::awake`]), and the `default` context's
+/// worker stops if it never ran code (see [`crate::interpreter`]); sent by the control plane
 /// just before it freezes the sandbox.
-async fn pause() -> axum::http::StatusCode {
+async fn pause(State(agent): State<Arc<Agent>>) -> axum::http::StatusCode {
     crate::awake::pause();
+    crate::interpreter::park_unused_default(&agent).await;
     axum::http::StatusCode::NO_CONTENT
 }
 
-/// The pause ended: the awake clock runs again; sent by the control plane just after it thawed
-/// the sandbox.
-async fn resume() -> axum::http::StatusCode {
+/// The pause ended: the awake clock runs again, and a `default` worker the pause stopped
+/// starts again; sent by the control plane just after it thawed the sandbox.
+async fn resume(State(agent): State<Arc<Agent>>) -> axum::http::StatusCode {
     let stood = crate::awake::resume();
+    crate::interpreter::unpark_default(&agent);
     tracing::debug!(paused_ms = stood.as_millis() as u64, "resumed");
     axum::http::StatusCode::NO_CONTENT
 }

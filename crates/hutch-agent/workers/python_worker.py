@@ -361,7 +361,9 @@ def _upgrade(plain, n):
 # --- the worker -----------------------------------------------------------------------------
 
 _WORKER_SRC = r'''
-import os
+# Until the first execution `os` is `posix`, whose functions `os` re-exports: importing `os`
+# (with `stat`, `posixpath` and `_collections_abc`) is left to `_finish_start`.
+import posix as os
 import sys
 import io
 import _json
@@ -439,8 +441,21 @@ def _add_site_dirs():
     site.sethelper()
 
 
-if sys.flags.no_site:
-    _add_site_dirs()
+_started = False
+
+
+def _finish_start():
+    """What the worker needs before it runs code, left out of its start so that an idle
+    worker (a session's `default` context that never runs code) holds less: the `os` module,
+    the site-packages directories with `exit`, `quit` and `help` (see _add_site_dirs), and
+    MPLBACKEND in the environment."""
+    global os, _started
+    _started = True
+    import os
+
+    os.environ["MPLBACKEND"] = "Agg"
+    if sys.flags.no_site:
+        _add_site_dirs()
 
 # --- JSON without importing `json` (which imports `re`) -------------------------------------
 
@@ -658,7 +673,6 @@ def _exc_value(e):
 
 # --- matplotlib: Agg backend, open figures become artifacts ---------------------------------
 
-os.environ["MPLBACKEND"] = "Agg"
 _fig_seq = 0  # figures of the current execution
 
 
@@ -717,9 +731,7 @@ class _PlainKernel:
     def __init__(self, upgrade=False):
         # `auto`: a cell in IPython-only syntax turns the worker into the IPython kernel.
         self.upgrade = upgrade
-        import types
-
-        mod = types.ModuleType("__main__")
+        mod = type(sys)("__main__")
         mod.__builtins__ = __builtins__
         self.ns = mod.__dict__
         self.module = mod
@@ -826,6 +838,8 @@ _switched = False  # this execution switched the kernel (reported on `done`)
 def _execute(msg):
     global _executing, _interrupted, _pending, _cur_id, _count, _error_sent, _fig_seq
     global _switched
+    if not _started:
+        _finish_start()
     _cur_id = msg.get("id")
     _fig_seq = 0
     code = msg.get("code")
@@ -900,8 +914,12 @@ def _restore_env(k, old):
 
 
 def _choose_kernel():
-    want = os.environ.pop("HUTCH_KERNEL", "") or "auto"
+    # Removed from the environment user code sees (`os.environ` wraps `posix.environ`).
+    want = os.environ.pop(b"HUTCH_KERNEL", b"").decode("utf-8", "replace") or "auto"
+    os.unsetenv("HUTCH_KERNEL")
     if want == "ipython":
+        # IPython lives in site-packages, and imports `os` anyway.
+        _finish_start()
         try:
             _cold()
             return _IPythonKernel()
@@ -939,7 +957,7 @@ _main()
 
 def _compile_apart(src, name):
     """`compile(src, name, "exec")` in a forked child; here when that fails."""
-    import os
+    import posix as os  # `os` itself waits for the first execution (see _finish_start)
     import marshal
 
     try:

@@ -5,8 +5,10 @@
 //! - density: sessions are created one after another until a stop condition ([`Stop`]), each
 //!   with its `default` interpreter context started but unused; host memory per idle session
 //!   is the drop of `MemAvailable` divided by their number, beside the mean of the sessions'
-//!   own cgroup figures (`GET /v1/sessions/{id}/stats`); then all are paused and measured again,
-//!   resumed, each runs `true` (every one must answer), and all are deleted;
+//!   own cgroup figures (`GET /v1/sessions/{id}/stats`), the private memory of their agents and
+//!   workers and the kernel's growth; then all are paused and measured again, resumed, each
+//!   runs `true` and has its `default` context ready again (every one must), and all are
+//!   deleted;
 //! - peers: the same `MemAvailable` drop per container for `podman run -d … sleep infinity`
 //!   of an image imported from a local root file system tarball, and per plain `unshare`d
 //!   `sleep infinity` (new pid, mount, net, ipc and uts namespaces).
@@ -141,8 +143,25 @@ pub struct DensityReport {
     pub kernel: Option<(Held, Held)>,
     /// The kernel's own memory per idle session (see [`KernelMemory`]), KiB.
     pub kernel_memory: KernelMemory,
+    /// The same while the sessions are paused.
+    pub paused_kernel_memory: KernelMemory,
     /// The sessions' processes while idle, when the benchmark started the server itself.
     pub processes: Option<SessionProcesses>,
+    /// The same while the sessions are paused.
+    pub paused_processes: Option<SessionProcesses>,
+}
+
+impl DensityReport {
+    /// Host memory per idle session, KiB: its processes' private memory and the kernel's
+    /// growth, when the processes were measured.
+    pub fn idle_host_kib(&self) -> Option<f64> {
+        Some(self.processes?.private_per_session() + self.kernel_memory.total())
+    }
+
+    /// The same per paused session.
+    pub fn paused_host_kib(&self) -> Option<f64> {
+        Some(self.paused_processes?.private_per_session() + self.paused_kernel_memory.total())
+    }
 }
 
 /// What the kernel holds for itself, from `/proc/meminfo` (KiB): at one moment, or its
@@ -179,6 +198,11 @@ impl KernelMemory {
         })
     }
 
+    /// All four, KiB.
+    pub fn total(&self) -> f64 {
+        self.slab + self.kernel_stack + self.page_tables + self.percpu
+    }
+
     /// The growth from `before` to `self`, shared by `count`.
     fn per(&self, before: &KernelMemory, count: usize) -> KernelMemory {
         let n = count.max(1) as f64;
@@ -191,9 +215,10 @@ impl KernelMemory {
     }
 }
 
-/// The mean memory of the sessions' agents (the server's `hutch agent` children whose worker
-/// has started: the warm pool's are left out) and of their `default` context workers (the
-/// agents' python children), from `smaps_rollup`, KiB.
+/// The mean memory of the sessions' agents (the server's children that run under a seccomp
+/// filter, which an agent installs when a session claims its sandbox: the warm pool's are
+/// left out) and of their `default` context workers (the agents' python children), from
+/// `smaps_rollup`, KiB.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SessionProcesses {
     /// Agents measured.
@@ -205,6 +230,14 @@ pub struct SessionProcesses {
     pub workers: usize,
     /// Their mean `Rss`, `Pss` and `Private_Dirty`.
     pub worker: ProcessMemory,
+}
+
+impl SessionProcesses {
+    /// Private memory per session, KiB: its agent's, and its worker's when it has one.
+    pub fn private_per_session(&self) -> f64 {
+        let workers_per_agent = self.workers as f64 / self.agents.max(1) as f64;
+        self.agent.private_dirty + self.worker.private_dirty * workers_per_agent
+    }
 }
 
 /// One process's (or a mean) resident, proportional and private dirty memory, KiB.
@@ -270,25 +303,24 @@ impl SessionProcesses {
                 all.push((pid, parent, name));
             }
         }
+        // Only the agents of sessions (locked down by their claim), not those of the pool.
         let agents: Vec<u32> = all
             .iter()
-            .filter(|(_, parent, _)| *parent == server_pid)
+            .filter(|(pid, parent, _)| *parent == server_pid && filtered(*pid))
             .map(|(pid, _, _)| *pid)
             .collect();
-        let workers: Vec<(u32, u32)> = all
+        let workers: Vec<u32> = all
             .iter()
             .filter(|(_, parent, name)| agents.contains(parent) && name.starts_with("python"))
-            .map(|(pid, parent, _)| (*pid, *parent))
+            .map(|(pid, _, _)| *pid)
             .collect();
-        // Only the agents of sessions (their worker started), not those of the warm pool.
         let agent: Vec<ProcessMemory> = agents
             .iter()
-            .filter(|a| workers.iter().any(|(_, parent)| parent == *a))
             .filter_map(|p| ProcessMemory::read(*p))
             .collect();
         let worker: Vec<ProcessMemory> = workers
             .iter()
-            .filter_map(|(p, _)| ProcessMemory::read(*p))
+            .filter_map(|p| ProcessMemory::read(*p))
             .collect();
         Ok(SessionProcesses {
             agents: agent.len(),
@@ -297,6 +329,15 @@ impl SessionProcesses {
             worker: ProcessMemory::mean(&worker),
         })
     }
+}
+
+/// Whether process `pid` runs under a seccomp filter (`Seccomp: 2` in its status).
+fn filtered(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+        status
+            .lines()
+            .any(|l| l.strip_prefix("Seccomp:").is_some_and(|v| v.trim() == "2"))
+    })
 }
 
 /// Kernel objects a server's sessions hold, counted at one moment.
@@ -412,11 +453,20 @@ async fn measure_held(
     }
     tokio::time::sleep(SETTLE).await;
     let paused = mem_available_kib().map_err(meminfo)?;
+    let paused_kernel_memory = KernelMemory::read()
+        .map_err(meminfo)?
+        .per(&kernel_baseline, ids.len());
+    let paused_processes = server
+        .map(|s| SessionProcesses::measure(s.pid))
+        .transpose()
+        .map_err(|e| BenchError::Server(format!("measuring the sessions' processes: {e}")))?;
     let (paused_cgroup, _, _) = stats_sums(client, ids).await?;
     let command = CommandRequest {
         argv: Some(vec!["true".into()]),
         ..CommandRequest::default()
     };
+    // Each answers a command, and its `default` context is ready again (a pause stops an
+    // unused one, the resume starts it again).
     let mut answered = 0;
     for id in ids {
         client.resume_session(*id).await.map_err(api("resume"))?;
@@ -427,6 +477,9 @@ async fn measure_held(
         if result.exit_code == 0 {
             answered += 1;
         }
+    }
+    for id in ids {
+        wait_default_context(client, *id).await?;
     }
     let per = |before: u64, after: u64| drop_per(before, after, ids.len());
     Ok(DensityReport {
@@ -442,7 +495,9 @@ async fn measure_held(
         answered,
         kernel: None,
         kernel_memory,
+        paused_kernel_memory,
         processes,
+        paused_processes,
     })
 }
 

@@ -1,7 +1,11 @@
-//! `hutch agent`: build the sandbox around this process, then serve the agent API; or, with
-//! `--container`, serve it as a container's main process (a pod's), on TCP.
+//! `hutch agent` and `hutch-agent`: build the sandbox around this process, then serve the
+//! agent API; or, with `--container`, serve it as a container's main process (a pod's), on TCP.
 
 use std::process::ExitCode;
+
+/// The id of the sources the agent of this build comes from (see `build.rs`), the same in
+/// `hutch` and in `hutch-agent` of one build.
+pub(crate) const BUILD_ID: &str = env!("HUTCH_AGENT_BUILD_ID");
 
 /// Exit code of an agent whose sandbox (or container configuration) could not be set up.
 const SETUP_FAILED: u8 = 70;

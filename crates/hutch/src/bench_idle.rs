@@ -74,7 +74,7 @@ pub(crate) async fn run(
     let mib = |kib: f64| kib / 1024.0;
     println!();
     println!(
-        "hutch: {} idle sessions held ({}), every default context ready after {:.1} s; {}/{} answered `true` after pause and resume",
+        "hutch: {} idle sessions held ({}), every default context ready after {:.1} s; {}/{} answered `true` after pause and resume (and had their default context ready again)",
         density.sessions,
         density.stop,
         density.fill.as_secs_f64(),
@@ -107,27 +107,44 @@ pub(crate) async fn run(
         "{:<46} {:>12.1}",
         "hutch: processes and threads per session", density.pids
     );
-    if let Some(p) = &density.processes {
-        for (what, count, m) in [
-            ("agent", p.agents, &p.agent),
-            ("default worker", p.workers, &p.worker),
-        ] {
-            println!(
-                "  {what} (mean of {count}): private {:.2}, Pss {:.2}, Rss {:.2}",
-                mib(m.private_dirty),
-                mib(m.pss),
-                mib(m.rss)
-            );
+    for (state, processes, k) in [
+        ("idle", &density.processes, &density.kernel_memory),
+        (
+            "paused",
+            &density.paused_processes,
+            &density.paused_kernel_memory,
+        ),
+    ] {
+        println!("  {state}:");
+        if let Some(p) = processes {
+            for (what, count, m) in [
+                ("agent", p.agents, &p.agent),
+                ("default worker", p.workers, &p.worker),
+            ] {
+                println!(
+                    "    {what} (mean of {count}): private {:.2}, Pss {:.2}, Rss {:.2}",
+                    mib(m.private_dirty),
+                    mib(m.pss),
+                    mib(m.rss)
+                );
+            }
         }
+        println!(
+            "    kernel (growth of /proc/meminfo): slab {:.2}, kernel stacks {:.2}, page tables {:.2}, per-CPU {:.2}",
+            mib(k.slab),
+            mib(k.kernel_stack),
+            mib(k.page_tables),
+            mib(k.percpu)
+        );
     }
-    let k = &density.kernel_memory;
-    println!(
-        "  kernel (growth of /proc/meminfo): slab {:.2}, kernel stacks {:.2}, page tables {:.2}, per-CPU {:.2}",
-        mib(k.slab),
-        mib(k.kernel_stack),
-        mib(k.page_tables),
-        mib(k.percpu)
-    );
+    if let (Some(idle), Some(paused)) = (density.idle_host_kib(), density.paused_host_kib()) {
+        println!(
+            "{:<46} {:>12.2} {:>12.2}",
+            "host: processes' private + kernel (idle, paused)",
+            mib(idle),
+            mib(paused)
+        );
+    }
     peer_row("podman run -d … sleep infinity", &podman);
     peer_row("unshare (pid,mnt,net,ipc,uts) sleep", &unshare);
     if let Some((before, held)) = &density.kernel {
@@ -142,9 +159,19 @@ pub(crate) async fn run(
             per(before.processes, held.processes),
         );
     }
-    if density.idle_kib > 0.0 {
-        let fits = 16.0 * 1024.0 * 1024.0 / density.idle_kib;
-        println!("idle sessions in 16 GiB at this cost: {fits:.0}");
+    // The processes' private memory and the kernel's growth, when the benchmark started the
+    // server (and so could find its sessions' processes); else the drop of MemAvailable, which
+    // other work on the machine moves.
+    let (per_session, source) = match density.idle_host_kib() {
+        Some(kib) => (kib, "processes' private memory + kernel"),
+        None => (density.idle_kib, "drop of MemAvailable"),
+    };
+    if per_session > 0.0 {
+        let fits = 16.0 * 1024.0 * 1024.0 / per_session;
+        println!(
+            "idle sessions in 16 GiB at {:.2} MiB each ({source}): {fits:.0}",
+            mib(per_session)
+        );
     }
 
     anyhow::ensure!(

@@ -2,7 +2,8 @@
 //!
 //! - `hutch serve` runs the control plane (the API, the store, the reaper) and the linux
 //!   runtime;
-//! - `hutch agent` is PID 1 inside every sandbox, started by the runtime, never by users;
+//! - `hutch agent` is PID 1 inside every sandbox, started by the runtime, never by users
+//!   (unless the lean `hutch-agent` built beside it, `agent_main.rs`, does that job);
 //! - client subcommands (`hutch token`, `hutch console-link`, `hutch bench`) prepare for or
 //!   measure a server;
 //!   `hutch sessions` creates, lists, pauses, resumes and deletes sessions, `hutch run` runs a
@@ -18,6 +19,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 mod agent;
+mod agent_program;
 mod bench;
 mod bench_agent;
 mod bench_clients;

@@ -18,7 +18,10 @@ async fn a_session_has_its_own_pid_namespace_hostname_and_only_loopback() {
 
     let ps = sh(&client, &s, "ps -e -o pid=,comm=").await;
     let procs: Vec<&str> = ps.stdout.lines().map(str::trim).collect();
-    assert!(procs.contains(&"1 hutch"), "the agent is PID 1: {procs:?}");
+    assert!(
+        procs.contains(&"1 hutch-agent"),
+        "the agent is PID 1: {procs:?}"
+    );
     assert!(
         procs.len() <= 4,
         "only the agent, the shell and ps are visible: {procs:?}"

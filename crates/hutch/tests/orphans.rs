@@ -13,8 +13,7 @@ use hutch_api::{CreateSessionRequest, UpdateSessionRequest};
 
 /// Whether the host process `pid` is still a sandbox's agent.
 fn agent_runs(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|c| c.starts_with("hutch\0agent"))
+    common::is_agent(pid)
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! Pausing and resuming sessions, end to end: a paused session's processes are frozen (no CPU
 //! time), keep every byte of their state, and go on after the resume; its in-session routes
 //! answer 409 `session_paused` at once; timeouts do not count the pause; a paused session
-//! survives a server crash and expires like a running one.
+//! survives a server crash and expires like a running one; an unused `default` context's
+//! worker is stopped while paused and started again on resume, a used one is kept.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
@@ -11,7 +12,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{
-    HostView, TestServer, assert_nothing_left, can_run_sandboxes, host_view, session, sh, sh_with,
+    HostView, TestServer, assert_nothing_left, can_run_sandboxes, host_view, pids_in_uts, session,
+    sh, sh_with,
 };
 use hutch_api::{AutoPause, CommandRequest, CreateSessionRequest, ErrorCode, SessionStatus};
 use hutch_client::HutchClient;
@@ -404,4 +406,139 @@ async fn stats_come_from_the_session_cgroup_running_or_paused() {
         .await
         .unwrap_err();
     assert_eq!(other.code(), Some(ErrorCode::SessionNotFound));
+}
+
+/// Whether the session's `default` context has a live worker (`active`).
+async fn default_active(client: &HutchClient, session: uuid::Uuid) -> bool {
+    let (status, bytes) = client
+        .request(
+            http::Method::GET,
+            &format!("/v1/sessions/{session}/interpreter/contexts/default"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 200);
+    let context: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(context["id"], "default");
+    context["active"] == true
+}
+
+/// Waits (at most 60 s) until the session's `default` context has a live worker.
+async fn wait_default_active(client: &HutchClient, session: uuid::Uuid) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !default_active(client, session).await {
+        assert!(
+            Instant::now() < deadline,
+            "the default context did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The session's python worker processes, seen from the host.
+fn workers(view: &HostView) -> Vec<i32> {
+    pids_in_uts(&view.uts)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with("python3\0-S\0"))
+        })
+        .collect()
+}
+
+/// The interpreter context cgroups (`ctx-N`) of the session, on a host with cgroup v2.
+fn context_cgroups(view: &HostView) -> Option<usize> {
+    let relative = view.cgroup.trim_start_matches('/');
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .iter()
+        .map(|root| Path::new(root).join(relative))
+        .find(|dir| dir.join("cgroup.procs").exists())
+        .map(|dir| {
+            walk(&dir)
+                .iter()
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("ctx-"))
+                })
+                .count()
+        })
+}
+
+/// Every directory under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            all.push(entry.path());
+            all.extend(walk(&entry.path()));
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn an_unused_default_context_sleeps_through_a_pause_and_a_used_one_keeps_its_state() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let unused = session(&client).await;
+    let used = session(&client).await;
+    let unused_view = host_view(&client, &unused).await;
+    let used_view = host_view(&client, &used).await;
+    wait_default_active(&client, unused.session_id).await;
+    assert_eq!(
+        python(&client, used.session_id, "x = 41\nprint('set')").await,
+        "set\n"
+    );
+    assert_eq!(workers(&unused_view).len(), 1);
+    let idle = client.session_stats(unused.session_id).await.unwrap();
+
+    for _ in 0..2 {
+        client.pause_session(unused.session_id).await.unwrap();
+        client.pause_session(used.session_id).await.unwrap();
+        // The unused context's worker is gone while paused, with its cgroup and its memory;
+        // the used one is frozen with its state.
+        assert_eq!(workers(&unused_view), Vec::<i32>::new());
+        assert_eq!(workers(&used_view).len(), 1);
+        if let Some(count) = context_cgroups(&unused_view) {
+            assert_eq!(count, 0, "the stopped worker's cgroup is removed");
+        }
+        let paused = client.session_stats(unused.session_id).await.unwrap();
+        assert!(
+            paused.rss_bytes + (1 << 20) < idle.rss_bytes,
+            "paused {paused:?}, idle {idle:?}"
+        );
+
+        client.resume_session(unused.session_id).await.unwrap();
+        client.resume_session(used.session_id).await.unwrap();
+        // Started again by the resume: the same context, ready without a request.
+        wait_default_active(&client, unused.session_id).await;
+        assert_eq!(workers(&unused_view).len(), 1);
+        if let Some(count) = context_cgroups(&unused_view) {
+            assert_eq!(count, 1);
+        }
+    }
+    assert_eq!(
+        python(&client, unused.session_id, "print(6 * 7)").await,
+        "42\n"
+    );
+    assert_eq!(
+        python(&client, used.session_id, "print(x + 1)").await,
+        "42\n"
+    );
+    // Now used, the context keeps its worker and its state through a pause.
+    assert_eq!(python(&client, unused.session_id, "y = 'kept'").await, "");
+    client.pause_session(unused.session_id).await.unwrap();
+    assert_eq!(workers(&unused_view).len(), 1);
+    client.resume_session(unused.session_id).await.unwrap();
+    assert_eq!(
+        python(&client, unused.session_id, "print(y)").await,
+        "kept\n"
+    );
+    // One worker each, nothing left over from the stopped ones.
+    assert_eq!(workers(&unused_view).len(), 1);
+    assert_eq!(workers(&used_view).len(), 1);
 }

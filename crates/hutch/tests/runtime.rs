@@ -8,17 +8,26 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
-use hutch_sandbox::linux::{LinuxConfig, LinuxRuntime};
+use hutch_sandbox::linux::{AgentProgram, LinuxConfig, LinuxRuntime};
 use hutch_sandbox::{OciImage, Runtime, SandboxError, SandboxImage, SandboxSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The lean agent built beside `hutch`.
+fn lean_agent() -> AgentProgram {
+    AgentProgram::lean(PathBuf::from(env!("CARGO_BIN_EXE_hutch-agent")))
+}
+
 fn runtime(warm_pool: usize) -> (LinuxRuntime, tempfile::TempDir) {
+    runtime_with(warm_pool, lean_agent())
+}
+
+fn runtime_with(warm_pool: usize, agent: AgentProgram) -> (LinuxRuntime, tempfile::TempDir) {
     let data = tempfile::Builder::new()
         .prefix("hutch-rt")
         .tempdir_in("/tmp")
         .unwrap();
     let mut config = LinuxConfig::new(data.path().to_owned()).unwrap();
-    config.agent_binary = PathBuf::from(env!("CARGO_BIN_EXE_hutch"));
+    config.agent = agent;
     config.warm_pool = warm_pool;
     let runtime = LinuxRuntime::new(config).unwrap();
     (runtime, data)
@@ -55,17 +64,30 @@ async fn pooled_and_on_demand_sandboxes_run_commands_and_leave_nothing() {
     if !common::can_run_sandboxes() {
         return;
     }
-    for warm_pool in [0, 2] {
-        let (runtime, data) = runtime(warm_pool);
+    // Both agent programs: `hutch agent`, and the lean `hutch-agent`.
+    let hutch = AgentProgram::hutch(PathBuf::from(env!("CARGO_BIN_EXE_hutch")));
+    for (warm_pool, agent, cmdline) in [
+        (0, hutch.clone(), "hutch agent"),
+        (2, hutch, "hutch agent"),
+        (0, lean_agent(), "hutch-agent"),
+        (2, lean_agent(), "hutch-agent"),
+    ] {
+        let (runtime, data) = runtime_with(warm_pool, agent);
         runtime.start_pool();
         let spec = spec();
         let record = runtime.create(&spec).await.unwrap();
         assert_eq!(record.id, spec.id);
 
-        let out = run(&runtime, spec.id, "echo $GREETING; hostname").await;
+        let out = run(
+            &runtime,
+            spec.id,
+            "echo $GREETING; hostname; tr '\\0' ' ' < /proc/1/cmdline",
+        )
+        .await;
         assert_eq!(
-            out["stdout"], "hi\nrt-test\n",
-            "the claim's environment and host name reach commands"
+            out["stdout"],
+            format!("hi\nrt-test\n{cmdline} "),
+            "the claim's environment and host name reach commands; PID 1 is the agent"
         );
 
         let sandbox_dir = data
@@ -187,12 +209,38 @@ async fn an_oci_image_of_many_layers_is_the_whole_root() {
 
 #[test]
 fn the_agent_refuses_to_run_outside_a_sandbox() {
-    // Run by hand on the host, `hutch agent` must not remount anything: it is not PID 1 of a
-    // new user namespace, so it stops before touching a mount.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hutch"))
-        .arg("agent")
+    // Run by hand on the host, `hutch agent` (or `hutch-agent`) must not remount anything: it
+    // is not PID 1 of a new user namespace, so it stops before touching a mount.
+    for (program, args) in [
+        (env!("CARGO_BIN_EXE_hutch"), &["agent"][..]),
+        (env!("CARGO_BIN_EXE_hutch-agent"), &[][..]),
+    ] {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(70), "{program}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not started by the hutch runtime"),
+            "{program}"
+        );
+    }
+}
+
+#[test]
+fn the_lean_agent_answers_the_build_id_of_hutch() {
+    // `hutch serve` runs the `hutch-agent` beside it only when it answers the same build id:
+    // cargo builds both from one source tree, so they match.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hutch-agent"))
+        .arg("--build-id")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(70));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not started by the hutch runtime"));
+    assert!(out.status.success());
+    let id = String::from_utf8(out.stdout).unwrap();
+    assert!(id.starts_with(env!("CARGO_PKG_VERSION")), "{id}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hutch-agent"))
+        .arg("--bogus")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -1,6 +1,7 @@
 //! `hutch serve` as its operator meets it: the lines it prints at start work when pasted into a
 //! shell, its log is coloured only when asked or on a terminal, it serves HTTPS and WSS with
-//! `--tls-cert`/`--tls-key`, and it removes image skeletons no sandbox uses.
+//! `--tls-cert`/`--tls-key`, it removes image skeletons no sandbox uses, and its sessions run
+//! the lean `hutch-agent` built beside it.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
@@ -425,4 +426,28 @@ fn skeletons(images: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+#[test]
+fn sessions_run_the_lean_agent_built_beside_the_server() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    // Cargo builds `hutch-agent` beside `hutch`, from the same sources: the server runs it
+    // as every sandbox's PID 1 instead of `hutch agent`.
+    let server = TestServer::start_with(&["--warm-pool", "1"]);
+    let client = server.client("alice");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let session = runtime.block_on(common::session(&client));
+    let result = runtime.block_on(common::sh(
+        &client,
+        &session,
+        "tr '\\0' ' ' < /proc/1/cmdline; echo",
+    ));
+    assert_eq!(result.exit_code, 0, "{result:?}");
+    assert!(
+        result.stdout.starts_with("hutch-agent \n"),
+        "{:?}",
+        result.stdout
+    );
 }

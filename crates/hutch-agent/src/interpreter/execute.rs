@@ -115,6 +115,8 @@ pub(crate) async fn execute(agent: Arc<Agent>, req: ExecuteRequest, tx: mpsc::Se
         return;
     }
     let mut slot = ctx.slot.lock().await;
+    // From here on its worker holds the state of code that ran (a pause keeps it).
+    ctx.used.store(true, Ordering::SeqCst);
     ctx.waiting.fetch_sub(1, Ordering::SeqCst);
     if agent.interpreters.get(&id).is_none() {
         sink.send(error_frame(

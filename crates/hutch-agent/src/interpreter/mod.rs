@@ -8,6 +8,12 @@
 //! its history entry kept. A worker that exits, crashes or has to be killed leaves the context
 //! inactive, and the next execution starts a fresh one. The `default` context is started when
 //! the agent starts, used when an execution names none, and cannot be deleted.
+//!
+//! While the session is paused, the `default` context's worker is stopped if no code ever ran
+//! in it ([`park_unused_default`]): it holds no state, and a paused session then costs only
+//! its agent. The resume starts it again ([`unpark_default`]), as the agent's start does; the
+//! context keeps its id, settings and (empty) history. A context that ran code keeps its
+//! worker, frozen with the rest of the session.
 
 mod execute;
 #[cfg(feature = "fuzzing")]
@@ -72,6 +78,10 @@ pub(crate) struct Context {
     killed: AtomicBool,
     /// Executions waiting for their turn.
     waiting: AtomicUsize,
+    /// An execution has run (or is about to run) code in it: its worker holds state.
+    used: AtomicBool,
+    /// Its unused worker was stopped for a pause, to be started again at the resume.
+    parked: AtomicBool,
     history: Mutex<VecDeque<HistoryEntry>>,
 }
 
@@ -126,16 +136,79 @@ pub(crate) fn prewarm(agent: &Arc<Agent>) {
     let agent = Arc::clone(agent);
     tokio::spawn(async move {
         tokio::time::sleep(PREWARM_DELAY).await;
-        if let Some(ctx) = agent.interpreters.get(DEFAULT_CONTEXT_ID) {
-            let mut slot = ctx.slot.lock().await;
-            if let Err(e) = ctx.ensure_worker(&agent, &mut slot).await {
-                tracing::warn!(error = %e, "the default interpreter context did not start");
-            }
-        }
-        // The agent's start is over (its root file system built, the worker started): what
-        // the allocator freed on the way goes back, instead of staying in every idle session.
-        hutch_sys::heap::give_back_free();
+        start_default(&agent).await;
     });
+}
+
+/// Starts the `default` context's worker unless a live one is there, then gives back what the
+/// allocator freed on the way: the agent's start is over (its root file system built, the
+/// worker started), or a resume restarted the worker, and an idle session should not keep it.
+async fn start_default(agent: &Arc<Agent>) {
+    if let Some(ctx) = agent.interpreters.get(DEFAULT_CONTEXT_ID) {
+        let mut slot = ctx.slot.lock().await;
+        if let Err(e) = ctx.ensure_worker(agent, &mut slot).await {
+            tracing::warn!(error = %e, "the default interpreter context did not start");
+        }
+    }
+    hutch_sys::heap::give_back_free();
+}
+
+/// How long a pause waits for the stopped worker of the `default` context to exit.
+const PARK_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A pause begins: stops the `default` context's worker if no code ever ran in it and nothing
+/// is starting or using it now, and waits (at most [`PARK_EXIT_WAIT`]) until it has exited,
+/// so that its memory is free before the session is frozen. A context that ran code, or one
+/// whose worker is busy, is left as it is.
+pub(crate) async fn park_unused_default(agent: &Agent) {
+    let Some(ctx) = agent.interpreters.get(DEFAULT_CONTEXT_ID) else {
+        return;
+    };
+    // Holding the slot keeps executions out; one that holds it, or waits for it, uses the
+    // context.
+    let Ok(mut slot) = ctx.slot.try_lock() else {
+        return;
+    };
+    if ctx.used.load(Ordering::SeqCst) || ctx.waiting.load(Ordering::SeqCst) > 0 {
+        return;
+    }
+    let Some(mut worker) = slot.take() else {
+        return;
+    };
+    ctx.worker_gone(&mut slot);
+    ctx.parked.store(true, Ordering::SeqCst);
+    if !worker.exited {
+        worker.handle.kill();
+        let exited = tokio::time::timeout(PARK_EXIT_WAIT, async {
+            while let Some(event) = worker.events.recv().await {
+                if let worker::Event::Exited(_) = event {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        worker.exited = exited.unwrap_or(false);
+        if !worker.exited {
+            tracing::warn!("the stopped default interpreter worker did not exit in time");
+        }
+    }
+    // Its cgroup goes with it; the agent's buffers for it too.
+    drop(worker);
+    drop(slot);
+    hutch_sys::heap::give_back_free();
+}
+
+/// The pause ended: starts the `default` context's worker again in the background if
+/// [`park_unused_default`] stopped it. An execution that comes first starts it itself.
+pub(crate) fn unpark_default(agent: &Arc<Agent>) {
+    let Some(ctx) = agent.interpreters.get(DEFAULT_CONTEXT_ID) else {
+        return;
+    };
+    if ctx.parked.swap(false, Ordering::SeqCst) {
+        let agent = Arc::clone(agent);
+        tokio::spawn(async move { start_default(&agent).await });
+    }
 }
 
 impl Context {
@@ -160,6 +233,8 @@ impl Context {
             interrupted: AtomicBool::new(false),
             killed: AtomicBool::new(false),
             waiting: AtomicUsize::new(0),
+            used: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
             history: Mutex::new(VecDeque::new()),
         }
     }

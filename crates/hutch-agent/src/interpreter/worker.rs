@@ -27,7 +27,7 @@ use crate::Agent;
 use crate::commands::CommandCgroup;
 use crate::reaper::Exit;
 
-/// How long a new worker may take to report `ready`.
+/// How long a new worker may take to report `ready` (awake time).
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the reading task reports.
@@ -281,7 +281,9 @@ impl Worker {
             exited: false,
         };
         let mut early = String::new();
-        let ready = tokio::time::timeout(READY_TIMEOUT, async {
+        // On the awake clock: a pause while the worker starts (a resume restarts a stopped
+        // `default` worker, and the next pause may come at once) does not count.
+        let ready = crate::awake::timeout(READY_TIMEOUT, async {
             loop {
                 match worker.events.recv().await {
                     Some(Event::Ready { kernel }) => return Ok(kernel),

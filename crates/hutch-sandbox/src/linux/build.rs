@@ -1,7 +1,6 @@
 //! Building a sandbox up to `built`: its directories, cgroups, socket and pipes, the `clone3`
 //! into new namespaces, and the release of the child once its maps are written.
 
-use std::ffi::CString;
 use std::fs;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -248,7 +247,6 @@ impl LinuxRuntime {
                 target,
             });
         }
-        let argv: Vec<CString> = vec![c"hutch".to_owned(), c"agent".to_owned()];
         let flags = (libc::CLONE_NEWUSER
             | libc::CLONE_NEWPID
             | libc::CLONE_NEWNS
@@ -259,7 +257,7 @@ impl LinuxRuntime {
             flags,
             cgroup.spawn_fd.as_ref().map(|fd| fd.as_raw_fd()),
             inner.agent_exe.as_raw_fd(),
-            &argv,
+            &inner.agent_argv,
             &fds,
             init::GO_FD,
         )

@@ -11,7 +11,8 @@
 //! 4. `clone3` a child into new user, pid, mount, network, ipc and uts namespaces, straight
 //!    into its cgroup v2 directory; write its uid/gid maps (root inside = an unprivileged host
 //!    uid), join its v1 cgroups, then release it;
-//! 5. the child execs `hutch agent`, which builds the root file system and reports `built`.
+//! 5. the child execs the agent ([`AgentProgram`]: the lean `hutch-agent`, or `hutch agent`),
+//!    which builds the root file system and reports `built`.
 //!
 //! Such a built sandbox waits in a small warm pool (`pool.rs`). [`Runtime::create`] claims one
 //! (`claim.rs`): writes the session's limits into its cgroups, sends the
@@ -50,6 +51,7 @@ mod usage;
 mod watch;
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
 use std::fs;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
@@ -81,6 +83,33 @@ pub const UID_COUNT: u32 = 65_536;
 /// ones included, at once): up to host id 1,000,000,000 + 8,193 × 65,536 − 1 ≈ 1.54e9.
 pub const DEFAULT_UID_RANGES: u32 = 8_192;
 
+/// The program every sandbox runs as its agent (PID 1 of the sandbox), with its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentProgram {
+    /// The executable, opened once when the runtime starts.
+    pub path: PathBuf,
+    /// Its argument vector, `argv[0]` included.
+    pub argv: Vec<CString>,
+}
+
+impl AgentProgram {
+    /// The agent role of the `hutch` executable at `path`: `hutch agent`.
+    pub fn hutch(path: PathBuf) -> AgentProgram {
+        AgentProgram {
+            path,
+            argv: vec![c"hutch".to_owned(), c"agent".to_owned()],
+        }
+    }
+
+    /// The lean agent executable at `path` (`hutch-agent`, which holds only the agent).
+    pub fn lean(path: PathBuf) -> AgentProgram {
+        AgentProgram {
+            path,
+            argv: vec![c"hutch-agent".to_owned()],
+        }
+    }
+}
+
 /// Settings of the linux runtime.
 #[derive(Debug, Clone)]
 pub struct LinuxConfig {
@@ -91,8 +120,8 @@ pub struct LinuxConfig {
     pub uid_base: u32,
     /// How many sandbox id ranges (of [`UID_COUNT`] ids each) the pool holds above its first.
     pub uid_ranges: u32,
-    /// The `hutch` binary to run as the agent.
-    pub agent_binary: PathBuf,
+    /// The program every sandbox runs as its agent.
+    pub agent: AgentProgram,
     /// How long a sandbox may take to report ready.
     pub start_timeout: Duration,
     /// How many built, unclaimed sandboxes of the `default` image to keep ready.
@@ -131,7 +160,7 @@ impl LinuxConfig {
             data_dir,
             uid_base: DEFAULT_UID_BASE,
             uid_ranges: DEFAULT_UID_RANGES,
-            agent_binary: exe,
+            agent: AgentProgram::hutch(exe),
             start_timeout: Duration::from_secs(10),
             warm_pool: 4,
             warm_pool_per_image: 2,
@@ -166,6 +195,8 @@ struct Inner {
     oci_layers: image::OciLayers,
     /// The agent binary, opened once (descriptor numbered above the child's targets).
     agent_exe: OwnedFd,
+    /// The agent's argument vector.
+    agent_argv: Vec<CString>,
     live: Mutex<HashMap<Uuid, Arc<Live>>>,
     /// Sandbox networking, when the server gives sandboxes any.
     network: Option<network::Network>,
@@ -256,10 +287,11 @@ impl LinuxRuntime {
             .map_err(io("build image in", &data.join("images")))?;
         let oci_layers = image::build_oci_layers(&data.join("images"), config.uid_base)
             .map_err(io("build image layers in", &data.join("images")))?;
-        let exe = sys::open(&config.agent_binary, libc::O_PATH)
-            .map_err(io("open", &config.agent_binary))?;
+        let exe =
+            sys::open(&config.agent.path, libc::O_PATH).map_err(io("open", &config.agent.path))?;
         let agent_exe =
             sys::dup_above(exe.as_raw_fd(), 100).map_err(sys_err("dup agent binary"))?;
+        let agent_argv = config.agent.argv.clone();
         tracing::info!(
             data_dir = %data.display(),
             cgroup_limits = ?cgroups.limits_via(),
@@ -287,6 +319,7 @@ impl LinuxRuntime {
             image,
             oci_layers,
             agent_exe,
+            agent_argv,
             live: Mutex::new(HashMap::new()),
             network,
             index_proxies,

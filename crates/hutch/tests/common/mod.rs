@@ -399,10 +399,7 @@ pub async fn host_view_by(client: &HutchClient, session: &Session, command: &str
     let pids = pids_in_uts(&uts);
     let agent_pid = *pids
         .iter()
-        .find(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.starts_with("hutch\0agent"))
-        })
+        .find(|pid| is_agent(**pid))
         .expect("the sandbox's agent on the host");
     let cgroup_file =
         std::fs::read_to_string(format!("/proc/{agent_pid}/cgroup")).expect("agent cgroup");
@@ -419,6 +416,12 @@ pub async fn host_view_by(client: &HutchClient, session: &Session, command: &str
         sandbox_id,
         uts,
     }
+}
+
+/// Whether the host process `pid` is a sandbox's agent: `hutch-agent`, or `hutch agent`.
+pub fn is_agent(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| c.starts_with("hutch-agent\0") || c.starts_with("hutch\0agent\0"))
 }
 
 /// Host pids whose UTS namespace is `uts`.
