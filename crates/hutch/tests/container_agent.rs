@@ -657,9 +657,30 @@ async fn stopping_or_passing_the_deadline_ends_every_command() {
 
 #[test]
 fn an_agent_without_a_usable_credential_or_configuration_refuses_to_start() {
+    // Both executables serve container mode: `hutch agent --container` and the lean
+    // `hutch-agent --container`.
+    let programs: [(&str, &[&str]); 2] = [
+        (env!("CARGO_BIN_EXE_hutch"), &["agent"]),
+        (env!("CARGO_BIN_EXE_hutch-agent"), &[]),
+    ];
+    for (program, prefix) in programs {
+        refuses_to_start_without_a_usable_configuration(program, prefix);
+    }
+    // `--listen` belongs to container mode only.
+    let out = Command::new(env!("CARGO_BIN_EXE_hutch"))
+        .args(["agent", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+/// `program` (with `prefix` before `--container`) exits 70, naming what is wrong, without a
+/// credential, with a short one, with a missing token file, or with a bad session variable.
+fn refuses_to_start_without_a_usable_configuration(program: &str, prefix: &[&str]) {
     let run = |env: &[(&str, &str)]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_hutch"))
-            .args(["agent", "--container", "--listen", "127.0.0.1:0"])
+        let out = Command::new(program)
+            .args(prefix)
+            .args(["--container", "--listen", "127.0.0.1:0"])
             .env_clear()
             .envs(env.iter().copied())
             .output()
@@ -685,10 +706,4 @@ fn an_agent_without_a_usable_credential_or_configuration_refuses_to_start() {
     ]);
     assert_eq!(code, Some(70));
     assert!(stderr.contains("HUTCH_SESSION_ENV"), "{stderr}");
-    // `--listen` belongs to container mode only.
-    let out = Command::new(env!("CARGO_BIN_EXE_hutch"))
-        .args(["agent", "--listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
 }
