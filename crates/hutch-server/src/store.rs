@@ -35,6 +35,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 mod contexts;
+pub(crate) mod scratch;
 #[cfg(test)]
 pub(crate) mod testing;
 
