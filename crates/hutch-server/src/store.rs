@@ -51,6 +51,11 @@ const INSERT_ATTEMPTS: usize = 3;
 pub const POSTGRES_TIMEOUT: Duration = Duration::from_secs(5);
 /// PostgreSQL: connections each replica keeps at most.
 const POSTGRES_CONNECTIONS: u32 = 16;
+/// PostgreSQL: a pooled connection idle longer than this is pinged before it is used (one
+/// round trip), so that one the server dropped meanwhile is replaced rather than failing a
+/// request. Connections in steady use are not: pinging before every statement (sqlx's
+/// default) would double the round trips of each request.
+const POSTGRES_PING_IDLE: Duration = Duration::from_secs(1);
 /// The advisory lock (`pg_advisory_xact_lock`) that serialises the inserts of session rows
 /// across replicas, so the counts each checks (capacity and tenant quotas) are exact.
 const SESSIONS_INSERT_LOCK: i64 = 0x6875_7463_6801;
@@ -493,6 +498,15 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(POSTGRES_CONNECTIONS)
             .acquire_timeout(POSTGRES_TIMEOUT)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > POSTGRES_PING_IDLE {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await
             .map_err(open_error)?;

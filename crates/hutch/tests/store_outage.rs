@@ -63,6 +63,8 @@ struct Log {
     faults: Vec<String>,
     /// The slowest request, and which step it was.
     slowest: (Duration, &'static str),
+    /// The slowest answer 503 `store_unavailable`.
+    slowest_unavailable: Duration,
 }
 
 impl Log {
@@ -89,6 +91,7 @@ impl Log {
                     && body.error.code == ErrorCode::StoreUnavailable =>
             {
                 self.unavailable += 1;
+                self.slowest_unavailable = self.slowest_unavailable.max(took);
                 Some(Answer::StoreUnavailable)
             }
             Err(err) => {
@@ -301,6 +304,7 @@ async fn postgres_stopped_for_10_s_under_load_fails_cleanly_and_recovers() {
     let ok_before = log.lock().unwrap().ok;
     wait_ready(&client, StatusCode::SERVICE_UNAVAILABLE).await;
     assert_eq!(status_of(&client, "/health/live").await, StatusCode::OK);
+    assert_eq!(status_of(&client, "/health").await, StatusCode::OK);
     let get = client.get_session(before.session_id).await;
     assert!(
         matches!(&get, Err(e) if e.code() == Some(ErrorCode::StoreUnavailable)),
@@ -343,8 +347,8 @@ async fn postgres_stopped_for_10_s_under_load_fails_cleanly_and_recovers() {
 
     let log = Arc::into_inner(log).unwrap().into_inner().unwrap();
     eprintln!(
-        "load: {} answers 2xx, {} answers 503 store_unavailable ({} 2xx while down), slowest {:?} ({})",
-        log.ok, log.unavailable, during.0, log.slowest.0, log.slowest.1
+        "load: {} answers 2xx, {} answers 503 store_unavailable (slowest {:?}), {} 2xx while down; slowest request {:?} ({})",
+        log.ok, log.unavailable, log.slowest_unavailable, during.0, log.slowest.0, log.slowest.1
     );
     assert!(
         log.faults.is_empty(),
