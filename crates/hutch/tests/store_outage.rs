@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{TestServer, can_run_sandboxes, host_view, sh_with};
+use common::{TestServer, can_run_sandboxes, host_view, sh, sh_with};
 use http::{Method, StatusCode};
 use hutch_api::{CommandRequest, CreateSessionRequest, ErrorCode};
 use hutch_client::{ClientError, HutchClient};
@@ -273,7 +273,7 @@ async fn postgres_stopped_for_10_s_under_load_fails_cleanly_and_recovers() {
     let server = TestServer::start_with(&["--warm-pool", "0", "--store", &url]);
     let client = server.client("alice");
 
-    // A session from before, and a command in it that runs through the whole outage.
+    // A session from before the outage.
     let before = common::session(&client).await;
     let view = host_view(&client, &before).await;
     let instance = view
@@ -281,10 +281,6 @@ async fn postgres_stopped_for_10_s_under_load_fails_cleanly_and_recovers() {
         .rsplit_once('/')
         .map(|(parent, _)| parent.to_owned())
         .unwrap();
-    let long = tokio::spawn({
-        let (client, before) = (client.clone(), before.clone());
-        async move { sh_with(&client, &before, "sleep 14 && echo survived", 60.0).await }
-    });
 
     let log = Arc::new(Mutex::new(Log::default()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -295,6 +291,24 @@ async fn postgres_stopped_for_10_s_under_load_fails_cleanly_and_recovers() {
     let deadline = Instant::now() + Duration::from_secs(60);
     while log.lock().unwrap().deleted.len() < WORKERS {
         assert!(Instant::now() < deadline, "the load does not go through");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A command that runs through the whole outage: started (its row read) before.
+    let long = tokio::spawn({
+        let (client, before) = (client.clone(), before.clone());
+        async move {
+            let command = "touch /tmp/long-started && sleep 12 && echo survived";
+            sh_with(&client, &before, command, 60.0).await
+        }
+    });
+    let deadline = Instant::now() + RECOVERY;
+    while sh(&client, &before, "test -f /tmp/long-started")
+        .await
+        .exit_code
+        != 0
+    {
+        assert!(Instant::now() < deadline, "the long command does not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
