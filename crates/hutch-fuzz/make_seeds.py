@@ -104,6 +104,11 @@ def main():
              b'"executionCount":1}\n', "h\u00e9llo \u2603".encode()[:-1], "\u2603".encode()[-1:] + b"\n"]
     seed("worker_pipes", "worker-session", b"\xff".join(lines))
 
+    secret = b"hutch-fuzz-preface-secret-0123456789abcdef"
+    seed("agent_preface", "accepted", b"HUTCH-AGENT/1 " + secret + b"\nGET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+    seed("agent_preface", "wrong-secret", b"HUTCH-AGENT/1 " + secret[:-1] + b"0\n")
+    seed("agent_preface", "plain-http", b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+    seed("agent_preface", "too-long", b"HUTCH-AGENT/1 " + b"x" * 600 + b"\n")
     seed("process_frames", "eof", b'{"type":"eof"}')
     seed("process_frames", "command", json.dumps(
         {"command": "echo hi", "env": {"A": "b"}, "cwd": "/workspace", "timeout": 5}).encode())

@@ -1,8 +1,9 @@
 """Per-call overhead of the Python SDK, blocking and async, against a running hutch server.
 
-    python bench/clients.py --url URL --token TOKEN [--quick]
+    python bench/clients.py --url URL --token TOKEN [--quick] [--client sync|async|concurrent]
 
-Prints one JSON object per line::
+Prints one JSON object per line (``--client`` runs only one of the three parts; without it,
+all three)::
 
     {"client": "python-sync", "case": "execute x = 1 + 1", "p50_ms": …, "p99_ms": …, "n": …,
      "cpu_ms": …}
@@ -12,7 +13,8 @@ Prints one JSON object per line::
     {"client": "python-async", "case": "100 concurrent executions", "per_second": …,
      "sync_per_second": …, "cpu_ms": …}
 
-``cpu_ms`` is the CPU time this process (the client) spent per call. The last line runs
+``cpu_ms`` is the CPU time (user + system, ``time.process_time()``) this process, the client,
+spent per call. The last line runs
 ``x = 1 + 1`` on 100 interpreter contexts at once from one event loop (``asyncio.gather``),
 and the same executions one after another with the blocking client.
 A session holds at most 32 contexts, so the 100 are spread over 4 sessions. ``--quick`` runs
@@ -179,23 +181,33 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--token", default=os.environ.get("HUTCH_TOKEN"), help="a bearer token (HUTCH_TOKEN)")
     parser.add_argument("--quick", action="store_true", help="few iterations: checks that it runs")
     parser.add_argument("--iterations", type=int, help="measured calls per case (default 200, quick 20)")
+    parser.add_argument("--warmup", type=int, help="unmeasured calls first (default 10, quick 3)")
+    parser.add_argument(
+        "--client", choices=("sync", "async", "concurrent"), help="only this client's figures (default: all)"
+    )
     args = parser.parse_args(argv)
     if not args.url or not args.token:
         parser.error("--url and --token are required (or set HUTCH_URL and HUTCH_TOKEN)")
     iterations = args.iterations or (20 if args.quick else 200)
     if iterations < 1:
         parser.error("--iterations must be at least 1")
-    warmup = 3 if args.quick else 10
+    warmup = args.warmup if args.warmup is not None else (3 if args.quick else 10)
+    if warmup < 0:
+        parser.error("--warmup must not be negative")
     rounds = 2 if args.quick else 10
-    with SessionsClient(args.url, bearer_token=args.token) as client:
-        sync_cases(client, warmup, iterations)
+    if args.client in (None, "sync"):
+        with SessionsClient(args.url, bearer_token=args.token) as client:
+            sync_cases(client, warmup, iterations)
 
     async def run_async() -> None:
-        async with AsyncSessionsClient(args.url, bearer_token=args.token) as client:
-            await async_cases(client, warmup, iterations)
-        await concurrent_case(args.url, args.token, rounds)
+        if args.client in (None, "async"):
+            async with AsyncSessionsClient(args.url, bearer_token=args.token) as client:
+                await async_cases(client, warmup, iterations)
+        if args.client in (None, "concurrent"):
+            await concurrent_case(args.url, args.token, rounds)
 
-    asyncio.run(run_async())
+    if args.client != "sync":
+        asyncio.run(run_async())
     return 0
 
 

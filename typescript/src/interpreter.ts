@@ -12,6 +12,7 @@
  */
 
 import { createInterface } from "node:readline";
+import { StringDecoder } from "node:string_decoder";
 
 import { ContextError, ContextNotFoundError, ExecutionTimeoutError, HutchConnectionError } from "./errors.js";
 import type { Transport } from "./transport.js";
@@ -206,29 +207,13 @@ export class CodeInterpreter {
    * `control`, or a single `ContextError` error frame for an unknown context.
    */
   async *frames(code: string, options: ExecuteOptions = {}): AsyncGenerator<Frame, void, undefined> {
-    const request: Schemas["ExecuteRequest"] = { code };
-    if (options.contextId !== undefined) request.contextId = options.contextId;
-    if (options.timeout !== undefined) {
-      if (!(options.timeout > 0)) throw new RangeError(`timeout must be positive, got ${options.timeout}`);
-      request.timeout = options.timeout;
-    }
-    if (options.envs !== undefined) request.envs = { ...options.envs };
-    if (options.libraries?.length) request.libraries = [...options.libraries];
-    const response = await this.transport.request("POST", `${this.base}/execute`, {
-      json: request,
-      timeoutMs: ((options.timeout ?? 300) + 60) * 1000,
-    });
+    const { request, timeoutMs } = executeRequest(code, options);
+    const response = await this.transport.request("POST", `${this.base}/execute`, { json: request, timeoutMs });
     const lines = createInterface({ input: response, crlfDelay: Infinity });
     try {
       for await (const line of lines) {
-        if (!line.trim()) continue;
-        let frame: Frame;
-        try {
-          frame = JSON.parse(line) as Frame;
-        } catch (error) {
-          throw new HutchConnectionError("the execution stream sent a line that is not JSON", { cause: error });
-        }
-        yield frame;
+        const frame = parseFrame(line);
+        if (frame !== undefined) yield frame;
       }
     } finally {
       lines.close();
@@ -249,7 +234,7 @@ export class CodeInterpreter {
     const out: string[] = [];
     const err: string[] = [];
     let contextError: ExecutionError | undefined;
-    for await (const frame of this.frames(code, options)) {
+    const apply = (frame: Frame): void => {
       switch (frame.type) {
         case "stdout":
           out.push(frame.text);
@@ -291,6 +276,27 @@ export class CodeInterpreter {
           options.onControl?.(frame.text);
           break;
       }
+    };
+    const path = `${this.base}/execute`;
+    if (this.transport.lean(path)) {
+      // The lean client hands the NDJSON over as it comes: frames are cut from it here.
+      const { request, timeoutMs } = executeRequest(code, options);
+      const decoder = new StringDecoder("utf8");
+      let partial = "";
+      await this.transport.exchange("POST", path, { json: request, timeoutMs }, (chunk) => {
+        const text = partial + decoder.write(chunk);
+        let start = 0;
+        for (let end = text.indexOf("\n"); end >= 0; end = text.indexOf("\n", start)) {
+          const frame = parseFrame(text.slice(start, end));
+          start = end + 1;
+          if (frame !== undefined) apply(frame);
+        }
+        partial = text.slice(start);
+      });
+      const last = parseFrame(partial + decoder.end());
+      if (last !== undefined) apply(last);
+    } else {
+      for await (const frame of this.frames(code, options)) apply(frame);
     }
     execution.stdout = out.join("");
     execution.stderr = err.join("");
@@ -308,5 +314,31 @@ export class CodeInterpreter {
       throw new HutchConnectionError("the execution ended without its final frame");
     }
     return execution;
+  }
+}
+
+/** The body and the HTTP timeout of an execution. */
+function executeRequest(
+  code: string,
+  options: ExecuteOptions,
+): { request: Schemas["ExecuteRequest"]; timeoutMs: number } {
+  const request: Schemas["ExecuteRequest"] = { code };
+  if (options.contextId !== undefined) request.contextId = options.contextId;
+  if (options.timeout !== undefined) {
+    if (!(options.timeout > 0)) throw new RangeError(`timeout must be positive, got ${options.timeout}`);
+    request.timeout = options.timeout;
+  }
+  if (options.envs !== undefined) request.envs = { ...options.envs };
+  if (options.libraries?.length) request.libraries = [...options.libraries];
+  return { request, timeoutMs: ((options.timeout ?? 300) + 60) * 1000 };
+}
+
+/** One NDJSON line as a frame; `undefined` for a blank line. */
+function parseFrame(line: string): Frame | undefined {
+  if (!line.trim()) return undefined;
+  try {
+    return JSON.parse(line) as Frame;
+  } catch (error) {
+    throw new HutchConnectionError("the execution stream sent a line that is not JSON", { cause: error });
   }
 }

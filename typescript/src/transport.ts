@@ -11,6 +11,8 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 
 import { HutchConnectionError, errorFromResponse } from "./errors.js";
+import { Lane, WireError, WireTimeout } from "./wire.js";
+import type { WireHead } from "./wire.js";
 
 /** Query parameters; `undefined` and `null` values are left out. */
 export type Query = Record<string, string | number | boolean | undefined | null>;
@@ -75,6 +77,8 @@ export class Transport {
   readonly verifyTls: boolean;
   private readonly base: URL;
   private readonly agent: http.Agent;
+  /** Kept connections of the lean client, over `http://` only. */
+  private readonly lane: Lane | undefined;
   private closed = false;
 
   constructor(options: TransportOptions) {
@@ -88,6 +92,10 @@ export class Transport {
       this.base.protocol === "https:"
         ? new https.Agent({ ...agentOptions, rejectUnauthorized: this.verifyTls })
         : new http.Agent(agentOptions);
+    this.lane =
+      this.base.protocol === "http:"
+        ? new Lane(this.base.hostname.replace(/^\[|\]$/g, ""), Number(this.base.port || 80), this.base.host)
+        : undefined;
   }
 
   /** The server's root: the API URL without `/v1`. */
@@ -108,6 +116,70 @@ export class Transport {
   close(): void {
     this.closed = true;
     this.agent.destroy();
+    this.lane?.close();
+  }
+
+  /** Whether {@link exchange} can carry a request to `path` with these options. */
+  lean(path: string, options: RequestOptions = {}): boolean {
+    return (
+      this.lane !== undefined && !path.startsWith("http") && (options.body === undefined || isBytes(options.body))
+    );
+  }
+
+  /**
+   * Sends a request whose body is bytes (or none) over the lean client's kept connections
+   * (see `wire.ts`) and hands each piece of the answer's body to `onData` as it comes;
+   * resolves with the answer's head once the body has ended. A 4xx or 5xx answer rejects
+   * with the SDK error for its code. Only where {@link lean} says so.
+   */
+  async exchange(
+    method: string,
+    path: string,
+    options: RequestOptions,
+    onData: (chunk: Buffer) => void,
+  ): Promise<WireHead> {
+    if (this.closed || this.lane === undefined) throw new HutchConnectionError("the client is closed");
+    const { headers, body } = this.encode(method, options);
+    if (path.startsWith("http") || (body !== undefined && !isBytes(body))) {
+      throw new TypeError("exchange() takes an API path and a body of bytes; use request()");
+    }
+    const url = this.url(path, options.query);
+    const timeoutMs = options.timeoutMs ?? this.timeoutMs;
+    delete headers["content-length"];
+    const failure: Buffer[] = [];
+    let failed = 0;
+    let head: WireHead;
+    try {
+      head = await this.lane.send({
+        method,
+        target: url.pathname + url.search,
+        headers,
+        body: body === undefined ? undefined : Buffer.from(body as string | Uint8Array),
+        timeoutMs,
+        onData: (chunk, { status }) => {
+          if (status < 400) {
+            onData(chunk);
+          } else if (failed < MAX_ERROR_BODY) {
+            failure.push(chunk);
+            failed += chunk.length;
+          }
+        },
+      });
+    } catch (error) {
+      if (error instanceof WireTimeout) {
+        throw new HutchConnectionError(`${method} ${url.pathname}: no answer from ${this.apiUrl} in ${timeoutMs} ms`, {
+          cause: error,
+        });
+      }
+      if (error instanceof WireError) {
+        throw new HutchConnectionError(`cannot reach ${this.apiUrl}: ${error.message}`, { cause: error });
+      }
+      throw error;
+    }
+    if (head.status >= 400) {
+      throw errorFromResponse(head.status, head.headers, Buffer.concat(failure).toString("utf8"));
+    }
+    return head;
   }
 
   /**
@@ -147,8 +219,14 @@ export class Transport {
 
   /** Sends a request and resolves with its JSON answer (`undefined` when empty). */
   async json<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
-    const response = await this.request(method, path, options);
-    const text = await readText(response);
+    let text: string;
+    if (this.lean(path, options)) {
+      const chunks: Buffer[] = [];
+      await this.exchange(method, path, options, (chunk) => chunks.push(chunk));
+      text = chunks.length === 1 ? chunks[0].toString("utf8") : Buffer.concat(chunks).toString("utf8");
+    } else {
+      text = await readText(await this.request(method, path, options));
+    }
     if (!text) return undefined as T;
     try {
       return JSON.parse(text) as T;
@@ -157,7 +235,8 @@ export class Transport {
     }
   }
 
-  private send(method: string, url: URL, options: RequestOptions): Promise<IncomingMessage> {
+  /** A request's headers and its body (JSON encoded), as both clients send them. */
+  private encode(method: string, options: RequestOptions): { headers: Record<string, string>; body: Body | undefined } {
     const headers: Record<string, string> = {
       authorization: `Bearer ${this.token}`,
       "user-agent": "hutch-typescript",
@@ -178,6 +257,11 @@ export class Transport {
     } else if (body === undefined && method !== "GET" && method !== "HEAD") {
       headers["content-length"] = "0";
     }
+    return { headers, body };
+  }
+
+  private send(method: string, url: URL, options: RequestOptions): Promise<IncomingMessage> {
+    const { headers, body } = this.encode(method, options);
     const timeoutMs = options.timeoutMs ?? this.timeoutMs;
     const module = url.protocol === "https:" ? https : http;
     return new Promise<IncomingMessage>((resolve, reject) => {

@@ -3,10 +3,15 @@
 //! PID 1 it takes every process of the sandbox with it. A server that runs destroys its
 //! sessions at expiry long before; this bounds the life of a sandbox whose server stopped and
 //! did not come back.
+//!
+//! In container mode the deadline is fixed at start (`HUTCH_SESSION_DEADLINE`), and the agent
+//! kills its commands' process groups before it exits; the pod's end takes the rest.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use hutch_sandbox::deadline::DeadlineFile;
+use crate::Deadline;
+use crate::reaper::Reaper;
 
 /// How often the deadline is read.
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -18,23 +23,33 @@ const UNSET_GRACE: Duration = Duration::from_secs(600);
 /// The exit status of an agent that ended its sandbox at its deadline.
 pub(crate) const DEADLINE_EXIT: i32 = 0;
 
-/// Watches `file` in the background; exits the process once the deadline has passed on two
-/// reads in a row (one read could meet a rewrite half done).
-pub(crate) fn watch(file: DeadlineFile) {
+/// Watches `deadline` in the background; exits the process once it has passed on two reads in
+/// a row (one read could meet a rewrite half done), after killing every process group the
+/// agent started (`reaper`).
+pub(crate) fn watch(deadline: Deadline, reaper: Arc<Reaper>) {
     let unset =
         SystemTime::now() + Duration::from_secs(hutch_api::limits::TTL_MAX_SECS) + UNSET_GRACE;
+    let read = move || match &deadline {
+        Deadline::File(file) => Some(file.read().unwrap_or(unset)),
+        Deadline::At(at) => Some(*at),
+        Deadline::Never => None,
+    };
+    if read().is_none() {
+        return;
+    }
     tokio::spawn(async move {
         let mut passed_before = false;
         let mut clock = DeadlineClock::default();
         loop {
             tokio::time::sleep(CHECK_INTERVAL).await;
-            let deadline = file.read().unwrap_or(unset);
+            let deadline = read().unwrap_or(unset);
             let passed = clock.passed(deadline, SystemTime::now(), Instant::now());
             if passed && passed_before {
                 tracing::warn!(
                     ?deadline,
                     "the sandbox's deadline passed and no server renewed or destroyed it: ending the sandbox"
                 );
+                reaper.kill_groups();
                 std::process::exit(DEADLINE_EXIT);
             }
             passed_before = passed;

@@ -41,16 +41,25 @@ pub(crate) struct Image {
 
 impl Image {
     /// The image `name` with its `WorkingDir` and `User` (resolved against the sandbox's
-    /// `/etc/passwd` and `/etc/group`).
+    /// `/etc/passwd` and `/etc/group`). A sandbox hutch built maps only
+    /// [`hutch_sandbox::linux::UID_COUNT`] ids; a container (`any_id`) has them all.
     pub(crate) fn new(
         name: Option<String>,
         working_dir: Option<String>,
         user: Option<&str>,
+        any_id: bool,
     ) -> Image {
-        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
         let user = match user.filter(|u| !u.is_empty()) {
             None => Ok(None),
-            Some(user) => resolve_user(user, &read("/etc/passwd"), &read("/etc/group")).map(Some),
+            Some(user) => resolve_user(user, &read("/etc/passwd"), &read("/etc/group"))
+                .and_then(|run_as| {
+                    if any_id {
+                        Ok(run_as)
+                    } else {
+                        within_sandbox_ids(user, run_as)
+                    }
+                })
+                .map(Some),
         };
         Image {
             name: name.unwrap_or_else(|| "default".to_owned()),
@@ -84,6 +93,31 @@ impl Image {
             program: program.to_owned(),
         })
     }
+}
+
+/// A file of the image, empty when it cannot be read.
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// The user this process runs as (its effective uid, from `/proc/self/status`), with its name
+/// and home when `/etc/passwd` has them.
+pub(crate) fn current_user() -> Option<RunAs> {
+    let status = read("/proc/self/status");
+    let ids = |prefix: &str| -> Option<u32> {
+        let line = status.lines().find_map(|l| l.strip_prefix(prefix))?;
+        // Real, effective, saved, file system: the effective one.
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    let (uid, gid) = (ids("Uid:")?, ids("Gid:")?);
+    Some(
+        resolve_user(&uid.to_string(), &read("/etc/passwd"), "").unwrap_or(RunAs {
+            uid,
+            gid,
+            name: None,
+            home: None,
+        }),
+    )
 }
 
 /// The program that runs `language` (`python` → `python3`, `javascript` → `node`, `bash`).
@@ -141,18 +175,23 @@ pub(crate) fn resolve_user(user: &str, passwd: &str, group: &str) -> Result<RunA
                 })?,
         };
     }
-    if uid >= hutch_sandbox::linux::UID_COUNT || gid >= hutch_sandbox::linux::UID_COUNT {
-        return Err(format!(
-            "the image's user {user} maps outside the sandbox's {} ids",
-            hutch_sandbox::linux::UID_COUNT
-        ));
-    }
     Ok(RunAs {
         uid,
         gid,
         name,
         home,
     })
+}
+
+/// `run_as`, the image's `user`, if it has ids a sandbox hutch built maps.
+fn within_sandbox_ids(user: &str, run_as: RunAs) -> Result<RunAs, String> {
+    let count = hutch_sandbox::linux::UID_COUNT;
+    if run_as.uid >= count || run_as.gid >= count {
+        return Err(format!(
+            "the image's user {user} maps outside the sandbox's {count} ids"
+        ));
+    }
+    Ok(run_as)
 }
 
 #[cfg(test)]
@@ -187,10 +226,16 @@ mod tests {
                 .unwrap_err()
                 .contains("wheel")
         );
+        let far = resolve_user("70000", PASSWD, GROUP).unwrap();
         assert!(
-            resolve_user("70000", PASSWD, GROUP)
+            within_sandbox_ids("70000", far.clone())
                 .unwrap_err()
                 .contains("outside")
+        );
+        assert_eq!(
+            Image::new(None, None, Some("70000"), true).user(),
+            Some(&far),
+            "a container has every id"
         );
     }
 }

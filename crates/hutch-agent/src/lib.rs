@@ -1,4 +1,6 @@
-//! The agent: PID 1 inside every sandbox, serving the sandbox's API on a unix socket.
+//! The agent: PID 1 inside every sandbox, serving the sandbox's API on a unix socket; or, in
+//! container mode (`hutch agent --container`), a pod's main process serving the same API on
+//! TCP to whoever opens the connection with the session's secret ([`listener`]).
 //!
 //! The control plane authenticates a request, finds the session and forwards
 //! `/v1/sessions/{id}/<rest>` here as `/<rest>`. The agent knows nothing of tenants, tokens or
@@ -41,6 +43,7 @@ pub mod fuzzing {
 }
 mod image;
 mod interpreter;
+mod listener;
 mod oom;
 mod ports;
 mod processes;
@@ -49,17 +52,53 @@ mod reaper;
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 pub use error::AgentError;
+
+/// Where the agent takes its connections.
+#[derive(Debug)]
+pub enum Listener {
+    /// The listening unix socket of a sandbox hutch built (already bound and listening): only
+    /// the control plane on the host reaches it.
+    Unix(OwnedFd),
+    /// A listening TCP socket (container mode): every connection must start with the preface
+    /// carrying `secret` (see [`hutch_sandbox::preface`]).
+    Tcp {
+        /// The socket, bound and listening.
+        listener: std::net::TcpListener,
+        /// The session's credential.
+        secret: hutch_sandbox::preface::Secret,
+    },
+}
+
+/// Where the agent learns when to end its sandbox (see [`deadline`]).
+#[derive(Debug)]
+pub enum Deadline {
+    /// The file the linux runtime rewrites as the session's TTL changes.
+    File(hutch_sandbox::deadline::DeadlineFile),
+    /// A time fixed at start (container mode's `HUTCH_SESSION_DEADLINE`).
+    At(SystemTime),
+    /// None: the agent lives until it is killed.
+    Never,
+}
 
 /// What the agent serves with.
 #[derive(Debug)]
 pub struct AgentConfig {
-    /// The listening unix socket (already bound and listening).
-    pub listener: OwnedFd,
+    /// Where connections come from.
+    pub listener: Listener,
+    /// Whether the agent is a container's main process (`hutch agent --container`) rather than
+    /// PID 1 of a sandbox hutch built: it then ends its commands' process groups when told to
+    /// stop (`SIGTERM`), and takes any user id for the image's user.
+    pub container: bool,
     /// The sandbox's delegated cgroup v2 directory: each command gets a child cgroup in it so
     /// that it can be killed whole. Without it commands are killed by process group.
     pub cgroup_dir: Option<OwnedFd>,
+    /// The environment processes start from, under the session's `env`: in container mode the
+    /// container's own (without `HUTCH_*`); `PATH`, `HOME`, `USER` and `LANG` of their own when
+    /// absent.
+    pub base_env: Option<BTreeMap<String, String>>,
     /// Environment every process starts with (the session's `env`).
     pub env: BTreeMap<String, String>,
     /// The sandbox's host name.
@@ -73,7 +112,7 @@ pub struct AgentConfig {
     /// The session's memory limit in MiB, named when the OOM killer ends something.
     pub memory_mb: Option<u64>,
     /// The sandbox's deadline: past it, the agent ends the sandbox (see [`deadline`]).
-    pub deadline: hutch_sandbox::deadline::DeadlineFile,
+    pub deadline: Deadline,
     /// The name of the sandbox's image (`default` when absent), named when a language's
     /// program is missing from it.
     pub image: Option<String>,
@@ -126,6 +165,18 @@ fn give_workspace_to(user: &image::RunAs) {
     }
 }
 
+/// Sets `HOME` and `USER` in `env` to `user`'s.
+fn user_env(env: &mut BTreeMap<String, String>, user: &image::RunAs) {
+    env.insert(
+        "HOME".to_owned(),
+        user.home.clone().unwrap_or("/".to_owned()),
+    );
+    env.insert(
+        "USER".to_owned(),
+        user.name.clone().unwrap_or_else(|| user.uid.to_string()),
+    );
+}
+
 /// The C allocator's arenas in the agent (see [`hutch_sys::heap::limit_arenas`]).
 const AGENT_MALLOC_ARENAS: i32 = 2;
 
@@ -144,7 +195,12 @@ pub fn run(config: AgentConfig) -> Result<(), AgentError> {
 
 async fn serve(config: AgentConfig) -> Result<(), AgentError> {
     let reaper = reaper::Reaper::start().map_err(AgentError::Runtime)?;
-    let image = image::Image::new(config.image, config.working_dir, config.user.as_deref());
+    let image = image::Image::new(
+        config.image,
+        config.working_dir,
+        config.user.as_deref(),
+        config.container,
+    );
     let mut base_env = BTreeMap::from([
         (
             "PATH".to_owned(),
@@ -153,19 +209,19 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
         ("HOME".to_owned(), "/root".to_owned()),
         ("USER".to_owned(), "root".to_owned()),
         ("LANG".to_owned(), "C.UTF-8".to_owned()),
-        ("HOSTNAME".to_owned(), config.hostname.clone()),
     ]);
+    // In a container, commands that cannot be switched to another user run as the agent's.
+    if config.container
+        && let Some(me) = image::current_user()
+    {
+        user_env(&mut base_env, &me);
+    }
+    base_env.extend(config.base_env.unwrap_or_default());
     if let Some(user) = image.user() {
-        base_env.insert(
-            "HOME".to_owned(),
-            user.home.clone().unwrap_or("/".to_owned()),
-        );
-        base_env.insert(
-            "USER".to_owned(),
-            user.name.clone().unwrap_or_else(|| user.uid.to_string()),
-        );
+        user_env(&mut base_env, user);
         give_workspace_to(user);
     }
+    base_env.insert("HOSTNAME".to_owned(), config.hostname.clone());
     base_env.extend(config.env);
     // Python `libraries` installed in any context are importable everywhere.
     let base_env = interpreter::with_libraries_on_python_path(base_env);
@@ -194,12 +250,18 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
         oom: oom::OomCounter::new(config.memory_events, config.memory_mb),
     });
     interpreter::prewarm(&agent);
-    deadline::watch(config.deadline);
-    let std_listener = std::os::unix::net::UnixListener::from(config.listener);
-    std_listener
-        .set_nonblocking(true)
-        .map_err(AgentError::Runtime)?;
-    let listener = tokio::net::UnixListener::from_std(std_listener).map_err(AgentError::Runtime)?;
+    deadline::watch(config.deadline, agent.reaper.clone());
+    if config.container {
+        agent
+            .reaper
+            .end_on_terminate()
+            .map_err(AgentError::Runtime)?;
+    }
+    let listener = match config.listener {
+        Listener::Unix(fd) => listener::AgentListener::unix(fd),
+        Listener::Tcp { listener, secret } => listener::AgentListener::tcp(listener, secret),
+    }
+    .map_err(AgentError::Runtime)?;
     axum::serve(listener, api::router(agent))
         .await
         .map_err(AgentError::Runtime)

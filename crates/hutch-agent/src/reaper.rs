@@ -93,6 +93,30 @@ impl Reaper {
         self.spawn(spec, options)
     }
 
+    /// Sends `SIGKILL` to the process group of every started process still running (each
+    /// leads a group of its own): what the agent does before it exits on its own.
+    pub(crate) fn kill_groups(&self) {
+        let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        for pid in waiting.keys() {
+            let _ = hutch_sys::process::kill_group(*pid, libc::SIGKILL);
+        }
+    }
+
+    /// On `SIGTERM` (a container being stopped), kills every process group the agent started
+    /// and exits with status 0.
+    pub(crate) fn end_on_terminate(self: &Arc<Self>) -> io::Result<()> {
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let reaper = self.clone();
+        tokio::spawn(async move {
+            if sigterm.recv().await.is_some() {
+                tracing::warn!("told to stop (SIGTERM): ending every command");
+                reaper.kill_groups();
+                std::process::exit(0);
+            }
+        });
+        Ok(())
+    }
+
     fn reap_all(&self) {
         let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         loop {

@@ -17,6 +17,7 @@ mod archives;
 mod headers;
 mod images;
 mod paths;
+mod preface;
 mod streams;
 
 /// A fuzz target: one input in, a panic when a parser misbehaves.
@@ -34,6 +35,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("image_reference", images::image_reference),
     ("oci_layer", images::oci_layer),
     ("image_archive", images::image_archive),
+    ("agent_preface", preface::agent_preface),
 ];
 
 /// The target called `name`.

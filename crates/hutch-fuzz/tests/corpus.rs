@@ -43,6 +43,7 @@ macro_rules! corpus_tests {
 }
 
 corpus_tests!(
+    agent_preface,
     files_archive,
     storage_archive,
     file_paths,

@@ -15,9 +15,11 @@
 //! opaque [`RuntimeData`] in its [`SandboxRecord`], and sandboxes that die on their own are
 //! reported through [`Runtime::deaths`].
 
+pub mod container;
 pub mod deadline;
 pub mod init;
 pub mod linux;
+pub mod preface;
 pub mod process;
 mod seccomp;
 mod sys;

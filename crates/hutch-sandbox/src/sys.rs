@@ -637,3 +637,37 @@ unsafe fn child_after_clone(
         fail(124)
     }
 }
+
+/// Overwrites with NUL bytes the value of every `name=` entry of the process's environment
+/// block (what the kernel shows as `/proc/<pid>/environ` is the block the process started
+/// with, which removing a variable leaves as it was), then removes the variable.
+///
+/// # Safety
+/// No other thread may run: the environment is read and written without a lock others take.
+pub(crate) unsafe fn scrub_env(name: &str) {
+    let prefix = format!("{name}=");
+    // SAFETY: `environ` is a NULL-terminated array of NUL-terminated strings the process owns
+    // (on its initial stack, or allocated by setenv), writable, and no other thread touches
+    // it (the caller's contract). Each write stays within its string, before its NUL.
+    unsafe {
+        let mut entry = libc::environ;
+        while !entry.is_null() && !(*entry).is_null() {
+            let text = CStr::from_ptr(*entry);
+            let len = text.to_bytes().len();
+            if text.to_bytes().starts_with(prefix.as_bytes()) {
+                std::ptr::write_bytes((*entry).add(prefix.len()), 0, len - prefix.len());
+            }
+            entry = entry.add(1);
+        }
+        std::env::remove_var(name);
+    }
+}
+
+/// Removes `name` from the process's environment.
+///
+/// # Safety
+/// No other thread may run (see [`std::env::remove_var`]).
+pub(crate) unsafe fn remove_env(name: &std::ffi::OsStr) {
+    // SAFETY: single-threaded, as the caller guarantees.
+    unsafe { std::env::remove_var(name) }
+}

@@ -395,6 +395,7 @@ impl Server {
         let location = config.store_location();
         let store = store::Store::open(&location, config.migrate).await?;
         tracing::info!(store = %location.display(), kind = location.kind(), "store open");
+        let store = join_replicas(store, &location, config.replica.as_deref()).await?;
         let metrics = metrics::Metrics::for_replica(config.replica.as_deref());
         let runtime: Arc<dyn hutch_sandbox::Runtime> =
             Arc::new(metrics::MeteredRuntime::new(runtime, metrics.clone()));
@@ -453,6 +454,10 @@ impl Server {
             config.rate_lifecycle,
             config.rate_session,
         ));
+        let heartbeat = tokio::spawn(heartbeat_forever(
+            sessions.store.clone(),
+            Arc::clone(&limits),
+        ));
         let retain = tokio::spawn(ratelimit::retain_forever(
             Arc::clone(&limits),
             ratelimit::RETAIN_INTERVAL,
@@ -488,7 +493,7 @@ impl Server {
             state,
             startup_token,
             recovery,
-            _tasks: Tasks(vec![reaper, watcher, upkeep, retain, collect]),
+            _tasks: Tasks(vec![reaper, heartbeat, watcher, upkeep, retain, collect]),
         })
     }
 
@@ -596,6 +601,9 @@ impl Server {
         } else {
             tracing::info!("stopped; sandboxes are left running for the next start to re-adopt");
         }
+        if let Err(err) = self.state.sessions.store.leave().await {
+            tracing::warn!(error = %error::chain(&err), "leaving the replicas");
+        }
         self.state.sessions.store.close().await;
         Ok(())
     }
@@ -618,6 +626,45 @@ async fn reap_forever(sessions: Arc<Sessions>, interval: Duration) {
         if last_auto_pause.elapsed() >= AUTO_PAUSE_INTERVAL {
             last_auto_pause = std::time::Instant::now();
             sessions.auto_pause().await;
+        }
+    }
+}
+
+/// On PostgreSQL, registers this server among the replicas sharing the store (as `replica`,
+/// or a generated id) with a first heartbeat, before recovery; on SQLite, the store as it is.
+async fn join_replicas(
+    store: store::Store,
+    location: &store::StoreLocation,
+    replica: Option<&str>,
+) -> Result<store::Store, ServerError> {
+    if !matches!(location, store::StoreLocation::Postgres(_)) {
+        return Ok(store);
+    }
+    let id = replica.map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
+    let store = store.with_replica(&id);
+    store.heartbeat().await?;
+    tracing::info!(replica = %id, "joined the replicas of the store");
+    Ok(store)
+}
+
+/// Refreshes this replica's heartbeat every [`store::replicas::HEARTBEAT_INTERVAL`], and
+/// shares the rate limits among the replicas alive.
+async fn heartbeat_forever(store: store::Store, limits: Arc<ratelimit::RateLimiters>) {
+    if store.replica().is_none() {
+        return;
+    }
+    let interval = store::replicas::HEARTBEAT_INTERVAL;
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(err) = store.heartbeat().await {
+            tracing::warn!(error = %error::chain(&err), "replica heartbeat failed");
+            continue;
+        }
+        match store.live_replicas(store::now_ms()).await {
+            Ok(live) => limits.set_replicas(u32::try_from(live.len()).unwrap_or(u32::MAX)),
+            Err(err) => tracing::warn!(error = %error::chain(&err), "listing the live replicas"),
         }
     }
 }

@@ -93,7 +93,7 @@ pub(crate) const PROXY_ROUTE: &str = "/v1/sessions/{id}/{*rest}";
 /// First segments of the agent's routes, each its own `route` label value
 /// (`/v1/sessions/{id}/commands`); any other path under the relay keeps [`PROXY_ROUTE`].
 /// Extend it as the agent grows routes.
-const AGENT_ROUTES: &[&str] = &["commands", "health"];
+const AGENT_ROUTES: &[&str] = &["commands", "health", "interpreter"];
 
 /// Every session state, for the `state` label.
 const STATES: [SessionStatus; 4] = [
@@ -786,6 +786,10 @@ mod tests {
         assert_eq!(
             route_label(Some(PROXY_ROUTE), "/v1/sessions/0191/commands/x/y"),
             "/v1/sessions/{id}/commands"
+        );
+        assert_eq!(
+            route_label(Some(PROXY_ROUTE), "/v1/sessions/0191/interpreter/execute"),
+            "/v1/sessions/{id}/interpreter"
         );
         assert_eq!(
             route_label(Some(PROXY_ROUTE), "/v1/sessions/0191/random-1234"),

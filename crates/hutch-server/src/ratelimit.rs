@@ -27,6 +27,7 @@
 use std::fmt;
 use std::num::NonZeroU32;
 use std::str::FromStr;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -182,6 +183,27 @@ impl fmt::Display for RateLimit {
 }
 
 impl RateLimit {
+    /// This limit's share on one of `replicas` servers sharing a store: the count and the
+    /// burst divided by `replicas` (rounded down, at least 1), so that the servers together
+    /// allow at most the configured rate (or, when the count is below `replicas`, one request
+    /// per period and server).
+    pub(crate) fn share(self, replicas: u32) -> RateLimit {
+        let divide =
+            |n: NonZeroU32| NonZeroU32::new(n.get() / replicas.max(1)).unwrap_or(NonZeroU32::MIN);
+        match self {
+            RateLimit::Off => RateLimit::Off,
+            RateLimit::Every {
+                count,
+                period,
+                burst,
+            } => RateLimit::Every {
+                count: divide(count),
+                period,
+                burst: divide(burst),
+            },
+        }
+    }
+
     /// The governor quota, or `None` for [`RateLimit::Off`].
     fn quota(self) -> Option<Quota> {
         match self {
@@ -351,15 +373,38 @@ impl Outcome {
 
 /// The limiters of both route classes.
 pub(crate) struct RateLimiters {
+    /// The limits as configured (for the whole service).
+    lifecycle: RateLimit,
+    session: RateLimit,
+    /// The limiters in force: the configured limits shared among the live replicas.
+    shares: RwLock<Arc<Shares>>,
+}
+
+/// The limiters of one share of the configured limits.
+struct Shares {
+    /// Among how many servers the limits are shared.
+    replicas: u32,
     lifecycle: Option<TenantLimiter>,
     session: Option<TenantLimiter>,
 }
 
+impl Shares {
+    fn new(lifecycle: RateLimit, session: RateLimit, replicas: u32) -> Shares {
+        Shares {
+            replicas,
+            lifecycle: lifecycle.share(replicas).quota().map(TenantLimiter::new),
+            session: session.share(replicas).quota().map(TenantLimiter::new),
+        }
+    }
+}
+
 impl fmt::Debug for RateLimiters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shares = self.shares();
         f.debug_struct("RateLimiters")
-            .field("lifecycle", &self.lifecycle.as_ref().map(|l| l.burst))
-            .field("session", &self.session.as_ref().map(|l| l.burst))
+            .field("replicas", &shares.replicas)
+            .field("lifecycle", &shares.lifecycle.as_ref().map(|l| l.burst))
+            .field("session", &shares.session.as_ref().map(|l| l.burst))
             .finish()
     }
 }
@@ -368,23 +413,42 @@ impl RateLimiters {
     /// Limiters for the two classes; [`RateLimit::Off`] leaves a class unlimited.
     pub(crate) fn new(lifecycle: RateLimit, session: RateLimit) -> Self {
         RateLimiters {
-            lifecycle: lifecycle.quota().map(TenantLimiter::new),
-            session: session.quota().map(TenantLimiter::new),
+            lifecycle,
+            session,
+            shares: RwLock::new(Arc::new(Shares::new(lifecycle, session, 1))),
+        }
+    }
+
+    /// The limiters in force.
+    fn shares(&self) -> Arc<Shares> {
+        Arc::clone(&self.shares.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Shares the configured limits among `replicas` live servers (see [`RateLimit::share`]).
+    /// When the number changes, the limiters start afresh: every tenant's bucket is full.
+    pub(crate) fn set_replicas(&self, replicas: u32) {
+        let replicas = replicas.max(1);
+        let mut shares = self.shares.write().unwrap_or_else(PoisonError::into_inner);
+        if shares.replicas != replicas {
+            tracing::info!(replicas, "rate limits shared among {replicas} replicas");
+            *shares = Arc::new(Shares::new(self.lifecycle, self.session, replicas));
         }
     }
 
     /// Charges one request of `class` to `tenant`; `None` when the class is unlimited.
     pub(crate) fn check(&self, class: RouteClass, tenant: &str) -> Option<Outcome> {
+        let shares = self.shares();
         let limiter = match class {
-            RouteClass::Lifecycle => self.lifecycle.as_ref(),
-            RouteClass::Session => self.session.as_ref(),
+            RouteClass::Lifecycle => shares.lifecycle.as_ref(),
+            RouteClass::Session => shares.session.as_ref(),
         };
         limiter.map(|l| l.check(tenant))
     }
 
     /// Drops the tenants whose buckets are full again, and frees the room they took.
     pub(crate) fn retain_recent(&self) {
-        for limiter in [&self.lifecycle, &self.session].into_iter().flatten() {
+        let shares = self.shares();
+        for limiter in [&shares.lifecycle, &shares.session].into_iter().flatten() {
             limiter.limiter.retain_recent();
             limiter.limiter.shrink_to_fit();
         }
@@ -393,7 +457,8 @@ impl RateLimiters {
     /// How many tenants the limiters hold (both classes summed).
     #[cfg(test)]
     pub(crate) fn tenants(&self) -> usize {
-        [&self.lifecycle, &self.session]
+        let shares = self.shares();
+        [&shares.lifecycle, &shares.session]
             .into_iter()
             .flatten()
             .map(|l| l.limiter.len())
@@ -540,6 +605,29 @@ mod tests {
             limits.check(RouteClass::Lifecycle, "b").unwrap().remaining,
             2
         );
+    }
+
+    /// Shared among 3 replicas, each allows a third of the count and the burst (at least 1),
+    /// and the limiter in force follows the number of replicas.
+    #[test]
+    fn limits_are_shared_among_live_replicas() {
+        let limit: RateLimit = "100/s,burst=30".parse().unwrap();
+        assert_eq!(limit.share(3), "33/s,burst=10".parse().unwrap());
+        assert_eq!(limit.share(0), limit);
+        let small: RateLimit = "2/m".parse().unwrap();
+        assert_eq!(small.share(5), "1/m".parse().unwrap());
+        assert_eq!(RateLimit::Off.share(2), RateLimit::Off);
+        let limits = RateLimiters::new(limit, RateLimit::Off);
+        assert_eq!(limits.check(RouteClass::Lifecycle, "t").unwrap().limit, 30);
+        limits.set_replicas(3);
+        let outcomes: Vec<_> = (0..11)
+            .map(|_| limits.check(RouteClass::Lifecycle, "t").unwrap())
+            .collect();
+        assert_eq!(outcomes[0].limit, 10);
+        assert!(outcomes[..10].iter().all(|o| o.retry_after_secs.is_none()));
+        assert!(outcomes[10].retry_after_secs.is_some());
+        limits.set_replicas(1);
+        assert_eq!(limits.check(RouteClass::Lifecycle, "t").unwrap().limit, 30);
     }
 
     #[test]

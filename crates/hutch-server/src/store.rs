@@ -36,14 +36,19 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 mod contexts;
+pub(crate) mod replicas;
 pub(crate) mod scratch;
 #[cfg(test)]
 pub(crate) mod testing;
 
 pub(crate) use contexts::{ContextInsert, StoredContext, TaskFilter};
+use replicas::mine_or_orphaned;
 
 /// How long a statement waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long (ms) the destroy of a row marked DELETING belongs to whoever marked it; after
+/// that (its destroy failed, or its replica died) the reaper of any replica may take it.
+pub(crate) const DESTROY_CLAIM_MS: i64 = 30_000;
 /// How many times a create whose row did not fit, but would by the time the usage is read
 /// again, is tried.
 const INSERT_ATTEMPTS: usize = 3;
@@ -73,7 +78,7 @@ macro_rules! insert_within {
         concat!(
             "INSERT INTO sessions (",
             columns!(),
-            ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, NULL, NULL, $11 ",
+            ", owner) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, NULL, NULL, $11, $18 ",
             "WHERE (SELECT COUNT(*) FROM sessions) < $12 ",
             "AND (SELECT COUNT(*) FROM sessions WHERE tenant = $13) < $14 ",
             "AND (SELECT CAST(COALESCE(SUM(",
@@ -426,6 +431,8 @@ pub(crate) struct Store {
     pool: Pool,
     /// Where it is.
     location: StoreLocation,
+    /// This server among the replicas sharing the store; `None`: the only server (SQLite).
+    membership: Option<std::sync::Arc<replicas::Membership>>,
 }
 
 /// Creates `path` with mode 0600 if missing, and makes it 0600 if not.
@@ -479,6 +486,7 @@ impl Store {
         Ok(Store {
             pool: Pool::Sqlite(pool),
             location: StoreLocation::Sqlite(path.to_owned()),
+            membership: None,
         })
     }
 
@@ -515,6 +523,7 @@ impl Store {
         Ok(Store {
             pool: Pool::Postgres(pool),
             location: StoreLocation::Postgres(url.to_owned()),
+            membership: None,
         })
     }
 
@@ -637,6 +646,7 @@ impl Store {
                         .bind(&session.tenant)
                         .bind(memory_mb)
                         .bind(tenant_max_memory_mb)
+                        .bind(self.replica())
                 };
             }
             let inserted = match &self.pool {
@@ -913,25 +923,41 @@ impl Store {
         })
     }
 
-    /// Marks a row DELETING and returns it, if it is RUNNING, PAUSED or already DELETING and,
-    /// with `expired_by`, its expiry is at or before that time.
+    /// Marks a row DELETING and returns it, claiming its destroy for [`DESTROY_CLAIM_MS`]: if
+    /// it is RUNNING or PAUSED (and, with `expired_by`, its expiry is at or before that time),
+    /// or DELETING with a claim that lapsed (its destroy failed, or whoever marked it died).
+    /// Only rows this replica may act on (it owns them, nobody does, or their owner is dead)
+    /// are marked, and they become its own.
     ///
-    /// `None` when the row is gone, still CREATING, or (with `expired_by`) was extended.
+    /// One conditional statement: of two callers racing for one row (two replicas deleting
+    /// it, a delete and the reaper), exactly one gets it. `None` when the row is gone, still
+    /// CREATING, (with `expired_by`) was extended, is being destroyed by someone else, or
+    /// belongs to a live replica.
     pub(crate) async fn mark_deleting(
         &self,
         id: Uuid,
         expired_by: Option<i64>,
     ) -> Result<Option<StoredSession>, StoreError> {
+        let now = now_ms();
+        let cutoff = self.death_cutoff(now);
         on_pool!(self, |pool| {
             let row = sqlx::query(concat!(
-                "UPDATE sessions SET status = 'DELETING' ",
-                "WHERE id = $1 AND status IN ('RUNNING', 'PAUSED', 'DELETING') ",
-                "AND ($2 IS NULL OR expires_at <= $3) RETURNING ",
+                "UPDATE sessions SET status = 'DELETING', claimed_until = $1, ",
+                "owner = COALESCE($2, owner) WHERE id = $3 ",
+                "AND ((status IN ('RUNNING', 'PAUSED') AND ($4 IS NULL OR expires_at <= $5)) ",
+                "OR (status = 'DELETING' AND COALESCE(claimed_until, 0) <= $6)) AND ",
+                mine_or_orphaned!("$7", "$8"),
+                " RETURNING ",
                 columns!()
             ))
+            .bind(now.saturating_add(DESTROY_CLAIM_MS))
+            .bind(self.replica())
             .bind(id.to_string())
             .bind(expired_by)
             .bind(expired_by)
+            .bind(now)
+            .bind(self.replica())
+            .bind(cutoff)
             .fetch_optional(pool)
             .await
             .map_err(query("mark session deleting"))?;
@@ -939,11 +965,11 @@ impl Store {
         })
     }
 
-    /// Sets a row's expiry, so that the reaper comes back to it then (used to retry a destroy
-    /// that failed).
+    /// Sets when the destroy of a DELETING row may be claimed again, so that the reaper comes
+    /// back to it then (used to retry a destroy that failed).
     pub(crate) async fn retry_at(&self, id: Uuid, at_ms: i64) -> Result<(), StoreError> {
         on_pool!(self, |pool| {
-            sqlx::query("UPDATE sessions SET expires_at = $1 WHERE id = $2")
+            sqlx::query("UPDATE sessions SET claimed_until = $1 WHERE id = $2")
                 .bind(at_ms)
                 .bind(id.to_string())
                 .execute(pool)
@@ -953,17 +979,24 @@ impl Store {
         })
     }
 
-    /// Rows due for destruction at `now_ms`: RUNNING or PAUSED past their expiry, and DELETING
-    /// rows whose destroy failed and is due for a retry.
+    /// Rows due for destruction at `now_ms` that this replica may act on (see
+    /// [`Store::mark_deleting`]): RUNNING or PAUSED past their expiry, and DELETING rows whose
+    /// destroy claim lapsed (it failed and is due for a retry, or its claimer died).
     pub(crate) async fn due(&self, now_ms: i64) -> Result<Vec<StoredSession>, StoreError> {
+        let cutoff = self.death_cutoff(now_ms);
         on_pool!(self, |pool| {
             let rows = sqlx::query(concat!(
                 "SELECT ",
                 columns!(),
-                " FROM sessions WHERE expires_at <= $1 ",
-                "AND status IN ('RUNNING', 'PAUSED', 'DELETING') ORDER BY expires_at LIMIT 1000"
+                " FROM sessions WHERE ((expires_at <= $1 AND status IN ('RUNNING', 'PAUSED')) ",
+                "OR (status = 'DELETING' AND COALESCE(claimed_until, 0) <= $2)) AND ",
+                mine_or_orphaned!("$3", "$4"),
+                " ORDER BY expires_at LIMIT 1000"
             ))
             .bind(now_ms)
+            .bind(now_ms)
+            .bind(self.replica())
+            .bind(cutoff)
             .fetch_all(pool)
             .await
             .map_err(query("find expired sessions"))?;

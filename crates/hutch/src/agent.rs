@@ -1,9 +1,20 @@
-//! `hutch agent`: build the sandbox around this process, then serve the agent API.
+//! `hutch agent`: build the sandbox around this process, then serve the agent API; or, with
+//! `--container`, serve it as a container's main process (a pod's), on TCP.
 
 use std::process::ExitCode;
 
-/// Exit code of an agent whose sandbox could not be set up.
+/// Exit code of an agent whose sandbox (or container configuration) could not be set up.
 const SETUP_FAILED: u8 = 70;
+
+/// Warnings and errors go to the agent's stderr (the sandbox's agent.log on the host, the
+/// container's log in a pod).
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .init();
+}
 
 /// Runs the agent. The runtime starts it with its descriptors in place (see
 /// `hutch_sandbox::init`); anything else gets a setup error.
@@ -16,26 +27,74 @@ pub(crate) fn main() -> ExitCode {
         }
     };
     let (listener, cgroup_dir, memory_events, claim, deadline) = sandboxed.report_ready();
-    // Warnings and errors go to the sandbox's agent.log on the host (the agent's stderr).
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .init();
+    init_logging();
     let agent_config = hutch_agent::AgentConfig {
-        listener,
+        listener: hutch_agent::Listener::Unix(listener),
+        container: false,
         cgroup_dir,
+        base_env: None,
         env: claim.env,
         hostname: claim.hostname,
         max_upload_bytes: claim.max_upload_bytes,
         memory_events,
         memory_mb: claim.memory_mb,
-        deadline,
+        deadline: hutch_agent::Deadline::File(deadline),
         image: claim.image,
         working_dir: claim.working_dir,
         user: claim.user,
     };
-    match hutch_agent::run(agent_config) {
+    serve(agent_config)
+}
+
+/// Runs the agent in container mode, listening on `listen` (see
+/// `hutch_sandbox::container`). Prints `hutch agent: listening on ADDR` to stderr once it
+/// accepts connections.
+pub(crate) fn container_main(listen: &str) -> ExitCode {
+    // Logging starts no thread: the environment is still safe to change below.
+    init_logging();
+    let container = match hutch_sandbox::container::enter() {
+        Ok(container) => container,
+        Err(error) => {
+            eprintln!("hutch agent: {error}");
+            return ExitCode::from(SETUP_FAILED);
+        }
+    };
+    let listener = match std::net::TcpListener::bind(listen) {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("hutch agent: cannot listen on {listen}: {error}");
+            return ExitCode::from(SETUP_FAILED);
+        }
+    };
+    match listener.local_addr() {
+        Ok(addr) => eprintln!("hutch agent: listening on {addr}"),
+        Err(error) => eprintln!("hutch agent: listening (address unknown: {error})"),
+    }
+    let agent_config = hutch_agent::AgentConfig {
+        listener: hutch_agent::Listener::Tcp {
+            listener,
+            secret: container.secret,
+        },
+        container: true,
+        cgroup_dir: None,
+        base_env: Some(container.base_env),
+        env: container.env,
+        hostname: container.hostname,
+        max_upload_bytes: container.max_upload_bytes,
+        memory_events: container.memory_events,
+        memory_mb: container.memory_mb,
+        deadline: container
+            .deadline
+            .map_or(hutch_agent::Deadline::Never, hutch_agent::Deadline::At),
+        image: container.image,
+        working_dir: container.working_dir,
+        user: container.user,
+    };
+    serve(agent_config)
+}
+
+fn serve(config: hutch_agent::AgentConfig) -> ExitCode {
+    match hutch_agent::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("hutch agent: {error}");

@@ -23,8 +23,10 @@ pub(crate) struct BenchArgs {
     /// delete cycles from --clients concurrent clients; the server's RSS, descriptors, cgroups,
     /// mounts and directories before and after, and the p99 per window) or `idle` (pause and
     /// resume latency; memory per idle and per paused session and how many idle sessions fit,
-    /// beside podman containers and `unshare`d processes).
-    #[arg(value_parser = ["sessions", "commands", "files", "interpreter", "ports", "network", "images", "clients", "soak", "idle"])]
+    /// beside podman containers and `unshare`d processes) or `agent` (one trivial request at
+    /// the agent's door: a session's unix socket beside TCP + preface to an agent in container
+    /// mode, on a kept connection and on a fresh one each; needs its own server).
+    #[arg(value_parser = ["sessions", "commands", "files", "interpreter", "ports", "network", "images", "clients", "soak", "idle", "agent"])]
     scenario: String,
     /// `network`: a large file to download from a session and from here.
     #[arg(long)]
@@ -54,6 +56,10 @@ pub(crate) struct BenchArgs {
     /// Unmeasured iterations first.
     #[arg(long, default_value_t = 10)]
     pub(crate) warmup: usize,
+    /// `clients`: interleaved rounds (each client in turn, again and again); the table shows
+    /// the medians of the rounds (default 5, or 1 with --quick).
+    #[arg(long)]
+    pub(crate) rounds: Option<usize>,
     /// Few iterations, for CI: checks that the benchmark runs, not the figures.
     #[arg(long)]
     pub(crate) quick: bool,
@@ -112,11 +118,17 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "idle" => crate::bench_idle::SERVER_ARGS,
         _ => &[],
     };
+    // The agent scenario finds its session's socket as the only one: no warm pool.
+    let warm_pool = if args.scenario == "agent" {
+        0
+    } else {
+        args.warm_pool
+    };
     let own_server = match &args.url {
         Some(_) => None,
         None => Some(ServerProcess::start_with(
             &std::env::current_exe().context("finding the hutch binary")?,
-            args.warm_pool,
+            warm_pool,
             extra,
         )?),
     };
@@ -129,6 +141,9 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     client.health().await.context("reaching the server")?;
     if args.scenario == "soak" {
         return crate::bench_soak::run(&client, own_server.as_ref(), &args).await;
+    }
+    if args.scenario == "agent" {
+        return crate::bench_agent::run(&client, own_server.as_ref(), &args).await;
     }
     if args.scenario == "idle" {
         return crate::bench_idle::run(&client, own_server.as_ref(), &args).await;

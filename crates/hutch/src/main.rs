@@ -19,6 +19,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 mod agent;
 mod bench;
+mod bench_agent;
 mod bench_clients;
 mod bench_idle;
 mod bench_images;
@@ -38,6 +39,7 @@ mod processes;
 mod progress;
 mod run;
 mod serve;
+mod serve_kube;
 mod serve_network;
 mod sessions;
 mod shell;
@@ -91,9 +93,22 @@ enum Command {
     },
     /// Serve MCP (Model Context Protocol) on stdin/stdout, calling the server at HUTCH_URL.
     Mcp(mcp::McpArgs),
-    /// Run inside a sandbox as its PID 1 (started by `hutch serve`, not by hand).
+    /// Run inside a sandbox as its PID 1 (started by `hutch serve`, not by hand); with
+    /// `--container`, as a pod's main process serving on TCP.
     #[command(hide = true)]
-    Agent,
+    Agent(AgentArgs),
+}
+
+/// `hutch agent`'s options.
+#[derive(clap::Args, Debug)]
+struct AgentArgs {
+    /// Run as a container's main process: configuration from `HUTCH_SESSION_*`, the
+    /// credential from `HUTCH_AGENT_TOKEN_FILE` or `HUTCH_AGENT_TOKEN`, serving on TCP.
+    #[arg(long)]
+    container: bool,
+    /// The address to listen on in container mode (port 0: any free port).
+    #[arg(long, value_name = "ADDR:PORT", requires = "container", default_value = hutch_sandbox::container::LISTEN_DEFAULT)]
+    listen: String,
 }
 
 fn main() -> ExitCode {
@@ -105,7 +120,8 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Agent => return agent::main(),
+        Command::Agent(args) if args.container => return agent::container_main(&args.listen),
+        Command::Agent(_) => return agent::main(),
         Command::Sessions(args) => return sessions::main(args),
         Command::Exec(args) => return exec::main(args),
         Command::Shell(args) => return shell::main(args),

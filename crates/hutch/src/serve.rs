@@ -1,4 +1,5 @@
-//! `hutch serve`: the control plane and the linux runtime in one process.
+//! `hutch serve`: the control plane and the linux runtime in one process (or the control
+//! plane alone, with sessions as Kubernetes pods: `--runtime kubernetes`).
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -8,6 +9,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use hutch_sandbox::linux::{LinuxConfig, LinuxRuntime};
 use hutch_server::{RateLimit, Server, ServerConfig, Tls};
+
+use crate::serve_kube::RuntimeKind;
 
 /// Where the sessions store is (`hutch serve`, `hutch migrate`).
 #[derive(clap::Args, Debug)]
@@ -296,6 +299,8 @@ pub(crate) struct ServeArgs {
     log_color: LogColor,
     #[command(flatten)]
     network: crate::serve_network::NetworkArgs,
+    #[command(flatten)]
+    kube: crate::serve_kube::KubeArgs,
 }
 
 /// Who may import and delete images.
@@ -409,7 +414,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     linux.package_indexes = args.network.package_indexes()?;
     // A wrong registry option is reported before the runtime starts.
     let images = images_config(&args, linux.uid_base)?;
-    let runtime = LinuxRuntime::new(linux).context("preparing the linux runtime")?;
+    // The linux runtime, unless the sessions run as pods.
+    let (runtime, sessions): (Option<LinuxRuntime>, Arc<dyn hutch_sandbox::Runtime>) =
+        match args.kube.runtime {
+            RuntimeKind::Linux => {
+                let runtime = LinuxRuntime::new(linux).context("preparing the linux runtime")?;
+                (Some(runtime.clone()), Arc::new(runtime))
+            }
+            RuntimeKind::Kubernetes => (None, Arc::new(args.kube.runtime().await?)),
+        };
     let mut config = ServerConfig::new(args.data_dir.clone());
     config.store = args.store.location()?;
     config.migrate = !args.no_migrate;
@@ -455,10 +468,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.upgraded_idle_timeout = args.websocket_idle_timeout;
     config.images = images;
     config.disk_reserve_mb = args.disk_reserve_mb;
-    let server = Server::start(config, Arc::new(runtime.clone()))
+    let server = Server::start(config, sessions)
         .await
         .context("starting the server")?;
-    runtime.start_pool();
+    if let Some(runtime) = &runtime {
+        runtime.start_pool();
+    }
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -481,7 +496,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     .context("serving");
     // The server destroyed its sessions if asked to; what is left here is the warm pool.
-    runtime.shutdown(false).await;
+    if let Some(runtime) = &runtime {
+        runtime.shutdown(false).await;
+    }
     result
 }
 

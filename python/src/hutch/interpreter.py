@@ -339,6 +339,9 @@ class _InterpreterCalls:
     def __init__(self, session_path: str, http_timeout: float) -> None:
         self._base = f"{session_path}/interpreter"
         self._http_timeout = http_timeout
+        # The server bounds an execution by its timeout; the read waits as long as it runs.
+        # Built once: an execution is the hottest call.
+        self._execute_timeout = httpx.Timeout(http_timeout, read=None)
 
     def _context_path(self, context_id: str) -> str:
         return f"{self._base}/contexts/{context_id}"
@@ -411,13 +414,7 @@ class _InterpreterCalls:
         )
 
     def _execute_call(self, request: Mapping[str, Any]) -> Call[None]:
-        # The server bounds the execution by its timeout; the read waits as long as it runs.
-        return Call(
-            "POST",
-            f"{self._base}/execute",
-            json_body=dict(request),
-            timeout=httpx.Timeout(self._http_timeout, read=None),
-        )
+        return Call("POST", f"{self._base}/execute", json_body=dict(request), timeout=self._execute_timeout)
 
 
 def _frames(lines: Iterator[str]) -> Iterator[Dict[str, Any]]:

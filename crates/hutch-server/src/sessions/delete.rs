@@ -12,7 +12,7 @@ use crate::storage::TransferError;
 use crate::store::{StoreError, StoredSession, now_ms};
 
 /// How long after a failed destroy the reaper tries again, in milliseconds.
-pub(super) const DESTROY_RETRY_MS: i64 = 30_000;
+pub(super) const DESTROY_RETRY_MS: i64 = crate::store::DESTROY_CLAIM_MS;
 
 impl Sessions {
     /// Deletes a session and destroys its sandbox; returns the session as it was last seen.
@@ -64,11 +64,33 @@ impl Sessions {
             }
         }
         let Some(row) = self.store.mark_deleting(id, None).await? else {
-            return Err(SessionError::NotFound(id));
+            return Err(self.not_deletable(id).await);
         };
         self.destroy(&claim, &row).await?;
         tracing::info!(session = %id, tenant = %caller.tenant, "session deleted");
         Ok(row.to_api())
+    }
+
+    /// Why a session the caller may see could not be marked DELETING: another live replica
+    /// owns it (its sandbox is that replica's to destroy), or it is gone or being destroyed
+    /// already (not found, as for a concurrent delete).
+    async fn not_deletable(&self, id: Uuid) -> SessionError {
+        match self.store.owner_of(id).await {
+            Ok(Some(owner)) if Some(owner.as_str()) != self.store.replica() => {
+                match self.store.get(id).await {
+                    Ok(Some(row))
+                        if matches!(row.status, SessionStatus::Running | SessionStatus::Paused) =>
+                    {
+                        SessionError::Conflict(format!(
+                            "session {id} is served by replica {owner}, which is alive: delete it there"
+                        ))
+                    }
+                    _ => SessionError::NotFound(id),
+                }
+            }
+            Ok(_) => SessionError::NotFound(id),
+            Err(err) => err.into(),
+        }
     }
 
     /// Destroys every session (for a shutdown that must leave nothing running). Sessions

@@ -7,7 +7,10 @@
 //! - tenancy: a session of another tenant is reported exactly like a missing one;
 //! - a session's sandbox is destroyed at most once at a time: every path that creates or
 //!   destroys a sandbox first takes the session's claim in an in-memory set ([`Claims`]), and
-//!   gives up (or, for the died watcher, waits) when another path holds it;
+//!   gives up (or, for the died watcher, waits) when another path holds it; across replicas
+//!   sharing a store, marking the row DELETING claims its destroy (one conditional statement,
+//!   see [`Store::mark_deleting`]), and a replica acts only on sessions it owns or whose owner
+//!   is dead;
 //! - a row is deleted only after its sandbox is destroyed; a destroy that fails leaves the
 //!   row DELETING and the reaper retries it later.
 //!

@@ -29,6 +29,12 @@ impl Sessions {
         let mut known = HashSet::new();
         for row in self.store.all().await? {
             let id = row.id;
+            // Another live replica's session (being created, running or being destroyed) is
+            // left to it; its sandbox is not this server's to adopt or destroy.
+            if !self.store.take_over(id).await? {
+                tracing::debug!(session = %id, "owned by another live replica; left to it");
+                continue;
+            }
             let fate = match (row.status, &row.record) {
                 (SessionStatus::Creating | SessionStatus::Deleting, _) => Fate::Interrupted,
                 _ if row.expires_at_ms <= now => Fate::Expired,

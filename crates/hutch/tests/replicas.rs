@@ -1,0 +1,67 @@
+//! Two `hutch serve` replicas on one real PostgreSQL (started by the test), each with its own
+//! data directory and host id range: a replica starting next to a live one leaves the other's
+//! sessions alone, sees their rows, and refuses to destroy them.
+
+mod common;
+
+use common::{TestServer, can_run_sandboxes, session, sh};
+
+/// The host id pool of the second replica: above the first's (the default pool ends near
+/// 1.54e9), so that their sandboxes never share host ids.
+const SECOND_UID_BASE: &str = "1600000000";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_starting_next_to_a_live_one_leaves_its_sessions_alone() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let cluster = hutch_server::ScratchPostgres::start().expect("starting PostgreSQL");
+    let url = cluster.url("postgres");
+    let a = TestServer::start_with(&["--store", &url, "--replica", "a"]);
+    let client_a = a.client("t");
+    let kept = session(&client_a).await;
+    assert_eq!(sh(&client_a, &kept, "echo before").await.stdout, "before\n");
+
+    // B's start-up recovery sees A's row, whose sandbox it cannot adopt: it must leave it.
+    let b = TestServer::start_with(&[
+        "--store",
+        &url,
+        "--replica",
+        "b",
+        "--uid-base",
+        SECOND_UID_BASE,
+        "--uid-ranges",
+        "16",
+    ]);
+    let client_b = b.client("t");
+    assert_eq!(sh(&client_a, &kept, "echo after").await.stdout, "after\n");
+
+    // B answers for A's session, and will not destroy what it does not own.
+    let seen = client_b
+        .get_session(kept.session_id)
+        .await
+        .expect("get through B");
+    assert_eq!(seen.status.as_str(), "RUNNING");
+    let refused = client_b
+        .delete_session(kept.session_id)
+        .await
+        .expect_err("B deleting A's session");
+    let refused = refused.to_string();
+    assert!(
+        refused.starts_with("409") && refused.contains("served by replica a"),
+        "{refused}"
+    );
+    assert_eq!(sh(&client_a, &kept, "echo still").await.stdout, "still\n");
+
+    // A session of B's own is B's to use and delete.
+    let own = session(&client_b).await;
+    assert_eq!(sh(&client_b, &own, "echo b").await.stdout, "b\n");
+    client_b
+        .delete_session(own.session_id)
+        .await
+        .expect("B deleting its own");
+    client_a
+        .delete_session(kept.session_id)
+        .await
+        .expect("A deleting its own");
+}
