@@ -59,6 +59,8 @@ benchmarks() {
     for scenario in sessions commands files interpreter ports network images clients soak idle agent; do
         cargo run --locked -q -p hutch -- bench "$scenario" --quick || ok=1
     done
+    # SQLite beside a scratch PostgreSQL (about 20 s).
+    cargo run --locked -q -p hutch -- bench sessions --store postgres --quick || ok=1
     return $ok
 }
 

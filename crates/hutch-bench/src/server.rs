@@ -3,6 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::BenchError;
@@ -40,7 +41,14 @@ impl ServerProcess {
         warm_pool: usize,
         extra: &[&str],
     ) -> Result<ServerProcess, BenchError> {
-        let data_dir = std::env::temp_dir().join(format!("hutch-bench-{}", std::process::id()));
+        // Several servers of one benchmark run side by side: each has a directory of its own.
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, Ordering::Relaxed);
+        let name = match n {
+            0 => format!("hutch-bench-{}", std::process::id()),
+            n => format!("hutch-bench-{}-{n}", std::process::id()),
+        };
+        let data_dir = std::env::temp_dir().join(name);
         let _ = std::fs::remove_dir_all(&data_dir);
         let mut child = Command::new(binary)
             .args(["serve", "--listen", "127.0.0.1:0", "--on-exit", "destroy"])

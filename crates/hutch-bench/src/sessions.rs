@@ -1,6 +1,6 @@
 //! The sessions scenario: create → run `true` → delete, one after another.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hutch_api::{CommandRequest, CreateSessionRequest};
 use hutch_client::HutchClient;
@@ -41,48 +41,79 @@ pub async fn run_on(
         ..CreateSessionRequest::default()
     };
     let mut report = SessionsReport::default();
+    for i in 0..warmup + iterations {
+        let step = cycle(client, &create).await?;
+        if i >= warmup {
+            report.push(step);
+        }
+    }
+    Ok(report)
+}
+
+/// The latencies of one cycle: create, run, delete.
+#[derive(Debug, Clone, Copy)]
+pub struct Cycle {
+    /// `POST /v1/sessions`.
+    pub create: Duration,
+    /// `POST /v1/sessions/{id}/commands` running `true`.
+    pub run: Duration,
+    /// `DELETE /v1/sessions/{id}`.
+    pub delete: Duration,
+}
+
+impl SessionsReport {
+    /// Adds one cycle's latencies.
+    pub fn push(&mut self, cycle: Cycle) {
+        self.cycle.push(cycle.create + cycle.run + cycle.delete);
+        self.create.push(cycle.create);
+        self.run.push(cycle.run);
+        self.delete.push(cycle.delete);
+    }
+}
+
+/// One cycle: creates a session with `create`, runs `true` in it, deletes it.
+pub async fn cycle(
+    client: &HutchClient,
+    create: &CreateSessionRequest,
+) -> Result<Cycle, BenchError> {
     let command = CommandRequest {
         argv: Some(vec!["true".into()]),
         ..CommandRequest::default()
     };
-    for i in 0..warmup + iterations {
-        let start = Instant::now();
-        let session = client
-            .create_session(&create)
-            .await
-            .map_err(|source| BenchError::Api {
-                step: "create",
-                source,
-            })?;
-        let created = Instant::now();
-        let result = client
-            .run_command(session.session_id, &command)
-            .await
-            .map_err(|source| BenchError::Api {
-                step: "run",
-                source,
-            })?;
-        let ran = Instant::now();
-        client
-            .delete_session(session.session_id)
-            .await
-            .map_err(|source| BenchError::Api {
-                step: "delete",
-                source,
-            })?;
-        let done = Instant::now();
-        if result.exit_code != 0 {
-            return Err(BenchError::Server(format!(
-                "`true` exited with {}",
-                result.exit_code
-            )));
-        }
-        if i >= warmup {
-            report.cycle.push(done - start);
-            report.create.push(created - start);
-            report.run.push(ran - created);
-            report.delete.push(done - ran);
-        }
+    let start = Instant::now();
+    let session = client
+        .create_session(create)
+        .await
+        .map_err(|source| BenchError::Api {
+            step: "create",
+            source,
+        })?;
+    let created = Instant::now();
+    let result = client
+        .run_command(session.session_id, &command)
+        .await
+        .map_err(|source| BenchError::Api {
+            step: "run",
+            source,
+        })?;
+    let ran = Instant::now();
+    client
+        .delete_session(session.session_id)
+        .await
+        .map_err(|source| BenchError::Api {
+            step: "delete",
+            source,
+        })?;
+    let done = Instant::now();
+    if result.exit_code != 0 {
+        return Err(BenchError::Server(format!(
+            "`true` exited with {}",
+            result.exit_code
+        )));
     }
-    Ok(report)
+    Ok(Cycle {
+        create: created - start,
+        run: ran - created,
+        delete: done - ran,
+    })
 }

@@ -85,6 +85,7 @@ pub use sessions::{NetworkLimits, RecoverySummary, SessionError};
 pub use storage::archive::ArchiveError;
 pub use storage::s3::{BlobStoreUrlError, S3Config};
 pub use storage::{StorageLimits, TransferError};
+pub use store::scratch::ScratchPostgres;
 pub use store::{POSTGRES_TIMEOUT, StoreError, StoreLocation};
 pub use tls::{Tls, TlsError};
 

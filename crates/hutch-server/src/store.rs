@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use hutch_api::{AutoPause, NetworkPolicy, Resources, Session, SessionStatus};
@@ -36,6 +37,7 @@ use uuid::Uuid;
 
 mod contexts;
 pub(crate) mod replicas;
+pub(crate) mod scratch;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -55,6 +57,12 @@ const INSERT_ATTEMPTS: usize = 3;
 pub const POSTGRES_TIMEOUT: Duration = Duration::from_secs(5);
 /// PostgreSQL: connections each replica keeps at most.
 const POSTGRES_CONNECTIONS: u32 = 16;
+/// PostgreSQL: a pooled connection idle longer than this, or since before a statement last
+/// failed for want of the database, is pinged before it is used (one round trip), so that one
+/// the server dropped meanwhile is replaced rather than failing a request. Connections in
+/// steady use are not: pinging before every statement (sqlx's default) would double the round
+/// trips of each request.
+const POSTGRES_PING_IDLE: Duration = Duration::from_secs(1);
 /// The advisory lock (`pg_advisory_xact_lock`) that serialises the inserts of session rows
 /// across replicas, so the counts each checks (capacity and tenant quotas) are exact.
 const SESSIONS_INSERT_LOCK: i64 = 0x6875_7463_6801;
@@ -500,6 +508,15 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(POSTGRES_CONNECTIONS)
             .acquire_timeout(POSTGRES_TIMEOUT)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if ping_before_use(meta.idle_for) {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await
             .map_err(open_error)?;
@@ -1042,7 +1059,26 @@ impl Store {
 
 /// Wraps a sqlx error with what was being done.
 fn query(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| StoreError::Query { op, source }
+    move |source| {
+        let err = StoreError::Query { op, source };
+        if err.is_unavailable() {
+            LAST_UNAVAILABLE_MS.fetch_max(now_ms(), Ordering::Relaxed);
+        }
+        err
+    }
+}
+
+/// When (unix ms) a statement of this process last failed for want of the database. A pooled
+/// PostgreSQL connection that went idle before then is pinged before it is used: the server
+/// may have dropped it too (a restart, a terminated backend), and a dead connection must be
+/// replaced, not fail the request that draws it.
+static LAST_UNAVAILABLE_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Whether a pooled PostgreSQL connection idle for `idle_for` is to be pinged before use.
+fn ping_before_use(idle_for: Duration) -> bool {
+    let idle_since =
+        now_ms().saturating_sub(i64::try_from(idle_for.as_millis()).unwrap_or(i64::MAX));
+    idle_for > POSTGRES_PING_IDLE || idle_since <= LAST_UNAVAILABLE_MS.load(Ordering::Relaxed)
 }
 
 fn encode<T: serde::Serialize>(

@@ -69,6 +69,10 @@ pub(crate) struct BenchArgs {
     /// Token for --url.
     #[arg(long, env = "HUTCH_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// `sessions`: also on PostgreSQL, beside SQLite in the same run: `postgres` starts a
+    /// scratch PostgreSQL (as the tests do), a `postgres://` URL uses that database.
+    #[arg(long, value_name = "postgres|URL")]
+    store: Option<String>,
     /// Warm pool of the server the benchmark starts.
     #[arg(long, default_value_t = 4)]
     pub(crate) warm_pool: usize,
@@ -101,6 +105,13 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         return crate::bench_images::run(&args).await;
     }
     let quick = args.quick;
+    if let Some(store) = &args.store {
+        anyhow::ensure!(
+            args.scenario == "sessions" && args.url.is_none(),
+            "--store is for the sessions scenario on servers of the benchmark's own (no --url)"
+        );
+        return crate::bench_store::run(&args, store).await;
+    }
     // A server of our own unless one was named; it is stopped when this function returns.
     let extra: &[&str] = match args.scenario.as_str() {
         "network" => crate::bench_network::SERVER_ARGS,

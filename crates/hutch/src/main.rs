@@ -28,6 +28,7 @@ mod bench_images;
 mod bench_interpreter;
 mod bench_network;
 mod bench_soak;
+mod bench_store;
 mod connection;
 mod console_link;
 mod contexts;

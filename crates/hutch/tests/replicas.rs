@@ -4,10 +4,6 @@
 
 mod common;
 
-#[path = "../../hutch-server/src/store/testing/cluster.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod cluster;
-
 use common::{TestServer, can_run_sandboxes, session, sh};
 
 /// The host id pool of the second replica: above the first's (the default pool ends near
@@ -19,7 +15,7 @@ async fn a_replica_starting_next_to_a_live_one_leaves_its_sessions_alone() {
     if !can_run_sandboxes() {
         return;
     }
-    let cluster = cluster::start().expect("starting PostgreSQL");
+    let cluster = hutch_server::ScratchPostgres::start().expect("starting PostgreSQL");
     let url = cluster.url("postgres");
     let a = TestServer::start_with(&["--store", &url, "--replica", "a"]);
     let client_a = a.client("t");

@@ -48,7 +48,14 @@ impl Sessions {
             tenant_max_rows: self.tenant_max_sessions,
             tenant_max_memory_mb: self.tenant_max_memory_mb,
         };
-        match self.store.insert_creating_within(&row, limits).await? {
+        let inserted = self.store.insert_creating_within(&row, limits).await;
+        if let Err(err) = &inserted
+            && err.is_unavailable()
+        {
+            // The connection may have gone after the insert was committed.
+            self.forget_later(id);
+        }
+        match inserted? {
             InsertOutcome::Inserted => {}
             InsertOutcome::Capacity { .. } => {
                 return Err(SessionError::Capacity(self.max_sessions));

@@ -49,10 +49,16 @@ use crate::store::{Store, StoredSession, now_ms};
 use crate::validate::{Page, SessionChanges};
 
 use claims::Claims;
+
 pub use error::SessionError;
 pub(crate) use idle::Busy;
 pub use network::NetworkLimits;
 pub use recovery::RecoverySummary;
+
+/// How often the row of a create that failed while the store was unavailable is deleted again.
+const FORGET_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How many times (an hour's worth).
+const FORGET_ATTEMPTS: u32 = 3600;
 
 /// The session engine.
 pub(crate) struct Sessions {
@@ -147,9 +153,37 @@ impl Sessions {
     /// failure.
     async fn forget(&self, id: Uuid) {
         self.leases.release(id);
-        if let Err(err) = self.store.delete(id).await {
-            tracing::error!(session = %id, error = %crate::error::chain(&err), "deleting a session row");
+        match self.store.delete(id).await {
+            Ok(_) => {}
+            Err(err) if err.is_unavailable() => self.forget_later(id),
+            Err(err) => {
+                tracing::error!(session = %id, error = %crate::error::chain(&err), "deleting a session row");
+            }
         }
+    }
+
+    /// Deletes the row of a create that failed while the store could not be reached (if it
+    /// was inserted at all), in the background, as soon as the store answers again: the API
+    /// said the session was not created, so it must not show up once the store is back.
+    /// Tries every [`FORGET_RETRY`] for a bounded time; past that, the recovery at the next
+    /// start deletes the row.
+    fn forget_later(&self, id: Uuid) {
+        tracing::warn!(session = %id, "the store is unavailable: the row of a failed create is deleted when it answers again");
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            for _ in 0..FORGET_ATTEMPTS {
+                tokio::time::sleep(FORGET_RETRY).await;
+                match store.delete(id).await {
+                    Ok(_) => return,
+                    Err(err) if err.is_unavailable() => {}
+                    Err(err) => {
+                        tracing::error!(session = %id, error = %crate::error::chain(&err), "deleting the row of a failed create");
+                        return;
+                    }
+                }
+            }
+            tracing::error!(session = %id, "the store stayed unavailable: the row of a failed create is left to the recovery at the next start");
+        });
     }
 
     /// A session the caller may see.

@@ -1,23 +1,18 @@
 //! Stores for tests: SQLite in a temporary directory, and databases in a real PostgreSQL
 //! cluster that the test binary starts itself (once, on first use).
 //!
-//! The cluster: `initdb` into a temporary directory, `postgres` listening only on a Unix socket
-//! in that directory (no TCP port to collide on), as the `postgres` user when the tests run as
-//! root. A shell supervises it, reading its standard input: when the test process ends, however
-//! it ends, the pipe closes and the shell stops the server (immediate shutdown) and removes the
-//! directory. Each test gets a database of its own.
+//! The cluster is a [`ScratchPostgres`]: it stops, and its directory goes, when the test
+//! process ends, however it ends. Each test gets a database of its own.
 
 use std::sync::OnceLock;
 
 use uuid::Uuid;
 
+use super::scratch::ScratchPostgres;
 use super::{Store, StoreLocation};
 
-#[allow(unreachable_pub, dead_code)]
-mod cluster;
-use cluster::{Cluster, start};
-
-static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+/// The cluster of this test binary, started on first use and stopped when the process ends.
+static CLUSTER: OnceLock<Result<ScratchPostgres, String>> = OnceLock::new();
 
 /// A fresh SQLite store in a temporary directory (kept alive by the returned guard).
 pub(crate) async fn sqlite() -> (Store, tempfile::TempDir) {
@@ -30,11 +25,11 @@ pub(crate) async fn sqlite() -> (Store, tempfile::TempDir) {
 
 /// The URL of database `name` in the test cluster, starting the cluster on first use.
 pub(crate) fn postgres_url(name: &str) -> String {
-    let cluster = CLUSTER
-        .get_or_init(start)
+    CLUSTER
+        .get_or_init(ScratchPostgres::start)
         .as_ref()
-        .unwrap_or_else(|err| panic!("starting the test PostgreSQL cluster: {err}"));
-    cluster.url(name)
+        .unwrap_or_else(|err| panic!("starting the test PostgreSQL cluster: {err}"))
+        .url(name)
 }
 
 /// A new, empty database in the test cluster; returns its URL.
