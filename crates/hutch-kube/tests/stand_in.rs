@@ -120,6 +120,27 @@ async fn a_session_is_a_labelled_pod_with_its_secret_and_policy_and_leaves_nothi
     assert!(runtime.connect(spec.id).await.is_err());
 }
 
+/// The stand-in gives every pod a tmpfs of its own on `/tmp`, as a pod's own file system hides
+/// the host's; a `hutch` built under `/tmp` (a checkout in a temporary directory) is still what
+/// its pods run, as an init container's copy is in a real one.
+#[tokio::test]
+async fn pods_run_an_agent_built_under_tmp() {
+    let checkout = tempfile::Builder::new()
+        .prefix("hutch-checkout-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let program = checkout.path().join("hutch");
+    std::fs::copy(agent(), &program).unwrap();
+    let cluster = StandInCluster::start(&program).await.unwrap();
+    let runtime = runtime(&cluster, 0).await;
+    let spec = spec();
+    let record = runtime.create(&spec).await.unwrap();
+    let body = ask(&runtime, spec.id).await;
+    assert!(body.contains(&spec.hostname), "{body}");
+    runtime.destroy(&record).await.unwrap();
+    assert_eq!(objects_of(&cluster, &record), 0);
+}
+
 #[tokio::test]
 async fn an_agent_refuses_no_credential_and_another_sessions_credential() {
     let cluster = StandInCluster::start(agent()).await.unwrap();

@@ -25,7 +25,7 @@ pub const AGENT_PORT: u16 = 7171;
 pub struct Kubelet {
     task: tokio::task::JoinHandle<()>,
     state: Arc<Mutex<State>>,
-    /// Where pods' Secrets are written.
+    /// Where pods' Secrets are written, beside the `hutch` the pods run.
     _dir: tempfile::TempDir,
 }
 
@@ -49,6 +49,17 @@ impl Kubelet {
             .prefix("hutch-kubelet-")
             .tempdir_in("/var/tmp")?;
         let secrets = dir.path().to_owned();
+        // What the init container does in a real pod: `hutch` is put where the pod's process
+        // can run it. The given path may be under `/tmp`, which the pods' own tmpfs hides (a
+        // checkout in a temporary directory), so pods run a link (or copy) of it in this
+        // directory.
+        let hutch = {
+            let program = dir.path().join("hutch");
+            if std::fs::hard_link(&hutch, &program).is_err() {
+                std::fs::copy(&hutch, &program)?;
+            }
+            program
+        };
         let state = Arc::new(Mutex::new(State::default()));
         let mut changes = store.subscribe();
         let task = {
