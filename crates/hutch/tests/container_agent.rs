@@ -627,12 +627,13 @@ async fn stopping_or_passing_the_deadline_ends_every_command() {
     assert!(agent.terminate().success());
     assert!(wait_for_count(&mark, 0), "nothing of the tree is left");
 
-    // A deadline a few seconds ahead: the agent ends itself, its commands with it.
+    // A deadline ahead (far enough that a loaded machine starts the agent and its command
+    // before it): the agent ends itself, its commands with it.
     let deadline = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
-        + 3;
+        + 10;
     let mut agent = ContainerAgent::start_with(Options {
         env: vec![("HUTCH_SESSION_DEADLINE", deadline.to_string())],
         ..Options::default()
