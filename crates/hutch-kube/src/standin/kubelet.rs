@@ -111,6 +111,13 @@ impl Kubelet {
             .map(|(pid, _)| *pid)
     }
 
+    /// Stops every pod's process.
+    pub(super) fn stop_all(&self) {
+        for (_, (_, stop)) in lock(&self.state).pods.drain() {
+            let _ = stop.send(());
+        }
+    }
+
     /// How many pods' processes run.
     pub fn running(&self) -> usize {
         lock(&self.state).pods.len()
@@ -120,9 +127,7 @@ impl Kubelet {
 impl Drop for Kubelet {
     fn drop(&mut self) {
         self.task.abort();
-        for (_, (_, stop)) in lock(&self.state).pods.drain() {
-            let _ = stop.send(());
-        }
+        self.stop_all();
     }
 }
 
