@@ -4,7 +4,8 @@
 //! container's command, `/hutch/hutch` replaced by a local binary, with `--listen <pod
 //! IP>:7171` added, inside `unshare --user --map-root-user --pid --fork --kill-child --mount`:
 //! a pid namespace whose init is the agent, so killing it on delete kills everything the
-//! agent started, and a private mount namespace with a tmpfs over `/tmp`, where
+//! agent started, and a private mount namespace with the namespace's own `/proc` (what
+//! `ps` in a pod shows) and a tmpfs over `/tmp`, where
 //! `/tmp/workspace` stands for the pod's `/workspace` emptyDir (`HUTCH_SESSION_WORKDIR`). The pod's Secret is
 //! written to a file of the kubelet's own directory for `HUTCH_AGENT_TOKEN_FILE`.
 
@@ -236,6 +237,7 @@ fn run(
             "--fork",
             "--kill-child",
             "--mount",
+            "--mount-proc",
             "--propagation",
             "private",
             "--",
