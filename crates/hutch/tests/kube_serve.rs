@@ -326,3 +326,38 @@ async fn a_restarted_control_plane_adopts_its_pods_and_a_pod_deleted_behind_its_
     let out = sh(&client, &kept, "cat state").await;
     assert_eq!(out.stdout, "before\n", "{out:?}");
 }
+
+#[tokio::test]
+async fn pause_and_usage_counters_of_a_pod_answer_not_supported() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start_on_kubernetes(&["--kube-warm-pool", "0"]);
+    let client = server.client("alice");
+    let s = session(&client).await;
+    let id = s.session_id;
+
+    let refusals = [
+        client.pause_session(id).await.map(drop).unwrap_err(),
+        client.session_stats(id).await.map(drop).unwrap_err(),
+    ];
+    for refused in refusals {
+        assert_eq!(refused.code(), Some(ErrorCode::NotSupported), "{refused:?}");
+    }
+    let (status, body) = call(
+        &client,
+        http::Method::POST,
+        "/v1/sessions",
+        json!({"autoPause": {"idleSeconds": 60}}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("not_supported")),
+        "{body}"
+    );
+    // The refused pause left the session running and serving.
+    let row = client.get_session(id).await.unwrap();
+    assert_eq!(row.status, hutch_api::SessionStatus::Running);
+    assert_eq!(sh(&client, &s, "echo on").await.stdout, "on\n");
+}
