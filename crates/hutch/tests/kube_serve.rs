@@ -361,3 +361,53 @@ async fn pause_and_usage_counters_of_a_pod_answer_not_supported() {
     assert_eq!(row.status, hutch_api::SessionStatus::Running);
     assert_eq!(sh(&client, &s, "echo on").await.stdout, "on\n");
 }
+
+#[tokio::test]
+async fn a_storage_context_carries_files_from_one_pod_session_to_the_next() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start_on_kubernetes(&[]);
+    let client = server.client("alice");
+    let (status, context) = call(
+        &client,
+        http::Method::POST,
+        "/v1/contexts",
+        json!({"name": "project"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{context}");
+    let context = context["id"].as_str().unwrap().to_owned();
+    let bound = json!({"contextSyncs": [{"contextId": context, "path": "/tmp/workspace/project"}]});
+    let (status, a) = call(&client, http::Method::POST, "/v1/sessions", bound.clone()).await;
+    assert_eq!(status, 200, "{a}");
+    let a: Session = serde_json::from_value(a).unwrap();
+    let made = sh(
+        &client,
+        &a,
+        "cd /tmp/workspace/project && mkdir -p src && echo 'print(42)' > src/main.py && ln -s src/main.py main",
+    )
+    .await;
+    assert_eq!(made.exit_code, 0, "{made:?}");
+    // DELETE answers once the upload (a tar through the pod's agent) is durable.
+    client.delete_session(a.session_id).await.unwrap();
+    let (_, after) = call(
+        &client,
+        http::Method::GET,
+        &format!("/v1/contexts/{context}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(after["version"], 1, "{after}");
+
+    let (status, b) = call(&client, http::Method::POST, "/v1/sessions", bound).await;
+    assert_eq!(status, 200, "{b}");
+    let b: Session = serde_json::from_value(b).unwrap();
+    let out = sh(
+        &client,
+        &b,
+        "cd /tmp/workspace/project && cat src/main.py && readlink main",
+    )
+    .await;
+    assert_eq!(out.stdout, "print(42)\nsrc/main.py\n", "{out:?}");
+}
