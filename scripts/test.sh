@@ -56,7 +56,7 @@ check_unit() {
 
 benchmarks() {
     local scenario ok=0
-    for scenario in sessions commands files interpreter ports network images clients soak idle agent; do
+    for scenario in sessions commands files interpreter ports network images clients soak idle agent kube; do
         cargo run --locked -q -p hutch -- bench "$scenario" --quick || ok=1
     done
     # SQLite beside a scratch PostgreSQL (about 20 s).

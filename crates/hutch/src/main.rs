@@ -26,6 +26,7 @@ mod bench_clients;
 mod bench_idle;
 mod bench_images;
 mod bench_interpreter;
+mod bench_kube;
 mod bench_network;
 mod bench_soak;
 mod bench_store;

@@ -158,6 +158,15 @@ fn fail(store: &Store, (namespace, name): &(String, String), message: String) {
     );
 }
 
+/// A copy of this process's stderr, or nothing when it cannot be copied.
+fn stderr() -> Stdio {
+    use std::os::fd::AsFd;
+    std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_or_else(|_| Stdio::null(), Stdio::from)
+}
+
 /// Starts pod `key`'s process and a task that reports its end or kills it on delete.
 fn run(
     store: &Store,
@@ -253,6 +262,8 @@ fn run(
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .envs(env)
         .stdin(Stdio::null())
+        // What a pod prints goes to the kubelet's log (stderr), not into a benchmark's table.
+        .stdout(stderr())
         .kill_on_drop(true);
     let mut child = match command.spawn() {
         Ok(child) => child,
