@@ -411,3 +411,89 @@ async fn a_storage_context_carries_files_from_one_pod_session_to_the_next() {
     .await;
     assert_eq!(out.stdout, "print(42)\nsrc/main.py\n", "{out:?}");
 }
+
+/// A child process killed if the test ends early.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `hutch stand-in-cluster` as a process of its own (what an SDK suite starts): a server on
+/// it runs sessions as its pods, and stopping it stops them.
+#[tokio::test]
+async fn the_stand_in_cluster_runs_as_a_process_of_its_own() {
+    if !can_run_sandboxes() || common::kube_wanted() {
+        // Under HUTCH_TEST_RUNTIME=kubernetes the helper would name a second cluster.
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let mut cluster = std::process::Command::new(env!("CARGO_BIN_EXE_hutch"))
+        .arg("stand-in-cluster")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["--namespace", "by-process"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines =
+        std::io::BufRead::lines(std::io::BufReader::new(cluster.stdout.take().unwrap()));
+    let line = lines.next().unwrap().unwrap();
+    assert!(
+        line.starts_with("stand-in cluster listening on http://127.0.0.1:"),
+        "{line}"
+    );
+
+    let mut server = TestServer::start_with(&[
+        "--runtime",
+        "kubernetes",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--kube-agent-image",
+        "stand-in.invalid/hutch:test",
+        "--kube-warm-pool",
+        "0",
+    ]);
+    let client = server.client("alice");
+    let s = session(&client).await;
+    let out = sh(&client, &s, "echo on").await;
+    assert_eq!(out.stdout, "on\n", "{out:?}");
+    let agents = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/status")).is_ok_and(|status| {
+                    String::from_utf8_lossy(&status).contains(&format!("PPid:\t{}\n", cluster.id()))
+                })
+            })
+            .collect::<Vec<u32>>()
+    };
+    let pods = agents();
+    assert_eq!(pods.len(), 1, "one pod process under the cluster: {pods:?}");
+    // The server goes first, with its kill: the pod is left to the cluster's stop.
+    server.kill_hard();
+    std::process::Command::new("kill")
+        .args(["-TERM", &cluster.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the stand-in cluster did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(cluster.wait().unwrap().success());
+    let gone = wait_for(Duration::from_secs(30), || {
+        !std::path::Path::new(&format!("/proc/{}", pods[0])).exists()
+    })
+    .await;
+    assert!(gone, "the pod's process outlived the stand-in cluster");
+}
