@@ -440,8 +440,10 @@ async fn the_stand_in_cluster_runs_as_a_process_of_its_own() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines =
-        std::io::BufRead::lines(std::io::BufReader::new(cluster.stdout.take().unwrap()));
+    let stdout = cluster.stdout.take().unwrap();
+    let mut guard = KillOnDrop(cluster);
+    let cluster = &mut guard.0;
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
     let line = lines.next().unwrap().unwrap();
     assert!(
         line.starts_with("stand-in cluster listening on http://127.0.0.1:"),
