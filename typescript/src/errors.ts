@@ -18,7 +18,8 @@
  * │   │   ├── ContextNotFoundError    404 context_not_found
  * │   │   └── StorageContextNotFoundError  404 storage_context_not_found
  * │   ├── ConflictError               409 conflict
- * │   │   └── SessionPausedError      409 session_paused (resume the session first)
+ * │   │   ├── SessionPausedError      409 session_paused (resume the session first)
+ * │   │   └── NotSupportedError       409 not_supported (the server's runtime cannot do it)
  * │   ├── PayloadTooLargeError        413 payload_too_large
  * │   ├── UriTooLongError             414 uri_too_long
  * │   ├── RangeNotSatisfiableError    416 range_not_satisfiable
@@ -110,6 +111,8 @@ export class ConflictError extends ApiError {}
 
 /** 409 `session_paused`: the session is paused; resume it first. */
 export class SessionPausedError extends ConflictError {}
+/** 409 `not_supported`: the server's runtime cannot do this (pause a pod, say). */
+export class NotSupportedError extends ConflictError {}
 /** 413 `payload_too_large`: the body is larger than accepted (`details.limitBytes`). */
 export class PayloadTooLargeError extends ApiError {}
 /** 414 `uri_too_long`: the path and query are longer than accepted. */
@@ -204,6 +207,7 @@ export const ERROR_CLASSES: { readonly [code in ErrorCode]: readonly [number, Ap
   storage_context_not_found: [404, StorageContextNotFoundError],
   conflict: [409, ConflictError],
   session_paused: [409, SessionPausedError],
+  not_supported: [409, NotSupportedError],
   payload_too_large: [413, PayloadTooLargeError],
   uri_too_long: [414, UriTooLongError],
   range_not_satisfiable: [416, RangeNotSatisfiableError],

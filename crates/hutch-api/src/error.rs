@@ -33,6 +33,9 @@ pub enum ErrorCode {
     /// The session is paused: its processes are frozen until `POST
     /// /v1/sessions/{id}/resume` (409).
     SessionPaused,
+    /// The session's runtime cannot do this (pause, snapshot or usage counters of a session
+    /// running as a Kubernetes pod, say); the message names what (409).
+    NotSupported,
     /// The request body is larger than the server accepts (413).
     PayloadTooLarge,
     /// The request target (path and query) is longer than the server accepts (414).
@@ -103,7 +106,7 @@ impl ErrorCode {
             ErrorCode::RangeNotSatisfiable => 416,
             ErrorCode::ImageNotFound => 404,
             ErrorCode::ImagePullFailed | ErrorCode::ImageImportFailed => 422,
-            ErrorCode::Conflict | ErrorCode::SessionPaused => 409,
+            ErrorCode::Conflict | ErrorCode::SessionPaused | ErrorCode::NotSupported => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UriTooLong => 414,
             ErrorCode::HeadersTooLarge => 431,
@@ -132,6 +135,7 @@ impl ErrorCode {
             ErrorCode::ContextNotFound => "context_not_found",
             ErrorCode::Conflict => "conflict",
             ErrorCode::SessionPaused => "session_paused",
+            ErrorCode::NotSupported => "not_supported",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UriTooLong => "uri_too_long",
             ErrorCode::HeadersTooLarge => "headers_too_large",

@@ -174,6 +174,10 @@ pub enum SandboxError {
     /// The spec asks for something this runtime does not have (such as an unknown image).
     #[error("{0}")]
     InvalidSpec(String),
+    /// This runtime cannot do what was asked (pause, snapshot, usage counters); the message
+    /// says what.
+    #[error("{0}")]
+    NotSupported(String),
     /// No more sandboxes can be started (uid ranges or a configured cap are exhausted).
     #[error("no capacity for another sandbox: {0}")]
     Capacity(String),
@@ -282,34 +286,40 @@ pub trait Runtime: Send + Sync + 'static {
     /// Copies the sandbox's writable root layer (overlayfs' upper directory, whiteouts
     /// included) into the new directory `into`, freezing the sandbox's processes while it
     /// copies so that no file is torn; they run on afterwards. Runtimes without snapshots
-    /// refuse with [`SandboxError::InvalidSpec`].
+    /// refuse with [`SandboxError::NotSupported`].
     async fn snapshot(
         &self,
         record: &SandboxRecord,
         into: &std::path::Path,
     ) -> Result<SnapshotReport, SandboxError> {
         let _ = (record, into);
-        Err(SandboxError::InvalidSpec(
+        Err(SandboxError::NotSupported(
             "this runtime cannot snapshot sessions".to_owned(),
         ))
     }
 
+    /// Whether [`Runtime::set_frozen`] can pause this runtime's sandboxes: the server refuses
+    /// pauses (409 `not_supported`) up front, and auto-pauses none, when it cannot.
+    fn can_pause(&self) -> bool {
+        false
+    }
+
     /// Freezes (`frozen = true`) or thaws every process of the sandbox, its agent included,
     /// with all their state: a paused session costs no CPU and comes back as it was. Doing it
-    /// twice is harmless. Runtimes that cannot pause refuse with [`SandboxError::InvalidSpec`].
+    /// twice is harmless. Runtimes that cannot pause refuse with [`SandboxError::NotSupported`].
     async fn set_frozen(&self, record: &SandboxRecord, frozen: bool) -> Result<(), SandboxError> {
         let _ = (record, frozen);
-        Err(SandboxError::InvalidSpec(
+        Err(SandboxError::NotSupported(
             "this runtime cannot pause sessions".to_owned(),
         ))
     }
 
     /// What the sandbox's processes use now (memory, CPU time, tasks), from its cgroup
     /// (blocking: reads a few kernel files). Runtimes without counters refuse with
-    /// [`SandboxError::InvalidSpec`].
+    /// [`SandboxError::NotSupported`].
     fn stats(&self, record: &SandboxRecord) -> Result<hutch_api::SessionStats, SandboxError> {
         let _ = record;
-        Err(SandboxError::InvalidSpec(
+        Err(SandboxError::NotSupported(
             "this runtime keeps no usage counters".to_owned(),
         ))
     }

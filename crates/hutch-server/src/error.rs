@@ -52,6 +52,9 @@ pub enum ApiError {
     /// The session is paused (409).
     #[error("{0}")]
     SessionPaused(String),
+    /// The session's runtime cannot do this (409).
+    #[error("{0}")]
+    NotSupported(String),
     /// The request body is larger than the control plane accepts (413).
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge {
@@ -206,6 +209,7 @@ impl ApiError {
             ApiError::Forbidden(_) => ErrorCode::Forbidden,
             ApiError::Conflict(_) => ErrorCode::Conflict,
             ApiError::SessionPaused(_) => ErrorCode::SessionPaused,
+            ApiError::NotSupported(_) => ErrorCode::NotSupported,
             ApiError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             ApiError::UriTooLong { .. } => ErrorCode::UriTooLong,
             ApiError::HeadersTooLarge { .. } => ErrorCode::HeadersTooLarge,
@@ -488,6 +492,7 @@ impl From<SandboxError> for ApiError {
                 field: None,
             },
             SandboxError::Capacity(message) => ApiError::Capacity(message),
+            SandboxError::NotSupported(message) => ApiError::NotSupported(message),
             SandboxError::Gone(id) => ApiError::SessionNotFound(id),
             other => ApiError::Internal(Box::new(other)),
         }
@@ -567,6 +572,11 @@ mod tests {
         assert_eq!(
             ApiError::from(SandboxError::Capacity("full".into())).code(),
             ErrorCode::Capacity
+        );
+        let refused = ApiError::from(SandboxError::NotSupported("cannot snapshot".into()));
+        assert_eq!(
+            (refused.code(), refused.code().status()),
+            (ErrorCode::NotSupported, 409)
         );
         assert_eq!(
             ApiError::from(SandboxError::Gone(id)).code(),

@@ -578,6 +578,10 @@ impl Runtime for MeteredRuntime {
         self.inner.forget_image(key).await;
     }
 
+    fn can_pause(&self) -> bool {
+        self.inner.can_pause()
+    }
+
     async fn set_frozen(&self, record: &SandboxRecord, frozen: bool) -> Result<(), SandboxError> {
         self.inner.set_frozen(record, frozen).await
     }

@@ -25,8 +25,10 @@ pub(crate) struct BenchArgs {
     /// resume latency; memory per idle and per paused session and how many idle sessions fit,
     /// beside podman containers and `unshare`d processes) or `agent` (one trivial request at
     /// the agent's door: a session's unix socket beside TCP + preface to an agent in container
-    /// mode, on a kept connection and on a fresh one each; needs its own server).
-    #[arg(value_parser = ["sessions", "commands", "files", "interpreter", "ports", "network", "images", "clients", "soak", "idle", "agent"])]
+    /// mode, on a kept connection and on a fresh one each; needs its own server) or `kube`
+    /// (create → run `true` → delete with sessions as pods of a stand-in Kubernetes cluster,
+    /// beside the linux runtime; servers of its own).
+    #[arg(value_parser = ["sessions", "commands", "files", "interpreter", "ports", "network", "images", "clients", "soak", "idle", "agent", "kube"])]
     scenario: String,
     /// `network`: a large file to download from a session and from here.
     #[arg(long)]
@@ -100,6 +102,13 @@ pub(crate) fn main(mut args: BenchArgs) -> anyhow::Result<()> {
 }
 
 async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.scenario == "kube" {
+        anyhow::ensure!(
+            args.url.is_none(),
+            "the kube scenario starts servers of its own"
+        );
+        return crate::bench_kube::run(&args).await;
+    }
     if args.scenario == "images" {
         // Starts its own registry and a server that reaches it.
         return crate::bench_images::run(&args).await;

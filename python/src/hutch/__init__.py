@@ -40,6 +40,7 @@ from .errors import (
     SandboxOperationError,
     SessionNotFoundError,
     SessionPausedError,
+    NotSupportedError,
     UnauthorizedError,
 )
 from .code import AsyncCode, Code, CodeResult
@@ -161,6 +162,7 @@ __all__ = [
     "UnauthorizedError",
     "SessionNotFoundError",
     "SessionPausedError",
+    "NotSupportedError",
     "RateLimitError",
     "SandboxOperationError",
     "ContextNotFoundError",

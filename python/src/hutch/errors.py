@@ -16,6 +16,7 @@ the SDK turns it into one of these classes::
         ├── ContextNotFoundError     404 context_not_found / storage_context_not_found
         ├── ConflictError            409 conflict
         ├── SessionPausedError       409 session_paused: resume the session first
+        ├── NotSupportedError        409 not_supported: the server's runtime cannot do it
         ├── PayloadTooLargeError     413 payload_too_large
         ├── SandboxUnavailableError  502 sandbox_unavailable, 503 capacity, 503 store_unavailable,
         │                                504 sandbox_timeout
@@ -49,6 +50,7 @@ __all__ = [
     "NotFoundError",
     "ConflictError",
     "SessionPausedError",
+    "NotSupportedError",
     "PayloadTooLargeError",
     "SandboxUnavailableError",
     "ERROR_CODES",
@@ -164,6 +166,10 @@ class SessionPausedError(ConflictError):
     """409 ``session_paused``: the session is paused; ``resume()`` it first."""
 
 
+class NotSupportedError(ConflictError):
+    """409 ``not_supported``: the server's runtime cannot do this (pause a pod, say)."""
+
+
 class PayloadTooLargeError(SandboxOperationError):
     """413 ``payload_too_large``: a body or a field is over its limit."""
 
@@ -268,6 +274,7 @@ ERROR_CODES: Dict[str, Tuple[int, Type[SandboxAPIError]]] = {
     "storage_context_not_found": (404, ContextNotFoundError),
     "conflict": (409, ConflictError),
     "session_paused": (409, SessionPausedError),
+    "not_supported": (409, NotSupportedError),
     "payload_too_large": (413, PayloadTooLargeError),
     "uri_too_long": (414, InvalidRequestError),
     "range_not_satisfiable": (416, InvalidRequestError),

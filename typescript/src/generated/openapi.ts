@@ -1586,7 +1586,7 @@ export interface components {
          * @description A stable, machine-readable error code. Each maps to exactly one HTTP status.
          * @enum {string}
          */
-        ErrorCode: "invalid_request" | "unauthorized" | "forbidden" | "not_found" | "session_not_found" | "process_not_found" | "context_not_found" | "conflict" | "session_paused" | "payload_too_large" | "uri_too_long" | "headers_too_large" | "rate_limited" | "quota_exceeded" | "capacity" | "store_unavailable" | "sandbox_unavailable" | "sandbox_timeout" | "disk_full" | "language_unavailable" | "storage_context_not_found" | "sync_failed" | "file_not_found" | "range_not_satisfiable" | "image_not_found" | "image_pull_failed" | "image_import_failed" | "internal" | "port_unreachable" | "link_expired" | "link_invalid";
+        ErrorCode: "invalid_request" | "unauthorized" | "forbidden" | "not_found" | "session_not_found" | "process_not_found" | "context_not_found" | "conflict" | "session_paused" | "not_supported" | "payload_too_large" | "uri_too_long" | "headers_too_large" | "rate_limited" | "quota_exceeded" | "capacity" | "store_unavailable" | "sandbox_unavailable" | "sandbox_timeout" | "disk_full" | "language_unavailable" | "storage_context_not_found" | "sync_failed" | "file_not_found" | "range_not_satisfiable" | "image_not_found" | "image_pull_failed" | "image_import_failed" | "internal" | "port_unreachable" | "link_expired" | "link_invalid";
         /** @description What went wrong: a stable code, a message for people, and optional structured details. */
         ErrorDetail: {
             /** @description Stable code to match on. */

@@ -4,7 +4,8 @@
 //! container's command, `/hutch/hutch` replaced by a local binary, with `--listen <pod
 //! IP>:7171` added, inside `unshare --user --map-root-user --pid --fork --kill-child --mount`:
 //! a pid namespace whose init is the agent, so killing it on delete kills everything the
-//! agent started, and a private mount namespace with a tmpfs over `/tmp`, where
+//! agent started, and a private mount namespace with the namespace's own `/proc` (what
+//! `ps` in a pod shows) and a tmpfs over `/tmp`, where
 //! `/tmp/workspace` stands for the pod's `/workspace` emptyDir (`HUTCH_SESSION_WORKDIR`). The pod's Secret is
 //! written to a file of the kubelet's own directory for `HUTCH_AGENT_TOKEN_FILE`.
 
@@ -122,6 +123,13 @@ impl Kubelet {
             .map(|(pid, _)| *pid)
     }
 
+    /// Stops every pod's process.
+    pub(super) fn stop_all(&self) {
+        for (_, (_, stop)) in lock(&self.state).pods.drain() {
+            let _ = stop.send(());
+        }
+    }
+
     /// How many pods' processes run.
     pub fn running(&self) -> usize {
         lock(&self.state).pods.len()
@@ -131,9 +139,7 @@ impl Kubelet {
 impl Drop for Kubelet {
     fn drop(&mut self) {
         self.task.abort();
-        for (_, (_, stop)) in lock(&self.state).pods.drain() {
-            let _ = stop.send(());
-        }
+        self.stop_all();
     }
 }
 
@@ -161,6 +167,15 @@ fn fail(store: &Store, (namespace, name): &(String, String), message: String) {
         name,
         json!({"phase": "Failed", "reason": "StandInKubelet", "message": message}),
     );
+}
+
+/// A copy of this process's stderr, or nothing when it cannot be copied.
+fn stderr() -> Stdio {
+    use std::os::fd::AsFd;
+    std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_or_else(|_| Stdio::null(), Stdio::from)
 }
 
 /// Starts pod `key`'s process and a task that reports its end or kills it on delete.
@@ -242,6 +257,7 @@ fn run(
             "--fork",
             "--kill-child",
             "--mount",
+            "--mount-proc",
             "--propagation",
             "private",
             "--",
@@ -257,6 +273,8 @@ fn run(
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .envs(env)
         .stdin(Stdio::null())
+        // What a pod prints goes to the kubelet's log (stderr), not into a benchmark's table.
+        .stdout(stderr())
         .kill_on_drop(true);
     let mut child = match command.spawn() {
         Ok(child) => child,

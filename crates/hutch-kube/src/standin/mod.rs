@@ -627,6 +627,53 @@ impl Drop for StandInCluster {
     }
 }
 
+/// A [`StandInCluster`] on an async runtime of its own: for tests whose own code blocks
+/// (a `hutch serve` child process started and stopped synchronously) or whose runtime is
+/// single-threaded. Its API server and kubelet run on their own worker thread; dropping it
+/// kills every pod's process.
+pub struct BackgroundCluster {
+    cluster: StandInCluster,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl BackgroundCluster {
+    /// Starts a stand-in cluster whose kubelet runs pods' `/hutch/hutch` as `hutch`.
+    pub fn start(hutch: &std::path::Path) -> std::io::Result<BackgroundCluster> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("stand-in-cluster")
+            .enable_all()
+            .build()?;
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let hutch = hutch.to_owned();
+        runtime.spawn(async move {
+            let _ = sender.send(StandInCluster::start(&hutch).await);
+        });
+        let cluster = receiver
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| std::io::Error::other("the stand-in cluster did not start"))??;
+        Ok(BackgroundCluster {
+            cluster,
+            runtime: Some(runtime),
+        })
+    }
+
+    /// The cluster (its store, kubelet, URL and kubeconfig).
+    pub fn cluster(&self) -> &StandInCluster {
+        &self.cluster
+    }
+}
+
+impl Drop for BackgroundCluster {
+    fn drop(&mut self) {
+        // The kubelet stops its pods; shutting the runtime down drops (and kills) the rest.
+        self.cluster.kubelet.stop_all();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

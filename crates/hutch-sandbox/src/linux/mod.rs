@@ -430,6 +430,10 @@ impl Runtime for LinuxRuntime {
         self.forget_pooled_image(key).await;
     }
 
+    fn can_pause(&self) -> bool {
+        true
+    }
+
     async fn set_frozen(&self, record: &SandboxRecord, frozen: bool) -> Result<(), SandboxError> {
         self.set_frozen_sandbox(record, frozen).await
     }

@@ -16,6 +16,9 @@ impl Sessions {
         caller: &Caller,
         new: NewSession,
     ) -> Result<Session, SessionError> {
+        if new.auto_pause.is_some() && !self.runtime.can_pause() {
+            return Err(super::pause::cannot_pause());
+        }
         for sync in &new.context_syncs {
             self.storage.visible(caller, sync.context_id).await?;
         }
@@ -41,7 +44,10 @@ impl Sessions {
             record: None,
             network: network.clone(),
             paused: None,
-            auto_pause: new.auto_pause.or(self.auto_pause_default),
+            // A server-wide default means nothing to a runtime that cannot pause.
+            auto_pause: new
+                .auto_pause
+                .or(self.auto_pause_default.filter(|_| self.runtime.can_pause())),
         };
         let limits = RowLimits {
             max_rows: self.max_sessions,

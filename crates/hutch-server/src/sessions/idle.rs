@@ -119,6 +119,9 @@ impl Sessions {
     /// One auto-pause pass: pauses every RUNNING session idle for its `idleSeconds`, each in
     /// its own task. Returns how many pauses it started.
     pub(crate) async fn auto_pause(self: &Arc<Self>) -> usize {
+        if !self.runtime.can_pause() {
+            return 0;
+        }
         let rows = match self.store.auto_pausing().await {
             Ok(rows) => rows,
             Err(err) => {

@@ -95,6 +95,9 @@ impl Sessions {
         id: Uuid,
         cause: PauseCause,
     ) -> Result<StoredSession, SessionError> {
+        if !self.runtime.can_pause() {
+            return Err(cannot_pause());
+        }
         let _turn = self.turns.take(id).await;
         let row = self
             .store
@@ -253,6 +256,13 @@ impl Sessions {
 }
 
 /// The error for a session that cannot be paused or resumed in its state.
+/// The refusal of a pause on a runtime that cannot pause.
+pub(super) fn cannot_pause() -> SessionError {
+    SessionError::Sandbox(SandboxError::NotSupported(
+        "this server's runtime cannot pause sessions".to_owned(),
+    ))
+}
+
 fn not_pausable(id: Uuid, status: SessionStatus) -> SessionError {
     SessionError::Conflict(format!(
         "session {id} is {}; only a RUNNING session can be paused and a PAUSED one resumed",

@@ -5,6 +5,11 @@
 //! a test that did not run as passed. `HUTCH_SKIP_ROOT_TESTS=1` turns that failure into a skip
 //! (not under CI, `CI=true`): each such test then prints `SKIPPED <test>: needs root` past the
 //! harness's output capture, so the skip shows in the plain `cargo test` output.
+//!
+//! `HUTCH_TEST_RUNTIME=kubernetes` runs every server of a suite with `--runtime kubernetes`
+//! against a stand-in cluster of its own (an in-memory Kubernetes API subset and a kubelet
+//! running each pod's `hutch agent --container` as a local process; no Kubernetes API server
+//! can run here): the same tests, sessions as pods.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 #![allow(dead_code, unreachable_pub)]
@@ -15,6 +20,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod s3;
+
+use hutch_kube::standin::{BackgroundCluster, StandInCluster};
 
 use hutch_api::{CommandRequest, CommandResult, CreateSessionRequest, ResourcesRequest, Session};
 use hutch_client::HutchClient;
@@ -77,6 +84,23 @@ pub struct TestServer {
     env: Vec<(String, String)>,
     /// The S3 stand-in holding its storage contexts, with `HUTCH_TEST_BLOB_STORE=s3`.
     s3: Option<s3::Moto>,
+    /// The stand-in cluster its sessions run in, under `--runtime kubernetes`.
+    kube: Option<Kube>,
+}
+
+/// The namespace of the sessions' pods under `--runtime kubernetes`.
+pub const KUBE_NAMESPACE: &str = "hutch-e2e";
+
+/// A stand-in cluster, and the kubeconfig naming it.
+struct Kube {
+    cluster: BackgroundCluster,
+    kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Whether the suites' servers run their sessions as pods (`HUTCH_TEST_RUNTIME=kubernetes`).
+pub fn kube_wanted() -> bool {
+    std::env::var("HUTCH_TEST_RUNTIME").is_ok_and(|v| v == "kubernetes")
 }
 
 impl TestServer {
@@ -160,6 +184,22 @@ impl TestServer {
         server
     }
 
+    /// Starts a server running its sessions as pods of a stand-in cluster of its own
+    /// (whatever `HUTCH_TEST_RUNTIME` says), with extra `hutch serve` arguments.
+    pub fn start_on_kubernetes(args: &[&str]) -> TestServer {
+        let mut server = TestServer::prepare(args, "127.0.0.1:0", false);
+        if server.kube.is_none() {
+            server.kube = Some(Kube::start());
+        }
+        server.spawn();
+        server
+    }
+
+    /// The stand-in cluster of a server running sessions as pods.
+    pub fn stand_in(&self) -> Option<&StandInCluster> {
+        self.kube.as_ref().map(|kube| kube.cluster.cluster())
+    }
+
     fn launch(args: &[&str], listen: &str, private_network: bool) -> TestServer {
         let mut server = TestServer::prepare(args, listen, private_network);
         server.spawn();
@@ -172,6 +212,7 @@ impl TestServer {
             .tempdir_in("/tmp")
             .expect("temp dir");
         let data = tempdir.path().to_owned();
+        let kube = kube_wanted().then(Kube::start);
         TestServer {
             child: None,
             data,
@@ -184,6 +225,7 @@ impl TestServer {
             signals_ignored: false,
             env: Vec::new(),
             s3: s3::wanted().then(s3::Moto::start),
+            kube,
         }
     }
 
@@ -219,6 +261,11 @@ impl TestServer {
             .args(["serve", "--listen", &self.listen, "--on-exit", "destroy"])
             .arg("--data-dir")
             .arg(&self.data)
+            .args(
+                self.kube
+                    .iter()
+                    .flat_map(|kube| kube.args(&self.extra_args)),
+            )
             .args(&self.extra_args)
             .env("HUTCH_JWT_SECRET", SECRET)
             .env("HUTCH_LOG", "warn")
@@ -325,6 +372,47 @@ impl TestServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+impl Kube {
+    /// Starts a stand-in cluster and writes a kubeconfig naming it.
+    fn start() -> Kube {
+        let dir = tempfile::Builder::new()
+            .prefix("hutch-kubeconfig")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let cluster = BackgroundCluster::start(Path::new(env!("CARGO_BIN_EXE_hutch")))
+            .expect("start the stand-in cluster");
+        let kubeconfig = dir.path().join("kubeconfig");
+        cluster
+            .cluster()
+            .write_kubeconfig(&kubeconfig, KUBE_NAMESPACE)
+            .expect("write the kubeconfig");
+        Kube {
+            cluster,
+            kubeconfig,
+            _dir: dir,
+        }
+    }
+
+    /// The `hutch serve` arguments that make it use this cluster; a warm pool of one pod
+    /// unless `extra` names one.
+    fn args(&self, extra: &[String]) -> Vec<String> {
+        let mut args = vec![
+            "--runtime".to_owned(),
+            "kubernetes".to_owned(),
+            "--kubeconfig".to_owned(),
+            self.kubeconfig.display().to_string(),
+            "--kube-namespace".to_owned(),
+            KUBE_NAMESPACE.to_owned(),
+            "--kube-agent-image".to_owned(),
+            "stand-in.invalid/hutch:test".to_owned(),
+        ];
+        if !extra.iter().any(|a| a.starts_with("--kube-warm-pool")) {
+            args.extend(["--kube-warm-pool".to_owned(), "1".to_owned()]);
+        }
+        args
     }
 }
 
