@@ -40,6 +40,7 @@ mod freeze;
 mod ids;
 mod image;
 pub mod index_proxy;
+mod leases;
 pub mod network;
 mod pool;
 mod quota;
@@ -251,6 +252,7 @@ impl LinuxRuntime {
             data.join("sockets"),
             data.join("images"),
             data.join("trash"),
+            data.join("leases"),
         ] {
             fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         }
@@ -260,7 +262,11 @@ impl LinuxRuntime {
                 .map_err(io("chmod", &dir))?;
         }
         // A torn-down sandbox's files wait in `trash/` while its id range may serve another.
-        for dir in [data.join("sockets"), data.join("trash")] {
+        for dir in [
+            data.join("sockets"),
+            data.join("trash"),
+            data.join("leases"),
+        ] {
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
                 .map_err(io("chmod", &dir))?;
         }
@@ -280,7 +286,7 @@ impl LinuxRuntime {
             )));
         }
         let instance = instance_name(data);
-        let ids = ids::IdRanges::new(config.uid_base, config.uid_ranges)?;
+        let ids = ids::IdRanges::new(data, config.uid_base, config.uid_ranges)?;
         check_idmap(&data.join("images"))?;
         let cgroups = cgroups::Cgroups::detect(&instance)?;
         let image = image::build_default(&data.join("images"), config.uid_base)
@@ -301,7 +307,7 @@ impl LinuxRuntime {
         let network = config
             .network
             .clone()
-            .map(|net| network::Network::start(net, &instance))
+            .map(|net| network::Network::start(net, &instance, data))
             .transpose()?;
         let index_proxies = index_proxy::IndexProxies::new(config.package_indexes.clone());
         // Nothing is watched before the server asks for deaths: this first receiver can go.

@@ -90,6 +90,15 @@ impl LinuxRuntime {
             })
             .await;
         }
+        // Slot files whose sandbox is gone (a crash between taking a slot and making the
+        // sandbox's directory, or between removing it and freeing the slot).
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || this.reconcile_leases()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => tracing::info!(removed, "removed left-over slot files"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "reconciling slot files failed"),
+            Err(e) => tracing::warn!(error = %e, "reconciling slot files failed"),
+        }
         // What is left in `sandboxes/` is live: the skeletons none of them uses can go.
         let data = &self.inner.config.data_dir;
         match image::remove_unused(
@@ -105,5 +114,15 @@ impl LinuxRuntime {
             Err(e) => tracing::warn!(error = %e, "removing unused images failed"),
         }
         Ok(swept)
+    }
+
+    /// Removes the id range and address slot files a crash left (see `leases.rs`); returns
+    /// how many.
+    fn reconcile_leases(&self) -> Result<usize, SandboxError> {
+        let mut removed = self.inner.ids.reconcile()?;
+        if let Some(network) = &self.inner.network {
+            removed += network.reconcile()?;
+        }
+        Ok(removed)
     }
 }
