@@ -244,3 +244,65 @@ fn the_lean_agent_answers_the_build_id_of_hutch() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Two runtimes (as two servers would) on one data directory, each building sandboxes at
+/// the same time: no two sandboxes get one host id range, and each sandbox is torn down by
+/// the runtime that did not build it, which frees its range for both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runtimes_on_one_data_dir_never_give_one_id_range_twice() {
+    use std::os::unix::fs::MetadataExt;
+    if !common::can_run_sandboxes() {
+        return;
+    }
+    const EACH: usize = 4;
+    let data = tempfile::Builder::new()
+        .prefix("hutch-rt")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let start = || {
+        let mut config = LinuxConfig::new(data.path().to_owned()).unwrap();
+        config.agent = lean_agent();
+        config.warm_pool = 0;
+        LinuxRuntime::new(config).unwrap()
+    };
+    let runtimes = [start(), start()];
+    let mut creating = tokio::task::JoinSet::new();
+    for (which, runtime) in runtimes.iter().enumerate() {
+        for _ in 0..EACH {
+            let runtime = runtime.clone();
+            creating.spawn(async move { (which, runtime.create(&spec()).await.unwrap()) });
+        }
+    }
+    let created = creating.join_all().await;
+    let leases = data.path().join("leases/uids");
+    let mut owners = HashSet::new();
+    for (which, record) in &created {
+        assert_eq!(
+            run(&runtimes[*which], record.id, "echo up").await["stdout"],
+            "up\n"
+        );
+        let dir = data
+            .path()
+            .join("sandboxes")
+            .join(record.sandbox_id.to_string());
+        let owner = std::fs::metadata(&dir).unwrap().uid();
+        assert!(owners.insert(owner), "range {owner} given twice");
+        let slot =
+            (owner - hutch_sandbox::linux::DEFAULT_UID_BASE) / hutch_sandbox::linux::UID_COUNT - 1;
+        assert_eq!(
+            std::fs::read_to_string(leases.join(slot.to_string())).unwrap(),
+            record.sandbox_id.to_string(),
+            "the slot file names the sandbox"
+        );
+    }
+    assert_eq!(owners.len(), 2 * EACH);
+    for (which, record) in &created {
+        runtimes[1 - which].destroy(record).await.unwrap();
+    }
+    let left: Vec<_> = std::fs::read_dir(&leases).unwrap().flatten().collect();
+    assert!(left.is_empty(), "every range freed: {left:?}");
+    for runtime in &runtimes {
+        assert!(runtime.sweep(&HashSet::new()).await.unwrap().is_empty());
+        runtime.shutdown(true).await;
+    }
+}
