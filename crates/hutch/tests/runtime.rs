@@ -306,3 +306,47 @@ async fn two_runtimes_on_one_data_dir_never_give_one_id_range_twice() {
         runtime.shutdown(true).await;
     }
 }
+
+/// The start-up sweep of a second runtime on one data directory leaves alone everything a
+/// live runtime keeps there: its sessions' sandboxes and its warm pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_leaves_alone_what_another_live_runtime_keeps() {
+    if !common::can_run_sandboxes() {
+        return;
+    }
+    let data = tempfile::Builder::new()
+        .prefix("hutch-rt")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let start = |warm_pool| {
+        let mut config = LinuxConfig::new(data.path().to_owned()).unwrap();
+        config.agent = lean_agent();
+        config.warm_pool = warm_pool;
+        LinuxRuntime::new(config).unwrap()
+    };
+    let count = |sub: &str| std::fs::read_dir(data.path().join(sub)).unwrap().count();
+    let a = start(1);
+    a.start_pool();
+    let session = a.create(&spec()).await.unwrap();
+    // The pool refills in the background: wait (bounded) for its sandbox.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while count("sandboxes") < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool never refilled"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let b = start(0);
+    assert!(
+        b.sweep(&HashSet::new()).await.unwrap().is_empty(),
+        "nothing of a live runtime is swept"
+    );
+    assert_eq!(count("sandboxes"), 2);
+    assert_eq!(run(&a, session.id, "echo up").await["stdout"], "up\n");
+    a.shutdown(true).await;
+    assert!(b.sweep(&HashSet::new()).await.unwrap().is_empty());
+    assert_eq!(count("sandboxes"), 0, "a's shutdown removed its sandboxes");
+    assert_eq!(count("leases/uids"), 0, "and freed their ranges");
+    b.shutdown(true).await;
+}

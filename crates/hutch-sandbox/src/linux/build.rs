@@ -154,6 +154,8 @@ impl LinuxRuntime {
         image: &SandboxImage,
     ) -> Result<Embryo, SandboxError> {
         let inner = &self.inner;
+        // Before anything of it exists: no other server's sweep takes it for a leftover.
+        inner.keeper.keep(id)?;
         // Freed by the teardown that follows any failure from here on.
         let (owner, lease) = inner.ids.allocate(id)?;
         let mut config = self.prepare(id, resources.disk_mb, image, owner)?;

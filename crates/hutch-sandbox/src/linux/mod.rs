@@ -40,6 +40,7 @@ mod freeze;
 mod ids;
 mod image;
 pub mod index_proxy;
+mod keepers;
 mod leases;
 pub mod network;
 mod pool;
@@ -191,6 +192,8 @@ struct Inner {
     cgroups: cgroups::Cgroups,
     /// Each sandbox's own range of host ids.
     ids: ids::IdRanges,
+    /// This runtime's name on the data directory, and which sandboxes it keeps.
+    keeper: keepers::Keeper,
     image: image::DefaultImage,
     /// hutch's layers above and below every OCI image's.
     oci_layers: image::OciLayers,
@@ -287,6 +290,7 @@ impl LinuxRuntime {
         }
         let instance = instance_name(data);
         let ids = ids::IdRanges::new(data, config.uid_base, config.uid_ranges)?;
+        let keeper = keepers::Keeper::start(data)?;
         check_idmap(&data.join("images"))?;
         let cgroups = cgroups::Cgroups::detect(&instance)?;
         let image = image::build_default(&data.join("images"), config.uid_base)
@@ -322,6 +326,7 @@ impl LinuxRuntime {
             trash,
             cgroups,
             ids,
+            keeper,
             image,
             oci_layers,
             agent_exe,

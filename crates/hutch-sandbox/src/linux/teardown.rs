@@ -95,6 +95,7 @@ impl LinuxRuntime {
         }
         // Its processes are gone and its files out of reach: the id range may serve another.
         self.inner.ids.release(id, owner);
+        self.inner.keeper.forget(id);
         Ok(())
     }
 }
