@@ -246,8 +246,8 @@ fn the_lean_agent_answers_the_build_id_of_hutch() {
 }
 
 /// Two runtimes (as two servers would) on one data directory, each building sandboxes at
-/// the same time: no two sandboxes get one host id range, and each sandbox is torn down by
-/// the runtime that did not build it, which frees its range for both.
+/// the same time: no two sandboxes get one host id range, each sandbox answers through the
+/// runtime that did not build it, and is torn down by it, which frees its range for both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runtimes_on_one_data_dir_never_give_one_id_range_twice() {
     use std::os::unix::fs::MetadataExt;
@@ -276,11 +276,10 @@ async fn two_runtimes_on_one_data_dir_never_give_one_id_range_twice() {
     let created = creating.join_all().await;
     let leases = data.path().join("leases/uids");
     let mut owners = HashSet::new();
-    for (which, record) in &created {
-        assert_eq!(
-            run(&runtimes[*which], record.id, "echo up").await["stdout"],
-            "up\n"
-        );
+    for (_, record) in &created {
+        for runtime in &runtimes {
+            assert_eq!(run(runtime, record.id, "echo up").await["stdout"], "up\n");
+        }
         let dir = data
             .path()
             .join("sandboxes")
@@ -298,7 +297,20 @@ async fn two_runtimes_on_one_data_dir_never_give_one_id_range_twice() {
     assert_eq!(owners.len(), 2 * EACH);
     for (which, record) in &created {
         runtimes[1 - which].destroy(record).await.unwrap();
+        for runtime in &runtimes {
+            assert!(matches!(
+                runtime.connect(record.id).await,
+                Err(SandboxError::Gone(_))
+            ));
+        }
     }
+    assert_eq!(
+        std::fs::read_dir(data.path().join("sessions"))
+            .unwrap()
+            .count(),
+        0,
+        "no session link is left"
+    );
     let left: Vec<_> = std::fs::read_dir(&leases).unwrap().flatten().collect();
     assert!(left.is_empty(), "every range freed: {left:?}");
     for runtime in &runtimes {

@@ -40,6 +40,7 @@ impl LinuxRuntime {
         }
         // This runtime keeps it from now on (its builder may be dead).
         self.inner.keeper.keep(record.sandbox_id)?;
+        self.link_session(record.id, record.sandbox_id)?;
         self.watch(record, pid, pidfd)?;
         if let Some(proxies) = &self.inner.index_proxies
             && let Err(e) = proxies.start(record.sandbox_id, pid)
@@ -135,7 +136,7 @@ impl LinuxRuntime {
         self.inner
             .keeper
             .reconcile(&self.inner.config.data_dir.join("sandboxes"));
-        let mut removed = self.inner.ids.reconcile()?;
+        let mut removed = self.inner.ids.reconcile()? + self.reconcile_session_links();
         if let Some(network) = &self.inner.network {
             removed += network.reconcile()?;
         }

@@ -53,6 +53,7 @@ impl LinuxRuntime {
             let _ = tokio::time::timeout(Duration::from_secs(5), exited.wait_for(|e| *e)).await;
         }
         lock(&self.inner.live).remove(&record.id);
+        self.unlink_session(record.id, record.sandbox_id);
         Ok(())
     }
 
