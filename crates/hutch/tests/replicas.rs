@@ -1,6 +1,7 @@
-//! Two `hutch serve` replicas on one real PostgreSQL (started by the test), each with its own
+//! Two `hutch serve` replicas on one real PostgreSQL (started by the test). Each with its own
 //! data directory and host id range: a replica starting next to a live one leaves the other's
-//! sessions alone, sees their rows, and refuses to destroy them.
+//! sessions alone, sees their rows, and refuses to destroy them. On one data directory: each
+//! answers the other's sessions.
 
 mod common;
 
@@ -64,4 +65,79 @@ async fn a_replica_starting_next_to_a_live_one_leaves_its_sessions_alone() {
         .delete_session(kept.session_id)
         .await
         .expect("A deleting its own");
+}
+
+/// Two replicas on one PostgreSQL and one data directory: each answers the other's sessions
+/// (commands, files), their sandboxes never share a host id range, and neither's start-up
+/// sweep touches the other's sandboxes. (Partial: deletes still go to the owner.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_one_data_dir_serve_each_others_sessions() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let cluster = hutch_server::ScratchPostgres::start().expect("starting PostgreSQL");
+    let url = cluster.url("postgres");
+    let data = tempfile::Builder::new()
+        .prefix("hutch-e2e")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let a = TestServer::start_in_data_dir(data.path(), &["--store", &url, "--replica", "a"]);
+    let client_a = a.client("t");
+    let through_a = session(&client_a).await;
+    let b = TestServer::start_in_data_dir(data.path(), &["--store", &url, "--replica", "b"]);
+    let client_b = b.client("t");
+    let through_b = session(&client_b).await;
+
+    // A's session, used through B, after B's start-up sweep.
+    assert_eq!(
+        sh(&client_b, &through_a, "echo hello > /tmp/f; echo via-b")
+            .await
+            .stdout,
+        "via-b\n"
+    );
+    let mut download = client_b
+        .download_file(through_a.session_id, "/tmp/f")
+        .await
+        .expect("a file of A's session through B");
+    let mut bytes = Vec::new();
+    while let Some(chunk) = download.next_chunk().await {
+        bytes.extend_from_slice(&chunk.expect("chunk"));
+    }
+    assert_eq!(bytes, b"hello\n");
+    // And B's through A.
+    assert_eq!(
+        sh(&client_a, &through_b, "echo via-a").await.stdout,
+        "via-a\n"
+    );
+
+    // Distinct host id ranges: read from each session's own uid map.
+    let root = |out: String| out.split_whitespace().nth(1).unwrap().to_owned();
+    let root_a = root(
+        sh(&client_b, &through_a, "cat /proc/self/uid_map")
+            .await
+            .stdout,
+    );
+    let root_b = root(
+        sh(&client_a, &through_b, "cat /proc/self/uid_map")
+            .await
+            .stdout,
+    );
+    assert_ne!(root_a, root_b);
+
+    client_a
+        .delete_session(through_a.session_id)
+        .await
+        .expect("A deleting its own");
+    client_b
+        .delete_session(through_b.session_id)
+        .await
+        .expect("B deleting its own");
+    drop(b);
+    drop(a);
+    let left: Vec<_> = std::fs::read_dir(data.path().join("leases/uids"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "every range freed: {left:?}");
 }
