@@ -69,7 +69,9 @@ async fn a_replica_starting_next_to_a_live_one_leaves_its_sessions_alone() {
 
 /// Two replicas on one PostgreSQL and one data directory: each answers the other's sessions
 /// (commands, files), their sandboxes never share a host id range, and neither's start-up
-/// sweep touches the other's sandboxes. (Partial: deletes still go to the owner.)
+/// sweep touches the other's sandboxes. `kill -9` of A while a command of A's session runs
+/// through B loses none of its output; A's sessions keep working through B while A is down,
+/// and A restarted re-joins and serves them again. (Partial: deletes still go to the owner.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_on_one_data_dir_serve_each_others_sessions() {
     if !can_run_sandboxes() {
@@ -81,7 +83,7 @@ async fn replicas_on_one_data_dir_serve_each_others_sessions() {
         .prefix("hutch-e2e")
         .tempdir_in("/tmp")
         .unwrap();
-    let a = TestServer::start_in_data_dir(data.path(), &["--store", &url, "--replica", "a"]);
+    let mut a = TestServer::start_in_data_dir(data.path(), &["--store", &url, "--replica", "a"]);
     let client_a = a.client("t");
     let through_a = session(&client_a).await;
     let b = TestServer::start_in_data_dir(data.path(), &["--store", &url, "--replica", "b"]);
@@ -123,6 +125,46 @@ async fn replicas_on_one_data_dir_serve_each_others_sessions() {
             .stdout,
     );
     assert_ne!(root_a, root_b);
+
+    // A command of A's session streams through B while A is killed.
+    let running = {
+        let (client_b, through_a) = (client_b.clone(), through_a.clone());
+        tokio::spawn(async move {
+            sh(
+                &client_b,
+                &through_a,
+                "touch /tmp/started; for i in $(seq 1 20); do echo $i; sleep 0.1; done",
+            )
+            .await
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while sh(&client_b, &through_a, "test -e /tmp/started && echo yes")
+        .await
+        .stdout
+        != "yes\n"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never started"
+        );
+    }
+    a.kill_hard();
+    let expected: String = (1..=20).map(|i| format!("{i}\n")).collect();
+    assert_eq!(running.await.unwrap().stdout, expected, "nothing lost");
+    assert_eq!(
+        sh(&client_b, &through_a, "echo a-down").await.stdout,
+        "a-down\n"
+    );
+    // A restarted takes its sessions back and serves them again.
+    a.restart();
+    let client_a = a.client("t");
+    assert_eq!(
+        sh(&client_a, &through_a, "cat /tmp/f").await.stdout,
+        "hello\n"
+    );
+    assert_eq!(sh(&client_b, &through_a, "echo b").await.stdout, "b\n");
+    assert_eq!(sh(&client_a, &through_b, "echo a").await.stdout, "a\n");
 
     client_a
         .delete_session(through_a.session_id)
