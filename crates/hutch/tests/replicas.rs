@@ -6,6 +6,8 @@
 mod common;
 
 use common::{TestServer, can_run_sandboxes, session, sh};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
 
 /// The host id pool of the second replica: above the first's (the default pool ends near
 /// 1.54e9), so that their sandboxes never share host ids.
@@ -68,7 +70,7 @@ async fn a_replica_starting_next_to_a_live_one_leaves_its_sessions_alone() {
 }
 
 /// Two replicas on one PostgreSQL and one data directory: each answers the other's sessions
-/// (commands, files), their sandboxes never share a host id range, and neither's start-up
+/// (commands, files, a terminal), their sandboxes never share a host id range, and neither's start-up
 /// sweep touches the other's sandboxes. `kill -9` of A while a command of A's session runs
 /// through B loses none of its output; A's sessions keep working through B while A is down,
 /// and A restarted re-joins and serves them again. (Partial: deletes still go to the owner.)
@@ -106,6 +108,27 @@ async fn replicas_on_one_data_dir_serve_each_others_sessions() {
         bytes.extend_from_slice(&chunk.expect("chunk"));
     }
     assert_eq!(bytes, b"hello\n");
+    // A terminal of A's session, through B.
+    let mut terminal = client_b
+        .open_terminal(through_a.session_id, 80, 24, Some("sh"))
+        .await
+        .expect("a terminal of A's session through B")
+        .socket;
+    terminal
+        .send(Message::Binary("echo $((40+2))\r".into()))
+        .await
+        .unwrap();
+    let mut screen = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !screen.contains("42") {
+        match tokio::time::timeout_at(deadline, terminal.next()).await {
+            Ok(Some(Ok(Message::Binary(data)))) => {
+                screen.push_str(&String::from_utf8_lossy(&data));
+            }
+            other => panic!("no answer in the terminal ({screen:?}): {other:?}"),
+        }
+    }
+    drop(terminal);
     // And B's through A.
     assert_eq!(
         sh(&client_a, &through_b, "echo via-a").await.stdout,
