@@ -244,3 +244,121 @@ fn the_lean_agent_answers_the_build_id_of_hutch() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Two runtimes (as two servers would) on one data directory, each building sandboxes at
+/// the same time: no two sandboxes get one host id range, each sandbox answers through the
+/// runtime that did not build it, and is torn down by it, which frees its range for both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runtimes_on_one_data_dir_never_give_one_id_range_twice() {
+    use std::os::unix::fs::MetadataExt;
+    if !common::can_run_sandboxes() {
+        return;
+    }
+    const EACH: usize = 4;
+    let data = tempfile::Builder::new()
+        .prefix("hutch-rt")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let start = || {
+        let mut config = LinuxConfig::new(data.path().to_owned()).unwrap();
+        config.agent = lean_agent();
+        config.warm_pool = 0;
+        LinuxRuntime::new(config).unwrap()
+    };
+    let runtimes = [start(), start()];
+    let mut creating = tokio::task::JoinSet::new();
+    for (which, runtime) in runtimes.iter().enumerate() {
+        for _ in 0..EACH {
+            let runtime = runtime.clone();
+            creating.spawn(async move { (which, runtime.create(&spec()).await.unwrap()) });
+        }
+    }
+    let created = creating.join_all().await;
+    let leases = data.path().join("leases/uids");
+    let mut owners = HashSet::new();
+    for (_, record) in &created {
+        for runtime in &runtimes {
+            assert_eq!(run(runtime, record.id, "echo up").await["stdout"], "up\n");
+        }
+        let dir = data
+            .path()
+            .join("sandboxes")
+            .join(record.sandbox_id.to_string());
+        let owner = std::fs::metadata(&dir).unwrap().uid();
+        assert!(owners.insert(owner), "range {owner} given twice");
+        let slot =
+            (owner - hutch_sandbox::linux::DEFAULT_UID_BASE) / hutch_sandbox::linux::UID_COUNT - 1;
+        assert_eq!(
+            std::fs::read_to_string(leases.join(slot.to_string())).unwrap(),
+            record.sandbox_id.to_string(),
+            "the slot file names the sandbox"
+        );
+    }
+    assert_eq!(owners.len(), 2 * EACH);
+    for (which, record) in &created {
+        runtimes[1 - which].destroy(record).await.unwrap();
+        for runtime in &runtimes {
+            assert!(matches!(
+                runtime.connect(record.id).await,
+                Err(SandboxError::Gone(_))
+            ));
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(data.path().join("sessions"))
+            .unwrap()
+            .count(),
+        0,
+        "no session link is left"
+    );
+    let left: Vec<_> = std::fs::read_dir(&leases).unwrap().flatten().collect();
+    assert!(left.is_empty(), "every range freed: {left:?}");
+    for runtime in &runtimes {
+        assert!(runtime.sweep(&HashSet::new()).await.unwrap().is_empty());
+        runtime.shutdown(true).await;
+    }
+}
+
+/// The start-up sweep of a second runtime on one data directory leaves alone everything a
+/// live runtime keeps there: its sessions' sandboxes and its warm pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_leaves_alone_what_another_live_runtime_keeps() {
+    if !common::can_run_sandboxes() {
+        return;
+    }
+    let data = tempfile::Builder::new()
+        .prefix("hutch-rt")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let start = |warm_pool| {
+        let mut config = LinuxConfig::new(data.path().to_owned()).unwrap();
+        config.agent = lean_agent();
+        config.warm_pool = warm_pool;
+        LinuxRuntime::new(config).unwrap()
+    };
+    let count = |sub: &str| std::fs::read_dir(data.path().join(sub)).unwrap().count();
+    let a = start(1);
+    a.start_pool();
+    let session = a.create(&spec()).await.unwrap();
+    // The pool refills in the background: wait (bounded) for its sandbox.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while count("sandboxes") < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool never refilled"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let b = start(0);
+    assert!(
+        b.sweep(&HashSet::new()).await.unwrap().is_empty(),
+        "nothing of a live runtime is swept"
+    );
+    assert_eq!(count("sandboxes"), 2);
+    assert_eq!(run(&a, session.id, "echo up").await["stdout"], "up\n");
+    a.shutdown(true).await;
+    assert!(b.sweep(&HashSet::new()).await.unwrap().is_empty());
+    assert_eq!(count("sandboxes"), 0, "a's shutdown removed its sandboxes");
+    assert_eq!(count("leases/uids"), 0, "and freed their ranges");
+    b.shutdown(true).await;
+}

@@ -154,9 +154,13 @@ impl LinuxRuntime {
         image: &SandboxImage,
     ) -> Result<Embryo, SandboxError> {
         let inner = &self.inner;
+        // Before anything of it exists: no other server's sweep takes it for a leftover.
+        inner.keeper.keep(id)?;
         // Freed by the teardown that follows any failure from here on.
-        let owner = inner.ids.allocate(id)?;
+        let (owner, lease) = inner.ids.allocate(id)?;
         let mut config = self.prepare(id, resources.disk_mb, image, owner)?;
+        // The sandbox's directory exists: it keeps the range taken in every process's eyes.
+        drop(lease);
         let idmapped = self.idmapped_layers(&config.overlays, owner)?;
         config.idmapped = idmapped.iter().map(|(dir, _)| dir.clone()).collect();
         let cgroup = inner.cgroups.create(id, resources, owner)?;

@@ -63,6 +63,12 @@ impl LinuxRuntime {
             source: std::io::Error::other(e.to_string()),
         })?;
         let (spawned, record) = claimed?;
+        // Every server on this data directory reaches the session's agent through this link.
+        if let Err(e) = self.link_session(record.id, record.sandbox_id) {
+            let _ = sys::pidfd_send_signal(spawned.pidfd.as_raw_fd(), libc::SIGKILL);
+            self.destroy_sandbox(&record).await?;
+            return Err(e);
+        }
         self.watch(&record, spawned.pid, spawned.pidfd)?;
         Ok(record)
     }

@@ -8,16 +8,21 @@
 //! it once torn down (its processes dead). Its directory is owned by the first id of its
 //! range, which is how a restarted server finds the slots of the sandboxes it adopts.
 //!
+//! Slots are held on disk (`<data>/leases/uids/`, see `leases.rs`), so that every server
+//! process on one data directory sees the others' sandboxes' ranges as taken.
+//!
 //! A sandbox sees the shared layers through idmapped mounts ([`hutch_sys::idmap`]) whose user
 //! namespace maps the shared range onto the sandbox's; one such namespace per slot is made on
 //! first use and kept (an open descriptor each).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
+use super::leases::{Lease, Leases};
 use super::{UID_COUNT, lock};
 use crate::SandboxError;
 
@@ -28,21 +33,15 @@ const LAST_ID: u64 = u32::MAX as u64 - 1;
 pub(crate) struct IdRanges {
     base: u32,
     ranges: u32,
-    held: Mutex<Held>,
+    held: Leases,
     /// Idmap namespaces per slot, made on first use.
     namespaces: Mutex<HashMap<u32, Arc<OwnedFd>>>,
 }
 
-#[derive(Default)]
-struct Held {
-    by_sandbox: HashMap<Uuid, u32>,
-    used: BTreeSet<u32>,
-}
-
 impl IdRanges {
-    /// The pool of `ranges` sandbox ranges above the shared range at `base`; fails if it does
-    /// not fit in the host's ids.
-    pub(crate) fn new(base: u32, ranges: u32) -> Result<IdRanges, SandboxError> {
+    /// The pool of `ranges` sandbox ranges above the shared range at `base`, held in `data`'s
+    /// `leases/uids/`; fails if it does not fit in the host's ids.
+    pub(crate) fn new(data: &Path, base: u32, ranges: u32) -> Result<IdRanges, SandboxError> {
         let end = u64::from(base) + (u64::from(ranges) + 1) * u64::from(UID_COUNT) - 1;
         if ranges == 0 || end > LAST_ID || base == 0 {
             return Err(SandboxError::InvalidSpec(format!(
@@ -52,7 +51,7 @@ impl IdRanges {
         Ok(IdRanges {
             base,
             ranges,
-            held: Mutex::new(Held::default()),
+            held: Leases::open(data, "uids", ranges)?,
             namespaces: Mutex::new(HashMap::new()),
         })
     }
@@ -72,24 +71,15 @@ impl IdRanges {
         (slot < self.ranges).then_some(slot)
     }
 
-    /// Gives sandbox `id` the lowest free range (the one it holds, if it holds one); returns
-    /// its first host id.
-    pub(crate) fn allocate(&self, id: Uuid) -> Result<u32, SandboxError> {
-        let mut held = lock(&self.held);
-        if let Some(slot) = held.by_sandbox.get(&id) {
-            return Ok(self.first_id(*slot));
-        }
-        let slot = (0..self.ranges)
-            .find(|slot| !held.used.contains(slot))
-            .ok_or_else(|| {
-                SandboxError::Capacity(format!(
-                    "all {} host id ranges are in use (raise --uid-ranges)",
-                    self.ranges
-                ))
-            })?;
-        held.used.insert(slot);
-        held.by_sandbox.insert(id, slot);
-        Ok(self.first_id(slot))
+    /// Gives sandbox `id` the lowest range no process on this data directory holds (the one
+    /// it holds, if it holds one); returns its first host id, and the lease to keep until the
+    /// sandbox's directory exists.
+    pub(crate) fn allocate(&self, id: Uuid) -> Result<(u32, Lease), SandboxError> {
+        let ranges = self.ranges;
+        let (slot, lease) = self.held.take(id, || {
+            format!("all {ranges} host id ranges are in use (raise --uid-ranges)")
+        })?;
+        Ok((self.first_id(slot), lease))
     }
 
     /// Records that sandbox `id` (found on disk after a restart) holds the range starting at
@@ -99,38 +89,33 @@ impl IdRanges {
         let Some(slot) = self.slot_of(first) else {
             return false;
         };
-        let mut held = lock(&self.held);
-        if held.by_sandbox.get(&id) == Some(&slot) {
-            return true;
-        }
-        if held.used.contains(&slot) || held.by_sandbox.contains_key(&id) {
-            return false;
-        }
-        held.used.insert(slot);
-        held.by_sandbox.insert(id, slot);
-        true
+        self.held.reserve(id, slot).unwrap_or_else(|e| {
+            tracing::warn!(sandbox = %id, error = %e, "reserving a found sandbox's id range failed");
+            false
+        })
     }
 
     /// The first host id of sandbox `id`'s range, if it holds one.
     pub(crate) fn of(&self, id: Uuid) -> Option<u32> {
-        lock(&self.held)
-            .by_sandbox
-            .get(&id)
-            .map(|slot| self.first_id(*slot))
+        self.held.of(id).map(|slot| self.first_id(slot))
     }
 
-    /// Frees sandbox `id`'s range (call once its processes are gone).
-    pub(crate) fn release(&self, id: Uuid) {
-        let mut held = lock(&self.held);
-        if let Some(slot) = held.by_sandbox.remove(&id) {
-            held.used.remove(&slot);
-        }
+    /// Frees sandbox `id`'s range (call once its processes are gone); `owner` is the owner of
+    /// its directory, for a sandbox this process did not know.
+    pub(crate) fn release(&self, id: Uuid, owner: Option<u32>) {
+        self.held
+            .release(id, owner.and_then(|first| self.slot_of(first)));
     }
 
-    /// How many ranges are held.
+    /// Removes the range files a crash left (see `leases.rs`); returns how many.
+    pub(crate) fn reconcile(&self) -> Result<usize, SandboxError> {
+        self.held.reconcile()
+    }
+
+    /// How many ranges this process knows are held.
     #[cfg(test)]
     fn in_use(&self) -> usize {
-        lock(&self.held).used.len()
+        self.held.known()
     }
 
     /// The user namespace mapping the shared range onto the range starting at `first` (made
@@ -168,21 +153,29 @@ mod tests {
 
     const BASE: u32 = 1_000_000_000;
 
+    /// A pool on a scratch data directory (kept alive with it).
+    fn pool(ranges: u32) -> (tempfile::TempDir, IdRanges) {
+        let data = tempfile::tempdir().unwrap();
+        std::fs::create_dir(data.path().join("sandboxes")).unwrap();
+        let ids = IdRanges::new(data.path(), BASE, ranges).unwrap();
+        (data, ids)
+    }
+
     #[test]
     fn sandboxes_get_distinct_ranges_above_the_shared_one() {
-        let ids = IdRanges::new(BASE, 3).unwrap();
+        let (_data, ids) = pool(3);
         let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         let firsts = [
-            ids.allocate(a).unwrap(),
-            ids.allocate(b).unwrap(),
-            ids.allocate(c).unwrap(),
+            ids.allocate(a).unwrap().0,
+            ids.allocate(b).unwrap().0,
+            ids.allocate(c).unwrap().0,
         ];
         assert_eq!(
             firsts,
             [BASE + UID_COUNT, BASE + 2 * UID_COUNT, BASE + 3 * UID_COUNT]
         );
         assert_eq!(
-            ids.allocate(a).unwrap(),
+            ids.allocate(a).unwrap().0,
             firsts[0],
             "allocating again keeps the range"
         );
@@ -190,10 +183,10 @@ mod tests {
             ids.allocate(Uuid::new_v4()),
             Err(SandboxError::Capacity(_))
         ));
-        ids.release(b);
+        ids.release(b, None);
         let d = Uuid::new_v4();
         assert_eq!(
-            ids.allocate(d).unwrap(),
+            ids.allocate(d).unwrap().0,
             firsts[1],
             "a freed range is reused"
         );
@@ -203,7 +196,7 @@ mod tests {
 
     #[test]
     fn ranges_found_on_disk_are_reserved_once() {
-        let ids = IdRanges::new(BASE, 4).unwrap();
+        let (_data, ids) = pool(4);
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         assert!(ids.reserve(a, BASE + 2 * UID_COUNT));
         assert!(ids.reserve(a, BASE + 2 * UID_COUNT));
@@ -219,25 +212,30 @@ mod tests {
         assert!(!ids.reserve(b, BASE + 5 * UID_COUNT), "past the pool");
         assert!(!ids.reserve(b, 5), "below the pool");
         // New sandboxes go around the reserved range.
-        assert_eq!(ids.allocate(b).unwrap(), BASE + UID_COUNT);
-        assert_eq!(ids.allocate(Uuid::new_v4()).unwrap(), BASE + 3 * UID_COUNT);
+        assert_eq!(ids.allocate(b).unwrap().0, BASE + UID_COUNT);
+        assert_eq!(
+            ids.allocate(Uuid::new_v4()).unwrap().0,
+            BASE + 3 * UID_COUNT
+        );
         assert_eq!(ids.in_use(), 3);
-        ids.release(a);
+        ids.release(a, None);
         assert_eq!(ids.in_use(), 2);
     }
 
     #[test]
     fn the_pool_must_fit_in_the_host_ids() {
-        assert!(IdRanges::new(BASE, 0).is_err());
-        assert!(IdRanges::new(0, 1).is_err());
+        let data = tempfile::tempdir().unwrap();
+        let new = |base, ranges| IdRanges::new(data.path(), base, ranges);
+        assert!(new(BASE, 0).is_err());
+        assert!(new(0, 1).is_err());
         let most = ((LAST_ID + 1 - u64::from(BASE)) / u64::from(UID_COUNT) - 1) as u32;
-        assert!(IdRanges::new(BASE, most).is_ok());
-        assert!(IdRanges::new(BASE, most + 1).is_err());
+        assert!(new(BASE, most).is_ok());
+        assert!(new(BASE, most + 1).is_err());
     }
 
     #[test]
     fn owners_move_to_the_shared_range() {
-        let ids = IdRanges::new(BASE, 2).unwrap();
+        let (_data, ids) = pool(2);
         let first = BASE + 2 * UID_COUNT;
         assert_eq!(ids.to_shared(first, first), BASE);
         assert_eq!(ids.to_shared(first, first + 1000), BASE + 1000);

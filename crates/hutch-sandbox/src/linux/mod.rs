@@ -40,6 +40,8 @@ mod freeze;
 mod ids;
 mod image;
 pub mod index_proxy;
+mod keepers;
+mod leases;
 pub mod network;
 mod pool;
 mod quota;
@@ -190,6 +192,8 @@ struct Inner {
     cgroups: cgroups::Cgroups,
     /// Each sandbox's own range of host ids.
     ids: ids::IdRanges,
+    /// This runtime's name on the data directory, and which sandboxes it keeps.
+    keeper: keepers::Keeper,
     image: image::DefaultImage,
     /// hutch's layers above and below every OCI image's.
     oci_layers: image::OciLayers,
@@ -251,6 +255,8 @@ impl LinuxRuntime {
             data.join("sockets"),
             data.join("images"),
             data.join("trash"),
+            data.join("leases"),
+            data.join("sessions"),
         ] {
             fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         }
@@ -260,7 +266,12 @@ impl LinuxRuntime {
                 .map_err(io("chmod", &dir))?;
         }
         // A torn-down sandbox's files wait in `trash/` while its id range may serve another.
-        for dir in [data.join("sockets"), data.join("trash")] {
+        for dir in [
+            data.join("sockets"),
+            data.join("trash"),
+            data.join("leases"),
+            data.join("sessions"),
+        ] {
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
                 .map_err(io("chmod", &dir))?;
         }
@@ -280,7 +291,8 @@ impl LinuxRuntime {
             )));
         }
         let instance = instance_name(data);
-        let ids = ids::IdRanges::new(config.uid_base, config.uid_ranges)?;
+        let ids = ids::IdRanges::new(data, config.uid_base, config.uid_ranges)?;
+        let keeper = keepers::Keeper::start(data)?;
         check_idmap(&data.join("images"))?;
         let cgroups = cgroups::Cgroups::detect(&instance)?;
         let image = image::build_default(&data.join("images"), config.uid_base)
@@ -301,7 +313,7 @@ impl LinuxRuntime {
         let network = config
             .network
             .clone()
-            .map(|net| network::Network::start(net, &instance))
+            .map(|net| network::Network::start(net, &instance, data))
             .transpose()?;
         let index_proxies = index_proxy::IndexProxies::new(config.package_indexes.clone());
         // Nothing is watched before the server asks for deaths: this first receiver can go.
@@ -316,6 +328,7 @@ impl LinuxRuntime {
             trash,
             cgroups,
             ids,
+            keeper,
             image,
             oci_layers,
             agent_exe,
@@ -359,6 +372,71 @@ impl LinuxRuntime {
             .data_dir
             .join("sandboxes")
             .join(id.to_string())
+    }
+
+    /// The link `<data>/sessions/<session>` to the agent socket of the session's sandbox: how
+    /// every server process on this data directory reaches a session's agent.
+    fn session_link(&self, session: Uuid) -> PathBuf {
+        self.inner
+            .config
+            .data_dir
+            .join("sessions")
+            .join(session.to_string())
+    }
+
+    /// Links session `session` to sandbox `sandbox_id`'s agent socket (replacing any link).
+    fn link_session(&self, session: Uuid, sandbox_id: Uuid) -> Result<(), SandboxError> {
+        let link = self.session_link(session);
+        let tmp = link.with_extension(format!("new-{}", Uuid::new_v4().simple()));
+        let target = Path::new("../sockets").join(format!("{sandbox_id}.sock"));
+        std::os::unix::fs::symlink(&target, &tmp)
+            .and_then(|()| fs::rename(&tmp, &link))
+            .map_err(|e| {
+                let _ = fs::remove_file(&tmp);
+                io("link", &link)(e)
+            })
+    }
+
+    /// The sandbox session `session` is linked to, by any server process on this data
+    /// directory.
+    fn linked_sandbox(&self, session: Uuid) -> Option<Uuid> {
+        linked_sandbox(&self.session_link(session))
+    }
+
+    /// Removes session `session`'s link if it leads to sandbox `sandbox_id`.
+    fn unlink_session(&self, session: Uuid, sandbox_id: Uuid) {
+        if self.linked_sandbox(session) == Some(sandbox_id) {
+            let _ = fs::remove_file(self.session_link(session));
+        }
+    }
+
+    /// Removes the links whose sandbox is gone, and half-made ones (left by a crash); returns
+    /// how many.
+    fn reconcile_session_links(&self) -> usize {
+        let dir = self.inner.config.data_dir.join("sessions");
+        let mut removed = 0;
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let gone = match linked_sandbox(&path) {
+                Some(sandbox) => {
+                    !self.sandbox_dir(sandbox).exists() && !self.socket_path(sandbox).exists()
+                }
+                None => true,
+            };
+            if gone && fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// The sandbox of session `id`: the one this process watches, else the one any server
+    /// process on this data directory linked it to.
+    fn sandbox_of(&self, id: Uuid) -> Result<Uuid, SandboxError> {
+        let watched = lock(&self.inner.live).get(&id).map(|live| live.sandbox_id);
+        watched
+            .or_else(|| self.linked_sandbox(id))
+            .ok_or(SandboxError::Gone(id))
     }
 
     /// The agent socket of sandbox `id`.
@@ -414,10 +492,7 @@ impl Runtime for LinuxRuntime {
     }
 
     async fn set_deadline(&self, id: Uuid, deadline: SystemTime) -> Result<(), SandboxError> {
-        let sandbox_id = lock(&self.inner.live)
-            .get(&id)
-            .map(|live| live.sandbox_id)
-            .ok_or(SandboxError::Gone(id))?;
+        let sandbox_id = self.sandbox_of(id)?;
         let dir = self.sandbox_dir(sandbox_id);
         crate::deadline::write(&dir, deadline).map_err(|source| SandboxError::Io {
             op: "set the deadline in",
@@ -453,10 +528,7 @@ impl Runtime for LinuxRuntime {
     }
 
     async fn connect(&self, id: Uuid) -> Result<AgentConnection, SandboxError> {
-        let sandbox_id = lock(&self.inner.live)
-            .get(&id)
-            .map(|live| live.sandbox_id)
-            .ok_or(SandboxError::Gone(id))?;
+        let sandbox_id = self.sandbox_of(id)?;
         let path = self.socket_path(sandbox_id);
         match UnixStream::connect(&path).await {
             Ok(stream) => Ok(Box::new(stream)),
@@ -504,6 +576,13 @@ fn bare_record(id: Uuid, sandbox_id: Uuid) -> SandboxRecord {
         sandbox_id,
         runtime: RuntimeData::default(),
     }
+}
+
+/// The sandbox whose agent socket the session link at `link` leads to.
+fn linked_sandbox(link: &Path) -> Option<Uuid> {
+    let target = fs::read_link(link).ok()?;
+    let name = target.file_name()?.to_str()?;
+    Uuid::parse_str(name.strip_suffix(".sock")?).ok()
 }
 
 /// The error for a network policy on a server that gives sandboxes no network.

@@ -38,6 +38,9 @@ impl LinuxRuntime {
         {
             return Ok(false);
         }
+        // This runtime keeps it from now on (its builder may be dead).
+        self.inner.keeper.keep(record.sandbox_id)?;
+        self.link_session(record.id, record.sandbox_id)?;
         self.watch(record, pid, pidfd)?;
         if let Some(proxies) = &self.inner.index_proxies
             && let Err(e) = proxies.start(record.sandbox_id, pid)
@@ -48,7 +51,8 @@ impl LinuxRuntime {
     }
 
     /// [`crate::Runtime::sweep`]: destroys every sandbox on this host that is neither pooled nor
-    /// the live sandbox of a `known` session.
+    /// the live sandbox of a `known` session, nor kept by another live server process on this
+    /// data directory (its pool, its builds, its sessions).
     pub(super) async fn sweep_unknown(
         &self,
         known: &HashSet<Uuid>,
@@ -75,6 +79,12 @@ impl LinuxRuntime {
                 .filter(|(_, session)| known.contains(session))
                 .map(|(sandbox, _)| *sandbox),
         );
+        let others: Vec<Uuid> = found
+            .iter()
+            .copied()
+            .filter(|id| !keep.contains(id) && self.inner.keeper.kept_by_another(*id))
+            .collect();
+        keep.extend(others);
         let mut swept = Vec::new();
         for sandbox_id in found.into_iter().filter(|id| !keep.contains(id)) {
             let id = live.get(&sandbox_id).copied().unwrap_or(sandbox_id);
@@ -90,8 +100,21 @@ impl LinuxRuntime {
             })
             .await;
         }
-        // What is left in `sandboxes/` is live: the skeletons none of them uses can go.
+        // Slot files whose sandbox is gone (a crash between taking a slot and making the
+        // sandbox's directory, or between removing it and freeing the slot).
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || this.reconcile_leases()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => tracing::info!(removed, "removed left-over slot files"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "reconciling slot files failed"),
+            Err(e) => tracing::warn!(error = %e, "reconciling slot files failed"),
+        }
+        // What is left in `sandboxes/` is live: the skeletons none of them uses can go, unless
+        // another server on this data directory may be building on one this instant.
         let data = &self.inner.config.data_dir;
+        if self.inner.keeper.others_alive() {
+            return Ok(swept);
+        }
         match image::remove_unused(
             &data.join("images"),
             &[&self.inner.image.skeleton, self.inner.oci_layers.dir()],
@@ -105,5 +128,18 @@ impl LinuxRuntime {
             Err(e) => tracing::warn!(error = %e, "removing unused images failed"),
         }
         Ok(swept)
+    }
+
+    /// Removes the id range and address slot files a crash left (see `leases.rs`); returns
+    /// how many.
+    fn reconcile_leases(&self) -> Result<usize, SandboxError> {
+        self.inner
+            .keeper
+            .reconcile(&self.inner.config.data_dir.join("sandboxes"));
+        let mut removed = self.inner.ids.reconcile()? + self.reconcile_session_links();
+        if let Some(network) = &self.inner.network {
+            removed += network.reconcile()?;
+        }
+        Ok(removed)
     }
 }

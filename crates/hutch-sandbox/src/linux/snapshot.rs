@@ -70,7 +70,13 @@ impl LinuxRuntime {
             })?;
         let frozen_at = Instant::now();
         let ids = &self.inner.ids;
-        let first = ids.of(record.sandbox_id);
+        // A sandbox another server built: its directory's owner is its range's first id.
+        let first = ids.of(record.sandbox_id).or_else(|| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::symlink_metadata(self.sandbox_dir(record.sandbox_id))
+                .ok()
+                .map(|meta| meta.uid())
+        });
         let owner = |id: u32| first.map_or(id, |first| ids.to_shared(first, id));
         let copied = copy_layer(&upper, into, &owner);
         let frozen_for = frozen_at.elapsed();

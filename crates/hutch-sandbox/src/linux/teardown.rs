@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -52,6 +53,7 @@ impl LinuxRuntime {
             let _ = tokio::time::timeout(Duration::from_secs(5), exited.wait_for(|e| *e)).await;
         }
         lock(&self.inner.live).remove(&record.id);
+        self.unlink_session(record.id, record.sandbox_id);
         Ok(())
     }
 
@@ -75,6 +77,8 @@ impl LinuxRuntime {
             proxies.stop(id);
         }
         quota::release(&dir);
+        // The first id of its range, for a sandbox another process made.
+        let owner = fs::symlink_metadata(&dir).ok().map(|meta| meta.uid());
         let trashed = self
             .inner
             .config
@@ -91,7 +95,8 @@ impl LinuxRuntime {
             Err(_) => {}
         }
         // Its processes are gone and its files out of reach: the id range may serve another.
-        self.inner.ids.release(id);
+        self.inner.ids.release(id, owner);
+        self.inner.keeper.forget(id);
         Ok(())
     }
 }

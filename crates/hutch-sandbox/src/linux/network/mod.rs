@@ -25,7 +25,7 @@ mod link;
 mod resolver;
 mod rules;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -35,6 +35,7 @@ use hutch_api::network::{Egress, Ipv4Cidr, NetworkPolicy, ParsedPolicy};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::leases::Leases;
 use super::lock;
 use crate::SandboxError;
 
@@ -110,7 +111,8 @@ pub struct NetworkCounters {
 pub(crate) struct Network {
     config: NetworkConfig,
     rules: rules::Rules,
-    used: Mutex<BTreeSet<u32>>,
+    /// The pool's slots, held on disk for every server process on this data directory.
+    slots: Leases,
     attached: Mutex<HashMap<Uuid, Attached>>,
 }
 
@@ -131,8 +133,13 @@ pub(crate) fn tag(sandbox_id: Uuid) -> String {
 
 impl Network {
     /// Checks the tools, turns on forwarding in this network namespace and installs the
-    /// server's table. `instance` names this server's tables.
-    pub(crate) fn start(config: NetworkConfig, instance: &str) -> Result<Network, SandboxError> {
+    /// server's table. `instance` names this server's tables; `data` is the data directory,
+    /// whose `leases/addresses/` holds the pool's slots.
+    pub(crate) fn start(
+        config: NetworkConfig,
+        instance: &str,
+        data: &Path,
+    ) -> Result<Network, SandboxError> {
         if config.pool.prefix > 29 {
             return Err(SandboxError::InvalidSpec(format!(
                 "the network pool {} is too small: give at least a /29",
@@ -144,10 +151,11 @@ impl Network {
             .map_err(|e| net_err(format!("turning on IPv4 forwarding: {e}")))?;
         rules.install_base(&config)?;
         tracing::info!(pool = %config.pool, dns = %config.upstream_dns, "sandbox networking ready");
+        let slots = Leases::open(data, "addresses", slot_count(&config))?;
         Ok(Network {
             config,
             rules,
-            used: Mutex::new(BTreeSet::new()),
+            slots,
             attached: Mutex::new(HashMap::new()),
         })
     }
@@ -162,23 +170,23 @@ impl Network {
     }
 
     fn slot_count(&self) -> u32 {
-        1u32 << (32 - u32::from(self.config.pool.prefix))
-            .saturating_sub(2)
-            .min(31)
+        slot_count(&self.config)
     }
 
-    fn take_slot(&self) -> Result<Slot, SandboxError> {
-        let mut used = lock(&self.used);
-        let index = (0..self.slot_count())
-            .find(|i| !used.contains(i))
-            .ok_or_else(|| {
-                SandboxError::Capacity(format!(
-                    "the network pool {} has no free address",
-                    self.config.pool
-                ))
-            })?;
-        used.insert(index);
+    /// Gives sandbox `sandbox_id` (whose directory exists) a slot no server process on this
+    /// data directory holds.
+    fn take_slot(&self, sandbox_id: Uuid) -> Result<Slot, SandboxError> {
+        let pool = self.config.pool;
+        // The sandbox's directory exists already, which keeps the slot taken: no lease to keep.
+        let (index, _lease) = self.slots.take(sandbox_id, || {
+            format!("the network pool {pool} has no free address")
+        })?;
         Ok(self.slot(index))
+    }
+
+    /// Removes the slot files a crash left (see `leases.rs`); returns how many.
+    pub(crate) fn reconcile(&self) -> Result<usize, SandboxError> {
+        self.slots.reconcile()
     }
 
     /// Wires sandbox `sandbox_id` (agent `pid`, directory `dir`) for `policy`: table, veth,
@@ -206,7 +214,7 @@ impl Network {
         dir: &Path,
     ) -> Result<Slot, SandboxError> {
         let none = NetworkPolicy::default();
-        let slot = self.take_slot()?;
+        let slot = self.take_slot(sandbox_id)?;
         let tag = tag(sandbox_id);
         let result = (|| {
             write_state(dir, slot.index, &none)?;
@@ -216,7 +224,7 @@ impl Network {
         })();
         if let Err(e) = result {
             self.detach(sandbox_id, dir);
-            lock(&self.used).remove(&slot.index);
+            self.slots.release(sandbox_id, Some(slot.index));
             return Err(e);
         }
         Ok(slot)
@@ -304,7 +312,10 @@ impl Network {
         if state.slot >= self.slot_count() || !link::exists(&tag(sandbox_id)) {
             return Ok(false);
         }
-        lock(&self.used).insert(slot.index);
+        if !self.slots.reserve(sandbox_id, slot.index)? {
+            tracing::warn!(sandbox = %sandbox_id, slot = slot.index, "another sandbox holds an adopted sandbox's address");
+            return Ok(false);
+        }
         self.serve(sandbox_id, slot, parsed)?;
         Ok(true)
     }
@@ -324,13 +335,12 @@ impl Network {
         match attached {
             Some(attached) => {
                 attached.resolver.stop();
-                lock(&self.used).remove(&attached.slot.index);
+                self.slots.release(sandbox_id, Some(attached.slot.index));
             }
             // Wired but never claimed (pooled), or left by an earlier process.
             None => {
-                if let Some(state) = read_state(dir) {
-                    lock(&self.used).remove(&state.slot);
-                }
+                self.slots
+                    .release(sandbox_id, read_state(dir).map(|state| state.slot));
             }
         }
         let tag = tag(sandbox_id);
@@ -370,6 +380,13 @@ impl Network {
             .filter_map(|id| by_tag.get(&tag(id)).map(|c| (id, *c)))
             .collect()
     }
+}
+
+/// How many /30 slots the pool of `config` holds.
+fn slot_count(config: &NetworkConfig) -> u32 {
+    1u32 << (32 - u32::from(config.pool.prefix))
+        .saturating_sub(2)
+        .min(31)
 }
 
 fn write_state(dir: &Path, slot: u32, policy: &NetworkPolicy) -> Result<(), SandboxError> {

@@ -1,0 +1,206 @@
+//! Which live server process keeps each sandbox, for servers sharing one data directory.
+//!
+//! Every linux runtime names itself with a fresh id and holds the lock (`flock`) of the file
+//! `<data>/runtimes/<its id>` for as long as it lives; the kernel drops the lock when the
+//! process dies, however it dies. Before anything of a sandbox exists, its builder writes its
+//! own id into `<data>/keepers/<sandbox id>`; a runtime that adopts the sandbox later writes
+//! its own. The start-up sweep of another runtime leaves alone every sandbox whose keeper's
+//! lock is held by a live process (its warm pool, the sandboxes it is building, its sessions),
+//! and sweeps those of dead processes as before.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+use super::io;
+use crate::SandboxError;
+
+/// This runtime's name and the lock that says it is alive.
+pub(crate) struct Keeper {
+    id: Uuid,
+    runtimes: PathBuf,
+    keepers: PathBuf,
+    /// Holds the lock of `runtimes/<id>`.
+    _alive: File,
+}
+
+impl Keeper {
+    /// Names this runtime in `data` and takes the lock that says it is alive.
+    pub(crate) fn start(data: &Path) -> Result<Keeper, SandboxError> {
+        let runtimes = data.join("runtimes");
+        let keepers = data.join("keepers");
+        for dir in [&runtimes, &keepers] {
+            fs::create_dir_all(dir).map_err(io("create", dir))?;
+        }
+        let id = Uuid::new_v4();
+        let path = runtimes.join(id.to_string());
+        let alive = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io("create", &path))?;
+        alive.lock().map_err(io("lock", &path))?;
+        Ok(Keeper {
+            id,
+            runtimes,
+            keepers,
+            _alive: alive,
+        })
+    }
+
+    /// Records this runtime as the keeper of sandbox `sandbox` (written before anything of a
+    /// new sandbox exists, and again when adopting one).
+    pub(crate) fn keep(&self, sandbox: Uuid) -> Result<(), SandboxError> {
+        let path = self.keepers.join(sandbox.to_string());
+        let tmp = self
+            .keepers
+            .join(format!(".{sandbox}.{}", self.id.simple()));
+        let written = File::create(&tmp)
+            .and_then(|mut f| f.write_all(self.id.to_string().as_bytes()))
+            .and_then(|()| fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(io("write", &path)(e));
+        }
+        Ok(())
+    }
+
+    /// Forgets sandbox `sandbox`'s keeper (once it is torn down).
+    pub(crate) fn forget(&self, sandbox: Uuid) {
+        let _ = fs::remove_file(self.keepers.join(sandbox.to_string()));
+    }
+
+    /// The runtime recorded as keeping sandbox `sandbox`.
+    fn keeper_of(&self, sandbox: &str) -> Option<Uuid> {
+        fs::read_to_string(self.keepers.join(sandbox))
+            .ok()
+            .and_then(|text| Uuid::parse_str(text.trim()).ok())
+    }
+
+    /// Whether another live runtime keeps sandbox `sandbox`.
+    pub(crate) fn kept_by_another(&self, sandbox: Uuid) -> bool {
+        self.keeper_of(&sandbox.to_string())
+            .is_some_and(|keeper| keeper != self.id && self.is_alive(keeper))
+    }
+
+    /// Whether runtime `id`'s process lives (holds its lock).
+    fn is_alive(&self, id: Uuid) -> bool {
+        let Ok(file) = File::open(self.runtimes.join(id.to_string())) else {
+            return false;
+        };
+        matches!(file.try_lock(), Err(fs::TryLockError::WouldBlock))
+    }
+
+    /// Whether any other runtime on this data directory is alive.
+    pub(crate) fn others_alive(&self) -> bool {
+        self.live_others().next().is_some()
+    }
+
+    fn live_others(&self) -> impl Iterator<Item = Uuid> + '_ {
+        fs::read_dir(&self.runtimes)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| Uuid::parse_str(&entry.file_name().to_string_lossy()).ok())
+            .filter(|id| *id != self.id && self.is_alive(*id))
+    }
+
+    /// Removes the files of dead runtimes, and the keeper files of sandboxes that have no
+    /// directory in `sandboxes` and no live keeper.
+    pub(crate) fn reconcile(&self, sandboxes: &Path) {
+        for entry in fs::read_dir(&self.runtimes).into_iter().flatten().flatten() {
+            let Ok(id) = Uuid::parse_str(&entry.file_name().to_string_lossy()) else {
+                continue;
+            };
+            // A dead process's file: nobody can take its lock again but a new process of
+            // that id, and ids are never reused.
+            if id != self.id && !self.is_alive(id) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        for entry in fs::read_dir(&self.keepers).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            match Uuid::parse_str(&name) {
+                Ok(_) => {
+                    let kept = self
+                        .keeper_of(&name)
+                        .is_some_and(|keeper| keeper == self.id || self.is_alive(keeper));
+                    if !kept && !sandboxes.join(&*name).exists() {
+                        let _ = fs::remove_file(entry.path());
+                    }
+                }
+                // Half-written by a process that died; a live writer renames it at once.
+                Err(_) if name.starts_with('.') => {
+                    let writer = name
+                        .rsplit('.')
+                        .next()
+                        .and_then(|w| Uuid::parse_str(w).ok());
+                    if writer.is_none_or(|w| w != self.id && !self.is_alive(w)) {
+                        let _ = fs::remove_file(entry.path());
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// This runtime's id.
+    #[cfg(test)]
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sandbox_is_kept_while_its_keeper_lives() {
+        let data = tempfile::tempdir().unwrap();
+        let sandboxes = data.path().join("sandboxes");
+        fs::create_dir(&sandboxes).unwrap();
+        let (a, b) = (
+            Keeper::start(data.path()).unwrap(),
+            Keeper::start(data.path()).unwrap(),
+        );
+        assert!(a.others_alive() && b.others_alive());
+        let sandbox = Uuid::new_v4();
+        a.keep(sandbox).unwrap();
+        assert!(b.kept_by_another(sandbox), "a lives and keeps it");
+        assert!(!a.kept_by_another(sandbox), "a's own");
+        b.reconcile(&sandboxes);
+        assert!(b.kept_by_another(sandbox), "a live keeper's file stays");
+        let a_id = a.id();
+        drop(a);
+        assert!(!b.kept_by_another(sandbox), "a is gone");
+        assert!(!b.others_alive());
+        b.reconcile(&sandboxes);
+        assert!(!data.path().join("runtimes").join(a_id.to_string()).exists());
+        assert!(
+            !data
+                .path()
+                .join("keepers")
+                .join(sandbox.to_string())
+                .exists()
+        );
+        // Adopted: b keeps it now.
+        let adopted = Uuid::new_v4();
+        fs::create_dir(sandboxes.join(adopted.to_string())).unwrap();
+        b.keep(adopted).unwrap();
+        let c = Keeper::start(data.path()).unwrap();
+        assert!(c.kept_by_another(adopted));
+        c.reconcile(&sandboxes);
+        assert!(
+            data.path()
+                .join("keepers")
+                .join(adopted.to_string())
+                .exists()
+        );
+    }
+}
