@@ -44,7 +44,9 @@ impl Exit {
 
 /// The registry of waited-for children.
 pub(crate) struct Reaper {
-    waiting: Mutex<HashMap<i32, oneshot::Sender<Exit>>>,
+    /// By the pid waited for (a process, or its shepherd): the process's own pid (the group
+    /// to kill) and where its exit goes.
+    waiting: Mutex<HashMap<i32, (i32, oneshot::Sender<Exit>)>>,
     filter: ChildFilter,
 }
 
@@ -76,7 +78,7 @@ impl Reaper {
         let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         let process = hutch_sandbox::process::spawn_with(spec, &self.filter, options)?;
         let (tx, rx) = oneshot::channel();
-        waiting.insert(process.pid, tx);
+        waiting.insert(process.waited, (process.pid, tx));
         Ok((process, rx))
     }
 
@@ -97,7 +99,7 @@ impl Reaper {
     /// leads a group of its own): what the agent does before it exits on its own.
     pub(crate) fn kill_groups(&self) {
         let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        for pid in waiting.keys() {
+        for (pid, _) in waiting.values() {
             let _ = hutch_sys::process::kill_group(*pid, libc::SIGKILL);
         }
     }
@@ -123,7 +125,7 @@ impl Reaper {
             let Some((pid, status)) = hutch_sys::process::reap_any() else {
                 return;
             };
-            if let Some(tx) = waiting.remove(&pid) {
+            if let Some((_, tx)) = waiting.remove(&pid) {
                 let _ = tx.send(Exit::from_status(status));
             }
         }

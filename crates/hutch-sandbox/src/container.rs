@@ -14,7 +14,9 @@
 //! 4. becomes a child subreaper (`PR_SET_CHILD_SUBREAPER`), so that orphans of its commands
 //!    are re-parented to it and reaped; makes itself non-dumpable, so that processes of the
 //!    same user cannot read its memory, descriptors or environment through `/proc` or
-//!    `ptrace`; and sets `no_new_privs`, inherited by every command;
+//!    `ptrace`; and sets `no_new_privs`, inherited by every command; from then on every
+//!    process it starts runs under a [shepherd](crate::shepherd), which kills the process's
+//!    whole tree when it ends;
 //! 5. finds the container's out-of-memory counters, if its cgroup is visible.
 
 use std::collections::BTreeMap;
@@ -168,6 +170,8 @@ pub fn enter() -> Result<Container, ContainerError> {
 
     crate::sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, "PR_SET_CHILD_SUBREAPER")
         .map_err(ContainerError::Setup)?;
+    // No cgroups to kill a command's tree with: each process runs under a shepherd.
+    crate::process::shepherd_every_process();
     // Keeps commands of the same user from reading the agent's memory (the credential) or
     // descriptors through /proc/<pid> or ptrace.
     crate::sys::prctl(libc::PR_SET_DUMPABLE, 0, "PR_SET_DUMPABLE")

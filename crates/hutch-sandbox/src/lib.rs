@@ -22,6 +22,7 @@ pub mod linux;
 pub mod preface;
 pub mod process;
 mod seccomp;
+pub mod shepherd;
 mod sys;
 mod syscalls;
 

@@ -16,8 +16,19 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::sys;
+
+/// Whether every process [`spawn`] starts runs under a shepherd (see [`crate::shepherd`]).
+static SHEPHERDED: AtomicBool = AtomicBool::new(false);
+
+/// Makes every process [`spawn`] starts from now on run under a shepherd: a child of the
+/// caller that is a subreaper of the process's tree and kills the rest of that tree when the
+/// process ends. Set once, by the agent in container mode (no cgroups to kill a tree with).
+pub(crate) fn shepherd_every_process() {
+    SHEPHERDED.store(true, Ordering::Relaxed);
+}
 
 /// Write-only descriptors of v1 `tasks` files every started process joins.
 static START_IN: OnceLock<Vec<OwnedFd>> = OnceLock::new();
@@ -60,9 +71,14 @@ pub struct SpawnOptions<'a> {
 /// A started process.
 #[derive(Debug)]
 pub struct Process {
-    /// Its pid (in the caller's pid namespace).
+    /// Its pid (in the caller's pid namespace); it leads a session and process group of that
+    /// id.
     pub pid: i32,
-    /// A pidfd for it.
+    /// The caller's child whose exit reports the process's: the process itself, or its
+    /// shepherd (container mode), which exits with the process's status once it has killed
+    /// what is left of the process's tree.
+    pub waited: i32,
+    /// A pidfd for `waited`.
     pub pidfd: OwnedFd,
 }
 
@@ -164,6 +180,8 @@ const STAGE_CWD: u32 = 1;
 const STAGE_EXEC: u32 = 2;
 const STAGE_USER: u32 = 3;
 const STAGE_CGROUP: u32 = 4;
+/// Not a failure: the shepherd reports the pid of the process it started.
+const STAGE_PID: u32 = 5;
 
 /// Starts a process. The caller reaps it (it is a child of the calling process).
 pub fn spawn(spec: &ProcessSpec<'_>, filter: &ChildFilter) -> Result<Process, SpawnError> {
@@ -257,6 +275,7 @@ pub fn spawn_with(
         controlling_terminal: options.controlling_terminal,
         user: spec.user,
     };
+    let shepherded = SHEPHERDED.load(Ordering::Relaxed);
 
     let mut pidfd: RawFd = -1;
     let mut args = sys::CloneArgs {
@@ -278,6 +297,10 @@ pub fn spawn_with(
         return Err(SpawnError::Clone(sys::last_error("clone3")));
     }
     if rc == 0 {
+        if shepherded {
+            // SAFETY: we are the child of clone3; see ChildPlan::shepherd.
+            unsafe { child.shepherd() }
+        }
         // SAFETY: we are the child of clone3; see ChildPlan::run.
         unsafe { child.run() }
     }
@@ -286,8 +309,11 @@ pub fn spawn_with(
     drop(extra_high);
     // SAFETY: the kernel stored a new pidfd owned by this process.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    let pid = rc as i32;
-    let mut report = [0u8; 8];
+    let waited = rc as i32;
+    // Records of 8 bytes (stage, value): the shepherd's `STAGE_PID` first, then a failure
+    // of the shepherd or of the process, if any. Success is the end of the pipe (close on
+    // exec) with no failure.
+    let mut report = [0u8; 16];
     let mut got = 0;
     let mut file = std::fs::File::from(err_r);
     while got < report.len() {
@@ -298,13 +324,24 @@ pub fn spawn_with(
             Err(_) => break,
         }
     }
-    if got == 0 {
-        return Ok(Process { pid, pidfd });
-    }
-    // The child failed before exec and exits: reap it here.
-    sys::wait_blocking(pid);
-    let stage = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
-    let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
+    let records: Vec<(u32, i32)> = report[..got - got % 8]
+        .chunks_exact(8)
+        .map(|r| {
+            (
+                u32::from_ne_bytes([r[0], r[1], r[2], r[3]]),
+                i32::from_ne_bytes([r[4], r[5], r[6], r[7]]),
+            )
+        })
+        .collect();
+    let pid = records
+        .iter()
+        .find(|(stage, _)| *stage == STAGE_PID)
+        .map_or(waited, |(_, pid)| *pid);
+    let Some(&(stage, errno)) = records.iter().find(|(stage, _)| *stage != STAGE_PID) else {
+        return Ok(Process { pid, waited, pidfd });
+    };
+    // The child (or its shepherd) failed before exec and exits: reap it here.
+    sys::wait_blocking(waited);
     let source = io::Error::from_raw_os_error(errno);
     Err(if stage == STAGE_CWD {
         SpawnError::Cwd {
@@ -341,6 +378,57 @@ struct ChildPlan<'a> {
 }
 
 impl ChildPlan<'_> {
+    /// The shepherd, between `clone3` and its own `execve`: a session of its own, subreaper
+    /// of what it starts; starts the process (see [`ChildPlan::run`]), reports its pid, then
+    /// becomes `hutch-shepherd <pid>` ([`crate::shepherd::run`]). Where that cannot be
+    /// executed (no `/proc`), it waits for the process and exits with its status.
+    ///
+    /// # Safety
+    /// Only in the child of `clone3` without `CLONE_VM`: raw system calls, no allocation.
+    unsafe fn shepherd(&self) -> ! {
+        // SAFETY: raw system calls on descriptors and memory this process owns, as the
+        // function's contract requires.
+        unsafe {
+            let report = |stage: u32, value: i32| {
+                let mut record = [0u8; 8];
+                record[..4].copy_from_slice(&stage.to_ne_bytes());
+                record[4..].copy_from_slice(&value.to_ne_bytes());
+                libc::write(self.err, record.as_ptr().cast(), 8);
+            };
+            crate::sys::reset_signals_for_exec();
+            libc::setsid();
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+            let mut args = sys::CloneArgs {
+                exit_signal: libc::SIGCHLD as u64,
+                ..sys::CloneArgs::default()
+            };
+            let pid = sys::clone3(&mut args);
+            if pid == 0 {
+                self.run()
+            }
+            if pid < 0 {
+                report(STAGE_CGROUP, *libc::__errno_location());
+                libc::_exit(127)
+            }
+            let pid = pid as i32;
+            report(STAGE_PID, pid);
+            libc::close(self.err);
+            // Nothing of the caller's crosses into the shepherd.
+            libc::syscall(
+                libc::SYS_close_range,
+                0u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            let mut digits = [0u8; 12];
+            let pid_arg = crate::shepherd::format_pid(pid, &mut digits);
+            let argv = [crate::shepherd::ARGV0_C.as_ptr(), pid_arg, std::ptr::null()];
+            let env = [std::ptr::null::<libc::c_char>()];
+            libc::execve(c"/proc/self/exe".as_ptr(), argv.as_ptr(), env.as_ptr());
+            crate::shepherd::wait_without_exec(pid)
+        }
+    }
+
     /// # Safety
     /// Only in the child of `clone3` without `CLONE_VM`: raw system calls, no allocation.
     unsafe fn run(&self) -> ! {

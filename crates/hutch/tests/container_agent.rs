@@ -293,14 +293,6 @@ fn wait_for_count(marker: &str, count: usize) -> bool {
     false
 }
 
-/// The parent pid of `pid`, from `/proc/<pid>/stat`.
-fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // pid (comm) state ppid …: the command name may hold spaces and parentheses.
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// A `sleep` argument no other process has: its command line marks the test's processes.
 fn marker() -> String {
     let digits: String = new_secret()
@@ -424,25 +416,38 @@ async fn commands_files_code_and_process_trees_work_through_the_preface() {
     assert!((200..300).contains(&status), "{status}");
     assert!(wait_for_count(&mark, 0), "nothing of the tree is left");
 
-    // A process that leaves its command's process group escapes the group kill; it is the
-    // agent's to reap (a subreaper), and ends with the pod.
+    // A process that leaves its command's process group (setsid) is re-parented to the
+    // command's shepherd, not the agent, and dies with the command.
     let escaped = marker();
     let result = agent
         .sh(&format!(
             "setsid sh -c 'echo $$ > /tmp/escaped; exec sleep {escaped}' > /dev/null 2>&1 < /dev/null & \
-             for i in $(seq 600); do [ -s /tmp/escaped ] && break; sleep 0.05; done; cat /tmp/escaped"
+             for i in $(seq 600); do [ -s /tmp/escaped ] && break; sleep 0.05; done; cat /tmp/escaped; \
+             echo PPid: $PPID; cat /proc/$PPID/comm"
         ))
         .await;
     assert_eq!(result["exitCode"], 0, "{result}");
-    assert!(wait_for_count(&escaped, 1), "the escaped process runs");
-    let pid = pids_with(&escaped)[0];
-    assert_eq!(
-        parent_of(pid),
-        Some(agent.pid()),
-        "re-parented to the agent"
+    let ppid: i32 = result["stdout"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(ppid, agent.pid(), "the command's parent is its shepherd");
+    assert!(
+        result["stdout"]
+            .as_str()
+            .unwrap()
+            .ends_with("hutch-shepherd\n"),
+        "{result}"
     );
-    signal(pid, "KILL");
-    assert!(wait_for_count(&escaped, 0), "reaped by the agent");
+    assert!(
+        wait_for_count(&escaped, 0),
+        "the setsid process died with its command"
+    );
     assert!(
         !std::fs::read_to_string(format!("/proc/{}/status", agent.pid()))
             .unwrap()

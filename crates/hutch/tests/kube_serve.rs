@@ -499,3 +499,133 @@ async fn the_stand_in_cluster_runs_as_a_process_of_its_own() {
     .await;
     assert!(gone, "the pod's process outlived the stand-in cluster");
 }
+
+/// Host pids of the pod's processes whose command line is `sleep <seconds>`, with or without
+/// `setsid` in front (the sleep itself, once it has replaced `setsid`).
+fn sleeps_in_pod(pid: u32, seconds: &str) -> Vec<u32> {
+    pids_in_pod(pid)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|line| {
+                let args: Vec<&[u8]> = line.split(|b| *b == 0).collect();
+                args.first().is_some_and(|a| a.ends_with(b"sleep"))
+                    && args.get(1) == Some(&seconds.as_bytes())
+            })
+        })
+        .collect()
+}
+
+/// Waits until no `sleep <seconds>` is left in the pod; asserts it.
+async fn assert_no_sleep_left(pid: u32, seconds: &str, what: &str) {
+    let gone = wait_for(Duration::from_secs(30), || {
+        sleeps_in_pod(pid, seconds).is_empty()
+    })
+    .await;
+    assert!(
+        gone,
+        "{what}: sleep {seconds} outlived its tree: {:?}",
+        sleeps_in_pod(pid, seconds)
+    );
+}
+
+#[tokio::test]
+async fn a_killed_tree_in_a_pod_leaves_no_process_even_one_that_made_a_session_of_its_own() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start_on_kubernetes(&[]);
+    let cluster = server.stand_in().unwrap();
+    let client = server.client("alice");
+    let s = session(&client).await;
+    let id = s.session_id;
+    let (pod, _) = pod_of(cluster, &s);
+    let pid = cluster.kubelet().pid(KUBE_NAMESPACE, &pod).unwrap();
+
+    // A command's grandchildren: one in a session of its own, one orphaned by a double fork.
+    // The command's status and output are its own, and nothing of it outlives it.
+    let out = sh(
+        &client,
+        &s,
+        "setsid sleep 1000 & (sh -c 'sleep 1001 &' &); echo started; exit 7",
+    )
+    .await;
+    assert_eq!(
+        (out.exit_code, out.stdout.as_str()),
+        (7, "started\n"),
+        "{out:?}"
+    );
+    assert_no_sleep_left(pid, "1000", "a command's setsid child").await;
+    assert_no_sleep_left(pid, "1001", "a command's double fork").await;
+    // A command killed by a signal reports it as before.
+    let out = sh(&client, &s, "echo before; kill -TERM $$").await;
+    assert_eq!(
+        (out.exit_code, out.stdout.as_str()),
+        (143, "before\n"),
+        "{out:?}"
+    );
+
+    // An interpreter context whose code started a process in a session of its own, deleted.
+    let (status, context) = call(
+        &client,
+        http::Method::POST,
+        &format!("/v1/sessions/{id}/interpreter/contexts"),
+        json!({"language": "python"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{context}");
+    let context = context["id"].as_str().unwrap().to_owned();
+    let code =
+        "import subprocess\np = subprocess.Popen(['setsid', 'sleep', '1002'])\nprint(p.pid > 0)";
+    assert_eq!(execute(&client, &s, &context, code).await, "True\n");
+    assert!(
+        wait_for(Duration::from_secs(30), || !sleeps_in_pod(pid, "1002")
+            .is_empty())
+        .await,
+        "the context's sleep never ran"
+    );
+    let (status, body) = call(
+        &client,
+        http::Method::DELETE,
+        &format!("/v1/sessions/{id}/interpreter/contexts/{context}"),
+        Value::Null,
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status} {body}");
+    assert_no_sleep_left(pid, "1002", "a deleted interpreter context's setsid child").await;
+
+    // A background process whose child made a session of its own, killed.
+    let started = client
+        .start_process(
+            id,
+            &CommandRequest {
+                command: Some("setsid sleep 1003 & exec sleep 1004".into()),
+                ..CommandRequest::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            !sleeps_in_pod(pid, "1003").is_empty() && !sleeps_in_pod(pid, "1004").is_empty()
+        })
+        .await,
+        "the process's sleeps never ran"
+    );
+    client.kill_process(id, started.pid).await.unwrap();
+    assert_no_sleep_left(pid, "1004", "a killed process").await;
+    assert_no_sleep_left(pid, "1003", "a killed process's setsid child").await;
+    // Only the agent is left in the pod, besides the stand-in's own init, and the `default`
+    // interpreter context the agent starts ahead of use (a worker under its shepherd).
+    let mut left: Vec<String> = pids_in_pod(pid)
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).ok())
+        .map(|comm| comm.trim().to_owned())
+        .filter(|comm| comm != "hutch" && comm != "unshare")
+        .collect();
+    left.sort();
+    assert!(
+        left.is_empty() || left == ["hutch-shepherd", "python3"],
+        "left in the pod: {left:?}"
+    );
+    client.delete_session(id).await.unwrap();
+}
