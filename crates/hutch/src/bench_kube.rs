@@ -1,14 +1,15 @@
 //! `hutch bench kube`: create session → run `true` → delete session through `hutch serve
-//! --runtime kubernetes`, sessions as pods of the stand-in cluster (an in-process Kubernetes
-//! API subset and a kubelet running each pod's `hutch agent --container` as a local process;
-//! no Kubernetes API server runs here), beside the linux runtime in the same run, both with a
-//! warm pool of `--warm-pool`.
+//! --runtime kubernetes`, sessions as pods of the stand-in cluster (`hutch-stand-in-cluster`,
+//! the test-support binary beside `hutch` in a build tree: a Kubernetes API subset and a
+//! kubelet running each pod's `hutch agent --container` as a local process; no Kubernetes API
+//! server runs here), beside the linux runtime in the same run, both with a warm pool of
+//! `--warm-pool`.
 
 use anyhow::Context;
 use hutch_bench::server::ServerProcess;
 use hutch_bench::sessions;
 use hutch_client::HutchClient;
-use hutch_kube::standin::StandInCluster;
+use std::io::BufRead;
 
 use crate::bench::{BenchArgs, row};
 
@@ -19,21 +20,75 @@ const NAMESPACE: &str = "hutch-bench";
 /// each.
 pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the hutch binary")?;
-    let cluster = StandInCluster::start(&exe)
-        .await
-        .context("starting the stand-in cluster")?;
     let kubeconfig = std::env::temp_dir().join(format!(
         "hutch-bench-kubeconfig-{}.json",
         std::process::id()
     ));
-    cluster
-        .write_kubeconfig(&kubeconfig, NAMESPACE)
-        .context("writing the stand-in's kubeconfig")?;
+    let cluster = {
+        let (exe, kubeconfig) = (exe.clone(), kubeconfig.clone());
+        tokio::task::spawn_blocking(move || StandIn::start(&exe, &kubeconfig))
+            .await
+            .context("starting the stand-in cluster")??
+    };
     let result = measure(args, &exe, &kubeconfig).await;
     let _ = std::fs::remove_file(&kubeconfig);
     // The servers are gone (they deleted their pods on the way out) before the cluster goes.
-    drop(cluster);
+    tokio::task::spawn_blocking(move || drop(cluster))
+        .await
+        .context("stopping the stand-in cluster")?;
     result
+}
+
+/// A running `hutch-stand-in-cluster`, stopped (SIGTERM, then waited for) on drop.
+struct StandIn(std::process::Child);
+
+impl StandIn {
+    /// Starts the binary beside `hutch` (`exe`) with its kubeconfig at `kubeconfig`, and waits
+    /// for the line saying it listens.
+    fn start(exe: &std::path::Path, kubeconfig: &std::path::Path) -> anyhow::Result<StandIn> {
+        let binary = exe.with_file_name("hutch-stand-in-cluster");
+        let mut child = std::process::Command::new(&binary)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--namespace", NAMESPACE])
+            .arg("--hutch")
+            .arg(exe)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "starting {} (a test-support binary of a build tree: build it with \
+                     `cargo build -p hutch`)",
+                    binary.display()
+                )
+            })?;
+        let stdout = child.stdout.take().context("the stand-in's stdout")?;
+        let cluster = StandIn(child);
+        // The line comes, or the end of its output if it fails (it then says why on stderr).
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .context("reading the stand-in's first line")?;
+        anyhow::ensure!(
+            line.starts_with("stand-in cluster listening on "),
+            "the stand-in cluster did not start: {line:?}"
+        );
+        Ok(cluster)
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        // SIGTERM stops its pods' processes too; the child is not reaped before the wait.
+        let stopped = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .is_ok_and(|status| status.success());
+        if !stopped {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
 }
 
 async fn measure(

@@ -46,7 +46,6 @@ mod serve_kube;
 mod serve_network;
 mod sessions;
 mod shell;
-mod stand_in;
 mod token;
 
 /// A self-hosted sandbox server for running untrusted code.
@@ -101,9 +100,6 @@ enum Command {
     /// `--container`, as a pod's main process serving on TCP.
     #[command(hide = true)]
     Agent(AgentArgs),
-    /// Serve a stand-in Kubernetes cluster on loopback for tests of `--runtime kubernetes`.
-    #[command(hide = true)]
-    StandInCluster(stand_in::StandInArgs),
 }
 
 /// `hutch agent`'s options.
@@ -152,7 +148,6 @@ fn main() -> ExitCode {
         Command::Migrate(args) => serve::migrate_main(args),
         Command::ConsoleLink(args) => console_link::main(args),
         Command::Bench(args) => bench::main(args),
-        Command::StandInCluster(args) => stand_in::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

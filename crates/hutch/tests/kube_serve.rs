@@ -250,14 +250,15 @@ async fn a_pod_session_serves_commands_streams_files_interpreters_and_processes(
     assert_eq!(info.status, ProcessStatus::Running, "{info:?}");
     let list = client.list_processes(id).await.unwrap();
     assert!(list.items.iter().any(|p| p.pid == started.pid), "{list:?}");
-    let in_pod = pids_in_pod(pid);
+    // The shell may not have replaced itself with `sleep` yet when the start answers.
     assert!(
-        in_pod
-            .iter()
-            .any(|p| std::fs::read_to_string(format!("/proc/{p}/comm"))
-                .is_ok_and(|comm| comm == "sleep\n")),
-        "no sleep among the pod's processes {in_pod:?}"
+        wait_for(Duration::from_secs(30), || !sleeps_in_pod(pid, "600")
+            .is_empty())
+        .await,
+        "no sleep among the pod's processes {:?}",
+        pids_in_pod(pid)
     );
+    let in_pod = pids_in_pod(pid);
 
     // Delete: the pod, its Secret and NetworkPolicy, and every process go.
     client.delete_session(id).await.unwrap();
@@ -422,7 +423,7 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// `hutch stand-in-cluster` as a process of its own (what an SDK suite starts): a server on
+/// `hutch-stand-in-cluster` as a process of its own (what an SDK suite starts): a server on
 /// it runs sessions as its pods, and stopping it stops them.
 #[tokio::test]
 async fn the_stand_in_cluster_runs_as_a_process_of_its_own() {
@@ -432,8 +433,7 @@ async fn the_stand_in_cluster_runs_as_a_process_of_its_own() {
     }
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
-    let mut cluster = std::process::Command::new(env!("CARGO_BIN_EXE_hutch"))
-        .arg("stand-in-cluster")
+    let mut cluster = std::process::Command::new(env!("CARGO_BIN_EXE_hutch-stand-in-cluster"))
         .arg("--kubeconfig")
         .arg(&kubeconfig)
         .args(["--namespace", "by-process"])

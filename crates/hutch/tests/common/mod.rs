@@ -9,7 +9,10 @@
 //! `HUTCH_TEST_RUNTIME=kubernetes` runs every server of a suite with `--runtime kubernetes`
 //! against a stand-in cluster of its own (an in-memory Kubernetes API subset and a kubelet
 //! running each pod's `hutch agent --container` as a local process; no Kubernetes API server
-//! can run here): the same tests, sessions as pods.
+//! can run here): the same tests, sessions as pods. With `KUBECONFIG` and
+//! `HUTCH_KUBE_AGENT_IMAGE` set as well (and optionally `HUTCH_KUBE_NAMESPACE`, `default`
+//! otherwise), the servers use that real cluster instead; without them, a line on stderr says
+//! the real-cluster run is skipped.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 #![allow(dead_code, unreachable_pub)]
@@ -91,16 +94,58 @@ pub struct TestServer {
 /// The namespace of the sessions' pods under `--runtime kubernetes`.
 pub const KUBE_NAMESPACE: &str = "hutch-e2e";
 
-/// A stand-in cluster, and the kubeconfig naming it.
+/// The cluster a server runs its sessions in: a stand-in of its own, or the real one the
+/// environment names.
 struct Kube {
-    cluster: BackgroundCluster,
+    /// The stand-in; none for a real cluster.
+    cluster: Option<BackgroundCluster>,
     kubeconfig: PathBuf,
-    _dir: tempfile::TempDir,
+    namespace: String,
+    agent_image: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// The real cluster to run sessions in, when `KUBECONFIG` and `HUTCH_KUBE_AGENT_IMAGE` name
+/// one: (kubeconfig, agent image, namespace).
+pub fn real_cluster() -> Option<(PathBuf, String, String)> {
+    let kubeconfig = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty())?;
+    let image = std::env::var("HUTCH_KUBE_AGENT_IMAGE")
+        .ok()
+        .filter(|v| !v.is_empty())?;
+    let namespace = std::env::var("HUTCH_KUBE_NAMESPACE").unwrap_or_else(|_| "default".into());
+    Some((kubeconfig.into(), image, namespace))
 }
 
 /// Whether the suites' servers run their sessions as pods (`HUTCH_TEST_RUNTIME=kubernetes`).
 pub fn kube_wanted() -> bool {
     std::env::var("HUTCH_TEST_RUNTIME").is_ok_and(|v| v == "kubernetes")
+}
+
+/// The sessions' default working directory: `/workspace`, or `/tmp/workspace` in a stand-in
+/// pod (which cannot make `/workspace` on the host).
+#[allow(dead_code)] // not every suite reads it
+pub fn workspace() -> &'static str {
+    if kube_wanted() && real_cluster().is_none() {
+        "/tmp/workspace"
+    } else {
+        "/workspace"
+    }
+}
+
+/// True, after saying why on stderr, when a test cannot hold for sessions that are pods
+/// (`HUTCH_TEST_RUNTIME=kubernetes`): the caller returns.
+#[allow(dead_code)] // not every suite skips
+pub fn skip_on_kubernetes(why: &str) -> bool {
+    if kube_wanted() {
+        let current = std::thread::current();
+        let test = current.name().unwrap_or("a test");
+        // Written to the process's stderr, not through eprintln!, which the harness captures.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test} under HUTCH_TEST_RUNTIME=kubernetes: {why}"
+        );
+    }
+    kube_wanted()
 }
 
 impl TestServer {
@@ -188,8 +233,12 @@ impl TestServer {
     /// (whatever `HUTCH_TEST_RUNTIME` says), with extra `hutch serve` arguments.
     pub fn start_on_kubernetes(args: &[&str]) -> TestServer {
         let mut server = TestServer::prepare(args, "127.0.0.1:0", false);
-        if server.kube.is_none() {
-            server.kube = Some(Kube::start());
+        if server
+            .kube
+            .as_ref()
+            .is_none_or(|kube| kube.cluster.is_none())
+        {
+            server.kube = Some(Kube::stand_in());
         }
         server.spawn();
         server
@@ -197,7 +246,10 @@ impl TestServer {
 
     /// The stand-in cluster of a server running sessions as pods.
     pub fn stand_in(&self) -> Option<&StandInCluster> {
-        self.kube.as_ref().map(|kube| kube.cluster.cluster())
+        self.kube
+            .as_ref()
+            .and_then(|kube| kube.cluster.as_ref())
+            .map(BackgroundCluster::cluster)
     }
 
     fn launch(args: &[&str], listen: &str, private_network: bool) -> TestServer {
@@ -212,7 +264,7 @@ impl TestServer {
             .tempdir_in("/tmp")
             .expect("temp dir");
         let data = tempdir.path().to_owned();
-        let kube = kube_wanted().then(Kube::start);
+        let kube = kube_wanted().then(Kube::from_env);
         TestServer {
             child: None,
             data,
@@ -376,8 +428,30 @@ impl TestServer {
 }
 
 impl Kube {
+    /// The real cluster the environment names ([`real_cluster`]), else a stand-in.
+    fn from_env() -> Kube {
+        let Some((kubeconfig, agent_image, namespace)) = real_cluster() else {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "real-cluster run skipped: set KUBECONFIG and HUTCH_KUBE_AGENT_IMAGE to run \
+                     the suite's sessions as pods of a real cluster; using the stand-in cluster"
+                );
+            });
+            return Kube::stand_in();
+        };
+        Kube {
+            cluster: None,
+            kubeconfig,
+            namespace,
+            agent_image,
+            _dir: None,
+        }
+    }
+
     /// Starts a stand-in cluster and writes a kubeconfig naming it.
-    fn start() -> Kube {
+    fn stand_in() -> Kube {
         let dir = tempfile::Builder::new()
             .prefix("hutch-kubeconfig")
             .tempdir_in("/tmp")
@@ -390,9 +464,11 @@ impl Kube {
             .write_kubeconfig(&kubeconfig, KUBE_NAMESPACE)
             .expect("write the kubeconfig");
         Kube {
-            cluster,
+            cluster: Some(cluster),
             kubeconfig,
-            _dir: dir,
+            namespace: KUBE_NAMESPACE.to_owned(),
+            agent_image: "stand-in.invalid/hutch:test".to_owned(),
+            _dir: Some(dir),
         }
     }
 
@@ -405,9 +481,9 @@ impl Kube {
             "--kubeconfig".to_owned(),
             self.kubeconfig.display().to_string(),
             "--kube-namespace".to_owned(),
-            KUBE_NAMESPACE.to_owned(),
+            self.namespace.clone(),
             "--kube-agent-image".to_owned(),
-            "stand-in.invalid/hutch:test".to_owned(),
+            self.agent_image.clone(),
         ];
         if !extra.iter().any(|a| a.starts_with("--kube-warm-pool")) {
             args.extend(["--kube-warm-pool".to_owned(), "1".to_owned()]);
