@@ -18,6 +18,10 @@ use std::process::ExitCode;
 mod agent;
 
 fn main() -> ExitCode {
+    // A process's shepherd in container mode (see hutch_sandbox::shepherd).
+    if let Some(pid) = hutch_sandbox::shepherd::requested() {
+        hutch_sandbox::shepherd::run(pid);
+    }
     let mut args = std::env::args_os().skip(1);
     let (first, second, third, fourth) = (args.next(), args.next(), args.next(), args.next());
     let Some(first) = first else {
