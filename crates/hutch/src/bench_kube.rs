@@ -5,11 +5,12 @@
 //! server runs here), beside the linux runtime in the same run, both with a warm pool of
 //! `--warm-pool`.
 
+use std::io::BufRead;
+
 use anyhow::Context;
 use hutch_bench::server::ServerProcess;
 use hutch_bench::sessions;
 use hutch_client::HutchClient;
-use std::io::BufRead;
 
 use crate::bench::{BenchArgs, row};
 

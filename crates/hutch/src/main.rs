@@ -115,12 +115,12 @@ struct AgentArgs {
 }
 
 fn main() -> ExitCode {
-    // The agent (one per session, exactly `hutch agent`) skips clap: building the whole
-    // command tree to parse one word leaves freed memory behind in every session.
-    // A command's shepherd in container mode (see hutch_sandbox::shepherd).
+    // A process's shepherd in container mode (see hutch_sandbox::shepherd).
     if let Some(pid) = hutch_sandbox::shepherd::requested() {
         hutch_sandbox::shepherd::run(pid);
     }
+    // The agent (one per session, exactly `hutch agent`) skips clap: building the whole
+    // command tree to parse one word leaves freed memory behind in every session.
     let mut args = std::env::args_os().skip(1);
     if args.next().is_some_and(|a| a == "agent") && args.next().is_none() {
         return agent::main();
