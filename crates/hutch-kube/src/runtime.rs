@@ -72,12 +72,30 @@ pub struct PodData {
     pub secret: String,
 }
 
+/// Most connections to one pod's agent this control plane has awaiting their preface at
+/// once: the agent closes, unanswered, any past its own bound of 64, which would read as a
+/// refusal; half of it leaves room for a second replica.
+const PREFACES_MAX: usize = 32;
+
 /// A running pod the runtime can reach.
 #[derive(Clone)]
 struct Live {
     sandbox: Uuid,
     ip: String,
     token: String,
+    /// Permits for connections awaiting their preface ([`PREFACES_MAX`]).
+    prefaces: Arc<tokio::sync::Semaphore>,
+}
+
+impl Live {
+    fn new(sandbox: Uuid, ip: String, token: String) -> Live {
+        Live {
+            sandbox,
+            ip,
+            token,
+            prefaces: Arc::new(tokio::sync::Semaphore::new(PREFACES_MAX)),
+        }
+    }
 }
 
 /// The Kubernetes runtime: see the crate's documentation.
@@ -243,11 +261,7 @@ impl Inner {
                 .await
                 .map_err(|err| api_error("creating a pod", err))?;
             let ip = self.wait_running(sandbox).await?;
-            let live = Live {
-                sandbox,
-                ip,
-                token: token.clone(),
-            };
+            let live = Live::new(sandbox, ip, token.clone());
             self.answer(&live, Instant::now() + self.config.start_timeout)
                 .await?;
             Ok(live)
@@ -337,6 +351,8 @@ impl Inner {
             source,
         };
         let connect = async {
+            // The semaphore is never closed; held until the preface is answered.
+            let _permit = live.prefaces.acquire().await.ok();
             let mut stream = TcpStream::connect(&address).await.map_err(io)?;
             stream.set_nodelay(true).map_err(io)?;
             client_preface(&mut stream, &live.token).await.map_err(io)?;
@@ -639,11 +655,7 @@ impl Runtime for KubernetesRuntime {
         else {
             return Ok(false);
         };
-        let live = Live {
-            sandbox: record.sandbox_id,
-            ip,
-            token,
-        };
+        let live = Live::new(record.sandbox_id, ip, token);
         if inner.dial(&live).await.is_err() {
             return Ok(false);
         }

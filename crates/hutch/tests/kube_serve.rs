@@ -614,6 +614,22 @@ async fn a_killed_tree_in_a_pod_leaves_no_process_even_one_that_made_a_session_o
     client.kill_process(id, started.pid).await.unwrap();
     assert_no_sleep_left(pid, "1004", "a killed process").await;
     assert_no_sleep_left(pid, "1003", "a killed process's setsid child").await;
+    // A terminal whose command's child made a session of its own, closed.
+    let terminal = client
+        .open_terminal(id, 80, 24, Some("setsid sleep 1005 & exec sleep 1006"))
+        .await
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            !sleeps_in_pod(pid, "1005").is_empty() && !sleeps_in_pod(pid, "1006").is_empty()
+        })
+        .await,
+        "the terminal's sleeps never ran"
+    );
+    drop(terminal);
+    assert_no_sleep_left(pid, "1006", "a closed terminal").await;
+    assert_no_sleep_left(pid, "1005", "a closed terminal's setsid child").await;
+
     // Only the agent is left in the pod, besides the stand-in's own init, and the `default`
     // interpreter context the agent starts ahead of use (a worker under its shepherd).
     let mut left: Vec<String> = pids_in_pod(pid)
