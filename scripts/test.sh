@@ -76,8 +76,8 @@ step "shell scripts (bash -n, shellcheck)" check_scripts
 step "cargo test" cargo test --locked --workspace --no-fail-fast
 step "storage contexts on S3 (the storage suite again, against moto)" \
     env HUTCH_TEST_BLOB_STORE=s3 cargo test --locked -p hutch --test storage
-step "sessions as pods (the code suite again, hutch serve --runtime kubernetes on the stand-in cluster)" \
-    env HUTCH_TEST_RUNTIME=kubernetes cargo test --locked -p hutch --test code
+step "sessions as pods (the code, interpreter, processes and terminal suites again, hutch serve --runtime kubernetes on the stand-in cluster)" \
+    env HUTCH_TEST_RUNTIME=kubernetes cargo test --locked -p hutch --test code --test interpreter --test processes --test pty
 step "systemd unit (systemd-analyze verify)" check_unit
 step "interpreter workers (protocol tests)" /usr/bin/python3 -m unittest discover -s crates/hutch-agent/workers/tests
 step "Python SDK tests (against a real hutch serve)" \
