@@ -1,9 +1,9 @@
 //! The C library's allocator: how many arenas it keeps, and giving free memory back (the
-//! allocator's, and the main thread's stack below its use).
+//! allocator's, and a thread's stack below its use).
 //!
 //! The agent is one per session, idle most of its life: memory its allocator holds but no
-//! longer uses is paid once per session. Both calls are glibc's (`mallopt`, `malloc_trim`);
-//! elsewhere they do nothing.
+//! longer uses is paid once per session. The allocator's calls are glibc's (`mallopt`,
+//! `malloc_trim`) and elsewhere do nothing; the stack's is Linux's (`madvise`).
 
 /// Caps the allocator's arenas at `arenas` (`mallopt(M_ARENA_MAX)`). glibc otherwise gives
 /// each thread that allocates while another holds the lock an arena of its own (up to eight
