@@ -546,6 +546,9 @@ pub struct PeerDensity {
     pub count: usize,
     /// Drop of `MemAvailable` per one, KiB.
     pub kib: f64,
+    /// The private memory of each one's processes and the kernel's growth per one, KiB, as
+    /// hutch's sessions are measured (where the peer's processes can be found).
+    pub host_kib: Option<(f64, KernelMemory)>,
 }
 
 /// Starts `count` `unshare`d `sleep infinity` (new pid, mount, net, ipc and uts namespaces,
@@ -593,6 +596,7 @@ pub fn unshare_sleepers(count: usize) -> Result<PeerDensity, String> {
     Ok(PeerDensity {
         count,
         kib: drop_per(before, after?, count),
+        host_kib: None,
     })
 }
 
@@ -653,6 +657,7 @@ fn podman_measure(count: usize) -> Result<PeerDensity, String> {
     first?;
     std::thread::sleep(SETTLE);
     let before = mem_available_kib().map_err(|e| e.to_string())?;
+    let kernel_before = KernelMemory::read().map_err(|e| e.to_string())?;
     let mut started = Ok(());
     let mut names = Vec::new();
     for i in 0..count {
@@ -664,6 +669,10 @@ fn podman_measure(count: usize) -> Result<PeerDensity, String> {
     }
     std::thread::sleep(SETTLE);
     let after = mem_available_kib().map_err(|e| e.to_string());
+    let host_kib = started
+        .is_ok()
+        .then(|| podman_host_kib(&names, &kernel_before))
+        .flatten();
     // By name: a container whose start failed exists too.
     let _ = output(
         Command::new("podman")
@@ -674,7 +683,25 @@ fn podman_measure(count: usize) -> Result<PeerDensity, String> {
     Ok(PeerDensity {
         count,
         kib: drop_per(before, after?, count),
+        host_kib,
     })
+}
+
+/// Per container in `names`: the private memory of its processes (its `conmon` and its
+/// `sleep`, found through `podman inspect`), and the kernel's growth since `before`, KiB.
+fn podman_host_kib(names: &[String], before: &KernelMemory) -> Option<(f64, KernelMemory)> {
+    let kernel = KernelMemory::read().ok()?.per(before, names.len());
+    let pids = output(
+        Command::new("podman")
+            .args(["inspect", "--format", "{{.State.Pid}} {{.State.ConmonPid}}"])
+            .args(names),
+    )
+    .ok()?;
+    let mut private = 0.0;
+    for pid in pids.split_whitespace() {
+        private += ProcessMemory::read(pid.parse().ok()?)?.private_dirty;
+    }
+    Some((private / names.len().max(1) as f64, kernel))
 }
 
 /// `podman run` arguments of one sleeper: runc (crun refuses hybrid cgroup hosts), limits

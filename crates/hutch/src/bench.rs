@@ -46,6 +46,11 @@ pub(crate) struct BenchArgs {
     /// `idle`: most idle sessions to create (default 300, or 4 with --quick).
     #[arg(long)]
     pub(crate) sessions: Option<usize>,
+    /// `idle`: podman containers to start beside the sessions (default: as many as the other
+    /// peers, 50 or 2 with --quick);
+    /// the row says "podman is not installed" where it is missing.
+    #[arg(long)]
+    pub(crate) podman: Option<usize>,
     /// `idle`: stop creating sessions once the host's MemAvailable is under this many MiB.
     #[arg(long, default_value_t = 8192)]
     pub(crate) memory_floor_mb: u64,

@@ -49,9 +49,10 @@ pub(crate) async fn run(
     // The peers first: sessions deleted at the end of the density run free their memory
     // for a while after, which would hide the peers' cost.
     let scratch = std::env::temp_dir();
+    let podman_count = args.podman.unwrap_or(peers);
     let (podman, unshare) = tokio::task::spawn_blocking(move || {
         (
-            idle::podman_sleepers(peers, &scratch),
+            idle::podman_sleepers(podman_count, &scratch),
             idle::unshare_sleepers(peers),
         )
     })
@@ -200,12 +201,30 @@ pub(crate) async fn run(
 
 fn peer_row(name: &str, peer: &Result<PeerDensity, String>) {
     match peer {
-        Ok(p) => println!(
-            "{:<46} {:>12.2} {:>12}",
-            format!("{name} (×{})", p.count),
-            p.kib / 1024.0,
-            "-"
-        ),
+        Ok(p) => {
+            println!(
+                "{:<46} {:>12.2} {:>12}",
+                format!("{name} (×{}), drop of MemAvailable", p.count),
+                p.kib / 1024.0,
+                "-"
+            );
+            if let Some((private, kernel)) = &p.host_kib {
+                println!(
+                    "{:<46} {:>12.2} {:>12}",
+                    "  processes' private + kernel",
+                    (private + kernel.total()) / 1024.0,
+                    "-"
+                );
+                println!(
+                    "    processes (conmon, sleep): private {:.2}; kernel: slab {:.2}, kernel stacks {:.2}, page tables {:.2}, per-CPU {:.2}",
+                    private / 1024.0,
+                    kernel.slab / 1024.0,
+                    kernel.kernel_stack / 1024.0,
+                    kernel.page_tables / 1024.0,
+                    kernel.percpu / 1024.0
+                );
+            }
+        }
         Err(why) => println!("{name}: not measured ({why})"),
     }
 }

@@ -94,6 +94,17 @@ async fn root_inside_is_an_unprivileged_user_outside() {
         !unshare.contains("rc=0"),
         "new namespaces are refused: {unshare}"
     );
+    // No device node can be made (sessions have no `devices` cgroup of their own: a user
+    // namespace's root has no CAP_MKNOD over the host's devices), not even in a tmpfs.
+    let mknod = sh(
+        &client,
+        &s,
+        "for d in /tmp /dev/shm /workspace; do mknod $d/hd b 8 0 2>&1; echo rc=$?; mknod $d/mem c 1 1 2>&1; echo rc=$?; done",
+    )
+    .await
+    .stdout;
+    assert_eq!(mknod.matches("rc=").count(), 6, "{mknod}");
+    assert!(!mknod.contains("rc=0"), "mknod is refused: {mknod}");
     let caps = sh(&client, &s, "grep CapBnd /proc/self/status")
         .await
         .stdout;

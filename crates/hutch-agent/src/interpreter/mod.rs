@@ -150,6 +150,13 @@ async fn start_default(agent: &Arc<Agent>) {
             tracing::warn!(error = %e, "the default interpreter context did not start");
         }
     }
+    give_back_memory();
+}
+
+/// Gives back what the agent holds but no longer uses: the allocator's free pages, and the
+/// stack pages below this call (the start goes deeper than serving ever does again).
+fn give_back_memory() {
+    hutch_sys::heap::give_back_stack();
     hutch_sys::heap::give_back_free();
 }
 
@@ -196,7 +203,7 @@ pub(crate) async fn park_unused_default(agent: &Agent) {
     // Its cgroup goes with it; the agent's buffers for it too.
     drop(worker);
     drop(slot);
-    hutch_sys::heap::give_back_free();
+    give_back_memory();
 }
 
 /// The pause ended: starts the `default` context's worker again in the background if

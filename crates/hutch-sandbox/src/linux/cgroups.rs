@@ -13,7 +13,8 @@
 //! freezer; the agent then falls back to process groups for commands.
 //!
 //! Inside its sandbox cgroup `<id>/`, in every hierarchy, the agent and the code it runs live
-//! apart: the agent in `<id>/agent/`, everything it starts in `<id>/user/`. The session's
+//! apart: the agent in `<id>/agent/` (in `<id>/` itself in the v1 memory hierarchy, see
+//! [`Cgroups::has_agent_child`]), everything it starts in `<id>/user/`. The session's
 //! limits (`memoryMb`, `pids`) hold `user/`; `<id>/` holds them plus a small reserve for the
 //! agent ([`AGENT_MEMORY_MB`], [`AGENT_PIDS`]) and the session's CPU quota, which `agent/` and
 //! `user/` share as two equal groups. So a fork bomb at the pids limit or a memory hog (or a
@@ -318,7 +319,9 @@ impl Cgroups {
         let mut cgroup = self.existing(id);
         for dir in cgroup.v2_dir.iter().chain(cgroup.v1_dirs.iter()) {
             create_dir(dir)?;
-            create_dir(&dir.join(AGENT))?;
+            if self.has_agent_child(dir) {
+                create_dir(&dir.join(AGENT))?;
+            }
             create_dir(&dir.join(USER))?;
         }
         self.set_limits(&cgroup, resources)?;
@@ -358,6 +361,22 @@ impl Cgroups {
         Ok(cgroup)
     }
 
+    /// Whether the agent lives in an `agent/` child of the sandbox's cgroup `dir`, or in `dir`
+    /// itself: in the v1 memory hierarchy it stays in `dir`. v2 forbids processes in a cgroup
+    /// whose children hold limits, and in the v1 cpu hierarchy `agent/` and `user/` are two
+    /// equal groups; but a v1 memory cgroup may hold processes beside its children, and there
+    /// the agent in `dir` gets exactly what `agent/` gave it (the reserve of `dir` above the
+    /// limit of `user/`) without a third memory cgroup, the dearest kernel object of a
+    /// session (about 105 KiB of slab and per-CPU data each, against 1 to 8 KiB for a cgroup
+    /// of another hierarchy).
+    fn has_agent_child(&self, dir: &Path) -> bool {
+        !self
+            .mounts
+            .memory
+            .as_ref()
+            .is_some_and(|memory| self.limits == LimitsVia::V1 && dir.starts_with(memory))
+    }
+
     /// Moves the sandbox's first process, `pid`, from the sandbox's cgroups into their
     /// `agent/` once it has rooted its cgroup namespace in them (so that `user/` is inside that
     /// namespace), and, where v2 holds the limits, lets `user/` have limits of its own now that
@@ -369,7 +388,9 @@ impl Cgroups {
         resources: &Resources,
     ) -> Result<(), CgroupError> {
         for dir in cgroup.v2_dir.iter().chain(cgroup.v1_dirs.iter()) {
-            write_file(&dir.join(AGENT).join("cgroup.procs"), &pid.to_string())?;
+            if self.has_agent_child(dir) {
+                write_file(&dir.join(AGENT).join("cgroup.procs"), &pid.to_string())?;
+            }
         }
         if let (LimitsVia::V2, Some(dir)) = (self.limits, &cgroup.v2_dir) {
             self.enable_v2_controllers(dir)?;
@@ -903,6 +924,8 @@ mod tests {
             (32 + AGENT_PIDS).to_string()
         );
         assert!(pids.join(format!("hutch/test/{id}/agent")).is_dir());
+        // The agent stays in the sandbox's own v1 memory cgroup: no third memory cgroup.
+        assert!(!memory.join(format!("hutch/test/{id}/agent")).exists());
         assert_eq!(cg.user_tasks.len(), 3, "memory, pids and cpu");
         assert_eq!(
             read(cpu.join(format!("hutch/test/{id}/cpu.cfs_quota_us"))),
