@@ -1,8 +1,8 @@
 //! Forwarding `/v1/sessions/{id}/{*rest}` to the session's agent.
 //!
-//! After authentication and the tenant check, the control plane opens a fresh connection to
-//! the agent with [`hutch_sandbox::Runtime::connect`] (a unix stream speaking HTTP/1.1) and
-//! relays one exchange:
+//! After authentication and the tenant check, the control plane takes a kept connection of
+//! the session's agent from [`pool`], or opens one with [`hutch_sandbox::Runtime::connect`]
+//! (a unix stream, or TCP after the preface, speaking HTTP/1.1), and relays one exchange:
 //!
 //! 1. the request goes out as `METHOD /{rest}?{query}` with the client's headers, minus the
 //!    hop-by-hop ones and `Authorization` (the agent knows nothing of tokens); `Host` is set to

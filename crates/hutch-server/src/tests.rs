@@ -1792,7 +1792,7 @@ async fn sequential_requests_reuse_one_agent_connection() {
 }
 
 #[tokio::test]
-async fn a_half_read_answer_or_an_upgrade_keeps_no_connection() {
+async fn a_half_read_answer_keeps_no_connection() {
     let h = harness().await;
     let t = token("alice");
     let id = id_of(&create(&h.app, &t, json!({})).await);
