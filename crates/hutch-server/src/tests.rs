@@ -1713,14 +1713,20 @@ impl FakeRuntime {
         })
     }
 
-    /// Kills the agent's end of every connection to `id` and waits (bounded) until each is
-    /// closed.
-    async fn kill_agent_ends(&self, id: Uuid) {
+    /// Kills the agent's end of every connection to `id` (it closes when the runtime next
+    /// runs its task).
+    fn abort_agent_ends(&self, id: Uuid) {
         self.with(|s| {
             for end in s.agent_ends.get(&id).into_iter().flatten() {
                 end.abort();
             }
         });
+    }
+
+    /// Kills the agent's end of every connection to `id` and waits (bounded) until each is
+    /// closed.
+    async fn kill_agent_ends(&self, id: Uuid) {
+        self.abort_agent_ends(id);
         wait_until_closed(self, id).await;
     }
 }
@@ -1878,4 +1884,29 @@ async fn a_killed_agents_stale_connection_does_not_fail_the_next_request() {
         .await;
         assert_eq!(status, StatusCode::OK, "round {round}: {got}");
     }
+}
+
+#[tokio::test]
+async fn a_connection_killed_as_an_idempotent_request_takes_it_is_retried() {
+    let h = harness().await;
+    let t = token("alice");
+    let id = id_of(&create(&h.app, &t, json!({})).await);
+    let uuid = Uuid::parse_str(&id).unwrap();
+    for round in 0..5 {
+        assert_eq!(relay_command(&h.app, &t, &id, "a").await, "a\n");
+        // No wait: the kept connection is taken while its agent end closes. The GET may have
+        // reached the dying agent, but it is idempotent and no byte of answer came: it goes
+        // out again on a new connection. (A POST there is not provably unsent: 502.)
+        h.runtime.abort_agent_ends(uuid);
+        let (status, got) = call(
+            &h.app,
+            "GET",
+            &format!("/v1/sessions/{id}/files?path=/"),
+            Some(&t),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "round {round}: {got}");
+    }
+    assert_eq!(h.runtime.connects(uuid), 6);
 }
