@@ -329,7 +329,6 @@ async fn forward_pooled(agent: AgentLink, head: Head, body: Body) -> Result<Resp
             return Err(unavailable(id, err.into_error()));
         };
         tracing::debug!(session = %id, error = %err.error(), "a kept agent connection was stale; retrying on a new one");
-
         let mut conn = open(&agent, false).await?;
         let response = conn
             .sender
