@@ -78,6 +78,8 @@ struct Idle {
 pub(crate) struct AgentPool {
     idle: Mutex<HashMap<Uuid, Vec<Idle>>>,
     /// Counts [`AgentPool::forget`] calls: a connection taken out before one is not returned.
+    /// One counter for all sessions: a forget costs the exchanges of other sessions then in
+    /// flight their reuse (they open anew next time), never correctness.
     epoch: AtomicU64,
     /// Whether the task closing idle connections runs.
     sweeping: AtomicBool,
