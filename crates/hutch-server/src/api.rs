@@ -506,7 +506,7 @@ pub(crate) async fn proxy(
     SessionId(id): SessionId,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let stream = state.sessions.connect(&caller, id).await?;
+    state.sessions.reachable(&caller, id).await?;
     if crate::metrics::is_command(req.method(), req.uri().path()) {
         state.metrics.count_execution();
     }
@@ -517,8 +517,10 @@ pub(crate) async fn proxy(
         runtime: state.sessions.runtime(),
         timeout: state.agent_timeout,
         idle_timeout: state.upgraded_idle_timeout,
+        pool: state.sessions.agent_pool(),
+        metrics: state.metrics.clone(),
     };
-    crate::proxy::forward(agent, stream, req).await
+    crate::proxy::forward(agent, req).await
 }
 
 /// Unknown routes and methods.

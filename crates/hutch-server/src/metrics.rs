@@ -12,6 +12,7 @@
 //! | `hutch_http_request_duration_seconds` | histogram | `method`, `route`, `status_class` |
 //! | `hutch_error_responses_total` | counter | `code` |
 //! | `hutch_command_executions_total` | counter | none |
+//! | `hutch_agent_connections_total` | counter | `reused`: `true`, `false` |
 //! | `hutch_sandbox_create_duration_seconds` | histogram | `outcome`: `ok`, `error` |
 //! | `hutch_session_network_bytes_total` | counter | `session`, `direction`: `out`, `in` |
 //! | `hutch_session_network_connections_total` | counter | `session` |
@@ -68,6 +69,9 @@ pub(crate) const HTTP_REQUEST_DURATION: &str = "hutch_http_request_duration_seco
 pub(crate) const ERROR_RESPONSES: &str = "hutch_error_responses_total";
 /// Command requests relayed to a session's agent (counter).
 pub(crate) const COMMAND_EXECUTIONS: &str = "hutch_command_executions_total";
+/// Connections the relay used for requests to agents: opened, or reused from the pool
+/// (counter).
+pub(crate) const AGENT_CONNECTIONS: &str = "hutch_agent_connections_total";
 /// Time the runtime took to hand out a sandbox, warm or built on the spot (histogram).
 pub(crate) const SANDBOX_CREATE_DURATION: &str = "hutch_sandbox_create_duration_seconds";
 
@@ -163,12 +167,19 @@ impl Metrics {
                 COMMAND_EXECUTIONS,
                 "Command requests relayed to a session's agent."
             );
+            describe_counter!(
+                AGENT_CONNECTIONS,
+                "Connections the relay used for requests to agents: opened (reused=false) or kept from an earlier request (reused=true)."
+            );
             describe_histogram!(
                 SANDBOX_CREATE_DURATION,
                 Unit::Seconds,
                 "Time the runtime took to hand out a sandbox for a new session, by outcome."
             );
             counter!(COMMAND_EXECUTIONS).increment(0);
+            for reused in ["true", "false"] {
+                counter!(AGENT_CONNECTIONS, "reused" => reused).increment(0);
+            }
             for state in STATES {
                 gauge!(SESSIONS, "state" => state.as_str()).set(0.0);
             }
@@ -208,6 +219,12 @@ impl Metrics {
     /// Counts one command relayed to an agent.
     pub(crate) fn count_execution(&self) {
         self.with(|| counter!(COMMAND_EXECUTIONS).increment(1));
+    }
+
+    /// Counts a connection the relay used for a request to an agent: opened, or `reused`.
+    pub(crate) fn count_agent_connection(&self, reused: bool) {
+        let reused = if reused { "true" } else { "false" };
+        self.with(|| counter!(AGENT_CONNECTIONS, "reused" => reused).increment(1));
     }
 
     /// Records how long the runtime took to create a sandbox, and whether it succeeded.

@@ -1,8 +1,8 @@
 //! Forwarding `/v1/sessions/{id}/{*rest}` to the session's agent.
 //!
-//! After authentication and the tenant check, the control plane opens a fresh connection to
-//! the agent with [`hutch_sandbox::Runtime::connect`] (a unix stream speaking HTTP/1.1) and
-//! relays one exchange:
+//! After authentication and the tenant check, the control plane takes a kept connection of
+//! the session's agent from [`pool`], or opens one with [`hutch_sandbox::Runtime::connect`]
+//! (a unix stream, or TCP after the preface, speaking HTTP/1.1), and relays one exchange:
 //!
 //! 1. the request goes out as `METHOD /{rest}?{query}` with the client's headers, minus the
 //!    hop-by-hop ones and `Authorization` (the agent knows nothing of tokens); `Host` is set to
@@ -27,22 +27,27 @@
 //! 502 `sandbox_unavailable`. Errors after the head has been sent cut the response short.
 
 mod agent_io;
+pub(crate) mod pool;
 mod splice;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use axum::http::{StatusCode, Uri, Version};
+use axum::http::{Method, StatusCode, Uri, Version};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::BodyExt;
 use hutch_sandbox::AgentConnection;
 use hutch_sandbox::Runtime;
 use hyper_util::rt::TokioIo;
 use uuid::Uuid;
 
 use self::agent_io::{AgentStream, ClientBody, Relayed};
+use self::pool::{AgentConn, AgentPool, Lease};
 use self::splice::{SpliceEnd, splice};
 use crate::connections::ConnectionSlot;
 use crate::error::ApiError;
@@ -78,6 +83,10 @@ pub(crate) struct AgentLink {
     pub(crate) timeout: Duration,
     /// How long an upgraded connection may carry nothing in either direction.
     pub(crate) idle_timeout: Duration,
+    /// The kept connections to agents.
+    pub(crate) pool: Arc<AgentPool>,
+    /// Counts connections opened and reused.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl AgentLink {
@@ -109,16 +118,10 @@ impl AgentLink {
     }
 }
 
-/// Relays `req` to the agent of `agent.id` over `stream`.
-pub(crate) async fn forward(
-    agent: AgentLink,
-    stream: AgentConnection,
-    mut req: Request,
-) -> Result<Response, ApiError> {
+/// Relays `req` to the agent of `agent.id`: an ordinary request on a kept connection of the
+/// session's pool when one is idle ([`pool`]), an upgrade on a connection of its own.
+pub(crate) async fn forward(agent: AgentLink, mut req: Request) -> Result<Response, ApiError> {
     let id = agent.id;
-    let unavailable = |source: Box<dyn std::error::Error + Send + Sync>| {
-        ApiError::SandboxUnavailable { id, source }
-    };
     let target = agent_target(req.uri()).ok_or_else(|| ApiError::NotFound {
         method: req.method().to_string(),
         path: req.uri().path().to_owned(),
@@ -140,78 +143,258 @@ pub(crate) async fn forward(
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, protocol.clone());
     }
-    parts.uri = target;
-    parts.version = Version::HTTP_11;
-    let upstream = Request::from_parts(parts, Body::new(ClientBody::new(body)));
-
-    let stream = match upgrade {
-        Some(_) => AgentStream::strict(stream),
-        None => AgentStream::new(stream),
+    let head = Head {
+        method: parts.method,
+        uri: target,
+        headers: parts.headers,
     };
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+
+    let Some(client_upgrade) = client_upgrade else {
+        return forward_pooled(agent, head, body).await;
+    };
+    let mut conn = open(&agent, true).await?;
+    let upstream = head.request(ClientBody::new(body));
+    let mut response = tokio::select! {
+        response = conn.sender.send_request(upstream) => response.map_err(|e| unavailable(id, e))?,
+        () = agent.unresponsive() => {
+            return Err(ApiError::SandboxTimeout { id, waited: agent.timeout });
+        }
+    };
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // Relayed as it is; the connection, which may have been upgraded, is not kept.
+        let whole = Arc::new(AtomicBool::new(false));
+        return Ok(relay(agent, response, conn, None, whole));
+    }
+
+    let agent_upgrade = hyper::upgrade::on(&mut response);
+    let idle_timeout = agent.idle_timeout;
+    let busy = agent.busy;
+    tokio::spawn(async move {
+        let upgraded = tokio::try_join!(client_upgrade, agent_upgrade);
+        // Its task has handed the socket over to the upgrade (or failed).
+        drop(conn);
+        let (client, agent) = match upgraded {
+            Ok(pair) => pair,
+            Err(err) => {
+                tracing::debug!(session = %id, error = %err, "upgrade failed");
+                return;
+            }
+        };
+        match splice(TokioIo::new(client), TokioIo::new(agent), idle_timeout).await {
+            SpliceEnd::Closed(Ok(_)) => {}
+            SpliceEnd::Closed(Err(err)) => {
+                tracing::debug!(session = %id, error = %err, "upgraded connection ended with an error");
+            }
+            SpliceEnd::Idle => {
+                tracing::debug!(session = %id, "upgraded connection closed: idle");
+            }
+        }
+        drop(slot);
+        drop(busy);
+    });
+    let (mut parts, body) = response.into_parts();
+    let agent_upgrade_header = parts.headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(&mut parts.headers);
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Some(value) = agent_upgrade_header.or(upgrade) {
+        parts.headers.insert(header::UPGRADE, value);
+    }
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// Largest request body held in memory so that its request can be sent again on a fresh
+/// connection when a kept one turns out to be stale; larger bodies stream.
+const REPLAY_MAX: usize = 64 * 1024;
+
+/// What a request to the agent says besides its body.
+struct Head {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Head {
+    /// The request with `body`.
+    fn request(&self, body: ClientBody) -> axum::http::Request<Body> {
+        let mut request = axum::http::Request::new(Body::new(body));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+}
+
+/// Whether sending a request twice has the effect of sending it once (RFC 9110, 9.2.2).
+fn idempotent(method: &Method) -> bool {
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::PUT,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::TRACE,
+    ]
+    .contains(method)
+}
+
+/// The 502 of an exchange that failed before the agent's answer.
+fn unavailable(id: Uuid, err: impl std::error::Error + Send + Sync + 'static) -> ApiError {
+    ApiError::SandboxUnavailable {
+        id,
+        source: Box::new(err),
+    }
+}
+
+/// Opens a new connection to the agent of `agent.id` (`strict`: one that may be upgraded).
+async fn open(agent: &AgentLink, strict: bool) -> Result<AgentConn, ApiError> {
+    let id = agent.id;
+    let stream = agent
+        .runtime
+        .connect(id)
         .await
-        .map_err(|e| unavailable(Box::new(e)))?;
-    let connection = tokio::spawn(async move {
+        .map_err(|e| unavailable(id, e))?;
+    let stream = if strict {
+        AgentStream::strict(stream)
+    } else {
+        AgentStream::new(stream)
+    };
+    let wire = stream.wire();
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| unavailable(id, e))?;
+    let task = tokio::spawn(async move {
         if let Err(err) = connection.with_upgrades().await {
             tracing::debug!(session = %id, error = %err, "agent connection ended with an error");
         }
     });
-    let mut response = tokio::select! {
-        response = sender.send_request(upstream) => response.map_err(|e| unavailable(Box::new(e)))?,
+    agent.metrics.count_agent_connection(false);
+    Ok(AgentConn { sender, task, wire })
+}
+
+/// Relays an ordinary request: on a kept connection of the session when one is idle, else on
+/// a new one, which is kept after the exchange when it ends cleanly.
+///
+/// A kept connection the agent closed meanwhile can fail under the request. It is retried
+/// once on a new connection when no byte of the answer came back and the request is either
+/// provably unsent (hyper handed it back, or the socket took none of it) or idempotent, and
+/// its body is at hand (empty, or at most [`REPLAY_MAX`] bytes, which are read before the
+/// request goes out).
+async fn forward_pooled(agent: AgentLink, head: Head, body: Body) -> Result<Response, ApiError> {
+    let id = agent.id;
+    let (replay, streamed) = match replayable(&head.headers, body).await? {
+        Ok(bytes) => (Some(bytes), None),
+        Err(body) => (None, Some(body)),
+    };
+    let lease = agent.pool.lease(id);
+    let exchange = async {
+        let first = match (&replay, streamed) {
+            (Some(bytes), _) => ClientBody::new(Body::from(bytes.clone())),
+            (None, body) => ClientBody::new(body.unwrap_or_default()),
+        };
+        let whole = first.whole();
+        let Some(mut conn) = agent.pool.checkout(id).await else {
+            let mut conn = open(&agent, false).await?;
+            let response = conn
+                .sender
+                .send_request(head.request(first))
+                .await
+                .map_err(|e| unavailable(id, e))?;
+            return Ok((response, conn, whole));
+        };
+        agent.metrics.count_agent_connection(true);
+        let (written, read) = (
+            conn.wire.written.load(Ordering::Acquire),
+            conn.wire.read.load(Ordering::Acquire),
+        );
+        let mut err = match conn.sender.try_send_request(head.request(first)).await {
+            Ok(response) => return Ok((response, conn, whole)),
+            Err(err) => err,
+        };
+        let answered = conn.wire.read.load(Ordering::Acquire) != read;
+        let untouched = conn.wire.written.load(Ordering::Acquire) == written;
+        drop(conn);
+        let retry = match (err.take_message(), &replay) {
+            (Some(unsent), _) => Some((unsent, whole)),
+            (None, Some(bytes)) if !answered && (untouched || idempotent(&head.method)) => {
+                let body = ClientBody::new(Body::from(bytes.clone()));
+                let whole = body.whole();
+                Some((head.request(body), whole))
+            }
+            (None, _) => None,
+        };
+        let Some((request, whole)) = retry else {
+            return Err(unavailable(id, err.into_error()));
+        };
+        tracing::debug!(session = %id, error = %err.error(), "a kept agent connection was stale; retrying on a new one");
+        let mut conn = open(&agent, false).await?;
+        let response = conn
+            .sender
+            .send_request(request)
+            .await
+            .map_err(|e| unavailable(id, e))?;
+        Ok((response, conn, whole))
+    };
+    let (response, conn, whole) = tokio::select! {
+        exchange = exchange => exchange?,
         () = agent.unresponsive() => {
-            connection.abort();
             return Err(ApiError::SandboxTimeout { id, waited: agent.timeout });
         }
     };
+    Ok(relay(agent, response, conn, Some(lease), whole))
+}
 
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client_upgrade) = client_upgrade else {
-            return Err(unavailable(
-                "the agent switched protocols on a request that asked for no upgrade".into(),
-            ));
-        };
-        let agent_upgrade = hyper::upgrade::on(&mut response);
-        let idle_timeout = agent.idle_timeout;
-        let busy = agent.busy;
-        tokio::spawn(async move {
-            let (client, agent) = match tokio::try_join!(client_upgrade, agent_upgrade) {
-                Ok(pair) => pair,
-                Err(err) => {
-                    tracing::debug!(session = %id, error = %err, "upgrade failed");
-                    return;
-                }
-            };
-            match splice(TokioIo::new(client), TokioIo::new(agent), idle_timeout).await {
-                SpliceEnd::Closed(Ok(_)) => {}
-                SpliceEnd::Closed(Err(err)) => {
-                    tracing::debug!(session = %id, error = %err, "upgraded connection ended with an error");
-                }
-                SpliceEnd::Idle => {
-                    tracing::debug!(session = %id, "upgraded connection closed: idle");
-                }
-            }
-            drop(slot);
-            drop(busy);
-        });
-        let (mut parts, body) = response.into_parts();
-        let agent_upgrade_header = parts.headers.get(header::UPGRADE).cloned();
-        strip_hop_by_hop(&mut parts.headers);
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        if let Some(value) = agent_upgrade_header.or(upgrade) {
-            parts.headers.insert(header::UPGRADE, value);
-        }
-        return Ok(Response::from_parts(parts, Body::new(body)));
+/// `body` read into memory (`Ok(Ok(bytes))`) when it is empty or declares at most
+/// [`REPLAY_MAX`] bytes; otherwise it streams (`Ok(Err(body))`).
+async fn replayable(headers: &HeaderMap, body: Body) -> Result<Result<Bytes, Body>, ApiError> {
+    if hyper::body::Body::is_end_stream(&body) {
+        return Ok(Ok(Bytes::new()));
     }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_none_or(|len| len > REPLAY_MAX) {
+        return Ok(Err(body));
+    }
+    let bytes = http_body_util::Limited::new(body, REPLAY_MAX)
+        .collect()
+        .await
+        .map_err(|err| ApiError::InvalidRequest {
+            message: format!("reading the request body: {err}"),
+            field: None,
+        })?
+        .to_bytes();
+    Ok(Ok(bytes))
+}
 
+/// The client's response: the agent's `response` with its body carrying `conn`, which goes
+/// back through `lease` (when given) once the exchange is over.
+fn relay(
+    agent: AgentLink,
+    response: axum::http::Response<hyper::body::Incoming>,
+    conn: AgentConn,
+    lease: Option<Lease>,
+    request_whole: Arc<AtomicBool>,
+) -> Response {
     let (mut parts, body) = response.into_parts();
+    // The agent closes the connection after this answer.
+    let closes = parts
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("close"));
+    let lease = lease.filter(|_| !closes && parts.version == Version::HTTP_11);
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::UPGRADE);
     let body = agent
         .busy
-        .hold_through(Body::new(Relayed::new(body, connection)));
-    Ok(Response::from_parts(parts, body).into_response())
+        .hold_through(Body::new(Relayed::new(body, conn, lease, request_whole)));
+    Response::from_parts(parts, body).into_response()
 }
 
 /// The sending half of an HTTP/1.1 connection to an agent, for the control plane's own

@@ -70,6 +70,10 @@ struct FakeState {
     deadlines: HashMap<Uuid, std::time::SystemTime>,
     /// The sender of the latest [`Runtime::deaths`].
     died: Option<UnboundedSender<Uuid>>,
+    /// How many connections `connect` opened to each sandbox's agent.
+    connects: HashMap<Uuid, usize>,
+    /// The tasks serving each sandbox's agent connections (aborting one kills its end).
+    agent_ends: HashMap<Uuid, Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// Test double for [`Runtime`]; see the module docs.
@@ -160,11 +164,15 @@ impl Runtime for FakeRuntime {
             call: "socketpair".into(),
             source,
         })?;
-        tokio::spawn(async move {
+        let end = tokio::spawn(async move {
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(theirs), service_fn(fake_agent))
                 .with_upgrades()
                 .await;
+        });
+        self.with(|s| {
+            *s.connects.entry(id).or_default() += 1;
+            s.agent_ends.entry(id).or_default().push(end);
         });
         Ok(Box::new(ours))
     }
@@ -1685,4 +1693,220 @@ async fn console_logins_see_only_their_tenants_sessions_and_links_open_once() {
     assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
     let (status, _, body) = send_with(&h.app, "GET", "/console/login", &[], None).await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kept agent connections
+
+impl FakeRuntime {
+    /// How many connections were opened to `id`'s agent.
+    fn connects(&self, id: Uuid) -> usize {
+        self.with(|s| s.connects.get(&id).copied().unwrap_or(0))
+    }
+
+    /// How many of `id`'s agent connections are still served.
+    fn open_agent_ends(&self, id: Uuid) -> usize {
+        self.with(|s| {
+            s.agent_ends
+                .get(&id)
+                .map_or(0, |ends| ends.iter().filter(|e| !e.is_finished()).count())
+        })
+    }
+
+    /// Kills the agent's end of every connection to `id` (it closes when the runtime next
+    /// runs its task).
+    fn abort_agent_ends(&self, id: Uuid) {
+        self.with(|s| {
+            for end in s.agent_ends.get(&id).into_iter().flatten() {
+                end.abort();
+            }
+        });
+    }
+
+    /// Kills the agent's end of every connection to `id` and waits (bounded) until each is
+    /// closed.
+    async fn kill_agent_ends(&self, id: Uuid) {
+        self.abort_agent_ends(id);
+        wait_until_closed(self, id).await;
+    }
+}
+
+/// Waits (10 s at most) until no connection to `id`'s agent is served.
+async fn wait_until_closed(runtime: &FakeRuntime, id: Uuid) {
+    for _ in 0..1000 {
+        if runtime.open_agent_ends(id) == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("agent connections of {id} stayed open");
+}
+
+/// Runs `echo {word}` in session `id` through the relay; returns its stdout.
+async fn relay_command(app: &Router, t: &str, id: &str, word: &str) -> String {
+    let (status, result) = call(
+        app,
+        "POST",
+        &format!("/v1/sessions/{id}/commands"),
+        Some(t),
+        Some(json!({"command": word})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    result["stdout"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn sequential_requests_reuse_one_agent_connection() {
+    let h = harness().await;
+    let t = token("alice");
+    let id = id_of(&create(&h.app, &t, json!({})).await);
+    let uuid = Uuid::parse_str(&id).unwrap();
+    for i in 0..20 {
+        assert_eq!(
+            relay_command(&h.app, &t, &id, &format!("n{i}")).await,
+            format!("n{i}\n")
+        );
+        let (status, got) = call(
+            &h.app,
+            "GET",
+            &format!("/v1/sessions/{id}/files?path=/"),
+            Some(&t),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{got}");
+        assert_eq!(got["target"], "/files?path=/");
+    }
+    assert_eq!(h.runtime.connects(uuid), 1, "40 requests, one connection");
+    let (_, _, metrics) = send(&h.app, "GET", "/metrics", None, None).await;
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains("hutch_agent_connections_total{reused=\"true\"} 39"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hutch_agent_connections_total{reused=\"false\"} 1"),
+        "{metrics}"
+    );
+
+    // Another session's requests never get this session's connection.
+    let other = id_of(&create(&h.app, &t, json!({})).await);
+    assert_eq!(relay_command(&h.app, &t, &other, "x").await, "x\n");
+    assert_eq!(h.runtime.connects(Uuid::parse_str(&other).unwrap()), 1);
+    assert_eq!(h.runtime.connects(uuid), 1);
+}
+
+#[tokio::test]
+async fn a_half_read_answer_keeps_no_connection() {
+    let h = harness().await;
+    let t = token("alice");
+    let id = id_of(&create(&h.app, &t, json!({})).await);
+    let uuid = Uuid::parse_str(&id).unwrap();
+    // An answer dropped unread: its connection is closed, not kept.
+    let req = Request::builder()
+        .method("GET")
+        .uri(format!("/v1/sessions/{id}/files?path=/"))
+        .header("authorization", format!("Bearer {t}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = h.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    drop(response);
+    wait_until_closed(&h.runtime, uuid).await;
+    assert_eq!(relay_command(&h.app, &t, &id, "a").await, "a\n");
+    assert_eq!(h.runtime.connects(uuid), 2);
+}
+
+#[tokio::test]
+async fn a_destroyed_sessions_kept_connection_is_closed() {
+    let h = harness().await;
+    let t = token("alice");
+    let id = id_of(&create(&h.app, &t, json!({})).await);
+    let uuid = Uuid::parse_str(&id).unwrap();
+    assert_eq!(relay_command(&h.app, &t, &id, "a").await, "a\n");
+    assert_eq!(h.server.state.sessions.agent_pool().idle_count(uuid), 1);
+    let (status, _) = call(
+        &h.app,
+        "DELETE",
+        &format!("/v1/sessions/{id}"),
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // The connection is gone with the sandbox: a sandbox made again under this id could not
+    // be reached through it.
+    assert_eq!(h.server.state.sessions.agent_pool().idle_count(uuid), 0);
+    wait_until_closed(&h.runtime, uuid).await;
+}
+
+#[tokio::test]
+async fn a_lease_taken_before_a_forget_does_not_return_its_connection() {
+    let h = harness().await;
+    let t = token("alice");
+    let id = id_of(&create(&h.app, &t, json!({})).await);
+    let uuid = Uuid::parse_str(&id).unwrap();
+    assert_eq!(relay_command(&h.app, &t, &id, "a").await, "a\n");
+    let pool = h.server.state.sessions.agent_pool();
+    let conn = pool.checkout(uuid).await.expect("the kept connection");
+    let lease = pool.lease(uuid);
+    // The sandbox is destroyed while the exchange runs.
+    pool.forget(uuid);
+    lease.give_back(conn);
+    assert_eq!(pool.idle_count(uuid), 0);
+    wait_until_closed(&h.runtime, uuid).await;
+}
+
+#[tokio::test]
+async fn a_killed_agents_stale_connection_does_not_fail_the_next_request() {
+    let h = harness().await;
+    let t = token("alice");
+    let id = id_of(&create(&h.app, &t, json!({})).await);
+    let uuid = Uuid::parse_str(&id).unwrap();
+    for round in 0..5 {
+        assert_eq!(relay_command(&h.app, &t, &id, "a").await, "a\n");
+        h.runtime.kill_agent_ends(uuid).await;
+        // A POST is not idempotent: it is retried only because it provably never left.
+        assert_eq!(
+            relay_command(&h.app, &t, &id, "b").await,
+            "b\n",
+            "round {round}"
+        );
+        h.runtime.kill_agent_ends(uuid).await;
+        let (status, got) = call(
+            &h.app,
+            "GET",
+            &format!("/v1/sessions/{id}/files?path=/"),
+            Some(&t),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "round {round}: {got}");
+    }
+}
+
+#[tokio::test]
+async fn a_connection_killed_as_an_idempotent_request_takes_it_is_retried() {
+    let h = harness().await;
+    let t = token("alice");
+    let id = id_of(&create(&h.app, &t, json!({})).await);
+    let uuid = Uuid::parse_str(&id).unwrap();
+    for round in 0..5 {
+        assert_eq!(relay_command(&h.app, &t, &id, "a").await, "a\n");
+        // No wait: the kept connection is taken while its agent end closes. The GET may have
+        // reached the dying agent, but it is idempotent and no byte of answer came: it goes
+        // out again on a new connection. (A POST there is not provably unsent: 502.)
+        h.runtime.abort_agent_ends(uuid);
+        let (status, got) = call(
+            &h.app,
+            "GET",
+            &format!("/v1/sessions/{id}/files?path=/"),
+            Some(&t),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "round {round}: {got}");
+    }
+    assert_eq!(h.runtime.connects(uuid), 6);
 }

@@ -8,8 +8,9 @@
 //! writes are dropped and the answer is read as usual. Only when no answer comes (the agent
 //! is really gone) does the exchange fail.
 //!
-//! [`Relayed`] is the agent's response body with the connection's task attached: once the
-//! client has the whole answer (or went away), the task ends. [`ClientBody`] is the client's
+//! [`Relayed`] is the agent's response body with its connection attached: once the client has
+//! the whole answer the connection goes back to the session's pool ([`super::pool`]) when the
+//! exchange ended cleanly; when the client went away mid-answer it is closed. [`ClientBody`] is the client's
 //! request body on its way: when the exchange ends before it does, what the client still
 //! sends is read and dropped for [`DRAIN_LINGER`] at most. Closing the client's connection
 //! with its body unread would reset it, and a reset can destroy the answer on its way to the
@@ -17,6 +18,8 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,7 +27,8 @@ use bytes::Bytes;
 use hutch_sandbox::AgentConnection;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::task::JoinHandle;
+
+use super::pool::{AgentConn, Lease, Wire};
 
 /// A stream to an agent whose writes, once the agent has stopped reading, are dropped
 /// (unless it is [`AgentStream::strict`]).
@@ -34,6 +38,8 @@ pub(crate) struct AgentStream {
     drops_writes_after_close: bool,
     /// Whether a write failed because the agent closed its end: what follows is dropped.
     agent_stopped_reading: bool,
+    /// What the socket took and gave, for the pool and the retry of a stale connection.
+    wire: Arc<Wire>,
 }
 
 impl AgentStream {
@@ -43,7 +49,13 @@ impl AgentStream {
             stream,
             drops_writes_after_close: true,
             agent_stopped_reading: false,
+            wire: Arc::default(),
         }
+    }
+
+    /// The counters of this stream's socket.
+    pub(crate) fn wire(&self) -> Arc<Wire> {
+        Arc::clone(&self.wire)
     }
 
     /// Wraps a connected stream that may become an upgraded connection, where a closed agent
@@ -61,7 +73,12 @@ impl AgentStream {
             Poll::Ready(Err(err)) if self.drops_writes_after_close && agent_closed(&err) => {
                 tracing::debug!(error = %err, "the agent stopped reading the request; the rest is dropped");
                 self.agent_stopped_reading = true;
+                self.wire.broken.store(true, Ordering::Release);
                 Poll::Ready(Ok(len))
+            }
+            Poll::Ready(Ok(n)) => {
+                self.wire.written.fetch_add(n as u64, Ordering::AcqRel);
+                Poll::Ready(Ok(n))
             }
             other => other,
         }
@@ -82,7 +99,12 @@ impl AsyncRead for AgentStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let read = buf.filled().len().saturating_sub(before);
+        this.wire.read.fetch_add(read as u64, Ordering::AcqRel);
+        result
     }
 }
 
@@ -144,15 +166,24 @@ const DRAIN_LINGER: Duration = Duration::from_secs(5);
 pub(crate) struct ClientBody {
     body: Option<axum::body::Body>,
     ended: bool,
+    /// Set once the body has been taken whole (its connection may then be kept).
+    whole: Arc<AtomicBool>,
 }
 
 impl ClientBody {
     /// Wraps the client's body.
     pub(crate) fn new(body: axum::body::Body) -> ClientBody {
+        let ended = body.is_end_stream();
         ClientBody {
-            ended: body.is_end_stream(),
+            ended,
             body: Some(body),
+            whole: Arc::new(AtomicBool::new(ended)),
         }
+    }
+
+    /// Whether the body has been taken whole, as it will be known later.
+    pub(crate) fn whole(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.whole)
     }
 }
 
@@ -168,9 +199,19 @@ impl Body for ClientBody {
         let Some(body) = this.body.as_mut() else {
             return Poll::Ready(None);
         };
-        let frame = Pin::new(body).poll_frame(cx);
-        if let Poll::Ready(None | Some(Err(_))) = frame {
-            this.ended = true;
+        let frame = Pin::new(&mut *body).poll_frame(cx);
+        match &frame {
+            // A body of known length is not polled past its last frame.
+            Poll::Ready(Some(Ok(_))) if body.is_end_stream() => {
+                this.ended = true;
+                this.whole.store(true, Ordering::Release);
+            }
+            Poll::Ready(None) => {
+                this.ended = true;
+                this.whole.store(true, Ordering::Release);
+            }
+            Poll::Ready(Some(Err(_))) => this.ended = true,
+            _ => {}
         }
         frame
     }
@@ -200,23 +241,51 @@ impl Drop for ClientBody {
     }
 }
 
-/// The agent's response body, carrying the task that drives its connection: the task is
-/// aborted when the body is dropped (sent whole, or the client went away).
+/// The agent's response body, carrying its connection: when the client has read it whole,
+/// the connection goes back to the pool if the exchange ended cleanly; otherwise (and when
+/// dropped early) the connection is closed.
 pub(crate) struct Relayed {
     body: Incoming,
-    connection: JoinHandle<()>,
+    conn: Option<AgentConn>,
+    /// Where the connection goes back; `None`: it is closed after this answer.
+    lease: Option<Lease>,
+    /// Whether the request's body was sent whole.
+    request_whole: Arc<AtomicBool>,
 }
 
 impl Relayed {
-    /// `body`, read from the connection that `connection` drives.
-    pub(crate) fn new(body: Incoming, connection: JoinHandle<()>) -> Relayed {
-        Relayed { body, connection }
+    /// `body`, read from `conn`, which goes back through `lease` (when given) once `body`
+    /// and the request's body (`request_whole`) are through.
+    pub(crate) fn new(
+        body: Incoming,
+        conn: AgentConn,
+        lease: Option<Lease>,
+        request_whole: Arc<AtomicBool>,
+    ) -> Relayed {
+        Relayed {
+            body,
+            conn: Some(conn),
+            lease,
+            request_whole,
+        }
+    }
+
+    /// Returns the connection to the pool, if the exchange is over and ended cleanly.
+    fn release(&mut self) {
+        if !self.body.is_end_stream() || !self.request_whole.load(Ordering::Acquire) {
+            return;
+        }
+        if let (Some(lease), Some(conn)) = (self.lease.take(), self.conn.take()) {
+            lease.give_back(conn);
+        }
     }
 }
 
 impl Drop for Relayed {
     fn drop(&mut self) {
-        self.connection.abort();
+        // An empty answer is never polled: it is over when it is dropped. Otherwise the
+        // connection (if still here) is closed with `conn`.
+        self.release();
     }
 }
 
@@ -228,7 +297,16 @@ impl Body for Relayed {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        match &frame {
+            Poll::Ready(Some(Ok(_)) | None) => this.release(),
+            Poll::Ready(Some(Err(_))) => {
+                this.lease = None;
+            }
+            Poll::Pending => {}
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

@@ -123,6 +123,8 @@ impl Sessions {
         row: &StoredSession,
     ) -> Result<(), SessionError> {
         debug_assert_eq!(claim.id, row.id);
+        // No kept connection outlives the sandbox.
+        self.pool.forget(row.id);
         if let Some(record) = &row.record {
             match self.runtime.destroy(record).await {
                 Ok(()) | Err(SandboxError::Gone(_)) => {}

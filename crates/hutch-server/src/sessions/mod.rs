@@ -84,6 +84,8 @@ pub(crate) struct Sessions {
     activity: idle::Activity,
     /// The auto-pause of sessions created without `autoPause`.
     auto_pause_default: Option<hutch_api::AutoPause>,
+    /// Kept connections to the agents, dropped when a sandbox is paused or destroyed.
+    pool: Arc<crate::proxy::pool::AgentPool>,
 }
 
 impl Sessions {
@@ -110,6 +112,7 @@ impl Sessions {
             turns: pause::Turns::default(),
             activity: idle::Activity::default(),
             auto_pause_default: None,
+            pool: Arc::default(),
         }
     }
 
@@ -277,14 +280,29 @@ impl Sessions {
         Arc::clone(&self.runtime)
     }
 
-    /// Opens a connection to the agent of a RUNNING session the caller may see. A session
-    /// that paused itself when idle is resumed first; one paused on request is refused with
-    /// [`SessionError::Paused`].
+    /// Opens a connection to the agent of a RUNNING session the caller may see (see
+    /// [`Sessions::reachable`]).
     pub(crate) async fn connect(
         &self,
         caller: &Caller,
         id: Uuid,
     ) -> Result<AgentConnection, SessionError> {
+        self.reachable(caller, id).await?;
+        self.runtime
+            .connect(id)
+            .await
+            .map_err(|source| SessionError::Unavailable { id, source })
+    }
+
+    /// The kept connections to this server's agents.
+    pub(crate) fn agent_pool(&self) -> Arc<crate::proxy::pool::AgentPool> {
+        Arc::clone(&self.pool)
+    }
+
+    /// Checks that the caller may reach the agent of session `id`: the session is visible to
+    /// it and RUNNING. A session that paused itself when idle is resumed first; one paused on
+    /// request is refused with [`SessionError::Paused`].
+    pub(crate) async fn reachable(&self, caller: &Caller, id: Uuid) -> Result<(), SessionError> {
         let mut row = self.visible(caller, id).await?;
         // Only sessions the caller may see are tracked. An auto-pause that slips in between the
         // read above and the connection is undone by the proxy's watchdog, which resumes a
@@ -302,9 +320,6 @@ impl Sessions {
                 row.status.as_str()
             )));
         }
-        self.runtime
-            .connect(id)
-            .await
-            .map_err(|source| SessionError::Unavailable { id, source })
+        Ok(())
     }
 }

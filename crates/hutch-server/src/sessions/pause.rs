@@ -125,6 +125,8 @@ impl Sessions {
         let Some(paused) = self.store.set_paused(id, now_ms(), cause).await? else {
             return Err(self.gone_meanwhile(id).await);
         };
+        // A frozen agent answers nothing: its kept connections go.
+        self.pool.forget(id);
         let frozen = async {
             self.tell_agent(id, "/pause").await?;
             if let Err(err) = self.runtime.set_frozen(&record, true).await {
