@@ -144,7 +144,7 @@ pub(crate) async fn run(args: &BenchArgs, store: &str) -> anyhow::Result<()> {
     println!(
         "PostgreSQL with 2 replicas - SQLite at p50: {}{}",
         if c < a { "-" } else { "" },
-        ms(if c < a { a - c } else { c - a })
+        ms(a.abs_diff(c))
     );
     if args.quick {
         println!("quick mode: too few iterations to compare with the target (≤ 2 ms)");
