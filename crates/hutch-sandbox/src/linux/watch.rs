@@ -75,12 +75,10 @@ impl LinuxRuntime {
         lock(&self.inner.live).insert(id, live.clone());
         Ok(live)
     }
-}
 
-impl LinuxRuntime {
     /// Stops what this process runs for sandbox `sandbox_id` outside it (its resolver, its
     /// package index proxy); its slots stay held until its teardown.
-    pub(super) fn stop_local(&self, sandbox_id: uuid::Uuid) {
+    pub(super) fn stop_local(&self, sandbox_id: Uuid) {
         if let Some(network) = &self.inner.network {
             network.stop_local(sandbox_id);
         }
