@@ -12,6 +12,8 @@ use crate::BenchError;
 pub struct ServerProcess {
     child: Child,
     data_dir: PathBuf,
+    /// Whether dropping the server removes its data directory (not one it shares).
+    owns_data_dir: bool,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     /// A token valid for the benchmark's tenant.
@@ -50,6 +52,19 @@ impl ServerProcess {
         };
         let data_dir = std::env::temp_dir().join(name);
         let _ = std::fs::remove_dir_all(&data_dir);
+        let mut server = ServerProcess::start_in(binary, warm_pool, data_dir, extra)?;
+        server.owns_data_dir = true;
+        Ok(server)
+    }
+
+    /// As [`ServerProcess::start_with`], on the data directory `data_dir` (a replica beside
+    /// another server on the same one; left in place when the server is dropped).
+    pub fn start_in(
+        binary: &Path,
+        warm_pool: usize,
+        data_dir: PathBuf,
+        extra: &[&str],
+    ) -> Result<ServerProcess, BenchError> {
         let mut child = Command::new(binary)
             .args(["serve", "--listen", "127.0.0.1:0", "--on-exit", "destroy"])
             .arg("--data-dir")
@@ -87,6 +102,7 @@ impl ServerProcess {
         Ok(ServerProcess {
             child,
             data_dir,
+            owns_data_dir: false,
             url: url.unwrap_or_default(),
             token: token.unwrap_or_default(),
         })
@@ -106,6 +122,8 @@ impl Drop for ServerProcess {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if self.owns_data_dir {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 }

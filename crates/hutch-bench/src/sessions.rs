@@ -76,6 +76,15 @@ pub async fn cycle(
     client: &HutchClient,
     create: &CreateSessionRequest,
 ) -> Result<Cycle, BenchError> {
+    cycle_across([client, client, client], create).await
+}
+
+/// [`cycle`] with each request sent through its own client (replicas of one service): the
+/// create through the first, the command through the second, the delete through the third.
+pub async fn cycle_across(
+    [client, runner, deleter]: [&HutchClient; 3],
+    create: &CreateSessionRequest,
+) -> Result<Cycle, BenchError> {
     let command = CommandRequest {
         argv: Some(vec!["true".into()]),
         ..CommandRequest::default()
@@ -89,7 +98,7 @@ pub async fn cycle(
             source,
         })?;
     let created = Instant::now();
-    let result = client
+    let result = runner
         .run_command(session.session_id, &command)
         .await
         .map_err(|source| BenchError::Api {
@@ -97,7 +106,7 @@ pub async fn cycle(
             source,
         })?;
     let ran = Instant::now();
-    client
+    deleter
         .delete_session(session.session_id)
         .await
         .map_err(|source| BenchError::Api {

@@ -248,9 +248,19 @@ pub trait Runtime: Send + Sync + 'static {
     /// `Ok(false)` when it is dead or unreachable (the caller should destroy it).
     async fn adopt(&self, record: &SandboxRecord) -> Result<bool, SandboxError>;
 
-    /// Removes leftovers (cgroups, directories) of sandboxes whose ids are not in `known`,
-    /// killing any process still in them. Returns the ids it cleaned.
+    /// Removes leftovers (cgroups, directories) of sandboxes that belong to no session in
+    /// `known` (the sessions whose sandboxes stay: those just adopted, and those another
+    /// replica owns), killing any process still in them. Returns the ids it cleaned.
     async fn sweep(&self, known: &HashSet<Uuid>) -> Result<Vec<Uuid>, SandboxError>;
+
+    /// Whether this process can serve and destroy the sandbox of `record` though another
+    /// server process (a replica) runs it: true when both reach the same sandboxes (the linux
+    /// runtime on one data directory). Otherwise only the process that runs a sandbox may
+    /// destroy it.
+    fn reaches(&self, record: &SandboxRecord) -> bool {
+        let _ = record;
+        false
+    }
 
     /// Opens a new connection to the agent of session `id`'s sandbox, which speaks HTTP/1.1
     /// on it.

@@ -610,7 +610,7 @@ impl Server {
 }
 
 /// Runs the TTL reaper every `interval` (the first time one interval after start), and the
-/// auto-pause pass every second.
+/// auto-pause pass and the take-over of dead replicas' sessions every second.
 async fn reap_forever(sessions: Arc<Sessions>, interval: Duration) {
     // The first pass comes one interval after start: recovery has just dealt with what expired
     // while the server was down.
@@ -622,10 +622,18 @@ async fn reap_forever(sessions: Arc<Sessions>, interval: Duration) {
         if let Err(err) = sessions.reap().await {
             tracing::error!(error = %error::chain(&err), "reaper pass failed");
         }
-        // Idleness is counted in seconds: one auto-pause pass a second is enough.
+        // Idleness is counted in seconds: one auto-pause pass a second is enough. Replicas
+        // die on a lease of seconds too: their sessions are looked for as often.
         if last_auto_pause.elapsed() >= AUTO_PAUSE_INTERVAL {
             last_auto_pause = std::time::Instant::now();
             sessions.auto_pause().await;
+            match sessions.adopt_orphans().await {
+                Ok(0) => {}
+                Ok(adopted) => tracing::info!(adopted, "adopted sessions of dead replicas"),
+                Err(err) => {
+                    tracing::error!(error = %error::chain(&err), "adopting sessions of dead replicas failed")
+                }
+            }
         }
     }
 }

@@ -555,6 +555,10 @@ impl Runtime for MeteredRuntime {
         self.inner.sweep(known).await
     }
 
+    fn reaches(&self, record: &SandboxRecord) -> bool {
+        self.inner.reaches(record)
+    }
+
     async fn connect(&self, id: Uuid) -> Result<AgentConnection, SandboxError> {
         self.inner.connect(id).await
     }

@@ -938,6 +938,25 @@ impl Store {
         id: Uuid,
         expired_by: Option<i64>,
     ) -> Result<Option<StoredSession>, StoreError> {
+        self.mark_deleting_of(id, expired_by, false).await
+    }
+
+    /// [`Store::mark_deleting`] whoever owns the row, a live replica included: for a replica
+    /// whose runtime reaches that replica's sandboxes (one data directory), which then
+    /// destroys the sandbox itself. The row becomes this replica's.
+    pub(crate) async fn mark_deleting_any_owner(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        self.mark_deleting_of(id, None, true).await
+    }
+
+    async fn mark_deleting_of(
+        &self,
+        id: Uuid,
+        expired_by: Option<i64>,
+        any_owner: bool,
+    ) -> Result<Option<StoredSession>, StoreError> {
         let now = now_ms();
         let cutoff = self.death_cutoff(now);
         on_pool!(self, |pool| {
@@ -945,9 +964,9 @@ impl Store {
                 "UPDATE sessions SET status = 'DELETING', claimed_until = $1, ",
                 "owner = COALESCE($2, owner) WHERE id = $3 ",
                 "AND ((status IN ('RUNNING', 'PAUSED') AND ($4 IS NULL OR expires_at <= $5)) ",
-                "OR (status = 'DELETING' AND COALESCE(claimed_until, 0) <= $6)) AND ",
+                "OR (status = 'DELETING' AND COALESCE(claimed_until, 0) <= $6)) AND ($9 OR ",
                 mine_or_orphaned!("$7", "$8"),
-                " RETURNING ",
+                ") RETURNING ",
                 columns!()
             ))
             .bind(now.saturating_add(DESTROY_CLAIM_MS))
@@ -958,6 +977,7 @@ impl Store {
             .bind(now)
             .bind(self.replica())
             .bind(cutoff)
+            .bind(any_owner)
             .fetch_optional(pool)
             .await
             .map_err(query("mark session deleting"))?;
@@ -1000,6 +1020,32 @@ impl Store {
             .fetch_all(pool)
             .await
             .map_err(query("find expired sessions"))?;
+            rows.iter().map(decode).collect()
+        })
+    }
+
+    /// The rows, being created or live, whose owner is another replica that is dead at `now`
+    /// (see [`Store::death_cutoff`]): the sessions this replica may take over. Empty without
+    /// a replica identity.
+    pub(crate) async fn orphans(&self, now_ms: i64) -> Result<Vec<StoredSession>, StoreError> {
+        let Some(me) = self.replica() else {
+            return Ok(Vec::new());
+        };
+        let cutoff = self.death_cutoff(now_ms);
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM sessions WHERE status IN ('CREATING', 'RUNNING', 'PAUSED') ",
+                "AND owner IS NOT NULL AND owner <> $1 AND ",
+                "owner NOT IN (SELECT id FROM replicas WHERE heartbeat_at > $2) ",
+                "ORDER BY created_at, id LIMIT 1000"
+            ))
+            .bind(me)
+            .bind(cutoff)
+            .fetch_all(pool)
+            .await
+            .map_err(query("find sessions of dead replicas"))?;
             rows.iter().map(decode).collect()
         })
     }

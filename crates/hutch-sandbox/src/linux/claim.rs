@@ -8,6 +8,7 @@ use std::os::fd::AsRawFd;
 use uuid::Uuid;
 
 use super::build::{Embryo, read_status_line};
+use super::keepers::LocalHold;
 use super::{LinuxRuntime, lock, sys_err};
 use crate::init::Claim;
 use crate::sys;
@@ -62,14 +63,15 @@ impl LinuxRuntime {
             call: "create task".into(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        let (spawned, record) = claimed?;
+        let (spawned, record, hold) = claimed?;
         // Every server on this data directory reaches the session's agent through this link.
         if let Err(e) = self.link_session(record.id, record.sandbox_id) {
             let _ = sys::pidfd_send_signal(spawned.pidfd.as_raw_fd(), libc::SIGKILL);
+            drop(hold);
             self.destroy_sandbox(&record).await?;
             return Err(e);
         }
-        self.watch(&record, spawned.pid, spawned.pidfd)?;
+        self.watch(&record, spawned.pid, spawned.pidfd, hold)?;
         Ok(record)
     }
 
@@ -78,21 +80,25 @@ impl LinuxRuntime {
         &self,
         embryo: Embryo,
         spec: &SandboxSpec,
-    ) -> Result<(sys::Spawned, SandboxRecord), SandboxError> {
+    ) -> Result<(sys::Spawned, SandboxRecord, LocalHold), SandboxError> {
         let inner = &self.inner;
         let id = spec.id;
         let result = (|| {
+            // Held by this process's parts of the sandbox (its watcher, its resolver).
+            let hold = inner.keeper.hold(embryo.id)?;
             inner
                 .cgroups
                 .set_limits(&inner.cgroups.existing(embryo.id), &spec.resources)?;
             let dir = self.sandbox_dir(embryo.id);
             let nameserver = match (&inner.network, &spec.network, embryo.wired) {
-                (Some(network), Some(policy), Some(slot)) if wants_network(spec) => {
-                    Some(network.activate(embryo.id, slot, &dir, policy)?.gateway)
-                }
+                (Some(network), Some(policy), Some(slot)) if wants_network(spec) => Some(
+                    network
+                        .activate(embryo.id, slot, &dir, policy, &hold)?
+                        .gateway,
+                ),
                 (Some(network), Some(policy), None) if wants_network(spec) => Some(
                     network
-                        .attach(embryo.id, embryo.spawned.pid, &dir, policy)?
+                        .attach(embryo.id, embryo.spawned.pid, &dir, policy, &hold)?
                         .gateway,
                 ),
                 _ => None,
@@ -133,10 +139,13 @@ impl LinuxRuntime {
                     reason: line.trim_start_matches("error: ").to_owned(),
                 }),
                 Err(reason) => Err(SandboxError::Start { id, reason }),
-            }
+            }?;
+            Ok(hold)
         })();
-        match result.and_then(|()| super::record(id, embryo.id, embryo.spawned.pid)) {
-            Ok(record) => Ok((embryo.spawned, record)),
+        let recorded =
+            result.and_then(|hold| Ok((super::record(id, embryo.id, embryo.spawned.pid)?, hold)));
+        match recorded {
+            Ok((record, hold)) => Ok((embryo.spawned, record, hold)),
             Err(e) => {
                 let _ = sys::pidfd_send_signal(embryo.spawned.pidfd.as_raw_fd(), libc::SIGKILL);
                 let _ = self.teardown(embryo.id);

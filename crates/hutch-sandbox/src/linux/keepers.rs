@@ -7,16 +7,34 @@
 //! its own. The start-up sweep of another runtime leaves alone every sandbox whose keeper's
 //! lock is held by a live process (its warm pool, the sandboxes it is building, its sessions),
 //! and sweeps those of dead processes as before.
+//!
+//! The process that runs parts of a claimed sandbox outside it (the watcher of its agent, its
+//! resolver bound to the gateway address) holds the lock of `<data>/keepers/<sandbox>.lock`
+//! while they run ([`LocalHold`]). Any process may destroy the sandbox: it kills the sandbox's
+//! processes, then waits (bounded) for that lock before it frees the sandbox's slots, so that
+//! no address or id range goes to another sandbox while a resolver still holds it.
 
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
 use super::io;
 use crate::SandboxError;
+
+/// How often [`Keeper::wait_released`] tries the lock again.
+const RELEASE_POLL: Duration = Duration::from_millis(5);
+
+/// The lock of `keepers/<sandbox>.lock`, held by the process that runs parts of a sandbox
+/// outside it, shared by each of those parts: released when the last one stops.
+#[derive(Clone)]
+pub(crate) struct LocalHold {
+    _lock: Arc<File>,
+}
 
 /// This runtime's name and the lock that says it is alive.
 pub(crate) struct Keeper {
@@ -69,9 +87,59 @@ impl Keeper {
         Ok(())
     }
 
-    /// Forgets sandbox `sandbox`'s keeper (once it is torn down).
+    /// Forgets sandbox `sandbox`'s keeper and its local lock (once it is torn down).
     pub(crate) fn forget(&self, sandbox: Uuid) {
         let _ = fs::remove_file(self.keepers.join(sandbox.to_string()));
+        let _ = fs::remove_file(self.hold_path(sandbox));
+    }
+
+    fn hold_path(&self, sandbox: Uuid) -> PathBuf {
+        self.keepers.join(format!("{sandbox}.lock"))
+    }
+
+    /// Takes the local lock of sandbox `sandbox`, for this process to run parts of it (its
+    /// agent's watcher, its resolver). Fails if another process holds it: that one still
+    /// runs them.
+    pub(crate) fn hold(&self, sandbox: Uuid) -> Result<LocalHold, SandboxError> {
+        let path = self.hold_path(sandbox);
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io("create", &path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(LocalHold {
+                _lock: Arc::new(file),
+            }),
+            Err(fs::TryLockError::WouldBlock) => Err(SandboxError::Sys {
+                call: format!("lock {}", path.display()),
+                source: std::io::Error::other(
+                    "another server process still runs parts of this sandbox",
+                ),
+            }),
+            Err(fs::TryLockError::Error(e)) => Err(io("lock", &path)(e)),
+        }
+    }
+
+    /// Waits up to `timeout` until no process holds sandbox `sandbox`'s local lock (blocking).
+    /// Returns whether it is free: every part of the sandbox outside it has stopped.
+    pub(crate) fn wait_released(&self, sandbox: Uuid, timeout: Duration) -> bool {
+        let path = self.hold_path(sandbox);
+        let Ok(file) = File::open(&path) else {
+            return true;
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return true,
+                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(RELEASE_POLL);
+                }
+                Err(_) => return false,
+            }
+        }
     }
 
     /// The runtime recorded as keeping sandbox `sandbox`.
@@ -131,6 +199,14 @@ impl Keeper {
                         .keeper_of(&name)
                         .is_some_and(|keeper| keeper == self.id || self.is_alive(keeper));
                     if !kept && !sandboxes.join(&*name).exists() {
+                        let _ = fs::remove_file(entry.path());
+                    }
+                }
+                // A local lock nobody holds, of a sandbox that is gone.
+                Err(_) if name.ends_with(".lock") => {
+                    let sandbox = name.trim_end_matches(".lock");
+                    let free = File::open(entry.path()).is_ok_and(|file| file.try_lock().is_ok());
+                    if free && !sandboxes.join(sandbox).exists() {
                         let _ = fs::remove_file(entry.path());
                     }
                 }
@@ -201,6 +277,57 @@ mod tests {
                 .join("keepers")
                 .join(adopted.to_string())
                 .exists()
+        );
+    }
+
+    #[test]
+    fn a_local_lock_is_free_only_once_every_part_let_go() {
+        let data = tempfile::tempdir().unwrap();
+        let sandboxes = data.path().join("sandboxes");
+        fs::create_dir(&sandboxes).unwrap();
+        let (a, b) = (
+            Keeper::start(data.path()).unwrap(),
+            Keeper::start(data.path()).unwrap(),
+        );
+        let sandbox = Uuid::new_v4();
+        assert!(b.wait_released(sandbox, Duration::ZERO), "never held");
+        let watcher = a.hold(sandbox).unwrap();
+        let resolver = watcher.clone();
+        assert!(b.hold(sandbox).is_err(), "a runs it");
+        assert!(!b.wait_released(sandbox, Duration::from_millis(20)));
+        drop(watcher);
+        assert!(
+            !b.wait_released(sandbox, Duration::ZERO),
+            "the resolver runs"
+        );
+        let released = std::thread::spawn(move || {
+            let b = b;
+            let free = b.wait_released(sandbox, Duration::from_secs(30));
+            (b, free)
+        });
+        drop(resolver);
+        let (b, free) = released.join().unwrap();
+        assert!(free);
+        // Adopted after a's parts stopped: b holds it now.
+        let held = b.hold(sandbox).unwrap();
+        assert!(!a.wait_released(sandbox, Duration::ZERO));
+        b.reconcile(&sandboxes);
+        assert!(
+            data.path()
+                .join("keepers")
+                .join(format!("{sandbox}.lock"))
+                .exists(),
+            "held: kept"
+        );
+        drop(held);
+        b.reconcile(&sandboxes);
+        assert!(
+            !data
+                .path()
+                .join("keepers")
+                .join(format!("{sandbox}.lock"))
+                .exists(),
+            "free and its sandbox gone: removed"
         );
     }
 }

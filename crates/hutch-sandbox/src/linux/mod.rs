@@ -467,6 +467,11 @@ impl Runtime for LinuxRuntime {
         self.sweep_unknown(known).await
     }
 
+    fn reaches(&self, record: &SandboxRecord) -> bool {
+        // Its directory is on this data directory: a process sharing it made the sandbox.
+        self.sandbox_dir(record.sandbox_id).exists()
+    }
+
     async fn set_network(
         &self,
         record: &SandboxRecord,

@@ -32,16 +32,22 @@ impl LinuxRuntime {
         {
             return Ok(false);
         }
+        // Fails while the process that watched it still runs parts of it (it is alive).
+        let hold = self.inner.keeper.hold(record.sandbox_id)?;
         if let Some(network) = &self.inner.network
             && network.was_attached(&self.sandbox_dir(record.sandbox_id))
-            && !network.adopt(record.sandbox_id, &self.sandbox_dir(record.sandbox_id))?
+            && !network.adopt(
+                record.sandbox_id,
+                &self.sandbox_dir(record.sandbox_id),
+                &hold,
+            )?
         {
             return Ok(false);
         }
         // This runtime keeps it from now on (its builder may be dead).
         self.inner.keeper.keep(record.sandbox_id)?;
         self.link_session(record.id, record.sandbox_id)?;
-        self.watch(record, pid, pidfd)?;
+        self.watch(record, pid, pidfd, hold)?;
         if let Some(proxies) = &self.inner.index_proxies
             && let Err(e) = proxies.start(record.sandbox_id, pid)
         {
@@ -78,6 +84,13 @@ impl LinuxRuntime {
             live.iter()
                 .filter(|(_, session)| known.contains(session))
                 .map(|(sandbox, _)| *sandbox),
+        );
+        // Known sessions another process on this data directory linked (another replica's,
+        // whose process may be dead while its sessions wait to be taken over).
+        keep.extend(
+            known
+                .iter()
+                .filter_map(|session| self.linked_sandbox(*session)),
         );
         let others: Vec<Uuid> = found
             .iter()

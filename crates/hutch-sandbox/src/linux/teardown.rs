@@ -11,6 +11,11 @@ use super::{LinuxRuntime, bare_record, io, lock, quota};
 use crate::sys;
 use crate::{Runtime, SandboxError, SandboxRecord};
 
+/// How long a teardown waits for the server process that watched the sandbox to stop its parts
+/// of it (its watcher sees the agent die, and stops its resolver, whose in-flight questions
+/// may wait up to 3 s for their upstream).
+const LOCAL_PARTS_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl LinuxRuntime {
     /// On orderly shutdown: destroys the pooled sandboxes and, when `destroy_sessions`, every
     /// live one too (otherwise they keep running for the next start to adopt). Removes this
@@ -69,12 +74,20 @@ impl LinuxRuntime {
             }
             _ => {}
         }
+        // Its processes are dead: this process's parts of it stop, and those another process
+        // runs (when that one watched it) must stop before its address and range are freed.
+        self.stop_local(id);
+        if !self.inner.keeper.wait_released(id, LOCAL_PARTS_TIMEOUT) {
+            return Err(SandboxError::Sys {
+                call: "teardown".into(),
+                source: std::io::Error::other(format!(
+                    "another server process still runs parts of sandbox {id} after {LOCAL_PARTS_TIMEOUT:?}; its slots stay held"
+                )),
+            });
+        }
         let dir = self.sandbox_dir(id);
         if let Some(network) = &self.inner.network {
             network.detach(id, &dir);
-        }
-        if let Some(proxies) = &self.inner.index_proxies {
-            proxies.stop(id);
         }
         quota::release(&dir);
         // The first id of its range, for a sandbox another process made.

@@ -1,5 +1,10 @@
-//! Watching a claimed sandbox's agent: reaping it when it exits, and reporting a death that no
-//! `destroy` caused.
+//! Watching a claimed sandbox's agent: reaping it when it exits, stopping this process's parts
+//! of the sandbox (its resolver, its package index proxy) and releasing its local lock, and
+//! reporting a death that no `destroy` of this process caused.
+//!
+//! Another server process on the data directory may destroy the sandbox: its processes are
+//! killed, this watcher sees the agent exit and stops what this process runs for it, and the
+//! destroying process, waiting for the local lock, then frees its slots.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -8,6 +13,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::keepers::LocalHold;
 use super::{LinuxRuntime, lock, sys_err};
 use crate::sys;
 use crate::{SandboxError, SandboxRecord};
@@ -23,13 +29,15 @@ pub(super) struct Live {
 }
 
 impl LinuxRuntime {
-    /// Watches the sandbox's agent, host pid `pid`, until it exits: reaps it and reports it as
-    /// died unless being destroyed.
+    /// Watches the sandbox's agent, host pid `pid`, until it exits: reaps it, stops this
+    /// process's parts of the sandbox, releases `hold` and reports it as died unless being
+    /// destroyed by this process.
     pub(super) fn watch(
         &self,
         record: &SandboxRecord,
         pid: i32,
         pidfd: OwnedFd,
+        hold: LocalHold,
     ) -> Result<Arc<Live>, SandboxError> {
         let id = record.id;
         let pidfd = Arc::new(pidfd);
@@ -50,6 +58,14 @@ impl LinuxRuntime {
         tokio::spawn(async move {
             let _ = async_fd.readable().await;
             sys::reap(pid);
+            runtime.stop_local(watched.sandbox_id);
+            {
+                let mut live = lock(&runtime.inner.live);
+                if live.get(&id).is_some_and(|l| Arc::ptr_eq(l, &watched)) {
+                    live.remove(&id);
+                }
+            }
+            drop(hold);
             let _ = tx.send(true);
             if !watched.destroying.load(std::sync::atomic::Ordering::SeqCst) {
                 tracing::warn!(session = %id, pid, "sandbox agent exited on its own");
@@ -58,6 +74,17 @@ impl LinuxRuntime {
         });
         lock(&self.inner.live).insert(id, live.clone());
         Ok(live)
+    }
+
+    /// Stops what this process runs for sandbox `sandbox_id` outside it (its resolver, its
+    /// package index proxy); its slots stay held until its teardown.
+    pub(super) fn stop_local(&self, sandbox_id: Uuid) {
+        if let Some(network) = &self.inner.network {
+            network.stop_local(sandbox_id);
+        }
+        if let Some(proxies) = &self.inner.index_proxies {
+            proxies.stop(sandbox_id);
+        }
     }
 }
 

@@ -63,7 +63,16 @@ impl Sessions {
                 }
             }
         }
-        let Some(row) = self.store.mark_deleting(id, None).await? else {
+        let marked = match self.store.mark_deleting(id, None).await? {
+            Some(marked) => Some(marked),
+            // Another live replica's: this one destroys it if its runtime reaches the sandbox
+            // (the owner's parts of it stop as its processes die: see the linux runtime).
+            None if row.record.as_ref().is_some_and(|r| self.runtime.reaches(r)) => {
+                self.store.mark_deleting_any_owner(id).await?
+            }
+            None => None,
+        };
+        let Some(row) = marked else {
             return Err(self.not_deletable(id).await);
         };
         self.destroy(&claim, &row).await?;

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use hutch_api::SessionStatus;
 use uuid::Uuid;
 
 use super::Sessions;
@@ -20,10 +21,14 @@ impl Sessions {
                 tokio::time::sleep(DIED_RETRY).await;
                 continue;
             };
-            // Not RUNNING, PAUSED or DELETING: already deleted, or its create failed.
+            // Not RUNNING, PAUSED or DELETING: already deleted, or its create failed; or
+            // another replica is destroying it (its delete killed the sandbox).
             let row = match self.store.mark_deleting(id, None).await {
                 Ok(Some(row)) => row,
-                Ok(None) => return,
+                Ok(None) => {
+                    self.forget_if_ended(id).await;
+                    return;
+                }
                 Err(err) => {
                     tracing::error!(session = %id, error = %crate::error::chain(&err), "handling a died sandbox");
                     return;
@@ -40,5 +45,21 @@ impl Sessions {
             return;
         }
         tracing::error!(session = %id, "sandbox died but its session stayed busy; left to expire");
+    }
+
+    /// Drops what this server keeps in memory for session `id` (its image lease, its turns,
+    /// its activity) once its row is gone or another replica is destroying it.
+    async fn forget_if_ended(&self, id: Uuid) {
+        match self.store.get(id).await {
+            Ok(Some(row)) if row.status != SessionStatus::Deleting => {}
+            Ok(_) => {
+                self.leases.release(id);
+                self.turns.forget(id);
+                self.activity.forget(id);
+            }
+            Err(err) => {
+                tracing::warn!(session = %id, error = %crate::error::chain(&err), "reading a died sandbox's session");
+            }
+        }
     }
 }

@@ -7,7 +7,7 @@ use hutch_sandbox::SandboxError;
 
 use super::Sessions;
 use super::delete::DESTROY_RETRY_MS;
-use crate::store::{StoreError, now_ms};
+use crate::store::{StoreError, StoredSession, now_ms};
 
 /// What crash recovery did at start-up.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -33,61 +33,19 @@ impl Sessions {
             // left to it; its sandbox is not this server's to adopt or destroy.
             if !self.store.take_over(id).await? {
                 tracing::debug!(session = %id, "owned by another live replica; left to it");
+                // Its sandbox too, though the process that ran it may be dead: its owner may
+                // yet come back, or a live replica take it over once its lease lapses.
+                known.insert(id);
                 continue;
             }
-            let fate = match (row.status, &row.record) {
-                (SessionStatus::Creating | SessionStatus::Deleting, _) => Fate::Interrupted,
-                _ if row.expires_at_ms <= now => Fate::Expired,
-                (_, None) => Fate::Lost,
-                (_, Some(record)) => match self.runtime.adopt(record).await {
-                    Ok(true) => {
-                        tracing::debug!(session = %id, "sandbox re-adopted");
-                        // This server's grace applies from now on.
-                        if let Err(err) = self.set_deadline(id, row.expires_at_ms).await {
-                            tracing::warn!(session = %id, error = %crate::error::chain(&err), "setting an adopted sandbox's deadline");
-                        }
-                        // A paused session stays paused, whatever a crash interrupted.
-                        if row.status == SessionStatus::Paused
-                            && let Err(err) = self.refreeze(&row).await
-                        {
-                            tracing::warn!(session = %id, error = %crate::error::chain(&err), "freezing an adopted paused sandbox");
-                        }
-                        self.retake_image(&row).await;
-                        known.insert(id);
-                        summary.adopted += 1;
-                        continue;
-                    }
-                    Ok(false) => Fate::Lost,
-                    Err(err) => {
-                        tracing::warn!(session = %id, error = %crate::error::chain(&err), "adopting a sandbox failed");
-                        Fate::Lost
-                    }
-                },
-            };
-            match fate {
-                Fate::Lost => {
-                    tracing::warn!(session = %id, "session {id} lost in restart, destroyed")
+            match self.settle(row, now, true).await? {
+                Settled::Adopted => {
+                    known.insert(id);
+                    summary.adopted += 1;
                 }
-                Fate::Interrupted => {
-                    tracing::info!(session = %id, status = row.status.as_str(), "session interrupted by the restart, destroyed")
-                }
-                Fate::Expired => {
-                    tracing::info!(session = %id, "session expired while the server was down, destroyed")
-                }
+                Settled::Destroyed => summary.destroyed += 1,
+                Settled::Left => {}
             }
-            if let Some(record) = &row.record
-                && let Err(err) = self.runtime.destroy(record).await
-                && !matches!(err, SandboxError::Gone(_))
-            {
-                tracing::error!(session = %id, error = %crate::error::chain(&err), "destroying a sandbox during recovery failed; the reaper will retry");
-                self.store.mark_deleting(id, None).await?;
-                self.store
-                    .retry_at(id, now.saturating_add(DESTROY_RETRY_MS))
-                    .await?;
-                continue;
-            }
-            self.store.delete(id).await?;
-            summary.destroyed += 1;
         }
         match self.runtime.sweep(&known).await {
             Ok(swept) => {
@@ -111,6 +69,108 @@ impl Sessions {
         );
         Ok(summary)
     }
+
+    /// Takes over, one at a time, the sessions of replicas that died while this one runs
+    /// (their lease expired): live sandboxes are adopted (watched, their resolvers served by
+    /// this process), dead ones destroyed, and interrupted creates cleaned. A sandbox this
+    /// runtime cannot adopt because another process still runs parts of it (a replica alive
+    /// but cut off from the store) is left as it is. Returns how many were adopted.
+    pub(crate) async fn adopt_orphans(&self) -> Result<usize, StoreError> {
+        let now = now_ms();
+        let mut adopted = 0;
+        for row in self.store.orphans(now).await? {
+            let id = row.id;
+            let Some(_claim) = self.claims.try_claim(id) else {
+                continue;
+            };
+            if !self.store.take_over(id).await? {
+                continue;
+            }
+            tracing::info!(session = %id, "taking over a session of a dead replica");
+            if self.settle(row, now, false).await? == Settled::Adopted {
+                adopted += 1;
+            }
+        }
+        Ok(adopted)
+    }
+
+    /// Adopts the sandbox of a row this server just took over, or destroys it (and deletes
+    /// the row) when it was interrupted, expired or lost. With `destroy_unadoptable`, a
+    /// sandbox whose adoption fails counts as lost; without, it is left.
+    async fn settle(
+        &self,
+        row: StoredSession,
+        now: i64,
+        destroy_unadoptable: bool,
+    ) -> Result<Settled, StoreError> {
+        let id = row.id;
+        let fate = match (row.status, &row.record) {
+            (SessionStatus::Creating | SessionStatus::Deleting, _) => Fate::Interrupted,
+            _ if row.expires_at_ms <= now => Fate::Expired,
+            (_, None) => Fate::Lost,
+            (_, Some(record)) => match self.runtime.adopt(record).await {
+                Ok(true) => {
+                    tracing::debug!(session = %id, "sandbox re-adopted");
+                    // This server's grace applies from now on.
+                    if let Err(err) = self.set_deadline(id, row.expires_at_ms).await {
+                        tracing::warn!(session = %id, error = %crate::error::chain(&err), "setting an adopted sandbox's deadline");
+                    }
+                    // A paused session stays paused, whatever a crash interrupted.
+                    if row.status == SessionStatus::Paused
+                        && let Err(err) = self.refreeze(&row).await
+                    {
+                        tracing::warn!(session = %id, error = %crate::error::chain(&err), "freezing an adopted paused sandbox");
+                    }
+                    self.retake_image(&row).await;
+                    return Ok(Settled::Adopted);
+                }
+                Ok(false) => Fate::Lost,
+                Err(err) if !destroy_unadoptable => {
+                    tracing::warn!(session = %id, error = %crate::error::chain(&err), "adopting a sandbox failed; left as it is");
+                    return Ok(Settled::Left);
+                }
+                Err(err) => {
+                    tracing::warn!(session = %id, error = %crate::error::chain(&err), "adopting a sandbox failed");
+                    Fate::Lost
+                }
+            },
+        };
+        match fate {
+            Fate::Lost => {
+                tracing::warn!(session = %id, "session {id} lost in restart, destroyed")
+            }
+            Fate::Interrupted => {
+                tracing::info!(session = %id, status = row.status.as_str(), "session interrupted by the restart, destroyed")
+            }
+            Fate::Expired => {
+                tracing::info!(session = %id, "session expired while the server was down, destroyed")
+            }
+        }
+        if let Some(record) = &row.record
+            && let Err(err) = self.runtime.destroy(record).await
+            && !matches!(err, SandboxError::Gone(_))
+        {
+            tracing::error!(session = %id, error = %crate::error::chain(&err), "destroying a sandbox during recovery failed; the reaper will retry");
+            self.store.mark_deleting(id, None).await?;
+            self.store
+                .retry_at(id, now.saturating_add(DESTROY_RETRY_MS))
+                .await?;
+            return Ok(Settled::Left);
+        }
+        self.store.delete(id).await?;
+        Ok(Settled::Destroyed)
+    }
+}
+
+/// What [`Sessions::settle`] did with a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// Its sandbox is watched by this server now.
+    Adopted,
+    /// Its sandbox was destroyed and its row deleted.
+    Destroyed,
+    /// Left as it is (its destroy is retried by the reaper, or another process runs it).
+    Left,
 }
 
 /// Why recovery destroys a session.

@@ -198,6 +198,8 @@ mod tests {
         racing_marks_delete_once,
         a_live_replica_keeps_its_sessions,
         after_an_outage_only_deregistered_owners_count_as_dead,
+        a_live_replicas_session_is_marked_by_another_only_when_asked,
+        a_dead_replicas_sessions_are_orphans,
     );
 
     /// Two replicas (two pools) on one store, each with a first heartbeat; the second is
@@ -327,6 +329,39 @@ mod tests {
         a.leave().await.unwrap();
         assert_eq!(b.due(now_ms()).await.unwrap().len(), 1);
         assert!(b.take_over(id).await.unwrap());
+        b.close().await;
+    }
+
+    /// A replica whose runtime reaches another's sandboxes marks a live replica's session
+    /// DELETING (and owns it then) only through `mark_deleting_any_owner`; a claimed destroy
+    /// stays the claimer's.
+    async fn a_live_replicas_session_is_marked_by_another_only_when_asked(store: Store) {
+        let (a, b) = two_replicas(store, true).await;
+        let id = running_expired(&a).await;
+        assert!(b.mark_deleting(id, None).await.unwrap().is_none());
+        let marked = b.mark_deleting_any_owner(id).await.unwrap().unwrap();
+        assert_eq!(marked.status, SessionStatus::Deleting);
+        assert_eq!(b.owner_of(id).await.unwrap().as_deref(), Some("b"));
+        assert!(
+            a.mark_deleting_any_owner(id).await.unwrap().is_none(),
+            "claimed"
+        );
+        assert!(a.mark_deleting(id, None).await.unwrap().is_none());
+        b.close().await;
+    }
+
+    /// The sessions of a dead replica are orphans to the others (not to itself, nor while it
+    /// lives), until one takes them over.
+    async fn a_dead_replicas_sessions_are_orphans(store: Store) {
+        let (a, b) = two_replicas(store, true).await;
+        let id = running_expired(&a).await;
+        assert!(b.orphans(now_ms()).await.unwrap().is_empty(), "a lives");
+        assert!(a.orphans(now_ms()).await.unwrap().is_empty(), "a's own");
+        kill(&b, "a").await;
+        let orphans = b.orphans(now_ms()).await.unwrap();
+        assert_eq!(orphans.iter().map(|r| r.id).collect::<Vec<_>>(), [id]);
+        assert!(b.take_over(id).await.unwrap());
+        assert!(b.orphans(now_ms()).await.unwrap().is_empty(), "b's now");
         b.close().await;
     }
 }

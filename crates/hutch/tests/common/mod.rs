@@ -219,6 +219,22 @@ impl TestServer {
         server
     }
 
+    /// Starts a server in the network namespace `netns` (see [`TestServer::start_in_netns`])
+    /// with its data directory at `data` (which the test made and removes).
+    pub fn start_in_netns_and_data_dir(
+        netns: &Path,
+        data: &Path,
+        listen: &str,
+        args: &[&str],
+    ) -> TestServer {
+        let mut server = TestServer::prepare(args, listen, true);
+        server.netns = Some(netns.to_owned());
+        server._tempdir = None;
+        server.data = data.to_owned();
+        server.spawn();
+        server
+    }
+
     /// Starts a server with its data directory at `data` (which the test made and removes),
     /// and extra `hutch serve` arguments.
     pub fn start_in_data_dir(data: &Path, args: &[&str]) -> TestServer {

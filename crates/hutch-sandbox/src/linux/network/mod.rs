@@ -35,6 +35,7 @@ use hutch_api::network::{Egress, Ipv4Cidr, NetworkPolicy, ParsedPolicy};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::keepers::LocalHold;
 use super::leases::Leases;
 use super::lock;
 use crate::SandboxError;
@@ -191,17 +192,19 @@ impl Network {
 
     /// Wires sandbox `sandbox_id` (agent `pid`, directory `dir`) for `policy`: table, veth,
     /// resolver, state file ([`Network::prewire`] then [`Network::activate`]). Blocking; needs
-    /// a tokio runtime context for the resolver. Gives the slot; on error nothing is left.
+    /// a tokio runtime context for the resolver, which holds `hold`. Gives the slot; on error
+    /// nothing is left.
     pub(crate) fn attach(
         &self,
         sandbox_id: Uuid,
         pid: i32,
         dir: &Path,
         policy: &NetworkPolicy,
+        hold: &LocalHold,
     ) -> Result<Slot, SandboxError> {
         policy.parse().map_err(SandboxError::InvalidSpec)?;
         let slot = self.prewire(sandbox_id, pid, dir)?;
-        self.activate(sandbox_id, slot, dir, policy)
+        self.activate(sandbox_id, slot, dir, policy, hold)
             .inspect_err(|_| self.detach(sandbox_id, dir))
     }
 
@@ -231,13 +234,14 @@ impl Network {
     }
 
     /// Gives a sandbox wired by [`Network::prewire`] its session's policy and starts its
-    /// resolver. Touches nftables only for a policy with ranges (or `all`).
+    /// resolver, which holds `hold`. Touches nftables only for a policy with ranges (or `all`).
     pub(crate) fn activate(
         &self,
         sandbox_id: Uuid,
         slot: Slot,
         dir: &Path,
         policy: &NetworkPolicy,
+        hold: &LocalHold,
     ) -> Result<Slot, SandboxError> {
         let parsed = policy.parse().map_err(SandboxError::InvalidSpec)?;
         write_state(dir, slot.index, policy)?;
@@ -248,16 +252,17 @@ impl Network {
             self.rules
                 .install_session(&tag(sandbox_id), slot, &parsed, &self.config)?;
         }
-        self.serve(sandbox_id, slot, parsed)?;
+        self.serve(sandbox_id, slot, parsed, hold)?;
         Ok(slot)
     }
 
-    /// Starts the resolver of a wired sandbox and records it as attached.
+    /// Starts the resolver of a wired sandbox, holding `hold`, and records it as attached.
     fn serve(
         &self,
         sandbox_id: Uuid,
         slot: Slot,
         parsed: ParsedPolicy,
+        hold: &LocalHold,
     ) -> Result<(), SandboxError> {
         let policy = Arc::new(RwLock::new(parsed));
         let resolver = resolver::start(
@@ -265,6 +270,7 @@ impl Network {
             self.config.upstream_dns,
             policy.clone(),
             self.rules.admitter(&tag(sandbox_id)),
+            hold.clone(),
         )?;
         lock(&self.attached).insert(
             sandbox_id,
@@ -301,9 +307,15 @@ impl Network {
         Ok(())
     }
 
-    /// Takes a sandbox an earlier server process wired back: its slot, table and resolver.
-    /// False if it has no network state (it was not networked) or its interface is gone.
-    pub(crate) fn adopt(&self, sandbox_id: Uuid, dir: &Path) -> Result<bool, SandboxError> {
+    /// Takes a sandbox an earlier server process wired back: its slot, table and resolver
+    /// (which holds `hold`). False if it has no network state (it was not networked) or its
+    /// interface is gone.
+    pub(crate) fn adopt(
+        &self,
+        sandbox_id: Uuid,
+        dir: &Path,
+        hold: &LocalHold,
+    ) -> Result<bool, SandboxError> {
         let Some(state) = read_state(dir) else {
             return Ok(false);
         };
@@ -316,8 +328,16 @@ impl Network {
             tracing::warn!(sandbox = %sandbox_id, slot = slot.index, "another sandbox holds an adopted sandbox's address");
             return Ok(false);
         }
-        self.serve(sandbox_id, slot, parsed)?;
+        self.serve(sandbox_id, slot, parsed, hold)?;
         Ok(true)
+    }
+
+    /// Stops what this process runs for a sandbox whose processes are gone (its resolver),
+    /// leaving its slot, table and interface to whichever process tears it down.
+    pub(crate) fn stop_local(&self, sandbox_id: Uuid) {
+        if let Some(attached) = lock(&self.attached).remove(&sandbox_id) {
+            attached.resolver.stop();
+        }
     }
 
     /// Whether the sandbox in `dir` was given a network (by this process or an earlier one).

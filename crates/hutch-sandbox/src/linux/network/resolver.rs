@@ -24,6 +24,7 @@ use super::dns;
 use super::net_err;
 use super::rules::Admitter;
 use crate::SandboxError;
+use crate::linux::keepers::LocalHold;
 
 /// Record type AAAA (IPv6 address).
 const TYPE_AAAA: u16 = 28;
@@ -44,12 +45,22 @@ impl ResolverHandle {
     }
 }
 
-/// Starts the resolver of a sandbox on `gateway`:53. Needs a tokio runtime context.
+/// The resolver's socket, and the sandbox's local lock: released only once the socket is
+/// closed (fields drop in order), so that no other process frees the gateway address while
+/// this socket is still bound to it.
+struct Bound {
+    socket: UdpSocket,
+    _hold: LocalHold,
+}
+
+/// Starts the resolver of a sandbox on `gateway`:53, holding `hold` until its socket is
+/// closed. Needs a tokio runtime context.
 pub(super) fn start(
     gateway: Ipv4Addr,
     upstream: SocketAddr,
     policy: Arc<RwLock<ParsedPolicy>>,
     admitter: Admitter,
+    hold: LocalHold,
 ) -> Result<ResolverHandle, SandboxError> {
     let socket = std::net::UdpSocket::bind((gateway, 53))
         .and_then(|s| s.set_nonblocking(true).map(|()| s))
@@ -57,7 +68,10 @@ pub(super) fn start(
     let runtime = tokio::runtime::Handle::try_current().map_err(net_err)?;
     let task = runtime.spawn(async move {
         let socket = match UdpSocket::from_std(socket) {
-            Ok(s) => Arc::new(s),
+            Ok(socket) => Arc::new(Bound {
+                socket,
+                _hold: hold,
+            }),
             Err(e) => {
                 tracing::error!(error = %e, "session resolver could not start");
                 return;
@@ -71,7 +85,7 @@ pub(super) fn start(
 }
 
 async fn serve(
-    socket: Arc<UdpSocket>,
+    bound: Arc<Bound>,
     upstream: SocketAddr,
     policy: Arc<RwLock<ParsedPolicy>>,
     admitter: Admitter,
@@ -79,7 +93,7 @@ async fn serve(
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut buf = vec![0u8; 4096];
     loop {
-        let (n, from) = match socket.recv_from(&mut buf).await {
+        let (n, from) = match bound.socket.recv_from(&mut buf).await {
             Ok(got) => got,
             Err(e) => {
                 tracing::debug!(error = %e, "session resolver receive failed");
@@ -90,10 +104,10 @@ async fn serve(
             continue;
         };
         let query = buf[..n].to_vec();
-        let (socket, policy, admitter) = (socket.clone(), policy.clone(), admitter.clone());
+        let (bound, policy, admitter) = (bound.clone(), policy.clone(), admitter.clone());
         tokio::spawn(async move {
             if let Some(reply) = answer(&query, upstream, &policy, &admitter).await {
-                let _ = socket.send_to(&reply, from).await;
+                let _ = bound.socket.send_to(&reply, from).await;
             }
             drop(permit);
         });
