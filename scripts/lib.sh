@@ -43,21 +43,23 @@ pkg_installed() {
 APT_UPDATED=
 apt_install() {
     export DEBIAN_FRONTEND=noninteractive
+    # A mirror that drops a connection now and then does not fail the install.
+    local retries=(-o Acquire::Retries=5)
     local start=$SECONDS
     if [[ -z $APT_UPDATED ]]; then
         say apt "updating the package lists"
         if [[ -n $HUTCH_TTY ]]; then
-            apt-get update
+            apt-get "${retries[@]}" update
         else
-            apt-get update -qq
+            apt-get "${retries[@]}" update -qq
         fi
         APT_UPDATED=1
     fi
     say apt "installing $# package(s): $*"
     if [[ -n $HUTCH_TTY ]]; then
-        apt-get install -y --no-install-recommends -o Dpkg::Progress-Fancy=1 "$@"
+        apt-get "${retries[@]}" install -y --no-install-recommends -o Dpkg::Progress-Fancy=1 "$@"
     else
-        apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+        apt-get "${retries[@]}" install -y -qq --no-install-recommends "$@" >/dev/null
     fi
     say apt "installed $* in $((SECONDS - start)) s"
 }

@@ -6,7 +6,9 @@
 # (scripts/fuzz.sh), and the benchmarks in quick mode.
 #
 # Every step runs even when an earlier one failed; the summary at the end names the failed
-# steps, and the exit status is non-zero when there are any.
+# steps, and the exit status is non-zero when there are any. The one exception is the first
+# step: without the dependencies nothing after it can pass, so a failed install stops the run
+# at once, and the install's own error is the last thing printed.
 #
 # The end-to-end tests (crates/hutch/tests/) build real sandboxes and need root. Without root
 # each one fails, saying so: `cargo test` never reports one that did not run as passed. To
@@ -17,6 +19,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
+# cargo fetches crates on a fresh clone; a dropped connection is retried, not a failed build.
+export CARGO_NET_RETRY=${CARGO_NET_RETRY:-10}
 
 failed=()
 count=0
@@ -70,6 +74,10 @@ typescript_sdk() {
 }
 
 step "install test dependencies" scripts/deps.sh test
+if ((${#failed[@]})); then
+    echo "test: the test dependencies could not be installed (see above); nothing else can run"
+    exit 1
+fi
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --locked --all-targets -- -D warnings
 step "shell scripts (bash -n, shellcheck)" check_scripts
