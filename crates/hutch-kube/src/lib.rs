@@ -26,8 +26,9 @@ use std::time::Duration;
 pub use hutch_sandbox::preface::client_preface;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 pub use objects::{
-    HUTCH_DIR, MANAGED_BY, POOL_LABEL, SANDBOX_LABEL, SESSION_LABEL, TOKEN_DIR, TOKEN_KEY,
-    managed_selector, network_policy, object_name, owner_reference, pod, resources, secret,
+    HUTCH_DIR, MANAGED_BY, POOL_LABEL, REPLICA_ANNOTATION, SANDBOX_LABEL, SESSION_LABEL, TOKEN_DIR,
+    TOKEN_KEY, managed_selector, network_policy, object_name, owner_reference, pod, resources,
+    secret,
 };
 pub use runtime::{KubeError, KubernetesRuntime, PodData};
 

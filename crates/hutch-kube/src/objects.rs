@@ -27,6 +27,9 @@ pub const SESSION_LABEL: &str = "hutch.dev/session";
 pub const SANDBOX_LABEL: &str = "hutch.dev/sandbox";
 /// Label of a warm pod: the control-plane instance whose pool it is in.
 pub const POOL_LABEL: &str = "hutch.dev/pool";
+/// Annotation of every object a control plane made while it knew its replica id (replicas on
+/// one store): that id. Other replicas' sweeps spare what a live replica made.
+pub const REPLICA_ANNOTATION: &str = "hutch.dev/replica";
 /// Where the session's credential is mounted inside the pod.
 pub const TOKEN_DIR: &str = "/var/run/hutch";
 /// The key of the credential in the session's Secret (and its file name under [`TOKEN_DIR`]).

@@ -1,6 +1,7 @@
 //! [`KubernetesRuntime`]: sessions as pods.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -11,15 +12,19 @@ use hutch_sandbox::{
 };
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy as KubeNetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{
-    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, WatchEvent,
+    WatchParams,
 };
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::objects::{self, POOL_LABEL, SANDBOX_LABEL, SESSION_LABEL, TOKEN_KEY};
+use crate::objects::{
+    self, POOL_LABEL, REPLICA_ANNOTATION, SANDBOX_LABEL, SESSION_LABEL, TOKEN_KEY,
+};
 use crate::{KubeConfig, client_preface};
 
 /// How long one connection to an agent may take (TCP and the preface).
@@ -28,6 +33,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POOL_KEYS: usize = 8;
 /// The longest a single watch request lasts before it is renewed.
 const WATCH_SECONDS: u32 = 60;
+/// Most pods of other control planes' sessions this one keeps reaching details of (each
+/// is looked up again when next used after it was forgotten).
+const REACHED_MAX: usize = 4096;
 
 /// Why a Kubernetes call failed.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +68,10 @@ fn is_not_found(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(status) if status.is_not_found())
 }
 
+fn is_conflict(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(status) if status.code == 409)
+}
+
 /// What a sandbox record keeps about its pod (the credential itself stays in the Secret).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -70,6 +82,10 @@ pub struct PodData {
     pub pod_ip: String,
     /// The name of the Secret holding the session's credential.
     pub secret: String,
+    /// The namespace of the pod (absent from records written before it was kept: the
+    /// runtime's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// Most connections to one pod's agent this control plane has awaiting their preface at
@@ -111,8 +127,18 @@ struct Inner {
     policies: Api<KubeNetworkPolicy>,
     /// This control-plane process's id: the value of its warm pods' pool label.
     instance: String,
-    /// Sessions' pods, by session id.
+    /// Sessions' pods this process created or adopted (their deaths are its to report), by
+    /// session id.
     live: Mutex<HashMap<Uuid, Live>>,
+    /// Sessions' pods another control plane created, reached on demand ([`Inner::lookup`]):
+    /// at most [`REACHED_MAX`], forgotten when the pod ends, is destroyed, or stops answering.
+    /// Their deaths are their owners' to report.
+    reached: Mutex<HashMap<Uuid, Live>>,
+    /// The replicas sharing the cluster, as the server last told ([`Runtime::replicas`]).
+    replicas: Mutex<Option<Replicas>>,
+    /// Whether removing dead replicas' warm pods runs now, and whether another pass is owed.
+    pools_sweeping: AtomicBool,
+    pools_owed: AtomicBool,
     /// Warm pods by configuration, and the configuration they were made for.
     pool: Mutex<HashMap<String, (SandboxSpec, VecDeque<Live>)>>,
     died: Mutex<Option<mpsc::UnboundedSender<Uuid>>>,
@@ -122,6 +148,14 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What the server last said about the replicas sharing the cluster.
+struct Replicas {
+    /// This process's replica id.
+    me: String,
+    /// The ids of the replicas alive (their lease holds).
+    live: HashSet<String>,
 }
 
 /// The warm pool's key: what a pod's configuration is made of, but the session's identity.
@@ -152,7 +186,11 @@ fn pod_ip(pod: &Pod) -> Option<String> {
 }
 
 fn label(pod: &Pod, key: &str) -> Option<Uuid> {
-    pod.metadata.labels.as_ref()?.get(key)?.parse().ok()
+    meta_label(&pod.metadata, key)
+}
+
+fn meta_label(meta: &ObjectMeta, key: &str) -> Option<Uuid> {
+    meta.labels.as_ref()?.get(key)?.parse().ok()
 }
 
 fn ended(pod: &Pod) -> bool {
@@ -170,6 +208,10 @@ impl KubernetesRuntime {
             instance: Uuid::now_v7().simple().to_string(),
             config,
             live: Mutex::new(HashMap::new()),
+            reached: Mutex::new(HashMap::new()),
+            replicas: Mutex::new(None),
+            pools_sweeping: AtomicBool::new(false),
+            pools_owed: AtomicBool::new(false),
             pool: Mutex::new(HashMap::new()),
             died: Mutex::new(None),
         });
@@ -236,12 +278,13 @@ impl Inner {
         let token = new_token();
         let pool = session.is_none().then_some(self.instance.as_str());
         let made = async {
-            let secret = objects::secret(&self.config, sandbox, session, &token);
+            let mut secret = objects::secret(&self.config, sandbox, session, &token);
+            self.mark(&mut secret.metadata);
             self.secrets
                 .create(&PostParams::default(), &secret)
                 .await
                 .map_err(|err| api_error("creating a secret", err))?;
-            let policy = objects::network_policy(
+            let mut policy = objects::network_policy(
                 &self.config,
                 sandbox,
                 session,
@@ -251,11 +294,13 @@ impl Inner {
                     None
                 },
             )?;
+            self.mark(&mut policy.metadata);
             self.policies
                 .create(&PostParams::default(), &policy)
                 .await
                 .map_err(|err| api_error("creating a network policy", err))?;
-            let pod = objects::pod(&self.config, sandbox, session, pool, spec)?;
+            let mut pod = objects::pod(&self.config, sandbox, session, pool, spec)?;
+            self.mark(&mut pod.metadata);
             self.pods
                 .create(&PostParams::default(), &pod)
                 .await
@@ -492,6 +537,193 @@ impl Inner {
         }
     }
 
+    /// Annotates an object about to be made with this process's replica id, once known.
+    fn mark(&self, meta: &mut ObjectMeta) {
+        if let Some(replicas) = lock(&self.replicas).as_ref() {
+            meta.annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(REPLICA_ANNOTATION.to_owned(), replicas.me.clone());
+        }
+    }
+
+    /// Whether a live replica other than this process made the object: it may be creating
+    /// it, keep it warm, or serve its session, and no sweep here removes it.
+    fn made_by_live_other(&self, meta: &ObjectMeta) -> bool {
+        let Some(replica) = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REPLICA_ANNOTATION))
+        else {
+            return false;
+        };
+        lock(&self.replicas)
+            .as_ref()
+            .is_some_and(|r| *replica != r.me && r.live.contains(replica))
+    }
+
+    /// Whether this process made or serves sandbox `sandbox` (a session's pod, one it is
+    /// creating, or a warm one).
+    fn holds(&self, sandbox: Uuid) -> bool {
+        lock(&self.live).values().any(|l| l.sandbox == sandbox)
+            || lock(&self.pool)
+                .values()
+                .any(|(_, pods)| pods.iter().any(|w| w.sandbox == sandbox))
+    }
+
+    /// The credential in Secret `name`, which must be sandbox `sandbox`'s; `None` when it is
+    /// missing or not that sandbox's.
+    async fn token(&self, name: &str, sandbox: Uuid) -> Result<Option<String>, SandboxError> {
+        let Some(secret) = self
+            .secrets
+            .get_opt(name)
+            .await
+            .map_err(|err| api_error("reading a secret", err))?
+        else {
+            return Ok(None);
+        };
+        if meta_label(&secret.metadata, SANDBOX_LABEL) != Some(sandbox) {
+            return Ok(None);
+        }
+        Ok(secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(TOKEN_KEY))
+            .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok()))
+    }
+
+    /// Finds the running pod of session `id`, made by another control plane, by the
+    /// session's label in this runtime's namespace, with the credential of its own Secret.
+    async fn lookup(&self, id: Uuid) -> Result<Live, SandboxError> {
+        let selector = format!("{},{SESSION_LABEL}={id}", objects::managed_selector());
+        let pods = self
+            .pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|err| api_error("listing pods", err))?;
+        let pod = match pods.items.as_slice() {
+            [] => return Err(SandboxError::Gone(id)),
+            [pod] => pod,
+            more => {
+                return Err(SandboxError::Record(format!(
+                    "{} pods carry the label of session {id}",
+                    more.len()
+                )));
+            }
+        };
+        let Some(sandbox) = label(pod, SANDBOX_LABEL) else {
+            return Err(SandboxError::Record(format!(
+                "the pod of session {id} has no sandbox label"
+            )));
+        };
+        let name = objects::object_name(sandbox);
+        if pod.metadata.name.as_deref() != Some(name.as_str()) {
+            return Err(SandboxError::Record(format!(
+                "the pod of session {id} is not named after its sandbox"
+            )));
+        }
+        if ended(pod) || pod_phase(pod) != Some("Running") {
+            return Err(SandboxError::Gone(id));
+        }
+        let ip = pod_ip(pod).ok_or(SandboxError::Gone(id))?;
+        let token = self
+            .token(&name, sandbox)
+            .await?
+            .ok_or(SandboxError::Gone(id))?;
+        Ok(Live::new(sandbox, ip, token))
+    }
+
+    /// The pod of session `id`: this process's own (`true`), or one of another control
+    /// plane's, remembered or looked up (`false`).
+    async fn find(&self, id: Uuid) -> Result<(Live, bool), SandboxError> {
+        if let Some(live) = lock(&self.live).get(&id).cloned() {
+            return Ok((live, true));
+        }
+        if let Some(live) = lock(&self.reached).get(&id).cloned() {
+            return Ok((live, false));
+        }
+        let live = self.lookup(id).await?;
+        let mut reached = lock(&self.reached);
+        if reached.len() >= REACHED_MAX
+            && !reached.contains_key(&id)
+            && let Some(any) = reached.keys().next().copied()
+        {
+            reached.remove(&any);
+        }
+        reached.insert(id, live.clone());
+        Ok((live, false))
+    }
+
+    /// Forgets the pod of another control plane's session `id`, if it is still `sandbox`.
+    fn forget_reached(&self, id: Uuid, sandbox: Uuid) {
+        let mut reached = lock(&self.reached);
+        if reached.get(&id).is_some_and(|l| l.sandbox == sandbox) {
+            reached.remove(&id);
+        }
+    }
+
+    /// Deletes a pod as it was listed, then its Secret and NetworkPolicy: a pod changed
+    /// since (a warm pod claimed by its replica meanwhile) is left, and `false` returned.
+    async fn delete_unchanged(&self, pod: &Pod, sandbox: Uuid) -> Result<bool, SandboxError> {
+        let name = objects::object_name(sandbox);
+        let params = DeleteParams::default()
+            .grace_period(0)
+            .preconditions(Preconditions {
+                resource_version: pod.metadata.resource_version.clone(),
+                uid: pod.metadata.uid.clone(),
+            });
+        match self.pods.delete(&name, &params).await {
+            Ok(_) => {}
+            Err(err) if is_not_found(&err) => {}
+            Err(err) if is_conflict(&err) => return Ok(false),
+            Err(err) => return Err(api_error("deleting a pod", err)),
+        }
+        self.delete_objects(sandbox).await?;
+        Ok(true)
+    }
+
+    /// Whether the sweep keeps pod `pod` of sandbox `sandbox`: a known session's, one this
+    /// process holds, a warm pod of this process, or one a live other replica made.
+    fn keeps(&self, pod: &Pod, sandbox: Uuid, known: &HashSet<Uuid>) -> bool {
+        let pool = pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(POOL_LABEL));
+        let wanted = match (label(pod, SESSION_LABEL), pool) {
+            (Some(session), _) => known.contains(&session),
+            (None, Some(pool)) => *pool == self.instance,
+            (None, None) => false,
+        };
+        wanted || self.holds(sandbox) || self.made_by_live_other(&pod.metadata)
+    }
+
+    /// Removes the warm pods of replicas no longer alive (and of earlier processes of this
+    /// one), with their Secrets and NetworkPolicies; the sandbox ids removed.
+    async fn sweep_dead_pools(&self) -> Result<Vec<Uuid>, SandboxError> {
+        let selector = format!("{},{POOL_LABEL}", objects::managed_selector());
+        let pods = self
+            .pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|err| api_error("listing pods", err))?;
+        let mut swept = Vec::new();
+        for pod in &pods.items {
+            let Some(sandbox) = label(pod, SANDBOX_LABEL) else {
+                continue;
+            };
+            // A claimed pod loses its pool label as it gains its session's: never both.
+            if label(pod, SESSION_LABEL).is_some() {
+                continue;
+            }
+            if !self.keeps(pod, sandbox, &HashSet::new())
+                && self.delete_unchanged(pod, sandbox).await?
+            {
+                swept.push(sandbox);
+            }
+        }
+        Ok(swept)
+    }
+
     fn record(&self, id: Uuid, live: &Live) -> Result<SandboxRecord, SandboxError> {
         let name = objects::object_name(live.sandbox);
         Ok(SandboxRecord {
@@ -501,12 +733,14 @@ impl Inner {
                 pod: name.clone(),
                 pod_ip: live.ip.clone(),
                 secret: name,
+                namespace: Some(self.config.namespace.clone()),
             })?,
         })
     }
 
     /// A pod went away or ended: the session it served is gone (unless it is being
-    /// destroyed), a warm pod leaves the pool.
+    /// destroyed), a warm pod leaves the pool. Only the sessions of this process's own pods
+    /// (created or adopted) are reported.
     fn pod_ended(&self, pod: &Pod) {
         let Some(sandbox) = label(pod, SANDBOX_LABEL) else {
             return;
@@ -514,6 +748,8 @@ impl Inner {
         for (_, pods) in lock(&self.pool).values_mut() {
             pods.retain(|warm| warm.sandbox != sandbox);
         }
+        // Another control plane's session: its owner reports the death.
+        lock(&self.reached).retain(|_, reached| reached.sandbox != sandbox);
         let session = {
             let mut live = lock(&self.live);
             let session = live
@@ -619,6 +855,7 @@ impl Runtime for KubernetesRuntime {
 
     async fn destroy(&self, record: &SandboxRecord) -> Result<(), SandboxError> {
         lock(&self.inner.live).remove(&record.id);
+        lock(&self.inner.reached).remove(&record.id);
         self.inner.delete_objects(record.sandbox_id).await
     }
 
@@ -639,26 +876,15 @@ impl Runtime for KubernetesRuntime {
         let Some(ip) = pod_ip(&pod) else {
             return Ok(false);
         };
-        let Some(secret) = inner
-            .secrets
-            .get_opt(&data.secret)
-            .await
-            .map_err(|err| api_error("reading a secret", err))?
-        else {
-            return Ok(false);
-        };
-        let Some(token) = secret
-            .data
-            .as_ref()
-            .and_then(|data| data.get(TOKEN_KEY))
-            .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok())
-        else {
+        let Some(token) = inner.token(&data.secret, record.sandbox_id).await? else {
             return Ok(false);
         };
         let live = Live::new(record.sandbox_id, ip, token);
         if inner.dial(&live).await.is_err() {
             return Ok(false);
         }
+        // Its death is this process's to report from now on.
+        lock(&inner.reached).remove(&record.id);
         lock(&inner.live).insert(record.id, live);
         Ok(true)
     }
@@ -677,16 +903,9 @@ impl Runtime for KubernetesRuntime {
             let Some(sandbox) = label(pod, SANDBOX_LABEL) else {
                 continue;
             };
-            let labels = pod.metadata.labels.clone().unwrap_or_default();
-            let wanted = match (label(pod, SESSION_LABEL), labels.get(POOL_LABEL)) {
-                (Some(session), _) => known.contains(&session),
-                (None, Some(pool)) => *pool == inner.instance,
-                (None, None) => false,
-            };
-            if wanted {
+            if inner.keeps(pod, sandbox, known) || !inner.delete_unchanged(pod, sandbox).await? {
                 keep.insert(sandbox);
             } else {
-                inner.delete_objects(sandbox).await?;
                 swept.push(sandbox);
             }
         }
@@ -706,16 +925,14 @@ impl Runtime for KubernetesRuntime {
             .iter()
             .map(|s| &s.metadata)
             .chain(policies.items.iter().map(|p| &p.metadata))
-            .filter_map(|meta| meta.labels.as_ref()?.get(SANDBOX_LABEL)?.parse().ok())
+            // A pod still being created has its Secret first: spare those of a live replica.
+            .filter(|meta| !inner.made_by_live_other(meta))
+            .filter_map(|meta| meta_label(meta, SANDBOX_LABEL))
             .filter(|sandbox| !keep.contains(sandbox) && !swept.contains(sandbox))
             .collect();
-        let warm: HashSet<Uuid> = lock(&inner.pool)
-            .values()
-            .flat_map(|(_, pods)| pods.iter().map(|w| w.sandbox))
-            .collect();
         for sandbox in orphans {
-            // A pod still being created has its Secret first: spare this process's own.
-            if lock(&inner.live).values().any(|l| l.sandbox == sandbox) || warm.contains(&sandbox) {
+            // And this process's own.
+            if inner.holds(sandbox) {
                 continue;
             }
             inner.delete_objects(sandbox).await?;
@@ -724,12 +941,66 @@ impl Runtime for KubernetesRuntime {
         Ok(swept)
     }
 
+    async fn replicas(&self, me: &str, live: &[String]) {
+        let live: HashSet<String> = live.iter().cloned().collect();
+        let departed = {
+            let mut replicas = lock(&self.inner.replicas);
+            let departed = replicas
+                .as_ref()
+                .is_some_and(|before| before.live.iter().any(|r| !live.contains(r)));
+            *replicas = Some(Replicas {
+                me: me.to_owned(),
+                live,
+            });
+            departed
+        };
+        if departed {
+            self.inner.pools_owed.store(true, Ordering::Release);
+        }
+        if !self.inner.pools_owed.load(Ordering::Acquire)
+            || self.inner.pools_sweeping.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        // In the background: the server's heartbeat does not wait for the cluster.
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move {
+            inner.pools_owed.store(false, Ordering::Release);
+            match inner.sweep_dead_pools().await {
+                Ok(swept) => {
+                    for sandbox in swept {
+                        tracing::info!(%sandbox, "removed a warm pod of a replica that died");
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "removing warm pods of dead replicas");
+                    inner.pools_owed.store(true, Ordering::Release);
+                }
+            }
+            inner.pools_sweeping.store(false, Ordering::Release);
+        });
+    }
+
+    fn reaches(&self, record: &SandboxRecord) -> bool {
+        // Every control plane on the cluster reaches every pod of its namespace.
+        record.runtime.decode::<PodData>().is_ok_and(|data| {
+            data.namespace
+                .is_none_or(|namespace| namespace == self.inner.config.namespace)
+        })
+    }
+
     async fn connect(&self, id: Uuid) -> Result<AgentConnection, SandboxError> {
-        let live = lock(&self.inner.live)
-            .get(&id)
-            .cloned()
-            .ok_or(SandboxError::Gone(id))?;
-        Ok(Box::new(self.inner.dial(&live).await?))
+        let (live, owned) = self.inner.find(id).await?;
+        match self.inner.dial(&live).await {
+            Ok(stream) => Ok(Box::new(stream)),
+            Err(err) => {
+                // Looked up again next time: the pod may have ended unseen.
+                if !owned {
+                    self.inner.forget_reached(id, live.sandbox);
+                }
+                Err(err)
+            }
+        }
     }
 
     fn deaths(&self) -> Deaths {
@@ -762,9 +1033,7 @@ impl Runtime for KubernetesRuntime {
     }
 
     async fn set_deadline(&self, id: Uuid, deadline: SystemTime) -> Result<(), SandboxError> {
-        let Some(sandbox) = lock(&self.inner.live).get(&id).map(|l| l.sandbox) else {
-            return Err(SandboxError::Gone(id));
-        };
+        let sandbox = self.inner.find(id).await?.0.sandbox;
         let at = time::OffsetDateTime::from(deadline)
             .format(&time::format_description::well_known::Rfc3339)
             .map_err(|err| SandboxError::InvalidSpec(err.to_string()))?;

@@ -296,6 +296,140 @@ async fn the_warm_pool_hands_a_ready_pod_to_the_next_session() {
     assert!(names(&cluster, Kind::Secrets).is_empty());
 }
 
+/// Two control planes on one cluster: the second reaches the first's pod by its session's
+/// label, with its Secret's credential, and destroys it; the death is reported once, by the
+/// first (whose pod it was), and the second forgets the pod.
+#[tokio::test]
+async fn another_control_plane_reaches_and_destroys_a_pod_whose_death_its_maker_reports() {
+    let cluster = StandInCluster::start(agent()).await.unwrap();
+    let (a, b) = (runtime(&cluster, 0).await, runtime(&cluster, 0).await);
+    let (mut died_a, mut died_b) = (a.deaths(), b.deaths());
+    let spec = spec();
+    let record = a.create(&spec).await.unwrap();
+    assert!(b.reaches(&record));
+    let body = ask(&b, spec.id).await;
+    assert!(body.contains(&spec.hostname), "{body}");
+    // Asked twice: the second time from what it remembers.
+    ask(&b, spec.id).await;
+    // Neither a linux sandbox's record nor a pod of another namespace is reachable.
+    let linux = SandboxRecord {
+        runtime: hutch_sandbox::RuntimeData::encode(&serde_json::json!({"agentPid": 1})).unwrap(),
+        ..record.clone()
+    };
+    assert!(!b.reaches(&linux));
+    let mut elsewhere: hutch_kube::PodData = record.runtime.decode().unwrap();
+    elsewhere.namespace = Some("elsewhere".into());
+    let elsewhere = SandboxRecord {
+        runtime: hutch_sandbox::RuntimeData::encode(&elsewhere).unwrap(),
+        ..record.clone()
+    };
+    assert!(!b.reaches(&elsewhere));
+    // A session no pod carries is gone.
+    assert!(matches!(
+        b.connect(Uuid::now_v7()).await.map(drop),
+        Err(hutch_sandbox::SandboxError::Gone(_))
+    ));
+
+    b.destroy(&record).await.unwrap();
+    assert_eq!(objects_of(&cluster, &record), 0);
+    let died = tokio::time::timeout(WAIT, died_a.recv()).await.unwrap();
+    assert_eq!(died, Some(spec.id));
+    assert!(
+        died_b.try_recv().is_err(),
+        "reported by a replica not its maker"
+    );
+    assert!(b.connect(spec.id).await.is_err());
+    assert!(a.connect(spec.id).await.is_err());
+}
+
+/// A sweep spares what a live replica made (a session's pod it is creating, its warm pods);
+/// once that replica is dead, its warm pods go (at the next heartbeat's notice) and its
+/// unknown sessions' pods at the next sweep.
+#[tokio::test]
+async fn sweeps_spare_a_live_replicas_pods_and_remove_a_dead_ones() {
+    let cluster = StandInCluster::start(agent()).await.unwrap();
+    let (a, b) = (runtime(&cluster, 1).await, runtime(&cluster, 0).await);
+    let both = ["a".to_owned(), "b".to_owned()];
+    a.replicas("a", &both).await;
+    b.replicas("b", &both).await;
+    let spec = spec();
+    let record = a.create(&spec).await.unwrap();
+    assert!(a.wait_warm(1, WAIT).await);
+    let pods = names(&cluster, Kind::Pods);
+    assert_eq!(pods.len(), 2);
+    for pod in &pods {
+        let pod = cluster.store.get(Kind::Pods, NS, pod).unwrap();
+        assert_eq!(pod["metadata"]["annotations"]["hutch.dev/replica"], "a");
+    }
+    // B knows no session: A is alive, and may be creating it.
+    assert!(b.sweep(&HashSet::new()).await.unwrap().is_empty());
+    assert_eq!(names(&cluster, Kind::Pods), pods);
+
+    // A dies: its warm pod is removed once B hears of it; its session's pod, unknown, at the
+    // next sweep; what B's own sweep keeps (a known session) stays.
+    let warm: Vec<String> = pods
+        .iter()
+        .filter(|p| **p != object_name(record.sandbox_id))
+        .cloned()
+        .collect();
+    drop(a);
+    b.replicas("b", &["b".to_owned()]).await;
+    until("the dead replica's warm pod is removed", || {
+        names(&cluster, Kind::Pods) == HashSet::from([object_name(record.sandbox_id)])
+            && names(&cluster, Kind::Secrets).len() == 1
+    })
+    .await;
+    assert!(b.sweep(&HashSet::from([spec.id])).await.unwrap().is_empty());
+    assert_eq!(
+        b.sweep(&HashSet::new()).await.unwrap(),
+        vec![record.sandbox_id]
+    );
+    assert!(names(&cluster, Kind::Pods).is_empty(), "{warm:?}");
+    assert!(names(&cluster, Kind::Secrets).is_empty());
+    assert!(names(&cluster, Kind::NetworkPolicies).is_empty());
+}
+
+/// The stand-in refuses a delete whose preconditions no longer hold (409), as Kubernetes
+/// does: what keeps a sweep from removing a warm pod claimed since it was listed.
+#[tokio::test]
+async fn a_delete_with_a_stale_resource_version_is_refused() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{DeleteParams, Preconditions};
+    let cluster = StandInCluster::start(agent()).await.unwrap();
+    let secrets = kube::Api::<Secret>::namespaced(cluster.client(NS).unwrap(), NS);
+    let secret = hutch_kube::secret(
+        &KubeConfig::new(NS, "x"),
+        Uuid::now_v7(),
+        Some(Uuid::now_v7()),
+        "t",
+    );
+    let name = secret.metadata.name.clone().unwrap();
+    let made = secrets.create(&Default::default(), &secret).await.unwrap();
+    let stale = Preconditions {
+        resource_version: Some("1".repeat(9)),
+        uid: None,
+    };
+    let refused = secrets
+        .delete(&name, &DeleteParams::default().preconditions(stale))
+        .await
+        .map(drop)
+        .unwrap_err();
+    assert!(
+        matches!(&refused, kube::Error::Api(status) if status.code == 409),
+        "{refused:?}"
+    );
+    assert!(cluster.store.get(Kind::Secrets, NS, &name).is_some());
+    let current = Preconditions {
+        resource_version: made.metadata.resource_version,
+        uid: made.metadata.uid,
+    };
+    secrets
+        .delete(&name, &DeleteParams::default().preconditions(current))
+        .await
+        .unwrap();
+    assert!(cluster.store.get(Kind::Secrets, NS, &name).is_none());
+}
+
 async fn runtime_for_sweep(cluster: &StandInCluster) -> KubernetesRuntime {
     runtime(cluster, 0).await
 }

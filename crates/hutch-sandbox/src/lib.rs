@@ -262,6 +262,16 @@ pub trait Runtime: Send + Sync + 'static {
         false
     }
 
+    /// Tells the runtime which server processes share its sandboxes (replicas on one store):
+    /// `me` is this process's replica id, `live` the ids of the replicas whose lease holds
+    /// now, `me` among them. The server calls it before its start-up recovery and after each
+    /// heartbeat; without replicas (SQLite) never. A runtime whose sandboxes every replica
+    /// sees (pods of one cluster) spares, in [`Runtime::sweep`], what live replicas made, and
+    /// removes the warm sandboxes of replicas that died.
+    async fn replicas(&self, me: &str, live: &[String]) {
+        let _ = (me, live);
+    }
+
     /// Opens a new connection to the agent of session `id`'s sandbox, which speaks HTTP/1.1
     /// on it.
     async fn connect(&self, id: Uuid) -> Result<AgentConnection, SandboxError>;

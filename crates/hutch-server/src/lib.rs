@@ -444,6 +444,8 @@ impl Server {
                 .with_auto_pause_default(config.auto_pause_default)
                 .with_images(Arc::clone(&images)),
         );
+        // Before recovery, whose sweep spares what live replicas made.
+        tell_replicas(&sessions.store, sessions.runtime().as_ref()).await?;
         let recovery = sessions.recover().await?;
         storage.recover().await?;
 
@@ -457,6 +459,7 @@ impl Server {
         let heartbeat = tokio::spawn(heartbeat_forever(
             sessions.store.clone(),
             Arc::clone(&limits),
+            sessions.runtime(),
         ));
         let retain = tokio::spawn(ratelimit::retain_forever(
             Arc::clone(&limits),
@@ -655,9 +658,26 @@ async fn join_replicas(
     Ok(store)
 }
 
-/// Refreshes this replica's heartbeat every [`store::replicas::HEARTBEAT_INTERVAL`], and
-/// shares the rate limits among the replicas alive.
-async fn heartbeat_forever(store: store::Store, limits: Arc<ratelimit::RateLimiters>) {
+/// Tells the runtime which replicas are alive ([`hutch_sandbox::Runtime::replicas`]); nothing
+/// without replicas.
+async fn tell_replicas(
+    store: &store::Store,
+    runtime: &dyn hutch_sandbox::Runtime,
+) -> Result<(), StoreError> {
+    if let Some(me) = store.replica() {
+        let live = store.live_replicas(store::now_ms()).await?;
+        runtime.replicas(me, &live).await;
+    }
+    Ok(())
+}
+
+/// Refreshes this replica's heartbeat every [`store::replicas::HEARTBEAT_INTERVAL`], shares
+/// the rate limits among the replicas alive, and tells the runtime which they are.
+async fn heartbeat_forever(
+    store: store::Store,
+    limits: Arc<ratelimit::RateLimiters>,
+    runtime: Arc<dyn hutch_sandbox::Runtime>,
+) {
     if store.replica().is_none() {
         return;
     }
@@ -671,7 +691,12 @@ async fn heartbeat_forever(store: store::Store, limits: Arc<ratelimit::RateLimit
             continue;
         }
         match store.live_replicas(store::now_ms()).await {
-            Ok(live) => limits.set_replicas(u32::try_from(live.len()).unwrap_or(u32::MAX)),
+            Ok(live) => {
+                limits.set_replicas(u32::try_from(live.len()).unwrap_or(u32::MAX));
+                if let Some(me) = store.replica() {
+                    runtime.replicas(me, &live).await;
+                }
+            }
             Err(err) => tracing::warn!(error = %error::chain(&err), "listing the live replicas"),
         }
     }

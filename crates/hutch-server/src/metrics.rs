@@ -559,6 +559,10 @@ impl Runtime for MeteredRuntime {
         self.inner.reaches(record)
     }
 
+    async fn replicas(&self, me: &str, live: &[String]) {
+        self.inner.replicas(me, live).await;
+    }
+
     async fn connect(&self, id: Uuid) -> Result<AgentConnection, SandboxError> {
         self.inner.connect(id).await
     }

@@ -4,9 +4,9 @@
 //!
 //! The API server ([`StandInCluster`]) keeps pods, secrets and networkpolicies in memory and
 //! answers create, get, list (with equality label selectors), watch (from a resource version,
-//! or the current state), merge-patch and delete, with Kubernetes' `Status` errors (404
-//! `NotFound`, 409 `AlreadyExists`). Secrets' `stringData` becomes base64 `data` as in
-//! Kubernetes.
+//! or the current state), merge-patch and delete (with its resource version and uid
+//! preconditions), with Kubernetes' `Status` errors (404 `NotFound`, 409 `AlreadyExists`, 409
+//! `Conflict`). Secrets' `stringData` becomes base64 `data` as in Kubernetes.
 //!
 //! The kubelet ([`kubelet`]) gives each pod its own loopback address (127.x.y.z, the pod
 //! IP), writes the pod's Secret to a file for `HUTCH_AGENT_TOKEN_FILE`, starts the pod's main
@@ -179,12 +179,32 @@ impl Store {
 
     /// Deletes an object as a user with `kubectl delete` would (behind the runtime's back).
     pub fn delete(&self, kind: Kind, namespace: &str, name: &str) -> Option<Value> {
+        self.delete_if(kind, namespace, name, &Value::Null).ok()
+    }
+
+    /// Deletes an object if it still matches `preconditions` (`{"resourceVersion", "uid"}`,
+    /// each optional): `Err(None)` when it is gone, `Err(Some(_))` with the object when it
+    /// changed (Kubernetes' 409 `Conflict`).
+    fn delete_if(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        preconditions: &Value,
+    ) -> Result<Value, Option<Value>> {
         let mut objects = self.lock();
-        let mut object = objects
-            .objects
-            .remove(&(kind, namespace.to_owned(), name.to_owned()))?;
+        let key = (kind, namespace.to_owned(), name.to_owned());
+        let object = objects.objects.get(&key).ok_or(None)?;
+        for (field, wanted) in [("resourceVersion", "resourceVersion"), ("uid", "uid")] {
+            if let Some(wanted) = preconditions[wanted].as_str()
+                && object["metadata"][field].as_str() != Some(wanted)
+            {
+                return Err(Some(object.clone()));
+            }
+        }
+        let mut object = objects.objects.remove(&key).ok_or(None)?;
         self.change(&mut objects, kind, "DELETED", &mut object);
-        Some(object)
+        Ok(object)
     }
 
     fn create(&self, kind: Kind, namespace: &str, mut object: Value) -> Response {
@@ -483,14 +503,32 @@ async fn object_get(
 async fn object_delete(
     State(store): State<Store>,
     Path((namespace, resource, name)): Path<(String, String, String)>,
+    body: Bytes,
 ) -> Response {
     let Some(kind) = kind_of(&resource) else {
         return status(StatusCode::NOT_FOUND, "NotFound", "unknown resource");
     };
+    // DeleteOptions, if any: only their preconditions matter here.
+    let options: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(options) => options,
+            Err(_) => return status(StatusCode::BAD_REQUEST, "BadRequest", "bad JSON"),
+        }
+    };
     store.count("delete", kind);
-    match store.delete(kind, &namespace, &name) {
-        Some(object) => axum::Json(object).into_response(),
-        None => not_found(kind, &name),
+    match store.delete_if(kind, &namespace, &name, &options["preconditions"]) {
+        Ok(object) => axum::Json(object).into_response(),
+        Err(None) => not_found(kind, &name),
+        Err(Some(_)) => status(
+            StatusCode::CONFLICT,
+            "Conflict",
+            &format!(
+                "{} \"{name}\" changed: the precondition of its deletion failed",
+                kind.resource()
+            ),
+        ),
     }
 }
 
