@@ -12,8 +12,8 @@ use common::{KUBE_NAMESPACE, TestServer, can_run_sandboxes, session, sh};
 use hutch_api::{CommandRequest, ErrorCode, ProcessEvent, ProcessStatus, Session};
 use hutch_client::HutchClient;
 use hutch_client::processes::StreamItem;
-use hutch_kube::standin::{Kind, StandInCluster, selects};
-use hutch_kube::{SANDBOX_LABEL, SESSION_LABEL};
+use hutch_kube::standin::{BackgroundCluster, Kind, StandInCluster, selects};
+use hutch_kube::{POOL_LABEL, REPLICA_ANNOTATION, SANDBOX_LABEL, SESSION_LABEL};
 use serde_json::{Value, json};
 
 /// Polls `done` every 20 ms for up to `limit`; false when it never held.
@@ -644,4 +644,204 @@ async fn a_killed_tree_in_a_pod_leaves_no_process_even_one_that_made_a_session_o
         "left in the pod: {left:?}"
     );
     client.delete_session(id).await.unwrap();
+}
+
+/// The warm pods (no session yet) that replica `replica` made, by name.
+fn warm_pods_of(cluster: &StandInCluster, replica: &str) -> Vec<String> {
+    cluster
+        .store
+        .all(Kind::Pods)
+        .into_iter()
+        .filter(|pod| {
+            selects(POOL_LABEL, pod) && pod["metadata"]["annotations"][REPLICA_ANNOTATION] == replica
+        })
+        .map(|pod| pod["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The replica that owns session `session` in the store at `url`.
+fn owner(url: &str, session: &Session) -> String {
+    let out = std::process::Command::new("psql")
+        .args([url, "-tAc"])
+        .arg(format!(
+            "SELECT owner FROM sessions WHERE id = '{}'",
+            session.session_id
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// How many deletes of `resource` the cluster served.
+fn deletes(cluster: &StandInCluster, resource: &str) -> u64 {
+    cluster
+        .store
+        .calls()
+        .get(&(resource.to_owned(), "delete".to_owned()))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Two control planes (`--replica a` and `b`, each with its own data directory) on one
+/// cluster and one PostgreSQL: B's start-up sweep spares A's pods, warm ones included; B
+/// serves a session A created (a command, an interpreter keeping its state, a file) and
+/// deletes it, its pod, Secret and NetworkPolicy going once. After `kill -9` of A, B serves
+/// A's other session at once, takes it over once A's lease lapses (its death is then B's to
+/// report), and removes A's warm pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_control_planes_on_one_cluster_serve_every_pod_session() {
+    if !can_run_sandboxes() || common::kube_wanted() {
+        // Under HUTCH_TEST_RUNTIME=kubernetes each server would name a cluster of its own.
+        return;
+    }
+    let postgres = hutch_server::ScratchPostgres::start().expect("starting PostgreSQL");
+    let url = postgres.url("postgres");
+    let stand_in = BackgroundCluster::start(std::path::Path::new(env!("CARGO_BIN_EXE_hutch")))
+        .expect("start the stand-in cluster");
+    let cluster = stand_in.cluster();
+    let dir = tempfile::Builder::new()
+        .prefix("hutch-kubeconfig")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    cluster
+        .write_kubeconfig(&kubeconfig, KUBE_NAMESPACE)
+        .unwrap();
+    let serve = |replica: &str| {
+        TestServer::start_with(&[
+            "--store",
+            &url,
+            "--replica",
+            replica,
+            "--runtime",
+            "kubernetes",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--kube-namespace",
+            KUBE_NAMESPACE,
+            "--kube-agent-image",
+            "stand-in.invalid/hutch:test",
+            "--kube-warm-pool",
+            "1",
+        ])
+    };
+    let mut a = serve("a");
+    let client_a = a.client("t");
+    let used = session(&client_a).await;
+    let kept = session(&client_a).await;
+    assert!(
+        wait_for(Duration::from_secs(60), || warm_pods_of(cluster, "a").len() == 1).await,
+        "A's warm pod never came: {:?}",
+        cluster.store.all(Kind::Pods)
+    );
+    let warm = warm_pods_of(cluster, "a");
+
+    // B's start-up sweep (done once it listens) leaves A's pods alone.
+    let b = serve("b");
+    let client_b = b.client("t");
+    assert_eq!(warm_pods_of(cluster, "a"), warm);
+    let (pod, sandbox) = pod_of(cluster, &used);
+    pod_of(cluster, &kept);
+
+    // A's session through B: a command, an interpreter keeping its state, a file.
+    assert_eq!(sh(&client_b, &used, "echo via-b").await.stdout, "via-b\n");
+    let id = used.session_id;
+    let (status, context) = call(
+        &client_b,
+        http::Method::POST,
+        &format!("/v1/sessions/{id}/interpreter/contexts"),
+        json!({"language": "python"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{context}");
+    let context = context["id"].as_str().unwrap().to_owned();
+    assert_eq!(execute(&client_b, &used, &context, "x = 6 * 7").await, "");
+    assert_eq!(execute(&client_b, &used, &context, "print(x)").await, "42\n");
+    let file = format!("/v1/sessions/{id}/files/content?path=/tmp/workspace/note.txt");
+    let (status, body) = client_b
+        .request(
+            http::Method::PUT,
+            &file,
+            Some(bytes::Bytes::from_static(b"through B\n")),
+        )
+        .await
+        .unwrap();
+    assert!(status.is_success(), "{status} {body:?}");
+    let (status, body) = client_b
+        .request(http::Method::GET, &file, None)
+        .await
+        .unwrap();
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"through B\n"[..]));
+
+    // Deleted through B: the pod, its Secret and NetworkPolicy go, each deleted once.
+    let before: Vec<u64> = ["pods", "secrets", "networkpolicies"]
+        .iter()
+        .map(|r| deletes(cluster, r))
+        .collect();
+    let pid = cluster.kubelet().pid(KUBE_NAMESPACE, &pod).unwrap();
+    client_b.delete_session(id).await.unwrap();
+    assert_nothing_left(cluster, &sandbox, &pod, pid).await;
+    for client in [&client_a, &client_b] {
+        let gone = client.get_session(id).await.unwrap_err();
+        assert_eq!(gone.code(), Some(ErrorCode::SessionNotFound), "{gone:?}");
+    }
+    // A saw its pod go (and carries on serving); it destroyed nothing again.
+    assert_eq!(sh(&client_a, &kept, "echo on-a").await.stdout, "on-a\n");
+    assert_eq!(sh(&client_b, &kept, "echo on-b").await.stdout, "on-b\n");
+    let after: Vec<u64> = ["pods", "secrets", "networkpolicies"]
+        .iter()
+        .map(|r| deletes(cluster, r))
+        .collect();
+    assert_eq!(
+        after,
+        before.iter().map(|n| n + 1).collect::<Vec<_>>(),
+        "deletes of pods, secrets, networkpolicies"
+    );
+
+    // A dies: B serves its session at once, and takes it over once A's lease lapses.
+    a.kill_hard();
+    assert_eq!(sh(&client_b, &kept, "echo a-down").await.stdout, "a-down\n");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while owner(&url, &kept) != "b" {
+        assert!(Instant::now() < deadline, "B never took A's session over");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(sh(&client_b, &kept, "echo b-owns").await.stdout, "b-owns\n");
+    // A's warm pod goes once B sees A dead; its Secret and NetworkPolicy with it.
+    let warm_sandbox = cluster
+        .store
+        .get(Kind::Pods, KUBE_NAMESPACE, &warm[0])
+        .map(|p| p["metadata"]["labels"][SANDBOX_LABEL].as_str().unwrap().to_owned());
+    assert!(
+        wait_for(Duration::from_secs(60), || warm_pods_of(cluster, "a").is_empty()).await,
+        "A's warm pod outlived A: {warm:?}"
+    );
+    if let Some(warm_sandbox) = warm_sandbox {
+        assert!(
+            wait_for(Duration::from_secs(30), || objects_of(cluster, &warm_sandbox).is_empty())
+                .await,
+            "left of A's warm pod: {:?}",
+            objects_of(cluster, &warm_sandbox)
+        );
+    }
+    // The session's death is B's to report now: its pod deleted behind its back ends it.
+    let (kept_pod, _) = pod_of(cluster, &kept);
+    cluster
+        .store
+        .delete(Kind::Pods, KUBE_NAMESPACE, &kept_pod)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client_b.get_session(kept.session_id).await {
+            Err(err) if err.code() == Some(ErrorCode::SessionNotFound) => break,
+            other => assert!(Instant::now() < deadline, "still there: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(b);
 }
