@@ -342,6 +342,68 @@ async fn another_control_plane_reaches_and_destroys_a_pod_whose_death_its_maker_
     assert!(a.connect(spec.id).await.is_err());
 }
 
+/// A control plane reaching another's pod dials only a pod whose labels and Secret agree:
+/// not when two pods carry one session's label, not a pod not named after its sandbox, and
+/// not with a Secret made for another sandbox.
+#[tokio::test]
+async fn a_control_plane_dials_no_pod_whose_labels_or_secret_do_not_add_up() {
+    use k8s_openapi::api::core::v1::{Pod, Secret};
+    use kube::api::{Api, DeleteParams, PostParams};
+    let cluster = StandInCluster::start(agent()).await.unwrap();
+    let (a, b) = (runtime(&cluster, 0).await, runtime(&cluster, 0).await);
+    let config = KubeConfig::new(NS, "x");
+    let pods = Api::<Pod>::namespaced(cluster.client(NS).unwrap(), NS);
+    let secrets = Api::<Secret>::namespaced(cluster.client(NS).unwrap(), NS);
+    let session = spec();
+    let record = a.create(&session).await.unwrap();
+    let record_error = |result: Result<(), hutch_sandbox::SandboxError>| {
+        assert!(
+            matches!(result, Err(hutch_sandbox::SandboxError::Record(_))),
+            "{result:?}"
+        );
+    };
+
+    // A second pod carrying the session's label.
+    let mut impostor =
+        hutch_kube::pod(&config, Uuid::now_v7(), Some(session.id), None, &session).unwrap();
+    impostor.metadata.name = Some("impostor".into());
+    pods.create(&PostParams::default(), &impostor)
+        .await
+        .unwrap();
+    record_error(b.connect(session.id).await.map(drop));
+    cluster.store.delete(Kind::Pods, NS, "impostor").unwrap();
+    // A lone pod not named after its sandbox.
+    let other = spec();
+    let mut misnamed =
+        hutch_kube::pod(&config, Uuid::now_v7(), Some(other.id), None, &other).unwrap();
+    misnamed.metadata.name = Some("misnamed".into());
+    pods.create(&PostParams::default(), &misnamed)
+        .await
+        .unwrap();
+    record_error(b.connect(other.id).await.map(drop));
+    cluster.store.delete(Kind::Pods, NS, "misnamed").unwrap();
+
+    // The session's own pod, running, but its Secret replaced by one made for another sandbox.
+    let name = object_name(record.sandbox_id);
+    secrets
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    let mut foreign = hutch_kube::secret(&config, Uuid::now_v7(), Some(session.id), "t");
+    foreign.metadata.name = Some(name);
+    secrets
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    assert!(matches!(
+        b.connect(session.id).await.map(drop),
+        Err(hutch_sandbox::SandboxError::Gone(_))
+    ));
+    // Its maker, which knows the credential, still reaches it.
+    ask(&a, session.id).await;
+    a.destroy(&record).await.unwrap();
+}
+
 /// A sweep spares what a live replica made (a session's pod it is creating, its warm pods);
 /// once that replica is dead, its warm pods go (at the next heartbeat's notice) and its
 /// unknown sessions' pods at the next sweep.

@@ -653,7 +653,8 @@ fn warm_pods_of(cluster: &StandInCluster, replica: &str) -> Vec<String> {
         .all(Kind::Pods)
         .into_iter()
         .filter(|pod| {
-            selects(POOL_LABEL, pod) && pod["metadata"]["annotations"][REPLICA_ANNOTATION] == replica
+            selects(POOL_LABEL, pod)
+                && pod["metadata"]["annotations"][REPLICA_ANNOTATION] == replica
         })
         .map(|pod| pod["metadata"]["name"].as_str().unwrap().to_owned())
         .collect()
@@ -735,7 +736,9 @@ async fn two_control_planes_on_one_cluster_serve_every_pod_session() {
     let used = session(&client_a).await;
     let kept = session(&client_a).await;
     assert!(
-        wait_for(Duration::from_secs(60), || warm_pods_of(cluster, "a").len() == 1).await,
+        wait_for(Duration::from_secs(60), || warm_pods_of(cluster, "a").len()
+            == 1)
+        .await,
         "A's warm pod never came: {:?}",
         cluster.store.all(Kind::Pods)
     );
@@ -761,7 +764,10 @@ async fn two_control_planes_on_one_cluster_serve_every_pod_session() {
     assert_eq!(status, 200, "{context}");
     let context = context["id"].as_str().unwrap().to_owned();
     assert_eq!(execute(&client_b, &used, &context, "x = 6 * 7").await, "");
-    assert_eq!(execute(&client_b, &used, &context, "print(x)").await, "42\n");
+    assert_eq!(
+        execute(&client_b, &used, &context, "print(x)").await,
+        "42\n"
+    );
     let file = format!("/v1/sessions/{id}/files/content?path=/tmp/workspace/note.txt");
     let (status, body) = client_b
         .request(
@@ -816,15 +822,26 @@ async fn two_control_planes_on_one_cluster_serve_every_pod_session() {
     let warm_sandbox = cluster
         .store
         .get(Kind::Pods, KUBE_NAMESPACE, &warm[0])
-        .map(|p| p["metadata"]["labels"][SANDBOX_LABEL].as_str().unwrap().to_owned());
+        .map(|p| {
+            p["metadata"]["labels"][SANDBOX_LABEL]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        });
     assert!(
-        wait_for(Duration::from_secs(60), || warm_pods_of(cluster, "a").is_empty()).await,
+        wait_for(Duration::from_secs(60), || warm_pods_of(cluster, "a")
+            .is_empty())
+        .await,
         "A's warm pod outlived A: {warm:?}"
     );
     if let Some(warm_sandbox) = warm_sandbox {
         assert!(
-            wait_for(Duration::from_secs(30), || objects_of(cluster, &warm_sandbox).is_empty())
-                .await,
+            wait_for(Duration::from_secs(30), || objects_of(
+                cluster,
+                &warm_sandbox
+            )
+            .is_empty())
+            .await,
             "left of A's warm pod: {:?}",
             objects_of(cluster, &warm_sandbox)
         );
