@@ -261,11 +261,13 @@ async fn a_server_killed_mid_upload_keeps_the_previous_version() {
         "Success"
     );
 
-    // A large second version, then kill -9 while it uploads.
-    let made = sh(
+    // A large second version, then kill -9 while it uploads. Writing 900 MiB through the
+    // session's disk takes well over the default 30 s on a loaded 2-core machine.
+    let made = sh_with(
         &client,
         &s,
         "echo second > /workspace/big/v && head -c 900M /dev/zero > /workspace/big/blob",
+        300.0,
     )
     .await;
     assert_eq!(made.exit_code, 0, "{}", made.stderr);
