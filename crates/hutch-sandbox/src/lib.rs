@@ -253,6 +253,21 @@ pub trait Runtime: Send + Sync + 'static {
     /// replica owns), killing any process still in them. Returns the ids it cleaned.
     async fn sweep(&self, known: &HashSet<Uuid>) -> Result<Vec<Uuid>, SandboxError>;
 
+    /// This server process's name among the processes that share this runtime's sandboxes
+    /// (the linux runtime: its id on the data directory), for other processes to learn of its
+    /// death through [`Runtime::dead_processes`]; `None` when the runtime cannot tell.
+    fn process_id(&self) -> Option<String> {
+        None
+    }
+
+    /// The processes that shared this runtime's sandboxes and are gone, as their
+    /// [`Runtime::process_id`] named them, until a [`Runtime::sweep`] has cleaned after them
+    /// (the linux runtime: runtimes on the data directory whose lock the kernel released).
+    /// What they kept that no known session holds is left over: the next sweep removes it.
+    fn dead_processes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Whether this process can serve and destroy the sandbox of `record` though another
     /// server process (a replica) runs it: true when both reach the same sandboxes (the linux
     /// runtime on one data directory). Otherwise only the process that runs a sandbox may

@@ -726,3 +726,192 @@ async fn a_tenant_quota_is_exact_across_replicas() {
         clients[i % 2].delete_session(s.session_id).await.unwrap();
     }
 }
+
+/// Runs the query `sql` on the test's PostgreSQL at `url`; its one value, as text.
+fn psql_value(url: &str, sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-tAc", sql])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The host's view of sandbox `sandbox` found by its cgroup, before any session is linked
+/// to it.
+fn sandbox_view(sandbox: &str) -> common::HostView {
+    let procs = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .iter()
+        .find_map(|root| {
+            let found = std::process::Command::new("find")
+                .args([root, "-maxdepth", "4", "-type", "d", "-name", sandbox])
+                .output()
+                .ok()?;
+            let dir = String::from_utf8_lossy(&found.stdout)
+                .lines()
+                .next()?
+                .to_owned();
+            Some((root.to_string(), dir))
+        })
+        .expect("the sandbox's cgroup");
+    let (root, dir) = procs;
+    let agent_pid: i32 = std::fs::read_to_string(format!("{dir}/agent/cgroup.procs"))
+        .expect("the agent's cgroup")
+        .lines()
+        .next()
+        .expect("the agent")
+        .parse()
+        .unwrap();
+    let uts = std::fs::read_link(format!("/proc/{agent_pid}/ns/uts"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    common::HostView {
+        agent_pid,
+        cgroup: dir.strip_prefix(&root).unwrap().to_owned(),
+        sandbox_id: sandbox.to_owned(),
+        uts,
+    }
+}
+
+/// A replica killed (SIGKILL) in the middle of a create, its sandbox claimed but its session
+/// neither linked nor recorded: the live replica on the same data directory knows it dead at
+/// once (its runtime's lock is free), deregisters it, deletes the interrupted create's row
+/// (its quota slot with it), sweeps the half-made sandbox (processes, cgroups, directory,
+/// socket, slots, keeper) while the dead one stays down, and adopts the dead one's running
+/// session; its own session is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_create_leaves_nothing_the_live_one_does_not_clean() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let cluster = hutch_server::ScratchPostgres::start().expect("starting PostgreSQL");
+    let url = cluster.url("postgres");
+    let data = tempfile::Builder::new()
+        .prefix("hutch-e2e")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let hook = tempfile::tempdir().unwrap();
+    let stall = hook.path().join("stall");
+    let args = |replica: &'static str| {
+        vec![
+            "--store",
+            url.as_str(),
+            "--replica",
+            replica,
+            "--warm-pool",
+            "0",
+            "--tenant-max-sessions",
+            "3",
+        ]
+    };
+    let stall_env = stall.to_str().unwrap();
+    let mut a = TestServer::start_in_data_dir_with_env(
+        data.path(),
+        &[("HUTCH_TEST_STALL_CREATE", stall_env)],
+        &args("a"),
+    );
+    let b = TestServer::start_in_data_dir(data.path(), &args("b"));
+    let (client_a, client_b) = (a.client("t"), b.client("t"));
+    let a_running = session(&client_a).await;
+    let b_own = session(&client_b).await;
+    let b_view = host_view(&client_b, &b_own).await;
+    let a_keeper = std::fs::read_to_string(
+        data.path()
+            .join("keepers")
+            .join(host_view(&client_b, &a_running).await.sandbox_id),
+    )
+    .unwrap();
+
+    // Armed: A's next create stalls once its sandbox is claimed.
+    std::fs::write(&stall, "").unwrap();
+    let stalled = {
+        let client_a = client_a.clone();
+        tokio::spawn(async move {
+            client_a
+                .create_session(&CreateSessionRequest::default())
+                .await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let sandbox = loop {
+        let text = std::fs::read_to_string(&stall).unwrap();
+        if !text.is_empty() {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the create never stalled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let view = sandbox_view(&sandbox);
+    assert!(data.path().join("sandboxes").join(&sandbox).exists());
+    assert_eq!(
+        psql_value(
+            &url,
+            "SELECT count(*) FROM sessions WHERE status = 'CREATING'"
+        ),
+        "1"
+    );
+
+    a.kill_hard();
+    let killed = Instant::now();
+    assert!(stalled.await.unwrap().is_err(), "the create never finished");
+    let deadline = killed + Duration::from_secs(60);
+    while data.path().join("sandboxes").join(&sandbox).exists()
+        || psql_value(
+            &url,
+            "SELECT count(*) FROM sessions WHERE status = 'CREATING'",
+        ) != "0"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the half-made sandbox or its row stays"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cleaned = killed.elapsed();
+    assert_nothing_left(&b, &view);
+    for kind in ["uids", "addresses"] {
+        assert!(
+            slots_of(data.path(), kind, &sandbox).is_empty(),
+            "{kind} slot freed"
+        );
+    }
+    assert!(!data.path().join("keepers").join(&sandbox).exists());
+    // Known dead by its process, not by its lease: B deregistered it.
+    assert_eq!(
+        psql_value(&url, "SELECT count(*) FROM replicas WHERE id = 'a'"),
+        "0"
+    );
+
+    // A's running session: adopted by B (which keeps it now), and served.
+    let keeper = data
+        .path()
+        .join("keepers")
+        .join(host_view(&client_b, &a_running).await.sandbox_id);
+    let deadline = killed + Duration::from_secs(60);
+    while std::fs::read_to_string(&keeper).is_ok_and(|k| k == a_keeper) {
+        assert!(Instant::now() < deadline, "nobody took A's session over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let adopted = killed.elapsed();
+    eprintln!(
+        "after the kill: half-made sandbox swept in {cleaned:?}, session adopted in {adopted:?}"
+    );
+    assert_eq!(sh(&client_b, &a_running, "echo a").await.stdout, "a\n");
+    // B's own session: the same sandbox, untouched.
+    assert_eq!(
+        host_view(&client_b, &b_own).await.agent_pid,
+        b_view.agent_pid
+    );
+    assert_eq!(sh(&client_b, &b_own, "echo b").await.stdout, "b\n");
+    // The quota counts what is left: the stalled create's slot is free again.
+    let third = session(&client_b).await;
+    for s in [&a_running, &b_own, &third] {
+        client_b.delete_session(s.session_id).await.unwrap();
+    }
+    assert_nothing_left(&b, &b_view);
+}
