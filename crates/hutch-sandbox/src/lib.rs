@@ -250,7 +250,10 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Removes leftovers (cgroups, directories) of sandboxes that belong to no session in
     /// `known` (the sessions whose sandboxes stay: those just adopted, and those another
-    /// replica owns), killing any process still in them. Returns the ids it cleaned.
+    /// replica owns), killing any process still in them. Returns the ids it cleaned. Runs at
+    /// start-up and while serving (after another server process sharing the sandboxes
+    /// died): whatever a live process is creating, pooling or running stays (the linux
+    /// runtime: every sandbox a live runtime on its data directory keeps).
     async fn sweep(&self, known: &HashSet<Uuid>) -> Result<Vec<Uuid>, SandboxError>;
 
     /// This server process's name among the processes that share this runtime's sandboxes

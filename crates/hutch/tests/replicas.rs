@@ -915,3 +915,85 @@ async fn a_replica_killed_mid_create_leaves_nothing_the_live_one_does_not_clean(
     }
     assert_nothing_left(&b, &b_view);
 }
+
+/// A networked session of replica A, on one data directory with B: A's resolver dies with A
+/// (`kill -9`), and the session's names resolve again once B has adopted it, which B does as
+/// soon as it sees A's process gone, not a lease later; B serves the resolver on the same
+/// gateway address, and deletes the session leaving nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replicas_networked_session_resolves_again_once_adopted() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let cluster = hutch_server::ScratchPostgres::start().expect("starting PostgreSQL");
+    let url = cluster.url("postgres");
+    let internet = TestInternet::start();
+    let data = tempfile::Builder::new()
+        .prefix("hutch-e2e")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let args = |replica: &'static str| {
+        vec![
+            "--store",
+            url.as_str(),
+            "--replica",
+            replica,
+            "--warm-pool",
+            "0",
+            "--network-warm-pool",
+            "0",
+            "--network-allowed",
+            "all",
+            "--network-dns",
+            net_common::DNS,
+            "--network-pool",
+            "10.231.0.0/29",
+        ]
+    };
+    let netns = internet.server_netns();
+    let mut a =
+        TestServer::start_in_netns_and_data_dir(&netns, data.path(), "127.0.0.1:7420", &args("a"));
+    let b =
+        TestServer::start_in_netns_and_data_dir(&netns, data.path(), "127.0.0.1:7421", &args("b"));
+    let (fwd_a, fwd_b) = (
+        Forwarder::start(&netns, "127.0.0.1:7420".parse().unwrap()),
+        Forwarder::start(&netns, "127.0.0.1:7421".parse().unwrap()),
+    );
+    let client_a = HutchClient::new(&fwd_a.url(), &a.token("t")).unwrap();
+    let client_b = HutchClient::new(&fwd_b.url(), &b.token("t")).unwrap();
+    let s = networked(&client_a).await;
+    let gateway = nameserver(&client_b, &s).await;
+    // One question, one second: a resolver that is down shows as a quick failure.
+    let lookup = "RES_OPTIONS='timeout:1 attempts:1' getent hosts allowed.test";
+    assert!(sh(&client_b, &s, lookup).await.stdout.contains(HTTP_HOST));
+    let view = host_view(&client_b, &s).await;
+
+    a.kill_hard();
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(60);
+    while !sh(&client_b, &s, lookup).await.stdout.contains(HTTP_HOST) {
+        assert!(Instant::now() < deadline, "names never resolved again");
+    }
+    eprintln!(
+        "a dead replica's networked session resolved again {:?} after the kill",
+        killed.elapsed()
+    );
+    assert_eq!(
+        psql_value(&url, "SELECT count(*) FROM replicas WHERE id = 'a'"),
+        "0",
+        "known dead by its process, not by its lease"
+    );
+    assert!(
+        resolver_sockets(&internet).contains(&format!("{gateway}:53")),
+        "B's resolver on the same gateway"
+    );
+    client_b
+        .delete_session(s.session_id)
+        .await
+        .expect("B deleting the adopted session");
+    assert_nothing_left(&b, &view);
+    assert!(!resolver_sockets(&internet).contains(&format!("{gateway}:53")));
+    assert!(slots_of(data.path(), "addresses", &view.sandbox_id).is_empty());
+    drop(b);
+    assert!(internet.sandbox_interfaces().is_empty());
+}
