@@ -499,7 +499,7 @@ async fn a_networked_session_is_used_and_deleted_through_the_other_replica() {
     assert!(internet.sandbox_interfaces().is_empty());
 }
 
-/// Three replicas on one data directory; A is killed with SIGKILL. Once its lease lapses, B
+/// Three replicas on one data directory; A is killed with SIGKILL. Once they know it dead, B
 /// and C take its sessions over (one of them adopts each sandbox and watches it: a sandbox
 /// whose agent then dies is cleaned), race to reap the one that expires and serve the delete
 /// of the third. Each is destroyed once and nothing is left.
@@ -537,6 +537,9 @@ async fn live_replicas_take_over_a_dead_ones_sessions() {
         host_view(&client_a, &expiring).await,
         host_view(&client_a, &deleted).await,
     ];
+    // A's own runtime keeps it until someone takes it over (which may happen at once).
+    let keeper = data.path().join("keepers").join(&views[0].sandbox_id);
+    let first_keeper = std::fs::read_to_string(&keeper).unwrap();
     a.kill_hard();
 
     // Served while A is down; deleted through B (A's lease may not have lapsed yet: it is
@@ -548,10 +551,8 @@ async fn live_replicas_take_over_a_dead_ones_sessions() {
         .expect("B deleting a dead A's session");
 
     // Its agent killed from the host once B or C took it over: whoever adopted it sees the
-    // death and cleans up. Until the lease lapses nobody watches it, so the kill waits for
-    // a take-over, seen as the keeper file naming a live runtime other than A's.
-    let keeper = data.path().join("keepers").join(&views[0].sandbox_id);
-    let first_keeper = std::fs::read_to_string(&keeper).unwrap();
+    // death and cleans up. Until one of them knows A dead nobody watches it, so the kill
+    // waits for a take-over, seen as the keeper file naming a live runtime other than A's.
     let deadline = Instant::now() + Duration::from_secs(90);
     while std::fs::read_to_string(&keeper).is_ok_and(|k| k == first_keeper) {
         assert!(Instant::now() < deadline, "nobody took A's sessions over");
