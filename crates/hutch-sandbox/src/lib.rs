@@ -250,8 +250,26 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Removes leftovers (cgroups, directories) of sandboxes that belong to no session in
     /// `known` (the sessions whose sandboxes stay: those just adopted, and those another
-    /// replica owns), killing any process still in them. Returns the ids it cleaned.
+    /// replica owns), killing any process still in them. Returns the ids it cleaned. Runs at
+    /// start-up and while serving (after another server process sharing the sandboxes
+    /// died): whatever a live process is creating, pooling or running stays (the linux
+    /// runtime: every sandbox a live runtime on its data directory keeps).
     async fn sweep(&self, known: &HashSet<Uuid>) -> Result<Vec<Uuid>, SandboxError>;
+
+    /// This server process's name among the processes that share this runtime's sandboxes
+    /// (the linux runtime: its id on the data directory), for other processes to learn of its
+    /// death through [`Runtime::dead_processes`]; `None` when the runtime cannot tell.
+    fn process_id(&self) -> Option<String> {
+        None
+    }
+
+    /// The processes that shared this runtime's sandboxes and are gone, as their
+    /// [`Runtime::process_id`] named them, until a [`Runtime::sweep`] has cleaned after them
+    /// (the linux runtime: runtimes on the data directory whose lock the kernel released).
+    /// What they kept that no known session holds is left over: the next sweep removes it.
+    fn dead_processes(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Whether this process can serve and destroy the sandbox of `record` though another
     /// server process (a replica) runs it: true when both reach the same sandboxes (the linux

@@ -104,6 +104,9 @@ pub const DEFAULT_TENANT_MAX_MEMORY_MB: u64 = 65_536;
 pub const DEFAULT_REAPER_INTERVAL: Duration = Duration::from_millis(200);
 /// How often the reaper looks for sessions idle long enough to pause themselves.
 const AUTO_PAUSE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long after a failed sweep of left-over sandboxes (after a server process sharing the
+/// runtime died) the next is tried.
+const SWEEP_RETRY_INTERVAL: Duration = Duration::from_secs(30);
 /// How long an agent may leave a request without an answer's head before it is probed, and
 /// then how long the probe may wait, by default.
 pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -395,7 +398,13 @@ impl Server {
         let location = config.store_location();
         let store = store::Store::open(&location, config.migrate).await?;
         tracing::info!(store = %location.display(), kind = location.kind(), "store open");
-        let store = join_replicas(store, &location, config.replica.as_deref()).await?;
+        let store = join_replicas(
+            store,
+            &location,
+            config.replica.as_deref(),
+            runtime.process_id(),
+        )
+        .await?;
         let metrics = metrics::Metrics::for_replica(config.replica.as_deref());
         let runtime: Arc<dyn hutch_sandbox::Runtime> =
             Arc::new(metrics::MeteredRuntime::new(runtime, metrics.clone()));
@@ -620,6 +629,8 @@ async fn reap_forever(sessions: Arc<Sessions>, interval: Duration) {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_auto_pause = std::time::Instant::now();
+    // When a sweep of left-over sandboxes that failed is tried again.
+    let mut sweep_retry: Option<std::time::Instant> = None;
     loop {
         ticks.tick().await;
         if let Err(err) = sessions.reap().await {
@@ -630,11 +641,22 @@ async fn reap_forever(sessions: Arc<Sessions>, interval: Duration) {
         if last_auto_pause.elapsed() >= AUTO_PAUSE_INTERVAL {
             last_auto_pause = std::time::Instant::now();
             sessions.auto_pause().await;
-            match sessions.adopt_orphans().await {
-                Ok(0) => {}
-                Ok(adopted) => tracing::info!(adopted, "adopted sessions of dead replicas"),
+            match sessions.take_over_dead().await {
+                Ok(pass) => {
+                    if pass.adopted > 0 {
+                        tracing::info!(adopted = pass.adopted, "adopted sessions of dead replicas");
+                    }
+                    // A dead process may have left sandboxes no session holds (a create it
+                    // did not finish, its warm pool); a session taken over and deleted may
+                    // leave one it had half-claimed.
+                    let retry = sweep_retry.is_some_and(|at| std::time::Instant::now() >= at);
+                    if pass.dead_processes > 0 || pass.taken > 0 || retry {
+                        sweep_retry = (!sessions.sweep_left_over().await)
+                            .then(|| std::time::Instant::now() + SWEEP_RETRY_INTERVAL);
+                    }
+                }
                 Err(err) => {
-                    tracing::error!(error = %error::chain(&err), "adopting sessions of dead replicas failed")
+                    tracing::error!(error = %error::chain(&err), "taking over sessions of dead replicas failed")
                 }
             }
         }
@@ -642,17 +664,19 @@ async fn reap_forever(sessions: Arc<Sessions>, interval: Duration) {
 }
 
 /// On PostgreSQL, registers this server among the replicas sharing the store (as `replica`,
-/// or a generated id) with a first heartbeat, before recovery; on SQLite, the store as it is.
+/// or a generated id, naming its runtime's `process`) with a first heartbeat, before
+/// recovery; on SQLite, the store as it is.
 async fn join_replicas(
     store: store::Store,
     location: &store::StoreLocation,
     replica: Option<&str>,
+    process: Option<String>,
 ) -> Result<store::Store, ServerError> {
     if !matches!(location, store::StoreLocation::Postgres(_)) {
         return Ok(store);
     }
     let id = replica.map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
-    let store = store.with_replica(&id);
+    let store = store.with_replica(&id, process);
     store.heartbeat().await?;
     tracing::info!(replica = %id, "joined the replicas of the store");
     Ok(store)

@@ -555,6 +555,14 @@ impl Runtime for MeteredRuntime {
         self.inner.sweep(known).await
     }
 
+    fn process_id(&self) -> Option<String> {
+        self.inner.process_id()
+    }
+
+    fn dead_processes(&self) -> Vec<String> {
+        self.inner.dead_processes()
+    }
+
     fn reaches(&self, record: &SandboxRecord) -> bool {
         self.inner.reaches(record)
     }

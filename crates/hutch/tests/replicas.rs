@@ -499,7 +499,7 @@ async fn a_networked_session_is_used_and_deleted_through_the_other_replica() {
     assert!(internet.sandbox_interfaces().is_empty());
 }
 
-/// Three replicas on one data directory; A is killed with SIGKILL. Once its lease lapses, B
+/// Three replicas on one data directory; A is killed with SIGKILL. Once they know it dead, B
 /// and C take its sessions over (one of them adopts each sandbox and watches it: a sandbox
 /// whose agent then dies is cleaned), race to reap the one that expires and serve the delete
 /// of the third. Each is destroyed once and nothing is left.
@@ -537,6 +537,9 @@ async fn live_replicas_take_over_a_dead_ones_sessions() {
         host_view(&client_a, &expiring).await,
         host_view(&client_a, &deleted).await,
     ];
+    // A's own runtime keeps it until someone takes it over (which may happen at once).
+    let keeper = data.path().join("keepers").join(&views[0].sandbox_id);
+    let first_keeper = std::fs::read_to_string(&keeper).unwrap();
     a.kill_hard();
 
     // Served while A is down; deleted through B (A's lease may not have lapsed yet: it is
@@ -548,10 +551,8 @@ async fn live_replicas_take_over_a_dead_ones_sessions() {
         .expect("B deleting a dead A's session");
 
     // Its agent killed from the host once B or C took it over: whoever adopted it sees the
-    // death and cleans up. Until the lease lapses nobody watches it, so the kill waits for
-    // a take-over, seen as the keeper file naming a live runtime other than A's.
-    let keeper = data.path().join("keepers").join(&views[0].sandbox_id);
-    let first_keeper = std::fs::read_to_string(&keeper).unwrap();
+    // death and cleans up. Until one of them knows A dead nobody watches it, so the kill
+    // waits for a take-over, seen as the keeper file naming a live runtime other than A's.
     let deadline = Instant::now() + Duration::from_secs(90);
     while std::fs::read_to_string(&keeper).is_ok_and(|k| k == first_keeper) {
         assert!(Instant::now() < deadline, "nobody took A's sessions over");
@@ -725,4 +726,275 @@ async fn a_tenant_quota_is_exact_across_replicas() {
     for (i, s) in created.iter().enumerate() {
         clients[i % 2].delete_session(s.session_id).await.unwrap();
     }
+}
+
+/// Runs the query `sql` on the test's PostgreSQL at `url`; its one value, as text.
+fn psql_value(url: &str, sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-tAc", sql])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The host's view of sandbox `sandbox` found by its cgroup, before any session is linked
+/// to it.
+fn sandbox_view(sandbox: &str) -> common::HostView {
+    let procs = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .iter()
+        .find_map(|root| {
+            let found = std::process::Command::new("find")
+                .args([root, "-maxdepth", "4", "-type", "d", "-name", sandbox])
+                .output()
+                .ok()?;
+            let dir = String::from_utf8_lossy(&found.stdout)
+                .lines()
+                .next()?
+                .to_owned();
+            Some((root.to_string(), dir))
+        })
+        .expect("the sandbox's cgroup");
+    let (root, dir) = procs;
+    let agent_pid: i32 = std::fs::read_to_string(format!("{dir}/agent/cgroup.procs"))
+        .expect("the agent's cgroup")
+        .lines()
+        .next()
+        .expect("the agent")
+        .parse()
+        .unwrap();
+    let uts = std::fs::read_link(format!("/proc/{agent_pid}/ns/uts"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    common::HostView {
+        agent_pid,
+        cgroup: dir.strip_prefix(&root).unwrap().to_owned(),
+        sandbox_id: sandbox.to_owned(),
+        uts,
+    }
+}
+
+/// A replica killed (SIGKILL) in the middle of a create, its sandbox claimed but its session
+/// neither linked nor recorded: the live replica on the same data directory knows it dead at
+/// once (its runtime's lock is free), deregisters it, deletes the interrupted create's row
+/// (its quota slot with it), sweeps the half-made sandbox (processes, cgroups, directory,
+/// socket, slots, keeper) while the dead one stays down, and adopts the dead one's running
+/// session; its own session is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_create_leaves_nothing_the_live_one_does_not_clean() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let cluster = hutch_server::ScratchPostgres::start().expect("starting PostgreSQL");
+    let url = cluster.url("postgres");
+    let data = tempfile::Builder::new()
+        .prefix("hutch-e2e")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let hook = tempfile::tempdir().unwrap();
+    let stall = hook.path().join("stall");
+    let args = |replica: &'static str| {
+        vec![
+            "--store",
+            url.as_str(),
+            "--replica",
+            replica,
+            "--warm-pool",
+            "0",
+            "--tenant-max-sessions",
+            "3",
+        ]
+    };
+    let stall_env = stall.to_str().unwrap();
+    let mut a = TestServer::start_in_data_dir_with_env(
+        data.path(),
+        &[("HUTCH_TEST_STALL_CREATE", stall_env)],
+        &args("a"),
+    );
+    let b = TestServer::start_in_data_dir(data.path(), &args("b"));
+    let (client_a, client_b) = (a.client("t"), b.client("t"));
+    let a_running = session(&client_a).await;
+    let b_own = session(&client_b).await;
+    let b_view = host_view(&client_b, &b_own).await;
+    let a_keeper = std::fs::read_to_string(
+        data.path()
+            .join("keepers")
+            .join(host_view(&client_b, &a_running).await.sandbox_id),
+    )
+    .unwrap();
+
+    // Armed: A's next create stalls once its sandbox is claimed.
+    std::fs::write(&stall, "").unwrap();
+    let stalled = {
+        let client_a = client_a.clone();
+        tokio::spawn(async move {
+            client_a
+                .create_session(&CreateSessionRequest::default())
+                .await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let sandbox = loop {
+        let text = std::fs::read_to_string(&stall).unwrap();
+        if !text.is_empty() {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the create never stalled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let view = sandbox_view(&sandbox);
+    assert!(data.path().join("sandboxes").join(&sandbox).exists());
+    assert_eq!(
+        psql_value(
+            &url,
+            "SELECT count(*) FROM sessions WHERE status = 'CREATING'"
+        ),
+        "1"
+    );
+
+    a.kill_hard();
+    let killed = Instant::now();
+    assert!(stalled.await.unwrap().is_err(), "the create never finished");
+    let deadline = killed + Duration::from_secs(60);
+    while data.path().join("sandboxes").join(&sandbox).exists()
+        || psql_value(
+            &url,
+            "SELECT count(*) FROM sessions WHERE status = 'CREATING'",
+        ) != "0"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the half-made sandbox or its row stays"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cleaned = killed.elapsed();
+    assert_nothing_left(&b, &view);
+    for kind in ["uids", "addresses"] {
+        assert!(
+            slots_of(data.path(), kind, &sandbox).is_empty(),
+            "{kind} slot freed"
+        );
+    }
+    assert!(!data.path().join("keepers").join(&sandbox).exists());
+    // Known dead by its process, not by its lease: B deregistered it.
+    assert_eq!(
+        psql_value(&url, "SELECT count(*) FROM replicas WHERE id = 'a'"),
+        "0"
+    );
+
+    // A's running session: adopted by B (which keeps it now), and served.
+    let keeper = data
+        .path()
+        .join("keepers")
+        .join(host_view(&client_b, &a_running).await.sandbox_id);
+    let deadline = killed + Duration::from_secs(60);
+    while std::fs::read_to_string(&keeper).is_ok_and(|k| k == a_keeper) {
+        assert!(Instant::now() < deadline, "nobody took A's session over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let adopted = killed.elapsed();
+    eprintln!(
+        "after the kill: half-made sandbox swept in {cleaned:?}, session adopted in {adopted:?}"
+    );
+    assert_eq!(sh(&client_b, &a_running, "echo a").await.stdout, "a\n");
+    // B's own session: the same sandbox, untouched.
+    assert_eq!(
+        host_view(&client_b, &b_own).await.agent_pid,
+        b_view.agent_pid
+    );
+    assert_eq!(sh(&client_b, &b_own, "echo b").await.stdout, "b\n");
+    // The quota counts what is left: the stalled create's slot is free again.
+    let third = session(&client_b).await;
+    for s in [&a_running, &b_own, &third] {
+        client_b.delete_session(s.session_id).await.unwrap();
+    }
+    assert_nothing_left(&b, &b_view);
+}
+
+/// A networked session of replica A, on one data directory with B: A's resolver dies with A
+/// (`kill -9`), and the session's names resolve again once B has adopted it, which B does as
+/// soon as it sees A's process gone, not a lease later; B serves the resolver on the same
+/// gateway address, and deletes the session leaving nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replicas_networked_session_resolves_again_once_adopted() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let cluster = hutch_server::ScratchPostgres::start().expect("starting PostgreSQL");
+    let url = cluster.url("postgres");
+    let internet = TestInternet::start();
+    let data = tempfile::Builder::new()
+        .prefix("hutch-e2e")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let args = |replica: &'static str| {
+        vec![
+            "--store",
+            url.as_str(),
+            "--replica",
+            replica,
+            "--warm-pool",
+            "0",
+            "--network-warm-pool",
+            "0",
+            "--network-allowed",
+            "all",
+            "--network-dns",
+            net_common::DNS,
+            "--network-pool",
+            "10.231.0.0/29",
+        ]
+    };
+    let netns = internet.server_netns();
+    let mut a =
+        TestServer::start_in_netns_and_data_dir(&netns, data.path(), "127.0.0.1:7420", &args("a"));
+    let b =
+        TestServer::start_in_netns_and_data_dir(&netns, data.path(), "127.0.0.1:7421", &args("b"));
+    let (fwd_a, fwd_b) = (
+        Forwarder::start(&netns, "127.0.0.1:7420".parse().unwrap()),
+        Forwarder::start(&netns, "127.0.0.1:7421".parse().unwrap()),
+    );
+    let client_a = HutchClient::new(&fwd_a.url(), &a.token("t")).unwrap();
+    let client_b = HutchClient::new(&fwd_b.url(), &b.token("t")).unwrap();
+    let s = networked(&client_a).await;
+    let gateway = nameserver(&client_b, &s).await;
+    // One question, one second: a resolver that is down shows as a quick failure.
+    let lookup = "RES_OPTIONS='timeout:1 attempts:1' getent hosts allowed.test";
+    assert!(sh(&client_b, &s, lookup).await.stdout.contains(HTTP_HOST));
+    let view = host_view(&client_b, &s).await;
+
+    a.kill_hard();
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(60);
+    while !sh(&client_b, &s, lookup).await.stdout.contains(HTTP_HOST) {
+        assert!(Instant::now() < deadline, "names never resolved again");
+    }
+    eprintln!(
+        "a dead replica's networked session resolved again {:?} after the kill",
+        killed.elapsed()
+    );
+    assert_eq!(
+        psql_value(&url, "SELECT count(*) FROM replicas WHERE id = 'a'"),
+        "0",
+        "known dead by its process, not by its lease"
+    );
+    assert!(
+        resolver_sockets(&internet).contains(&format!("{gateway}:53")),
+        "B's resolver on the same gateway"
+    );
+    client_b
+        .delete_session(s.session_id)
+        .await
+        .expect("B deleting the adopted session");
+    assert_nothing_left(&b, &view);
+    assert!(!resolver_sockets(&internet).contains(&format!("{gateway}:53")));
+    assert!(slots_of(data.path(), "addresses", &view.sandbox_id).is_empty());
+    drop(b);
+    assert!(internet.sandbox_interfaces().is_empty());
 }

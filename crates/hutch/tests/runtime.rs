@@ -321,6 +321,34 @@ async fn two_runtimes_on_one_data_dir_never_give_one_id_range_twice() {
 
 /// The start-up sweep of a second runtime on one data directory leaves alone everything a
 /// live runtime keeps there: its sessions' sandboxes and its warm pool.
+/// A sweep run while the runtime serves (as live replicas run one after another server
+/// process died) spares the runtime's own sandboxes, though told of no session: one whose
+/// session the caller has not recorded yet (a create that just finished) keeps running. Its
+/// runtime names itself, and no process on the data directory has died.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_while_serving_spares_the_runtimes_own_sandboxes() {
+    if !common::can_run_sandboxes() {
+        return;
+    }
+    let data = tempfile::Builder::new()
+        .prefix("hutch-rt")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let mut config = LinuxConfig::new(data.path().to_owned()).unwrap();
+    config.agent = lean_agent();
+    config.warm_pool = 0;
+    let runtime = LinuxRuntime::new(config).unwrap();
+    assert!(runtime.process_id().is_some());
+    assert!(runtime.dead_processes().is_empty());
+    let session = runtime.create(&spec()).await.unwrap();
+    assert!(
+        runtime.sweep(&HashSet::new()).await.unwrap().is_empty(),
+        "nothing of its own is swept"
+    );
+    assert_eq!(run(&runtime, session.id, "echo up").await["stdout"], "up\n");
+    runtime.shutdown(true).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sweep_leaves_alone_what_another_live_runtime_keeps() {
     if !common::can_run_sandboxes() {

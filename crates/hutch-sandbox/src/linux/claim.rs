@@ -64,6 +64,8 @@ impl LinuxRuntime {
             source: std::io::Error::other(e.to_string()),
         })?;
         let (spawned, record, hold) = claimed?;
+        #[cfg(debug_assertions)]
+        stall_if_armed(record.sandbox_id).await;
         // Every server on this data directory reaches the session's agent through this link.
         if let Err(e) = self.link_session(record.id, record.sandbox_id) {
             let _ = sys::pidfd_send_signal(spawned.pidfd.as_raw_fd(), libc::SIGKILL);
@@ -153,6 +155,23 @@ impl LinuxRuntime {
                 Err(e)
             }
         }
+    }
+}
+
+/// Test builds only (absent from release builds): when the file that
+/// `HUTCH_TEST_STALL_CREATE` names exists and is empty, the next create writes its sandbox's
+/// id into it and stalls for good, its sandbox claimed but its session neither linked nor
+/// recorded: how the tests kill a server in the middle of a create.
+#[cfg(debug_assertions)]
+async fn stall_if_armed(sandbox: Uuid) {
+    let Some(path) = std::env::var_os("HUTCH_TEST_STALL_CREATE") else {
+        return;
+    };
+    if fs::metadata(&path).is_ok_and(|meta| meta.len() == 0)
+        && fs::write(&path, sandbox.to_string()).is_ok()
+    {
+        tracing::warn!(%sandbox, "HUTCH_TEST_STALL_CREATE: this create stalls for good");
+        std::future::pending::<()>().await;
     }
 }
 

@@ -14,6 +14,7 @@
 //! processes, then waits (bounded) for that lock before it frees the sandbox's slots, so that
 //! no address or id range goes to another sandbox while a resolver still holds it.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -55,13 +56,16 @@ impl Keeper {
         }
         let id = Uuid::new_v4();
         let path = runtimes.join(id.to_string());
+        // Locked before it has a name: no other process ever sees the file unlocked and takes
+        // this live runtime for a dead one.
         let alive = fs::OpenOptions::new()
             .write(true)
-            .create_new(true)
+            .custom_flags(libc::O_TMPFILE)
             .mode(0o600)
-            .open(&path)
-            .map_err(io("create", &path))?;
+            .open(&runtimes)
+            .map_err(io("create a file in", &runtimes))?;
         alive.lock().map_err(io("lock", &path))?;
+        link_open_file(&alive, &path).map_err(io("create", &path))?;
         Ok(Keeper {
             id,
             runtimes,
@@ -149,10 +153,35 @@ impl Keeper {
             .and_then(|text| Uuid::parse_str(text.trim()).ok())
     }
 
-    /// Whether another live runtime keeps sandbox `sandbox`.
-    pub(crate) fn kept_by_another(&self, sandbox: Uuid) -> bool {
+    /// Whether a live runtime, this one included, keeps sandbox `sandbox`: a process is
+    /// building it, pools it or runs it.
+    pub(crate) fn kept_alive(&self, sandbox: Uuid) -> bool {
         self.keeper_of(&sandbox.to_string())
-            .is_some_and(|keeper| keeper != self.id && self.is_alive(keeper))
+            .is_some_and(|keeper| keeper == self.id || self.is_alive(keeper))
+    }
+
+    /// The sandboxes a live runtime, this one included, keeps (see [`Keeper::kept_alive`]).
+    pub(crate) fn live_kept(&self) -> HashSet<Uuid> {
+        fs::read_dir(&self.keepers)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| Uuid::parse_str(&entry.file_name().to_string_lossy()).ok())
+            .filter(|sandbox| self.kept_alive(*sandbox))
+            .collect()
+    }
+
+    /// The other runtimes on this data directory whose process is gone and whose file the
+    /// next [`Keeper::reconcile`] removes: what they kept is left over unless a session
+    /// still holds it.
+    pub(crate) fn dead_others(&self) -> Vec<Uuid> {
+        fs::read_dir(&self.runtimes)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| Uuid::parse_str(&entry.file_name().to_string_lossy()).ok())
+            .filter(|id| *id != self.id && !self.is_alive(*id))
+            .collect()
     }
 
     /// Whether runtime `id`'s process lives (holds its lock).
@@ -226,9 +255,32 @@ impl Keeper {
     }
 
     /// This runtime's id.
-    #[cfg(test)]
-    fn id(&self) -> Uuid {
+    pub(crate) fn id(&self) -> Uuid {
         self.id
+    }
+}
+
+/// Gives the anonymous file `file` (opened with `O_TMPFILE`) the name `path`.
+fn link_open_file(file: &File, path: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let from = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .map_err(std::io::Error::other)?;
+    let to = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: both paths are NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -248,15 +300,20 @@ mod tests {
         assert!(a.others_alive() && b.others_alive());
         let sandbox = Uuid::new_v4();
         a.keep(sandbox).unwrap();
-        assert!(b.kept_by_another(sandbox), "a lives and keeps it");
-        assert!(!a.kept_by_another(sandbox), "a's own");
+        assert!(b.kept_alive(sandbox), "a lives and keeps it");
+        assert!(a.kept_alive(sandbox), "a's own");
+        assert!(b.live_kept().contains(&sandbox));
+        assert!(b.dead_others().is_empty());
         b.reconcile(&sandboxes);
-        assert!(b.kept_by_another(sandbox), "a live keeper's file stays");
+        assert!(b.kept_alive(sandbox), "a live keeper's file stays");
         let a_id = a.id();
         drop(a);
-        assert!(!b.kept_by_another(sandbox), "a is gone");
+        assert!(!b.kept_alive(sandbox), "a is gone");
+        assert!(b.live_kept().is_empty());
+        assert_eq!(b.dead_others(), [a_id], "a died");
         assert!(!b.others_alive());
         b.reconcile(&sandboxes);
+        assert!(b.dead_others().is_empty(), "reconciled");
         assert!(!data.path().join("runtimes").join(a_id.to_string()).exists());
         assert!(
             !data
@@ -270,7 +327,7 @@ mod tests {
         fs::create_dir(sandboxes.join(adopted.to_string())).unwrap();
         b.keep(adopted).unwrap();
         let c = Keeper::start(data.path()).unwrap();
-        assert!(c.kept_by_another(adopted));
+        assert!(c.kept_alive(adopted));
         c.reconcile(&sandboxes);
         assert!(
             data.path()

@@ -467,6 +467,19 @@ impl Runtime for LinuxRuntime {
         self.sweep_unknown(known).await
     }
 
+    fn process_id(&self) -> Option<String> {
+        Some(self.inner.keeper.id().to_string())
+    }
+
+    fn dead_processes(&self) -> Vec<String> {
+        self.inner
+            .keeper
+            .dead_others()
+            .into_iter()
+            .map(|id| id.to_string())
+            .collect()
+    }
+
     fn reaches(&self, record: &SandboxRecord) -> bool {
         // Its directory is on this data directory: a process sharing it made the sandbox.
         self.sandbox_dir(record.sandbox_id).exists()

@@ -57,8 +57,10 @@ impl LinuxRuntime {
     }
 
     /// [`crate::Runtime::sweep`]: destroys every sandbox on this host that is neither pooled nor
-    /// the live sandbox of a `known` session, nor kept by another live server process on this
-    /// data directory (its pool, its builds, its sessions).
+    /// the live sandbox of a `known` session, nor kept by a live server process on this data
+    /// directory, this one included (its pool, its builds, its sessions). Safe while this
+    /// process and others create sandboxes: what a live process builds is kept by it from
+    /// before its first artifact exists.
     pub(super) async fn sweep_unknown(
         &self,
         known: &HashSet<Uuid>,
@@ -95,20 +97,30 @@ impl LinuxRuntime {
         let others: Vec<Uuid> = found
             .iter()
             .copied()
-            .filter(|id| !keep.contains(id) && self.inner.keeper.kept_by_another(*id))
+            .filter(|id| !keep.contains(id) && self.inner.keeper.kept_alive(*id))
             .collect();
         keep.extend(others);
         let mut swept = Vec::new();
+        // A sandbox that cannot be destroyed now does not keep the others: the first failure
+        // is returned once the rest is done, for the caller to sweep again later.
+        let mut failed = None;
         for sandbox_id in found.into_iter().filter(|id| !keep.contains(id)) {
             let id = live.get(&sandbox_id).copied().unwrap_or(sandbox_id);
-            self.destroy(&bare_record(id, sandbox_id)).await?;
-            swept.push(sandbox_id);
+            match self.destroy(&bare_record(id, sandbox_id)).await {
+                Ok(()) => swept.push(sandbox_id),
+                Err(e) => {
+                    tracing::warn!(sandbox = %sandbox_id, error = %e, "sweeping a left-over sandbox failed");
+                    failed.get_or_insert(e);
+                }
+            }
         }
         if self.inner.network.is_some() {
             let this = self.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 if let Some(network) = &this.inner.network {
-                    network.sweep(&keep);
+                    // Read after the interfaces are listed: a sandbox wired since is kept
+                    // by a live process (keeper files come before any artifact).
+                    network.sweep(&keep, || this.inner.keeper.live_kept());
                 }
             })
             .await;
@@ -124,6 +136,9 @@ impl LinuxRuntime {
         }
         // What is left in `sandboxes/` is live: the skeletons none of them uses can go, unless
         // another server on this data directory may be building on one this instant.
+        if let Some(e) = failed {
+            return Err(e);
+        }
         let data = &self.inner.config.data_dir;
         if self.inner.keeper.others_alive() {
             return Ok(swept);

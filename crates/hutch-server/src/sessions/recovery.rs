@@ -70,14 +70,30 @@ impl Sessions {
         Ok(summary)
     }
 
+    /// The take-over pass, run every second: first deregisters the replicas whose runtime
+    /// process this runtime saw die ([`Runtime::dead_processes`](hutch_sandbox::Runtime),
+    /// replicas on this host: known dead at once, not a lease later), then takes over the
+    /// sessions of every dead replica ([`Sessions::adopt_orphans`]).
+    pub(crate) async fn take_over_dead(&self) -> Result<TakeOver, StoreError> {
+        let dead = self.runtime.dead_processes();
+        for process in &dead {
+            for replica in self.store.forget_process(process).await? {
+                tracing::warn!(%replica, %process, "a replica's process is gone; taking its sessions over");
+            }
+        }
+        let mut pass = self.adopt_orphans().await?;
+        pass.dead_processes = dead.len();
+        Ok(pass)
+    }
+
     /// Takes over, one at a time, the sessions of replicas that died while this one runs
-    /// (their lease expired): live sandboxes are adopted (watched, their resolvers served by
-    /// this process), dead ones destroyed, and interrupted creates cleaned. A sandbox this
-    /// runtime cannot adopt because another process still runs parts of it (a replica alive
-    /// but cut off from the store) is left as it is. Returns how many were adopted.
-    pub(crate) async fn adopt_orphans(&self) -> Result<usize, StoreError> {
+    /// (their lease expired, or their process is gone): live sandboxes are adopted (watched,
+    /// their resolvers served by this process), dead ones destroyed, and interrupted creates
+    /// cleaned. A sandbox this runtime cannot adopt because another process still runs parts
+    /// of it (a replica alive but cut off from the store) is left as it is.
+    pub(crate) async fn adopt_orphans(&self) -> Result<TakeOver, StoreError> {
         let now = now_ms();
-        let mut adopted = 0;
+        let mut pass = TakeOver::default();
         for row in self.store.orphans(now).await? {
             let id = row.id;
             let Some(_claim) = self.claims.try_claim(id) else {
@@ -87,11 +103,38 @@ impl Sessions {
                 continue;
             }
             tracing::info!(session = %id, "taking over a session of a dead replica");
+            pass.taken += 1;
             if self.settle(row, now, false).await? == Settled::Adopted {
-                adopted += 1;
+                pass.adopted += 1;
             }
         }
-        Ok(adopted)
+        Ok(pass)
+    }
+
+    /// Sweeps what dead server processes left on this runtime's host (a sandbox half-built or
+    /// half-claimed by a replica killed mid-create, its warm pool): every sandbox that no live
+    /// process keeps and no session of the store holds, whoever owns that session. Returns
+    /// whether the sweep succeeded (on failure, the caller tries again later).
+    pub(crate) async fn sweep_left_over(&self) -> bool {
+        let known: HashSet<_> = match self.store.all().await {
+            Ok(rows) => rows.into_iter().map(|row| row.id).collect(),
+            Err(err) => {
+                tracing::warn!(error = %crate::error::chain(&err), "listing sessions for the sweep of left-over sandboxes");
+                return false;
+            }
+        };
+        match self.runtime.sweep(&known).await {
+            Ok(swept) => {
+                for sandbox in &swept {
+                    tracing::info!(%sandbox, "swept a sandbox a dead server process left");
+                }
+                true
+            }
+            Err(err) => {
+                tracing::error!(error = %crate::error::chain(&err), "sweeping left-over sandboxes failed");
+                false
+            }
+        }
     }
 
     /// Adopts the sandbox of a row this server just took over, or destroys it (and deletes
@@ -160,6 +203,17 @@ impl Sessions {
         self.store.delete(id).await?;
         Ok(Settled::Destroyed)
     }
+}
+
+/// What a take-over pass did ([`Sessions::take_over_dead`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TakeOver {
+    /// Server processes on this runtime's host found dead.
+    pub(crate) dead_processes: usize,
+    /// Sessions of dead replicas this replica took over.
+    pub(crate) taken: usize,
+    /// Of those, the ones whose sandbox it adopted (watches from now on).
+    pub(crate) adopted: usize,
 }
 
 /// What [`Sessions::settle`] did with a row.

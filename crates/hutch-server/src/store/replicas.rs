@@ -45,17 +45,22 @@ pub(crate) use mine_or_orphaned;
 pub(crate) struct Membership {
     /// The replica id (`--replica`, or a generated one).
     pub(crate) id: String,
+    /// Its runtime's name for this process ([`hutch_sandbox::Runtime::process_id`]), written
+    /// with each heartbeat.
+    process: Option<String>,
     /// Since when (unix ms) every heartbeat has succeeded; `i64::MAX` while the last failed or
     /// none was written yet.
     steady_since: AtomicI64,
 }
 
 impl Store {
-    /// The same store, for replica `id`: rows it inserts name it as their owner, and it acts
-    /// only on rows it owns or whose owner is dead (see [`Store::heartbeat`]).
-    pub(crate) fn with_replica(mut self, id: &str) -> Store {
+    /// The same store, for replica `id` whose runtime names this process `process`: rows it
+    /// inserts name it as their owner, and it acts only on rows it owns or whose owner is dead
+    /// (see [`Store::heartbeat`]).
+    pub(crate) fn with_replica(mut self, id: &str, process: Option<String>) -> Store {
         self.membership = Some(Arc::new(Membership {
             id: id.to_owned(),
+            process,
             steady_since: AtomicI64::new(i64::MAX),
         }));
         self
@@ -93,12 +98,14 @@ impl Store {
         let now = now_ms();
         let written = on_pool!(self, |pool| {
             sqlx::query(
-                "INSERT INTO replicas (id, started_at, heartbeat_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                "INSERT INTO replicas (id, started_at, heartbeat_at, process) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE \
+                 SET heartbeat_at = excluded.heartbeat_at, process = excluded.process",
             )
             .bind(&member.id)
             .bind(now)
             .bind(now)
+            .bind(member.process.as_deref())
             .execute(pool)
             .await
             .map(|_| ())
@@ -134,6 +141,25 @@ impl Store {
                 .await
                 .map_err(query("replica leave"))?;
             Ok(())
+        })
+    }
+
+    /// Deregisters the other replicas whose runtime process is `process` (one that the
+    /// runtime saw die: [`hutch_sandbox::Runtime::dead_processes`]), as a clean stop would:
+    /// every replica counts them as dead at once, without waiting for their lease to lapse.
+    /// A replica restarted under the same id wrote its new process with its first heartbeat,
+    /// before its recovery, so it is not matched. Returns the ids removed.
+    pub(crate) async fn forget_process(&self, process: &str) -> Result<Vec<String>, StoreError> {
+        let Some(member) = &self.membership else {
+            return Ok(Vec::new());
+        };
+        on_pool!(self, |pool| {
+            sqlx::query_scalar("DELETE FROM replicas WHERE process = $1 AND id <> $2 RETURNING id")
+                .bind(process)
+                .bind(&member.id)
+                .fetch_all(pool)
+                .await
+                .map_err(query("forget a dead replica"))
         })
     }
 
@@ -200,13 +226,16 @@ mod tests {
         after_an_outage_only_deregistered_owners_count_as_dead,
         a_live_replicas_session_is_marked_by_another_only_when_asked,
         a_dead_replicas_sessions_are_orphans,
+        a_replica_whose_process_died_is_dead_at_once,
     );
 
     /// Two replicas (two pools) on one store, each with a first heartbeat; the second is
     /// steady (it may count the dead) unless `steady` is false.
     async fn two_replicas(store: Store, steady: bool) -> (Store, Store) {
-        let a = store.with_replica("a");
-        let b = testing::reopen(&a).await.with_replica("b");
+        let a = store.with_replica("a", Some("process-a".to_owned()));
+        let b = testing::reopen(&a)
+            .await
+            .with_replica("b", Some("process-b".to_owned()));
         a.heartbeat().await.unwrap();
         b.heartbeat().await.unwrap();
         if steady && let Some(m) = &b.membership {
@@ -362,6 +391,31 @@ mod tests {
         assert_eq!(orphans.iter().map(|r| r.id).collect::<Vec<_>>(), [id]);
         assert!(b.take_over(id).await.unwrap());
         assert!(b.orphans(now_ms()).await.unwrap().is_empty(), "b's now");
+        b.close().await;
+    }
+
+    /// A replica whose runtime process another saw die is deregistered by that one, and its
+    /// sessions are orphans at once, even to a replica that is not yet steady; a process id
+    /// no replica wrote, or the replica's own, removes nothing. A replica restarted under the
+    /// same id wrote its new process: the old one's death no longer removes it.
+    async fn a_replica_whose_process_died_is_dead_at_once(store: Store) {
+        let (a, b) = two_replicas(store, false).await;
+        let id = running_expired(&a).await;
+        assert!(b.orphans(now_ms()).await.unwrap().is_empty(), "a lives");
+        assert!(b.forget_process("nobody").await.unwrap().is_empty());
+        assert!(b.forget_process("process-b").await.unwrap().is_empty());
+        let restarted = testing::reopen(&a)
+            .await
+            .with_replica("a", Some("process-a2".to_owned()));
+        restarted.heartbeat().await.unwrap();
+        assert!(b.forget_process("process-a").await.unwrap().is_empty());
+        assert!(b.orphans(now_ms()).await.unwrap().is_empty(), "a is back");
+        assert_eq!(b.forget_process("process-a2").await.unwrap(), ["a"]);
+        assert_eq!(b.live_replicas(now_ms()).await.unwrap(), ["b"]);
+        let orphans = b.orphans(now_ms()).await.unwrap();
+        assert_eq!(orphans.iter().map(|r| r.id).collect::<Vec<_>>(), [id]);
+        assert!(b.take_over(id).await.unwrap());
+        restarted.close().await;
         b.close().await;
     }
 }

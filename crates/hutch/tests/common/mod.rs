@@ -245,6 +245,24 @@ impl TestServer {
         server
     }
 
+    /// Starts a server with its data directory at `data` (which the test made and removes),
+    /// extra environment variables and `hutch serve` arguments.
+    pub fn start_in_data_dir_with_env(
+        data: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> TestServer {
+        let mut server = TestServer::prepare(args, "127.0.0.1:0", false);
+        server._tempdir = None;
+        server.data = data.to_owned();
+        server.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        server.spawn();
+        server
+    }
+
     /// Starts a server running its sessions as pods of a stand-in cluster of its own
     /// (whatever `HUTCH_TEST_RUNTIME` says), with extra `hutch serve` arguments.
     pub fn start_on_kubernetes(args: &[&str]) -> TestServer {

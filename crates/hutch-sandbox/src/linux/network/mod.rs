@@ -370,16 +370,20 @@ impl Network {
         }
     }
 
-    /// Removes the interfaces and tables of sandboxes that are not in `keep`.
-    pub(crate) fn sweep(&self, keep: &HashSet<Uuid>) {
-        let keep: HashSet<String> = keep.iter().map(|id| tag(*id)).collect();
-        for tag in link::list_tags() {
+    /// Removes the interfaces and tables of sandboxes that are neither in `keep` nor in
+    /// `kept()`, which is asked once both are listed (so that it covers every sandbox a live
+    /// process wired before the listing).
+    pub(crate) fn sweep(&self, keep: &HashSet<Uuid>, kept: impl FnOnce() -> HashSet<Uuid>) {
+        let interfaces = link::list_tags();
+        let tables = self.rules.session_tags();
+        let keep: HashSet<String> = keep.iter().chain(&kept()).map(|id| tag(*id)).collect();
+        for tag in interfaces {
             if !keep.contains(&tag) {
                 tracing::info!(interface = %link::host_name(&tag), "removing a leftover sandbox interface");
                 link::remove(&tag);
             }
         }
-        match self.rules.session_tags() {
+        match tables {
             Ok(tags) => {
                 for tag in tags.into_iter().filter(|t| !keep.contains(t)) {
                     tracing::info!(table = %tag, "removing a leftover sandbox table");
