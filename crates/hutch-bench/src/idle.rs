@@ -2,17 +2,21 @@
 //!
 //! Three parts, in one run:
 //! - pause and resume latency through the API on one session (target: each ≤ 5 ms at p50);
-//! - density: sessions are created one after another until a stop condition ([`Stop`]), each
-//!   with its `default` interpreter context started but unused; host memory per idle session
-//!   is the drop of `MemAvailable` divided by their number, beside the mean of the sessions'
-//!   own cgroup figures (`GET /v1/sessions/{id}/stats`), the private memory of their agents and
-//!   workers and the kernel's growth; then all are paused and measured again, resumed, each
-//!   runs `true` and has its `default` context ready again (every one must), and all are
-//!   deleted;
+//! - density: sessions are created one after another until a stop condition ([`Stop`]): the
+//!   `--sessions` cap, a memory budget the sessions have filled (`--memory-budget-mb`, so that
+//!   "how many fit in 16 GiB" is measured, not extrapolated), a `MemAvailable` floor that
+//!   keeps the machine safe, or a failed create; each has its `default` interpreter context
+//!   started but unused. Host memory of the sessions is the private memory of their agents
+//!   and workers plus the kernel's growth, in all and per session, beside the drop of
+//!   `MemAvailable`, the mean of the sessions' own cgroup figures
+//!   (`GET /v1/sessions/{id}/stats`) and the slab caches that grew most; then all are paused
+//!   and measured again, resumed, each runs `true` and has its `default` context ready again
+//!   (every one must), and all are deleted;
 //! - peers: the same `MemAvailable` drop per container for `podman run -d … sleep infinity`
 //!   of an image imported from a local root file system tarball, and per plain `unshare`d
 //!   `sleep infinity` (new pid, mount, net, ipc and uts namespaces).
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::Path;
@@ -31,6 +35,12 @@ const SETTLE: Duration = Duration::from_secs(2);
 
 /// Time to live of the sessions the density run holds (the most a session may ask for).
 const HELD_TTL_SECONDS: u64 = 28_800;
+
+/// Sessions created between two readings of the memory they hold against a budget.
+const BUDGET_CHECK_EVERY: usize = 25;
+
+/// Slab caches listed, those that grew most.
+const SLAB_CACHES_SHOWN: usize = 12;
 
 /// The host's `MemAvailable`, in KiB.
 pub fn mem_available_kib() -> io::Result<u64> {
@@ -101,8 +111,12 @@ pub enum Stop {
     Cap,
     /// `MemAvailable` fell under the floor.
     MemoryFloor,
+    /// The sessions held the memory budget ([`Limits::budget_kib`]).
+    Budget,
     /// A create failed; its error.
     CreateFailed(String),
+    /// Reading the host's memory failed; its error.
+    ReadFailed(String),
 }
 
 impl std::fmt::Display for Stop {
@@ -110,7 +124,9 @@ impl std::fmt::Display for Stop {
         match self {
             Stop::Cap => f.write_str("reached the --sessions cap"),
             Stop::MemoryFloor => f.write_str("MemAvailable fell under the floor"),
+            Stop::Budget => f.write_str("the sessions filled the memory budget"),
             Stop::CreateFailed(e) => write!(f, "a create failed: {e}"),
+            Stop::ReadFailed(e) => write!(f, "reading the host's memory failed: {e}"),
         }
     }
 }
@@ -149,6 +165,15 @@ pub struct DensityReport {
     pub processes: Option<SessionProcesses>,
     /// The same while the sessions are paused.
     pub paused_processes: Option<SessionProcesses>,
+    /// Drop of `MemAvailable` with every session idle, in all, KiB.
+    pub idle_drop_kib: f64,
+    /// The kernel's growth with every session idle, in all (not per session), KiB.
+    pub kernel_total: KernelMemory,
+    /// Growth of each slab cache per idle session, KiB, those that grew most first (empty
+    /// where `/proc/slabinfo` is not readable).
+    pub slab_growth: Vec<(String, f64)>,
+    /// The slab caches with every session idle.
+    slab_idle: Option<BTreeMap<String, f64>>,
 }
 
 impl DensityReport {
@@ -161,6 +186,12 @@ impl DensityReport {
     /// The same per paused session.
     pub fn paused_host_kib(&self) -> Option<f64> {
         Some(self.paused_processes?.private_per_session() + self.paused_kernel_memory.total())
+    }
+
+    /// Host memory of all the idle sessions together, KiB: the sum of their processes'
+    /// private memory and the kernel's whole growth, when the processes were measured.
+    pub fn idle_total_kib(&self) -> Option<f64> {
+        Some(self.processes?.private_total() + self.kernel_total.total())
     }
 }
 
@@ -196,6 +227,11 @@ impl KernelMemory {
             page_tables: field("PageTables"),
             percpu: field("Percpu"),
         })
+    }
+
+    /// The growth from `before` to `self`.
+    pub fn since(&self, before: &KernelMemory) -> KernelMemory {
+        self.per(before, 1)
     }
 
     /// All four, KiB.
@@ -235,8 +271,13 @@ pub struct SessionProcesses {
 impl SessionProcesses {
     /// Private memory per session, KiB: its agent's, and its worker's when it has one.
     pub fn private_per_session(&self) -> f64 {
-        let workers_per_agent = self.workers as f64 / self.agents.max(1) as f64;
-        self.agent.private_dirty + self.worker.private_dirty * workers_per_agent
+        self.private_total() / self.agents.max(1) as f64
+    }
+
+    /// Private memory of every agent and worker measured, KiB.
+    pub fn private_total(&self) -> f64 {
+        self.agent.private_dirty * self.agents as f64
+            + self.worker.private_dirty * self.workers as f64
     }
 }
 
@@ -373,19 +414,106 @@ impl Held {
     }
 }
 
-/// Creates idle sessions until `cap`, a `MemAvailable` under `floor_kib` or a failed create,
-/// measures them idle and paused, checks that each answers a command, and deletes them all
-/// (also when a step fails).
+/// Where the density run stops creating sessions.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most sessions to create.
+    pub cap: usize,
+    /// Stop once `MemAvailable` is under this many KiB (keeps the machine safe).
+    pub floor_kib: u64,
+    /// Stop once the sessions hold this much memory, KiB: their processes' private memory
+    /// and the kernel's growth when the benchmark started the server (and so finds the
+    /// processes), else the drop of `MemAvailable`.
+    pub budget_kib: Option<u64>,
+}
+
+/// The memory budget of [`Limits::budget_kib`] and the readings it counts from; read every
+/// [`BUDGET_CHECK_EVERY`] creates.
+struct Budget {
+    kib: u64,
+    mem_available: u64,
+    kernel: KernelMemory,
+}
+
+impl Budget {
+    /// Whether the sessions hold at least the budget now.
+    fn filled(&self, server: Option<&Watched>) -> Result<bool, BenchError> {
+        let held = match server {
+            Some(server) => {
+                let processes = SessionProcesses::measure(server.pid).map_err(|e| {
+                    BenchError::Server(format!("measuring the sessions' processes: {e}"))
+                })?;
+                let kernel = KernelMemory::read().map_err(meminfo)?.since(&self.kernel);
+                processes.private_total() + kernel.total()
+            }
+            None => self.mem_available as f64 - mem_available_kib().map_err(meminfo)? as f64,
+        };
+        Ok(held >= self.kib as f64)
+    }
+}
+
+/// Memory of each slab cache, KiB (`num_slabs × pagesperslab` pages of 4 KiB), from
+/// `/proc/slabinfo` (readable by root only).
+pub fn slab_caches() -> io::Result<BTreeMap<String, f64>> {
+    Ok(parse_slabinfo(&fs::read_to_string("/proc/slabinfo")?))
+}
+
+/// The caches of a `/proc/slabinfo` text (version 2.1), KiB each.
+fn parse_slabinfo(slabinfo: &str) -> BTreeMap<String, f64> {
+    let mut caches = BTreeMap::new();
+    for line in slabinfo.lines().filter(|l| !l.starts_with('#')).skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // name active num objsize perslab pagesperslab : tunables l b s : slabdata active num shared
+        let (Some(name), Some(pages), Some(slabs)) = (
+            fields.first(),
+            fields.get(5).and_then(|v| v.parse::<f64>().ok()),
+            fields.get(14).and_then(|v| v.parse::<f64>().ok()),
+        ) else {
+            continue;
+        };
+        caches.insert((*name).to_owned(), pages * slabs * 4.0);
+    }
+    caches
+}
+
+/// The caches that grew most from `before` to `after`, KiB per one of `count`, largest
+/// first.
+fn slab_growth(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+    count: usize,
+) -> Vec<(String, f64)> {
+    let n = count.max(1) as f64;
+    let mut grown: Vec<(String, f64)> = after
+        .iter()
+        .map(|(name, kib)| {
+            let was = before.get(name).copied().unwrap_or(0.0);
+            (name.clone(), (kib - was) / n)
+        })
+        .filter(|(_, kib)| *kib > 0.0)
+        .collect();
+    grown.sort_by(|a, b| b.1.total_cmp(&a.1));
+    grown.truncate(SLAB_CACHES_SHOWN);
+    grown
+}
+
+/// Creates idle sessions until a stop condition of `limits`, measures them idle and paused,
+/// checks that each answers a command, and deletes them all (also when a step fails).
 pub async fn density(
     client: &HutchClient,
-    cap: usize,
-    floor_kib: u64,
+    limits: Limits,
     server: Option<&Watched>,
 ) -> Result<DensityReport, BenchError> {
     tokio::time::sleep(SETTLE).await;
     let baseline = mem_available_kib().map_err(meminfo)?;
     let kernel_baseline = KernelMemory::read().map_err(meminfo)?;
+    let slab_baseline = slab_caches().ok();
     let held_before = server.map(Held::measure).transpose()?;
+    let budget = limits.budget_kib.map(|kib| Budget {
+        kib,
+        mem_available: baseline,
+        kernel: kernel_baseline,
+    });
     let mut ids = Vec::new();
     // Alive until every one is measured and asked to answer, however long filling takes.
     let held_session = CreateSessionRequest {
@@ -393,12 +521,24 @@ pub async fn density(
         ..CreateSessionRequest::default()
     };
     let started = Instant::now();
+    // Every way out of this loop goes on to delete the sessions made so far.
     let stop = loop {
-        if ids.len() >= cap {
+        if ids.len() >= limits.cap {
             break Stop::Cap;
         }
-        if mem_available_kib().map_err(meminfo)? < floor_kib {
-            break Stop::MemoryFloor;
+        match mem_available_kib() {
+            Ok(kib) if kib < limits.floor_kib => break Stop::MemoryFloor,
+            Ok(_) => {}
+            Err(e) => break Stop::ReadFailed(e.to_string()),
+        }
+        if let Some(budget) = &budget
+            && ids.len() % BUDGET_CHECK_EVERY == 0
+        {
+            match budget.filled(server) {
+                Ok(true) => break Stop::Budget,
+                Ok(false) => {}
+                Err(e) => break Stop::ReadFailed(e.to_string()),
+            }
         }
         match client.create_session(&held_session).await {
             Ok(session) => ids.push(session.session_id),
@@ -407,9 +547,15 @@ pub async fn density(
     };
     let mut measured =
         measure_held(client, &ids, (baseline, kernel_baseline), started, server).await;
-    if let (Ok(report), Some(server), Some(before)) = (&mut measured, server, held_before) {
-        // Measured while all sessions are still there (they were resumed).
-        report.kernel = Some((before, Held::measure(server)?));
+    if let Ok(report) = &mut measured {
+        if let (Some(server), Some(before)) = (server, held_before) {
+            // Measured while all sessions are still there (they were resumed).
+            // (Not `?`: the sessions are deleted below whatever happens.)
+            report.kernel = Held::measure(server).ok().map(|held| (before, held));
+        }
+        if let (Some(before), Some(idle)) = (&slab_baseline, &report.slab_idle) {
+            report.slab_growth = slab_growth(before, idle, ids.len());
+        }
     }
     let mut delete_failed = None;
     for id in &ids {
@@ -440,9 +586,11 @@ async fn measure_held(
     let fill = started.elapsed();
     tokio::time::sleep(SETTLE).await;
     let idle = mem_available_kib().map_err(meminfo)?;
-    let kernel_memory = KernelMemory::read()
+    let kernel_total = KernelMemory::read()
         .map_err(meminfo)?
-        .per(&kernel_baseline, ids.len());
+        .since(&kernel_baseline);
+    let slab_idle = slab_caches().ok();
+    let kernel_memory = kernel_total.per(&KernelMemory::default(), ids.len());
     let processes = server
         .map(|s| SessionProcesses::measure(s.pid))
         .transpose()
@@ -498,6 +646,10 @@ async fn measure_held(
         paused_kernel_memory,
         processes,
         paused_processes,
+        idle_drop_kib: baseline as f64 - idle as f64,
+        kernel_total,
+        slab_growth: Vec::new(),
+        slab_idle,
     })
 }
 
@@ -753,6 +905,50 @@ fn which(program: &str) -> Option<std::path::PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SLABINFO: &str = "slabinfo - version: 2.1
+# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>
+kernfs_node_cache  40000  40960    128   32    1 : tunables    0    0    0 : slabdata   1280   1280      0
+mnt_cache           3000   3060    320   51    4 : tunables    0    0    0 : slabdata     60     60      0
+";
+
+    #[test]
+    fn slabinfo_is_parsed_to_kib_per_cache() {
+        let caches = parse_slabinfo(SLABINFO);
+        assert_eq!(caches.len(), 2, "{caches:?}");
+        assert_eq!(caches["kernfs_node_cache"], 1280.0 * 4.0);
+        assert_eq!(caches["mnt_cache"], 60.0 * 4.0 * 4.0);
+    }
+
+    #[test]
+    fn slab_growth_lists_the_largest_first_per_session() {
+        let before = parse_slabinfo(SLABINFO);
+        let mut after = before.clone();
+        *after.get_mut("kernfs_node_cache").expect("parsed") += 400.0;
+        *after.get_mut("mnt_cache").expect("parsed") += 1000.0;
+        after.insert("new_cache".into(), 40.0);
+        let grown = slab_growth(&before, &after, 10);
+        let names: Vec<&str> = grown.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["mnt_cache", "kernfs_node_cache", "new_cache"]);
+        assert_eq!(grown[0].1, 100.0);
+    }
+
+    #[test]
+    fn private_total_counts_every_process() {
+        let one = |private_dirty| ProcessMemory {
+            rss: 0.0,
+            pss: 0.0,
+            private_dirty,
+        };
+        let p = SessionProcesses {
+            agents: 4,
+            agent: one(1000.0),
+            workers: 2,
+            worker: one(3000.0),
+        };
+        assert_eq!(p.private_total(), 10_000.0);
+        assert_eq!(p.private_per_session(), 2_500.0);
+    }
 
     #[test]
     fn mem_available_is_read() {

@@ -54,6 +54,11 @@ pub(crate) struct BenchArgs {
     /// `idle`: stop creating sessions once the host's MemAvailable is under this many MiB.
     #[arg(long, default_value_t = 8192)]
     pub(crate) memory_floor_mb: u64,
+    /// `idle`: stop creating sessions once they hold this many MiB of host memory (their
+    /// processes' private memory and the kernel's growth; the drop of MemAvailable with
+    /// --url), so that the count that fits is measured: 16384 for "how many in 16 GiB".
+    #[arg(long, value_name = "MIB")]
+    pub(crate) memory_budget_mb: Option<u64>,
     /// `soak`: concurrent clients.
     #[arg(long, default_value_t = 8)]
     pub(crate) clients: usize,
@@ -245,6 +250,13 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     println!("target p50 ≤ 15 ms: {verdict} ({})", ms(report.cycle.p50()));
     Ok(())
+}
+
+/// The host's three load averages, as `/proc/loadavg` says them, or "unknown".
+pub(crate) fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 pub(crate) fn row(name: &str, samples: &Samples) {

@@ -99,7 +99,7 @@ pub(crate) async fn run(
         args.iterations,
         args.warmup
     );
-    println!("load average at the start: {}", load_average());
+    println!("load average at the start: {}", crate::bench::load());
     let mut common: Vec<String> = ["--url", url, "--token", token]
         .into_iter()
         .map(String::from)
@@ -165,7 +165,7 @@ pub(crate) async fn run(
         figures.extend(lines_of("Python", concurrent)?);
     }
     print!("{}", table(&figures, !args.quick));
-    println!("load average at the end: {}", load_average());
+    println!("load average at the end: {}", crate::bench::load());
     for line in missing {
         println!("{line}");
     }
@@ -173,19 +173,6 @@ pub(crate) async fn run(
         println!("quick mode: too few calls to compare the figures");
     }
     Ok(())
-}
-
-/// `/proc/loadavg`'s three averages, or a note that it cannot be read.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// One round of the Rust client's figures, in a session of its own.

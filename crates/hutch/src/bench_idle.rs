@@ -31,16 +31,27 @@ pub(crate) async fn run(
     server: Option<&ServerProcess>,
     args: &BenchArgs,
 ) -> anyhow::Result<()> {
-    let cap = args.sessions.unwrap_or(if args.quick { 4 } else { 300 });
-    let floor_kib = args.memory_floor_mb * 1024;
+    let limits = idle::Limits {
+        cap: args.sessions.unwrap_or(if args.quick { 4 } else { 300 }),
+        floor_kib: args.memory_floor_mb * 1024,
+        budget_kib: args.memory_budget_mb.map(|mib| mib * 1024),
+    };
+    let cap = limits.cap;
     let peers = if args.quick { 2 } else { PEERS.min(cap.max(1)) };
     println!(
         "scenario: idle sessions (pause/resume latency; memory per idle and paused session; how many fit), server: {}",
         client.base_url()
     );
+    let budget = match args.memory_budget_mb {
+        Some(mib) => format!(", {mib} MiB held by the sessions"),
+        None => String::new(),
+    };
     println!(
-        "pause/resume: {} (after {} warm-up); sessions: until {cap}, MemAvailable under {} MiB or a failed create; peers: {peers} each",
-        args.iterations, args.warmup, args.memory_floor_mb
+        "pause/resume: {} (after {} warm-up); sessions: until {cap}{budget}, MemAvailable under {} MiB or a failed create; peers: {peers} each; load {}",
+        args.iterations,
+        args.warmup,
+        args.memory_floor_mb,
+        crate::bench::load()
     );
 
     let latency = idle::pause_resume(client, args.warmup, args.iterations)
@@ -63,7 +74,7 @@ pub(crate) async fn run(
         data_dir: s.data_dir().to_owned(),
         cgroup_parent: hutch_sandbox::linux::cgroup_parent(s.data_dir()),
     });
-    let density = idle::density(client, cap, floor_kib, watched.as_ref())
+    let density = idle::density(client, limits, watched.as_ref())
         .await
         .context("filling the machine with idle sessions")?;
 
@@ -82,6 +93,18 @@ pub(crate) async fn run(
         density.answered,
         density.sessions
     );
+    let gib = |kib: f64| kib / 1024.0 / 1024.0;
+    if let Some(total) = density.idle_total_kib() {
+        println!(
+            "hutch: {} idle sessions held {:.2} GiB of host memory (processes' private {:.2} GiB + kernel {:.2} GiB); MemAvailable fell by {:.2} GiB; load {}",
+            density.sessions,
+            gib(total),
+            gib(total - density.kernel_total.total()),
+            gib(density.kernel_total.total()),
+            gib(density.idle_drop_kib),
+            crate::bench::load()
+        );
+    }
     println!(
         "{:<46} {:>12} {:>12}",
         "per session (MiB)", "host", "cgroup"
@@ -146,6 +169,12 @@ pub(crate) async fn run(
             mib(paused)
         );
     }
+    if !density.slab_growth.is_empty() {
+        println!("  slab caches that grew most, KiB per idle session:");
+        for (cache, kib) in &density.slab_growth {
+            println!("    {cache:<30} {kib:>8.1}");
+        }
+    }
     peer_row("podman run -d … sleep infinity", &podman);
     peer_row("unshare (pid,mnt,net,ipc,uts) sleep", &unshare);
     if let Some((before, held)) = &density.kernel {
@@ -186,6 +215,17 @@ pub(crate) async fn run(
             "quick mode: few sessions and iterations, to check that the benchmark runs, not the figures"
         );
         return Ok(());
+    }
+    if let Some(total) = density.idle_total_kib() {
+        let sixteen_gib = 16.0 * 1024.0 * 1024.0;
+        let met = density.sessions >= 4000 && total <= sixteen_gib;
+        println!(
+            "target ≥ 4,000 idle sessions in 16 GiB: {} ({} sessions held {:.2} GiB, {})",
+            if met { "met" } else { "missed" },
+            density.sessions,
+            gib(total),
+            density.stop
+        );
     }
     let target = std::time::Duration::from_millis(5);
     let verdict = |d: std::time::Duration| if d <= target { "met" } else { "missed" };

@@ -18,17 +18,10 @@ use hutch_bench::stats::ms;
 use hutch_client::HutchClient;
 use hutch_server::ScratchPostgres;
 
-use crate::bench::{BenchArgs, row};
+use crate::bench::{BenchArgs, load, row};
 
 /// How far PostgreSQL's p50 may be above SQLite's.
 const TARGET: std::time::Duration = std::time::Duration::from_millis(2);
-
-/// The host's load averages, as `/proc/loadavg` says them.
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
 
 /// Starts a server with `extra` arguments; its client.
 fn server(args: &BenchArgs, extra: &[&str]) -> anyhow::Result<(ServerProcess, HutchClient)> {
