@@ -442,19 +442,28 @@ impl TestServer {
         self.spawn();
     }
 
-    /// Stops the server with SIGTERM (it destroys its sandboxes) and waits up to 10 s.
+    /// Stops the server with SIGTERM (it destroys its sandboxes) and waits up to 60 s: a
+    /// loaded machine, or a test that failed with a large file or transfer in flight, can make
+    /// the destroys slow, and a SIGKILL would leave the sandboxes behind.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
                 .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
+            let deadline = Instant::now() + Duration::from_secs(60);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
+            let _ = writeln!(
+                std::io::stderr(),
+                "hutch serve (pid {}) did not stop within 60 s of SIGTERM: killed; its \
+                 sandboxes may be left under {}",
+                child.id(),
+                self.data_dir().display()
+            );
             let _ = child.kill();
             let _ = child.wait();
         }
