@@ -411,14 +411,19 @@ impl Server {
         // Before recovery, which watches the sandboxes it adopts.
         let died = runtime.deaths();
         let blobs: Arc<dyn storage::blobs::BlobStore> = match &config.blob_store {
-            None => Arc::new(
-                storage::blobs::LocalBlobs::open(&config.data_dir.join(CONTEXTS_DIR)).map_err(
-                    |source| ServerError::DataDir {
-                        path: config.data_dir.join(CONTEXTS_DIR),
-                        source,
-                    },
-                )?,
-            ),
+            None => {
+                let local = storage::blobs::LocalBlobs::open(&config.data_dir.join(CONTEXTS_DIR))
+                    .map_err(|source| ServerError::DataDir {
+                    path: config.data_dir.join(CONTEXTS_DIR),
+                    source,
+                })?;
+                // Replicas share the data directory: another may be writing a blob now.
+                Arc::new(if store.replica().is_some() {
+                    local.sparing_recent(storage::blobs::SWEEP_GRACE)
+                } else {
+                    local
+                })
+            }
             Some(s3) => Arc::new(
                 storage::s3::S3Blobs::open(s3, tokio::runtime::Handle::current()).map_err(
                     |source| ServerError::BlobStore {

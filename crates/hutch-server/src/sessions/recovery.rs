@@ -20,6 +20,10 @@ pub struct RecoverySummary {
     pub swept: usize,
 }
 
+/// The error message of a storage transfer whose replica died while it ran.
+const TRANSFER_OF_A_DEAD_REPLICA: &str =
+    "the server that ran the transfer stopped; the context kept its previous version";
+
 impl Sessions {
     /// Crash recovery, run once before serving: destroys sessions a crash interrupted, expired
     /// or lost, re-adopts live sandboxes, then sweeps leftovers of unknown ones.
@@ -104,6 +108,15 @@ impl Sessions {
             }
             tracing::info!(session = %id, "taking over a session of a dead replica");
             pass.taken += 1;
+            // Its transfers died with their replica (the start-up recovery of storage leaves
+            // the tasks of replicas it still counts alive to them).
+            let failed = self
+                .store
+                .fail_unfinished_tasks_of(id, now / 1000, TRANSFER_OF_A_DEAD_REPLICA)
+                .await?;
+            if failed > 0 {
+                tracing::warn!(session = %id, tasks = failed, "storage transfers of a dead replica marked Failed");
+            }
             if self.settle(row, now, false).await? == Settled::Adopted {
                 pass.adopted += 1;
             }

@@ -15,6 +15,7 @@ use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use uuid::Uuid;
 
@@ -44,10 +45,18 @@ const TEMP_PREFIX: &str = ".tmp-";
 /// Suffix of committed blobs.
 pub(crate) const BLOB_SUFFIX: &str = ".tar";
 
+/// How old a leftover must be before a sweep that shares its store with other servers may
+/// remove it: another server may be writing it now, or have completed it and be about to
+/// record it.
+pub(crate) const SWEEP_GRACE: Duration = Duration::from_secs(15 * 60);
+
 /// Blobs as files: `{root}/{context}/{blob}.tar`, root-only.
 #[derive(Debug, Clone)]
 pub(crate) struct LocalBlobs {
     root: PathBuf,
+    /// Leftovers younger than this are spared by [`BlobStore::sweep`] (set when other servers
+    /// share the directory: replicas on one data directory).
+    spare_recent: Option<Duration>,
 }
 
 impl LocalBlobs {
@@ -61,7 +70,28 @@ impl LocalBlobs {
         fs::set_permissions(root, fs::Permissions::from_mode(0o700))?;
         Ok(LocalBlobs {
             root: root.to_owned(),
+            spare_recent: None,
         })
+    }
+
+    /// The same blobs, whose sweep spares leftovers modified within `grace`: for a directory
+    /// that other servers (replicas) write to as well.
+    pub(crate) fn sparing_recent(mut self, grace: Duration) -> LocalBlobs {
+        self.spare_recent = Some(grace);
+        self
+    }
+
+    /// Whether the sweep leaves `path` alone: it was modified within the grace (or cannot
+    /// be read, which a concurrent remove explains).
+    fn is_recent(&self, path: &Path) -> bool {
+        let Some(grace) = self.spare_recent else {
+            return false;
+        };
+        fs::symlink_metadata(path)
+            .and_then(|m| m.modified())
+            .map_or(true, |modified| {
+                modified.elapsed().map_or(true, |age| age < grace)
+            })
     }
 
     fn dir(&self, context: Uuid) -> PathBuf {
@@ -196,6 +226,9 @@ impl BlobStore for LocalBlobs {
             let dir = dir?;
             let context = dir.file_name().to_string_lossy().into_owned();
             if !contexts.contains(&context) {
+                if self.is_recent(&dir.path()) {
+                    continue;
+                }
                 fs::remove_dir_all(dir.path())?;
                 removed += 1;
                 continue;
@@ -205,7 +238,7 @@ impl BlobStore for LocalBlobs {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let blob = name.strip_suffix(BLOB_SUFFIX).map(str::to_owned);
                 let current = blob.is_some() && keep.contains(&(context.clone(), blob));
-                if !current {
+                if !current && !self.is_recent(&entry.path()) {
                     fs::remove_file(entry.path())?;
                     removed += 1;
                 }
@@ -228,6 +261,8 @@ impl BlobStore for LocalBlobs {
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
     use super::*;
 
     #[test]
@@ -274,6 +309,34 @@ mod tests {
         assert_eq!(removed, 2);
         assert!(blobs.open(a, &new).is_ok());
         assert!(!dir.path().join(gone.to_string()).exists());
+    }
+
+    #[test]
+    fn a_shared_directorys_sweep_spares_what_another_server_may_be_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = LocalBlobs::open(dir.path())
+            .unwrap()
+            .sparing_recent(SWEEP_GRACE);
+        let (a, fresh) = (Uuid::now_v7(), Uuid::now_v7());
+        let current = blobs.create(a).unwrap().commit().unwrap();
+        // Another server's upload in progress, and a context it created after the caller
+        // listed the live ones.
+        fs::write(dir.path().join(a.to_string()).join(".tmp-y"), b"half").unwrap();
+        blobs.create(fresh).unwrap().commit().unwrap();
+        assert_eq!(blobs.sweep(&[(a, Some(current.clone()))]).unwrap(), 0);
+        assert!(dir.path().join(a.to_string()).join(".tmp-y").exists());
+        assert!(dir.path().join(fresh.to_string()).exists());
+        // Past the grace they are leftovers like any other.
+        let old = SystemTime::now() - SWEEP_GRACE - Duration::from_secs(60);
+        for path in [
+            dir.path().join(a.to_string()).join(".tmp-y"),
+            dir.path().join(fresh.to_string()),
+        ] {
+            fs::File::open(&path).unwrap().set_modified(old).unwrap();
+        }
+        assert_eq!(blobs.sweep(&[(a, Some(current.clone()))]).unwrap(), 2);
+        assert!(blobs.open(a, &current).is_ok());
+        assert!(!dir.path().join(fresh.to_string()).exists());
     }
 
     #[test]

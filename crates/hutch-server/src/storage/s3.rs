@@ -32,7 +32,7 @@ use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, WriteMultipart};
 use tokio::runtime::Handle;
 use uuid::Uuid;
 
-use super::blobs::{BLOB_SUFFIX, BlobStore, BlobWriter, valid_blob_name};
+use super::blobs::{BLOB_SUFFIX, BlobStore, BlobWriter, SWEEP_GRACE, valid_blob_name};
 
 /// Size of one part of a multipart upload (S3 takes 5 MiB to 5 GiB, and 10 000 parts: blobs
 /// of up to 80 GB).
@@ -46,9 +46,6 @@ const IO_TIMEOUT: Duration = Duration::from_secs(300);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest connecting to the object store may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How old an object must be before the start-up sweep may remove it: another server on the
-/// same bucket may have completed it and be about to record it.
-const SWEEP_GRACE: Duration = Duration::from_secs(15 * 60);
 
 /// Where blobs go on S3-compatible storage: `s3://bucket/prefix`, and how to reach it.
 #[derive(Clone, PartialEq, Eq)]

@@ -6,9 +6,10 @@ use std::str::FromStr;
 use hutch_api::{ContextStatusData, ContextSync, StorageContext, TaskStatus, TaskType};
 use uuid::Uuid;
 
+use super::replicas::mine_or_orphaned;
 use super::{
-    CONTEXTS_INSERT_LOCK, Pool, Store, StoreError, StoreRow, column, encode, ms_to_time, on_pool,
-    query,
+    CONTEXTS_INSERT_LOCK, Pool, Store, StoreError, StoreRow, column, encode, ms_to_time, now_ms,
+    on_pool, query,
 };
 
 /// The columns of a storage context row, in the order [`decode_context`] reads them.
@@ -446,23 +447,54 @@ impl Store {
         })
     }
 
-    /// Marks every unfinished task Failed with `message` (at start: a task of a server that
-    /// stopped cannot be running). Returns how many.
+    /// Marks Failed with `message` every unfinished task of the sessions this replica may act
+    /// on: its own, those of no replica, and those of dead replicas (at start: a task of a
+    /// server that stopped cannot be running). A live replica's tasks are left to it: its
+    /// upload may be running now. Returns how many.
     pub(crate) async fn fail_unfinished_tasks(
         &self,
+        now_secs: i64,
+        message: &str,
+    ) -> Result<u64, StoreError> {
+        let cutoff = self.death_cutoff(now_ms());
+        on_pool!(self, |pool| {
+            let done = sqlx::query(concat!(
+                "UPDATE context_tasks SET status = 'Failed', finish_time = $1, error_message = $2 \
+                 WHERE status IN ('Pending', 'Running') \
+                 AND session_id IN (SELECT id FROM sessions WHERE ",
+                mine_or_orphaned!("$3", "$4"),
+                ")"
+            ))
+            .bind(now_secs)
+            .bind(message)
+            .bind(self.replica())
+            .bind(cutoff)
+            .execute(pool)
+            .await
+            .map_err(query("fail unfinished context tasks"))?;
+            Ok(done.rows_affected())
+        })
+    }
+
+    /// Marks Failed with `message` every unfinished task of session `session` (taken over
+    /// from a dead replica, whose transfers died with it). Returns how many.
+    pub(crate) async fn fail_unfinished_tasks_of(
+        &self,
+        session: Uuid,
         now_secs: i64,
         message: &str,
     ) -> Result<u64, StoreError> {
         on_pool!(self, |pool| {
             let done = sqlx::query(
                 "UPDATE context_tasks SET status = 'Failed', finish_time = $1, error_message = $2 \
-             WHERE status IN ('Pending', 'Running')",
+                 WHERE session_id = $3 AND status IN ('Pending', 'Running')",
             )
             .bind(now_secs)
             .bind(message)
+            .bind(session.to_string())
             .execute(pool)
             .await
-            .map_err(query("fail unfinished context tasks"))?;
+            .map_err(query("fail unfinished context tasks of a session"))?;
             Ok(done.rows_affected())
         })
     }

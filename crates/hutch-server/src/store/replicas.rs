@@ -227,6 +227,7 @@ mod tests {
         a_live_replicas_session_is_marked_by_another_only_when_asked,
         a_dead_replicas_sessions_are_orphans,
         a_replica_whose_process_died_is_dead_at_once,
+        a_starting_replica_fails_only_transfers_no_live_replica_runs,
     );
 
     /// Two replicas (two pools) on one store, each with a first heartbeat; the second is
@@ -290,6 +291,49 @@ mod tests {
         .await
         .map(|_| ())
         .unwrap());
+    }
+
+    /// A Running upload task of session `id`.
+    async fn running_task(store: &Store, id: Uuid) {
+        let data = hutch_api::ContextStatusData {
+            context_id: Uuid::now_v7(),
+            path: "/workspace".to_owned(),
+            status: hutch_api::TaskStatus::Running,
+            task_type: hutch_api::TaskType::Upload,
+            start_time: 1,
+            finish_time: 0,
+            error_message: String::new(),
+            version: 0,
+        };
+        store.insert_task(id, &data, 10).await.unwrap();
+    }
+
+    /// The start-up recovery of storage fails the transfers a stopped server left, but not
+    /// those a live replica runs now; once that replica is dead and its session taken over,
+    /// the taker fails them.
+    async fn a_starting_replica_fails_only_transfers_no_live_replica_runs(store: Store) {
+        let (a, b) = two_replicas(store, true).await;
+        let of_a = running_expired(&a).await;
+        let of_b = running_expired(&b).await;
+        running_task(&a, of_a).await;
+        running_task(&b, of_b).await;
+        assert_eq!(b.fail_unfinished_tasks(2, "stopped").await.unwrap(), 1);
+        assert_eq!(
+            a.unfinished_tasks(of_a).await.unwrap(),
+            1,
+            "a's upload runs on"
+        );
+        assert_eq!(b.unfinished_tasks(of_b).await.unwrap(), 0);
+        kill(&b, "a").await;
+        assert!(b.take_over(of_a).await.unwrap());
+        assert_eq!(
+            b.fail_unfinished_tasks_of(of_a, 3, "stopped")
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(b.unfinished_tasks(of_a).await.unwrap(), 0);
+        b.close().await;
     }
 
     /// 20 deletes and reaper passes at once, from two replicas, of one expired session:
