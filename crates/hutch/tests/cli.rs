@@ -383,12 +383,21 @@ fn write_stdin(server: &TestServer, s: &str, pid: &str, data: &[u8]) {
 
 /// The id of the only session, once there is one.
 fn wait_for_one_session(hutch: &impl Fn(&[&str]) -> Output, deadline: Instant) -> String {
+    // A session is listed from the moment it is being created; its processes only once it runs.
     loop {
-        let ids = ok(hutch(&["sessions", "ls", "-q"]));
-        if let Some(id) = ids.lines().next() {
+        let listed = json(&ok(hutch(&["sessions", "ls", "--json"])));
+        let running = listed["sessions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["status"] == "RUNNING");
+        if let Some(id) = running.and_then(|s| s["sessionId"].as_str()) {
             return id.to_owned();
         }
-        assert!(Instant::now() < deadline, "no session was made");
+        assert!(
+            Instant::now() < deadline,
+            "no session came to run: {listed}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
