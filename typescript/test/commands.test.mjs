@@ -40,7 +40,7 @@ describe("commands", suiteOptions(), () => {
   test("callbacks get the output as it comes", async () => {
     const seen = [];
     const started = Date.now();
-    const result = await ctx.session.commands.run("for i in 1 2 3; do echo line $i; sleep 0.2; done; echo bye >&2", {
+    const result = await ctx.session.commands.run("for i in 1 2 3; do echo line $i; sleep 0.5; done; echo bye >&2", {
       onStdout: (text) => seen.push([Date.now() - started, text]),
       onStderr: (text) => seen.push([Date.now() - started, `err:${text}`]),
     });

@@ -843,7 +843,8 @@ async fn a_worker_crash_ends_the_execution_at_once() {
     let it = interp!();
     let started = Instant::now();
     let run = it.run(None, "import os\nos.kill(os.getpid(), 11)").await;
-    assert!(started.elapsed() < Duration::from_secs(5));
+    // Not left to a timeout (the 30 s the client waits); seconds on a loaded machine.
+    assert!(started.elapsed() < Duration::from_secs(15));
     assert_eq!(run.outcome(), "crashed", "{run:?}");
     assert_eq!(run.control()["signal"], 11);
     assert_eq!(run.close, Some(1011));
@@ -905,7 +906,7 @@ async fn a_worker_killed_from_outside_mid_cell_ends_the_execution_and_the_contex
         }
     }
     let run = Run { frames, close };
-    assert!(killed.elapsed() < Duration::from_secs(5), "ended at once");
+    assert!(killed.elapsed() < Duration::from_secs(15), "ended at once");
     assert_eq!(run.outcome(), "crashed", "{run:?}");
     assert_eq!(run.control()["signal"], 9);
     assert_eq!(run.close, Some(1011));
@@ -1194,14 +1195,24 @@ async fn executions_of_one_context_queue_and_contexts_run_in_parallel() {
     let it = interp!();
     let a = it.create(json!({"kernel": "python"})).await;
     let b = it.create(json!({"kernel": "python"})).await;
-    let started = Instant::now();
-    let sleep = "import time\ntime.sleep(2)";
+    // Each cell tells when it slept (the two workers share the sandbox's clock): the two
+    // sleeps overlap, however long the machine takes to start them.
+    let sleep = "import time\nstart = time.time()\ntime.sleep(2)\nprint(start, time.time())";
     let (r1, r2) = tokio::join!(
         it.run(a["id"].as_str(), sleep),
         it.run(b["id"].as_str(), sleep)
     );
     assert_eq!((r1.outcome(), r2.outcome()), ("completed", "completed"));
-    assert!(started.elapsed() < Duration::from_millis(3800), "parallel");
+    let slept = |r: &Run| -> (f64, f64) {
+        let out = r.stdout();
+        let mut times = out.split_whitespace().map(|t| t.parse::<f64>().unwrap());
+        (times.next().unwrap(), times.next().unwrap())
+    };
+    let ((start1, end1), (start2, end2)) = (slept(&r1), slept(&r2));
+    assert!(
+        start1.max(start2) < end1.min(end2),
+        "parallel: {start1}..{end1} and {start2}..{end2}"
+    );
     let started = Instant::now();
     let (r1, r2) = tokio::join!(
         it.run(a["id"].as_str(), "import time\ntime.sleep(0.5)\nn = 1"),

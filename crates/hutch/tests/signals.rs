@@ -109,9 +109,10 @@ async fn a_server_started_with_signals_ignored_gives_sessions_the_defaults() {
     let last: Value = serde_json::from_str(frames.lines().last().unwrap()).unwrap();
     assert_eq!(last["text"], "interrupted", "{frames}");
     assert!(!frames.contains("slept"), "{frames}");
-    // Well before the 2 s grace after which a cell that ignores the interrupt is killed.
+    // The sleep itself ended at the signal, long before its 60 s (a loaded machine may take
+    // seconds to deliver the answer).
     assert!(
-        started.elapsed() < Duration::from_millis(1900),
+        started.elapsed() < Duration::from_secs(15),
         "the interrupt took {:?}",
         started.elapsed()
     );
