@@ -631,18 +631,25 @@ async fn a_killed_tree_in_a_pod_leaves_no_process_even_one_that_made_a_session_o
     assert_no_sleep_left(pid, "1005", "a closed terminal's setsid child").await;
 
     // Only the agent is left in the pod, besides the stand-in's own init, and the `default`
-    // interpreter context the agent starts ahead of use (a worker under its shepherd).
-    let mut left: Vec<String> = pids_in_pod(pid)
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).ok())
-        .map(|comm| comm.trim().to_owned())
-        .filter(|comm| comm != "hutch" && comm != "unshare")
-        .collect();
-    left.sort();
-    assert!(
-        left.is_empty() || left == ["hutch-shepherd", "python3"],
-        "left in the pod: {left:?}"
-    );
+    // interpreter context the agent starts ahead of use (a worker under its shepherd). A
+    // shepherd whose tree was killed exits a moment after it, and the worker's shepherd
+    // comes a moment before its python3: the pod settles.
+    let left = || {
+        let mut left: Vec<String> = pids_in_pod(pid)
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).ok())
+            .map(|comm| comm.trim().to_owned())
+            .filter(|comm| comm != "hutch" && comm != "unshare")
+            .collect();
+        left.sort();
+        left
+    };
+    let settled = wait_for(Duration::from_secs(15), || {
+        let left = left();
+        left.is_empty() || left == ["hutch-shepherd", "python3"]
+    })
+    .await;
+    assert!(settled, "left in the pod: {:?}", left());
     client.delete_session(id).await.unwrap();
 }
 
