@@ -943,6 +943,42 @@ async fn concurrent_deletes_destroy_once() {
 }
 
 #[tokio::test]
+async fn a_retried_delete_finishes_one_that_was_cut_short() {
+    let h = harness().await;
+    let t = token("a");
+    let id = id_of(&create(&h.app, &t, json!({})).await);
+    // A delete that marked the row and then stopped (the store failed to remove the row
+    // after the sandbox went, say): the row stays DELETING under a fresh destroy claim.
+    let uuid: Uuid = id.parse().unwrap();
+    let store = &h.server.state.sessions.store;
+    assert!(store.mark_deleting(uuid, None).await.unwrap().is_some());
+    let uri = format!("/v1/sessions/{id}");
+    let (status, body) = call(&h.app, "DELETE", &uri, Some(&t), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = call(&h.app, "GET", &uri, Some(&t), None).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "session_not_found");
+    h.runtime.with(|s| assert_eq!(s.destroyed.len(), 1));
+    // Another tenant's cut-short delete is not this caller's to finish.
+    let other = id_of(&create(&h.app, &token("b"), json!({})).await);
+    assert!(
+        store
+            .mark_deleting(other.parse().unwrap(), None)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let (status, body) = call(
+        &h.app,
+        "DELETE",
+        &format!("/v1/sessions/{other}"),
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "session_not_found");
+}
+
+#[tokio::test]
 async fn a_panicking_handler_answers_500_in_the_envelope() {
     let h = harness().await;
     let t = token("a");

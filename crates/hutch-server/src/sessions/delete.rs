@@ -72,8 +72,18 @@ impl Sessions {
             }
             None => None,
         };
-        let Some(row) = marked else {
-            return Err(self.not_deletable(id).await);
+        let row = match marked {
+            Some(marked) => marked,
+            // This replica's delete that was cut short (its sandbox destroyed, say, when the
+            // store failed to remove the row): with the claim held here, nothing else is
+            // destroying it, so a retried DELETE finishes it now rather than answering 404
+            // until the reaper's claim lapses.
+            None if row.status == SessionStatus::Deleting
+                && self.store.owner_of(id).await?.as_deref() == self.store.replica() =>
+            {
+                row
+            }
+            None => return Err(self.not_deletable(id).await),
         };
         self.destroy(&claim, &row).await?;
         tracing::info!(session = %id, tenant = %caller.tenant, "session deleted");
