@@ -119,10 +119,15 @@ async fn ctrl_c_interrupts_the_foreground_job_of_a_login_shell() {
         .unwrap()
         .socket;
     let mut screen = String::new();
+    // The quotes keep the marker out of the echo of the typed line: it shows once the shell
+    // runs the line (a Ctrl-C before that would only clear the shell's input).
     socket
-        .send(Message::Binary("sleep 30; echo not-interrupted\r".into()))
+        .send(Message::Binary(
+            "echo sl''eeping; sleep 30; echo not-interrupted\r".into(),
+        ))
         .await
         .unwrap();
+    read_until(&mut socket, &mut screen, "sleeping").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Ctrl-C reaches the foreground job through the terminal, not the shell.
     socket.send(Message::Binary("\x03".into())).await.unwrap();
