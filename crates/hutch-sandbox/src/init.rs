@@ -286,6 +286,15 @@ fn set_up(
     // beside it, while the host's file system is still in reach.
     let sandbox_dir = config.rootfs.parent().unwrap_or(Path::new("/"));
     let deadline = DeadlineFile::create_in(sandbox_dir).map_err(step("deadline file"))?;
+    // The mount namespace is made here, not at the clone: a copy of the host's mount table
+    // that any file of this process still references stays in the kernel for the sandbox's
+    // life, detached root or not. Made at the clone, the copy was what the loader mapped this
+    // executable's libraries (and the deadline file) from: every sandbox then kept a copy of
+    // every mount the host had when it started, other sandboxes' disks among them (about
+    // 0.5 MiB a session at 2,800 sessions, growing with the count). Unshared now, after
+    // everything that stays open was opened, nothing references the copy once the old root
+    // is detached, and the kernel frees it.
+    sys::unshare(libc::CLONE_NEWNS).map_err(step("new mount namespace"))?;
     build_root(&config, idmapped)?;
     // The cgroup namespace is rooted at the sandbox's cgroup, which the runtime then moves
     // this process out of into `agent/`: `user/`, where commands start, stays inside it.

@@ -251,9 +251,9 @@ impl LinuxRuntime {
                 target,
             });
         }
+        // No CLONE_NEWNS: the agent makes its mount namespace itself (see `init::set_up`).
         let flags = (libc::CLONE_NEWUSER
             | libc::CLONE_NEWPID
-            | libc::CLONE_NEWNS
             | libc::CLONE_NEWNET
             | libc::CLONE_NEWIPC
             | libc::CLONE_NEWUTS) as u64;
