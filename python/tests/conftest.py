@@ -153,12 +153,21 @@ class HutchServer:
         return self._routes
 
     def stop(self) -> None:
-        """SIGTERM (the server destroys its sandboxes), then wait; SIGKILL after 20 s."""
+        """SIGTERM (the server destroys its sandboxes), then wait; SIGKILL after 60 s.
+
+        A loaded machine can make the destroys slow, and a SIGKILL leaves the sandboxes
+        (mounted disks, cgroups) behind, so the wait is long and a kill says so.
+        """
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
+                print(
+                    f"hutch serve (pid {self.process.pid}) did not stop within 60 s of "
+                    f"SIGTERM: killed; its sandboxes may be left under {self._tmp}",
+                    file=sys.stderr,
+                )
                 self.process.kill()
                 self.process.wait()
         shutil.rmtree(self._tmp, ignore_errors=True)

@@ -10,8 +10,8 @@ import { createInterface } from "node:readline";
 
 /**
  * Starts `binary serve` with `env` and `args` on a free port with a fresh data directory;
- * resolves once healthy with `{url, dataDir, pid, stop()}` (`stop` also removes the data
- * directory).
+ * resolves once healthy with `{url, dataDir, pid, stop()}` (`stop` sends SIGTERM, waits up
+ * to 60 s for the server to destroy its sandboxes, and removes the data directory).
  */
 export async function startHutch(binary, env, args = []) {
   const dataDir = mkdtempSync(join(tmpdir(), "hutch-test-"));
@@ -51,7 +51,15 @@ export async function startHutch(binary, env, args = []) {
       if (child.exitCode === null) {
         const exited = new Promise((r) => child.once("exit", r));
         child.kill("SIGTERM");
-        const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+        // A loaded machine can make the destroys slow, and a SIGKILL leaves the sandboxes
+        // (mounted disks, cgroups) behind: wait long, and say so when it comes to that.
+        const timer = setTimeout(() => {
+          process.stderr.write(
+            `hutch serve (pid ${child.pid}) did not stop within 60 s of SIGTERM: killed; ` +
+              `its sandboxes may be left under ${dataDir}\n`,
+          );
+          child.kill("SIGKILL");
+        }, 60_000);
         await exited;
         clearTimeout(timer);
       }

@@ -11,9 +11,10 @@ use hutch_client::HutchClient;
 use crate::bench::{BenchArgs, row};
 
 /// `hutch serve` arguments of the server the benchmark starts: room for the sessions it holds
-/// (each asks for the default 512 MiB of memory limit, which is not memory used); what stops
-/// the run is the `--sessions` cap, the memory floor or a failed create, not an admission
-/// limit.
+/// (each asks for the default 512 MiB of memory limit, which is not memory used), and no rate
+/// limits (reading the stats of thousands of sessions, then pausing and resuming each, goes
+/// past the default 500 lifecycle requests a second); what stops the run is the `--sessions`
+/// cap, the memory budget or floor or a failed create, not an admission limit.
 pub(crate) const SERVER_ARGS: &[&str] = &[
     "--max-sessions",
     "100000",
@@ -21,6 +22,10 @@ pub(crate) const SERVER_ARGS: &[&str] = &[
     "100000",
     "--tenant-max-memory-mb",
     "51200000",
+    "--rate-lifecycle",
+    "off",
+    "--rate-session",
+    "off",
 ];
 
 /// Peers started when the run is not quick (each is a few MiB; enough to average).

@@ -94,9 +94,15 @@ async fn fetch(client: &HutchClient, s: &Session, url: &str) -> (String, Duratio
         &format!("curl -s -o /dev/null -m 10 -w '%{{http_code}} %{{time_total}}' {url}"),
     )
     .await;
-    let (status, took) = out.stdout.trim().split_once(' ').unwrap_or(("", "0"));
-    let took = Duration::from_secs_f64(took.parse().unwrap_or(f64::MAX));
-    (status.to_owned(), took)
+    let parsed = out
+        .stdout
+        .trim()
+        .split_once(' ')
+        .and_then(|(status, took)| {
+            let took = Duration::try_from_secs_f64(took.parse().ok()?).ok()?;
+            Some((status.to_owned(), took))
+        });
+    parsed.unwrap_or_else(|| panic!("curl printed no status and time: {out:?}"))
 }
 
 /// Runs `command` in session `s`, with how long it took in the sandbox (not counting the
@@ -111,8 +117,10 @@ async fn timed(client: &HutchClient, s: &Session, command: &str) -> (CommandResu
         ),
     )
     .await;
-    let took = Duration::from_nanos(out.stdout.trim().parse().unwrap());
-    (out, took)
+    let Ok(nanos) = out.stdout.trim().parse() else {
+        panic!("the timer printed no time: {out:?}");
+    };
+    (out, Duration::from_nanos(nanos))
 }
 
 #[tokio::test]
