@@ -37,6 +37,7 @@ use uuid::Uuid;
 
 mod contexts;
 pub(crate) mod replicas;
+mod running;
 pub(crate) mod scratch;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -433,6 +434,8 @@ pub(crate) struct Store {
     location: StoreLocation,
     /// This server among the replicas sharing the store; `None`: the only server (SQLite).
     membership: Option<std::sync::Arc<replicas::Membership>>,
+    /// The sessions known to be RUNNING (SQLite only, whose only writer is this process).
+    running: Option<std::sync::Arc<running::RunningSessions>>,
 }
 
 /// Creates `path` with mode 0600 if missing, and makes it 0600 if not.
@@ -487,6 +490,7 @@ impl Store {
             pool: Pool::Sqlite(pool),
             location: StoreLocation::Sqlite(path.to_owned()),
             membership: None,
+            running: Some(std::sync::Arc::default()),
         })
     }
 
@@ -524,6 +528,7 @@ impl Store {
             pool: Pool::Postgres(pool),
             location: StoreLocation::Postgres(url.to_owned()),
             membership: None,
+            running: None,
         })
     }
 
@@ -743,7 +748,11 @@ impl Store {
 
     /// One row by id.
     pub(crate) async fn get(&self, id: Uuid) -> Result<Option<StoredSession>, StoreError> {
-        on_pool!(self, |pool| {
+        let generation = self
+            .running
+            .as_deref()
+            .map(running::RunningSessions::generation);
+        let row = on_pool!(self, |pool| {
             let row = sqlx::query(concat!(
                 "SELECT ",
                 columns!(),
@@ -754,7 +763,32 @@ impl Store {
             .await
             .map_err(query("get session"))?;
             row.as_ref().map(decode).transpose()
-        })
+        })?;
+        if let (Some(running), Some(generation), Some(row)) = (&self.running, generation, &row)
+            && row.status == SessionStatus::Running
+            && row.paused.is_none()
+        {
+            running.remember(id, &row.tenant, generation);
+        }
+        Ok(row)
+    }
+
+    /// Whether session `id` is RUNNING (not paused) and `may_see` takes its tenant, when that
+    /// is known without reading the store (see [`running`]); `None` otherwise: read the row.
+    pub(crate) fn known_running(
+        &self,
+        id: Uuid,
+        may_see: impl FnOnce(&str) -> bool,
+    ) -> Option<bool> {
+        self.running.as_deref()?.check(id, may_see)
+    }
+
+    /// Held across a write that may move row `id` out of RUNNING: forgets it once the write
+    /// is over, however it ends.
+    fn forget_after(&self, id: Uuid) -> Option<running::Forget<'_>> {
+        self.running
+            .as_deref()
+            .map(|running| running::Forget { running, id })
     }
 
     /// One page of rows, oldest first, of one tenant (or of all with `None`) and, with
@@ -875,6 +909,7 @@ impl Store {
         at_ms: i64,
         cause: PauseCause,
     ) -> Result<Option<StoredSession>, StoreError> {
+        let _forget = self.forget_after(id);
         on_pool!(self, |pool| {
             let row = sqlx::query(concat!(
                 "UPDATE sessions SET status = 'PAUSED', paused_at = $1, pause_cause = $2 ",
@@ -957,6 +992,7 @@ impl Store {
         expired_by: Option<i64>,
         any_owner: bool,
     ) -> Result<Option<StoredSession>, StoreError> {
+        let _forget = self.forget_after(id);
         let now = now_ms();
         let cutoff = self.death_cutoff(now);
         on_pool!(self, |pool| {
@@ -1052,6 +1088,7 @@ impl Store {
 
     /// Deletes a row. Returns whether it existed.
     pub(crate) async fn delete(&self, id: Uuid) -> Result<bool, StoreError> {
+        let _forget = self.forget_after(id);
         on_pool!(self, |pool| {
             let result = sqlx::query("DELETE FROM sessions WHERE id = $1")
                 .bind(id.to_string())
@@ -1065,6 +1102,7 @@ impl Store {
     /// Inserts a row as it is, in any state (tests and recovery scenarios).
     #[cfg(test)]
     pub(crate) async fn insert_raw(&self, session: &StoredSession) -> Result<(), StoreError> {
+        let _forget = self.forget_after(session.id);
         on_pool!(self, |pool| {
             let record = session
                 .record

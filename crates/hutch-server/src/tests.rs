@@ -1268,6 +1268,51 @@ async fn proxy_needs_a_running_reachable_sandbox() {
     assert_error(status, &err, StatusCode::BAD_GATEWAY, "sandbox_unavailable");
 }
 
+/// The check before each relayed request is answered from memory once a read found the
+/// session RUNNING: it must still see another tenant, a pause and a delete at once.
+#[tokio::test]
+async fn a_session_that_answered_is_checked_again_after_a_pause_or_a_delete() {
+    let h = harness().await;
+    let (a, b) = (token("a"), token("b"));
+    let files = |id: &str| format!("/v1/sessions/{id}/files");
+    let id = id_of(&create(&h.app, &a, json!({})).await);
+    for _ in 0..2 {
+        let (status, _) = call(&h.app, "GET", &files(&id), Some(&a), None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, err) = call(&h.app, "GET", &files(&id), Some(&b), None).await;
+    assert_error(status, &err, StatusCode::NOT_FOUND, "session_not_found");
+
+    let store = &h.server.state.sessions.store;
+    let uuid: Uuid = id.parse().unwrap();
+    store
+        .set_paused(uuid, now_ms(), crate::store::PauseCause::Request)
+        .await
+        .unwrap()
+        .expect("a RUNNING row");
+    let (status, err) = call(&h.app, "GET", &files(&id), Some(&a), None).await;
+    assert_error(status, &err, StatusCode::CONFLICT, "session_paused");
+    store
+        .set_resumed(uuid)
+        .await
+        .unwrap()
+        .expect("a PAUSED row");
+    let (status, _) = call(&h.app, "GET", &files(&id), Some(&a), None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, _) = call(
+        &h.app,
+        "DELETE",
+        &format!("/v1/sessions/{id}"),
+        Some(&a),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, err) = call(&h.app, "GET", &files(&id), Some(&a), None).await;
+    assert_error(status, &err, StatusCode::NOT_FOUND, "session_not_found");
+}
+
 #[tokio::test]
 async fn upgrades_pass_through() {
     let h = harness().await;

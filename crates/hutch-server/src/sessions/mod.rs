@@ -303,6 +303,17 @@ impl Sessions {
     /// it and RUNNING. A session that paused itself when idle is resumed first; one paused on
     /// request is refused with [`SessionError::Paused`].
     pub(crate) async fn reachable(&self, caller: &Caller, id: Uuid) -> Result<(), SessionError> {
+        match self
+            .store
+            .known_running(id, |tenant| caller.may_see(tenant))
+        {
+            Some(true) => {
+                self.activity.touch(id);
+                return Ok(());
+            }
+            Some(false) => return Err(SessionError::NotFound(id)),
+            None => {}
+        }
         let mut row = self.visible(caller, id).await?;
         // Only sessions the caller may see are tracked. An auto-pause that slips in between the
         // read above and the connection is undone by the proxy's watchdog, which resumes a
