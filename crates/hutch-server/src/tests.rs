@@ -226,6 +226,9 @@ async fn fake_agent(
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_owned()))
         .collect();
     let body = req.into_body().collect().await.unwrap().to_bytes();
+    if target == "/slow" {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let json = if target == "/commands" {
         let cmd: CommandRequest = serde_json::from_slice(&body).unwrap();
         serde_json::to_value(CommandResult {
@@ -241,10 +244,15 @@ async fn fake_agent(
     } else {
         json!({"method": method, "target": target, "headers": headers, "bodyLen": body.len()})
     };
-    Ok(hyper::Response::builder()
+    let mut response = hyper::Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "application/json")
-        .header("x-agent", "fake")
+        .header("x-agent", "fake");
+    if target == "/interpreter/execute" {
+        // As the real agent streams an execution's results: a body of unknown length.
+        response = response.header("transfer-encoding", "chunked");
+    }
+    Ok(response
         .body(Full::new(Bytes::from(json.to_string())))
         .unwrap())
 }
@@ -1876,6 +1884,55 @@ async fn sequential_requests_reuse_one_agent_connection() {
     assert_eq!(relay_command(&h.app, &t, &other, "x").await, "x\n");
     assert_eq!(h.runtime.connects(Uuid::parse_str(&other).unwrap()), 1);
     assert_eq!(h.runtime.connects(uuid), 1);
+}
+
+#[tokio::test]
+async fn a_streamed_answer_read_to_its_end_gives_its_connection_back() {
+    let h = harness().await;
+    let t = token("alice");
+    let id = id_of(&create(&h.app, &t, json!({})).await);
+    let uuid = Uuid::parse_str(&id).unwrap();
+    for i in 0..10 {
+        let (status, got) = call(
+            &h.app,
+            "POST",
+            &format!("/v1/sessions/{id}/interpreter/execute"),
+            Some(&t),
+            Some(json!({"code": "x = 1 + 1"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "execution {i}: {got}");
+        assert_eq!(got["target"], "/interpreter/execute");
+    }
+    assert_eq!(h.runtime.connects(uuid), 1, "10 executions, one connection");
+    assert_eq!(h.server.state.sessions.agent_pool().idle_count(uuid), 1);
+}
+
+#[tokio::test]
+async fn a_session_keeps_as_many_idle_connections_as_it_may_have_contexts() {
+    let h = harness().await;
+    let t = token("alice");
+    let id = id_of(&create(&h.app, &t, json!({})).await);
+    let uuid = Uuid::parse_str(&id).unwrap();
+    let slow = format!("/v1/sessions/{id}/slow");
+    let burst = || {
+        futures_util::future::join_all((0..40).map(|_| call(&h.app, "GET", &slow, Some(&t), None)))
+    };
+    for (status, got) in burst().await {
+        assert_eq!(status, StatusCode::OK, "{got}");
+    }
+    assert_eq!(h.runtime.connects(uuid), 40, "40 requests at once");
+    let pool = h.server.state.sessions.agent_pool();
+    assert_eq!(
+        pool.idle_count(uuid),
+        crate::proxy::pool::MAX_IDLE_PER_SESSION
+    );
+    burst().await;
+    assert_eq!(
+        h.runtime.connects(uuid),
+        40 + 40 - crate::proxy::pool::MAX_IDLE_PER_SESSION,
+        "the kept ones were used again"
+    );
 }
 
 #[tokio::test]

@@ -251,6 +251,9 @@ pub(crate) struct Relayed {
     lease: Option<Lease>,
     /// Whether the request's body was sent whole.
     request_whole: Arc<AtomicBool>,
+    /// Whether `body` has given its last frame. hyper's `is_end_stream` says so only for a
+    /// body of known length, never for a chunked one (an execution's stream of results).
+    ended: bool,
 }
 
 impl Relayed {
@@ -267,12 +270,14 @@ impl Relayed {
             conn: Some(conn),
             lease,
             request_whole,
+            ended: false,
         }
     }
 
     /// Returns the connection to the pool, if the exchange is over and ended cleanly.
     fn release(&mut self) {
-        if !self.body.is_end_stream() || !self.request_whole.load(Ordering::Acquire) {
+        let ended = self.ended || self.body.is_end_stream();
+        if !ended || !self.request_whole.load(Ordering::Acquire) {
             return;
         }
         if let (Some(lease), Some(conn)) = (self.lease.take(), self.conn.take()) {
@@ -300,7 +305,11 @@ impl Body for Relayed {
         let this = self.get_mut();
         let frame = Pin::new(&mut this.body).poll_frame(cx);
         match &frame {
-            Poll::Ready(Some(Ok(_)) | None) => this.release(),
+            Poll::Ready(None) => {
+                this.ended = true;
+                this.release();
+            }
+            Poll::Ready(Some(Ok(_))) => this.release(),
             Poll::Ready(Some(Err(_))) => {
                 this.lease = None;
             }

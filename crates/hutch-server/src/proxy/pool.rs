@@ -11,7 +11,7 @@
 //!   a body the client did not read to the end, an upgrade (WebSocket) and an answer the
 //!   client left half-read take their connection with them;
 //! - connections are kept per session ([`AgentPool::checkout`] takes only the session's own),
-//!   at most [`MAX_IDLE_PER_SESSION`] idle ones each, and an idle one is closed after
+//!   at most [`MAX_IDLE_PER_SESSION`] idle ones each and [`MAX_IDLE`] in all, and an idle one is closed after
 //!   [`IDLE_TIMEOUT`];
 //! - [`AgentPool::forget`] closes every idle connection of a session and refuses the return
 //!   of those in use: it is called before a session's sandbox is destroyed (delete, expiry, a
@@ -35,8 +35,13 @@ use super::AgentSender;
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Most idle connections kept per session (concurrent requests beyond that open their own,
-/// which are closed after their exchange).
-pub(crate) const MAX_IDLE_PER_SESSION: usize = 8;
+/// which are closed after their exchange): as many as the interpreter contexts a session may
+/// hold besides `default`, so that a client running all of them at once keeps them all.
+pub(crate) const MAX_IDLE_PER_SESSION: usize = 32;
+
+/// Most idle connections kept for all sessions together (each holds a descriptor here and
+/// one in its agent).
+pub(crate) const MAX_IDLE: usize = 4096;
 
 /// What the proxy observes of one connection's socket, shared between the stream (inside
 /// the connection's task) and the exchange that uses it.
@@ -74,9 +79,17 @@ struct Idle {
     since: Instant,
 }
 
+/// The idle connections of every session.
+#[derive(Default)]
+struct IdleConns {
+    by_session: HashMap<Uuid, Vec<Idle>>,
+    /// How many there are in all.
+    total: usize,
+}
+
 /// The kept connections of every session; see the module's documentation.
 pub(crate) struct AgentPool {
-    idle: Mutex<HashMap<Uuid, Vec<Idle>>>,
+    idle: Mutex<IdleConns>,
     /// Counts [`AgentPool::forget`] calls: a connection taken out before one is not returned.
     /// One counter for all sessions: a forget costs the exchanges of other sessions then in
     /// flight their reuse (they open anew next time), never correctness.
@@ -104,14 +117,14 @@ impl AgentPool {
     /// An empty pool whose idle connections are closed after `idle_timeout`.
     pub(crate) fn new(idle_timeout: Duration) -> AgentPool {
         AgentPool {
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(IdleConns::default()),
             epoch: AtomicU64::new(0),
             sweeping: AtomicBool::new(false),
             idle_timeout,
         }
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Vec<Idle>>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, IdleConns> {
         // The map stays consistent whatever panicked while holding it.
         self.idle
             .lock()
@@ -132,13 +145,15 @@ impl AgentPool {
     pub(crate) async fn checkout(&self, session: Uuid) -> Option<AgentConn> {
         loop {
             let idle = {
-                let mut map = self.idle();
-                let list = map.get_mut(&session)?;
-                let idle = list.pop();
+                let mut idle = self.idle();
+                let list = idle.by_session.get_mut(&session)?;
+                let conn = list.pop();
                 if list.is_empty() {
-                    map.remove(&session);
+                    idle.by_session.remove(&session);
                 }
-                idle?
+                let conn = conn?;
+                idle.total -= 1;
+                conn
             };
             if idle.since.elapsed() >= self.idle_timeout || idle.conn.sender.is_closed() {
                 continue;
@@ -156,14 +171,19 @@ impl AgentPool {
     /// Closes every idle connection of `session` and refuses the return of those in use.
     pub(crate) fn forget(&self, session: Uuid) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        let gone = self.idle().remove(&session);
+        let gone = {
+            let mut idle = self.idle();
+            let gone = idle.by_session.remove(&session).unwrap_or_default();
+            idle.total -= gone.len();
+            gone
+        };
         drop(gone);
     }
 
     /// How many idle connections `session` has (for tests and metrics).
     #[cfg(test)]
     pub(crate) fn idle_count(&self, session: Uuid) -> usize {
-        self.idle().get(&session).map_or(0, Vec::len)
+        self.idle().by_session.get(&session).map_or(0, Vec::len)
     }
 
     /// Keeps `conn` for `session`'s next request, unless the session was forgotten since the
@@ -173,12 +193,12 @@ impl AgentPool {
             return;
         }
         {
-            let mut map = self.idle();
+            let mut idle = self.idle();
             // Under the lock: `forget` bumps the epoch before it takes the lock.
-            if self.epoch.load(Ordering::Acquire) != epoch {
+            if self.epoch.load(Ordering::Acquire) != epoch || idle.total >= MAX_IDLE {
                 return;
             }
-            let list = map.entry(session).or_default();
+            let list = idle.by_session.entry(session).or_default();
             if list.len() >= MAX_IDLE_PER_SESSION {
                 return;
             }
@@ -186,6 +206,7 @@ impl AgentPool {
                 conn,
                 since: Instant::now(),
             });
+            idle.total += 1;
         }
         self.sweep_later();
     }
@@ -207,9 +228,9 @@ impl AgentPool {
                 tokio::time::sleep(period).await;
                 let Some(pool) = pool.upgrade() else { return };
                 let expired: Vec<Idle> = {
-                    let mut map = pool.idle();
+                    let mut idle = pool.idle();
                     let mut expired = Vec::new();
-                    map.retain(|_, list| {
+                    idle.by_session.retain(|_, list| {
                         let (keep, old): (Vec<Idle>, Vec<Idle>) = std::mem::take(list)
                             .into_iter()
                             .partition(|i| i.since.elapsed() < period);
@@ -217,9 +238,10 @@ impl AgentPool {
                         expired.extend(old);
                         !list.is_empty()
                     });
-                    if map.is_empty() {
+                    idle.total -= expired.len();
+                    if idle.by_session.is_empty() {
                         pool.sweeping.store(false, Ordering::Release);
-                        drop(map);
+                        drop(idle);
                         drop(expired);
                         return;
                     }
