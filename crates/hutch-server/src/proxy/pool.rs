@@ -11,8 +11,8 @@
 //!   a body the client did not read to the end, an upgrade (WebSocket) and an answer the
 //!   client left half-read take their connection with them;
 //! - connections are kept per session ([`AgentPool::checkout`] takes only the session's own),
-//!   at most [`MAX_IDLE_PER_SESSION`] idle ones each and [`MAX_IDLE`] in all, and an idle one is closed after
-//!   [`IDLE_TIMEOUT`];
+//!   at most [`MAX_IDLE_PER_SESSION`] idle ones each and [`MAX_IDLE`] in all, and an idle
+//!   one is closed after [`IDLE_TIMEOUT`];
 //! - [`AgentPool::forget`] closes every idle connection of a session and refuses the return
 //!   of those in use: it is called before a session's sandbox is destroyed (delete, expiry, a
 //!   sandbox that died on its own) and when it is paused, so no connection outlives the
