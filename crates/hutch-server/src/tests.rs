@@ -227,7 +227,7 @@ async fn fake_agent(
         .collect();
     let body = req.into_body().collect().await.unwrap().to_bytes();
     if target == "/slow" {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        slow_until_a_burst_arrived().await;
     }
     let json = if target == "/commands" {
         let cmd: CommandRequest = serde_json::from_slice(&body).unwrap();
@@ -255,6 +255,25 @@ async fn fake_agent(
     Ok(response
         .body(Full::new(Bytes::from(json.to_string())))
         .unwrap())
+}
+
+/// Requests to the fake agent's `/slow` that arrived so far.
+static SLOW_ARRIVED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Requests of one burst to `/slow`.
+const SLOW_BURST: usize = 40;
+
+/// Holds a request to `/slow` until its whole burst of [`SLOW_BURST`] has arrived (at most
+/// 30 s), so that every request of the burst is in flight at once however slow the machine.
+async fn slow_until_a_burst_arrived() {
+    use std::sync::atomic::Ordering;
+    let me = SLOW_ARRIVED.fetch_add(1, Ordering::SeqCst) + 1;
+    let burst_end = me.div_ceil(SLOW_BURST) * SLOW_BURST;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while SLOW_ARRIVED.load(Ordering::SeqCst) < burst_end && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// What the fake runtime keeps in its records (it never reads it back).
@@ -1914,14 +1933,17 @@ async fn a_session_keeps_as_many_idle_connections_as_it_may_have_contexts() {
     let t = token("alice");
     let id = id_of(&create(&h.app, &t, json!({})).await);
     let uuid = Uuid::parse_str(&id).unwrap();
+    // The fake agent holds each `/slow` until all of its burst are in.
     let slow = format!("/v1/sessions/{id}/slow");
     let burst = || {
-        futures_util::future::join_all((0..40).map(|_| call(&h.app, "GET", &slow, Some(&t), None)))
+        futures_util::future::join_all(
+            (0..SLOW_BURST).map(|_| call(&h.app, "GET", &slow, Some(&t), None)),
+        )
     };
     for (status, got) in burst().await {
         assert_eq!(status, StatusCode::OK, "{got}");
     }
-    assert_eq!(h.runtime.connects(uuid), 40, "40 requests at once");
+    assert_eq!(h.runtime.connects(uuid), SLOW_BURST, "all at once");
     let pool = h.server.state.sessions.agent_pool();
     assert_eq!(
         pool.idle_count(uuid),
@@ -1930,7 +1952,7 @@ async fn a_session_keeps_as_many_idle_connections_as_it_may_have_contexts() {
     burst().await;
     assert_eq!(
         h.runtime.connects(uuid),
-        40 + 40 - crate::proxy::pool::MAX_IDLE_PER_SESSION,
+        2 * SLOW_BURST - crate::proxy::pool::MAX_IDLE_PER_SESSION,
         "the kept ones were used again"
     );
 }
