@@ -37,8 +37,8 @@ pub(crate) fn documented_routes() -> OpenApiRouter<Arc<Agent>> {
         .merge(crate::ports::routes())
 }
 
-/// The agent's routes.
-pub(crate) fn router(agent: Arc<Agent>) -> Router {
+/// The agent's routes, waiting for their state.
+pub(crate) fn router() -> Router<Arc<Agent>> {
     let (documented, _) = documented_routes().split_for_parts();
     documented
         .route("/health", get(health))
@@ -55,7 +55,6 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             answer_panic,
         ))
-        .with_state(agent)
 }
 
 /// A pause begins: the awake clock stops (see [`crate::awake`]), and the `default` context's

@@ -474,9 +474,12 @@ async fn capture(stream: Option<pipe::Receiver>, into: SharedCapture) {
     let Some(mut stream) = stream else {
         return;
     };
-    let mut buf = vec![0u8; 64 * 1024];
+    // Never zeroed (`read_buf` fills spare capacity): a command that prints little does not
+    // pay for writing 64 KiB of zeros.
+    let mut buf = Vec::with_capacity(64 * 1024);
     loop {
-        match stream.read(&mut buf).await {
+        buf.clear();
+        match stream.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
                 let mut captured = into.lock().unwrap_or_else(|e| e.into_inner());

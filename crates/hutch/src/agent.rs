@@ -30,6 +30,8 @@ pub(crate) fn main() -> ExitCode {
             return ExitCode::from(SETUP_FAILED);
         }
     };
+    // Before the claim: a pooled sandbox builds its routes while it waits.
+    let routes = hutch_agent::Routes::build();
     let (listener, cgroup_dir, memory_events, claim, deadline) = sandboxed.report_ready();
     init_logging();
     let agent_config = hutch_agent::AgentConfig {
@@ -47,7 +49,7 @@ pub(crate) fn main() -> ExitCode {
         working_dir: claim.working_dir,
         user: claim.user,
     };
-    serve(agent_config)
+    serve(agent_config, routes)
 }
 
 /// Runs the agent in container mode, listening on `listen` (see
@@ -63,6 +65,7 @@ pub(crate) fn container_main(listen: &str) -> ExitCode {
             return ExitCode::from(SETUP_FAILED);
         }
     };
+    let routes = hutch_agent::Routes::build();
     let listener = match std::net::TcpListener::bind(listen) {
         Ok(listener) => listener,
         Err(error) => {
@@ -94,11 +97,11 @@ pub(crate) fn container_main(listen: &str) -> ExitCode {
         working_dir: container.working_dir,
         user: container.user,
     };
-    serve(agent_config)
+    serve(agent_config, routes)
 }
 
-fn serve(config: hutch_agent::AgentConfig) -> ExitCode {
-    match hutch_agent::run(config) {
+fn serve(config: hutch_agent::AgentConfig, routes: hutch_agent::Routes) -> ExitCode {
+    match hutch_agent::run(config, routes) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("hutch agent: {error}");

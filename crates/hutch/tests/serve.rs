@@ -124,11 +124,13 @@ impl Serve {
 }
 
 impl Drop for Serve {
+    /// SIGTERM, then up to 60 s for the server to destroy its sandboxes (a loaded machine makes
+    /// that slow, and a SIGKILL would leave them running), as [`TestServer`] stops.
     fn drop(&mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;

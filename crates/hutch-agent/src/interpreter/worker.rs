@@ -472,17 +472,19 @@ fn decode(pending: &mut Vec<u8>, input: &[u8]) -> String {
 fn drain_now(
     rx: &pipe::Receiver,
     stderr: bool,
-    buf: &mut [u8],
+    buf: &mut Vec<u8>,
     output: &mut Output,
     tx: &mpsc::UnboundedSender<Event>,
 ) {
     // Bounded, in case a writer keeps the pipe full forever.
     for _ in 0..1024 {
-        match rx.try_read(buf) {
+        buf.clear();
+        match rx.try_read_buf(buf) {
             Ok(0) | Err(_) => return,
-            Ok(n) => output.push(stderr, &buf[..n], tx),
+            Ok(_) => output.push(stderr, buf, tx),
         }
     }
+    buf.clear();
 }
 
 /// One line of the worker's control pipe (fd 4).
@@ -534,36 +536,48 @@ async fn read_loop(
 ) {
     let (mut out, mut err, mut ctrl) = (out, err, ctrl);
     let mut output = Output::default();
-    let mut buf_out = vec![0u8; INTERPRETER_CHUNK_MAX_BYTES];
-    let mut buf_err = vec![0u8; INTERPRETER_CHUNK_MAX_BYTES];
-    let mut buf_ctrl = vec![0u8; 64 * 1024];
+    // Read into spare capacity (`read_buf`), never zeroed: the kernel backs a buffer's pages
+    // only once a read fills them, so an idle worker's three buffers cost a page each, not
+    // 64 KiB each. Each is empty when a read begins.
+    let mut buf_out = Vec::with_capacity(INTERPRETER_CHUNK_MAX_BYTES);
+    let mut buf_err = Vec::with_capacity(INTERPRETER_CHUNK_MAX_BYTES);
+    let mut buf_ctrl = Vec::with_capacity(64 * 1024);
     let mut lines = ControlLines::default();
     let (mut out_open, mut err_open, mut ctrl_open) = (true, true, true);
     loop {
         tokio::select! {
-            r = out.read(&mut buf_out), if out_open => match r {
+            r = out.read_buf(&mut buf_out), if out_open => match r {
                 Ok(0) | Err(_) => out_open = false,
-                Ok(n) => output.push(false, &buf_out[..n], &tx),
+                Ok(_) => {
+                    output.push(false, &buf_out, &tx);
+                    buf_out.clear();
+                }
             },
-            r = err.read(&mut buf_err), if err_open => match r {
+            r = err.read_buf(&mut buf_err), if err_open => match r {
                 Ok(0) | Err(_) => err_open = false,
-                Ok(n) => output.push(true, &buf_err[..n], &tx),
+                Ok(_) => {
+                    output.push(true, &buf_err, &tx);
+                    buf_err.clear();
+                }
             },
-            r = ctrl.read(&mut buf_ctrl), if ctrl_open => match r {
+            r = ctrl.read_buf(&mut buf_ctrl), if ctrl_open => match r {
                 Ok(0) | Err(_) => ctrl_open = false,
-                Ok(n) => lines.feed(&buf_ctrl[..n], |line| match line {
-                    ControlLine::Message(msg) => {
-                        handle_message(msg, &out, &err, &mut buf_out, &mut output, &tx);
-                    }
-                    ControlLine::Overlong => {
-                        let _ = tx.send(Event::Message(serde_json::json!({
-                            "type": "error",
-                            "name": "OutputTooLarge",
-                            "value": format!("a result or artifact was larger than {INTERPRETER_FRAME_MAX_BYTES} bytes and was dropped"),
-                            "traceback": "",
-                        })));
-                    }
-                }),
+                Ok(_) => {
+                    lines.feed(&buf_ctrl, |line| match line {
+                        ControlLine::Message(msg) => {
+                            handle_message(msg, &out, &err, &mut buf_out, &mut output, &tx);
+                        }
+                        ControlLine::Overlong => {
+                            let _ = tx.send(Event::Message(serde_json::json!({
+                                "type": "error",
+                                "name": "OutputTooLarge",
+                                "value": format!("a result or artifact was larger than {INTERPRETER_FRAME_MAX_BYTES} bytes and was dropped"),
+                                "traceback": "",
+                            })));
+                        }
+                    });
+                    buf_ctrl.clear();
+                }
             },
             exit = &mut exited => {
                 let exit = exit.unwrap_or(Exit::Signal(libc::SIGKILL));
@@ -581,7 +595,7 @@ fn handle_message(
     raw: &[u8],
     out: &pipe::Receiver,
     err: &pipe::Receiver,
-    buf: &mut [u8],
+    buf: &mut Vec<u8>,
     output: &mut Output,
     tx: &mpsc::UnboundedSender<Event>,
 ) {

@@ -529,15 +529,14 @@ impl Drop for KillOnDrop<'_> {
 
 /// Moves one output stream into the ring until it closes.
 async fn pump(process: Arc<Managed>, mut stream: pipe::Receiver, stderr: bool) {
-    let mut buf = vec![0u8; CHUNK_BYTES];
+    // Never zeroed (`read_buf` fills spare capacity): a quiet process's buffer costs the
+    // pages its reads filled, not 64 KiB.
+    let mut buf = Vec::with_capacity(CHUNK_BYTES);
     loop {
-        match stream.read(&mut buf).await {
+        buf.clear();
+        match stream.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return,
-            Ok(n) => {
-                process
-                    .push(stderr, Bytes::copy_from_slice(&buf[..n]))
-                    .await
-            }
+            Ok(_) => process.push(stderr, Bytes::copy_from_slice(&buf)).await,
         }
     }
 }
