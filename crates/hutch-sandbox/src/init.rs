@@ -80,8 +80,9 @@ pub struct InitConfig {
     /// Whether [`MEMORY_EVENTS_FD`] holds the sandbox's out-of-memory counters.
     #[serde(default)]
     pub has_memory_events: bool,
-    /// Size of the `/tmp` and `/dev/shm` tmpfs mounts in MiB (each) at most; the share of the
-    /// session's memory limit alone when absent (see [`tmpfs_sizes`]). Set with a disk quota.
+    /// Size in MiB of the tmpfs that holds `/dev`, `/dev/shm` and `/tmp` at most; the share of
+    /// the session's memory limit alone when absent (see [`tmpfs_size`]). Set with a disk
+    /// quota.
     #[serde(default)]
     pub tmpfs_mb: Option<u64>,
     /// How many of [`USER_CGROUP_TASKS_FDS`] the runtime passed.
@@ -97,13 +98,12 @@ pub struct InitConfig {
     pub idmapped: Vec<PathBuf>,
 }
 
-/// Sizes in MiB of `/tmp` and `/dev/shm` for a session with `memory_mb` of memory (and a disk
-/// quota of `disk_mb`): half and a quarter of the memory limit, at most the disk quota. Their
-/// pages are memory charged to the writer's cgroup, so together they stay below the limit and
-/// a writer that fills them gets `ENOSPC`, with room left to run commands.
-pub fn tmpfs_sizes(memory_mb: u64, disk_mb: Option<u64>) -> (u64, u64) {
-    let cap = |mb: u64| mb.min(disk_mb.unwrap_or(u64::MAX)).max(1);
-    (cap(memory_mb / 2), cap(memory_mb / 4))
+/// Size in MiB of the one tmpfs that holds `/tmp`, `/dev/shm` and `/dev` for a session with
+/// `memory_mb` of memory (and a disk quota of `disk_mb`): three quarters of the memory limit,
+/// at most the disk quota. Its pages are memory charged to the writer's cgroup, so it stays
+/// below the limit and a writer that fills it gets `ENOSPC`, with room left to run commands.
+pub fn tmpfs_size(memory_mb: u64, disk_mb: Option<u64>) -> u64 {
+    (memory_mb / 4 * 3).min(disk_mb.unwrap_or(u64::MAX)).max(1)
 }
 
 /// What makes a built sandbox a session's: sent when the runtime hands it out.
@@ -302,7 +302,7 @@ fn set_up(
     status.write_all(b"built\n").map_err(step("report built"))?;
     let claim: Claim = read_line(&mut config_pipe, "claim")?;
     if let Some(memory_mb) = claim.memory_mb {
-        size_tmpfs(tmpfs_sizes(memory_mb, config.tmpfs_mb)).map_err(step("size /tmp"))?;
+        size_tmpfs(tmpfs_size(memory_mb, config.tmpfs_mb)).map_err(step("size /tmp"))?;
     }
     lock_down(&claim, &config.seccomp_allow)?;
     Ok((listener, cgroup_dir, memory_events, claim, deadline))
@@ -366,6 +366,7 @@ fn build_root(config: &InitConfig, idmapped: Vec<OwnedFd>) -> Result<(), InitErr
     }
 
     let proc_dir = root.join("proc");
+    mount_scratch(root, &proc_dir, config.tmpfs_mb).map_err(step("mount /dev and /tmp"))?;
     sys::mount(
         Some("proc"),
         &proc_dir,
@@ -376,14 +377,6 @@ fn build_root(config: &InitConfig, idmapped: Vec<OwnedFd>) -> Result<(), InitErr
     .map_err(step("mount /proc"))?;
 
     let dev = root.join("dev");
-    sys::mount(
-        Some("tmpfs"),
-        &dev,
-        Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-        Some("mode=755,size=512k"),
-    )
-    .map_err(step("mount /dev"))?;
     for node in ["null", "zero", "full", "random", "urandom", "tty"] {
         let target = dev.join(node);
         fs::File::create(&target).map_err(step("create device node"))?;
@@ -415,30 +408,6 @@ fn build_root(config: &InitConfig, idmapped: Vec<OwnedFd>) -> Result<(), InitErr
         Some("newinstance,ptmxmode=0666,mode=0620"),
     )
     .map_err(step("mount /dev/pts"))?;
-    // tmpfs pages are charged to the memory cgroup of whoever writes them; the claim sizes
-    // /tmp and /dev/shm to a share of the session's memory limit (see `tmpfs_sizes`), so a
-    // full /tmp is ENOSPC, as on disk, long before the limit.
-    let tmpfs_options = match config.tmpfs_mb {
-        Some(mb) => format!("mode=1777,size={mb}m"),
-        None => "mode=1777".to_owned(),
-    };
-    fs::create_dir(dev.join("shm")).map_err(step("mkdir /dev/shm"))?;
-    sys::mount(
-        Some("shm"),
-        &dev.join("shm"),
-        Some("tmpfs"),
-        nosuid_nodev,
-        Some(&tmpfs_options),
-    )
-    .map_err(step("mount /dev/shm"))?;
-    sys::mount(
-        Some("tmpfs"),
-        &root.join("tmp"),
-        Some("tmpfs"),
-        nosuid_nodev,
-        Some(&tmpfs_options),
-    )
-    .map_err(step("mount /tmp"))?;
 
     // Mask kernel interfaces that say too much about the host, as container runtimes do.
     for masked in [
@@ -482,6 +451,64 @@ fn build_root(config: &InitConfig, idmapped: Vec<OwnedFd>) -> Result<(), InitErr
     sys::umount2(Path::new("."), libc::MNT_DETACH).map_err(step("detach old root"))?;
     std::env::set_current_dir("/").map_err(step("chdir /"))?;
     Ok(())
+}
+
+/// Mounts one tmpfs as `/dev`, `/dev/shm` and `/tmp` of `root`: three bind mounts of its
+/// directories `dev`, `shm` and `tmp`, each with its own flags (`/dev` `nosuid,noexec`, the
+/// other two `nosuid,nodev`). `staging` is an empty directory of `root` where the tmpfs is
+/// mounted first and detached from again.
+///
+/// One file system instead of three because every superblock registers a shrinker with the
+/// kernel, and every memory cgroup holds a slot for every shrinker: a cost that grows with
+/// sessions × superblocks (see the operations guide on density). tmpfs pages are charged to
+/// the memory cgroup of whoever writes them; the claim sizes the tmpfs to a share of the
+/// session's memory limit (see [`tmpfs_size`]), so a full `/tmp` is `ENOSPC`, as on disk, long
+/// before the limit. `/tmp`, `/dev/shm` and `/dev` share that size.
+fn mount_scratch(root: &Path, staging: &Path, size_mb: Option<u64>) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let options = match size_mb {
+        Some(mb) => format!("mode=755,size={mb}m"),
+        None => "mode=755".to_owned(),
+    };
+    let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
+    sys::mount(
+        Some("tmpfs"),
+        staging,
+        Some("tmpfs"),
+        nosuid_nodev,
+        Some(&options),
+    )?;
+    let dir = |name: &str, mode: u32| -> io::Result<PathBuf> {
+        let path = staging.join(name);
+        fs::create_dir(&path)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+        Ok(path)
+    };
+    let dev = dir("dev", 0o755)?;
+    dir("dev/shm", 0o755)?; // where `shm` is bound
+    let shm = dir("shm", 0o1777)?;
+    let tmp = dir("tmp", 0o1777)?;
+    for (source, target, flags) in [
+        (dev, root.join("dev"), libc::MS_NOSUID | libc::MS_NOEXEC),
+        (shm, root.join("dev/shm"), nosuid_nodev),
+        (tmp, root.join("tmp"), nosuid_nodev),
+    ] {
+        sys::mount(
+            Some(&source.display().to_string()),
+            &target,
+            None,
+            libc::MS_BIND,
+            None,
+        )?;
+        sys::mount(
+            None,
+            &target,
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | flags,
+            None,
+        )?;
+    }
+    sys::umount2(staging, libc::MNT_DETACH)
 }
 
 /// Points the sandbox's DNS at its resolver (replacing the image's file or link).
@@ -536,19 +563,17 @@ fn mount_overlay(target: &Path, overlay: &OverlayMount) -> io::Result<()> {
     )
 }
 
-/// Resizes `/tmp` and `/dev/shm` to the session's sizes in MiB (a pooled sandbox is built
-/// before its session's memory limit is known).
-fn size_tmpfs((tmp_mb, shm_mb): (u64, u64)) -> io::Result<()> {
-    for (target, mb) in [("/tmp", tmp_mb), ("/dev/shm", shm_mb)] {
-        sys::mount(
-            None,
-            Path::new(target),
-            None,
-            libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV,
-            Some(&format!("size={mb}m")),
-        )?;
-    }
-    Ok(())
+/// Resizes the tmpfs of `/tmp`, `/dev/shm` and `/dev` to the session's size in MiB (a pooled
+/// sandbox is built before its session's memory limit is known). Remounting `/tmp` without
+/// `MS_BIND` changes the file system's own options, which its other two mounts share.
+fn size_tmpfs(mb: u64) -> io::Result<()> {
+    sys::mount(
+        None,
+        Path::new("/tmp"),
+        None,
+        libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV,
+        Some(&format!("size={mb}m")),
+    )
 }
 
 /// Capabilities root inside a sandbox keeps (within its user namespace): Docker's default
@@ -605,4 +630,25 @@ fn lock_down(claim: &Claim, seccomp_allow: &[String]) -> Result<(), InitError> {
         .map_err(step("set no_new_privs"))?;
     crate::seccomp::install(seccomp_allow).map_err(step("install seccomp filter"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tmpfs_size;
+
+    #[test]
+    fn the_scratch_tmpfs_holds_three_quarters_of_the_memory_at_most_the_disk_quota() {
+        assert_eq!(tmpfs_size(256, None), 192);
+        assert_eq!(tmpfs_size(512, Some(10240)), 384);
+        assert_eq!(
+            tmpfs_size(4096, Some(100)),
+            100,
+            "never past the disk quota"
+        );
+        assert_eq!(
+            tmpfs_size(1, None),
+            1,
+            "never zero (a tmpfs of size 0 is unbounded)"
+        );
+    }
 }

@@ -72,6 +72,13 @@ pub fn lstatat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Stat> {
     Ok(rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?)
 }
 
+/// The id of the mount `fd` lies on (`statx` with `STATX_MNT_ID`, Linux 5.8 and later): unlike
+/// the device number, it tells two bind mounts of one file system apart.
+pub fn mount_id(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let st = rustix::fs::statx(fd, c"", AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::MNT_ID)?;
+    Ok(st.stx_mnt_id)
+}
+
 /// The `statfs` magic number of the file system `fd` lies on (`0x9fa0` for procfs, …).
 pub fn fs_type(fd: BorrowedFd<'_>) -> io::Result<i64> {
     #[allow(clippy::unnecessary_cast)]

@@ -1,5 +1,6 @@
 //! The agent survives whatever user code does inside the session's limits: it lives beside
-//! that code, not under its limits, and `/tmp` and `/dev/shm` are bounded below them.
+//! that code, not under its limits, and `/tmp` and `/dev/shm` (one tmpfs) are bounded below
+//! them.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
@@ -39,6 +40,8 @@ async fn filling_tmp_or_dev_shm_gives_the_writer_enospc_and_the_session_lives_on
     .await;
     sh(&client, &s, "echo kept > /workspace/kept").await;
 
+    // /tmp, /dev/shm and /dev are one tmpfs of three quarters of the memory limit: once
+    // /tmp has filled it, /dev/shm is full too, and both writers get ENOSPC.
     for dir in ["/tmp", "/dev/shm"] {
         let fill = sh_with(
             &client,
@@ -54,9 +57,18 @@ async fn filling_tmp_or_dev_shm_gives_the_writer_enospc_and_the_session_lives_on
         assert!(fill.stdout.contains("rc=1"), "{fill:?}");
         assert!(!fill.oom_killed, "nothing was OOM-killed: {fill:?}");
     }
-    // /tmp holds half the memory limit, /dev/shm a quarter: both full, commands still run.
     let sizes = sh(&client, &s, "du -m /tmp/fill /dev/shm/fill | cut -f1").await;
-    assert_eq!(sizes.stdout, "128\n64\n", "{sizes:?}");
+    assert_eq!(sizes.stdout, "192\n0\n", "{sizes:?}");
+    let df = sh(
+        &client,
+        &s,
+        "df -m /tmp /dev/shm /dev | tail -n +2 | tr -s ' ' | cut -d' ' -f2",
+    )
+    .await;
+    assert_eq!(
+        df.stdout, "192\n192\n192\n",
+        "one size for the three: {df:?}"
+    );
     let after = sh(
         &client,
         &s,

@@ -25,7 +25,7 @@ pub(crate) use hutch_sys::fs::{
     Stat, fchmod, fstat, linkat, lstatat, mkdirat, openat_mode, openat_nofollow, openat2, read_dir,
     readlinkat, renameat2, set_mtime, symlinkat, unlinkat,
 };
-use hutch_sys::fs::{fs_type, open};
+use hutch_sys::fs::{fs_type, mount_id, open};
 
 use super::path::SandboxPath;
 use crate::error::AgentError;
@@ -46,23 +46,27 @@ const FORBIDDEN_FS: &[i64] = &[
 /// The sandbox root, and what below it is out of bounds.
 pub(crate) struct Root {
     fd: OwnedFd,
-    /// Device numbers of mounts refused besides [`FORBIDDEN_FS`] (the sandbox's `/dev`).
-    forbidden_devs: Vec<u64>,
+    /// Ids of mounts refused besides [`FORBIDDEN_FS`] (the sandbox's `/dev`). Mount ids, not
+    /// device numbers: `/tmp` and `/dev/shm` are bind mounts of the same tmpfs as `/dev`.
+    forbidden_mounts: Vec<u64>,
 }
 
 impl Root {
     /// Opens `/` of the calling process, which for the agent is the sandbox root.
     pub(crate) fn open() -> io::Result<Root> {
         let fd = open(c"/", libc::O_PATH | libc::O_DIRECTORY)?;
-        let root_dev = fstat(fd.as_fd())?.st_dev;
-        let mut forbidden_devs = Vec::new();
+        let root_mount = mount_id(fd.as_fd())?;
+        let mut forbidden_mounts = Vec::new();
         if let Ok(dev) = openat2(fd.as_fd(), c"dev", libc::O_PATH | libc::O_DIRECTORY, 0)
-            && let Ok(st) = fstat(dev.as_fd())
-            && st.st_dev != root_dev
+            && let Ok(id) = mount_id(dev.as_fd())
+            && id != root_mount
         {
-            forbidden_devs.push(st.st_dev);
+            forbidden_mounts.push(id);
         }
-        Ok(Root { fd, forbidden_devs })
+        Ok(Root {
+            fd,
+            forbidden_mounts,
+        })
     }
 
     /// Opens `dir` as the root, with no forbidden mounts besides [`FORBIDDEN_FS`]: the fuzz
@@ -72,7 +76,7 @@ impl Root {
         let fd = open(dir, libc::O_PATH | libc::O_DIRECTORY)?;
         Ok(Root {
             fd,
-            forbidden_devs: Vec::new(),
+            forbidden_mounts: Vec::new(),
         })
     }
 
@@ -119,8 +123,7 @@ impl Root {
         if FORBIDDEN_FS.contains(&fs_type(fd)?) {
             return Ok(true);
         }
-        let st = fstat(fd)?;
-        Ok(self.forbidden_devs.contains(&st.st_dev))
+        Ok(self.forbidden_mounts.contains(&mount_id(fd)?))
     }
 
     /// Creates every missing directory of `path` (mode `mode`), like `mkdir -p`, one name at a
