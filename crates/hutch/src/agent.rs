@@ -23,6 +23,9 @@ fn init_logging() {
 /// Runs the agent. The runtime starts it with its descriptors in place (see
 /// `hutch_sandbox::init`); anything else gets a setup error.
 pub(crate) fn main() -> ExitCode {
+    // Before the sandbox is set up, and so before its claim: a pooled sandbox builds its
+    // routes while it is being built, not while its session's create waits.
+    let routes = hutch_agent::Routes::build();
     let sandboxed = match hutch_sandbox::init::enter() {
         Ok(sandboxed) => sandboxed,
         Err(error) => {
@@ -30,8 +33,6 @@ pub(crate) fn main() -> ExitCode {
             return ExitCode::from(SETUP_FAILED);
         }
     };
-    // Before the claim: a pooled sandbox builds its routes while it waits.
-    let routes = hutch_agent::Routes::build();
     let (listener, cgroup_dir, memory_events, claim, deadline) = sandboxed.report_ready();
     init_logging();
     let agent_config = hutch_agent::AgentConfig {
