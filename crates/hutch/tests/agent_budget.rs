@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestServer, can_run_sandboxes, host_view, session_with, sh, sh_with};
+use common::{TestServer, can_run_sandboxes, host_view, pids_in_uts, session_with, sh, sh_with};
 use hutch_api::{CommandRequest, ResourcesRequest};
 
 /// Starts `command` in the background of session `s`.
@@ -228,13 +228,43 @@ async fn commands_run_under_the_sessions_limits_and_the_agent_beside_them() {
     );
     let limits = cgroup_file_text(&view.cgroup);
     for (file, want) in [
-        ("memory/{}/user/memory.limit_in_bytes", 100u64 << 20),
-        ("memory/{}/memory.limit_in_bytes", (100 + 64) << 20),
+        ("memory/{}/memory.limit_in_bytes", 100u64 << 20),
         ("pids/{}/user/pids.max", 50),
         ("pids/{}/pids.max", 50 + 64),
     ] {
         if let Some(got) = limits(file) {
             assert_eq!(got, want.to_string(), "{file}");
+        }
+    }
+    // In the v1 memory hierarchy the session has one memory cgroup, its commands': the agent's
+    // is the server's, beside every other session's agent.
+    if let Some(procs) = limits("memory/{}/cgroup.procs") {
+        let agent = view.agent_pid.to_string();
+        assert!(!procs.lines().any(|p| p == agent), "{procs}");
+        start(&client, &s, "sleep 30").await;
+        let procs = limits("memory/{}/cgroup.procs").unwrap();
+        let commands: Vec<String> = pids_in_uts(&view.uts)
+            .into_iter()
+            .filter(|pid| *pid != view.agent_pid)
+            .map(|pid| pid.to_string())
+            .collect();
+        assert!(
+            commands.iter().any(|pid| procs.lines().any(|p| p == pid)),
+            "the session's processes {commands:?} are under its memory limit: {procs}"
+        );
+        let memory_line = std::fs::read_to_string(format!("/proc/{}/cgroup", view.agent_pid))
+            .unwrap()
+            .lines()
+            .find(|l| l.split(':').nth(1) == Some("memory"))
+            .map(str::to_owned)
+            .unwrap();
+        let instance = view.cgroup.rsplit_once('/').unwrap().0;
+        assert!(
+            memory_line.ends_with(&format!(":{instance}")),
+            "the agent's memory cgroup is the instance's ({instance}): {memory_line}"
+        );
+        for child in ["agent", "user"] {
+            assert!(limits(&format!("memory/{{}}/{child}/tasks")).is_none(), "{child}");
         }
     }
 }

@@ -13,16 +13,19 @@
 //! freezer; the agent then falls back to process groups for commands.
 //!
 //! Inside its sandbox cgroup `<id>/`, in every hierarchy, the agent and the code it runs live
-//! apart: the agent in `<id>/agent/` (in `<id>/` itself in the v1 memory hierarchy, see
-//! [`Cgroups::has_agent_child`]), everything it starts in `<id>/user/`. The session's
+//! apart: the agent in `<id>/agent/`, everything it starts in `<id>/user/`. The session's
 //! limits (`memoryMb`, `pids`) hold `user/`; `<id>/` holds them plus a small reserve for the
 //! agent ([`AGENT_MEMORY_MB`], [`AGENT_PIDS`]) and the session's CPU quota, which `agent/` and
 //! `user/` share as two equal groups. So a fork bomb at the pids limit or a memory hog (or a
 //! full tmpfs, whose pages are charged to the writer's cgroup) stays in `user/`, and the agent
-//! keeps answering. Commands start straight in `user/…` through v2 (`CLONE_INTO_CGROUP` into
-//! the delegated `user/`); where the limits are v1, each new process also moves itself into
-//! the v1 `user/` cgroups through descriptors of their `tasks` files, opened by the host (see
-//! [`SandboxCgroup::user_tasks`]). Killing and freezing act on `<id>/`, so on both.
+//! keeps answering. The v1 memory hierarchy is the exception (see
+//! [`Cgroups::is_v1_memory`]): there `<id>/` itself is the user's side, with the session's
+//! limit, and the agent lives in the instance's memory cgroup, `hutch/<instance>/`, beside
+//! every other sandbox's agent. Commands start straight in `user/…` through v2
+//! (`CLONE_INTO_CGROUP` into the delegated `user/`); where the limits are v1, each new process
+//! also moves itself into the v1 user cgroups through descriptors of their `tasks` files,
+//! opened by the host (see [`SandboxCgroup::user_tasks`]). Killing and freezing act on
+//! `<id>/`, so on both.
 
 use std::fs;
 use std::io;
@@ -148,9 +151,10 @@ pub(crate) struct SandboxCgroup {
     pub(crate) spawn_fd: Option<OwnedFd>,
     /// An open descriptor of the delegated v2 `user/`, for the agent's command cgroups.
     pub(crate) v2_fd: Option<OwnedFd>,
-    /// Write-only descriptors of the `tasks` files of `user/` in the v1 hierarchies that hold
-    /// limits (empty where v2 holds them): a process the agent starts writes `0` to each to
-    /// move itself there before it runs anything.
+    /// Write-only descriptors of the `tasks` files of the user's cgroups in the v1 hierarchies
+    /// that hold limits (`user/`, and `<id>/` itself for memory; empty where v2 holds them): a
+    /// process the agent starts writes `0` to each to move itself there before it runs
+    /// anything.
     pub(crate) user_tasks: Vec<OwnedFd>,
     /// The out-of-memory counters of the cgroup that holds the memory limit, opened
     /// read-only for the agent: `memory.events` (v2) or `memory.oom_control` (v1).
@@ -307,9 +311,9 @@ impl Cgroups {
         }
     }
 
-    /// Creates the cgroups of sandbox `id` (its own, `agent/` and `user/` in each hierarchy)
-    /// with `resources` as limits; `owner` (the host uid and gid root inside maps to) owns
-    /// the delegated v2 cgroup.
+    /// Creates the cgroups of sandbox `id` (its own, `agent/` and `user/` in each hierarchy but
+    /// v1 memory, where it is `<id>/` alone) with `resources` as limits; `owner` (the host uid
+    /// and gid root inside maps to) owns the delegated v2 cgroup.
     pub(crate) fn create(
         &self,
         id: Uuid,
@@ -319,10 +323,10 @@ impl Cgroups {
         let mut cgroup = self.existing(id);
         for dir in cgroup.v2_dir.iter().chain(cgroup.v1_dirs.iter()) {
             create_dir(dir)?;
-            if self.has_agent_child(dir) {
+            if !self.is_v1_memory(dir) {
                 create_dir(&dir.join(AGENT))?;
+                create_dir(&dir.join(USER))?;
             }
-            create_dir(&dir.join(USER))?;
         }
         self.set_limits(&cgroup, resources)?;
         if let Some(dir) = &cgroup.v2_dir {
@@ -352,7 +356,7 @@ impl Cgroups {
                 else {
                     continue;
                 };
-                let tasks = dir.join(USER).join("tasks");
+                let tasks = self.user_dir(dir).join("tasks");
                 let fd = sys::open(&tasks, libc::O_WRONLY).map_err(io_err("open", &tasks))?;
                 cgroup.user_tasks.push(fd);
             }
@@ -361,26 +365,36 @@ impl Cgroups {
         Ok(cgroup)
     }
 
-    /// Whether the agent lives in an `agent/` child of the sandbox's cgroup `dir`, or in `dir`
-    /// itself: in the v1 memory hierarchy it stays in `dir`. v2 forbids processes in a cgroup
-    /// whose children hold limits, and in the v1 cpu hierarchy `agent/` and `user/` are two
-    /// equal groups; but a v1 memory cgroup may hold processes beside its children, and there
-    /// the agent in `dir` gets exactly what `agent/` gave it (the reserve of `dir` above the
-    /// limit of `user/`) without a third memory cgroup, the dearest kernel object of a
-    /// session (about 105 KiB of slab and per-CPU data each, against 1 to 8 KiB for a cgroup
-    /// of another hierarchy).
-    fn has_agent_child(&self, dir: &Path) -> bool {
-        !self
-            .mounts
+    /// Whether `dir` is in the v1 memory hierarchy that holds the limits. There a sandbox has
+    /// one memory cgroup, `<id>/`, the user's side with the session's limit, and no `agent/`
+    /// or `user/`: the agent lives in the instance's memory cgroup, `hutch/<instance>/`,
+    /// shared by every sandbox's agent, and is never a candidate of its session's OOM killer.
+    /// A memory cgroup is the dearest kernel object of a session: about 105 KiB of slab and
+    /// per-CPU data, and a slot of the kernel's shrinker table for every superblock mounted on
+    /// the host, so that a second one a session cost a share growing with the number of
+    /// sessions (see `docs/operations.md`). v2 forbids processes in a cgroup whose children
+    /// hold limits, so there `agent/` stays.
+    fn is_v1_memory(&self, dir: &Path) -> bool {
+        self.mounts
             .memory
             .as_ref()
             .is_some_and(|memory| self.limits == LimitsVia::V1 && dir.starts_with(memory))
     }
 
+    /// The cgroup of the sandbox's cgroup `dir` that holds the processes the agent starts.
+    fn user_dir(&self, dir: &Path) -> PathBuf {
+        if self.is_v1_memory(dir) {
+            dir.to_owned()
+        } else {
+            dir.join(USER)
+        }
+    }
+
     /// Moves the sandbox's first process, `pid`, from the sandbox's cgroups into their
-    /// `agent/` once it has rooted its cgroup namespace in them (so that `user/` is inside that
-    /// namespace), and, where v2 holds the limits, lets `user/` have limits of its own now that
-    /// the sandbox's cgroup holds no process.
+    /// `agent/` (in v1 memory: into the instance's memory cgroup) once it has rooted its cgroup
+    /// namespace in them (so that `user/` is inside that namespace, and no other sandbox's
+    /// cgroup is), and, where v2 holds the limits, lets `user/` have limits of its own now
+    /// that the sandbox's cgroup holds no process.
     pub(crate) fn settle_agent(
         &self,
         cgroup: &SandboxCgroup,
@@ -388,9 +402,11 @@ impl Cgroups {
         resources: &Resources,
     ) -> Result<(), CgroupError> {
         for dir in cgroup.v2_dir.iter().chain(cgroup.v1_dirs.iter()) {
-            if self.has_agent_child(dir) {
-                write_file(&dir.join(AGENT).join("cgroup.procs"), &pid.to_string())?;
-            }
+            let agent = match dir.parent() {
+                Some(instance) if self.is_v1_memory(dir) => instance.to_owned(),
+                _ => dir.join(AGENT),
+            };
+            write_file(&agent.join("cgroup.procs"), &pid.to_string())?;
         }
         if let (LimitsVia::V2, Some(dir)) = (self.limits, &cgroup.v2_dir) {
             self.enable_v2_controllers(dir)?;
@@ -408,14 +424,15 @@ impl Cgroups {
             LimitsVia::V1 => {
                 let memory = self.mounts.memory.as_ref()?;
                 let dir = cgroup.v1_dirs.iter().find(|d| d.starts_with(memory))?;
-                dir.join(USER).join("memory.oom_control")
+                self.user_dir(dir).join("memory.oom_control")
             }
         };
         sys::open(&path, libc::O_RDONLY).ok()
     }
 
     /// Writes `resources` as the limits of the sandbox's cgroups: the session's own on
-    /// `user/`, those plus the agent's reserve and the CPU quota on the sandbox's cgroup. On v2,
+    /// `user/` (and on v1 memory's `<id>/`), those plus the agent's reserve and the CPU quota on
+    /// the sandbox's cgroup elsewhere. On v2,
     /// `user/` gets its limits once the agent has left the sandbox's cgroup (see
     /// [`Cgroups::settle_agent`]); until then only the sandbox's cgroup has them.
     pub(crate) fn set_limits(
@@ -462,8 +479,7 @@ impl Cgroups {
                         .and_then(|r| cgroup.v1_dirs.iter().find(|d| d.starts_with(r)))
                 };
                 if let Some(dir) = name(&self.mounts.memory) {
-                    set_v1_memory(dir, memory)?;
-                    set_v1_memory(&dir.join(USER), user_memory)?;
+                    set_v1_memory(dir, user_memory)?;
                 }
                 if let Some(dir) = name(&self.mounts.pids) {
                     write_file(&dir.join("pids.max"), &pids.to_string())?;
@@ -535,11 +551,15 @@ impl Cgroups {
             .any(|dir| dir.exists())
     }
 
-    /// Whether `pid` is the agent of the sandbox's tracking cgroup (v2, else the first v1):
-    /// a member of its `agent/`, or of the cgroup itself (where sandboxes built before the
-    /// split kept their agent).
+    /// Whether `pid` is the agent of the sandbox's tracking cgroup (v2, else the first v1 but
+    /// memory, where the agent is not in the sandbox's cgroup): a member of its `agent/`, or of
+    /// the cgroup itself (where sandboxes built before the split kept their agent).
     pub(crate) fn contains(&self, cgroup: &SandboxCgroup, pid: i32) -> bool {
-        let Some(dir) = cgroup.v2_dir.as_ref().or(cgroup.v1_dirs.first()) else {
+        let Some(dir) = cgroup
+            .v2_dir
+            .as_ref()
+            .or_else(|| cgroup.v1_dirs.iter().find(|d| !self.is_v1_memory(d)))
+        else {
             return false;
         };
         [dir.join(AGENT), dir.clone()].iter().any(|dir| {
@@ -888,12 +908,14 @@ mod tests {
         let id = Uuid::now_v7();
         // A real cgroupfs creates the control files with the directory; the fixture must.
         let sandbox = |d: &Path| d.join("hutch/test").join(id.to_string());
-        for d in [&memory, &pids, &cpu, &v2] {
+        for d in [&pids, &cpu, &v2] {
             fs::create_dir_all(sandbox(d).join("user")).unwrap();
         }
-        for d in [&memory, &pids, &cpu] {
+        for d in [&pids, &cpu] {
             fs::write(sandbox(d).join("user/tasks"), "").unwrap();
         }
+        fs::create_dir_all(sandbox(&memory)).unwrap();
+        fs::write(sandbox(&memory).join("tasks"), "").unwrap();
         fs::write(sandbox(&v2).join("cgroup.procs"), "").unwrap();
         for f in ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"] {
             fs::write(sandbox(&v2).join("user").join(f), "").unwrap();
@@ -906,14 +928,10 @@ mod tests {
         };
         let cg = cgroups.create(id, &res, me).unwrap();
         let read = |p: PathBuf| fs::read_to_string(p).unwrap();
-        // The session's limits hold `user/`; the sandbox's cgroup adds the agent's reserve.
-        assert_eq!(
-            read(memory.join(format!("hutch/test/{id}/user/memory.limit_in_bytes"))),
-            (64u64 << 20).to_string()
-        );
+        // In v1 memory the sandbox's one memory cgroup is the user's, with the session's limit.
         assert_eq!(
             read(memory.join(format!("hutch/test/{id}/memory.limit_in_bytes"))),
-            ((64 + AGENT_MEMORY_MB) << 20).to_string()
+            (64u64 << 20).to_string()
         );
         assert_eq!(
             read(pids.join(format!("hutch/test/{id}/user/pids.max"))),
@@ -924,8 +942,10 @@ mod tests {
             (32 + AGENT_PIDS).to_string()
         );
         assert!(pids.join(format!("hutch/test/{id}/agent")).is_dir());
-        // The agent stays in the sandbox's own v1 memory cgroup: no third memory cgroup.
-        assert!(!memory.join(format!("hutch/test/{id}/agent")).exists());
+        // One v1 memory cgroup a sandbox: the agent's is the instance's.
+        for child in ["agent", "user"] {
+            assert!(!memory.join(format!("hutch/test/{id}/{child}")).exists());
+        }
         assert_eq!(cg.user_tasks.len(), 3, "memory, pids and cpu");
         assert_eq!(
             read(cpu.join(format!("hutch/test/{id}/cpu.cfs_quota_us"))),
