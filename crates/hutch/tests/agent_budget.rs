@@ -264,7 +264,10 @@ async fn commands_run_under_the_sessions_limits_and_the_agent_beside_them() {
             "the agent's memory cgroup is the instance's ({instance}): {memory_line}"
         );
         for child in ["agent", "user"] {
-            assert!(limits(&format!("memory/{{}}/{child}/tasks")).is_none(), "{child}");
+            assert!(
+                limits(&format!("memory/{{}}/{child}/tasks")).is_none(),
+                "{child}"
+            );
         }
     }
 }
