@@ -754,27 +754,34 @@ async fn watch_died(sessions: Arc<Sessions>, mut died: UnboundedReceiver<Uuid>) 
     }
 }
 
-/// Completes on ctrl-c or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for ctrl-c");
-            std::future::pending::<()>().await;
-        }
+/// Listens for ctrl-c (SIGINT) and SIGTERM from this call on, and completes on the first.
+///
+/// The handlers are installed when this is called, not when the future is first polled: a
+/// signal that comes while the server is still starting (its start-up lines printed, say, but
+/// not yet serving) is kept, and serving then ends at once, in order, instead of the signal's
+/// default action ending the process with its cgroups and warm pool left behind. Call it
+/// within a Tokio runtime, as early as the process can.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind: SignalKind, name: &'static str| {
+        signal(kind)
+            .inspect_err(|err| tracing::error!(error = %err, "cannot listen for {name}"))
+            .ok()
     };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
+    let interrupt = listen(SignalKind::interrupt(), "ctrl-c");
+    let terminate = listen(SignalKind::terminate(), "SIGTERM");
+    let wait = |signal: Option<tokio::signal::unix::Signal>| async move {
+        match signal {
+            Some(mut signal) => {
                 signal.recv().await;
             }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+            None => std::future::pending::<()>().await,
         }
     };
-    tokio::select! {
-        () = ctrl_c => tracing::info!("ctrl-c: shutting down"),
-        () = term => tracing::info!("SIGTERM: shutting down"),
+    async move {
+        tokio::select! {
+            () = wait(interrupt) => tracing::info!("ctrl-c: shutting down"),
+            () = wait(terminate) => tracing::info!("SIGTERM: shutting down"),
+        }
     }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use futures_util::FutureExt;
 use hutch_sandbox::linux::{LinuxConfig, LinuxRuntime};
 use hutch_server::{RateLimit, Server, ServerConfig, Tls};
 
@@ -382,6 +383,9 @@ fn init_logging(format: &str, color: LogColor) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // ctrl-c and SIGTERM are heard from here on: one that comes while the server starts ends
+    // it in order once it serves, with its warm pool destroyed and its cgroups removed.
+    let shutdown = hutch_server::shutdown_signal();
     // A wrong certificate or key is reported before anything else starts.
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(Tls::from_pem_files(cert, key)?),
@@ -424,6 +428,51 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
             RuntimeKind::Kubernetes => (None, Arc::new(args.kube.runtime().await?)),
         };
+    // Whatever ends the server from here on (an error starting it, or the end of serving)
+    // destroys the warm pool and removes the runtime's cgroups when nothing is left in them.
+    let started = Started {
+        runtime: runtime.clone(),
+        sessions,
+        network_limits,
+        images,
+        tls,
+    };
+    let result = serve_with(args, started, shutdown).await;
+    // The server destroyed its sessions if asked to; what is left here is the warm pool.
+    if let Some(runtime) = &runtime {
+        runtime.shutdown(false).await;
+    }
+    result
+}
+
+/// What [`serve`] has checked and started before the server itself.
+struct Started {
+    /// The linux runtime, unless the sessions run as pods.
+    runtime: Option<LinuxRuntime>,
+    /// The sessions' runtime (the linux one, or Kubernetes).
+    sessions: Arc<dyn hutch_sandbox::Runtime>,
+    /// The network options' limits.
+    network_limits: hutch_server::NetworkLimits,
+    /// The image store's settings.
+    images: hutch_server::ImagesConfig,
+    /// The certificate and key, for HTTPS.
+    tls: Option<Tls>,
+}
+
+/// The server's part of [`serve`], once the sessions' runtime is ready: starts the server,
+/// binds, prints the start-up lines and serves until `shutdown`.
+async fn serve_with(
+    args: ServeArgs,
+    started: Started,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let Started {
+        runtime,
+        sessions,
+        network_limits,
+        images,
+        tls,
+    } = started;
     let mut config = ServerConfig::new(args.data_dir.clone());
     config.store = args.store.location()?;
     config.migrate = !args.no_migrate;
@@ -469,9 +518,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.upgraded_idle_timeout = args.websocket_idle_timeout;
     config.images = images;
     config.disk_reserve_mb = args.disk_reserve_mb;
-    let server = Server::start(config, sessions)
-        .await
-        .context("starting the server")?;
+    // A signal while the store opens (which may wait seconds for a database) stops the
+    // start there; the caller then cleans up as after serving.
+    let shutdown = shutdown.shared();
+    let server = tokio::select! {
+        server = Server::start(config, sessions) => server.context("starting the server")?,
+        () = shutdown.clone() => {
+            tracing::info!("stopped while starting");
+            return Ok(());
+        }
+    };
     if let Some(runtime) = &runtime {
         runtime.start_pool();
     }
@@ -491,16 +547,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             try_lines(token, scheme, addr, args.tls_cert.as_deref())
         );
     }
-    let result = match &tls {
-        Some(tls) => server.serve_tls(listener, tls).await,
-        None => server.serve(listener).await,
+    match &tls {
+        Some(tls) => server.serve_tls_until(listener, tls, shutdown).await,
+        None => server.serve_until(listener, shutdown).await,
     }
-    .context("serving");
-    // The server destroyed its sessions if asked to; what is left here is the warm pool.
-    if let Some(runtime) = &runtime {
-        runtime.shutdown(false).await;
-    }
-    result
+    .context("serving")
 }
 
 /// The image store's settings from the registry and image options.

@@ -1,7 +1,8 @@
 //! `hutch serve` as its operator meets it: the lines it prints at start work when pasted into a
 //! shell, its log is coloured only when asked or on a terminal, it serves HTTPS and WSS with
-//! `--tls-cert`/`--tls-key`, it removes image skeletons no sandbox uses, and its sessions run
-//! the lean `hutch-agent` built beside it.
+//! `--tls-cert`/`--tls-key`, it removes image skeletons no sandbox uses, its sessions run
+//! the lean `hutch-agent` built beside it, and a SIGTERM as soon as it listens still stops it
+//! in order.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
@@ -195,6 +196,56 @@ fn the_log_has_colours_only_when_asked_or_on_a_terminal() {
         log.contains(ANSI_ESCAPE),
         "HUTCH_LOG_COLOR=always has no colours: {log}"
     );
+}
+
+#[test]
+fn a_sigterm_as_soon_as_it_listens_stops_it_in_order_with_nothing_left() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    // A service manager or a script may stop the server the moment it has started: the
+    // signal must not find it without its handler, whose default action would end it with
+    // its cgroups left on the host.
+    for round in 0..5 {
+        let data = tempfile::Builder::new()
+            .prefix("hutch-serve")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hutch"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--warm-pool", "0"])
+            .args(["--on-exit", "destroy", "--data-dir"])
+            .arg(data.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let listening = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|line| line.contains("listening on"));
+        assert!(listening, "round {round}: no listening line");
+        let pid = rustix::process::Pid::from_child(&child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        std::thread::spawn(move || for _ in lines {});
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "round {round}: still running");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            status.success(),
+            "round {round}: the server stops in order (exit 0), not by the signal: {status:?}"
+        );
+        let parent = hutch_sandbox::linux::cgroup_parent(data.path());
+        for root in ["unified", "memory", "pids", "cpu", "freezer", ""] {
+            let dir = Path::new("/sys/fs/cgroup").join(root).join(&parent);
+            assert!(!dir.exists(), "round {round}: {} is left", dir.display());
+        }
+    }
 }
 
 #[test]
