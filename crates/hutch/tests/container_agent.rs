@@ -417,12 +417,15 @@ async fn commands_files_code_and_process_trees_work_through_the_preface() {
     assert!(wait_for_count(&mark, 0), "nothing of the tree is left");
 
     // A process that leaves its command's process group (setsid) is re-parented to the
-    // command's shepherd, not the agent, and dies with the command.
+    // command's shepherd, not the agent, and dies with the command. The shepherd takes its
+    // name once it has started the command and re-executed itself (until then it is `exe`,
+    // from `/proc/self/exe`), so the command waits for that too.
     let escaped = marker();
     let result = agent
         .sh(&format!(
             "setsid sh -c 'echo $$ > /tmp/escaped; exec sleep {escaped}' > /dev/null 2>&1 < /dev/null & \
              for i in $(seq 600); do [ -s /tmp/escaped ] && break; sleep 0.05; done; cat /tmp/escaped; \
+             for i in $(seq 600); do [ \"$(cat /proc/$PPID/comm)\" = hutch-shepherd ] && break; sleep 0.05; done; \
              echo PPid: $PPID; cat /proc/$PPID/comm"
         ))
         .await;
