@@ -34,16 +34,24 @@ struct Serve {
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
+/// `hutch serve` on a free loopback port with its data in `data`, no warm pool, and nothing
+/// left behind when it exits.
+fn serve_command(data: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hutch"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--warm-pool", "0"])
+        .args(["--on-exit", "destroy", "--data-dir"])
+        .arg(data);
+    command
+}
+
 impl Serve {
     fn start(args: &[&str], env: &[(&str, &str)]) -> Serve {
         let data = tempfile::Builder::new()
             .prefix("hutch-serve")
             .tempdir_in("/tmp")
             .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hutch"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--warm-pool", "0"])
-            .args(["--on-exit", "destroy", "--data-dir"])
-            .arg(data.path())
+        let mut child = serve_command(data.path())
             .args(args)
             .env_remove("HUTCH_JWT_SECRET")
             .env_remove("NO_COLOR")
@@ -211,10 +219,7 @@ fn a_sigterm_as_soon_as_it_listens_stops_it_in_order_with_nothing_left() {
             .prefix("hutch-serve")
             .tempdir_in("/tmp")
             .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hutch"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--warm-pool", "0"])
-            .args(["--on-exit", "destroy", "--data-dir"])
-            .arg(data.path())
+        let mut child = serve_command(data.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

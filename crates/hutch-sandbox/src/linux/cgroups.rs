@@ -4,8 +4,8 @@
 //! `hutch/<instance>/`, in each hierarchy it uses (the instance name keeps two servers with
 //! different data directories from touching each other's sandboxes). Limits (memory with swap
 //! off, pids, and cpu where the controller exists) go through v2 when the v2 tree has the
-//! memory and pids controllers, otherwise through the v1 hierarchies. The v2 tree, even without controllers (as on hybrid hosts), is used to
-//! track the sandbox's processes, to start the sandbox straight inside its cgroup
+//! memory and pids controllers, otherwise through the v1 hierarchies. The v2 tree, even
+//! without controllers (as on hybrid hosts), is used to track the sandbox's processes, to start the sandbox straight inside its cgroup
 //! (`CLONE_INTO_CGROUP`), to kill everything at once (`cgroup.kill`), and is delegated to the
 //! sandbox's root user so the agent can put each command in a cgroup of its own.
 //!
@@ -42,7 +42,9 @@ use crate::sys;
 const AGENT: &str = "agent";
 /// The child cgroup everything the agent starts lives in; the session's limits hold it.
 const USER: &str = "user";
-/// Memory the sandbox's cgroup allows beyond the session's `memoryMb`, for the agent.
+/// Memory the sandbox's cgroup allows beyond the session's `memoryMb`, for the agent, where
+/// the agent has a memory cgroup in the sandbox's (v2; on the v1 memory hierarchy the agent
+/// lives in the instance's memory cgroup and this reserve is not added).
 pub(crate) const AGENT_MEMORY_MB: u64 = 64;
 /// Processes and threads the sandbox's cgroup allows beyond the session's `pids`, for the
 /// agent.
