@@ -270,6 +270,23 @@ async fn commands_run_under_the_sessions_limits_and_the_agent_beside_them() {
             );
         }
     }
+    // In the other v1 hierarchies the agent lives in the session's cgroup itself, beside
+    // `user/` (which holds the commands), with no `agent/` of its own.
+    for hierarchy in ["pids", "cpu"] {
+        let Some(procs) = limits(&format!("{hierarchy}/{{}}/cgroup.procs")) else {
+            continue;
+        };
+        let agent = view.agent_pid.to_string();
+        assert!(procs.lines().any(|p| p == agent), "{hierarchy}: {procs}");
+        assert!(
+            limits(&format!("{hierarchy}/{{}}/agent/tasks")).is_none(),
+            "{hierarchy} has no agent/"
+        );
+        assert!(
+            limits(&format!("{hierarchy}/{{}}/user/tasks")).is_some(),
+            "{hierarchy} has user/"
+        );
+    }
 }
 
 /// Reads a v1 cgroup file of the sandbox (`{}` stands for its path), where the host has v1.

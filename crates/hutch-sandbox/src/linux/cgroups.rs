@@ -15,13 +15,14 @@
 //! Inside its sandbox cgroup `<id>/`, in every hierarchy, the agent and the code it runs live
 //! apart: the agent in `<id>/agent/`, everything it starts in `<id>/user/`. The session's
 //! limits (`memoryMb`, `pids`) hold `user/`; `<id>/` holds them plus a small reserve for the
-//! agent ([`AGENT_MEMORY_MB`], [`AGENT_PIDS`]) and the session's CPU quota, which `agent/` and
-//! `user/` share as two equal groups. So a fork bomb at the pids limit or a memory hog (or a
+//! agent ([`AGENT_MEMORY_MB`], [`AGENT_PIDS`]) and the session's CPU quota, which the agent and
+//! `user/` share as two equal parts. So a fork bomb at the pids limit or a memory hog (or a
 //! full tmpfs, whose pages are charged to the writer's cgroup) stays in `user/`, and the agent
-//! keeps answering. The v1 memory hierarchy is the exception (see
-//! [`Cgroups::is_v1_memory`]): there `<id>/` itself is the user's side, with the session's
+//! keeps answering. The v1 hierarchies need fewer cgroups for the same (see
+//! [`Cgroups::agent_dir`]): in v1 memory `<id>/` itself is the user's side, with the session's
 //! limit, and the agent lives in the instance's memory cgroup, `hutch/<instance>/`, beside
-//! every other sandbox's agent. Commands start straight in `user/…` through v2
+//! every other sandbox's agent; in the other v1 hierarchies the agent lives in `<id>/` itself,
+//! beside `user/`, with no `agent/`. Commands start straight in `user/…` through v2
 //! (`CLONE_INTO_CGROUP` into the delegated `user/`); where the limits are v1, each new process
 //! also moves itself into the v1 user cgroups through descriptors of their `tasks` files,
 //! opened by the host (see [`SandboxCgroup::user_tasks`]). Killing and freezing act on
@@ -313,9 +314,9 @@ impl Cgroups {
         }
     }
 
-    /// Creates the cgroups of sandbox `id` (its own, `agent/` and `user/` in each hierarchy but
-    /// v1 memory, where it is `<id>/` alone) with `resources` as limits; `owner` (the host uid
-    /// and gid root inside maps to) owns the delegated v2 cgroup.
+    /// Creates the cgroups of sandbox `id` (its own and `user/` in each hierarchy but v1
+    /// memory, where it is `<id>/` alone, and `agent/` in v2) with `resources` as limits;
+    /// `owner` (the host uid and gid root inside maps to) owns the delegated v2 cgroup.
     pub(crate) fn create(
         &self,
         id: Uuid,
@@ -325,9 +326,10 @@ impl Cgroups {
         let mut cgroup = self.existing(id);
         for dir in cgroup.v2_dir.iter().chain(cgroup.v1_dirs.iter()) {
             create_dir(dir)?;
-            if !self.is_v1_memory(dir) {
-                create_dir(&dir.join(AGENT))?;
-                create_dir(&dir.join(USER))?;
+            for child in [self.agent_dir(dir), self.user_dir(dir)] {
+                if child.parent() == Some(dir) {
+                    create_dir(&child)?;
+                }
             }
         }
         self.set_limits(&cgroup, resources)?;
@@ -383,6 +385,27 @@ impl Cgroups {
             .is_some_and(|memory| self.limits == LimitsVia::V1 && dir.starts_with(memory))
     }
 
+    /// The cgroup the agent of the sandbox's cgroup `dir` lives in once settled: the instance's
+    /// in v1 memory (see [`Cgroups::is_v1_memory`]); `dir` itself in the other v1 hierarchies,
+    /// which, unlike v2, let a cgroup with children hold processes, so the agent beside `user/`
+    /// gets the same share of the CPU quota and the same pids reserve as an `agent/` would give
+    /// it, for one cgroup less (a v1 `cpu` cgroup costs the kernel about 13 KiB); `agent/` in
+    /// v2.
+    fn agent_dir(&self, dir: &Path) -> PathBuf {
+        match dir.parent() {
+            Some(instance) if self.is_v1_memory(dir) => instance.to_owned(),
+            _ if !self
+                .mounts
+                .v2
+                .as_ref()
+                .is_some_and(|v2| dir.starts_with(v2)) =>
+            {
+                dir.to_owned()
+            }
+            _ => dir.join(AGENT),
+        }
+    }
+
     /// The cgroup of the sandbox's cgroup `dir` that holds the processes the agent starts.
     fn user_dir(&self, dir: &Path) -> PathBuf {
         if self.is_v1_memory(dir) {
@@ -392,9 +415,9 @@ impl Cgroups {
         }
     }
 
-    /// Moves the sandbox's first process, `pid`, from the sandbox's cgroups into their
-    /// `agent/` (in v1 memory: into the instance's memory cgroup) once it has rooted its cgroup
-    /// namespace in them (so that `user/` is inside that namespace, and no other sandbox's
+    /// Moves the sandbox's first process, `pid`, from the sandbox's cgroups into the cgroups
+    /// the agent lives in ([`Cgroups::agent_dir`]) once it has rooted its cgroup namespace in
+    /// them (so that `user/` is inside that namespace, and no other sandbox's
     /// cgroup is), and, where v2 holds the limits, lets `user/` have limits of its own now
     /// that the sandbox's cgroup holds no process.
     pub(crate) fn settle_agent(
@@ -404,11 +427,10 @@ impl Cgroups {
         resources: &Resources,
     ) -> Result<(), CgroupError> {
         for dir in cgroup.v2_dir.iter().chain(cgroup.v1_dirs.iter()) {
-            let agent = match dir.parent() {
-                Some(instance) if self.is_v1_memory(dir) => instance.to_owned(),
-                _ => dir.join(AGENT),
-            };
-            write_file(&agent.join("cgroup.procs"), &pid.to_string())?;
+            let agent = self.agent_dir(dir);
+            if agent != *dir {
+                write_file(&agent.join("cgroup.procs"), &pid.to_string())?;
+            }
         }
         if let (LimitsVia::V2, Some(dir)) = (self.limits, &cgroup.v2_dir) {
             self.enable_v2_controllers(dir)?;
@@ -555,7 +577,8 @@ impl Cgroups {
 
     /// Whether `pid` is the agent of the sandbox's tracking cgroup (v2, else the first v1 but
     /// memory, where the agent is not in the sandbox's cgroup): a member of its `agent/`, or of
-    /// the cgroup itself (where sandboxes built before the split kept their agent).
+    /// the cgroup itself (where v1 keeps the agent, and sandboxes built before the split kept
+    /// theirs).
     pub(crate) fn contains(&self, cgroup: &SandboxCgroup, pid: i32) -> bool {
         let Some(dir) = cgroup
             .v2_dir
@@ -943,7 +966,13 @@ mod tests {
             read(pids.join(format!("hutch/test/{id}/pids.max"))),
             (32 + AGENT_PIDS).to_string()
         );
-        assert!(pids.join(format!("hutch/test/{id}/agent")).is_dir());
+        // In the other v1 hierarchies the agent lives in the sandbox's cgroup, beside `user/`;
+        // only v2 has an `agent/`.
+        for d in [&pids, &cpu] {
+            assert!(sandbox(d).join("user").is_dir());
+            assert!(!sandbox(d).join("agent").exists(), "{}", d.display());
+        }
+        assert!(sandbox(&v2).join("agent").is_dir());
         // One v1 memory cgroup a sandbox: the agent's is the instance's.
         for child in ["agent", "user"] {
             assert!(!memory.join(format!("hutch/test/{id}/{child}")).exists());
