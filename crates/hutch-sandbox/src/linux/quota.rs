@@ -17,7 +17,8 @@
 //! every idle session keeps one mounted (measured with `hutch bench idle`, docs/operations.md):
 //! no journal (the session does not outlive a host crash), no reserved blocks, no
 //! `resize_inode` (it is never grown online; its reserved descriptor blocks cost about 1,000
-//! buffer heads, 110 KiB of kernel memory, and 4 MiB of the image file a session), and mounted
+//! buffer heads, 110 KiB of reclaimable kernel memory, and 4 MiB of the image file a session),
+//! and mounted
 //! `noinit_itable`: the image is a new sparse file, so its inode tables already read as zeros
 //! and the kernel's background zeroing of them (`ext4lazyinit`) would be work for nothing.
 //!
