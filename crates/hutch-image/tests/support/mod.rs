@@ -580,7 +580,8 @@ pub fn debian_python_layout() -> PathBuf {
     })
 }
 
-/// A cached OCI layout under `target/`: built by `build` once, reused by later runs.
+/// A cached OCI layout under the scratch directory: built by `build` once, reused by later runs
+/// (and by other checkouts on the machine).
 pub fn cached_layout(name: &str, build: impl FnOnce(&Path)) -> PathBuf {
     let root = scratch().join("image-fixtures");
     let dir = root.join(name);
@@ -588,7 +589,11 @@ pub fn cached_layout(name: &str, build: impl FnOnce(&Path)) -> PathBuf {
         return dir;
     }
     std::fs::create_dir_all(&root).expect("fixtures dir");
-    let building = root.join(format!("{name}.building-{}", std::process::id()));
+    // Unique to this call, not only to this process: the tests of one binary run on threads,
+    // and two of them may build the same fixture at once (one must not delete the other's).
+    static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let build_no = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let building = root.join(format!("{name}.building-{}-{build_no}", std::process::id()));
     let _ = std::fs::remove_dir_all(&building);
     build(&building);
     if std::fs::rename(&building, &dir).is_err() {
