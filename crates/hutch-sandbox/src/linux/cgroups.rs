@@ -5,9 +5,10 @@
 //! different data directories from touching each other's sandboxes). Limits (memory with swap
 //! off, pids, and cpu where the controller exists) go through v2 when the v2 tree has the
 //! memory and pids controllers, otherwise through the v1 hierarchies. The v2 tree, even
-//! without controllers (as on hybrid hosts), is used to track the sandbox's processes, to start the sandbox straight inside its cgroup
-//! (`CLONE_INTO_CGROUP`), to kill everything at once (`cgroup.kill`), and is delegated to the
-//! sandbox's root user so the agent can put each command in a cgroup of its own.
+//! without controllers (as on hybrid hosts), is used to track the sandbox's processes, to
+//! start the sandbox straight inside its cgroup (`CLONE_INTO_CGROUP`), to kill everything at
+//! once (`cgroup.kill`), and is delegated to the sandbox's root user so the agent can put
+//! each command in a cgroup of its own.
 //!
 //! Hosts with no v2 tree at all still get limits through v1 and killing through the v1
 //! freezer; the agent then falls back to process groups for commands.

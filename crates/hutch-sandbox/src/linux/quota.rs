@@ -2,25 +2,25 @@
 //!
 //! A session with a quota gets a sparse image file of that size in its directory, formatted
 //! ext4 and loop-mounted at `<sandbox>/disk` on the host before the sandbox starts; the
-//! overlay upper and work directories of every layer live on it. Writing past the quota fails with ENOSPC inside the sandbox (and 507 `disk_full` on the
-//! file API); removing files frees the space again. Sparse, the image takes only the blocks
-//! written.
+//! overlay upper and work directories of every layer live on it. Writing past the quota fails
+//! with ENOSPC inside the sandbox (and 507 `disk_full` on the file API); removing files frees
+//! the space again. Sparse, the image takes only the blocks written.
 //!
 //! Why this mechanism: ext4 project quotas would be cheaper but need the host file system
 //! mounted with `prjquota`, which hutch cannot assume; a size-limited tmpfs would cost nothing
 //! to set up but keeps every byte in memory, charged to the session's memory limit, so a disk
-//! quota would just be memory. Formatting and mounting takes tens of milliseconds, so it is
-//! done only for sessions that ask for a quota (they are built fresh, not taken from the warm
-//! pool); sessions without one keep the fast path.
+//! quota would just be memory. Formatting and mounting takes tens of milliseconds, so the warm
+//! pool builds its sandboxes with the default quota; a session asking for another is built
+//! for it.
 //!
 //! The file system is as lean as a disk that lives and dies with its session can be, since
 //! every idle session keeps one mounted (measured with `hutch bench idle`, docs/operations.md):
 //! no journal (the session does not outlive a host crash), no reserved blocks, no
 //! `resize_inode` (it is never grown online; its reserved descriptor blocks cost about 1,000
 //! buffer heads, 110 KiB of reclaimable kernel memory, and 4 MiB of the image file a session),
-//! and mounted
-//! `noinit_itable`: the image is a new sparse file, so its inode tables already read as zeros
-//! and the kernel's background zeroing of them (`ext4lazyinit`) would be work for nothing.
+//! and mounted `noinit_itable`: the image is a new sparse file, so its inode tables already
+//! read as zeros and the kernel's background zeroing of them (`ext4lazyinit`) would be work
+//! for nothing.
 //!
 //! Clean-up: the mount is detached lazily at teardown ([`release`]); `mount -o loop` sets the
 //! loop device to clear itself once its file system is gone (when the sandbox's mount
