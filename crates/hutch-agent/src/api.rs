@@ -16,31 +16,32 @@ use hutch_api::responses::{
 use hutch_api::{CommandRequest, CommandResult, ErrorBody, ErrorCode, ProcessEvent};
 use serde::de::DeserializeOwned;
 use utoipa::OpenApi;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::error::{AgentError, error_response};
+use crate::route_list::{Build, RouteList, route};
 use crate::{Agent, commands};
 
 /// Largest request body: a command with its largest `stdin`, JSON-escaped, fits.
 pub(crate) const REQUEST_BODY_MAX_BYTES: usize =
     6 * hutch_api::limits::COMMAND_STDIN_MAX_BYTES + 2 * hutch_api::limits::COMMAND_MAX_BYTES;
 
-/// The documented routes: each handler's `#[utoipa::path]` annotation describes it, so the
-/// router and [`crate::openapi`] come from the same list.
-pub(crate) fn documented_routes() -> OpenApiRouter<Arc<Agent>> {
-    OpenApiRouter::with_openapi(AgentDoc::openapi())
-        .routes(routes!(run_command))
-        .merge(crate::files::routes())
-        .merge(crate::processes::routes::routes())
-        .merge(crate::interpreter::routes::router())
-        .merge(crate::ports::routes())
+/// The documented routes, built as `build` says: each handler's `#[utoipa::path]` annotation
+/// describes it, so the router and [`crate::openapi`] come from the same list (see
+/// [`crate::route_list`]).
+pub(crate) fn documented_routes(build: Build) -> RouteList {
+    let mut routes = RouteList::with_openapi(build, AgentDoc::openapi);
+    route!(routes, run_command);
+    routes
+        .merge(crate::files::routes(build))
+        .merge(crate::processes::routes::routes(build))
+        .merge(crate::interpreter::routes::routes(build))
+        .merge(crate::ports::routes(build))
 }
 
 /// The agent's routes, waiting for their state.
 pub(crate) fn router() -> Router<Arc<Agent>> {
-    let (documented, _) = documented_routes().split_for_parts();
-    documented
+    documented_routes(Build::Served)
+        .into_router()
         .route("/health", get(health))
         .route("/pause", post(pause))
         .route("/resume", post(resume))
@@ -256,6 +257,70 @@ pub(crate) async fn drain(body: axum::body::Body) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every (path, method) of a document, as `("/files", "GET")`.
+    fn documented_paths(doc: &utoipa::openapi::OpenApi) -> Vec<(String, String)> {
+        let mut paths = Vec::new();
+        for (path, item) in &doc.paths.paths {
+            let operations = [
+                ("GET", &item.get),
+                ("PUT", &item.put),
+                ("POST", &item.post),
+                ("DELETE", &item.delete),
+                ("OPTIONS", &item.options),
+                ("HEAD", &item.head),
+                ("PATCH", &item.patch),
+                ("TRACE", &item.trace),
+            ];
+            for (method, operation) in operations {
+                if operation.is_some() {
+                    paths.push((path.clone(), method.to_owned()));
+                }
+            }
+        }
+        paths.sort();
+        paths
+    }
+
+    fn method_name(method: &utoipa::openapi::HttpMethod) -> &'static str {
+        use utoipa::openapi::HttpMethod;
+        match method {
+            HttpMethod::Get => "GET",
+            HttpMethod::Put => "PUT",
+            HttpMethod::Post => "POST",
+            HttpMethod::Delete => "DELETE",
+            HttpMethod::Options => "OPTIONS",
+            HttpMethod::Head => "HEAD",
+            HttpMethod::Patch => "PATCH",
+            HttpMethod::Trace => "TRACE",
+        }
+    }
+
+    #[test]
+    fn the_served_router_has_exactly_the_documented_routes() {
+        let served = documented_routes(Build::Served);
+        let mut served: Vec<(String, String)> = served
+            .served_paths()
+            .iter()
+            .flat_map(|(path, methods)| {
+                methods
+                    .iter()
+                    .map(|method| (path.clone(), method_name(method).to_owned()))
+            })
+            .collect();
+        served.sort();
+        let documented = documented_paths(&crate::openapi());
+        assert!(documented.len() > 20, "{documented:?}");
+        assert_eq!(served, documented);
+        // Built to be served, the list carries no description.
+        assert!(
+            documented_routes(Build::Served)
+                .into_openapi()
+                .paths
+                .paths
+                .is_empty()
+        );
+    }
 
     #[tokio::test]
     async fn empty_body_reads_as_an_empty_object() {

@@ -48,6 +48,7 @@ mod oom;
 mod ports;
 mod processes;
 mod reaper;
+mod route_list;
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
@@ -150,7 +151,7 @@ pub(crate) struct Agent {
 /// nothing of those. Every tagged union's variants are named schemas (see
 /// [`hutch_api::variants`]).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut openapi = api::documented_routes().into_openapi();
+    let mut openapi = api::documented_routes(route_list::Build::Documented).into_openapi();
     hutch_api::variants::name_tagged_variants(
         openapi.components.get_or_insert_with(Default::default),
     );

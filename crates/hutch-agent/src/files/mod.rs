@@ -28,14 +28,13 @@ use hutch_api::limits::{FILES_LIST_DEPTH_DEFAULT, FILES_LIST_DEPTH_MAX, FILES_LI
 use hutch_api::responses::{DiskFull, FileNotFound, Forbidden, PayloadTooLarge};
 use hutch_api::{ErrorCode, FileInfo, FileList, FileType, MkdirRequest, MoveRequest};
 use serde::Deserialize;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use self::fsys::{Root, fs_error};
 use self::path::{SandboxPath, parse_mode};
 use self::transfer::blocking;
 use crate::Agent;
 use crate::error::AgentError;
+use crate::route_list::{Build, RouteList, route};
 
 /// State of the file API.
 pub(crate) struct Files {
@@ -56,14 +55,15 @@ impl Files {
 }
 
 /// The file routes.
-pub(crate) fn routes() -> OpenApiRouter<Arc<Agent>> {
-    OpenApiRouter::new()
-        .routes(routes!(list, content::upload_multipart, remove))
-        .routes(routes!(stat))
-        .routes(routes!(content::download, content::upload))
-        .routes(routes!(mkdir))
-        .routes(routes!(move_file))
-        .routes(routes!(archive::download, archive::upload))
+pub(crate) fn routes(build: Build) -> RouteList {
+    let mut routes = RouteList::new(build);
+    route!(routes, list, content::upload_multipart, remove);
+    route!(routes, stat);
+    route!(routes, content::download, content::upload);
+    route!(routes, mkdir);
+    route!(routes, move_file);
+    route!(routes, archive::download, archive::upload);
+    routes
 }
 
 fn files(agent: &Agent) -> Arc<Files> {

@@ -14,11 +14,10 @@ use hutch_api::responses::{ContextNotFound, LanguageUnavailable, PayloadTooLarge
 use hutch_api::{Context, ContextList, CreateContextRequest, ExecuteRequest, Frame};
 use serde::Deserialize;
 use tokio::sync::mpsc;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::Agent;
 use crate::error::AgentError;
+use crate::route_list::{Build, RouteList, route};
 
 /// How long a WebSocket client may take to send its execution request.
 const FIRST_MESSAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -27,18 +26,19 @@ const FIRST_MESSAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 const FRAME_BUFFER: usize = 256;
 
 /// The interpreter routes.
-pub(crate) fn router() -> OpenApiRouter<Arc<Agent>> {
-    OpenApiRouter::new()
-        .routes(routes!(create_context, list_contexts))
-        .routes(routes!(create_context_alias))
-        .routes(routes!(list_contexts_alias))
-        .routes(routes!(get_context, delete_context))
-        .routes(routes!(delete_context_alias))
-        .routes(routes!(interrupt))
-        .routes(routes!(restart))
-        .routes(routes!(history))
-        .routes(routes!(execute_ws, execute_ndjson))
-        .routes(routes!(execute_ws_alias, execute_ndjson_alias))
+pub(crate) fn routes(build: Build) -> RouteList {
+    let mut routes = RouteList::new(build);
+    route!(routes, create_context, list_contexts);
+    route!(routes, create_context_alias);
+    route!(routes, list_contexts_alias);
+    route!(routes, get_context, delete_context);
+    route!(routes, delete_context_alias);
+    route!(routes, interrupt);
+    route!(routes, restart);
+    route!(routes, history);
+    route!(routes, execute_ws, execute_ndjson);
+    route!(routes, execute_ws_alias, execute_ndjson_alias);
+    routes
 }
 
 async fn read_body<T: serde::de::DeserializeOwned + Default>(

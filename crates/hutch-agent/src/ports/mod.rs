@@ -24,19 +24,20 @@ use hutch_api::ports::TUNNEL_PROTOCOL;
 use hutch_api::responses::Internal;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::Agent;
 use crate::error::AgentError;
+use crate::route_list::{Build, RouteList, route};
 
 /// How long connecting to a port inside the session may take before it counts as
 /// unreachable (a listener whose accept queue is full does not answer at all).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The documented routes.
-pub(crate) fn routes() -> OpenApiRouter<Arc<Agent>> {
-    OpenApiRouter::new().routes(routes!(list))
+pub(crate) fn routes(build: Build) -> RouteList {
+    let mut routes = RouteList::new(build);
+    route!(routes, list);
+    routes
 }
 
 /// The tunnel's route, which the control plane alone uses (it is not published).

@@ -20,14 +20,13 @@ use hutch_api::{
     CommandRequest, ProcessEvent, ProcessInfo, ProcessList, SignalRequest, StartedProcess,
 };
 use serde::Deserialize;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use super::{Frame, Managed, Reader, Stdin};
 use crate::Agent;
 use crate::api::{REQUEST_BODY_MAX_BYTES, read_json};
 use crate::commands;
 use crate::error::AgentError;
+use crate::route_list::{Build, RouteList, route};
 
 /// How long a new command stream waits for its first message (the command).
 const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,16 +38,17 @@ pub(crate) const CLOSE_WAIT: Duration = Duration::from_secs(5);
 const DELETE_WAIT: Duration = Duration::from_secs(5);
 
 /// The routes of this module.
-pub(crate) fn routes() -> OpenApiRouter<Arc<Agent>> {
-    OpenApiRouter::new()
-        .routes(routes!(command_stream))
-        .routes(routes!(list))
-        .routes(routes!(get_one, delete))
-        .routes(routes!(reattach))
-        .routes(routes!(stdin))
-        .routes(routes!(signal))
-        .routes(routes!(super::pty::handler))
-        .routes(routes!(crate::code::run))
+pub(crate) fn routes(build: Build) -> RouteList {
+    let mut routes = RouteList::new(build);
+    route!(routes, command_stream);
+    route!(routes, list);
+    route!(routes, get_one, delete);
+    route!(routes, reattach);
+    route!(routes, stdin);
+    route!(routes, signal);
+    route!(routes, super::pty::handler);
+    route!(routes, crate::code::run);
+    routes
 }
 
 /// Whether a `POST /commands` asks for a process rather than a one-shot result.
