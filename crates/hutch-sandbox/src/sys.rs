@@ -400,11 +400,13 @@ pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-/// Reaps `pid` if it is an exited child of this process; a non-child is ignored.
-pub(crate) fn reap(pid: i32) {
+/// Reaps `pid` if it is an exited child of this process; a non-child is ignored. False when
+/// `pid` is a child that cannot be reaped yet: it runs, or it exited while a tracer
+/// (`strace`, a debugger) holds it, which hands it back only once the tracer lets go.
+pub(crate) fn reap(pid: i32) -> bool {
     let mut status = 0;
     // SAFETY: waitpid writes only into `status`. WNOHANG keeps it from blocking.
-    unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) != 0 }
 }
 
 /// `lchown(2)` to `uid:gid`.

@@ -206,6 +206,83 @@ async fn after_a_crash_live_sessions_are_adopted_and_dead_ones_cleaned_up() {
     assert_nothing_left(&server, &kept_view);
 }
 
+/// Traces pid `argv[1]` with ptrace, passing its signals on; at its exit, lets it exit and
+/// collects the exit a second later.
+const TRACER: &str = r#"
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+PTRACE_CONT, PTRACE_SEIZE, PTRACE_O_TRACEEXIT, PTRACE_EVENT_EXIT = 7, 0x4206, 0x40, 6
+pid = int(sys.argv[1])
+if libc.ptrace(PTRACE_SEIZE, pid, None, PTRACE_O_TRACEEXIT) != 0:
+    sys.exit("seize: errno %d" % ctypes.get_errno())
+print("seized", flush=True)
+while True:
+    _, status = os.waitpid(pid, 0x40000000)  # __WALL
+    if not os.WIFSTOPPED(status):
+        break
+    if status >> 16 == PTRACE_EVENT_EXIT:
+        libc.ptrace(PTRACE_CONT, pid, None, None)
+        time.sleep(1)
+        continue
+    sig = os.WSTOPSIG(status) if status >> 16 == 0 else 0
+    libc.ptrace(PTRACE_CONT, pid, None, sig)
+"#;
+
+#[tokio::test]
+async fn an_agent_that_exits_under_a_tracer_is_reaped_once_the_tracer_lets_go() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session(&client).await;
+    let view = host_view(&client, &s).await;
+    let agent = view.agent_pid;
+    // Its start time tells it from a later process that gets the same pid.
+    let started = |pid: i32| -> Option<String> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let after_name = stat.rsplit_once(')')?.1;
+        after_name.split_whitespace().nth(19).map(str::to_owned)
+    };
+    let agent_start = started(agent).expect("the agent's start time");
+    // A tracer on the agent (an operator's `strace -p`, a debugger) that collects the
+    // agent's exit a second after it happens: until then only the tracer may reap it.
+    let mut tracer = std::process::Command::new("python3")
+        .args(["-c", TRACER, &agent.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut seized = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(tracer.stdout.take().unwrap()),
+        &mut seized,
+    )
+    .unwrap();
+    assert_eq!(seized, "seized\n");
+
+    client.delete_session(s.session_id).await.expect("delete");
+    let traced = tokio::task::spawn_blocking(move || tracer.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        traced.success(),
+        "the tracer saw the agent exit: {traced:?}"
+    );
+    // Handed back to the server, the agent is reaped: no zombie holds its pid.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while started(agent).as_ref() == Some(&agent_start) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "agent {agent} is still there: {:?}",
+            std::fs::read_to_string(format!("/proc/{agent}/stat"))
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_nothing_left(&server, &view);
+}
+
 #[tokio::test]
 async fn validation_errors_name_the_field() {
     if !can_run_sandboxes() {

@@ -441,9 +441,12 @@ fn require_language(
 }
 
 /// Fails with `language_unavailable` when the image lacks the program of context `id`'s
-/// language (an unknown context passes: the execution reports it).
+/// language (an unknown context passes: the execution reports it). A context whose worker
+/// runs passes without a look: the execution needs no program started, and the look (a
+/// search of `PATH`, five system calls) would be paid by every execution.
 pub(crate) fn require_context_language(agent: &Agent, id: &str) -> Result<(), AgentError> {
     match agent.interpreters.get(id) {
+        Some(ctx) if ctx.active.load(Ordering::SeqCst) => Ok(()),
         Some(ctx) => require_language(agent, &ctx.config.language, &ctx.config.env),
         None => Ok(()),
     }

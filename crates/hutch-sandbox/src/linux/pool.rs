@@ -176,7 +176,7 @@ impl LinuxRuntime {
     fn discard(&self, embryo: Embryo) {
         let _ = sys::pidfd_send_signal(embryo.spawned.pidfd.as_raw_fd(), libc::SIGKILL);
         let _ = self.teardown(embryo.id);
-        sys::reap(embryo.spawned.pid);
+        sys::wait_blocking(embryo.spawned.pid);
         lock(&self.inner.pool_ids).remove(&embryo.id);
     }
 

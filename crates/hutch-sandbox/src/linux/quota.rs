@@ -7,9 +7,10 @@
 //! the space again. Sparse, the image takes only the blocks written.
 //!
 //! Why this mechanism: ext4 project quotas would be cheaper but need the host file system
-//! mounted with `prjquota`, which hutch cannot assume; a size-limited tmpfs would cost nothing
-//! to set up but keeps every byte in memory, charged to the session's memory limit, so a disk
-//! quota would just be memory. Formatting and mounting takes tens of milliseconds, so the warm
+//! mounted with `prjquota`, which hutch cannot assume (or, on one shared image of hutch's
+//! own, a kernel built with `CONFIG_QUOTA`, which not every host has); a size-limited tmpfs
+//! would cost nothing to set up but keeps every byte in memory, charged to the session's
+//! memory limit, so a disk quota would just be memory. Formatting and mounting takes tens of milliseconds, so the warm
 //! pool builds its sandboxes with the default quota; a session asking for another is built
 //! for it.
 //!

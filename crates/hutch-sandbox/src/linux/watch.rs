@@ -57,7 +57,10 @@ impl LinuxRuntime {
         let watched = live.clone();
         tokio::spawn(async move {
             let _ = async_fd.readable().await;
-            sys::reap(pid);
+            if !sys::reap(pid) {
+                // Exited, but held by a tracer: reaped once it is handed back.
+                tokio::task::spawn_blocking(move || sys::wait_blocking(pid));
+            }
             runtime.stop_local(watched.sandbox_id);
             {
                 let mut live = lock(&runtime.inner.live);
