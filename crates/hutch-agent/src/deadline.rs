@@ -13,8 +13,14 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::Deadline;
 use crate::reaper::Reaper;
 
-/// How often the deadline is read.
-const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest the deadline goes unread: a deadline moved earlier (by a restarted server that
+/// adopted the sandbox, or a shorter TTL) is seen at most this late. Between reads the agent
+/// sleeps until the deadline it read, so an idle sandbox's agent wakes twice a minute, not
+/// every second.
+const MAX_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How soon a deadline seen passed is read again, to confirm it.
+const CONFIRM_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The deadline of a sandbox whose runtime never wrote one: the longest TTL a session may
 /// have, plus this, from the moment the agent starts serving.
@@ -40,10 +46,13 @@ pub(crate) fn watch(deadline: Deadline, reaper: Arc<Reaper>) {
     tokio::spawn(async move {
         let mut passed_before = false;
         let mut clock = DeadlineClock::default();
+        let mut wait = CONFIRM_INTERVAL;
         loop {
-            tokio::time::sleep(CHECK_INTERVAL).await;
+            tokio::time::sleep(wait).await;
             let deadline = read().unwrap_or(unset);
-            let passed = clock.passed(deadline, SystemTime::now(), Instant::now());
+            let left = clock.left(deadline, SystemTime::now(), Instant::now());
+            let passed = left.is_zero();
+            wait = left.clamp(CONFIRM_INTERVAL, MAX_CHECK_INTERVAL);
             if passed && passed_before {
                 tracing::warn!(
                     ?deadline,
@@ -67,8 +76,9 @@ struct DeadlineClock {
 }
 
 impl DeadlineClock {
-    /// Whether `deadline` has passed, the wall clock reading `wall` at the monotonic `now`.
-    fn passed(&mut self, deadline: SystemTime, wall: SystemTime, now: Instant) -> bool {
+    /// The time left to `deadline` (zero once it has passed), the wall clock reading `wall` at
+    /// the monotonic `now`.
+    fn left(&mut self, deadline: SystemTime, wall: SystemTime, now: Instant) -> Duration {
         let at = match self.anchored {
             Some((seen, at)) if seen == deadline => at,
             _ => {
@@ -78,7 +88,13 @@ impl DeadlineClock {
                 at
             }
         };
-        now >= at
+        at.saturating_duration_since(now)
+    }
+
+    /// Whether `deadline` has passed, the wall clock reading `wall` at the monotonic `now`.
+    #[cfg(test)]
+    fn passed(&mut self, deadline: SystemTime, wall: SystemTime, now: Instant) -> bool {
+        self.left(deadline, wall, now).is_zero()
     }
 }
 
@@ -115,5 +131,24 @@ mod tests {
         let renewed = wall + Duration::from_secs(30);
         assert!(!clock.passed(renewed, wall, now + Duration::from_secs(1)));
         assert!(clock.passed(renewed, wall, now + Duration::from_secs(31)));
+    }
+
+    #[test]
+    fn the_time_left_is_real_time_to_the_deadline() {
+        let mut clock = DeadlineClock::default();
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let now = Instant::now();
+        let deadline = wall + Duration::from_secs(90);
+        assert_eq!(clock.left(deadline, wall, now), Duration::from_secs(90));
+        // The wall clock jumped, real time went on 10 s.
+        let later = now + Duration::from_secs(10);
+        assert_eq!(
+            clock.left(deadline, wall + Duration::from_secs(3_600), later),
+            Duration::from_secs(80)
+        );
+        assert_eq!(
+            clock.left(deadline, wall, now + Duration::from_secs(95)),
+            Duration::ZERO
+        );
     }
 }

@@ -5,10 +5,10 @@
 //! host's file system (it keeps a read-only descriptor; nothing inside the sandbox can reach
 //! the file). The runtime writes the deadline into it when a session is created, when its TTL
 //! is extended and when a restarted server adopts it (see `Runtime::set_deadline`): the
-//! session's expiry plus a grace. The agent reads it every second; once the deadline has
-//! passed the agent exits, and as PID 1 of its pid namespace it takes every process of the
-//! sandbox with it. What is left on the host (cgroups, directories) is swept at the next
-//! server start.
+//! session's expiry plus a grace. The agent reads it at the deadline it read last and at least
+//! every 30 s; once the deadline has passed the agent exits, and as PID 1 of its pid
+//! namespace it takes every process of the sandbox with it. What is left on the host
+//! (cgroups, directories) is swept at the next server start.
 //!
 //! The deadline is written as a fixed-width decimal count of milliseconds since the Unix
 //! epoch and a newline, always at offset 0, so a rewrite never needs truncating.
