@@ -10,9 +10,9 @@
 //! mounted with `prjquota`, which hutch cannot assume (or, on one shared image of hutch's
 //! own, a kernel built with `CONFIG_QUOTA`, which not every host has); a size-limited tmpfs
 //! would cost nothing to set up but keeps every byte in memory, charged to the session's
-//! memory limit, so a disk quota would just be memory. Formatting and mounting takes tens of milliseconds, so the warm
-//! pool builds its sandboxes with the default quota; a session asking for another is built
-//! for it.
+//! memory limit, so a disk quota would just be memory. Formatting and mounting takes tens of
+//! milliseconds, so the warm pool builds its sandboxes with the default quota; a session
+//! asking for another is built for it.
 //!
 //! The file system is as lean as a disk that lives and dies with its session can be, since
 //! every idle session keeps one mounted (measured with `hutch bench idle`, docs/operations.md):
