@@ -165,6 +165,11 @@ pub struct DensityReport {
     pub processes: Option<SessionProcesses>,
     /// The same while the sessions are paused.
     pub paused_processes: Option<SessionProcesses>,
+    /// Times a session's agent and worker were switched out in a minute while idle (each
+    /// wake-up is one), when the benchmark started the server itself.
+    pub idle_switches_per_minute: Option<f64>,
+    /// The same while paused.
+    pub paused_switches_per_minute: Option<f64>,
     /// Drop of `MemAvailable` with every session idle, in all, KiB.
     pub idle_drop_kib: f64,
     /// The kernel's growth with every session idle, in all (not per session), KiB.
@@ -319,42 +324,93 @@ impl ProcessMemory {
     }
 }
 
+/// The host pids of the sessions' agents of the server `server_pid` (those locked down by
+/// their claim, not the pool's) and of their python workers.
+fn session_pids(server_pid: u32) -> io::Result<(Vec<u32>, Vec<u32>)> {
+    // (pid, parent, name) of every process.
+    let mut all = Vec::new();
+    for entry in fs::read_dir("/proc")?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (name) state ppid …`; the name may hold spaces and parentheses.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_owned();
+        let parent = stat[close + 1..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(parent) = parent {
+            all.push((pid, parent, name));
+        }
+    }
+    // Only the agents of sessions (locked down by their claim), not those of the pool.
+    let agents: Vec<u32> = all
+        .iter()
+        .filter(|(pid, parent, _)| *parent == server_pid && filtered(*pid))
+        .map(|(pid, _, _)| *pid)
+        .collect();
+    let workers: Vec<u32> = all
+        .iter()
+        .filter(|(_, parent, name)| agents.contains(parent) && name.starts_with("python"))
+        .map(|(pid, _, _)| *pid)
+        .collect();
+    Ok((agents, workers))
+}
+
+/// How often the sessions' processes were switched out (woke or were preempted), summed:
+/// `voluntary_ctxt_switches` and `nonvoluntary_ctxt_switches` of each one's status.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Switches {
+    /// Sessions counted (their agents).
+    pub sessions: usize,
+    /// The sum over their agents and workers.
+    pub count: u64,
+}
+
+impl Switches {
+    /// Counts them now for the sessions of the server `server_pid`.
+    pub fn read(server_pid: u32) -> io::Result<Switches> {
+        let (agents, workers) = session_pids(server_pid)?;
+        let count = agents
+            .iter()
+            .chain(&workers)
+            .filter_map(|pid| fs::read_to_string(format!("/proc/{pid}/status")).ok())
+            .map(|status| {
+                status
+                    .lines()
+                    .filter_map(|l| {
+                        l.strip_prefix("voluntary_ctxt_switches:")
+                            .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                    })
+                    .filter_map(|v| v.trim().parse::<u64>().ok())
+                    .sum::<u64>()
+            })
+            .sum();
+        Ok(Switches {
+            sessions: agents.len(),
+            count,
+        })
+    }
+
+    /// Switches per session per minute from `before` to this count, `window` apart.
+    pub fn per_session_minute(&self, before: &Switches, window: Duration) -> f64 {
+        let minutes = window.as_secs_f64() / 60.0;
+        self.count.saturating_sub(before.count) as f64
+            / self.sessions.max(1) as f64
+            / minutes.max(f64::MIN_POSITIVE)
+    }
+}
+
 impl SessionProcesses {
     /// Measures the agents of the server `server_pid` and their python workers now.
     pub fn measure(server_pid: u32) -> io::Result<SessionProcesses> {
-        // (pid, parent, name) of every process.
-        let mut all = Vec::new();
-        for entry in fs::read_dir("/proc")?.flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
-                continue;
-            };
-            // `pid (name) state ppid …`; the name may hold spaces and parentheses.
-            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-                continue;
-            };
-            let name = stat[open + 1..close].to_owned();
-            let parent = stat[close + 1..]
-                .split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u32>().ok());
-            if let Some(parent) = parent {
-                all.push((pid, parent, name));
-            }
-        }
-        // Only the agents of sessions (locked down by their claim), not those of the pool.
-        let agents: Vec<u32> = all
-            .iter()
-            .filter(|(pid, parent, _)| *parent == server_pid && filtered(*pid))
-            .map(|(pid, _, _)| *pid)
-            .collect();
-        let workers: Vec<u32> = all
-            .iter()
-            .filter(|(_, parent, name)| agents.contains(parent) && name.starts_with("python"))
-            .map(|(pid, _, _)| *pid)
-            .collect();
+        let (agents, workers) = session_pids(server_pid)?;
         let agent: Vec<ProcessMemory> = agents
             .iter()
             .filter_map(|p| ProcessMemory::read(*p))
@@ -425,6 +481,8 @@ pub struct Limits {
     /// and the kernel's growth when the benchmark started the server (and so finds the
     /// processes), else the drop of `MemAvailable`.
     pub budget_kib: Option<u64>,
+    /// How long the sessions' processes are watched for wake-ups, idle and then paused.
+    pub wake_window: Duration,
 }
 
 /// The memory budget of [`Limits::budget_kib`] and the readings it counts from; read every
@@ -545,8 +603,15 @@ pub async fn density(
             Err(e) => break Stop::CreateFailed(e.to_string()),
         }
     };
-    let mut measured =
-        measure_held(client, &ids, (baseline, kernel_baseline), started, server).await;
+    let mut measured = measure_held(
+        client,
+        &ids,
+        (baseline, kernel_baseline),
+        started,
+        server,
+        limits.wake_window,
+    )
+    .await;
     if let Ok(report) = &mut measured {
         if let (Some(server), Some(before)) = (server, held_before) {
             // Measured while all sessions are still there (they were resumed).
@@ -578,6 +643,7 @@ async fn measure_held(
     (baseline, kernel_baseline): (u64, KernelMemory),
     started: Instant,
     server: Option<&Watched>,
+    wake_window: Duration,
 ) -> Result<DensityReport, BenchError> {
     let n = ids.len().max(1) as f64;
     for id in ids {
@@ -595,6 +661,7 @@ async fn measure_held(
         .map(|s| SessionProcesses::measure(s.pid))
         .transpose()
         .map_err(|e| BenchError::Server(format!("measuring the sessions' processes: {e}")))?;
+    let idle_switches_per_minute = switches_per_minute(server, wake_window).await?;
     let (idle_cgroup, idle_rss, pids) = stats_sums(client, ids).await?;
     for id in ids {
         client.pause_session(*id).await.map_err(api("pause"))?;
@@ -608,6 +675,7 @@ async fn measure_held(
         .map(|s| SessionProcesses::measure(s.pid))
         .transpose()
         .map_err(|e| BenchError::Server(format!("measuring the sessions' processes: {e}")))?;
+    let paused_switches_per_minute = switches_per_minute(server, wake_window).await?;
     let (paused_cgroup, _, _) = stats_sums(client, ids).await?;
     let command = CommandRequest {
         argv: Some(vec!["true".into()]),
@@ -646,11 +714,29 @@ async fn measure_held(
         paused_kernel_memory,
         processes,
         paused_processes,
+        idle_switches_per_minute,
+        paused_switches_per_minute,
         idle_drop_kib: baseline as f64 - idle as f64,
         kernel_total,
         slab_growth: Vec::new(),
         slab_idle,
     })
+}
+
+/// How often a session's processes were switched out in a minute, watched for `window`
+/// (`None` without the server's pid to find them).
+async fn switches_per_minute(
+    server: Option<&Watched>,
+    window: Duration,
+) -> Result<Option<f64>, BenchError> {
+    let Some(server) = server else {
+        return Ok(None);
+    };
+    let failed = |e: io::Error| BenchError::Server(format!("counting context switches: {e}"));
+    let before = Switches::read(server.pid).map_err(failed)?;
+    tokio::time::sleep(window).await;
+    let after = Switches::read(server.pid).map_err(failed)?;
+    Ok(Some(after.per_session_minute(&before, window)))
 }
 
 /// The drop from `before` to `after` (KiB) shared by `count`; negative when memory was freed
@@ -931,6 +1017,27 @@ mnt_cache           3000   3060    320   51    4 : tunables    0    0    0 : sla
         let names: Vec<&str> = grown.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["mnt_cache", "kernfs_node_cache", "new_cache"]);
         assert_eq!(grown[0].1, 100.0);
+    }
+
+    #[test]
+    fn switches_are_counted_per_session_and_minute() {
+        let before = Switches {
+            sessions: 4,
+            count: 1_000,
+        };
+        let after = Switches {
+            sessions: 4,
+            count: 1_040,
+        };
+        let rate = after.per_session_minute(&before, Duration::from_secs(30));
+        assert!((rate - 20.0).abs() < 1e-9, "{rate}");
+    }
+
+    #[test]
+    fn a_process_without_sessions_counts_nothing() {
+        // Not a server: no sessions, nothing counted, and no error.
+        let none = Switches::read(std::process::id()).unwrap();
+        assert_eq!((none.sessions, none.count), (0, 0));
     }
 
     #[test]

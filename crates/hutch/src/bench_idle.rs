@@ -40,6 +40,8 @@ pub(crate) async fn run(
         cap: args.sessions.unwrap_or(if args.quick { 4 } else { 300 }),
         floor_kib: args.memory_floor_mb * 1024,
         budget_kib: args.memory_budget_mb.map(|mib| mib * 1024),
+        // Long enough to see the agents' deadline reads (at most 30 s apart).
+        wake_window: std::time::Duration::from_secs(if args.quick { 10 } else { 60 }),
     };
     let cap = limits.cap;
     let peers = if args.quick { 2 } else { PEERS.min(cap.max(1)) };
@@ -136,6 +138,14 @@ pub(crate) async fn run(
         "{:<46} {:>12.1}",
         "hutch: processes and threads per session", density.pids
     );
+    if let (Some(idle), Some(paused)) = (
+        density.idle_switches_per_minute,
+        density.paused_switches_per_minute,
+    ) {
+        println!(
+            "hutch: wake-ups per session per minute (context switches of its agent and worker): idle {idle:.1}, paused {paused:.1}"
+        );
+    }
     for (state, processes, k) in [
         ("idle", &density.processes, &density.kernel_memory),
         (
