@@ -1112,6 +1112,107 @@ async fn ndjson_streams_the_same_frames() {
     assert_eq!(body[0]["error"]["details"]["field"], "timeout");
 }
 
+/// Sends `request` to `POST …/interpreter/execute` on a connection of its own and returns
+/// the connection, after the answer's head, with that head (lower-cased).
+async fn raw_ndjson(
+    it: &Interp,
+    request: &str,
+) -> (tokio::io::BufReader<tokio::net::TcpStream>, String) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let authority = it.url.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(authority).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        it.path("/interpreter/execute"),
+        it.token,
+        request.len()
+    );
+    tcp.write_all(format!("{head}{request}").as_bytes())
+        .await
+        .unwrap();
+    let mut reader = tokio::io::BufReader::new(tcp);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).await.unwrap();
+        head.push_str(&line.to_ascii_lowercase());
+        if line == "\r\n" || line.is_empty() {
+            return (reader, head);
+        }
+    }
+}
+
+#[tokio::test]
+async fn ndjson_answers_a_quick_cell_whole_and_streams_a_long_one() {
+    use tokio::io::AsyncReadExt;
+    let it = interp!();
+    // A cell that ends at once (in a context already running): the whole answer, of known
+    // length, in one piece. "At once" is within a few milliseconds, which a loaded machine
+    // may miss now and then: one of ten such answers must come whole.
+    let (status, _) = it.ndjson(json!({"code": "1"})).await;
+    assert_eq!(status, 200);
+    let mut heads = Vec::new();
+    for _ in 0..10 {
+        let (mut reader, head) = raw_ndjson(&it, r#"{"code": "1 + 1"}"#).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        let mut body = String::new();
+        reader.read_to_string(&mut body).await.unwrap();
+        let frames: Vec<Value> = body
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(frames[0]["data"]["text/plain"], "2", "{body}");
+        assert_eq!(frames.last().unwrap()["text"], "completed", "{body}");
+        let whole = head.contains("content-length:") && !head.contains("chunked");
+        heads.push(head);
+        if whole {
+            break;
+        }
+    }
+    assert!(
+        heads.len() < 10 || heads[9].contains("content-length:"),
+        "{heads:#?}"
+    );
+
+    // A cell that waits for the test: its first output arrives while it still runs.
+    let code = "import os, time\nprint('first', flush=True)\n\
+                while not os.path.exists('/tmp/go'):\n    time.sleep(0.01)\nprint('last')";
+    let request = json!({ "code": code }).to_string();
+    let (mut reader, head) = raw_ndjson(&it, &request).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let first = tokio::time::timeout(Duration::from_secs(60), async {
+        while !String::from_utf8_lossy(&seen).contains("first") {
+            let n = reader.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the answer ended before the cell went on: {seen:?}");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(first.is_ok(), "no output while the cell runs: {seen:?}");
+    let touched = it
+        .client
+        .run_command(
+            it.session,
+            &hutch_api::CommandRequest {
+                argv: Some(vec!["touch".into(), "/tmp/go".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(touched.exit_code, 0);
+    reader.read_to_end(&mut seen).await.unwrap();
+    let rest = String::from_utf8_lossy(&seen);
+    assert!(
+        rest.contains("last") && rest.contains("completed"),
+        "{rest}"
+    );
+}
+
 #[tokio::test]
 async fn history_keeps_the_last_executions() {
     let it = interp!();

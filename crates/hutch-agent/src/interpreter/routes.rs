@@ -316,18 +316,64 @@ async fn execute_ndjson(
             .as_deref()
             .unwrap_or(hutch_api::interpreter::DEFAULT_CONTEXT_ID),
     )?;
-    let rx = start(agent, body);
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+    let mut rx = start(agent, body);
+    let (first, ended) = first_lines(&mut rx).await;
+    let ndjson = [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")];
+    if ended {
+        // The whole answer, of known length: its head and body leave in one write.
+        return Ok((ndjson, first).into_response());
+    }
+    let rest = futures_util::stream::unfold(rx, |mut rx| async move {
         let frame = rx.recv().await?;
-        let mut line = serde_json::to_vec(&frame).unwrap_or_default();
-        line.push(b'\n');
-        Some((Ok::<_, std::convert::Infallible>(line), rx))
+        Some((Ok::<_, std::convert::Infallible>(ndjson_line(&frame)), rx))
     });
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
-        axum::body::Body::from_stream(stream),
-    )
-        .into_response())
+    let first = (!first.is_empty()).then_some(Ok(first));
+    let stream = futures_util::StreamExt::chain(futures_util::stream::iter(first), rest);
+    Ok((ndjson, axum::body::Body::from_stream(stream)).into_response())
+}
+
+/// How long an NDJSON execution's answer waits for the execution to end before its head is
+/// sent and its frames stream. Most cells an agent sends end well within it; their answer
+/// then goes out whole, with a `Content-Length`, in one write (no chunk framing, no separate
+/// head and end of stream for the control plane to relay: some 15 % of its CPU time for
+/// each such execution, see docs/architecture.md). A longer cell's first frames wait this
+/// long at most.
+const WHOLE_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// The most of an execution's frames gathered before its answer starts to stream.
+const WHOLE_ANSWER_MAX_BYTES: usize = 64 * 1024;
+
+/// One frame as an NDJSON line.
+fn ndjson_line(frame: &Frame) -> Vec<u8> {
+    let mut line = serde_json::to_vec(frame).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// The lines of the frames `rx` gives within [`WHOLE_ANSWER_WAIT`] (and
+/// [`WHOLE_ANSWER_MAX_BYTES`]), and whether the execution ended by then: it sent its
+/// `control` frame, which is always its last, or ended without one (a `ContextError`).
+async fn first_lines(rx: &mut mpsc::Receiver<Frame>) -> (Vec<u8>, bool) {
+    let mut lines = Vec::new();
+    let window = tokio::time::sleep(WHOLE_ANSWER_WAIT);
+    tokio::pin!(window);
+    while lines.len() < WHOLE_ANSWER_MAX_BYTES {
+        tokio::select! {
+            biased;
+            frame = rx.recv() => match frame {
+                Some(frame) => {
+                    lines.extend_from_slice(&ndjson_line(&frame));
+                    // The last frame of an execution: its task has no more to send.
+                    if matches!(frame, Frame::Control { .. }) {
+                        return (lines, true);
+                    }
+                }
+                None => return (lines, true),
+            },
+            () = &mut window => break,
+        }
+    }
+    (lines, false)
 }
 
 /// Alias of `POST …/interpreter/execute`.
@@ -481,4 +527,80 @@ async fn ws_session(agent: Arc<Agent>, mut socket: WebSocket) {
         }
     }
     close(socket, code, "").await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stdout(text: &str) -> Frame {
+        Frame::Stdout {
+            text: text.into(),
+            seq: 0,
+        }
+    }
+
+    fn completed() -> Frame {
+        Frame::Control {
+            text: "completed".into(),
+            execution_count: Some(1),
+            exit_code: None,
+            signal: None,
+            duration_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_execution_that_ends_in_time_is_answered_whole() {
+        let (tx, mut rx) = mpsc::channel(FRAME_BUFFER);
+        tx.send(stdout("hi")).await.unwrap();
+        tx.send(completed()).await.unwrap();
+        // The sender is still there: the control frame alone says the answer is complete.
+        let (lines, ended) = first_lines(&mut rx).await;
+        assert!(ended);
+        let text = String::from_utf8(lines).unwrap();
+        let types: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["type"].to_string())
+            .collect();
+        assert_eq!(types, [r#""stdout""#, r#""control""#]);
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn an_execution_that_ends_without_a_control_frame_is_answered_whole() {
+        let (tx, mut rx) = mpsc::channel(FRAME_BUFFER);
+        tx.send(stdout("context not found")).await.unwrap();
+        drop(tx);
+        let (lines, ended) = first_lines(&mut rx).await;
+        assert!(ended);
+        assert_eq!(lines.iter().filter(|&&b| b == b'\n').count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_longer_execution_streams_after_the_wait() {
+        let (tx, mut rx) = mpsc::channel(FRAME_BUFFER);
+        tx.send(stdout("first")).await.unwrap();
+        let started = std::time::Instant::now();
+        let (lines, ended) = first_lines(&mut rx).await;
+        assert!(!ended);
+        assert!(started.elapsed() >= WHOLE_ANSWER_WAIT);
+        assert!(String::from_utf8(lines).unwrap().contains("first"));
+        // What comes later is still there to stream.
+        tx.send(completed()).await.unwrap();
+        assert!(matches!(rx.recv().await, Some(Frame::Control { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_large_output_streams_without_waiting() {
+        let (tx, mut rx) = mpsc::channel(FRAME_BUFFER);
+        let chunk = "x".repeat(16 * 1024);
+        for _ in 0..8 {
+            tx.send(stdout(&chunk)).await.unwrap();
+        }
+        let (lines, ended) = first_lines(&mut rx).await;
+        assert!(!ended);
+        assert!(lines.len() >= WHOLE_ANSWER_MAX_BYTES);
+        assert!(lines.len() < 8 * chunk.len());
+    }
 }
