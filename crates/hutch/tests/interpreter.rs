@@ -1171,7 +1171,7 @@ async fn ndjson_answers_a_quick_cell_whole_and_streams_a_long_one() {
         }
     }
     assert!(
-        heads.len() < 10 || heads[9].contains("content-length:"),
+        heads.iter().any(|h| h.contains("content-length:")),
         "{heads:#?}"
     );
 

@@ -345,9 +345,20 @@ const WHOLE_ANSWER_MAX_BYTES: usize = 64 * 1024;
 
 /// One frame as an NDJSON line.
 fn ndjson_line(frame: &Frame) -> Vec<u8> {
-    let mut line = serde_json::to_vec(frame).unwrap_or_default();
-    line.push(b'\n');
+    let mut line = Vec::new();
+    push_ndjson_line(&mut line, frame);
     line
+}
+
+/// Appends `frame` to `out` as an NDJSON line (a frame always serializes: a string-keyed
+/// JSON value).
+fn push_ndjson_line(out: &mut Vec<u8>, frame: &Frame) {
+    let start = out.len();
+    if serde_json::to_writer(&mut *out, frame).is_err() {
+        out.truncate(start);
+        return;
+    }
+    out.push(b'\n');
 }
 
 /// The lines of the frames `rx` gives within [`WHOLE_ANSWER_WAIT`] (and
@@ -362,7 +373,7 @@ async fn first_lines(rx: &mut mpsc::Receiver<Frame>) -> (Vec<u8>, bool) {
             biased;
             frame = rx.recv() => match frame {
                 Some(frame) => {
-                    lines.extend_from_slice(&ndjson_line(&frame));
+                    push_ndjson_line(&mut lines, &frame);
                     // The last frame of an execution: its task has no more to send.
                     if matches!(frame, Frame::Control { .. }) {
                         return (lines, true);
