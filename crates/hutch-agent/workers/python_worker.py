@@ -1,8 +1,9 @@
 # hutch python interpreter worker.
 #
-# Run by the agent as `python3 -S /proc/self/fd/5` with fd 5 = this source (a sealed memfd),
-# fd 0 = /dev/null, fds 1/2 = pipes the agent reads raw, fd 3 = control in (one JSON object per
-# line), fd 4 = control out. The protocol is in
+# Run by the agent as `python3 -S /proc/self/fd/5`, where fd 5 is python_boot.py, which reads
+# this code from fd 6, compiles it in a forked child and runs it (both are sealed memfds). The
+# other descriptors: fd 0 = /dev/null, fds 1/2 = pipes the agent reads raw, fd 3 = control in
+# (one JSON object per line), fd 4 = control out. The protocol is in
 # crates/hutch-agent/workers/README.md. Kernel (HUTCH_KERNEL): `auto` = plain CPython that turns
 # itself into IPython's InteractiveShell, over the same namespace, at the first cell written in
 # IPython-only syntax; `python` = plain CPython only; `ipython` = IPython from the start.
@@ -14,8 +15,8 @@
 # or `linecache` import at start (the C modules `_json` and `_signal` are used instead, `_ast`
 # at the first execution; everything else is imported when first needed).
 #
-# Layout: the code needed only later (`_COLD_SRC`), the worker (`_WORKER_SRC`), then the start,
-# which compiles the worker apart (see `_compile_apart`) and runs it.
+# Layout: the code needed only later (`_COLD_SRC`, a string compiled at its first use), then
+# the worker, which ends by running `_main()`.
 
 # --- code needed only later -------------------------------------------------------------
 # Compiled at first use: compiling it at start would cost more than the rest of the worker.
@@ -360,7 +361,6 @@ def _upgrade(plain, n):
 
 # --- the worker -----------------------------------------------------------------------------
 
-_WORKER_SRC = r'''
 # Until the first execution `os` is `posix`, whose functions `os` re-exports: importing `os`
 # (with `stat`, `posixpath` and `_collections_abc`) is left to `_finish_start`.
 import posix as os
@@ -379,7 +379,7 @@ _SOURCE_FD = 5
 for _fd in (_CTL_IN, _CTL_OUT):
     os.set_inheritable(_fd, False)
 
-# Started from the source's descriptor, Python put the memfd's directory first on sys.path and
+# Started from python_boot.py's descriptor, Python put the memfd's directory first on sys.path and
 # named the worker in __file__ and sys.argv: make the user's namespace what `python3 -c` gives
 # (the current directory first on sys.path, sys.argv ['-c'], no __file__), and close fd 5.
 if sys.argv and sys.argv[0] == "/proc/self/fd/%d" % _SOURCE_FD:
@@ -946,54 +946,3 @@ def _main():
 
 
 _main()
-'''
-
-# --- start ----------------------------------------------------------------------------------
-# The worker's own code is a string, compiled in a forked child that sends back the marshalled
-# code object: the parser's peak (about 1.5 MiB here) stays in the child, which exits, instead
-# of remaining in this process for good as a fragmented heap. Every idle session pays for what
-# its `default` worker keeps.
-
-
-def _compile_apart(src, name):
-    """`compile(src, name, "exec")` in a forked child; here when that fails."""
-    import posix as os  # `os` itself waits for the first execution (see _finish_start)
-    import marshal
-
-    try:
-        r, w = os.pipe()
-    except OSError:
-        return compile(src, name, "exec")
-    try:
-        pid = os.fork()
-    except OSError:
-        os.close(r)
-        os.close(w)
-        return compile(src, name, "exec")
-    if pid == 0:
-        status = 1
-        try:
-            os.close(r)
-            data = memoryview(marshal.dumps(compile(src, name, "exec")))
-            while data:
-                data = data[os.write(w, data):]
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(w)
-    chunks = []
-    try:
-        while True:
-            chunk = os.read(r, 1 << 16)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(r)
-        _, status = os.waitpid(pid, 0)
-    if status != 0:
-        return compile(src, name, "exec")
-    return marshal.loads(b"".join(chunks))
-
-
-exec(_compile_apart(globals().pop("_WORKER_SRC"), "<hutch-worker>"))

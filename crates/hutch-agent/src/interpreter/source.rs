@@ -5,7 +5,9 @@
 //! `F_SEAL_GROW`, `F_SEAL_SEAL`), and every worker gets it as descriptor
 //! 5. The worker's interpreter opens it as `/proc/self/fd/5`, so its
 //! command line stays short (`python3 -S /proc/self/fd/5`) instead of carrying the whole
-//! source. Nothing in the sandbox can replace it: the seals hold for every descriptor of the
+//! source. The python worker's file there is only its start (`python_boot.py`), which reads
+//! the worker's code from descriptor 6 (`PYTHON_CODE`) and compiles it in a forked child, so
+//! that the parser's leftovers do not stay in every worker. Nothing in the sandbox can replace it: the seals hold for every descriptor of the
 //! file, however it is opened, and the path is on `/proc`, which the sandbox cannot remount
 //! (no `CAP_SYS_ADMIN`, and `mount` is filtered).
 
@@ -25,9 +27,17 @@ pub(crate) struct WorkerSource {
     file: OnceLock<OwnedFd>,
 }
 
-/// The python worker.
+/// The descriptor the python worker's start reads the worker's code from.
+pub(crate) const PYTHON_CODE_FD: i32 = 6;
+
+/// The python worker's start, the file its interpreter runs.
 pub(crate) static PYTHON: WorkerSource = WorkerSource::new(
     c"hutch-python-worker",
+    include_str!("../../workers/python_boot.py"),
+);
+/// The python worker's code, read by its start from descriptor [`PYTHON_CODE_FD`].
+pub(crate) static PYTHON_CODE: WorkerSource = WorkerSource::new(
+    c"hutch-python-worker-code",
     include_str!("../../workers/python_worker.py"),
 );
 /// The javascript worker.
@@ -70,6 +80,13 @@ mod tests {
     use super::*;
     use std::io::{Read, Seek, Write};
     use std::os::fd::AsRawFd;
+
+    #[test]
+    fn the_python_start_reads_the_code_from_its_descriptor() {
+        let call = format!("exec(_compile_apart({PYTHON_CODE_FD}, ");
+        assert!(PYTHON.text.contains(&call), "python_boot.py runs {call}…");
+        assert!(PYTHON_CODE.text.contains("_main()"));
+    }
 
     #[test]
     fn the_source_file_holds_the_source_and_refuses_changes() {

@@ -179,28 +179,34 @@ impl Worker {
         // The source comes from a sealed memfd at fd 5 (see `source`); python runs with `-S`
         // (the worker adds the site-packages directories itself, without the cost of the
         // `site` module's startup work), node keeps `/proc/self/fd/5` as the main module's
-        // path instead of resolving it to the memfd's name.
-        let (program, source, argv): (&str, &WorkerSource, Vec<&str>) = match spec.language {
+        // path instead of resolving it to the memfd's name. The python worker's start reads its
+        // code from descriptor 6 (`source::PYTHON_CODE_FD`).
+        type Sources = (&'static WorkerSource, Option<&'static WorkerSource>);
+        let (program, (source, code), argv): (&str, Sources, Vec<&str>) = match spec.language {
             "javascript" => (
                 "node",
-                &source::NODE,
+                (&source::NODE, None),
                 vec!["node", "--preserve-symlinks-main", WORKER_SOURCE_PATH],
             ),
             "bash" => (
                 "bash",
-                &source::BASH,
+                (&source::BASH, None),
                 vec!["bash", "--noprofile", "--norc", WORKER_SOURCE_PATH],
             ),
             _ => (
                 "python3",
-                &source::PYTHON,
+                (&source::PYTHON, Some(&source::PYTHON_CODE)),
                 vec!["python3", "-S", WORKER_SOURCE_PATH],
             ),
         };
         let argv: Vec<String> = argv.into_iter().map(str::to_owned).collect();
-        let source = source
-            .file()
-            .map_err(|e| format!("cannot load the {} worker: {e}", spec.language))?;
+        let load_error =
+            |e: std::io::Error| format!("cannot load the {} worker: {e}", spec.language);
+        let source = source.file().map_err(load_error)?;
+        let code = code
+            .map(WorkerSource::file)
+            .transpose()
+            .map_err(load_error)?;
         let mut env = spec.env;
         if spec.language == "python" {
             env.push(("HUTCH_KERNEL".into(), spec.kernel.into()));
@@ -239,6 +245,12 @@ impl Worker {
         let (err_r, err_w) = hutch_sys::pipe::pipe().map_err(|e| e.to_string())?;
         let (cin_r, cin_w) = hutch_sys::pipe::pipe().map_err(|e| e.to_string())?;
         let (cout_r, cout_w) = hutch_sys::pipe::pipe().map_err(|e| e.to_string())?;
+        // Descriptors 3, 4, 5 and, for python, 6.
+        let mut extra = vec![cin_r.as_fd(), cout_w.as_fd(), source];
+        if let Some(code) = code {
+            debug_assert_eq!(3 + extra.len() as i32, source::PYTHON_CODE_FD);
+            extra.push(code);
+        }
         let pspec = ProcessSpec {
             program: &program_path,
             argv: &argv,
@@ -248,13 +260,14 @@ impl Worker {
             cgroup: cgroup.as_ref().map(CommandCgroup::own),
             user,
         };
-        let (process, exited) = agent
-            .reaper
-            .spawn_with_fds(&pspec, &[cin_r.as_fd(), cout_w.as_fd(), source])
-            .map_err(|e| match e {
-                SpawnError::Cwd { cwd, source } => format!("cannot enter {cwd}: {source}"),
-                e => format!("cannot start the {} worker: {e}", spec.language),
-            })?;
+        let (process, exited) =
+            agent
+                .reaper
+                .spawn_with_fds(&pspec, &extra)
+                .map_err(|e| match e {
+                    SpawnError::Cwd { cwd, source } => format!("cannot enter {cwd}: {source}"),
+                    e => format!("cannot start the {} worker: {e}", spec.language),
+                })?;
         drop((out_w, err_w, cin_r, cout_w));
         if let Some(mb) = use_rlimit {
             // No memory controller: cap the worker's data segment instead (its children

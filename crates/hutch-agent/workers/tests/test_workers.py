@@ -2,7 +2,8 @@
 
 Each test starts a worker exactly as the agent does: `python3 -S /proc/self/fd/5`,
 `node --preserve-symlinks-main /proc/self/fd/5` or `bash --noprofile --norc /proc/self/fd/5`
-with fd 5 = the worker's source in a sealed memfd, fd 0 = /dev/null, fds 1/2 = pipes, fd 3 =
+with fd 5 = the worker's source in a sealed memfd (python: its start, `python_boot.py`, and fd 6
+= the worker's code, `python_worker.py`), fd 0 = /dev/null, fds 1/2 = pipes, fd 3 =
 control in, fd 4 = control out, in its own process group, with every signal's default
 disposition and an empty signal mask (whatever the runner inherited, as `nohup` or `&` give). Run from the repository root:
 
@@ -12,7 +13,9 @@ disposition and an empty signal mask (whatever the runner inherited, as `nohup` 
 import base64
 import fcntl
 import json
+import marshal
 import os
+import posix
 import selectors
 import shutil
 import signal
@@ -70,8 +73,10 @@ class Worker:
     """One worker process and its pipes."""
 
     def __init__(self, language, kernel=None, env=None, cwd=None):
+        code = None
         if language == "python":
-            source = _sealed_source("python_worker.py")
+            source = _sealed_source("python_boot.py")
+            code = _sealed_source("python_worker.py")
             # as the agent runs it: no `site` at startup, the worker adds site-packages itself
             argv = [PYTHON, "-S", SOURCE_PATH]
         elif language == "javascript":
@@ -91,11 +96,14 @@ class Worker:
         hi_r = fcntl.fcntl(ctl_in_r, fcntl.F_DUPFD_CLOEXEC, 20)
         hi_w = fcntl.fcntl(ctl_out_w, fcntl.F_DUPFD_CLOEXEC, 20)
         hi_src = fcntl.fcntl(source, fcntl.F_DUPFD_CLOEXEC, 20)
+        hi_code = None if code is None else fcntl.fcntl(code, fcntl.F_DUPFD_CLOEXEC, 20)
 
         def child():
             os.dup2(hi_r, 3)
             os.dup2(hi_w, 4)
             os.dup2(hi_src, 5)
+            if hi_code is not None:
+                os.dup2(hi_code, 6)
             os.setpgid(0, 0)
             _default_signals()
 
@@ -105,13 +113,14 @@ class Worker:
             stdin=subprocess.DEVNULL,
             stdout=out_w,
             stderr=err_w,
-            pass_fds=(3, 4, 5),
+            pass_fds=(3, 4, 5) if code is None else (3, 4, 5, 6),
             preexec_fn=child,
             env=e,
             cwd=cwd,
         )
-        for fd in (ctl_in_r, ctl_out_w, out_w, err_w, hi_r, hi_w, hi_src, source):
-            os.close(fd)
+        for fd in (ctl_in_r, ctl_out_w, out_w, err_w, hi_r, hi_w, hi_src, source, hi_code, code):
+            if fd is not None:
+                os.close(fd)
         self.out_fd, self.err_fd = out_r, err_r
         self.stdout = bytearray()
         self.stderr = bytearray()
@@ -256,7 +265,8 @@ class PlainPythonTest(unittest.TestCase):
         self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], "False")
 
     def test_the_start_leaves_no_child_behind(self):
-        # The worker's code was compiled in a forked child (`_compile_apart`), which was reaped.
+        # The worker's code was compiled in a forked child (`_compile_apart` of python_boot.py),
+        # which was reaped.
         # A worker of its own: the shared one may hold children other tests started.
         fresh = Worker("python", kernel="python")
         try:
@@ -456,6 +466,74 @@ class StartTest(unittest.TestCase):
             self.assertEqual(self.source_fds(w), [])
         finally:
             w.close()
+
+
+class PythonBootTest(unittest.TestCase):
+    """python_boot.py's `_compile_apart`, called here on a file of code."""
+
+    def compile_apart(self, code, fork=None):
+        boot = _read("python_boot.py")
+        ns = {}
+        exec(boot[: boot.rindex("exec(")], ns)  # the definitions, not the start of a worker
+        here = []  # compile calls of this process (the child's are its own)
+        ns["compile"] = lambda *a: here.append(a) or compile(*a)
+        fd = os.memfd_create("code")
+        os.write(fd, code.encode())  # the offset is now at the end: the start must pread
+        real_fork = posix.fork  # what the start calls (it imports `posix`, not `os`)
+        if fork is not None:
+            posix.fork = fork
+        try:
+            compiled = ns["_compile_apart"](fd, "<test>")
+        finally:
+            posix.fork = real_fork
+        with self.assertRaises(OSError, msg="the descriptor is closed"):
+            os.fstat(fd)
+        g = {}
+        exec(compiled, g)
+        return compiled, g, bool(here)
+
+    def test_the_code_compiled_in_a_child_runs_here(self):
+        compiled, g, here = self.compile_apart("x = 6 * 7\n" + "y = 'long line'\n" * 20000)
+        self.assertFalse(here)
+        self.assertEqual(compiled.co_filename, "<test>")
+        self.assertEqual((g["x"], g["y"]), (42, "long line"))
+
+    def test_when_the_child_fails_the_code_is_compiled_here(self):
+        real_dumps = marshal.dumps
+        marshal.dumps = None  # the child's `marshal.dumps(...)` raises; this process's never runs
+        try:
+            compiled, g, here = self.compile_apart("x = 6 * 7\n")
+        finally:
+            marshal.dumps = real_dumps
+        self.assertTrue(here)
+        self.assertEqual(g["x"], 42)
+
+    def test_a_started_worker_leaves_mallocs_mmap_threshold_alone(self):
+        # glibc raises its mmap threshold for good when a mapped block is freed: a worker whose
+        # start did that would keep more of what the user's code frees.
+        w = Worker("python", kernel="python")
+        try:
+            code = (
+                "def heap():\n"
+                "    for line in open('/proc/self/maps'):\n"
+                "        if line.rstrip().endswith('[heap]'):\n"
+                "            a, b = line.split()[0].split('-')\n"
+                "            return int(b, 16) - int(a, 16)\n"
+                "before = heap(); block = bytearray(500_000); after = heap(); del block\n"
+                "after - before"
+            )
+            [res] = by_type(w.run(code), "result")
+        finally:
+            w.close()
+        self.assertEqual(res["data"]["text/plain"], "0", "500 KB were mapped apart, not taken from the heap")
+
+    def test_without_a_child_the_code_is_compiled_here(self):
+        def no_fork():
+            raise OSError("no process to spare")
+
+        compiled, g, here = self.compile_apart("x = 6 * 7\n", fork=no_fork)
+        self.assertTrue(here)
+        self.assertEqual(g["x"], 42)
 
 
 class PythonExitTest(unittest.TestCase):
