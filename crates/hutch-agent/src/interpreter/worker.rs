@@ -260,14 +260,11 @@ impl Worker {
             cgroup: cgroup.as_ref().map(CommandCgroup::own),
             user,
         };
-        let (process, exited) =
-            agent
-                .reaper
-                .spawn_with_fds(&pspec, &extra)
-                .map_err(|e| match e {
-                    SpawnError::Cwd { cwd, source } => format!("cannot enter {cwd}: {source}"),
-                    e => format!("cannot start the {} worker: {e}", spec.language),
-                })?;
+        let spawned = agent.reaper.spawn_with_fds(&pspec, &extra);
+        let (process, exited) = spawned.map_err(|e| match e {
+            SpawnError::Cwd { cwd, source } => format!("cannot enter {cwd}: {source}"),
+            e => format!("cannot start the {} worker: {e}", spec.language),
+        })?;
         drop((out_w, err_w, cin_r, cout_w));
         if let Some(mb) = use_rlimit {
             // No memory controller: cap the worker's data segment instead (its children
