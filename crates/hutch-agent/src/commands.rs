@@ -55,6 +55,7 @@ impl Plan {
 
 /// Checks a command request against the limits and resolves its environment.
 pub(crate) fn validate(agent: &Agent, req: CommandRequest) -> Result<Plan, AgentError> {
+    let from_command_string = req.command.is_some();
     let (program, args) = match (req.command, req.argv) {
         (Some(_), Some(_)) => {
             return Err(AgentError::invalid(
@@ -105,10 +106,12 @@ pub(crate) fn validate(agent: &Agent, req: CommandRequest) -> Result<Plan, Agent
         }
     };
     if program.is_empty() || program.contains('\0') || args.iter().any(|a| a.contains('\0')) {
-        return Err(AgentError::invalid(
-            "argv",
-            "arguments may not be empty programs or contain NUL",
-        ));
+        let (field, message) = if from_command_string {
+            ("command", "command may not contain NUL")
+        } else {
+            ("argv", "arguments may not be empty programs or contain NUL")
+        };
+        return Err(AgentError::invalid(field, message));
     }
     let cwd = req.cwd.unwrap_or_else(|| agent.image.cwd.clone());
     if !cwd.starts_with('/') || cwd.len() > PATH_MAX_BYTES || cwd.contains('\0') {

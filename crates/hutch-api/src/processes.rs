@@ -164,13 +164,16 @@ pub struct ProcessList {
     pub total: usize,
 }
 
-/// A signal, by name (`"SIGTERM"`, `"TERM"`) or number (`15`).
+/// A signal, by name (`"SIGTERM"`, `"TERM"`) or number (`15`): `HUP`, `INT`, `QUIT`, `ABRT`,
+/// `KILL`, `USR1`, `USR2`, `PIPE`, `ALRM`, `TERM`, `CONT`, `STOP`, `TSTP` or `WINCH` (others,
+/// such as `SEGV` or `BUS`, are refused with 400).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum SignalSpec {
     /// A name such as `SIGTERM` or `TERM`.
     Name(String),
-    /// A number, 1 to 31.
+    /// A number: one of those of the names accepted (1, 2, 3, 6, 9, 10, 12, 13, 14, 15, 18, 19,
+    /// 20, 28).
     Number(i32),
 }
 

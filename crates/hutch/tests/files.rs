@@ -336,6 +336,82 @@ async fn bad_paths_are_400s_naming_the_field() {
         mode.text()
     );
     assert_eq!(mode.json()["error"]["details"]["field"], "mode");
+    let nul_command = curl(
+        &server,
+        id,
+        "POST",
+        "/commands",
+        &["--json", r#"{"command":"echo a\u0000b"}"#],
+    );
+    assert_eq!(nul_command.status, 400, "{}", nul_command.text());
+    assert_eq!(nul_command.json()["error"]["details"]["field"], "command");
+}
+
+#[tokio::test]
+async fn a_path_that_is_not_utf8_is_refused_never_taken_for_another_file() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session(&client).await;
+    let id = s.session_id;
+    // `a\xffb` (not UTF-8) and `a\u{fffd}b`, what a lossy decoding of the first would name.
+    let made = sh(
+        &client,
+        &s,
+        r#"mkdir -p /workspace/nu && cd /workspace/nu && printf A > "$(printf 'a\377b')" && printf B > "$(printf 'a\357\277\275b')""#,
+    )
+    .await;
+    assert_eq!(made.exit_code, 0, "{made:?}");
+    for (method, rest) in [
+        ("GET", "/files/content?path=/workspace/nu/a%FFb"),
+        ("DELETE", "/files?path=/workspace/nu/a%FFb"),
+        ("GET", "/files/stat?path=/workspace/nu/a%ffb"),
+    ] {
+        let reply = curl(&server, id, method, rest, &[]);
+        assert_eq!(reply.status, 400, "{method} {rest}: {}", reply.text());
+        assert_eq!(reply.json()["error"]["details"]["field"], "query");
+    }
+    let left = sh(&client, &s, "ls /workspace/nu | od -An -c | tr -s ' '").await;
+    assert_eq!(
+        left.stdout.matches('a').count(),
+        2,
+        "both files are still there: {left:?}"
+    );
+
+    // A tar of the directory keeps both names as they are, bytes and all.
+    let tar = curl(&server, id, "GET", "/files/archive?path=/workspace/nu", &[]);
+    assert_eq!(tar.status, 200);
+    let mut names: Vec<Vec<u8>> = tar::Archive::new(tar.body.as_slice())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path_bytes().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec![b"a\xef\xbf\xbdb".to_vec(), b"a\xffb".to_vec()]);
+
+    // A path ending in `/` names a directory, not a file to write.
+    let slash = put(&server, id, "/workspace/dir/", "", b"x");
+    assert_eq!(slash.status, 400, "{}", slash.text());
+    assert_eq!(slash.json()["error"]["details"]["field"], "path");
+
+    // A socket is no file to read: 403, as FIFOs and device nodes.
+    let bound = sh(
+        &client,
+        &s,
+        r#"python3 -c 'import socket; socket.socket(socket.AF_UNIX).bind("/workspace/sock")'"#,
+    )
+    .await;
+    assert_eq!(bound.exit_code, 0, "{bound:?}");
+    let sock = curl(
+        &server,
+        id,
+        "GET",
+        "/files/content?path=/workspace/sock",
+        &[],
+    );
+    assert_eq!(sock.status, 403, "{}", sock.text());
 }
 
 #[tokio::test]
@@ -648,10 +724,13 @@ async fn malicious_tar_entries_are_refused_by_name() {
         "nothing of a refused entry was written: {left:?}"
     );
 
-    // A symlink made by an earlier entry cannot carry a later one out of the directory.
+    // An entry never runs through a symlink, not even one an earlier entry made: a link
+    // `inner/link -> ..` would put a later `inner/link/up -> ..` in /workspace/z itself,
+    // pointing above it, past the check of where links point.
     let sneaky = raw_tar(&[
         ("inner", tar::EntryType::Directory, 0o755, b""),
         ("inner/link", tar::EntryType::Symlink, 0o777, b".."),
+        ("inner/link/up", tar::EntryType::Symlink, 0o777, b".."),
         (
             "inner/link/escaped.txt",
             tar::EntryType::Regular,
@@ -668,16 +747,17 @@ async fn malicious_tar_entries_are_refused_by_name() {
         "/files/archive?path=/workspace/z",
         &["--data-binary", &format!("@{}", file.display())],
     );
-    assert_eq!(up.status, 200, "{}", up.text());
-    let found = sh(
-        &client,
-        &s,
-        "ls /workspace/z; ls /workspace | grep -c escaped || true",
-    )
-    .await;
+    assert_eq!(up.status, 400, "{}", up.text());
+    assert_eq!(up.json()["error"]["details"]["path"], "inner/link/up");
+    assert!(
+        up.text().contains("symbolic link"),
+        "the error says why: {}",
+        up.text()
+    );
+    let found = sh(&client, &s, "ls -A /workspace/z /workspace/z/inner").await;
     assert_eq!(
-        found.stdout, "escaped.txt\ninner\n0\n",
-        "the file landed inside /workspace/z: {found:?}"
+        found.stdout, "/workspace/z:\ninner\n\n/workspace/z/inner:\nlink\n",
+        "only the entries before the refused one were written: {found:?}"
     );
 }
 

@@ -554,8 +554,9 @@ export interface paths {
          * @description The directory is created with its parents when missing. Entries keep their modes. Refused,
          *     with an error naming the entry (`details.path`): absolute paths, `..`, symlinks that are
          *     absolute or climb out of the directory, hard links to outside names, device nodes and
-         *     FIFOs, more than 100000 entries, more bytes than the maximum upload. Every entry is
-         *     resolved inside the directory, so not even a symlink made by an earlier entry leads out.
+         *     FIFOs, more than 100000 entries, more bytes than the maximum upload, and entries whose path
+         *     runs through a symbolic link (one already there, or one an earlier entry made). Every entry
+         *     is resolved inside the directory, one real directory at a time, so no symlink leads out.
          *     Not atomic: entries before a refused one stay.
          */
         put: operations["uploadArchive"];
@@ -2363,7 +2364,11 @@ export interface components {
             /** @description The signal, delivered to the process's whole process group. */
             signal: components["schemas"]["SignalSpec"];
         };
-        /** @description A signal, by name (`"SIGTERM"`, `"TERM"`) or number (`15`). */
+        /**
+         * @description A signal, by name (`"SIGTERM"`, `"TERM"`) or number (`15`): `HUP`, `INT`, `QUIT`, `ABRT`,
+         *     `KILL`, `USR1`, `USR2`, `PIPE`, `ALRM`, `TERM`, `CONT`, `STOP`, `TSTP` or `WINCH` (others,
+         *     such as `SEGV` or `BUS`, are refused with 400).
+         */
         SignalSpec: string | number;
         /**
          * @description `POST /v1/sessions/{id}/snapshot`.

@@ -8,13 +8,15 @@
 //! climbs out, hard links to outside names, device nodes and FIFOs, and more entries or bytes
 //! than the limits allow. Extraction is not atomic: entries before a refused one stay.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use hutch_api::limits::{
@@ -25,7 +27,7 @@ use hutch_api::{ErrorCode, FileType, UploadResult, UploadResults};
 
 use super::fsys::{self, Root, fs_error};
 use super::transfer::{BodyReader, BodyWriter, blocking, too_large};
-use super::{PathQuery, files, query};
+use super::{FileQuery, files, query};
 use hutch_api::responses::{DiskFull, FileNotFound, Forbidden, PayloadTooLarge};
 
 use crate::Agent;
@@ -51,7 +53,7 @@ use crate::error::AgentError;
 )]
 pub(super) async fn download(
     State(agent): State<Arc<Agent>>,
-    q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<FileQuery, AgentError>,
 ) -> Result<Response, AgentError> {
     let path = query(q)?.path()?;
     let files = files(&agent);
@@ -70,7 +72,7 @@ pub(super) async fn download(
         let mut builder = tar::Builder::new(writer);
         builder.follow_symlinks(false);
         let dev = fsys::fstat(dir.as_fd()).map(|st| st.st_dev).unwrap_or(0);
-        let result = add_dir(&files.root, &mut builder, dir.as_fd(), "", dev, 0)
+        let result = add_dir(&files.root, &mut builder, dir.as_fd(), b"", dev, 0)
             .and_then(|()| builder.finish());
         if let Err(e) = result {
             builder.get_ref().fail(e);
@@ -104,7 +106,7 @@ fn add_dir(
     root: &Root,
     builder: &mut tar::Builder<BodyWriter>,
     dir: BorrowedFd<'_>,
-    prefix: &str,
+    prefix: &[u8],
     dev: u64,
     depth: usize,
 ) -> io::Result<()> {
@@ -114,7 +116,9 @@ fn add_dir(
     let mut names = fsys::read_dir(dir)?;
     names.sort();
     for name in names {
-        let rel = format!("{prefix}{}", name.to_string_lossy());
+        // Names as they are on disk, bytes and all: tar keeps names that are not UTF-8.
+        let rel = [prefix, name.to_bytes()].concat();
+        let rel_path = Path::new(OsStr::from_bytes(&rel));
         let Ok(st) = fsys::lstatat(dir, &name) else {
             continue;
         };
@@ -141,25 +145,23 @@ fn add_dir(
                     .take(size)
                     .chain(io::repeat(0))
                     .take(size);
-                builder.append_data(&mut header, &rel, data)?;
+                builder.append_data(&mut header, rel_path, data)?;
             }
             FileType::Directory => {
                 let mut header = header_for(&st, tar::EntryType::Directory);
-                builder.append_data(&mut header, format!("{rel}/"), io::empty())?;
+                let dir_name = [rel.as_slice(), b"/"].concat();
+                builder.append_data(
+                    &mut header,
+                    Path::new(OsStr::from_bytes(&dir_name)),
+                    io::empty(),
+                )?;
                 let Ok(sub) = fsys::openat_nofollow(dir, &name, libc::O_RDONLY | libc::O_DIRECTORY)
                 else {
                     continue;
                 };
                 let same_fs = fsys::fstat(sub.as_fd()).is_ok_and(|s| s.st_dev == dev);
                 if same_fs && !root.is_forbidden(sub.as_fd()).unwrap_or(true) {
-                    add_dir(
-                        root,
-                        builder,
-                        sub.as_fd(),
-                        &format!("{rel}/"),
-                        dev,
-                        depth + 1,
-                    )?;
+                    add_dir(root, builder, sub.as_fd(), &dir_name, dev, depth + 1)?;
                 }
             }
             FileType::Symlink => {
@@ -167,8 +169,7 @@ fn add_dir(
                     continue;
                 };
                 let mut header = header_for(&st, tar::EntryType::Symlink);
-                let target = String::from_utf8_lossy(&target).into_owned();
-                builder.append_link(&mut header, &rel, target)?;
+                builder.append_link(&mut header, rel_path, OsStr::from_bytes(&target))?;
             }
             FileType::Other => {}
         }
@@ -181,8 +182,9 @@ fn add_dir(
 /// The directory is created with its parents when missing. Entries keep their modes. Refused,
 /// with an error naming the entry (`details.path`): absolute paths, `..`, symlinks that are
 /// absolute or climb out of the directory, hard links to outside names, device nodes and
-/// FIFOs, more than 100000 entries, more bytes than the maximum upload. Every entry is
-/// resolved inside the directory, so not even a symlink made by an earlier entry leads out.
+/// FIFOs, more than 100000 entries, more bytes than the maximum upload, and entries whose path
+/// runs through a symbolic link (one already there, or one an earlier entry made). Every entry
+/// is resolved inside the directory, one real directory at a time, so no symlink leads out.
 /// Not atomic: entries before a refused one stay.
 #[utoipa::path(
     put,
@@ -205,7 +207,7 @@ fn add_dir(
 )]
 pub(super) async fn upload(
     State(agent): State<Arc<Agent>>,
-    q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<FileQuery, AgentError>,
     req: Request,
 ) -> Result<Json<UploadResults>, AgentError> {
     let q = query(q)?;
@@ -345,15 +347,17 @@ fn link_stays_inside(depth: usize, target: &[u8]) -> bool {
     true
 }
 
-/// Opens (creating missing ones) the directories `parts` below `dest`, resolved rooted at
-/// `dest`.
+/// Opens (creating missing ones) the directories `parts` below `dest`, one name at a time and
+/// never through a symbolic link: an entry's directories are real directories, so its depth
+/// below `dest` is the count of its parents, which is what [`link_stays_inside`] measures a
+/// symlink's target against (a link `a/s -> ..` followed by an entry `a/s/t -> ..` would
+/// otherwise leave `t` in `dest`, pointing above it).
 fn open_dirs(
     root: &Root,
     dest: &OwnedFd,
     parts: &[CString],
     name: &str,
 ) -> Result<OwnedFd, AgentError> {
-    let mut rel = String::new();
     let mut dir = fsys::openat2(dest.as_fd(), c".", libc::O_PATH | libc::O_DIRECTORY, 0)
         .map_err(|e| fs_error("open", name, e))?;
     for part in parts {
@@ -362,15 +366,25 @@ fn open_dirs(
         {
             return Err(entry_error(name, "mkdir", e));
         }
-        if !rel.is_empty() {
-            rel.push('/');
-        }
-        rel.push_str(&part.to_string_lossy());
-        let c = CString::new(rel.as_str())
-            .map_err(|_| refuse(ErrorCode::InvalidRequest, name, "invalid name"))?;
-        dir = fsys::openat2(dest.as_fd(), &c, libc::O_PATH | libc::O_DIRECTORY, 0)
-            .map_err(|e| entry_error(name, "open", e))?;
-        root.check(dir.as_fd(), name)?;
+        let next = fsys::openat_nofollow(dir.as_fd(), part, libc::O_PATH | libc::O_DIRECTORY)
+            .map_err(|e| {
+                let is_link = fsys::lstatat(dir.as_fd(), part)
+                    .is_ok_and(|st| fsys::kind(&st) == FileType::Symlink);
+                if is_link {
+                    refuse(
+                        ErrorCode::InvalidRequest,
+                        name,
+                        &format!(
+                            "{:?} on its path is a symbolic link: entries are extracted only into real directories",
+                            part.to_string_lossy()
+                        ),
+                    )
+                } else {
+                    entry_error(name, "open", e)
+                }
+            })?;
+        root.check(next.as_fd(), name)?;
+        dir = next;
     }
     Ok(dir)
 }

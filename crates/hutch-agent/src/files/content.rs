@@ -5,7 +5,7 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hutch_api::limits::FILES_MULTIPART_MAX_FILES;
@@ -17,7 +17,7 @@ use hutch_api::{ErrorBody, ErrorCode, FileType, UploadResult, UploadResults};
 use super::fsys::{self, fs_error};
 use super::path::{self, SandboxPath, parse_mode};
 use super::transfer::{self, BodyWriter, Upload, blocking, write_file};
-use super::{PathQuery, files, query};
+use super::{FileQuery, files, query};
 use crate::Agent;
 use crate::error::{AgentError, error_response};
 
@@ -96,7 +96,7 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 pub(super) async fn download(
     State(agent): State<Arc<Agent>>,
     headers: HeaderMap,
-    q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<FileQuery, AgentError>,
 ) -> Result<Response, AgentError> {
     let path = query(q)?.path()?;
     let files = files(&agent);
@@ -230,11 +230,23 @@ fn send_range(file: &std::fs::File, start: u64, len: u64, out: &BodyWriter) -> s
 )]
 pub(super) async fn upload(
     State(agent): State<Arc<Agent>>,
-    q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<FileQuery, AgentError>,
     req: Request,
 ) -> Result<Json<UploadResults>, AgentError> {
     let q = query(q)?;
     let path = q.path()?;
+    let raw = q.path.as_deref().unwrap_or_default();
+    if raw.ends_with('/')
+        || raw.ends_with("/.")
+        || raw.ends_with("/..")
+        || raw == "."
+        || raw == ".."
+    {
+        return Err(AgentError::invalid(
+            "path",
+            format!("path {raw:?} names a directory: name the file to write"),
+        ));
+    }
     let mode = parse_mode("mode", q.mode.as_deref(), 0o644)?;
     let files = files(&agent);
     let shown = path.to_string();
@@ -298,7 +310,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 )]
 pub(super) async fn upload_multipart(
     State(agent): State<Arc<Agent>>,
-    q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<FileQuery, AgentError>,
     req: Request,
 ) -> Result<Response, AgentError> {
     use axum::extract::FromRequest;
@@ -350,7 +362,10 @@ pub(super) async fn upload_multipart(
                         return Err(AgentError::invalid("path", "a path field is too long"));
                     }
                 }
-                next_path = Some(String::from_utf8_lossy(&value).into_owned());
+                next_path = Some(
+                    String::from_utf8(value)
+                        .map_err(|_| AgentError::invalid("path", "a path field is not UTF-8"))?,
+                );
             }
             continue;
         }

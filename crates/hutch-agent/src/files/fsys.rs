@@ -169,6 +169,8 @@ pub(crate) fn forbidden(path: &str) -> AgentError {
 /// Maps an OS error of operation `op` on `path` to the API error it answers with.
 pub(crate) fn fs_error(op: &str, path: &str, e: io::Error) -> AgentError {
     let (code, what) = match e.raw_os_error().unwrap_or(0) {
+        // What `open` answers for a socket (and a device with no driver behind it).
+        libc::ENXIO => return forbidden(path),
         libc::ENOENT => (ErrorCode::FileNotFound, "no such file or directory"),
         libc::ENOTDIR => (
             ErrorCode::Conflict,
@@ -178,7 +180,10 @@ pub(crate) fn fs_error(op: &str, path: &str, e: io::Error) -> AgentError {
         libc::EEXIST => (ErrorCode::Conflict, "already exists"),
         libc::ENOTEMPTY => (ErrorCode::Conflict, "directory is not empty"),
         libc::EBUSY => (ErrorCode::Conflict, "is busy (a mount point)"),
-        libc::EXDEV => (ErrorCode::Conflict, "cannot be moved across file systems"),
+        libc::EXDEV => (
+            ErrorCode::Conflict,
+            "cannot be renamed there: the two names lie on different file systems, or it is a directory that came with the image (its overlay cannot rename those in place); copy it instead",
+        ),
         libc::ELOOP => (
             ErrorCode::InvalidRequest,
             "runs through a /proc magic link, a symbolic link where none may be, or too many links",

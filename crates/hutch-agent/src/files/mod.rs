@@ -94,11 +94,57 @@ impl PathQuery {
     }
 }
 
-fn query(
-    q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<PathQuery, AgentError> {
-    q.map(|Query(q)| q)
-        .map_err(|e| AgentError::invalid("query", format!("invalid query: {}", e.body_text())))
+/// [`PathQuery`] read from a request, refusing a query whose percent-escapes are not UTF-8:
+/// decoded lossily (as forms are), `%FF` would become U+FFFD and name another file.
+pub(crate) struct FileQuery(PathQuery);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for FileQuery {
+    type Rejection = AgentError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<FileQuery, AgentError> {
+        if !percent_decodes_to_utf8(parts.uri.query().unwrap_or("")) {
+            return Err(AgentError::invalid(
+                "query",
+                "the query is not UTF-8 once decoded: the file API takes UTF-8 paths only",
+            ));
+        }
+        Query::<PathQuery>::try_from_uri(&parts.uri)
+            .map(|Query(q)| FileQuery(q))
+            .map_err(|e| AgentError::invalid("query", format!("invalid query: {}", e.body_text())))
+    }
+}
+
+/// Whether the bytes `raw` percent-decodes to are UTF-8 (a `%` without two hex digits stays
+/// itself, as form decoding leaves it).
+fn percent_decodes_to_utf8(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                decoded.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    std::str::from_utf8(&decoded).is_ok()
+}
+
+fn query(q: Result<FileQuery, AgentError>) -> Result<PathQuery, AgentError> {
+    q.map(|FileQuery(q)| q)
 }
 
 /// Describes a file from its `lstat`.
@@ -151,7 +197,7 @@ fn stat_at(
 )]
 async fn stat(
     State(agent): State<Arc<Agent>>,
-    q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<FileQuery, AgentError>,
 ) -> Result<Json<FileInfo>, AgentError> {
     let path = query(q)?.path()?;
     let files = files(&agent);
@@ -188,7 +234,7 @@ async fn stat(
 )]
 async fn list(
     State(agent): State<Arc<Agent>>,
-    q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<FileQuery, AgentError>,
 ) -> Result<Json<FileList>, AgentError> {
     let q = query(q)?;
     let path = match &q.path {
@@ -277,7 +323,7 @@ fn walk(
 )]
 async fn remove(
     State(agent): State<Arc<Agent>>,
-    q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<FileQuery, AgentError>,
 ) -> Result<StatusCode, AgentError> {
     let q = query(q)?;
     let path = q.path()?;
@@ -415,4 +461,22 @@ async fn move_file(
         stat_at(to_dir.as_fd(), &to_name, &to).map(Json)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decodes_to_utf8;
+
+    #[test]
+    fn a_query_must_decode_to_utf8() {
+        assert!(percent_decodes_to_utf8(
+            "path=/workspace/a%20b&recursive=true"
+        ));
+        assert!(percent_decodes_to_utf8("path=%E2%82%AC")); // €
+        assert!(percent_decodes_to_utf8("path=%zz%2")); // stray `%` stay themselves
+        assert!(percent_decodes_to_utf8(""));
+        assert!(!percent_decodes_to_utf8("path=a%FFb"));
+        assert!(!percent_decodes_to_utf8("path=%E2%82")); // a cut sequence
+        assert!(!percent_decodes_to_utf8("p%C3ath=x")); // keys too
+    }
 }
