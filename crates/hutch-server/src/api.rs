@@ -271,7 +271,16 @@ pub(crate) async fn create_session(
 ) -> Result<Json<Session>, ApiError> {
     let new = validate::create(req)?;
     state.disk_reserve.check("creating a session")?;
-    Ok(Json(state.sessions.create(&caller, new).await?))
+    // The create runs apart from this request: a client that hangs up (or times out) would
+    // otherwise drop it between the session's row and its sandbox, and leave a session in
+    // CREATING that nothing ends. Finished without its client, the session runs until its TTL
+    // like any other, in the tenant's list.
+    let sessions = std::sync::Arc::clone(&state.sessions);
+    let create = tokio::spawn(async move { sessions.create(&caller, new).await });
+    let session = create
+        .await
+        .map_err(|e| ApiError::Internal(Box::new(e)))??;
+    Ok(Json(session))
 }
 
 /// Lists the caller's sessions.

@@ -494,6 +494,7 @@ pub(crate) async fn snapshot_session(
             ),
         ));
     }
+    state.disk_reserve.check("taking a snapshot")?;
     let row = state.sessions.snapshot_source(&caller, id).await?;
     let view = take_snapshot(&state, &row, &req.name).await?;
     Ok(Json(image(&view)))
@@ -568,6 +569,7 @@ pub(crate) async fn fork_session(
             format!("count must be between 1 and {FORK_MAX_COUNT}, got {count}"),
         ));
     }
+    state.disk_reserve.check("forking a session")?;
     let row = state.sessions.snapshot_source(&caller, id).await?;
     let name = format!("{FORK_PREFIX}{}", uuid::Uuid::new_v4().simple());
     take_snapshot(&state, &row, &name).await?;

@@ -240,12 +240,34 @@ fn idempotent(method: &Method) -> bool {
     .contains(method)
 }
 
-/// The 502 of an exchange that failed before the agent's answer.
+/// The 502 of an exchange that failed before the agent's answer, or the 400 of one whose
+/// client stopped sending its body (it hung up, or sent less than its `Content-Length`): the
+/// sandbox is fine then, and the server log does not say otherwise.
 fn unavailable(id: Uuid, err: impl std::error::Error + Send + Sync + 'static) -> ApiError {
+    if client_body_failed(&err) {
+        tracing::debug!(session = %id, error = %err, "the client's request body ended early");
+        return ApiError::invalid(
+            "body",
+            "the request body ended before it was complete (the client stopped sending it)",
+        );
+    }
     ApiError::SandboxUnavailable {
         id,
         source: Box::new(err),
     }
+}
+
+/// Whether `err` comes from reading the client's body: [`ClientBody`]'s errors are
+/// `axum::Error`s, and nothing else on the way to the agent makes one.
+fn client_body_failed(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.is::<axum::Error>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Opens a new connection to the agent of `agent.id` (`strict`: one that may be upgraded).
@@ -540,5 +562,28 @@ mod tests {
             HeaderValue::from_static("keep-alive, Upgrade"),
         );
         assert_eq!(requested_upgrade(&headers).unwrap(), "websocket");
+    }
+
+    #[test]
+    fn a_client_that_stops_sending_is_not_a_sandbox_fault() {
+        /// What hyper hands back when the body it sends fails: the body's error as the source.
+        #[derive(Debug, thiserror::Error)]
+        #[error("error from user's Body stream")]
+        struct SendFailed(#[source] axum::Error);
+        let id = Uuid::nil();
+        let body = SendFailed(axum::Error::new(std::io::Error::other(
+            "end of file before message length reached",
+        )));
+        assert!(client_body_failed(&body));
+        assert!(matches!(
+            unavailable(id, body),
+            ApiError::InvalidRequest { .. }
+        ));
+        let agent = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(!client_body_failed(&agent));
+        assert!(matches!(
+            unavailable(id, agent),
+            ApiError::SandboxUnavailable { .. }
+        ));
     }
 }

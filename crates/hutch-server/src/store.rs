@@ -926,6 +926,29 @@ impl Store {
         })
     }
 
+    /// Records a new cause for a PAUSED row (a client's pause of a session that paused itself
+    /// for idleness) and returns the row; `None` if there is no such row or it is not PAUSED.
+    pub(crate) async fn set_pause_cause(
+        &self,
+        id: Uuid,
+        cause: PauseCause,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        let _forget = self.forget_after(id);
+        on_pool!(self, |pool| {
+            let row = sqlx::query(concat!(
+                "UPDATE sessions SET pause_cause = $1 ",
+                "WHERE id = $2 AND status = 'PAUSED' RETURNING ",
+                columns!()
+            ))
+            .bind(cause.as_str())
+            .bind(id.to_string())
+            .fetch_optional(pool)
+            .await
+            .map_err(query("set a paused session's cause"))?;
+            row.as_ref().map(decode).transpose()
+        })
+    }
+
     /// Marks a PAUSED row RUNNING again and returns it; `None` if there is no such row or it
     /// is not PAUSED.
     pub(crate) async fn set_resumed(&self, id: Uuid) -> Result<Option<StoredSession>, StoreError> {

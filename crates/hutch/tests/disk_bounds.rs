@@ -177,6 +177,26 @@ async fn short_of_the_reserve_or_out_of_space_creates_answer_507_and_sessions_ca
                 && message.contains("creating a session is refused"),
             "{what}: the answer says why: {message}"
         );
+        // A snapshot and a fork write images (and a fork makes sessions): refused alike.
+        for (route, body) in [
+            ("snapshot", r#"{"name":"short"}"#),
+            ("fork", r#"{"count":1}"#),
+        ] {
+            let (status, answer) = client
+                .request(
+                    http::Method::POST,
+                    &format!("/v1/sessions/{}/{route}", running.session_id),
+                    Some(body.as_bytes().to_vec().into()),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                status,
+                http::StatusCode::INSUFFICIENT_STORAGE,
+                "{what}: {route}: {}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
 
         let alive = sh(&client, &running, "cat /workspace/kept").await;
         assert_eq!(

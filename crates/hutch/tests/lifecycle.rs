@@ -84,6 +84,68 @@ async fn ttl_expiry_destroys_the_session_within_a_second() {
     assert_nothing_left(&server, &view);
 }
 
+#[tokio::test]
+async fn a_create_whose_client_hangs_up_still_ends_running_and_deletable() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let token = server.token("alice");
+    // Clients that send a whole create and hang up before any answer (what a cancelled SDK
+    // call or `curl --max-time 0.005` does). The server may see a hang-up before its handler
+    // starts, and then makes nothing of the request: rounds of five until it took some up.
+    let hang_up = |n: usize| {
+        use std::io::Write;
+        let body = format!(r#"{{"ttl":120,"metadata":{{"via":"hangup-{n}"}}}}"#);
+        let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            tcp,
+            "POST /v1/sessions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        // Long enough for the server to read it, too short for a sandbox to be made.
+        std::thread::sleep(Duration::from_millis(3));
+    };
+    for round in 0..10 {
+        (0..5).for_each(|n| hang_up(round * 5 + n));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if client.list_sessions(None, None).await.unwrap().total > 0 {
+            break;
+        }
+    }
+    // Each create the server took up goes on without its client and ends RUNNING, in the
+    // tenant's list: none stays in CREATING, out of the list, where before nothing ended it
+    // (not DELETE, which answered 404, not its TTL).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let sessions = loop {
+        let list = client.list_sessions(None, None).await.unwrap();
+        let running = list
+            .sessions
+            .iter()
+            .filter(|s| s.status == hutch_api::SessionStatus::Running)
+            .count();
+        if list.total > 0 && running as u64 == list.total {
+            break list.sessions;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sessions of the hung-up creates: {:?}",
+            list.sessions
+                .iter()
+                .map(|s| (s.session_id, s.status))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for s in sessions {
+        client.delete_session(s.session_id).await.unwrap();
+    }
+}
+
 /// libfaketime, which shifts the wall clock of the process it is preloaded into.
 const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 

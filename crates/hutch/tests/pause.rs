@@ -374,6 +374,36 @@ async fn an_idle_session_pauses_itself_and_the_next_request_resumes_it() {
     // The next request resumes the session first and succeeds: the client sees no pause.
     assert_eq!(sh(&client, &idle, "echo awake").await.stdout, "awake\n");
     assert_eq!(status(idle.session_id).await, SessionStatus::Running);
+
+    // A client's pause of a session that paused itself holds until the client resumes it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(background_only.session_id).await != SessionStatus::Paused {
+        assert!(Instant::now() < deadline, "never paused");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    client
+        .pause_session(background_only.session_id)
+        .await
+        .unwrap();
+    let refused = client
+        .run_command(
+            background_only.session_id,
+            &CommandRequest {
+                command: Some("echo awake".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::SessionPaused));
+    client
+        .resume_session(background_only.session_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        sh(&client, &background_only, "echo awake").await.stdout,
+        "awake\n"
+    );
 }
 
 #[tokio::test]

@@ -246,6 +246,79 @@ async fn expiry_uploads_like_delete_does() {
 }
 
 #[tokio::test]
+async fn a_sync_wakes_a_session_that_paused_itself() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let ctx = new_context(&client, "woken").await;
+    let req: CreateSessionRequest = serde_json::from_value(json!({
+        "autoPause": {"idleSeconds": 10},
+        "contextSyncs": [{"contextId": ctx, "path": "/workspace/out"}]
+    }))
+    .unwrap();
+    let s = client.create_session(&req).await.unwrap();
+    sh(&client, &s, "echo kept > /workspace/out/kept.txt").await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while client.get_session(s.session_id).await.unwrap().status != hutch_api::SessionStatus::Paused
+    {
+        assert!(Instant::now() < deadline, "the session never paused itself");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Like every request inside the session, a sync resumes it first, and then runs.
+    sync_upload(&client, &s).await;
+    assert_eq!(
+        client.get_session(s.session_id).await.unwrap().status,
+        hutch_api::SessionStatus::Running
+    );
+    let settled = settled(&client, &s).await;
+    assert!(
+        settled.iter().all(|t| t["status"] == "Success"),
+        "{settled:?}"
+    );
+    assert_eq!(context(&client, &ctx).await["version"], 1);
+}
+
+#[tokio::test]
+async fn a_pause_cannot_freeze_a_delete_that_uploads() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let ctx = new_context(&client, "paused-mid-delete").await;
+    let s = bound_session(&client, &ctx, "/workspace/d").await;
+    // Enough to upload for a while: the pause below comes while it does.
+    let wrote = sh_with(
+        &client,
+        &s,
+        "head -c 150000000 /dev/urandom > /workspace/d/big && echo ok",
+        60.0,
+    )
+    .await;
+    assert_eq!(wrote.stdout, "ok\n", "{wrote:?}");
+    let deleting = {
+        let client = client.clone();
+        tokio::spawn(async move { client.delete_session(s.session_id).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The pause waits for the delete's uploads, then finds the session deleted (or being
+    // deleted): it never freezes the agent that uploads.
+    let paused = client.pause_session(s.session_id).await;
+    assert!(
+        paused.is_err(),
+        "a session being deleted was paused: {paused:?}"
+    );
+    let deleted = tokio::time::timeout(Duration::from_secs(120), deleting)
+        .await
+        .expect("the delete finished")
+        .unwrap();
+    assert!(deleted.is_ok(), "{deleted:?}");
+    assert_eq!(context(&client, &ctx).await["version"], 1);
+}
+
+#[tokio::test]
 async fn a_server_killed_mid_upload_keeps_the_previous_version() {
     if !can_run_sandboxes() {
         return;

@@ -39,11 +39,23 @@ impl Sessions {
         let uploads = upload
             && !syncs.is_empty()
             && matches!(row.status, SessionStatus::Running | SessionStatus::Paused);
+        // While its contexts upload, no pause may freeze the agent that sends them: a pause (by
+        // request or for idleness) waits for this turn, held until the row is DELETING, and
+        // then finds the session being deleted or gone.
+        let mut turn = None;
+        let _busy = self.busy(id);
         if uploads {
+            turn = Some(self.turns.take(id).await);
+            // As it is now, with no pause or resume under way.
+            let row = self
+                .store
+                .get(id)
+                .await?
+                .ok_or(SessionError::NotFound(id))?;
             let paused = row.status == SessionStatus::Paused;
             if paused {
                 // Its contexts are uploaded like a running one's: thawed first.
-                self.thaw_for_end(&row).await;
+                self.thaw(&row).await;
             }
             match self
                 .transfer_all(id, &row.tenant, &syncs, TaskType::Upload)
@@ -72,6 +84,7 @@ impl Sessions {
             }
             None => None,
         };
+        drop(turn);
         let row = match marked {
             Some(marked) => marked,
             // This replica's delete that was cut short (its sandbox destroyed, say, when the

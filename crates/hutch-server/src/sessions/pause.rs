@@ -105,7 +105,16 @@ impl Sessions {
             .await?
             .ok_or(SessionError::NotFound(id))?;
         match row.status {
-            SessionStatus::Paused => return Ok(row),
+            SessionStatus::Paused => {
+                // Asked for by a client, a pause for idleness becomes one that only a resume
+                // ends (the next request no longer wakes the session).
+                if cause == PauseCause::Request
+                    && row.paused.is_some_and(|p| p.cause == PauseCause::Idle)
+                {
+                    return Ok(self.store.set_pause_cause(id, cause).await?.unwrap_or(row));
+                }
+                return Ok(row);
+            }
             SessionStatus::Running => {}
             SessionStatus::Creating | SessionStatus::Deleting => {
                 return Err(not_pausable(id, row.status));
@@ -182,8 +191,13 @@ impl Sessions {
     /// Thaws a sandbox whose row left PAUSED for DELETING (deleted or expired while paused),
     /// so that its contexts can be uploaded; the agent's clock runs again too.
     pub(super) async fn thaw_for_end(&self, row: &StoredSession) {
-        let Some(record) = &row.record else { return };
         let _turn = self.turns.take(row.id).await;
+        self.thaw(row).await;
+    }
+
+    /// [`Sessions::thaw_for_end`] for a caller that holds the session's turn already.
+    pub(super) async fn thaw(&self, row: &StoredSession) {
+        let Some(record) = &row.record else { return };
         match self.runtime.set_frozen(record, false).await {
             Ok(()) => {
                 if let Err(err) = self.tell_agent(row.id, "/resume").await {

@@ -21,6 +21,9 @@ impl Sessions {
         caller: &Caller,
         id: Uuid,
     ) -> Result<StoredSession, SessionError> {
+        // A request inside the session: it wakes one paused for idleness (one paused by
+        // request answers 409 `session_paused`).
+        self.reachable(caller, id).await?;
         let row = self.visible(caller, id).await?;
         if row.status != SessionStatus::Running {
             return Err(SessionError::Conflict(format!(

@@ -58,6 +58,9 @@ impl Sessions {
         id: Uuid,
         target: SyncTarget,
     ) -> Result<SyncStarted, SessionError> {
+        // A request inside the session: it wakes one paused for idleness, as every in-session
+        // route does (and one paused by request answers 409 `session_paused`).
+        self.reachable(caller, id).await?;
         let row = self.visible(caller, id).await?;
         if row.status != SessionStatus::Running {
             return Err(SessionError::Conflict(format!(
@@ -107,6 +110,9 @@ impl Sessions {
         let this = Arc::clone(self);
         let tenant = row.tenant.clone();
         tokio::spawn(async move {
+            // Transfers keep the session awake: an auto-pause would freeze the agent that
+            // sends or takes them.
+            let _busy = this.busy(id);
             for (task, sync) in tasks {
                 let agent = this.runtime.connect(id).await.map_err(|e| e.to_string());
                 // The outcome is in the task log.
