@@ -7,7 +7,7 @@ from typing import Any, List
 
 import pytest
 
-from hutch import SandboxOperationError, SessionNotFoundError, SessionsClient
+from hutch import SandboxAPIError, SandboxOperationError, SessionNotFoundError, SessionsClient
 from hutch.commands import AsyncProcess, CommandResult, Process
 
 # Fills memory until the kernel's OOM killer ends it (`tail` keeps the newline-free line whole).
@@ -72,6 +72,18 @@ def test_bad_arguments(session: Any) -> None:
     with pytest.raises(SandboxOperationError) as info:
         session.commands.run("true", cwd="relative/path")
     assert info.value.status_code == 400
+
+
+@pytest.mark.requires_route("GET", "/v1/sessions/{id}/commands/stream")
+def test_a_stream_cut_short_raises_rather_than_ending_quietly(client: SessionsClient) -> None:
+    session = client.create_session(ttl=600)
+    seen: List[str] = []
+    with pytest.raises(SandboxAPIError):
+        for chunk in session.commands.stream("echo started; sleep 30"):
+            seen.append(chunk.text)
+            # The session goes while its command runs: the stream ends without an exit.
+            client.delete_session(session.session_id)
+    assert seen == ["started\n"]
 
 
 def test_commands_in_a_deleted_session(client: SessionsClient) -> None:

@@ -36,6 +36,13 @@ def test_large_upload_streams_with_progress(session: Any, tmp_path: Path) -> Non
     assert down[-1] == len(payload)
 
 
+def test_a_failed_download_leaves_no_local_file(session: Any, tmp_path: Path) -> None:
+    local = tmp_path / "missing.bin"
+    with pytest.raises(SandboxAPIError):
+        session.files.download("/workspace/no-such-file", local)
+    assert not local.exists()
+
+
 def test_upload_from_a_file_object(session: Any) -> None:
     session.files.upload("/workspace/obj.txt", io.BytesIO(b"from a file object"))
     assert session.files.read("/workspace/obj.txt") == b"from a file object"

@@ -132,7 +132,13 @@ export class Files {
    */
   async write(path: string, data: Body, options: WriteOptions = {}): Promise<UploadResult> {
     let body = typeof data === "string" ? Buffer.from(data) : data;
-    let size = body instanceof Uint8Array ? body.byteLength : options.size;
+    const size = body instanceof Uint8Array ? body.byteLength : options.size;
+    if (size !== undefined && !(body instanceof Uint8Array)) {
+      // A stream sent as `size` bytes must be exactly that long: a shorter or longer one
+      // would cut the file, hang the request, or put its rest on the kept connection.
+      const source = body instanceof Readable ? body : Readable.from(body, { objectMode: false });
+      body = pipe(source, exactly(size), () => undefined);
+    }
     if (options.onProgress) {
       const source = body instanceof Readable ? body : Readable.from(body instanceof Uint8Array ? [body] : body, { objectMode: false });
       options.onProgress(0, size);
@@ -236,6 +242,24 @@ export class Files {
       contentLength: options.size,
     });
   }
+}
+
+/** A pass-through stream that fails unless exactly `size` bytes go through it. */
+function exactly(size: number): Transform {
+  let done = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, next) {
+      done += chunk.length;
+      if (done > size) {
+        next(new RangeError(`the body is longer than its size option of ${size} bytes`));
+        return;
+      }
+      next(null, chunk);
+    },
+    flush(next) {
+      next(done === size ? null : new RangeError(`the body ended after ${done} bytes, short of its size option of ${size}`));
+    },
+  });
 }
 
 /** A pass-through stream that reports the bytes that went through it. */

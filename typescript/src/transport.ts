@@ -69,8 +69,9 @@ export function normalizeApiUrl(url: string): string {
 export class Transport {
   /** The API's base URL, ending in `/v1`. */
   readonly apiUrl: string;
-  /** The bearer token. */
-  readonly token: string;
+  /** The bearer token, in a private field: `JSON.stringify` and `console.log` of a client,
+   * a session or this transport never show it. */
+  readonly #token: string;
   /** The default request timeout in milliseconds. */
   readonly timeoutMs: number;
   /** Whether an HTTPS server's certificate must verify. */
@@ -81,9 +82,14 @@ export class Transport {
   private readonly lane: Lane | undefined;
   private closed = false;
 
+  /** The bearer token. */
+  get token(): string {
+    return this.#token;
+  }
+
   constructor(options: TransportOptions) {
     this.apiUrl = normalizeApiUrl(options.url);
-    this.token = options.token;
+    this.#token = options.token;
     this.timeoutMs = options.timeoutMs;
     this.verifyTls = options.verifyTls ?? true;
     this.base = new URL(this.apiUrl);
@@ -238,7 +244,7 @@ export class Transport {
   /** A request's headers and its body (JSON encoded), as both clients send them. */
   private encode(method: string, options: RequestOptions): { headers: Record<string, string>; body: Body | undefined } {
     const headers: Record<string, string> = {
-      authorization: `Bearer ${this.token}`,
+      authorization: `Bearer ${this.#token}`,
       "user-agent": "hutch-typescript",
       ...options.headers,
     };

@@ -42,6 +42,27 @@ describe("files", suiteOptions(), () => {
     assert.deepEqual([info.type, info.size, info.mode], ["file", 4, "0600"]);
   });
 
+  test("a stream whose size option is wrong is refused, and the next call is unharmed", async () => {
+    const text = "héllo wörld"; // 11 characters, 13 bytes
+    async function* body() {
+      yield Buffer.from(text);
+    }
+    for (const size of [text.length, 20]) {
+      await assert.rejects(
+        ctx.session.files.write(`/workspace/sized-${size}`, body(), { size, timeoutMs: 10_000 }),
+        (err) => /size option/.test(String(err?.message) + String(err?.cause?.message)),
+        `size ${size}`,
+      );
+      // Nothing of it was written, and the kept connection still answers the right call.
+      await assert.rejects(ctx.session.files.stat(`/workspace/sized-${size}`), FileNotFoundError);
+      await ctx.session.files.write("/workspace/after", "fine");
+      assert.equal(await ctx.session.files.readText("/workspace/after"), "fine");
+    }
+    const exact = await ctx.session.files.write("/workspace/sized", body(), { size: 13 });
+    assert.equal(exact.size, 13);
+    assert.equal(await ctx.session.files.readText("/workspace/sized"), text);
+  });
+
   test("a range reads part of a file", async () => {
     await ctx.session.files.write("/workspace/digits", "0123456789");
     assert.equal((await ctx.session.files.read("/workspace/digits", { start: 2, end: 4 })).toString(), "234");

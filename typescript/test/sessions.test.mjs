@@ -22,6 +22,23 @@ describe("sessions", suiteOptions(), () => {
     assert.ok("/v1/sessions" in doc.paths);
   });
 
+  test("the token never shows in a logged or serialised client or session", async () => {
+    const session = await ctx.hutch.sessions.create({ ttl: 600 });
+    const token = ctx.hutch.sessions.handle(session.id).transport?.token ?? session.transport?.token;
+    assert.ok(token, "the transport still gives its token to the SDK's own calls");
+    const { inspect } = await import("node:util");
+    for (const shown of [
+      JSON.stringify(session),
+      JSON.stringify(ctx.hutch),
+      JSON.stringify(ctx.hutch.sessions.handle(session.id)),
+      inspect(session, { depth: 10 }),
+      inspect(ctx.hutch, { depth: 10 }),
+    ]) {
+      assert.ok(!shown.includes(token), `the token shows in ${shown.slice(0, 200)}`);
+    }
+    await session.delete();
+  });
+
   test("a session is created, found, listed, extended, relabelled and deleted", async () => {
     const session = await ctx.hutch.sessions.create({ ttl: 600, metadata: { owner: "ts" }, resources: { memoryMb: 256 } });
     assert.ok(session instanceof Session);

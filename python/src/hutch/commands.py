@@ -340,6 +340,9 @@ class Process(_ProcessCalls):
             for frame in FrameReader(ws):
                 yield from output.feed(frame)
         yield from output.flush()
+        # A stream that ended before the exit (the session deleted, the connection lost) is
+        # an error, not the end of the output.
+        output.finish()
 
     def wait(
         self,
@@ -397,6 +400,7 @@ class AsyncProcess(_ProcessCalls):
                     yield chunk
         for chunk in output.flush():
             yield chunk
+        output.finish()
 
     async def wait(
         self,
@@ -549,6 +553,9 @@ class Commands(_CommandCalls):
             for frame in FrameReader(ws):
                 yield from output.feed(frame)
         yield from output.flush()
+        # A stream that ended before the exit (the session deleted, the connection lost) is
+        # an error, not the end of the output.
+        output.finish()
 
     def stream(
         self,
@@ -646,6 +653,7 @@ class AsyncCommands(_CommandCalls):
                     yield chunk
         for chunk in output.flush():
             yield chunk
+        output.finish()
 
     def stream(
         self,

@@ -118,6 +118,15 @@ def _open_destination(destination: Destination) -> Tuple[BinaryIO, bool]:
     return destination, False
 
 
+def _discard_partial(destination: Destination) -> None:
+    """Removes the local file a failed download opened (it holds nothing, or part of the file)."""
+    if isinstance(destination, (str, os.PathLike)):
+        try:
+            os.unlink(destination)
+        except OSError:
+            pass
+
+
 def _chunks(stream: BinaryIO, total: Optional[int], progress: Optional[ProgressCallback]) -> Iterator[bytes]:
     done = 0
     if progress:
@@ -352,9 +361,13 @@ class Files(_FileCalls):
             for chunk in self.stream(path, on_progress, timeout):
                 out.write(chunk)
                 done += len(chunk)
-        finally:
+        except BaseException:
             if close:
                 out.close()
+                _discard_partial(destination)
+            raise
+        if close:
+            out.close()
         if isinstance(out, io.BytesIO) and destination is None:
             return out.getvalue()
         return done
@@ -475,9 +488,13 @@ class AsyncFiles(_FileCalls):
             async for chunk in self.stream(path, on_progress, timeout):
                 out.write(chunk)
                 done += len(chunk)
-        finally:
+        except BaseException:
             if close:
                 out.close()
+                _discard_partial(destination)
+            raise
+        if close:
+            out.close()
         if isinstance(out, io.BytesIO) and destination is None:
             return out.getvalue()
         return done
