@@ -642,7 +642,8 @@ fn parse_reference(name: &str) -> Result<ImageRef, ImageError> {
 }
 
 /// Whether `name` can be a snapshot's name: 1 to 128 lower-case letters, digits, `.`, `_`
-/// and `-`, starting and ending with a letter or digit.
+/// and `-`, starting and ending with a letter or digit, and not `default` (which sessions
+/// take for the built-in image).
 pub fn valid_snapshot_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
@@ -654,6 +655,7 @@ pub fn valid_snapshot_name(name: &str) -> bool {
             .iter()
             .all(|b| alnum(b) || matches!(b, b'.' | b'_' | b'-'))
         && !name.contains("..")
+        && name != crate::validate::DEFAULT_IMAGE
 }
 
 /// The store reference of `tenant`'s snapshot `name`.
@@ -715,6 +717,7 @@ mod tests {
             "a/b",
             "a:b",
             "a..b",
+            "default",
             &"x".repeat(129),
         ] {
             assert!(!valid_snapshot_name(bad), "{bad}");

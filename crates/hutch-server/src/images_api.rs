@@ -345,6 +345,13 @@ pub(crate) async fn import_image(
                 limit: usize::try_from(limit).unwrap_or(usize::MAX),
             })
         }
+        // Sessions that ask for `default` get the built-in image, whatever is stored.
+        Ok(()) if query.name.as_deref() == Some(validate::DEFAULT_IMAGE) => {
+            Some(ApiError::invalid(
+                "name",
+                "\"default\" names the built-in image; import under another name",
+            ))
+        }
         Ok(()) => state
             .disk_reserve
             .check("importing an image")
@@ -488,7 +495,7 @@ pub(crate) async fn snapshot_session(
             "name",
             format!(
                 "invalid snapshot name {:?}: 1 to {} lower-case letters, digits, '.', '_' and \
-                 '-', starting and ending with a letter or digit",
+                 '-', starting and ending with a letter or digit, other than `default`",
                 req.name,
                 crate::images::SNAPSHOT_NAME_MAX
             ),

@@ -368,6 +368,12 @@ pub(crate) fn sandbox_dir(field: &str, path: &str) -> Result<String, ApiError> {
     if trimmed.is_empty() {
         return refuse("other than '/'");
     }
+    if ["/proc", "/sys", "/dev"]
+        .iter()
+        .any(|kernel| nested(kernel, trimmed))
+    {
+        return refuse("outside /proc, /sys and /dev (which the file API does not touch)");
+    }
     Ok(trimmed.to_owned())
 }
 
@@ -386,6 +392,16 @@ fn check_context_syncs(syncs: &[ContextSync]) -> Result<(), ApiError> {
     for (i, sync) in syncs.iter().enumerate() {
         let field = format!("contextSyncs[{i}].path");
         let path = sandbox_dir(&field, &sync.path)?;
+        // Bound twice, its two uploads would each replace the other's content.
+        if syncs[..i].iter().any(|s| s.context_id == sync.context_id) {
+            return Err(ApiError::invalid(
+                &format!("contextSyncs[{i}].contextId"),
+                format!(
+                    "storage context {} is bound by another entry: a context binds one path",
+                    sync.context_id
+                ),
+            ));
+        }
         if let Some(other) = paths.iter().find(|p| nested(p, &path) || nested(&path, p)) {
             return Err(ApiError::invalid(
                 &field,
@@ -666,9 +682,10 @@ mod storage_tests {
     use super::*;
     use hutch_api::SyncPolicy;
 
+    /// A binding of a context of its own at `path`.
     fn sync_at(path: &str) -> ContextSync {
         ContextSync {
-            context_id: Uuid::nil(),
+            context_id: Uuid::now_v7(),
             path: path.to_owned(),
             policy: SyncPolicy::default(),
         }
@@ -697,9 +714,20 @@ mod storage_tests {
             vec![sync_at("/workspace/../etc")],
             vec![sync_at("/workspace/a"), sync_at("/workspace/a/")],
             vec![sync_at("/workspace"), sync_at("/workspace/a")],
+            vec![sync_at("/proc")],
+            vec![sync_at("/dev/shm/x")],
+            vec![sync_at("/sys/")],
         ] {
             assert!(check_context_syncs(&bad).is_err(), "{bad:?}");
         }
+        // One context at two paths: each upload would replace the other's content.
+        let procs = sync_at("/procs");
+        let twice = ContextSync {
+            context_id: procs.context_id,
+            ..sync_at("/device")
+        };
+        assert!(check_context_syncs(&[procs.clone(), twice]).is_err());
+        assert!(check_context_syncs(&[procs, sync_at("/device")]).is_ok());
         let too_many: Vec<ContextSync> = (0..9).map(|i| sync_at(&format!("/d{i}"))).collect();
         assert!(check_context_syncs(&too_many).is_err());
         let mut bad_glob = sync_at("/w");

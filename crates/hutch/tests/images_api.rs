@@ -230,6 +230,11 @@ async fn archives_are_imported_by_admins_unless_tenants_manage_images() {
     assert_eq!(imported.images[0].name, "docker.io/local/tiny:1");
     let shown = alice.get_image("local/tiny:1").await.unwrap();
     assert_eq!(shown.config.env, vec!["GREETING=hi"]);
+    // `default` is the built-in image's: sessions asking for it would never get this one.
+    assert_eq!(
+        code(admin(&server).import_image(&archive, Some("default")).await),
+        ErrorCode::InvalidRequest
+    );
 
     let garbage = work.path().join("garbage.tar");
     std::fs::write(&garbage, vec![7u8; 4096]).unwrap();
@@ -272,10 +277,13 @@ async fn snapshots_need_a_valid_name_and_a_session_of_an_oci_image() {
         .create_session(&CreateSessionRequest::default())
         .await
         .unwrap();
-    assert_eq!(
-        code(alice.snapshot_session(session.session_id, "Bad Name").await),
-        ErrorCode::InvalidRequest
-    );
+    for bad in ["Bad Name", "default"] {
+        assert_eq!(
+            code(alice.snapshot_session(session.session_id, bad).await),
+            ErrorCode::InvalidRequest,
+            "{bad}"
+        );
+    }
     assert_eq!(
         code(alice.snapshot_session(session.session_id, "env").await),
         ErrorCode::Conflict

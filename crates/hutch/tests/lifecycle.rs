@@ -223,6 +223,16 @@ async fn patch_extends_the_ttl_and_replaces_metadata() {
         "ok\n",
         "the sandbox is untouched by PATCH"
     );
+    // The session sent back as it was read, its network policy included, changes nothing,
+    // even though this one has no network to change.
+    let same = UpdateSessionRequest {
+        ttl: None,
+        metadata: Some(patched.metadata.clone()),
+        network: Some(patched.network.clone()),
+    };
+    let again = client.update_session(s.session_id, &same).await.unwrap();
+    assert_eq!(again.network, patched.network);
+    assert_eq!(again.metadata, patched.metadata);
 }
 
 #[tokio::test]

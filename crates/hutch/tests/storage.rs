@@ -563,6 +563,27 @@ async fn contexts_belong_to_their_tenant_and_bad_bindings_are_refused() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["details"]["field"], "contextSyncs[0].path");
+    // A kernel interface, and one context at two paths (each upload would replace the other).
+    for (syncs, field) in [
+        (
+            json!([{"contextId": ctx, "path": "/proc/x"}]),
+            "contextSyncs[0].path",
+        ),
+        (
+            json!([{"contextId": ctx, "path": "/workspace/a"}, {"contextId": ctx, "path": "/workspace/b"}]),
+            "contextSyncs[1].contextId",
+        ),
+    ] {
+        let (status, body) = call(
+            &alice,
+            Method::POST,
+            "/v1/sessions",
+            json!({ "contextSyncs": syncs }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["details"]["field"], field);
+    }
 
     // Deleted contexts are gone for good.
     let (status, _) = call(

@@ -1531,7 +1531,9 @@ export interface components {
             } | null;
             /**
              * @description Storage contexts to bind to paths of the session: each is downloaded into its path
-             *     before the session runs and uploaded back when it is deleted or expires. At most 8.
+             *     before the session runs and uploaded back when it is deleted or expires. At most 8,
+             *     each context once, at absolute paths none inside another and none under `/proc`,
+             *     `/sys` or `/dev`.
              */
             contextSyncs?: components["schemas"]["ContextSync"][] | null;
             network?: components["schemas"]["NetworkPolicy"] | null;
