@@ -34,6 +34,10 @@ def test_large_upload_streams_with_progress(session: Any, tmp_path: Path) -> Non
     assert n == len(payload)
     assert back.read_bytes() == payload
     assert down[-1] == len(payload)
+    # The total is known from the start: the download asks for the bytes as they are.
+    totals: List[Optional[int]] = []
+    session.files.download("/workspace/blob.bin", tmp_path / "again.bin", on_progress=lambda d, t: totals.append(t))
+    assert set(totals) == {len(payload)}
 
 
 def test_a_failed_download_leaves_no_local_file(session: Any, tmp_path: Path) -> None:
