@@ -587,3 +587,38 @@ async fn an_unused_default_context_sleeps_through_a_pause_and_a_used_one_keeps_i
     assert_eq!(workers(&unused_view).len(), 1);
     assert_eq!(workers(&used_view).len(), 1);
 }
+
+#[tokio::test]
+async fn a_pause_racing_a_delete_answers_a_client_error_never_a_502() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    for _ in 0..10 {
+        let s = session(&client).await;
+        let pauses: Vec<_> = (0..3)
+            .map(|_| {
+                let client = client.clone();
+                tokio::spawn(async move { client.pause_session(s.session_id).await })
+            })
+            .collect();
+        let deleted = client.delete_session(s.session_id).await;
+        for pause in pauses {
+            if let Err(err) = pause.await.unwrap() {
+                assert!(
+                    matches!(
+                        err.code(),
+                        Some(ErrorCode::Conflict | ErrorCode::SessionNotFound)
+                    ),
+                    "a pause that lost to the delete: {err}"
+                );
+            }
+        }
+        // The delete wins, or, after a pause, deletes the paused session.
+        if let Err(err) = deleted {
+            assert_eq!(err.code(), Some(ErrorCode::SessionNotFound), "{err}");
+        }
+        assert!(client.get_session(s.session_id).await.is_err());
+    }
+}

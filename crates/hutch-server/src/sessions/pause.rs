@@ -145,7 +145,10 @@ impl Sessions {
             Ok(())
         };
         if let Err(err) = frozen.await {
-            self.store.set_resumed(id).await?;
+            if self.store.set_resumed(id).await?.is_none() {
+                // Deleted (or expired) meanwhile: its agent was gone, not unavailable.
+                return Err(self.gone_meanwhile(id).await);
+            }
             return Err(SessionError::Unavailable { id, source: err });
         }
         tracing::info!(session = %id, cause = cause.as_str(), "session paused");
