@@ -34,6 +34,9 @@ def test_argv_env_cwd_and_stdin(session: Any) -> None:
     )
     assert result.ok, result.stderr
     assert result.stdout == "hi from /tmp\npiped in"
+    assert session.commands.run("cat", stdin=b"bytes in").stdout == "bytes in"
+    with pytest.raises(ValueError):
+        session.commands.run("cat", stdin=b"\xff")
 
 
 def test_timeout_kills_the_command(session: Any) -> None:

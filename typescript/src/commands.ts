@@ -17,8 +17,8 @@ export interface CommandOptions {
   env?: Record<string, string>;
   /** Seconds before the command and everything it started are killed; default 60. */
   timeout?: number;
-  /** Text written to its standard input, which is then closed. */
-  stdin?: string;
+  /** Text (or UTF-8 bytes) written to its standard input, which is then closed. */
+  stdin?: string | Uint8Array;
 }
 
 /** Options of {@link Commands.run}. */
@@ -79,7 +79,10 @@ export function commandRequest(cmd: Command, options: CommandOptions): CommandBo
     if (!(options.timeout > 0)) throw new RangeError(`timeout must be positive, got ${options.timeout}`);
     body.timeout = options.timeout;
   }
-  if (options.stdin !== undefined) body.stdin = options.stdin;
+  if (options.stdin !== undefined) {
+    body.stdin =
+      typeof options.stdin === "string" ? options.stdin : new TextDecoder("utf-8", { fatal: true }).decode(options.stdin);
+  }
   return body;
 }
 

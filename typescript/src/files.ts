@@ -87,7 +87,13 @@ export class Files {
   async readStream(path: string, options: ReadOptions = {}): Promise<Readable> {
     const headers: Record<string, string> = {};
     if (options.start !== undefined || options.end !== undefined) {
-      headers.range = `bytes=${options.start ?? 0}-${options.end ?? ""}`;
+      const start = options.start ?? 0;
+      const end = options.end;
+      if (!Number.isInteger(start) || start < 0 || (end !== undefined && (!Number.isInteger(end) || end < start))) {
+        // A server ignores a range it cannot parse and sends the whole file.
+        throw new RangeError(`start and end must be whole numbers with 0 <= start <= end, got ${start} and ${end}`);
+      }
+      headers.range = `bytes=${start}-${end ?? ""}`;
     }
     const response = await this.transport.request("GET", `${this.base}/content`, {
       query: { path },

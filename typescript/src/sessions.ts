@@ -49,7 +49,7 @@ export interface UpdateSessionOptions {
 /** One page of sessions. */
 export interface SessionList {
   sessions: Session[];
-  /** How many sessions the caller has in all. */
+  /** How many sessions the caller has in all (of the status asked for, when filtered). */
   total: number;
   limit: number;
   offset: number;

@@ -27,6 +27,9 @@ describe("commands", suiteOptions(), () => {
       stdin: "from stdin",
     });
     assert.equal(result.stdout, "/tmp\nhello $HOME\nfrom stdin");
+    const bytes = await ctx.session.commands.run("cat", { stdin: Buffer.from("bytes in") });
+    assert.equal(bytes.stdout, "bytes in");
+    await assert.rejects(ctx.session.commands.run("cat", { stdin: Buffer.from([0xff]) }), TypeError);
   });
 
   test("a command past its timeout is killed and says so", async () => {

@@ -67,6 +67,9 @@ describe("files", suiteOptions(), () => {
     await ctx.session.files.write("/workspace/digits", "0123456789");
     assert.equal((await ctx.session.files.read("/workspace/digits", { start: 2, end: 4 })).toString(), "234");
     assert.equal((await ctx.session.files.read("/workspace/digits", { start: 7 })).toString(), "789");
+    // A range a server would ignore (and answer with the whole file) is refused here.
+    await assert.rejects(ctx.session.files.read("/workspace/digits", { start: 5, end: 2 }), RangeError);
+    await assert.rejects(ctx.session.files.read("/workspace/digits", { start: -1 }), RangeError);
   });
 
   test("directories are listed, made, moved and removed", async () => {

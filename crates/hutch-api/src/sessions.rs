@@ -221,7 +221,8 @@ pub struct Session {
 pub struct SessionList {
     /// The page.
     pub sessions: Vec<Session>,
-    /// How many sessions the caller has in all.
+    /// How many sessions the caller has in all: of the status asked for, when the list is
+    /// filtered by one.
     pub total: u64,
     /// The page size used, 1..=100.
     #[schema(minimum = 1, maximum = 100)]

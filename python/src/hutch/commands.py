@@ -213,9 +213,9 @@ def command_body(
     env: Optional[Mapping[str, str]] = None,
     cwd: Optional[str] = None,
     timeout: Optional[float] = None,
-    stdin: Optional[str] = None,
+    stdin: Union[str, bytes, None] = None,
 ) -> Dict[str, Any]:
-    """The wire form of a command request, checked."""
+    """The wire form of a command request, checked (``stdin`` as text, or UTF-8 bytes)."""
     body: Dict[str, Any] = {}
     if isinstance(cmd, str):
         if not cmd:
@@ -235,6 +235,13 @@ def command_body(
             raise ValueError(f"timeout must be positive, got {timeout}")
         body["timeout"] = timeout
     if stdin is not None:
+        if isinstance(stdin, (bytes, bytearray)):
+            try:
+                stdin = bytes(stdin).decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(
+                    "stdin must be text or UTF-8 bytes; write binary input to a file and redirect it"
+                ) from None
         body["stdin"] = stdin
     return body
 

@@ -2299,7 +2299,8 @@ export interface components {
             sessions: components["schemas"]["Session"][];
             /**
              * Format: int64
-             * @description How many sessions the caller has in all.
+             * @description How many sessions the caller has in all: of the status asked for, when the list is
+             *     filtered by one.
              */
             total: number;
             /**
