@@ -120,27 +120,9 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for FileQuery {
 /// Whether the bytes `raw` percent-decodes to are UTF-8 (a `%` without two hex digits stays
 /// itself, as form decoding leaves it).
 fn percent_decodes_to_utf8(raw: &str) -> bool {
-    let bytes = raw.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(hi), Some(lo)) => {
-                decoded.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                decoded.push(b);
-                i += 1;
-            }
-        }
-    }
-    std::str::from_utf8(&decoded).is_ok()
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .is_ok()
 }
 
 fn query(q: Result<FileQuery, AgentError>) -> Result<PathQuery, AgentError> {
