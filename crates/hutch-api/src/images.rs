@@ -166,7 +166,8 @@ pub struct ImportResult {
 #[schema(example = json!({"name": "my-env"}))]
 pub struct SnapshotRequest {
     /// The snapshot's name, unique among the tenant's snapshots: 1 to 128 lower-case letters,
-    /// digits, `.`, `_` and `-`, starting and ending with a letter or digit.
+    /// digits, `.`, `_` and `-`, starting and ending with a letter or digit; not `default`,
+    /// and not starting with `fork-` (the server's names for the snapshots forks are made from).
     #[schema(
         min_length = 1,
         max_length = 128,

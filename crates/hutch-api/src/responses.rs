@@ -74,8 +74,9 @@ error_responses! {
     RateLimited: RateLimited,
         "`rate_limited`: the tenant sent more requests than its rate limit allows (or, for \
          commands, the session runs as many commands at once as it may); `Retry-After` gives \
-         the seconds to wait. Creating a session may also answer `quota_exceeded`: a \
-         per-tenant quota (sessions, memory) is used up.",
+         the seconds to wait. Creating a session, a storage context or a snapshot may also \
+         answer `quota_exceeded`: a per-tenant quota (sessions, memory, storage contexts, \
+         snapshots) is used up; `details.quota` names it.",
         "too many lifecycle requests; retry in 1 s";
     Internal: Internal,
         "`internal`: an unexpected fault inside hutch; the server log has the cause.",

@@ -82,10 +82,10 @@ pub enum ApiError {
         /// Seconds until a request of this class is allowed again.
         retry_after_secs: u64,
     },
-    /// A per-tenant quota keeps the session from being created (429).
+    /// A per-tenant quota keeps the session, storage context or snapshot from being made (429).
     #[error("{message}")]
     QuotaExceeded {
-        /// Which quota: `sessions` or `memoryMb`.
+        /// Which quota: `sessions`, `memoryMb`, `storageContexts` or `snapshots`.
         quota: &'static str,
         /// The quota.
         limit: u64,
@@ -479,6 +479,13 @@ impl From<crate::images::ImageError> for ApiError {
                 limit: usize::try_from(limit).unwrap_or(usize::MAX),
             },
             ImageError::InUse(_) | ImageError::NameTaken(_) => ApiError::Conflict(message),
+            ImageError::TooManySnapshots { limit, used } => ApiError::QuotaExceeded {
+                quota: "snapshots",
+                limit: u64::try_from(limit).unwrap_or(u64::MAX),
+                used: u64::try_from(used).unwrap_or(u64::MAX),
+                requested: None,
+                message,
+            },
             ImageError::Store(store) => ApiError::Internal(Box::new(store)),
         }
     }

@@ -13,8 +13,9 @@
 //! snapshots, by their short name. The tenant of each hash is kept beside the store (in
 //! `snapshot-tenants/`) so that admin listings can show it.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use hutch_image::{
     Digest, ImageLease, ImageRecord, ImageRef, ImageStore, ImportError, ProgressFn, PullError,
@@ -34,6 +35,9 @@ pub const FORK_PREFIX: &str = "fork-";
 const FORK_GRACE_SECS: u64 = 60;
 /// Longest snapshot name.
 pub const SNAPSHOT_NAME_MAX: usize = 128;
+/// Default bound on the snapshots one tenant keeps (`--tenant-max-snapshots`); forks' own
+/// snapshots do not count.
+pub const DEFAULT_TENANT_MAX_SNAPSHOTS: usize = 100;
 /// Default bound on the layers kept on disk (`--image-cache-gb`), in bytes.
 pub const DEFAULT_IMAGE_CACHE_BYTES: u64 = 20 << 30;
 /// Default bound on an imported archive (`--image-import-max-mb`), in bytes.
@@ -68,6 +72,8 @@ pub struct ImagesConfig {
     pub uid_base: u32,
     /// How many ids a sandbox maps.
     pub id_count: u32,
+    /// Most snapshots one tenant keeps (those forks are made from do not count).
+    pub tenant_max_snapshots: usize,
 }
 
 impl Default for ImagesConfig {
@@ -79,6 +85,7 @@ impl Default for ImagesConfig {
             managers: ImageManagers::Admins,
             uid_base: hutch_sandbox::linux::DEFAULT_UID_BASE,
             id_count: hutch_sandbox::linux::UID_COUNT,
+            tenant_max_snapshots: DEFAULT_TENANT_MAX_SNAPSHOTS,
         }
     }
 }
@@ -120,9 +127,17 @@ pub enum ImageError {
     /// The archive is larger than allowed (`payload_too_large`).
     #[error("the archive is larger than {0} bytes")]
     TooLarge(u64),
-    /// The tenant has a snapshot of this name already (`conflict`).
+    /// The tenant has a snapshot of this name already, or one being made (`conflict`).
     #[error("a snapshot named {0} exists already; delete it first or pick another name")]
     NameTaken(String),
+    /// The tenant keeps its most snapshots (`quota_exceeded`).
+    #[error("the tenant keeps its maximum of {limit} snapshots; delete one first")]
+    TooManySnapshots {
+        /// The limit.
+        limit: usize,
+        /// Snapshots the tenant keeps or is making now.
+        used: usize,
+    },
     /// Sessions use the image (`conflict`).
     #[error("image {0} is used by a session; delete its sessions first")]
     InUse(String),
@@ -223,6 +238,9 @@ pub struct Images {
     puller: Puller,
     config: ImagesConfig,
     tenants_dir: PathBuf,
+    /// Names of the snapshots being made, by tenant hash: a name is taken, and counts
+    /// against the tenant's quota, from its plan on.
+    in_flight: Arc<Mutex<HashMap<String, Vec<String>>>>,
 }
 
 impl std::fmt::Debug for Images {
@@ -261,6 +279,7 @@ impl Images {
             puller,
             config,
             tenants_dir,
+            in_flight: Arc::default(),
         })
     }
 
@@ -439,8 +458,9 @@ impl Images {
     }
 
     /// Starts `tenant`'s snapshot `name` of a session running the image `base`: checks the
-    /// name is free, finds the base image, and makes the directory the session's writable
-    /// layer is to be copied into ([`SnapshotPlan::layer_dir`]).
+    /// name is free and the tenant below its quota (counting the snapshots being made), finds
+    /// the base image, and makes the directory the session's writable layer is to be copied
+    /// into ([`SnapshotPlan::layer_dir`]). The name stays taken until the plan is dropped.
     ///
     /// `base_record` is the record the session's lease holds, when known: the exact layers it
     /// runs on, even if its name now points at newer ones.
@@ -452,9 +472,7 @@ impl Images {
         base_record: Option<ImageRecord>,
     ) -> Result<SnapshotPlan, ImageError> {
         let target = self.record_tenant(tenant, name)?;
-        if self.store.image(&target).is_ok() {
-            return Err(ImageError::NameTaken(name.to_owned()));
-        }
+        let slot = self.reserve_snapshot(tenant, name, &target)?;
         let base = match base_record {
             Some(record) => record,
             None => self.store.image(self.name(tenant, base)?.store_ref())?,
@@ -485,6 +503,55 @@ impl Images {
             base,
             dir,
             _pin: pin,
+            _slot: slot,
+        })
+    }
+
+    /// Takes the name `name` (stored as `target`) for a snapshot of `tenant`'s being made,
+    /// after checking it is free and that the tenant keeps fewer snapshots than its quota.
+    /// Forks' snapshots are not counted and not refused: they go by themselves.
+    fn reserve_snapshot(
+        &self,
+        tenant: &str,
+        name: &str,
+        target: &ImageRef,
+    ) -> Result<SnapshotSlot, ImageError> {
+        let owner = tenant_hash(tenant);
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let making = in_flight.entry(owner.clone()).or_default();
+        if making.iter().any(|n| n == name) || self.store.image(target).is_ok() {
+            return Err(ImageError::NameTaken(name.to_owned()));
+        }
+        if !name.starts_with(FORK_PREFIX) {
+            let stored = self
+                .store
+                .images()?
+                .iter()
+                .filter(|record| {
+                    snapshot_owner(&record.name).as_deref() == Some(owner.as_str())
+                        && !display_name(&record.name).starts_with(FORK_PREFIX)
+                })
+                .count();
+            let used = stored
+                + making
+                    .iter()
+                    .filter(|n| !n.starts_with(FORK_PREFIX))
+                    .count();
+            if used >= self.config.tenant_max_snapshots {
+                return Err(ImageError::TooManySnapshots {
+                    limit: self.config.tenant_max_snapshots,
+                    used,
+                });
+            }
+        }
+        making.push(name.to_owned());
+        Ok(SnapshotSlot {
+            in_flight: Arc::clone(&self.in_flight),
+            owner,
+            name: name.to_owned(),
         })
     }
 
@@ -591,6 +658,29 @@ pub struct SnapshotPlan {
     base: ImageRecord,
     dir: PathBuf,
     _pin: hutch_image::LayerPin,
+    _slot: SnapshotSlot,
+}
+
+/// A snapshot's name, taken while the snapshot is made; given back when dropped.
+struct SnapshotSlot {
+    in_flight: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    owner: String,
+    name: String,
+}
+
+impl Drop for SnapshotSlot {
+    fn drop(&mut self) {
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(making) = in_flight.get_mut(&self.owner) {
+            making.retain(|n| n != &self.name);
+            if making.is_empty() {
+                in_flight.remove(&self.owner);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for SnapshotPlan {
@@ -737,6 +827,53 @@ mod tests {
             display_name("docker.io/library/python:3.11"),
             "docker.io/library/python:3.11"
         );
+    }
+
+    /// A base image record with no layers, enough to plan a snapshot on.
+    fn empty_base() -> ImageRecord {
+        ImageRecord {
+            name: "docker.io/library/base:1".to_owned(),
+            id: Digest::of(b"base"),
+            manifest_digest: None,
+            layers: Vec::new(),
+            config: hutch_image::RunConfig::default(),
+            created: None,
+            stored_at: 0,
+            last_used: 0,
+        }
+    }
+
+    #[test]
+    fn snapshots_being_made_hold_their_name_and_count_against_the_quota() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = Images::open(
+            dir.path(),
+            ImagesConfig {
+                tenant_max_snapshots: 1,
+                ..ImagesConfig::default()
+            },
+        )
+        .unwrap();
+        let plan = |tenant: &str, name: &str| {
+            images.plan_snapshot(tenant, name, "base:1", Some(empty_base()))
+        };
+        let first = plan("alice", "one").unwrap();
+        assert!(matches!(
+            plan("alice", "one"),
+            Err(ImageError::NameTaken(_))
+        ));
+        assert!(matches!(
+            plan("alice", "two"),
+            Err(ImageError::TooManySnapshots { limit: 1, used: 1 })
+        ));
+        // Forks' snapshots and other tenants' are not held to alice's quota.
+        let fork = plan("alice", "fork-0123").unwrap();
+        let bobs = plan("bob", "one").unwrap();
+        // A plan dropped (a copy that failed) gives its name and its place back.
+        drop(first);
+        let second = plan("alice", "two").unwrap();
+        drop((fork, bobs, second));
+        assert!(images.in_flight.lock().unwrap().is_empty());
     }
 
     #[test]

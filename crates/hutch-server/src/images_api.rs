@@ -490,12 +490,13 @@ pub(crate) async fn snapshot_session(
     SessionId(id): SessionId,
     Json(req): Json<SnapshotRequest>,
 ) -> Result<Json<Image>, ApiError> {
-    if !crate::images::valid_snapshot_name(&req.name) {
+    if !crate::images::valid_snapshot_name(&req.name) || req.name.starts_with(FORK_PREFIX) {
         return Err(ApiError::invalid(
             "name",
             format!(
                 "invalid snapshot name {:?}: 1 to {} lower-case letters, digits, '.', '_' and \
-                 '-', starting and ending with a letter or digit, other than `default`",
+                 '-', starting and ending with a letter or digit, other than `default` and \
+                 not starting with `{FORK_PREFIX}` (the server's names for forks)",
                 req.name,
                 crate::images::SNAPSHOT_NAME_MAX
             ),

@@ -241,6 +241,10 @@ pub(crate) struct ServeArgs {
     /// Largest image archive `POST /v1/images/import` accepts, in MiB.
     #[arg(long, env = "HUTCH_IMAGE_IMPORT_MAX_MB", default_value_t = hutch_server::images::DEFAULT_IMPORT_MAX_BYTES >> 20)]
     image_import_max_mb: u64,
+    /// Most snapshots one tenant may keep (`POST /v1/sessions/{id}/snapshot`); the snapshots
+    /// forks are made from do not count.
+    #[arg(long, env = "HUTCH_TENANT_MAX_SNAPSHOTS", default_value_t = hutch_server::images::DEFAULT_TENANT_MAX_SNAPSHOTS)]
+    tenant_max_snapshots: usize,
     /// Who may import and delete images: `admins` (admin tokens only) or `tenants` (any
     /// token). Pulling is open to every tenant, within the allowed registries.
     #[arg(long, env = "HUTCH_IMAGE_MANAGERS", value_enum, default_value_t = ImageManagersArg::Admins)]
@@ -602,6 +606,7 @@ fn images_config(args: &ServeArgs, uid_base: u32) -> anyhow::Result<hutch_server
         },
         uid_base,
         id_count: hutch_sandbox::linux::UID_COUNT,
+        tenant_max_snapshots: args.tenant_max_snapshots,
     })
 }
 

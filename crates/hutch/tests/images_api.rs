@@ -277,7 +277,8 @@ async fn snapshots_need_a_valid_name_and_a_session_of_an_oci_image() {
         .create_session(&CreateSessionRequest::default())
         .await
         .unwrap();
-    for bad in ["Bad Name", "default"] {
+    // `fork-…` names are the server's own: it removes those snapshots once unused.
+    for bad in ["Bad Name", "default", "fork-mine"] {
         assert_eq!(
             code(alice.snapshot_session(session.session_id, bad).await),
             ErrorCode::InvalidRequest,
@@ -520,6 +521,72 @@ async fn a_snapshot_of_a_running_session_becomes_an_image_and_forks_see_its_file
     }
     alice.delete_session(later.session_id).await.unwrap();
     alice.delete_image("prepared").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tenant_keeps_at_most_its_quota_of_snapshots_and_forks_do_not_count() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let registry = Registry::start();
+    registry.push(&image_support::busybox_layout(), "library/busybox:1.36");
+    let mirror = format!("docker.io=http://{}", registry.addr);
+    let server = TestServer::start_with(&[
+        "--warm-pool",
+        "0",
+        "--registry-mirror",
+        &mirror,
+        "--tenant-max-snapshots",
+        "1",
+    ]);
+    let alice = server.client("alice");
+    let source = session_on(&alice, "busybox:1.36").await;
+    alice
+        .snapshot_session(source.session_id, "one")
+        .await
+        .unwrap();
+
+    match alice.snapshot_session(source.session_id, "two").await {
+        Err(ClientError::Api { status, body }) => {
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(body.error.code, ErrorCode::QuotaExceeded);
+            assert_eq!(body.error.details["quota"], "snapshots");
+            assert_eq!(body.error.details["limit"], 1);
+            assert_eq!(body.error.details["used"], 1);
+        }
+        other => panic!("expected quota_exceeded, got {other:?}"),
+    }
+    // A fork's snapshot is the server's to remove; it is not refused.
+    let forked = alice
+        .fork_session(
+            source.session_id,
+            &hutch_api::ForkRequest {
+                count: Some(1),
+                ttl: Some(600),
+            },
+        )
+        .await
+        .unwrap();
+    // Each tenant has a quota of its own.
+    let bob = server.client("bob");
+    let bobs = session_on(&bob, "busybox:1.36").await;
+    bob.snapshot_session(bobs.session_id, "one").await.unwrap();
+    // Deleting a snapshot gives its place back.
+    alice.delete_image("one").await.unwrap();
+    alice
+        .snapshot_session(source.session_id, "two")
+        .await
+        .unwrap();
+
+    for (client, id) in [
+        (&alice, source.session_id),
+        (&alice, forked.sessions[0].session_id),
+        (&bob, bobs.session_id),
+    ] {
+        client.delete_session(id).await.unwrap();
+    }
+    alice.delete_image("two").await.unwrap();
+    bob.delete_image("one").await.unwrap();
 }
 
 #[tokio::test]
