@@ -81,12 +81,14 @@ def test_bad_arguments(session: Any) -> None:
 def test_a_stream_cut_short_raises_rather_than_ending_quietly(client: SessionsClient) -> None:
     session = client.create_session(ttl=600)
     seen: List[str] = []
-    with pytest.raises(SandboxAPIError):
+    with pytest.raises(SandboxAPIError) as raised:
         for chunk in session.commands.stream("echo started; sleep 30"):
             seen.append(chunk.text)
             # The session goes while its command runs: the stream ends without an exit.
             client.delete_session(session.session_id)
     assert seen == ["started\n"]
+    # The server says why, with a close frame, rather than cutting the connection.
+    assert "closed 1001: the session's sandbox ended the connection" in str(raised.value)
 
 
 def test_commands_in_a_deleted_session(client: SessionsClient) -> None:

@@ -182,7 +182,8 @@ export class ProcessStream implements AsyncIterable<ProcessEvent> {
     }
     if (!this.exit && !this.closedByUs) {
       throw new HutchConnectionError(
-        `the stream of process ${this.pid} ended before it exited (close code ${this.reader.closeCode}); ` +
+        `the stream of process ${this.pid} ended before it exited (close code ${this.reader.closeCode}` +
+          `${this.reader.closeReason ? `: ${this.reader.closeReason}` : ""}); ` +
           `reattach with from=${this.nextSeq}`,
       );
     }

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
-import { Process, ProcessNotFoundError } from "@hutch/sdk";
+import { HutchConnectionError, Process, ProcessNotFoundError } from "@hutch/sdk";
 
 import { suiteOptions, useClient } from "./server.mjs";
 
@@ -90,6 +90,22 @@ describe("processes", suiteOptions(), () => {
     assert.deepEqual(first, ["one\n"]);
     const rest = await ctx.session.processes.get(stream.pid).wait({ from: stream.nextSeq });
     assert.equal(rest.stdout, "two\n");
+  });
+
+  test("a stream whose session is deleted fails and says why", async () => {
+    const session = await ctx.hutch.sessions.create({ ttl: 600 });
+    const stream = await session.commands.stream("echo started; sleep 30");
+    await assert.rejects(
+      async () => {
+        for await (const event of stream) {
+          // The session goes while its command runs: the stream ends without an exit.
+          if (event.type === "stdout") await session.delete();
+        }
+      },
+      (error) =>
+        error instanceof HutchConnectionError &&
+        /close code 1001: the session's sandbox ended the connection/.test(error.message),
+    );
   });
 
   test("output older than the 1 MiB buffer is reported as truncated, and the rest still comes", async () => {

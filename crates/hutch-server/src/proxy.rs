@@ -167,6 +167,10 @@ pub(crate) async fn forward(agent: AgentLink, mut req: Request) -> Result<Respon
     }
 
     let agent_upgrade = hyper::upgrade::on(&mut response);
+    let websocket = response
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|protocol| protocol.as_bytes().eq_ignore_ascii_case(b"websocket"));
     let idle_timeout = agent.idle_timeout;
     let busy = agent.busy;
     tokio::spawn(async move {
@@ -180,7 +184,14 @@ pub(crate) async fn forward(agent: AgentLink, mut req: Request) -> Result<Respon
                 return;
             }
         };
-        match splice(TokioIo::new(client), TokioIo::new(agent), idle_timeout).await {
+        match splice(
+            TokioIo::new(client),
+            TokioIo::new(agent),
+            idle_timeout,
+            websocket,
+        )
+        .await
+        {
             SpliceEnd::Closed(Ok(_)) => {}
             SpliceEnd::Closed(Err(err)) => {
                 tracing::debug!(session = %id, error = %err, "upgraded connection ended with an error");

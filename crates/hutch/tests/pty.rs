@@ -202,6 +202,47 @@ async fn closing_the_socket_kills_everything_in_the_terminal() {
 }
 
 #[tokio::test]
+async fn deleting_the_session_closes_its_terminal_with_going_away() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session(&client).await;
+    let mut socket = client
+        .open_terminal(s.session_id, 80, 24, None)
+        .await
+        .unwrap()
+        .socket;
+    socket
+        .send(Message::Binary("echo READY\r".into()))
+        .await
+        .unwrap();
+    let mut screen = String::new();
+    read_until(&mut socket, &mut screen, "READY\r\n").await;
+
+    client.delete_session(s.session_id).await.unwrap();
+    // The sandbox is killed with the terminal open: the client is told, with a close frame,
+    // rather than finding its connection cut.
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(15), socket.next())
+            .await
+            .expect("the socket ends")
+            .expect("a close frame before the end")
+            .unwrap();
+        match message {
+            Message::Binary(_) => continue,
+            Message::Close(Some(frame)) => {
+                assert_eq!(u16::from(frame.code), 1001, "{frame:?}");
+                assert!(frame.reason.contains("sandbox"), "{frame:?}");
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn bad_terminal_sizes_are_refused() {
     if !can_run_sandboxes() {
         return;

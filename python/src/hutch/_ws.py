@@ -115,7 +115,9 @@ def decode_frame(message: Union[str, bytes]) -> Optional[Dict[str, Any]]:
     return frame if isinstance(frame, dict) else None
 
 
-class _CloseCode:
+class CloseCode:
+    """How a WebSocket closed: the code and reason of the peer's close frame, or 1006."""
+
     close_code: Optional[int] = None
     close_reason: str = ""
 
@@ -127,7 +129,7 @@ class _CloseCode:
             self.close_code = 1006
 
 
-class FrameReader(_CloseCode):
+class FrameReader(CloseCode):
     """Iterates over a WebSocket's JSON text frames; ``close_code`` is set once it closes."""
 
     def __init__(self, ws: ClientConnection) -> None:
@@ -145,7 +147,7 @@ class FrameReader(_CloseCode):
                 yield frame
 
 
-class AsyncFrameReader(_CloseCode):
+class AsyncFrameReader(CloseCode):
     """:class:`FrameReader` for event loops: ``async for frame in AsyncFrameReader(ws)``."""
 
     def __init__(self, ws: AsyncClientConnection) -> None:

@@ -27,7 +27,7 @@ from typing import (
 )
 
 from ._http import AsyncTransport, Call, Transport
-from ._ws import AsyncFrameReader, FrameReader, ws_connect, ws_connect_async
+from ._ws import AsyncFrameReader, CloseCode, FrameReader, ws_connect, ws_connect_async
 from .errors import (
     SandboxAPIError,
     SandboxConnectionError,
@@ -153,6 +153,7 @@ class CommandOutput:
             kind: codecs.getincrementaldecoder("utf-8")("replace") for kind in self._text
         }
         self._final: Optional[Dict[str, Any]] = None
+        self._close: str = ""
 
     def _emit(self, kind: str, text: str) -> List[OutputChunk]:
         if not text:
@@ -193,12 +194,20 @@ class CommandOutput:
             chunks += self._emit(kind, decoder.decode(b"", final=True))
         return chunks
 
+    def ended(self, reader: CloseCode) -> None:
+        """Notes how the stream's WebSocket closed, for the error should no exit have come."""
+        if reader.close_code is not None:
+            self._close = f" (closed {reader.close_code}"
+            self._close += f": {reader.close_reason})" if reader.close_reason else ")"
+
     def finish(self) -> CommandResult:
         """The command's result; raises when the stream ended before the exit."""
         self.flush()
         final = self._final
         if final is None:
-            raise SandboxConnectionError("the command's stream ended before its exit")
+            raise SandboxConnectionError(
+                f"the command's stream ended before its exit{self._close}"
+            )
         if final.get("exitCode") is None:
             signal = final.get("signal")
             final["exitCode"] = 128 + int(signal) if signal else -1
@@ -344,8 +353,10 @@ class Process(_ProcessCalls):
         """The process's output from ``from_seq`` as it comes, until it exits."""
         output = CommandOutput()
         with ws_connect(self._transport, self._stream_path(from_seq)) as ws:
-            for frame in FrameReader(ws):
+            reader = FrameReader(ws)
+            for frame in reader:
                 yield from output.feed(frame)
+            output.ended(reader)
         yield from output.flush()
         # A stream that ended before the exit (the session deleted, the connection lost) is
         # an error, not the end of the output.
@@ -360,8 +371,10 @@ class Process(_ProcessCalls):
         """Streams the process's output from ``from_seq`` until it exits."""
         output = CommandOutput(on_stdout, on_stderr)
         with ws_connect(self._transport, self._stream_path(from_seq)) as ws:
-            for frame in FrameReader(ws):
+            reader = FrameReader(ws)
+            for frame in reader:
                 output.feed(frame)
+            output.ended(reader)
         return output.finish()
 
 
@@ -402,9 +415,11 @@ class AsyncProcess(_ProcessCalls):
         """The process's output from ``from_seq`` as it comes, until it exits."""
         output = CommandOutput()
         async with ws_connect_async(self._transport, self._stream_path(from_seq)) as ws:
-            async for frame in AsyncFrameReader(ws):
+            reader = AsyncFrameReader(ws)
+            async for frame in reader:
                 for chunk in output.feed(frame):
                     yield chunk
+            output.ended(reader)
         for chunk in output.flush():
             yield chunk
         output.finish()
@@ -418,8 +433,10 @@ class AsyncProcess(_ProcessCalls):
         """Streams the process's output from ``from_seq`` until it exits."""
         output = CommandOutput(on_stdout, on_stderr)
         async with ws_connect_async(self._transport, self._stream_path(from_seq)) as ws:
-            async for frame in AsyncFrameReader(ws):
+            reader = AsyncFrameReader(ws)
+            async for frame in reader:
                 output.feed(frame)
+            output.ended(reader)
         return output.finish()
 
 
@@ -557,8 +574,10 @@ class Commands(_CommandCalls):
         with ws_connect(self._transport, self._stream_path) as ws:
             for message in self._stream_opening(body, stdin):
                 ws.send(message)
-            for frame in FrameReader(ws):
+            reader = FrameReader(ws)
+            for frame in reader:
                 yield from output.feed(frame)
+            output.ended(reader)
         yield from output.flush()
         # A stream that ended before the exit (the session deleted, the connection lost) is
         # an error, not the end of the output.
@@ -655,9 +674,11 @@ class AsyncCommands(_CommandCalls):
         async with ws_connect_async(self._transport, self._stream_path) as ws:
             for message in self._stream_opening(body, stdin):
                 await ws.send(message)
-            async for frame in AsyncFrameReader(ws):
+            reader = AsyncFrameReader(ws)
+            async for frame in reader:
                 for chunk in output.feed(frame):
                     yield chunk
+            output.ended(reader)
         for chunk in output.flush():
             yield chunk
         output.finish()
