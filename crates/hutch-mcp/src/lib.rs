@@ -127,6 +127,45 @@ pub async fn serve_stdio(backend: Arc<dyn Backend>) -> Result<(), StdioError> {
     Ok(())
 }
 
+/// Why a request body is not one JSON-RPC message of MCP.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    /// Not JSON (JSON-RPC's parse error, -32700).
+    #[error("Parse error: {0}")]
+    Parse(#[source] serde_json::Error),
+    /// JSON, but no JSON-RPC request, notification or response of MCP (-32600).
+    #[error("Invalid Request: {0}")]
+    Invalid(#[source] serde_json::Error),
+}
+
+impl MessageError {
+    /// The JSON-RPC error code.
+    pub fn code(&self) -> i32 {
+        match self {
+            MessageError::Parse(_) => -32700,
+            MessageError::Invalid(_) => -32600,
+        }
+    }
+
+    /// The JSON-RPC error answer, with a null `id` (the message's own could not be read).
+    pub fn answer(&self) -> serde_json::Value {
+        serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": {"code": self.code(), "message": self.to_string()},
+        })
+    }
+}
+
+/// Checks that `body` is one JSON-RPC message an MCP client may send, as the streamable HTTP
+/// transport will read it.
+pub fn check_message(body: &[u8]) -> Result<(), MessageError> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(MessageError::Parse)?;
+    serde_json::from_value::<rmcp::model::ClientJsonRpcMessage>(value)
+        .map(drop)
+        .map_err(MessageError::Invalid)
+}
+
 /// The streamable HTTP transport over `backend`: a tower service answering `POST` (and `GET`
 /// and `DELETE` with 405, as a server without sessions does).
 ///
@@ -149,4 +188,33 @@ pub fn streamable_http(
         Arc::new(NeverSessionManager::default()),
         config,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MessageError, check_message};
+
+    #[test]
+    fn bodies_that_are_no_mcp_message_are_told_apart() {
+        assert!(check_message(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).is_ok());
+        assert!(
+            check_message(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).is_ok()
+        );
+        for (body, code) in [
+            (&b"{bad"[..], -32700),
+            (b"", -32700),
+            (br#"{"foo":1}"#, -32600),
+            (b"[]", -32600),
+            (b"42", -32600),
+        ] {
+            let err = check_message(body).unwrap_err();
+            assert_eq!(err.code(), code, "{}", String::from_utf8_lossy(body));
+            assert_eq!(err.answer()["error"]["code"], code);
+            assert!(err.answer()["id"].is_null());
+            assert!(matches!(
+                err,
+                MessageError::Parse(_) | MessageError::Invalid(_)
+            ));
+        }
+    }
 }

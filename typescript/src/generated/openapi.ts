@@ -297,10 +297,11 @@ export interface paths {
          *     The token is checked before MCP sees the request (401, an `ErrorBody`). Each tool then
          *     calls this API as the same caller, so its bounds, rate limits and tenancy hold: a refused
          *     tool call is a tool result with `isError`, carrying the API's error code, inside a 200.
-         *     The transport's own refusals are not `ErrorBody`s: a malformed message, an unsupported
-         *     protocol version (400) or an unknown method (404) answer a JSON-RPC error object; a
-         *     missing `Accept` (406), a wrong `Content-Type` (415) or a body over the JSON body limit
-         *     (413) answer plain text.
+         *     The transport's own refusals are not `ErrorBody`s: a body that is not JSON (400, JSON-RPC
+         *     error -32700) or not a JSON-RPC message of MCP (400, -32600) and an unsupported protocol
+         *     version (400) answer a JSON-RPC error object, and so does an unknown method (-32601,
+         *     inside a 200); a missing `Accept` (406), a wrong `Content-Type` (415) or a body over the
+         *     JSON body limit (413) answer plain text.
          */
         post: operations["mcp"];
         delete?: never;
@@ -2382,7 +2383,8 @@ export interface components {
         SnapshotRequest: {
             /**
              * @description The snapshot's name, unique among the tenant's snapshots: 1 to 128 lower-case letters,
-             *     digits, `.`, `_` and `-`, starting and ending with a letter or digit.
+             *     digits, `.`, `_` and `-`, starting and ending with a letter or digit; not `default`,
+             *     and not starting with `fork-` (the server's names for the snapshots forks are made from).
              */
             name: string;
         };
@@ -3064,7 +3066,7 @@ export interface components {
                 "application/json": components["schemas"]["ErrorBody"];
             };
         };
-        /** @description `rate_limited`: the tenant sent more requests than its rate limit allows (or, for commands, the session runs as many commands at once as it may); `Retry-After` gives the seconds to wait. Creating a session may also answer `quota_exceeded`: a per-tenant quota (sessions, memory) is used up. */
+        /** @description `rate_limited`: the tenant sent more requests than its rate limit allows (or, for commands, the session runs as many commands at once as it may); `Retry-After` gives the seconds to wait. Creating a session, a storage context or a snapshot may also answer `quota_exceeded`: a per-tenant quota (sessions, memory, storage contexts, snapshots) is used up; `details.quota` names it. */
         RateLimited: {
             headers: {
                 "RateLimit-Limit": components["headers"]["RateLimitLimit"];
@@ -3872,7 +3874,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description A malformed JSON-RPC message or an unsupported `MCP-Protocol-Version` (a JSON-RPC error object, or text) */
+            /** @description A body that is not JSON (JSON-RPC error -32700) or not a JSON-RPC message of MCP (-32600), or an unsupported `MCP-Protocol-Version` (a JSON-RPC error object); a body the client broke off (text) */
             400: {
                 headers: {
                     "X-Request-Id": components["headers"]["RequestId"];
@@ -3883,16 +3885,6 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
-            /** @description An unknown JSON-RPC method (a JSON-RPC error object) */
-            404: {
-                headers: {
-                    "X-Request-Id": components["headers"]["RequestId"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": Record<string, never>;
-                };
-            };
             /** @description `Accept` lacks `application/json` or `text/event-stream` */
             406: {
                 headers: {

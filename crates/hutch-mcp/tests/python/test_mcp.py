@@ -219,6 +219,33 @@ async def test_http_refuses_a_request_without_a_valid_token(hutch_server):
     assert any(isinstance(error, MCPError) for error in leaves(refused.value)), refused.value
 
 
+async def test_http_answers_a_body_that_is_no_mcp_message_with_a_json_rpc_error(hutch_server, token):
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Authorization": f"Bearer {token}",
+        "Content-Type": "application/json",
+    }
+    async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+        # Not JSON: JSON-RPC's parse error; JSON but no message: its invalid request.
+        for body, code in [(b"{bad", -32700), (b'{"foo": 1}', -32600), (b"[]", -32600)]:
+            response = await http.post(hutch_server.mcp_url, content=body)
+            assert response.status_code == 400, response.text
+            answer = response.json()
+            assert answer["jsonrpc"] == "2.0" and answer["id"] is None
+            assert answer["error"]["code"] == code, answer
+        # A well-formed message still goes through.
+        listed = await http.post(
+            hutch_server.mcp_url, json={"jsonrpc": "2.0", "id": 7, "method": "tools/list"},
+            headers={"MCP-Protocol-Version": "2025-06-18"},
+        )
+        assert listed.status_code == 200, listed.text
+        assert {tool["name"] for tool in listed.json()["result"]["tools"]} == TOOLS
+        # Another media type is still the transport's 415.
+        wrong = await http.post(hutch_server.mcp_url, content=b"{}",
+                                headers={"Content-Type": "text/plain"})
+        assert wrong.status_code == 415
+
+
 def leaves(error: BaseException) -> list:
     """The errors inside (nested) exception groups."""
     if isinstance(error, BaseExceptionGroup):
