@@ -835,6 +835,14 @@ def _cold():
 _switched = False  # this execution switched the kernel (reported on `done`)
 
 
+def _tell_notice():
+    global _notice
+    if _notice:
+        sys.stderr.write(_notice)
+        sys.stderr.flush()
+        _notice = None
+
+
 def _execute(msg):
     global _executing, _interrupted, _pending, _cur_id, _count, _error_sent, _fig_seq
     global _switched
@@ -870,6 +878,7 @@ def _execute(msg):
     try:
         try:
             _executing = True
+            _tell_notice()
             _kernel.run(code, _count)
         finally:
             _executing = False
@@ -913,10 +922,23 @@ def _restore_env(k, old):
         os.environ[k] = old
 
 
+# Why the kernel asked for could not start (the agent passes it in HUTCH_NOTICE), told on
+# stderr at the first execution: what the worker prints before that belongs to no execution.
+_notice = None
+
+# The exit code of a worker whose IPython failed to start (not for want of IPython): the
+# agent then starts a plain one, with a fresh address space (what the failed start took
+# stays taken under a data limit, leaving a context with little memory no room for cells).
+_KERNEL_FAILED = 75
+
+
 def _choose_kernel():
+    global _notice
     # Removed from the environment user code sees (`os.environ` wraps `posix.environ`).
     want = os.environ.pop(b"HUTCH_KERNEL", b"").decode("utf-8", "replace") or "auto"
     os.unsetenv("HUTCH_KERNEL")
+    _notice = os.environ.pop(b"HUTCH_NOTICE", b"").decode("utf-8", "replace") or None
+    os.unsetenv("HUTCH_NOTICE")
     if want == "ipython":
         # IPython lives in site-packages, and imports `os` anyway.
         _finish_start()
@@ -925,7 +947,9 @@ def _choose_kernel():
             return _IPythonKernel()
         except Exception as e:
             if not isinstance(e, ImportError):
-                print("hutch: IPython failed to start (%s); using plain Python" % e, file=sys.stderr)
+                sys.stderr.write("IPython failed to start (%s)" % (_exc_value(e) or type(e).__name__))
+                sys.stderr.flush()
+                os._exit(_KERNEL_FAILED)
     return _PlainKernel(upgrade=want != "python")
 
 

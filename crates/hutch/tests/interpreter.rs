@@ -1344,6 +1344,36 @@ async fn a_memory_cap_stops_a_runaway_allocation() {
 }
 
 #[tokio::test]
+async fn an_ipython_context_too_small_for_ipython_runs_plain_python_and_says_why() {
+    let it = interp!();
+    // IPython needs about 40 MiB; the start of one within 24 fails (MemoryError under a data
+    // limit, the OOM killer under a memory cgroup).
+    let ctx = it
+        .create(json!({"kernel": "ipython", "memoryMb": 24}))
+        .await;
+    assert_eq!(ctx["kernel"], "python", "{ctx}");
+    let id = ctx["id"].as_str();
+    // A fresh plain worker: the failed start's memory is not held against the context.
+    let first = it.run(id, "x = [0] * 100000\nprint(len(x))").await;
+    assert_eq!(first.outcome(), "completed", "{first:?}");
+    assert_eq!(first.stdout(), "100000\n");
+    assert!(
+        first
+            .stderr()
+            .starts_with("hutch: IPython failed to start (")
+            && first
+                .stderr()
+                .ends_with("); this context runs plain Python\n"),
+        "{first:?}"
+    );
+    let second = it.run(id, "print(len(x))").await;
+    assert_eq!(
+        (second.stdout(), second.stderr()),
+        ("100000\n".into(), String::new())
+    );
+}
+
+#[tokio::test]
 async fn deleting_a_context_kills_everything_it_started() {
     let it = interp!();
     let ctx = it.create(json!({"kernel": "python"})).await;

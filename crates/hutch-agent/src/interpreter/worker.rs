@@ -173,9 +173,49 @@ pub(crate) struct WorkerSpec<'a> {
     pub(crate) memory_mb: Option<u64>,
 }
 
+/// Exit code of a python worker whose IPython kernel failed to start (not for want of
+/// IPython), before `ready`; its stderr says why (`_KERNEL_FAILED` in python_worker.py).
+const KERNEL_FAILED_EXIT: i32 = 75;
+
+/// Why a worker did not start.
+enum StartError {
+    /// Its IPython failed to start, for this reason.
+    Kernel(String),
+    /// Anything else, for people.
+    Other(String),
+}
+
+impl From<String> for StartError {
+    fn from(message: String) -> Self {
+        StartError::Other(message)
+    }
+}
+
 impl Worker {
-    /// Starts a worker and waits for its `ready`.
-    pub(crate) async fn start(agent: &Agent, spec: WorkerSpec<'_>) -> Result<Worker, String> {
+    /// Starts a worker and waits for its `ready`. A python worker whose IPython fails to
+    /// start (out of memory, most often) is started again as plain Python, a fresh process
+    /// that tells the reason at its first execution.
+    pub(crate) async fn start(agent: &Agent, mut spec: WorkerSpec<'_>) -> Result<Worker, String> {
+        match Self::start_once(agent, &spec).await {
+            Ok(worker) => Ok(worker),
+            Err(StartError::Kernel(reason)) => {
+                tracing::info!(context = %spec.cgroup_name, %reason, "IPython did not start; the context runs plain Python");
+                spec.kernel = "python";
+                spec.env.push((
+                    "HUTCH_NOTICE".into(),
+                    format!("hutch: {reason}; this context runs plain Python\n"),
+                ));
+                Self::start_once(agent, &spec)
+                    .await
+                    .map_err(|err| match err {
+                        StartError::Kernel(message) | StartError::Other(message) => message,
+                    })
+            }
+            Err(StartError::Other(message)) => Err(message),
+        }
+    }
+
+    async fn start_once(agent: &Agent, spec: &WorkerSpec<'_>) -> Result<Worker, StartError> {
         // The source comes from a sealed memfd at fd 5 (see `source`); python runs with `-S`
         // (the worker adds the site-packages directories itself, without the cost of the
         // `site` module's startup work), node keeps `/proc/self/fd/5` as the main module's
@@ -207,7 +247,7 @@ impl Worker {
             .map(WorkerSource::file)
             .transpose()
             .map_err(load_error)?;
-        let mut env = spec.env;
+        let mut env = spec.env.clone();
         if spec.language == "python" {
             env.push(("HUTCH_KERNEL".into(), spec.kernel.into()));
             env.push(("MPLBACKEND".into(), "Agg".into()));
@@ -314,20 +354,32 @@ impl Worker {
                 worker.kernel = kernel;
                 Ok(worker)
             }
+            Ok(Err(Exit::Code(KERNEL_FAILED_EXIT))) if spec.kernel == "ipython" => {
+                worker.exited = true;
+                Err(StartError::Kernel(early.trim().to_owned()))
+            }
+            // Under a memory cgroup, IPython's start that does not fit is killed instead.
+            Ok(Err(Exit::Signal(libc::SIGKILL))) if spec.kernel == "ipython" => {
+                worker.exited = true;
+                Err(StartError::Kernel(match spec.memory_mb {
+                    Some(mb) => format!("IPython failed to start (killed: out of its {mb} MiB?)"),
+                    None => "IPython failed to start (killed)".to_owned(),
+                }))
+            }
             Ok(Err(exit)) => {
                 worker.exited = true;
-                Err(format!(
+                Err(StartError::Other(format!(
                     "the {} worker exited before it was ready ({}): {}",
                     spec.language,
                     describe_exit(exit),
                     early.trim()
-                ))
+                )))
             }
-            Err(_) => Err(format!(
+            Err(_) => Err(StartError::Other(format!(
                 "the {} worker was not ready within {} s",
                 spec.language,
                 READY_TIMEOUT.as_secs()
-            )),
+            ))),
         }
     }
 

@@ -20,6 +20,7 @@ import selectors
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -711,6 +712,34 @@ class AutoKernelTest(unittest.TestCase):
             msgs = w.run("%who")
             self.assertIn("kept", w.stdout.decode())
             self.assertEqual(done(msgs)["executionCount"], 3)
+        finally:
+            w.close()
+
+    def test_an_ipython_that_fails_to_start_exits_75_with_the_reason(self):
+        # An IPython that runs out of memory while it loads (a context with a small
+        # `memoryMb`): the worker exits 75 before `ready`, saying why, for the agent to start
+        # a plain one.
+        with tempfile.TemporaryDirectory() as d:
+            os.mkdir(os.path.join(d, "IPython"))
+            with open(os.path.join(d, "IPython", "__init__.py"), "w") as f:
+                f.write("raise MemoryError('no room left')\n")
+            w = Worker("python", kernel="ipython", env=dict(os.environ, PYTHONPATH=d))
+            self.assertIsNone(w.ready)
+            self.assertEqual(w.wait_exit(), 75)
+            w.drain()
+            self.assertEqual(w.stderr.decode(), "IPython failed to start (no room left)")
+            w.close()
+
+    def test_a_notice_from_the_agent_is_told_at_the_first_cell_only(self):
+        env = dict(os.environ, HUTCH_NOTICE="hutch: told once\n")
+        w = Worker("python", kernel="python", env=env)
+        try:
+            msgs = w.run("import os\nprint('HUTCH_NOTICE' in os.environ)")
+            self.assertEqual(done(msgs)["status"], "ok")
+            self.assertEqual(w.stdout.decode(), "False\n")
+            self.assertEqual(w.stderr.decode(), "hutch: told once\n")
+            w.run("1")
+            self.assertEqual(w.stderr.decode(), "")
         finally:
             w.close()
 
