@@ -25,6 +25,8 @@ const INDEX_TYPES: &[&str] = &[
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
 ];
+/// Most names (tags) one image of a `docker save` archive may carry.
+const MAX_NAMES: usize = 64;
 /// Annotations that name an image in an OCI layout, most specific first.
 const NAME_ANNOTATIONS: &[&str] = &[
     "io.containerd.image.name",
@@ -70,7 +72,8 @@ impl ImportError {
 }
 
 /// Imports every image in the archive read from `reader` (at most `max_bytes` of it). `name`,
-/// when given, names the image (the archive must then hold exactly one).
+/// when given, names the image (the archive must then hold exactly one); without it, each
+/// image takes every name the archive gives it (each tag of a `docker save`), one record each.
 pub async fn import_archive(
     store: &Arc<ImageStore>,
     reader: impl Read + Send + 'static,
@@ -107,10 +110,10 @@ pub async fn import_archive(
     let archive = Arc::new(archive);
     let mut records = Vec::new();
     for image in images {
-        let name = match (&name, &image.name) {
-            (Some(name), _) => name.to_string(),
-            (None, Some(name)) => name.to_string(),
-            (None, None) => return Err(ImportError::NoName),
+        let names: Vec<String> = match &name {
+            Some(name) => vec![name.to_string()],
+            None if image.names.is_empty() => return Err(ImportError::NoName),
+            None => image.names.iter().map(ToString::to_string).collect(),
         };
         let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
         let _pin = store.pin(&diff_ids);
@@ -137,18 +140,21 @@ pub async fn import_archive(
                 .await?;
         }
         let stored_at = now();
-        let record = ImageRecord {
-            name,
-            id: image.id,
-            manifest_digest: image.manifest_digest,
-            layers: image.layers,
-            config: image.config.run_config(),
-            created: image.config.created.clone(),
-            stored_at,
-            last_used: stored_at,
-        };
-        store.put_image(&record)?;
-        records.push(record);
+        // Every name the archive gives the image (each tag of a `docker save`) names it.
+        for name in names {
+            let record = ImageRecord {
+                name,
+                id: image.id.clone(),
+                manifest_digest: image.manifest_digest.clone(),
+                layers: image.layers.clone(),
+                config: image.config.run_config(),
+                created: image.config.created.clone(),
+                stored_at,
+                last_used: stored_at,
+            };
+            store.put_image(&record)?;
+            records.push(record);
+        }
     }
     drop(staging);
     Ok(records)
@@ -156,7 +162,8 @@ pub async fn import_archive(
 
 /// An image found in an archive, its layers checked against their digests.
 struct FoundImage {
-    name: Option<ImageRef>,
+    /// The names the archive gives it (none, one, or each tag of a `docker save`).
+    names: Vec<ImageRef>,
     id: Digest,
     manifest_digest: Option<Digest>,
     config: OciConfig,
@@ -361,7 +368,12 @@ impl Archive {
                 .iter()
                 .map(|layer| (layer.digest.clone(), blob_name(&layer.digest)))
                 .collect();
-            images.push(self.found(name, Some(descriptor.digest), &config_bytes, blobs)?);
+            images.push(self.found(
+                name.into_iter().collect(),
+                Some(descriptor.digest),
+                &config_bytes,
+                blobs,
+            )?);
         }
         Ok(images)
     }
@@ -371,16 +383,25 @@ impl Archive {
         let mut images = Vec::new();
         for entry in manifest {
             let config_bytes = self.read(&entry.config)?;
-            let name = entry
-                .repo_tags
-                .iter()
-                .flatten()
-                .find_map(|tag| ImageRef::parse(tag).ok());
+            let mut names: Vec<ImageRef> = Vec::new();
+            for tag in entry.repo_tags.iter().flatten() {
+                if let Ok(name) = ImageRef::parse(tag)
+                    && !names.contains(&name)
+                {
+                    names.push(name);
+                }
+            }
+            if names.len() > MAX_NAMES {
+                return Err(ImportError::Invalid(format!(
+                    "an image has {} tags; at most {MAX_NAMES} are imported at once",
+                    names.len()
+                )));
+            }
             let mut blobs = Vec::new();
             for layer in &entry.layers {
                 blobs.push((self.digest(layer)?, layer.clone()));
             }
-            images.push(self.found(name, None, &config_bytes, blobs)?);
+            images.push(self.found(names, None, &config_bytes, blobs)?);
         }
         Ok(images)
     }
@@ -389,7 +410,7 @@ impl Archive {
     /// blobs named by digest are checked against it.
     fn found(
         &self,
-        name: Option<ImageRef>,
+        names: Vec<ImageRef>,
         manifest_digest: Option<Digest>,
         config_bytes: &[u8],
         blobs: Vec<(Digest, String)>,
@@ -428,7 +449,7 @@ impl Archive {
             layer_files.insert(blob, file);
         }
         Ok(FoundImage {
-            name,
+            names,
             id: Digest::of(config_bytes),
             manifest_digest,
             config,

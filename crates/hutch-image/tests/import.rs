@@ -32,6 +32,29 @@ fn archive(
     file
 }
 
+/// A copy of the `docker save` archive `docker` whose image is tagged `tags`.
+fn retagged(docker: &std::path::Path, tags: &[&str]) -> std::path::PathBuf {
+    let out = docker.with_file_name("retagged.tar");
+    let mut archive = tar::Archive::new(std::fs::File::open(docker).expect("open"));
+    let mut builder = tar::Builder::new(std::fs::File::create(&out).expect("create"));
+    for entry in archive.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        let mut header = entry.header().clone();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).expect("read");
+        if entry.path().expect("path").to_str() == Some("manifest.json") {
+            let mut manifest: serde_json::Value = serde_json::from_slice(&data).expect("json");
+            manifest[0]["RepoTags"] = serde_json::json!(tags);
+            data = serde_json::to_vec(&manifest).expect("json");
+            header.set_size(data.len() as u64);
+            header.set_cksum();
+        }
+        builder.append(&header, data.as_slice()).expect("append");
+    }
+    builder.finish().expect("finish");
+    out
+}
+
 #[tokio::test]
 async fn docker_save_and_oci_archives_import_without_a_registry() {
     let registry = Registry::start();
@@ -73,6 +96,29 @@ async fn docker_save_and_oci_archives_import_without_a_registry() {
     let output = support::in_overlay(&lease.lower_dirs(), r#"chroot "$R" /bin/echo imported"#);
     assert_eq!(output, "imported\n");
     drop(lease);
+
+    // An image saved under several tags is imported under each of them.
+    let tagged = retagged(&docker, &["busybox:1.36", "busybox:stable", "busybox:1.36"]);
+    let records = import_archive(
+        &store,
+        std::fs::File::open(&tagged).expect("open"),
+        None,
+        1 << 30,
+    )
+    .await
+    .expect("a docker-archive of two tags imports");
+    let names: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "docker.io/library/busybox:1.36",
+            "docker.io/library/busybox:stable"
+        ]
+    );
+    assert_eq!(records[0].id, records[1].id);
+    store
+        .remove_image(&ImageRef::parse("busybox:stable").expect("reference"))
+        .expect("remove the second tag");
 
     // An OCI layout names only a tag, so the import is given a name. Its layer is the same
     // content as the docker archive's, so the store keeps one copy.

@@ -213,7 +213,8 @@ export interface paths {
          * @description The body is an OCI image layout tarball (`skopeo copy … oci-archive:`) or a `docker save`
          *     archive, streamed to disk (at most `--image-import-max-mb`); every blob is checked against
          *     its digest. Images are stored under `name` when given, else under the names the archive
-         *     holds. Needs an admin token unless the server lets tenants manage images.
+         *     holds: every tag of a `docker save` (at most 64 an image), each listed in the answer.
+         *     Needs an admin token unless the server lets tenants manage images.
          */
         post: operations["importImage"];
         delete?: never;
