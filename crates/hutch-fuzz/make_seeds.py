@@ -109,6 +109,11 @@ def main():
     seed("agent_preface", "wrong-secret", b"HUTCH-AGENT/1 " + secret[:-1] + b"0\n")
     seed("agent_preface", "plain-http", b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
     seed("agent_preface", "too-long", b"HUTCH-AGENT/1 " + b"x" * 600 + b"\n")
+    seed("websocket_frames", "text-binary-close", b"\x81\x02hi" + b"\x82\x7e\x01\x00" + b"\0" * 256
+         + b"\x88\x02\x03\xe8")
+    seed("websocket_frames", "open-after-ping", b"\x89\x00\x82\x05hello")
+    seed("websocket_frames", "masked-cut", b"\x81\x85\x01\x02\x03\x04hel")
+    seed("websocket_frames", "huge-length", b"\x82\x7f\xff\xff\xff\xff\xff\xff\xff\xfe")
     seed("process_frames", "eof", b'{"type":"eof"}')
     seed("process_frames", "command", json.dumps(
         {"command": "echo hi", "env": {"A": "b"}, "cwd": "/workspace", "timeout": 5}).encode())

@@ -31,6 +31,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("multipart", streams::multipart),
     ("worker_pipes", streams::worker_pipes),
     ("process_frames", streams::process_frames),
+    ("websocket_frames", streams::websocket_frames),
     ("auth_headers", headers::auth_headers),
     ("image_reference", images::image_reference),
     ("oci_layer", images::oci_layer),

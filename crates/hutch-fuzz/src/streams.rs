@@ -120,3 +120,57 @@ pub(crate) fn process_frames(data: &[u8]) {
         other => panic!("the output event {json:?} reads back as {other:?}"),
     }
 }
+
+/// The WebSocket frames an agent sends, as the relay follows them to know where it may add a
+/// close frame (`proxy/splice.rs`): cut as reads cut them or whole, the tracker comes to the
+/// same answer, and it is the answer of a plain decoder of whole frames.
+pub(crate) fn websocket_frames(data: &[u8]) {
+    let pieces = crate::cut(data);
+    let reads: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
+    let whole = hutch_server::fuzzing::websocket_may_close(&[data]);
+    assert_eq!(
+        hutch_server::fuzzing::websocket_may_close(&reads),
+        whole,
+        "cut and whole disagree"
+    );
+    assert_eq!(
+        whole,
+        frames_end_open(data),
+        "the tracker and the decoder disagree"
+    );
+}
+
+/// Whether `data` is whole frames (RFC 6455, section 5.2), none of them a close frame.
+fn frames_end_open(data: &[u8]) -> bool {
+    let mut at = 0usize;
+    let mut closed = false;
+    while at < data.len() {
+        let Some(&[first, second]) = data.get(at..at + 2) else {
+            return false;
+        };
+        closed |= first & 0x0f == 0x8;
+        let (extended, short) = match second & 0x7f {
+            126 => (2, None),
+            127 => (8, None),
+            n => (0, Some(u64::from(n))),
+        };
+        let mask = if second & 0x80 != 0 { 4 } else { 0 };
+        let Some(length_bytes) = data.get(at + 2..at + 2 + extended) else {
+            return false;
+        };
+        let payload = short.unwrap_or_else(|| {
+            length_bytes
+                .iter()
+                .fold(0u64, |n, b| (n << 8) | u64::from(*b))
+        });
+        let header = 2 + extended + mask;
+        let end = u64::try_from(at + header)
+            .ok()
+            .and_then(|start| start.checked_add(payload));
+        match end.and_then(|end| usize::try_from(end).ok()) {
+            Some(end) if end <= data.len() && at + header <= data.len() => at = end,
+            _ => return false,
+        }
+    }
+    !closed
+}

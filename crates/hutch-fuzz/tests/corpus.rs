@@ -50,6 +50,7 @@ corpus_tests!(
     multipart,
     worker_pipes,
     process_frames,
+    websocket_frames,
     auth_headers,
     image_reference,
     oci_layer,

@@ -1,6 +1,6 @@
 //! Entry points for the fuzz targets (`crates/hutch-fuzz`): the parsers of the control plane
-//! that read client bytes (tokens, preview hosts, storage archives), reachable without a
-//! running server.
+//! that read client or sandbox bytes (tokens, preview hosts, storage archives, the WebSocket
+//! frames the relay follows), reachable without a running server.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -104,4 +104,14 @@ pub fn sign_link_token(
         port,
         expires,
     })
+}
+
+/// Whether the relay would add a close frame after the WebSocket bytes `reads` (what an agent
+/// sent, in the pieces it arrived in): they end between two frames and no close frame passed.
+pub fn websocket_may_close(reads: &[&[u8]]) -> bool {
+    let mut frames = crate::proxy::splice::FrameTracker::default();
+    for read in reads {
+        frames.feed(read);
+    }
+    frames.may_close()
 }

@@ -28,7 +28,7 @@
 
 mod agent_io;
 pub(crate) mod pool;
-mod splice;
+pub(crate) mod splice;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
