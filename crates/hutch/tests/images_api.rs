@@ -382,6 +382,18 @@ async fn sh(client: &HutchClient, id: uuid::Uuid, script: &str) -> String {
     result.stdout
 }
 
+/// A registry holding `library/busybox:1.36` as Docker Hub's mirror, and a server without a
+/// warm pool that pulls through it, started with `args` besides.
+fn busybox_mirror_server(args: &[&str]) -> (Registry, TestServer) {
+    let registry = Registry::start();
+    registry.push(&image_support::busybox_layout(), "library/busybox:1.36");
+    let mirror = format!("docker.io=http://{}", registry.addr);
+    let mut all = vec!["--warm-pool", "0", "--registry-mirror", &mirror];
+    all.extend_from_slice(args);
+    let server = TestServer::start_with(&all);
+    (registry, server)
+}
+
 /// A session on `image`.
 async fn session_on(client: &HutchClient, image: &str) -> hutch_api::Session {
     client
@@ -399,10 +411,7 @@ async fn a_snapshot_of_a_running_session_becomes_an_image_and_forks_see_its_file
     if !can_run_sandboxes() {
         return;
     }
-    let registry = Registry::start();
-    registry.push(&image_support::busybox_layout(), "library/busybox:1.36");
-    let mirror = format!("docker.io=http://{}", registry.addr);
-    let server = TestServer::start_with(&["--warm-pool", "0", "--registry-mirror", &mirror]);
+    let (_registry, server) = busybox_mirror_server(&[]);
     let alice = server.client("alice");
     let source = session_on(&alice, "busybox:1.36").await;
     sh(
@@ -528,17 +537,7 @@ async fn a_tenant_keeps_at_most_its_quota_of_snapshots_and_forks_do_not_count() 
     if !can_run_sandboxes() {
         return;
     }
-    let registry = Registry::start();
-    registry.push(&image_support::busybox_layout(), "library/busybox:1.36");
-    let mirror = format!("docker.io=http://{}", registry.addr);
-    let server = TestServer::start_with(&[
-        "--warm-pool",
-        "0",
-        "--registry-mirror",
-        &mirror,
-        "--tenant-max-snapshots",
-        "1",
-    ]);
+    let (_registry, server) = busybox_mirror_server(&["--tenant-max-snapshots", "1"]);
     let alice = server.client("alice");
     let source = session_on(&alice, "busybox:1.36").await;
     alice
@@ -594,22 +593,11 @@ async fn collection_removes_unused_layers_and_never_a_layer_in_use() {
     if !can_run_sandboxes() {
         return;
     }
-    let registry = Registry::start();
-    registry.push(&image_support::busybox_layout(), "library/busybox:1.36");
     let work = tempfile::tempdir().unwrap();
     let archive = tarball(&tiny_layout(work.path()), work.path());
-    let mirror = format!("docker.io=http://{}", registry.addr);
     // A cache bound of 0 GiB: every image no session uses goes at the next collection.
-    let server = TestServer::start_with(&[
-        "--warm-pool",
-        "0",
-        "--registry-mirror",
-        &mirror,
-        "--image-cache-gb",
-        "0",
-        "--image-managers",
-        "tenants",
-    ]);
+    let (_registry, server) =
+        busybox_mirror_server(&["--image-cache-gb", "0", "--image-managers", "tenants"]);
     let alice = server.client("alice");
     let session = session_on(&alice, "busybox:1.36").await;
     alice

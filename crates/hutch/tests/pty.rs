@@ -29,20 +29,33 @@ async fn read_until(socket: &mut Socket, screen: &mut String, needle: &str) {
     }
 }
 
+/// A server, a client of tenant `alice`, a session of hers, and an 80×24 terminal in it
+/// running `program` (the login shell by default).
+async fn terminal(
+    program: Option<&str>,
+) -> (
+    TestServer,
+    hutch_client::HutchClient,
+    hutch_api::Session,
+    Socket,
+) {
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session(&client).await;
+    let socket = client
+        .open_terminal(s.session_id, 80, 24, program)
+        .await
+        .unwrap()
+        .socket;
+    (server, client, s, socket)
+}
+
 #[tokio::test]
 async fn the_python_repl_runs_in_a_terminal() {
     if !can_run_sandboxes() {
         return;
     }
-    let server = TestServer::start();
-    let client = server.client("alice");
-    let s = session(&client).await;
-
-    let mut socket = client
-        .open_terminal(s.session_id, 80, 24, Some("python3"))
-        .await
-        .unwrap()
-        .socket;
+    let (_server, _client, _s, mut socket) = terminal(Some("python3")).await;
     let mut screen = String::new();
     read_until(&mut socket, &mut screen, ">>> ").await;
 
@@ -109,15 +122,7 @@ async fn ctrl_c_interrupts_the_foreground_job_of_a_login_shell() {
     if !can_run_sandboxes() {
         return;
     }
-    let server = TestServer::start();
-    let client = server.client("alice");
-    let s = session(&client).await;
-
-    let mut socket = client
-        .open_terminal(s.session_id, 80, 24, None)
-        .await
-        .unwrap()
-        .socket;
+    let (_server, _client, _s, mut socket) = terminal(None).await;
     let mut screen = String::new();
     // The quotes keep the marker out of the echo of the typed line: it shows once the shell
     // runs the line (a Ctrl-C before that would only clear the shell's input).
@@ -206,14 +211,7 @@ async fn deleting_the_session_closes_its_terminal_with_going_away() {
     if !can_run_sandboxes() {
         return;
     }
-    let server = TestServer::start();
-    let client = server.client("alice");
-    let s = session(&client).await;
-    let mut socket = client
-        .open_terminal(s.session_id, 80, 24, None)
-        .await
-        .unwrap()
-        .socket;
+    let (_server, client, s, mut socket) = terminal(None).await;
     socket
         .send(Message::Binary("echo READY\r".into()))
         .await
