@@ -143,7 +143,7 @@ export class RateLimitError extends ApiError {
   }
 }
 
-/** 429 `quota_exceeded`: a per-tenant quota (sessions, memory) is used up. */
+/** 429 `quota_exceeded`: a per-tenant quota (sessions, memory, storage contexts, snapshots) is used up; `details.quota` names it. */
 export class QuotaExceededError extends RateLimitError {}
 /** 500 `internal`: an unexpected fault inside hutch; the server log has the cause. */
 export class InternalError extends ApiError {}
