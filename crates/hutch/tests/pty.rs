@@ -241,6 +241,40 @@ async fn deleting_the_session_closes_its_terminal_with_going_away() {
 }
 
 #[tokio::test]
+async fn a_terminal_left_quiet_past_the_idle_timeout_is_closed_with_a_reason() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start_with(&["--websocket-idle-timeout", "2s"]);
+    let client = server.client("alice");
+    let s = session(&client).await;
+    let mut socket = client
+        .open_terminal(s.session_id, 80, 24, None)
+        .await
+        .unwrap()
+        .socket;
+    let started = std::time::Instant::now();
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(15), socket.next())
+            .await
+            .expect("the socket ends")
+            .expect("a close frame before the end")
+            .unwrap();
+        match message {
+            // The shell's prompt, then nothing either way.
+            Message::Binary(_) => continue,
+            Message::Close(Some(frame)) => {
+                assert_eq!(u16::from(frame.code), 1001, "{frame:?}");
+                assert_eq!(frame.reason.as_str(), "nothing moved either way for 2 s");
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(started.elapsed() >= Duration::from_secs(2));
+}
+
+#[tokio::test]
 async fn bad_terminal_sizes_are_refused() {
     if !can_run_sandboxes() {
         return;

@@ -10,7 +10,9 @@
 //! one from the relay: close code 1001 (going away) with [`AGENT_GONE_REASON`], so that a
 //! client sees why it ended instead of a bare end of stream. The relay follows the frame
 //! boundaries of what the agent sends ([`FrameTracker`]) and adds the frame only between two
-//! frames; an agent that closes in the middle of a frame leaves the client a plain end.
+//! frames; an agent that closes in the middle of a frame leaves the client a plain end. A
+//! WebSocket ended by the idle timeout gets one too (1001, [`IDLE_REASON`]), unless the
+//! relay was in the middle of writing a frame to a client that stopped reading.
 
 use std::io;
 use std::pin::Pin;
@@ -80,6 +82,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 pub(crate) const AGENT_GONE_CODE: u16 = 1001;
 /// Reason of that close frame.
 pub(crate) const AGENT_GONE_REASON: &str = "the session's sandbox ended the connection";
+/// Reason of the close frame (code 1001 too) of a WebSocket ended by the idle timeout,
+/// followed by " for N s".
+pub(crate) const IDLE_REASON: &str = "nothing moved either way";
 
 /// Follows the frames of one direction of a WebSocket (RFC 6455, section 5.2) as its bytes go
 /// by: whether the bytes so far end on a frame boundary, and whether a close frame passed.
@@ -208,23 +213,22 @@ where
             tokio::time::sleep_until(deadline.into()).await;
         }
     };
-    tokio::select! {
-        result = copy_both_ways(&mut client, &mut agent, websocket) => SpliceEnd::Closed(result),
-        () = idle => SpliceEnd::Idle,
-    }
+    copy_both_ways(&mut client, &mut agent, websocket, idle, idle_timeout).await
 }
 
 /// Copies both ways until the agent's side ends, so that nothing the agent wrote is lost.
 ///
 /// Unlike `copy_bidirectional`, a failed write towards the agent (it closed after its last
 /// frame while the client was still sending) does not end the splice: what the agent wrote
-/// before closing (an error frame, a close frame) still reaches the client. Returns the bytes
-/// copied client to agent and agent to client.
+/// before closing (an error frame, a close frame) still reaches the client. Ends too when
+/// `idle` does (nothing moved for `idle_timeout`).
 async fn copy_both_ways<C, A>(
     client: &mut C,
     agent: &mut A,
     websocket: bool,
-) -> io::Result<(u64, u64)>
+    idle: impl Future<Output = ()>,
+    idle_timeout: Duration,
+) -> SpliceEnd
 where
     C: AsyncRead + AsyncWrite + Unpin,
     A: AsyncRead + AsyncWrite + Unpin,
@@ -240,10 +244,23 @@ where
     };
     let down = async {
         let mut frames = websocket.then(FrameTracker::default);
-        let copied = copy_down(&mut agent_read, &mut client_write, frames.as_mut()).await;
-        // Whether the agent closed or vanished (its sandbox killed): the client learns why.
-        if frames.as_ref().is_some_and(FrameTracker::may_close) {
-            let frame = close_frame(AGENT_GONE_CODE, AGENT_GONE_REASON);
+        // Set while a piece is being written to the client: a write the idle end cut short
+        // leaves the client mid-frame, where no close frame may go.
+        let mut writing = false;
+        let copied = tokio::select! {
+            copied = copy_down(&mut agent_read, &mut client_write, frames.as_mut(), &mut writing) => Some(copied),
+            () = idle => None,
+        };
+        // The agent closed or vanished (its sandbox killed), or nothing moved: the client
+        // learns which.
+        if !writing && frames.as_ref().is_some_and(FrameTracker::may_close) {
+            let frame = match copied {
+                Some(_) => close_frame(AGENT_GONE_CODE, AGENT_GONE_REASON),
+                None => close_frame(
+                    AGENT_GONE_CODE,
+                    &format!("{IDLE_REASON} for {} s", idle_timeout.as_secs()),
+                ),
+            };
             // A client that reads nothing does not hold the relay.
             let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
                 client_write.write_all(&frame).await?;
@@ -255,11 +272,15 @@ where
         copied
     };
     tokio::pin!(up, down);
-    tokio::select! {
+    let (up_copied, down_copied) = tokio::select! {
         // The agent's side ended: the conversation is over, whatever the client still sends.
-        copied = &mut down => Ok((0, copied?)),
+        copied = &mut down => (0, copied),
         // The client closed (or writing to the agent failed): the agent's answer still flows.
-        up_copied = &mut up => Ok((up_copied, down.await?)),
+        up_copied = &mut up => (up_copied, down.await),
+    };
+    match down_copied {
+        Some(copied) => SpliceEnd::Closed(copied.map(|copied| (up_copied, copied))),
+        None => SpliceEnd::Idle,
     }
 }
 
@@ -267,11 +288,13 @@ where
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Copies what the agent sends to the client until the agent's end, following its WebSocket
-/// frames when `frames` is given. Returns the bytes copied.
+/// frames when `frames` is given; `writing` is set while a piece is being written. Returns
+/// the bytes copied.
 async fn copy_down<R, W>(
     agent: &mut R,
     client: &mut W,
     mut frames: Option<&mut FrameTracker>,
+    writing: &mut bool,
 ) -> io::Result<u64>
 where
     R: AsyncRead + Unpin,
@@ -289,9 +312,11 @@ where
         if let Some(frames) = frames.as_deref_mut() {
             frames.feed(&buf[..n]);
         }
+        *writing = true;
         client.write_all(&buf[..n]).await?;
         // A TLS stream holds what it was given until flushed.
         client.flush().await?;
+        *writing = false;
         copied += n as u64;
     }
 }
@@ -386,6 +411,40 @@ mod tests {
             let ended = tokio::time::timeout(Duration::from_secs(5), splice).await;
             assert!(matches!(ended.unwrap().unwrap(), SpliceEnd::Closed(Ok(_))));
         }
+    }
+
+    #[tokio::test]
+    async fn a_websocket_ended_by_the_idle_timeout_is_told_so() {
+        let (client, mut client_peer) = duplex(1024);
+        let (agent, mut agent_peer) = duplex(1024);
+        let splice = tokio::spawn(splice(client, agent, Duration::from_millis(300), true));
+        agent_peer.write_all(&frame(0x2, b"prompt")).await.unwrap();
+        let mut got = Vec::new();
+        client_peer.read_to_end(&mut got).await.unwrap();
+        let mut expected = frame(0x2, b"prompt");
+        expected.extend(close_frame(
+            AGENT_GONE_CODE,
+            &format!("{IDLE_REASON} for 0 s"),
+        ));
+        assert_eq!(got, expected);
+        let ended = tokio::time::timeout(Duration::from_secs(5), splice).await;
+        assert!(matches!(ended.unwrap().unwrap(), SpliceEnd::Idle));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stopped_reading_mid_frame_gets_no_close_frame_at_the_idle_end() {
+        // The relay's write of a large frame stalls on a client that reads nothing.
+        let (client, mut client_peer) = duplex(64);
+        let (agent, mut agent_peer) = duplex(1 << 20);
+        let splice = tokio::spawn(splice(client, agent, Duration::from_millis(300), true));
+        let big = frame(0x2, &vec![7u8; 4096]);
+        agent_peer.write_all(&big).await.unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(5), splice).await;
+        assert!(matches!(ended.unwrap().unwrap(), SpliceEnd::Idle));
+        let mut got = Vec::new();
+        client_peer.read_to_end(&mut got).await.unwrap();
+        assert!(got.len() < big.len(), "the frame was cut: {}", got.len());
+        assert!(big.starts_with(&got), "nothing but the frame's start");
     }
 
     #[test]
