@@ -29,9 +29,29 @@ async fn read_until(socket: &mut Socket, screen: &mut String, needle: &str) {
     }
 }
 
-/// A server, a client of tenant `alice`, a session of hers, and an 80×24 terminal in it
-/// running `program` (the login shell by default).
+/// Reads terminal output until the socket closes; the close frame's code and reason. Panics
+/// if the socket ends without one, or after 15 s.
+async fn close_after_output(socket: &mut Socket) -> (u16, String) {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(15), socket.next())
+            .await
+            .expect("the socket ends")
+            .expect("a close frame before the end")
+            .unwrap();
+        match message {
+            Message::Binary(_) => continue,
+            Message::Close(Some(frame)) => {
+                return (u16::from(frame.code), frame.reason.to_string());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// A server started with `args`, a client of tenant `alice`, a session of hers, and an 80×24
+/// terminal in it running `program` (the login shell by default).
 async fn terminal(
+    args: &[&str],
     program: Option<&str>,
 ) -> (
     TestServer,
@@ -39,7 +59,7 @@ async fn terminal(
     hutch_api::Session,
     Socket,
 ) {
-    let server = TestServer::start();
+    let server = TestServer::start_with(&[&["--warm-pool", "1"], args].concat());
     let client = server.client("alice");
     let s = session(&client).await;
     let socket = client
@@ -55,7 +75,7 @@ async fn the_python_repl_runs_in_a_terminal() {
     if !can_run_sandboxes() {
         return;
     }
-    let (_server, _client, _s, mut socket) = terminal(Some("python3")).await;
+    let (_server, _client, _s, mut socket) = terminal(&[], Some("python3")).await;
     let mut screen = String::new();
     read_until(&mut socket, &mut screen, ">>> ").await;
 
@@ -122,7 +142,7 @@ async fn ctrl_c_interrupts_the_foreground_job_of_a_login_shell() {
     if !can_run_sandboxes() {
         return;
     }
-    let (_server, _client, _s, mut socket) = terminal(None).await;
+    let (_server, _client, _s, mut socket) = terminal(&[], None).await;
     let mut screen = String::new();
     // The quotes keep the marker out of the echo of the typed line: it shows once the shell
     // runs the line (a Ctrl-C before that would only clear the shell's input).
@@ -211,7 +231,7 @@ async fn deleting_the_session_closes_its_terminal_with_going_away() {
     if !can_run_sandboxes() {
         return;
     }
-    let (_server, client, s, mut socket) = terminal(None).await;
+    let (_server, client, s, mut socket) = terminal(&[], None).await;
     socket
         .send(Message::Binary("echo READY\r".into()))
         .await
@@ -222,22 +242,9 @@ async fn deleting_the_session_closes_its_terminal_with_going_away() {
     client.delete_session(s.session_id).await.unwrap();
     // The sandbox is killed with the terminal open: the client is told, with a close frame,
     // rather than finding its connection cut.
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(15), socket.next())
-            .await
-            .expect("the socket ends")
-            .expect("a close frame before the end")
-            .unwrap();
-        match message {
-            Message::Binary(_) => continue,
-            Message::Close(Some(frame)) => {
-                assert_eq!(u16::from(frame.code), 1001, "{frame:?}");
-                assert!(frame.reason.contains("sandbox"), "{frame:?}");
-                break;
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let (code, reason) = close_after_output(&mut socket).await;
+    assert_eq!(code, 1001);
+    assert_eq!(reason, "the session's sandbox ended the connection");
 }
 
 #[tokio::test]
@@ -245,32 +252,13 @@ async fn a_terminal_left_quiet_past_the_idle_timeout_is_closed_with_a_reason() {
     if !can_run_sandboxes() {
         return;
     }
-    let server = TestServer::start_with(&["--websocket-idle-timeout", "2s"]);
-    let client = server.client("alice");
-    let s = session(&client).await;
-    let mut socket = client
-        .open_terminal(s.session_id, 80, 24, None)
-        .await
-        .unwrap()
-        .socket;
     let started = std::time::Instant::now();
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(15), socket.next())
-            .await
-            .expect("the socket ends")
-            .expect("a close frame before the end")
-            .unwrap();
-        match message {
-            // The shell's prompt, then nothing either way.
-            Message::Binary(_) => continue,
-            Message::Close(Some(frame)) => {
-                assert_eq!(u16::from(frame.code), 1001, "{frame:?}");
-                assert_eq!(frame.reason.as_str(), "nothing moved either way for 2 s");
-                break;
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let (_server, _client, _s, mut socket) =
+        terminal(&["--websocket-idle-timeout", "2s"], None).await;
+    // The shell's prompt, then nothing either way.
+    let (code, reason) = close_after_output(&mut socket).await;
+    assert_eq!(code, 1001);
+    assert_eq!(reason, "nothing moved either way for 2 s");
     assert!(started.elapsed() >= Duration::from_secs(2));
 }
 
