@@ -195,9 +195,16 @@ pub struct HistoryEntry {
     /// The error frame, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Frame>,
-    /// Result frames' data bundles.
+    /// Result frames' data bundles, at most 1 MiB of them kept.
     #[schema(value_type = Vec<Object>)]
     pub results: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// Result bundles the execution sent past the 1 MiB kept (absent when none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub results_omitted: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `GET …/contexts/{cid}/history`.

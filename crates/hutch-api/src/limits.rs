@@ -149,6 +149,14 @@ pub const INTERPRETER_HISTORY_DEFAULT: usize = 100;
 pub const INTERPRETER_HISTORY_MAX: usize = 1000;
 /// Most stdout (and, separately, stderr) bytes kept per history entry.
 pub const INTERPRETER_HISTORY_OUTPUT_MAX_BYTES: usize = 64 * 1024;
+/// Most bytes of result bundles kept per history entry (their JSON); the bundles past it are
+/// counted in the entry's `resultsOmitted`, not kept.
+pub const INTERPRETER_HISTORY_RESULTS_MAX_BYTES: usize = 1024 * 1024;
+/// Most bytes the histories of all of a session's contexts keep together (code, output,
+/// error and results): past it the oldest entries go, the recording context's first. The
+/// agent holds them, outside the session's memory limit on some hosts, so they are bounded
+/// per session, not per context.
+pub const INTERPRETER_HISTORY_SESSION_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// Fewest and most MiB of memory a context may be limited to.
 pub const INTERPRETER_MEMORY_MB_RANGE: (u64, u64) = (16, 65_536);
 /// Most packages one execution's `libraries` may name.

@@ -1247,6 +1247,63 @@ async fn history_keeps_the_last_executions() {
     assert_eq!(history["executions"].as_array().unwrap().len(), 1);
 }
 
+/// The agent keeps histories in its own memory, so what they hold is bounded: 1 MiB of
+/// results an entry (the rest counted in `resultsOmitted`), 8 MiB for the session's contexts
+/// together, the oldest entries going first.
+#[tokio::test]
+async fn history_keeps_a_bounded_weight_of_results() {
+    let it = interp!();
+    let ctx = it
+        .create(json!({"historySize": 1000, "kernel": "python"}))
+        .await;
+    let id = ctx["id"].as_str().unwrap();
+    // Three results of 400 KB: two are kept, the third counted.
+    let run = it
+        .run(Some(id), "for i in range(3): display('x' * 400_000)")
+        .await;
+    assert_eq!(
+        run.of_type("result").len(),
+        3,
+        "the client gets every result"
+    );
+    let history = |limit: u32| {
+        let path = format!("/interpreter/contexts/{id}/history?limit={limit}");
+        let it = &it;
+        async move {
+            let (status, body) = it.call(http::Method::GET, &path, None).await;
+            assert_eq!(status, 200, "{body}");
+            body["executions"].as_array().unwrap().clone()
+        }
+    };
+    let entry = &history(1).await[0];
+    assert_eq!(
+        entry["results"].as_array().unwrap().len(),
+        2,
+        "{:.300}",
+        entry
+    );
+    assert_eq!(entry["resultsOmitted"], 1);
+
+    // Twelve entries of about 0.9 MiB each: the session keeps at most 8 MiB of them, the
+    // newest.
+    for n in 0..12 {
+        it.run(Some(id), &format!("display('{n}'.ljust(900_000, 'x'))"))
+            .await;
+    }
+    let kept = history(1000).await;
+    assert!(
+        (2..=9).contains(&kept.len()),
+        "{} entries kept of 13",
+        kept.len()
+    );
+    assert_eq!(
+        kept.last().unwrap()["code"],
+        "display('11'.ljust(900_000, 'x'))"
+    );
+    let weight: usize = kept.iter().map(|e| e.to_string().len()).sum();
+    assert!(weight < 9 * 1024 * 1024, "{weight} bytes of history");
+}
+
 #[tokio::test]
 async fn envs_apply_to_one_execution_and_are_restored() {
     let it = interp!();

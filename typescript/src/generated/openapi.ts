@@ -1821,8 +1821,13 @@ export interface components {
             /** @description Standard error, at most 64 KiB kept. */
             stderr: string;
             error?: components["schemas"]["Frame"] | null;
-            /** @description Result frames' data bundles. */
+            /** @description Result frames' data bundles, at most 1 MiB of them kept. */
             results: Record<string, never>[];
+            /**
+             * Format: int64
+             * @description Result bundles the execution sent past the 1 MiB kept (absent when none).
+             */
+            resultsOmitted?: number;
         };
         /** @description `GET …/contexts/{cid}/history`. */
         HistoryList: {

@@ -7,12 +7,14 @@ use std::time::{Duration, Instant};
 
 use hutch_api::interpreter::DEFAULT_CONTEXT_ID;
 use hutch_api::limits::{
-    INTERPRETER_CODE_MAX_BYTES, INTERPRETER_HISTORY_OUTPUT_MAX_BYTES, INTERPRETER_LIBRARIES_MAX,
+    INTERPRETER_CODE_MAX_BYTES, INTERPRETER_HISTORY_OUTPUT_MAX_BYTES,
+    INTERPRETER_HISTORY_RESULTS_MAX_BYTES, INTERPRETER_LIBRARIES_MAX,
     INTERPRETER_LIBRARY_MAX_BYTES, INTERPRETER_QUEUE_MAX,
 };
 use hutch_api::{ExecuteRequest, Frame, HistoryEntry};
 use tokio::sync::mpsc;
 
+use super::history::json_len;
 use super::worker::{Event, signal_name};
 use super::{Context, validate_timeout};
 use crate::Agent;
@@ -140,7 +142,7 @@ pub(crate) async fn execute(agent: Arc<Agent>, req: ExecuteRequest, tx: mpsc::Se
     let outcome = match super::libraries::install(&agent, &ctx, &slot, &req, timeout).await {
         Err(message) => {
             let frame = error_frame("LibraryInstallError", message);
-            record.error = Some(frame.clone());
+            record.error(&frame);
             sink.send(frame).await;
             Outcome::completed(None)
         }
@@ -155,7 +157,7 @@ pub(crate) async fn execute(agent: Arc<Agent>, req: ExecuteRequest, tx: mpsc::Se
     };
     ctx.running.store(false, Ordering::SeqCst);
     let duration_ms = started.elapsed().as_millis() as u64;
-    record.finish(&ctx, &outcome, duration_ms);
+    record.finish(&agent, &ctx, &outcome, duration_ms);
     sink.send(Frame::Control {
         text: outcome.text.to_owned(),
         execution_count: outcome.count,
@@ -194,7 +196,7 @@ impl Outcome {
     }
 }
 
-/// The history entry being built.
+/// The history entry being built: output, error and results each kept up to a bound.
 struct Record {
     code: String,
     started_at: time::OffsetDateTime,
@@ -202,6 +204,9 @@ struct Record {
     stderr: String,
     error: Option<Frame>,
     results: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// The JSON bytes of `results`.
+    results_bytes: usize,
+    results_omitted: u64,
 }
 
 impl Record {
@@ -213,7 +218,38 @@ impl Record {
             stderr: String::new(),
             error: None,
             results: Vec::new(),
+            results_bytes: 0,
+            results_omitted: 0,
         }
+    }
+
+    /// Keeps the error frame, its texts cut to the output bound.
+    fn error(&mut self, frame: &Frame) {
+        let mut frame = frame.clone();
+        if let Frame::Error {
+            value, traceback, ..
+        } = &mut frame
+        {
+            for text in [value, traceback] {
+                if text.len() > INTERPRETER_HISTORY_OUTPUT_MAX_BYTES {
+                    let mut kept = String::new();
+                    Record::push(&mut kept, text);
+                    *text = kept;
+                }
+            }
+        }
+        self.error = Some(frame);
+    }
+
+    /// Keeps a result bundle while the entry's results stay within their bound.
+    fn result(&mut self, data: &serde_json::Map<String, serde_json::Value>) {
+        let size = json_len(data);
+        if self.results_bytes + size > INTERPRETER_HISTORY_RESULTS_MAX_BYTES {
+            self.results_omitted += 1;
+            return;
+        }
+        self.results_bytes += size;
+        self.results.push(data.clone());
     }
 
     fn push(into: &mut String, text: &str) {
@@ -228,18 +264,22 @@ impl Record {
         into.push_str(&text[..end]);
     }
 
-    fn finish(self, ctx: &Context, outcome: &Outcome, duration_ms: u64) {
-        ctx.record(HistoryEntry {
-            execution_count: outcome.count,
-            code: self.code,
-            status: outcome.text.to_owned(),
-            started_at: self.started_at,
-            duration_ms,
-            stdout: self.stdout,
-            stderr: self.stderr,
-            error: self.error,
-            results: self.results,
-        });
+    fn finish(self, agent: &Agent, ctx: &Context, outcome: &Outcome, duration_ms: u64) {
+        agent.interpreters.record(
+            ctx,
+            HistoryEntry {
+                execution_count: outcome.count,
+                code: self.code,
+                status: outcome.text.to_owned(),
+                started_at: self.started_at,
+                duration_ms,
+                stdout: self.stdout,
+                stderr: self.stderr,
+                error: self.error,
+                results: self.results,
+                results_omitted: self.results_omitted,
+            },
+        );
     }
 }
 
@@ -356,8 +396,8 @@ async fn run_cell(
                     timeout_error_sent = true;
                 }
                 match &frame {
-                    Frame::Error { .. } => record.error = Some(frame.clone()),
-                    Frame::Result { data, .. } => record.results.push(data.clone()),
+                    Frame::Error { .. } => record.error(&frame),
+                    Frame::Result { data, .. } => record.result(data),
                     _ => {}
                 }
                 sink.send(frame).await;
@@ -409,7 +449,7 @@ async fn run_cell(
                         "ContextError",
                         "the context was restarted or deleted during the execution",
                     );
-                    record.error = Some(frame.clone());
+                    record.error(&frame);
                     sink.send(frame).await;
                     break (
                         Outcome {
@@ -444,7 +484,7 @@ async fn run_cell(
                                 ),
                             )
                         };
-                        record.error = Some(frame.clone());
+                        record.error(&frame);
                         sink.send(frame).await;
                         Outcome {
                             signal: Some(sig),

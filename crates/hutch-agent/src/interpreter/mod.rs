@@ -18,6 +18,7 @@
 mod execute;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzzing;
+mod history;
 mod libraries;
 pub(crate) mod routes;
 mod source;
@@ -25,7 +26,7 @@ mod worker;
 
 pub(crate) use libraries::with_libraries_on_python_path;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -44,6 +45,8 @@ use crate::error::AgentError;
 pub(crate) struct Interpreters {
     contexts: Mutex<BTreeMap<String, Arc<Context>>>,
     next_cgroup: AtomicU64,
+    /// What all the contexts' histories weigh (see [`history`]).
+    history_bytes: Arc<AtomicUsize>,
 }
 
 /// The settings a context was created with.
@@ -82,13 +85,14 @@ pub(crate) struct Context {
     used: AtomicBool,
     /// Its unused worker was stopped for a pause, to be started again at the resume.
     parked: AtomicBool,
-    history: Mutex<VecDeque<HistoryEntry>>,
+    history: history::History,
 }
 
 impl Interpreters {
     /// The registry with the `default` context (not started yet, see [`prewarm`]), working
     /// in `cwd`.
     pub(crate) fn new(cwd: &str) -> Interpreters {
+        let history_bytes = Arc::new(AtomicUsize::new(0));
         let default = Context::new(
             DEFAULT_CONTEXT_ID.to_owned(),
             Config {
@@ -100,6 +104,7 @@ impl Interpreters {
                 memory_mb: None,
                 history_size: INTERPRETER_HISTORY_DEFAULT,
             },
+            Arc::clone(&history_bytes),
         );
         Interpreters {
             contexts: Mutex::new(BTreeMap::from([(
@@ -107,6 +112,24 @@ impl Interpreters {
                 Arc::new(default),
             )])),
             next_cgroup: AtomicU64::new(1),
+            history_bytes,
+        }
+    }
+
+    /// Keeps `entry` in `ctx`'s history; when the session's histories weigh too much even
+    /// with `ctx` down to it, the other contexts' oldest entries go, one context at a time.
+    fn record(&self, ctx: &Context, entry: HistoryEntry) {
+        if ctx.config.history_size == 0 || !ctx.history.push(entry, ctx.config.history_size) {
+            return;
+        }
+        let others: Vec<Arc<Context>> = self
+            .lock()
+            .values()
+            .filter(|other| other.id != ctx.id)
+            .cloned()
+            .collect();
+        for other in others {
+            while other.history.trim_one() {}
         }
     }
 
@@ -219,7 +242,7 @@ pub(crate) fn unpark_default(agent: &Arc<Agent>) {
 }
 
 impl Context {
-    fn new(id: String, config: Config) -> Context {
+    fn new(id: String, config: Config, history_bytes: Arc<AtomicUsize>) -> Context {
         Context {
             id,
             // `auto` runs plain Python until a cell needs IPython.
@@ -242,7 +265,7 @@ impl Context {
             waiting: AtomicUsize::new(0),
             used: AtomicBool::new(false),
             parked: AtomicBool::new(false),
-            history: Mutex::new(VecDeque::new()),
+            history: history::History::new(history_bytes),
         }
     }
 
@@ -336,17 +359,6 @@ impl Context {
         *slot = None;
         *self.handle.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.active.store(false, Ordering::SeqCst);
-    }
-
-    fn record(&self, entry: HistoryEntry) {
-        if self.config.history_size == 0 {
-            return;
-        }
-        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        history.push_back(entry);
-        while history.len() > self.config.history_size {
-            history.pop_front();
-        }
     }
 }
 
@@ -463,7 +475,11 @@ pub(crate) async fn create(
         AgentError::invalid("cwd", format!("cannot create cwd {}: {e}", config.cwd))
     })?;
     let id = uuid::Uuid::now_v7().to_string();
-    let ctx = Arc::new(Context::new(id.clone(), config));
+    let ctx = Arc::new(Context::new(
+        id.clone(),
+        config,
+        Arc::clone(&agent.interpreters.history_bytes),
+    ));
     {
         let mut contexts = agent.interpreters.lock();
         if contexts.len() > CONTEXTS_MAX {
@@ -561,9 +577,7 @@ pub(crate) fn history(
     limit: Option<usize>,
 ) -> Result<Vec<HistoryEntry>, AgentError> {
     let ctx = agent.interpreters.get_or_404(id)?;
-    let history = ctx.history.lock().unwrap_or_else(|e| e.into_inner());
-    let skip = limit.map_or(0, |l| history.len().saturating_sub(l));
-    Ok(history.iter().skip(skip).cloned().collect())
+    Ok(ctx.history.newest(limit))
 }
 
 pub(crate) use execute::{execute, validate_execute};
