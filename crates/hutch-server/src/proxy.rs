@@ -421,7 +421,10 @@ fn relay(
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("close"));
-    let lease = lease.filter(|_| !closes && parts.version == Version::HTTP_11);
+    // A 413 refuses a body the agent stopped reading: hyper then closes the connection
+    // without saying so, and the next request on it would fail.
+    let refused_body = parts.status == StatusCode::PAYLOAD_TOO_LARGE;
+    let lease = lease.filter(|_| !closes && !refused_body && parts.version == Version::HTTP_11);
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::UPGRADE);
     let body = agent

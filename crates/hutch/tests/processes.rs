@@ -493,6 +493,56 @@ async fn unknown_processes_are_not_found() {
     assert_eq!(body.error.code, ErrorCode::InvalidRequest);
 }
 
+/// A stdin write past its bound, sent chunked, is refused with 413 before the agent has read
+/// it all; the request after it on the same connection still works (the agent's connection
+/// that answered the 413 is not reused). curl sends them as a client that keeps its
+/// connection would.
+#[tokio::test]
+async fn a_stdin_write_refused_as_too_large_leaves_the_session_answering() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session(&client).await;
+    let started = client
+        .start_process(s.session_id, &sh_command("cat > /dev/null"))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big");
+    // Past the 1 MiB a write may carry.
+    std::fs::write(&big, vec![b'x'; 1_200_000]).unwrap();
+    let stdin = format!(
+        "{}/v1/sessions/{}/processes/{}/stdin",
+        server.url, s.session_id, started.pid
+    );
+    let auth = format!("authorization: Bearer {}", server.token("alice"));
+    let common = ["-sS", "-o", "/dev/null", "-w", "%{http_code} ", "-H", &auth];
+    // Each round a client of its own: the write, then a small one on the same connection.
+    for round in 0..12 {
+        let mut args: Vec<String> = common.map(String::from).to_vec();
+        args.extend(["-H", "transfer-encoding: chunked", "--data-binary"].map(String::from));
+        args.push(format!("@{}", big.display()));
+        args.push(stdin.clone());
+        args.push("--next".into());
+        args.extend(common.map(String::from));
+        args.extend(["--data-binary", "x"].map(String::from));
+        args.push(stdin.clone());
+        let out = tokio::process::Command::new("curl")
+            .args(&args)
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "413 204 ",
+            "round {round}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[tokio::test]
 async fn arbitrary_bytes_round_trip_through_stdin_and_stdout() {
     if !can_run_sandboxes() {
