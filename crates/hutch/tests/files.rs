@@ -595,6 +595,76 @@ fn raw_tar(entries: &[(&str, tar::EntryType, u32, &[u8])]) -> Vec<u8> {
     out
 }
 
+/// An archive entry is written beside its place and renamed over it once whole: an archive
+/// cut short inside an entry leaves the file that was there, and extractions of one archive
+/// into one directory at once all succeed.
+#[tokio::test]
+async fn an_archive_cut_short_leaves_the_file_it_would_replace() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session(&client).await;
+    let id = s.session_id;
+    let made = sh(&client, &s, "mkdir -p /workspace/arc && head -c 300000 /dev/zero | tr '\\0' k > /workspace/arc/keep && echo ok").await;
+    assert_eq!(made.stdout, "ok\n", "{made:?}");
+    let new = vec![b'n'; 300_000];
+    let whole = raw_tar(&[("keep", tar::EntryType::Regular, 0o644, &new)]);
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.tar");
+    std::fs::write(&cut, &whole[..150_000]).unwrap();
+    let up = curl(
+        &server,
+        id,
+        "PUT",
+        "/files/archive?path=/workspace/arc",
+        &["--data-binary", &format!("@{}", cut.display())],
+    );
+    assert_eq!(up.status, 400, "{}", up.text());
+    let kept = sh(
+        &client,
+        &s,
+        "tr -d k < /workspace/arc/keep | wc -c; wc -c < /workspace/arc/keep; ls -A /workspace/arc",
+    )
+    .await;
+    assert_eq!(
+        kept.stdout, "0\n300000\nkeep\n",
+        "the old file is whole and no temporary file is left: {kept:?}"
+    );
+
+    let file = dir.path().join("whole.tar");
+    std::fs::write(&file, &whole).unwrap();
+    let uploads: Vec<_> = (0..4)
+        .map(|_| {
+            let url = format!(
+                "{}/v1/sessions/{id}/files/archive?path=/workspace/arc",
+                server.url
+            );
+            let auth = format!("authorization: Bearer {}", server.token("alice"));
+            let body = format!("@{}", file.display());
+            std::thread::spawn(move || {
+                std::process::Command::new("curl")
+                    .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+                    .args(["-H", &auth, "--data-binary", &body, &url])
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect();
+    for upload in uploads {
+        let out = upload.join().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    }
+    let replaced = sh(
+        &client,
+        &s,
+        "tr -d n < /workspace/arc/keep | wc -c; ls -A /workspace/arc",
+    )
+    .await;
+    assert_eq!(replaced.stdout, "0\nkeep\n", "{replaced:?}");
+}
+
 #[tokio::test]
 async fn tar_round_trip_keeps_modes_empty_dirs_and_symlinks() {
     if !can_run_sandboxes() {

@@ -559,7 +559,9 @@ export interface paths {
          *     FIFOs, more than 100000 entries, more bytes than the maximum upload, and entries whose path
          *     runs through a symbolic link (one already there, or one an earlier entry made). Every entry
          *     is resolved inside the directory, one real directory at a time, so no symlink leads out.
-         *     Not atomic: entries before a refused one stay.
+         *     Not atomic as a whole: entries before a refused one stay. Each file lands whole or not at
+         *     all: it is written beside its place and renamed over what was there once complete, so an
+         *     archive cut short (or a full disk) leaves the file it would have replaced.
          */
         put: operations["uploadArchive"];
         post?: never;

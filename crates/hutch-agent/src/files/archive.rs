@@ -26,7 +26,7 @@ use hutch_api::limits::{
 use hutch_api::{ErrorCode, FileType, UploadResult, UploadResults};
 
 use super::fsys::{self, Root, fs_error};
-use super::transfer::{BodyReader, BodyWriter, blocking, too_large};
+use super::transfer::{BodyReader, BodyWriter, TempFile, blocking, too_large};
 use super::{FileQuery, files, query};
 use hutch_api::responses::{DiskFull, FileNotFound, Forbidden, PayloadTooLarge};
 
@@ -185,7 +185,9 @@ fn add_dir(
 /// FIFOs, more than 100000 entries, more bytes than the maximum upload, and entries whose path
 /// runs through a symbolic link (one already there, or one an earlier entry made). Every entry
 /// is resolved inside the directory, one real directory at a time, so no symlink leads out.
-/// Not atomic: entries before a refused one stay.
+/// Not atomic as a whole: entries before a refused one stay. Each file lands whole or not at
+/// all: it is written beside its place and renamed over what was there once complete, so an
+/// archive cut short (or a full disk) leaves the file it would have replaced.
 #[utoipa::path(
     put,
     path = "/files/archive",
@@ -458,23 +460,27 @@ pub(super) fn extract(
                         ),
                     ));
                 }
-                let dir = open_dirs(root, dest, parents, &name)?;
-                clear(dir.as_fd(), leaf);
-                let fd = fsys::openat_mode(
-                    dir.as_fd(),
-                    leaf,
-                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
-                    mode,
-                )
-                .map_err(|e| entry_error(&name, "create", e))?;
+                // Written beside its place and renamed over it once whole: an entry cut short
+                // (a broken archive, a full disk) leaves what was there before.
+                let dir = Arc::new(open_dirs(root, dest, parents, &name)?);
+                let (mut temp, fd) = TempFile::create(Arc::clone(&dir), mode)
+                    .map_err(|e| entry_error(&name, "create", e))?;
                 let mut file = std::fs::File::from(fd);
                 let n = io::copy(&mut (&mut entry).take(size), &mut file)
                     .map_err(|e| entry_error(&name, "write", e))?;
+                if n != size {
+                    return Err(AgentError::invalid(
+                        "body",
+                        format!("reading the archive: it ends inside entry {name:?}"),
+                    ));
+                }
                 bytes += n;
                 fsys::fchmod(file.as_fd(), mode).map_err(|e| entry_error(&name, "chmod", e))?;
                 if let Some(mtime) = mtime {
                     let _ = fsys::set_mtime(file.as_fd(), mtime as i64);
                 }
+                temp.rename_over(leaf, 0)
+                    .map_err(|e| entry_error(&name, "rename into", e))?;
             }
             tar::EntryType::Symlink => {
                 let target = entry

@@ -52,16 +52,42 @@ pub(crate) fn too_large(path: &str, max: u64) -> AgentError {
 }
 
 /// A temporary file next to an upload's destination, removed unless renamed into place.
-struct TempFile {
+pub(super) struct TempFile {
     parent: Arc<OwnedFd>,
     name: CString,
     armed: bool,
 }
 
 impl TempFile {
-    /// Keeps the file: it has been renamed into place.
-    fn disarm(&mut self) {
+    /// A new temporary file in `parent` with permission bits `mode`, open for writing.
+    pub(super) fn create(parent: Arc<OwnedFd>, mode: u32) -> io::Result<(TempFile, OwnedFd)> {
+        let name = CString::new(format!(".hutch-upload-{:016x}", hutch_sys::random_u64()))
+            .map_err(io::Error::other)?;
+        let fd = fsys::openat_mode(
+            parent.as_fd(),
+            &name,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            mode,
+        )?;
+        let temp = TempFile {
+            parent,
+            name,
+            armed: true,
+        };
+        Ok((temp, fd))
+    }
+
+    /// Renames it over `leaf` of its directory (`flags` of `renameat2`) and keeps it.
+    pub(super) fn rename_over(&mut self, leaf: &CString, flags: u32) -> io::Result<()> {
+        fsys::renameat2(
+            self.parent.as_fd(),
+            &self.name,
+            self.parent.as_fd(),
+            leaf,
+            flags,
+        )?;
         self.armed = false;
+        Ok(())
     }
 }
 
@@ -97,7 +123,7 @@ pub(crate) async fn write_file(
     let files2 = Arc::clone(files);
     let path = upload.path.clone();
     let overwrite = upload.overwrite;
-    let (parent, name, temp, file) = blocking(move || {
+    let (name, temp, file) = blocking(move || {
         let (parent, name) = match path.split() {
             Some((dir, name)) if upload.parents => (files2.root.mkdir_all(&dir, 0o755)?, name),
             _ => files2.root.parent(&path)?,
@@ -120,23 +146,10 @@ pub(crate) async fn write_file(
             }
             _ => {}
         }
-        let temp = CString::new(format!(".hutch-upload-{:016x}", hutch_sys::random_u64()))
-            .map_err(|e| AgentError::Runtime(io::Error::other(e)))?;
-        let fd = fsys::openat_mode(
-            parent.as_fd(),
-            &temp,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
-            upload.mode,
-        )
-        .map_err(|e| fs_error("create", &shown, e))?;
-        let parent = Arc::new(parent);
-        let guard = TempFile {
-            parent: Arc::clone(&parent),
-            name: temp,
-            armed: true,
-        };
+        let (guard, fd) = TempFile::create(Arc::new(parent), upload.mode)
+            .map_err(|e| fs_error("create", &shown, e))?;
         fsys::fchmod(fd.as_fd(), upload.mode).map_err(|e| fs_error("chmod", &shown, e))?;
-        Ok((parent, name, guard, std::fs::File::from(fd)))
+        Ok((name, guard, std::fs::File::from(fd)))
     })
     .await?;
 
@@ -201,9 +214,8 @@ pub(crate) async fn write_file(
     let shown = display.clone();
     blocking(move || {
         let flags = if overwrite { 0 } else { libc::RENAME_NOREPLACE };
-        fsys::renameat2(parent.as_fd(), &temp.name, parent.as_fd(), &name, flags)
+        temp.rename_over(&name, flags)
             .map_err(|e| fs_error("rename into", &shown, e))?;
-        temp.disarm();
         Ok(())
     })
     .await?;
