@@ -118,7 +118,7 @@ pub struct CreateSessionRequest {
     /// Storage contexts to bind to paths of the session: each is downloaded into its path
     /// before the session runs and uploaded back when it is deleted or expires. At most 8,
     /// each context once, at absolute paths none inside another and none under `/proc`,
-    /// `/sys` or `/dev`.
+    /// `/sys` or `/dev`, compared and kept in their plain spelling (`/./a//b/` is `/a/b`).
     #[schema(max_items = 8)]
     pub context_syncs: Option<Vec<crate::storage::ContextSync>>,
     /// Network egress; default: the server's `--network-default` (out of the box `none`: only

@@ -82,8 +82,8 @@ pub(crate) fn create(req: CreateSessionRequest) -> Result<NewSession, ApiError> 
     let env = req.env.unwrap_or_default();
     hutch_api::env::check("env", &env)?;
     let resources = resources(req.resources.unwrap_or_default())?;
-    let context_syncs = req.context_syncs.unwrap_or_default();
-    check_context_syncs(&context_syncs)?;
+    let mut context_syncs = req.context_syncs.unwrap_or_default();
+    check_context_syncs(&mut context_syncs)?;
     let network = req.network.map(network).transpose()?;
     let auto_pause = req.auto_pause.map(auto_pause).transpose()?;
     Ok(NewSession {
@@ -364,21 +364,27 @@ pub(crate) fn sandbox_dir(field: &str, path: &str) -> Result<String, ApiError> {
     if path.split('/').any(|part| part == "..") {
         return refuse("without '..'");
     }
-    let trimmed = path.trim_end_matches('/');
-    if trimmed.is_empty() {
+    // Compared and stored in one spelling: `/./proc` is `/proc`, `/a//b/` is `/a/b`.
+    let normal: String = path
+        .split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+        .flat_map(|part| ["/", part])
+        .collect();
+    if normal.is_empty() {
         return refuse("other than '/'");
     }
     if ["/proc", "/sys", "/dev"]
         .iter()
-        .any(|kernel| nested(kernel, trimmed))
+        .any(|kernel| nested(kernel, &normal))
     {
         return refuse("outside /proc, /sys and /dev (which the file API does not touch)");
     }
-    Ok(trimmed.to_owned())
+    Ok(normal)
 }
 
-/// Checks `contextSyncs`: bounded, absolute distinct paths none inside another, valid globs.
-fn check_context_syncs(syncs: &[ContextSync]) -> Result<(), ApiError> {
+/// Checks `contextSyncs`: bounded, absolute distinct paths none inside another, valid globs;
+/// each path is left in its normal spelling (see [`sandbox_dir`]).
+fn check_context_syncs(syncs: &mut [ContextSync]) -> Result<(), ApiError> {
     if syncs.len() > CONTEXT_SYNCS_MAX {
         return Err(ApiError::invalid(
             "contextSyncs",
@@ -389,9 +395,11 @@ fn check_context_syncs(syncs: &[ContextSync]) -> Result<(), ApiError> {
         ));
     }
     let mut paths: Vec<String> = Vec::new();
-    for (i, sync) in syncs.iter().enumerate() {
+    for i in 0..syncs.len() {
         let field = format!("contextSyncs[{i}].path");
-        let path = sandbox_dir(&field, &sync.path)?;
+        let path = sandbox_dir(&field, &syncs[i].path)?;
+        syncs[i].path.clone_from(&path);
+        let sync = &syncs[i];
         // Bound twice, its two uploads would each replace the other's content.
         if syncs[..i].iter().any(|s| s.context_id == sync.context_id) {
             return Err(ApiError::invalid(
@@ -707,18 +715,26 @@ mod storage_tests {
 
     #[test]
     fn sync_paths_are_absolute_distinct_and_not_nested() {
-        assert!(check_context_syncs(&[sync_at("/workspace/a"), sync_at("/workspace/b")]).is_ok());
-        for bad in [
+        let mut good = [sync_at("/workspace/a"), sync_at("/./workspace//b/./")];
+        assert!(check_context_syncs(&mut good).is_ok());
+        assert_eq!(good[1].path, "/workspace/b", "kept in its normal spelling");
+        for mut bad in [
             vec![sync_at("relative")],
             vec![sync_at("/")],
+            vec![sync_at("//./")],
             vec![sync_at("/workspace/../etc")],
             vec![sync_at("/workspace/a"), sync_at("/workspace/a/")],
             vec![sync_at("/workspace"), sync_at("/workspace/a")],
+            vec![sync_at("/workspace/o"), sync_at("/workspace//o/i")],
+            vec![sync_at("/./workspace/n"), sync_at("/workspace/n/m")],
             vec![sync_at("/proc")],
+            vec![sync_at("/./proc")],
+            vec![sync_at("//proc/x")],
             vec![sync_at("/dev/shm/x")],
+            vec![sync_at("/./dev/shm")],
             vec![sync_at("/sys/")],
         ] {
-            assert!(check_context_syncs(&bad).is_err(), "{bad:?}");
+            assert!(check_context_syncs(&mut bad).is_err(), "{bad:?}");
         }
         // One context at two paths: each upload would replace the other's content.
         let procs = sync_at("/procs");
@@ -726,13 +742,13 @@ mod storage_tests {
             context_id: procs.context_id,
             ..sync_at("/device")
         };
-        assert!(check_context_syncs(&[procs.clone(), twice]).is_err());
-        assert!(check_context_syncs(&[procs, sync_at("/device")]).is_ok());
-        let too_many: Vec<ContextSync> = (0..9).map(|i| sync_at(&format!("/d{i}"))).collect();
-        assert!(check_context_syncs(&too_many).is_err());
+        assert!(check_context_syncs(&mut [procs.clone(), twice]).is_err());
+        assert!(check_context_syncs(&mut [procs, sync_at("/device")]).is_ok());
+        let mut too_many: Vec<ContextSync> = (0..9).map(|i| sync_at(&format!("/d{i}"))).collect();
+        assert!(check_context_syncs(&mut too_many).is_err());
         let mut bad_glob = sync_at("/w");
         bad_glob.policy.include = vec!["a[".to_owned()];
-        assert!(check_context_syncs(&[bad_glob]).is_err());
+        assert!(check_context_syncs(&mut [bad_glob]).is_err());
     }
 
     #[test]

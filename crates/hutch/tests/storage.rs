@@ -563,11 +563,22 @@ async fn contexts_belong_to_their_tenant_and_bad_bindings_are_refused() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["details"]["field"], "contextSyncs[0].path");
-    // A kernel interface, and one context at two paths (each upload would replace the other).
+    // A kernel interface (however spelt), one context inside another's path (however spelt:
+    // the outer one's upload would carry the inner one's files), and one context at two
+    // paths (each upload would replace the other).
+    let other = new_context(&alice, "other").await;
     for (syncs, field) in [
         (
             json!([{"contextId": ctx, "path": "/proc/x"}]),
             "contextSyncs[0].path",
+        ),
+        (
+            json!([{"contextId": ctx, "path": "/./proc"}]),
+            "contextSyncs[0].path",
+        ),
+        (
+            json!([{"contextId": ctx, "path": "/workspace/o"}, {"contextId": other, "path": "/workspace//o/./i"}]),
+            "contextSyncs[1].path",
         ),
         (
             json!([{"contextId": ctx, "path": "/workspace/a"}, {"contextId": ctx, "path": "/workspace/b"}]),

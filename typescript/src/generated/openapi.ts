@@ -1537,7 +1537,7 @@ export interface components {
              * @description Storage contexts to bind to paths of the session: each is downloaded into its path
              *     before the session runs and uploaded back when it is deleted or expires. At most 8,
              *     each context once, at absolute paths none inside another and none under `/proc`,
-             *     `/sys` or `/dev`.
+             *     `/sys` or `/dev`, compared and kept in their plain spelling (`/./a//b/` is `/a/b`).
              */
             contextSyncs?: components["schemas"]["ContextSync"][] | null;
             network?: components["schemas"]["NetworkPolicy"] | null;
