@@ -111,6 +111,11 @@ struct Ended {
     oom_killed: bool,
 }
 
+/// Most chunks a ring holds, whatever their size: a process writing a byte at a time makes a
+/// chunk of each, and each costs about 100 bytes of bookkeeping beside its data, so a ring of
+/// 1 MiB of such chunks would hold 100 MiB. This bounds it near 2.6 MiB.
+const RING_CHUNKS_MAX: usize = 16 * 1024;
+
 /// One chunk of output.
 struct Chunk {
     seq: u64,
@@ -254,7 +259,9 @@ impl Managed {
             let mut consumed = self.consumed.subscribe();
             {
                 let mut ring = self.lock();
-                while ring.bytes + data.len() > PROCESS_OUTPUT_BUFFER_BYTES {
+                while ring.bytes + data.len() > PROCESS_OUTPUT_BUFFER_BYTES
+                    || ring.chunks.len() >= RING_CHUNKS_MAX
+                {
                     let Some(front) = ring.chunks.front().map(|c| c.seq) else {
                         break;
                     };
@@ -265,8 +272,9 @@ impl Managed {
                         ring.bytes -= chunk.data.len();
                     }
                 }
-                if ring.bytes + data.len() <= PROCESS_OUTPUT_BUFFER_BYTES || ring.chunks.is_empty()
-                {
+                let room = ring.bytes + data.len() <= PROCESS_OUTPUT_BUFFER_BYTES
+                    && ring.chunks.len() < RING_CHUNKS_MAX;
+                if room || ring.chunks.is_empty() {
                     let seq = ring.next_seq;
                     ring.next_seq += 1;
                     ring.bytes += data.len();
@@ -616,6 +624,17 @@ mod tests {
         );
         assert!(matches!(events.last(), Some(ProcessEvent::Exit { .. })));
         assert_eq!(events.len(), 1 + (n - 4) + 1);
+    }
+
+    #[tokio::test]
+    async fn a_ring_of_tiny_writes_holds_a_bounded_number_of_chunks() {
+        let p = managed();
+        for _ in 0..RING_CHUNKS_MAX + 100 {
+            p.push(false, Bytes::from_static(b"x")).await;
+        }
+        let ring = p.lock();
+        assert_eq!(ring.chunks.len(), RING_CHUNKS_MAX);
+        assert_eq!(ring.chunks.front().map(|c| c.seq), Some(100));
     }
 
     #[tokio::test]
