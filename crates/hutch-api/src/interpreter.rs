@@ -32,7 +32,8 @@ pub struct CreateContextRequest {
     /// Default timeout of the context's executions, in seconds (0, 86400]; default 300.
     #[schema(exclusive_minimum = 0, maximum = 86400)]
     pub timeout: Option<f64>,
-    /// Memory cap of the context's worker and everything it starts, in MiB [16, 65536].
+    /// Memory cap of the context's worker and everything it starts, in MiB [16, 65536]; at
+    /// least 64 for `javascript` (node does not start in less).
     #[schema(minimum = 16, maximum = 65536)]
     pub memory_mb: Option<u64>,
     /// How many past executions the context keeps for `…/history`, [0, 1000]; default 100.

@@ -1304,6 +1304,28 @@ async fn history_keeps_a_bounded_weight_of_results() {
     assert!(weight < 9 * 1024 * 1024, "{weight} bytes of history");
 }
 
+/// A cell may write to its worker's control descriptor; a message naming another execution
+/// does not end this one, and the next execution gets its own output.
+#[tokio::test]
+async fn a_forged_done_message_does_not_put_a_context_out_of_step() {
+    let it = interp!();
+    let ctx = it.create(json!({"kernel": "python"})).await;
+    let id = ctx["id"].as_str().unwrap();
+    let forged = "import os\nos.write(4, b'{\"type\":\"done\",\"id\":999999,\"kernel\":\"node\"}\\n')\nprint('A')";
+    let run = it.run(Some(id), forged).await;
+    assert_eq!(run.stdout(), "A\n", "{run:?}");
+    let run = it.run(Some(id), "print('B')").await;
+    assert_eq!(run.stdout(), "B\n", "{run:?}");
+    let (_, info) = it
+        .call(
+            http::Method::GET,
+            &format!("/interpreter/contexts/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(info["kernel"], "python");
+}
+
 #[tokio::test]
 async fn envs_apply_to_one_execution_and_are_restored() {
     let it = interp!();
@@ -1515,5 +1537,25 @@ async fn limits_are_enforced() {
     assert_eq!(
         (status, body["error"]["details"]["field"].clone()),
         (400, json!("cwd"))
+    );
+    // An execution without a body has no code: refused, not run as an empty cell.
+    let (status, body) = it
+        .call(http::Method::POST, "/interpreter/execute", None)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("code"), "{body}");
+    // Node does not start in less than 64 MiB: refused at once, not after the worker's
+    // 30 s start timeout.
+    let (status, body) = it
+        .call(
+            http::Method::POST,
+            "/interpreter/contexts",
+            Some(json!({"language": "javascript", "memoryMb": 32})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["details"]["field"].clone()),
+        (400, json!("memoryMb")),
+        "{body}"
     );
 }

@@ -1486,7 +1486,8 @@ export interface components {
             timeout?: number | null;
             /**
              * Format: int64
-             * @description Memory cap of the context's worker and everything it starts, in MiB [16, 65536].
+             * @description Memory cap of the context's worker and everything it starts, in MiB [16, 65536]; at
+             *     least 64 for `javascript` (node does not start in less).
              */
             memoryMb?: number | null;
             /** @description How many past executions the context keeps for `…/history`, [0, 1000]; default 100. */

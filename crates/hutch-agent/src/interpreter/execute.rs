@@ -384,6 +384,11 @@ async fn run_cell(
                 sink.send(Frame::Stderr { text, seq }).await;
                 seq += 1;
             }
+            // Code in the cell can write to the worker's control descriptor too: what names
+            // another execution is not this one's.
+            Some(Event::Message(msg))
+                if msg.get("id").is_some_and(|id| id.as_u64() != Some(exec_id)) => {}
+            Some(Event::Done { id, .. }) if id != Some(exec_id) => {}
             Some(Event::Message(msg)) => {
                 let Some(mut frame) = to_frame(msg) else {
                     continue;
@@ -404,6 +409,7 @@ async fn run_cell(
             }
             Some(Event::Ready { .. }) => {}
             Some(Event::Done {
+                id: _,
                 status,
                 count,
                 kernel,

@@ -373,6 +373,9 @@ fn validate_timeout(field: &'static str, timeout: f64) -> Result<(), AgentError>
     }
 }
 
+/// The smallest `memoryMb` a javascript context takes.
+const JAVASCRIPT_MEMORY_MB_MIN: u64 = 64;
+
 fn validate_create(req: CreateContextRequest, default_cwd: &str) -> Result<Config, AgentError> {
     let language = req.language.unwrap_or_else(|| "python".to_owned());
     let kernel = match (language.as_str(), req.kernel.as_deref()) {
@@ -416,6 +419,18 @@ fn validate_create(req: CreateContextRequest, default_cwd: &str) -> Result<Confi
         return Err(AgentError::invalid(
             "memoryMb",
             format!("memoryMb must be in [{lo}, {hi}]"),
+        ));
+    }
+    if let Some(mb) = req.memory_mb
+        && language == "javascript"
+        && mb < JAVASCRIPT_MEMORY_MB_MIN
+    {
+        // Node does not start in less: under a data limit it hangs instead of failing.
+        return Err(AgentError::invalid(
+            "memoryMb",
+            format!(
+                "a javascript context needs memoryMb of at least {JAVASCRIPT_MEMORY_MB_MIN} (node does not start in less)"
+            ),
         ));
     }
     let history_size = req.history_size.unwrap_or(INTERPRETER_HISTORY_DEFAULT);

@@ -41,17 +41,17 @@ pub(crate) fn routes(build: Build) -> RouteList {
     routes
 }
 
-async fn read_body<T: serde::de::DeserializeOwned + Default>(
+/// The JSON body; an empty one reads as `{}` (so that an execution without one is refused
+/// for its missing `code`, and a context without one takes every default).
+async fn read_body<T: serde::de::DeserializeOwned>(
     req: Request,
     max: usize,
 ) -> Result<T, AgentError> {
     let bytes = axum::body::to_bytes(req.into_body(), max)
         .await
         .map_err(|_| AgentError::TooLarge(format!("request body is larger than {max} bytes")))?;
-    if bytes.is_empty() {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(&bytes).map_err(|e| AgentError::Invalid {
+    let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
+    serde_json::from_slice(bytes).map_err(|e| AgentError::Invalid {
         message: format!("invalid JSON body: {e}"),
         field: None,
     })

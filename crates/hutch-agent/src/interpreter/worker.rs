@@ -48,6 +48,8 @@ pub(crate) enum Event {
     },
     /// The cell finished.
     Done {
+        /// The execution it ends (the `id` of its `execute`).
+        id: Option<u64>,
         /// `ok`, `error` or `interrupted`.
         status: String,
         /// Its execution count.
@@ -689,6 +691,7 @@ fn handle_message(
                 .and_then(|k| k.as_str())
                 .map(str::to_owned);
             let _ = tx.send(Event::Done {
+                id: msg.get("id").and_then(|i| i.as_u64()),
                 status,
                 count,
                 kernel,
