@@ -96,6 +96,9 @@ pub struct OciImage {
     /// Whatever keeps the layers on disk (the server's image lease): the runtime keeps a
     /// clone while a sandbox built from this image waits in the warm pool.
     pub hold: Option<Arc<dyn std::any::Any + Send + Sync>>,
+    /// Whether later sessions may use it, so that the warm pool should keep sandboxes of it
+    /// ready (not a fork's one-time snapshot, which would only be held on disk by them).
+    pub warm: bool,
 }
 
 impl std::fmt::Debug for OciImage {

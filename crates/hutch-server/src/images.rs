@@ -779,7 +779,7 @@ fn snapshot_owner(store_name: &str) -> Option<String> {
 
 /// The name a client uses for a stored image: a snapshot's short name, or the canonical
 /// reference.
-fn display_name(store_name: &str) -> String {
+pub(crate) fn display_name(store_name: &str) -> String {
     match snapshot_owner(store_name) {
         Some(_) => store_name
             .rsplit('/')

@@ -581,7 +581,6 @@ pub(crate) async fn fork_session(
     state.disk_reserve.check("forking a session")?;
     let row = state.sessions.snapshot_source(&caller, id).await?;
     let name = format!("{FORK_PREFIX}{}", uuid::Uuid::new_v4().simple());
-    take_snapshot(&state, &row, &name).await?;
     // The new sessions belong to the source session's tenant, who owns the snapshot.
     let owner = Caller {
         tenant: row.tenant.clone(),
@@ -602,6 +601,9 @@ pub(crate) async fn fork_session(
         network: Some(row.network.clone()),
         auto_pause: row.auto_pause,
     };
+    // A request refused (a bad ttl) freezes and copies nothing.
+    validate::create(request.clone())?;
+    take_snapshot(&state, &row, &name).await?;
     let mut creates = Vec::new();
     for _ in 0..count {
         let new = validate::create(request.clone())?;

@@ -525,9 +525,34 @@ async fn a_snapshot_of_a_running_session_becomes_an_image_and_forks_see_its_file
         ),
         ErrorCode::InvalidRequest
     );
+    // A refused ttl is refused before anything is frozen or copied: no snapshot is left.
+    let images_before = alice.list_images().await.unwrap().images.len();
+    assert_eq!(
+        code(
+            alice
+                .fork_session(
+                    later.session_id,
+                    &hutch_api::ForkRequest {
+                        count: Some(1),
+                        ttl: Some(5)
+                    }
+                )
+                .await
+        ),
+        ErrorCode::InvalidRequest
+    );
+    assert_eq!(
+        alice.list_images().await.unwrap().images.len(),
+        images_before
+    );
     for fork in &forked.sessions {
         alice.delete_session(fork.session_id).await.unwrap();
     }
+    // No sandbox is kept ready for a fork's one-time snapshot: once its sessions are gone
+    // nothing holds it (and the collection of forks' snapshots can remove it).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let snapshot = alice.get_image(&forked.snapshot).await.unwrap();
+    assert_eq!(snapshot.image.sessions, 0, "{snapshot:?}");
     alice.delete_session(later.session_id).await.unwrap();
     alice.delete_image("prepared").await.unwrap();
 }

@@ -169,6 +169,7 @@ fn layered_image(dir: &std::path::Path, count: usize) -> OciImage {
         working_dir: None,
         user: None,
         hold: None,
+        warm: true,
     }
 }
 

@@ -215,6 +215,7 @@ mod tests {
                 working_dir: None,
                 user: None,
                 hold: None,
+                warm: true,
             }),
             resources: hutch_api::Resources::default(),
             env: BTreeMap::from([("A".to_owned(), "session".to_owned())]),

@@ -108,7 +108,7 @@ impl LinuxRuntime {
     /// Takes a pooled sandbox of `image`, if one is ready (for `default`, one wired for the
     /// network when `wired`), and counts the image as just used: an OCI image not in the pool
     /// yet enters it (the least recently used one leaving when the pool holds too many), so
-    /// that its next sessions find sandboxes ready.
+    /// that its next sessions find sandboxes ready, unless it is not [`OciImage::warm`].
     pub(super) fn take_pooled(&self, image: &SandboxImage, wired: bool) -> Option<Embryo> {
         let config = &self.inner.config;
         let mut evicted = Vec::new();
@@ -117,8 +117,10 @@ impl LinuxRuntime {
             match image {
                 SandboxImage::Default if wired => pool.wired.pop(),
                 SandboxImage::Default => pool.default.pop(),
-                SandboxImage::Oci(_)
-                    if config.warm_pool_per_image == 0 || config.warm_pool_images == 0 =>
+                SandboxImage::Oci(image)
+                    if !image.warm
+                        || config.warm_pool_per_image == 0
+                        || config.warm_pool_images == 0 =>
                 {
                     None
                 }

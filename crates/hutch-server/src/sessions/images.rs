@@ -51,6 +51,9 @@ fn sandbox_image(lease: &Arc<ImageLease>) -> SandboxImage {
         working_dir: record.config.working_dir.clone(),
         user: record.config.user.clone(),
         hold: Some(Arc::clone(lease) as Arc<dyn std::any::Any + Send + Sync>),
+        // A fork's snapshot serves the fork's own creates, all at once: sandboxes kept ready
+        // for it would never be used, and would keep it on disk.
+        warm: !crate::images::display_name(&record.name).starts_with(crate::images::FORK_PREFIX),
     })
 }
 
