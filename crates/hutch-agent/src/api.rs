@@ -227,6 +227,9 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
             "request body is larger than {REQUEST_BODY_MAX_BYTES} bytes"
         )));
     }
+    if !hutch_api::body::is_object_or_empty(&bytes) {
+        return Err(AgentError::invalid("body", hutch_api::body::NOT_AN_OBJECT));
+    }
     let bytes = if bytes.is_empty() {
         b"{}".to_vec()
     } else {

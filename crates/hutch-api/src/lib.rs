@@ -9,6 +9,7 @@
 //! (`docs/openapi.json`) takes its schemas, descriptions and bounds from here, and the error
 //! responses its routes share ([`responses`]).
 
+pub mod body;
 pub mod commands;
 pub mod env;
 pub mod error;

@@ -60,6 +60,9 @@ impl<T: Serialize> IntoResponse for Json<T> {
 
 /// Parses a JSON document, naming the field at fault in the error.
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if !hutch_api::body::is_object_or_empty(bytes) {
+        return Err(ApiError::invalid("body", hutch_api::body::NOT_AN_OBJECT));
+    }
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
@@ -233,6 +236,19 @@ mod tests {
     fn empty_body_is_an_empty_object() {
         let req: CreateSessionRequest = parse_json(b"").unwrap();
         assert_eq!(req, CreateSessionRequest::default());
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_refused() {
+        // serde would read a struct from the array of its fields in order.
+        for body in [
+            &b"[60,null,null,null,null,null,null,null]"[..],
+            b" []",
+            b"60",
+        ] {
+            let err = parse_json::<CreateSessionRequest>(body).unwrap_err();
+            assert_eq!(field_of(err).as_deref(), Some("body"), "{body:?}");
+        }
     }
 
     #[test]

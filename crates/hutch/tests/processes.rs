@@ -479,6 +479,21 @@ async fn unknown_processes_are_not_found() {
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::ProcessNotFound));
 
+    // A body is an object: not the array of a request's fields in order.
+    let (status, body) = client
+        .request(
+            http::Method::POST,
+            &format!("/v1/sessions/{}/commands", s.session_id),
+            Some(
+                br#"["echo positional",null,null,null,null,null,null,null]"#
+                    .to_vec()
+                    .into(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+
     // A WebSocket route asked without the upgrade answers in the error envelope.
     let (status, body) = client
         .request(

@@ -50,6 +50,9 @@ async fn read_body<T: serde::de::DeserializeOwned>(
     let bytes = axum::body::to_bytes(req.into_body(), max)
         .await
         .map_err(|_| AgentError::TooLarge(format!("request body is larger than {max} bytes")))?;
+    if !hutch_api::body::is_object_or_empty(&bytes) {
+        return Err(AgentError::invalid("body", hutch_api::body::NOT_AN_OBJECT));
+    }
     let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
     serde_json::from_slice(bytes).map_err(|e| AgentError::Invalid {
         message: format!("invalid JSON body: {e}"),
