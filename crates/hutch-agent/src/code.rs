@@ -37,17 +37,29 @@ fn command_of(req: CodeRequest) -> Result<CommandRequest, AgentError> {
     if req.code.contains('\0') {
         return Err(AgentError::invalid("code", "code may not contain NUL"));
     }
-    if req.code.len() > hutch_api::limits::COMMAND_MAX_BYTES {
+    // The source is one argument of the interpreter, joined to its flag (`--eval=…`) so that
+    // a source starting with `-` is not read as an option.
+    let max = hutch_api::limits::COMMAND_ARG_MAX_BYTES - flag.len();
+    if req.code.len() > max {
         return Err(AgentError::invalid(
             "code",
             format!(
-                "code is longer than {} bytes",
-                hutch_api::limits::COMMAND_MAX_BYTES
+                "code is longer than {max} bytes, Linux's bound on one argument; write a longer program to a file and run it"
             ),
         ));
     }
+    let argv = match *program {
+        // `bash -c` reads options up to `--`.
+        "bash" => vec![
+            (*program).to_owned(),
+            "-c".to_owned(),
+            "--".to_owned(),
+            req.code,
+        ],
+        _ => vec![(*program).to_owned(), format!("{flag}{}", req.code)],
+    };
     Ok(CommandRequest {
-        argv: Some(vec![(*program).to_owned(), (*flag).to_owned(), req.code]),
+        argv: Some(argv),
         timeout: req.timeout,
         env: req.env,
         ..CommandRequest::default()

@@ -16,8 +16,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use hutch_api::limits::{
-    COMMAND_ARGV_MAX_ENTRIES, COMMAND_MAX_BYTES, COMMAND_OUTPUT_MAX_BYTES, COMMAND_STDIN_MAX_BYTES,
-    COMMAND_TIMEOUT_DEFAULT_SECS, COMMAND_TIMEOUT_MAX_SECS, PATH_MAX_BYTES,
+    COMMAND_ARG_MAX_BYTES, COMMAND_ARGV_MAX_ENTRIES, COMMAND_MAX_BYTES, COMMAND_OUTPUT_MAX_BYTES,
+    COMMAND_STDIN_MAX_BYTES, COMMAND_TIMEOUT_DEFAULT_SECS, COMMAND_TIMEOUT_MAX_SECS,
+    PATH_MAX_BYTES,
 };
 use hutch_api::{CommandRequest, CommandResult};
 use hutch_sandbox::process::{ProcessSpec, SpawnError, find_program};
@@ -70,10 +71,12 @@ pub(crate) fn validate(agent: &Agent, req: CommandRequest) -> Result<Plan, Agent
             ));
         }
         (Some(command), None) => {
-            if command.len() > COMMAND_MAX_BYTES {
+            if command.len() > COMMAND_ARG_MAX_BYTES {
                 return Err(AgentError::invalid(
                     "command",
-                    format!("command is longer than {COMMAND_MAX_BYTES} bytes"),
+                    format!(
+                        "command is longer than {COMMAND_ARG_MAX_BYTES} bytes, Linux's bound on one argument; give a longer script as a file"
+                    ),
                 ));
             }
             if !std::path::Path::new("/bin/sh").exists() {
@@ -93,11 +96,12 @@ pub(crate) fn validate(agent: &Agent, req: CommandRequest) -> Result<Plan, Agent
             }
             if argv.len() > COMMAND_ARGV_MAX_ENTRIES
                 || argv.iter().map(String::len).sum::<usize>() > COMMAND_MAX_BYTES
+                || argv.iter().any(|a| a.len() > COMMAND_ARG_MAX_BYTES)
             {
                 return Err(AgentError::invalid(
                     "argv",
                     format!(
-                        "argv is over {COMMAND_ARGV_MAX_ENTRIES} entries or {COMMAND_MAX_BYTES} bytes"
+                        "argv is over {COMMAND_ARGV_MAX_ENTRIES} entries or {COMMAND_MAX_BYTES} bytes, or an entry is over {COMMAND_ARG_MAX_BYTES} bytes (Linux's bound on one argument)"
                     ),
                 ));
             }

@@ -10,9 +10,10 @@ use utoipa::ToSchema;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(example = json!({"command": "uname -a; id", "timeout": 10}))]
 pub struct CommandRequest {
-    /// A shell command line, run by `/bin/sh -c`: at most 256 KiB, no NUL. Give either
+    /// A shell command line, run by `/bin/sh -c`: at most 131071 bytes (Linux's bound on one
+    /// argument), no NUL. Give either
     /// `command` or `argv`.
-    #[schema(max_length = 262144, pattern = "^[^\\u0000]*$")]
+    #[schema(max_length = 131071, pattern = "^[^\\u0000]*$")]
     pub command: Option<String>,
     /// A program and its arguments, run without a shell.
     #[schema(schema_with = crate::schema::argv_request)]

@@ -49,8 +49,11 @@ pub const COMMAND_TIMEOUT_MAX_SECS: f64 = 3_600.0;
 pub const COMMAND_TIMEOUT_DEFAULT_SECS: f64 = 60.0;
 /// Largest `stdin` a command request may carry, in bytes.
 pub const COMMAND_STDIN_MAX_BYTES: usize = 4 * 1024 * 1024;
-/// Longest command string or argv (summed), in bytes.
+/// Longest argv (summed), in bytes.
 pub const COMMAND_MAX_BYTES: usize = 256 * 1024;
+/// Longest single argument the kernel passes to a program (`MAX_ARG_STRLEN`, 128 KiB with its
+/// NUL), in bytes: the bound of a command string, of each `argv` entry and of `/code` source.
+pub const COMMAND_ARG_MAX_BYTES: usize = 128 * 1024 - 1;
 /// Most captured bytes per output stream of one command; past it the output is cut and marked.
 pub const COMMAND_OUTPUT_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// Most argv entries of one command.

@@ -248,8 +248,9 @@ pub struct CodeRequest {
     /// `python` (`python3 -c`), `javascript` (`node -e`) or `bash` (`bash -c`).
     #[schema(pattern = "^(python|javascript|bash)$")]
     pub language: String,
-    /// The source, at most 256 KiB, no NUL.
-    #[schema(max_length = 262144)]
+    /// The source, at most 131064 bytes (Linux's bound on one argument, less the interpreter's
+    /// flag), no NUL.
+    #[schema(max_length = 131064)]
     pub code: String,
     /// Seconds, in (0, 3600], before the run and everything it started is killed; default 60.
     #[schema(exclusive_minimum = 0, maximum = 3600)]
@@ -259,10 +260,12 @@ pub struct CodeRequest {
     pub env: Option<BTreeMap<String, String>>,
 }
 
-/// The languages of [`CodeRequest`] and the program each runs with.
+/// The languages of [`CodeRequest`], the program each runs with and the flag its source is
+/// joined to as one argument (`--eval=…`, so that a source starting with `-` is no option;
+/// `bash` takes `-c --` and the source apart).
 pub const CODE_LANGUAGES: &[(&str, &str, &str)] = &[
     ("python", "python3", "-c"),
-    ("javascript", "node", "-e"),
+    ("javascript", "node", "--eval="),
     ("bash", "bash", "-c"),
 ];
 

@@ -11,8 +11,9 @@ use utoipa::openapi::schema::{
 };
 
 use crate::limits::{
-    COMMAND_ARGV_MAX_ENTRIES, COMMAND_MAX_BYTES, ENV_MAX_ENTRIES, ENV_MAX_KEY_BYTES,
-    ENV_MAX_VALUE_BYTES, METADATA_MAX_ENTRIES, METADATA_MAX_KEY_BYTES, METADATA_MAX_VALUE_BYTES,
+    COMMAND_ARG_MAX_BYTES, COMMAND_ARGV_MAX_ENTRIES, COMMAND_MAX_BYTES, ENV_MAX_ENTRIES,
+    ENV_MAX_KEY_BYTES, ENV_MAX_VALUE_BYTES, METADATA_MAX_ENTRIES, METADATA_MAX_KEY_BYTES,
+    METADATA_MAX_VALUE_BYTES,
 };
 
 /// A string holding no NUL character.
@@ -88,20 +89,21 @@ pub(crate) fn env_request() -> Schema {
         .into()
 }
 
-/// `argv` of a command: 1 to 4096 strings without NUL, the first (the program) non-empty, at
-/// most 256 KiB in all. Optional; `null` means "not given".
+/// `argv` of a command: 1 to 4096 strings without NUL, the first (the program) non-empty, each
+/// at most 128 KiB and at most 256 KiB in all. Optional; `null` means "not given".
 pub(crate) fn argv_request() -> Schema {
     ArrayBuilder::new()
         .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
         .description(Some(format!(
             "A program and its arguments, run without a shell: 1 to {COMMAND_ARGV_MAX_ENTRIES} \
-             strings with no NUL, the first (the program, looked up on `PATH`) not empty, at \
-             most {COMMAND_MAX_BYTES} bytes in all. Give either `command` or `argv`."
+             strings with no NUL, the first (the program, looked up on `PATH`) not empty, each \
+             at most {COMMAND_ARG_MAX_BYTES} bytes (Linux's bound on one argument) and at most \
+             {COMMAND_MAX_BYTES} bytes in all. Give either `command` or `argv`."
         )))
         .min_items(Some(1))
         .max_items(Some(COMMAND_ARGV_MAX_ENTRIES))
-        .prefix_items([string(Some(1), COMMAND_MAX_BYTES, Some(NO_NUL)).build()])
-        .items(string(None, COMMAND_MAX_BYTES, Some(NO_NUL)).build())
+        .prefix_items([string(Some(1), COMMAND_ARG_MAX_BYTES, Some(NO_NUL)).build()])
+        .items(string(None, COMMAND_ARG_MAX_BYTES, Some(NO_NUL)).build())
         .build()
         .into()
 }
@@ -146,7 +148,7 @@ mod tests {
             LIST_LIMIT_MAX
         );
         let command = properties::<CommandRequest>();
-        assert_eq!(command["command"]["maxLength"], COMMAND_MAX_BYTES);
+        assert_eq!(command["command"]["maxLength"], COMMAND_ARG_MAX_BYTES);
         assert_eq!(command["cwd"]["maxLength"], PATH_MAX_BYTES);
         assert_eq!(command["stdin"]["maxLength"], COMMAND_STDIN_MAX_BYTES);
         assert_eq!(command["timeout"]["maximum"], COMMAND_TIMEOUT_MAX_SECS);

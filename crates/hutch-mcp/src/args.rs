@@ -72,7 +72,7 @@ pub struct RunCommandArgs {
     /// The session to run in.
     #[serde(skip_serializing)]
     pub session_id: String,
-    /// A shell command line, run by `/bin/sh -c` (at most 256 KiB).
+    /// A shell command line, run by `/bin/sh -c` (at most 128 KiB).
     pub command: String,
     /// Working directory; default the image's (`/workspace` for `default`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -97,7 +97,7 @@ pub struct RunCodeArgs {
     pub session_id: String,
     /// `python`, `javascript` or `bash`.
     pub language: String,
-    /// The program's source (at most 256 KiB), run in a fresh process.
+    /// The program's source (at most 128 KiB), run in a fresh process.
     pub code: String,
     /// Seconds before it is killed, up to 3600; default 60.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -69,6 +69,53 @@ async fn python_javascript_and_bash_run_in_fresh_processes() {
     assert!(fresh.stderr.contains("NameError"), "{fresh:?}");
 }
 
+/// A source starting with `-` is source, not an interpreter option; a source longer than one
+/// argument may be (128 KiB) is refused with the reason, not run into the kernel's E2BIG.
+#[tokio::test]
+async fn sources_starting_with_a_dash_run_and_overlong_ones_are_refused() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session(&client).await;
+    for (language, source) in [
+        ("python", "-1\nprint('ran')"),
+        ("javascript", "-1 + 2; console.log('ran')"),
+        ("bash", "-x 2>/dev/null; echo ran"),
+    ] {
+        let run = client
+            .run_code(s.session_id, &code(language, source))
+            .await
+            .unwrap();
+        assert_eq!(run.stdout, "ran\n", "{language}: {run:?}");
+    }
+    let long = format!("#{}", "x".repeat(128 * 1024));
+    let err = client
+        .run_code(s.session_id, &code("python", &long))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidRequest), "{err}");
+    let err = client
+        .run_command(
+            s.session_id,
+            &hutch_api::CommandRequest {
+                command: Some(long),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("one argument"), "{err}");
+    // Just under the bound runs.
+    let near = format!("#{}", "x".repeat(128 * 1024 - 100));
+    let run = client
+        .run_code(s.session_id, &code("python", &near))
+        .await
+        .unwrap();
+    assert_eq!(run.exit_code, 0, "{run:?}");
+}
+
 #[tokio::test]
 async fn a_code_run_ends_at_its_timeout() {
     if !can_run_sandboxes() {

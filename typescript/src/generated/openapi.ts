@@ -1232,7 +1232,10 @@ export interface components {
         CodeRequest: {
             /** @description `python` (`python3 -c`), `javascript` (`node -e`) or `bash` (`bash -c`). */
             language: string;
-            /** @description The source, at most 256 KiB, no NUL. */
+            /**
+             * @description The source, at most 131064 bytes (Linux's bound on one argument, less the interpreter's
+             *     flag), no NUL.
+             */
             code: string;
             /**
              * Format: double
@@ -1246,11 +1249,12 @@ export interface components {
         };
         CommandRequest: {
             /**
-             * @description A shell command line, run by `/bin/sh -c`: at most 256 KiB, no NUL. Give either
+             * @description A shell command line, run by `/bin/sh -c`: at most 131071 bytes (Linux's bound on one
+             *     argument), no NUL. Give either
              *     `command` or `argv`.
              */
             command?: string | null;
-            /** @description A program and its arguments, run without a shell: 1 to 4096 strings with no NUL, the first (the program, looked up on `PATH`) not empty, at most 262144 bytes in all. Give either `command` or `argv`. */
+            /** @description A program and its arguments, run without a shell: 1 to 4096 strings with no NUL, the first (the program, looked up on `PATH`) not empty, each at most 131071 bytes (Linux's bound on one argument) and at most 262144 bytes in all. Give either `command` or `argv`. */
             argv?: [
                 string
             ] | null;
