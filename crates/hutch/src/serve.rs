@@ -119,7 +119,8 @@ pub(crate) struct ServeArgs {
     /// Most memory (the sum of `memoryMb`) one tenant's sessions may hold, in MiB.
     #[arg(long, env = "HUTCH_TENANT_MAX_MEMORY_MB", default_value_t = hutch_server::DEFAULT_TENANT_MAX_MEMORY_MB)]
     tenant_max_memory_mb: u64,
-    /// Most bytes of file content one storage context may hold, in MiB.
+    /// Most bytes of file content one storage context may hold, in MiB (at most
+    /// `--max-upload-mb`: a context is restored into a session through the file API).
     #[arg(long, env = "HUTCH_CONTEXT_MAX_MB", default_value_t = 1024)]
     context_max_mb: u64,
     /// Most bytes of file content one tenant's storage contexts may hold together, in MiB.
@@ -518,8 +519,18 @@ async fn serve_with(
         preview_domain: args.preview_domain,
         max_connections: args.port_connections_max,
     };
+    // A context comes back into a session through the file API's archive upload, which
+    // takes at most --max-upload-mb: a larger context could be saved but never restored.
+    let context_max_mb = args.context_max_mb.min(args.max_upload_mb);
+    if context_max_mb < args.context_max_mb {
+        tracing::warn!(
+            context_max_mb = args.context_max_mb,
+            max_upload_mb = args.max_upload_mb,
+            "a storage context holds at most --max-upload-mb of files (it is restored through the file API)"
+        );
+    }
     config.storage = hutch_server::StorageLimits {
-        context_max_bytes: args.context_max_mb.saturating_mul(1 << 20),
+        context_max_bytes: context_max_mb.saturating_mul(1 << 20),
         tenant_max_bytes: args.tenant_contexts_max_mb.saturating_mul(1 << 20),
         tenant_max_contexts: args.tenant_max_contexts,
     };

@@ -502,6 +502,46 @@ async fn limits_and_escaping_content_are_refused_with_the_reason() {
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
+/// A context comes back into a session through the file API, so it holds no more than the
+/// server's largest upload: a larger one is refused when saved (the version before stays, and
+/// still restores), not saved and then impossible to restore.
+#[tokio::test]
+async fn a_context_holds_no_more_than_the_file_api_can_restore() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start_with(&["--warm-pool", "1", "--max-upload-mb", "1"]);
+    let client = server.client("alice");
+    let ctx = new_context(&client, "restorable").await;
+    let s = bound_session(&client, &ctx, "/workspace/r").await;
+    sh(&client, &s, "echo kept > /workspace/r/small").await;
+    sync_upload(&client, &s).await;
+    assert_eq!(
+        settled(&client, &s).await.last().unwrap()["status"],
+        "Success"
+    );
+    sh(&client, &s, "head -c 2M /dev/zero > /workspace/r/big").await;
+    sync_upload(&client, &s).await;
+    let last = settled(&client, &s).await.last().unwrap().clone();
+    assert_eq!(last["status"], "Failed", "{last}");
+    assert!(
+        last["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("larger than the limit"),
+        "{last}"
+    );
+    assert_eq!(context(&client, &ctx).await["version"], 1);
+    let next = bound_session(&client, &ctx, "/workspace/r").await;
+    let restored = sh(
+        &client,
+        &next,
+        "ls -A /workspace/r && cat /workspace/r/small",
+    )
+    .await;
+    assert_eq!(restored.stdout, "small\nkept\n", "{restored:?}");
+}
+
 #[tokio::test]
 async fn contexts_belong_to_their_tenant_and_bad_bindings_are_refused() {
     if !can_run_sandboxes() {
