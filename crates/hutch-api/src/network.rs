@@ -183,9 +183,18 @@ impl TargetList {
                 ));
             }
             if entry.contains(':') {
-                return Err(format!(
-                    "{field} entry {entry:?}: IPv6 is off in sessions; give IPv4 addresses or names"
-                ));
+                let range = entry
+                    .split_once('/')
+                    .map_or(entry.as_str(), |(address, _)| address);
+                return Err(if range.parse::<std::net::Ipv6Addr>().is_ok() {
+                    format!(
+                        "{field} entry {entry:?}: IPv6 is off in sessions; give IPv4 addresses or names"
+                    )
+                } else {
+                    format!(
+                        "{field} entry {entry:?}: give a host name, a `*.` name, an IPv4 address or an IPv4 CIDR, without a scheme or a port"
+                    )
+                });
             }
             if entry.starts_with(|c: char| c.is_ascii_digit())
                 && entry
@@ -298,6 +307,9 @@ mod tests {
         for (bad, says) in [
             ("1.2.3.4/33", "not an IPv4 address"),
             ("2001:db8::/32", "IPv6 is off"),
+            ("::1", "IPv6 is off"),
+            ("pypi.org:443", "without a scheme or a port"),
+            ("https://pypi.org", "without a scheme or a port"),
             ("exa mple.com", "not a DNS name"),
             ("*.", "not a DNS name"),
         ] {

@@ -104,7 +104,9 @@ pub struct CreateSessionRequest {
     /// Time to live in seconds, 60..=28800; default 300.
     #[schema(minimum = 60, maximum = 28800)]
     pub ttl: Option<u64>,
-    /// Image name; default `default`, the only image so far.
+    /// Image: `default` (the default: the host's own `/usr` and a copy of its `/etc`), an OCI
+    /// image reference (pulled when the server lacks it), an imported image's name or one of
+    /// the tenant's snapshots.
     #[schema(example = "default")]
     pub image: Option<String>,
     /// Free-form string labels, bounded in count and size.

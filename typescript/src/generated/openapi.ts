@@ -1525,7 +1525,9 @@ export interface components {
              */
             ttl?: number | null;
             /**
-             * @description Image name; default `default`, the only image so far.
+             * @description Image: `default` (the default: the host's own `/usr` and a copy of its `/etc`), an OCI
+             *     image reference (pulled when the server lacks it), an imported image's name or one of
+             *     the tenant's snapshots.
              * @example default
              */
             image?: string | null;
