@@ -246,6 +246,14 @@ async fn a_client_that_disconnects_reattaches_with_nothing_lost_or_repeated() {
             ..
         }
     ));
+    // A cursor past what the process ever wrote is refused, not answered with no output.
+    let ahead = seqs.len() as u64 + 50;
+    let err = client
+        .attach_process(s.session_id, pid, ahead)
+        .await
+        .err()
+        .expect("a cursor ahead of the output is refused");
+    assert_eq!(err.code(), Some(ErrorCode::InvalidRequest), "{err}");
 }
 
 #[tokio::test]
@@ -610,6 +618,16 @@ async fn arbitrary_bytes_round_trip_through_stdin_and_stdout() {
     stream.write_stdin(&bytes).await.unwrap();
     stream.close_stdin().await.unwrap();
     assert_eq!(collect(&mut stream).await.stdout(), bytes);
+
+    // One message larger than a stdin write may be (1 MiB) goes in whole.
+    let mut stream = client
+        .stream_command(s.session_id, &sh_command("wc -c"))
+        .await
+        .unwrap();
+    start_event(&mut stream).await;
+    stream.write_stdin(&vec![b'x'; 3 << 20]).await.unwrap();
+    stream.close_stdin().await.unwrap();
+    assert_eq!(collect(&mut stream).await.stdout(), b"3145728\n");
 }
 
 /// Streams count against their own limit (`PROCESSES_RUNNING_MAX`, 128), not the 64 one-shot

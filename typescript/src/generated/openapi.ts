@@ -6067,7 +6067,7 @@ export interface operations {
     attachProcess: {
         parameters: {
             query?: {
-                /** @description The first sequence number wanted: one past the last one received. */
+                /** @description The first sequence number wanted: one past the last one received; at most the process's `nextSeq`. */
                 from?: number;
             };
             header?: {

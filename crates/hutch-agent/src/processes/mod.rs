@@ -236,6 +236,11 @@ impl Managed {
         Ok(())
     }
 
+    /// The sequence number its next chunk of output will get.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.lock().next_seq
+    }
+
     /// Attaches a reader that starts at sequence number `from`.
     pub(crate) fn subscribe(self: &Arc<Self>, from: u64) -> Reader {
         let mut ring = self.lock();

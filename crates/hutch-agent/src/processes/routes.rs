@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use hutch_api::limits::PROCESS_STDIN_WRITE_MAX_BYTES;
 use hutch_api::processes::StreamControl;
-use hutch_api::responses::{PayloadTooLarge, ProcessNotFound};
+use hutch_api::responses::{BadRequest, PayloadTooLarge, ProcessNotFound};
 use hutch_api::{
     CommandRequest, ProcessEvent, ProcessInfo, ProcessList, SignalRequest, StartedProcess,
 };
@@ -233,11 +233,12 @@ struct StreamQuery {
     params(
         ("pid" = i32, Path, description = "The process's pid inside the session.", minimum = 1),
         ("from" = Option<u64>, Query, description = "The first sequence number wanted: one past \
-            the last one received."),
+            the last one received; at most the process's `nextSeq`."),
     ),
     responses(
         (status = 101, description = "Switched to the WebSocket protocol; text messages are \
             `ProcessEvent`s", body = ProcessEvent),
+        (status = 400, response = BadRequest),
         (status = 404, response = ProcessNotFound),
     )
 )]
@@ -249,6 +250,15 @@ async fn reattach(
 ) -> Result<Response, AgentError> {
     let process = agent.processes.get(parse_pid(&pid)?)?;
     let from = query(stream_query)?.from.unwrap_or(0);
+    // A cursor past what the process wrote so far is one no client was given (another
+    // process's, or a mistake): it would skip output with no sign.
+    let next = process.next_seq();
+    if from > next {
+        return Err(AgentError::invalid(
+            "from",
+            format!("from is {from}, past the process's next sequence number {next}"),
+        ));
+    }
     let ws = upgrade(ws)?;
     let reader = process.subscribe(from);
     Ok(ws
@@ -269,11 +279,14 @@ async fn attach(socket: WebSocket, process: Arc<Managed>, mut reader: Reader) {
         while let Some(Ok(message)) = rx.next().await {
             match message {
                 Message::Binary(data) => {
-                    if data.len() > PROCESS_STDIN_WRITE_MAX_BYTES {
-                        return;
+                    // A message of any size the socket takes goes in whole, a write's bound at
+                    // a time. A closed or stuck stdin is the process's business; the stream
+                    // goes on.
+                    for piece in data.chunks(PROCESS_STDIN_WRITE_MAX_BYTES) {
+                        if input_process.write_stdin(piece, false).await.is_err() {
+                            break;
+                        }
                     }
-                    // A closed or stuck stdin is the process's business; the stream goes on.
-                    let _ = input_process.write_stdin(&data, false).await;
                 }
                 Message::Text(text) => {
                     if let Ok(StreamControl::Eof) = serde_json::from_str(&text) {
