@@ -1518,6 +1518,11 @@ async fn limits_are_enforced() {
     let big = "x".repeat(1024 * 1024 + 1);
     let run = it.ws(json!({"code": big})).await;
     assert_eq!(run.error_name(), Some("InvalidRequest"), "{run:?}");
+    // Past the 2 MiB a request message may be: said so too, not a dropped connection.
+    let huge = "x".repeat(3 * 1024 * 1024);
+    let run = it.ws(json!({"code": huge})).await;
+    assert_eq!(run.error_name(), Some("InvalidRequest"), "{:?}", run.close);
+    assert_eq!(run.close, Some(1008));
     let (status, body) = it
         .call(
             http::Method::POST,

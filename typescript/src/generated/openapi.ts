@@ -800,17 +800,19 @@ export interface paths {
          *     — and always last a `control` frame stating the outcome (`completed`, `interrupted`,
          *     `timeout`, `exited`, `crashed`), then closes: 1000 (completed, interrupted, exited), 4008
          *     (timeout: the cell was interrupted, and its worker killed if it ignored that for 2 s),
-         *     1011 (the worker crashed). An unknown context answers one `ContextError` error frame and
-         *     closes 1000; an invalid request one `InvalidRequest` error frame and closes 1008.
-         *     Executions of one context run one at a time in arrival order; a client that disconnects
-         *     does not stop its execution. `…/process/interpreter/execute` is an alias.
+         *     1011 (the worker crashed). An unknown context (or one that could not start, or one with 16
+         *     executions already waiting) answers one `ContextError` error frame and closes 1000; an
+         *     invalid request one `InvalidRequest` error frame and closes 1008. Executions of one
+         *     context run one at a time in arrival order (at most 16 waiting); a client that
+         *     disconnects does not stop its execution. `…/process/interpreter/execute` is an alias.
          */
         get: operations["executeWebSocket"];
         put?: never;
         /**
          * Runs a cell and streams its frames as NDJSON.
          * @description The same frames as the WebSocket, one JSON object per line; the last line is the
-         *     `control` frame (or, for an unknown context, the single `ContextError` frame). An invalid
+         *     `control` frame (or, for an unknown context, one that could not start or one with 16
+         *     executions already waiting, the single `ContextError` frame saying which). An invalid
          *     request answers 400 before anything runs. `…/process/interpreter/execute` is an alias.
          */
         post: operations["executeNdjson"];

@@ -292,7 +292,8 @@ fn start(agent: Arc<Agent>, req: ExecuteRequest) -> mpsc::Receiver<Frame> {
 /// Runs a cell and streams its frames as NDJSON.
 ///
 /// The same frames as the WebSocket, one JSON object per line; the last line is the
-/// `control` frame (or, for an unknown context, the single `ContextError` frame). An invalid
+/// `control` frame (or, for an unknown context, one that could not start or one with 16
+/// executions already waiting, the single `ContextError` frame saying which). An invalid
 /// request answers 400 before anything runs. `…/process/interpreter/execute` is an alias.
 #[utoipa::path(
     post,
@@ -417,10 +418,11 @@ async fn execute_ndjson_alias(
 /// — and always last a `control` frame stating the outcome (`completed`, `interrupted`,
 /// `timeout`, `exited`, `crashed`), then closes: 1000 (completed, interrupted, exited), 4008
 /// (timeout: the cell was interrupted, and its worker killed if it ignored that for 2 s),
-/// 1011 (the worker crashed). An unknown context answers one `ContextError` error frame and
-/// closes 1000; an invalid request one `InvalidRequest` error frame and closes 1008.
-/// Executions of one context run one at a time in arrival order; a client that disconnects
-/// does not stop its execution. `…/process/interpreter/execute` is an alias.
+/// 1011 (the worker crashed). An unknown context (or one that could not start, or one with 16
+/// executions already waiting) answers one `ContextError` error frame and closes 1000; an
+/// invalid request one `InvalidRequest` error frame and closes 1008. Executions of one
+/// context run one at a time in arrival order (at most 16 waiting); a client that
+/// disconnects does not stop its execution. `…/process/interpreter/execute` is an alias.
 #[utoipa::path(
     get,
     path = "/interpreter/execute",
@@ -484,25 +486,33 @@ async fn ws_session(agent: Arc<Agent>, mut socket: WebSocket) {
     let first = tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, async {
         loop {
             match socket.recv().await {
-                Some(Ok(Message::Text(text))) => return Some(text.as_str().to_owned()),
+                Some(Ok(Message::Text(text))) => return Some(Ok(text.as_str().to_owned())),
                 Some(Ok(Message::Binary(bytes))) => {
-                    return Some(String::from_utf8_lossy(&bytes).into_owned());
+                    return Some(Ok(String::from_utf8_lossy(&bytes).into_owned()));
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                // Past the message bound: the socket can still say why.
+                Some(Err(e)) if e.to_string().contains("too long") => {
+                    return Some(Err(AgentError::TooLarge(format!(
+                        "the execution request is larger than {INTERPRETER_REQUEST_MAX_BYTES} bytes"
+                    ))));
+                }
                 _ => return None,
             }
         }
     })
     .await;
-    let Ok(Some(text)) = first else {
+    let Ok(Some(first)) = first else {
         return;
     };
-    let req = serde_json::from_str::<ExecuteRequest>(&text)
-        .map_err(|e| AgentError::Invalid {
-            message: format!("invalid execution request: {e}"),
-            field: None,
-        })
-        .and_then(|req| super::validate_execute(&req).map(|()| req));
+    let req = first.and_then(|text| {
+        serde_json::from_str::<ExecuteRequest>(&text)
+            .map_err(|e| AgentError::Invalid {
+                message: format!("invalid execution request: {e}"),
+                field: None,
+            })
+            .and_then(|req| super::validate_execute(&req).map(|()| req))
+    });
     let req = match req {
         Ok(req) => req,
         Err(e) => {
