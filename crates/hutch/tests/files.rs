@@ -105,6 +105,24 @@ async fn upload_download_stat_list_move_and_delete() {
         &["--json", r#"{"path":"/workspace/a/b/c","parents":false}"#],
     );
     assert_eq!(exclusive.status, 409, "{}", exclusive.text());
+    // `mode` is the last directory's; the parents it made have 0755, as `mkdir -p -m` does.
+    let parents = curl(&server, id, "GET", "/files/stat?path=/workspace/a/b", &[]);
+    assert_eq!(parents.json()["mode"], "0755", "{}", parents.text());
+    // A link to a directory is a directory already there.
+    sh(
+        &client,
+        &s,
+        "mkdir /workspace/real && ln -s real /workspace/dirlink",
+    )
+    .await;
+    let linked = curl(
+        &server,
+        id,
+        "POST",
+        "/files/mkdir",
+        &["--json", r#"{"path":"/workspace/dirlink"}"#],
+    );
+    assert_eq!(linked.status, 201, "{}", linked.text());
 
     let list = curl(&server, id, "GET", "/files?path=/workspace&depth=3", &[]);
     assert_eq!(list.status, 200, "{}", list.text());

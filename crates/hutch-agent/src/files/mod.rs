@@ -354,27 +354,43 @@ async fn mkdir(
     let files = files(&agent);
     let parents = req.parents.unwrap_or(true);
     blocking(move || {
-        if parents {
-            files.root.mkdir_all(&path, mode)?;
-        }
-        let (parent, name) = files.root.parent(&path)?;
-        if !parents {
-            let shown = path.to_string();
-            fsys::mkdirat(parent.as_fd(), &name, mode).map_err(|e| fs_error("mkdir", &shown, e))?;
-            let fd =
-                fsys::openat_nofollow(parent.as_fd(), &name, libc::O_RDONLY | libc::O_DIRECTORY)
-                    .map_err(|e| fs_error("open", &shown, e))?;
-            fsys::fchmod(fd.as_fd(), mode).map_err(|e| fs_error("chmod", &shown, e))?;
-        }
-        let entry = stat_at(parent.as_fd(), &name, &path)?;
-        if entry.file_type != FileType::Directory {
-            return Err(fs_error(
+        let shown = path.to_string();
+        // Missing parents get the usual 0755, like `mkdir -p -m`: `mode` is the last one's.
+        let (parent, name) = match path.split() {
+            Some((dir, name)) if parents => (files.root.mkdir_all(&dir, 0o755)?, name),
+            _ => files.root.parent(&path)?,
+        };
+        let exists = || {
+            fs_error(
                 "mkdir",
-                &path.to_string(),
+                &shown,
                 std::io::Error::from_raw_os_error(libc::EEXIST),
-            ));
+            )
+        };
+        match fsys::mkdirat(parent.as_fd(), &name, mode) {
+            Ok(()) => {
+                let fd = fsys::openat_nofollow(
+                    parent.as_fd(),
+                    &name,
+                    libc::O_RDONLY | libc::O_DIRECTORY,
+                )
+                .map_err(|e| fs_error("open", &shown, e))?;
+                fsys::fchmod(fd.as_fd(), mode).map_err(|e| fs_error("chmod", &shown, e))?;
+            }
+            // With `parents`, a directory already there is fine, and so is a link to one
+            // (followed inside the root, as a path is).
+            Err(e) if parents && e.raw_os_error() == Some(libc::EEXIST) => {
+                files
+                    .root
+                    .resolve(&path, libc::O_PATH | libc::O_DIRECTORY)
+                    .map_err(|_| exists())?;
+            }
+            Err(e) => return Err(fs_error("mkdir", &shown, e)),
         }
-        Ok((StatusCode::CREATED, Json(entry)))
+        Ok((
+            StatusCode::CREATED,
+            Json(stat_at(parent.as_fd(), &name, &path)?),
+        ))
     })
     .await
 }
