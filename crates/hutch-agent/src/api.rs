@@ -223,9 +223,10 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
         }
     }
     if seen > REQUEST_BODY_MAX_BYTES {
-        return Err(AgentError::TooLarge(format!(
-            "request body is larger than {REQUEST_BODY_MAX_BYTES} bytes"
-        )));
+        return Err(AgentError::TooLarge {
+            message: format!("request body is larger than {REQUEST_BODY_MAX_BYTES} bytes"),
+            limit: REQUEST_BODY_MAX_BYTES,
+        });
     }
     if !hutch_api::body::is_object_or_empty(&bytes) {
         return Err(AgentError::invalid("body", hutch_api::body::NOT_AN_OBJECT));
@@ -337,7 +338,7 @@ mod tests {
         let err = read_json::<CommandRequest>(axum::body::Body::from(big))
             .await
             .unwrap_err();
-        assert!(matches!(err, AgentError::TooLarge(_)), "{err:?}");
+        assert!(matches!(err, AgentError::TooLarge { .. }), "{err:?}");
     }
 
     #[tokio::test]

@@ -17,8 +17,13 @@ pub enum AgentError {
         field: Option<&'static str>,
     },
     /// The request body is too large.
-    #[error("{0}")]
-    TooLarge(String),
+    #[error("{message}")]
+    TooLarge {
+        /// What was too large, and its bound.
+        message: String,
+        /// The bound, in bytes (`details.limitBytes`).
+        limit: usize,
+    },
     /// The session already runs its maximum of commands at once.
     #[error(
         "this session already runs {limit} commands at once, its maximum; retry when one finishes"
@@ -107,7 +112,7 @@ impl AgentError {
             }
             AgentError::Spawn(hutch_sandbox::process::SpawnError::Clone(_)) => ErrorCode::Internal,
             AgentError::Invalid { .. } | AgentError::Spawn(_) => ErrorCode::InvalidRequest,
-            AgentError::TooLarge(_) => ErrorCode::PayloadTooLarge,
+            AgentError::TooLarge { .. } => ErrorCode::PayloadTooLarge,
             AgentError::Busy { .. } => ErrorCode::RateLimited,
             AgentError::File { code, .. } => *code,
             AgentError::ProcessNotFound(_) => ErrorCode::ProcessNotFound,
@@ -149,6 +154,7 @@ impl AgentError {
                 field: Some(field), ..
             } => body = body.with_detail("field", *field),
             AgentError::Busy { limit } => body = body.with_detail("limit", *limit),
+            AgentError::TooLarge { limit, .. } => body = body.with_detail("limitBytes", *limit),
             AgentError::LanguageUnavailable { image, program } => {
                 body = body
                     .with_detail("image", image.as_str())

@@ -1526,6 +1526,19 @@ async fn limits_are_enforced() {
     let (status, body) = it
         .call(
             http::Method::POST,
+            "/interpreter/execute",
+            Some(json!({"code": huge})),
+        )
+        .await;
+    assert_eq!(status, 413);
+    assert_eq!(
+        body["error"]["details"]["limitBytes"],
+        2 * 1024 * 1024,
+        "{body:.200}"
+    );
+    let (status, body) = it
+        .call(
+            http::Method::POST,
             "/interpreter/contexts",
             Some(json!({"historySize": 100000})),
         )

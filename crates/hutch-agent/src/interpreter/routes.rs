@@ -49,7 +49,10 @@ async fn read_body<T: serde::de::DeserializeOwned>(
 ) -> Result<T, AgentError> {
     let bytes = axum::body::to_bytes(req.into_body(), max)
         .await
-        .map_err(|_| AgentError::TooLarge(format!("request body is larger than {max} bytes")))?;
+        .map_err(|_| AgentError::TooLarge {
+            message: format!("request body is larger than {max} bytes"),
+            limit: max,
+        })?;
     if !hutch_api::body::is_object_or_empty(&bytes) {
         return Err(AgentError::invalid("body", hutch_api::body::NOT_AN_OBJECT));
     }
@@ -493,9 +496,12 @@ async fn ws_session(agent: Arc<Agent>, mut socket: WebSocket) {
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 // Past the message bound: the socket can still say why.
                 Some(Err(e)) if e.to_string().contains("too long") => {
-                    return Some(Err(AgentError::TooLarge(format!(
-                        "the execution request is larger than {INTERPRETER_REQUEST_MAX_BYTES} bytes"
-                    ))));
+                    return Some(Err(AgentError::TooLarge {
+                        message: format!(
+                            "the execution request is larger than {INTERPRETER_REQUEST_MAX_BYTES} bytes"
+                        ),
+                        limit: INTERPRETER_REQUEST_MAX_BYTES,
+                    }));
                 }
                 _ => return None,
             }

@@ -433,10 +433,9 @@ async fn stdin(
     let eof = query(stdin_query)?.eof.unwrap_or(false);
     let body = axum::body::to_bytes(req.into_body(), PROCESS_STDIN_WRITE_MAX_BYTES)
         .await
-        .map_err(|_| {
-            AgentError::TooLarge(format!(
-                "a stdin write is at most {PROCESS_STDIN_WRITE_MAX_BYTES} bytes"
-            ))
+        .map_err(|_| AgentError::TooLarge {
+            message: format!("a stdin write is at most {PROCESS_STDIN_WRITE_MAX_BYTES} bytes"),
+            limit: PROCESS_STDIN_WRITE_MAX_BYTES,
         })?;
     process.write_stdin(&body, eof).await?;
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())
