@@ -253,4 +253,30 @@ async fn uploads_over_the_maximum_are_413_naming_the_file() {
         listing.stdout, "small.txt\n",
         "only the file under the limit was written: {listing:?}"
     );
+
+    // Two files under the maximum each but over it together: the second is refused, chunked
+    // or not, as a request with a length is refused whole.
+    let half = dir.path().join("half.bin");
+    std::fs::write(&half, vec![2u8; 600_000]).unwrap();
+    let multi = curl(
+        &server,
+        id,
+        "POST",
+        "/files?path=/workspace/halves",
+        &[
+            "-H",
+            "Transfer-Encoding: chunked",
+            "-F",
+            &format!("a=@{};filename=one.bin", half.display()),
+            "-F",
+            &format!("b=@{};filename=two.bin", half.display()),
+        ],
+    );
+    assert_eq!(multi.status, 413, "{}", multi.text());
+    assert_eq!(
+        multi.json()["error"]["details"]["path"],
+        "/workspace/halves/two.bin",
+        "{}",
+        multi.text()
+    );
 }

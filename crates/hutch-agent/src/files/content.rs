@@ -263,7 +263,7 @@ pub(super) async fn upload(
         parents: q.parents.unwrap_or(true),
         overwrite: q.overwrite.unwrap_or(true),
     };
-    let size = write_file(&files, upload, &mut body).await?;
+    let size = write_file(&files, upload, &mut body, files.max_upload_bytes).await?;
     Ok(Json(UploadResults {
         files: vec![UploadResult {
             path: shown,
@@ -341,6 +341,7 @@ pub(super) async fn upload_multipart(
     let mut results: Vec<UploadResult> = Vec::new();
     let mut first_failure: Option<(ErrorCode, String, String)> = None;
     let mut next_path: Option<String> = None;
+    let mut total = 0u64;
     loop {
         let field = multipart.next_field().await.map_err(|e| {
             AgentError::invalid(
@@ -392,7 +393,10 @@ pub(super) async fn upload_multipart(
                     parents: q.parents.unwrap_or(true),
                     overwrite: q.overwrite.unwrap_or(true),
                 };
-                write_file(&files, upload, &mut field).await
+                // The request's files together stay within the maximum upload, whether or not
+                // the request said its length up front.
+                let left = files.max_upload_bytes.saturating_sub(total);
+                write_file(&files, upload, &mut field, left).await
             }
             Ok(_) => Err(AgentError::invalid(
                 "filename",
@@ -401,13 +405,16 @@ pub(super) async fn upload_multipart(
             Err(e) => Err(e),
         };
         match result {
-            Ok(size) => results.push(UploadResult {
-                path: SandboxPath::parse("filename", &target)
-                    .map(|p| p.to_string())
-                    .unwrap_or(target),
-                size,
-                error: None,
-            }),
+            Ok(size) => {
+                total += size;
+                results.push(UploadResult {
+                    path: SandboxPath::parse("filename", &target)
+                        .map(|p| p.to_string())
+                        .unwrap_or(target),
+                    size,
+                    error: None,
+                });
+            }
             Err(e) => {
                 let code = e.code();
                 let message = e.to_string();

@@ -113,11 +113,13 @@ pub(crate) struct Upload {
 
 /// Streams `source` into `upload.path`: into a temporary file in the same directory, renamed
 /// over the destination only once every byte is written, so that a failed or interrupted
-/// upload never leaves a partial file. Returns the bytes written.
+/// upload never leaves a partial file; past `max` bytes it is refused (413). Returns the bytes
+/// written.
 pub(crate) async fn write_file(
     files: &Arc<Files>,
     upload: Upload,
     source: &mut impl ChunkSource,
+    max: u64,
 ) -> Result<u64, AgentError> {
     let display = upload.path.to_string();
     let files2 = Arc::clone(files);
@@ -161,7 +163,6 @@ pub(crate) async fn write_file(
         }
         file.flush()
     });
-    let max = files.max_upload_bytes;
     let mut written = 0u64;
     let mut failure = None;
     // Small frames are gathered into batches of about CHUNK_BYTES: fewer writes and handoffs.
@@ -180,7 +181,19 @@ pub(crate) async fn write_file(
         };
         written += chunk.len() as u64;
         if written > max {
-            failure = Some(too_large(&display, max));
+            failure = Some(if max < files.max_upload_bytes {
+                // Part of a multipart request: the files before it took the rest.
+                AgentError::File {
+                    code: ErrorCode::PayloadTooLarge,
+                    message: format!(
+                        "{display}: the request's files are larger than {} bytes in all, this server's maximum (--max-upload-mb)",
+                        files.max_upload_bytes
+                    ),
+                    path: display.clone(),
+                }
+            } else {
+                too_large(&display, max)
+            });
             break;
         }
         let chunk = if batch.is_empty() && chunk.len() >= CHUNK_BYTES {
