@@ -529,7 +529,15 @@ pub(crate) async fn proxy(
         pool: state.sessions.agent_pool(),
         metrics: state.metrics.clone(),
     };
-    crate::proxy::forward(agent, req).await
+    match crate::proxy::forward(agent, req).await {
+        // The session went away under the request (a delete, an expiry): say that, not that
+        // its sandbox failed.
+        Err(err @ ApiError::SandboxUnavailable { .. }) => {
+            state.sessions.reachable(&caller, id).await?;
+            Err(err)
+        }
+        answer => answer,
+    }
 }
 
 /// Unknown routes and methods.

@@ -566,6 +566,36 @@ async fn a_stdin_write_refused_as_too_large_leaves_the_session_answering() {
     }
 }
 
+/// A command running when its session is deleted answers what happened to the session (404
+/// or 409), not that its sandbox failed (502).
+#[tokio::test]
+async fn a_command_cut_short_by_its_session_s_delete_says_so() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client("alice");
+    let s = session(&client).await;
+    let running = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .run_command(s.session_id, &sh_command("sleep 100"))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    client.delete_session(s.session_id).await.unwrap();
+    let err = running.await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            Some(ErrorCode::SessionNotFound | ErrorCode::Conflict)
+        ),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn arbitrary_bytes_round_trip_through_stdin_and_stdout() {
     if !can_run_sandboxes() {
