@@ -15,8 +15,8 @@
 # or `linecache` import at start (the C modules `_json` and `_signal` are used instead, `_ast`
 # at the first execution; everything else is imported when first needed).
 #
-# Layout: the code needed only later (`_COLD_SRC`, a string compiled at its first use), then
-# the worker, which ends by running `_main()`.
+# Layout: the code needed only later (`_COLD_SRC`, and `_IPYTHON_SRC` for IPython: strings
+# compiled at their first use), then the worker, which ends by running `_main()`.
 
 # --- code needed only later -------------------------------------------------------------
 # Compiled at first use: compiling it at start would cost more than the rest of the worker.
@@ -74,6 +74,18 @@ def _format_exc(e):
         return "".join(traceback.format_exception(type(e), e, tb))
     except Exception:
         return "%s: %s\n" % (type(e).__name__, e)
+
+
+def _report_now(e):
+    """Sends the error `e` a cell ended with; running out of memory in a step of the worker's
+    own (the innermost frame is the worker's: compiling the cell, building or sending a
+    result) becomes a MemoryError that says that the context's memory is used up."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if _no_memory(e) and tb is not None and tb.tb_frame.f_globals is _G:
+        e = MemoryError(_NO_MEMORY).with_traceback(e.__traceback__)
+    _send_error(type(e).__name__, _exc_value(e), _format_exc(e))
 
 
 # --- rich display ---------------------------------------------------------------------------
@@ -135,14 +147,20 @@ def _bundle(obj):
     return data
 
 
-def _display_now(*objs, **kwargs):
-    """`display()` for the plain kernel: each object becomes a `result` message."""
-    raw = kwargs.get("raw", False)
+def _display_now(*objs, raw=False, include=None, exclude=None, **kwargs):
+    """`display()` for the plain kernel: each object becomes a `result` message (`include`
+    and `exclude` pick MIME types as in IPython's display(); its other options do nothing)."""
     for obj in objs:
         if raw and isinstance(obj, dict):
-            _send_result({str(k): _mime_value(str(k), v) for k, v in obj.items()})
+            data = {str(k): _mime_value(str(k), v) for k, v in obj.items()}
         else:
-            _send_result(_bundle(obj))
+            data = _retry(_bundle, obj)
+        if include or exclude:
+            data = {k: v for k, v in data.items()
+                    if (not include or k in include) and not (exclude and k in exclude)}
+            if not data:
+                continue
+        _send_result(data)
 
 
 # --- matplotlib figures --------------------------------------------------------------------
@@ -188,6 +206,45 @@ def _patch_pyplot(plt):
 
     show.__doc__ = orig.__doc__
     plt.show = show
+
+'''
+
+# Needed only with IPython: the IPython kernel (`ipython`, or `auto` once switched) and, in the
+# plain kernel, IPython's display() made the worker's. Compiled after `_COLD_SRC`.
+_IPYTHON_SRC = r'''
+# --- IPython's display() in the plain kernel ------------------------------------------------
+
+
+def _patch_ipython_display(mod):
+    """IPython's display() (defined in `mod`) prints the objects when no IPython shell runs,
+    `clear_output()` prints terminal escapes: in the plain kernel (`auto` before it switches)
+    they become the worker's display() (with IPython's DisplayHandle for a `display_id`, so
+    `update_display` sends the new object) and nothing."""
+    ns = mod.__dict__
+    orig, orig_clear = ns.get("display"), ns.get("clear_output")
+    if not callable(orig) or hasattr(orig, "__wrapped__"):
+        return  # not defined here, or patched already
+    if not isinstance(_G.get("_kernel"), _PlainKernel):
+        return  # `ipython` from the start: IPython's own work
+
+    def display(*objs, **kwargs):
+        if _kernel.name != "python":  # switched to IPython
+            return orig(*objs, **kwargs)
+        _display_now(*objs, **kwargs)
+        did = kwargs.get("display_id")
+        handle = ns.get("DisplayHandle")
+        if did and handle is not None:
+            return handle(None if did is True else did)
+
+    def clear_output(wait=False):
+        if _kernel.name != "python":
+            return orig_clear(wait)
+
+    display.__doc__ = orig.__doc__
+    display.__wrapped__ = orig  # help() and signature() show IPython's
+    ns["display"] = display
+    if callable(orig_clear):
+        ns["clear_output"] = clear_output
 
 
 # --- IPython kernel -------------------------------------------------------------------------
@@ -318,7 +375,9 @@ class _IPythonKernel:
         _emit_figures()
         if not res.success and not _error_sent:
             e = res.error_before_exec or res.error_in_exec
-            if e is not None:
+            if e is not None and _no_memory(e):  # IPython could not even show it
+                _send_error("MemoryError", _NO_MEMORY, "")
+            elif e is not None:
                 _send_error(type(e).__name__, _exc_value(e), "")
         return None
 
@@ -328,7 +387,8 @@ def _upgrade(plain, n):
 
     The shell is created over the plain kernel's `__main__` module, so every variable survives;
     the earlier cells become `In[1]`…`In[n-1]` and counting goes on from `n`. Without IPython
-    it returns None (the cell then fails with plain Python's SyntaxError) and never tries again.
+    it returns None (the cell then fails with plain Python's SyntaxError) and never tries again
+    (unless memory ran out).
     """
     global _kernel, _switched, _deferring, _pending
     # SIGINT waits until the shell is whole (a half-imported IPython would stay broken).
@@ -336,7 +396,8 @@ def _upgrade(plain, n):
     try:
         kernel = _IPythonKernel(plain.module)
     except Exception as e:
-        plain.upgrade = False
+        if not _no_memory(e):  # for want of memory: again at the next such cell
+            plain.upgrade = False
         print("hutch: IPython syntax needs IPython, which could not be loaded (%s)"
               % _exc_value(e), file=sys.stderr)
         return None
@@ -448,14 +509,14 @@ def _finish_start():
     """What the worker needs before it runs code, left out of its start so that an idle
     worker (a session's `default` context that never runs code) holds less: the `os` module,
     the site-packages directories with `exit`, `quit` and `help` (see _add_site_dirs), and
-    MPLBACKEND in the environment."""
+    MPLBACKEND in the environment. Run again after a MemoryError."""
     global os, _started
-    _started = True
     import os
 
     os.environ["MPLBACKEND"] = "Agg"
     if sys.flags.no_site:
         _add_site_dirs()
+    _started = True
 
 # --- JSON without importing `json` (which imports `re`) -------------------------------------
 
@@ -525,12 +586,10 @@ class _FdWriter(io.RawIOBase):
         return False
 
     def write(self, b):
-        mv = memoryview(b).cast("B")
-        n = len(mv)
-        off = 0
-        while off < n:
-            off += os.write(self._fd, mv[off:])
-        return n
+        if type(b) is not bytes:  # TextIOWrapper gives bytes
+            b = memoryview(b).cast("B")
+        _write_all(self._fd, b)
+        return len(b)
 
 
 _old_stdio = (sys.stdout, sys.stderr)  # kept referenced: collecting them would close fds 1/2
@@ -587,15 +646,16 @@ _signal.signal(_signal.SIGINT, _on_sigint)
 
 
 def _send(obj):
+    # A MemoryError (raised before any of it is written) frees what it can, and once more.
     global _deferring, _pending
-    data = (_enc(obj) + "\n").encode("ascii")
+    try:
+        data = (_enc(obj) + "\n").encode("ascii")
+    except MemoryError:
+        _free_memory()
+        data = (_enc(obj) + "\n").encode("ascii")
     _deferring = True
     try:
-        mv = memoryview(data)
-        off = 0
-        n = len(mv)
-        while off < n:
-            off += os.write(_CTL_OUT, mv[off:])
+        _write_all(_CTL_OUT, data)
     except OSError:
         # The agent is gone.
         os._exit(1)
@@ -604,6 +664,14 @@ def _send(obj):
     if _pending and _executing:
         _pending = False
         raise KeyboardInterrupt
+
+
+def _write_all(fd, data):  # `data`: bytes, or a memoryview of bytes
+    off = os.write(fd, data)
+    if off < len(data):  # a signal interrupted the write
+        mv = memoryview(data)
+        while off < len(mv):
+            off += os.write(fd, mv[off:])
 
 
 def _send_result(data):
@@ -619,27 +687,196 @@ def _send_error(name, value, tb):
 _error_sent = False
 
 
-def _read_lines():
-    buf = bytearray()
-    while True:
-        i = buf.find(b"\n")
-        if i >= 0:
-            line = bytes(buf[:i])
-            del buf[: i + 1]
-            yield line
-            continue
-        chunk = os.read(_CTL_IN, 1 << 16)
-        if not chunk:
-            return
-        buf += chunk
+_inbuf = bytearray()  # control input read and not yet taken
+# (Under memory pressure no bytearray is made from another: when CPython 3.11 finds no room
+# for a new one's bytes, it prints a bogus SystemError about exported buffers.)
 
 
-def _decode(line):
-    s = line.decode("utf-8", "replace").strip()
+# The next control message, decoded; None at the end of input, False for a line that is none
+# (or was answered for want of memory).
+def _next_request():
+    i = _line_end()
+    if i is None:
+        return None
+    buf = _inbuf
+    try:
+        msg = _retry(_decode, buf, i)
+    except (MemoryError, SystemError):
+        msg = _id_in(buf, i)
+        del buf[: i + 1]
+        _answer_no_memory(msg)
+        return False
+    except Exception:
+        msg = False
+    del buf[: i + 1]
+    return False if msg is None else msg
+
+
+def _decode(buf, end):
+    s = str(memoryview(buf)[:end], "utf-8", "replace").strip()
     if not s:
         return None
     obj, end = _scan(s, 0)
     return obj
+
+
+# Where the next control line ends in `_inbuf` (its newline), read as far as needed; None at
+# the end of input. It reads 4 KiB (most requests), then 64 KiB pieces. After a MemoryError the
+# worker frees what it can and reads on in 4 KiB pieces; a line that still finds no room is
+# skipped and answered (`_skip_line`).
+def _line_end():
+    buf = _inbuf
+    start = 0
+    size = 4096
+    retried = False
+    chunk = None  # read, not yet in buf
+    while True:
+        try:
+            if chunk is None:
+                i = buf.find(b"\n", start)
+                if i >= 0:
+                    return i
+                start = len(buf)
+                chunk = os.read(_CTL_IN, size)
+                if not chunk:
+                    return None
+                if not retried:
+                    size = 1 << 16
+            buf += chunk
+            chunk = None
+        except MemoryError:
+            if not retried:
+                retried = True
+                size = 4096
+                _free_memory()
+            elif not _skip_line(chunk):
+                return None
+            else:
+                start, size, retried, chunk = 0, 4096, False, None
+
+
+# Skips the control line being read, for which there is no room (it starts in `_inbuf`, goes on
+# in `chunk` if not None, then in the pipe), and answers its execution; False at the end of
+# input. The `id` is sought in all of the line at hand, else in its end.
+def _skip_line(chunk):
+    buf = _inbuf
+    i = buf.find(b"\n")
+    if i >= 0:
+        found = _id_in(buf, i)
+        del buf[: i + 1]
+    else:
+        found = _id_in(buf, len(buf))
+        del buf[:]
+        tail = b""  # the end of what was read of the line
+        while True:
+            if chunk is None:
+                chunk = _retry(os.read, _CTL_IN, 4096)
+                if not chunk:
+                    return False
+            i = chunk.find(b"\n")
+            if i >= 0:
+                tail += chunk[:i]
+                buf += chunk[i + 1 :]
+                break
+            tail = chunk[-128:]
+            chunk = None
+        found = _id_in(tail, len(tail)) or found
+    _answer_no_memory(found)
+    return True
+
+
+# The `id` of an execute request from its line, `data[:end]` or part of it, or None: `"id":`
+# and digits occur nowhere else in a request (quotes in strings are escaped, and the values of
+# `envs` are strings).
+def _id_in(data, end):
+    while True:
+        i = data.rfind(b'"id":', 0, end)
+        if i < 0:
+            return None
+        n = None
+        for c in memoryview(data)[i + 5 : end]:
+            if not 48 <= c <= 57:
+                break
+            n = (n or 0) * 10 + c - 48
+        if n is not None:
+            return n
+        end = i
+
+
+# --- running out of memory ------------------------------------------------------------------
+# A context's `memoryMb` is a data limit: once the user's objects fill it, every allocation
+# fails with MemoryError, the worker's own too. A step of the worker's own (reading or decoding
+# a request, compiling the cell, building or sending a message) then frees what it can
+# (`_free_memory`) and runs once more; an execution that still cannot be run or reported is
+# answered with a MemoryError that says so and `done`, and the worker waits for the next one,
+# the user's variables intact. What it frees first is a small reserve (32 KiB in 8 KiB pieces,
+# which fit where the memory freed before is cut up by what was made since), taken before a
+# cell runs while it is not whole; a worker that never ran code holds none.
+
+_RESERVE = 4  # pieces of 8 KiB
+_reserve = []
+_NO_MEMORY = (
+    "the context's memory is used up: free memory (e.g. `del` big objects) or restart the context"
+)
+
+
+def _free_memory():  # after running out of memory in a step of the worker's own
+    del _reserve[:]
+    try:
+        import gc
+
+        gc.collect()
+    except MemoryError:
+        pass
+
+
+# Whether the exception `e` says that memory ran out: a MemoryError, an OSError ENOMEM of a
+# system call for which the C library found no memory (`os.listdir` in an import), or a
+# SystemError (CPython 3.11's compile() reports some failed allocations as "error return
+# without exception set").
+def _no_memory(e):
+    return isinstance(e, (MemoryError, SystemError)) or isinstance(e, OSError) and e.errno == 12
+
+
+def _arm():  # takes what is missing of the reserve, as far as the memory goes
+    try:
+        import gc  # first, not in the space of the reserve when it is given back
+
+        while len(_reserve) < _RESERVE:
+            _reserve.append(bytearray(8 << 10))
+    except MemoryError:
+        pass
+
+
+def _retry(f, *args):  # f(*args), once more after running out of memory and _free_memory()
+    try:
+        return f(*args)
+    except (MemoryError, OSError, SystemError) as e:
+        if not _no_memory(e):
+            raise
+    _free_memory()
+    return f(*args)
+
+
+# Sends the error `e` a cell ended with (`_report_now`) or, when there is no memory to format
+# or send it, a MemoryError that says so.
+def _report(e):
+    try:
+        _cold()
+        return _retry(_report_now, e)
+    except (MemoryError, OSError, SystemError) as x:
+        if not _no_memory(x):
+            raise
+    _free_memory()
+    _send_error("MemoryError", _NO_MEMORY, "MemoryError: %s\n" % _NO_MEMORY)
+
+
+def _answer_no_memory(id):  # of an execution that could not be run or reported
+    global _cur_id
+    _cur_id = id
+    _free_memory()
+    _send_error("MemoryError", _NO_MEMORY, "MemoryError: %s\n" % _NO_MEMORY)
+    _send_done("error")
 
 
 # --- source registry for tracebacks ---------------------------------------------------------
@@ -683,11 +920,22 @@ def _emit_figures():
         _emit_figures_now()
 
 
-class _PyplotHook:
-    """Import hook: once `matplotlib.pyplot` loads, `plt.show()` emits the figures."""
+# Modules patched once they load, by a function of the cold code: `plt.show()` emits the
+# figures; in the plain kernel IPython's display() sends results as the builtin display() does
+# (defined in display_functions since IPython 7.23, in display before).
+_PATCHES = {
+    "matplotlib.pyplot": "_patch_pyplot",
+    "IPython.core.display_functions": "_patch_ipython_display",
+    "IPython.core.display": "_patch_ipython_display",
+}
+
+
+class _ImportHook:
+    """Import hook: patches the modules of `_PATCHES` once they load."""
 
     def find_spec(self, name, path=None, target=None):
-        if name != "matplotlib.pyplot":
+        patch = _PATCHES.get(name)
+        if patch is None:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
@@ -705,8 +953,8 @@ class _PyplotHook:
         def exec_module(module):
             orig(module)
             try:
-                _cold()
-                _patch_pyplot(module)
+                _cold(_COLD_SRC if patch == "_patch_pyplot" else _IPYTHON_SRC)
+                _G[patch](module)
             except Exception:
                 pass
 
@@ -714,7 +962,7 @@ class _PyplotHook:
         return spec
 
 
-sys.meta_path.insert(0, _PyplotHook())
+sys.meta_path.insert(0, _ImportHook())
 
 def _display(*objs, **kwargs):
     """`display()` for the plain kernel: each object becomes a `result` message."""
@@ -750,6 +998,8 @@ class _PlainKernel:
         return self.loop.run_until_complete(coro)
 
     def _eval(self, co):
+        if len(_reserve) < _RESERVE:  # given back to compile the cell
+            _arm()
         r = eval(co, self.ns)
         if co.co_flags & 0x80:  # CO_COROUTINE: the cell uses top-level await
             r = self._await(r)
@@ -763,7 +1013,7 @@ class _PlainKernel:
 
         flags = _ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
         try:
-            tree = compile(code, fname, "exec", _ast.PyCF_ONLY_AST | flags)
+            tree = _retry(compile, code, fname, "exec", _ast.PyCF_ONLY_AST | flags)
         except SyntaxError as e:
             if not (self.upgrade and _ipython_syntax(e)):
                 raise
@@ -772,7 +1022,7 @@ class _PlainKernel:
         if tree is None:
             # Outside the `except` block, so the cell does not run with a SyntaxError being
             # handled (`sys.exc_info()`, a bare `raise`).
-            _cold()
+            _cold(_IPYTHON_SRC)
             kernel = _upgrade(self, n)
             if kernel is None:
                 raise syntax_error
@@ -781,13 +1031,13 @@ class _PlainKernel:
         if tree.body and isinstance(tree.body[-1], _ast.Expr):
             last = tree.body.pop()
         if tree.body:
-            self._eval(compile(tree, fname, "exec", flags))
+            self._eval(_retry(compile, tree, fname, "exec", flags))
         if last is not None:
-            value = self._eval(compile(_ast.Expression(last.value), fname, "eval", flags))
+            value = self._eval(_retry(compile, _ast.Expression(last.value), fname, "eval", flags))
             if value is not None and not code.rstrip().endswith(";"):
                 self.ns["_"] = value
                 _cold()
-                _send_result(_bundle(value))
+                _send_result(_retry(_bundle, value))
         _emit_figures()
         return None
 
@@ -819,14 +1069,15 @@ def _is_name(s, extra):
     return s != "" and not s[0].isdigit() and all(c.isalnum() or c in extra for c in s)
 
 
-_cold_loaded = False
+_cold_loaded = set()  # the cold sources compiled
 
 
-def _cold():
-    global _cold_loaded
-    if not _cold_loaded:
-        _cold_loaded = True
-        exec(compile(_COLD_SRC, "<hutch-worker>", "exec"), _G)
+def _cold(src=_COLD_SRC):  # compiles and runs `src` (`_IPYTHON_SRC` after `_COLD_SRC`) once
+    if src not in _cold_loaded:
+        if src is not _COLD_SRC:
+            _cold()
+        exec(_retry(compile, src, "<hutch-worker>", "exec"), _G)
+        _cold_loaded.add(src)
 
 
 # --- main loop ------------------------------------------------------------------------------
@@ -845,16 +1096,81 @@ def _tell_notice():
 
 def _execute(msg):
     global _executing, _interrupted, _pending, _cur_id, _count, _error_sent, _fig_seq
-    global _switched
-    if not _started:
-        _finish_start()
     _cur_id = msg.get("id")
+    saved = []  # (name, previous value or None) of the variables of `envs`
+    try:
+        # Run again after running out of memory, it appends to `saved` again: restored last
+        # first, each variable still gets its first value back.
+        _retry(_prepare, msg, saved)
+    except (MemoryError, OSError, SystemError) as e:
+        if not _no_memory(e):
+            raise
+        _restore_envs(saved)
+        _answer_no_memory(_cur_id)
+        return
+    if len(_reserve) < _RESERVE:
+        _arm()
     _fig_seq = 0
     code = msg.get("code")
     if not isinstance(code, str):
         code = ""
+    if _kernel.name == "python":
+        _count += 1
+    _interrupted = False
+    _pending = False
+    _error_sent = False
+    failed = None
+    try:
+        try:
+            _executing = True
+            _tell_notice()
+            _kernel.run(code, _count)
+        finally:
+            _executing = False
+    except SystemExit as e:
+        if os.getpid() == _PID:
+            _restore_envs(saved)
+        try:
+            _cold()
+        except (MemoryError, SystemError):
+            _flush_stdio()
+            os._exit(e.code & 0xFF if isinstance(e.code, int) else int(e.code is not None))
+        _exit_worker(e.code)
+    except BaseException as e:
+        failed = e
+    try:
+        if failed is not None:
+            _report(failed)
+            failed = True
+        if os.getpid() != _PID:
+            # A fork()ed child of the cell returned into the worker: it must not speak the
+            # protocol.
+            _flush_stdio()
+            os._exit(0)
+        _restore_envs(saved)
+        _flush_stdio()
+        if _interrupted:
+            if not _error_sent:
+                _send_error("KeyboardInterrupt", "", "")
+            status = "interrupted"
+        elif failed or _error_sent:
+            status = "error"
+        else:
+            status = "ok"
+        _send_done(status)
+    except (MemoryError, OSError) as e:
+        if not _no_memory(e):
+            raise
+        failed = None
+        _answer_no_memory(_cur_id)
+
+
+# What runs before the cell: the rest of the start (first execution), `envs` set (their previous
+# values appended to `saved`), the import caches invalidated after an install.
+def _prepare(msg, saved):
+    if not _started:
+        _finish_start()
     envs = msg.get("envs")
-    saved = []
     if isinstance(envs, dict):
         for k, v in envs.items():
             if not isinstance(k, str) or not isinstance(v, str) or not k:
@@ -869,50 +1185,25 @@ def _execute(msg):
         import importlib
 
         importlib.invalidate_caches()
-    if _kernel.name == "python":
-        _count += 1
-    _interrupted = False
-    _pending = False
-    _error_sent = False
-    failed = False
-    try:
-        try:
-            _executing = True
-            _tell_notice()
-            _kernel.run(code, _count)
-        finally:
-            _executing = False
-    except SystemExit as e:
-        if os.getpid() == _PID:
-            for k, old in reversed(saved):
-                _restore_env(k, old)
-        _cold()
-        _exit_worker(e.code)
-    except BaseException as e:
-        failed = True
-        _cold()
-        _send_error(type(e).__name__, _exc_value(e), _format_exc(e))
-    if os.getpid() != _PID:
-        # A fork()ed child of the cell returned into the worker: it must not speak the protocol.
-        _flush_stdio()
-        os._exit(0)
-    for k, old in reversed(saved):
-        _restore_env(k, old)
-    _flush_stdio()
-    if _interrupted:
-        if not _error_sent:
-            _send_error("KeyboardInterrupt", "", "")
-        status = "interrupted"
-    elif failed or _error_sent:
-        status = "error"
-    else:
-        status = "ok"
+
+
+def _send_done(status):
+    global _switched
     done = {"type": "done", "id": _cur_id, "status": status, "executionCount": _count}
     if _switched:
         # The cell turned an `auto` worker into the IPython kernel.
         _switched = False
         done["kernel"] = _kernel.name
     _send(done)
+
+
+def _restore_envs(saved):  # their previous values back, the last set first
+    while saved:
+        k, old = saved.pop()
+        try:
+            _retry(_restore_env, k, old)
+        except (MemoryError, OSError):
+            pass  # the variable keeps the cell's value
 
 
 def _restore_env(k, old):
@@ -943,7 +1234,7 @@ def _choose_kernel():
         # IPython lives in site-packages, and imports `os` anyway.
         _finish_start()
         try:
-            _cold()
+            _cold(_IPYTHON_SRC)
             return _IPythonKernel()
         except Exception as e:
             if not isinstance(e, ImportError):
@@ -958,13 +1249,25 @@ _kernel = _choose_kernel()
 
 def _main():
     _send({"type": "ready", "language": "python", "kernel": _kernel.name, "pid": _PID})
-    for line in _read_lines():
+    stuck = 0  # failures for want of memory since a line was last read
+    while True:
         try:
-            msg = _decode(line)
-        except Exception:
-            continue
-        if isinstance(msg, dict) and msg.get("type") == "execute":
-            _execute(msg)
+            msg = _next_request()
+            if msg is None:
+                break
+            stuck = 0
+            if isinstance(msg, dict) and msg.get("type") == "execute":
+                _execute(msg)
+        except (MemoryError, OSError) as e:
+            if not _no_memory(e):
+                raise
+            # Even the answer for want of memory failed: the worker stays, for the next one,
+            # unless it cannot even read one (not a byte to spare, and no reserve left).
+            stuck += 1
+            if stuck == 3:
+                os.write(2, b"hutch: the worker has no memory left to read requests with\n")
+                os._exit(1)
+            _free_memory()
     _flush_stdio()
     os._exit(0)
 

@@ -16,6 +16,7 @@ import json
 import marshal
 import os
 import posix
+import resource
 import selectors
 import shutil
 import signal
@@ -73,7 +74,8 @@ def _default_signals():
 class Worker:
     """One worker process and its pipes."""
 
-    def __init__(self, language, kernel=None, env=None, cwd=None):
+    def __init__(self, language, kernel=None, env=None, cwd=None, data_limit=None):
+        """`data_limit`: RLIMIT_DATA in bytes, as the agent enforces a context's `memoryMb`."""
         code = None
         if language == "python":
             source = _sealed_source("python_boot.py")
@@ -107,6 +109,8 @@ class Worker:
                 os.dup2(hi_code, 6)
             os.setpgid(0, 0)
             _default_signals()
+            if data_limit is not None:
+                resource.setrlimit(resource.RLIMIT_DATA, (data_limit, data_limit))
 
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
@@ -181,13 +185,14 @@ class Worker:
             self._pump(min(left, 0.5))
         return self._msgs.pop(0)
 
-    def send(self, code, envs=None, id=1):
+    def send(self, code, envs=None, id=1, sort_keys=False):
         msg = {"type": "execute", "id": id, "code": code}
         if envs is not None:
             msg["envs"] = envs
-        # raw UTF-8 and compact separators, as the agent (serde_json) sends them
-        line = json.dumps(msg, ensure_ascii=False, separators=(",", ":")) + "\n"
-        os.write(self.ctl_in, line.encode())
+        # raw UTF-8 and compact separators, as the agent (serde_json) sends them; its keys
+        # come sorted (`serde_json::json!` without `preserve_order`) with `sort_keys`
+        line = json.dumps(msg, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys)
+        os.write(self.ctl_in, (line + "\n").encode())
 
     def collect(self, timeout=20):
         """Messages up to and including `done` (or None at the end: the worker exited)."""
@@ -414,6 +419,42 @@ class PlainPythonTest(unittest.TestCase):
         self.assertNotIn("3", fds)
         self.assertNotIn("4", fds)
 
+    @unittest.skipUnless(HAVE_IPYTHON, "IPython is not installed")
+    def test_ipythons_display_sends_results_as_display_does(self):
+        # Without an IPython shell, IPython's display() prints `<IPython.core.display.HTML
+        # object>`: the common `from IPython.display import display, HTML` gets the plain
+        # kernel's display() instead, under each name IPython gives it.
+        for kernel in ("python", "auto"):
+            w = Worker("python", kernel=kernel)
+            try:
+                msgs = w.run("from IPython.display import display, HTML\ndisplay(HTML('<b>x</b>'))")
+                self.assertEqual(w.stdout.decode(), "")
+                [html] = [r["data"] for r in by_type(msgs, "result")]
+                self.assertEqual(html["text/html"], "<b>x</b>")
+                msgs = w.run(
+                    "from IPython.display import JSON, Markdown, clear_output\n"
+                    "handle = display(JSON({'a': 1}), display_id=True)\n"
+                    "handle.update(Markdown('*m*'))\n"
+                    "clear_output()\n"
+                    "import warnings, IPython.core.display as d, IPython.core.display_functions as f\n"
+                    "warnings.simplefilter('ignore')\n"
+                    "d.display is display and f.display is display"
+                )
+                self.assertEqual(done(msgs)["status"], "ok", msgs)
+                self.assertEqual(w.stdout.decode(), "")
+                js, md, same = [r["data"] for r in by_type(msgs, "result")]
+                self.assertEqual(js["application/json"], {"a": 1})
+                self.assertEqual(md["text/markdown"], "*m*")
+                self.assertEqual(same["text/plain"], "True")
+                if kernel == "auto":
+                    # switched to IPython, its display() is IPython's own
+                    self.assertEqual(done(w.run("%pwd"))["kernel"], "ipython")
+                    msgs = w.run("display(HTML('<i>y</i>'))")
+                    self.assertEqual(by_type(msgs, "result")[0]["data"]["text/html"], "<i>y</i>")
+                    self.assertEqual(w.stdout.decode(), "")
+            finally:
+                w.close()
+
     def test_a_forked_child_does_not_speak_the_protocol(self):
         msgs = self.w.run("import os\npid = os.fork()\nif pid == 0:\n    print('child')\nelse:\n    os.waitpid(pid, 0)\n")
         self.assertEqual(len(by_type(msgs, "done")), 1)
@@ -570,6 +611,67 @@ class PythonExitTest(unittest.TestCase):
         w.run("exit()")
         self.assertEqual(w.wait_exit(), 0)
         w.close()
+
+
+class PythonMemoryLimitTest(unittest.TestCase):
+    """A context's `memoryMb` is RLIMIT_DATA: once the user's objects fill it, the worker's own
+    allocations fail too. It answers every execution all the same and keeps the variables."""
+
+    LIMIT = 64 << 20
+    # Fills the memory to the last byte: 1 MiB blocks, then ever smaller ones.
+    FILL = (
+        "a = []\n"
+        "for n in (1 << 20, 1 << 16, 1 << 12, 1 << 8, 1 << 5):\n"
+        "    try:\n"
+        "        while True:\n"
+        "            a.append(bytearray(n))\n"
+        "    except MemoryError:\n"
+        "        pass\n"
+    )
+
+    def setUp(self):
+        self.w = Worker("python", kernel="python", data_limit=self.LIMIT)
+        self.addCleanup(self.w.close)
+        [res] = by_type(self.w.run("kept = 'still here'\nkept"), "result")
+        self.assertEqual(res["data"]["text/plain"], "'still here'")
+
+    def answered(self, msgs, ok=("ok", "error")):
+        """`done` ends `msgs`; an error for want of memory says what to do."""
+        self.assertIsNone(self.w.proc.poll(), "the worker exited: %r" % self.w.stderr)
+        self.assertIn(done(msgs)["status"], ok, msgs)
+        for err in by_type(msgs, "error"):
+            if err["name"] == "MemoryError" and err["value"]:
+                self.assertIn("memory is used up", err["value"])
+                self.assertIn("`del` big objects", err["value"])
+        return msgs
+
+    def recovers(self):
+        """Once the user frees the memory, everything works and the variables are there."""
+        self.answered(self.w.run("del a"), ok=("ok",))
+        [res] = by_type(self.answered(self.w.run("kept"), ok=("ok",)), "result")
+        self.assertEqual(res["data"]["text/plain"], "'still here'")
+        self.answered(self.w.run("print(5)"), ok=("ok",))
+        self.assertEqual(self.w.stdout.decode(), "5\n")
+        self.assertEqual(self.w.stderr.decode(), "")
+
+    def test_a_worker_whose_memory_is_full_answers_and_keeps_the_variables(self):
+        self.answered(self.w.run(self.FILL))
+        for code in ("print(5)", "kept", "1/0", "x = [0] * 100000", "display(kept)"):
+            msgs = self.answered(self.w.run(code))
+            if code == "1/0":
+                self.assertEqual(done(msgs)["status"], "error")
+                self.assertIn(by_type(msgs, "error")[0]["name"], ("ZeroDivisionError", "MemoryError"))
+        self.recovers()
+
+    def test_a_request_that_does_not_fit_is_answered_with_its_id(self):
+        self.answered(self.w.run(self.FILL))
+        big = "s = '%s'\nlen(s)" % ("y" * 3_000_000)
+        for id, sort_keys in ((41, True), (42, False)):  # `id` after `code`, then before
+            self.w.send(big, id=id, sort_keys=sort_keys)
+            msgs = self.answered(self.w.collect(), ok=("error",))
+            err, end = msgs
+            self.assertEqual((err["name"], err["id"], end["id"]), ("MemoryError", id, id))
+        self.recovers()
 
 
 class SiteTest(unittest.TestCase):
