@@ -248,11 +248,9 @@ async fn a_client_that_disconnects_reattaches_with_nothing_lost_or_repeated() {
     ));
     // A cursor past what the process ever wrote is refused, not answered with no output.
     let ahead = seqs.len() as u64 + 50;
-    let err = client
-        .attach_process(s.session_id, pid, ahead)
-        .await
-        .err()
-        .expect("a cursor ahead of the output is refused");
+    let Err(err) = client.attach_process(s.session_id, pid, ahead).await else {
+        panic!("a cursor ahead of the output is refused");
+    };
     assert_eq!(err.code(), Some(ErrorCode::InvalidRequest), "{err}");
 }
 
