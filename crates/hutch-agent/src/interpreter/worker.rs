@@ -8,7 +8,7 @@
 //! message.
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -319,12 +319,19 @@ impl Worker {
         });
         let control = pipe::Sender::from_owned_fd(cin_w).map_err(|e| e.to_string())?;
         let (tx, rx) = mpsc::unbounded_channel();
+        // Second descriptors of the output pipes, read directly when a message ends a cell.
+        let now = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map(std::fs::File::from)
+                .map_err(|e| e.to_string())
+        };
+        let drains = (now(&out_r)?, now(&err_r)?);
         let readers = (
             pipe::Receiver::from_owned_fd(out_r).map_err(|e| e.to_string())?,
             pipe::Receiver::from_owned_fd(err_r).map_err(|e| e.to_string())?,
             pipe::Receiver::from_owned_fd(cout_r).map_err(|e| e.to_string())?,
         );
-        tokio::spawn(read_loop(readers, exited, tx));
+        tokio::spawn(read_loop(readers, drains, exited, tx));
         let mut worker = Worker {
             handle,
             kernel: spec.kernel.to_owned(),
@@ -534,19 +541,22 @@ fn decode(pending: &mut Vec<u8>, input: &[u8]) -> String {
 
 /// Reads what is in a pipe now, without waiting.
 fn drain_now(
-    rx: &pipe::Receiver,
+    rx: &std::fs::File,
     stderr: bool,
     buf: &mut Vec<u8>,
     output: &mut Output,
     tx: &mpsc::UnboundedSender<Event>,
 ) {
-    // Bounded, in case a writer keeps the pipe full forever.
-    for _ in 0..1024 {
-        buf.clear();
-        match rx.try_read_buf(buf) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => output.push(stderr, buf, tx),
-        }
+    use std::io::Read;
+    // A read of the pipe itself (it is non-blocking), not through tokio, whose readiness may
+    // not have seen yet what the worker wrote just before the message that ends its cell.
+    // Bounded, in case a writer keeps the pipe full forever: past the output bound nothing
+    // is kept anyway.
+    buf.clear();
+    let limit = INTERPRETER_OUTPUT_MAX_BYTES as u64 + 1;
+    let _ = rx.take(limit).read_to_end(buf);
+    if !buf.is_empty() {
+        output.push(stderr, buf, tx);
     }
     buf.clear();
 }
@@ -595,6 +605,7 @@ impl ControlLines {
 /// The worker's reading task: fd 1, fd 2, fd 4 and its exit, until it exits.
 async fn read_loop(
     (out, err, ctrl): (pipe::Receiver, pipe::Receiver, pipe::Receiver),
+    (out_now, err_now): (std::fs::File, std::fs::File),
     mut exited: oneshot::Receiver<Exit>,
     tx: mpsc::UnboundedSender<Event>,
 ) {
@@ -629,7 +640,8 @@ async fn read_loop(
                 Ok(_) => {
                     lines.feed(&buf_ctrl, |line| match line {
                         ControlLine::Message(msg) => {
-                            handle_message(msg, &out, &err, &mut buf_out, &mut output, &tx);
+                            let now = (&out_now, &err_now);
+                            handle_message(msg, now, &mut buf_out, &mut output, &tx);
                         }
                         ControlLine::Overlong => {
                             let _ = tx.send(Event::Message(serde_json::json!({
@@ -645,8 +657,8 @@ async fn read_loop(
             },
             exit = &mut exited => {
                 let exit = exit.unwrap_or(Exit::Signal(libc::SIGKILL));
-                drain_now(&out, false, &mut buf_out, &mut output, &tx);
-                drain_now(&err, true, &mut buf_err, &mut output, &tx);
+                drain_now(&out_now, false, &mut buf_out, &mut output, &tx);
+                drain_now(&err_now, true, &mut buf_err, &mut output, &tx);
                 output.finish(&tx);
                 let _ = tx.send(Event::Exited(exit));
                 return;
@@ -657,8 +669,7 @@ async fn read_loop(
 
 fn handle_message(
     raw: &[u8],
-    out: &pipe::Receiver,
-    err: &pipe::Receiver,
+    (out, err): (&std::fs::File, &std::fs::File),
     buf: &mut Vec<u8>,
     output: &mut Output,
     tx: &mpsc::UnboundedSender<Event>,
