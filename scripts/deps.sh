@@ -54,6 +54,7 @@ deps_serve() {
     command -v ps >/dev/null || need+=(procps)
     command -v unshare >/dev/null || need+=(util-linux)
     command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs) # per-session disk quotas
+    command -v mkfs.btrfs >/dev/null || need+=(btrfs-progs) # the shared disk pool (quotas)
     command -v curl >/dev/null || need+=(curl)
     # Sessions with network (--network-allowed): veth pairs and token buckets through ip and
     # tc, filtering and NAT through nft.

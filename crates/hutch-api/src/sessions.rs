@@ -89,9 +89,10 @@ pub struct ResourcesRequest {
     #[schema(minimum = 8, maximum = 32768)]
     pub pids: Option<u64>,
     /// Disk quota in MiB, 16 to 1048576, over everything the session writes (its writable
-    /// layer, `/tmp` and `/dev/shm`); past it writes fail with ENOSPC inside and the file API
-    /// answers 507 `disk_full`. Default: the server's `--disk-mb-default` (10240 unless the
-    /// operator set another).
+    /// layer, `/tmp` and `/dev/shm`); past it writes fail inside (EDQUOT, "Disk quota
+    /// exceeded"; ENOSPC in `/tmp` and with per-session disks) and the file API answers 507
+    /// `disk_full`. Default: the server's `--disk-mb-default` (10240 unless the operator set
+    /// another).
     #[schema(minimum = 16, maximum = 1048576)]
     pub disk_mb: Option<u64>,
 }

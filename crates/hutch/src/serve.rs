@@ -178,6 +178,12 @@ pub(crate) struct ServeArgs {
     /// Largest disk quota in MiB a session may ask for.
     #[arg(long, env = "HUTCH_DISK_MB_MAX", default_value_t = hutch_api::limits::DISK_MB_RANGE.1)]
     disk_mb_max: u64,
+    /// How disk quotas are made: `pool`, a btrfs subvolume a session in one shared file
+    /// system (`<data-dir>/disks`; falls back to `per-session` with a warning where btrfs or
+    /// `mkfs.btrfs` is missing), or `per-session`, an ext4 image of its own each (about a
+    /// quarter of a MiB more host memory a session; see docs/architecture.md#disk-quotas).
+    #[arg(long, env = "HUTCH_DISK_QUOTAS", default_value = "pool", value_parser = ["pool", "per-session"])]
+    disk_quotas: String,
     /// MiB that must stay free on the data directory's file system: with less free, creates,
     /// storage transfers and image pulls and imports answer 507 `disk_full`, while running
     /// sessions carry on.
@@ -440,6 +446,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--seccomp-allow: {e}"))?;
     linux.seccomp_allow = args.seccomp_allow.clone();
     linux.disk_mb_max = args.disk_mb_max;
+    // Sessions' disks stop growing at half the reserve, under which only creates stop.
+    linux.disk_floor_mb = args.disk_reserve_mb / 2;
+    linux.disk_quotas = match args.disk_quotas.as_str() {
+        "per-session" => hutch_sandbox::linux::DiskQuotas::PerSandbox,
+        _ => hutch_sandbox::linux::DiskQuotas::Pool,
+    };
     linux.max_upload_bytes = Some(args.max_upload_mb.saturating_mul(1024 * 1024));
     let network_limits = args.network.limits()?;
     linux.network = args.network.runtime_config(args.listen)?;

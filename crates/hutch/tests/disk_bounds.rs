@@ -103,8 +103,45 @@ fn run(command: &mut Command) {
     assert!(out.status.success(), "{command:?}: {out:?}");
 }
 
+/// Runs `command` in `session` until its output contains `wanted` (within 10 s); returns it.
+async fn wait_for_output(
+    client: &hutch_client::HutchClient,
+    session: &hutch_api::Session,
+    command: &str,
+    wanted: &str,
+) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = sh(client, session, command).await;
+        let text = format!("{}{}", out.stdout, out.stderr);
+        if text.contains(wanted) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "`{command}` never said {wanted:?}: last {text:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 fn df_mb(path: &Path) -> String {
     format!("df -BM --output=size {} | tail -n 1", path.display())
+}
+
+/// The limit in bytes of the quota group of subvolume `name` in the disk pool at `pool`.
+fn pool_limit(pool: &Path, name: &str) -> u64 {
+    let out = Command::new("btrfs")
+        .args(["qgroup", "show", "-r", "--raw"])
+        .arg(pool)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.ends_with(name))
+        .unwrap_or_else(|| panic!("no quota group for {name}: {text}"));
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
 }
 
 #[tokio::test]
@@ -115,6 +152,17 @@ async fn a_session_that_asks_for_no_disk_quota_has_the_default_one() {
     let server = TestServer::start();
     let client = server.client("alice");
     let s = session(&client).await;
+    let view = common::host_view(&client, &s).await;
+    assert_eq!(
+        pool_limit(&server.data_dir().join("disks"), &view.sandbox_id),
+        10_240 << 20,
+        "the session's subvolume is limited to 10240 MiB"
+    );
+
+    // With a disk of its own, `df` inside shows the quota.
+    let server = TestServer::start_with(&["--disk-quotas", "per-session"]);
+    let client = server.client("alice");
+    let s = session(&client).await;
     let size = sh(&client, &s, &df_mb(Path::new("/workspace"))).await;
     let mb: u64 = size.stdout.trim().trim_end_matches('M').parse().unwrap();
     assert!(
@@ -122,19 +170,31 @@ async fn a_session_that_asks_for_no_disk_quota_has_the_default_one() {
         "/workspace lives on the session's own 10240 MiB disk: {size:?}"
     );
 
-    let server = TestServer::start_with(&["--warm-pool", "1", "--disk-mb-default", "32"]);
-    let client = server.client("alice");
-    let s = session(&client).await;
-    let fill = sh(
-        &client,
-        &s,
-        "dd if=/dev/zero of=/workspace/fill bs=1M count=64 2>&1; echo rc=$?",
-    )
-    .await;
-    assert!(
-        fill.stdout.contains("No space left on device") && fill.stdout.contains("rc=1"),
-        "writes stop at the server's default: {fill:?}"
-    );
+    for (mode, error) in [
+        ("pool", "Disk quota exceeded"),
+        ("per-session", "No space left on device"),
+    ] {
+        let server = TestServer::start_with(&[
+            "--warm-pool",
+            "1",
+            "--disk-mb-default",
+            "32",
+            "--disk-quotas",
+            mode,
+        ]);
+        let client = server.client("alice");
+        let s = session(&client).await;
+        let fill = sh(
+            &client,
+            &s,
+            "dd if=/dev/zero of=/workspace/fill bs=1M count=64 2>&1; echo rc=$?",
+        )
+        .await;
+        assert!(
+            fill.stdout.contains(error) && fill.stdout.contains("rc=1"),
+            "{mode}: writes stop at the server's default: {fill:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -159,6 +219,38 @@ async fn short_of_the_reserve_or_out_of_space_creates_answer_507_and_sessions_ca
     let client = server.client("alice");
     let running = session(&client).await;
     sh(&client, &running, "echo kept > /workspace/kept").await;
+
+    // Short of half the reserve, the sessions' disks stop growing (their writes fail as at
+    // their quota, deleting works) until space is back: the disk pool, shared by every
+    // session, is never written to a full host disk.
+    disk.fill_leaving(30);
+    let stopped = wait_for_output(
+        &client,
+        &running,
+        "echo more > /workspace/more 2>&1; echo rc=$?",
+        "Disk quota exceeded",
+    )
+    .await;
+    assert!(!stopped.contains("rc=0"), "{stopped}");
+    assert_eq!(
+        sh(
+            &client,
+            &running,
+            "cat /workspace/kept && rm /workspace/kept && echo removed"
+        )
+        .await
+        .stdout,
+        "kept\nremoved\n",
+        "reading and deleting work"
+    );
+    disk.unfill();
+    wait_for_output(
+        &client,
+        &running,
+        "echo kept > /workspace/kept && echo rc=$?",
+        "rc=0",
+    )
+    .await;
 
     for (leave_mb, what) in [(60, "short of the reserve"), (0, "full")] {
         disk.fill_leaving(leave_mb);

@@ -1,6 +1,7 @@
-//! Disk quotas and upload limits: a session's writes stop at its `diskMb` (ENOSPC inside,
-//! 507 on the file API) and work again once files are removed; uploads over the server's
-//! maximum answer 413 naming the file; nothing of a quota outlives its session.
+//! Disk quotas and upload limits: a session's writes stop at its `diskMb` (EDQUOT inside with
+//! the shared disk pool, ENOSPC with a disk of its own; 507 on the file API) and work again
+//! once files are removed; uploads over the server's maximum answer 413 naming the file;
+//! nothing of a quota outlives its session.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
@@ -22,9 +23,9 @@ async fn session_with_disk(client: &hutch_client::HutchClient, disk_mb: u64) -> 
     client.create_session(&req).await.expect("create session")
 }
 
-/// Loop devices whose backing file lies in this server's data directory.
-fn loop_devices_of(server: &TestServer) -> Vec<String> {
-    let data = server.data_dir().display().to_string();
+/// Loop devices whose backing file lies in data directory `data`.
+fn loop_devices_of(data: &std::path::Path) -> Vec<String> {
+    let data = data.display().to_string();
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/sys/block").unwrap().flatten() {
         let backing = entry.path().join("loop/backing_file");
@@ -41,10 +42,10 @@ fn loop_devices_of(server: &TestServer) -> Vec<String> {
     found
 }
 
-fn assert_no_loop_devices(server: &TestServer) {
+fn assert_no_loop_devices(data: &std::path::Path) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        let left = loop_devices_of(server);
+        let left = loop_devices_of(data);
         if left.is_empty() {
             return;
         }
@@ -88,8 +89,8 @@ async fn writes_stop_at_the_quota_and_work_again_after_removing_files() {
     )
     .await;
     assert!(
-        inside.stdout.contains("No space left on device"),
-        "ENOSPC inside: {inside:?}"
+        inside.stdout.contains("Disk quota exceeded") && inside.stdout.contains("rc=1"),
+        "EDQUOT inside: {inside:?}"
     );
     let tmp = sh(
         &client,
@@ -135,28 +136,54 @@ async fn a_quota_leaves_nothing_behind_after_delete_or_a_crash() {
     if !can_run_sandboxes() {
         return;
     }
-    // No warm pool: its sandboxes have loop-mounted disks of their own.
-    let mut server = TestServer::start_with(&["--warm-pool", "0"]);
-    let client = server.client("alice");
-    let s = session_with_disk(&client, 32).await;
-    let view = host_view(&client, &s).await;
-    assert_eq!(
-        loop_devices_of(&server).len(),
-        1,
-        "the quota is a loop-mounted file system"
-    );
-    client.delete_session(s.session_id).await.unwrap();
-    assert_nothing_left(&server, &view);
-    assert_no_loop_devices(&server);
+    for mode in ["pool", "per-session"] {
+        // No warm pool: its sandboxes have disks too.
+        let mut server = TestServer::start_with(&["--warm-pool", "0", "--disk-quotas", mode]);
+        let data = server.data_dir().to_owned();
+        let client = server.client("alice");
+        let s = session_with_disk(&client, 32).await;
+        let view = host_view(&client, &s).await;
+        let subvolume = data.join("disks").join(&view.sandbox_id);
+        assert_eq!(
+            loop_devices_of(&data).len(),
+            1,
+            "{mode}: one loop-mounted file system, the pool's or the session's own"
+        );
+        assert_eq!(
+            subvolume.is_dir(),
+            mode == "pool",
+            "{mode}: the session's disk is a subvolume of the pool"
+        );
+        client.delete_session(s.session_id).await.unwrap();
+        assert_nothing_left(&server, &view);
+        if mode == "per-session" {
+            assert_no_loop_devices(&data);
+        }
 
-    // The server dies; on restart it adopts the session, and deleting it then cleans up all.
-    let s = session_with_disk(&client, 32).await;
-    let view = host_view(&client, &s).await;
-    server.restart();
-    let client = server.client("alice");
-    client.delete_session(s.session_id).await.unwrap();
-    assert_nothing_left(&server, &view);
-    assert_no_loop_devices(&server);
+        // The server dies; on restart it adopts the session, and deleting it then cleans up
+        // all.
+        let s = session_with_disk(&client, 32).await;
+        let view = host_view(&client, &s).await;
+        server.restart();
+        let client = server.client("alice");
+        assert_eq!(
+            sh(&client, &s, "echo on > /workspace/f && cat /workspace/f")
+                .await
+                .stdout,
+            "on\n",
+            "{mode}: the adopted session's disk works"
+        );
+        client.delete_session(s.session_id).await.unwrap();
+        assert_nothing_left(&server, &view);
+        // Stopped with no session left, the server leaves no mount and no loop device.
+        drop(server);
+        assert_no_loop_devices(&data);
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mounts.contains(&data.display().to_string()),
+            "{mode}: nothing stays mounted in the data directory"
+        );
+    }
 }
 
 #[tokio::test]

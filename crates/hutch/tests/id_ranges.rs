@@ -46,15 +46,21 @@ fn host_uids(view: &HostView) -> Vec<u32> {
 }
 
 /// Where `inside` (a path in the session's root) is kept on the host: its root overlay's
-/// upper directory, on the session's disk or beside it.
+/// upper directory, in the session's subvolume of the disk pool, on a disk of its own or
+/// beside it.
 fn upper_path(server: &TestServer, view: &HostView, inside: &str) -> PathBuf {
     let dir = server.data_dir().join("sandboxes").join(&view.sandbox_id);
+    let subvolume = server.data_dir().join("disks").join(&view.sandbox_id);
     let inside = inside.trim_start_matches('/');
-    [dir.join("disk/upper/root"), dir.join("upper/root")]
-        .into_iter()
-        .map(|upper| upper.join(inside))
-        .find(|path| path.exists())
-        .unwrap_or_else(|| panic!("{inside} in no upper directory of {}", dir.display()))
+    [
+        subvolume.join("upper/root"),
+        dir.join("disk/upper/root"),
+        dir.join("upper/root"),
+    ]
+    .into_iter()
+    .map(|upper| upper.join(inside))
+    .find(|path| path.exists())
+    .unwrap_or_else(|| panic!("{inside} in no upper directory of {}", dir.display()))
 }
 
 /// Runs `program args` on the host as uid and gid `id` (no supplementary groups): what a

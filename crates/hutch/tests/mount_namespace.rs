@@ -56,8 +56,10 @@ async fn a_sandbox_keeps_no_copy_of_the_hosts_mount_table() {
         mount_objects().is_some(),
         "/proc/slabinfo names no mnt_cache: this kernel merged it into another cache"
     );
-    // No warm pool: no sandbox is being built while the counts are read.
-    let server = TestServer::start_with(&["--warm-pool", "0"]);
+    // No warm pool: no sandbox is being built while the counts are read. Disks of their own
+    // (not subvolumes of the shared pool): each session's is a mount on the host, so the
+    // host's table grows with the sessions.
+    let server = TestServer::start_with(&["--warm-pool", "0", "--disk-quotas", "per-session"]);
     let client = server.client("alice");
 
     let (first, host_first) = mount_objects_per_session(&client, 10).await;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use hutch_api::Resources;
 use uuid::Uuid;
 
-use super::{LinuxRuntime, UID_COUNT, image, io, quota, sys_err};
+use super::{LinuxRuntime, UID_COUNT, image, io, sys_err};
 use crate::init::{self, InitConfig, OverlayMount};
 use crate::sys::{self, ChildFd};
 use crate::{SandboxError, SandboxImage};
@@ -40,12 +40,10 @@ impl LinuxRuntime {
     ) -> Result<InitConfig, SandboxError> {
         let dir = self.sandbox_dir(id);
         let rootfs = dir.join("rootfs");
-        // With a quota, the writable layers live on the session's own file system.
+        // With a quota, the writable layers live on the session's own disk: its subvolume of
+        // the disk pool, or a file system of its own.
         let layers = match disk_mb {
-            Some(mb) => {
-                fs::create_dir_all(&dir).map_err(io("create", &dir))?;
-                quota::create(&dir, mb, owner)?
-            }
+            Some(mb) => self.inner.disks.create(&dir, id, mb, owner)?,
             None => dir.clone(),
         };
         let mut overlays = Vec::new();
@@ -92,7 +90,11 @@ impl LinuxRuntime {
         };
         fs::create_dir_all(&rootfs).map_err(io("create", &rootfs))?;
         image::mark_in_use(&dir, built_on).map_err(io("mark the image in", &dir))?;
-        for path in walk_dirs(&dir) {
+        let mut owned = walk_dirs(&dir);
+        if !layers.starts_with(&dir) {
+            owned.extend(walk_dirs(&layers));
+        }
+        for path in owned {
             sys::lchown(&path, owner, owner).map_err(io("chown", &path))?;
         }
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io("chmod", &dir))?;

@@ -3,8 +3,9 @@
 //! Building a sandbox (`build.rs`), step by step (see also [`crate::init`] for the
 //! inside):
 //!
-//! 1. allocate its directories under `<data>/sandboxes/<id>/` (overlay upper and work dirs,
-//!    the mount point of its root), owned by the host uid that root inside maps to;
+//! 1. allocate its directories under `<data>/sandboxes/<id>/` (the mount point of its root)
+//!    and its disk, where the overlay upper and work dirs live (a subvolume of the data
+//!    directory's disk pool, `quota.rs`), owned by the host uid that root inside maps to;
 //! 2. create its cgroups ([`cgroups`]);
 //! 3. bind the agent's listening socket at `<data>/sockets/<id>.sock`, and write the
 //!    [`InitConfig`](crate::init::InitConfig) into a pipe;
@@ -36,6 +37,7 @@
 mod build;
 mod cgroups;
 mod claim;
+mod disk_pool;
 mod freeze;
 mod ids;
 mod image;
@@ -72,6 +74,7 @@ use crate::{
 };
 
 use cgroups::CgroupError;
+pub use quota::DiskQuotas;
 use trash::start_trash_thread;
 use watch::Live;
 
@@ -137,6 +140,11 @@ pub struct LinuxConfig {
     pub disk_mb_default: Option<u64>,
     /// Largest disk quota in MiB a session may ask for.
     pub disk_mb_max: u64,
+    /// How disk quotas are made (a subvolume of one shared file system, by default).
+    pub disk_quotas: DiskQuotas,
+    /// MiB that must stay free on the data directory's file system: below it, sessions'
+    /// disks in the shared pool take no more writes (see `disk_pool.rs`).
+    pub disk_floor_mb: u64,
     /// Largest upload the file API of each sandbox accepts, in bytes; `None`: the agent's
     /// default.
     pub max_upload_bytes: Option<u64>,
@@ -169,6 +177,8 @@ impl LinuxConfig {
             warm_pool_images: 4,
             disk_mb_default: Some(hutch_api::limits::DISK_MB_DEFAULT),
             disk_mb_max: hutch_api::limits::DISK_MB_RANGE.1,
+            disk_quotas: DiskQuotas::default(),
+            disk_floor_mb: DISK_FLOOR_MB,
             max_upload_bytes: None,
             network: None,
             package_indexes: Vec::new(),
@@ -189,6 +199,8 @@ struct Inner {
     closing: std::sync::atomic::AtomicBool,
     /// Directories to delete, handed to the trash thread.
     trash: std::sync::mpsc::Sender<PathBuf>,
+    /// Where sandboxes' writable layers get their quota.
+    disks: quota::Disks,
     cgroups: cgroups::Cgroups,
     /// Each sandbox's own range of host ids.
     ids: ids::IdRanges,
@@ -240,6 +252,9 @@ impl From<CgroupError> for SandboxError {
         }
     }
 }
+
+/// Default of [`LinuxConfig::disk_floor_mb`]: half the server's default disk reserve.
+pub const DISK_FLOOR_MB: u64 = 512;
 
 /// Longest unix socket path (`sun_path` is 108 bytes with the NUL).
 const SOCKET_PATH_MAX: usize = 107;
@@ -319,6 +334,7 @@ impl LinuxRuntime {
         // Nothing is watched before the server asks for deaths: this first receiver can go.
         let (died, _) = mpsc::unbounded_channel();
         let trash = start_trash_thread(data.join("trash"))?;
+        let disks = quota::Disks::start(data, config.disk_quotas, config.disk_floor_mb);
         let inner = Inner {
             config,
             pool: Mutex::new(pool::Pool::default()),
@@ -326,6 +342,7 @@ impl LinuxRuntime {
             pool_wanted: tokio::sync::Notify::new(),
             closing: std::sync::atomic::AtomicBool::new(false),
             trash,
+            disks,
             cgroups,
             ids,
             keeper,

@@ -66,6 +66,7 @@ impl LinuxRuntime {
         known: &HashSet<Uuid>,
     ) -> Result<Vec<Uuid>, SandboxError> {
         let mut found: HashSet<Uuid> = self.inner.cgroups.list().into_iter().collect();
+        found.extend(self.inner.disks.found());
         for sub in ["sandboxes", "sockets"] {
             let dir = self.inner.config.data_dir.join(sub);
             for entry in fs::read_dir(&dir).map_err(io("list", &dir))?.flatten() {

@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 use crate::{SandboxError, SandboxRecord, SnapshotReport};
 
 use super::LinuxRuntime;
-use super::quota;
 
 /// How long freezing may take before the snapshot is given up.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,10 +97,14 @@ impl LinuxRuntime {
     /// The upper directory of the sandbox's root overlay.
     fn root_upper(&self, record: &SandboxRecord) -> Result<PathBuf, SandboxError> {
         let dir = self.sandbox_dir(record.sandbox_id);
-        let candidates = [
-            dir.join("upper/root"),
-            dir.join(quota::MOUNT).join("upper/root"),
-        ];
+        let mut candidates = vec![dir.join("upper/root")];
+        candidates.extend(
+            self.inner
+                .disks
+                .candidates(&dir, record.sandbox_id)
+                .into_iter()
+                .map(|layers| layers.join("upper/root")),
+        );
         candidates
             .into_iter()
             .find(|path| path.is_dir())

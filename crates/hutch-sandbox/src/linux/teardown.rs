@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::{LinuxRuntime, bare_record, io, lock, quota};
+use super::{LinuxRuntime, bare_record, io, lock};
 use crate::sys;
 use crate::{Runtime, SandboxError, SandboxRecord};
 
@@ -34,6 +34,7 @@ impl LinuxRuntime {
             }
         }
         self.inner.cgroups.remove_parents_if_empty();
+        self.inner.disks.close_if_unused();
     }
 
     /// [`crate::Runtime::destroy`]: kills the sandbox, tears it down and waits for its agent to
@@ -89,7 +90,7 @@ impl LinuxRuntime {
         if let Some(network) = &self.inner.network {
             network.detach(id, &dir);
         }
-        quota::release(&dir);
+        self.inner.disks.release(&dir, id);
         // The first id of its range, for a sandbox another process made.
         let owner = fs::symlink_metadata(&dir).ok().map(|meta| meta.uid());
         let trashed = self

@@ -701,6 +701,10 @@ pub fn assert_nothing_left(server: &TestServer, view: &HostView) {
         if sandbox_dir.exists() {
             left.push(format!("directory {}", sandbox_dir.display()));
         }
+        let disk = server.data_dir().join("disks").join(&view.sandbox_id);
+        if disk.exists() {
+            left.push(format!("its disk {}", disk.display()));
+        }
         let trash_left = std::fs::read_dir(server.data_dir().join("trash"))
             .map(|d| {
                 d.flatten().any(|e| {
