@@ -187,6 +187,50 @@ async fn a_quota_leaves_nothing_behind_after_delete_or_a_crash() {
 }
 
 #[tokio::test]
+async fn a_session_keeps_its_pool_disk_when_the_server_restarts_with_disks_of_their_own() {
+    if !can_run_sandboxes() {
+        return;
+    }
+    let mut server = TestServer::start_with(&["--warm-pool", "0"]);
+    let data = server.data_dir().to_owned();
+    let client = server.client("alice");
+    let old = session_with_disk(&client, 32).await;
+    let view = host_view(&client, &old).await;
+    assert!(data.join("disks").join(&view.sandbox_id).is_dir());
+
+    server.restart_with(&["--warm-pool", "0", "--disk-quotas", "per-session"]);
+    let client = server.client("alice");
+    let fill = sh(
+        &client,
+        &old,
+        "cat /dev/null > /workspace/f && dd if=/dev/zero of=/workspace/fill bs=1M count=64 2>&1; echo rc=$?",
+    )
+    .await;
+    assert!(
+        fill.stdout.contains("Disk quota exceeded"),
+        "the adopted session keeps its subvolume and its limit: {fill:?}"
+    );
+    let new = session_with_disk(&client, 32).await;
+    let new_view = host_view(&client, &new).await;
+    assert!(
+        !data.join("disks").join(&new_view.sandbox_id).exists(),
+        "a new session gets a disk of its own"
+    );
+    assert_eq!(
+        loop_devices_of(&data).len(),
+        2,
+        "the pool's and the new disk's"
+    );
+
+    client.delete_session(old.session_id).await.unwrap();
+    assert_nothing_left(&server, &view);
+    client.delete_session(new.session_id).await.unwrap();
+    assert_nothing_left(&server, &new_view);
+    drop(server);
+    assert_no_loop_devices(&data);
+}
+
+#[tokio::test]
 async fn disk_quotas_are_bounded() {
     if !can_run_sandboxes() {
         return;

@@ -442,6 +442,14 @@ impl TestServer {
         self.spawn();
     }
 
+    /// Starts the server again on the same data directory with `args` instead of the
+    /// arguments it had (as an operator changes a flag across a restart).
+    #[allow(dead_code)] // not every test binary changes flags
+    pub fn restart_with(&mut self, args: &[&str]) {
+        self.extra_args = args.iter().map(|s| s.to_string()).collect();
+        self.restart();
+    }
+
     /// Stops the server with SIGTERM (it destroys its sandboxes) and waits up to 60 s: a
     /// loaded machine, or a test that failed with a large file or transfer in flight, can make
     /// the destroys slow, and a SIGKILL would leave the sandboxes behind.
