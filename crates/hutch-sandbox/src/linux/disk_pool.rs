@@ -68,6 +68,86 @@ const BTRFS_SUPER_MAGIC: u64 = 0x9123_683e;
 /// One btrfs file system holding every sandbox's writable layers, a subvolume each.
 #[derive(Debug)]
 pub(crate) struct DiskPool {
+    /// Shared with the guard thread, which ends once the pool is dropped.
+    inner: Arc<PoolInner>,
+}
+
+impl DiskPool {
+    /// Opens the pool of data directory `data`, formatting and mounting its image first when
+    /// no server process has, and starts its guard, which stops every subvolume's growth while
+    /// less than `floor_mb` MiB are free on the data directory's file system. Fails where
+    /// btrfs, its tools or its quotas are missing.
+    pub(crate) fn open(data: &Path, floor_mb: u64) -> Result<DiskPool, SandboxError> {
+        let inner = Arc::new(PoolInner {
+            root: data.join(MOUNT),
+            image: data.join(IMAGE),
+            data: data.to_owned(),
+            lock: data.join("leases").join("disks.lock"),
+            floor_mb,
+            tight: AtomicBool::new(false),
+        });
+        {
+            let _held = inner.hold()?;
+            inner.ensure_mounted()?;
+            // Also when another process mounted it: a pool from before a kernel upgrade may
+            // have no quotas yet.
+            enable_quotas(&inner.root)?;
+        }
+        let watched = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("hutch-disk-guard".into())
+            .spawn(move || {
+                let mut said_full = false;
+                while let Some(pool) = watched.upgrade() {
+                    pool.guard_once(&mut said_full);
+                    drop(pool);
+                    std::thread::sleep(GUARD_PERIOD);
+                }
+            })
+            .map_err(sys_err("start the disk guard thread"))?;
+        Ok(DiskPool { inner })
+    }
+
+    /// Whether data directory `data` has its pool mounted.
+    pub(crate) fn is_mounted_in(data: &Path) -> bool {
+        is_mounted(&data.join(MOUNT))
+    }
+
+    /// Where sandbox `id`'s writable layers live.
+    pub(crate) fn layers(&self, id: Uuid) -> PathBuf {
+        self.inner.layers(id)
+    }
+
+    /// Creates sandbox `id`'s subvolume, owned by `owner` (the host id root inside maps to),
+    /// with a limit of `mb` MiB. Returns its path.
+    pub(crate) fn create(&self, id: Uuid, mb: u64, owner: u32) -> Result<PathBuf, SandboxError> {
+        self.inner.create(id, mb, owner)
+    }
+
+    /// Deletes sandbox `id`'s subvolume, if it has one (its processes are gone; a mount that
+    /// still uses it keeps what it holds until it goes).
+    pub(crate) fn release(&self, id: Uuid) {
+        let Ok(_held) = self.inner.hold() else {
+            return;
+        };
+        self.inner.delete(id);
+    }
+
+    /// The sandboxes that have a subvolume.
+    pub(crate) fn found(&self) -> Vec<Uuid> {
+        self.inner.found()
+    }
+
+    /// Detaches the pool's mount when no sandbox has a subvolume in it (at shutdown): nothing
+    /// of it stays on the host but its image file.
+    pub(crate) fn close_if_unused(&self) {
+        self.inner.close_if_unused();
+    }
+}
+
+/// The pool's paths and state.
+#[derive(Debug)]
+struct PoolInner {
     /// Mount point: `<data>/disks`.
     root: PathBuf,
     /// The image file: `<data>/disks.img`.
@@ -79,70 +159,32 @@ pub(crate) struct DiskPool {
     /// MiB of the host's file system below which subvolumes stop growing.
     floor_mb: u64,
     /// Set while the host is short of the floor and every limit is zero.
-    tight: Arc<AtomicBool>,
-    /// Ends the guard thread when the pool is dropped.
-    _guard: Arc<()>,
+    tight: AtomicBool,
 }
 
-impl DiskPool {
-    /// Opens the pool of data directory `data`, formatting and mounting its image first when
-    /// no server process has, and starts its guard, which stops every subvolume's growth while
-    /// less than `floor_mb` MiB are free on the data directory's file system. Fails where
-    /// btrfs, its tools or its quotas are missing.
-    pub(crate) fn open(data: &Path, floor_mb: u64) -> Result<DiskPool, SandboxError> {
-        let guard = Arc::new(());
-        let pool = DiskPool {
-            root: data.join(MOUNT),
-            image: data.join(IMAGE),
-            data: data.to_owned(),
-            lock: data.join("leases").join("disks.lock"),
-            floor_mb,
-            tight: Arc::new(AtomicBool::new(false)),
-            _guard: guard.clone(),
-        };
-        {
-            let _held = pool.hold()?;
-            pool.ensure_mounted()?;
-            // Also when another process mounted it: a pool from before a kernel upgrade may
-            // have no quotas yet.
-            enable_quotas(&pool.root)?;
-        }
-        let watched = DiskPool {
-            root: pool.root.clone(),
-            image: pool.image.clone(),
-            data: pool.data.clone(),
-            lock: pool.lock.clone(),
-            floor_mb,
-            tight: pool.tight.clone(),
-            _guard: Arc::new(()),
-        };
-        let alive = Arc::downgrade(&guard);
-        std::thread::Builder::new()
-            .name("hutch-disk-guard".into())
-            .spawn(move || {
-                while alive.strong_count() > 0 {
-                    watched.guard_once();
-                    std::thread::sleep(GUARD_PERIOD);
-                }
-            })
-            .map_err(sys_err("start the disk guard thread"))?;
-        Ok(pool)
-    }
-
+impl PoolInner {
     /// One look at the host's free space: stops or restores every subvolume's growth.
-    fn guard_once(&self) {
+    /// `said_full` is set once the guard has said that the host is too full to act (said
+    /// once, not every second).
+    fn guard_once(&self, said_full: &mut bool) {
         let Some(free_mb) = self.host_free_mb() else {
             return;
         };
         let tight = self.tight.load(Ordering::SeqCst);
+        if free_mb >= GUARD_MIN_FREE_MB {
+            *said_full = false;
+        }
         if !tight && free_mb < self.floor_mb {
             if free_mb < GUARD_MIN_FREE_MB {
                 // Too late: changing limits writes metadata, which could not be written now.
                 // Left alone, the file system writes nothing (until a session does).
-                tracing::error!(
-                    free_mb,
-                    "the data directory's file system is full: a write to the sessions' disk pool may turn it read-only"
-                );
+                if !*said_full {
+                    tracing::error!(
+                        free_mb,
+                        "the data directory's file system is full: a write to the sessions' disk pool may turn it read-only"
+                    );
+                    *said_full = true;
+                }
                 return;
             }
             tracing::warn!(
@@ -188,19 +230,11 @@ impl DiskPool {
         Some(stat.f_bavail.saturating_mul(stat.f_frsize) / (1024 * 1024))
     }
 
-    /// Whether data directory `data` has its pool mounted.
-    pub(crate) fn is_mounted_in(data: &Path) -> bool {
-        is_mounted(&data.join(MOUNT))
-    }
-
-    /// Where sandbox `id`'s writable layers live.
-    pub(crate) fn layers(&self, id: Uuid) -> PathBuf {
+    fn layers(&self, id: Uuid) -> PathBuf {
         self.root.join(id.to_string())
     }
 
-    /// Creates sandbox `id`'s subvolume, owned by `owner` (the host id root inside maps to),
-    /// with a limit of `mb` MiB. Returns its path.
-    pub(crate) fn create(&self, id: Uuid, mb: u64, owner: u32) -> Result<PathBuf, SandboxError> {
+    fn create(&self, id: Uuid, mb: u64, owner: u32) -> Result<PathBuf, SandboxError> {
         let _held = self.hold()?;
         if self.tight.load(Ordering::SeqCst) {
             return Err(SandboxError::Capacity(format!(
@@ -228,15 +262,7 @@ impl DiskPool {
         Ok(path)
     }
 
-    /// Deletes sandbox `id`'s subvolume, if it has one (its processes are gone; a mount that
-    /// still uses it keeps what it holds until it goes).
-    pub(crate) fn release(&self, id: Uuid) {
-        let Ok(_held) = self.hold() else {
-            return;
-        };
-        self.delete(id);
-    }
-
+    /// Deletes subvolume `id`; called with the lock.
     fn delete(&self, id: Uuid) {
         let path = self.layers(id);
         if fs::symlink_metadata(&path).is_err() {
@@ -251,8 +277,7 @@ impl DiskPool {
         }
     }
 
-    /// The sandboxes that have a subvolume.
-    pub(crate) fn found(&self) -> Vec<Uuid> {
+    fn found(&self) -> Vec<Uuid> {
         fs::read_dir(&self.root)
             .map(|entries| {
                 entries
@@ -263,9 +288,7 @@ impl DiskPool {
             .unwrap_or_default()
     }
 
-    /// Detaches the pool's mount when no sandbox has a subvolume in it (at shutdown): nothing
-    /// of it stays on the host but its image file.
-    pub(crate) fn close_if_unused(&self) {
+    fn close_if_unused(&self) {
         let Ok(_held) = self.hold() else {
             return;
         };
