@@ -279,7 +279,29 @@ async fn serve(config: AgentConfig, Routes(routes): Routes) -> Result<(), AgentE
         Listener::Tcp { listener, secret } => listener::AgentListener::tcp(listener, secret),
     }
     .map_err(AgentError::Runtime)?;
-    axum::serve(listener, routes.with_state(agent))
-        .await
-        .map_err(AgentError::Runtime)
+    serve_http1(listener, routes.with_state(agent)).await
+}
+
+/// Serves `router` on every connection `listener` accepts, over HTTP/1.1 with upgrades (for
+/// WebSockets): the server speaks nothing else to an agent. Not `axum::serve`, which answers
+/// HTTP/2 too whenever hyper-util is built with it (as it is in this workspace, for the
+/// server's other clients): that linked the `h2` crate into every agent, with about 30 KB of
+/// pointers the loader relocates, private memory in every session.
+async fn serve_http1(
+    mut listener: listener::AgentListener,
+    router: axum::Router,
+) -> Result<(), AgentError> {
+    use axum::serve::Listener as _;
+    loop {
+        let (io, _) = listener.accept().await;
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+                .with_upgrades();
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "agent connection ended");
+            }
+        });
+    }
 }
