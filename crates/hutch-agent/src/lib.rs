@@ -56,6 +56,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use error::AgentError;
+pub use interpreter::{PYTHON_COMPILED_MAX_BYTES, compile_python_worker};
 
 /// Where the agent takes its connections.
 #[derive(Debug)]
@@ -121,6 +122,9 @@ pub struct AgentConfig {
     pub working_dir: Option<String>,
     /// The user commands and contexts run as (the image's `User`); root when absent.
     pub user: Option<String>,
+    /// The python worker compiled ahead by the server for this image's interpreter (see
+    /// [`compile_python_worker`]); python workers start from their source without it.
+    pub python_compiled: Option<OwnedFd>,
 }
 
 /// Shared state of the agent's handlers.
@@ -133,6 +137,8 @@ pub(crate) struct Agent {
     pub(crate) next_command: std::sync::atomic::AtomicU64,
     /// One permit per command that may run at once.
     pub(crate) commands: Arc<tokio::sync::Semaphore>,
+    /// The python worker compiled ahead, when the server gave one.
+    pub(crate) python_compiled: Option<interpreter::CompiledPython>,
     /// The file API's state.
     pub(crate) files: Arc<files::Files>,
     /// Streamed and background processes.
@@ -221,7 +227,7 @@ async fn serve(config: AgentConfig, Routes(routes): Routes) -> Result<(), AgentE
     let mut base_env = BTreeMap::from([
         (
             "PATH".to_owned(),
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+            hutch_sandbox::process::DEFAULT_PATH.to_owned(),
         ),
         ("HOME".to_owned(), "/root".to_owned()),
         ("USER".to_owned(), "root".to_owned()),
@@ -265,6 +271,7 @@ async fn serve(config: AgentConfig, Routes(routes): Routes) -> Result<(), AgentE
         )),
         interpreters,
         oom: oom::OomCounter::new(config.memory_events, config.memory_mb),
+        python_compiled: config.python_compiled.map(interpreter::CompiledPython::new),
     });
     interpreter::prewarm(&agent);
     deadline::watch(config.deadline, agent.reaper.clone());

@@ -440,13 +440,30 @@ _SOURCE_FD = 5
 for _fd in (_CTL_IN, _CTL_OUT):
     os.set_inheritable(_fd, False)
 
-# Started from python_boot.py's descriptor, Python put the memfd's directory first on sys.path and
-# named the worker in __file__ and sys.argv: make the user's namespace what `python3 -c` gives
-# (the current directory first on sys.path, sys.argv ['-c'], no __file__), and close fd 5.
-if sys.argv and sys.argv[0] == "/proc/self/fd/%d" % _SOURCE_FD:
+# PYTHONSAFEPATH=1 comes from the agent when HUTCH_SAFE_PATH is set too (see worker.rs): both
+# leave the environment, and Python (3.11 and later) put nothing first on sys.path.
+_safe_path = os.environ.pop(b"HUTCH_SAFE_PATH", None) is not None
+if _safe_path:
+    os.unsetenv("HUTCH_SAFE_PATH")
+    os.environ.pop(b"PYTHONSAFEPATH", None)
+    os.unsetenv("PYTHONSAFEPATH")
+
+# Descriptor 5 holds python_boot.py, or the worker's compiled code (run by python_start.py).
+try:
     os.close(_SOURCE_FD)
+except OSError:
+    pass
+
+# Started from python_boot.py's descriptor, Python put the memfd's directory first on sys.path
+# (unless PYTHONSAFEPATH took) and named the worker in __file__ and sys.argv: make the user's
+# namespace what `python3 -c` gives (the current directory first on sys.path, sys.argv ['-c'],
+# no __file__). Started from compiled code by `python3 -c`, it has that already.
+if sys.argv and sys.argv[0] == "/proc/self/fd/%d" % _SOURCE_FD:
     sys.argv[0] = "-c"
-    if sys.path:
+    if getattr(sys.flags, "safe_path", False):
+        if _safe_path:
+            sys.path.insert(0, "")
+    elif sys.path:
         sys.path[0] = ""
     for _name in ("__file__", "__cached__"):
         _G.pop(_name, None)

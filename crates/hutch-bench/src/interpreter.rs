@@ -174,12 +174,12 @@ async fn kernel(
     Ok(report)
 }
 
-/// Resident memory in KiB of the session's newest (highest pid) python worker, read from
-/// outside with a command.
+/// Resident memory in KiB of the session's newest (highest pid) python worker (started from
+/// its source or from the code the server compiled ahead), read from outside with a command.
 async fn newest_worker_rss(client: &HutchClient, session: &str) -> Result<u64, BenchError> {
     let script = "for p in /proc/[0-9]*; do \
         c=$(tr '\\0' ' ' < $p/cmdline 2>/dev/null | head -c 100); \
-        case \"$c\" in 'python3 -S /proc/self/fd/5 ') \
+        case \"$c\" in 'python3 -S /proc/self/fd/5 '|'python3 -S -c import posix as _p'*) \
         echo ${p#/proc/} $(awk '/VmRSS/ {print $2}' $p/status);; esac; done";
     let result = client
         .run_command(

@@ -52,6 +52,9 @@ pub const USER_CGROUP_TASKS_FDS: [RawFd; 3] = [9, 10, 11];
 /// Descriptors of detached, idmapped copies of the host directories that hold shared layers
 /// (see [`InitConfig::idmapped`]), made by the runtime.
 pub const IDMAPPED_FDS: [RawFd; 4] = [12, 13, 14, 15];
+/// Descriptor of the python worker compiled ahead for the image's interpreter (a sealed,
+/// read-only memfd the server made; see `hutch_agent::compile_python_worker`).
+pub const PYTHON_COMPILED_FD: RawFd = 16;
 
 /// One overlay mount of the sandbox's root file system.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,6 +99,9 @@ pub struct InitConfig {
     /// shows the layers' owners in this sandbox's own id range.
     #[serde(default)]
     pub idmapped: Vec<PathBuf>,
+    /// Whether [`PYTHON_COMPILED_FD`] holds the python worker compiled ahead.
+    #[serde(default)]
+    pub has_python_compiled: bool,
 }
 
 /// Size in MiB of the one tmpfs that holds `/tmp`, `/dev/shm` and `/dev` for a session with
@@ -135,42 +141,35 @@ pub struct Claim {
     pub user: Option<String>,
 }
 
-/// A sandbox set up and claimed, ready to serve.
+/// A sandbox set up and claimed, ready to serve once it says so.
 #[derive(Debug)]
 pub struct Sandboxed {
+    ready: Ready,
+    status: fs::File,
+}
+
+/// What the agent of a sandbox that is set up and claimed serves with.
+#[derive(Debug)]
+pub struct Ready {
     /// The listening unix socket.
     pub listener: OwnedFd,
     /// The delegated cgroup v2 directory, if any.
     pub cgroup_dir: Option<OwnedFd>,
     /// The session's out-of-memory counters (read-only), if any.
     pub memory_events: Option<OwnedFd>,
+    /// The python worker compiled ahead for the image's interpreter (read-only), if any.
+    pub python_compiled: Option<OwnedFd>,
     /// The session's part of the configuration.
     pub claim: Claim,
     /// The sandbox's deadline, as the runtime writes it.
     pub deadline: DeadlineFile,
-    status: fs::File,
 }
 
 impl Sandboxed {
-    /// Tells the runtime the sandbox is ready; closes the status pipe. Gives the listener,
-    /// the cgroup directory, the out-of-memory counters, the claim and the deadline file.
-    pub fn report_ready(
-        mut self,
-    ) -> (
-        OwnedFd,
-        Option<OwnedFd>,
-        Option<OwnedFd>,
-        Claim,
-        DeadlineFile,
-    ) {
+    /// Tells the runtime the sandbox is ready; closes the status pipe.
+    pub fn report_ready(mut self) -> Ready {
         let _ = self.status.write_all(b"ok\n");
-        (
-            self.listener,
-            self.cgroup_dir,
-            self.memory_events,
-            self.claim,
-            self.deadline,
-        )
+        self.ready
     }
 }
 
@@ -218,14 +217,7 @@ pub fn enter() -> Result<Sandboxed, InitError> {
     };
     let mut status = fs::File::from(status);
     match set_up(config_fd, listener, &mut status) {
-        Ok((listener, cgroup_dir, memory_events, claim, deadline)) => Ok(Sandboxed {
-            listener,
-            cgroup_dir,
-            memory_events,
-            claim,
-            deadline,
-            status,
-        }),
+        Ok(ready) => Ok(Sandboxed { ready, status }),
         Err(error) => {
             let _ = writeln!(status, "error: {error}");
             Err(error)
@@ -251,7 +243,7 @@ fn set_up(
     config_fd: OwnedFd,
     listener: OwnedFd,
     status: &mut fs::File,
-) -> Result<SetUp, InitError> {
+) -> Result<Ready, InitError> {
     let mut config_pipe = io::BufReader::new(fs::File::from(config_fd));
     let config: InitConfig = read_line(&mut config_pipe, "init config")?;
     let cgroup_dir = config.has_cgroup_dir.then(|| {
@@ -262,8 +254,16 @@ fn set_up(
         // SAFETY: as above; present exactly when the config says so.
         unsafe { OwnedFd::from_raw_fd(MEMORY_EVENTS_FD) }
     });
+    let python_compiled = config.has_python_compiled.then(|| {
+        // SAFETY: as above; present exactly when the config says so.
+        unsafe { OwnedFd::from_raw_fd(PYTHON_COMPILED_FD) }
+    });
     set_cloexec(&listener).map_err(step("close-on-exec"))?;
-    for fd in cgroup_dir.iter().chain(memory_events.iter()) {
+    for fd in cgroup_dir
+        .iter()
+        .chain(memory_events.iter())
+        .chain(python_compiled.iter())
+    {
         set_cloexec(fd).map_err(step("close-on-exec"))?;
     }
     let user_tasks: Vec<OwnedFd> = USER_CGROUP_TASKS_FDS
@@ -305,18 +305,15 @@ fn set_up(
         size_tmpfs(tmpfs_size(memory_mb, config.tmpfs_mb)).map_err(step("size /tmp"))?;
     }
     lock_down(&claim, &config.seccomp_allow)?;
-    Ok((listener, cgroup_dir, memory_events, claim, deadline))
+    Ok(Ready {
+        listener,
+        cgroup_dir,
+        memory_events,
+        python_compiled,
+        claim,
+        deadline,
+    })
 }
-
-/// What [`set_up`] hands on: listener, cgroup directory, out-of-memory counters, claim,
-/// deadline file.
-type SetUp = (
-    OwnedFd,
-    Option<OwnedFd>,
-    Option<OwnedFd>,
-    Claim,
-    DeadlineFile,
-);
 
 /// PID 1 of its pid namespace, and in a user namespace that does not map host root.
 fn in_fresh_sandbox() -> bool {

@@ -153,6 +153,9 @@ impl ChildFilter {
     }
 }
 
+/// `PATH` of processes in a sandbox whose image or session sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Finds `name` on `path` (a `PATH` value) the way `execvp` would. Names with a `/` are taken
 /// as they are.
 pub fn find_program(name: &str, path: &str) -> Option<std::path::PathBuf> {

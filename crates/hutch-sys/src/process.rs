@@ -18,6 +18,11 @@ fn signal(raw: i32) -> io::Result<Signal> {
     Signal::from_named_raw(raw).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
+/// Whether this process runs with the effective user id 0.
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
 /// Sends `sig` (a named signal such as `libc::SIGTERM`) to process `pid`.
 pub fn kill(pid_raw: i32, sig: i32) -> io::Result<()> {
     Ok(kill_process(pid(pid_raw)?, signal(sig)?)?)

@@ -33,22 +33,24 @@ pub(crate) fn main() -> ExitCode {
             return ExitCode::from(SETUP_FAILED);
         }
     };
-    let (listener, cgroup_dir, memory_events, claim, deadline) = sandboxed.report_ready();
+    let ready = sandboxed.report_ready();
     init_logging();
+    let claim = ready.claim;
     let agent_config = hutch_agent::AgentConfig {
-        listener: hutch_agent::Listener::Unix(listener),
+        listener: hutch_agent::Listener::Unix(ready.listener),
         container: false,
-        cgroup_dir,
+        cgroup_dir: ready.cgroup_dir,
         base_env: None,
         env: claim.env,
         hostname: claim.hostname,
         max_upload_bytes: claim.max_upload_bytes,
-        memory_events,
+        memory_events: ready.memory_events,
         memory_mb: claim.memory_mb,
-        deadline: hutch_agent::Deadline::File(deadline),
+        deadline: hutch_agent::Deadline::File(ready.deadline),
         image: claim.image,
         working_dir: claim.working_dir,
         user: claim.user,
+        python_compiled: ready.python_compiled,
     };
     serve(agent_config, routes)
 }
@@ -97,6 +99,7 @@ pub(crate) fn container_main(listen: &str) -> ExitCode {
         image: container.image,
         working_dir: container.working_dir,
         user: container.user,
+        python_compiled: None,
     };
     serve(agent_config, routes)
 }

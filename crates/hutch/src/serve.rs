@@ -427,6 +427,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut linux =
         LinuxConfig::new(args.data_dir.clone()).context("configuring the linux runtime")?;
     linux.agent = crate::agent_program::choose(&linux.agent.path);
+    linux.python_compiler = Some(hutch_agent::compile_python_worker);
     linux.warm_pool = args.warm_pool;
     linux.warm_pool_per_image = args.warm_pool_per_image;
     linux.warm_pool_images = args.warm_pool_images;

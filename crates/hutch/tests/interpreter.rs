@@ -224,6 +224,51 @@ async fn default_context_is_used_when_no_context_is_named() {
 }
 
 #[tokio::test]
+async fn python_workers_start_from_the_servers_compiled_code_or_from_their_source() {
+    let it = interp!();
+    // A session of the default image: its worker runs the code the server compiled for the
+    // image's python3 (`python3 -S -c <start>`), with the environment `python3 -c` gives.
+    let probe = "import os, sys\n\
+        (open('/proc/self/cmdline').read().split('\\0')[1:3], sys.argv, sys.path[0], \
+        '__file__' in globals(), sorted(k for k in os.environ if 'SAFEPATH' in k or 'SAFE_PATH' in k))";
+    let run = it.run(None, probe).await;
+    assert_eq!(
+        run.result_text().as_deref(),
+        Some("(['-S', '-c'], ['-c'], '', False, [])"),
+        "{run:?}"
+    );
+    // A context whose PATH finds a python3 that refuses it (as another interpreter's start
+    // does, with exit code 76): the context still starts, from the source, and so does every
+    // later one, without trying the compiled code again.
+    let wrapper = "#!/bin/sh\necho \"$2\" >> /tmp/python3-starts\n\
+        [ \"$2\" = -c ] && exec /usr/bin/python3 -c 'import posix; posix._exit(76)'\n\
+        exec /usr/bin/python3 \"$@\"\n";
+    let install = format!(
+        "import os\nos.makedirs('/tmp/bin')\nopen('/tmp/bin/python3', 'w').write({wrapper:?})\n\
+         os.chmod('/tmp/bin/python3', 0o755)"
+    );
+    let run = it.run(None, &install).await;
+    assert!(run.error().is_none(), "{run:?}");
+    for _ in 0..2 {
+        let env = json!({"PATH": "/tmp/bin:/usr/bin:/bin"});
+        let id = it.create(json!({ "env": env })).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let run = it.run(Some(&id), probe).await;
+        assert_eq!(
+            run.result_text().as_deref(),
+            Some("(['-S', '/proc/self/fd/5'], ['-c'], '', False, [])"),
+            "{run:?}"
+        );
+    }
+    let run = it
+        .run(None, "print(open('/tmp/python3-starts').read(), end='')")
+        .await;
+    assert_eq!(run.stdout(), "-c\n/proc/self/fd/5\n/proc/self/fd/5\n");
+}
+
+#[tokio::test]
 async fn contexts_are_created_listed_and_deleted() {
     let it = interp!();
     let ctx = it.create(json!({})).await;
@@ -827,7 +872,14 @@ async fn workers_show_a_short_command_line() {
         .await;
     let ps = run.stdout();
     let lines: Vec<&str> = ps.lines().map(str::trim).collect();
-    assert!(lines.contains(&"python3 -S /proc/self/fd/5"), "{ps}");
+    // The default image's python worker runs the code the server compiled ahead, started by
+    // one line of Python (python_start.py).
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("python3 -S -c import posix as _p")),
+        "{ps}"
+    );
     assert!(
         lines.contains(&"bash --noprofile --norc /proc/self/fd/5"),
         "{ps}"

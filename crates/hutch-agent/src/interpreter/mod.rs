@@ -15,6 +15,7 @@
 //! context keeps its id, settings and (empty) history. A context that ran code keeps its
 //! worker, frozen with the rest of the session.
 
+mod compiled;
 mod execute;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzzing;
@@ -24,6 +25,8 @@ pub(crate) mod routes;
 mod source;
 mod worker;
 
+pub(crate) use compiled::CompiledPython;
+pub use compiled::{PYTHON_COMPILED_MAX_BYTES, compile_python_worker};
 pub(crate) use libraries::with_libraries_on_python_path;
 
 use std::collections::BTreeMap;

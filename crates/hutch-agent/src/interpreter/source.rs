@@ -7,7 +7,8 @@
 //! command line stays short (`python3 -S /proc/self/fd/5`) instead of carrying the whole
 //! source. The python worker's file there is only its start (`python_boot.py`), which reads
 //! the worker's code from descriptor 6 (`PYTHON_CODE`) and compiles it in a forked child, so
-//! that the parser's leftovers do not stay in every worker. Nothing in the sandbox can
+//! that the parser's leftovers do not stay in every worker. (A sandbox of the `default` image
+//! starts python workers from code the server compiled ahead instead: see `compiled.rs`.) Nothing in the sandbox can
 //! replace either: the seals hold for every descriptor of the file, however it is opened,
 //! and the path is on `/proc`, which the sandbox cannot remount (no `CAP_SYS_ADMIN`, and
 //! `mount` is filtered).

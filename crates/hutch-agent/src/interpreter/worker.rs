@@ -8,7 +8,7 @@
 //! message.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
 
+use super::compiled::{CompiledPython, PYTHON_START, WRONG_INTERPRETER_EXIT};
 use super::source::{self, WORKER_SOURCE_PATH, WorkerSource};
 use crate::Agent;
 use crate::commands::CommandCgroup;
@@ -183,8 +184,21 @@ const KERNEL_FAILED_EXIT: i32 = 75;
 enum StartError {
     /// Its IPython failed to start, for this reason.
     Kernel(String),
+    /// Started from the compiled code, its interpreter found it made for another.
+    WrongInterpreter,
     /// Anything else, for people.
     Other(String),
+}
+
+impl StartError {
+    fn into_message(self) -> String {
+        match self {
+            StartError::Kernel(message) | StartError::Other(message) => message,
+            StartError::WrongInterpreter => {
+                "python3 cannot run the worker compiled for the image's interpreter".to_owned()
+            }
+        }
+    }
 }
 
 impl From<String> for StartError {
@@ -198,7 +212,7 @@ impl Worker {
     /// start (out of memory, most often) is started again as plain Python, a fresh process
     /// that tells the reason at its first execution.
     pub(crate) async fn start(agent: &Agent, mut spec: WorkerSpec<'_>) -> Result<Worker, String> {
-        match Self::start_once(agent, &spec).await {
+        match Self::start_compiled_or_not(agent, &spec).await {
             Ok(worker) => Ok(worker),
             Err(StartError::Kernel(reason)) => {
                 tracing::info!(context = %spec.cgroup_name, %reason, "IPython did not start; the context runs plain Python");
@@ -207,22 +221,51 @@ impl Worker {
                     "HUTCH_NOTICE".into(),
                     format!("hutch: {reason}; this context runs plain Python\n"),
                 ));
-                Self::start_once(agent, &spec)
+                Self::start_compiled_or_not(agent, &spec)
                     .await
-                    .map_err(|err| match err {
-                        StartError::Kernel(message) | StartError::Other(message) => message,
-                    })
+                    .map_err(StartError::into_message)
             }
-            Err(StartError::Other(message)) => Err(message),
+            Err(err) => Err(err.into_message()),
         }
     }
 
-    async fn start_once(agent: &Agent, spec: &WorkerSpec<'_>) -> Result<Worker, StartError> {
+    /// A python worker starts from the code the server compiled for the image's interpreter
+    /// when the sandbox has it (see `compiled.rs`); once an interpreter refuses it, this and
+    /// every later worker start from the source.
+    async fn start_compiled_or_not(
+        agent: &Agent,
+        spec: &WorkerSpec<'_>,
+    ) -> Result<Worker, StartError> {
+        let compiled = agent.python_compiled.as_ref();
+        if spec.language == "python"
+            && let Some(code) = compiled.and_then(CompiledPython::usable)
+        {
+            match Self::start_once(agent, spec, Some(code)).await {
+                Err(StartError::WrongInterpreter) => {
+                    compiled.map(CompiledPython::refuse);
+                    tracing::info!(
+                        context = %spec.cgroup_name,
+                        "python3 is not the interpreter the server compiled the worker for; python workers start from their source"
+                    );
+                }
+                started => return started,
+            }
+        }
+        Self::start_once(agent, spec, None).await
+    }
+
+    async fn start_once(
+        agent: &Agent,
+        spec: &WorkerSpec<'_>,
+        compiled: Option<BorrowedFd<'_>>,
+    ) -> Result<Worker, StartError> {
         // The source comes from a sealed memfd at fd 5 (see `source`); python runs with `-S`
         // (the worker adds the site-packages directories itself, without the cost of the
         // `site` module's startup work), node keeps `/proc/self/fd/5` as the main module's
         // path instead of resolving it to the memfd's name. The python worker's start reads its
         // code from descriptor 6 (`source::PYTHON_CODE_FD`).
+        // A python worker started from compiled code gets it as descriptor 5 and runs
+        // `python3 -S -c <python_start.py>` (see `compiled.rs`).
         type Sources = (&'static WorkerSource, Option<&'static WorkerSource>);
         let (program, (source, code), argv): (&str, Sources, Vec<&str>) = match spec.language {
             "javascript" => (
@@ -235,6 +278,11 @@ impl Worker {
                 (&source::BASH, None),
                 vec!["bash", "--noprofile", "--norc", WORKER_SOURCE_PATH],
             ),
+            _ if compiled.is_some() => (
+                "python3",
+                (&source::PYTHON, None),
+                vec!["python3", "-S", "-c", PYTHON_START.trim_end()],
+            ),
             _ => (
                 "python3",
                 (&source::PYTHON, Some(&source::PYTHON_CODE)),
@@ -244,7 +292,10 @@ impl Worker {
         let argv: Vec<String> = argv.into_iter().map(str::to_owned).collect();
         let load_error =
             |e: std::io::Error| format!("cannot load the {} worker: {e}", spec.language);
-        let source = source.file().map_err(load_error)?;
+        let source = match compiled {
+            Some(code) => code,
+            None => source.file().map_err(load_error)?,
+        };
         let code = code
             .map(WorkerSource::file)
             .transpose()
@@ -254,6 +305,16 @@ impl Worker {
             env.push(("HUTCH_KERNEL".into(), spec.kernel.into()));
             env.push(("MPLBACKEND".into(), "Agg".into()));
             env.push(("PYTHONUNBUFFERED".into(), "1".into()));
+            // Python 3.11 and later then skip working out the script's directory for
+            // `sys.path[0]` (that of `/proc/self/fd/5`), whose two path buffers would leave
+            // 28 KiB of every worker's stack in use for good. The worker puts "" first itself,
+            // as `python3 -c` does, and takes both names out of the environment user code
+            // sees; HUTCH_SAFE_PATH tells it the agent added PYTHONSAFEPATH (a value of the
+            // user's own stays).
+            if compiled.is_none() && !env.iter().any(|(k, _)| k == "PYTHONSAFEPATH") {
+                env.push(("PYTHONSAFEPATH".into(), "1".into()));
+                env.push(("HUTCH_SAFE_PATH".into(), "1".into()));
+            }
         }
         let path = env
             .iter()
@@ -374,6 +435,10 @@ impl Worker {
                     Some(mb) => format!("IPython failed to start (killed: out of its {mb} MiB?)"),
                     None => "IPython failed to start (killed)".to_owned(),
                 }))
+            }
+            Ok(Err(Exit::Code(WRONG_INTERPRETER_EXIT))) if compiled.is_some() => {
+                worker.exited = true;
+                Err(StartError::WrongInterpreter)
             }
             Ok(Err(exit)) => {
                 worker.exited = true;

@@ -40,13 +40,30 @@ def _read(name):
 SOURCE_PATH = "/proc/self/fd/5"
 
 
-def _sealed_source(name):
-    """The worker's source in a memfd sealed against every change, as the agent serves it."""
+def _sealed(name, data):
     fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    os.write(fd, _read(name).encode())
+    os.write(fd, data)
     seals = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
     fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
     return fd
+
+
+def _sealed_source(name):
+    """The worker's source in a memfd sealed against every change, as the agent serves it."""
+    return _sealed(name, _read(name).encode())
+
+
+def _start_line():
+    """python_start.py as the agent passes it to `python3 -c`: its one line."""
+    return _read("python_start.py").rstrip("\n")
+
+
+def _compiled(code="python_worker.py"):
+    """python_compile.py's output for `code`, as the server makes it for every sandbox."""
+    return subprocess.run(
+        [PYTHON, "-I", "-S", "-c", _read("python_compile.py")],
+        input=_read(code).encode(), capture_output=True, check=True,
+    ).stdout
 
 
 def _importable(module):
@@ -74,10 +91,15 @@ def _default_signals():
 class Worker:
     """One worker process and its pipes."""
 
-    def __init__(self, language, kernel=None, env=None, cwd=None, data_limit=None):
-        """`data_limit`: RLIMIT_DATA in bytes, as the agent enforces a context's `memoryMb`."""
+    def __init__(self, language, kernel=None, env=None, cwd=None, data_limit=None, compiled=None):
+        """`data_limit`: RLIMIT_DATA in bytes, as the agent enforces a context's `memoryMb`.
+        `compiled` (python): the worker's code compiled ahead (see `_compiled`), run as the
+        agent runs it when the server made it: `python3 -S -c <python_start.py>`."""
         code = None
-        if language == "python":
+        if compiled is not None:
+            source = _sealed("hutch-python-worker-compiled", compiled)
+            argv = [PYTHON, "-S", "-c", _start_line()]
+        elif language == "python":
             source = _sealed_source("python_boot.py")
             code = _sealed_source("python_worker.py")
             # as the agent runs it: no `site` at startup, the worker adds site-packages itself
@@ -89,6 +111,8 @@ class Worker:
             source = _sealed_source("bash_worker.sh")
             argv = [BASH, "--noprofile", "--norc", SOURCE_PATH]
         e = dict(os.environ if env is None else env)
+        if language == "python" and compiled is None and "PYTHONSAFEPATH" not in e:  # as the agent adds it
+            e.update(PYTHONSAFEPATH="1", HUTCH_SAFE_PATH="1")
         if kernel:
             e["HUTCH_KERNEL"] = kernel
         ctl_in_r, self.ctl_in = os.pipe()
@@ -461,6 +485,15 @@ class PlainPythonTest(unittest.TestCase):
         self.assertEqual(by_type(self.w.run("1"), "result")[0]["data"]["text/plain"], "1")
 
 
+class CompiledPlainPythonTest(PlainPythonTest):
+    """The same, for a worker started from code compiled ahead (as the server makes it for the
+    `default` image's interpreter)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.w = Worker("python", kernel="python", compiled=_compiled())
+
+
 class StartTest(unittest.TestCase):
     """How a worker is started: a short command line, its source on a sealed descriptor that
     the worker closes, and for the user's code the view `python3 -c` / `node -e` gives."""
@@ -482,14 +515,50 @@ class StartTest(unittest.TestCase):
         return fds
 
     def test_python(self):
-        w = Worker("python", kernel="python")
+        # From the source, and from code compiled ahead (python_start.py on the command line).
+        for compiled, argv in [(None, [SOURCE_PATH]), (_compiled(), ["-c", _start_line()])]:
+            w = Worker("python", kernel="python", compiled=compiled)
+            try:
+                self.assertEqual(self.cmdline(w), [PYTHON.encode(), b"-S"] + [a.encode() for a in argv])
+                self.assertEqual(self.source_fds(w), [])
+                msgs = w.run("import sys\n(sys.argv, sys.path[0], '__file__' in globals())")
+                self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], "(['-c'], '', False)")
+            finally:
+                w.close()
+
+    def test_python_with_a_safe_path_of_the_agent_and_of_the_user(self):
+        # The agent adds PYTHONSAFEPATH (and HUTCH_SAFE_PATH, saying so): neither is seen by
+        # user code or its processes, and sys.path starts with "" as `python3 -c`'s does. A
+        # value of the user's own stays, with its meaning: nothing put first on sys.path.
+        probe = (
+            "import os, sys\n"
+            "(os.environ.get('PYTHONSAFEPATH'), 'HUTCH_SAFE_PATH' in os.environ, sys.path[0] == '',"
+            " os.system('test -z \"$PYTHONSAFEPATH$HUTCH_SAFE_PATH\"') == 0)"
+        )
+        for env, expected in [(None, "(None, False, True, True)"), ({"PYTHONSAFEPATH": "1"}, "('1', False, False, False)")]:
+            w = Worker("python", kernel="python", env=None if env is None else dict(os.environ, **env))
+            try:
+                [res] = by_type(w.run(probe), "result")
+            finally:
+                w.close()
+            self.assertEqual(res["data"]["text/plain"], expected)
+
+    def test_code_compiled_by_another_interpreter_is_not_run(self):
+        # Another magic number: the start exits 76 (the agent then starts the worker from its
+        # source) before it unmarshals anything.
+        compiled = _compiled()
+        other = bytes([compiled[0] ^ 1]) + compiled[1:4] + marshal.dumps(compile("print('ran')", "<x>", "exec"))
+        fd = _sealed("other", other)
         try:
-            self.assertEqual(self.cmdline(w), [PYTHON.encode(), b"-S", SOURCE_PATH.encode()])
-            self.assertEqual(self.source_fds(w), [])
-            msgs = w.run("import sys\n(sys.argv, sys.path[0], '__file__' in globals())")
-            self.assertEqual(by_type(msgs, "result")[0]["data"]["text/plain"], "(['-c'], '', False)")
+            hi = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 20)
+            r = subprocess.run(
+                [PYTHON, "-S", "-c", _start_line()],
+                capture_output=True, pass_fds=(5,), preexec_fn=lambda: os.dup2(hi, 5), timeout=30,
+            )
         finally:
-            w.close()
+            os.close(fd)
+            os.close(hi)
+        self.assertEqual((r.returncode, r.stdout, r.stderr), (76, b"", b""))
 
     def test_node(self):
         w = Worker("javascript")
@@ -552,8 +621,14 @@ class PythonBootTest(unittest.TestCase):
 
     def test_a_started_worker_leaves_mallocs_mmap_threshold_alone(self):
         # glibc raises its mmap threshold for good when a mapped block is freed: a worker whose
-        # start did that would keep more of what the user's code frees.
-        w = Worker("python", kernel="python")
+        # start did that would keep more of what the user's code frees. Started from its
+        # source and from code compiled ahead (whose start reads it into a mapped buffer).
+        for compiled in (None, _compiled()):
+            with self.subTest(compiled=compiled is not None):
+                self._check_mmap_threshold(compiled)
+
+    def _check_mmap_threshold(self, compiled):
+        w = Worker("python", kernel="python", compiled=compiled)
         try:
             code = (
                 "def heap():\n"

@@ -107,6 +107,7 @@ impl LinuxRuntime {
             user_cgroup_tasks: 0,
             seccomp_allow: self.inner.config.seccomp_allow.clone(),
             idmapped: Vec::new(),
+            has_python_compiled: false,
         })
     }
 
@@ -169,6 +170,12 @@ impl LinuxRuntime {
         config.has_cgroup_dir = cgroup.v2_fd.is_some();
         config.has_memory_events = cgroup.memory_events.is_some();
         config.user_cgroup_tasks = cgroup.user_tasks.len();
+        // Compiled for the default image's interpreter: of no use to another image's.
+        let python_compiled = match image {
+            SandboxImage::Default => inner.python_compiled.as_ref(),
+            SandboxImage::Oci(_) => None,
+        };
+        config.has_python_compiled = python_compiled.is_some();
 
         let socket = self.socket_path(id);
         let _ = fs::remove_file(&socket);
@@ -225,6 +232,7 @@ impl LinuxRuntime {
             .iter()
             .map(|(_, tree)| high(tree))
             .collect::<Result<_, _>>()?;
+        let python_src = python_compiled.map(high).transpose()?;
         let mut fds: Vec<ChildFd> = sources
             .iter()
             .map(|(fd, target)| ChildFd {
@@ -235,6 +243,7 @@ impl LinuxRuntime {
         for (fd, target) in [
             (&cgroup_src, init::CGROUP_FD),
             (&events_src, init::MEMORY_EVENTS_FD),
+            (&python_src, init::PYTHON_COMPILED_FD),
         ] {
             if let Some(fd) = fd {
                 fds.push(ChildFd {
@@ -272,6 +281,7 @@ impl LinuxRuntime {
             sources,
             cgroup_src,
             events_src,
+            python_src,
             tasks_src,
             idmapped_src,
             idmapped,

@@ -189,6 +189,19 @@ impl Hasher for StableHasher {
     }
 }
 
+impl DefaultImage {
+    /// The host path of the `python3` a sandbox of this image runs by default: the first on
+    /// [`crate::process::DEFAULT_PATH`] that is one of the host files the image shows.
+    pub(crate) fn python(&self) -> Option<PathBuf> {
+        let found = crate::process::find_program("python3", crate::process::DEFAULT_PATH)?;
+        let real = fs::canonicalize(found).ok()?;
+        self.overlay_dirs
+            .iter()
+            .any(|dir| real.starts_with(dir))
+            .then_some(real)
+    }
+}
+
 /// Builds (or reuses) the `default` image under `images_dir`, owned by `owner`.
 pub(crate) fn build_default(images_dir: &Path, owner: u32) -> io::Result<DefaultImage> {
     fs::create_dir_all(images_dir)?;

@@ -156,7 +156,15 @@ pub struct LinuxConfig {
     /// System calls added to the seccomp allow list of every sandbox (checked with
     /// [`crate::check_seccomp_allow`]).
     pub seccomp_allow: Vec<String>,
+    /// Compiles the python worker ahead, once, for the `default` image's interpreter (given
+    /// its host path): the sandboxes of that image then start python workers from it (see
+    /// [`crate::init::PYTHON_COMPILED_FD`]). `None`, or a failure: from their source.
+    pub python_compiler: Option<PythonCompiler>,
 }
+
+/// Compiles the python worker for the interpreter at a host path, into a sealed, read-only
+/// file (`hutch_agent::compile_python_worker`).
+pub type PythonCompiler = fn(&Path) -> std::io::Result<OwnedFd>;
 
 impl LinuxConfig {
     /// Defaults for `data_dir`, running this very executable as the agent.
@@ -183,6 +191,7 @@ impl LinuxConfig {
             network: None,
             package_indexes: Vec::new(),
             seccomp_allow: Vec::new(),
+            python_compiler: None,
         })
     }
 }
@@ -213,6 +222,8 @@ struct Inner {
     agent_exe: OwnedFd,
     /// The agent's argument vector.
     agent_argv: Vec<CString>,
+    /// The python worker compiled for the `default` image's interpreter, when it could be.
+    python_compiled: Option<OwnedFd>,
     live: Mutex<HashMap<Uuid, Arc<Live>>>,
     /// Sandbox networking, when the server gives sandboxes any.
     network: Option<network::Network>,
@@ -249,6 +260,25 @@ impl From<CgroupError> for SandboxError {
                 call: "cgroups".into(),
                 source: std::io::Error::other(other.to_string()),
             },
+        }
+    }
+}
+
+/// The python worker compiled with `compile` for `image`'s interpreter; `None` (logged) when
+/// the image has no `python3` of the host's or it cannot compile.
+fn compile_python_worker(compile: PythonCompiler, image: &image::DefaultImage) -> Option<OwnedFd> {
+    let Some(python) = image.python() else {
+        tracing::info!("the default image has no python3: python workers start from their source");
+        return None;
+    };
+    match compile(&python) {
+        Ok(fd) => {
+            tracing::info!(python = %python.display(), "python worker compiled ahead for the default image");
+            Some(fd)
+        }
+        Err(error) => {
+            tracing::warn!(python = %python.display(), %error, "cannot compile the python worker ahead: python workers start from their source");
+            None
         }
     }
 }
@@ -319,6 +349,9 @@ impl LinuxRuntime {
         let agent_exe =
             sys::dup_above(exe.as_raw_fd(), 100).map_err(sys_err("dup agent binary"))?;
         let agent_argv = config.agent.argv.clone();
+        let python_compiled = config
+            .python_compiler
+            .and_then(|compile| compile_python_worker(compile, &image));
         tracing::info!(
             data_dir = %data.display(),
             cgroup_limits = ?cgroups.limits_via(),
@@ -350,6 +383,7 @@ impl LinuxRuntime {
             oci_layers,
             agent_exe,
             agent_argv,
+            python_compiled,
             live: Mutex::new(HashMap::new()),
             network,
             index_proxies,
