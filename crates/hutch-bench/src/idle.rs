@@ -111,8 +111,13 @@ pub enum Stop {
     Cap,
     /// `MemAvailable` fell under the floor.
     MemoryFloor,
-    /// The sessions held the memory budget ([`Limits::budget_kib`]).
-    Budget,
+    /// The sessions held the memory budget ([`Limits::budget_kib`]); once every `default`
+    /// context was ready, this many of the newest were deleted so that the rest held at most
+    /// the budget.
+    Budget {
+        /// The sessions deleted past the budget.
+        trimmed: usize,
+    },
     /// A create failed; its error.
     CreateFailed(String),
     /// Reading the host's memory failed; its error.
@@ -124,7 +129,11 @@ impl std::fmt::Display for Stop {
         match self {
             Stop::Cap => f.write_str("reached the --sessions cap"),
             Stop::MemoryFloor => f.write_str("MemAvailable fell under the floor"),
-            Stop::Budget => f.write_str("the sessions filled the memory budget"),
+            Stop::Budget { trimmed: 0 } => f.write_str("the sessions filled the memory budget"),
+            Stop::Budget { trimmed } => write!(
+                f,
+                "the sessions filled the memory budget; the {trimmed} newest were then deleted, so that the rest held at most the budget"
+            ),
             Stop::CreateFailed(e) => write!(f, "a create failed: {e}"),
             Stop::ReadFailed(e) => write!(f, "reading the host's memory failed: {e}"),
         }
@@ -496,7 +505,12 @@ struct Budget {
 impl Budget {
     /// Whether the sessions hold at least the budget now.
     fn filled(&self, server: Option<&Watched>) -> Result<bool, BenchError> {
-        let held = match server {
+        Ok(self.held(server)? >= self.kib as f64)
+    }
+
+    /// What the sessions hold now, KiB.
+    fn held(&self, server: Option<&Watched>) -> Result<f64, BenchError> {
+        Ok(match server {
             Some(server) => {
                 let processes = SessionProcesses::measure(server.pid).map_err(|e| {
                     BenchError::Server(format!("measuring the sessions' processes: {e}"))
@@ -505,8 +519,38 @@ impl Budget {
                 processes.private_total() + kernel.total()
             }
             None => self.mem_available as f64 - mem_available_kib().map_err(meminfo)? as f64,
-        };
-        Ok(held >= self.kib as f64)
+        })
+    }
+
+    /// Deletes the newest of `ids` until the rest hold at most the budget, once every
+    /// `default` context is ready: the budget is read every [`BUDGET_CHECK_EVERY`] creates,
+    /// while the newest sessions' workers are still starting, so filling stops past it.
+    /// Returns how many it deleted; a session it could not delete stays in `ids`.
+    async fn trim(
+        &self,
+        client: &HutchClient,
+        ids: &mut Vec<Uuid>,
+        server: Option<&Watched>,
+    ) -> Result<usize, BenchError> {
+        for id in ids.iter() {
+            wait_default_context(client, *id).await?;
+        }
+        let mut deleted = 0;
+        loop {
+            tokio::time::sleep(SETTLE).await;
+            let held = self.held(server)?;
+            if held <= self.kib as f64 || ids.is_empty() {
+                return Ok(deleted);
+            }
+            let each = held / ids.len() as f64;
+            let excess = ((held - self.kib as f64) / each).ceil() as usize;
+            for _ in 0..excess.clamp(1, ids.len()) {
+                let Some(id) = ids.last().copied() else { break };
+                client.delete_session(id).await.map_err(api("delete"))?;
+                ids.pop();
+                deleted += 1;
+            }
+        }
     }
 }
 
@@ -580,7 +624,7 @@ pub async fn density(
     };
     let started = Instant::now();
     // Every way out of this loop goes on to delete the sessions made so far.
-    let stop = loop {
+    let mut stop = loop {
         if ids.len() >= limits.cap {
             break Stop::Cap;
         }
@@ -593,7 +637,7 @@ pub async fn density(
             && ids.len() % BUDGET_CHECK_EVERY == 0
         {
             match budget.filled(server) {
-                Ok(true) => break Stop::Budget,
+                Ok(true) => break Stop::Budget { trimmed: 0 },
                 Ok(false) => {}
                 Err(e) => break Stop::ReadFailed(e.to_string()),
             }
@@ -603,15 +647,27 @@ pub async fn density(
             Err(e) => break Stop::CreateFailed(e.to_string()),
         }
     };
-    let mut measured = measure_held(
-        client,
-        &ids,
-        (baseline, kernel_baseline),
-        started,
-        server,
-        limits.wake_window,
-    )
-    .await;
+    let trimmed = match (&mut stop, &budget) {
+        (Stop::Budget { trimmed }, Some(budget)) => budget
+            .trim(client, &mut ids, server)
+            .await
+            .map(|deleted| *trimmed = deleted),
+        _ => Ok(()),
+    };
+    let mut measured = match trimmed {
+        Ok(()) => {
+            measure_held(
+                client,
+                &ids,
+                (baseline, kernel_baseline),
+                started,
+                server,
+                limits.wake_window,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
     if let Ok(report) = &mut measured {
         if let (Some(server), Some(before)) = (server, held_before) {
             // Measured while all sessions are still there (they were resumed).
